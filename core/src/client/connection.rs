@@ -1,0 +1,552 @@
+//! One connection of the client core, from TCP connect to close.
+//!
+//! Order of work on a fresh connection: Login, wait for LoginReply, sync from the persistent
+//! `last_seq`, resend every unacked send in order, then serve frames, app commands and timers
+//! (heartbeat due, Pong overdue, send overdue, retry after an overload) until something ends
+//! the connection.
+//!
+//! Delivery rules (one frame at a time, so `last_seq` only moves forward by one):
+//! - a message with seq <= last_seq is a duplicate and is dropped;
+//! - seq == last_seq + 1 is processed (reported as `ClientEvent::Message`) and acked;
+//! - a higher seq is a gap: it is not processed; a sync from last_seq fetches it in order.
+//!
+//! While a sync runs, pushes that are not the next seq are left to the sync, and the highest
+//! seq seen anywhere is remembered so that a final page that ends below it starts another sync.
+//!
+//! Send order: sends are written in queue order, at most `sends_in_flight_max` unacked. A send
+//! refused as retryable (overloaded, rate limited) rewinds the window to it; the server refuses
+//! later sends to the same conversation on that connection until the refused one is retried,
+//! so a conversation's messages are stored in send order.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
+
+use super::{Client, ClientEvent, ClientExit, Command, DisconnectCause, lock};
+use crate::codec::FrameIoError;
+use crate::framed::{FrameReader, FrameWriter};
+use crate::heartbeat::HeartbeatEvent;
+use crate::net::Connector;
+use crate::proto::{self, Body, ErrorCode, Frame, KickReason};
+
+/// How a connection ended.
+pub(super) enum Outcome {
+    /// The client must stop.
+    Exit(ClientExit),
+    /// The connection is gone; the client reconnects after a backoff.
+    Closed {
+        cause: DisconnectCause,
+        logged_in: bool,
+    },
+}
+
+fn closed(cause: DisconnectCause, logged_in: bool) -> Outcome {
+    Outcome::Closed { cause, logged_in }
+}
+
+/// A Ping awaiting its Pong.
+struct PingInFlight {
+    id: u64,
+    sent_at: Instant,
+    interval: Duration,
+}
+
+/// State of one live connection. The persistent state lives in the client.
+struct Live {
+    syncing: bool,
+    /// Highest seq seen in any push, notify or sync response.
+    seen_seq_max: u64,
+    /// Sends written on this connection and not yet acked, in write order, with write time.
+    in_flight: VecDeque<(String, Instant)>,
+    /// No sends are written before this (after a retryable refusal).
+    retry_at: Option<Instant>,
+    ping: Option<PingInFlight>,
+    next_ping_at: Instant,
+    next_ping_id: u64,
+}
+
+/// Runs one connection attempt to its end.
+pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
+    let connect_deadline = Instant::now() + client.config.connect_timeout;
+    let stream = match tokio::time::timeout_at(connect_deadline, client.connector.connect()).await {
+        Err(_) => return closed(DisconnectCause::ConnectFailed("timed out".into()), false),
+        Ok(Err(error)) => return closed(DisconnectCause::ConnectFailed(error.to_string()), false),
+        Ok(Ok(stream)) => stream,
+    };
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut input = FrameReader::new(read_half, client.config.max_frame_bytes);
+    let mut out = FrameWriter::new(write_half, client.config.max_frame_bytes);
+
+    let (user, device) = {
+        let state = lock(&client.state);
+        (state.user.clone(), state.device.clone())
+    };
+    let login = Frame::new(Body::Login(proto::Login {
+        user,
+        device,
+        token: client.config.token.clone(),
+        heartbeat_interval_max_s: client.heartbeat.interval_max().as_secs().max(1) as u32,
+    }));
+    out.feed(&login).expect("a login frame fits");
+    let reply = tokio::time::timeout_at(connect_deadline, async {
+        out.flush().await?;
+        input.next().await
+    })
+    .await;
+    let reply = match reply {
+        Err(_) => return closed(DisconnectCause::ConnectFailed("login timed out".into()), false),
+        Ok(Err(error)) => return closed(lost(&error), false),
+        Ok(Ok(None)) => {
+            return closed(DisconnectCause::ConnectionLost("closed before login reply".into()), false);
+        }
+        Ok(Ok(Some(frame))) => frame,
+    };
+    let login_reply = match reply.body {
+        Some(Body::LoginReply(reply)) => reply,
+        Some(Body::Error(error)) => {
+            let code = error.code();
+            return match code {
+                ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::InvalidRequest => {
+                    Outcome::Exit(ClientExit::LoginRefused(code, error.text))
+                }
+                _ => closed(DisconnectCause::LoginFailed(code, error.text), false),
+            };
+        }
+        _ => {
+            let text = format!("expected login_reply, got {}", reply.kind());
+            return closed(DisconnectCause::ProtocolError(text), false);
+        }
+    };
+    client.emit(ClientEvent::Connected {
+        connection_id: login_reply.connection_id,
+        max_seq: login_reply.max_seq,
+    });
+    let network = client.network.clone();
+    client.heartbeat_event(HeartbeatEvent::Connected { network });
+    let now = client.now();
+    let first_interval = client.heartbeat.interval(now);
+
+    let last_seq = lock(&client.state).last_seq;
+    let mut live = Live {
+        syncing: false,
+        seen_seq_max: login_reply.max_seq,
+        in_flight: VecDeque::new(),
+        retry_at: None,
+        ping: None,
+        next_ping_at: Instant::now() + first_interval,
+        next_ping_id: 1,
+    };
+    start_sync(client, &mut live, &mut out, last_seq);
+    while let Some(request) = client.pending_requests.pop_front() {
+        feed(&mut out, group_request(request));
+    }
+    let cause = serve(client, &mut live, &mut input, &mut out).await;
+    let failed_heartbeat = live.ping.as_ref().map(|ping| ping.interval);
+    match failed_heartbeat {
+        // Mars: a connection that dies while a heartbeat waits for its reply failed it.
+        Some(interval) if !matches!(cause, Err(_) | Ok(DisconnectCause::NetworkChanged | DisconnectCause::Requested)) => {
+            client.heartbeat_event(HeartbeatEvent::Failed { interval });
+        }
+        _ => client.heartbeat_event(HeartbeatEvent::Disconnected),
+    }
+    match cause {
+        Ok(cause) => {
+            if matches!(cause, DisconnectCause::Requested) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), out.shutdown()).await;
+            }
+            closed(cause, true)
+        }
+        Err(exit) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), out.shutdown()).await;
+            Outcome::Exit(exit)
+        }
+    }
+}
+
+fn lost(error: &FrameIoError) -> DisconnectCause {
+    match error {
+        FrameIoError::Io(error) => DisconnectCause::ConnectionLost(error.to_string()),
+        FrameIoError::Codec(error) => DisconnectCause::ProtocolError(error.to_string()),
+    }
+}
+
+fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, body: Body) {
+    let frame = Frame::new(body);
+    if let Err(error) = out.feed(&frame) {
+        // Bodies are the app's; an oversized one is refused here rather than by the server.
+        tracing::warn!(kind = frame.kind(), %error, "dropping an oversized outgoing frame");
+    }
+}
+
+fn group_request(command: Command) -> Body {
+    match command {
+        Command::CreateGroup {
+            request_id,
+            group,
+            members,
+        } => Body::GroupCreate(proto::GroupCreate {
+            request_id,
+            group_id: group,
+            members,
+        }),
+        Command::JoinGroup { request_id, group } => Body::GroupJoin(proto::GroupJoin {
+            request_id,
+            group_id: group,
+        }),
+        Command::LeaveGroup { request_id, group } => Body::GroupLeave(proto::GroupLeave {
+            request_id,
+            group_id: group,
+        }),
+        other => unreachable!("not a group request: {other:?}"),
+    }
+}
+
+fn start_sync<C: Connector, W: AsyncWrite + Unpin>(
+    client: &Client<C>,
+    live: &mut Live,
+    out: &mut FrameWriter<W>,
+    after_seq: u64,
+) {
+    live.syncing = true;
+    feed(
+        out,
+        Body::SyncRequest(proto::SyncRequest {
+            after_seq,
+            limit: client.config.sync_page_len,
+        }),
+    );
+}
+
+/// What processing one message did.
+#[derive(Debug, PartialEq, Eq)]
+enum Applied {
+    Next,
+    Duplicate,
+    Gap,
+}
+
+/// Processes one message against the persistent seq.
+fn apply<C: Connector>(client: &Client<C>, message: &proto::Message) -> Applied {
+    let mut state = lock(&client.state);
+    if message.seq <= state.last_seq {
+        client
+            .observer
+            .on_event(&state, &ClientEvent::DuplicateDropped { seq: message.seq });
+        return Applied::Duplicate;
+    }
+    if message.seq != state.last_seq + 1 {
+        return Applied::Gap;
+    }
+    state.last_seq = message.seq;
+    client.observer.on_event(&state, &ClientEvent::Message(message));
+    Applied::Next
+}
+
+/// Serves a logged-in connection. `Ok(cause)` to reconnect, `Err(exit)` to stop.
+async fn serve<C: Connector, R, W>(
+    client: &mut Client<C>,
+    live: &mut Live,
+    input: &mut FrameReader<R>,
+    out: &mut FrameWriter<W>,
+) -> Result<DisconnectCause, ClientExit>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        write_sends(client, live, out);
+        if out.buffered_bytes() > 0 {
+            match tokio::time::timeout(client.config.send_timeout, out.flush()).await {
+                Err(_) => return Ok(DisconnectCause::ConnectionLost("write stalled".into())),
+                Ok(Err(error)) => return Ok(DisconnectCause::ConnectionLost(error.to_string())),
+                Ok(Ok(())) => {}
+            }
+        }
+        let deadline = next_deadline(client, live);
+        tokio::select! {
+            biased;
+            next = input.next() => {
+                let frame = match next {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return Ok(DisconnectCause::ConnectionLost("server closed the connection".into())),
+                    Err(error) => return Ok(lost(&error)),
+                };
+                if let Some(end) = handle_frame(client, live, out, frame)? {
+                    return Ok(end);
+                }
+            }
+            command = client.commands.recv() => {
+                match command {
+                    None | Some(Command::Shutdown) => return Err(ClientExit::Shutdown),
+                    Some(Command::GoOffline) => {
+                        client.online = false;
+                        return Ok(DisconnectCause::Requested);
+                    }
+                    Some(Command::GoOnline) => client.online = true,
+                    Some(Command::NetworkChanged { network }) => {
+                        client.network = network.clone();
+                        client.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
+                        return Ok(DisconnectCause::NetworkChanged);
+                    }
+                    Some(Command::AppState(app_state)) => {
+                        client.app_state = app_state;
+                        client.heartbeat_event(HeartbeatEvent::AppState(app_state));
+                        if live.ping.is_none() {
+                            let now = client.now();
+                            let interval = client.heartbeat.interval(now);
+                            live.next_ping_at = live.next_ping_at.min(Instant::now() + interval);
+                        }
+                    }
+                    Some(request) => feed(out, group_request(request)),
+                }
+            }
+            () = client.wake.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                if let Some(end) = on_timer(client, live, out) {
+                    return Ok(end);
+                }
+            }
+        }
+    }
+}
+
+/// The earliest timer: Pong overdue, heartbeat due, send overdue, retry allowed.
+fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
+    let mut deadline = match &live.ping {
+        Some(ping) => ping.sent_at + client.config.heartbeat_timeout,
+        None => live.next_ping_at,
+    };
+    if let Some((_, written_at)) = live.in_flight.front() {
+        deadline = deadline.min(*written_at + client.config.send_timeout);
+    }
+    if let Some(retry_at) = live.retry_at {
+        deadline = deadline.min(retry_at);
+    }
+    deadline
+}
+
+fn on_timer<C: Connector, W: AsyncWrite + Unpin>(
+    client: &mut Client<C>,
+    live: &mut Live,
+    out: &mut FrameWriter<W>,
+) -> Option<DisconnectCause> {
+    let now = Instant::now();
+    if live.retry_at.is_some_and(|at| at <= now) {
+        live.retry_at = None;
+    }
+    if let Some((_, written_at)) = live.in_flight.front()
+        && *written_at + client.config.send_timeout <= now
+    {
+        return Some(DisconnectCause::SendTimeout);
+    }
+    match &live.ping {
+        Some(ping) if ping.sent_at + client.config.heartbeat_timeout <= now => {
+            return Some(DisconnectCause::HeartbeatTimeout);
+        }
+        Some(_) => {}
+        None if live.next_ping_at <= now => {
+            let since = client.now();
+            let interval = client.heartbeat.interval(since);
+            let id = live.next_ping_id;
+            live.next_ping_id += 1;
+            live.ping = Some(PingInFlight {
+                id,
+                sent_at: now,
+                interval,
+            });
+            feed(out, Body::Ping(proto::Ping { id }));
+            client.emit(ClientEvent::HeartbeatSent { interval });
+        }
+        None => {}
+    }
+    None
+}
+
+/// Writes queued sends up to the in-flight window, oldest first.
+fn write_sends<C: Connector, W: AsyncWrite + Unpin>(
+    client: &Client<C>,
+    live: &mut Live,
+    out: &mut FrameWriter<W>,
+) {
+    if live.retry_at.is_some() || live.in_flight.len() >= client.config.sends_in_flight_max {
+        return;
+    }
+    let mut state = lock(&client.state);
+    let window = client.config.sends_in_flight_max;
+    let start = live.in_flight.len();
+    let now = Instant::now();
+    let state = &mut *state;
+    for message in state.outgoing.iter_mut().skip(start) {
+        if live.in_flight.len() >= window {
+            break;
+        }
+        message.n_attempts += 1;
+        feed(
+            out,
+            Body::Send(proto::Send {
+                client_msg_id: message.client_msg_id.clone(),
+                to: Some(message.to.to_send_to()),
+                body: message.body.clone(),
+            }),
+        );
+        live.in_flight.push_back((message.client_msg_id.clone(), now));
+    }
+    for (client_msg_id, _) in live.in_flight.iter().skip(start) {
+        let attempt = state
+            .outgoing
+            .iter()
+            .find(|m| m.client_msg_id == *client_msg_id)
+            .map_or(1, |m| m.n_attempts);
+        client.observer.on_event(
+            state,
+            &ClientEvent::SendWritten {
+                client_msg_id,
+                attempt,
+            },
+        );
+    }
+}
+
+/// Handles one frame from the server. Returns a cause when the connection must end.
+fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
+    client: &mut Client<C>,
+    live: &mut Live,
+    out: &mut FrameWriter<W>,
+    frame: Frame,
+) -> Result<Option<DisconnectCause>, ClientExit> {
+    let Some(body) = frame.body else {
+        unreachable!("the decoder rejects frames without a body")
+    };
+    match body {
+        Body::NotifyData(notify) => {
+            let Some(message) = notify.message else {
+                return Ok(Some(DisconnectCause::ProtocolError("notify_data without a message".into())));
+            };
+            live.seen_seq_max = live.seen_seq_max.max(message.seq);
+            match apply(client, &message) {
+                Applied::Next => {
+                    let seq = message.seq;
+                    feed(out, Body::DeviceAck(proto::DeviceAck { seq }));
+                }
+                Applied::Duplicate => {}
+                Applied::Gap if live.syncing => {}
+                Applied::Gap => {
+                    let last_seq = lock(&client.state).last_seq;
+                    start_sync(client, live, out, last_seq);
+                }
+            }
+        }
+        Body::Notify(notify) => {
+            live.seen_seq_max = live.seen_seq_max.max(notify.max_seq);
+            let last_seq = lock(&client.state).last_seq;
+            if !live.syncing && notify.max_seq > last_seq {
+                start_sync(client, live, out, last_seq);
+            }
+        }
+        Body::SyncResponse(response) => {
+            live.seen_seq_max = live.seen_seq_max.max(response.max_seq);
+            let mut gap = false;
+            for message in &response.messages {
+                if apply(client, message) == Applied::Gap {
+                    gap = true;
+                    break;
+                }
+            }
+            let last_seq = lock(&client.state).last_seq;
+            feed(out, Body::DeviceAck(proto::DeviceAck { seq: last_seq }));
+            if gap || response.has_more || live.seen_seq_max > last_seq {
+                start_sync(client, live, out, last_seq);
+            } else {
+                live.syncing = false;
+            }
+        }
+        Body::SendAck(ack) => {
+            live.in_flight.retain(|(id, _)| *id != ack.client_msg_id);
+            let mut state = lock(&client.state);
+            if let Some(position) = state
+                .outgoing
+                .iter()
+                .position(|m| m.client_msg_id == ack.client_msg_id)
+            {
+                state.outgoing.remove(position);
+                client.observer.on_event(
+                    &state,
+                    &ClientEvent::SendAcked {
+                        client_msg_id: &ack.client_msg_id,
+                        seq: ack.seq,
+                        msg_id: ack.msg_id,
+                    },
+                );
+            }
+        }
+        Body::Pong(pong) => {
+            if let Some(ping) = live.ping.take_if(|ping| ping.id == pong.id) {
+                let rtt = ping.sent_at.elapsed();
+                client.heartbeat_event(HeartbeatEvent::Succeeded {
+                    interval: ping.interval,
+                });
+                client.emit(ClientEvent::HeartbeatAcked { rtt });
+                let now = client.now();
+                live.next_ping_at = Instant::now() + client.heartbeat.interval(now);
+            }
+        }
+        Body::GroupReply(reply) => client.emit(ClientEvent::GroupReply(&reply)),
+        Body::Kick(kick) => {
+            let reason = kick.reason();
+            if reason == KickReason::Replaced {
+                return Err(ClientExit::Replaced);
+            }
+            return Ok(Some(DisconnectCause::Kicked(reason)));
+        }
+        Body::Error(error) => on_error(client, live, error),
+        other => {
+            let text = format!("unexpected {} frame from the server", other.kind());
+            return Ok(Some(DisconnectCause::ProtocolError(text)));
+        }
+    }
+    Ok(None)
+}
+
+fn on_error<C: Connector>(client: &Client<C>, live: &mut Live, error: proto::Error) {
+    if error.client_msg_id.is_empty() {
+        client.emit(ClientEvent::ServerError(&error));
+        return;
+    }
+    let code = error.code();
+    let retryable = matches!(
+        code,
+        ErrorCode::Overloaded | ErrorCode::RateLimited | ErrorCode::StoreUnavailable
+    );
+    let Some(position) = live
+        .in_flight
+        .iter()
+        .position(|(id, _)| *id == error.client_msg_id)
+    else {
+        return;
+    };
+    if retryable {
+        // Rewind: this send and everything written after it go again, in order.
+        live.in_flight.truncate(position);
+        live.retry_at = Some(Instant::now() + client.config.retry_delay);
+        return;
+    }
+    live.in_flight.remove(position);
+    let mut state = lock(&client.state);
+    if let Some(index) = state
+        .outgoing
+        .iter()
+        .position(|m| m.client_msg_id == error.client_msg_id)
+    {
+        state.outgoing.remove(index);
+    }
+    client.observer.on_event(
+        &state,
+        &ClientEvent::SendFailed {
+            client_msg_id: &error.client_msg_id,
+            code,
+            text: &error.text,
+        },
+    );
+}

@@ -1,0 +1,472 @@
+//! The client core: one device's connection manager, the same code in tests, the simulator
+//! and the load generator.
+//!
+//! It connects, logs in, syncs after every connect, processes NotifyData, Notify and sync
+//! results one at a time (its seq never goes backwards, duplicates are dropped by seq), acks,
+//! sends with retries that reuse the client message id, sends heartbeats as its
+//! [`HeartbeatStrategy`] says, and reconnects with capped exponential backoff plus jitter.
+//! Its persistent state ([`ClientState`]) lives outside the connection; the app talks to it
+//! through a [`ClientHandle`] and hears from it through a [`ClientObserver`].
+//!
+//! Modules: `state` (persistent state), `backoff`, `connection` (one connection's loop).
+
+mod backoff;
+mod connection;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+pub use backoff::{Backoff, BackoffConfig, jitter};
+pub use state::{ClientState, OutgoingMessage, SharedClientState, lock};
+
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::heartbeat::{AppState, HeartbeatEvent, HeartbeatStrategy};
+use crate::net::Connector;
+use crate::proto::{self, ErrorCode, KickReason, Target};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Login token (anything in dev mode).
+    pub token: String,
+    /// Label of the network the device starts on, for heartbeat strategies.
+    pub network: String,
+    /// Messages asked for per sync page.
+    pub sync_page_len: u32,
+    /// Give up on a connection attempt (TCP connect plus login) after this long.
+    pub connect_timeout: Duration,
+    /// A Ping unanswered for this long fails the heartbeat and the connection.
+    pub heartbeat_timeout: Duration,
+    /// A send unacked for this long means the connection is dead: reconnect and resend.
+    pub send_timeout: Duration,
+    /// Wait before resending a send refused as overloaded or rate limited.
+    pub retry_delay: Duration,
+    /// Sends written but not yet acked, at most.
+    pub sends_in_flight_max: usize,
+    /// Unacked sends the app may queue; more are refused by [`ClientHandle::send`].
+    pub outgoing_len_max: usize,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            token: String::new(),
+            network: "default".into(),
+            sync_page_len: 100,
+            connect_timeout: Duration::from_secs(20),
+            heartbeat_timeout: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(2),
+            sends_in_flight_max: 16,
+            outgoing_len_max: 1_024,
+            backoff: BackoffConfig::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// Why a connection ended (or never came up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectCause {
+    /// TCP connect failed or timed out.
+    ConnectFailed(String),
+    /// The server refused the login for a reason worth retrying (overloaded, store down).
+    LoginFailed(ErrorCode, String),
+    /// The server closed the connection or it failed.
+    ConnectionLost(String),
+    /// A Ping went unanswered.
+    HeartbeatTimeout,
+    /// A send went unacked.
+    SendTimeout,
+    /// The server kicked this connection.
+    Kicked(KickReason),
+    /// The server sent bytes that are not a frame, or a frame out of place.
+    ProtocolError(String),
+    /// The app reported a network change; the old path is dead.
+    NetworkChanged,
+    /// The app asked to go offline or to stop.
+    Requested,
+}
+
+/// What the client core reports to its observer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent<'a> {
+    /// A connection attempt starts.
+    Connecting,
+    /// Logged in.
+    Connected {
+        /// The server's id for the connection.
+        connection_id: u64,
+        /// The inbox's newest seq at login.
+        max_seq: u64,
+    },
+    /// A connection ended or an attempt failed.
+    Disconnected(&'a DisconnectCause),
+    /// A message was processed (seq is exactly the previous seq plus one). The app log.
+    Message(&'a proto::Message),
+    /// A message with an old seq arrived again and was dropped.
+    DuplicateDropped {
+        /// Its seq.
+        seq: u64,
+    },
+    /// A frame was written for this send.
+    SendWritten {
+        /// The message.
+        client_msg_id: &'a str,
+        /// 1 for the first write, more for retries.
+        attempt: u32,
+    },
+    /// The server stored a send.
+    SendAcked {
+        /// The message.
+        client_msg_id: &'a str,
+        /// Its seq in the sender's inbox.
+        seq: u64,
+        /// Server-wide id.
+        msg_id: u64,
+    },
+    /// The server refused a send for good (unknown group, not a member, invalid).
+    SendFailed {
+        /// The message.
+        client_msg_id: &'a str,
+        /// Why.
+        code: ErrorCode,
+        /// The server's words.
+        text: &'a str,
+    },
+    /// A Ping was written.
+    HeartbeatSent {
+        /// The silence it follows.
+        interval: Duration,
+    },
+    /// A Pong arrived.
+    HeartbeatAcked {
+        /// Ping to Pong.
+        rtt: Duration,
+    },
+    /// A group request was answered.
+    GroupReply(&'a proto::GroupReply),
+    /// The server answered a request with an error not tied to a send.
+    ServerError(&'a proto::Error),
+    /// The client stopped for good: the app asked, the login was refused, or the device was
+    /// logged in elsewhere.
+    Stopped(&'a ClientExit),
+}
+
+/// Receives the client core's events. Called inline: keep it cheap and never block.
+pub trait ClientObserver: Send + Sync + 'static {
+    /// One event.
+    fn on_event(&self, state: &ClientState, event: &ClientEvent<'_>);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl ClientObserver for NoObserver {
+    fn on_event(&self, _state: &ClientState, _event: &ClientEvent<'_>) {}
+}
+
+/// Why [`Client::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientExit {
+    /// [`ClientHandle::shutdown`] was called or every handle was dropped.
+    Shutdown,
+    /// The server refused the credentials; retrying cannot help.
+    LoginRefused(ErrorCode, String),
+    /// The same device logged in on another connection.
+    Replaced,
+}
+
+/// Requests from the app to the running client core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Command {
+    CreateGroup {
+        request_id: u64,
+        group: String,
+        members: Vec<String>,
+    },
+    JoinGroup {
+        request_id: u64,
+        group: String,
+    },
+    LeaveGroup {
+        request_id: u64,
+        group: String,
+    },
+    NetworkChanged {
+        network: String,
+    },
+    AppState(AppState),
+    GoOffline,
+    GoOnline,
+    Shutdown,
+}
+
+/// Commands queued for the client core at most; more are refused.
+const COMMANDS_LEN_MAX: usize = 64;
+
+/// Why the app's request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Too many unacked sends are queued.
+    #[error("{0} unacked sends are queued, the limit (outgoing_len_max)")]
+    OutgoingFull(usize),
+    /// Too many commands are queued, or the client core has stopped.
+    #[error("the client core is not taking commands (stopped, or {COMMANDS_LEN_MAX} queued)")]
+    Busy,
+}
+
+/// The app's side of a running client core.
+#[derive(Clone)]
+pub struct ClientHandle {
+    state: SharedClientState,
+    commands: mpsc::Sender<Command>,
+    wake: Arc<Notify>,
+    outgoing_len_max: usize,
+    next_request_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ClientHandle {
+    /// Queues a message; returns its client message id. The send survives reconnects and,
+    /// since it lives in the persistent state, app restarts.
+    pub fn send(&self, to: Target, body: Bytes) -> Result<String, ClientError> {
+        let mut state = lock(&self.state);
+        if state.outgoing.len() >= self.outgoing_len_max {
+            return Err(ClientError::OutgoingFull(state.outgoing.len()));
+        }
+        let client_msg_id = state.next_client_msg_id();
+        state.outgoing.push_back(OutgoingMessage {
+            client_msg_id: client_msg_id.clone(),
+            to,
+            body,
+            n_attempts: 0,
+        });
+        drop(state);
+        self.wake.notify_one();
+        Ok(client_msg_id)
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientError> {
+        self.commands.try_send(command).map_err(|_| ClientError::Busy)
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next_request_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Creates a group; the reply comes as [`ClientEvent::GroupReply`] with the returned id.
+    pub fn create_group(&self, group: &str, members: Vec<String>) -> Result<u64, ClientError> {
+        let request_id = self.request_id();
+        self.command(Command::CreateGroup {
+            request_id,
+            group: group.to_string(),
+            members,
+        })?;
+        Ok(request_id)
+    }
+
+    /// Joins a group.
+    pub fn join_group(&self, group: &str) -> Result<u64, ClientError> {
+        let request_id = self.request_id();
+        self.command(Command::JoinGroup {
+            request_id,
+            group: group.to_string(),
+        })?;
+        Ok(request_id)
+    }
+
+    /// Leaves a group.
+    pub fn leave_group(&self, group: &str) -> Result<u64, ClientError> {
+        let request_id = self.request_id();
+        self.command(Command::LeaveGroup {
+            request_id,
+            group: group.to_string(),
+        })?;
+        Ok(request_id)
+    }
+
+    /// The device moved to another network: the connection is dropped and remade at once.
+    pub fn network_changed(&self, network: &str) -> Result<(), ClientError> {
+        self.command(Command::NetworkChanged {
+            network: network.to_string(),
+        })
+    }
+
+    /// The app changed state.
+    pub fn set_app_state(&self, app_state: AppState) -> Result<(), ClientError> {
+        self.command(Command::AppState(app_state))
+    }
+
+    /// Drops the connection and stays offline until [`ClientHandle::go_online`].
+    pub fn go_offline(&self) -> Result<(), ClientError> {
+        self.command(Command::GoOffline)
+    }
+
+    /// Connects again after [`ClientHandle::go_offline`].
+    pub fn go_online(&self) -> Result<(), ClientError> {
+        self.command(Command::GoOnline)
+    }
+
+    /// Stops the client core.
+    pub fn shutdown(&self) -> Result<(), ClientError> {
+        self.command(Command::Shutdown)
+    }
+
+    /// The persistent state.
+    pub fn state(&self) -> &SharedClientState {
+        &self.state
+    }
+}
+
+/// One device's client core, ready to run.
+pub struct Client<C: Connector> {
+    connector: C,
+    config: ClientConfig,
+    state: SharedClientState,
+    heartbeat: Box<dyn HeartbeatStrategy>,
+    observer: Arc<dyn ClientObserver>,
+    rng: ChaCha8Rng,
+    commands: mpsc::Receiver<Command>,
+    wake: Arc<Notify>,
+    started: Instant,
+    app_state: AppState,
+    network: String,
+    online: bool,
+    /// Group requests waiting for a connection.
+    pending_requests: std::collections::VecDeque<Command>,
+}
+
+impl<C: Connector> Client<C> {
+    /// Builds a client core on `state` and the handle to drive it.
+    pub fn new(
+        connector: C,
+        config: ClientConfig,
+        state: SharedClientState,
+        heartbeat: Box<dyn HeartbeatStrategy>,
+        observer: Arc<dyn ClientObserver>,
+        rng: ChaCha8Rng,
+    ) -> (Client<C>, ClientHandle) {
+        let (commands_tx, commands) = mpsc::channel(COMMANDS_LEN_MAX);
+        let wake = Arc::new(Notify::new());
+        let handle = ClientHandle {
+            state: state.clone(),
+            commands: commands_tx,
+            wake: wake.clone(),
+            outgoing_len_max: config.outgoing_len_max,
+            next_request_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        };
+        let network = config.network.clone();
+        let client = Client {
+            connector,
+            config,
+            state,
+            heartbeat,
+            observer,
+            rng,
+            commands,
+            wake,
+            started: Instant::now(),
+            app_state: AppState::Foreground,
+            network,
+            online: true,
+            pending_requests: std::collections::VecDeque::new(),
+        };
+        (client, handle)
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn emit(&self, event: ClientEvent<'_>) {
+        let state = lock(&self.state);
+        self.observer.on_event(&state, &event);
+    }
+
+    fn heartbeat_event(&mut self, event: HeartbeatEvent) {
+        let now = self.now();
+        self.heartbeat.on_event(&event, now);
+    }
+
+    /// Runs until the app shuts it down, the login is refused, or the device is replaced.
+    pub async fn run(mut self) -> ClientExit {
+        let mut backoff = Backoff::new(self.config.backoff);
+        let mut delay = Duration::ZERO;
+        let mut connect_now = false;
+        let exit = loop {
+            // Wait out the backoff (or stay offline), still taking commands.
+            let deadline = Instant::now() + delay;
+            while !(self.online && (connect_now || Instant::now() >= deadline)) {
+                let command = tokio::select! {
+                    () = tokio::time::sleep_until(deadline), if self.online => continue,
+                    command = self.commands.recv() => command,
+                };
+                if let Some(exit) = self.apply_command(command, &mut connect_now) {
+                    self.emit(ClientEvent::Stopped(&exit));
+                    return exit;
+                }
+            }
+            connect_now = false;
+            self.emit(ClientEvent::Connecting);
+            let cause = match connection::run(&mut self).await {
+                connection::Outcome::Exit(exit) => break exit,
+                connection::Outcome::Closed { cause, logged_in } => {
+                    if logged_in {
+                        backoff.reset();
+                    }
+                    cause
+                }
+            };
+            self.emit(ClientEvent::Disconnected(&cause));
+            delay = match cause {
+                // The old path is dead; the new one is worth trying at once (Mars: 0 s).
+                DisconnectCause::NetworkChanged | DisconnectCause::Requested => Duration::ZERO,
+                _ => backoff.next_delay(&mut self.rng),
+            };
+        };
+        self.emit(ClientEvent::Stopped(&exit));
+        exit
+    }
+
+    /// Applies an app command. Returns the exit when the client must stop; sets
+    /// `connect_now` when a waiting client should connect without finishing its backoff.
+    fn apply_command(&mut self, command: Option<Command>, connect_now: &mut bool) -> Option<ClientExit> {
+        match command {
+            None | Some(Command::Shutdown) => return Some(ClientExit::Shutdown),
+            Some(Command::GoOffline) => self.online = false,
+            Some(Command::GoOnline) => {
+                self.online = true;
+                *connect_now = true;
+            }
+            Some(Command::NetworkChanged { network }) => {
+                self.network = network.clone();
+                self.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
+                *connect_now = true;
+            }
+            Some(Command::AppState(app_state)) => {
+                self.app_state = app_state;
+                self.heartbeat_event(HeartbeatEvent::AppState(app_state));
+            }
+            Some(request @ (Command::CreateGroup { .. } | Command::JoinGroup { .. } | Command::LeaveGroup { .. })) => {
+                if self.pending_requests.len() >= COMMANDS_LEN_MAX {
+                    tracing::warn!(?request, "dropping a group request: {COMMANDS_LEN_MAX} wait for a connection");
+                } else {
+                    self.pending_requests.push_back(request);
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,149 @@
+//! Frame I/O over any async byte stream, with buffers that stay small on idle connections.
+//!
+//! A server holds many idle connections, so buffer memory per connection matters more than
+//! the last syscall: the read buffer is released whenever it is empty and larger than
+//! [`IDLE_BUFFER_BYTES_MAX`], and the write buffer likewise after each flush.
+//! [`FrameReader::next`] is cancel-safe, so it can sit in a `select!`.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{self, CodecError, Decoded, FrameIoError};
+use crate::proto::Frame;
+
+/// A buffer this large or smaller is kept across frames; a larger empty one is freed.
+pub const IDLE_BUFFER_BYTES_MAX: usize = 512;
+
+/// Bytes requested from the socket at least per read once a frame is under way.
+const READ_CHUNK_BYTES: usize = 4 * 1024;
+
+/// Bytes reserved for a read while no frame is under way: enough for a heartbeat or an ack.
+const IDLE_READ_BYTES: usize = 64;
+
+/// Reads frames from a byte stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buffer: BytesMut,
+    max_frame_bytes: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads frames of at most `max_frame_bytes` from `inner`.
+    pub fn new(inner: R, max_frame_bytes: usize) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buffer: BytesMut::new(),
+            max_frame_bytes,
+        }
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    ///
+    /// Cancel-safe: bytes read so far stay in the buffer for the next call.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
+        loop {
+            match codec::decode(&self.buffer, self.max_frame_bytes)? {
+                Decoded::Frame {
+                    frame,
+                    consumed_bytes,
+                } => {
+                    self.buffer.advance(consumed_bytes);
+                    if self.buffer.is_empty() && self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
+                        self.buffer = BytesMut::new();
+                    }
+                    return Ok(Some(frame));
+                }
+                Decoded::Incomplete { needed_bytes } => {
+                    // `needed_bytes` is bounded by the validated length prefix.
+                    let want = if self.buffer.is_empty() {
+                        IDLE_READ_BYTES
+                    } else {
+                        needed_bytes.max(READ_CHUNK_BYTES.min(self.max_frame_bytes))
+                    };
+                    self.buffer.reserve(want);
+                    let n_read = self.inner.read_buf(&mut self.buffer).await?;
+                    if n_read == 0 {
+                        if self.buffer.is_empty() {
+                            return Ok(None);
+                        }
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "stream ended inside a frame ({} bytes buffered)",
+                                self.buffer.len()
+                            ),
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes frames to a byte stream; frames are buffered by [`FrameWriter::feed`] and written by
+/// [`FrameWriter::flush`].
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+    buffer: BytesMut,
+    max_frame_bytes: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Writes frames of at most `max_frame_bytes` to `inner`.
+    pub fn new(inner: W, max_frame_bytes: usize) -> FrameWriter<W> {
+        FrameWriter {
+            inner,
+            buffer: BytesMut::new(),
+            max_frame_bytes,
+        }
+    }
+
+    /// Buffers one frame. A frame over the limit is refused: it is a bug in the sender.
+    pub fn feed(&mut self, frame: &Frame) -> Result<(), CodecError> {
+        let length_bytes = prost::Message::encoded_len(frame);
+        if length_bytes > self.max_frame_bytes {
+            return Err(CodecError::FrameTooLarge {
+                declared_bytes: length_bytes,
+                max_frame_bytes: self.max_frame_bytes,
+            });
+        }
+        codec::encode(frame, &mut self.buffer);
+        Ok(())
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Writes everything buffered and flushes the stream.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        while !self.buffer.is_empty() {
+            let n_written = self.inner.write(&self.buffer).await?;
+            if n_written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.buffer.advance(n_written);
+        }
+        self.inner.flush().await?;
+        if self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
+            self.buffer = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Feeds and flushes one frame.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), FrameIoError> {
+        self.feed(frame)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// Shuts the write side down (TCP FIN).
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.inner.shutdown().await
+    }
+}

@@ -1,0 +1,141 @@
+//! Who is online: user -> device -> the live connection's handle.
+//!
+//! Delivery never blocks: a message goes into a connection's bounded outbox with `try_send`;
+//! a full outbox marks the connection a slow consumer and kicks it (its messages stay in its
+//! inbox and come back by sync after it reconnects).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::{Frame, KickReason};
+use crate::store::StoredMessage;
+
+/// What a connection's writer sends.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A reply or control frame, written as is.
+    Frame(Frame),
+    /// A message for this device, written as NotifyData and tracked for the device's ack.
+    Deliver {
+        seq: u64,
+        message: Arc<StoredMessage>,
+    },
+}
+
+/// A live, logged-in connection as the rest of the server sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    pub connection_id: u64,
+    pub outbox: mpsc::Sender<Outbound>,
+    pub kill: CancellationToken,
+    /// Why the connection was killed, read by its writer to send a Kick frame.
+    pub kick_reason: Arc<Mutex<Option<KickReason>>>,
+}
+
+impl SessionHandle {
+    /// Asks the connection to close with `reason`; the first reason wins.
+    pub fn kick(&self, reason: KickReason) {
+        let mut slot = self.kick_reason.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(reason);
+        drop(slot);
+        self.kill.cancel();
+    }
+
+    pub fn kick_reason(&self) -> Option<KickReason> {
+        *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counters of the registry, for stats and tests.
+#[derive(Debug, Default)]
+pub(crate) struct RegistryCounters {
+    pub slow_consumer_kicks: AtomicU64,
+    pub replaced_kicks: AtomicU64,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    users: Mutex<BTreeMap<String, BTreeMap<String, SessionHandle>>>,
+    pub counters: RegistryCounters,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, SessionHandle>>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection for (user, device); an older connection of the same device is
+    /// kicked as replaced.
+    pub fn register(&self, user: &str, device: &str, handle: SessionHandle) {
+        let old = self
+            .lock()
+            .entry(user.to_string())
+            .or_default()
+            .insert(device.to_string(), handle);
+        if let Some(old) = old {
+            self.counters.replaced_kicks.fetch_add(1, Ordering::Relaxed);
+            old.kick(KickReason::Replaced);
+        }
+    }
+
+    /// Removes (user, device) if it still belongs to `connection_id`.
+    pub fn unregister(&self, user: &str, device: &str, connection_id: u64) {
+        let mut users = self.lock();
+        if let Some(devices) = users.get_mut(user) {
+            if devices
+                .get(device)
+                .is_some_and(|handle| handle.connection_id == connection_id)
+            {
+                devices.remove(device);
+            }
+            if devices.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Offers a message at `seq` to every live device of `user`. Returns false when the user
+    /// has no live device (the caller then pushes).
+    pub fn deliver(&self, user: &str, seq: u64, message: &Arc<StoredMessage>) -> bool {
+        let users = self.lock();
+        let Some(devices) = users.get(user) else {
+            return false;
+        };
+        for handle in devices.values() {
+            let outbound = Outbound::Deliver {
+                seq,
+                message: message.clone(),
+            };
+            match handle.outbox.try_send(outbound) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.counters
+                        .slow_consumer_kicks
+                        .fetch_add(1, Ordering::Relaxed);
+                    handle.kick(KickReason::SlowConsumer);
+                }
+                // The connection is closing; the message waits in the inbox.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        !devices.is_empty()
+    }
+
+    /// Live (user, device) pairs.
+    pub fn n_sessions(&self) -> usize {
+        self.lock().values().map(BTreeMap::len).sum()
+    }
+
+    /// Kicks every connection, for shutdown.
+    pub fn kick_all(&self, reason: KickReason) {
+        for devices in self.lock().values() {
+            for handle in devices.values() {
+                handle.kick(reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! One connection: the login phase, then the reader loop that handles the client's frames,
+//! running beside the connection's writer (`writer.rs`) until either side ends.
+//!
+//! Close rules: no Login within `login_timeout`; a bad frame, a frame before login or a
+//! refused token (each answered with a typed Error first); silence longer than the idle
+//! timeout (1.5x the client's declared heartbeat interval, clamped); a kick (same device
+//! logged in elsewhere, slow consumer, shutdown). Only this connection is affected.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::registry::{Outbound, SessionHandle};
+use super::{Shared, error_frame, writer};
+use crate::auth::{AuthError, validate_id};
+use crate::codec::{CodecError, FrameIoError};
+use crate::framed::{FrameReader, FrameWriter};
+use crate::net::Stream;
+use crate::proto::{self, Body, ErrorCode, Frame, KickReason, Target};
+use crate::store::{AppendRequest, StoreError};
+
+/// Why a connection ended, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    PeerClosed,
+    Io,
+    BadFrame,
+    Reaped,
+    Killed,
+    SlowConsumer,
+    StoreFailed,
+    TooManyRefusals,
+}
+
+/// A logged-in connection's identity.
+struct Session {
+    user: String,
+    device: String,
+}
+
+/// Serves one accepted connection to the end.
+pub(crate) async fn serve_connection<S: Stream>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("conn", id = connection_id, %peer);
+    async move {
+        let counters = shared.counters.clone();
+        counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let n_open = counters.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        serve(&shared, stream, connection_id, n_open as usize, stop).await;
+        counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn serve<S: Stream>(
+    shared: &Arc<Shared>,
+    stream: S,
+    connection_id: u64,
+    n_open: usize,
+    stop: CancellationToken,
+) {
+    let max_frame_bytes = shared.config.max_frame_bytes;
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut input = FrameReader::new(read_half, max_frame_bytes);
+    let mut out = FrameWriter::new(write_half, max_frame_bytes);
+
+    if n_open > shared.config.connections_max {
+        shared
+            .counters
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let text = format!(
+            "server holds {} connections, its limit (connections_max)",
+            shared.config.connections_max
+        );
+        refuse(shared, &mut out, ErrorCode::Overloaded, text).await;
+        return;
+    }
+
+    let first = tokio::select! {
+        () = stop.cancelled() => return,
+        first = tokio::time::timeout(shared.config.login_timeout, input.next()) => first,
+    };
+    let login = match first {
+        Err(_elapsed) => {
+            let text = format!("no login within {:?}", shared.config.login_timeout);
+            refuse(shared, &mut out, ErrorCode::LoginTimeout, text).await;
+            return;
+        }
+        Ok(Ok(None) | Err(FrameIoError::Io(_))) => return,
+        Ok(Err(FrameIoError::Codec(error))) => {
+            refuse(shared, &mut out, codec_error_code(&error), error.to_string()).await;
+            return;
+        }
+        Ok(Ok(Some(frame))) => match frame.body {
+            Some(Body::Login(login)) => login,
+            _ => {
+                let text = format!("expected a login frame first, got {}", frame.kind());
+                refuse(shared, &mut out, ErrorCode::NotLoggedIn, text).await;
+                return;
+            }
+        },
+    };
+    let idle_timeout = match check_login(shared, &login) {
+        Ok(idle_timeout) => idle_timeout,
+        Err((code, text)) => {
+            tracing::info!(user = %login.user, device = %login.device, "login refused: {text}");
+            refuse(shared, &mut out, code, text).await;
+            return;
+        }
+    };
+    let session = Session {
+        user: login.user,
+        device: login.device,
+    };
+    let (acked_seq, max_seq) = match login_reads(shared, &session).await {
+        Ok(reads) => reads,
+        Err(error) => {
+            let text = format!("store failed at login: {error}");
+            refuse(shared, &mut out, ErrorCode::StoreUnavailable, text).await;
+            return;
+        }
+    };
+
+    let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
+    let handle = SessionHandle {
+        connection_id,
+        outbox: outbox.clone(),
+        kill: stop.child_token(),
+        kick_reason: Arc::new(Mutex::new(None)),
+    };
+    shared.registry.register(&session.user, &session.device, handle.clone());
+    shared.counters.logins.fetch_add(1, Ordering::Relaxed);
+    let reply = Frame::new(Body::LoginReply(proto::LoginReply {
+        max_seq,
+        server_time_ms: shared.clock.unix_ms(),
+        idle_timeout_s: idle_timeout.as_secs() as u32,
+        connection_id,
+    }));
+    outbox
+        .try_send(Outbound::Frame(reply))
+        .expect("a fresh outbox has room for the login reply");
+    tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
+
+    let acked_seq = Arc::new(AtomicU64::new(acked_seq));
+    let writer = writer::run(
+        shared.clone(),
+        out,
+        outbox_rx,
+        handle.clone(),
+        acked_seq.clone(),
+    );
+    let reader = read_loop(
+        shared,
+        &session,
+        input,
+        outbox,
+        &handle,
+        &acked_seq,
+        idle_timeout,
+    );
+    tokio::pin!(writer);
+    let closed = tokio::select! {
+        () = &mut writer => Closed::Io,
+        closed = reader => closed,
+    };
+    // Dropping the registry's sender closes the outbox once the reader's is gone too; the
+    // writer then flushes the last frames (an Error, say) and ends.
+    shared
+        .registry
+        .unregister(&session.user, &session.device, connection_id);
+    if closed != Closed::Io {
+        let _ = tokio::time::timeout(shared.config.close_flush_timeout, &mut writer).await;
+    }
+    handle.kill.cancel();
+    tracing::debug!(?closed, kick = ?handle.kick_reason(), "connection closed");
+}
+
+/// Validates a Login; returns the idle timeout for the connection.
+fn check_login(shared: &Shared, login: &proto::Login) -> Result<Duration, (ErrorCode, String)> {
+    validate_id("user", &login.user).map_err(|text| (ErrorCode::InvalidRequest, text))?;
+    validate_id("device", &login.device).map_err(|text| (ErrorCode::InvalidRequest, text))?;
+    let now_unix_s = shared.clock.unix_ms() / 1_000;
+    shared
+        .auth
+        .verify(&login.token, &login.user, now_unix_s)
+        .map_err(|error| {
+            let code = match error {
+                AuthError::Expired { .. } => ErrorCode::TokenExpired,
+                _ => ErrorCode::AuthFailed,
+            };
+            (code, error.to_string())
+        })?;
+    let declared = Duration::from_secs(u64::from(login.heartbeat_interval_max_s));
+    let heartbeat = declared.clamp(
+        shared.config.heartbeat_interval_min,
+        shared.config.heartbeat_interval_max,
+    );
+    Ok(heartbeat.mul_f64(1.5))
+}
+
+async fn login_reads(shared: &Shared, session: &Session) -> Result<(u64, u64), StoreError> {
+    let cursor = shared.store.cursor(&session.user, &session.device).await?;
+    let max_seq = shared.store.max_seq(&session.user).await?;
+    Ok((cursor, max_seq))
+}
+
+/// Answers a connection that never logged in with an error frame, then closes it.
+async fn refuse<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    out: &mut FrameWriter<W>,
+    code: ErrorCode,
+    text: String,
+) {
+    let frame = error_frame(proto::Error::new(code, text));
+    let _ = tokio::time::timeout(shared.config.close_flush_timeout, async {
+        out.send(&frame).await?;
+        out.shutdown().await?;
+        Ok::<(), FrameIoError>(())
+    })
+    .await;
+}
+
+fn codec_error_code(error: &CodecError) -> ErrorCode {
+    match error {
+        CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+        CodecError::Malformed { .. } | CodecError::EmptyFrame => ErrorCode::BadFrame,
+    }
+}
+
+/// Queues a frame for the writer without ever waiting: a full outbox means the peer is not
+/// reading, and it is kicked as a slow consumer.
+fn respond(outbox: &mpsc::Sender<Outbound>, handle: &SessionHandle, frame: Frame) -> Result<(), Closed> {
+    match outbox.try_send(Outbound::Frame(frame)) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            handle.kick(KickReason::SlowConsumer);
+            Err(Closed::SlowConsumer)
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed::Killed),
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    session: &Session,
+    mut input: FrameReader<R>,
+    outbox: mpsc::Sender<Outbound>,
+    handle: &SessionHandle,
+    acked_seq: &AtomicU64,
+    idle_timeout: Duration,
+) -> Closed {
+    let mut idle_deadline = Instant::now() + idle_timeout;
+    let mut barrier = SendBarrier::default();
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = handle.kill.cancelled() => return Closed::Killed,
+            () = tokio::time::sleep_until(idle_deadline) => {
+                shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?idle_timeout, "reaping silent connection");
+                return Closed::Reaped;
+            }
+            next = input.next() => next,
+        };
+        idle_deadline = Instant::now() + idle_timeout;
+        let frame = match next {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Closed::PeerClosed,
+            Err(FrameIoError::Io(_)) => return Closed::Io,
+            Err(FrameIoError::Codec(error)) => {
+                let error = proto::Error::new(codec_error_code(&error), error.to_string());
+                let _ = respond(&outbox, handle, error_frame(error));
+                return Closed::BadFrame;
+            }
+        };
+        let reply = handle_frame(shared, session, frame, acked_seq, &mut barrier).await;
+        match reply {
+            Ok(Some(frame)) => {
+                if let Err(closed) = respond(&outbox, handle, frame) {
+                    return closed;
+                }
+            }
+            Ok(None) => {}
+            Err(closed) => return closed,
+        }
+    }
+}
+
+/// Handles one frame of a logged-in connection; returns the reply to queue, if any.
+async fn handle_frame(
+    shared: &Arc<Shared>,
+    session: &Session,
+    frame: Frame,
+    acked_seq: &AtomicU64,
+    barrier: &mut SendBarrier,
+) -> Result<Option<Frame>, Closed> {
+    let Some(body) = frame.body else {
+        unreachable!("the decoder rejects frames without a body")
+    };
+    let reply = match body {
+        Body::Ping(ping) => Body::Pong(proto::Pong {
+            id: ping.id,
+            server_time_ms: shared.clock.unix_ms(),
+        }),
+        Body::Send(send) => handle_send(shared, session, send, barrier).await?,
+        Body::DeviceAck(ack) => {
+            let cursor = shared
+                .store
+                .ack_cursor(&session.user, &session.device, ack.seq)
+                .await
+                .map_err(|_| Closed::StoreFailed)?;
+            acked_seq.fetch_max(cursor, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Body::SyncRequest(request) => handle_sync(shared, session, request).await?,
+        Body::GroupCreate(request) => {
+            let result = shared
+                .store
+                .create_group(&request.group_id, &session.user, &request.members)
+                .await;
+            group_reply(request.request_id, &request.group_id, result, validate_group(&request.group_id, &request.members))
+        }
+        Body::GroupJoin(request) => {
+            let result = shared.store.join_group(&request.group_id, &session.user).await;
+            group_reply(request.request_id, &request.group_id, result, Ok(()))
+        }
+        Body::GroupLeave(request) => {
+            let result = shared.store.leave_group(&request.group_id, &session.user).await;
+            group_reply(request.request_id, &request.group_id, result, Ok(()))
+        }
+        Body::Login(_) => Body::Error(proto::Error::new(
+            ErrorCode::InvalidRequest,
+            "already logged in on this connection",
+        )),
+        other @ (Body::LoginReply(_)
+        | Body::Pong(_)
+        | Body::SendAck(_)
+        | Body::NotifyData(_)
+        | Body::Notify(_)
+        | Body::SyncResponse(_)
+        | Body::GroupReply(_)
+        | Body::Kick(_)
+        | Body::Error(_)) => Body::Error(proto::Error::new(
+            ErrorCode::InvalidRequest,
+            format!("{} frames are sent by the server, not to it", other.kind()),
+        )),
+    };
+    Ok(Some(Frame::new(reply)))
+}
+
+fn validate_group(group: &str, members: &[String]) -> Result<(), String> {
+    validate_id("group", group)?;
+    members.iter().try_for_each(|member| validate_id("user", member))
+}
+
+fn group_reply(
+    request_id: u64,
+    group: &str,
+    result: Result<Vec<String>, StoreError>,
+    validation: Result<(), String>,
+) -> Body {
+    let error = |code: ErrorCode, text: String| {
+        Body::Error(proto::Error {
+            code: code as i32,
+            text,
+            client_msg_id: String::new(),
+            request_id,
+        })
+    };
+    if let Err(text) = validation {
+        return error(ErrorCode::InvalidRequest, text);
+    }
+    match result {
+        Ok(members) => Body::GroupReply(proto::GroupReply {
+            request_id,
+            group_id: group.to_string(),
+            members,
+        }),
+        Err(store_error) => error(store_error_code(&store_error), store_error.to_string()),
+    }
+}
+
+fn store_error_code(error: &StoreError) -> ErrorCode {
+    match error {
+        StoreError::UnknownGroup(_) => ErrorCode::UnknownGroup,
+        StoreError::NotGroupMember { .. } => ErrorCode::NotGroupMember,
+        StoreError::GroupExists(_) => ErrorCode::GroupExists,
+        StoreError::Full(_) | StoreError::Unavailable(_) => ErrorCode::StoreUnavailable,
+    }
+}
+
+/// Conversations on this connection with a send refused as retryable, and that send's id.
+///
+/// Until the refused send is retried, later sends to the same conversation are refused too:
+/// a client pipelining sends would otherwise get a later message stored before the refused
+/// one, breaking the conversation's send order.
+#[derive(Default)]
+struct SendBarrier {
+    refused: std::collections::BTreeMap<Target, String>,
+}
+
+/// Conversations one connection may have blocked at once; more close the connection (the
+/// client resends everything, in order, after reconnecting).
+const SEND_BARRIERS_MAX: usize = 64;
+
+async fn handle_send(
+    shared: &Arc<Shared>,
+    session: &Session,
+    send: proto::Send,
+    barrier: &mut SendBarrier,
+) -> Result<Body, Closed> {
+    let error = |code: ErrorCode, text: String| {
+        Body::Error(proto::Error {
+            code: code as i32,
+            text,
+            client_msg_id: send.client_msg_id.clone(),
+            request_id: 0,
+        })
+    };
+    let Some(to) = send.to.as_ref().map(Target::from_send_to) else {
+        return Ok(error(ErrorCode::InvalidRequest, "send names no peer or group".into()));
+    };
+    if let Err(text) = validate_id("client message", &send.client_msg_id)
+        .and_then(|()| match &to {
+            Target::Peer(user) => validate_id("peer user", user),
+            Target::Group(group) => validate_id("group", group),
+        })
+    {
+        return Ok(error(ErrorCode::InvalidRequest, text));
+    }
+    if let Some(refused_id) = barrier.refused.get(&to) {
+        if *refused_id != send.client_msg_id {
+            let text = format!(
+                "send {refused_id:?} to this conversation was refused; retry it first"
+            );
+            return Ok(error(ErrorCode::Overloaded, text));
+        }
+        barrier.refused.remove(&to);
+    }
+    let max_body_bytes = shared.config.max_body_bytes();
+    if send.body.len() > max_body_bytes {
+        let text = format!("body of {} bytes exceeds {max_body_bytes}", send.body.len());
+        return Ok(error(ErrorCode::InvalidRequest, text));
+    }
+    // A group send reserves its fan-out slot before anything is stored, so an overloaded
+    // server refuses cleanly instead of storing a message it cannot deliver.
+    let permit = match &to {
+        Target::Group(group) => match shared.fanout.try_reserve(group) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                shared.counters.overloaded_sends.fetch_add(1, Ordering::Relaxed);
+                block(barrier, &to, &send.client_msg_id)?;
+                let text = "group fan-out queue is full; retry with the same client_msg_id".into();
+                return Ok(error(ErrorCode::Overloaded, text));
+            }
+        },
+        Target::Peer(_) => None,
+    };
+    let request_to = to.clone();
+    let request = AppendRequest {
+        from_user: session.user.clone(),
+        from_device: session.device.clone(),
+        client_msg_id: send.client_msg_id.clone(),
+        to,
+        body: send.body.clone(),
+        server_time_ms: shared.clock.unix_ms(),
+    };
+    let outcome = match shared.store.append(request).await {
+        Ok(outcome) => outcome,
+        Err(store_error) => {
+            let code = store_error_code(&store_error);
+            if code == ErrorCode::StoreUnavailable {
+                block(barrier, &request_to, &send.client_msg_id)?;
+            }
+            return Ok(error(code, store_error.to_string()));
+        }
+    };
+    if outcome.duplicate {
+        shared.counters.duplicate_sends.fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared.counters.messages_stored.fetch_add(1, Ordering::Relaxed);
+        match permit {
+            Some(permit) => {
+                permit.send(super::FanoutJob {
+                    message: outcome.message.clone(),
+                    deliveries: outcome.deliveries,
+                });
+            }
+            None => shared.deliver(&outcome.message, &outcome.deliveries),
+        }
+    }
+    Ok(Body::SendAck(proto::SendAck {
+        client_msg_id: send.client_msg_id,
+        seq: outcome.sender_seq,
+        server_time_ms: outcome.message.server_time_ms,
+        msg_id: outcome.message.msg_id,
+    }))
+}
+
+/// Records a retryable refusal in the barrier; too many blocked conversations close the
+/// connection.
+fn block(barrier: &mut SendBarrier, to: &Target, client_msg_id: &str) -> Result<(), Closed> {
+    if !barrier.refused.contains_key(to) {
+        if barrier.refused.len() >= SEND_BARRIERS_MAX {
+            return Err(Closed::TooManyRefusals);
+        }
+        barrier.refused.insert(to.clone(), client_msg_id.to_string());
+    }
+    Ok(())
+}
+
+async fn handle_sync(
+    shared: &Arc<Shared>,
+    session: &Session,
+    request: proto::SyncRequest,
+) -> Result<Body, Closed> {
+    let limit = match request.limit as usize {
+        0 => shared.config.sync_page_len_max,
+        limit => limit.min(shared.config.sync_page_len_max),
+    };
+    let page = shared
+        .store
+        .sync(&session.user, request.after_seq, limit)
+        .await
+        .map_err(|_| Closed::StoreFailed)?;
+    // Fill the page up to the frame limit; every single message fits (bodies are capped).
+    let budget_bytes = shared.config.max_frame_bytes - 64;
+    let mut used_bytes = 0;
+    let mut messages = Vec::with_capacity(page.entries.len());
+    for (seq, message) in &page.entries {
+        let message = message.to_proto(*seq);
+        let message_bytes = prost::Message::encoded_len(&message) + 8;
+        if !messages.is_empty() && used_bytes + message_bytes > budget_bytes {
+            break;
+        }
+        used_bytes += message_bytes;
+        messages.push(message);
+    }
+    let last_seq = messages.last().map_or(request.after_seq, |m| m.seq);
+    Ok(Body::SyncResponse(proto::SyncResponse {
+        has_more: last_seq < page.max_seq,
+        max_seq: page.max_seq,
+        messages,
+    }))
+}

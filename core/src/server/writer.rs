@@ -1,0 +1,141 @@
+//! One connection's writer: drains the outbox into the socket, tracks which pushed
+//! NotifyData the device has acked, and falls back to a Notify when an ack is late.
+//!
+//! Fallback rule: when a NotifyData at seq S is pushed and no check is pending, a check is
+//! armed for S at now + `notify_ack_timeout`. When it fires and the device's acked seq is
+//! below S, a Notify carrying the highest pushed seq is sent (the device then syncs). Then the
+//! check re-arms for the highest pushed seq if that is still unacked.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::registry::{Outbound, SessionHandle};
+use crate::framed::FrameWriter;
+use crate::proto::{Body, Frame, Kick, KickReason, Notify, NotifyData};
+
+struct AckCheck {
+    deadline: Instant,
+    seq: u64,
+}
+
+/// Runs until the outbox closes (the reader is done and the session unregistered), the
+/// session is killed, or a write fails. Always cancels the session's kill token on exit.
+pub(crate) async fn run<W: AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut out: FrameWriter<W>,
+    mut outbox: mpsc::Receiver<Outbound>,
+    handle: SessionHandle,
+    acked_seq: Arc<AtomicU64>,
+) {
+    let notify_ack_timeout = shared.config.notify_ack_timeout;
+    let mut pushed_seq_max = 0u64;
+    let mut check: Option<AckCheck> = None;
+    loop {
+        let check_deadline = check.as_ref().map(|c| c.deadline);
+        tokio::select! {
+            biased;
+            () = handle.kill.cancelled() => {
+                write_kick(&shared, &mut out, handle.kick_reason()).await;
+                break;
+            }
+            () = sleep_until_some(check_deadline) => {
+                let want_seq = check.take().map_or(0, |c| c.seq);
+                let acked = acked_seq.load(Ordering::Relaxed);
+                if acked < want_seq {
+                    shared.counters.notify_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    let notify = Frame::new(Body::Notify(Notify { max_seq: pushed_seq_max }));
+                    out.feed(&notify).expect("a Notify fits in any frame");
+                }
+                if acked < pushed_seq_max {
+                    check = Some(AckCheck {
+                        deadline: Instant::now() + notify_ack_timeout,
+                        seq: pushed_seq_max,
+                    });
+                }
+            }
+            item = outbox.recv() => {
+                let Some(item) = item else { break };
+                feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
+                // Batch what is already queued into one write; the queue bounds the batch.
+                while let Ok(item) = outbox.try_recv() {
+                    feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
+                }
+            }
+        }
+        if out.buffered_bytes() > 0 {
+            let flushed = tokio::select! {
+                biased;
+                () = handle.kill.cancelled() => false,
+                result = out.flush() => result.is_ok(),
+            };
+            if !flushed {
+                // Killed mid-write or the socket failed: say why if we still can.
+                write_kick(&shared, &mut out, handle.kick_reason()).await;
+                break;
+            }
+        }
+    }
+    handle.kill.cancel();
+}
+
+fn feed<W: AsyncWrite + Unpin>(
+    out: &mut FrameWriter<W>,
+    item: Outbound,
+    pushed_seq_max: &mut u64,
+    check: &mut Option<AckCheck>,
+    notify_ack_timeout: std::time::Duration,
+) {
+    let frame = match item {
+        Outbound::Frame(frame) => frame,
+        Outbound::Deliver { seq, message } => {
+            *pushed_seq_max = (*pushed_seq_max).max(seq);
+            check.get_or_insert(AckCheck {
+                deadline: Instant::now() + notify_ack_timeout,
+                seq,
+            });
+            Frame::new(Body::NotifyData(NotifyData {
+                message: Some(message.to_proto(seq)),
+            }))
+        }
+    };
+    if let Err(error) = out.feed(&frame) {
+        // The server only builds frames within the limit (bodies are capped at send time).
+        panic!("server built an oversized {} frame: {error}", frame.kind());
+    }
+}
+
+/// Best effort: a Kick frame saying why the server closes, bounded by `close_flush_timeout`.
+/// A slow consumer is not reading, so it gets none.
+async fn write_kick<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    out: &mut FrameWriter<W>,
+    reason: Option<KickReason>,
+) {
+    let Some(reason) = reason else { return };
+    if reason == KickReason::SlowConsumer {
+        return;
+    }
+    let text = match reason {
+        KickReason::Replaced => "this device logged in on another connection",
+        KickReason::ServerShutdown => "server is shutting down",
+        KickReason::SlowConsumer | KickReason::Unspecified => "closed by server",
+    };
+    let kick = Frame::new(Body::Kick(Kick {
+        reason: reason as i32,
+        text: text.to_string(),
+    }));
+    let _ = tokio::time::timeout(shared.config.close_flush_timeout, out.send(&kick)).await;
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,377 @@
+//! The in-memory store: the embedded default and the simulator's store.
+//!
+//! One mutex guards everything, which makes every operation trivially atomic; operations are
+//! short (no I/O under the lock). Every map that grows with input has a limit in
+//! [`MemoryStoreLimits`]; at a limit the write is refused with [`StoreError::Full`] and nothing
+//! already stored is touched.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, SyncPage};
+use crate::proto::Target;
+
+/// Bounds of the in-memory store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStoreLimits {
+    /// Messages stored in all, across all conversations.
+    pub messages_max: u64,
+    /// Client message ids remembered per sender for dedupe. A retry older than this many
+    /// later sends of the same user would be stored again; clients keep far fewer in flight.
+    pub dedupe_window_len: usize,
+    /// Members of one group.
+    pub group_members_max: usize,
+    /// Groups in all.
+    pub groups_max: usize,
+}
+
+impl Default for MemoryStoreLimits {
+    fn default() -> Self {
+        MemoryStoreLimits {
+            messages_max: 20_000_000,
+            dedupe_window_len: 4_096,
+            group_members_max: 10_000,
+            groups_max: 1_000_000,
+        }
+    }
+}
+
+#[derive(Default)]
+struct UserState {
+    /// Inbox: entry `i` has seq `i + 1`.
+    inbox: Vec<Arc<StoredMessage>>,
+    /// Device id -> processed-up-to seq.
+    cursors: BTreeMap<String, u64>,
+    /// client_msg_id -> (message, sender seq), and the ids in arrival order for eviction.
+    dedupe: BTreeMap<String, (Arc<StoredMessage>, u64)>,
+    dedupe_order: VecDeque<String>,
+}
+
+#[derive(Default)]
+struct State {
+    n_messages: u64,
+    users: BTreeMap<String, UserState>,
+    groups: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The in-memory [`Store`].
+#[derive(Default)]
+pub struct MemoryStore {
+    limits: MemoryStoreLimits,
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store with default limits.
+    pub fn new() -> MemoryStore {
+        MemoryStore::with_limits(MemoryStoreLimits::default())
+    }
+
+    /// An empty store with the given limits.
+    pub fn with_limits(limits: MemoryStoreLimits) -> MemoryStore {
+        MemoryStore {
+            limits,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is a broken invariant elsewhere; keep serving the
+        // data, which every operation leaves consistent before it can panic.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Messages stored so far.
+    pub fn n_messages(&self) -> u64 {
+        self.lock().n_messages
+    }
+
+    fn append_locked(
+        &self,
+        state: &mut State,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        if let Some(user) = state.users.get(&request.from_user)
+            && let Some((message, sender_seq)) = user.dedupe.get(&request.client_msg_id)
+        {
+            return Ok(AppendOutcome {
+                message: message.clone(),
+                sender_seq: *sender_seq,
+                deliveries: Vec::new(),
+                duplicate: true,
+            });
+        }
+        let recipients: BTreeSet<String> = match &request.to {
+            Target::Peer(peer) => [peer.clone(), request.from_user.clone()].into(),
+            Target::Group(group) => {
+                let members = state
+                    .groups
+                    .get(group)
+                    .ok_or_else(|| StoreError::UnknownGroup(group.clone()))?;
+                if !members.contains(&request.from_user) {
+                    return Err(StoreError::NotGroupMember {
+                        group: group.clone(),
+                        user: request.from_user.clone(),
+                    });
+                }
+                members.clone()
+            }
+        };
+        if state.n_messages >= self.limits.messages_max {
+            return Err(StoreError::Full(format!(
+                "{} messages stored, the limit (messages_max)",
+                state.n_messages
+            )));
+        }
+        state.n_messages += 1;
+        let message = Arc::new(StoredMessage {
+            msg_id: state.n_messages,
+            from_user: request.from_user.clone(),
+            from_device: request.from_device,
+            client_msg_id: request.client_msg_id.clone(),
+            to: request.to,
+            body: request.body,
+            server_time_ms: request.server_time_ms,
+        });
+        let mut deliveries = Vec::with_capacity(recipients.len());
+        for user in recipients {
+            let inbox = &mut state.users.entry(user.clone()).or_default().inbox;
+            inbox.push(message.clone());
+            deliveries.push((user, inbox.len() as u64));
+        }
+        let sender_seq = deliveries
+            .iter()
+            .find(|(user, _)| *user == request.from_user)
+            .map(|(_, seq)| *seq)
+            .expect("the sender is always a recipient");
+        let sender = state
+            .users
+            .get_mut(&request.from_user)
+            .expect("sender inbox was just written");
+        sender
+            .dedupe
+            .insert(request.client_msg_id.clone(), (message.clone(), sender_seq));
+        sender.dedupe_order.push_back(request.client_msg_id);
+        if sender.dedupe_order.len() > self.limits.dedupe_window_len {
+            let oldest = sender.dedupe_order.pop_front().expect("window is not empty");
+            sender.dedupe.remove(&oldest);
+        }
+        Ok(AppendOutcome {
+            message,
+            sender_seq,
+            deliveries,
+            duplicate: false,
+        })
+    }
+}
+
+fn sorted_members(members: &BTreeSet<String>) -> Vec<String> {
+    members.iter().cloned().collect()
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let mut state = self.lock();
+        self.append_locked(&mut state, request)
+    }
+
+    async fn sync(
+        &self,
+        user: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<SyncPage, StoreError> {
+        let state = self.lock();
+        let Some(user) = state.users.get(user) else {
+            return Ok(SyncPage::default());
+        };
+        let max_seq = user.inbox.len() as u64;
+        let start = after_seq.min(max_seq) as usize;
+        let entries = user.inbox[start..]
+            .iter()
+            .take(limit)
+            .enumerate()
+            .map(|(i, message)| ((start + i + 1) as u64, message.clone()))
+            .collect();
+        Ok(SyncPage { entries, max_seq })
+    }
+
+    async fn max_seq(&self, user: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .users
+            .get(user)
+            .map_or(0, |user| user.inbox.len() as u64))
+    }
+
+    async fn ack_cursor(&self, user: &str, device: &str, seq: u64) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let user = state.users.entry(user.to_string()).or_default();
+        // A device cannot have processed entries that do not exist.
+        let seq = seq.min(user.inbox.len() as u64);
+        let cursor = user.cursors.entry(device.to_string()).or_insert(0);
+        *cursor = (*cursor).max(seq);
+        Ok(*cursor)
+    }
+
+    async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .users
+            .get(user)
+            .and_then(|user| user.cursors.get(device).copied())
+            .unwrap_or(0))
+    }
+
+    async fn create_group(
+        &self,
+        group: &str,
+        creator: &str,
+        members: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut state = self.lock();
+        if state.groups.contains_key(group) {
+            return Err(StoreError::GroupExists(group.to_string()));
+        }
+        if state.groups.len() >= self.limits.groups_max {
+            return Err(StoreError::Full(format!(
+                "{} groups exist, the limit (groups_max)",
+                state.groups.len()
+            )));
+        }
+        let mut set: BTreeSet<String> = members.iter().cloned().collect();
+        set.insert(creator.to_string());
+        if set.len() > self.limits.group_members_max {
+            return Err(StoreError::Full(format!(
+                "group {group:?} would have {} members, over group_members_max {}",
+                set.len(),
+                self.limits.group_members_max
+            )));
+        }
+        let sorted = sorted_members(&set);
+        state.groups.insert(group.to_string(), set);
+        Ok(sorted)
+    }
+
+    async fn join_group(&self, group: &str, user: &str) -> Result<Vec<String>, StoreError> {
+        let mut state = self.lock();
+        let members = state
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| StoreError::UnknownGroup(group.to_string()))?;
+        if !members.contains(user) && members.len() >= self.limits.group_members_max {
+            return Err(StoreError::Full(format!(
+                "group {group:?} has {} members, the limit (group_members_max)",
+                members.len()
+            )));
+        }
+        members.insert(user.to_string());
+        Ok(sorted_members(members))
+    }
+
+    async fn leave_group(&self, group: &str, user: &str) -> Result<Vec<String>, StoreError> {
+        let mut state = self.lock();
+        let members = state
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| StoreError::UnknownGroup(group.to_string()))?;
+        if !members.remove(user) {
+            return Err(StoreError::NotGroupMember {
+                group: group.to_string(),
+                user: user.to_string(),
+            });
+        }
+        Ok(sorted_members(members))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn send(from: &str, id: &str, to: Target) -> AppendRequest {
+        AppendRequest {
+            from_user: from.into(),
+            from_device: "d1".into(),
+            client_msg_id: id.into(),
+            to,
+            body: Bytes::from_static(b"hi"),
+            server_time_ms: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_write_gapless_inboxes_and_dedupe() {
+        let store = MemoryStore::new();
+        let first = store.append(send("a", "m1", Target::Peer("b".into()))).await.unwrap();
+        assert_eq!(first.deliveries, vec![("a".into(), 1), ("b".into(), 1)]);
+        let second = store.append(send("b", "m1", Target::Peer("a".into()))).await.unwrap();
+        assert_eq!(second.deliveries, vec![("a".into(), 2), ("b".into(), 2)]);
+        let retry = store.append(send("a", "m1", Target::Peer("b".into()))).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!((retry.sender_seq, retry.message.msg_id), (1, first.message.msg_id));
+        assert!(retry.deliveries.is_empty());
+
+        let page = store.sync("b", 0, 1).await.unwrap();
+        assert_eq!((page.entries.len(), page.max_seq, page.has_more()), (1, 2, true));
+        let page = store.sync("b", 1, 10).await.unwrap();
+        assert_eq!(page.entries[0].0, 2);
+        assert!(!page.has_more());
+        assert_eq!(store.sync("b", 9, 10).await.unwrap().entries.len(), 0);
+        assert_eq!(store.n_messages(), 2);
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_without_touching_stored_data() {
+        let store = MemoryStore::with_limits(MemoryStoreLimits {
+            messages_max: 1,
+            dedupe_window_len: 1,
+            group_members_max: 2,
+            groups_max: 1,
+        });
+        store.append(send("a", "m1", Target::Peer("b".into()))).await.unwrap();
+        let full = store.append(send("a", "m2", Target::Peer("b".into()))).await;
+        assert!(matches!(full, Err(StoreError::Full(_))));
+        assert_eq!(store.max_seq("b").await.unwrap(), 1);
+        assert!(matches!(
+            store.create_group("g", "a", &["b".into(), "c".into()]).await,
+            Err(StoreError::Full(_))
+        ));
+        store.create_group("g", "a", &["b".into()]).await.unwrap();
+        assert!(matches!(
+            store.create_group("h", "a", &[]).await,
+            Err(StoreError::Full(_))
+        ));
+        assert!(matches!(store.join_group("g", "c").await, Err(StoreError::Full(_))));
+    }
+
+    #[tokio::test]
+    async fn groups_and_cursors() {
+        let store = MemoryStore::new();
+        assert_eq!(
+            store.create_group("g", "a", &["c".into(), "b".into()]).await.unwrap(),
+            vec!["a", "b", "c"]
+        );
+        assert_eq!(
+            store.create_group("g", "a", &[]).await,
+            Err(StoreError::GroupExists("g".into()))
+        );
+        let outcome = store.append(send("b", "x", Target::Group("g".into()))).await.unwrap();
+        assert_eq!(outcome.deliveries.len(), 3);
+        assert_eq!(
+            store.append(send("z", "y", Target::Group("g".into()))).await.unwrap_err(),
+            StoreError::NotGroupMember { group: "g".into(), user: "z".into() }
+        );
+        assert_eq!(
+            store.append(send("a", "y", Target::Group("nope".into()))).await.unwrap_err(),
+            StoreError::UnknownGroup("nope".into())
+        );
+        assert_eq!(store.leave_group("g", "c").await.unwrap(), vec!["a", "b"]);
+        assert_eq!(store.join_group("g", "d").await.unwrap(), vec!["a", "b", "d"]);
+        assert_eq!(store.ack_cursor("a", "d1", 5).await.unwrap(), 1, "clamped to inbox");
+        assert_eq!(store.ack_cursor("a", "d1", 0).await.unwrap(), 1, "never backwards");
+        assert_eq!(store.cursor("a", "d1").await.unwrap(), 1);
+    }
+}
