@@ -1,0 +1,222 @@
+//! Delivery over real loopback sockets, through the client core and through raw frames.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use imlab_core::client::{ClientConfig, ClientState};
+use imlab_core::proto::{self, Body, KickReason, Target};
+use imlab_core::server::ServerConfig;
+use imlab_core::store::Store;
+
+#[tokio::test]
+async fn one_to_one_delivery_online_with_ack_and_sender_echo() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice", "phone");
+    let bob = server.client("bob", "phone");
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+
+    let id = alice.handle.send(Target::Peer("bob".into()), Bytes::from("hi bob")).unwrap();
+    assert_eq!(bob.wait_bodies(1).await, vec!["hi bob"]);
+    alice
+        .wait_for("ack", |seen| seen.contains(&Seen::Acked { client_msg_id: id.clone(), seq: 1 }))
+        .await;
+    // The sender's own device gets its message at its own seq 1 too, exactly once.
+    assert_eq!(alice.wait_bodies(1).await, vec!["hi bob"]);
+    assert_eq!(server.store.max_seq("bob").await.unwrap(), 1);
+    assert!(ClientState::clone(&bob.state.lock().unwrap()).outgoing.is_empty());
+    assert_eq!(bob.state.lock().unwrap().last_seq, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn offline_recipient_gets_a_push_then_the_message_by_sync_on_login() {
+    let server = TestServer::start().await;
+    let alice = server.client("alice", "phone");
+    alice.wait_connected().await;
+    for n in 0..3 {
+        alice.handle.send(Target::Peer("bob".into()), Bytes::from(format!("m{n}"))).unwrap();
+    }
+    alice
+        .wait_for("3 acks", |seen| seen.iter().filter(|s| matches!(s, Seen::Acked { .. })).count() == 3)
+        .await;
+    let pushes = server.push.notices.lock().unwrap().clone();
+    assert_eq!(pushes.iter().filter(|p| p.user == "bob").map(|p| p.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    let bob = server.client("bob", "phone");
+    assert_eq!(bob.wait_bodies(3).await, vec!["m0", "m1", "m2"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_senders_second_device_receives_the_sent_message() {
+    let server = TestServer::start().await;
+    let phone = server.client("alice", "phone");
+    let laptop = server.client("alice", "laptop");
+    let bob = server.client("bob", "phone");
+    for client in [&phone, &laptop, &bob] {
+        client.wait_connected().await;
+    }
+    phone.handle.send(Target::Peer("bob".into()), Bytes::from("from my phone")).unwrap();
+    assert_eq!(laptop.wait_bodies(1).await, vec!["from my phone"]);
+    assert_eq!(bob.wait_bodies(1).await, vec!["from my phone"]);
+    let laptop_seen = laptop.seen();
+    assert!(laptop_seen.contains(&Seen::Message {
+        seq: 1,
+        from: "alice".into(),
+        body: "from my phone".into()
+    }));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_of_50_gets_each_message_exactly_once_per_device_in_order() {
+    let server = TestServer::start().await;
+    let members: Vec<String> = (0..50).map(|n| format!("u{n:02}")).collect();
+    let clients: Vec<TestClient> = members.iter().map(|user| server.client(user, "phone")).collect();
+    for client in &clients {
+        client.wait_connected().await;
+    }
+    let creator = &clients[0];
+    creator.handle.create_group("team", members[1..].to_vec()).unwrap();
+    creator
+        .wait_for("group reply", |seen| seen.iter().any(|s| matches!(s, Seen::GroupReply(m) if m.len() == 50)))
+        .await;
+    let sent: Vec<String> = (0..5).map(|n| format!("g{n}")).collect();
+    for body in &sent {
+        clients[7].handle.send(Target::Group("team".into()), Bytes::from(body.clone())).unwrap();
+    }
+    for client in &clients {
+        assert_eq!(client.wait_bodies(5).await, sent);
+    }
+    // Give stragglers a moment, then check nothing arrived twice into any app log.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for client in &clients {
+        assert_eq!(client.bodies(), sent);
+        assert_eq!(client.state.lock().unwrap().last_seq, 5);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_send_retried_after_a_lost_ack_is_stored_once() {
+    let server = TestServer::start().await;
+    let (mut first, _) = RawConn::login(server.addr, "alice", "phone").await;
+    first.send(send_to_peer("phone-1", "bob", "once")).await;
+    let mut pushes = Vec::new();
+    let Some(Body::SendAck(ack)) = first.recv_reply(&mut pushes).await else { panic!("no ack") };
+    // The ack is "lost": the client never saw it, reconnects and retries with the same id.
+    drop(first);
+    let (mut second, _) = RawConn::login(server.addr, "alice", "phone").await;
+    second.send(send_to_peer("phone-1", "bob", "once")).await;
+    let Some(Body::SendAck(retry_ack)) = second.recv_reply(&mut pushes).await else { panic!("no ack") };
+    assert_eq!((retry_ack.seq, retry_ack.msg_id), (ack.seq, ack.msg_id));
+    assert_eq!(server.store.n_messages(), 1);
+    assert_eq!(server.store.max_seq("bob").await.unwrap(), 1);
+    assert_eq!(server.server.counters().duplicate_sends.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    // The client core does the same on its own: an unacked send in the persistent state is
+    // resent with its id after a restart, and stored once.
+    let mut state = ClientState::new("carol", "phone");
+    state.outgoing.push_back(imlab_core::client::OutgoingMessage {
+        client_msg_id: "phone-1".into(),
+        to: Target::Peer("bob".into()),
+        body: Bytes::from("once"),
+        n_attempts: 1,
+    });
+    let (mut raw, _) = RawConn::login(server.addr, "carol", "phone").await;
+    raw.send(send_to_peer("phone-1", "bob", "once")).await;
+    raw.recv_reply(&mut pushes).await;
+    drop(raw);
+    let carol = TestClient::start(server.addr, state.shared(), ClientConfig::default());
+    carol.wait_for("ack", |seen| seen.iter().any(|s| matches!(s, Seen::Acked { .. }))).await;
+    assert_eq!(server.store.n_messages(), 2);
+    assert_eq!(server.store.max_seq("bob").await.unwrap(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unacked_notify_data_falls_back_to_notify_and_sync_catches_up() {
+    let config = ServerConfig {
+        notify_ack_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(config, imlab_core::auth::Authenticator::Dev).await;
+    let (mut bob, _) = RawConn::login(server.addr, "bob", "phone").await;
+    let (mut alice, _) = RawConn::login(server.addr, "alice", "phone").await;
+    alice.send(send_to_peer("phone-1", "bob", "are you there")).await;
+
+    let Some(Body::NotifyData(data)) = bob.recv().await else { panic!("no notify_data") };
+    assert_eq!(data.message.as_ref().unwrap().seq, 1);
+    // Bob never acks: the server falls back to Notify with the newest seq.
+    let Some(Body::Notify(notify)) = bob.recv().await else { panic!("no notify fallback") };
+    assert_eq!(notify.max_seq, 1);
+    bob.send(Body::SyncRequest(proto::SyncRequest { after_seq: 0, limit: 10 })).await;
+    let Some(Body::SyncResponse(page)) = bob.recv().await else { panic!("no sync response") };
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].body, Bytes::from("are you there"));
+    assert!(!page.has_more);
+    bob.send(Body::DeviceAck(proto::DeviceAck { seq: 1 })).await;
+    // Acked: no more Notify; the next frame is the Pong.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    bob.send(Body::Ping(proto::Ping { id: 9 })).await;
+    assert!(matches!(bob.recv().await, Some(Body::Pong(proto::Pong { id: 9, .. }))));
+    assert_eq!(server.store.cursor("bob", "phone").await.unwrap(), 1);
+    assert!(server.server.counters().notify_fallbacks.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
+    let server = TestServer::start().await;
+    let (mut first, _) = RawConn::login(server.addr, "bob", "phone").await;
+    let (mut second, _) = RawConn::login(server.addr, "bob", "phone").await;
+    let frames = first.expect_closed().await;
+    assert!(
+        matches!(frames.as_slice(), [Body::Kick(kick)] if kick.reason() == KickReason::Replaced),
+        "first connection got {frames:?}"
+    );
+    second.send(Body::Ping(proto::Ping { id: 1 })).await;
+    assert!(matches!(second.recv().await, Some(Body::Pong(_))));
+    assert_eq!(server.server.n_sessions(), 1);
+
+    // A client core that is replaced stops instead of fighting for the session.
+    let core = server.client("carol", "phone");
+    core.wait_connected().await;
+    let _thief = RawConn::login(server.addr, "carol", "phone").await;
+    core.wait_for("stopped", |seen| seen.contains(&Seen::Stopped("Replaced".into()))).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sync_is_paged_and_ordered() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = RawConn::login(server.addr, "alice", "phone").await;
+    let mut pushes = Vec::new();
+    for n in 0..250 {
+        alice.send(send_to_peer(&format!("m{n}"), "bob", &format!("{n}"))).await;
+        alice.recv_reply(&mut pushes).await;
+    }
+    let (mut bob, reply) = RawConn::login(server.addr, "bob", "phone").await;
+    assert_eq!(reply.max_seq, 250);
+    let mut after_seq = 0;
+    let mut pages = 0;
+    loop {
+        bob.send(Body::SyncRequest(proto::SyncRequest { after_seq, limit: 100 })).await;
+        let Some(Body::SyncResponse(page)) = bob.recv().await else { panic!("no page") };
+        pages += 1;
+        for message in &page.messages {
+            assert_eq!(message.seq, after_seq + 1);
+            assert_eq!(message.body, Bytes::from(format!("{}", after_seq)));
+            after_seq = message.seq;
+        }
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!((after_seq, pages), (250, 3));
+    server.stop().await;
+}

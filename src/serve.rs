@@ -1,0 +1,117 @@
+//! `imlab serve`: the server core on a tokio TCP listener, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use imlab_core::auth::Authenticator;
+use imlab_core::clock::SystemClock;
+use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
+use imlab_core::store::MemoryStore;
+
+/// Run the IM server on a real socket (in-memory store).
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  imlab serve\n  \
+    IMLAB_AUTH_SECRET=s3cret imlab serve --listen 127.0.0.1:7400\n  \
+    RUST_LOG=imlab_core=debug imlab serve --max-connections 20000")]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port (printed at start-up).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Secret for HMAC-signed tokens. Without it the server runs in dev mode and accepts
+    /// any token.
+    #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// Concurrent connections at most; more are refused with OVERLOADED.
+    #[arg(long, default_value_t = ServerConfig::default().connections_max)]
+    max_connections: usize,
+    /// Largest frame in bytes.
+    #[arg(long, default_value_t = ServerConfig::default().max_frame_bytes)]
+    max_frame_bytes: usize,
+    /// Close connections that have not logged in by then.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    login_timeout: Duration,
+    /// Frames queued per connection; a full queue disconnects the slow consumer.
+    #[arg(long, default_value_t = ServerConfig::default().outbox_len_max)]
+    outbox_len: usize,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.max_frame_bytes >= 4_096, "--max-frame-bytes must be at least 4096");
+    anyhow::ensure!(args.outbox_len > 0, "--outbox-len must be positive");
+    let config = ServerConfig {
+        connections_max: args.max_connections,
+        max_frame_bytes: args.max_frame_bytes,
+        login_timeout: args.login_timeout,
+        outbox_len_max: args.outbox_len,
+        ..ServerConfig::default()
+    };
+    let auth = Authenticator::from_secret(args.auth_secret.as_deref());
+    if auth.is_dev() {
+        tracing::warn!(
+            "DEV MODE: no --auth-secret or IMLAB_AUTH_SECRET given; ANY token is accepted. \
+             Never expose this server."
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let server = Server::new(
+        config,
+        ServerDeps {
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(SystemClock),
+            push: Arc::new(LoggingPushProvider),
+            auth,
+        },
+    );
+    tracing::info!(%local, store = "memory", "imlab serve listening");
+    println!("listening: {local}");
+    server.run(listener, shutdown_signal()).await;
+    let counters = server.counters();
+    tracing::info!(
+        connections = counters.connections_accepted.load(std::sync::atomic::Ordering::Relaxed),
+        messages = counters.messages_stored.load(std::sync::atomic::Ordering::Relaxed),
+        "imlab serve stopped"
+    );
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
