@@ -40,8 +40,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -50,7 +49,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.max_frame_bytes >= 4_096, "--max-frame-bytes must be at least 4096");
+    anyhow::ensure!(
+        args.max_frame_bytes >= 4_096,
+        "--max-frame-bytes must be at least 4096"
+    );
     anyhow::ensure!(args.outbox_len > 0, "--outbox-len must be positive");
     let config = ServerConfig {
         connections_max: args.max_connections,
@@ -84,8 +86,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.run(listener, shutdown_signal()).await;
     let counters = server.counters();
     tracing::info!(
-        connections = counters.connections_accepted.load(std::sync::atomic::Ordering::Relaxed),
-        messages = counters.messages_stored.load(std::sync::atomic::Ordering::Relaxed),
+        connections = counters
+            .connections_accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        messages = counters
+            .messages_stored
+            .load(std::sync::atomic::Ordering::Relaxed),
         "imlab serve stopped"
     );
     Ok(())

@@ -47,13 +47,18 @@ pub fn validate_id(kind: &str, id: &str) -> Result<(), String> {
         return Err(format!("{kind} id is empty"));
     }
     if id.len() > ID_LEN_MAX {
-        return Err(format!("{kind} id is {} bytes, over {ID_LEN_MAX}", id.len()));
+        return Err(format!(
+            "{kind} id is {} bytes, over {ID_LEN_MAX}",
+            id.len()
+        ));
     }
     if let Some(bad) = id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
-        return Err(format!("{kind} id {id:?} contains {bad:?}; use [A-Za-z0-9_-]"));
+        return Err(format!(
+            "{kind} id {id:?} contains {bad:?}; use [A-Za-z0-9_-]"
+        ));
     }
     Ok(())
 }
@@ -108,7 +113,9 @@ impl Authenticator {
         let (Some(version), Some(token_user), Some(expiry), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(AuthError::Malformed("expected v1.<user>.<expiry>.<signature>"));
+            return Err(AuthError::Malformed(
+                "expected v1.<user>.<expiry>.<signature>",
+            ));
         };
         if version != TOKEN_VERSION {
             return Err(AuthError::Malformed("unknown token version"));
@@ -178,9 +185,18 @@ mod tests {
         let forged = token.replace("alice", "bob");
         assert_eq!(check(&forged, "bob", 10), Err(AuthError::BadSignature));
         let other_secret = mint_token("other", "alice", 1_000).unwrap();
-        assert_eq!(check(&other_secret, "alice", 10), Err(AuthError::BadSignature));
-        assert!(matches!(check("garbage", "alice", 10), Err(AuthError::Malformed(_))));
-        assert!(matches!(check("v1.alice.zz.00", "alice", 10), Err(AuthError::BadSignature)));
+        assert_eq!(
+            check(&other_secret, "alice", 10),
+            Err(AuthError::BadSignature)
+        );
+        assert!(matches!(
+            check("garbage", "alice", 10),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            check("v1.alice.zz.00", "alice", 10),
+            Err(AuthError::BadSignature)
+        ));
     }
 
     #[test]
@@ -193,7 +209,11 @@ mod tests {
         assert!(validate_id("user", "alice_01-x").is_ok());
         assert_eq!(validate_id("user", ""), Err("user id is empty".to_string()));
         assert!(validate_id("user", "a.b").unwrap_err().contains("'.'"));
-        assert!(validate_id("device", &"x".repeat(129)).unwrap_err().contains("over 128"));
+        assert!(
+            validate_id("device", &"x".repeat(129))
+                .unwrap_err()
+                .contains("over 128")
+        );
         assert!(mint_token("s", "a.b", 1).is_err());
     }
 }

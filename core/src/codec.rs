@@ -122,3 +122,194 @@ pub enum FrameIoError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn message(seq: u64) -> Message {
+        Message {
+            seq,
+            msg_id: 77,
+            from_user: "alice".into(),
+            from_device: "phone".into(),
+            client_msg_id: "phone-3".into(),
+            to: Some(message::To::GroupId("team".into())),
+            body: Bytes::from_static(b"hello"),
+            server_time_ms: 1_700_000_000_123,
+        }
+    }
+
+    /// One frame of every kind, with every field set to something other than its default.
+    fn every_kind() -> Vec<Body> {
+        vec![
+            Body::Login(Login {
+                user: "alice".into(),
+                device: "phone".into(),
+                token: "v1.alice.9.ab".into(),
+                heartbeat_interval_max_s: 285,
+            }),
+            Body::LoginReply(LoginReply {
+                max_seq: 12,
+                server_time_ms: 5,
+                idle_timeout_s: 427,
+                connection_id: 3,
+            }),
+            Body::Ping(Ping { id: 4 }),
+            Body::Pong(Pong {
+                id: 4,
+                server_time_ms: 6,
+            }),
+            Body::Send(Send {
+                client_msg_id: "phone-1".into(),
+                to: Some(send::To::PeerUser("bob".into())),
+                body: Bytes::from(vec![0u8, 1, 2, 255]),
+            }),
+            Body::SendAck(SendAck {
+                client_msg_id: "phone-1".into(),
+                seq: 9,
+                server_time_ms: 10,
+                msg_id: 11,
+            }),
+            Body::NotifyData(NotifyData {
+                message: Some(message(2)),
+            }),
+            Body::Notify(Notify { max_seq: 13 }),
+            Body::DeviceAck(DeviceAck { seq: 13 }),
+            Body::SyncRequest(SyncRequest {
+                after_seq: 1,
+                limit: 50,
+            }),
+            Body::SyncResponse(SyncResponse {
+                messages: vec![message(2), message(3)],
+                has_more: true,
+                max_seq: 40,
+            }),
+            Body::GroupCreate(GroupCreate {
+                request_id: 1,
+                group_id: "team".into(),
+                members: vec!["bob".into(), "carol".into()],
+            }),
+            Body::GroupJoin(GroupJoin {
+                request_id: 2,
+                group_id: "team".into(),
+            }),
+            Body::GroupLeave(GroupLeave {
+                request_id: 3,
+                group_id: "team".into(),
+            }),
+            Body::GroupReply(GroupReply {
+                request_id: 3,
+                group_id: "team".into(),
+                members: vec!["alice".into()],
+            }),
+            Body::Kick(Kick {
+                reason: KickReason::Replaced as i32,
+                text: "bye".into(),
+            }),
+            Body::Error(Error {
+                code: ErrorCode::Overloaded as i32,
+                text: "busy".into(),
+                client_msg_id: "phone-1".into(),
+                request_id: 8,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_kind_round_trips() {
+        let bodies = every_kind();
+        let kinds: std::collections::BTreeSet<&str> = bodies.iter().map(Body::kind).collect();
+        assert_eq!(kinds.len(), 17, "one of each kind");
+        let mut stream = Vec::new();
+        for body in &bodies {
+            encode(&Frame::new(body.clone()), &mut stream);
+        }
+        // Decode the concatenation, then each prefix: a frame appears only once complete.
+        let mut rest = &stream[..];
+        for body in &bodies {
+            let Ok(Decoded::Frame {
+                frame,
+                consumed_bytes,
+            }) = decode(rest, DEFAULT_MAX_FRAME_BYTES)
+            else {
+                panic!("expected a frame")
+            };
+            assert_eq!(frame.body.as_ref(), Some(body));
+            for cut in 0..consumed_bytes {
+                assert!(matches!(
+                    decode(&rest[..cut], DEFAULT_MAX_FRAME_BYTES),
+                    Ok(Decoded::Incomplete { .. })
+                ));
+            }
+            rest = &rest[consumed_bytes..];
+        }
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn limits_and_malformed_input_are_typed_errors() {
+        assert_eq!(
+            decode(&[0, 1, 0, 1], DEFAULT_MAX_FRAME_BYTES),
+            Err(CodecError::FrameTooLarge {
+                declared_bytes: 65_537,
+                max_frame_bytes: 65_536
+            })
+        );
+        assert!(matches!(
+            decode(&[0, 0, 0, 2, 0xff, 0xff], 100),
+            Err(CodecError::Malformed {
+                length_bytes: 2,
+                ..
+            })
+        ));
+        assert_eq!(decode(&[0, 0, 0, 0], 100), Err(CodecError::EmptyFrame));
+        assert_eq!(
+            decode(&[0, 0], 100),
+            Ok(Decoded::Incomplete { needed_bytes: 2 })
+        );
+        assert_eq!(
+            decode(&[0, 0, 0, 9, 1], 100),
+            Ok(Decoded::Incomplete { needed_bytes: 8 })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_respect_the_limit(
+            input in proptest::collection::vec(any::<u8>(), 0..2_048),
+            max_frame_bytes in 0usize..1_024,
+        ) {
+            match decode(&input, max_frame_bytes) {
+                Ok(Decoded::Incomplete { needed_bytes }) => {
+                    prop_assert!(input.len() + needed_bytes <= LENGTH_PREFIX_BYTES + max_frame_bytes);
+                }
+                Ok(Decoded::Frame { consumed_bytes, .. }) => {
+                    prop_assert!(consumed_bytes <= LENGTH_PREFIX_BYTES + max_frame_bytes);
+                    prop_assert!(consumed_bytes <= input.len());
+                }
+                Err(CodecError::FrameTooLarge { declared_bytes, .. }) => {
+                    prop_assert!(declared_bytes > max_frame_bytes);
+                }
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn valid_frames_with_arbitrary_fields_round_trip(
+            user in "[a-z]{1,20}",
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            seq in any::<u64>(),
+        ) {
+            let frame = Frame::new(Body::NotifyData(NotifyData {
+                message: Some(Message { seq, from_user: user, body: body.into(), ..message(1) }),
+            }));
+            let bytes = encode_to_vec(&frame);
+            let decoded = decode(&bytes, DEFAULT_MAX_FRAME_BYTES);
+            prop_assert_eq!(decoded, Ok(Decoded::Frame { frame, consumed_bytes: bytes.len() }));
+        }
+    }
+}

@@ -19,15 +19,27 @@ async fn one_to_one_delivery_online_with_ack_and_sender_echo() {
     alice.wait_connected().await;
     bob.wait_connected().await;
 
-    let id = alice.handle.send(Target::Peer("bob".into()), Bytes::from("hi bob")).unwrap();
+    let id = alice
+        .handle
+        .send(Target::Peer("bob".into()), Bytes::from("hi bob"))
+        .unwrap();
     assert_eq!(bob.wait_bodies(1).await, vec!["hi bob"]);
     alice
-        .wait_for("ack", |seen| seen.contains(&Seen::Acked { client_msg_id: id.clone(), seq: 1 }))
+        .wait_for("ack", |seen| {
+            seen.contains(&Seen::Acked {
+                client_msg_id: id.clone(),
+                seq: 1,
+            })
+        })
         .await;
     // The sender's own device gets its message at its own seq 1 too, exactly once.
     assert_eq!(alice.wait_bodies(1).await, vec!["hi bob"]);
     assert_eq!(server.store.max_seq("bob").await.unwrap(), 1);
-    assert!(ClientState::clone(&bob.state.lock().unwrap()).outgoing.is_empty());
+    assert!(
+        ClientState::clone(&bob.state.lock().unwrap())
+            .outgoing
+            .is_empty()
+    );
     assert_eq!(bob.state.lock().unwrap().last_seq, 1);
     server.stop().await;
 }
@@ -38,13 +50,28 @@ async fn offline_recipient_gets_a_push_then_the_message_by_sync_on_login() {
     let alice = server.client("alice", "phone");
     alice.wait_connected().await;
     for n in 0..3 {
-        alice.handle.send(Target::Peer("bob".into()), Bytes::from(format!("m{n}"))).unwrap();
+        alice
+            .handle
+            .send(Target::Peer("bob".into()), Bytes::from(format!("m{n}")))
+            .unwrap();
     }
     alice
-        .wait_for("3 acks", |seen| seen.iter().filter(|s| matches!(s, Seen::Acked { .. })).count() == 3)
+        .wait_for("3 acks", |seen| {
+            seen.iter()
+                .filter(|s| matches!(s, Seen::Acked { .. }))
+                .count()
+                == 3
+        })
         .await;
     let pushes = server.push.notices.lock().unwrap().clone();
-    assert_eq!(pushes.iter().filter(|p| p.user == "bob").map(|p| p.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        pushes
+            .iter()
+            .filter(|p| p.user == "bob")
+            .map(|p| p.seq)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
 
     let bob = server.client("bob", "phone");
     assert_eq!(bob.wait_bodies(3).await, vec!["m0", "m1", "m2"]);
@@ -60,7 +87,10 @@ async fn the_senders_second_device_receives_the_sent_message() {
     for client in [&phone, &laptop, &bob] {
         client.wait_connected().await;
     }
-    phone.handle.send(Target::Peer("bob".into()), Bytes::from("from my phone")).unwrap();
+    phone
+        .handle
+        .send(Target::Peer("bob".into()), Bytes::from("from my phone"))
+        .unwrap();
     assert_eq!(laptop.wait_bodies(1).await, vec!["from my phone"]);
     assert_eq!(bob.wait_bodies(1).await, vec!["from my phone"]);
     let laptop_seen = laptop.seen();
@@ -76,18 +106,30 @@ async fn the_senders_second_device_receives_the_sent_message() {
 async fn a_group_of_50_gets_each_message_exactly_once_per_device_in_order() {
     let server = TestServer::start().await;
     let members: Vec<String> = (0..50).map(|n| format!("u{n:02}")).collect();
-    let clients: Vec<TestClient> = members.iter().map(|user| server.client(user, "phone")).collect();
+    let clients: Vec<TestClient> = members
+        .iter()
+        .map(|user| server.client(user, "phone"))
+        .collect();
     for client in &clients {
         client.wait_connected().await;
     }
     let creator = &clients[0];
-    creator.handle.create_group("team", members[1..].to_vec()).unwrap();
     creator
-        .wait_for("group reply", |seen| seen.iter().any(|s| matches!(s, Seen::GroupReply(m) if m.len() == 50)))
+        .handle
+        .create_group("team", members[1..].to_vec())
+        .unwrap();
+    creator
+        .wait_for("group reply", |seen| {
+            seen.iter()
+                .any(|s| matches!(s, Seen::GroupReply(m) if m.len() == 50))
+        })
         .await;
     let sent: Vec<String> = (0..5).map(|n| format!("g{n}")).collect();
     for body in &sent {
-        clients[7].handle.send(Target::Group("team".into()), Bytes::from(body.clone())).unwrap();
+        clients[7]
+            .handle
+            .send(Target::Group("team".into()), Bytes::from(body.clone()))
+            .unwrap();
     }
     for client in &clients {
         assert_eq!(client.wait_bodies(5).await, sent);
@@ -107,32 +149,49 @@ async fn a_send_retried_after_a_lost_ack_is_stored_once() {
     let (mut first, _) = RawConn::login(server.addr, "alice", "phone").await;
     first.send(send_to_peer("phone-1", "bob", "once")).await;
     let mut pushes = Vec::new();
-    let Some(Body::SendAck(ack)) = first.recv_reply(&mut pushes).await else { panic!("no ack") };
+    let Some(Body::SendAck(ack)) = first.recv_reply(&mut pushes).await else {
+        panic!("no ack")
+    };
     // The ack is "lost": the client never saw it, reconnects and retries with the same id.
     drop(first);
     let (mut second, _) = RawConn::login(server.addr, "alice", "phone").await;
     second.send(send_to_peer("phone-1", "bob", "once")).await;
-    let Some(Body::SendAck(retry_ack)) = second.recv_reply(&mut pushes).await else { panic!("no ack") };
+    let Some(Body::SendAck(retry_ack)) = second.recv_reply(&mut pushes).await else {
+        panic!("no ack")
+    };
     assert_eq!((retry_ack.seq, retry_ack.msg_id), (ack.seq, ack.msg_id));
     assert_eq!(server.store.n_messages(), 1);
     assert_eq!(server.store.max_seq("bob").await.unwrap(), 1);
-    assert_eq!(server.server.counters().duplicate_sends.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        server
+            .server
+            .counters()
+            .duplicate_sends
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 
     // The client core does the same on its own: an unacked send in the persistent state is
     // resent with its id after a restart, and stored once.
     let mut state = ClientState::new("carol", "phone");
-    state.outgoing.push_back(imlab_core::client::OutgoingMessage {
-        client_msg_id: "phone-1".into(),
-        to: Target::Peer("bob".into()),
-        body: Bytes::from("once"),
-        n_attempts: 1,
-    });
+    state
+        .outgoing
+        .push_back(imlab_core::client::OutgoingMessage {
+            client_msg_id: "phone-1".into(),
+            to: Target::Peer("bob".into()),
+            body: Bytes::from("once"),
+            n_attempts: 1,
+        });
     let (mut raw, _) = RawConn::login(server.addr, "carol", "phone").await;
     raw.send(send_to_peer("phone-1", "bob", "once")).await;
     raw.recv_reply(&mut pushes).await;
     drop(raw);
     let carol = TestClient::start(server.addr, state.shared(), ClientConfig::default());
-    carol.wait_for("ack", |seen| seen.iter().any(|s| matches!(s, Seen::Acked { .. }))).await;
+    carol
+        .wait_for("ack", |seen| {
+            seen.iter().any(|s| matches!(s, Seen::Acked { .. }))
+        })
+        .await;
     assert_eq!(server.store.n_messages(), 2);
     assert_eq!(server.store.max_seq("bob").await.unwrap(), 2);
     server.stop().await;
@@ -147,15 +206,27 @@ async fn an_unacked_notify_data_falls_back_to_notify_and_sync_catches_up() {
     let server = TestServer::start_with(config, imlab_core::auth::Authenticator::Dev).await;
     let (mut bob, _) = RawConn::login(server.addr, "bob", "phone").await;
     let (mut alice, _) = RawConn::login(server.addr, "alice", "phone").await;
-    alice.send(send_to_peer("phone-1", "bob", "are you there")).await;
+    alice
+        .send(send_to_peer("phone-1", "bob", "are you there"))
+        .await;
 
-    let Some(Body::NotifyData(data)) = bob.recv().await else { panic!("no notify_data") };
+    let Some(Body::NotifyData(data)) = bob.recv().await else {
+        panic!("no notify_data")
+    };
     assert_eq!(data.message.as_ref().unwrap().seq, 1);
     // Bob never acks: the server falls back to Notify with the newest seq.
-    let Some(Body::Notify(notify)) = bob.recv().await else { panic!("no notify fallback") };
+    let Some(Body::Notify(notify)) = bob.recv().await else {
+        panic!("no notify fallback")
+    };
     assert_eq!(notify.max_seq, 1);
-    bob.send(Body::SyncRequest(proto::SyncRequest { after_seq: 0, limit: 10 })).await;
-    let Some(Body::SyncResponse(page)) = bob.recv().await else { panic!("no sync response") };
+    bob.send(Body::SyncRequest(proto::SyncRequest {
+        after_seq: 0,
+        limit: 10,
+    }))
+    .await;
+    let Some(Body::SyncResponse(page)) = bob.recv().await else {
+        panic!("no sync response")
+    };
     assert_eq!(page.messages.len(), 1);
     assert_eq!(page.messages[0].body, Bytes::from("are you there"));
     assert!(!page.has_more);
@@ -163,9 +234,19 @@ async fn an_unacked_notify_data_falls_back_to_notify_and_sync_catches_up() {
     // Acked: no more Notify; the next frame is the Pong.
     tokio::time::sleep(Duration::from_millis(700)).await;
     bob.send(Body::Ping(proto::Ping { id: 9 })).await;
-    assert!(matches!(bob.recv().await, Some(Body::Pong(proto::Pong { id: 9, .. }))));
+    assert!(matches!(
+        bob.recv().await,
+        Some(Body::Pong(proto::Pong { id: 9, .. }))
+    ));
     assert_eq!(server.store.cursor("bob", "phone").await.unwrap(), 1);
-    assert!(server.server.counters().notify_fallbacks.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        server
+            .server
+            .counters()
+            .notify_fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     server.stop().await;
 }
 
@@ -187,7 +268,10 @@ async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
     let core = server.client("carol", "phone");
     core.wait_connected().await;
     let _thief = RawConn::login(server.addr, "carol", "phone").await;
-    core.wait_for("stopped", |seen| seen.contains(&Seen::Stopped("Replaced".into()))).await;
+    core.wait_for("stopped", |seen| {
+        seen.contains(&Seen::Stopped("Replaced".into()))
+    })
+    .await;
     server.stop().await;
 }
 
@@ -197,7 +281,9 @@ async fn sync_is_paged_and_ordered() {
     let (mut alice, _) = RawConn::login(server.addr, "alice", "phone").await;
     let mut pushes = Vec::new();
     for n in 0..250 {
-        alice.send(send_to_peer(&format!("m{n}"), "bob", &format!("{n}"))).await;
+        alice
+            .send(send_to_peer(&format!("m{n}"), "bob", &format!("{n}")))
+            .await;
         alice.recv_reply(&mut pushes).await;
     }
     let (mut bob, reply) = RawConn::login(server.addr, "bob", "phone").await;
@@ -205,8 +291,14 @@ async fn sync_is_paged_and_ordered() {
     let mut after_seq = 0;
     let mut pages = 0;
     loop {
-        bob.send(Body::SyncRequest(proto::SyncRequest { after_seq, limit: 100 })).await;
-        let Some(Body::SyncResponse(page)) = bob.recv().await else { panic!("no page") };
+        bob.send(Body::SyncRequest(proto::SyncRequest {
+            after_seq,
+            limit: 100,
+        }))
+        .await;
+        let Some(Body::SyncResponse(page)) = bob.recv().await else {
+            panic!("no page")
+        };
         pages += 1;
         for message in &page.messages {
             assert_eq!(message.seq, after_seq + 1);

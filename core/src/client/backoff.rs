@@ -89,7 +89,9 @@ mod tests {
         };
         let mut backoff = Backoff::new(config);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let delays: Vec<u64> = (0..6).map(|_| backoff.next_delay(&mut rng).as_secs()).collect();
+        let delays: Vec<u64> = (0..6)
+            .map(|_| backoff.next_delay(&mut rng).as_secs())
+            .collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 8, 8]);
         backoff.reset();
         assert_eq!(backoff.next_delay(&mut rng), Duration::from_secs(1));
@@ -103,9 +105,16 @@ mod tests {
             backoff.next_delay(&mut rng);
         }
         let at_cap: Vec<Duration> = (0..200).map(|_| backoff.next_delay(&mut rng)).collect();
-        assert!(at_cap.iter().all(|d| *d >= Duration::from_secs(8) && *d <= Duration::from_secs(27)));
+        assert!(
+            at_cap
+                .iter()
+                .all(|d| *d >= Duration::from_secs(8) && *d <= Duration::from_secs(27))
+        );
         let distinct_seconds: std::collections::BTreeSet<u64> =
             at_cap.iter().map(Duration::as_secs).collect();
-        assert!(distinct_seconds.len() >= 15, "jitter spreads retries: {distinct_seconds:?}");
+        assert!(
+            distinct_seconds.len() >= 15,
+            "jitter spreads retries: {distinct_seconds:?}"
+        );
     }
 }

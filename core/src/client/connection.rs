@@ -96,10 +96,18 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
     })
     .await;
     let reply = match reply {
-        Err(_) => return closed(DisconnectCause::ConnectFailed("login timed out".into()), false),
+        Err(_) => {
+            return closed(
+                DisconnectCause::ConnectFailed("login timed out".into()),
+                false,
+            );
+        }
         Ok(Err(error)) => return closed(lost(&error), false),
         Ok(Ok(None)) => {
-            return closed(DisconnectCause::ConnectionLost("closed before login reply".into()), false);
+            return closed(
+                DisconnectCause::ConnectionLost("closed before login reply".into()),
+                false,
+            );
         }
         Ok(Ok(Some(frame))) => frame,
     };
@@ -146,7 +154,12 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
     let failed_heartbeat = live.ping.as_ref().map(|ping| ping.interval);
     match failed_heartbeat {
         // Mars: a connection that dies while a heartbeat waits for its reply failed it.
-        Some(interval) if !matches!(cause, Err(_) | Ok(DisconnectCause::NetworkChanged | DisconnectCause::Requested)) => {
+        Some(interval)
+            if !matches!(
+                cause,
+                Err(_) | Ok(DisconnectCause::NetworkChanged | DisconnectCause::Requested)
+            ) =>
+        {
             client.heartbeat_event(HeartbeatEvent::Failed { interval });
         }
         _ => client.heartbeat_event(HeartbeatEvent::Disconnected),
@@ -240,7 +253,9 @@ fn apply<C: Connector>(client: &Client<C>, message: &proto::Message) -> Applied 
         return Applied::Gap;
     }
     state.last_seq = message.seq;
-    client.observer.on_event(&state, &ClientEvent::Message(message));
+    client
+        .observer
+        .on_event(&state, &ClientEvent::Message(message));
     Applied::Next
 }
 
@@ -391,7 +406,8 @@ fn write_sends<C: Connector, W: AsyncWrite + Unpin>(
                 body: message.body.clone(),
             }),
         );
-        live.in_flight.push_back((message.client_msg_id.clone(), now));
+        live.in_flight
+            .push_back((message.client_msg_id.clone(), now));
     }
     for (client_msg_id, _) in live.in_flight.iter().skip(start) {
         let attempt = state
@@ -422,7 +438,9 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
     match body {
         Body::NotifyData(notify) => {
             let Some(message) = notify.message else {
-                return Ok(Some(DisconnectCause::ProtocolError("notify_data without a message".into())));
+                return Ok(Some(DisconnectCause::ProtocolError(
+                    "notify_data without a message".into(),
+                )));
             };
             live.seen_seq_max = live.seen_seq_max.max(message.seq);
             match apply(client, &message) {

@@ -258,7 +258,9 @@ impl ClientHandle {
     }
 
     fn command(&self, command: Command) -> Result<(), ClientError> {
-        self.commands.try_send(command).map_err(|_| ClientError::Busy)
+        self.commands
+            .try_send(command)
+            .map_err(|_| ClientError::Busy)
     }
 
     fn request_id(&self) -> u64 {
@@ -442,7 +444,11 @@ impl<C: Connector> Client<C> {
 
     /// Applies an app command. Returns the exit when the client must stop; sets
     /// `connect_now` when a waiting client should connect without finishing its backoff.
-    fn apply_command(&mut self, command: Option<Command>, connect_now: &mut bool) -> Option<ClientExit> {
+    fn apply_command(
+        &mut self,
+        command: Option<Command>,
+        connect_now: &mut bool,
+    ) -> Option<ClientExit> {
         match command {
             None | Some(Command::Shutdown) => return Some(ClientExit::Shutdown),
             Some(Command::GoOffline) => self.online = false,
@@ -459,9 +465,16 @@ impl<C: Connector> Client<C> {
                 self.app_state = app_state;
                 self.heartbeat_event(HeartbeatEvent::AppState(app_state));
             }
-            Some(request @ (Command::CreateGroup { .. } | Command::JoinGroup { .. } | Command::LeaveGroup { .. })) => {
+            Some(
+                request @ (Command::CreateGroup { .. }
+                | Command::JoinGroup { .. }
+                | Command::LeaveGroup { .. }),
+            ) => {
                 if self.pending_requests.len() >= COMMANDS_LEN_MAX {
-                    tracing::warn!(?request, "dropping a group request: {COMMANDS_LEN_MAX} wait for a connection");
+                    tracing::warn!(
+                        ?request,
+                        "dropping a group request: {COMMANDS_LEN_MAX} wait for a connection"
+                    );
                 } else {
                     self.pending_requests.push_back(request);
                 }

@@ -69,5 +69,7 @@ impl ClientState {
 
 /// Locks shared client state, surviving a poisoned lock (the state is plain data).
 pub fn lock(state: &SharedClientState) -> std::sync::MutexGuard<'_, ClientState> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

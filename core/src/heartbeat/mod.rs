@@ -93,7 +93,9 @@ pub fn parse_strategy(name: &str) -> Result<Box<dyn HeartbeatStrategy>, String> 
         let interval = parse_duration(interval)
             .map_err(|error| format!("heartbeat strategy {name:?}: {error}"))?;
         if interval.is_zero() {
-            return Err(format!("heartbeat strategy {name:?}: interval must be positive"));
+            return Err(format!(
+                "heartbeat strategy {name:?}: interval must be positive"
+            ));
         }
         return Ok(Box::new(Fixed { interval }));
     }
@@ -136,7 +138,11 @@ mod tests {
         }
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("5x").unwrap_err().contains("must look like 4m30s"));
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("must look like 4m30s")
+        );
         assert!(parse_duration("m5").is_err());
     }
 
@@ -150,8 +156,16 @@ mod tests {
             },
             Duration::from_secs(300),
         );
-        assert_eq!(strategy.interval(Duration::from_secs(301)), Duration::from_secs(285));
+        assert_eq!(
+            strategy.interval(Duration::from_secs(301)),
+            Duration::from_secs(285)
+        );
         assert!(parse_strategy("fixed:0s").is_err());
-        assert!(parse_strategy("nope").unwrap_err().contains("unknown heartbeat strategy"));
+        assert!(
+            parse_strategy("nope")
+                .err()
+                .unwrap()
+                .contains("unknown heartbeat strategy")
+        );
     }
 }

@@ -135,7 +135,9 @@ impl Shared {
     pub fn deliver(&self, message: &Arc<StoredMessage>, deliveries: &[(String, u64)]) {
         for (user, seq) in deliveries {
             if self.registry.deliver(user, *seq, message) {
-                self.counters.notify_data_sent.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .notify_data_sent
+                    .fetch_add(1, Ordering::Relaxed);
             } else {
                 self.counters.pushes.fetch_add(1, Ordering::Relaxed);
                 self.push.push(PushNotice {

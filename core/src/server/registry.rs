@@ -31,12 +31,25 @@ pub(crate) enum Outbound {
 pub(crate) struct SessionHandle {
     pub connection_id: u64,
     pub outbox: mpsc::Sender<Outbound>,
+    pub control: SessionControl,
+}
+
+impl SessionHandle {
+    pub fn kick(&self, reason: KickReason) {
+        self.control.kick(reason);
+    }
+}
+
+/// Kills a connection. Holds no outbox sender, so the connection's own tasks can keep it
+/// without keeping the outbox open.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionControl {
     pub kill: CancellationToken,
     /// Why the connection was killed, read by its writer to send a Kick frame.
     pub kick_reason: Arc<Mutex<Option<KickReason>>>,
 }
 
-impl SessionHandle {
+impl SessionControl {
     /// Asks the connection to close with `reason`; the first reason wins.
     pub fn kick(&self, reason: KickReason) {
         let mut slot = self.kick_reason.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::registry::{Outbound, SessionHandle};
+use super::registry::{Outbound, SessionControl, SessionHandle};
 use super::{Shared, error_frame, writer};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
@@ -29,7 +29,7 @@ use crate::store::{AppendRequest, StoreError};
 /// Why a connection ended, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
-    PeerClosed,
+    PeerEnded,
     Io,
     BadFrame,
     Reaped,
@@ -56,7 +56,9 @@ pub(crate) async fn serve_connection<S: Stream>(
     let span = tracing::debug_span!("conn", id = connection_id, %peer);
     async move {
         let counters = shared.counters.clone();
-        counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        counters
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let n_open = counters.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
         serve(&shared, stream, connection_id, n_open as usize, stop).await;
         counters.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -102,7 +104,13 @@ async fn serve<S: Stream>(
         }
         Ok(Ok(None) | Err(FrameIoError::Io(_))) => return,
         Ok(Err(FrameIoError::Codec(error))) => {
-            refuse(shared, &mut out, codec_error_code(&error), error.to_string()).await;
+            refuse(
+                shared,
+                &mut out,
+                codec_error_code(&error),
+                error.to_string(),
+            )
+            .await;
             return;
         }
         Ok(Ok(Some(frame))) => match frame.body {
@@ -136,13 +144,18 @@ async fn serve<S: Stream>(
     };
 
     let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
-    let handle = SessionHandle {
-        connection_id,
-        outbox: outbox.clone(),
+    let handle = SessionControl {
         kill: stop.child_token(),
         kick_reason: Arc::new(Mutex::new(None)),
     };
-    shared.registry.register(&session.user, &session.device, handle.clone());
+    let registered = SessionHandle {
+        connection_id,
+        outbox: outbox.clone(),
+        control: handle.clone(),
+    };
+    shared
+        .registry
+        .register(&session.user, &session.device, registered);
     shared.counters.logins.fetch_add(1, Ordering::Relaxed);
     let reply = Frame::new(Body::LoginReply(proto::LoginReply {
         max_seq,
@@ -243,7 +256,11 @@ fn codec_error_code(error: &CodecError) -> ErrorCode {
 
 /// Queues a frame for the writer without ever waiting: a full outbox means the peer is not
 /// reading, and it is kicked as a slow consumer.
-fn respond(outbox: &mpsc::Sender<Outbound>, handle: &SessionHandle, frame: Frame) -> Result<(), Closed> {
+fn respond(
+    outbox: &mpsc::Sender<Outbound>,
+    handle: &SessionControl,
+    frame: Frame,
+) -> Result<(), Closed> {
     match outbox.try_send(Outbound::Frame(frame)) {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -259,7 +276,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     session: &Session,
     mut input: FrameReader<R>,
     outbox: mpsc::Sender<Outbound>,
-    handle: &SessionHandle,
+    handle: &SessionControl,
     acked_seq: &AtomicU64,
     idle_timeout: Duration,
 ) -> Closed {
@@ -279,7 +296,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         idle_deadline = Instant::now() + idle_timeout;
         let frame = match next {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Closed::PeerClosed,
+            Ok(None) => return Closed::PeerEnded,
             Err(FrameIoError::Io(_)) => return Closed::Io,
             Err(FrameIoError::Codec(error)) => {
                 let error = proto::Error::new(codec_error_code(&error), error.to_string());
@@ -332,14 +349,25 @@ async fn handle_frame(
                 .store
                 .create_group(&request.group_id, &session.user, &request.members)
                 .await;
-            group_reply(request.request_id, &request.group_id, result, validate_group(&request.group_id, &request.members))
+            group_reply(
+                request.request_id,
+                &request.group_id,
+                result,
+                validate_group(&request.group_id, &request.members),
+            )
         }
         Body::GroupJoin(request) => {
-            let result = shared.store.join_group(&request.group_id, &session.user).await;
+            let result = shared
+                .store
+                .join_group(&request.group_id, &session.user)
+                .await;
             group_reply(request.request_id, &request.group_id, result, Ok(()))
         }
         Body::GroupLeave(request) => {
-            let result = shared.store.leave_group(&request.group_id, &session.user).await;
+            let result = shared
+                .store
+                .leave_group(&request.group_id, &session.user)
+                .await;
             group_reply(request.request_id, &request.group_id, result, Ok(()))
         }
         Body::Login(_) => Body::Error(proto::Error::new(
@@ -364,7 +392,9 @@ async fn handle_frame(
 
 fn validate_group(group: &str, members: &[String]) -> Result<(), String> {
     validate_id("group", group)?;
-    members.iter().try_for_each(|member| validate_id("user", member))
+    members
+        .iter()
+        .try_for_each(|member| validate_id("user", member))
 }
 
 fn group_reply(
@@ -432,21 +462,21 @@ async fn handle_send(
         })
     };
     let Some(to) = send.to.as_ref().map(Target::from_send_to) else {
-        return Ok(error(ErrorCode::InvalidRequest, "send names no peer or group".into()));
+        return Ok(error(
+            ErrorCode::InvalidRequest,
+            "send names no peer or group".into(),
+        ));
     };
-    if let Err(text) = validate_id("client message", &send.client_msg_id)
-        .and_then(|()| match &to {
-            Target::Peer(user) => validate_id("peer user", user),
-            Target::Group(group) => validate_id("group", group),
-        })
-    {
+    if let Err(text) = validate_id("client message", &send.client_msg_id).and_then(|()| match &to {
+        Target::Peer(user) => validate_id("peer user", user),
+        Target::Group(group) => validate_id("group", group),
+    }) {
         return Ok(error(ErrorCode::InvalidRequest, text));
     }
     if let Some(refused_id) = barrier.refused.get(&to) {
         if *refused_id != send.client_msg_id {
-            let text = format!(
-                "send {refused_id:?} to this conversation was refused; retry it first"
-            );
+            let text =
+                format!("send {refused_id:?} to this conversation was refused; retry it first");
             return Ok(error(ErrorCode::Overloaded, text));
         }
         barrier.refused.remove(&to);
@@ -462,7 +492,10 @@ async fn handle_send(
         Target::Group(group) => match shared.fanout.try_reserve(group) {
             Ok(permit) => Some(permit),
             Err(_) => {
-                shared.counters.overloaded_sends.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .overloaded_sends
+                    .fetch_add(1, Ordering::Relaxed);
                 block(barrier, &to, &send.client_msg_id)?;
                 let text = "group fan-out queue is full; retry with the same client_msg_id".into();
                 return Ok(error(ErrorCode::Overloaded, text));
@@ -490,9 +523,15 @@ async fn handle_send(
         }
     };
     if outcome.duplicate {
-        shared.counters.duplicate_sends.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .duplicate_sends
+            .fetch_add(1, Ordering::Relaxed);
     } else {
-        shared.counters.messages_stored.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .messages_stored
+            .fetch_add(1, Ordering::Relaxed);
         match permit {
             Some(permit) => {
                 permit.send(super::FanoutJob {
@@ -518,7 +557,9 @@ fn block(barrier: &mut SendBarrier, to: &Target, client_msg_id: &str) -> Result<
         if barrier.refused.len() >= SEND_BARRIERS_MAX {
             return Err(Closed::TooManyRefusals);
         }
-        barrier.refused.insert(to.clone(), client_msg_id.to_string());
+        barrier
+            .refused
+            .insert(to.clone(), client_msg_id.to_string());
     }
     Ok(())
 }

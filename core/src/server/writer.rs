@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::registry::{Outbound, SessionHandle};
+use super::registry::{Outbound, SessionControl};
 use crate::framed::FrameWriter;
 use crate::proto::{Body, Frame, Kick, KickReason, Notify, NotifyData};
 
@@ -29,7 +29,7 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut out: FrameWriter<W>,
     mut outbox: mpsc::Receiver<Outbound>,
-    handle: SessionHandle,
+    handle: SessionControl,
     acked_seq: Arc<AtomicU64>,
 ) {
     let notify_ack_timeout = shared.config.notify_ack_timeout;

@@ -78,7 +78,9 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock is a broken invariant elsewhere; keep serving the
         // data, which every operation leaves consistent before it can panic.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Messages stored so far.
@@ -153,7 +155,10 @@ impl MemoryStore {
             .insert(request.client_msg_id.clone(), (message.clone(), sender_seq));
         sender.dedupe_order.push_back(request.client_msg_id);
         if sender.dedupe_order.len() > self.limits.dedupe_window_len {
-            let oldest = sender.dedupe_order.pop_front().expect("window is not empty");
+            let oldest = sender
+                .dedupe_order
+                .pop_front()
+                .expect("window is not empty");
             sender.dedupe.remove(&oldest);
         }
         Ok(AppendOutcome {
@@ -176,12 +181,7 @@ impl Store for MemoryStore {
         self.append_locked(&mut state, request)
     }
 
-    async fn sync(
-        &self,
-        user: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<SyncPage, StoreError> {
+    async fn sync(&self, user: &str, after_seq: u64, limit: usize) -> Result<SyncPage, StoreError> {
         let state = self.lock();
         let Some(user) = state.users.get(user) else {
             return Ok(SyncPage::default());
@@ -305,17 +305,32 @@ mod tests {
     #[tokio::test]
     async fn appends_write_gapless_inboxes_and_dedupe() {
         let store = MemoryStore::new();
-        let first = store.append(send("a", "m1", Target::Peer("b".into()))).await.unwrap();
+        let first = store
+            .append(send("a", "m1", Target::Peer("b".into())))
+            .await
+            .unwrap();
         assert_eq!(first.deliveries, vec![("a".into(), 1), ("b".into(), 1)]);
-        let second = store.append(send("b", "m1", Target::Peer("a".into()))).await.unwrap();
+        let second = store
+            .append(send("b", "m1", Target::Peer("a".into())))
+            .await
+            .unwrap();
         assert_eq!(second.deliveries, vec![("a".into(), 2), ("b".into(), 2)]);
-        let retry = store.append(send("a", "m1", Target::Peer("b".into()))).await.unwrap();
+        let retry = store
+            .append(send("a", "m1", Target::Peer("b".into())))
+            .await
+            .unwrap();
         assert!(retry.duplicate);
-        assert_eq!((retry.sender_seq, retry.message.msg_id), (1, first.message.msg_id));
+        assert_eq!(
+            (retry.sender_seq, retry.message.msg_id),
+            (1, first.message.msg_id)
+        );
         assert!(retry.deliveries.is_empty());
 
         let page = store.sync("b", 0, 1).await.unwrap();
-        assert_eq!((page.entries.len(), page.max_seq, page.has_more()), (1, 2, true));
+        assert_eq!(
+            (page.entries.len(), page.max_seq, page.has_more()),
+            (1, 2, true)
+        );
         let page = store.sync("b", 1, 10).await.unwrap();
         assert_eq!(page.entries[0].0, 2);
         assert!(!page.has_more());
@@ -331,12 +346,19 @@ mod tests {
             group_members_max: 2,
             groups_max: 1,
         });
-        store.append(send("a", "m1", Target::Peer("b".into()))).await.unwrap();
-        let full = store.append(send("a", "m2", Target::Peer("b".into()))).await;
+        store
+            .append(send("a", "m1", Target::Peer("b".into())))
+            .await
+            .unwrap();
+        let full = store
+            .append(send("a", "m2", Target::Peer("b".into())))
+            .await;
         assert!(matches!(full, Err(StoreError::Full(_))));
         assert_eq!(store.max_seq("b").await.unwrap(), 1);
         assert!(matches!(
-            store.create_group("g", "a", &["b".into(), "c".into()]).await,
+            store
+                .create_group("g", "a", &["b".into(), "c".into()])
+                .await,
             Err(StoreError::Full(_))
         ));
         store.create_group("g", "a", &["b".into()]).await.unwrap();
@@ -344,34 +366,63 @@ mod tests {
             store.create_group("h", "a", &[]).await,
             Err(StoreError::Full(_))
         ));
-        assert!(matches!(store.join_group("g", "c").await, Err(StoreError::Full(_))));
+        assert!(matches!(
+            store.join_group("g", "c").await,
+            Err(StoreError::Full(_))
+        ));
     }
 
     #[tokio::test]
     async fn groups_and_cursors() {
         let store = MemoryStore::new();
         assert_eq!(
-            store.create_group("g", "a", &["c".into(), "b".into()]).await.unwrap(),
+            store
+                .create_group("g", "a", &["c".into(), "b".into()])
+                .await
+                .unwrap(),
             vec!["a", "b", "c"]
         );
         assert_eq!(
             store.create_group("g", "a", &[]).await,
             Err(StoreError::GroupExists("g".into()))
         );
-        let outcome = store.append(send("b", "x", Target::Group("g".into()))).await.unwrap();
+        let outcome = store
+            .append(send("b", "x", Target::Group("g".into())))
+            .await
+            .unwrap();
         assert_eq!(outcome.deliveries.len(), 3);
         assert_eq!(
-            store.append(send("z", "y", Target::Group("g".into()))).await.unwrap_err(),
-            StoreError::NotGroupMember { group: "g".into(), user: "z".into() }
+            store
+                .append(send("z", "y", Target::Group("g".into())))
+                .await
+                .unwrap_err(),
+            StoreError::NotGroupMember {
+                group: "g".into(),
+                user: "z".into()
+            }
         );
         assert_eq!(
-            store.append(send("a", "y", Target::Group("nope".into()))).await.unwrap_err(),
+            store
+                .append(send("a", "y", Target::Group("nope".into())))
+                .await
+                .unwrap_err(),
             StoreError::UnknownGroup("nope".into())
         );
         assert_eq!(store.leave_group("g", "c").await.unwrap(), vec!["a", "b"]);
-        assert_eq!(store.join_group("g", "d").await.unwrap(), vec!["a", "b", "d"]);
-        assert_eq!(store.ack_cursor("a", "d1", 5).await.unwrap(), 1, "clamped to inbox");
-        assert_eq!(store.ack_cursor("a", "d1", 0).await.unwrap(), 1, "never backwards");
+        assert_eq!(
+            store.join_group("g", "d").await.unwrap(),
+            vec!["a", "b", "d"]
+        );
+        assert_eq!(
+            store.ack_cursor("a", "d1", 5).await.unwrap(),
+            1,
+            "clamped to inbox"
+        );
+        assert_eq!(
+            store.ack_cursor("a", "d1", 0).await.unwrap(),
+            1,
+            "never backwards"
+        );
         assert_eq!(store.cursor("a", "d1").await.unwrap(), 1);
     }
 }

@@ -94,7 +94,11 @@ pub struct SyncPage {
 impl SyncPage {
     /// True when the inbox holds entries past this page.
     pub fn has_more(&self) -> bool {
-        self.entries.last().map(|(seq, _)| *seq).unwrap_or(self.max_seq) < self.max_seq
+        self.entries
+            .last()
+            .map(|(seq, _)| *seq)
+            .unwrap_or(self.max_seq)
+            < self.max_seq
     }
 }
 
@@ -133,8 +137,7 @@ pub trait Store: Send + Sync + 'static {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
 
     /// Up to `limit` entries of `user`'s inbox after `after_seq`, in order.
-    async fn sync(&self, user: &str, after_seq: u64, limit: usize)
-    -> Result<SyncPage, StoreError>;
+    async fn sync(&self, user: &str, after_seq: u64, limit: usize) -> Result<SyncPage, StoreError>;
 
     /// The newest seq of `user`'s inbox (0 when empty).
     async fn max_seq(&self, user: &str) -> Result<u64, StoreError>;

@@ -94,7 +94,11 @@ impl TestServer {
 
     /// A client core for `user`/`device` with a recording observer, already running.
     pub fn client(&self, user: &str, device: &str) -> TestClient {
-        TestClient::start(self.addr, ClientState::new(user, device).shared(), ClientConfig::default())
+        TestClient::start(
+            self.addr,
+            ClientState::new(user, device).shared(),
+            ClientConfig::default(),
+        )
     }
 
     pub async fn raw(&self) -> RawConn {
@@ -194,10 +198,20 @@ pub fn send_to_peer(client_msg_id: &str, peer: &str, body: &str) -> Body {
 pub enum Seen {
     Connected,
     Disconnected(String),
-    Message { seq: u64, from: String, body: String },
+    Message {
+        seq: u64,
+        from: String,
+        body: String,
+    },
     Duplicate(u64),
-    Acked { client_msg_id: String, seq: u64 },
-    SendFailed { client_msg_id: String, code: proto::ErrorCode },
+    Acked {
+        client_msg_id: String,
+        seq: u64,
+    },
+    SendFailed {
+        client_msg_id: String,
+        code: proto::ErrorCode,
+    },
     GroupReply(Vec<String>),
     ServerError(proto::ErrorCode),
     Stopped(String),
@@ -227,7 +241,9 @@ impl ClientObserver for Recorder {
                 seq: *seq,
             },
             ClientEvent::SendFailed {
-                client_msg_id, code, ..
+                client_msg_id,
+                code,
+                ..
             } => Seen::SendFailed {
                 client_msg_id: client_msg_id.to_string(),
                 code: *code,
@@ -291,7 +307,8 @@ impl TestClient {
     }
 
     pub async fn wait_connected(&self) {
-        self.wait_for("connected", |seen| seen.contains(&Seen::Connected)).await;
+        self.wait_for("connected", |seen| seen.contains(&Seen::Connected))
+            .await;
     }
 
     /// Bodies of processed messages, in processing order.
@@ -307,7 +324,10 @@ impl TestClient {
 
     pub async fn wait_bodies(&self, n: usize) -> Vec<String> {
         self.wait_for(&format!("{n} messages"), |seen| {
-            seen.iter().filter(|s| matches!(s, Seen::Message { .. })).count() >= n
+            seen.iter()
+                .filter(|s| matches!(s, Seen::Message { .. }))
+                .count()
+                >= n
         })
         .await;
         self.bodies()

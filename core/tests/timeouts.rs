@@ -1,0 +1,133 @@
+//! Login timeout and idle reaping, under paused tokio time over in-memory pipes (real sockets
+//! and auto-advancing time do not mix). No real sleeps: time jumps.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use imlab_core::auth::Authenticator;
+use imlab_core::clock::TokioClock;
+use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
+use imlab_core::framed::{FrameReader, FrameWriter};
+use imlab_core::net::Connector;
+use imlab_core::net::memory::{self, MemoryConnector};
+use imlab_core::proto::{self, Body, ErrorCode, Frame};
+use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
+use imlab_core::store::MemoryStore;
+use tokio::io::DuplexStream;
+use tokio::time::Instant;
+
+type Reader = FrameReader<tokio::io::ReadHalf<DuplexStream>>;
+type Writer = FrameWriter<tokio::io::WriteHalf<DuplexStream>>;
+
+fn start_server() -> (MemoryConnector, Arc<Server>) {
+    let (listener, connector) = memory::pair(16);
+    let server = Arc::new(Server::new(
+        ServerConfig::default(),
+        ServerDeps {
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(TokioClock::new(1_700_000_000_000)),
+            push: Arc::new(LoggingPushProvider),
+            auth: Authenticator::Dev,
+        },
+    ));
+    let running = server.clone();
+    tokio::spawn(async move { running.run(listener, std::future::pending()).await });
+    (connector, server)
+}
+
+async fn open(connector: &MemoryConnector) -> (Reader, Writer) {
+    let (read, write) = tokio::io::split(connector.connect().await.unwrap());
+    (
+        FrameReader::new(read, DEFAULT_MAX_FRAME_BYTES),
+        FrameWriter::new(write, DEFAULT_MAX_FRAME_BYTES),
+    )
+}
+
+/// Reads frames until the server closes; returns them and when the close was seen.
+async fn until_closed(reader: &mut Reader) -> (Vec<Body>, Instant) {
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = reader.next().await {
+        frames.push(frame.body.unwrap());
+    }
+    (frames, Instant::now())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_login_is_closed_after_the_login_timeout() {
+    let (connector, _server) = start_server();
+    let start = Instant::now();
+    let (mut reader, _writer) = open(&connector).await;
+    let (frames, closed_at) = until_closed(&mut reader).await;
+    let waited = closed_at - start;
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+        "closed after {waited:?}"
+    );
+    assert!(
+        matches!(frames.as_slice(), [Body::Error(e)] if e.code() == ErrorCode::LoginTimeout),
+        "{frames:?}"
+    );
+}
+
+async fn login(writer: &mut Writer, reader: &mut Reader, heartbeat_interval_max_s: u32) {
+    let login = proto::Login {
+        user: "bob".into(),
+        device: "phone".into(),
+        token: String::new(),
+        heartbeat_interval_max_s,
+    };
+    writer.send(&Frame::new(Body::Login(login))).await.unwrap();
+    let reply = reader.next().await.unwrap().unwrap();
+    let Some(Body::LoginReply(reply)) = reply.body else {
+        panic!("no login reply: {reply:?}")
+    };
+    assert_eq!(reply.idle_timeout_s, heartbeat_interval_max_s * 3 / 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_connection_and_silence_reaps_it_at_one_and_a_half_intervals() {
+    let (connector, server) = start_server();
+    let (mut reader, mut writer) = open(&connector).await;
+    login(&mut writer, &mut reader, 60).await;
+
+    // Pings every 80 s (inside the 90 s idle timeout) keep the connection for 10 minutes.
+    for id in 0..8 {
+        tokio::time::sleep(Duration::from_secs(80)).await;
+        writer
+            .send(&Frame::new(Body::Ping(proto::Ping { id })))
+            .await
+            .unwrap();
+        let pong = reader.next().await.unwrap().unwrap();
+        assert!(matches!(pong.body, Some(Body::Pong(proto::Pong { id: got, .. })) if got == id));
+    }
+    // Then silence: reaped 90 s after the last frame, not before.
+    let last_frame_at = Instant::now();
+    let (frames, closed_at) = until_closed(&mut reader).await;
+    let silent = closed_at - last_frame_at;
+    assert!(
+        silent >= Duration::from_secs(90) && silent < Duration::from_secs(91),
+        "reaped after {silent:?}"
+    );
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(server.counters().reaped.load(Ordering::Relaxed), 1);
+    assert_eq!(server.n_sessions(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_declared_interval_is_clamped_by_the_server_limits() {
+    let (connector, _server) = start_server();
+    let (mut reader, mut writer) = open(&connector).await;
+    // 1 s is below the 5 s minimum: the server allows 7 s (1.5 x 5 s), not 1.5 s.
+    let login = proto::Login {
+        user: "bob".into(),
+        device: "phone".into(),
+        token: String::new(),
+        heartbeat_interval_max_s: 1,
+    };
+    writer.send(&Frame::new(Body::Login(login))).await.unwrap();
+    let Some(Body::LoginReply(reply)) = reader.next().await.unwrap().unwrap().body else {
+        panic!("no login reply")
+    };
+    assert_eq!(reply.idle_timeout_s, 7);
+}

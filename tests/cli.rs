@@ -1,0 +1,121 @@
+//! End-to-end tests of the `imlab` binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin;
+
+/// Starts `imlab serve` on an ephemeral port and returns the child and its address.
+fn serve(extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(cargo_bin("imlab"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("listening: ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_string();
+    (child, addr)
+}
+
+fn stop(child: Child) -> String {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "serve exited with {:?}",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn serve_accepts_a_signed_login_and_shuts_down_on_ctrl_c() {
+    let (child, addr) = serve(&["--auth-secret", "s3cret"]);
+    let token = Command::new(cargo_bin("imlab"))
+        .args(["token", "--user", "alice", "--secret", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reply = runtime.block_on(async {
+        use imlab_core::framed::{FrameReader, FrameWriter};
+        use imlab_core::proto::{Body, Frame, Login};
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (read, write) = stream.into_split();
+        let mut reader = FrameReader::new(read, 65_536);
+        let mut writer = FrameWriter::new(write, 65_536);
+        let login = Login {
+            user: "alice".into(),
+            device: "phone".into(),
+            token,
+            heartbeat_interval_max_s: 60,
+        };
+        writer.send(&Frame::new(Body::Login(login))).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), reader.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(reply.kind(), "login_reply");
+    let stderr = stop(child);
+    assert!(!stderr.contains("DEV MODE"), "{stderr}");
+    assert!(stderr.contains("imlab serve stopped"), "{stderr}");
+}
+
+#[test]
+fn serve_without_a_secret_warns_about_dev_mode() {
+    let (child, _addr) = serve(&[]);
+    let stderr = stop(child);
+    assert!(stderr.contains("DEV MODE"), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let output = Command::new(cargo_bin("imlab"))
+        .args(["token", "--user", "a.b", "--secret", "s"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--user: user id \"a.b\" contains '.'"),
+        "{stderr}"
+    );
+
+    let output = Command::new(cargo_bin("imlab"))
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["token", "--help"],
+    ] {
+        let output = Command::new(cargo_bin("imlab"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("Example"), "{args:?}: {help}");
+    }
+}
