@@ -1,47 +1,21 @@
 //! Login timeout and idle reaping, under paused tokio time over in-memory pipes (real sockets
 //! and auto-advancing time do not mix). No real sleeps: time jumps.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use imlab_core::auth::Authenticator;
-use imlab_core::clock::TokioClock;
-use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
-use imlab_core::framed::{FrameReader, FrameWriter};
-use imlab_core::net::Connector;
-use imlab_core::net::memory::{self, MemoryConnector};
+use common::{MemReader as Reader, MemWriter as Writer, mem_open as open};
+use imlab_core::net::memory::MemoryConnector;
 use imlab_core::proto::{self, Body, ErrorCode, Frame};
-use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
-use imlab_core::store::MemoryStore;
-use tokio::io::DuplexStream;
+use imlab_core::server::{Server, ServerConfig};
 use tokio::time::Instant;
 
-type Reader = FrameReader<tokio::io::ReadHalf<DuplexStream>>;
-type Writer = FrameWriter<tokio::io::WriteHalf<DuplexStream>>;
-
 fn start_server() -> (MemoryConnector, Arc<Server>) {
-    let (listener, connector) = memory::pair(16);
-    let server = Arc::new(Server::new(
-        ServerConfig::default(),
-        ServerDeps {
-            store: Arc::new(MemoryStore::new()),
-            clock: Arc::new(TokioClock::new(1_700_000_000_000)),
-            push: Arc::new(LoggingPushProvider),
-            auth: Authenticator::Dev,
-        },
-    ));
-    let running = server.clone();
-    tokio::spawn(async move { running.run(listener, std::future::pending()).await });
+    let (connector, server, _store) = common::memory_server(ServerConfig::default());
     (connector, server)
-}
-
-async fn open(connector: &MemoryConnector) -> (Reader, Writer) {
-    let (read, write) = tokio::io::split(connector.connect().await.unwrap());
-    (
-        FrameReader::new(read, DEFAULT_MAX_FRAME_BYTES),
-        FrameWriter::new(write, DEFAULT_MAX_FRAME_BYTES),
-    )
 }
 
 /// Reads frames until the server closes; returns them and when the close was seen.

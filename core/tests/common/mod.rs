@@ -15,7 +15,8 @@ use imlab_core::clock::SystemClock;
 use imlab_core::codec;
 use imlab_core::framed::{FrameReader, FrameWriter};
 use imlab_core::heartbeat::Fixed;
-use imlab_core::net::TcpConnector;
+use imlab_core::net::memory::{self, MemoryConnector};
+use imlab_core::net::{Connector, TcpConnector};
 use imlab_core::proto::{self, Body, Frame};
 use imlab_core::server::{PushNotice, PushProvider, Server, ServerConfig, ServerDeps};
 use imlab_core::store::{MemoryStore, Store};
@@ -268,9 +269,17 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn start(addr: SocketAddr, state: SharedClientState, config: ClientConfig) -> TestClient {
+        TestClient::start_on(TcpConnector { target: addr }, state, config)
+    }
+
+    pub fn start_on<C: Connector>(
+        connector: C,
+        state: SharedClientState,
+        config: ClientConfig,
+    ) -> TestClient {
         let recorder = Arc::new(Recorder::default());
         let (client, handle) = Client::new(
-            TcpConnector { target: addr },
+            connector,
             config,
             state.clone(),
             Box::new(Fixed {
@@ -337,4 +346,50 @@ impl TestClient {
         self.handle.shutdown().unwrap();
         self.task.await.unwrap()
     }
+}
+
+/// A server on in-memory pipes, for tests under paused tokio time.
+pub fn memory_server(config: ServerConfig) -> (MemoryConnector, Arc<Server>, Arc<MemoryStore>) {
+    let (listener, connector) = memory::pair(64);
+    let store = Arc::new(MemoryStore::new());
+    let server = Arc::new(Server::new(
+        config,
+        ServerDeps {
+            store: store.clone() as Arc<dyn Store>,
+            clock: Arc::new(imlab_core::clock::TokioClock::new(1_700_000_000_000)),
+            push: Arc::new(RecordingPush::default()),
+            auth: Authenticator::Dev,
+        },
+    ));
+    let running = server.clone();
+    tokio::spawn(async move { running.run(listener, std::future::pending()).await });
+    (connector, server, store)
+}
+
+pub type MemReader = FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>;
+pub type MemWriter = FrameWriter<tokio::io::WriteHalf<tokio::io::DuplexStream>>;
+
+/// A raw-frame connection over an in-memory pipe.
+pub async fn mem_open(connector: &MemoryConnector) -> (MemReader, MemWriter) {
+    let (read, write) = tokio::io::split(connector.connect().await.unwrap());
+    (
+        FrameReader::new(read, codec::DEFAULT_MAX_FRAME_BYTES),
+        FrameWriter::new(write, codec::DEFAULT_MAX_FRAME_BYTES),
+    )
+}
+
+/// A logged-in raw-frame connection over an in-memory pipe.
+pub async fn mem_login(
+    connector: &MemoryConnector,
+    user: &str,
+    device: &str,
+) -> (MemReader, MemWriter) {
+    let (mut reader, mut writer) = mem_open(connector).await;
+    writer
+        .send(&Frame::new(login(user, device, "")))
+        .await
+        .unwrap();
+    let reply = reader.next().await.unwrap().unwrap();
+    assert_eq!(reply.kind(), "login_reply");
+    (reader, writer)
 }

@@ -1,0 +1,195 @@
+//! What happens at each bound: the fan-out queue, a connection's outbox, the connection limit.
+//! In-memory pipes under paused tokio time on a current-thread runtime, so the interleaving is
+//! the same on every run.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use imlab_core::client::{ClientConfig, ClientState};
+use imlab_core::proto::{self, Body, ErrorCode, Frame, Target};
+use imlab_core::server::ServerConfig;
+use imlab_core::store::Store;
+
+fn group_send(client_msg_id: &str, body: &str) -> Frame {
+    Frame::new(Body::Send(proto::Send {
+        client_msg_id: client_msg_id.into(),
+        to: Some(proto::send::To::GroupId("team".into())),
+        body: Bytes::from(body.to_string()),
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_fanout_queue_refuses_group_sends_before_storing_and_keeps_send_order() {
+    let config = ServerConfig {
+        fanout_queue_len_max: 1,
+        fanout_workers: 1,
+        ..ServerConfig::default()
+    };
+    let (connector, server, store) = memory_server(config);
+    let (mut reader, mut writer) = mem_login(&connector, "alice", "phone").await;
+    let create = Frame::new(Body::GroupCreate(proto::GroupCreate {
+        request_id: 1,
+        group_id: "team".into(),
+        members: vec!["bob".into()],
+    }));
+    writer.send(&create).await.unwrap();
+    assert_eq!(reader.next().await.unwrap().unwrap().kind(), "group_reply");
+
+    // Three sends in one write: the first takes the only queue slot; the fan-out worker gets
+    // no turn before the next two are read, so they are refused, and nothing is stored.
+    for (id, body) in [("phone-1", "a"), ("phone-2", "b"), ("phone-3", "c")] {
+        writer.feed(&group_send(id, body)).unwrap();
+    }
+    writer.flush().await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        match reader.next().await.unwrap().unwrap().body.unwrap() {
+            Body::SendAck(ack) => answers.push((ack.client_msg_id, None)),
+            Body::Error(error) => answers.push((error.client_msg_id.clone(), Some(error.code()))),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        answers,
+        vec![
+            ("phone-1".to_string(), None),
+            ("phone-2".to_string(), Some(ErrorCode::Overloaded)),
+            ("phone-3".to_string(), Some(ErrorCode::Overloaded)),
+        ]
+    );
+    assert_eq!(store.n_messages(), 1);
+    assert_eq!(
+        server.counters().overloaded_sends.load(Ordering::Relaxed),
+        1
+    );
+
+    // The barrier: phone-3 is refused again until phone-2 is retried, then both go through.
+    writer.send(&group_send("phone-3", "c")).await.unwrap();
+    let refused = loop {
+        let frame = reader.next().await.unwrap().unwrap();
+        if frame.kind() != "notify_data" {
+            break frame;
+        }
+    };
+    assert!(
+        matches!(&refused.body, Some(Body::Error(e)) if e.text.contains("retry it first")),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for (id, body) in [("phone-2", "b"), ("phone-3", "c")] {
+        writer.send(&group_send(id, body)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page = store.sync("bob", 0, 10).await.unwrap();
+    let bodies: Vec<Bytes> = page.entries.iter().map(|(_, m)| m.body.clone()).collect();
+    assert_eq!(
+        bodies,
+        vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_core_retries_overloaded_sends_in_order() {
+    let config = ServerConfig {
+        fanout_queue_len_max: 1,
+        fanout_workers: 1,
+        ..ServerConfig::default()
+    };
+    let (connector, server, store) = memory_server(config);
+    // With one queue slot and no worker turn between pipelined frames, each round gets one
+    // message through; a short retry delay keeps the test's virtual time small.
+    let alice = TestClient::start_on(
+        connector.clone(),
+        ClientState::new("alice", "phone").shared(),
+        ClientConfig {
+            retry_delay: Duration::from_millis(100),
+            ..ClientConfig::default()
+        },
+    );
+    let bob = TestClient::start_on(
+        connector.clone(),
+        ClientState::new("bob", "phone").shared(),
+        ClientConfig::default(),
+    );
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+    alice
+        .handle
+        .create_group("team", vec!["bob".into()])
+        .unwrap();
+    alice
+        .wait_for("group", |seen| {
+            seen.iter().any(|s| matches!(s, Seen::GroupReply(_)))
+        })
+        .await;
+    let sent: Vec<String> = (0..20).map(|n| format!("g{n}")).collect();
+    for body in &sent {
+        alice
+            .handle
+            .send(Target::Group("team".into()), Bytes::from(body.clone()))
+            .unwrap();
+    }
+    assert_eq!(bob.wait_bodies(20).await, sent);
+    assert!(
+        server.counters().overloaded_sends.load(Ordering::Relaxed) > 0,
+        "the bound was hit"
+    );
+    assert_eq!(store.n_messages(), 20);
+    assert!(alice.state.lock().unwrap().outgoing.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_outbox_disconnects_the_slow_consumer_and_sync_recovers_everything() {
+    let config = ServerConfig {
+        outbox_len_max: 4,
+        ..ServerConfig::default()
+    };
+    let (connector, server, store) = memory_server(config);
+    // Bob logs in and then never reads.
+    let (bob_reader, _bob_writer) = mem_login(&connector, "bob", "phone").await;
+    let (mut alice_reader, mut alice_writer) = mem_login(&connector, "alice", "phone").await;
+    let body = "x".repeat(30_000);
+    for n in 0..40 {
+        let send = Frame::new(send_to_peer(&format!("phone-{n}"), "bob", &body));
+        alice_writer.send(&send).await.unwrap();
+        loop {
+            let frame = alice_reader.next().await.unwrap().unwrap();
+            if frame.kind() == "send_ack" {
+                break;
+            }
+        }
+    }
+    assert_eq!(server.n_slow_consumer_kicks(), 1);
+    assert_eq!(store.max_seq("bob").await.unwrap(), 40);
+    drop(bob_reader);
+
+    let bob = TestClient::start_on(
+        connector.clone(),
+        ClientState::new("bob", "phone").shared(),
+        ClientConfig::default(),
+    );
+    assert_eq!(bob.wait_bodies(40).await.len(), 40);
+    assert_eq!(bob.state.lock().unwrap().last_seq, 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_over_the_limit_are_refused_with_overloaded() {
+    let config = ServerConfig {
+        connections_max: 2,
+        ..ServerConfig::default()
+    };
+    let (connector, _server, _store) = memory_server(config);
+    let _first = mem_login(&connector, "a", "phone").await;
+    let _second = mem_login(&connector, "b", "phone").await;
+    let (mut reader, _writer) = mem_open(&connector).await;
+    let frame = reader.next().await.unwrap().unwrap();
+    assert!(matches!(frame.body, Some(Body::Error(e)) if e.code() == ErrorCode::Overloaded));
+    assert!(
+        reader.next().await.unwrap().is_none(),
+        "closed after the error"
+    );
+}
