@@ -81,9 +81,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             auth,
         },
     );
+    // Install the signal handlers before announcing the address, so a Ctrl-C right after
+    // start-up shuts down gracefully instead of killing the process.
+    let shutdown = shutdown_signal().context("installing signal handlers")?;
     tracing::info!(%local, store = "memory", "imlab serve listening");
     println!("listening: {local}");
-    server.run(listener, shutdown_signal()).await;
+    server.run(listener, shutdown).await;
     let counters = server.counters();
     tracing::info!(
         connections = counters
@@ -97,27 +100,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// A future that completes on Ctrl-C (SIGINT) or SIGTERM; the handlers are installed now.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("Ctrl-C: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
-    }
+    })
 }
