@@ -65,6 +65,8 @@ struct Live {
     ping: Option<PingInFlight>,
     next_ping_at: Instant,
     next_ping_id: u64,
+    /// The only frame buffered for the next flush is a Ping (not traffic for the strategy).
+    ping_just_fed: bool,
 }
 
 /// Runs one connection attempt to its end.
@@ -145,6 +147,7 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
         ping: None,
         next_ping_at: Instant::now() + first_interval,
         next_ping_id: 1,
+        ping_just_fed: false,
     };
     start_sync(client, &mut live, &mut out, last_seq);
     while let Some(request) = client.pending_requests.pop_front() {
@@ -273,6 +276,14 @@ where
     loop {
         write_sends(client, live, out);
         if out.buffered_bytes() > 0 {
+            if !live.ping_just_fed {
+                client.heartbeat_event(HeartbeatEvent::Traffic { outbound: true });
+                if live.ping.is_none() && client.heartbeat.restart_on_traffic() {
+                    let now = client.now();
+                    live.next_ping_at = Instant::now() + client.heartbeat.interval(now);
+                }
+            }
+            live.ping_just_fed = false;
             match tokio::time::timeout(client.config.send_timeout, out.flush()).await {
                 Err(_) => return Ok(DisconnectCause::ConnectionLost("write stalled".into())),
                 Ok(Err(error)) => return Ok(DisconnectCause::ConnectionLost(error.to_string())),
@@ -288,6 +299,9 @@ where
                     Ok(None) => return Ok(DisconnectCause::ConnectionLost("server closed the connection".into())),
                     Err(error) => return Ok(lost(&error)),
                 };
+                if frame.kind() != "pong" {
+                    client.heartbeat_event(HeartbeatEvent::Traffic { outbound: false });
+                }
                 if let Some(end) = handle_frame(client, live, out, frame)? {
                     return Ok(end);
                 }
@@ -372,6 +386,7 @@ fn on_timer<C: Connector, W: AsyncWrite + Unpin>(
                 interval,
             });
             feed(out, Body::Ping(proto::Ping { id }));
+            live.ping_just_fed = true;
             client.emit(ClientEvent::HeartbeatSent { interval });
         }
         None => {}

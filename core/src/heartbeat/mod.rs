@@ -46,6 +46,12 @@ pub enum HeartbeatEvent {
         /// The new network's label.
         network: String,
     },
+    /// A frame other than a heartbeat crossed the live connection (it refreshed the NAT
+    /// mapping when `outbound`, and on NATs refreshed both ways when inbound).
+    Traffic {
+        /// True for a frame the device sent.
+        outbound: bool,
+    },
 }
 
 /// Decides heartbeat intervals.
@@ -62,6 +68,13 @@ pub trait HeartbeatStrategy: Send + 'static {
     /// The longest interval this strategy may ever choose; sent in Login so the server's
     /// reaper allows for it.
     fn interval_max(&self) -> Duration;
+
+    /// When true, an outbound frame other than a Ping restarts the heartbeat timer: the NAT
+    /// mapping was just refreshed, so the next Ping is due `interval` after that frame. Fixed
+    /// strategies keep their schedule whatever the traffic (false, the default).
+    fn restart_on_traffic(&self) -> bool {
+        false
+    }
 }
 
 /// A fixed interval, whatever happens.

@@ -1,0 +1,1 @@
+//! The radio energy model. (Being written; see the heartbeat issue.)
