@@ -2,6 +2,7 @@
 //! crate (`imlab-core` for now).
 
 mod serve;
+mod sim;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
     name = "imlab",
     version,
     about,
-    after_help = "Examples:\n  imlab serve --listen 127.0.0.1:7400\n  imlab token --user alice --secret s3cret --ttl 24h"
+    after_help = "Examples:\n  imlab serve --listen 127.0.0.1:7400\n  imlab token --user alice --secret s3cret --ttl 24h\n  imlab sim run scenarios/cmcc-3g-nat.toml --seed 7"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,16 +26,19 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a signed login token for a user.
     Token(token::TokenArgs),
+    /// Simulate scenarios deterministically under mobile carrier networks.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
-        Command::Token(args) => token::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Token(args) => token::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Sim(args) => sim::run_command(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("Error: {error:#}");
             std::process::ExitCode::FAILURE

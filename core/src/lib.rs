@@ -13,7 +13,8 @@
 //! - [`store`]: the store trait and the in-memory store;
 //! - [`server`]: sessions, sends, delivery, sync, groups, offline pushes;
 //! - [`client`]: the device-side connection manager;
-//! - [`heartbeat`]: heartbeat strategies.
+//! - [`heartbeat`]: heartbeat strategies;
+//! - `planted` (feature `planted-bugs`, tests only): deliberate bugs for the simulator's checker.
 
 pub mod auth;
 pub mod client;
@@ -22,6 +23,8 @@ pub mod codec;
 pub mod framed;
 pub mod heartbeat;
 pub mod net;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod proto;
 pub mod server;
 pub mod store;

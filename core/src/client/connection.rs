@@ -458,6 +458,16 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
                 )));
             };
             live.seen_seq_max = live.seen_seq_max.max(message.seq);
+            #[cfg(feature = "planted-bugs")]
+            if client.config.planted.push_skips_seq_check {
+                // Planted bug: take the push as the next message, whatever its seq.
+                let mut state = lock(&client.state);
+                state.last_seq = message.seq;
+                client.observer.on_event(&state, &ClientEvent::Message(&message));
+                drop(state);
+                feed(out, Body::DeviceAck(proto::DeviceAck { seq: message.seq }));
+                return Ok(None);
+            }
             match apply(client, &message) {
                 Applied::Next => {
                     let seq = message.seq;

@@ -55,6 +55,9 @@ pub struct ClientConfig {
     pub backoff: BackoffConfig,
     /// Largest frame accepted or sent.
     pub max_frame_bytes: usize,
+    /// Deliberate bugs (tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted: crate::planted::PlantedBugs,
 }
 
 impl Default for ClientConfig {
@@ -71,6 +74,8 @@ impl Default for ClientConfig {
             outgoing_len_max: 1_024,
             backoff: BackoffConfig::default(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            #[cfg(feature = "planted-bugs")]
+            planted: crate::planted::PlantedBugs::default(),
         }
     }
 }

@@ -3,9 +3,53 @@
 //! A strategy is a pure state machine: the client core tells it what happened (connected,
 //! heartbeat answered or failed, app state, network change) with an explicit time, and asks it
 //! for the next interval. Times are durations since the client started, so unit tests walk a
-//! strategy through its rules with exact times and no clock.
+//! strategy through its rules with exact times and no clock. Strategies read no clock and no
+//! RNG and keep per-network state in bounded `BTreeMap`s, so the simulator replays them.
+//!
+//! Modules:
+//! - [`presets`]: the fixed intervals of WhatsApp, Line, GCM, goim, MobileIMSDK, TCP keepalive;
+//! - [`wechat`]: Tencent Mars' smart heartbeat with its two published constant sets;
+//! - [`adaptive`]: `imlab-adaptive`, our NAT-timeout bisection;
+//! - `activity` and `networks` (private): the foreground window and the per-network table
+//!   that `wechat` and `adaptive` share.
+
+mod activity;
+pub mod adaptive;
+mod networks;
+pub mod presets;
+#[cfg(test)]
+mod walk;
+pub mod wechat;
 
 use std::time::Duration;
+
+pub use adaptive::Adaptive;
+pub use presets::Preset;
+pub use wechat::{MarsConstants, WeChat};
+
+/// Every strategy name [`parse_strategy`] accepts besides `fixed:<duration>`.
+pub const STRATEGY_NAMES: &[&str] = &[
+    "whatsapp",
+    "line",
+    "gcm",
+    "goim",
+    "mobileimsdk",
+    "tcp-keepalive",
+    "wechat",
+    "wechat-legacy",
+    "imlab-adaptive",
+];
+
+/// Most networks a strategy remembers state for; the least recently used one is forgotten
+/// first (Mars keeps at most 20 sections in its Heartbeat.ini).
+pub const NETWORKS_LEN_MAX: usize = 20;
+
+/// True when a network label names Wi-Fi: labels starting with "wifi" ("wifi:home") and the
+/// `home-wifi` carrier preset. Everything else is mobile data. The `line` and `gcm` presets and
+/// the simulator's radio model decide with this one function so they never disagree.
+pub fn is_wifi_network(label: &str) -> bool {
+    label.starts_with("wifi") || label == "home-wifi"
+}
 
 /// The app's state as the OS sees it; strategies and backoff use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -100,7 +144,9 @@ impl HeartbeatStrategy for Fixed {
     }
 }
 
-/// Parses a strategy name: `fixed:<duration>` (e.g. `fixed:4m45s`).
+/// Parses a strategy name: `fixed:<duration>` (e.g. `fixed:4m45s`) or one of
+/// [`STRATEGY_NAMES`]. A strategy's [`HeartbeatStrategy::name`] parses back to the same
+/// strategy.
 pub fn parse_strategy(name: &str) -> Result<Box<dyn HeartbeatStrategy>, String> {
     if let Some(interval) = name.strip_prefix("fixed:") {
         let interval = parse_duration(interval)
@@ -112,9 +158,18 @@ pub fn parse_strategy(name: &str) -> Result<Box<dyn HeartbeatStrategy>, String> 
         }
         return Ok(Box::new(Fixed { interval }));
     }
-    Err(format!(
-        "unknown heartbeat strategy {name:?}; known: fixed:<duration> (e.g. fixed:4m45s)"
-    ))
+    if let Some(preset) = Preset::by_name(name) {
+        return Ok(Box::new(preset));
+    }
+    match name {
+        "wechat" => Ok(Box::new(WeChat::new(MarsConstants::NEWER))),
+        "wechat-legacy" => Ok(Box::new(WeChat::new(MarsConstants::LEGACY))),
+        "imlab-adaptive" => Ok(Box::new(Adaptive::new())),
+        _ => Err(format!(
+            "unknown heartbeat strategy {name:?}; known: fixed:<duration> (e.g. fixed:4m45s), {}",
+            STRATEGY_NAMES.join(", ")
+        )),
+    }
 }
 
 /// Parses "4m45s", "30s", "1h", "250ms" (humantime's syntax).
@@ -180,5 +235,47 @@ mod tests {
                 .unwrap()
                 .contains("unknown heartbeat strategy")
         );
+    }
+
+    #[test]
+    fn every_name_parses_back_to_itself() {
+        for name in STRATEGY_NAMES
+            .iter()
+            .copied()
+            .chain(["fixed:30s", "fixed:1h2m"])
+        {
+            let strategy = parse_strategy(name).unwrap();
+            assert_eq!(strategy.name(), name);
+            assert_eq!(parse_strategy(&strategy.name()).unwrap().name(), name);
+            // The server reaps at 1.5x the declared maximum, so it must be finite and positive.
+            assert!(!strategy.interval_max().is_zero(), "{name}");
+            assert!(
+                strategy.interval_max() <= Duration::from_secs(7_200),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let error = parse_strategy("wechat-new").err().unwrap();
+        assert!(
+            error.contains("unknown heartbeat strategy \"wechat-new\""),
+            "{error}"
+        );
+        for name in STRATEGY_NAMES {
+            assert!(error.contains(name), "{error} should list {name}");
+        }
+        assert!(error.contains("fixed:<duration>"), "{error}");
+    }
+
+    #[test]
+    fn wifi_labels() {
+        for label in ["wifi", "wifi:home", "wifi-office", "home-wifi"] {
+            assert!(is_wifi_network(label), "{label}");
+        }
+        for label in ["cmcc-3g", "us-lte", "subway", "home-wifi2", "my-wifi", ""] {
+            assert!(!is_wifi_network(label), "{label}");
+        }
     }
 }

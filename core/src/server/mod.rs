@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// How long a closing connection may take to flush its last frames.
     pub close_flush_timeout: Duration,
+    /// Deliberate bugs (tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted: crate::planted::PlantedBugs,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,8 @@ impl Default for ServerConfig {
             fanout_workers: 4,
             connections_max: 1_000_000,
             close_flush_timeout: Duration::from_secs(2),
+            #[cfg(feature = "planted-bugs")]
+            planted: crate::planted::PlantedBugs::default(),
         }
     }
 }

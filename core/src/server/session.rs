@@ -504,6 +504,10 @@ async fn handle_send(
         Target::Peer(_) => None,
     };
     let request_to = to.clone();
+    #[cfg(feature = "planted-bugs")]
+    if shared.config.planted.ack_before_store {
+        return Ok(planted_ack_before_store(shared, session, send, to));
+    }
     let request = AppendRequest {
         from_user: session.user.clone(),
         from_device: session.device.clone(),
@@ -548,6 +552,40 @@ async fn handle_send(
         server_time_ms: outcome.message.server_time_ms,
         msg_id: outcome.message.msg_id,
     }))
+}
+
+/// Planted bug: ack now, store a second later (write-behind). A crash in between loses an
+/// acked message.
+#[cfg(feature = "planted-bugs")]
+fn planted_ack_before_store(
+    shared: &Arc<Shared>,
+    session: &Session,
+    send: proto::Send,
+    to: Target,
+) -> Body {
+    let request = AppendRequest {
+        from_user: session.user.clone(),
+        from_device: session.device.clone(),
+        client_msg_id: send.client_msg_id.clone(),
+        to,
+        body: send.body.clone(),
+        server_time_ms: shared.clock.unix_ms(),
+    };
+    let behind = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(outcome) = behind.store.append(request).await
+            && !outcome.duplicate
+        {
+            behind.deliver(&outcome.message, &outcome.deliveries);
+        }
+    });
+    Body::SendAck(proto::SendAck {
+        client_msg_id: send.client_msg_id,
+        seq: 0,
+        server_time_ms: shared.clock.unix_ms(),
+        msg_id: 0,
+    })
 }
 
 /// Records a retryable refusal in the barrier; too many blocked conversations close the

@@ -23,6 +23,9 @@ pub struct MemoryStoreLimits {
     pub group_members_max: usize,
     /// Groups in all.
     pub groups_max: usize,
+    /// Planted bug: ignore client message ids (tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_skip_dedupe: bool,
 }
 
 impl Default for MemoryStoreLimits {
@@ -32,6 +35,8 @@ impl Default for MemoryStoreLimits {
             dedupe_window_len: 4_096,
             group_members_max: 10_000,
             groups_max: 1_000_000,
+            #[cfg(feature = "planted-bugs")]
+            planted_skip_dedupe: false,
         }
     }
 }
@@ -88,12 +93,34 @@ impl MemoryStore {
         self.lock().n_messages
     }
 
+    /// Every user with an inbox or a cursor, sorted. For inspection (tests, the simulator's
+    /// checker); copies the names.
+    pub fn users(&self) -> Vec<String> {
+        self.lock().users.keys().cloned().collect()
+    }
+
+    /// A whole inbox as (seq, message), for inspection.
+    pub fn inbox(&self, user: &str) -> Vec<(u64, Arc<StoredMessage>)> {
+        self.lock().users.get(user).map_or_else(Vec::new, |user| {
+            user.inbox
+                .iter()
+                .enumerate()
+                .map(|(i, message)| (i as u64 + 1, message.clone()))
+                .collect()
+        })
+    }
+
     fn append_locked(
         &self,
         state: &mut State,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
-        if let Some(user) = state.users.get(&request.from_user)
+        #[cfg(feature = "planted-bugs")]
+        let skip_dedupe = self.limits.planted_skip_dedupe;
+        #[cfg(not(feature = "planted-bugs"))]
+        let skip_dedupe = false;
+        if !skip_dedupe
+            && let Some(user) = state.users.get(&request.from_user)
             && let Some((message, sender_seq)) = user.dedupe.get(&request.client_msg_id)
         {
             return Ok(AppendOutcome {
@@ -345,6 +372,7 @@ mod tests {
             dedupe_window_len: 1,
             group_members_max: 2,
             groups_max: 1,
+            ..MemoryStoreLimits::default()
         });
         store
             .append(send("a", "m1", Target::Peer("b".into())))

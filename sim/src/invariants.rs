@@ -1,0 +1,250 @@
+//! The invariant checker (SPEC section 4), fed by the server's store and every device's
+//! ledger after the network healed and a quiet period passed.
+//!
+//! Each check returns the first violation it finds, described with the message, device and
+//! seq involved, plus how many more there are. A checker that cannot fail is a defect: the
+//! tests plant a bug for every invariant and require it to be caught.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use imlab_core::client::SharedClientState;
+use imlab_core::store::MemoryStore;
+use serde::Serialize;
+
+use crate::ledger::{Conversation, Ledger};
+use crate::world::{Layout, user_id};
+
+/// Names of the invariants, in report order.
+pub const INVARIANTS: &[&str] = &[
+    "no_acked_loss",
+    "no_duplicates",
+    "seq_monotonic",
+    "sender_order",
+    "idempotent_send",
+    "convergence",
+];
+
+/// One invariant's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// The invariant.
+    pub name: &'static str,
+    /// `None` when it holds; else the first violation and a count of the rest.
+    pub violation: Option<String>,
+}
+
+impl Verdict {
+    /// True when the invariant holds.
+    pub fn ok(&self) -> bool {
+        self.violation.is_none()
+    }
+}
+
+/// Collects violations of one invariant: the first in full, the rest counted.
+struct Found {
+    first: Option<String>,
+    n_more: u64,
+}
+
+impl Found {
+    fn new() -> Found {
+        Found {
+            first: None,
+            n_more: 0,
+        }
+    }
+
+    fn add(&mut self, describe: impl FnOnce() -> String) {
+        if self.first.is_none() {
+            self.first = Some(describe());
+        } else {
+            self.n_more += 1;
+        }
+    }
+
+    fn verdict(self, name: &'static str) -> Verdict {
+        Verdict {
+            name,
+            violation: self.first.map(|first| {
+                if self.n_more == 0 {
+                    first
+                } else {
+                    format!("{first} (and {} more)", self.n_more)
+                }
+            }),
+        }
+    }
+}
+
+/// Checks every invariant.
+pub fn check(
+    layout: &Layout,
+    ledger: &Ledger,
+    store: &MemoryStore,
+    device_states: &[SharedClientState],
+) -> Vec<Verdict> {
+    vec![
+        no_acked_loss(layout, ledger),
+        no_duplicates(ledger),
+        seq_monotonic(ledger, store),
+        sender_order(ledger),
+        idempotent_send(store),
+        convergence(layout, ledger, store, device_states),
+    ]
+}
+
+/// The devices that must see a message sent by `sender` to `to`: every device of every
+/// user in the conversation, the sender's own devices included.
+fn recipients(layout: &Layout, sender_device: u32, to: Conversation) -> Vec<u32> {
+    let sender_user = layout.devices[sender_device as usize].user;
+    let users: BTreeSet<u32> = match to {
+        Conversation::Peer(peer) => [peer, sender_user].into(),
+        Conversation::Group(group) => layout.chat_groups[group as usize].iter().copied().collect(),
+    };
+    users
+        .into_iter()
+        .flat_map(|user| layout.users[user as usize].devices.iter().copied())
+        .collect()
+}
+
+fn no_acked_loss(layout: &Layout, ledger: &Ledger) -> Verdict {
+    let logged: Vec<BTreeSet<u32>> = ledger
+        .devices
+        .iter()
+        .map(|device| device.log.iter().filter_map(|entry| entry.send).collect())
+        .collect();
+    let mut found = Found::new();
+    for (index, send) in ledger.sends.iter().enumerate() {
+        let Some((acked_ms, _)) = send.acked else { continue };
+        for device in recipients(layout, send.device, send.to) {
+            if !logged[device as usize].contains(&(index as u32)) {
+                found.add(|| {
+                    format!(
+                        "message {} acked at {} ms is missing from device d{device}'s app log",
+                        send.client_msg_id, acked_ms
+                    )
+                });
+            }
+        }
+    }
+    found.verdict("no_acked_loss")
+}
+
+fn no_duplicates(ledger: &Ledger) -> Verdict {
+    let mut found = Found::new();
+    for (device, record) in ledger.devices.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for entry in &record.log {
+            if !seen.insert(entry.msg_id) {
+                found.add(|| {
+                    format!(
+                        "device d{device} logged msg_id {} twice (again at seq {}, {} ms)",
+                        entry.msg_id, entry.seq, entry.at_ms
+                    )
+                });
+            }
+        }
+    }
+    found.verdict("no_duplicates")
+}
+
+fn seq_monotonic(ledger: &Ledger, store: &MemoryStore) -> Verdict {
+    let mut found = Found::new();
+    for (device, record) in ledger.devices.iter().enumerate() {
+        let mut previous = 0u64;
+        for entry in &record.log {
+            if entry.seq != previous + 1 {
+                found.add(|| {
+                    format!(
+                        "device d{device} processed seq {} after seq {previous} at {} ms",
+                        entry.seq, entry.at_ms
+                    )
+                });
+            }
+            previous = entry.seq;
+        }
+    }
+    for user in store.users() {
+        for (expected, (seq, _)) in store.inbox(&user).iter().enumerate() {
+            if *seq != expected as u64 + 1 {
+                found.add(|| format!("inbox of {user} has seq {seq} at position {}", expected + 1));
+                break;
+            }
+        }
+    }
+    found.verdict("seq_monotonic")
+}
+
+/// The client message number of `d<device>-<n>`.
+fn message_number(client_msg_id: &str) -> u64 {
+    client_msg_id
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn sender_order(ledger: &Ledger) -> Verdict {
+    let mut found = Found::new();
+    for (device, record) in ledger.devices.iter().enumerate() {
+        let mut last: BTreeMap<(u32, Conversation), (u64, &str)> = BTreeMap::new();
+        for entry in &record.log {
+            let Some(index) = entry.send else { continue };
+            let send = &ledger.sends[index as usize];
+            let number = message_number(&send.client_msg_id);
+            let key = (send.device, send.to);
+            if let Some((previous, previous_id)) = last.get(&key)
+                && number < *previous
+            {
+                found.add(|| {
+                    format!(
+                        "device d{device} saw {} after {previous_id} (sent later by d{})",
+                        send.client_msg_id, send.device
+                    )
+                });
+            }
+            last.insert(key, (number, &send.client_msg_id));
+        }
+    }
+    found.verdict("sender_order")
+}
+
+fn idempotent_send(store: &MemoryStore) -> Verdict {
+    let mut found = Found::new();
+    let mut stored: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+    for user in store.users() {
+        for (_, message) in store.inbox(&user) {
+            stored
+                .entry((message.from_user.clone(), message.client_msg_id.clone()))
+                .or_default()
+                .insert(message.msg_id);
+        }
+    }
+    for ((user, client_msg_id), msg_ids) in &stored {
+        if msg_ids.len() > 1 {
+            found.add(|| {
+                format!("send {client_msg_id} of {user} was stored {} times: msg_ids {msg_ids:?}", msg_ids.len())
+            });
+        }
+    }
+    found.verdict("idempotent_send")
+}
+
+fn convergence(
+    layout: &Layout,
+    ledger: &Ledger,
+    store: &MemoryStore,
+    device_states: &[SharedClientState],
+) -> Verdict {
+    let mut found = Found::new();
+    for (device, spec) in layout.devices.iter().enumerate() {
+        if !ledger.devices[device].connected {
+            continue;
+        }
+        let max_seq = store.inbox(&user_id(spec.user)).len() as u64;
+        let last_seq = imlab_core::client::lock(&device_states[device]).last_seq;
+        if last_seq != max_seq {
+            found.add(|| format!("device d{device} is at seq {last_seq}, its inbox at {max_seq}"));
+        }
+    }
+    found.verdict("convergence")
+}

@@ -1,0 +1,157 @@
+//! Metrics of a run: headline numbers and one row per device group, computed from the ledger
+//! and the infrastructure counters (never from the trace).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::ledger::{Ledger, quantile};
+use crate::world::Shared;
+
+/// Metrics of one device group (or of the whole run).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GroupMetrics {
+    /// Device group name ("all" for the whole run).
+    pub group: String,
+    /// Carrier profile name.
+    pub carrier: String,
+    /// Heartbeat strategy.
+    pub heartbeat: String,
+    /// Devices.
+    pub devices: u64,
+    /// Messages the apps queued.
+    pub messages_sent: u64,
+    /// Of those, acked by the server.
+    pub messages_acked: u64,
+    /// Messages processed into app logs.
+    pub deliveries: u64,
+    /// Delay from queueing to the recipient's app log, median.
+    pub delay_ms_p50: u64,
+    /// 99th percentile.
+    pub delay_ms_p99: u64,
+    /// Maximum.
+    pub delay_ms_max: u64,
+    /// NAT expiries under live IM connections.
+    pub silent_disconnects: u64,
+    /// Logins after each device's first.
+    pub reconnects: u64,
+    /// Pings sent.
+    pub heartbeats: u64,
+    /// Wake-ups received over push channels.
+    pub wakeups: u64,
+}
+
+/// Everything measured in a run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Metrics {
+    /// Simulated time, seconds.
+    pub simulated_s: f64,
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// Users in the scenario.
+    pub users: u64,
+    /// Chat groups in the scenario.
+    pub chat_groups: u64,
+    /// Totals over all devices.
+    pub all: GroupMetrics,
+    /// Per device group.
+    pub groups: Vec<GroupMetrics>,
+    /// Notices the server gave the push service.
+    pub pushes_sent: u64,
+    /// Wake-ups delivered to devices.
+    pub wakeups_delivered: u64,
+    /// Notices that reached no device.
+    pub wakeups_lost: u64,
+    /// NAT expiries under live push channels.
+    pub push_channel_silent_disconnects: u64,
+    /// Connections ended, by cause, over all devices.
+    pub disconnects_by_cause: BTreeMap<String, u64>,
+}
+
+/// Computes the metrics of a finished run.
+pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Duration) -> Metrics {
+    let scenario = &shared.scenario;
+    let layout = &shared.layout;
+    let mut groups: Vec<GroupMetrics> = scenario
+        .groups
+        .iter()
+        .map(|group| GroupMetrics {
+            group: group.name.clone(),
+            carrier: scenario.carriers[group.carrier].name.clone(),
+            heartbeat: group.heartbeat.clone(),
+            ..GroupMetrics::default()
+        })
+        .collect();
+    let mut delays: Vec<Vec<u64>> = vec![Vec::new(); groups.len()];
+    let mut disconnects_by_cause = BTreeMap::new();
+    for (device, record) in ledger.devices.iter().enumerate() {
+        let group = layout.devices[device].group;
+        let metrics = &mut groups[group];
+        metrics.devices += 1;
+        metrics.deliveries += record.log.len() as u64;
+        metrics.reconnects += u64::from(record.connects.saturating_sub(1));
+        metrics.heartbeats += record.heartbeats_sent;
+        metrics.wakeups += record.wakeups;
+        metrics.silent_disconnects += shared.silent_by_device[device].load(Ordering::Relaxed);
+        for entry in &record.log {
+            if let Some(send) = entry.send {
+                let queued_ms = ledger.sends[send as usize].queued_ms;
+                delays[group].push(entry.at_ms.saturating_sub(queued_ms));
+            }
+        }
+        for (cause, n) in &record.disconnects {
+            *disconnects_by_cause.entry(cause.clone()).or_insert(0) += u64::from(*n);
+        }
+    }
+    for send in &ledger.sends {
+        let group = layout.devices[send.device as usize].group;
+        groups[group].messages_sent += 1;
+        groups[group].messages_acked += u64::from(send.acked.is_some());
+    }
+    let mut all_delays = Vec::new();
+    for (metrics, mut delays) in groups.iter_mut().zip(delays) {
+        delays.sort_unstable();
+        set_delays(metrics, &delays);
+        all_delays.extend(delays);
+    }
+    all_delays.sort_unstable();
+    let mut all = GroupMetrics {
+        group: "all".into(),
+        ..GroupMetrics::default()
+    };
+    for g in &groups {
+        all.devices += g.devices;
+        all.messages_sent += g.messages_sent;
+        all.messages_acked += g.messages_acked;
+        all.deliveries += g.deliveries;
+        all.silent_disconnects += g.silent_disconnects;
+        all.reconnects += g.reconnects;
+        all.heartbeats += g.heartbeats;
+        all.wakeups += g.wakeups;
+    }
+    set_delays(&mut all, &all_delays);
+    let counters = &shared.counters;
+    Metrics {
+        simulated_s: simulated.as_secs_f64(),
+        wall_s: wall.as_secs_f64(),
+        users: layout.users.len() as u64,
+        chat_groups: layout.chat_groups.len() as u64,
+        all,
+        groups,
+        pushes_sent: counters.pushes_sent.load(Ordering::Relaxed),
+        wakeups_delivered: counters.wakeups_delivered.load(Ordering::Relaxed),
+        wakeups_lost: counters.wakeups_lost.load(Ordering::Relaxed),
+        push_channel_silent_disconnects: counters
+            .push_channel_silent_disconnects
+            .load(Ordering::Relaxed),
+        disconnects_by_cause,
+    }
+}
+
+fn set_delays(metrics: &mut GroupMetrics, sorted: &[u64]) {
+    metrics.delay_ms_p50 = quantile(sorted, 0.50);
+    metrics.delay_ms_p99 = quantile(sorted, 0.99);
+    metrics.delay_ms_max = sorted.last().copied().unwrap_or(0);
+}

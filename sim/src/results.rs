@@ -1,0 +1,63 @@
+//! Results files of `imlab sim run`: `results.json` (schema in `sim/RESULTS.md`) and
+//! `metrics.csv` (one row per device group, then a row for all devices).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::invariants::Verdict;
+use crate::metrics::{GroupMetrics, Metrics};
+use crate::run::RunReport;
+use crate::scenario::Scenario;
+
+/// Version of the results.json schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Results<'a> {
+    schema_version: u32,
+    scenario: &'a str,
+    scenario_file: String,
+    seed: u64,
+    trace_hash: &'a str,
+    trace_events: u64,
+    ok: bool,
+    invariants: &'a [Verdict],
+    replay: String,
+    metrics: &'a Metrics,
+}
+
+/// The command that replays a run.
+pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
+    format!("imlab sim run {} --seed {seed}", scenario.file.display())
+}
+
+/// Writes `results.json` and `metrics.csv` into `dir` (created if missing).
+pub fn write(dir: &Path, scenario: &Scenario, report: &RunReport) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let results = Results {
+        schema_version: SCHEMA_VERSION,
+        scenario: &scenario.name,
+        scenario_file: scenario.file.display().to_string(),
+        seed: report.seed,
+        trace_hash: &report.trace_hash,
+        trace_events: report.trace_events,
+        ok: report.ok(),
+        invariants: &report.verdicts,
+        replay: replay_command(scenario, report.seed),
+        metrics: &report.metrics,
+    };
+    let json = serde_json::to_string_pretty(&results).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("results.json"), json + "\n")?;
+    let mut csv = csv::Writer::from_path(dir.join("metrics.csv"))?;
+    let rows: Vec<&GroupMetrics> = report
+        .metrics
+        .groups
+        .iter()
+        .chain(std::iter::once(&report.metrics.all))
+        .collect();
+    for row in rows {
+        csv.serialize(row).map_err(std::io::Error::other)?;
+    }
+    csv.flush()
+}

@@ -1,0 +1,400 @@
+//! The driver: builds the turmoil simulation for a scenario and a seed, runs it through the
+//! scenario's faults, heals the network, waits a quiet period, and checks the invariants.
+//!
+//! Hosts: `server` (imlab-core's server, unchanged), `push` (the push service), one
+//! `carrier-N` per carrier profile (NAT and link emulator), and `cell-N` hosts running up to
+//! [`DEVICES_PER_CELL_MAX`] devices each. Turmoil's own latency and loss are off: the carrier
+//! proxies model the network with their seeded RNGs.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use imlab_core::auth::Authenticator;
+use imlab_core::clock::TokioClock;
+use imlab_core::server::{Server, ServerConfig, ServerDeps};
+use imlab_core::store::{MemoryStore, MemoryStoreLimits, Store};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::Planted;
+use crate::device::{DEVICE_COMMANDS_LEN_MAX, run_device};
+use crate::invariants::{self, Verdict};
+use crate::ledger::Ledger;
+use crate::metrics::{self, Metrics};
+use crate::push::{SimPushProvider, push_host};
+use crate::scenario::{FaultKind, Scenario};
+use crate::trace::{Event, Trace};
+use crate::world::{
+    self, DEVICES_PER_CELL_MAX, DeviceCommand, Layout, SERVER_PORT, Shared, carrier_host,
+    cell_host, group_id, occurrences, user_id,
+};
+
+/// The simulation's wall-clock epoch: fixed, so token expiry and timestamps replay exactly.
+pub const EPOCH_UNIX_S: u64 = 1_700_000_000;
+
+/// How a run is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Write the trace as JSON Lines here.
+    pub trace_file: Option<std::path::PathBuf>,
+    /// Deliberate bugs (tests).
+    pub planted: Planted,
+}
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of every trace event.
+    pub trace_hash: String,
+    /// Events traced.
+    pub trace_events: u64,
+    /// One verdict per invariant.
+    pub verdicts: Vec<Verdict>,
+    /// Headline and per-group metrics.
+    pub metrics: Metrics,
+    /// Wall time of the run.
+    pub wall: Duration,
+}
+
+impl RunReport {
+    /// True when every invariant holds.
+    pub fn ok(&self) -> bool {
+        self.verdicts.iter().all(Verdict::ok)
+    }
+}
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A host's software failed: a simulator bug.
+    #[error("simulation failed at {at:?}: {message}")]
+    Host {
+        /// When.
+        at: Duration,
+        /// turmoil's error.
+        message: String,
+    },
+    /// The trace file could not be written.
+    #[error("writing the trace file: {0}")]
+    Trace(String),
+}
+
+/// One action of the driver at a point in simulated time.
+#[derive(Debug, Clone)]
+enum Action {
+    Crash,
+    Restart,
+    Command(Vec<usize>, DeviceCommand),
+    PushDown(bool),
+    Note(String),
+    Heal,
+}
+
+/// Runs `scenario` with `options`; `progress` is called now and then with (simulated, total).
+pub fn run(
+    scenario: &Scenario,
+    options: &RunOptions,
+    progress: &mut dyn FnMut(Duration, Duration),
+) -> Result<RunReport, RunError> {
+    options.planted.assert_supported();
+    let started = Instant::now();
+    let seed = options.seed;
+    let layout = Layout::new(scenario, seed);
+    let trace = match &options.trace_file {
+        Some(file) => Trace::to_file(file).map_err(|e| RunError::Trace(format!("{}: {e}", file.display())))?,
+        None => Trace::new(),
+    };
+    let n_devices = layout.devices.len();
+    let shared = Arc::new(Shared {
+        scenario: scenario.clone(),
+        blocked: world::blocked_windows(scenario),
+        device_carrier: layout
+            .devices
+            .iter()
+            .map(|d| AtomicUsize::new(scenario.groups[d.group].carrier))
+            .collect(),
+        device_commands: (0..n_devices).map(|_| Mutex::new(None)).collect(),
+        device_states: (0..n_devices)
+            .map(|d| {
+                imlab_core::client::ClientState::new(
+                    user_id(layout.devices[d].user),
+                    world::device_id(d as u32),
+                )
+                .shared()
+            })
+            .collect(),
+        silent_by_device: (0..n_devices).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        push_down: AtomicBool::new(false),
+        store: Mutex::new(Arc::new(new_store(&options.planted))),
+        server_starts: AtomicUsize::new(0),
+        counters: world::Counters::default(),
+        trace: Mutex::new(trace),
+        ledger: Mutex::new(Ledger::new(n_devices)),
+        planted: options.planted,
+        layout,
+        seed,
+    });
+
+    let heal_at = scenario.duration;
+    let total = scenario.duration + scenario.quiet;
+    let mut sim = turmoil::Builder::new()
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
+        .rng_seed(seed)
+        .tick_duration(scenario.tick)
+        .simulation_duration(total + Duration::from_secs(3_600))
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(Duration::ZERO)
+        .tcp_capacity(16_384)
+        .ephemeral_ports(1_024..=65_535)
+        .build();
+
+    let server_shared = shared.clone();
+    sim.host("server", move || server_host(server_shared.clone()));
+    let push_shared = shared.clone();
+    sim.host("push", move || push_host(push_shared.clone()));
+    for carrier in 0..scenario.carriers.len() {
+        let carrier_shared = shared.clone();
+        sim.host(carrier_host(carrier).as_str(), move || {
+            crate::proxy::carrier_host(carrier_shared.clone(), carrier)
+        });
+    }
+    let n_cells = n_devices.div_ceil(DEVICES_PER_CELL_MAX).max(1);
+    for cell in 0..n_cells {
+        let cell_shared = shared.clone();
+        let devices: Vec<usize> = (0..n_devices).filter(|d| d % n_cells == cell).collect();
+        sim.host(cell_host(cell).as_str(), move || {
+            cell_host_main(cell_shared.clone(), devices.clone())
+        });
+    }
+
+    let mut actions = schedule(scenario, &shared.layout, seed);
+    actions.push((heal_at, Action::Heal));
+    actions.sort_by_key(|(at, _)| *at);
+    let mut actions = actions.into_iter().peekable();
+    let mut server_down = false;
+    let mut last_progress = Instant::now();
+    while sim.elapsed() < total {
+        let at = sim.elapsed();
+        while let Some((_, action)) = actions.next_if(|(when, _)| *when <= at) {
+            let what = match &action {
+                Action::Crash => "server_crash".to_string(),
+                Action::Restart => "server_restart".to_string(),
+                Action::Command(devices, command) => format!("{command:?} x{}", devices.len()),
+                Action::PushDown(down) => format!("push_down={down}"),
+                Action::Note(note) => note.clone(),
+                Action::Heal => "heal".to_string(),
+            };
+            record(&shared, at, Event::Fault { what });
+            match action {
+                Action::Crash if !server_down => {
+                    sim.crash("server");
+                    server_down = true;
+                }
+                Action::Crash => {}
+                Action::Restart => {
+                    if server_down {
+                        sim.bounce("server");
+                        server_down = false;
+                    }
+                }
+                Action::Command(devices, command) => {
+                    for device in devices {
+                        shared.command(device, command.clone());
+                    }
+                }
+                Action::PushDown(down) => shared.push_down.store(down, Ordering::Relaxed),
+                Action::Note(_) => {}
+                Action::Heal => {
+                    if server_down {
+                        sim.bounce("server");
+                        server_down = false;
+                    }
+                    shared.push_down.store(false, Ordering::Relaxed);
+                    for device in 0..n_devices {
+                        shared.command(device, DeviceCommand::Heal);
+                    }
+                }
+            }
+        }
+        if let Err(error) = sim.step() {
+            return Err(RunError::Host {
+                at: sim.elapsed(),
+                message: error.to_string(),
+            });
+        }
+        if last_progress.elapsed() > Duration::from_millis(200) {
+            progress(sim.elapsed(), total);
+            last_progress = Instant::now();
+        }
+    }
+    progress(total, total);
+
+    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let verdicts = invariants::check(&shared.layout, &ledger, &store, &shared.device_states);
+    let metrics = metrics::collect(&shared, &ledger, sim.elapsed(), started.elapsed());
+    let mut trace = shared.trace.lock().unwrap_or_else(|p| p.into_inner());
+    trace.finish().map_err(RunError::Trace)?;
+    Ok(RunReport {
+        seed,
+        trace_hash: trace.hash_hex(),
+        trace_events: trace.n_events(),
+        verdicts,
+        metrics,
+        wall: started.elapsed(),
+    })
+}
+
+fn record(shared: &Shared, at: Duration, event: Event) {
+    shared
+        .trace
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record(at.as_millis() as u64, event);
+}
+
+fn new_store(planted: &Planted) -> MemoryStore {
+    let _ = planted;
+    MemoryStore::with_limits(MemoryStoreLimits {
+        #[cfg(feature = "planted-bugs")]
+        planted_skip_dedupe: planted.skip_dedupe,
+        ..MemoryStoreLimits::default()
+    })
+}
+
+/// Expands the scenario's faults into driver actions. Outages and partitions act inside the
+/// carrier proxies (their windows are known in advance); they are noted in the trace here.
+fn schedule(scenario: &Scenario, layout: &Layout, seed: u64) -> Vec<(Duration, Action)> {
+    let heal_at = scenario.duration;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xfa17);
+    let mut actions = Vec::new();
+    for fault in &scenario.faults {
+        for start in occurrences(fault.at, fault.every, heal_at) {
+            let end = (start + fault.duration).min(heal_at);
+            match &fault.kind {
+                FaultKind::ServerCrash => {
+                    actions.push((start, Action::Crash));
+                    actions.push((end, Action::Restart));
+                }
+                FaultKind::Partition { carrier } => {
+                    let name = &scenario.carriers[*carrier].name;
+                    actions.push((start, Action::Note(format!("partition {name}"))));
+                    actions.push((end, Action::Note(format!("partition {name} healed"))));
+                }
+                FaultKind::Outage { carrier } => {
+                    let name = &scenario.carriers[*carrier].name;
+                    actions.push((start, Action::Note(format!("outage {name}"))));
+                    actions.push((end, Action::Note(format!("outage {name} over"))));
+                }
+                FaultKind::Handover { group, to, fraction } => {
+                    let devices = pick(layout, *group, *fraction, &mut rng);
+                    let back = scenario.groups[*group].carrier;
+                    actions.push((start, Action::Command(devices.clone(), DeviceCommand::Handover(*to))));
+                    if !fault.duration.is_zero() {
+                        actions.push((end, Action::Command(devices, DeviceCommand::Handover(back))));
+                    }
+                }
+                FaultKind::AppKill { group, fraction } => {
+                    let devices = pick(layout, *group, *fraction, &mut rng);
+                    actions.push((start, Action::Command(devices, DeviceCommand::Kill(end - start))));
+                }
+                FaultKind::PushOutage => {
+                    actions.push((start, Action::PushDown(true)));
+                    actions.push((end, Action::PushDown(false)));
+                }
+            }
+        }
+    }
+    actions
+}
+
+/// A seeded choice of `fraction` of a device group's devices.
+fn pick(layout: &Layout, group: usize, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut devices: Vec<usize> = (0..layout.devices.len())
+        .filter(|d| layout.devices[*d].group == group)
+        .collect();
+    devices.shuffle(rng);
+    let n = ((devices.len() as f64) * fraction).ceil() as usize;
+    devices.truncate(n.max(1));
+    devices.sort_unstable();
+    devices
+}
+
+/// turmoil's listener as the server core's accept trait.
+struct SimListener(turmoil::net::TcpListener);
+
+impl imlab_core::net::Listener for SimListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(turmoil::net::TcpStream, std::net::SocketAddr)> {
+        self.0.accept().await
+    }
+}
+
+/// The server host: imlab-core's server on the current store. Called again after a crash.
+async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
+    let n_starts = shared.server_starts.fetch_add(1, Ordering::Relaxed);
+    let store = {
+        let mut slot = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        let lost = !shared.scenario.server.store_survives_crash || shared.planted.volatile_store;
+        if n_starts > 0 && lost {
+            *slot = Arc::new(new_store(&shared.planted));
+        }
+        slot.clone()
+    };
+    if n_starts == 0 || store.n_messages() == 0 {
+        create_chat_groups(&shared, &store).await;
+    }
+    let setup = &shared.scenario.server;
+    let config = ServerConfig {
+        notify_ack_timeout: setup.notify_ack_timeout,
+        outbox_len_max: setup.outbox_len_max,
+        fanout_queue_len_max: setup.fanout_queue_len_max,
+        #[cfg(feature = "planted-bugs")]
+        planted: imlab_core::planted::PlantedBugs {
+            ack_before_store: shared.planted.ack_before_store,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let (push, forward) = SimPushProvider::new(shared.clone());
+    tokio::spawn(forward);
+    let epoch_ms = EPOCH_UNIX_S * 1_000 + world::now().as_millis() as u64;
+    let server = Server::new(
+        config,
+        ServerDeps {
+            store: store as Arc<dyn Store>,
+            clock: Arc::new(TokioClock::new(epoch_ms)),
+            push: Arc::new(push),
+            auth: Authenticator::Dev,
+        },
+    );
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
+    server.run(SimListener(listener), std::future::pending()).await;
+    Ok(())
+}
+
+async fn create_chat_groups(shared: &Shared, store: &MemoryStore) {
+    for (index, members) in shared.layout.chat_groups.iter().enumerate() {
+        let members: Vec<String> = members.iter().map(|user| user_id(*user)).collect();
+        let _ = store
+            .create_group(&group_id(index as u32), &members[0], &members[1..])
+            .await;
+    }
+}
+
+async fn cell_host_main(shared: Arc<Shared>, devices: Vec<usize>) -> turmoil::Result {
+    for device in devices {
+        let (commands_tx, commands) = tokio::sync::mpsc::channel(DEVICE_COMMANDS_LEN_MAX);
+        *shared.device_commands[device].lock().unwrap_or_else(|p| p.into_inner()) = Some(commands_tx);
+        tokio::spawn(run_device(shared.clone(), device, commands));
+    }
+    std::future::pending::<()>().await;
+    Ok(())
+}

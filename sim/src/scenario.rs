@@ -1,0 +1,705 @@
+//! Scenario files (TOML): what to simulate.
+//!
+//! A scenario names a duration, an optional seed, the server's store and limits, carrier
+//! profiles (a preset, optionally overridden), device groups (count, carrier, heartbeat
+//! strategy, app-state cycle, traffic) and a fault schedule. Unknown keys and impossible values
+//! are errors that name the key, the value and the file. See `scenarios/` for examples.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use imlab_core::heartbeat::{AppState, parse_strategy};
+use serde::Deserialize;
+
+use crate::carrier::{self, CarrierProfile, OnExpiry, Outages, Refresh};
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys or wrongly typed values.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// toml's message, with the key and line.
+        message: String,
+    },
+    /// A value is impossible.
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong, with the value.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<String>,
+    #[serde(with = "humantime_serde")]
+    duration: Duration,
+    seed: Option<u64>,
+    #[serde(with = "humantime_serde", default)]
+    tick: Option<Duration>,
+    #[serde(with = "humantime_serde", default)]
+    quiet: Option<Duration>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    carriers: BTreeMap<String, RawCarrier>,
+    #[serde(default)]
+    devices: Vec<RawDevices>,
+    #[serde(default)]
+    faults: Vec<RawFault>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    store: Option<String>,
+    store_survives_crash: Option<bool>,
+    #[serde(with = "humantime_serde", default)]
+    notify_ack_timeout: Option<Duration>,
+    outbox_len_max: Option<usize>,
+    fanout_queue_len_max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCarrier {
+    preset: Option<String>,
+    #[serde(with = "humantime_serde", default)]
+    nat_timeout: Option<Duration>,
+    #[serde(default)]
+    nat_timeout_range: Option<Vec<String>>,
+    refresh: Option<Refresh>,
+    on_expiry: Option<OnExpiry>,
+    #[serde(with = "humantime_serde", default)]
+    rtt_median: Option<Duration>,
+    #[serde(with = "humantime_serde", default)]
+    rtt_p99: Option<Duration>,
+    bandwidth_kbps: Option<u32>,
+    loss: Option<f64>,
+    max_retries: Option<u32>,
+    #[serde(with = "humantime_serde", default)]
+    server_give_up: Option<Duration>,
+    outages: Option<Outages>,
+    wifi: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevices {
+    name: String,
+    count: usize,
+    carrier: String,
+    #[serde(default = "default_heartbeat")]
+    heartbeat: String,
+    #[serde(default = "one")]
+    devices_per_user: usize,
+    #[serde(default)]
+    app_states: Vec<RawAppState>,
+    #[serde(default)]
+    traffic: RawTraffic,
+}
+
+fn default_heartbeat() -> String {
+    "fixed:4m45s".into()
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppState {
+    state: String,
+    #[serde(rename = "for", with = "humantime_serde")]
+    duration: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraffic {
+    #[serde(default)]
+    one_to_one_per_hour: f64,
+    #[serde(default)]
+    group_per_hour: f64,
+    group_size: Option<usize>,
+    body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    kind: String,
+    #[serde(with = "humantime_serde", default)]
+    at: Option<Duration>,
+    #[serde(with = "humantime_serde", default)]
+    every: Option<Duration>,
+    #[serde(with = "humantime_serde", default)]
+    duration: Option<Duration>,
+    target: Option<String>,
+    to: Option<String>,
+    fraction: Option<f64>,
+}
+
+/// The server's setup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSetup {
+    /// Whether the store survives a server crash (a durable store) or is lost (in-memory).
+    pub store_survives_crash: bool,
+    /// See `ServerConfig::notify_ack_timeout`.
+    pub notify_ack_timeout: Duration,
+    /// See `ServerConfig::outbox_len_max`.
+    pub outbox_len_max: usize,
+    /// See `ServerConfig::fanout_queue_len_max`.
+    pub fanout_queue_len_max: usize,
+}
+
+/// Traffic of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traffic {
+    /// 1:1 messages per device per hour (Poisson).
+    pub one_to_one_per_hour: f64,
+    /// Group messages per device per hour (Poisson).
+    pub group_per_hour: f64,
+    /// Members per group (users of the same device group).
+    pub group_size: usize,
+    /// Message body size.
+    pub body_bytes: usize,
+}
+
+/// A device group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceGroup {
+    /// Its name (a fault target).
+    pub name: String,
+    /// Devices.
+    pub count: usize,
+    /// Index into `Scenario::carriers`.
+    pub carrier: usize,
+    /// Heartbeat strategy name (parses with `parse_strategy`).
+    pub heartbeat: String,
+    /// Devices per user (multi-device users).
+    pub devices_per_user: usize,
+    /// App-state cycle; empty means always foreground.
+    pub app_states: Vec<(AppState, Duration)>,
+    /// Traffic.
+    pub traffic: Traffic,
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// The server process crashes and restarts after the duration.
+    ServerCrash,
+    /// The carrier's path to the server is cut for the duration.
+    Partition {
+        /// Carrier index.
+        carrier: usize,
+    },
+    /// The carrier's radio is down for the duration.
+    Outage {
+        /// Carrier index.
+        carrier: usize,
+    },
+    /// Devices of a group move to another carrier (and back after the duration, if any).
+    Handover {
+        /// Device group index.
+        group: usize,
+        /// Carrier index moved to.
+        to: usize,
+        /// Fraction of the group's devices.
+        fraction: f64,
+    },
+    /// The app is killed and restarted after the duration.
+    AppKill {
+        /// Device group index.
+        group: usize,
+        /// Fraction of the group's devices.
+        fraction: f64,
+    },
+    /// The push service delivers nothing for the duration.
+    PushOutage,
+}
+
+/// One scheduled fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// What happens.
+    pub kind: FaultKind,
+    /// First occurrence.
+    pub at: Duration,
+    /// Repeat period, if any.
+    pub every: Option<Duration>,
+    /// How long it lasts (zero for instantaneous handovers).
+    pub duration: Duration,
+}
+
+/// A loaded, validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Display name.
+    pub name: String,
+    /// The file it came from (for replay commands).
+    pub file: PathBuf,
+    /// Simulated time with traffic and faults.
+    pub duration: Duration,
+    /// Seed in the file, if any (the CLI flag wins).
+    pub seed: Option<u64>,
+    /// Simulation tick.
+    pub tick: Duration,
+    /// Heal-and-quiet period after `duration`, before the invariants are checked.
+    pub quiet: Duration,
+    /// Server setup.
+    pub server: ServerSetup,
+    /// Carrier profiles, in name order.
+    pub carriers: Vec<CarrierProfile>,
+    /// Device groups, in file order.
+    pub groups: Vec<DeviceGroup>,
+    /// Faults, in file order.
+    pub faults: Vec<Fault>,
+}
+
+impl Scenario {
+    /// Total devices.
+    pub fn n_devices(&self) -> usize {
+        self.groups.iter().map(|g| g.count).sum()
+    }
+
+    /// Loads and validates a scenario file.
+    pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(&text, file)
+    }
+
+    /// Parses and validates scenario text; `file` is named in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario = toml::from_str(text).map_err(|error| ScenarioError::Parse {
+            file: file.to_path_buf(),
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        Validator { file }.scenario(raw)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        if raw.duration.is_zero() {
+            return Err(self.invalid("duration", "must be positive, got 0s"));
+        }
+        let tick = raw.tick.unwrap_or(Duration::from_millis(10));
+        if tick.is_zero() || tick > Duration::from_secs(1) {
+            return Err(self.invalid("tick", format!("must be in (0, 1s], got {tick:?}")));
+        }
+        let server = self.server(raw.server)?;
+        let mut carrier_index = BTreeMap::new();
+        let mut carriers = Vec::new();
+        for (name, raw_carrier) in raw.carriers {
+            carrier_index.insert(name.clone(), carriers.len());
+            carriers.push(self.carrier(&name, raw_carrier)?);
+        }
+        let mut groups = Vec::new();
+        let mut group_index = BTreeMap::new();
+        for (i, raw_group) in raw.devices.into_iter().enumerate() {
+            let group = self.group(i, raw_group, &mut carrier_index, &mut carriers)?;
+            if group_index.insert(group.name.clone(), i).is_some() {
+                return Err(self.invalid(
+                    format!("devices[{i}].name"),
+                    format!("{:?} names two device groups", group.name),
+                ));
+            }
+            groups.push(group);
+        }
+        if groups.is_empty() {
+            return Err(self.invalid("devices", "a scenario needs at least one [[devices]] group"));
+        }
+        let faults = raw
+            .faults
+            .into_iter()
+            .enumerate()
+            .map(|(i, fault)| self.fault(i, fault, &carrier_index, &group_index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Scenario {
+            name: raw.name.unwrap_or_else(|| {
+                self.file
+                    .file_stem()
+                    .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
+            }),
+            file: self.file.to_path_buf(),
+            duration: raw.duration,
+            seed: raw.seed,
+            tick,
+            quiet: raw.quiet.unwrap_or(Duration::from_secs(5 * 60)),
+            server,
+            carriers,
+            groups,
+            faults,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerSetup, ScenarioError> {
+        match raw.store.as_deref() {
+            None | Some("memory") => {}
+            Some(other) => {
+                return Err(self.invalid(
+                    "server.store",
+                    format!("unknown store {other:?}; known: \"memory\""),
+                ));
+            }
+        }
+        let defaults = imlab_core::server::ServerConfig::default();
+        let outbox_len_max = raw.outbox_len_max.unwrap_or(defaults.outbox_len_max);
+        if outbox_len_max == 0 {
+            return Err(self.invalid("server.outbox_len_max", "must be positive, got 0"));
+        }
+        let fanout_queue_len_max = raw
+            .fanout_queue_len_max
+            .unwrap_or(defaults.fanout_queue_len_max);
+        if fanout_queue_len_max == 0 {
+            return Err(self.invalid("server.fanout_queue_len_max", "must be positive, got 0"));
+        }
+        Ok(ServerSetup {
+            store_survives_crash: raw.store_survives_crash.unwrap_or(true),
+            notify_ack_timeout: raw.notify_ack_timeout.unwrap_or(defaults.notify_ack_timeout),
+            outbox_len_max,
+            fanout_queue_len_max,
+        })
+    }
+
+    fn carrier(&self, name: &str, raw: RawCarrier) -> Result<CarrierProfile, ScenarioError> {
+        let key = |field: &str| format!("carriers.{name}.{field}");
+        let preset_name = raw.preset.clone().unwrap_or_else(|| name.to_string());
+        let mut profile = carrier::preset(&preset_name).ok_or_else(|| {
+            self.invalid(
+                key("preset"),
+                format!(
+                    "unknown carrier preset {preset_name:?}; known: {}",
+                    carrier::PRESET_NAMES.join(", ")
+                ),
+            )
+        })?;
+        profile.name = name.to_string();
+        if let Some(timeout) = raw.nat_timeout {
+            profile.nat_timeout_min = timeout;
+            profile.nat_timeout_max = timeout;
+        }
+        if let Some(range) = raw.nat_timeout_range {
+            let parsed: Vec<Duration> = range
+                .iter()
+                .map(|text| {
+                    humantime::parse_duration(text).map_err(|error| {
+                        self.invalid(key("nat_timeout_range"), format!("{text:?}: {error}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let [low, high] = parsed[..] else {
+                return Err(self.invalid(
+                    key("nat_timeout_range"),
+                    format!("expected [low, high], got {} values", parsed.len()),
+                ));
+            };
+            if low > high {
+                return Err(self.invalid(
+                    key("nat_timeout_range"),
+                    format!("low {low:?} is above high {high:?}"),
+                ));
+            }
+            profile.nat_timeout_min = low;
+            profile.nat_timeout_max = high;
+        }
+        if profile.nat_timeout_min.is_zero() {
+            return Err(self.invalid(key("nat_timeout"), "must be positive, got 0s"));
+        }
+        if let Some(refresh) = raw.refresh {
+            profile.refresh = refresh;
+        }
+        if let Some(on_expiry) = raw.on_expiry {
+            profile.on_expiry = on_expiry;
+        }
+        if let Some(rtt) = raw.rtt_median {
+            profile.rtt_median = rtt;
+            profile.rtt_p99 = profile.rtt_p99.max(rtt);
+        }
+        if let Some(rtt) = raw.rtt_p99 {
+            profile.rtt_p99 = rtt;
+        }
+        if profile.rtt_p99 < profile.rtt_median {
+            return Err(self.invalid(
+                key("rtt_p99"),
+                format!(
+                    "{:?} is below rtt_median {:?}",
+                    profile.rtt_p99, profile.rtt_median
+                ),
+            ));
+        }
+        if let Some(bandwidth) = raw.bandwidth_kbps {
+            if bandwidth == 0 {
+                return Err(self.invalid(key("bandwidth_kbps"), "must be positive, got 0"));
+            }
+            profile.bandwidth_kbps = bandwidth;
+        }
+        if let Some(loss) = raw.loss {
+            if !(0.0..0.5).contains(&loss) {
+                return Err(self.invalid(key("loss"), format!("must be in [0, 0.5), got {loss}")));
+            }
+            profile.loss = loss;
+        }
+        if let Some(retries) = raw.max_retries {
+            if !(1..=15).contains(&retries) {
+                return Err(self.invalid(
+                    key("max_retries"),
+                    format!("must be in 1..=15, got {retries}"),
+                ));
+            }
+            profile.max_retries = retries;
+        }
+        if let Some(give_up) = raw.server_give_up {
+            profile.server_give_up = give_up;
+        }
+        if let Some(outages) = raw.outages {
+            if outages.duration >= outages.every || outages.every.is_zero() {
+                return Err(self.invalid(
+                    key("outages"),
+                    format!(
+                        "duration {:?} must be shorter than every {:?}",
+                        outages.duration, outages.every
+                    ),
+                ));
+            }
+            profile.outages = Some(outages);
+        }
+        if let Some(wifi) = raw.wifi {
+            profile.wifi = wifi;
+        }
+        Ok(profile)
+    }
+
+    fn group(
+        &self,
+        i: usize,
+        raw: RawDevices,
+        carrier_index: &mut BTreeMap<String, usize>,
+        carriers: &mut Vec<CarrierProfile>,
+    ) -> Result<DeviceGroup, ScenarioError> {
+        let key = |field: &str| format!("devices[{i}].{field}");
+        if raw.count == 0 {
+            return Err(self.invalid(key("count"), "must be positive, got 0"));
+        }
+        if raw.devices_per_user == 0 || raw.devices_per_user > 8 {
+            return Err(self.invalid(
+                key("devices_per_user"),
+                format!("must be in 1..=8, got {}", raw.devices_per_user),
+            ));
+        }
+        imlab_core::auth::validate_id("device group", &raw.name)
+            .map_err(|message| self.invalid(key("name"), message))?;
+        // A carrier not declared under [carriers] may name a preset directly.
+        let carrier = match carrier_index.get(&raw.carrier) {
+            Some(index) => *index,
+            None => {
+                let profile = carrier::preset(&raw.carrier).ok_or_else(|| {
+                    self.invalid(
+                        key("carrier"),
+                        format!(
+                            "{:?} is neither a [carriers] entry nor a preset ({})",
+                            raw.carrier,
+                            carrier::PRESET_NAMES.join(", ")
+                        ),
+                    )
+                })?;
+                carrier_index.insert(raw.carrier.clone(), carriers.len());
+                carriers.push(profile);
+                carriers.len() - 1
+            }
+        };
+        if let Err(error) = parse_strategy(&raw.heartbeat) {
+            return Err(self.invalid(key("heartbeat"), error));
+        }
+        let app_states = raw
+            .app_states
+            .into_iter()
+            .enumerate()
+            .map(|(j, state)| {
+                let app_state = match state.state.as_str() {
+                    "foreground" => AppState::Foreground,
+                    "background" => AppState::Background,
+                    "inactive" => AppState::Inactive,
+                    other => {
+                        return Err(self.invalid(
+                            key(&format!("app_states[{j}].state")),
+                            format!("{other:?}; use foreground, background or inactive"),
+                        ));
+                    }
+                };
+                if state.duration.is_zero() {
+                    return Err(self.invalid(key(&format!("app_states[{j}].for")), "must be positive"));
+                }
+                Ok((app_state, state.duration))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let traffic = &raw.traffic;
+        for (field, rate) in [
+            ("traffic.one_to_one_per_hour", traffic.one_to_one_per_hour),
+            ("traffic.group_per_hour", traffic.group_per_hour),
+        ] {
+            if !(0.0..=3_600.0).contains(&rate) {
+                return Err(self.invalid(key(field), format!("must be in [0, 3600], got {rate}")));
+            }
+        }
+        let group_size = traffic.group_size.unwrap_or(8);
+        if !(2..=5_000).contains(&group_size) {
+            return Err(self.invalid(
+                key("traffic.group_size"),
+                format!("must be in 2..=5000, got {group_size}"),
+            ));
+        }
+        let body_bytes = traffic.body_bytes.unwrap_or(100);
+        if body_bytes > 16 * 1024 {
+            return Err(self.invalid(
+                key("traffic.body_bytes"),
+                format!("must be at most 16384, got {body_bytes}"),
+            ));
+        }
+        Ok(DeviceGroup {
+            name: raw.name,
+            count: raw.count,
+            carrier,
+            heartbeat: raw.heartbeat,
+            devices_per_user: raw.devices_per_user,
+            app_states,
+            traffic: Traffic {
+                one_to_one_per_hour: traffic.one_to_one_per_hour,
+                group_per_hour: traffic.group_per_hour,
+                group_size,
+                body_bytes,
+            },
+        })
+    }
+
+    fn fault(
+        &self,
+        i: usize,
+        raw: RawFault,
+        carriers: &BTreeMap<String, usize>,
+        groups: &BTreeMap<String, usize>,
+    ) -> Result<Fault, ScenarioError> {
+        let key = |field: &str| format!("faults[{i}].{field}");
+        let target = |kind: &str| {
+            raw.target
+                .clone()
+                .ok_or_else(|| self.invalid(key("target"), format!("a {kind} fault needs a target")))
+        };
+        let carrier = |name: String| {
+            carriers.get(&name).copied().ok_or_else(|| {
+                self.invalid(key("target"), format!("{name:?} is not a carrier of this scenario"))
+            })
+        };
+        let group = |name: String| {
+            groups.get(&name).copied().ok_or_else(|| {
+                self.invalid(key("target"), format!("{name:?} is not a device group"))
+            })
+        };
+        let fraction = raw.fraction.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&fraction) || fraction == 0.0 {
+            return Err(self.invalid(key("fraction"), format!("must be in (0, 1], got {fraction}")));
+        }
+        let kind = match raw.kind.as_str() {
+            "server_crash" => FaultKind::ServerCrash,
+            "partition" => FaultKind::Partition {
+                carrier: carrier(target("partition")?)?,
+            },
+            "outage" => FaultKind::Outage {
+                carrier: carrier(target("outage")?)?,
+            },
+            "handover" => {
+                let to = raw
+                    .to
+                    .clone()
+                    .ok_or_else(|| self.invalid(key("to"), "a handover needs `to` (a carrier)"))?;
+                let to = carriers.get(&to).copied().ok_or_else(|| {
+                    self.invalid(key("to"), format!("{to:?} is not a carrier of this scenario"))
+                })?;
+                FaultKind::Handover {
+                    group: group(target("handover")?)?,
+                    to,
+                    fraction,
+                }
+            }
+            "app_kill" => FaultKind::AppKill {
+                group: group(target("app_kill")?)?,
+                fraction,
+            },
+            "push_outage" => FaultKind::PushOutage,
+            other => {
+                return Err(self.invalid(
+                    key("kind"),
+                    format!(
+                        "unknown fault {other:?}; known: server_crash, partition, outage, \
+                         handover, app_kill, push_outage"
+                    ),
+                ));
+            }
+        };
+        let (at, every) = match (raw.at, raw.every) {
+            (None, None) => {
+                return Err(self.invalid(key("at"), "a fault needs `at` or `every`"));
+            }
+            (at, Some(every)) if every.is_zero() => {
+                let _ = at;
+                return Err(self.invalid(key("every"), "must be positive, got 0s"));
+            }
+            (Some(at), every) => (at, every),
+            (None, Some(every)) => (every, Some(every)),
+        };
+        let duration = raw.duration.unwrap_or(Duration::ZERO);
+        let needs_duration = !matches!(kind, FaultKind::Handover { .. });
+        if needs_duration && duration.is_zero() {
+            return Err(self.invalid(key("duration"), format!("a {} fault needs a duration", raw.kind)));
+        }
+        if let Some(every) = every
+            && duration >= every
+        {
+            return Err(self.invalid(
+                key("duration"),
+                format!("{duration:?} must be shorter than every {every:?}"),
+            ));
+        }
+        Ok(Fault {
+            kind,
+            at,
+            every,
+            duration,
+        })
+    }
+}

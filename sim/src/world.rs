@@ -1,0 +1,294 @@
+//! The simulated world: who exists (users, devices, chat groups) and the state shared between
+//! the simulation's hosts and its driver.
+//!
+//! Everything runs on one thread inside turmoil; the mutexes are never contended and exist
+//! because the cores require `Send + Sync` observers and providers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imlab_core::store::MemoryStore;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+
+use crate::ledger::Ledger;
+use crate::scenario::{FaultKind, Scenario};
+use crate::trace::{Event, Trace};
+
+/// Port of the IM server.
+pub const SERVER_PORT: u16 = 7400;
+/// Port of the push service for device channels.
+pub const PUSH_DEVICE_PORT: u16 = 7500;
+/// Port of the push service for the IM server's notices.
+pub const PUSH_SERVER_PORT: u16 = 7501;
+/// Port of every carrier proxy.
+pub const CARRIER_PORT: u16 = 7600;
+/// Devices one cell host runs at most (each holds two connections from its ports).
+pub const DEVICES_PER_CELL_MAX: usize = 2_500;
+
+/// Host name of carrier `index`.
+pub fn carrier_host(index: usize) -> String {
+    format!("carrier-{index}")
+}
+
+/// Host name of cell `index`.
+pub fn cell_host(index: usize) -> String {
+    format!("cell-{index}")
+}
+
+/// User id on the wire.
+pub fn user_id(user: u32) -> String {
+    format!("u{user}")
+}
+
+/// Device id on the wire.
+pub fn device_id(device: u32) -> String {
+    format!("d{device}")
+}
+
+/// Group id on the wire.
+pub fn group_id(group: u32) -> String {
+    format!("g{group}")
+}
+
+/// One device.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Its user.
+    pub user: u32,
+    /// Index of its device group in the scenario.
+    pub group: usize,
+    /// NAT idle timeout of this device on each carrier (drawn once per device).
+    pub nat_timeouts: Vec<Duration>,
+}
+
+/// One user.
+#[derive(Debug, Clone, Default)]
+pub struct UserSpec {
+    /// Its devices.
+    pub devices: Vec<u32>,
+    /// Chat groups it belongs to.
+    pub groups: Vec<u32>,
+}
+
+/// Who exists.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Devices by index.
+    pub devices: Vec<DeviceSpec>,
+    /// Users by index.
+    pub users: Vec<UserSpec>,
+    /// Chat groups by index: member users.
+    pub chat_groups: Vec<Vec<u32>>,
+}
+
+impl Layout {
+    /// Lays out the scenario's users, devices and chat groups; deterministic in `seed`.
+    pub fn new(scenario: &Scenario, seed: u64) -> Layout {
+        let mut layout = Layout::default();
+        for (group_index, group) in scenario.groups.iter().enumerate() {
+            let first_user = layout.users.len() as u32;
+            for n in 0..group.count {
+                let device = layout.devices.len() as u32;
+                let user = first_user + (n / group.devices_per_user) as u32;
+                if layout.users.len() <= user as usize {
+                    layout.users.push(UserSpec::default());
+                }
+                layout.users[user as usize].devices.push(device);
+                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000 ^ u64::from(device));
+                let nat_timeouts = scenario
+                    .carriers
+                    .iter()
+                    .map(|carrier| {
+                        let low = carrier.nat_timeout_min.as_millis() as u64;
+                        let high = carrier.nat_timeout_max.as_millis() as u64;
+                        Duration::from_millis(rng.random_range(low..=high))
+                    })
+                    .collect();
+                layout.devices.push(DeviceSpec {
+                    user,
+                    group: group_index,
+                    nat_timeouts,
+                });
+            }
+            // Chat groups: consecutive users of this device group, `group_size` at a time.
+            if group.traffic.group_per_hour > 0.0 {
+                let users: Vec<u32> = (first_user..layout.users.len() as u32).collect();
+                for members in users.chunks(group.traffic.group_size) {
+                    if members.len() < 2 {
+                        continue;
+                    }
+                    let chat = layout.chat_groups.len() as u32;
+                    for member in members {
+                        layout.users[*member as usize].groups.push(chat);
+                    }
+                    layout.chat_groups.push(members.to_vec());
+                }
+            }
+        }
+        layout
+    }
+}
+
+/// A time window [start, end).
+pub type Window = (Duration, Duration);
+
+/// When a carrier's paths are blocked, known in advance from the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Blocked {
+    /// Radio down: nothing passes (scheduled outage faults; periodic outages are in the
+    /// profile).
+    pub outages: Vec<Window>,
+    /// Path to the IM server cut (partition faults).
+    pub partitions: Vec<Window>,
+}
+
+fn in_any(windows: &[Window], at: Duration) -> bool {
+    windows.iter().any(|(start, end)| *start <= at && at < *end)
+}
+
+/// Expands a scenario's faults into windows per carrier, clipped to the scenario's duration.
+pub fn blocked_windows(scenario: &Scenario) -> Vec<Blocked> {
+    let mut blocked = vec![Blocked::default(); scenario.carriers.len()];
+    for fault in &scenario.faults {
+        for start in occurrences(fault.at, fault.every, scenario.duration) {
+            let end = (start + fault.duration).min(scenario.duration);
+            match fault.kind {
+                FaultKind::Outage { carrier } => blocked[carrier].outages.push((start, end)),
+                FaultKind::Partition { carrier } => blocked[carrier].partitions.push((start, end)),
+                _ => {}
+            }
+        }
+    }
+    blocked
+}
+
+/// Start times of a fault: `at`, then every `every`, while before `until`.
+pub fn occurrences(at: Duration, every: Option<Duration>, until: Duration) -> Vec<Duration> {
+    let mut times = Vec::new();
+    let mut next = at;
+    while next < until {
+        times.push(next);
+        match every {
+            Some(every) => next += every,
+            None => break,
+        }
+    }
+    times
+}
+
+impl Blocked {
+    /// True when the radio is down at `at` (scheduled outages and the profile's own).
+    pub fn radio_down(&self, profile: &crate::carrier::CarrierProfile, at: Duration, heal: Duration) -> bool {
+        if at >= heal {
+            return false;
+        }
+        in_any(&self.outages, at) || profile.outages.is_some_and(|o| o.is_out(at))
+    }
+
+    /// True when the path to the IM server is cut at `at`.
+    pub fn partitioned(&self, at: Duration) -> bool {
+        in_any(&self.partitions, at)
+    }
+}
+
+/// Commands from the driver to a device's app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCommand {
+    /// Kill the app; restart it after this long.
+    Kill(Duration),
+    /// Move to another carrier.
+    Handover(usize),
+    /// End of the scenario: stop sending, come to the foreground, reconnect fresh.
+    Heal,
+}
+
+/// Counters of the simulated infrastructure.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// NAT mappings that expired under a live IM connection.
+    pub silent_disconnects: AtomicU64,
+    /// The same on push channels.
+    pub push_channel_silent_disconnects: AtomicU64,
+    /// Notices the server handed to the push service.
+    pub pushes_sent: AtomicU64,
+    /// Wake-ups that reached a device.
+    pub wakeups_delivered: AtomicU64,
+    /// Notices the push service could not deliver (no live channel, or an outage).
+    pub wakeups_lost: AtomicU64,
+}
+
+/// State shared by the hosts and the driver.
+pub struct Shared {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Who exists.
+    pub layout: Layout,
+    /// The run's seed.
+    pub seed: u64,
+    /// Blocked windows per carrier.
+    pub blocked: Vec<Blocked>,
+    /// Each device's current carrier.
+    pub device_carrier: Vec<AtomicUsize>,
+    /// Each device's persistent client state (survives app kills).
+    pub device_states: Vec<imlab_core::client::SharedClientState>,
+    /// NAT expiries under each device's live IM connection.
+    pub silent_by_device: Vec<AtomicU64>,
+    /// Times the server host has started.
+    pub server_starts: AtomicUsize,
+    /// Each device's command channel, set when its cell host starts.
+    pub device_commands: Vec<Mutex<Option<mpsc::Sender<DeviceCommand>>>>,
+    /// True while the push service delivers nothing.
+    pub push_down: AtomicBool,
+    /// The server's current store (replaced on a crash when the store does not survive).
+    pub store: Mutex<Arc<MemoryStore>>,
+    /// Infrastructure counters.
+    pub counters: Counters,
+    /// The trace.
+    pub trace: Mutex<Trace>,
+    /// The ledger.
+    pub ledger: Mutex<Ledger>,
+    /// Planted bugs for this run.
+    pub planted: crate::Planted,
+}
+
+impl Shared {
+    /// Records a trace event at the current simulated time.
+    pub fn trace(&self, event: Event) {
+        let at_ms = now().as_millis() as u64;
+        self.trace.lock().unwrap_or_else(|p| p.into_inner()).record(at_ms, event);
+    }
+
+    /// Runs `f` on the ledger.
+    pub fn ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        f(&mut self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends a command to a device's app. Panics when the device's queue is full: device tasks
+    /// drain theirs at once, so a full queue means a device task died, a simulator bug.
+    pub fn command(&self, device: usize, command: DeviceCommand) {
+        let slot = self.device_commands[device].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = slot.as_ref() {
+            sender
+                .try_send(command)
+                .unwrap_or_else(|error| panic!("device d{device} is not taking commands: {error}"));
+        }
+    }
+
+    /// The time the scenario's faults and traffic stop and healing starts.
+    pub fn heal_at(&self) -> Duration {
+        self.scenario.duration
+    }
+
+    /// Counter helper.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Simulated time since the start, inside or outside a host.
+pub fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or(Duration::ZERO)
+}

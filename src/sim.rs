@@ -1,0 +1,188 @@
+//! `imlab sim run` and `imlab sim sweep`: wiring for imlab-sim.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use imlab_sim::results::{self, replay_command};
+use imlab_sim::run::{RunOptions, run};
+use imlab_sim::scenario::Scenario;
+use imlab_sim::sweep::sweep;
+
+/// Simulate scenarios deterministically: mobile carriers, faults, invariants.
+#[derive(clap::Args)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    command: SimCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum SimCommand {
+    /// Run one scenario with one seed; exit 1 if an invariant is violated.
+    #[command(after_help = "Examples:\n  imlab sim run scenarios/cmcc-3g-nat.toml\n  \
+        imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl")]
+    Run(RunArgs),
+    /// Run many seeds in parallel; print each failing seed; exit 1 if any failed.
+    #[command(after_help = "Example:\n  imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2")]
+    Sweep(SweepArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// Seed (default: the scenario's, else 1).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write results.json and metrics.csv here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write every trace event as JSON Lines here.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// Seeds to run, as A..B (inclusive).
+    #[arg(long, value_parser = parse_seed_range)]
+    seeds: (u64, u64),
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?} is not a range like 1..200"))?;
+    let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a seed"))?;
+    let b: u64 = b.trim_start_matches('=').parse().map_err(|_| format!("{b:?} is not a seed"))?;
+    if a > b {
+        return Err(format!("range {text:?} is empty"));
+    }
+    Ok((a, b))
+}
+
+pub fn run_command(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
+    match args.command {
+        SimCommand::Run(args) => run_one(args),
+        SimCommand::Sweep(args) => run_sweep(args),
+    }
+}
+
+fn load(file: &PathBuf) -> anyhow::Result<Scenario> {
+    Ok(Scenario::load(file)?)
+}
+
+fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    let scenario = load(&args.scenario)?;
+    let seed = args.seed.or(scenario.seed).unwrap_or(1);
+    println!("scenario: {} ({} devices, {:?} + {:?} quiet)", scenario.name, scenario.n_devices(), scenario.duration, scenario.quiet);
+    println!("seed: {seed}");
+    let options = RunOptions {
+        seed,
+        trace_file: args.trace.clone(),
+        ..RunOptions::default()
+    };
+    let bar = progress_bar();
+    let report = run(&scenario, &options, &mut |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total.as_secs());
+            bar.set_position(done.as_secs());
+        }
+    })
+    .with_context(|| format!("simulating {}", scenario.file.display()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    println!("trace_hash: {}", report.trace_hash);
+    for verdict in &report.verdicts {
+        match &verdict.violation {
+            None => println!("invariant {}: ok", verdict.name),
+            Some(detail) => println!("invariant {}: VIOLATED ({detail})", verdict.name),
+        }
+    }
+    let m = &report.metrics;
+    println!(
+        "messages: sent {}, acked {}, delivered {} (to app logs)",
+        m.all.messages_sent, m.all.messages_acked, m.all.deliveries
+    );
+    println!(
+        "delay_ms: p50 {}, p99 {}, max {}",
+        m.all.delay_ms_p50, m.all.delay_ms_p99, m.all.delay_ms_max
+    );
+    println!(
+        "connections: silent disconnects {}, reconnects {}, heartbeats {}",
+        m.all.silent_disconnects, m.all.reconnects, m.all.heartbeats
+    );
+    println!(
+        "pushes: sent {}, wake-ups delivered {}, lost {} (push channel silent disconnects {})",
+        m.pushes_sent, m.wakeups_delivered, m.wakeups_lost, m.push_channel_silent_disconnects
+    );
+    println!(
+        "wall: {:.1} s for {:.0} simulated s ({} trace events)",
+        report.wall.as_secs_f64(),
+        m.simulated_s,
+        report.trace_events
+    );
+    if let Some(dir) = &args.out {
+        results::write(dir, &scenario, &report)
+            .with_context(|| format!("writing results to {}", dir.display()))?;
+        println!("results: {}", dir.join("results.json").display());
+    }
+    if report.ok() {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        println!("replay: {}", replay_command(&scenario, seed));
+        Ok(std::process::ExitCode::from(1))
+    }
+}
+
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed} [{bar:40}] {pos}/{len} simulated s")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    // Only shown once the run has lasted a second.
+    bar.enable_steady_tick(Duration::from_millis(500));
+    Some(bar)
+}
+
+fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
+    let scenario = load(&args.scenario)?;
+    let (first, last) = args.seeds;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        bail!("--jobs must be positive");
+    }
+    let outcomes = sweep(&scenario, first, last, jobs, &|outcome| {
+        if !outcome.failures.is_empty() {
+            let names: Vec<&str> = outcome.failures.iter().map(|(name, _)| name.as_str()).collect();
+            println!("seed {} FAILED: {}", outcome.seed, names.join(", "));
+        }
+    });
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
+    for outcome in &failed {
+        for (name, detail) in &outcome.failures {
+            println!("  seed {}: {name}: {detail}", outcome.seed);
+        }
+        println!("  replay: {}", replay_command(&scenario, outcome.seed));
+    }
+    println!("seeds: {}, failed: {}", outcomes.len(), failed.len());
+    Ok(if failed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
