@@ -264,14 +264,25 @@ async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
     assert!(matches!(second.recv().await, Some(Body::Pong(_))));
     assert_eq!(server.server.n_sessions(), 1);
 
-    // A client core that is replaced stops instead of fighting for the session.
+    // A client core that is replaced (say by its own stale login, delayed in the network)
+    // reconnects after its backoff and takes the session back.
     let core = server.client("carol", "phone");
     core.wait_connected().await;
-    let _thief = RawConn::login(server.addr, "carol", "phone").await;
-    core.wait_for("stopped", |seen| {
-        seen.contains(&Seen::Stopped("Replaced".into()))
+    let (mut stale, _) = RawConn::login(server.addr, "carol", "phone").await;
+    core.wait_for("reconnected", |seen| {
+        seen.iter().filter(|s| **s == Seen::Connected).count() == 2
     })
     .await;
+    assert!(
+        core.seen().contains(&Seen::Disconnected("Kicked(Replaced)".into())),
+        "{:?}",
+        core.seen()
+    );
+    let frames = stale.expect_closed().await;
+    assert!(
+        matches!(frames.as_slice(), [Body::Kick(kick)] if kick.reason() == KickReason::Replaced),
+        "{frames:?}"
+    );
     server.stop().await;
 }
 

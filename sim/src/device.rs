@@ -189,7 +189,7 @@ pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::
                         shared.device_carrier[device].store(to, Ordering::Relaxed);
                         let _ = carrier_tx.send(to);
                         if let Some(running) = &app {
-                            let _ = running.handle.network_changed(&shared.scenario.carriers[to].name);
+                            let _ = running.handle.network_changed(&shared.network_label(to));
                         }
                     }
                     DeviceCommand::Heal => {
@@ -207,7 +207,7 @@ pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::
                         apply_app_state(&app, app_state, &mut offline_at);
                         if let Some(running) = &app {
                             let carrier = shared.device_carrier[device].load(Ordering::Relaxed);
-                            let _ = running.handle.network_changed(&shared.scenario.carriers[carrier].name);
+                            let _ = running.handle.network_changed(&shared.network_label(carrier));
                         }
                     }
                 }
@@ -273,7 +273,7 @@ pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::
 fn start_app(shared: &Arc<Shared>, device: usize, state: &SharedClientState, heartbeat: &str, incarnation: u64) -> App {
     let carrier = shared.device_carrier[device].load(Ordering::Relaxed);
     let config = ClientConfig {
-        network: shared.scenario.carriers[carrier].name.clone(),
+        network: shared.network_label(carrier),
         #[cfg(feature = "planted-bugs")]
         planted: imlab_core::planted::PlantedBugs {
             push_skips_seq_check: shared.planted.push_skips_seq_check,

@@ -267,7 +267,9 @@ impl Flow {
         if !self.nat_expired && self.phone_open && self.server_open {
             consider(self.last_refresh + self.nat_timeout + Duration::from_millis(1));
         }
-        if let Some(at) = self.server_give_up_at {
+        if self.server_open
+            && let Some(at) = self.server_give_up_at
+        {
             consider(at);
         }
         wake

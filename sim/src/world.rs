@@ -277,6 +277,17 @@ impl Shared {
         }
     }
 
+    /// The network label a device reports on carrier `carrier`: Wi-Fi carriers get a `wifi:`
+    /// prefix, which heartbeat strategies (Line, GCM) read to pick their Wi-Fi interval.
+    pub fn network_label(&self, carrier: usize) -> String {
+        let profile = &self.scenario.carriers[carrier];
+        if profile.wifi {
+            format!("wifi:{}", profile.name)
+        } else {
+            profile.name.clone()
+        }
+    }
+
     /// The time the scenario's faults and traffic stop and healing starts.
     pub fn heal_at(&self) -> Duration {
         self.scenario.duration

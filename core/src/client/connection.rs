@@ -29,7 +29,7 @@ use crate::codec::FrameIoError;
 use crate::framed::{FrameReader, FrameWriter};
 use crate::heartbeat::HeartbeatEvent;
 use crate::net::Connector;
-use crate::proto::{self, Body, ErrorCode, Frame, KickReason};
+use crate::proto::{self, Body, ErrorCode, Frame};
 
 /// How a connection ended.
 pub(super) enum Outcome {
@@ -537,11 +537,10 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
         }
         Body::GroupReply(reply) => client.emit(ClientEvent::GroupReply(&reply)),
         Body::Kick(kick) => {
-            let reason = kick.reason();
-            if reason == KickReason::Replaced {
-                return Err(ClientExit::Replaced);
-            }
-            return Ok(Some(DisconnectCause::Kicked(reason)));
+            // REPLACED too leads to a reconnect after backoff: the replacing login is usually
+            // this device's own stale connection (a login delayed in the network past its
+            // timeout), and the reconnect takes the session back.
+            return Ok(Some(DisconnectCause::Kicked(kick.reason())));
         }
         Body::Error(error) => on_error(client, live, error),
         other => {

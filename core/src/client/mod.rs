@@ -163,8 +163,7 @@ pub enum ClientEvent<'a> {
     GroupReply(&'a proto::GroupReply),
     /// The server answered a request with an error not tied to a send.
     ServerError(&'a proto::Error),
-    /// The client stopped for good: the app asked, the login was refused, or the device was
-    /// logged in elsewhere.
+    /// The client stopped for good: the app asked or the login was refused.
     Stopped(&'a ClientExit),
 }
 
@@ -189,8 +188,6 @@ pub enum ClientExit {
     Shutdown,
     /// The server refused the credentials; retrying cannot help.
     LoginRefused(ErrorCode, String),
-    /// The same device logged in on another connection.
-    Replaced,
 }
 
 /// Requests from the app to the running client core.
@@ -407,7 +404,7 @@ impl<C: Connector> Client<C> {
         self.heartbeat.on_event(&event, now);
     }
 
-    /// Runs until the app shuts it down, the login is refused, or the device is replaced.
+    /// Runs until the app shuts it down or the login is refused.
     pub async fn run(mut self) -> ClientExit {
         let mut backoff = Backoff::new(self.config.backoff);
         let mut delay = Duration::ZERO;
