@@ -20,11 +20,15 @@ pub struct SimArgs {
 #[derive(clap::Subcommand)]
 enum SimCommand {
     /// Run one scenario with one seed; exit 1 if an invariant is violated.
-    #[command(after_help = "Examples:\n  imlab sim run scenarios/cmcc-3g-nat.toml\n  \
-        imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl")]
+    #[command(
+        after_help = "Examples:\n  imlab sim run scenarios/cmcc-3g-nat.toml\n  \
+        imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl"
+    )]
     Run(RunArgs),
     /// Run many seeds in parallel; print each failing seed; exit 1 if any failed.
-    #[command(after_help = "Example:\n  imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2")]
+    #[command(
+        after_help = "Example:\n  imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2"
+    )]
     Sweep(SweepArgs),
 }
 
@@ -60,7 +64,10 @@ fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
         .split_once("..")
         .ok_or_else(|| format!("{text:?} is not a range like 1..200"))?;
     let a: u64 = a.parse().map_err(|_| format!("{a:?} is not a seed"))?;
-    let b: u64 = b.trim_start_matches('=').parse().map_err(|_| format!("{b:?} is not a seed"))?;
+    let b: u64 = b
+        .trim_start_matches('=')
+        .parse()
+        .map_err(|_| format!("{b:?} is not a seed"))?;
     if a > b {
         return Err(format!("range {text:?} is empty"));
     }
@@ -74,14 +81,20 @@ pub fn run_command(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn load(file: &PathBuf) -> anyhow::Result<Scenario> {
+fn load(file: &std::path::Path) -> anyhow::Result<Scenario> {
     Ok(Scenario::load(file)?)
 }
 
 fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let scenario = load(&args.scenario)?;
     let seed = args.seed.or(scenario.seed).unwrap_or(1);
-    println!("scenario: {} ({} devices, {:?} + {:?} quiet)", scenario.name, scenario.n_devices(), scenario.duration, scenario.quiet);
+    println!(
+        "scenario: {} ({} devices, {:?} + {:?} quiet)",
+        scenario.name,
+        scenario.n_devices(),
+        scenario.duration,
+        scenario.quiet
+    );
     println!("seed: {seed}");
     let options = RunOptions {
         seed,
@@ -168,7 +181,11 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let outcomes = sweep(&scenario, first, last, jobs, &|outcome| {
         if !outcome.failures.is_empty() {
-            let names: Vec<&str> = outcome.failures.iter().map(|(name, _)| name.as_str()).collect();
+            let names: Vec<&str> = outcome
+                .failures
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect();
             println!("seed {} FAILED: {}", outcome.seed, names.join(", "));
         }
     });

@@ -274,7 +274,8 @@ async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
     })
     .await;
     assert!(
-        core.seen().contains(&Seen::Disconnected("Kicked(Replaced)".into())),
+        core.seen()
+            .contains(&Seen::Disconnected("Kicked(Replaced)".into())),
         "{:?}",
         core.seen()
     );

@@ -76,7 +76,13 @@ impl ClientObserver for DeviceObserver {
             }
             ClientEvent::Message(message) => {
                 self.shared.ledger(|l| {
-                    l.delivered(device, message.seq, message.msg_id, &message.client_msg_id, at_ms)
+                    l.delivered(
+                        device,
+                        message.seq,
+                        message.msg_id,
+                        &message.client_msg_id,
+                        at_ms,
+                    )
                 });
                 self.shared.trace(Event::Delivered {
                     device,
@@ -85,14 +91,16 @@ impl ClientObserver for DeviceObserver {
                 });
             }
             ClientEvent::DuplicateDropped { .. } => {
-                self.shared.ledger(|l| l.devices[index].duplicates_dropped += 1);
+                self.shared
+                    .ledger(|l| l.devices[index].duplicates_dropped += 1);
             }
             ClientEvent::SendAcked {
                 client_msg_id,
                 seq,
                 msg_id,
             } => {
-                self.shared.ledger(|l| l.acked(client_msg_id, *msg_id, at_ms));
+                self.shared
+                    .ledger(|l| l.acked(client_msg_id, *msg_id, at_ms));
                 self.shared.trace(Event::Acked {
                     device,
                     client_msg_id: client_msg_id.to_string(),
@@ -103,7 +111,8 @@ impl ClientObserver for DeviceObserver {
                 self.shared.ledger(|l| {
                     let d = &mut l.devices[index];
                     d.heartbeats_sent += 1;
-                    d.heartbeat_intervals.push((at_ms, interval.as_millis() as u64));
+                    d.heartbeat_intervals
+                        .push((at_ms, interval.as_millis() as u64));
                 });
                 self.shared.trace(Event::Heartbeat {
                     device,
@@ -111,7 +120,8 @@ impl ClientObserver for DeviceObserver {
                 });
             }
             ClientEvent::HeartbeatAcked { .. } => {
-                self.shared.ledger(|l| l.devices[index].heartbeats_answered += 1);
+                self.shared
+                    .ledger(|l| l.devices[index].heartbeats_answered += 1);
                 self.shared.trace(Event::Heartbeat {
                     device,
                     answered: true,
@@ -129,17 +139,33 @@ struct App {
 }
 
 /// One device's task: runs until the cell host stops.
-pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::Receiver<DeviceCommand>) {
+pub async fn run_device(
+    shared: Arc<Shared>,
+    device: usize,
+    mut commands: mpsc::Receiver<DeviceCommand>,
+) {
     let spec = shared.layout.devices[device].clone();
     let group = shared.scenario.groups[spec.group].clone();
     let state: SharedClientState = shared.device_states[device].clone();
     let mut rng = ChaCha8Rng::seed_from_u64(shared.seed ^ 0xde71ce ^ ((device as u64) << 20));
     let (wake_tx, mut wakes) = mpsc::channel(4);
-    let (carrier_tx, carrier_rx) = watch::channel(shared.device_carrier[device].load(Ordering::Relaxed));
-    tokio::spawn(crate::push::push_channel(shared.clone(), device, wake_tx, carrier_rx));
+    let (carrier_tx, carrier_rx) =
+        watch::channel(shared.device_carrier[device].load(Ordering::Relaxed));
+    tokio::spawn(crate::push::push_channel(
+        shared.clone(),
+        device,
+        wake_tx,
+        carrier_rx,
+    ));
 
     let mut incarnation = 0u64;
-    let mut app = Some(start_app(&shared, device, &state, &group.heartbeat, incarnation));
+    let mut app = Some(start_app(
+        &shared,
+        device,
+        &state,
+        &group.heartbeat,
+        incarnation,
+    ));
     let mut healing = false;
     let mut restart_at: Option<Duration> = None;
     let mut offline_at: Option<Duration> = None;
@@ -147,13 +173,19 @@ pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::
     // App-state cycle, from a random phase so devices do not switch in lockstep.
     let cycle: Vec<(AppState, Duration)> = group.app_states.clone();
     let cycle_ms: u64 = cycle.iter().map(|(_, d)| d.as_millis() as u64).sum();
-    let mut phase_ms = if cycle_ms > 0 { rng.random_range(0..cycle_ms) } else { 0 };
+    let mut phase_ms = if cycle_ms > 0 {
+        rng.random_range(0..cycle_ms)
+    } else {
+        0
+    };
     let mut cycle_index = 0usize;
     while cycle_ms > 0 && phase_ms >= cycle[cycle_index].1.as_millis() as u64 {
         phase_ms -= cycle[cycle_index].1.as_millis() as u64;
         cycle_index += 1;
     }
-    let mut app_state = cycle.get(cycle_index).map_or(AppState::Foreground, |(s, _)| *s);
+    let mut app_state = cycle
+        .get(cycle_index)
+        .map_or(AppState::Foreground, |(s, _)| *s);
     let mut next_state_at = cycle
         .get(cycle_index)
         .map(|(_, d)| now() + *d - Duration::from_millis(phase_ms));
@@ -168,10 +200,16 @@ pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::
     };
 
     loop {
-        let wake_at = [next_state_at, next_direct_at, next_group_at, restart_at, offline_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake_at = [
+            next_state_at,
+            next_direct_at,
+            next_group_at,
+            restart_at,
+            offline_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             biased;
             command = commands.recv() => {
@@ -270,7 +308,13 @@ pub async fn run_device(shared: Arc<Shared>, device: usize, mut commands: mpsc::
     }
 }
 
-fn start_app(shared: &Arc<Shared>, device: usize, state: &SharedClientState, heartbeat: &str, incarnation: u64) -> App {
+fn start_app(
+    shared: &Arc<Shared>,
+    device: usize,
+    state: &SharedClientState,
+    heartbeat: &str,
+    incarnation: u64,
+) -> App {
     let carrier = shared.device_carrier[device].load(Ordering::Relaxed);
     let config = ClientConfig {
         network: shared.network_label(carrier),
@@ -286,7 +330,9 @@ fn start_app(shared: &Arc<Shared>, device: usize, state: &SharedClientState, hea
         shared: shared.clone(),
         device: device as u32,
     });
-    let rng = ChaCha8Rng::seed_from_u64(shared.seed ^ ((device as u64) << 24) ^ (incarnation << 56) ^ 0xc11e);
+    let rng = ChaCha8Rng::seed_from_u64(
+        shared.seed ^ ((device as u64) << 24) ^ (incarnation << 56) ^ 0xc11e,
+    );
     let connector = SimConnector {
         shared: shared.clone(),
         device,
@@ -312,7 +358,14 @@ fn apply_app_state(app: &Option<App>, app_state: AppState, offline_at: &mut Opti
     }
 }
 
-fn send(shared: &Shared, app: &Option<App>, device: usize, app_state: AppState, to: Conversation, body_bytes: usize) {
+fn send(
+    shared: &Shared,
+    app: &Option<App>,
+    device: usize,
+    app_state: AppState,
+    to: Conversation,
+    body_bytes: usize,
+) {
     // A killed or suspended app sends nothing.
     let Some(running) = app else { return };
     if app_state == AppState::Inactive {
@@ -322,7 +375,10 @@ fn send(shared: &Shared, app: &Option<App>, device: usize, app_state: AppState, 
         Conversation::Peer(user) => Target::Peer(user_id(user)),
         Conversation::Group(group) => Target::Group(group_id(group)),
     };
-    let Ok(client_msg_id) = running.handle.send(target, Bytes::from(vec![b'm'; body_bytes])) else {
+    let Ok(client_msg_id) = running
+        .handle
+        .send(target, Bytes::from(vec![b'm'; body_bytes]))
+    else {
         return;
     };
     let at_ms = now().as_millis() as u64;

@@ -115,7 +115,9 @@ fn no_acked_loss(layout: &Layout, ledger: &Ledger) -> Verdict {
         .collect();
     let mut found = Found::new();
     for (index, send) in ledger.sends.iter().enumerate() {
-        let Some((acked_ms, _)) = send.acked else { continue };
+        let Some((acked_ms, _)) = send.acked else {
+            continue;
+        };
         for device in recipients(layout, send.device, send.to) {
             if !logged[device as usize].contains(&(index as u32)) {
                 found.add(|| {
@@ -222,7 +224,10 @@ fn idempotent_send(store: &MemoryStore) -> Verdict {
     for ((user, client_msg_id), msg_ids) in &stored {
         if msg_ids.len() > 1 {
             found.add(|| {
-                format!("send {client_msg_id} of {user} was stored {} times: msg_ids {msg_ids:?}", msg_ids.len())
+                format!(
+                    "send {client_msg_id} of {user} was stored {} times: msg_ids {msg_ids:?}",
+                    msg_ids.len()
+                )
             });
         }
     }

@@ -108,7 +108,14 @@ impl Ledger {
     }
 
     /// Records a processed message.
-    pub fn delivered(&mut self, device: u32, seq: u64, msg_id: u64, client_msg_id: &str, at_ms: u64) {
+    pub fn delivered(
+        &mut self,
+        device: u32,
+        seq: u64,
+        msg_id: u64,
+        client_msg_id: &str,
+        at_ms: u64,
+    ) {
         let send = self.send_index.get(client_msg_id).copied();
         self.devices[device as usize].log.push(LogEntry {
             seq,

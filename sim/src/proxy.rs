@@ -100,7 +100,8 @@ struct Flow {
 
 impl Flow {
     fn new(shared: Arc<Shared>, carrier: usize, id: u64) -> Flow {
-        let rng = ChaCha8Rng::seed_from_u64(shared.seed ^ ((carrier as u64) << 48) ^ id);
+        // Re-seeded per device once the preamble names it (see `run`).
+        let rng = ChaCha8Rng::seed_from_u64(shared.seed);
         Flow {
             shared,
             carrier,
@@ -138,16 +139,27 @@ impl Flow {
 
     async fn run(mut self, mut downstream: TcpStream) {
         let mut preamble = [0u8; PREAMBLE_BYTES];
-        let read = tokio::time::timeout(Duration::from_secs(60), downstream.read_exact(&mut preamble)).await;
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            downstream.read_exact(&mut preamble),
+        )
+        .await;
         if !matches!(read, Ok(Ok(_))) {
             return;
         }
         self.to_im = preamble[0] == TARGET_IM;
-        self.device = u32::from_be_bytes([preamble[1], preamble[2], preamble[3], preamble[4]]) as usize;
+        self.device =
+            u32::from_be_bytes([preamble[1], preamble[2], preamble[3], preamble[4]]) as usize;
         if self.device >= self.shared.layout.devices.len() {
             return;
         }
         self.nat_timeout = self.shared.layout.devices[self.device].nat_timeouts[self.carrier];
+        // Seed by (device, its n-th connection): the same whatever order flows are accepted in.
+        let n = self.shared.flows_by_device[self.device]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.rng = ChaCha8Rng::seed_from_u64(
+            self.shared.seed ^ ((self.carrier as u64) << 56) ^ ((self.device as u64) << 24) ^ n,
+        );
         self.shared.trace(Event::FlowOpened {
             carrier: self.carrier as u32,
             flow: self.id,
@@ -176,7 +188,8 @@ impl Flow {
 
     /// True when the device has moved to another carrier: this path is dead.
     fn path_dead(&self) -> bool {
-        self.shared.device_carrier[self.device].load(std::sync::atomic::Ordering::Relaxed) != self.carrier
+        self.shared.device_carrier[self.device].load(std::sync::atomic::Ordering::Relaxed)
+            != self.carrier
     }
 
     /// Checks the NAT mapping at `at`; marks it expired (once) when idle too long.
@@ -217,7 +230,12 @@ impl Flow {
 
     /// When a transmission starting at `start` gets through, retrying lost or blocked
     /// attempts; None when the retries run out.
-    fn transmit_time(&mut self, start: Duration, _bytes: usize, to_im_path: bool) -> Option<Duration> {
+    fn transmit_time(
+        &mut self,
+        start: Duration,
+        _bytes: usize,
+        to_im_path: bool,
+    ) -> Option<Duration> {
         let heal = self.shared.heal_at();
         let blocked = &self.shared.blocked[self.carrier];
         let profile = &self.shared.scenario.carriers[self.carrier];
@@ -241,7 +259,8 @@ impl Flow {
     fn send(&mut self, up: bool, bytes: Bytes) -> bool {
         let at = now();
         let bandwidth_bytes_per_s = f64::from(self.profile().bandwidth_kbps) * 1_000.0 / 8.0;
-        let serialization = Duration::from_secs_f64(bytes.len().max(40) as f64 / bandwidth_bytes_per_s);
+        let serialization =
+            Duration::from_secs_f64(bytes.len().max(40) as f64 / bandwidth_bytes_per_s);
         let direction = if up { &self.up } else { &self.down };
         let start = direction.link_free_at.max(at) + serialization;
         let Some(arrival) = self.transmit_time(start, bytes.len(), true) else {
@@ -398,7 +417,10 @@ impl Flow {
 }
 
 /// Reads into `buffer`, or waits forever when the side is gone.
-async fn read_some(half: Option<&mut OwnedReadHalf>, buffer: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_some(
+    half: Option<&mut OwnedReadHalf>,
+    buffer: &mut BytesMut,
+) -> std::io::Result<usize> {
     match half {
         Some(half) => {
             buffer.reserve(READ_CHUNK_BYTES);
@@ -426,9 +448,14 @@ pub async fn sleep_until_sim(at: Option<Duration>) {
 }
 
 /// Writes the preamble for `device` to `target` on a fresh connection to its carrier.
-pub async fn open_via_carrier(shared: &Shared, device: usize, target: u8) -> std::io::Result<TcpStream> {
+pub async fn open_via_carrier(
+    shared: &Shared,
+    device: usize,
+    target: u8,
+) -> std::io::Result<TcpStream> {
     let carrier = shared.device_carrier[device].load(std::sync::atomic::Ordering::Relaxed);
-    let mut stream = TcpStream::connect((world::carrier_host(carrier).as_str(), CARRIER_PORT)).await?;
+    let mut stream =
+        TcpStream::connect((world::carrier_host(carrier).as_str(), CARRIER_PORT)).await?;
     let mut preamble = [0u8; PREAMBLE_BYTES];
     preamble[0] = target;
     preamble[1..].copy_from_slice(&(device as u32).to_be_bytes());

@@ -54,7 +54,11 @@ impl SimPushProvider {
 
 impl PushProvider for SimPushProvider {
     fn push(&self, notice: PushNotice) {
-        let user: u32 = notice.user.trim_start_matches('u').parse().unwrap_or(u32::MAX);
+        let user: u32 = notice
+            .user
+            .trim_start_matches('u')
+            .parse()
+            .unwrap_or(u32::MAX);
         self.shared.trace(Event::Push {
             user,
             seq: notice.seq,
@@ -79,8 +83,14 @@ async fn forward(mut notices: mpsc::Receiver<PushNotice>) {
             if connection.is_none() {
                 connection = TcpStream::connect(("push", PUSH_SERVER_PORT)).await.ok();
             }
-            let Some(stream) = connection.as_mut() else { break };
-            if stream.write_all(format!("{line}\n").as_bytes()).await.is_ok() {
+            let Some(stream) = connection.as_mut() else {
+                break;
+            };
+            if stream
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .is_ok()
+            {
                 break;
             }
             connection = None;
@@ -99,7 +109,11 @@ pub async fn push_host(shared: Arc<Shared>) -> turmoil::Result {
     let notices_channels = channels.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = server.accept().await {
-            tokio::spawn(read_notices(notices_shared.clone(), notices_channels.clone(), stream));
+            tokio::spawn(read_notices(
+                notices_shared.clone(),
+                notices_channels.clone(),
+                stream,
+            ));
         }
     });
     let mut next_channel = 0u64;
@@ -113,7 +127,9 @@ pub async fn push_host(shared: Arc<Shared>) -> turmoil::Result {
 async fn read_notices(shared: Arc<Shared>, channels: Channels, stream: TcpStream) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let Ok(notice) = serde_json::from_str::<NoticeLine>(&line) else { continue };
+        let Ok(notice) = serde_json::from_str::<NoticeLine>(&line) else {
+            continue;
+        };
         if shared.push_down.load(Ordering::Relaxed) {
             Shared::count(&shared.counters.wakeups_lost);
             continue;
@@ -170,7 +186,9 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
     }
     let mut channels = channels.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(devices) = channels.get_mut(&login.user)
-        && devices.get(&login.device).is_some_and(|(id, _)| *id == channel_id)
+        && devices
+            .get(&login.device)
+            .is_some_and(|(id, _)| *id == channel_id)
     {
         devices.remove(&login.device);
     }

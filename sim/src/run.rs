@@ -107,7 +107,9 @@ pub fn run(
     let seed = options.seed;
     let layout = Layout::new(scenario, seed);
     let trace = match &options.trace_file {
-        Some(file) => Trace::to_file(file).map_err(|e| RunError::Trace(format!("{}: {e}", file.display())))?,
+        Some(file) => {
+            Trace::to_file(file).map_err(|e| RunError::Trace(format!("{}: {e}", file.display())))?
+        }
         None => Trace::new(),
     };
     let n_devices = layout.devices.len();
@@ -129,10 +131,16 @@ pub fn run(
                 .shared()
             })
             .collect(),
-        silent_by_device: (0..n_devices).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        silent_by_device: (0..n_devices)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
         push_down: AtomicBool::new(false),
         store: Mutex::new(Arc::new(new_store(&options.planted))),
         server_starts: AtomicUsize::new(0),
+        server: Mutex::new(None),
+        flows_by_device: (0..n_devices)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
         counters: world::Counters::default(),
         trace: Mutex::new(trace),
         ledger: Mutex::new(Ledger::new(n_devices)),
@@ -193,6 +201,20 @@ pub fn run(
             record(&shared, at, Event::Fault { what });
             match action {
                 Action::Crash if !server_down => {
+                    // Close the server's connections in a deterministic order first, then
+                    // take the host down.
+                    if let Some(server) = shared
+                        .server
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                    {
+                        server.crash();
+                    }
+                    sim.step().map_err(|error| RunError::Host {
+                        at: sim.elapsed(),
+                        message: error.to_string(),
+                    })?;
                     sim.crash("server");
                     server_down = true;
                 }
@@ -235,8 +257,16 @@ pub fn run(
     }
     progress(total, total);
 
-    let store = shared.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let store = shared
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let ledger = shared
+        .ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let verdicts = invariants::check(&shared.layout, &ledger, &store, &shared.device_states);
     let metrics = metrics::collect(&shared, &ledger, sim.elapsed(), started.elapsed());
     let mut trace = shared.trace.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,17 +322,28 @@ fn schedule(scenario: &Scenario, layout: &Layout, seed: u64) -> Vec<(Duration, A
                     actions.push((start, Action::Note(format!("outage {name}"))));
                     actions.push((end, Action::Note(format!("outage {name} over"))));
                 }
-                FaultKind::Handover { group, to, fraction } => {
+                FaultKind::Handover {
+                    group,
+                    to,
+                    fraction,
+                } => {
                     let devices = pick(layout, *group, *fraction, &mut rng);
                     let back = scenario.groups[*group].carrier;
-                    actions.push((start, Action::Command(devices.clone(), DeviceCommand::Handover(*to))));
+                    actions.push((
+                        start,
+                        Action::Command(devices.clone(), DeviceCommand::Handover(*to)),
+                    ));
                     if !fault.duration.is_zero() {
-                        actions.push((end, Action::Command(devices, DeviceCommand::Handover(back))));
+                        actions
+                            .push((end, Action::Command(devices, DeviceCommand::Handover(back))));
                     }
                 }
                 FaultKind::AppKill { group, fraction } => {
                     let devices = pick(layout, *group, *fraction, &mut rng);
-                    actions.push((start, Action::Command(devices, DeviceCommand::Kill(end - start))));
+                    actions.push((
+                        start,
+                        Action::Command(devices, DeviceCommand::Kill(end - start)),
+                    ));
                 }
                 FaultKind::PushOutage => {
                     actions.push((start, Action::PushDown(true)));
@@ -366,7 +407,7 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
     let (push, forward) = SimPushProvider::new(shared.clone());
     tokio::spawn(forward);
     let epoch_ms = EPOCH_UNIX_S * 1_000 + world::now().as_millis() as u64;
-    let server = Server::new(
+    let server = Arc::new(Server::new(
         config,
         ServerDeps {
             store: store as Arc<dyn Store>,
@@ -374,9 +415,14 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
             push: Arc::new(push),
             auth: Authenticator::Dev,
         },
-    );
+    ));
+    *shared.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.clone());
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
-    server.run(SimListener(listener), std::future::pending()).await;
+    server
+        .run(SimListener(listener), std::future::pending())
+        .await;
+    // Crashed: the host is taken down next; until then it serves nothing.
+    std::future::pending::<()>().await;
     Ok(())
 }
 
@@ -392,7 +438,9 @@ async fn create_chat_groups(shared: &Shared, store: &MemoryStore) {
 async fn cell_host_main(shared: Arc<Shared>, devices: Vec<usize>) -> turmoil::Result {
     for device in devices {
         let (commands_tx, commands) = tokio::sync::mpsc::channel(DEVICE_COMMANDS_LEN_MAX);
-        *shared.device_commands[device].lock().unwrap_or_else(|p| p.into_inner()) = Some(commands_tx);
+        *shared.device_commands[device]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(commands_tx);
         tokio::spawn(run_device(shared.clone(), device, commands));
     }
     std::future::pending::<()>().await;

@@ -277,6 +277,19 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The same scenario cut to `duration` (faults after it dropped by the schedule) with
+    /// `quiet` after it, and every device group shrunk by `divisor` (at least 2 devices):
+    /// the shape of a long scenario at test size.
+    pub fn shrunk(&self, duration: Duration, quiet: Duration, divisor: usize) -> Scenario {
+        let mut shrunk = self.clone();
+        shrunk.duration = duration.min(self.duration);
+        shrunk.quiet = quiet;
+        for group in &mut shrunk.groups {
+            group.count = (group.count / divisor.max(1)).max(2);
+        }
+        shrunk
+    }
+
     /// Total devices.
     pub fn n_devices(&self) -> usize {
         self.groups.iter().map(|g| g.count).sum()
@@ -391,7 +404,9 @@ impl Validator<'_> {
         }
         Ok(ServerSetup {
             store_survives_crash: raw.store_survives_crash.unwrap_or(true),
-            notify_ack_timeout: raw.notify_ack_timeout.unwrap_or(defaults.notify_ack_timeout),
+            notify_ack_timeout: raw
+                .notify_ack_timeout
+                .unwrap_or(defaults.notify_ack_timeout),
             outbox_len_max,
             fanout_queue_len_max,
         })
@@ -563,7 +578,9 @@ impl Validator<'_> {
                     }
                 };
                 if state.duration.is_zero() {
-                    return Err(self.invalid(key(&format!("app_states[{j}].for")), "must be positive"));
+                    return Err(
+                        self.invalid(key(&format!("app_states[{j}].for")), "must be positive")
+                    );
                 }
                 Ok((app_state, state.duration))
             })
@@ -616,13 +633,16 @@ impl Validator<'_> {
     ) -> Result<Fault, ScenarioError> {
         let key = |field: &str| format!("faults[{i}].{field}");
         let target = |kind: &str| {
-            raw.target
-                .clone()
-                .ok_or_else(|| self.invalid(key("target"), format!("a {kind} fault needs a target")))
+            raw.target.clone().ok_or_else(|| {
+                self.invalid(key("target"), format!("a {kind} fault needs a target"))
+            })
         };
         let carrier = |name: String| {
             carriers.get(&name).copied().ok_or_else(|| {
-                self.invalid(key("target"), format!("{name:?} is not a carrier of this scenario"))
+                self.invalid(
+                    key("target"),
+                    format!("{name:?} is not a carrier of this scenario"),
+                )
             })
         };
         let group = |name: String| {
@@ -632,7 +652,10 @@ impl Validator<'_> {
         };
         let fraction = raw.fraction.unwrap_or(1.0);
         if !(0.0..=1.0).contains(&fraction) || fraction == 0.0 {
-            return Err(self.invalid(key("fraction"), format!("must be in (0, 1], got {fraction}")));
+            return Err(self.invalid(
+                key("fraction"),
+                format!("must be in (0, 1], got {fraction}"),
+            ));
         }
         let kind = match raw.kind.as_str() {
             "server_crash" => FaultKind::ServerCrash,
@@ -648,7 +671,10 @@ impl Validator<'_> {
                     .clone()
                     .ok_or_else(|| self.invalid(key("to"), "a handover needs `to` (a carrier)"))?;
                 let to = carriers.get(&to).copied().ok_or_else(|| {
-                    self.invalid(key("to"), format!("{to:?} is not a carrier of this scenario"))
+                    self.invalid(
+                        key("to"),
+                        format!("{to:?} is not a carrier of this scenario"),
+                    )
                 })?;
                 FaultKind::Handover {
                     group: group(target("handover")?)?,
@@ -685,7 +711,10 @@ impl Validator<'_> {
         let duration = raw.duration.unwrap_or(Duration::ZERO);
         let needs_duration = !matches!(kind, FaultKind::Handover { .. });
         if needs_duration && duration.is_zero() {
-            return Err(self.invalid(key("duration"), format!("a {} fault needs a duration", raw.kind)));
+            return Err(self.invalid(
+                key("duration"),
+                format!("a {} fault needs a duration", raw.kind),
+            ));
         }
         if let Some(every) = every
             && duration >= every

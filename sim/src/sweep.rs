@@ -47,7 +47,11 @@ pub fn sweep(
                             failures: report
                                 .verdicts
                                 .iter()
-                                .filter_map(|v| v.violation.clone().map(|detail| (v.name.to_string(), detail)))
+                                .filter_map(|v| {
+                                    v.violation
+                                        .clone()
+                                        .map(|detail| (v.name.to_string(), detail))
+                                })
                                 .collect(),
                             trace_hash: report.trace_hash,
                         },
@@ -58,7 +62,10 @@ pub fn sweep(
                         },
                     };
                     on_done(&outcome);
-                    outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(outcome);
                 }
             });
         }

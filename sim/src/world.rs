@@ -97,7 +97,8 @@ impl Layout {
                     layout.users.push(UserSpec::default());
                 }
                 layout.users[user as usize].devices.push(device);
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000 ^ u64::from(device));
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000 ^ u64::from(device));
                 let nat_timeouts = scenario
                     .carriers
                     .iter()
@@ -181,7 +182,12 @@ pub fn occurrences(at: Duration, every: Option<Duration>, until: Duration) -> Ve
 
 impl Blocked {
     /// True when the radio is down at `at` (scheduled outages and the profile's own).
-    pub fn radio_down(&self, profile: &crate::carrier::CarrierProfile, at: Duration, heal: Duration) -> bool {
+    pub fn radio_down(
+        &self,
+        profile: &crate::carrier::CarrierProfile,
+        at: Duration,
+        heal: Duration,
+    ) -> bool {
         if at >= heal {
             return false;
         }
@@ -238,6 +244,10 @@ pub struct Shared {
     pub silent_by_device: Vec<AtomicU64>,
     /// Times the server host has started.
     pub server_starts: AtomicUsize,
+    /// The running server, to crash it.
+    pub server: Mutex<Option<Arc<imlab_core::server::Server>>>,
+    /// Connections each device has opened through any carrier (seeds each flow's RNG).
+    pub flows_by_device: Vec<AtomicU64>,
     /// Each device's command channel, set when its cell host starts.
     pub device_commands: Vec<Mutex<Option<mpsc::Sender<DeviceCommand>>>>,
     /// True while the push service delivers nothing.
@@ -258,7 +268,10 @@ impl Shared {
     /// Records a trace event at the current simulated time.
     pub fn trace(&self, event: Event) {
         let at_ms = now().as_millis() as u64;
-        self.trace.lock().unwrap_or_else(|p| p.into_inner()).record(at_ms, event);
+        self.trace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(at_ms, event);
     }
 
     /// Runs `f` on the ledger.
@@ -269,7 +282,9 @@ impl Shared {
     /// Sends a command to a device's app. Panics when the device's queue is full: device tasks
     /// drain theirs at once, so a full queue means a device task died, a simulator bug.
     pub fn command(&self, device: usize, command: DeviceCommand) {
-        let slot = self.device_commands[device].lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.device_commands[device]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = slot.as_ref() {
             sender
                 .try_send(command)

@@ -463,7 +463,9 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
                 // Planted bug: take the push as the next message, whatever its seq.
                 let mut state = lock(&client.state);
                 state.last_seq = message.seq;
-                client.observer.on_event(&state, &ClientEvent::Message(&message));
+                client
+                    .observer
+                    .on_event(&state, &ClientEvent::Message(&message));
                 drop(state);
                 feed(out, Body::DeviceAck(proto::DeviceAck { seq: message.seq }));
                 return Ok(None);

@@ -171,6 +171,7 @@ pub struct ServerDeps {
 /// An IM server, ready to run on a listener.
 pub struct Server {
     shared: Arc<Shared>,
+    crashed: CancellationToken,
     fanout_jobs: Mutex<Option<Vec<tokio::sync::mpsc::Receiver<FanoutJob>>>>,
 }
 
@@ -191,7 +192,16 @@ impl Server {
                 next_connection_id: AtomicU64::new(1),
             }),
             fanout_jobs: Mutex::new(Some(fanout_jobs)),
+            crashed: CancellationToken::new(),
         }
+    }
+
+    /// Drops every connection at once, with no Kick and no flush, as a killed process would;
+    /// `run` returns. For simulators, which then crash the host: closing the sockets here, in
+    /// a deterministic order, keeps a replay exact (a dropped runtime closes them in an order
+    /// that depends on process-wide task ids).
+    pub fn crash(&self) {
+        self.crashed.cancel();
     }
 
     /// The server's counters; they stay readable after `run` returns.
@@ -229,11 +239,17 @@ impl Server {
         for shard in jobs {
             tokio::spawn(fanout::worker(self.shared.clone(), shard));
         }
-        let stop = CancellationToken::new();
+        let stop = self.crashed.child_token();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
+                () = self.crashed.cancelled() => {
+                    // Every session's token is a child: they end now, without a word.
+                    tasks.close();
+                    tasks.wait().await;
+                    return;
+                }
                 accepted = listener.accept() => accepted,
             };
             match accepted {

@@ -1,0 +1,124 @@
+//! Bad scenario files fail with errors naming the file, the key and the value.
+
+use std::path::Path;
+
+use imlab_sim::scenario::Scenario;
+
+const GOOD: &str = r#"
+duration = "1h"
+[carriers.cmcc]
+preset = "cmcc-3g"
+[[devices]]
+name = "phones"
+count = 2
+carrier = "cmcc"
+"#;
+
+/// Parses `GOOD` with `edit` applied and returns the error text.
+fn check(edit: impl Fn(&str) -> String, expected: &[&str]) {
+    let text = edit(GOOD);
+    let error = Scenario::parse(&text, Path::new("scenarios/bad.toml"))
+        .expect_err("the scenario should be refused")
+        .to_string();
+    assert!(error.starts_with("scenarios/bad.toml"), "{error}");
+    for fragment in expected {
+        assert!(error.contains(fragment), "{error:?} lacks {fragment:?}");
+    }
+}
+
+#[test]
+fn the_good_scenario_loads() {
+    let scenario = Scenario::parse(GOOD, Path::new("good.toml")).unwrap();
+    assert_eq!((scenario.n_devices(), scenario.carriers.len()), (2, 1));
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    check(
+        |s| s.replace("count = 2", "count = 2\ncolour = \"red\""),
+        &["colour", "unknown field"],
+    );
+    check(|s| format!("speed = 3\n{s}"), &["speed"]);
+    check(
+        |s| {
+            s.replace(
+                "preset = \"cmcc-3g\"",
+                "preset = \"cmcc-3g\"\nnat_timout = \"5m\"",
+            )
+        },
+        &["nat_timout"],
+    );
+}
+
+#[test]
+fn impossible_values_are_named_with_the_value() {
+    check(
+        |s| s.replace("count = 2", "count = 0"),
+        &["devices[0].count", "got 0"],
+    );
+    check(
+        |s| s.replace("duration = \"1h\"", "duration = \"soon\""),
+        &["duration", "soon"],
+    );
+    check(
+        |s| s.replace("\"cmcc-3g\"", "\"cmcc-9g\""),
+        &["carriers.cmcc.preset", "cmcc-9g", "cmcc-3g"],
+    );
+    check(
+        |s| {
+            s.replace(
+                "carrier = \"cmcc\"",
+                "carrier = \"cmcc\"\nheartbeat = \"sometimes\"",
+            )
+        },
+        &["devices[0].heartbeat", "sometimes"],
+    );
+    check(
+        |s| s.replace("preset = \"cmcc-3g\"", "preset = \"cmcc-3g\"\nloss = 0.9"),
+        &["carriers.cmcc.loss", "0.9"],
+    );
+    check(
+        |s| {
+            s.replace(
+                "preset = \"cmcc-3g\"",
+                "preset = \"cmcc-3g\"\nnat_timeout_range = [\"9m\", \"2m\"]",
+            )
+        },
+        &["carriers.cmcc.nat_timeout_range", "above"],
+    );
+    check(
+        |s| format!("{s}\n[[faults]]\nkind = \"meteor\"\nat = \"5m\"\nduration = \"1m\"\n"),
+        &["faults[0].kind", "meteor", "server_crash"],
+    );
+    check(
+        |s| {
+            format!(
+                "{s}\n[[faults]]\nkind = \"outage\"\ntarget = \"mars\"\nat = \"5m\"\nduration = \"1m\"\n"
+            )
+        },
+        &["faults[0].target", "mars"],
+    );
+    check(
+        |s| {
+            format!("{s}\n[[faults]]\nkind = \"server_crash\"\nevery = \"5m\"\nduration = \"6m\"\n")
+        },
+        &["faults[0].duration", "shorter"],
+    );
+    check(
+        |s| {
+            s.replace(
+                "count = 2",
+                "count = 2\napp_states = [{ state = \"asleep\", for = \"1m\" }]",
+            )
+        },
+        &["devices[0].app_states[0].state", "asleep"],
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let error = Scenario::load(Path::new("no/such/file.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no/such/file.toml"), "{error}");
+}
