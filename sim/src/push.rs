@@ -29,6 +29,8 @@ use crate::world::{PUSH_DEVICE_PORT, PUSH_SERVER_PORT, Shared};
 
 /// Notices the server queues for the push service at most; more are dropped (and counted).
 const NOTICE_QUEUE_LEN_MAX: usize = 4_096;
+/// A device channel silent this long is dropped by the push host.
+const CHANNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(42 * 60);
 /// Wake-ups queued per device channel at most.
 const WAKE_QUEUE_LEN_MAX: usize = 16;
 
@@ -166,6 +168,9 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
         .insert(login.device.clone(), (channel_id, wake_tx));
     loop {
         tokio::select! {
+            // Like FCM's servers, drop a channel silent for longer than 1.5 times the longest
+            // GCM heartbeat: its device is gone (a dead NAT mapping never says so).
+            () = tokio::time::sleep(CHANNEL_IDLE_TIMEOUT) => break,
             frame = input.next() => match frame {
                 Ok(Some(Frame { body: Some(Body::Ping(ping)) })) => {
                     let pong = Frame::new(Body::Pong(proto::Pong { id: ping.id, server_time_ms: 0 }));

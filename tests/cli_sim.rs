@@ -1,0 +1,182 @@
+//! End-to-end tests of `imlab sim run` and `imlab sim sweep`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use assert_cmd::cargo::cargo_bin;
+
+fn imlab(args: &[&str]) -> Output {
+    Command::new(cargo_bin("imlab"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write_scenario(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imlab-cli-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+const SMALL: &str = r#"
+duration = "10m"
+quiet = "2m"
+[[devices]]
+name = "phones"
+count = 6
+carrier = "us-lte"
+traffic = { one_to_one_per_hour = 30.0 }
+"#;
+
+/// An in-memory store that does not survive a crash: acked messages really are lost, and
+/// the checker must say so.
+const LOSSY: &str = r#"
+duration = "20m"
+quiet = "3m"
+[server]
+store_survives_crash = false
+[[devices]]
+name = "phones"
+count = 6
+carrier = "us-lte"
+traffic = { one_to_one_per_hour = 60.0 }
+[[faults]]
+kind = "server_crash"
+at = "10m"
+duration = "10s"
+"#;
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
+    let file = write_scenario("small.toml", SMALL);
+    let out = file.with_extension("out");
+    let trace = file.with_extension("jsonl");
+    let output = imlab(&[
+        "sim",
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("\nseed: 5\n"), "{text}");
+    let hash_line = text
+        .lines()
+        .find(|l| l.starts_with("trace_hash: "))
+        .unwrap();
+    for name in [
+        "no_acked_loss",
+        "no_duplicates",
+        "seq_monotonic",
+        "sender_order",
+        "idempotent_send",
+        "convergence",
+    ] {
+        assert!(text.contains(&format!("invariant {name}: ok")), "{text}");
+    }
+    assert!(text.contains("delay_ms: p50 "), "{text}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["seed"], 5);
+    assert_eq!(
+        format!("trace_hash: {}", results["trace_hash"].as_str().unwrap()),
+        hash_line
+    );
+    assert!(results["metrics"]["all"]["messages_sent"].as_u64().unwrap() > 0);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("group,carrier,heartbeat,devices,"), "{csv}");
+    let first_trace_line = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        first_trace_line.starts_with("{\"at_ms\":"),
+        "{first_trace_line}"
+    );
+
+    // The same seed from another process replays the same trace.
+    let again = stdout(&imlab(&[
+        "sim",
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        "5",
+    ]));
+    assert!(again.contains(hash_line), "{again}");
+}
+
+#[test]
+fn a_violation_exits_1_with_the_replay_command() {
+    let file = write_scenario("lossy.toml", LOSSY);
+    let output = imlab(&["sim", "run", file.to_str().unwrap(), "--seed", "2"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("invariant no_acked_loss: VIOLATED (message "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "replay: imlab sim run {} --seed 2",
+            file.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn sweep_reports_failing_seeds_and_a_summary() {
+    let lossy = write_scenario("lossy-sweep.toml", LOSSY);
+    let output = imlab(&[
+        "sim",
+        "sweep",
+        lossy.to_str().unwrap(),
+        "--seeds",
+        "1..3",
+        "--jobs",
+        "2",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("seed 1 FAILED: no_acked_loss"), "{text}");
+    assert!(text.contains("seeds: 3, failed: 3"), "{text}");
+
+    let small = write_scenario("small-sweep.toml", SMALL);
+    let output = imlab(&["sim", "sweep", small.to_str().unwrap(), "--seeds", "1..2"]);
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("seeds: 2, failed: 0"));
+}
+
+#[test]
+fn a_bad_scenario_is_a_clear_error() {
+    let file = write_scenario(
+        "bad.toml",
+        &SMALL.replace("count = 6", "count = 6\nspeed = 1"),
+    );
+    let output = imlab(&["sim", "run", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("speed"),
+        "{stderr}"
+    );
+    let output = imlab(&["sim", "run", Path::new("/no/such.toml").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such.toml"));
+}
