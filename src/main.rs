@@ -1,6 +1,7 @@
 //! The `imlab` command: argument parsing and wiring only. Every capability lives in a member
 //! crate (`imlab-core` for now).
 
+mod heartbeat;
 mod serve;
 mod sim;
 mod token;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
     name = "imlab",
     version,
     about,
-    after_help = "Examples:\n  imlab serve --listen 127.0.0.1:7400\n  imlab token --user alice --secret s3cret --ttl 24h\n  imlab sim run scenarios/cmcc-3g-nat.toml --seed 7"
+    after_help = "Examples:\n  imlab serve --listen 127.0.0.1:7400\n  imlab token --user alice --secret s3cret --ttl 24h\n  imlab sim run scenarios/cmcc-3g-nat.toml --seed 7\n  imlab heartbeat compare --out report"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +29,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Simulate scenarios deterministically under mobile carrier networks.
     Sim(sim::SimArgs),
+    /// Compare heartbeat strategies across carrier profiles.
+    Heartbeat(heartbeat::HeartbeatArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Token(args) => token::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Sim(args) => sim::run_command(args),
+        Command::Heartbeat(args) => heartbeat::run_command(args),
     };
     match result {
         Ok(code) => code,

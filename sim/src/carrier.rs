@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::energy::RadioKind;
+
 /// Which traffic keeps a NAT mapping alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +99,8 @@ pub struct CarrierProfile {
     pub outages: Option<Outages>,
     /// True for Wi-Fi (GCM uses 15 min there, 28 min on mobile data).
     pub wifi: bool,
+    /// The phone's radio on this network, for the energy model.
+    pub radio: RadioKind,
 }
 
 /// Names of the built-in presets.
@@ -139,6 +143,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
+            radio: RadioKind::for_network(name),
         },
         // China Unicom 2G: NAT 5 min (WeChat's measurement), silent drops; EDGE-class link:
         // RTT ~700 ms median, 3 s p99, 40 kbps, 2% loss (estimates for a slow network).
@@ -156,6 +161,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
+            radio: RadioKind::for_network(name),
         },
         // China Telecom 3G: NAT > 28 min (WeChat's measurement; we use 45 min). EV-DO link:
         // RTT ~200 ms, 1 Mbps, 0.5% loss (estimates).
@@ -173,6 +179,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
+            radio: RadioKind::for_network(name),
         },
         // US LTE: long NAT (US 3G > 28 min per WeChat; LTE carriers similar or longer; we use
         // 60 min). RTT ~60 ms median (Huang et al. MobiSys 2012 measured 70 ms), 10 Mbps.
@@ -190,6 +197,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
+            radio: RadioKind::for_network(name),
         },
         // Home Wi-Fi gateways: TCP idle timeouts vary widely (a practitioner measured about
         // 10 min; RFC 5382 asks for 2 h 4 min; Hätönen et al. IMC 2010 saw short UDP ones);
@@ -208,6 +216,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: true,
+            radio: RadioKind::for_network(name),
         },
         // Subway commute on a 4G network: 10 min NAT, and a 45 s blackout between stations
         // every 4 min (illustrative; tunnels vary).
@@ -229,6 +238,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
                 offset: secs(60),
             }),
             wifi: false,
+            radio: RadioKind::for_network(name),
         },
         // Office building on 4G: 30 min NAT, a 20 s elevator blackout every 30 min
         // (illustrative).
@@ -250,6 +260,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
                 offset: secs(10 * 60),
             }),
             wifi: false,
+            radio: RadioKind::for_network(name),
         },
         _ => return None,
     };

@@ -59,13 +59,23 @@ impl ClientObserver for DeviceObserver {
         let index = device as usize;
         match event {
             ClientEvent::Connected { .. } => {
+                self.shared.reachability[index]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .up(now());
+                let in_scenario = now() < self.shared.heal_at();
                 self.shared.ledger(|l| {
                     l.devices[index].connects += 1;
+                    l.devices[index].connects_in_scenario += u32::from(in_scenario);
                     l.devices[index].connected = true;
                 });
                 self.shared.trace(Event::Connected { device });
             }
             ClientEvent::Disconnected(cause) => {
+                self.shared.reachability[index]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .down(now(), self.shared.heal_at());
                 let cause = format!("{cause:?}");
                 let kind = cause.split(['(', ' ']).next().unwrap_or("").to_string();
                 self.shared.ledger(|l| {

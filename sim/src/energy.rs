@@ -80,15 +80,15 @@ pub enum RadioKind {
 
 impl RadioKind {
     /// The radio behind a carrier preset name: `home-wifi` and labels starting with "wifi" are
-    /// Wi-Fi (the same rule as the heartbeat presets use), `us-lte` is LTE, the Chinese 2G/3G
-    /// carriers and the outage-prone `subway` and `elevator` profiles are 3G (2G uses the 3G
-    /// numbers), and anything unknown is LTE, the most common radio today.
+    /// Wi-Fi (the same rule as the heartbeat presets use), the Chinese 2G/3G carriers are 3G
+    /// (2G uses the 3G numbers), and everything else (`us-lte`, the 4G `subway` and
+    /// `elevator` profiles, unknown names) is LTE, the most common radio today.
     pub fn for_network(label: &str) -> RadioKind {
         if imlab_core::heartbeat::is_wifi_network(label) {
             return RadioKind::Wifi;
         }
         match label {
-            "cmcc-3g" | "cu-2g" | "ct-3g" | "subway" | "elevator" => RadioKind::ThreeG,
+            "cmcc-3g" | "cu-2g" | "ct-3g" => RadioKind::ThreeG,
             _ => RadioKind::Lte,
         }
     }
@@ -473,8 +473,8 @@ mod tests {
     fn network_labels_map_to_radios() {
         for (labels, kind) in [
             ("home-wifi wifi wifi:office", RadioKind::Wifi),
-            ("us-lte mars-5g", RadioKind::Lte),
-            ("cmcc-3g cu-2g ct-3g subway elevator", RadioKind::ThreeG),
+            ("us-lte mars-5g subway elevator", RadioKind::Lte),
+            ("cmcc-3g cu-2g ct-3g", RadioKind::ThreeG),
         ] {
             for label in labels.split_whitespace() {
                 assert_eq!(RadioKind::for_network(label), kind, "{label}");

@@ -50,6 +50,8 @@ pub struct DeviceLedger {
     pub log: Vec<LogEntry>,
     /// Logins.
     pub connects: u32,
+    /// Logins before the scenario ended (the heal phase's reconnect is not counted).
+    pub connects_in_scenario: u32,
     /// True while logged in.
     pub connected: bool,
     /// Connections that ended, by cause.

@@ -9,9 +9,11 @@
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds;
-//! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi).
+//! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
+//! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`).
 
 pub mod carrier;
+pub mod compare;
 pub mod device;
 pub mod energy;
 pub mod invariants;

@@ -40,8 +40,10 @@ pub const TARGET_PUSH: u8 = 2;
 /// Bytes of the preamble: target, device index (u32 big-endian).
 pub const PREAMBLE_BYTES: usize = 5;
 
-/// Bytes read from a socket at once.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes read from a socket at once: one TCP segment's payload at a 1500-byte MTU, so each
+/// chunk is one segment of the link model (lost and retransmitted alone), and an idle flow
+/// holds little buffer memory.
+const READ_CHUNK_BYTES: usize = 1_460;
 
 /// Runs carrier `carrier`'s proxy host.
 pub async fn carrier_host(shared: Arc<Shared>, carrier: usize) -> turmoil::Result {
@@ -205,6 +207,10 @@ impl Flow {
                 Shared::count(counter);
                 if self.to_im {
                     Shared::count(&self.shared.silent_by_device[self.device]);
+                    let mut reachability = self.shared.reachability[self.device]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    reachability.down(at, self.shared.heal_at());
                 }
                 self.shared.trace(Event::NatExpired {
                     carrier: self.carrier as u32,
@@ -407,6 +413,11 @@ impl Flow {
     }
 
     fn trace_frame(&self, up: bool, bytes: usize) {
+        // Every byte to or from the phone keeps (or wakes) its radio.
+        self.shared.radios[self.device]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .transfer(now());
         self.shared.trace(Event::Frame {
             carrier: self.carrier as u32,
             flow: self.id,
@@ -423,8 +434,11 @@ async fn read_some(
 ) -> std::io::Result<usize> {
     match half {
         Some(half) => {
-            buffer.reserve(READ_CHUNK_BYTES);
-            half.read_buf(buffer).await
+            if buffer.capacity() == 0 {
+                *buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+            }
+            let mut limited = (&mut *half).take(READ_CHUNK_BYTES as u64);
+            limited.read_buf(buffer).await
         }
         None => std::future::pending().await,
     }

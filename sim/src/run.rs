@@ -102,6 +102,17 @@ pub fn run(
     options: &RunOptions,
     progress: &mut dyn FnMut(Duration, Duration),
 ) -> Result<RunReport, RunError> {
+    run_with(scenario, options, progress, &mut |_| {})
+}
+
+/// [`run`], then `inspect` the finished world (the ledger, meters and counters) before it is
+/// dropped: for measurements beyond the standard metrics (the heartbeat comparison).
+pub fn run_with(
+    scenario: &Scenario,
+    options: &RunOptions,
+    progress: &mut dyn FnMut(Duration, Duration),
+    inspect: &mut dyn FnMut(&Shared),
+) -> Result<RunReport, RunError> {
     options.planted.assert_supported();
     let started = Instant::now();
     let seed = options.seed;
@@ -138,6 +149,19 @@ pub fn run(
         store: Mutex::new(Arc::new(new_store(&options.planted))),
         server_starts: AtomicUsize::new(0),
         server: Mutex::new(None),
+        radios: layout
+            .devices
+            .iter()
+            .map(|d| {
+                let kind = scenario.carriers[scenario.groups[d.group].carrier].radio;
+                Mutex::new(crate::energy::RadioMeter::new(
+                    crate::energy::RadioProfile::for_kind(kind),
+                ))
+            })
+            .collect(),
+        reachability: (0..n_devices)
+            .map(|_| Mutex::new(world::Reachability::default()))
+            .collect(),
         flows_by_device: (0..n_devices)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
@@ -257,6 +281,10 @@ pub fn run(
     }
     progress(total, total);
 
+    for reachability in &shared.reachability {
+        let mut reachability = reachability.lock().unwrap_or_else(|p| p.into_inner());
+        reachability.down(heal_at, heal_at);
+    }
     let store = shared
         .store
         .lock()
@@ -269,6 +297,7 @@ pub fn run(
         .clone();
     let verdicts = invariants::check(&shared.layout, &ledger, &store, &shared.device_states);
     let metrics = metrics::collect(&shared, &ledger, sim.elapsed(), started.elapsed());
+    inspect(&shared);
     let mut trace = shared.trace.lock().unwrap_or_else(|p| p.into_inner());
     trace.finish().map_err(RunError::Trace)?;
     Ok(RunReport {

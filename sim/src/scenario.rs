@@ -98,6 +98,7 @@ struct RawCarrier {
     server_give_up: Option<Duration>,
     outages: Option<Outages>,
     wifi: Option<bool>,
+    radio: Option<crate::energy::RadioKind>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -516,6 +517,12 @@ impl Validator<'_> {
         }
         if let Some(wifi) = raw.wifi {
             profile.wifi = wifi;
+            if wifi {
+                profile.radio = crate::energy::RadioKind::Wifi;
+            }
+        }
+        if let Some(radio) = raw.radio {
+            profile.radio = radio;
         }
         Ok(profile)
     }

@@ -200,6 +200,29 @@ impl Blocked {
     }
 }
 
+/// Time a device was truly reachable: logged in, and its connection's NAT mapping alive.
+/// Counted up to the end of the scenario (the heal phase is not measured).
+#[derive(Debug, Clone, Default)]
+pub struct Reachability {
+    since: Option<Duration>,
+    /// Reachable time so far.
+    pub total: Duration,
+}
+
+impl Reachability {
+    /// The device logged in at `at`.
+    pub fn up(&mut self, at: Duration) {
+        self.since.get_or_insert(at);
+    }
+
+    /// The device stopped being reachable at `at` (disconnect, or its mapping expired).
+    pub fn down(&mut self, at: Duration, until: Duration) {
+        if let Some(since) = self.since.take() {
+            self.total += at.min(until).saturating_sub(since.min(until));
+        }
+    }
+}
+
 /// Commands from the driver to a device's app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceCommand {
@@ -244,6 +267,10 @@ pub struct Shared {
     pub silent_by_device: Vec<AtomicU64>,
     /// Times the server host has started.
     pub server_starts: AtomicUsize,
+    /// Each device's radio energy meter (fed with every byte its flows carry).
+    pub radios: Vec<Mutex<crate::energy::RadioMeter>>,
+    /// Each device's time truly reachable: logged in on a live NAT mapping.
+    pub reachability: Vec<Mutex<Reachability>>,
     /// The running server, to crash it.
     pub server: Mutex<Option<Arc<imlab_core::server::Server>>>,
     /// Connections each device has opened through any carrier (seeds each flow's RNG).

@@ -1,0 +1,135 @@
+//! The report's CSV files: `heartbeat.csv` (one row per strategy and profile, columns in
+//! `HeartbeatRow` field order) and `intervals.csv` (one row per point of every interval
+//! series). Every chart's numbers are in one of them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{HeartbeatRow, IntervalSeries};
+use crate::ReportError;
+
+/// Writes `rows` to `path`, header included even when there are no rows.
+pub(crate) fn write_rows(path: PathBuf, rows: &[HeartbeatRow]) -> Result<PathBuf, ReportError> {
+    let mut writer = headerless_writer(&path)?;
+    writer
+        .write_record(HEARTBEAT_COLUMNS)
+        .map_err(|e| ReportError::csv(&path, e))?;
+    for row in rows {
+        writer
+            .serialize(row)
+            .map_err(|e| ReportError::csv(&path, e))?;
+    }
+    writer
+        .flush()
+        .map_err(|e| ReportError::io("writing", &path, e))?;
+    Ok(path)
+}
+
+/// Reads rows written by `write_rows`.
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<HeartbeatRow>, ReportError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| ReportError::csv(path, e))?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<HeartbeatRow>, _>>()
+        .map_err(|e| ReportError::csv(path, e))
+}
+
+/// The header of `heartbeat.csv`, which serde derives from `HeartbeatRow`'s field order.
+pub(crate) const HEARTBEAT_COLUMNS: [&str; 13] = [
+    "strategy",
+    "profile",
+    "heartbeats_per_day",
+    "energy_j_per_day",
+    "battery_pct_per_day",
+    "silent_disconnects_per_day",
+    "reconnects_per_day",
+    "delay_ms_p50",
+    "delay_ms_p99",
+    "delay_ms_max",
+    "reachable_fraction",
+    "settled_interval_s",
+    "server_heartbeats_per_s_per_million",
+];
+
+#[derive(Serialize)]
+struct IntervalPoint<'a> {
+    strategy: &'a str,
+    profile: &'a str,
+    nat_timeout_s: f64,
+    hours: f64,
+    interval_s: f64,
+}
+
+/// Writes every point of every series to `path`, one row each, header included even when
+/// there are no points.
+pub(crate) fn write_intervals(
+    path: PathBuf,
+    series: &[IntervalSeries],
+) -> Result<PathBuf, ReportError> {
+    let mut writer = headerless_writer(&path)?;
+    writer
+        .write_record([
+            "strategy",
+            "profile",
+            "nat_timeout_s",
+            "hours",
+            "interval_s",
+        ])
+        .map_err(|e| ReportError::csv(&path, e))?;
+    for one in series {
+        for &(hours, interval_s) in &one.points {
+            let point = IntervalPoint {
+                strategy: &one.strategy,
+                profile: &one.profile,
+                nat_timeout_s: one.nat_timeout_s,
+                hours,
+                interval_s,
+            };
+            writer
+                .serialize(point)
+                .map_err(|e| ReportError::csv(&path, e))?;
+        }
+    }
+    writer
+        .flush()
+        .map_err(|e| ReportError::io("writing", &path, e))?;
+    Ok(path)
+}
+
+/// A writer that leaves the header to us: serde writes no header for an empty file.
+fn headerless_writer(path: &Path) -> Result<csv::Writer<std::fs::File>, ReportError> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .map_err(|e| ReportError::csv(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HEARTBEAT_COLUMNS;
+    use crate::heartbeat::HeartbeatRow;
+
+    #[test]
+    fn hand_written_header_matches_serde_field_order() {
+        let row = HeartbeatRow {
+            strategy: "s".into(),
+            profile: "p".into(),
+            heartbeats_per_day: 0.0,
+            energy_j_per_day: 0.0,
+            battery_pct_per_day: 0.0,
+            silent_disconnects_per_day: 0.0,
+            reconnects_per_day: 0.0,
+            delay_ms_p50: 0,
+            delay_ms_p99: 0,
+            delay_ms_max: 0,
+            reachable_fraction: 0.0,
+            settled_interval_s: 0.0,
+            server_heartbeats_per_s_per_million: 0.0,
+        };
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.serialize(&row).unwrap();
+        let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(text.lines().next().unwrap(), HEARTBEAT_COLUMNS.join(","));
+    }
+}

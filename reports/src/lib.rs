@@ -1,0 +1,23 @@
+//! imlab-reports turns measured results into files a person reads: CSV next to every chart,
+//! charts as PNG and SVG, and one self-contained HTML page. It knows the results format,
+//! never the server or the simulator, and it never recomputes a measurement: it only sorts
+//! and selects rows for display (a Pareto front is such a selection).
+//!
+//! Modules:
+//! - `heartbeat`: the heartbeat-strategy report (`write_heartbeat_report`,
+//!   `read_heartbeat_csv`) and its row types.
+//! - `pareto`: `pareto_front`, the display selection of non-dominated points.
+//! - `chart` (private): font registration, PNG+SVG rendering, axes, legends, and the grouped
+//!   bar chart shared by reports.
+//! - `html` (private): escaping and the page skeleton.
+//! - `format` (private): number and duration formatting shared by charts and pages.
+//! - `error` (private): `ReportError`, re-exported here.
+
+mod chart;
+mod error;
+mod format;
+pub mod heartbeat;
+mod html;
+pub mod pareto;
+
+pub use error::ReportError;
