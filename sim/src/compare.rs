@@ -192,9 +192,8 @@ pub fn compare(
         .map(|profile| Ok((profile.clone(), profile_scenario(options, profile)?)))
         .collect::<Result<_, CompareError>>()?;
     let next = AtomicUsize::new(0);
-    let results: Mutex<
-        Vec<Option<Result<(ProfileRun, Vec<HeartbeatRow>, Vec<Series>), CompareError>>>,
-    > = Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<ProfileOutcome>>> =
+        Mutex::new((0..scenarios.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             scope.spawn(|| {
@@ -225,6 +224,9 @@ pub fn compare(
     comparison.series = chart_series(options, all_series);
     Ok(comparison)
 }
+
+/// What one profile's simulation yields.
+type ProfileOutcome = Result<(ProfileRun, Vec<HeartbeatRow>, Vec<Series>), CompareError>;
 
 /// One device's heartbeat intervals over time, before selection for the chart.
 struct Series {
@@ -259,11 +261,7 @@ fn chart_series(options: &CompareOptions, all: Vec<Series>) -> Vec<IntervalSerie
         .collect()
 }
 
-fn measure_profile(
-    options: &CompareOptions,
-    profile: &str,
-    scenario: &Scenario,
-) -> Result<(ProfileRun, Vec<HeartbeatRow>, Vec<Series>), CompareError> {
+fn measure_profile(options: &CompareOptions, profile: &str, scenario: &Scenario) -> ProfileOutcome {
     let run_options = RunOptions {
         seed: options.seed,
         ..RunOptions::default()
