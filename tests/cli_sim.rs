@@ -180,3 +180,58 @@ fn a_bad_scenario_is_a_clear_error() {
     let output = imlab(&["sim", "run", Path::new("/no/such.toml").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such.toml"));
 }
+
+#[test]
+fn heartbeat_compare_writes_the_report() {
+    let out = std::env::temp_dir().join(format!("imlab-cli-heartbeat-{}", std::process::id()));
+    let output = imlab(&[
+        "heartbeat",
+        "compare",
+        "--strategies",
+        "wechat,fixed:28m",
+        "--profiles",
+        "cmcc-3g",
+        "--devices",
+        "2",
+        "--duration",
+        "1h",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("fixed:28m") && text.contains("cmcc-3g"),
+        "{text}"
+    );
+    for file in [
+        "heartbeat.csv",
+        "intervals.csv",
+        "battery.png",
+        "battery.svg",
+        "pareto.svg",
+        "index.html",
+    ] {
+        let bytes = std::fs::metadata(out.join(file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(bytes > 0, "{file} missing or empty");
+    }
+    let csv = std::fs::read_to_string(out.join("heartbeat.csv")).unwrap();
+    assert!(csv.lines().count() == 3, "{csv}");
+
+    let output = imlab(&[
+        "heartbeat",
+        "compare",
+        "--strategies",
+        "sometimes",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sometimes"));
+}

@@ -1,0 +1,113 @@
+//! The heartbeat comparison's must-show findings, on small runs (3 devices per cell, the
+//! default 12-hour template, seed 1).
+
+use imlab_reports::heartbeat::HeartbeatRow;
+use imlab_sim::compare::{CompareOptions, adaptive_findings, compare, dominates};
+
+fn matrix(strategies: &[&str], profiles: &[&str]) -> Vec<HeartbeatRow> {
+    let options = CompareOptions {
+        strategies: strategies.iter().map(|s| s.to_string()).collect(),
+        profiles: profiles.iter().map(|s| s.to_string()).collect(),
+        devices: Some(3),
+        jobs: 2,
+        ..CompareOptions::defaults()
+    };
+    let comparison = compare(&options, &|_| {}).unwrap();
+    for run in &comparison.runs {
+        assert!(
+            run.report.ok(),
+            "{}: {:?}",
+            run.profile,
+            run.report.verdicts
+        );
+    }
+    comparison.rows
+}
+
+fn row<'a>(rows: &'a [HeartbeatRow], strategy: &str, profile: &str) -> &'a HeartbeatRow {
+    rows.iter()
+        .find(|r| r.strategy == strategy && r.profile == profile)
+        .unwrap_or_else(|| panic!("no row {strategy} on {profile}"))
+}
+
+const PRESETS: &[&str] = &[
+    "whatsapp",
+    "line",
+    "gcm",
+    "goim",
+    "mobileimsdk",
+    "tcp-keepalive",
+    "wechat",
+    "wechat-legacy",
+];
+
+#[test]
+fn five_minute_and_long_nats_tell_the_strategies_apart() {
+    let mut strategies = PRESETS.to_vec();
+    strategies.push("imlab-adaptive");
+    let rows = matrix(&strategies, &["cmcc-3g", "ct-3g"]);
+
+    // cmcc-3g, 5-minute NAT.
+    let wechat = row(&rows, "wechat", "cmcc-3g");
+    assert!(
+        wechat.settled_interval_s > 210.0 && wechat.settled_interval_s < 300.0,
+        "wechat settles between its minimum and the NAT: {wechat:?}"
+    );
+    let gcm = row(&rows, "gcm", "cmcc-3g");
+    let gcm_cycles_per_day = 86_400.0 / (28.0 * 60.0);
+    assert!(
+        gcm.silent_disconnects_per_day >= 0.8 * gcm_cycles_per_day,
+        "gcm dies silently on nearly every 28-minute cycle: {gcm:?}"
+    );
+    assert!(
+        gcm.delay_ms_p50 > 60_000,
+        "gcm's delays are minutes, like its interval: {gcm:?}"
+    );
+    let whatsapp = row(&rows, "whatsapp", "cmcc-3g");
+    assert_eq!(whatsapp.silent_disconnects_per_day, 0.0, "{whatsapp:?}");
+
+    // ct-3g, NAT beyond 28 minutes.
+    let wechat = row(&rows, "wechat", "ct-3g");
+    assert_eq!(
+        wechat.settled_interval_s, 580.0,
+        "wechat climbs to MaxHeart - margin: {wechat:?}"
+    );
+    let gcm = row(&rows, "gcm", "ct-3g");
+    assert_eq!(gcm.silent_disconnects_per_day, 0.0, "{gcm:?}");
+    for preset in PRESETS.iter().filter(|p| **p != "gcm") {
+        let other = row(&rows, preset, "ct-3g");
+        assert!(
+            gcm.energy_j_per_day < other.energy_j_per_day,
+            "gcm uses the least energy of the presets on ct-3g: gcm {} J/day, {preset} {} J/day",
+            gcm.energy_j_per_day,
+            other.energy_j_per_day
+        );
+    }
+}
+
+#[test]
+fn imlab_adaptive_is_not_dominated_by_wechat_on_any_shipped_profile() {
+    let profiles: Vec<&str> = imlab_sim::carrier::PRESET_NAMES.to_vec();
+    let rows = matrix(&["wechat", "imlab-adaptive"], &profiles);
+    for profile in &profiles {
+        let ours = row(&rows, "imlab-adaptive", profile);
+        let wechat = row(&rows, "wechat", profile);
+        assert!(
+            !dominates(wechat, ours),
+            "{profile}: wechat {wechat:?} dominates {ours:?}"
+        );
+    }
+    let findings = adaptive_findings(&rows);
+    assert!(findings[0].contains("not dominated"), "{findings:?}");
+
+    // The finding flips when it should: a row that is worse on both counts is reported.
+    let mut worse = row(&rows, "imlab-adaptive", "cmcc-3g").clone();
+    let wechat = row(&rows, "wechat", "cmcc-3g");
+    worse.energy_j_per_day = wechat.energy_j_per_day + 1.0;
+    worse.delay_ms_p99 = wechat.delay_ms_p99 + 1;
+    let findings = adaptive_findings(&[wechat.clone(), worse]);
+    assert!(
+        findings[0].contains("wechat dominates imlab-adaptive"),
+        "{findings:?}"
+    );
+}
