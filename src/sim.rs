@@ -101,8 +101,14 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         trace_file: args.trace.clone(),
         ..RunOptions::default()
     };
-    let bar = progress_bar();
+    // A progress bar on a terminal, once the run has lasted a second.
+    let started = std::time::Instant::now();
+    let show_bar = std::io::stdout().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let report = run(&scenario, &options, &mut |done, total| {
+        if bar.is_none() && show_bar && started.elapsed() > Duration::from_secs(1) {
+            bar = Some(progress_bar());
+        }
         if let Some(bar) = &bar {
             bar.set_length(total.as_secs());
             bar.set_position(done.as_secs());
@@ -155,19 +161,15 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn progress_bar() -> Option<indicatif::ProgressBar> {
-    if !std::io::stdout().is_terminal() {
-        return None;
-    }
+fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed} [{bar:40}] {pos}/{len} simulated s")
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    // Only shown once the run has lasted a second.
     bar.enable_steady_tick(Duration::from_millis(500));
-    Some(bar)
+    bar
 }
 
 fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
