@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use imlab_core::heartbeat::STRATEGY_NAMES;
 use imlab_reports::heartbeat::{HeartbeatRow, IntervalSeries};
 
 use crate::carrier::{self, CarrierProfile};
@@ -22,19 +23,6 @@ use crate::world::Shared;
 
 /// The default template, also shipped as `scenarios/heartbeat-compare.toml`.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../scenarios/heartbeat-compare.toml");
-
-/// Strategies compared by default.
-pub const DEFAULT_STRATEGIES: &[&str] = &[
-    "whatsapp",
-    "line",
-    "gcm",
-    "goim",
-    "mobileimsdk",
-    "tcp-keepalive",
-    "wechat",
-    "wechat-legacy",
-    "imlab-adaptive",
-];
 
 /// Strategies whose interval over time is charted.
 pub const ADAPTIVE_STRATEGIES: &[&str] = &["wechat", "wechat-legacy", "imlab-adaptive"];
@@ -110,7 +98,7 @@ impl CompareOptions {
         CompareOptions {
             template,
             template_text: DEFAULT_TEMPLATE.to_string(),
-            strategies: DEFAULT_STRATEGIES.iter().map(|s| s.to_string()).collect(),
+            strategies: STRATEGY_NAMES.iter().map(|s| s.to_string()).collect(),
             profiles: carrier::PRESET_NAMES
                 .iter()
                 .map(|s| s.to_string())

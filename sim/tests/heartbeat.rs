@@ -1,6 +1,7 @@
 //! The heartbeat comparison's must-show findings, on small runs (3 devices per cell, the
 //! default 12-hour template, seed 1).
 
+use imlab_core::heartbeat::STRATEGY_NAMES;
 use imlab_reports::heartbeat::HeartbeatRow;
 use imlab_sim::compare::{CompareOptions, adaptive_findings, compare, dominates};
 
@@ -30,22 +31,18 @@ fn row<'a>(rows: &'a [HeartbeatRow], strategy: &str, profile: &str) -> &'a Heart
         .unwrap_or_else(|| panic!("no row {strategy} on {profile}"))
 }
 
-const PRESETS: &[&str] = &[
-    "whatsapp",
-    "line",
-    "gcm",
-    "goim",
-    "mobileimsdk",
-    "tcp-keepalive",
-    "wechat",
-    "wechat-legacy",
-];
+/// The named presets: every named strategy but ours.
+fn presets() -> Vec<&'static str> {
+    STRATEGY_NAMES
+        .iter()
+        .copied()
+        .filter(|s| *s != "imlab-adaptive")
+        .collect()
+}
 
 #[test]
 fn five_minute_and_long_nats_tell_the_strategies_apart() {
-    let mut strategies = PRESETS.to_vec();
-    strategies.push("imlab-adaptive");
-    let rows = matrix(&strategies, &["cmcc-3g", "ct-3g"]);
+    let rows = matrix(STRATEGY_NAMES, &["cmcc-3g", "ct-3g"]);
 
     // cmcc-3g, 5-minute NAT.
     let wechat = row(&rows, "wechat", "cmcc-3g");
@@ -74,7 +71,7 @@ fn five_minute_and_long_nats_tell_the_strategies_apart() {
     );
     let gcm = row(&rows, "gcm", "ct-3g");
     assert_eq!(gcm.silent_disconnects_per_day, 0.0, "{gcm:?}");
-    for preset in PRESETS.iter().filter(|p| **p != "gcm") {
+    for preset in presets().iter().filter(|p| **p != "gcm") {
         let other = row(&rows, preset, "ct-3g");
         assert!(
             gcm.energy_j_per_day < other.energy_j_per_day,

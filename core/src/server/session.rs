@@ -504,10 +504,6 @@ async fn handle_send(
         Target::Peer(_) => None,
     };
     let request_to = to.clone();
-    #[cfg(feature = "planted-bugs")]
-    if shared.config.planted.ack_before_store {
-        return Ok(planted_ack_before_store(shared, session, send, to));
-    }
     let request = AppendRequest {
         from_user: session.user.clone(),
         from_device: session.device.clone(),
@@ -516,6 +512,14 @@ async fn handle_send(
         body: send.body.clone(),
         server_time_ms: shared.clock.unix_ms(),
     };
+    #[cfg(feature = "planted-bugs")]
+    if shared.config.planted.ack_before_store {
+        return Ok(planted_ack_before_store(
+            shared,
+            send.client_msg_id,
+            request,
+        ));
+    }
     let outcome = match shared.store.append(request).await {
         Ok(outcome) => outcome,
         Err(store_error) => {
@@ -559,18 +563,9 @@ async fn handle_send(
 #[cfg(feature = "planted-bugs")]
 fn planted_ack_before_store(
     shared: &Arc<Shared>,
-    session: &Session,
-    send: proto::Send,
-    to: Target,
+    client_msg_id: String,
+    request: AppendRequest,
 ) -> Body {
-    let request = AppendRequest {
-        from_user: session.user.clone(),
-        from_device: session.device.clone(),
-        client_msg_id: send.client_msg_id.clone(),
-        to,
-        body: send.body.clone(),
-        server_time_ms: shared.clock.unix_ms(),
-    };
     let behind = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -581,7 +576,7 @@ fn planted_ack_before_store(
         }
     });
     Body::SendAck(proto::SendAck {
-        client_msg_id: send.client_msg_id,
+        client_msg_id,
         seq: 0,
         server_time_ms: shared.clock.unix_ms(),
         msg_id: 0,
