@@ -2,6 +2,7 @@
 //! crate (`imlab-core` for now).
 
 mod heartbeat;
+mod load;
 mod serve;
 mod sim;
 mod token;
@@ -31,6 +32,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Compare heartbeat strategies across carrier profiles.
     Heartbeat(heartbeat::HeartbeatArgs),
+    /// Load-test a server with real sockets.
+    Load(load::LoadArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Sim(args) => sim::run_command(args),
         Command::Heartbeat(args) => heartbeat::run_command(args),
+        Command::Load(args) => load::run_command(args),
     };
     match result {
         Ok(code) => code,

@@ -243,11 +243,28 @@ impl ClientHandle {
     /// Queues a message; returns its client message id. The send survives reconnects and,
     /// since it lives in the persistent state, app restarts.
     pub fn send(&self, to: Target, body: Bytes) -> Result<String, ClientError> {
+        let client_msg_id = self.new_client_msg_id();
+        self.send_as(client_msg_id.clone(), to, body)?;
+        Ok(client_msg_id)
+    }
+
+    /// A fresh client message id, for [`ClientHandle::send_as`]: a caller that must record a
+    /// send before its ack can arrive (a load generator's ledger) takes the id first.
+    pub fn new_client_msg_id(&self) -> String {
+        lock(&self.state).next_client_msg_id()
+    }
+
+    /// Queues a message under an id from [`ClientHandle::new_client_msg_id`].
+    pub fn send_as(
+        &self,
+        client_msg_id: String,
+        to: Target,
+        body: Bytes,
+    ) -> Result<(), ClientError> {
         let mut state = lock(&self.state);
         if state.outgoing.len() >= self.outgoing_len_max {
             return Err(ClientError::OutgoingFull(state.outgoing.len()));
         }
-        let client_msg_id = state.next_client_msg_id();
         state.outgoing.push_back(OutgoingMessage {
             client_msg_id: client_msg_id.clone(),
             to,
@@ -256,7 +273,7 @@ impl ClientHandle {
         });
         drop(state);
         self.wake.notify_one();
-        Ok(client_msg_id)
+        Ok(())
     }
 
     fn command(&self, command: Command) -> Result<(), ClientError> {

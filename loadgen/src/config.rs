@@ -1,0 +1,65 @@
+//! What a load run does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Who a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// A random other client.
+    OneToOne,
+    /// The sender's group: clients are split into groups of this size.
+    Group(usize),
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Pattern, String> {
+        if text == "one-to-one" {
+            return Ok(Pattern::OneToOne);
+        }
+        if let Some(size) = text.strip_prefix("group:") {
+            let size: usize = size
+                .parse()
+                .map_err(|_| format!("--pattern {text:?}: group size must be a number"))?;
+            if !(2..=10_000).contains(&size) {
+                return Err(format!(
+                    "--pattern {text:?}: group size must be in 2..=10000"
+                ));
+            }
+            return Ok(Pattern::Group(size));
+        }
+        Err(format!("--pattern {text:?}: use one-to-one or group:SIZE"))
+    }
+}
+
+/// A load run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The server.
+    pub target: SocketAddr,
+    /// Virtual devices (one per user).
+    pub clients: usize,
+    /// How long sends are scheduled for, after the ramp.
+    pub duration: Duration,
+    /// New connections per second during the ramp.
+    pub connect_rate: f64,
+    /// Messages per second over all clients (open loop).
+    pub msg_rate: f64,
+    /// Who messages go to.
+    pub pattern: Pattern,
+    /// Heartbeat strategy name.
+    pub heartbeat: String,
+    /// Secret to sign tokens with (None: dev-mode server).
+    pub auth_secret: Option<String>,
+    /// Message body size.
+    pub body_bytes: usize,
+    /// Time after the last planned send for stragglers to arrive.
+    pub drain: Duration,
+    /// Where results go.
+    pub out: Option<PathBuf>,
+    /// Seed of the schedule.
+    pub seed: u64,
+}

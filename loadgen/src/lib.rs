@@ -1,0 +1,12 @@
+//! imlab-loadgen: a real-socket load generator. Every virtual device is imlab-core's client
+//! core over a tokio TCP socket (the same code the simulator runs); sends follow an open-loop
+//! schedule planned in advance, and a ledger follows every message until it is acked and
+//! delivered to every recipient device.
+//!
+//! Modules: [`config`] (what to run), [`ledger`] (messages, deliveries, connections),
+//! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary).
+
+pub mod config;
+pub mod ledger;
+pub mod results;
+pub mod run;

@@ -1,0 +1,189 @@
+//! End-to-end tests of `imlab load` against `imlab serve` on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use assert_cmd::cargo::cargo_bin;
+
+fn serve() -> (Child, String) {
+    let mut child = Command::new(cargo_bin("imlab"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening: ").unwrap().to_string();
+    (child, addr)
+}
+
+fn load(args: &[&str]) -> Output {
+    Command::new(cargo_bin("imlab"))
+        .arg("load")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn out_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("imlab-cli-load-{name}-{}", std::process::id()))
+}
+
+#[test]
+fn a_short_load_loses_and_duplicates_nothing() {
+    let (mut server, addr) = serve();
+    let out = out_dir("clean");
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "200",
+        "--duration",
+        "3s",
+        "--msg-rate",
+        "500",
+        "--connect-rate",
+        "1000",
+        "--drain",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    server.kill().unwrap();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let messages = &results["messages"];
+    assert_eq!(messages["sent"], 1_500, "{results}");
+    assert_eq!(messages["acked"], 1_500, "{results}");
+    assert_eq!(messages["expected_deliveries"], 1_500, "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+    assert_eq!(messages["duplicated"], 0, "{results}");
+    assert_eq!(results["connections"]["peak_concurrent"], 200, "{results}");
+    assert!(results["latency_ms"]["deliver"]["count"].as_u64().unwrap() >= 1_500);
+    let timeseries = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    assert!(
+        timeseries.starts_with("second,connected,sent,"),
+        "{timeseries}"
+    );
+    assert!(text.contains("lost 0, duplicated 0"), "{text}");
+}
+
+#[test]
+fn groups_fan_out_to_every_member() {
+    let (mut server, addr) = serve();
+    let out = out_dir("groups");
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "40",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "50",
+        "--pattern",
+        "group:10",
+        "--drain",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    server.kill().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    // Each of the 100 messages owes a delivery to the 9 other members of its group.
+    assert_eq!(results["messages"]["expected_deliveries"], 900, "{results}");
+    assert_eq!(results["messages"]["lost"], 0, "{results}");
+}
+
+#[test]
+fn bad_targets_and_arguments_are_clear_errors_and_keep_partial_results() {
+    // Nothing listens on this port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let out = out_dir("dead");
+    let output = load(&[
+        "--target",
+        &dead,
+        "--clients",
+        "5",
+        "--duration",
+        "1s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("no client could log in to {dead}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(
+        out.join("results.json").exists(),
+        "partial results are kept"
+    );
+
+    // A target that speaks another protocol: it answers, but not in frames.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in http.incoming().take(50) {
+            use std::io::Write;
+            let mut stream = stream.unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let output = load(&["--target", &http_addr, "--clients", "3", "--duration", "1s"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no client could log in"), "{stderr}");
+
+    for (args, expected) in [
+        (
+            vec![
+                "--target",
+                "10.1.2.3:7400",
+                "--clients",
+                "2",
+                "--duration",
+                "1s",
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "--target",
+                "127.0.0.1:7400",
+                "--clients",
+                "2",
+                "--duration",
+                "1s",
+                "--pattern",
+                "ring",
+            ],
+            "--pattern",
+        ),
+        (
+            vec!["--target", "nowhere", "--clients", "2", "--duration", "1s"],
+            "--target",
+        ),
+    ] {
+        let output = load(&args);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
