@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use imlab_core::auth::Authenticator;
-use imlab_core::clock::SystemClock;
+use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
 use imlab_core::store::MemoryStore;
 
@@ -75,7 +75,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::new(
         config,
         ServerDeps {
-            store: Arc::new(MemoryStore::new()),
+            // A restarted process has an empty store: a new epoch tells clients so.
+            store: Arc::new(MemoryStore::new().with_epoch(SystemClock.unix_ms())),
             clock: Arc::new(SystemClock),
             push: Arc::new(LoggingPushProvider),
             auth,

@@ -30,22 +30,32 @@ carrier = "us-lte"
 traffic = { one_to_one_per_hour = 30.0 }
 "#;
 
-/// An in-memory store that does not survive a crash: acked messages really are lost, and
-/// the checker must say so.
+/// An in-memory store that does not survive a crash, while half the users are offline (and
+/// the push service is down, so nothing wakes them): the messages waiting in their inboxes
+/// really are lost, and the checker must say so.
 const LOSSY: &str = r#"
 duration = "20m"
 quiet = "3m"
 [server]
 store_survives_crash = false
 [[devices]]
-name = "phones"
-count = 6
+name = "senders"
+count = 4
 carrier = "us-lte"
 traffic = { one_to_one_per_hour = 60.0 }
+[[devices]]
+name = "sleepers"
+count = 4
+carrier = "us-lte"
+app_states = [{ state = "inactive", for = "2h" }]
 [[faults]]
 kind = "server_crash"
 at = "10m"
 duration = "10s"
+[[faults]]
+kind = "push_outage"
+at = "1s"
+duration = "19m"
 "#;
 
 fn stdout(output: &Output) -> String {

@@ -157,6 +157,7 @@ mod tests {
                 server_time_ms: 5,
                 idle_timeout_s: 427,
                 connection_id: 3,
+                inbox_epoch: 1_700_000_000_000,
             }),
             Body::Ping(Ping { id: 4 }),
             Body::Pong(Pong {

@@ -193,3 +193,42 @@ async fn connections_over_the_limit_are_refused_with_overloaded() {
         "closed after the error"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_store_resets_the_clients_seq_through_the_inbox_epoch() {
+    // Before: three messages, the device processed seq 3.
+    let (before, _server, _store) = memory_server(ServerConfig::default());
+    let state = ClientState::new("bob", "phone").shared();
+    let bob = TestClient::start_on(before.clone(), state.clone(), ClientConfig::default());
+    let (_r, mut alice) = mem_login(&before, "alice", "phone").await;
+    for n in 0..3 {
+        alice
+            .send(&Frame::new(send_to_peer(
+                &format!("phone-{n}"),
+                "bob",
+                "old",
+            )))
+            .await
+            .unwrap();
+    }
+    assert_eq!(bob.wait_bodies(3).await.len(), 3);
+    bob.stop().await;
+    assert_eq!(state.lock().unwrap().last_seq, 3);
+
+    // The server lost its in-memory store: a new generation with one new message at seq 1.
+    let (after, _server, store) = memory_server_with(
+        ServerConfig::default(),
+        imlab_core::store::MemoryStore::new().with_epoch(2),
+    );
+    let (_r, mut alice) = mem_login(&after, "alice", "phone").await;
+    alice
+        .send(&Frame::new(send_to_peer("phone-9", "bob", "new")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(store.max_seq("bob").await.unwrap(), 1);
+    let bob = TestClient::start_on(after.clone(), state.clone(), ClientConfig::default());
+    // Without the epoch, seq 1 <= 3 would be dropped as a duplicate.
+    assert_eq!(bob.wait_bodies(1).await, vec!["new"]);
+    assert_eq!(state.lock().unwrap().last_seq, 1);
+}

@@ -100,6 +100,16 @@ impl ClientObserver for DeviceObserver {
                     msg_id: message.msg_id,
                 });
             }
+            ClientEvent::InboxReset { .. } => {
+                self.shared.ledger(|l| {
+                    let position = l.devices[index].log.len();
+                    l.devices[index].inbox_resets.push(position);
+                });
+                self.shared.trace(Event::App {
+                    device,
+                    what: "inbox_reset".into(),
+                });
+            }
             ClientEvent::DuplicateDropped { .. } => {
                 self.shared
                     .ledger(|l| l.devices[index].duplicates_dropped += 1);

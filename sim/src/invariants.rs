@@ -135,13 +135,22 @@ fn no_acked_loss(layout: &Layout, ledger: &Ledger) -> Verdict {
 fn no_duplicates(ledger: &Ledger) -> Verdict {
     let mut found = Found::new();
     for (device, record) in ledger.devices.iter().enumerate() {
+        // A message is its send (msg_ids restart with a new store generation); a message of
+        // no known send is its msg_id.
         let mut seen = BTreeSet::new();
         for entry in &record.log {
-            if !seen.insert(entry.msg_id) {
+            let key = entry
+                .send
+                .map_or((1, entry.msg_id), |send| (0, u64::from(send)));
+            if !seen.insert(key) {
                 found.add(|| {
+                    let what = entry.send.map_or_else(
+                        || format!("msg_id {}", entry.msg_id),
+                        |send| format!("message {}", ledger.sends[send as usize].client_msg_id),
+                    );
                     format!(
-                        "device d{device} logged msg_id {} twice (again at seq {}, {} ms)",
-                        entry.msg_id, entry.seq, entry.at_ms
+                        "device d{device} logged {what} twice (again at seq {}, {} ms)",
+                        entry.seq, entry.at_ms
                     )
                 });
             }
@@ -154,7 +163,11 @@ fn seq_monotonic(ledger: &Ledger, store: &MemoryStore) -> Verdict {
     let mut found = Found::new();
     for (device, record) in ledger.devices.iter().enumerate() {
         let mut previous = 0u64;
-        for entry in &record.log {
+        for (position, entry) in record.log.iter().enumerate() {
+            if record.inbox_resets.contains(&position) {
+                // A new store generation: seqs start again.
+                previous = 0;
+            }
             if entry.seq != previous + 1 {
                 found.add(|| {
                     format!(

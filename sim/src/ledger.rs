@@ -64,6 +64,9 @@ pub struct DeviceLedger {
     pub duplicates_dropped: u64,
     /// Wake-ups received over the push channel.
     pub wakeups: u64,
+    /// Positions in `log` where the server's store became a new generation (the next entry
+    /// starts again at seq 1).
+    pub inbox_resets: Vec<usize>,
     /// The heartbeat intervals the device used, with the time each Ping was sent.
     pub heartbeat_intervals: Vec<(u64, u64)>,
 }

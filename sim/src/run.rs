@@ -414,7 +414,7 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
         let mut slot = shared.store.lock().unwrap_or_else(|p| p.into_inner());
         let lost = !shared.scenario.server.store_survives_crash || shared.planted.volatile_store;
         if n_starts > 0 && lost {
-            *slot = Arc::new(new_store(&shared.planted));
+            *slot = Arc::new(new_store(&shared.planted).with_epoch(n_starts as u64 + 1));
         }
         slot.clone()
     };

@@ -129,6 +129,21 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
             return closed(DisconnectCause::ProtocolError(text), false);
         }
     };
+    {
+        let mut state = lock(&client.state);
+        if state.inbox_epoch != login_reply.inbox_epoch {
+            // A new store generation: the seqs we remember name nothing there any more.
+            let old_epoch = std::mem::replace(&mut state.inbox_epoch, login_reply.inbox_epoch);
+            if old_epoch != 0 {
+                state.last_seq = 0;
+                let event = ClientEvent::InboxReset {
+                    old_epoch,
+                    new_epoch: login_reply.inbox_epoch,
+                };
+                client.observer.on_event(&state, &event);
+            }
+        }
+    }
     client.emit(ClientEvent::Connected {
         connection_id: login_reply.connection_id,
         max_seq: login_reply.max_seq,

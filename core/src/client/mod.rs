@@ -119,6 +119,14 @@ pub enum ClientEvent<'a> {
     Disconnected(&'a DisconnectCause),
     /// A message was processed (seq is exactly the previous seq plus one). The app log.
     Message(&'a proto::Message),
+    /// The server's store is a new generation (see `LoginReply.inbox_epoch`): the processed
+    /// seq went back to 0 and the next message is seq 1 of the new store.
+    InboxReset {
+        /// The generation the old seqs belonged to.
+        old_epoch: u64,
+        /// The new one.
+        new_epoch: u64,
+    },
     /// A message with an old seq arrived again and was dropped.
     DuplicateDropped {
         /// Its seq.

@@ -37,6 +37,8 @@ pub struct ClientState {
     pub outgoing: VecDeque<OutgoingMessage>,
     /// Counter behind client message ids (`<device>-<n>`).
     pub next_message_n: u64,
+    /// The server store's generation `last_seq` refers to (0: none seen yet).
+    pub inbox_epoch: u64,
 }
 
 /// The state shared between the client core and the app.
@@ -51,6 +53,7 @@ impl ClientState {
             last_seq: 0,
             outgoing: VecDeque::new(),
             next_message_n: 1,
+            inbox_epoch: 0,
         }
     }
 

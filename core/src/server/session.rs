@@ -162,6 +162,7 @@ async fn serve<S: Stream>(
         server_time_ms: shared.clock.unix_ms(),
         idle_timeout_s: idle_timeout.as_secs() as u32,
         connection_id,
+        inbox_epoch: shared.store.epoch(),
     }));
     outbox
         .try_send(Outbound::Frame(reply))

@@ -63,6 +63,7 @@ struct State {
 #[derive(Default)]
 pub struct MemoryStore {
     limits: MemoryStoreLimits,
+    epoch: u64,
     state: Mutex<State>,
 }
 
@@ -76,8 +77,17 @@ impl MemoryStore {
     pub fn with_limits(limits: MemoryStoreLimits) -> MemoryStore {
         MemoryStore {
             limits,
+            epoch: 1,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Sets the store's generation (see [`Store::epoch`]): a process that starts with an
+    /// empty in-memory store must give it an epoch no earlier process used (`imlab serve`
+    /// uses its start time in ms).
+    pub fn with_epoch(mut self, epoch: u64) -> MemoryStore {
+        self.epoch = epoch;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -295,6 +305,10 @@ impl Store for MemoryStore {
         }
         members.insert(user.to_string());
         Ok(sorted_members(members))
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     async fn leave_group(&self, group: &str, user: &str) -> Result<Vec<String>, StoreError> {

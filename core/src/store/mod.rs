@@ -161,4 +161,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes `user` from a group; returns the sorted member list.
     async fn leave_group(&self, group: &str, user: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The store's generation: changes whenever the store's contents are replaced rather than
+    /// extended (an in-memory store recreated after a crash), never otherwise.
+    fn epoch(&self) -> u64;
 }

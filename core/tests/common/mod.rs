@@ -350,8 +350,16 @@ impl TestClient {
 
 /// A server on in-memory pipes, for tests under paused tokio time.
 pub fn memory_server(config: ServerConfig) -> (MemoryConnector, Arc<Server>, Arc<MemoryStore>) {
+    memory_server_with(config, MemoryStore::new())
+}
+
+/// [`memory_server`] on a given store.
+pub fn memory_server_with(
+    config: ServerConfig,
+    store: MemoryStore,
+) -> (MemoryConnector, Arc<Server>, Arc<MemoryStore>) {
     let (listener, connector) = memory::pair(64);
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(store);
     let server = Arc::new(Server::new(
         config,
         ServerDeps {
