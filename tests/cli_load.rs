@@ -187,3 +187,100 @@ fn bad_targets_and_arguments_are_clear_errors_and_keep_partial_results() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// Starts `imlab serve` on a given address (for a restart on the same port).
+fn serve_on(addr: &str) -> Child {
+    let mut child = Command::new(cargo_bin("imlab"))
+        .args(["serve", "--listen", addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening: "), "{line}");
+    child
+}
+
+#[test]
+fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss() {
+    let (mut server, addr) = serve();
+    let out = out_dir("kill");
+    let clients = 100;
+    let mut load = Command::new(cargo_bin("imlab"))
+        .args([
+            "load",
+            "--target",
+            &addr,
+            "--clients",
+            &clients.to_string(),
+            "--duration",
+            "30s",
+            "--msg-rate",
+            "100",
+            "--drain",
+            "5s",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    server.kill().unwrap(); // SIGKILL: no goodbye to anyone
+    server.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut restarted = serve_on(&addr);
+    let output = load.wait_with_output().unwrap();
+    restarted.kill().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let connections = &results["connections"];
+    // The spike: every client lost its connection, and every one came back.
+    assert!(
+        connections["disconnects"].as_u64().unwrap() >= clients,
+        "{results}"
+    );
+    assert!(
+        connections["reconnects"].as_u64().unwrap() >= clients,
+        "{results}"
+    );
+    // With jitter, no single second carries the whole storm.
+    let timeseries = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    let reconnects_per_second: Vec<u64> = timeseries
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(6).unwrap().parse().unwrap())
+        .collect();
+    let busiest = *reconnects_per_second.iter().max().unwrap();
+    let seconds_with_reconnects = reconnects_per_second.iter().filter(|n| **n > 0).count();
+    assert!(
+        busiest < clients / 2,
+        "a reconnect storm: {reconnects_per_second:?}"
+    );
+    assert!(seconds_with_reconnects >= 5, "{reconnects_per_second:?}");
+    // The in-memory store died with the process: what it held for recipients is reported
+    // lost, and only that: deliveries owed minus deliveries made.
+    let messages = &results["messages"];
+    let expected = messages["expected_deliveries"].as_u64().unwrap();
+    let delivered = messages["delivered"].as_u64().unwrap();
+    assert_eq!(
+        messages["lost"].as_u64().unwrap(),
+        expected - delivered,
+        "{results}"
+    );
+    assert_eq!(messages["duplicated"], 0, "{results}");
+    assert!(
+        messages["acked"].as_u64().unwrap() >= 2_900,
+        "sends resume after the restart: {results}"
+    );
+    let lost = messages["lost"].as_u64().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(if lost > 0 { 1 } else { 0 }),
+        "{text}"
+    );
+}
