@@ -98,6 +98,7 @@ fn groups_fan_out_to_every_member() {
         out.to_str().unwrap(),
     ]);
     server.kill().unwrap();
+    server.wait().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{text}");
     let results: serde_json::Value =
@@ -209,7 +210,7 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     let (mut server, addr) = serve();
     let out = out_dir("kill");
     let clients = 100;
-    let mut load = Command::new(cargo_bin("imlab"))
+    let load = Command::new(cargo_bin("imlab"))
         .args([
             "load",
             "--target",
@@ -235,6 +236,7 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     let mut restarted = serve_on(&addr);
     let output = load.wait_with_output().unwrap();
     restarted.kill().unwrap();
+    restarted.wait().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
