@@ -1,7 +1,9 @@
 //! `imlab load`: wiring for imlab-loadgen.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,7 +75,32 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         seed: args.seed,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let results = runtime.block_on(imlab_loadgen::run::run(config, &|_| {}))?;
+    // A live line on a terminal: connected, sends, acks, p99 so far, errors.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    });
+    let line = bar.clone();
+    let progress: imlab_loadgen::run::Progress = Arc::new(move |results| {
+        let Some(bar) = &line else { return };
+        let (m, c) = (&results.messages, &results.connections);
+        bar.set_message(format!(
+            "{:.0}s  connected {}  sent {}  acked {}  deliver p99 {:.1} ms  disconnects {}  errors {}",
+            results.elapsed_s,
+            results.connected_now,
+            m.sent,
+            m.acked,
+            results.latency_ms.deliver.p99,
+            c.disconnects,
+            c.failed + m.failed,
+        ));
+    });
+    let results = runtime.block_on(imlab_loadgen::run::run(config, progress));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let results = results?;
     print!("{}", results.summary());
     if let Some(dir) = &args.out {
         println!("results: {}", dir.join("results.json").display());

@@ -114,6 +114,8 @@ pub struct LoadResults {
     pub heartbeat: String,
     /// Seconds since the run started.
     pub elapsed_s: f64,
+    /// Clients logged in when these results were taken.
+    pub connected_now: u64,
     /// Message counts.
     pub messages: Messages,
     /// Connection counts.
@@ -137,6 +139,7 @@ impl LoadResults {
             },
             heartbeat: config.heartbeat.clone(),
             elapsed_s: ledger.started().elapsed().as_secs_f64(),
+            connected_now: ledger.connected,
             messages: Messages {
                 sent: ledger.messages.len() as u64,
                 acked: ledger

@@ -85,11 +85,11 @@ fn user(tag: &str, client: usize) -> String {
     format!("{tag}u{client}")
 }
 
+/// Called once a second with the results so far (a live progress line), and at the end.
+pub type Progress = Arc<dyn Fn(&LoadResults) + Send + Sync>;
+
 /// Runs a load test to the end and returns its results.
-pub async fn run(
-    config: LoadConfig,
-    progress: &(dyn Fn(&LoadResults) + Sync),
-) -> Result<LoadResults, LoadError> {
+pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, LoadError> {
     if config.clients < 2 {
         return Err(LoadError::Invalid("--clients must be at least 2".into()));
     }
@@ -118,7 +118,12 @@ pub async fn run(
     let started = Instant::now();
     let mut handles: Vec<ClientHandle> = Vec::with_capacity(config.clients);
     let mut tasks = Vec::with_capacity(config.clients);
-    let reporter = tokio::spawn(report_every_second(config.clone(), ledger.clone(), started));
+    let reporter = tokio::spawn(report_every_second(
+        config.clone(),
+        ledger.clone(),
+        started,
+        progress.clone(),
+    ));
 
     // Ramp: client i starts at i / connect_rate.
     for client in 0..config.clients {
@@ -302,16 +307,24 @@ async fn wait_until(
     }
 }
 
-async fn report_every_second(config: LoadConfig, ledger: Arc<Mutex<LoadLedger>>, started: Instant) {
+async fn report_every_second(
+    config: LoadConfig,
+    ledger_lock: Arc<Mutex<LoadLedger>>,
+    started: Instant,
+    progress: Progress,
+) {
     let mut next = started + Duration::from_secs(1);
     loop {
         tokio::time::sleep_until(next).await;
         next += Duration::from_secs(1);
-        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         ledger.tick();
+        let results = LoadResults::from_ledger(&config, &ledger);
+        drop(ledger);
         if let Some(dir) = &config.out {
-            let results = LoadResults::from_ledger(&config, &ledger);
+            let ledger = ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
             let _ = write_results(dir, &results, &ledger);
         }
+        progress(&results);
     }
 }
