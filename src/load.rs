@@ -12,19 +12,23 @@ use imlab_loadgen::config::{LoadConfig, Pattern};
 /// Load-test a deployed server with real sockets; latency and reconnection report.
 #[derive(clap::Args)]
 #[command(
+    args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load\n  \
-    imlab load --target 127.0.0.1:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat"
+    imlab load --target 127.0.0.1:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat\n  \
+    imlab load merge out/load-a out/load-b --out out/load-all"
 )]
 pub struct LoadArgs {
-    /// The server (loopback addresses only on shared machines).
+    #[command(subcommand)]
+    command: Option<LoadCommand>,
+    /// The server (loopback addresses only on shared machines). Required.
     #[arg(long)]
-    target: SocketAddr,
-    /// Virtual devices, one per user.
+    target: Option<SocketAddr>,
+    /// Virtual devices, one per user. Required.
     #[arg(long)]
-    clients: usize,
-    /// How long to send, after the ramp.
+    clients: Option<usize>,
+    /// How long to send, after the ramp. Required.
     #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Duration,
+    duration: Option<Duration>,
     /// New connections per second during the ramp.
     #[arg(long, default_value_t = 500.0)]
     connect_rate: f64,
@@ -54,16 +58,42 @@ pub struct LoadArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand)]
+enum LoadCommand {
+    /// Merge the results of several load generators into one report (histograms merge
+    /// losslessly).
+    #[command(after_help = "Example:\n  imlab load merge out/load-a out/load-b --out out/load-all")]
+    Merge {
+        /// Result directories of `imlab load --out`.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged results.json and histograms.hlog go.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(LoadCommand::Merge { dirs, out }) = args.command {
+        let merged = imlab_loadgen::merge::merge(&dirs, &out).map_err(anyhow::Error::msg)?;
+        print!("{}", merged.summary());
+        println!("results: {}", out.join("results.json").display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let (Some(target), Some(clients), Some(duration)) = (args.target, args.clients, args.duration)
+    else {
+        anyhow::bail!(
+            "imlab load needs --target, --clients and --duration (or the merge subcommand)"
+        );
+    };
     anyhow::ensure!(
-        args.target.ip().is_loopback(),
-        "--target {}: load tests target loopback addresses only",
-        args.target
+        target.ip().is_loopback(),
+        "--target {target}: load tests target loopback addresses only"
     );
     let config = LoadConfig {
-        target: args.target,
-        clients: args.clients,
-        duration: args.duration,
+        target,
+        clients,
+        duration,
         connect_rate: args.connect_rate,
         msg_rate: args.msg_rate,
         pattern: args.pattern,

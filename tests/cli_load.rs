@@ -286,3 +286,63 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
         "{text}"
     );
 }
+
+#[test]
+fn results_of_two_generators_merge_with_lossless_histograms() {
+    let (mut server, addr) = serve();
+    let (a, b, all) = (out_dir("merge-a"), out_dir("merge-b"), out_dir("merge-all"));
+    for (dir, rate) in [(&a, "100"), (&b, "200")] {
+        let output = load(&[
+            "--target",
+            &addr,
+            "--clients",
+            "20",
+            "--duration",
+            "2s",
+            "--msg-rate",
+            rate,
+            "--drain",
+            "1s",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let output = load(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        all.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+    };
+    let (ra, rb, merged) = (read(&a), read(&b), read(&all));
+    assert_eq!(merged["messages"]["sent"], 600);
+    assert_eq!(merged["clients"], 40);
+    let count = |r: &serde_json::Value| r["latency_ms"]["deliver"]["count"].as_u64().unwrap();
+    assert_eq!(
+        count(&merged),
+        count(&ra) + count(&rb),
+        "histograms add up exactly"
+    );
+    let max = |r: &serde_json::Value| r["latency_ms"]["deliver"]["max"].as_f64().unwrap();
+    assert_eq!(max(&merged), max(&ra).max(max(&rb)));
+    assert!(all.join("histograms.hlog").exists());
+
+    let output = load(&["merge", "/no/such/dir", "--out", all.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/dir"));
+}

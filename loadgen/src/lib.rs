@@ -4,9 +4,12 @@
 //! delivered to every recipient device.
 //!
 //! Modules: [`config`] (what to run), [`ledger`] (messages, deliveries, connections),
-//! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary).
+//! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary),
+//! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines).
 
 pub mod config;
+pub mod histograms;
 pub mod ledger;
+pub mod merge;
 pub mod results;
 pub mod run;

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadConfig, Pattern};
 use crate::ledger::LoadLedger;
 
 /// Percentiles of one latency histogram, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     /// Samples.
     pub count: u64,
@@ -28,7 +28,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(histogram: &Histogram<u64>) -> Latency {
+    /// Percentiles of a histogram in microseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
         if histogram.is_empty() {
             return Latency::default();
         }
@@ -45,7 +46,7 @@ impl Latency {
 }
 
 /// Message counts.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Messages {
     /// Sends handed to the client cores.
     pub sent: u64,
@@ -68,7 +69,7 @@ pub struct Messages {
 }
 
 /// Connection counts.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Connections {
     /// Logins.
     pub opened: u64,
@@ -85,7 +86,7 @@ pub struct Connections {
 }
 
 /// Latencies, ms.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Latencies {
     /// TCP connect + login.
     pub connect: Latency,
@@ -98,7 +99,7 @@ pub struct Latencies {
 }
 
 /// results.json.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoadResults {
     /// Schema version.
     pub schema_version: u32,
@@ -222,5 +223,12 @@ pub fn write_results(
     for second in &ledger.seconds {
         csv.serialize(second).map_err(std::io::Error::other)?;
     }
-    csv.flush()
+    csv.flush()?;
+    let histograms = [
+        ("connect", &ledger.connect),
+        ("ack", &ledger.ack),
+        ("deliver", &ledger.deliver),
+        ("reconnect", &ledger.reconnect),
+    ];
+    crate::histograms::write(dir, &histograms, ledger.started().elapsed())
 }

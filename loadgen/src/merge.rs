@@ -1,0 +1,92 @@
+//! `imlab load merge`: one report from several load generators' result directories. Counts
+//! add up; latency percentiles come from the merged histograms (lossless), never from
+//! averaging percentiles.
+
+use std::path::{Path, PathBuf};
+
+use crate::histograms::{self, HISTOGRAMS_FILE, TAGS};
+use crate::results::{Latency, LoadResults};
+
+/// Merges the results in `dirs` and writes `out/results.json` and `out/histograms.hlog`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LoadResults, String> {
+    let mut merged: Option<LoadResults> = None;
+    let mut histograms = std::collections::BTreeMap::new();
+    for dir in dirs {
+        let file = dir.join("results.json");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|error| format!("{}: {error}", file.display()))?;
+        let results: LoadResults =
+            serde_json::from_str(&text).map_err(|error| format!("{}: {error}", file.display()))?;
+        for (tag, histogram) in histograms::read(&dir.join(HISTOGRAMS_FILE))? {
+            match histograms.get_mut(&tag) {
+                None => {
+                    histograms.insert(tag, histogram);
+                }
+                Some(sum) => {
+                    let sum: &mut hdrhistogram::Histogram<u64> = sum;
+                    sum.add(&histogram)
+                        .map_err(|error| format!("{}: {tag}: {error:?}", dir.display()))?;
+                }
+            }
+        }
+        merged = Some(match merged {
+            None => results,
+            Some(mut sum) => {
+                add(&mut sum, &results);
+                sum
+            }
+        });
+    }
+    let mut merged = merged.ok_or("no result directories given")?;
+    let latency = |tag: &str| histograms.get(tag).map(Latency::of).unwrap_or_default();
+    merged.latency_ms.connect = latency("connect");
+    merged.latency_ms.ack = latency("ack");
+    merged.latency_ms.deliver = latency("deliver");
+    merged.latency_ms.reconnect = latency("reconnect");
+    std::fs::create_dir_all(out).map_err(|error| format!("{}: {error}", out.display()))?;
+    let json = serde_json::to_string_pretty(&merged).map_err(|error| error.to_string())?;
+    std::fs::write(out.join("results.json"), json + "\n")
+        .map_err(|error| format!("{}: {error}", out.display()))?;
+    let tagged: Vec<(&str, &hdrhistogram::Histogram<u64>)> = TAGS
+        .iter()
+        .filter_map(|tag| histograms.get(*tag).map(|h| (*tag, h)))
+        .collect();
+    histograms::write(
+        out,
+        &tagged,
+        std::time::Duration::from_secs_f64(merged.elapsed_s),
+    )
+    .map_err(|error| format!("{}: {error}", out.display()))?;
+    Ok(merged)
+}
+
+/// Adds counts; the peak of concurrent connections adds up too (an upper bound: the
+/// machines' peaks need not coincide).
+fn add(sum: &mut LoadResults, other: &LoadResults) {
+    sum.clients += other.clients;
+    sum.msg_rate += other.msg_rate;
+    sum.elapsed_s = sum.elapsed_s.max(other.elapsed_s);
+    sum.connected_now += other.connected_now;
+    if sum.target != other.target {
+        sum.target = format!("{},{}", sum.target, other.target);
+    }
+    let (m, o) = (&mut sum.messages, &other.messages);
+    m.sent += o.sent;
+    m.acked += o.acked;
+    m.delivered += o.delivered;
+    m.expected_deliveries += o.expected_deliveries;
+    m.lost += o.lost;
+    m.duplicated += o.duplicated;
+    m.reordered += o.reordered;
+    m.failed += o.failed;
+    m.refused_locally += o.refused_locally;
+    let (c, o) = (&mut sum.connections, &other.connections);
+    c.opened += o.opened;
+    c.failed += o.failed;
+    c.disconnects += o.disconnects;
+    c.reconnects += o.reconnects;
+    c.peak_concurrent += o.peak_concurrent;
+    for (cause, n) in &o.disconnects_by_cause {
+        *c.disconnects_by_cause.entry(cause.clone()).or_default() += n;
+    }
+}
