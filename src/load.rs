@@ -56,6 +56,17 @@ pub struct LoadArgs {
     /// Write results.json and timeseries.csv here (rewritten every second).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Local loopback addresses to spread connections over: A-B, A/PREFIX or one address.
+    #[arg(long)]
+    source_ips: Option<String>,
+    /// Split the clients (and the message rate) over this many worker processes, each
+    /// writing DIR/worker-N, merged into DIR. Needed beyond one process's open-file limit.
+    /// Messages stay within a worker's clients.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// (Internal) this process is worker N of a --workers run.
+    #[arg(long, hide = true)]
+    worker_index: Option<usize>,
 }
 
 #[derive(clap::Subcommand)]
@@ -76,6 +87,7 @@ enum LoadCommand {
 pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(LoadCommand::Merge { dirs, out }) = args.command {
         let merged = imlab_loadgen::merge::merge(&dirs, &out).map_err(anyhow::Error::msg)?;
+        crate::report::load_report(&out)?;
         print!("{}", merged.summary());
         println!("results: {}", out.join("results.json").display());
         return Ok(std::process::ExitCode::SUCCESS);
@@ -90,6 +102,14 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         target.ip().is_loopback(),
         "--target {target}: load tests target loopback addresses only"
     );
+    let source_ips = match &args.source_ips {
+        Some(text) => imlab_loadgen::source::parse_source_ips(text).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    if args.workers > 1 && args.worker_index.is_none() {
+        return run_workers(&args, clients);
+    }
     let config = LoadConfig {
         target,
         clients,
@@ -103,6 +123,8 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         drain: args.drain,
         out: args.out.clone(),
         seed: args.seed,
+        source_ips,
+        worker: args.worker_index.unwrap_or(0),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     // A live line on a terminal: connected, sends, acks, p99 so far, errors.
@@ -133,9 +155,110 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let results = results?;
     print!("{}", results.summary());
     if let Some(dir) = &args.out {
+        // Workers leave the charts to the merging parent.
+        if args.worker_index.is_none() {
+            crate::report::load_report(dir)?;
+        }
         println!("results: {}", dir.join("results.json").display());
     }
     let m = &results.messages;
+    if m.lost > 0 || m.duplicated > 0 {
+        println!(
+            "FAILED: {} deliveries lost, {} duplicated",
+            m.lost, m.duplicated
+        );
+        return Ok(std::process::ExitCode::from(1));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Runs `--workers` copies of this command, each on its share of the clients and of the
+/// rates, then merges their results.
+fn run_workers(args: &LoadArgs, clients: usize) -> anyhow::Result<std::process::ExitCode> {
+    let out = args
+        .out
+        .clone()
+        .context("--workers needs --out (each worker writes DIR/worker-N, merged into DIR)")?;
+    anyhow::ensure!(
+        clients >= 2 * args.workers,
+        "--workers {}: need at least 2 clients per worker",
+        args.workers
+    );
+    let exe = std::env::current_exe().context("finding the imlab binary")?;
+    let pattern = match args.pattern {
+        Pattern::OneToOne => "one-to-one".to_string(),
+        Pattern::Group(size) => format!("group:{size}"),
+    };
+    let workers = args.workers as f64;
+    let mut children = Vec::new();
+    let mut dirs = Vec::new();
+    for worker in 0..args.workers {
+        let share = clients / args.workers + usize::from(worker < clients % args.workers);
+        let dir = out.join(format!("worker-{worker}"));
+        let mut command = std::process::Command::new(&exe);
+        command
+            .arg("load")
+            .args(["--target", &args.target.expect("checked").to_string()])
+            .args(["--clients", &share.to_string()])
+            .args([
+                "--duration",
+                &humantime::format_duration(args.duration.expect("checked")).to_string(),
+            ])
+            .args(["--connect-rate", &(args.connect_rate / workers).to_string()])
+            .args(["--msg-rate", &(args.msg_rate / workers).to_string()])
+            .args(["--pattern", &pattern])
+            .args(["--heartbeat", &args.heartbeat])
+            .args(["--body-bytes", &args.body_bytes.to_string()])
+            .args([
+                "--drain",
+                &humantime::format_duration(args.drain).to_string(),
+            ])
+            .args(["--seed", &(args.seed + worker as u64).to_string()])
+            .args(["--out", &dir.display().to_string()])
+            .args(["--worker-index", &worker.to_string()])
+            .stdout(std::process::Stdio::null());
+        // Several processes may bind the same source addresses: ports are per process pair.
+        if let Some(ips) = &args.source_ips {
+            command.args(["--source-ips", ips]);
+        }
+        if let Some(secret) = &args.auth_secret {
+            command.env("IMLAB_AUTH_SECRET", secret);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting worker {worker}"))?;
+        children.push((worker, child));
+        dirs.push(dir);
+    }
+    let mut failed = Vec::new();
+    for (worker, mut child) in children {
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for worker {worker}"))?;
+        // Exit 1 means the worker finished and found losses; anything else is a failure.
+        if !matches!(status.code(), Some(0 | 1)) {
+            failed.push(format!("worker {worker} exited with {status}"));
+        }
+    }
+    let present: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| d.join("results.json").exists())
+        .collect();
+    anyhow::ensure!(
+        !present.is_empty(),
+        "no worker wrote results: {}",
+        failed.join("; ")
+    );
+    let merged = imlab_loadgen::merge::merge(&present, &out).map_err(anyhow::Error::msg)?;
+    crate::report::load_report(&out)?;
+    print!("{}", merged.summary());
+    println!(
+        "results: {} (merged from {} workers)",
+        out.join("results.json").display(),
+        present.len()
+    );
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+    let m = &merged.messages;
     if m.lost > 0 || m.duplicated > 0 {
         println!(
             "FAILED: {} deliveries lost, {} duplicated",

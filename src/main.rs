@@ -3,6 +3,7 @@
 
 mod heartbeat;
 mod load;
+mod report;
 mod serve;
 mod sim;
 mod token;
@@ -34,6 +35,8 @@ enum Command {
     Heartbeat(heartbeat::HeartbeatArgs),
     /// Load-test a server with real sockets.
     Load(load::LoadArgs),
+    /// Regenerate charts and index.html from a results directory.
+    Report(report::ReportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => sim::run_command(args),
         Command::Heartbeat(args) => heartbeat::run_command(args),
         Command::Load(args) => load::run_command(args),
+        Command::Report(args) => report::run_command(args),
     };
     match result {
         Ok(code) => code,

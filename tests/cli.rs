@@ -109,6 +109,12 @@ fn every_command_has_help_with_an_example() {
         vec!["--help"],
         vec!["serve", "--help"],
         vec!["token", "--help"],
+        vec!["sim", "run", "--help"],
+        vec!["sim", "sweep", "--help"],
+        vec!["heartbeat", "compare", "--help"],
+        vec!["load", "--help"],
+        vec!["load", "merge", "--help"],
+        vec!["report", "--help"],
     ] {
         let output = Command::new(cargo_bin("imlab"))
             .args(&args)

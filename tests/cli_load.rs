@@ -75,6 +75,33 @@ fn a_short_load_loses_and_duplicates_nothing() {
         "{timeseries}"
     );
     assert!(text.contains("lost 0, duplicated 0"), "{text}");
+    for chart in [
+        "latency_spectrum",
+        "latency_over_time",
+        "connections_over_time",
+    ] {
+        for ext in ["png", "svg", "csv"] {
+            let file = out.join(format!("{chart}.{ext}"));
+            let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            assert!(bytes > 0, "{}", file.display());
+        }
+    }
+    // `imlab report DIR` regenerates the page from the results files alone.
+    std::fs::remove_file(out.join("index.html")).unwrap();
+    let output = Command::new(cargo_bin("imlab"))
+        .args(["report", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("200 clients"),
+        "the page embeds its charts"
+    );
 }
 
 #[test]
@@ -345,4 +372,74 @@ fn results_of_two_generators_merge_with_lossless_histograms() {
     let output = load(&["merge", "/no/such/dir", "--out", all.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/dir"));
+}
+
+#[test]
+fn workers_and_source_addresses_split_the_load_and_merge_it() {
+    let (mut server, addr) = serve();
+    let out = out_dir("workers");
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "40",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "100",
+        "--workers",
+        "2",
+        "--source-ips",
+        "127.0.0.2-127.0.0.5",
+        "--drain",
+        "1s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("merged from 2 workers"), "{text}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["clients"], 40, "{results}");
+    assert_eq!(results["messages"]["sent"], 200, "{results}");
+    assert_eq!(results["messages"]["lost"], 0, "{results}");
+    assert!(
+        out.join("worker-0/results.json").exists() && out.join("worker-1/results.json").exists()
+    );
+}
+
+#[test]
+fn more_clients_than_one_process_may_open_is_a_clear_error() {
+    let output = load(&[
+        "--target",
+        "127.0.0.1:9",
+        "--clients",
+        "5000000",
+        "--duration",
+        "1s",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("open files") && stderr.contains("--workers"),
+        "{stderr}"
+    );
+    let output = load(&[
+        "--target",
+        "127.0.0.1:9",
+        "--clients",
+        "4",
+        "--duration",
+        "1s",
+        "--source-ips",
+        "10.0.0.1-10.0.0.4",
+    ]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a loopback address"));
 }

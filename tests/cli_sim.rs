@@ -233,6 +233,22 @@ fn heartbeat_compare_writes_the_report() {
     }
     let csv = std::fs::read_to_string(out.join("heartbeat.csv")).unwrap();
     assert!(csv.lines().count() == 3, "{csv}");
+    // `imlab report DIR` regenerates the same page from the results files.
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    std::fs::remove_file(out.join("index.html")).unwrap();
+    let output = imlab(&["report", out.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("index.html")).unwrap(),
+        page
+    );
+    let output = imlab(&["report", "/no/such/dir"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/dir"));
 
     let output = imlab(&[
         "heartbeat",

@@ -62,4 +62,8 @@ pub struct LoadConfig {
     pub out: Option<PathBuf>,
     /// Seed of the schedule.
     pub seed: u64,
+    /// Local addresses to spread connections over (empty: the kernel's choice).
+    pub source_ips: Vec<std::net::IpAddr>,
+    /// Distinguishes the ids of workers started together (0 for a single process).
+    pub worker: usize,
 }

@@ -73,3 +73,20 @@ pub fn read(file: &Path) -> Result<BTreeMap<String, Histogram<u64>>, String> {
     }
     Ok(histograms)
 }
+
+/// Percentiles at which a spectrum is sampled: dense in the tail.
+const SPECTRUM_PERCENTILES: &[f64] = &[
+    0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9,
+    99.95, 99.99, 99.995, 99.999,
+];
+
+/// A latency percentile spectrum of a histogram in µs: (percentile, ms) points.
+pub fn spectrum(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    SPECTRUM_PERCENTILES
+        .iter()
+        .map(|p| (*p, histogram.value_at_percentile(*p) as f64 / 1_000.0))
+        .collect()
+}

@@ -5,7 +5,8 @@
 //!
 //! Modules: [`config`] (what to run), [`ledger`] (messages, deliveries, connections),
 //! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary),
-//! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines).
+//! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines),
+//! [`source`] (source addresses and the open-file limit).
 
 pub mod config;
 pub mod histograms;
@@ -13,3 +14,4 @@ pub mod ledger;
 pub mod merge;
 pub mod results;
 pub mod run;
+pub mod source;

@@ -5,12 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::source::SourceConnector;
 use bytes::Bytes;
 use imlab_core::client::{
     Client, ClientConfig, ClientEvent, ClientHandle, ClientObserver, ClientState,
 };
 use imlab_core::heartbeat::parse_strategy;
-use imlab_core::net::TcpConnector;
 use imlab_core::proto::Target;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -109,11 +109,24 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
         .map_err(|error| LoadError::Invalid(format!("--heartbeat: {error}")))?;
     let ledger = Arc::new(Mutex::new(LoadLedger::new(config.clients)));
     let tag = format!(
-        "r{}",
+        "r{}w{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
+            .map_or(0, |d| d.as_millis()),
+        config.worker
     );
+    let limit = crate::source::raise_open_file_limit()
+        .map_err(|error| LoadError::Invalid(format!("raising the open-file limit: {error}")))?;
+    let most = crate::source::clients_per_process_max(limit);
+    if config.clients as u64 > most {
+        return Err(LoadError::Invalid(format!(
+            "{} clients need {} open files but this process may open {limit} (the hard limit); \
+             use --workers {} or more",
+            config.clients,
+            config.clients as u64 + crate::source::SPARE_FDS,
+            (config.clients as u64).div_ceil(most.max(1))
+        )));
+    }
     let user = |client: usize| user(&tag, client);
     let started = Instant::now();
     let mut handles: Vec<ClientHandle> = Vec::with_capacity(config.clients);
@@ -146,8 +159,10 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
             connected: Mutex::new(false),
         });
         let (core, handle) = Client::new(
-            TcpConnector {
+            SourceConnector {
                 target: config.target,
+                source: (!config.source_ips.is_empty())
+                    .then(|| config.source_ips[client % config.source_ips.len()]),
             },
             ClientConfig {
                 token,

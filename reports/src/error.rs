@@ -21,6 +21,13 @@ pub enum ReportError {
         #[source]
         source: csv::Error,
     },
+    /// A JSON file could not be written or parsed.
+    #[error("JSON {}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The chart library failed to draw or encode a chart (fonts, PNG encoding).
     #[error("drawing chart {}: {message}", path.display())]
     Chart { path: PathBuf, message: String },

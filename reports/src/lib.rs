@@ -5,11 +5,13 @@
 //!
 //! Modules:
 //! - `heartbeat`: the heartbeat-strategy report (`write_heartbeat_report`,
-//!   `read_heartbeat_csv`) and its row types.
+//!   `read_heartbeat_report` to regenerate it from its own directory) and its row types.
+//! - `load`: the load-test report (`write_load_report`, `read_timeseries_csv`): latency
+//!   percentile spectra, delivery latency and connections per second.
 //! - `pareto`: `pareto_front`, the display selection of non-dominated points.
 //! - `chart` (private): font registration, PNG+SVG rendering, axes, legends, and the grouped
 //!   bar chart shared by reports.
-//! - `html` (private): escaping and the page skeleton.
+//! - `html` (private): escaping, the shared style sheet and the figure block of a page.
 //! - `format` (private): number and duration formatting shared by charts and pages.
 //! - `error` (private): `ReportError`, re-exported here.
 
@@ -18,6 +20,7 @@ mod error;
 mod format;
 pub mod heartbeat;
 mod html;
+pub mod load;
 pub mod pareto;
 
 pub use error::ReportError;

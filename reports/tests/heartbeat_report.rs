@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use imlab_reports::ReportError;
 use imlab_reports::heartbeat::{
     HeartbeatReport, HeartbeatRow, IntervalSeries, pareto_front, read_heartbeat_csv,
-    write_heartbeat_report,
+    read_heartbeat_report, read_intervals_csv, write_heartbeat_report,
 };
 
 const HEARTBEAT_HEADER: &str = "strategy,profile,heartbeats_per_day,energy_j_per_day,\
@@ -121,7 +121,11 @@ fn writes_every_file_and_returns_them() {
     let dir = temp.join("nested");
     let written = write_heartbeat_report(&dir, &small_report()).unwrap();
 
-    let mut expected: Vec<PathBuf> = vec![dir.join("heartbeat.csv"), dir.join("intervals.csv")];
+    let mut expected: Vec<PathBuf> = vec![
+        dir.join("heartbeat.csv"),
+        dir.join("intervals.csv"),
+        dir.join("report.json"),
+    ];
     for chart in CHARTS {
         expected.push(dir.join(format!("{chart}.png")));
         expected.push(dir.join(format!("{chart}.svg")));
@@ -254,6 +258,7 @@ fn empty_report_skips_charts_with_a_note() {
         vec![
             dir.join("heartbeat.csv"),
             dir.join("intervals.csv"),
+            dir.join("report.json"),
             dir.join("index.html")
         ]
     );
@@ -424,10 +429,56 @@ fn full_matrix_renders_every_chart() {
     let dir = TempDir::new("full-matrix");
     let report = full_matrix_report();
     let written = write_heartbeat_report(&dir, &report).unwrap();
-    assert_eq!(written.len(), 2 + 2 * CHARTS.len() + 1);
+    assert_eq!(written.len(), 3 + 2 * CHARTS.len() + 1);
     assert_eq!(
         read_heartbeat_csv(&dir.join("heartbeat.csv")).unwrap(),
         report.rows
     );
     println!("full matrix report in {}", dir.display());
+}
+
+#[test]
+fn report_round_trips_and_regenerates_the_same_files() {
+    let dir = TempDir::new("regenerate");
+    let report = small_report();
+    let written = write_heartbeat_report(&dir, &report).unwrap();
+    assert!(dir.join("report.json").exists());
+    let before: Vec<Vec<u8>> = written.iter().map(|p| std::fs::read(p).unwrap()).collect();
+
+    assert_eq!(
+        read_intervals_csv(&dir.join("intervals.csv")).unwrap(),
+        report.series
+    );
+    let read_back = read_heartbeat_report(&dir).unwrap();
+    assert_eq!(read_back, report);
+
+    let rewritten = write_heartbeat_report(&dir, &read_back).unwrap();
+    assert_eq!(rewritten, written);
+    for (path, old) in written.iter().zip(&before) {
+        assert!(
+            std::fs::read(path).unwrap() == *old,
+            "{} changed",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn read_report_names_the_missing_or_bad_file() {
+    let dir = TempDir::new("read-errors");
+    write_heartbeat_report(&dir, &small_report()).unwrap();
+
+    std::fs::write(dir.join("report.json"), "{\"seed\": 1}").unwrap();
+    let error = read_heartbeat_report(&dir).unwrap_err();
+    assert!(matches!(error, ReportError::Json { .. }), "{error}");
+    assert!(error.to_string().contains("report.json"), "{error}");
+
+    std::fs::remove_file(dir.join("report.json")).unwrap();
+    let error = read_heartbeat_report(&dir).unwrap_err();
+    assert!(matches!(error, ReportError::Io { .. }), "{error}");
+    assert!(error.to_string().contains("report.json"), "{error}");
+
+    std::fs::remove_file(dir.join("intervals.csv")).unwrap();
+    let error = read_heartbeat_report(&dir).unwrap_err();
+    assert!(error.to_string().contains("intervals.csv"), "{error}");
 }

@@ -92,6 +92,23 @@ pub(crate) fn render(
     })
 }
 
+/// Renders `chart` to `dir/basename.{png,svg}`, adds both files to `written` and returns its
+/// SVG markup; or returns `skipped` as the reason when there is no chart to draw.
+pub(crate) fn render_or_skip(
+    dir: &Path,
+    basename: &str,
+    chart: Option<&impl Chart>,
+    skipped: &str,
+    written: &mut Vec<PathBuf>,
+) -> Result<Result<String, String>, ReportError> {
+    let Some(chart) = chart else {
+        return Ok(Err(skipped.to_string()));
+    };
+    let rendered = render(chart, dir, basename)?;
+    written.extend([rendered.png, rendered.svg]);
+    Ok(Ok(rendered.svg_markup))
+}
+
 /// Registers DejaVu Sans (regular and bold) under `FONT`, once per process. Without it every
 /// drawing call, SVG included, fails with `FontUnavailable`.
 fn register_fonts() -> Result<(), String> {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HeartbeatRow, IntervalSeries};
 use crate::ReportError;
@@ -61,6 +61,16 @@ struct IntervalPoint<'a> {
     interval_s: f64,
 }
 
+/// A row of `intervals.csv` as read back.
+#[derive(Deserialize)]
+struct OwnedIntervalPoint {
+    strategy: String,
+    profile: String,
+    nat_timeout_s: f64,
+    hours: f64,
+    interval_s: f64,
+}
+
 /// Writes every point of every series to `path`, one row each, header included even when
 /// there are no points.
 pub(crate) fn write_intervals(
@@ -95,6 +105,30 @@ pub(crate) fn write_intervals(
         .flush()
         .map_err(|e| ReportError::io("writing", &path, e))?;
     Ok(path)
+}
+
+/// Reads series written by `write_intervals`: rows grouped by (strategy, profile), series in
+/// order of first appearance, points in file order. A series with no points leaves no row,
+/// so it does not come back.
+pub(crate) fn read_intervals(path: &Path) -> Result<Vec<IntervalSeries>, ReportError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| ReportError::csv(path, e))?;
+    let mut series: Vec<IntervalSeries> = Vec::new();
+    for point in reader.deserialize::<OwnedIntervalPoint>() {
+        let point = point.map_err(|e| ReportError::csv(path, e))?;
+        let existing = series
+            .iter_mut()
+            .find(|s| s.strategy == point.strategy && s.profile == point.profile);
+        match existing {
+            Some(one) => one.points.push((point.hours, point.interval_s)),
+            None => series.push(IntervalSeries {
+                strategy: point.strategy,
+                profile: point.profile,
+                nat_timeout_s: point.nat_timeout_s,
+                points: vec![(point.hours, point.interval_s)],
+            }),
+        }
+    }
+    Ok(series)
 }
 
 /// A writer that leaves the header to us: serde writes no header for an empty file.

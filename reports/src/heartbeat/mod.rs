@@ -1,15 +1,17 @@
 //! The heartbeat-strategy report: for every (strategy, carrier profile) pair the measured
 //! battery, disconnect and delay figures, plus how adaptive strategies moved their interval
-//! over time. `write_heartbeat_report` writes the CSVs, the charts (PNG and SVG) and one
-//! self-contained `index.html`; `read_heartbeat_csv` reads the table back.
+//! over time. `write_heartbeat_report` writes the CSVs, `report.json`, the charts (PNG and
+//! SVG) and one self-contained `index.html`; `read_heartbeat_report` reads the CSVs and
+//! `report.json` back, so the page can be regenerated from its own directory.
 //!
-//! Files: `csv_files` (CSV in and out), `display` (order and colours shared by every chart
+//! Files: `csv_files` (CSV in and out), `meta_json` (`report.json` in and out), `display` (order and colours shared by every chart
 //! and the page), `bar_charts`, `pareto_chart`, `intervals_chart`, `page` (the HTML).
 
 mod bar_charts;
 mod csv_files;
 mod display;
 mod intervals_chart;
+mod meta_json;
 mod page;
 mod pareto_chart;
 
@@ -19,6 +21,7 @@ pub use crate::ReportError;
 pub use crate::pareto::pareto_front;
 
 use crate::chart;
+use crate::html::Figure;
 
 /// Measurements of one strategy on one carrier profile. The CSV columns follow the field
 /// order.
@@ -50,7 +53,7 @@ pub struct IntervalSeries {
 }
 
 /// Everything the report shows; the caller measured it, the report only lays it out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatReport {
     /// One per (strategy, profile).
     pub rows: Vec<HeartbeatRow>,
@@ -70,18 +73,11 @@ pub struct HeartbeatReport {
 pub const HEARTBEAT_CSV: &str = "heartbeat.csv";
 pub const INTERVALS_CSV: &str = "intervals.csv";
 pub const INDEX_HTML: &str = "index.html";
-
-/// One chart of the page: drawn (with its SVG markup for inlining) or skipped with a reason.
-pub(crate) struct Figure {
-    pub basename: &'static str,
-    pub title: &'static str,
-    pub caption: String,
-    pub csv: &'static str,
-    pub svg_markup: Result<String, String>,
-}
+/// The non-CSV parts of a `HeartbeatReport` (scenario, seed, command, notes...).
+pub const REPORT_JSON: &str = "report.json";
 
 /// Writes the report into `dir` (created if needed) and returns the files written:
-/// `heartbeat.csv`, `intervals.csv`, a PNG and an SVG per chart that had data, `index.html`.
+/// `heartbeat.csv`, `intervals.csv`, `report.json`, a PNG and an SVG per chart that had data, `index.html`.
 pub fn write_heartbeat_report(
     dir: &Path,
     report: &HeartbeatReport,
@@ -90,6 +86,7 @@ pub fn write_heartbeat_report(
     let mut written = vec![
         csv_files::write_rows(dir.join(HEARTBEAT_CSV), &report.rows)?,
         csv_files::write_intervals(dir.join(INTERVALS_CSV), &report.series)?,
+        meta_json::write(dir.join(REPORT_JSON), &meta_json::ReportMeta::of(report))?,
     ];
 
     let display = display::Display::new(report);
@@ -101,7 +98,8 @@ pub fn write_heartbeat_report(
         bar_charts::silent_disconnects(&display),
         bar_charts::delay_p99(&display),
     ] {
-        let svg_markup = draw(dir, basename, chart.as_ref(), NO_ROWS, &mut written)?;
+        let svg_markup =
+            chart::render_or_skip(dir, basename, chart.as_ref(), NO_ROWS, &mut written)?;
         figures.push(Figure {
             basename,
             title,
@@ -116,7 +114,7 @@ pub fn write_heartbeat_report(
         title: "Battery versus p99 delay",
         caption: pareto_chart::CAPTION.to_string(),
         csv: HEARTBEAT_CSV,
-        svg_markup: draw(dir, "pareto", pareto.as_ref(), NO_ROWS, &mut written)?,
+        svg_markup: chart::render_or_skip(dir, "pareto", pareto.as_ref(), NO_ROWS, &mut written)?,
     });
     let intervals = intervals_chart::IntervalPanels::new(&display);
     figures.push(Figure {
@@ -124,7 +122,7 @@ pub fn write_heartbeat_report(
         title: "Heartbeat interval over time",
         caption: intervals_chart::CAPTION.to_string(),
         csv: INTERVALS_CSV,
-        svg_markup: draw(
+        svg_markup: chart::render_or_skip(
             dir,
             "intervals",
             intervals.as_ref(),
@@ -140,24 +138,32 @@ pub fn write_heartbeat_report(
     Ok(written)
 }
 
-/// Renders `chart` to `dir/basename.{png,svg}` and returns its SVG markup, or returns
-/// `skipped` as the reason when there is no chart to draw.
-fn draw(
-    dir: &Path,
-    basename: &str,
-    chart: Option<&impl chart::Chart>,
-    skipped: &str,
-    written: &mut Vec<PathBuf>,
-) -> Result<Result<String, String>, ReportError> {
-    let Some(chart) = chart else {
-        return Ok(Err(skipped.to_string()));
-    };
-    let rendered = chart::render(chart, dir, basename)?;
-    written.extend([rendered.png, rendered.svg]);
-    Ok(Ok(rendered.svg_markup))
-}
-
 /// Reads a `heartbeat.csv` written by `write_heartbeat_report`.
 pub fn read_heartbeat_csv(path: &Path) -> Result<Vec<HeartbeatRow>, ReportError> {
     csv_files::read_rows(path)
+}
+
+/// Reads an `intervals.csv` written by `write_heartbeat_report`: one series per (strategy,
+/// profile) in order of first appearance. A series that had no points does not come back.
+pub fn read_intervals_csv(path: &Path) -> Result<Vec<IntervalSeries>, ReportError> {
+    csv_files::read_intervals(path)
+}
+
+/// Rebuilds the report written to `dir` by `write_heartbeat_report` from its `heartbeat.csv`,
+/// `intervals.csv` and `report.json`; the error names the file that is missing or bad.
+/// Writing the result again regenerates the same files.
+pub fn read_heartbeat_report(dir: &Path) -> Result<HeartbeatReport, ReportError> {
+    let rows = read_heartbeat_csv(&dir.join(HEARTBEAT_CSV))?;
+    let series = read_intervals_csv(&dir.join(INTERVALS_CSV))?;
+    let meta = meta_json::read(&dir.join(REPORT_JSON))?;
+    Ok(HeartbeatReport {
+        rows,
+        series,
+        scenario_toml: meta.scenario_toml,
+        seed: meta.seed,
+        devices_per_group: meta.devices_per_group,
+        duration_h: meta.duration_h,
+        command: meta.command,
+        notes: meta.notes,
+    })
 }

@@ -1,0 +1,130 @@
+//! Local source addresses and the open-file limit: what bounds how many connections one
+//! load-generator process can hold.
+//!
+//! One source address has about 28,000 ephemeral ports towards one target; spreading clients
+//! over several loopback addresses (`--source-ips 127.0.0.2-127.0.0.9`) lifts that. The
+//! open-file hard limit bounds one process whatever the addresses: beyond it, `--workers`
+//! splits the clients over processes.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use imlab_core::net::Connector;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Addresses one run may use at most.
+const SOURCE_IPS_MAX: usize = 65_536;
+
+/// Parses `A-B` (inclusive), `A/PREFIX` or a single address; all must be loopback.
+pub fn parse_source_ips(text: &str) -> Result<Vec<IpAddr>, String> {
+    let bad = |why: &str| format!("--source-ips {text:?}: {why}");
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| bad(&format!("{s:?} is not an IPv4 address")))
+    };
+    let (first, last) = if let Some((a, b)) = text.split_once('-') {
+        (u32::from(parse(a)?), u32::from(parse(b)?))
+    } else if let Some((a, prefix)) = text.split_once('/') {
+        let prefix: u32 = prefix
+            .parse()
+            .map_err(|_| bad("the prefix must be a number"))?;
+        if !(16..=32).contains(&prefix) {
+            return Err(bad("the prefix must be in 16..=32"));
+        }
+        let base = u32::from(parse(a)?) & (u32::MAX << (32 - prefix));
+        (base, base | (u32::MAX >> prefix))
+    } else {
+        let one = u32::from(parse(text)?);
+        (one, one)
+    };
+    if first > last {
+        return Err(bad("the range is empty"));
+    }
+    if (last - first) as usize >= SOURCE_IPS_MAX {
+        return Err(bad(&format!("more than {SOURCE_IPS_MAX} addresses")));
+    }
+    let ips: Vec<IpAddr> = (first..=last)
+        .map(|ip| IpAddr::V4(Ipv4Addr::from(ip)))
+        .collect();
+    if let Some(outside) = ips.iter().find(|ip| !ip.is_loopback()) {
+        return Err(bad(&format!(
+            "{outside} is not a loopback address (127.0.0.0/8)"
+        )));
+    }
+    Ok(ips)
+}
+
+/// Connects from a chosen local address, with TCP_NODELAY.
+#[derive(Debug, Clone)]
+pub struct SourceConnector {
+    /// The server.
+    pub target: SocketAddr,
+    /// The local address to bind; `None` lets the kernel choose.
+    pub source: Option<IpAddr>,
+}
+
+impl Connector for SourceConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let socket = match self.target {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(source) = self.source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let stream = socket.connect(self.target).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// File descriptors a process needs besides its client sockets.
+pub const SPARE_FDS: u64 = 64;
+
+/// Raises the open-file soft limit to the hard limit; returns the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// Clients one process can hold under `limit` open files.
+pub fn clients_per_process_max(limit: u64) -> u64 {
+    limit.saturating_sub(SPARE_FDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_parse_or_say_why_not() {
+        assert_eq!(parse_source_ips("127.0.0.2-127.0.0.4").unwrap().len(), 3);
+        assert_eq!(parse_source_ips("127.0.0.0/30").unwrap().len(), 4);
+        assert_eq!(
+            parse_source_ips("127.0.0.9").unwrap(),
+            vec!["127.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+        assert!(
+            parse_source_ips("127.0.0.9-127.0.0.2")
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(
+            parse_source_ips("10.0.0.1-10.0.0.3")
+                .unwrap_err()
+                .contains("not a loopback")
+        );
+        assert!(
+            parse_source_ips("127.0.0.x")
+                .unwrap_err()
+                .contains("not an IPv4 address")
+        );
+        assert!(
+            parse_source_ips("127.0.0.0/8")
+                .unwrap_err()
+                .contains("16..=32")
+        );
+    }
+}
