@@ -161,15 +161,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         println!("results: {}", dir.join("results.json").display());
     }
-    let m = &results.messages;
-    if m.lost > 0 || m.duplicated > 0 {
-        println!(
-            "FAILED: {} deliveries lost, {} duplicated",
-            m.lost, m.duplicated
-        );
-        return Ok(std::process::ExitCode::from(1));
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(verdict(&results))
 }
 
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
@@ -258,13 +250,18 @@ fn run_workers(args: &LoadArgs, clients: usize) -> anyhow::Result<std::process::
         present.len()
     );
     anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
-    let m = &merged.messages;
+    Ok(verdict(&merged))
+}
+
+/// Exit 1 when a delivery was lost or duplicated: the run's honest answer.
+fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::ExitCode {
+    let m = &results.messages;
     if m.lost > 0 || m.duplicated > 0 {
         println!(
             "FAILED: {} deliveries lost, {} duplicated",
             m.lost, m.duplicated
         );
-        return Ok(std::process::ExitCode::from(1));
+        return std::process::ExitCode::from(1);
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    std::process::ExitCode::SUCCESS
 }
