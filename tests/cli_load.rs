@@ -5,9 +5,15 @@ use std::process::{Child, Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
 
+/// Starts `imlab serve` on an ephemeral port; returns it and the address it listens on.
 fn serve() -> (Child, String) {
+    serve_on("127.0.0.1:0")
+}
+
+/// Starts `imlab serve` on `addr` (a fixed one restarts a server on the same port).
+fn serve_on(addr: &str) -> (Child, String) {
     let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", addr])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -16,8 +22,12 @@ fn serve() -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().strip_prefix("listening: ").unwrap().to_string();
-    (child, addr)
+    let listening = line
+        .trim()
+        .strip_prefix("listening: ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, listening)
 }
 
 fn load(args: &[&str]) -> Output {
@@ -216,22 +226,6 @@ fn bad_targets_and_arguments_are_clear_errors_and_keep_partial_results() {
     }
 }
 
-/// Starts `imlab serve` on a given address (for a restart on the same port).
-fn serve_on(addr: &str) -> Child {
-    let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening: "), "{line}");
-    child
-}
-
 #[test]
 fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss() {
     let (mut server, addr) = serve();
@@ -260,7 +254,7 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     server.kill().unwrap(); // SIGKILL: no goodbye to anyone
     server.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut restarted = serve_on(&addr);
+    let (mut restarted, _) = serve_on(&addr);
     let output = load.wait_with_output().unwrap();
     restarted.kill().unwrap();
     restarted.wait().unwrap();
