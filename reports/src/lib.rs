@@ -16,6 +16,7 @@
 //! - `error` (private): `ReportError`, re-exported here.
 
 mod chart;
+mod csv_out;
 mod error;
 mod format;
 pub mod heartbeat;

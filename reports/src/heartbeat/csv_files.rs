@@ -8,22 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{HeartbeatRow, IntervalSeries};
 use crate::ReportError;
+use crate::csv_out::write;
 
 /// Writes `rows` to `path`, header included even when there are no rows.
 pub(crate) fn write_rows(path: PathBuf, rows: &[HeartbeatRow]) -> Result<PathBuf, ReportError> {
-    let mut writer = headerless_writer(&path)?;
-    writer
-        .write_record(HEARTBEAT_COLUMNS)
-        .map_err(|e| ReportError::csv(&path, e))?;
-    for row in rows {
-        writer
-            .serialize(row)
-            .map_err(|e| ReportError::csv(&path, e))?;
-    }
-    writer
-        .flush()
-        .map_err(|e| ReportError::io("writing", &path, e))?;
-    Ok(path)
+    write(path, &HEARTBEAT_COLUMNS, rows.iter())
 }
 
 /// Reads rows written by `write_rows`.
@@ -77,34 +66,28 @@ pub(crate) fn write_intervals(
     path: PathBuf,
     series: &[IntervalSeries],
 ) -> Result<PathBuf, ReportError> {
-    let mut writer = headerless_writer(&path)?;
-    writer
-        .write_record([
-            "strategy",
-            "profile",
-            "nat_timeout_s",
-            "hours",
-            "interval_s",
-        ])
-        .map_err(|e| ReportError::csv(&path, e))?;
-    for one in series {
-        for &(hours, interval_s) in &one.points {
-            let point = IntervalPoint {
+    let points = series.iter().flat_map(|one| {
+        one.points
+            .iter()
+            .map(move |&(hours, interval_s)| IntervalPoint {
                 strategy: &one.strategy,
                 profile: &one.profile,
                 nat_timeout_s: one.nat_timeout_s,
                 hours,
                 interval_s,
-            };
-            writer
-                .serialize(point)
-                .map_err(|e| ReportError::csv(&path, e))?;
-        }
-    }
-    writer
-        .flush()
-        .map_err(|e| ReportError::io("writing", &path, e))?;
-    Ok(path)
+            })
+    });
+    write(
+        path,
+        &[
+            "strategy",
+            "profile",
+            "nat_timeout_s",
+            "hours",
+            "interval_s",
+        ],
+        points,
+    )
 }
 
 /// Reads series written by `write_intervals`: rows grouped by (strategy, profile), series in
@@ -129,14 +112,6 @@ pub(crate) fn read_intervals(path: &Path) -> Result<Vec<IntervalSeries>, ReportE
         }
     }
     Ok(series)
-}
-
-/// A writer that leaves the header to us: serde writes no header for an empty file.
-fn headerless_writer(path: &Path) -> Result<csv::Writer<std::fs::File>, ReportError> {
-    csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_path(path)
-        .map_err(|e| ReportError::csv(path, e))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{LatencySpectrum, LoadSecond};
 use crate::ReportError;
+use crate::csv_out::write;
 
 /// Reads `timeseries.csv`; columns are matched by header name.
 pub(crate) fn read_timeseries(path: &Path) -> Result<Vec<LoadSecond>, ReportError> {
@@ -84,29 +85,4 @@ pub(crate) fn write_connections_over_time(
         &["second", "connected", "disconnects", "reconnects"],
         rows,
     )
-}
-
-/// Writes `header` then `rows`; the header is written by hand because serde writes none for
-/// an empty file. `header` must match the row type's field order.
-fn write<T: Serialize>(
-    path: PathBuf,
-    header: &[&str],
-    rows: impl Iterator<Item = T>,
-) -> Result<PathBuf, ReportError> {
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_path(&path)
-        .map_err(|e| ReportError::csv(&path, e))?;
-    writer
-        .write_record(header)
-        .map_err(|e| ReportError::csv(&path, e))?;
-    for row in rows {
-        writer
-            .serialize(row)
-            .map_err(|e| ReportError::csv(&path, e))?;
-    }
-    writer
-        .flush()
-        .map_err(|e| ReportError::io("writing", &path, e))?;
-    Ok(path)
 }
