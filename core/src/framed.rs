@@ -42,43 +42,63 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// Cancel-safe: bytes read so far stay in the buffer for the next call.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
+        // Decoding is kept out of the awaiting loop, so this future holds only the read in
+        // progress: it sits in every idle connection's task, and its size is memory per
+        // connection.
         loop {
-            match codec::decode(&self.buffer, self.max_frame_bytes)? {
-                Decoded::Frame {
-                    frame,
-                    consumed_bytes,
-                } => {
-                    self.buffer.advance(consumed_bytes);
-                    if self.buffer.is_empty() && self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
-                        self.buffer = BytesMut::new();
-                    }
-                    return Ok(Some(frame));
-                }
-                Decoded::Incomplete { needed_bytes } => {
-                    // `needed_bytes` is bounded by the validated length prefix.
-                    let want = if self.buffer.is_empty() {
-                        IDLE_READ_BYTES
-                    } else {
-                        needed_bytes.max(READ_CHUNK_BYTES.min(self.max_frame_bytes))
-                    };
-                    self.buffer.reserve(want);
-                    let n_read = self.inner.read_buf(&mut self.buffer).await?;
-                    if n_read == 0 {
-                        if self.buffer.is_empty() {
-                            return Ok(None);
-                        }
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "stream ended inside a frame ({} bytes buffered)",
-                                self.buffer.len()
-                            ),
-                        )
-                        .into());
-                    }
-                }
+            let want = match self.decode_buffered()? {
+                Ok(frame) => return Ok(Some(frame)),
+                Err(want) => want,
+            };
+            self.buffer.reserve(want);
+            let n_read = self.inner.read_buf(&mut self.buffer).await?;
+            if n_read == 0 {
+                return self.ended();
             }
         }
+    }
+
+    /// The next frame if it is already whole in the buffer; never reads. For handling every
+    /// frame of one read before writing the replies.
+    pub fn next_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+        Ok(self.decode_buffered()?.ok())
+    }
+
+    /// A whole buffered frame, or how many bytes to read for the next one.
+    fn decode_buffered(&mut self) -> Result<Result<Frame, usize>, CodecError> {
+        match codec::decode(&self.buffer, self.max_frame_bytes)? {
+            Decoded::Frame {
+                frame,
+                consumed_bytes,
+            } => {
+                self.buffer.advance(consumed_bytes);
+                if self.buffer.is_empty() && self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
+                    self.buffer = BytesMut::new();
+                }
+                Ok(Ok(frame))
+            }
+            // `needed_bytes` is bounded by the validated length prefix.
+            Decoded::Incomplete { needed_bytes } => Ok(Err(if self.buffer.is_empty() {
+                IDLE_READ_BYTES
+            } else {
+                needed_bytes.max(READ_CHUNK_BYTES.min(self.max_frame_bytes))
+            })),
+        }
+    }
+
+    /// The stream ended: cleanly between frames, or inside one.
+    fn ended(&self) -> Result<Option<Frame>, FrameIoError> {
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "stream ended inside a frame ({} bytes buffered)",
+                self.buffer.len()
+            ),
+        )
+        .into())
     }
 }
 

@@ -4,10 +4,11 @@
 //! Latencies are measured from the planned send time (open loop), so a stalled server shows
 //! up as latency, not as fewer samples.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
@@ -55,8 +56,11 @@ pub struct LoadLedger {
     started: Instant,
     /// Planned messages.
     pub messages: Vec<Planned>,
-    index: HashMap<String, u32>,
-    last_number: BTreeMap<(u32, u32), u64>,
+    /// client_msg_id -> index in `messages`. Fx hashing: the ledger is on every delivery's
+    /// path, and nothing iterates these maps.
+    index: FxHashMap<String, u32>,
+    /// (recipient, sender) -> the newest message number delivered, for reorder counting.
+    last_number: FxHashMap<(u32, u32), u64>,
     /// Deliveries of a message a device already had.
     pub duplicated: u64,
     /// Deliveries older than one already delivered from the same sender.
@@ -104,8 +108,8 @@ impl LoadLedger {
         LoadLedger {
             started: Instant::now(),
             messages: Vec::new(),
-            index: HashMap::new(),
-            last_number: BTreeMap::new(),
+            index: FxHashMap::default(),
+            last_number: FxHashMap::default(),
             duplicated: 0,
             reordered: 0,
             refused_locally: 0,

@@ -67,6 +67,9 @@ struct Live {
     next_ping_id: u64,
     /// The only frame buffered for the next flush is a Ping (not traffic for the strategy).
     ping_just_fed: bool,
+    /// Pushed messages processed up to this seq and not acked yet: one DeviceAck covers every
+    /// push handled since the last write.
+    ack_due: Option<u64>,
 }
 
 /// Runs one connection attempt to its end.
@@ -155,6 +158,7 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
 
     let last_seq = lock(&client.state).last_seq;
     let mut live = Live {
+        ack_due: None,
         syncing: false,
         seen_seq_max: login_reply.max_seq,
         in_flight: VecDeque::new(),
@@ -290,6 +294,9 @@ where
 {
     loop {
         write_sends(client, live, out);
+        if let Some(seq) = live.ack_due.take() {
+            feed(out, Body::DeviceAck(proto::DeviceAck { seq }));
+        }
         if out.buffered_bytes() > 0 {
             if !live.ping_just_fed {
                 client.heartbeat_event(HeartbeatEvent::Traffic { outbound: true });
@@ -319,6 +326,21 @@ where
                 }
                 if let Some(end) = handle_frame(client, live, out, frame)? {
                     return Ok(end);
+                }
+                // Frames that arrived in the same read are handled before anything is
+                // written, so their acks and replies share one write.
+                loop {
+                    let frame = match input.next_buffered() {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(error) => return Ok(lost(&error.into())),
+                    };
+                    if frame.kind() != "pong" {
+                        client.heartbeat_event(HeartbeatEvent::Traffic { outbound: false });
+                    }
+                    if let Some(end) = handle_frame(client, live, out, frame)? {
+                        return Ok(end);
+                    }
                 }
             }
             command = client.commands.recv() => {
@@ -486,10 +508,7 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
                 return Ok(None);
             }
             match apply(client, &message) {
-                Applied::Next => {
-                    let seq = message.seq;
-                    feed(out, Body::DeviceAck(proto::DeviceAck { seq }));
-                }
+                Applied::Next => live.ack_due = Some(message.seq),
                 Applied::Duplicate => {}
                 Applied::Gap if live.syncing => {}
                 Applied::Gap => {
@@ -515,7 +534,7 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
                 }
             }
             let last_seq = lock(&client.state).last_seq;
-            feed(out, Body::DeviceAck(proto::DeviceAck { seq: last_seq }));
+            live.ack_due = Some(last_seq);
             if gap || response.has_more || live.seen_seq_max > last_seq {
                 start_sync(client, live, out, last_seq);
             } else {

@@ -17,8 +17,9 @@ use crate::store::StoredMessage;
 /// What a connection's writer sends.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A reply or control frame, written as is.
-    Frame(Frame),
+    /// A reply or control frame, written as is. Boxed: every outbox allocates its first block
+    /// of slots up front, so the slot size is per-connection memory even when idle.
+    Frame(Box<Frame>),
     /// A message for this device, written as NotifyData and tracked for the device's ack.
     Deliver {
         seq: u64,

@@ -88,7 +88,7 @@ async fn serve<S: Stream>(
             "server holds {} connections, its limit (connections_max)",
             shared.config.connections_max
         );
-        refuse(shared, &mut out, ErrorCode::Overloaded, text).await;
+        Box::pin(refuse(shared, &mut out, ErrorCode::Overloaded, text)).await;
         return;
     }
 
@@ -99,7 +99,7 @@ async fn serve<S: Stream>(
     let login = match first {
         Err(_elapsed) => {
             let text = format!("no login within {:?}", shared.config.login_timeout);
-            refuse(shared, &mut out, ErrorCode::LoginTimeout, text).await;
+            Box::pin(refuse(shared, &mut out, ErrorCode::LoginTimeout, text)).await;
             return;
         }
         Ok(Ok(None) | Err(FrameIoError::Io(_))) => return,
@@ -117,7 +117,7 @@ async fn serve<S: Stream>(
             Some(Body::Login(login)) => login,
             _ => {
                 let text = format!("expected a login frame first, got {}", frame.kind());
-                refuse(shared, &mut out, ErrorCode::NotLoggedIn, text).await;
+                Box::pin(refuse(shared, &mut out, ErrorCode::NotLoggedIn, text)).await;
                 return;
             }
         },
@@ -126,7 +126,7 @@ async fn serve<S: Stream>(
         Ok(idle_timeout) => idle_timeout,
         Err((code, text)) => {
             tracing::info!(user = %login.user, device = %login.device, "login refused: {text}");
-            refuse(shared, &mut out, code, text).await;
+            Box::pin(refuse(shared, &mut out, code, text)).await;
             return;
         }
     };
@@ -138,7 +138,7 @@ async fn serve<S: Stream>(
         Ok(reads) => reads,
         Err(error) => {
             let text = format!("store failed at login: {error}");
-            refuse(shared, &mut out, ErrorCode::StoreUnavailable, text).await;
+            Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
             return;
         }
     };
@@ -165,7 +165,7 @@ async fn serve<S: Stream>(
         inbox_epoch: shared.store.epoch(),
     }));
     outbox
-        .try_send(Outbound::Frame(reply))
+        .try_send(Outbound::Frame(Box::new(reply)))
         .expect("a fresh outbox has room for the login reply");
     tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
 
@@ -232,7 +232,8 @@ async fn login_reads(shared: &Shared, session: &Session) -> Result<(u64, u64), S
     Ok((cursor, max_seq))
 }
 
-/// Answers a connection that never logged in with an error frame, then closes it.
+/// Answers a connection that never logged in with an error frame, then closes it. Callers
+/// box it, so its state is not part of every connection's task.
 async fn refuse<W: AsyncWrite + Unpin>(
     shared: &Shared,
     out: &mut FrameWriter<W>,
@@ -262,7 +263,7 @@ fn respond(
     handle: &SessionControl,
     frame: Frame,
 ) -> Result<(), Closed> {
-    match outbox.try_send(Outbound::Frame(frame)) {
+    match outbox.try_send(Outbound::Frame(Box::new(frame))) {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Full(_)) => {
             handle.kick(KickReason::SlowConsumer);
@@ -284,28 +285,40 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut idle_deadline = Instant::now() + idle_timeout;
     let mut barrier = SendBarrier::default();
     loop {
-        let next = tokio::select! {
-            biased;
-            () = handle.kill.cancelled() => return Closed::Killed,
-            () = tokio::time::sleep_until(idle_deadline) => {
-                shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(?idle_timeout, "reaping silent connection");
-                return Closed::Reaped;
+        // Scoped so the select's output is not kept in the task while the frame is handled.
+        let frame = {
+            let next = tokio::select! {
+                biased;
+                () = handle.kill.cancelled() => return Closed::Killed,
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(?idle_timeout, "reaping silent connection");
+                    return Closed::Reaped;
+                }
+                next = input.next() => next,
+            };
+            match next {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Closed::PeerEnded,
+                Err(FrameIoError::Io(_)) => return Closed::Io,
+                Err(FrameIoError::Codec(error)) => {
+                    let error = proto::Error::new(codec_error_code(&error), error.to_string());
+                    let _ = respond(&outbox, handle, error_frame(error));
+                    return Closed::BadFrame;
+                }
             }
-            next = input.next() => next,
         };
         idle_deadline = Instant::now() + idle_timeout;
-        let frame = match next {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Closed::PeerEnded,
-            Err(FrameIoError::Io(_)) => return Closed::Io,
-            Err(FrameIoError::Codec(error)) => {
-                let error = proto::Error::new(codec_error_code(&error), error.to_string());
-                let _ = respond(&outbox, handle, error_frame(error));
-                return Closed::BadFrame;
-            }
-        };
-        let reply = handle_frame(shared, session, frame, acked_seq, &mut barrier).await;
+        // Boxed: the handler's state (store calls, replies) exists only while a frame is
+        // handled, instead of sitting in every idle connection's task.
+        let reply = Box::pin(handle_frame(
+            shared,
+            session,
+            frame,
+            acked_seq,
+            &mut barrier,
+        ))
+        .await;
         match reply {
             Ok(Some(frame)) => {
                 if let Err(closed) = respond(&outbox, handle, frame) {

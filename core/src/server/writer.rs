@@ -40,7 +40,7 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
         tokio::select! {
             biased;
             () = handle.kill.cancelled() => {
-                write_kick(&shared, &mut out, handle.kick_reason()).await;
+                Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
                 break;
             }
             () = sleep_until_some(check_deadline) => {
@@ -75,7 +75,7 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
             };
             if !flushed {
                 // Killed mid-write or the socket failed: say why if we still can.
-                write_kick(&shared, &mut out, handle.kick_reason()).await;
+                Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
                 break;
             }
         }
@@ -91,7 +91,7 @@ fn feed<W: AsyncWrite + Unpin>(
     notify_ack_timeout: std::time::Duration,
 ) {
     let frame = match item {
-        Outbound::Frame(frame) => frame,
+        Outbound::Frame(frame) => *frame,
         Outbound::Deliver { seq, message } => {
             *pushed_seq_max = (*pushed_seq_max).max(seq);
             check.get_or_insert(AckCheck {
@@ -110,7 +110,8 @@ fn feed<W: AsyncWrite + Unpin>(
 }
 
 /// Best effort: a Kick frame saying why the server closes, bounded by `close_flush_timeout`.
-/// A slow consumer is not reading, so it gets none.
+/// A slow consumer is not reading, so it gets none. Callers box it: it runs once per
+/// connection, and inline its state would sit in every idle connection's task.
 async fn write_kick<W: AsyncWrite + Unpin>(
     shared: &Shared,
     out: &mut FrameWriter<W>,

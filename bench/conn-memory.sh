@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Resident memory per idle logged-in connection, server and load generator.
+#
+#   bench/conn-memory.sh [CLIENTS] [WORKERS]     (defaults: 10000 1)
+#
+# Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
+# `imlab load` (one message a second in all, so the connections are idle), samples both
+# processes' RSS once every client is connected, and prints a table. Uses target/release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+clients=${1:-10000}
+workers=${2:-1}
+cargo build --release --quiet
+bin=target/release/imlab
+out=$(mktemp -d)
+trap 'kill $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+$bin serve --listen 127.0.0.1:0 >"$out/serve.out" 2>"$out/serve.err" &
+server_pid=$!
+for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
+addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
+server_before=$(rss_kb $server_pid)
+
+ramp_s=$(( clients / 2000 + 2 ))
+hold_s=$(( ramp_s + 8 ))
+source_ips=""
+if (( clients > 15000 )); then source_ips="--source-ips 127.0.0.2-127.0.0.5"; fi
+$bin load --target "$addr" --clients "$clients" --workers "$workers" $source_ips \
+    --connect-rate 2000 --duration "${hold_s}s" --msg-rate 1 --drain 1s \
+    --out "$out/load" >"$out/load.out" 2>&1 &
+load_pid=$!
+sleep $(( ramp_s + 5 ))
+server_after=$(rss_kb $server_pid)
+# The load generator's RSS: the parent, plus its worker processes.
+load_kb=0
+for pid in $load_pid $(pgrep -P $load_pid || true); do
+    load_kb=$(( load_kb + $(rss_kb "$pid" 2>/dev/null || echo 0) ))
+done
+open=$(ls /proc/$server_pid/fd | wc -l)
+wait $load_pid || true
+
+per_server=$(( (server_after - server_before) * 1024 / clients ))
+per_load=$(( load_kb * 1024 / clients ))
+printf '%-34s %12s\n' "measure" "value"
+printf '%-34s %12s\n' "clients" "$clients"
+printf '%-34s %12s\n' "server fds open at sample" "$open"
+printf '%-34s %12s\n' "server RSS before (KiB)" "$server_before"
+printf '%-34s %12s\n' "server RSS with clients (KiB)" "$server_after"
+printf '%-34s %12s\n' "server bytes per connection" "$per_server"
+printf '%-34s %12s\n' "load generator RSS (KiB)" "$load_kb"
+printf '%-34s %12s\n' "load generator bytes per client" "$per_load"
+grep -E "lost|connections" "$out/load.out" | head -5 || true
