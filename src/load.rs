@@ -15,6 +15,7 @@ use imlab_loadgen::config::{LoadConfig, Pattern};
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load\n  \
     imlab load --target 127.0.0.1:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat\n  \
+    imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --tls --ca cert.pem\n  \
     imlab load merge out/load-a out/load-b --out out/load-all"
 )]
 pub struct LoadArgs {
@@ -64,6 +65,17 @@ pub struct LoadArgs {
     /// Messages stay within a worker's clients.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Speak TLS to the server. Needs --ca: this build carries no public root certificates.
+    #[arg(long)]
+    tls: bool,
+    /// PEM file of the certificates to trust with --tls: the server's CA, or its self-signed
+    /// certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// Name the server's certificate must carry (DNS name or IP) with --tls. Default: the
+    /// --target IP address.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_server_name: Option<String>,
     /// (Internal) this process is worker N of a --workers run.
     #[arg(long, hide = true)]
     worker_index: Option<usize>,
@@ -107,6 +119,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         None => Vec::new(),
     };
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    let tls = tls_client(&args)?;
     if args.workers > 1 && args.worker_index.is_none() {
         return run_workers(&args, clients);
     }
@@ -125,6 +138,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         seed: args.seed,
         source_ips,
         worker: args.worker_index.unwrap_or(0),
+        tls,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     // A live line on a terminal: connected, sends, acks, p99 so far, errors.
@@ -162,6 +176,20 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("results: {}", dir.join("results.json").display());
     }
     Ok(verdict(&results))
+}
+
+/// The TLS settings of `--tls`, with the `--ca` file read and checked now.
+fn tls_client(args: &LoadArgs) -> anyhow::Result<Option<imlab_core::tls::TlsClient>> {
+    if !args.tls {
+        return Ok(None);
+    }
+    let ca = args.ca.as_deref().context(
+        "--tls needs --ca FILE, the PEM certificate (the server's CA, or its self-signed \
+         certificate) to trust: this build carries no public root certificates",
+    )?;
+    let tls = imlab_core::tls::TlsClient::from_ca_file(ca, args.tls_server_name.as_deref())
+        .context("--ca")?;
+    Ok(Some(tls))
 }
 
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
@@ -215,6 +243,15 @@ fn run_workers(args: &LoadArgs, clients: usize) -> anyhow::Result<std::process::
         }
         if let Some(secret) = &args.auth_secret {
             command.env("IMLAB_AUTH_SECRET", secret);
+        }
+        if args.tls {
+            command.arg("--tls");
+            if let Some(ca) = &args.ca {
+                command.arg("--ca").arg(ca);
+            }
+            if let Some(name) = &args.tls_server_name {
+                command.args(["--tls-server-name", name]);
+            }
         }
         let child = command
             .spawn()

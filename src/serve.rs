@@ -1,6 +1,8 @@
-//! `imlab serve`: the server core on a tokio TCP listener, with graceful shutdown.
+//! `imlab serve`: the server core on a tokio TCP listener (TLS with `--tls-cert`), with
+//! graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,11 +11,13 @@ use imlab_core::auth::Authenticator;
 use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
 use imlab_core::store::MemoryStore;
+use imlab_core::tls::TlsListener;
 
 /// Run the IM server on a real socket (in-memory store).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  imlab serve\n  \
     IMLAB_AUTH_SECRET=s3cret imlab serve --listen 127.0.0.1:7400\n  \
+    imlab serve --tls-cert cert.pem --tls-key key.pem\n  \
     RUST_LOG=imlab_core=debug imlab serve --max-connections 20000")]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port (printed at start-up).
@@ -35,6 +39,12 @@ pub struct ServeArgs {
     /// Frames queued per connection; a full queue disconnects the slow consumer.
     #[arg(long, default_value_t = ServerConfig::default().outbox_len_max)]
     outbox_len: usize,
+    /// Serve TLS with this PEM certificate chain (leaf first). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -61,6 +71,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         outbox_len_max: args.outbox_len,
         ..ServerConfig::default()
     };
+    // Read the certificate and key before binding: a bad file fails at once, naming it.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            imlab_core::tls::server_config_from_files(cert, key)
+                .context("loading --tls-cert/--tls-key")?,
+        ),
+        _ => None,
+    };
     let auth = Authenticator::from_secret(args.auth_secret.as_deref());
     if auth.is_dev() {
         tracing::warn!(
@@ -85,9 +103,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Install the signal handlers before announcing the address, so a Ctrl-C right after
     // start-up shuts down gracefully instead of killing the process.
     let shutdown = shutdown_signal().context("installing signal handlers")?;
-    tracing::info!(%local, store = "memory", "imlab serve listening");
+    let tls_state = match &args.tls_cert {
+        Some(cert) => format!("on ({})", cert.display()),
+        None => "off".to_string(),
+    };
+    tracing::info!(%local, store = "memory", tls = %tls_state, "imlab serve listening");
     println!("listening: {local}");
-    server.run(listener, shutdown).await;
+    match tls {
+        Some(tls) => server.run(TlsListener::new(listener, tls), shutdown).await,
+        None => server.run(listener, shutdown).await,
+    }
     let counters = server.counters();
     tracing::info!(
         connections = counters

@@ -37,7 +37,7 @@ const LOSSY: &str = r#"
 duration = "20m"
 quiet = "3m"
 [server]
-store_survives_crash = false
+store = "memory"
 [[devices]]
 name = "senders"
 count = 4

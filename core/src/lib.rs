@@ -9,11 +9,12 @@
 //! - [`proto`]: the generated wire messages;
 //! - [`codec`]: pure frame decoding and encoding; [`framed`]: the same over async streams;
 //! - [`auth`]: HMAC-signed login tokens;
-//! - [`clock`], [`net`]: the injected time and sockets;
+//! - [`clock`], [`net`]: the injected time and sockets; [`tls`]: TLS over tokio's sockets;
 //! - [`store`]: the store trait and the in-memory store;
 //! - [`server`]: sessions, sends, delivery, sync, groups, offline pushes;
 //! - [`client`]: the device-side connection manager;
 //! - [`heartbeat`]: heartbeat strategies;
+//! - `fuzzing` (feature `fuzzing`): the fuzz targets' harnesses, also run by a stable test;
 //! - `planted` (feature `planted-bugs`, tests only): deliberate bugs for the simulator's checker.
 
 pub mod auth;
@@ -21,6 +22,8 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod framed;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod heartbeat;
 pub mod net;
 #[cfg(feature = "planted-bugs")]
@@ -28,3 +31,4 @@ pub mod planted;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -1,8 +1,9 @@
 //! The two seams between the cores and a network: [`Listener`] for the server and
 //! [`Connector`] for the client.
 //!
-//! Tokio's sockets implement them here; the simulator wraps turmoil's sockets, and tests use
-//! [`memory`] pipes. Nothing else in `imlab-core` touches a socket type.
+//! Tokio's sockets implement them here; the simulator wraps turmoil's sockets, tests use
+//! [`memory`] pipes, and `crate::tls` adds TLS over tokio's sockets. Nothing else in
+//! `imlab-core` touches a socket type.
 
 use std::future::Future;
 use std::io;
@@ -15,12 +16,29 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// Accepts connections for the server.
+///
+/// Accepting is split in two so that no per-connection work runs in the server's accept
+/// loop: `accept` only takes the next connection off the queue, and the [`Self::Handshake`]
+/// it returns (a TLS handshake, say) is awaited by the server inside that connection's own
+/// task, bounded by the login timeout. Listeners with nothing to negotiate return
+/// [`no_handshake`].
 pub trait Listener: Send + 'static {
-    /// The accepted streams.
+    /// The streams the protocol runs over, once any handshake is done.
     type Stream: Stream;
+    /// Turns an accepted connection into a [`Self::Stream`]; owns everything it needs.
+    type Handshake: Future<Output = io::Result<Self::Stream>> + Send + 'static;
 
-    /// Waits for the next connection and returns it with the peer's address.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Waits for the next connection and returns its pending handshake with the peer's
+    /// address. Must not wait on the peer beyond the accept itself.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Handshake, SocketAddr)>> + Send;
+}
+
+/// The handshake of a stream that needs none: ready at once.
+pub type NoHandshake<S> = std::future::Ready<io::Result<S>>;
+
+/// Hands over an accepted `stream` as it is.
+pub fn no_handshake<S>(stream: S) -> NoHandshake<S> {
+    std::future::ready(Ok(stream))
 }
 
 /// Opens connections for the client.
@@ -34,12 +52,13 @@ pub trait Connector: Send + Sync + 'static {
 
 impl Listener for tokio::net::TcpListener {
     type Stream = tokio::net::TcpStream;
+    type Handshake = NoHandshake<tokio::net::TcpStream>;
 
-    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+    async fn accept(&mut self) -> io::Result<(Self::Handshake, SocketAddr)> {
         let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         // Small request/ack exchanges: Nagle plus delayed ACKs would add ~40 ms.
         stream.set_nodelay(true)?;
-        Ok((stream, peer))
+        Ok((no_handshake(stream), peer))
     }
 }
 
@@ -97,13 +116,15 @@ pub mod memory {
 
     impl Listener for MemoryListener {
         type Stream = DuplexStream;
+        type Handshake = NoHandshake<DuplexStream>;
 
-        async fn accept(&mut self) -> io::Result<(DuplexStream, SocketAddr)> {
+        async fn accept(&mut self) -> io::Result<(Self::Handshake, SocketAddr)> {
             let stream = self.incoming.recv().await.ok_or_else(|| {
                 io::Error::new(io::ErrorKind::ConnectionAborted, "all connectors dropped")
             })?;
             self.n_accepted = self.n_accepted.wrapping_add(1);
-            Ok((stream, SocketAddr::from(([10, 0, 0, 1], self.n_accepted))))
+            let peer = SocketAddr::from(([10, 0, 0, 1], self.n_accepted));
+            Ok((no_handshake(stream), peer))
         }
     }
 

@@ -66,4 +66,6 @@ pub struct LoadConfig {
     pub source_ips: Vec<std::net::IpAddr>,
     /// Distinguishes the ids of workers started together (0 for a single process).
     pub worker: usize,
+    /// TLS over every connection (`None`: plaintext).
+    pub tls: Option<imlab_core::tls::TlsClient>,
 }

@@ -8,12 +8,16 @@ use std::time::Duration;
 use crate::source::SourceConnector;
 use bytes::Bytes;
 use imlab_core::client::{
-    Client, ClientConfig, ClientEvent, ClientHandle, ClientObserver, ClientState,
+    Client, ClientConfig, ClientEvent, ClientExit, ClientHandle, ClientObserver, ClientState,
+    SharedClientState,
 };
-use imlab_core::heartbeat::parse_strategy;
+use imlab_core::heartbeat::{HeartbeatStrategy, parse_strategy};
+use imlab_core::net::Connector;
 use imlab_core::proto::Target;
+use imlab_core::tls::TlsConnector;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{LoadConfig, Pattern};
@@ -158,22 +162,27 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
             client: client as u32,
             connected: Mutex::new(false),
         });
-        let (core, handle) = Client::new(
-            SourceConnector {
-                target: config.target,
-                source: (!config.source_ips.is_empty())
-                    .then(|| config.source_ips[client % config.source_ips.len()]),
-            },
-            ClientConfig {
+        let source = SourceConnector {
+            target: config.target,
+            source: (!config.source_ips.is_empty())
+                .then(|| config.source_ips[client % config.source_ips.len()]),
+        };
+        let setup = ClientSetup {
+            config: ClientConfig {
                 token,
                 ..ClientConfig::default()
             },
-            ClientState::new(user(client), format!("{tag}d{client}")).shared(),
-            parse_strategy(&config.heartbeat).expect("validated above"),
+            state: ClientState::new(user(client), format!("{tag}d{client}")).shared(),
+            heartbeat: parse_strategy(&config.heartbeat).expect("validated above"),
             observer,
-            ChaCha8Rng::seed_from_u64(config.seed ^ client as u64),
-        );
-        tasks.push(tokio::spawn(core.run()));
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ client as u64),
+        };
+        // TLS runs over the source-bound TCP connection, so --source-ips still applies.
+        let (task, handle) = match &config.tls {
+            None => setup.spawn(source),
+            Some(tls) => setup.spawn(TlsConnector::new(source, config.target, tls)),
+        };
+        tasks.push(task);
         handles.push(handle);
     }
     // Let the ramp finish logging in (bounded), then make the groups before any send. If
@@ -284,6 +293,30 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
     }
     progress(&results);
     Ok(results)
+}
+
+/// Everything a virtual device's client core is built from, but its connector.
+struct ClientSetup {
+    config: ClientConfig,
+    state: SharedClientState,
+    heartbeat: Box<dyn HeartbeatStrategy>,
+    observer: Arc<Observer>,
+    rng: ChaCha8Rng,
+}
+
+impl ClientSetup {
+    /// Starts the client core on `connector`.
+    fn spawn<C: Connector>(self, connector: C) -> (JoinHandle<ClientExit>, ClientHandle) {
+        let (core, handle) = Client::new(
+            connector,
+            self.config,
+            self.state,
+            self.heartbeat,
+            self.observer,
+            self.rng,
+        );
+        (tokio::spawn(core.run()), handle)
+    }
 }
 
 /// Groups of `size` consecutive clients; the first member creates each. Returns members.

@@ -8,11 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use imlab_core::client::SharedClientState;
-use imlab_core::store::MemoryStore;
 use serde::Serialize;
 
 use crate::ledger::{Conversation, Ledger};
-use crate::world::{Layout, user_id};
+use crate::world::{Layout, SimStore, user_id};
 
 /// Names of the invariants, in report order.
 pub const INVARIANTS: &[&str] = &[
@@ -80,7 +79,7 @@ impl Found {
 pub fn check(
     layout: &Layout,
     ledger: &Ledger,
-    store: &MemoryStore,
+    store: &SimStore,
     device_states: &[SharedClientState],
 ) -> Vec<Verdict> {
     vec![
@@ -159,7 +158,7 @@ fn no_duplicates(ledger: &Ledger) -> Verdict {
     found.verdict("no_duplicates")
 }
 
-fn seq_monotonic(ledger: &Ledger, store: &MemoryStore) -> Verdict {
+fn seq_monotonic(ledger: &Ledger, store: &SimStore) -> Verdict {
     let mut found = Found::new();
     for (device, record) in ledger.devices.iter().enumerate() {
         let mut previous = 0u64;
@@ -223,7 +222,7 @@ fn sender_order(ledger: &Ledger) -> Verdict {
     found.verdict("sender_order")
 }
 
-fn idempotent_send(store: &MemoryStore) -> Verdict {
+fn idempotent_send(store: &SimStore) -> Verdict {
     let mut found = Found::new();
     let mut stored: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
     for user in store.users() {
@@ -250,7 +249,7 @@ fn idempotent_send(store: &MemoryStore) -> Verdict {
 fn convergence(
     layout: &Layout,
     ledger: &Ledger,
-    store: &MemoryStore,
+    store: &SimStore,
     device_states: &[SharedClientState],
 ) -> Verdict {
     let mut found = Found::new();

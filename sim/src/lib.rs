@@ -38,14 +38,20 @@ pub struct Planted {
     pub skip_dedupe: bool,
     /// The client processes pushes without checking their seq.
     pub push_skips_seq_check: bool,
-    /// The store is lost on a server crash although the scenario says it survives.
+    /// The durable store's disk is lost on a server crash (the in-memory store is lost
+    /// anyway).
     pub volatile_store: bool,
+    /// The durable store answers an append before its commit is durable.
+    pub ack_before_commit: bool,
 }
 
 impl Planted {
     /// Panics when a bug is asked for that this build cannot plant.
     pub fn assert_supported(&self) {
-        let needs_feature = self.ack_before_store || self.skip_dedupe || self.push_skips_seq_check;
+        let needs_feature = self.ack_before_store
+            || self.skip_dedupe
+            || self.push_skips_seq_check
+            || self.ack_before_commit;
         assert!(
             cfg!(feature = "planted-bugs") || !needs_feature,
             "planted bugs in imlab-core need the `planted-bugs` feature"

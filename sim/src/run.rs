@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use imlab_core::auth::Authenticator;
 use imlab_core::clock::TokioClock;
 use imlab_core::server::{Server, ServerConfig, ServerDeps};
-use imlab_core::store::{MemoryStore, MemoryStoreLimits, Store};
+use imlab_core::store::{
+    DurableStore, DurableStoreLimits, MemEngine, MemoryStore, MemoryStoreLimits,
+};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -24,10 +26,10 @@ use crate::invariants::{self, Verdict};
 use crate::ledger::Ledger;
 use crate::metrics::{self, Metrics};
 use crate::push::{SimPushProvider, push_host};
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{FaultKind, Scenario, StoreKind};
 use crate::trace::{Event, Trace};
 use crate::world::{
-    self, DEVICES_PER_CELL_MAX, DeviceCommand, Layout, SERVER_PORT, Shared, carrier_host,
+    self, DEVICES_PER_CELL_MAX, DeviceCommand, Layout, SERVER_PORT, Shared, SimStore, carrier_host,
     cell_host, group_id, occurrences, user_id,
 };
 
@@ -146,7 +148,10 @@ pub fn run_with(
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
         push_down: AtomicBool::new(false),
-        store: Mutex::new(Arc::new(new_store(&options.planted))),
+        store: Mutex::new(None),
+        disk: Mutex::new(Arc::new(MemEngine::with_commit_latency(
+            scenario.server.commit_latency,
+        ))),
         server_starts: AtomicUsize::new(0),
         server: Mutex::new(None),
         radios: layout
@@ -289,7 +294,8 @@ pub fn run_with(
         .store
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .clone();
+        .clone()
+        .expect("the server started");
     let ledger = shared
         .ledger
         .lock()
@@ -318,13 +324,57 @@ fn record(shared: &Shared, at: Duration, event: Event) {
         .record(at.as_millis() as u64, event);
 }
 
-fn new_store(planted: &Planted) -> MemoryStore {
+fn store_limits(planted: &Planted) -> MemoryStoreLimits {
     let _ = planted;
-    MemoryStore::with_limits(MemoryStoreLimits {
+    MemoryStoreLimits {
         #[cfg(feature = "planted-bugs")]
         planted_skip_dedupe: planted.skip_dedupe,
         ..MemoryStoreLimits::default()
-    })
+    }
+}
+
+/// The store for the `n_starts`-th server start (0 = the first). A durable store opens over
+/// the simulated disk, which kept exactly the commits that finished before the crash; an
+/// in-memory store starts empty in a new generation.
+async fn open_store(shared: &Shared, n_starts: usize) -> SimStore {
+    let epoch = n_starts as u64 + 1;
+    let planted = &shared.planted;
+    let set = |store: Option<SimStore>| {
+        *shared.store.lock().unwrap_or_else(|p| p.into_inner()) = store;
+    };
+    match shared.scenario.server.store {
+        StoreKind::Memory => {
+            let store = MemoryStore::with_limits(store_limits(planted)).with_epoch(epoch);
+            let store = SimStore::Memory(Arc::new(store));
+            set(Some(store.clone()));
+            store
+        }
+        StoreKind::Durable => {
+            // The crashed server's store (its committer died with the host) lets go first.
+            set(None);
+            let disk = {
+                let mut disk = shared.disk.lock().unwrap_or_else(|p| p.into_inner());
+                if n_starts > 0 && planted.volatile_store {
+                    *disk = Arc::new(MemEngine::with_commit_latency(
+                        shared.scenario.server.commit_latency,
+                    ));
+                }
+                disk.clone()
+            };
+            #[allow(unused_mut)]
+            let mut limits = DurableStoreLimits::from(store_limits(planted));
+            #[cfg(feature = "planted-bugs")]
+            {
+                limits.planted_ack_before_commit = planted.ack_before_commit;
+            }
+            let store = DurableStore::open(disk, limits, epoch)
+                .await
+                .expect("opening the durable store on the simulated disk");
+            let store = SimStore::Durable(Arc::new(store));
+            set(Some(store.clone()));
+            store
+        }
+    }
 }
 
 /// Expands the scenario's faults into driver actions. Outages and partitions act inside the
@@ -401,23 +451,18 @@ struct SimListener(turmoil::net::TcpListener);
 
 impl imlab_core::net::Listener for SimListener {
     type Stream = turmoil::net::TcpStream;
+    type Handshake = imlab_core::net::NoHandshake<turmoil::net::TcpStream>;
 
-    async fn accept(&mut self) -> std::io::Result<(turmoil::net::TcpStream, std::net::SocketAddr)> {
-        self.0.accept().await
+    async fn accept(&mut self) -> std::io::Result<(Self::Handshake, std::net::SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        Ok((imlab_core::net::no_handshake(stream), peer))
     }
 }
 
 /// The server host: imlab-core's server on the current store. Called again after a crash.
 async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
     let n_starts = shared.server_starts.fetch_add(1, Ordering::Relaxed);
-    let store = {
-        let mut slot = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        let lost = !shared.scenario.server.store_survives_crash || shared.planted.volatile_store;
-        if n_starts > 0 && lost {
-            *slot = Arc::new(new_store(&shared.planted).with_epoch(n_starts as u64 + 1));
-        }
-        slot.clone()
-    };
+    let store = open_store(&shared, n_starts).await;
     if n_starts == 0 || store.n_messages() == 0 {
         create_chat_groups(&shared, &store).await;
     }
@@ -439,7 +484,7 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
     let server = Arc::new(Server::new(
         config,
         ServerDeps {
-            store: store as Arc<dyn Store>,
+            store: store.as_store(),
             clock: Arc::new(TokioClock::new(epoch_ms)),
             push: Arc::new(push),
             auth: Authenticator::Dev,
@@ -455,7 +500,8 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
     Ok(())
 }
 
-async fn create_chat_groups(shared: &Shared, store: &MemoryStore) {
+async fn create_chat_groups(shared: &Shared, store: &SimStore) {
+    let store = store.as_store();
     for (index, members) in shared.layout.chat_groups.iter().enumerate() {
         let members: Vec<String> = members.iter().map(|user| user_id(*user)).collect();
         let _ = store

@@ -70,7 +70,8 @@ struct RawScenario {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     store: Option<String>,
-    store_survives_crash: Option<bool>,
+    #[serde(with = "humantime_serde", default)]
+    commit_latency: Option<Duration>,
     #[serde(with = "humantime_serde", default)]
     notify_ack_timeout: Option<Duration>,
     outbox_len_max: Option<usize>,
@@ -159,11 +160,28 @@ struct RawFault {
     fraction: Option<f64>,
 }
 
+/// A durable commit's latency when the scenario names none: an SSD's fsync.
+pub const DEFAULT_COMMIT_LATENCY: Duration = Duration::from_millis(2);
+
+/// Which store the simulated server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// imlab-core's durable store with group commit, on a simulated disk: a crash loses
+    /// exactly the writes whose commit had not finished (none of them acked).
+    Durable,
+    /// The in-memory store: a crash loses everything, and the restarted server starts a new
+    /// store generation (epoch).
+    Memory,
+}
+
 /// The server's setup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSetup {
-    /// Whether the store survives a server crash (a durable store) or is lost (in-memory).
-    pub store_survives_crash: bool,
+    /// The server's store.
+    pub store: StoreKind,
+    /// How long one durable commit (an fsync) takes; the durable store's group commit
+    /// batches the sends that arrive meanwhile.
+    pub commit_latency: Duration,
     /// See `ServerConfig::notify_ack_timeout`.
     pub notify_ack_timeout: Duration,
     /// See `ServerConfig::outbox_len_max`.
@@ -383,14 +401,22 @@ impl Validator<'_> {
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerSetup, ScenarioError> {
-        match raw.store.as_deref() {
-            None | Some("memory") => {}
+        let store = match raw.store.as_deref() {
+            None | Some("durable") => StoreKind::Durable,
+            Some("memory") => StoreKind::Memory,
             Some(other) => {
                 return Err(self.invalid(
                     "server.store",
-                    format!("unknown store {other:?}; known: \"memory\""),
+                    format!("unknown store {other:?}; known: \"durable\", \"memory\""),
                 ));
             }
+        };
+        let commit_latency = raw.commit_latency.unwrap_or(DEFAULT_COMMIT_LATENCY);
+        if commit_latency > Duration::from_secs(1) {
+            return Err(self.invalid(
+                "server.commit_latency",
+                format!("{commit_latency:?} is longer than any disk's fsync (at most 1s)"),
+            ));
         }
         let defaults = imlab_core::server::ServerConfig::default();
         let outbox_len_max = raw.outbox_len_max.unwrap_or(defaults.outbox_len_max);
@@ -404,7 +430,8 @@ impl Validator<'_> {
             return Err(self.invalid("server.fanout_queue_len_max", "must be positive, got 0"));
         }
         Ok(ServerSetup {
-            store_survives_crash: raw.store_survives_crash.unwrap_or(true),
+            store,
+            commit_latency,
             notify_ack_timeout: raw
                 .notify_ack_timeout
                 .unwrap_or(defaults.notify_ack_timeout),

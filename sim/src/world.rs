@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imlab_core::store::MemoryStore;
+use imlab_core::store::{DurableStore, MemEngine, MemoryStore, Store, StoredMessage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
@@ -279,8 +279,12 @@ pub struct Shared {
     pub device_commands: Vec<Mutex<Option<mpsc::Sender<DeviceCommand>>>>,
     /// True while the push service delivers nothing.
     pub push_down: AtomicBool,
-    /// The server's current store (replaced on a crash when the store does not survive).
-    pub store: Mutex<Arc<MemoryStore>>,
+    /// The server's current store: opened by each server start (over the surviving disk
+    /// for a durable store; a new one for an in-memory store).
+    pub store: Mutex<Option<SimStore>>,
+    /// The durable store's simulated disk: it outlives server crashes (a planted volatile
+    /// store replaces it).
+    pub disk: Mutex<Arc<MemEngine>>,
     /// Infrastructure counters.
     pub counters: Counters,
     /// The trace.
@@ -344,4 +348,49 @@ impl Shared {
 /// Simulated time since the start, inside or outside a host.
 pub fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or(Duration::ZERO)
+}
+
+/// The store a simulated server runs on, with the inspection the invariant checker needs.
+#[derive(Clone)]
+pub enum SimStore {
+    /// The in-memory store.
+    Memory(Arc<MemoryStore>),
+    /// The durable store on the simulated disk.
+    Durable(Arc<DurableStore<MemEngine>>),
+}
+
+impl SimStore {
+    /// The store as the server core takes it.
+    pub fn as_store(&self) -> Arc<dyn Store> {
+        match self {
+            SimStore::Memory(store) => store.clone(),
+            SimStore::Durable(store) => store.clone(),
+        }
+    }
+
+    /// Messages stored (durably, for the durable store).
+    pub fn n_messages(&self) -> u64 {
+        match self {
+            SimStore::Memory(store) => store.n_messages(),
+            SimStore::Durable(store) => store.n_messages(),
+        }
+    }
+
+    /// Every user with an inbox or a cursor, sorted.
+    pub fn users(&self) -> Vec<String> {
+        match self {
+            SimStore::Memory(store) => store.users(),
+            // The simulated disk holds only records this store encoded: a read failure is a
+            // bug in the store, not a simulated fault.
+            SimStore::Durable(store) => store.users().expect("reading the simulated disk"),
+        }
+    }
+
+    /// A user's whole inbox as (seq, message).
+    pub fn inbox(&self, user: &str) -> Vec<(u64, Arc<StoredMessage>)> {
+        match self {
+            SimStore::Memory(store) => store.inbox(user),
+            SimStore::Durable(store) => store.inbox(user).expect("reading the simulated disk"),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Every planted bug is caught by the invariant it breaks within a handful of seeds, and the
 //! same scenario and seeds are clean without it. The scenario is a small storm: lossy 5-minute
-//! NATs, subway blackouts, server crashes every 10 minutes, app kills, busy chats.
+//! NATs, subway blackouts, server crashes every 10 minutes over a slow durable store, app kills,
+//! busy chats.
 
 use std::path::Path;
 
@@ -13,7 +14,9 @@ duration = "40m"
 quiet = "5m"
 
 [server]
-store_survives_crash = true
+store = "durable"
+# A slow networked disk: commits take a second, so each crash finds writes not yet durable.
+commit_latency = "1s"
 
 [carriers.cmcc]
 preset = "cmcc-3g"
@@ -128,6 +131,17 @@ fn a_push_without_the_seq_check_is_caught_by_no_duplicates() {
             ..Planted::default()
         },
         "no_duplicates",
+    );
+}
+
+#[test]
+fn ack_before_commit_is_caught_by_no_acked_loss() {
+    check(
+        Planted {
+            ack_before_commit: true,
+            ..Planted::default()
+        },
+        "no_acked_loss",
     );
 }
 

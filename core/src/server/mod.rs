@@ -102,6 +102,9 @@ pub struct ServerCounters {
     pub connections_accepted: AtomicU64,
     /// Connections refused at `connections_max`.
     pub connections_refused: AtomicU64,
+    /// Connections closed because the listener's handshake (TLS) failed or did not finish
+    /// within the login timeout.
+    pub handshakes_failed: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicU64,
     /// Successful logins.
@@ -253,10 +256,12 @@ impl Server {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer)) => {
+                Ok((handshake, peer)) => {
+                    // The handshake (TLS) runs in the connection's task: a slow peer must
+                    // not hold up this loop.
                     let shared = self.shared.clone();
                     let stop = stop.child_token();
-                    tasks.spawn(session::serve_connection(shared, stream, peer, stop));
+                    tasks.spawn(session::serve_connection(shared, handshake, peer, stop));
                 }
                 Err(error) => {
                     // Usually out of file descriptors: back off instead of spinning.

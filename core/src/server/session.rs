@@ -1,11 +1,14 @@
 //! One connection: the login phase, then the reader loop that handles the client's frames,
 //! running beside the connection's writer (`writer.rs`) until either side ends.
 //!
-//! Close rules: no Login within `login_timeout`; a bad frame, a frame before login or a
-//! refused token (each answered with a typed Error first); silence longer than the idle
-//! timeout (1.5x the client's declared heartbeat interval, clamped); a kick (same device
-//! logged in elsewhere, slow consumer, shutdown). Only this connection is affected.
+//! Close rules: no finished handshake and Login within `login_timeout`; a failed handshake; a
+//! bad frame, a frame before login or a refused token (each answered with a typed Error
+//! first); silence longer than the idle timeout (1.5x the client's declared heartbeat
+//! interval, clamped); a kick (same device logged in elsewhere, slow consumer, shutdown). Only
+//! this connection is affected.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +27,7 @@ use crate::codec::{CodecError, FrameIoError};
 use crate::framed::{FrameReader, FrameWriter};
 use crate::net::Stream;
 use crate::proto::{self, Body, ErrorCode, Frame, KickReason, Target};
-use crate::store::{AppendRequest, StoreError};
+use crate::store::{AppendRequest, StoreError, StoredMessage};
 
 /// Why a connection ended, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +48,12 @@ struct Session {
     device: String,
 }
 
-/// Serves one accepted connection to the end.
+/// Serves one accepted connection to the end: first the listener's handshake (a TLS
+/// handshake, or nothing for plain sockets), here in the connection's task rather than in the
+/// accept loop, then the login and the session.
 pub(crate) async fn serve_connection<S: Stream>(
     shared: Arc<Shared>,
-    stream: S,
+    handshake: impl Future<Output = io::Result<S>>,
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
@@ -60,11 +65,48 @@ pub(crate) async fn serve_connection<S: Stream>(
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
         let n_open = counters.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
-        serve(&shared, stream, connection_id, n_open as usize, stop).await;
+        // One deadline for handshake and login: a peer that never finishes its handshake is
+        // closed when one that never logs in would be.
+        let login_deadline = Instant::now() + shared.config.login_timeout;
+        if let Some(stream) = finish_handshake(&shared, handshake, login_deadline, &stop).await {
+            let n_open = n_open as usize;
+            serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
+        }
         counters.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
     .await;
+}
+
+/// Awaits the listener's handshake until the login deadline; `None` if it failed, timed out
+/// or the server stopped.
+async fn finish_handshake<S>(
+    shared: &Shared,
+    handshake: impl Future<Output = io::Result<S>>,
+    login_deadline: Instant,
+    stop: &CancellationToken,
+) -> Option<S> {
+    let outcome = tokio::select! {
+        // Biased: a fixed poll order draws nothing from tokio's RNG, so simulations replay
+        // exactly as they did before handshakes existed (theirs are ready at once).
+        biased;
+        () = stop.cancelled() => return None,
+        outcome = tokio::time::timeout_at(login_deadline, handshake) => outcome,
+    };
+    let error = match outcome {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(error)) => error.to_string(),
+        Err(_elapsed) => format!(
+            "handshake not finished within the login timeout ({:?})",
+            shared.config.login_timeout
+        ),
+    };
+    shared
+        .counters
+        .handshakes_failed
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!("closing: {error}");
+    None
 }
 
 async fn serve<S: Stream>(
@@ -72,6 +114,7 @@ async fn serve<S: Stream>(
     stream: S,
     connection_id: u64,
     n_open: usize,
+    login_deadline: Instant,
     stop: CancellationToken,
 ) {
     let max_frame_bytes = shared.config.max_frame_bytes;
@@ -94,7 +137,7 @@ async fn serve<S: Stream>(
 
     let first = tokio::select! {
         () = stop.cancelled() => return,
-        first = tokio::time::timeout(shared.config.login_timeout, input.next()) => first,
+        first = tokio::time::timeout_at(login_deadline, input.next()) => first,
     };
     let login = match first {
         Err(_elapsed) => {
@@ -104,13 +147,12 @@ async fn serve<S: Stream>(
         }
         Ok(Ok(None) | Err(FrameIoError::Io(_))) => return,
         Ok(Err(FrameIoError::Codec(error))) => {
-            refuse(
-                shared,
-                &mut out,
-                codec_error_code(&error),
-                error.to_string(),
-            )
-            .await;
+            let mut text = error.to_string();
+            if starts_like_tls(&error) {
+                tracing::info!("closing: a TLS client reached this plaintext listener");
+                text = format!("this server speaks plaintext, not TLS ({text})");
+            }
+            Box::pin(refuse(shared, &mut out, codec_error_code(&error), text)).await;
             return;
         }
         Ok(Ok(Some(frame))) => match frame.body {
@@ -247,6 +289,13 @@ async fn refuse<W: AsyncWrite + Unpin>(
         Ok::<(), FrameIoError>(())
     })
     .await;
+}
+
+/// Whether a refused length prefix was really the start of a TLS record (type 0x16,
+/// version 0x03xx): a TLS client talking to a plaintext listener.
+fn starts_like_tls(error: &CodecError) -> bool {
+    matches!(error, CodecError::FrameTooLarge { declared_bytes, .. }
+        if declared_bytes >> 24 == 0x16 && (declared_bytes >> 16) & 0xff == 0x03)
 }
 
 fn codec_error_code(error: &CodecError) -> ErrorCode {
@@ -534,16 +583,43 @@ async fn handle_send(
             request,
         ));
     }
-    let outcome = match shared.store.append(request).await {
-        Ok(outcome) => outcome,
-        Err(store_error) => {
+    // Stored and delivered in a task of its own: once the store has a message, its delivery
+    // must not depend on the sender's connection, which may be killed (replaced by the
+    // sender's reconnect, say) while the append waits for its commit. A retry of the same id
+    // is a duplicate and delivers nothing, so a delivery dropped here would be lost until
+    // each recipient's next sync.
+    let stored = tokio::spawn(store_and_deliver(shared.clone(), request, permit));
+    let (message, sender_seq) = match stored.await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(store_error)) => {
             let code = store_error_code(&store_error);
             if code == ErrorCode::StoreUnavailable {
                 block(barrier, &request_to, &send.client_msg_id)?;
             }
             return Ok(error(code, store_error.to_string()));
         }
+        Err(join_error) if join_error.is_panic() => {
+            std::panic::resume_unwind(join_error.into_panic())
+        }
+        // The runtime is shutting down.
+        Err(_) => return Err(Closed::StoreFailed),
     };
+    Ok(Body::SendAck(proto::SendAck {
+        client_msg_id: send.client_msg_id,
+        seq: sender_seq,
+        server_time_ms: message.server_time_ms,
+        msg_id: message.msg_id,
+    }))
+}
+
+/// Stores a send and hands a new message to delivery (a group's to its reserved fan-out
+/// slot); returns the message and its seq in the sender's inbox.
+async fn store_and_deliver(
+    shared: Arc<Shared>,
+    request: AppendRequest,
+    permit: Option<mpsc::OwnedPermit<super::FanoutJob>>,
+) -> Result<(Arc<StoredMessage>, u64), StoreError> {
+    let outcome = shared.store.append(request).await?;
     if outcome.duplicate {
         shared
             .counters
@@ -564,12 +640,7 @@ async fn handle_send(
             None => shared.deliver(&outcome.message, &outcome.deliveries),
         }
     }
-    Ok(Body::SendAck(proto::SendAck {
-        client_msg_id: send.client_msg_id,
-        seq: outcome.sender_seq,
-        server_time_ms: outcome.message.server_time_ms,
-        msg_id: outcome.message.msg_id,
-    }))
+    Ok((outcome.message, outcome.sender_seq))
 }
 
 /// Planted bug: ack now, store a second later (write-behind). A crash in between loses an

@@ -6,12 +6,17 @@
 //! trait is async so that a durable store can batch concurrent appends into one commit (group
 //! commit) and answer each caller once its batch is durable.
 
+mod durable;
 mod memory;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use durable::{
+    DurableStore, DurableStoreLimits, Engine, EngineError, FjallEngine, KeyValue, MemEngine,
+    Partition, RecordError, WriteBatch, WriteOp,
+};
 pub use memory::{MemoryStore, MemoryStoreLimits};
 
 use crate::proto::{self, Target};

@@ -1,0 +1,143 @@
+//! The durable store on fjall: append throughput with 1, 64 and 512 concurrent appenders
+//! (each append answered only once its group commit is fsynced), and tail reads of an inbox.
+//!
+//! Run: `cargo bench -p imlab-core --bench store`. fsync speed varies from minute to minute
+//! on shared machines: compare runs made side by side.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use imlab_core::proto::Target;
+use imlab_core::store::{AppendRequest, DurableStore, DurableStoreLimits, FjallEngine, Store};
+
+const N_USERS: usize = 1_000;
+const BODY_BYTES: usize = 200;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn request(i: u64, body: &Bytes) -> AppendRequest {
+    let from = i as usize % N_USERS;
+    AppendRequest {
+        from_user: format!("user{from}"),
+        from_device: "phone".into(),
+        client_msg_id: format!("c{i}"),
+        to: Target::Peer(format!("user{}", (from + 1) % N_USERS)),
+        body: body.clone(),
+        server_time_ms: 1_700_000_000_000 + i,
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Arc<DurableStore<FjallEngine>> {
+    let engine = FjallEngine::open(dir).expect("open fjall");
+    Arc::new(
+        DurableStore::open(Arc::new(engine), DurableStoreLimits::default(), 1)
+            .await
+            .expect("open store"),
+    )
+}
+
+/// `n_appends` appends by `n_appenders` concurrent tasks; returns the wall time.
+async fn append_all(
+    store: &Arc<DurableStore<FjallEngine>>,
+    first_id: u64,
+    n_appends: u64,
+    n_appenders: u64,
+) -> Duration {
+    let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n_appenders)
+        .map(|appender| {
+            let store = store.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut i = appender;
+                while i < n_appends {
+                    store
+                        .append(request(first_id + i, &body))
+                        .await
+                        .expect("append");
+                    i += n_appenders;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    start.elapsed()
+}
+
+fn bench_appends(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("durable_fjall_append_200B");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for n_appenders in [1_u64, 64, 512] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = runtime.block_on(open(dir.path()));
+        let mut next_id = 0;
+        group.bench_with_input(
+            BenchmarkId::new("appenders", n_appenders),
+            &n_appenders,
+            |b, &n_appenders| {
+                b.iter_custom(|iters| {
+                    let elapsed = runtime.block_on(append_all(&store, next_id, iters, n_appenders));
+                    next_id += iters;
+                    elapsed
+                });
+            },
+        );
+        eprintln!(
+            "{n_appenders} appenders: {} appends in {} commits ({:.1} appends per fsync)",
+            next_id,
+            store.engine().commits(),
+            next_id as f64 / store.engine().commits().max(1) as f64
+        );
+    }
+    group.finish();
+}
+
+fn bench_tail_reads(c: &mut Criterion) {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = runtime.block_on(open(dir.path()));
+    // 200,000 messages: 400 per inbox (each message is in two).
+    runtime.block_on(append_all(&store, 0, 200_000, 512));
+    store.engine().flush_memtables().expect("flush");
+    let mut group = c.benchmark_group("durable_fjall_sync");
+    group.throughput(Throughput::Elements(1));
+    for page_len in [1_u64, 50] {
+        group.bench_with_input(
+            BenchmarkId::new("tail_page", page_len),
+            &page_len,
+            |b, &page_len| {
+                let mut user = 0;
+                b.iter(|| {
+                    user = (user + 7) % N_USERS;
+                    let name = format!("user{user}");
+                    runtime.block_on(async {
+                        let max_seq = store.max_seq(&name).await.expect("max_seq");
+                        let page = store
+                            .sync(&name, max_seq - page_len, page_len as usize)
+                            .await
+                            .expect("sync");
+                        assert_eq!(page.entries.len() as u64, page_len);
+                    })
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_appends, bench_tail_reads);
+criterion_main!(benches);

@@ -1,0 +1,324 @@
+//! An [`Engine`] on disk, on the `fjall` LSM-tree: one fjall keyspace per [`Partition`], one
+//! fjall write batch per commit, fsynced (`PersistMode::SyncAll`) on a blocking thread.
+//!
+//! The directory holds the [`marker`](super::marker) files and fjall's own files under
+//! `fjall/`. Every commit also counts itself in an `engine` keyspace; on open, a count below
+//! the watermark means fjall's journal replay stopped early (it stops, and truncates, at the
+//! first undecodable record, anywhere in the journal), which fails the open. A torn last
+//! batch after a crash is dropped by fjall and, the watermark lagging behind, opens fine.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
+use super::marker::{self, MARKER_FILE, open_error};
+
+/// The sub-directory holding fjall's files.
+pub const KEYSPACE_DIR: &str = "fjall";
+
+/// fjall's own format marker inside [`KEYSPACE_DIR`]; fjall creates a new empty database
+/// wherever it is missing, so its absence under an existing marker is an error.
+const FJALL_VERSION_FILE: &str = "version";
+
+const ENGINE_NAME: &str = "fjall";
+
+/// The keyspace of the engine's own bookkeeping, and its commit counter's key.
+const ENGINE_KEYSPACE: &str = "engine";
+const COMMITS_KEY: &[u8] = b"commits";
+
+/// The watermark is rewritten after this many commits (three fsyncs, so about 0.3% more).
+const WATERMARK_EVERY_COMMITS: u64 = 1_000;
+
+/// The fjall [`Engine`].
+pub struct FjallEngine {
+    dir: PathBuf,
+    db: Database,
+    keyspaces: Arc<[Keyspace]>,
+    engine_keyspace: Keyspace,
+    /// Commits durable in this store since it was created; its lock orders commits.
+    commits_total: Arc<Mutex<u64>>,
+    /// Commits by this handle.
+    n_commits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for FjallEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallEngine")
+            .field("dir", &self.dir)
+            .field("commits", &self.commits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FjallEngine {
+    /// Opens the store in `dir`, creating it (and `dir`) when `dir` is missing or empty.
+    ///
+    /// Fails, naming the file or directory at fault, when `dir` is not empty and holds no
+    /// marker, when the marker is unreadable or from another format or engine, when fjall's
+    /// files are missing or damaged, or when fjall recovers fewer commits than the watermark
+    /// says were durable.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FjallEngine, EngineError> {
+        let dir = dir.as_ref().to_path_buf();
+        let keyspace_dir = dir.join(KEYSPACE_DIR);
+        fs::create_dir_all(&dir).map_err(|error| open_error(&dir, format!("create: {error}")))?;
+        let marker_path = dir.join(MARKER_FILE);
+        let exists = marker_path
+            .try_exists()
+            .map_err(|error| open_error(&marker_path, error.to_string()))?;
+        if exists {
+            marker::check_marker(&dir, ENGINE_NAME)?;
+            let fjall_version = keyspace_dir.join(FJALL_VERSION_FILE);
+            if !fjall_version
+                .try_exists()
+                .map_err(|error| open_error(&fjall_version, error.to_string()))?
+            {
+                return Err(open_error(
+                    &fjall_version,
+                    format!(
+                        "missing: {} says a store was created here, but its data is gone \
+                         (if creating it was interrupted before any write, delete the directory)",
+                        marker_path.display()
+                    ),
+                ));
+            }
+        } else {
+            check_empty(&dir, &marker_path)?;
+            marker::write_marker(&dir, ENGINE_NAME)?;
+        }
+        let fjall_error = |what: &str, error: ::fjall::Error| {
+            open_error(&keyspace_dir, format!("{what}: {error}"))
+        };
+        let db = Database::builder(&keyspace_dir)
+            .open()
+            .map_err(|error| fjall_error("fjall", error))?;
+        let open_keyspace = |name: &str| {
+            if exists && !db.keyspace_exists(name) {
+                return Err(open_error(
+                    &keyspace_dir,
+                    format!("fjall keyspace {name:?} is missing"),
+                ));
+            }
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(|error| fjall_error(&format!("fjall keyspace {name:?}"), error))
+        };
+        let keyspaces = Partition::ALL
+            .iter()
+            .map(|partition| open_keyspace(partition.name()))
+            .collect::<Result<Arc<[Keyspace]>, _>>()?;
+        let engine_keyspace = open_keyspace(ENGINE_KEYSPACE)?;
+        if !exists {
+            db.persist(PersistMode::SyncAll)
+                .map_err(|error| fjall_error("fjall persist", error))?;
+        }
+        let commits_total = match engine_keyspace
+            .get(COMMITS_KEY)
+            .map_err(|error| fjall_error("read the commit count", error))?
+        {
+            Some(value) => u64::from_be_bytes(
+                value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| open_error(&keyspace_dir, "the commit count is not 8 bytes"))?,
+            ),
+            None => 0,
+        };
+        if let Some(watermark) = marker::read_watermark(&dir)?
+            && commits_total < watermark
+        {
+            return Err(open_error(
+                &keyspace_dir,
+                format!(
+                    "fjall recovered {commits_total} commits, but {} records {watermark} as \
+                     durable: committed data is missing (a damaged journal or table file)",
+                    dir.join(marker::WATERMARK_FILE).display()
+                ),
+            ));
+        }
+        Ok(FjallEngine {
+            dir,
+            db,
+            keyspaces,
+            engine_keyspace,
+            commits_total: Arc::new(Mutex::new(commits_total)),
+            n_commits: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Commits (one fsync each) by this handle.
+    pub fn commits(&self) -> u64 {
+        self.n_commits.load(Ordering::Relaxed)
+    }
+
+    /// Writes every partition's in-memory table to table files and waits. The journal
+    /// already makes commits durable; this is for tests and benchmarks that need data in
+    /// table files. Blocks: call it off the async runtime's threads in a server.
+    pub fn flush_memtables(&self) -> Result<(), EngineError> {
+        for (partition, keyspace) in Partition::ALL.iter().zip(self.keyspaces.iter()) {
+            keyspace
+                .rotate_memtable_and_wait()
+                .map_err(|error| self.read_failed("flush", *partition, error))?;
+        }
+        Ok(())
+    }
+
+    fn keyspace(&self, partition: Partition) -> &Keyspace {
+        &self.keyspaces[partition.index()]
+    }
+
+    /// Names a failed read by partition and keyspace directory, so damage found by a read
+    /// (fjall checks a block's checksum when it first reads it) points at the files.
+    fn read_failed(&self, what: &str, partition: Partition, error: ::fjall::Error) -> EngineError {
+        failed(
+            &format!(
+                "{what} {} at {}",
+                partition.name(),
+                self.keyspace(partition).path().display()
+            ),
+            error,
+        )
+    }
+}
+
+impl Drop for FjallEngine {
+    fn drop(&mut self) {
+        // A clean close: every counted commit is durable, so the watermark can catch up.
+        let commits = *self
+            .commits_total
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(error) = marker::write_watermark(&self.dir, commits) {
+            tracing::warn!(dir = %self.dir.display(), "cannot write the commit watermark: {error}");
+        }
+    }
+}
+
+/// Refuses to create a store in a directory holding anything but an interrupted creation's
+/// leftover temporary file.
+fn check_empty(dir: &Path, marker_path: &Path) -> Result<(), EngineError> {
+    let leftover = format!("{MARKER_FILE}.tmp");
+    let mut entries =
+        fs::read_dir(dir).map_err(|error| open_error(dir, format!("list: {error}")))?;
+    if entries.any(|entry| entry.map_or(true, |entry| entry.file_name() != *leftover)) {
+        return Err(open_error(
+            marker_path,
+            format!(
+                "missing, and {} is not empty: not an imlab store",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn failed(operation: &str, error: impl std::fmt::Display) -> EngineError {
+    EngineError::Failed {
+        operation: operation.to_string(),
+        detail: error.to_string(),
+    }
+}
+
+fn pair(guard: ::fjall::Guard) -> Result<KeyValue, ::fjall::Error> {
+    let (key, value) = guard.into_inner()?;
+    Ok((key.to_vec(), value.to_vec()))
+}
+
+impl Engine for FjallEngine {
+    fn name(&self) -> &'static str {
+        ENGINE_NAME
+    }
+
+    fn get(&self, partition: Partition, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.keyspace(partition)
+            .get(key)
+            .map(|value| value.map(|value| value.to_vec()))
+            .map_err(|error| self.read_failed("read", partition, error))
+    }
+
+    fn last_with_prefix(
+        &self,
+        partition: Partition,
+        prefix: &[u8],
+    ) -> Result<Option<KeyValue>, EngineError> {
+        self.keyspace(partition)
+            .prefix(prefix)
+            .next_back()
+            .map(pair)
+            .transpose()
+            .map_err(|error| self.read_failed("read last of", partition, error))
+    }
+
+    fn scan(
+        &self,
+        partition: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, EngineError> {
+        let keyspace = self.keyspace(partition);
+        let iter = match end {
+            Some(end) if end <= start => return Ok(Vec::new()),
+            Some(end) => keyspace.range(start..end),
+            None => keyspace.range(start..),
+        };
+        iter.take(limit)
+            .map(pair)
+            .collect::<Result<_, _>>()
+            .map_err(|error| self.read_failed("scan", partition, error))
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        let db = self.db.clone();
+        let keyspaces = self.keyspaces.clone();
+        let engine_keyspace = self.engine_keyspace.clone();
+        let commits_total = self.commits_total.clone();
+        let n_commits = self.n_commits.clone();
+        let dir = self.dir.clone();
+        // fjall's commit writes and fsyncs its journal: blocking I/O, kept off the runtime.
+        tokio::task::spawn_blocking(move || {
+            let operation = format!("commit to {}", dir.display());
+            let mut fjall_batch = db.batch().durability(Some(PersistMode::SyncAll));
+            for op in batch.into_ops() {
+                match op {
+                    WriteOp::Put {
+                        partition,
+                        key,
+                        value,
+                    } => fjall_batch.insert(&keyspaces[partition.index()], key, value),
+                    WriteOp::Delete { partition, key } => {
+                        fjall_batch.remove(&keyspaces[partition.index()], key)
+                    }
+                }
+            }
+            let mut total = commits_total
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let next = *total + 1;
+            fjall_batch.insert(&engine_keyspace, COMMITS_KEY, next.to_be_bytes().to_vec());
+            fjall_batch
+                .commit()
+                .map_err(|error| failed(&operation, error))?;
+            *total = next;
+            drop(total);
+            n_commits.fetch_add(1, Ordering::Relaxed);
+            if next.is_multiple_of(WATERMARK_EVERY_COMMITS)
+                && let Err(error) = marker::write_watermark(&dir, next)
+            {
+                // The watermark only guards against damage; a failure to write it loses
+                // no data, and the disk's trouble will show in the next commit.
+                tracing::warn!(dir = %dir.display(), "cannot write the commit watermark: {error}");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|error| failed("commit", format!("the commit thread died: {error}")))?
+    }
+}

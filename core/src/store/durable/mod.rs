@@ -1,0 +1,342 @@
+//! The durable store: [`MemoryStore`](super::MemoryStore)'s semantics on a key/value
+//! [`Engine`], with group commit.
+//!
+//! Memory holds only what assigns ids (next msg_id, each touched user's allocated and
+//! committed seq, a bounded recent dedupe window, touched devices' cursors) and group
+//! membership, loaded whole at open. A write allocates its ids under one mutex, queues its
+//! records for the [`committer`], and returns once the engine commit holding them is durable;
+//! the committer writes everything queued meanwhile in one commit. Reads see committed data
+//! only. A loaded user stays loaded (about 100 bytes plus its window and devices), so memory
+//! grows with the users touched since open, far slower than MemoryStore's.
+//!
+//! Modules: [`engine`] (the trait), [`keys`] and [`record`] (the layout), [`state`] (the
+//! in-memory part), [`store`] (the `Store` methods), [`mem`] and [`fjall`] (the engines),
+//! [`marker`] (an on-disk engine's marker and commit watermark files).
+
+mod committer;
+mod engine;
+mod fjall;
+mod keys;
+mod marker;
+mod mem;
+mod record;
+mod state;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, oneshot};
+
+pub use self::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
+pub use self::fjall::FjallEngine;
+pub use self::mem::MemEngine;
+pub use self::record::RecordError;
+use self::state::State;
+use super::{MemoryStoreLimits, StoreError, StoredMessage};
+
+/// Bounds of the durable store. The first four mean what they mean for
+/// [`MemoryStoreLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableStoreLimits {
+    /// Messages stored in all.
+    pub messages_max: u64,
+    /// Client message ids per sender kept in memory for dedupe, plus any not yet durable;
+    /// older ones are looked up in the engine, so dedupe itself is not limited to the window
+    /// (a retry is a duplicate however old, where [`MemoryStore`](super::MemoryStore) stores
+    /// a retry older than its window again).
+    pub dedupe_window_len: usize,
+    /// Members of one group.
+    pub group_members_max: usize,
+    /// Groups in all.
+    pub groups_max: usize,
+    /// Writes (appends, cursor acks, group changes) accepted but not yet durable. At the
+    /// limit a write is refused with [`StoreError::Full`] before anything is allocated.
+    pub pending_ops_max: usize,
+    /// Bytes of records accepted but not yet durable; refused like `pending_ops_max`.
+    pub pending_bytes_max: usize,
+    /// Bytes of a user, device, group or client message id (they are parts of keys).
+    /// Capped at 65,535.
+    pub id_bytes_max: usize,
+    /// Planted bug: answer an append as soon as its ids are allocated, before its commit is
+    /// durable; a crash in between loses an acked message (tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_ack_before_commit: bool,
+    /// Planted bug: ignore client message ids, so a retried send is stored again (tests
+    /// only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_skip_dedupe: bool,
+}
+
+impl Default for DurableStoreLimits {
+    /// [`MemoryStoreLimits`]' defaults, but a short dedupe window: the engine holds every
+    /// dedupe record, so the window is only a cache and need not cost 4,096 ids per user.
+    fn default() -> Self {
+        DurableStoreLimits {
+            dedupe_window_len: 64,
+            ..DurableStoreLimits::from(MemoryStoreLimits::default())
+        }
+    }
+}
+
+impl From<MemoryStoreLimits> for DurableStoreLimits {
+    /// The same bounds, and the default bounds on writes waiting for the disk and on ids.
+    fn from(memory: MemoryStoreLimits) -> Self {
+        DurableStoreLimits {
+            messages_max: memory.messages_max,
+            dedupe_window_len: memory.dedupe_window_len,
+            group_members_max: memory.group_members_max,
+            groups_max: memory.groups_max,
+            pending_ops_max: 10_000,
+            pending_bytes_max: 64 << 20,
+            id_bytes_max: 1_024,
+            #[cfg(feature = "planted-bugs")]
+            planted_ack_before_commit: false,
+            #[cfg(feature = "planted-bugs")]
+            planted_skip_dedupe: memory.planted_skip_dedupe,
+        }
+    }
+}
+
+/// The durable [`Store`](super::Store) over engine `E`.
+pub struct DurableStore<E: Engine> {
+    shared: Arc<Shared<E>>,
+    /// The committer task; `None` once [`DurableStore::close`] took it.
+    committer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the store and its committer share.
+struct Shared<E: Engine> {
+    engine: Arc<E>,
+    limits: DurableStoreLimits,
+    epoch: u64,
+    state: Mutex<State>,
+    wake_committer: Arc<Notify>,
+    /// Set by [`DurableStore::close`]: the committer drains what is queued and stops.
+    closing: AtomicBool,
+}
+
+impl<E: Engine> Shared<E> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock is a broken invariant elsewhere; the state is consistent
+        // between operations, which never panic halfway through a change.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<E: Engine> Drop for DurableStore<E> {
+    fn drop(&mut self) {
+        // Like a crash: writes not yet durable are lost, and no waiter is answered.
+        if let Some(committer) = &self.committer {
+            committer.abort();
+        }
+    }
+}
+
+fn corrupt(error: RecordError) -> StoreError {
+    StoreError::from(EngineError::Corrupt(error))
+}
+
+impl From<EngineError> for StoreError {
+    fn from(error: EngineError) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+impl<E: Engine> DurableStore<E> {
+    /// Opens the store kept in `engine`. An engine that was never written gets the epoch
+    /// `epoch_if_new` (the caller's clock in unix ms), made durable before this returns; an
+    /// existing store keeps the epoch it was created with. Spawns the committer task, so
+    /// this must run inside a tokio runtime (in the simulator: inside the server's host).
+    pub async fn open(
+        engine: Arc<E>,
+        limits: DurableStoreLimits,
+        epoch_if_new: u64,
+    ) -> Result<DurableStore<E>, StoreError> {
+        let limits = DurableStoreLimits {
+            id_bytes_max: limits.id_bytes_max.min(keys::ID_BYTES_MAX),
+            ..limits
+        };
+        let epoch = match engine.get(Partition::Meta, keys::EPOCH_KEY)? {
+            Some(value) => record::decode_u64(Partition::Meta, keys::EPOCH_KEY, &value, "epoch")
+                .map_err(corrupt)?,
+            None => {
+                if !engine.scan(Partition::Messages, &[], None, 1)?.is_empty() {
+                    return Err(StoreError::Unavailable(format!(
+                        "the {} store holds messages but no epoch record: refusing to \
+                         start a new generation over old data",
+                        engine.name()
+                    )));
+                }
+                let mut batch = WriteBatch::new();
+                batch.put(
+                    Partition::Meta,
+                    keys::EPOCH_KEY.to_vec(),
+                    record::encode_u64(epoch_if_new),
+                );
+                engine.commit(batch).await?;
+                epoch_if_new
+            }
+        };
+        let last_msg_id = match engine.last_with_prefix(Partition::Messages, &[])? {
+            Some((key, _)) => keys::decode_message_key(&key).map_err(corrupt)?,
+            None => 0,
+        };
+        let state = State {
+            allocated_msg_id: last_msg_id,
+            committed_msg_id: last_msg_id,
+            groups: load_groups(&*engine)?,
+            ..State::default()
+        };
+        let wake_committer = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            engine,
+            limits,
+            epoch,
+            state: Mutex::new(state),
+            wake_committer: wake_committer.clone(),
+            closing: AtomicBool::new(false),
+        });
+        let committer = tokio::spawn(committer::run(Arc::downgrade(&shared), wake_committer));
+        Ok(DurableStore {
+            shared,
+            committer: Some(committer),
+        })
+    }
+
+    /// Commits what is queued, stops the committer and lets go of the engine once the last
+    /// handle is gone (an on-disk engine can then be opened again). Dropping the store
+    /// instead is a crash: queued writes are lost.
+    pub async fn close(mut self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared.wake_committer.notify_one();
+        if let Some(committer) = self.committer.take() {
+            // The task only ends by returning or by being aborted; both are fine here.
+            let _ = committer.await;
+        }
+    }
+
+    /// The engine, for its counters.
+    pub fn engine(&self) -> &Arc<E> {
+        &self.shared.engine
+    }
+
+    /// The store's limits.
+    pub fn limits(&self) -> DurableStoreLimits {
+        self.shared.limits
+    }
+
+    /// Messages stored (durable) so far.
+    pub fn n_messages(&self) -> u64 {
+        self.shared.lock().committed_msg_id
+    }
+
+    /// Every user with an inbox entry or a cursor, sorted. For inspection; reads the engine.
+    pub fn users(&self) -> Result<Vec<String>, StoreError> {
+        let mut users = distinct_ids(&*self.shared.engine, Partition::Inbox)?;
+        users.append(&mut distinct_ids(&*self.shared.engine, Partition::Cursors)?);
+        Ok(users.into_iter().collect())
+    }
+
+    /// A user's whole (durable) inbox as (seq, message), for inspection.
+    pub fn inbox(&self, user: &str) -> Result<Vec<(u64, Arc<StoredMessage>)>, StoreError> {
+        Ok(self.read_page(user, 0, usize::MAX)?.entries)
+    }
+
+    fn check_id(&self, what: &str, id: &str) -> Result<(), StoreError> {
+        let max = self.shared.limits.id_bytes_max;
+        if id.len() > max {
+            return Err(StoreError::Full(format!(
+                "{what} of {} bytes is over id_bytes_max {max}",
+                id.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a write of `n_bytes` when the not-yet-durable writes are at a limit.
+    fn check_room(&self, state: &State, n_bytes: usize) -> Result<(), StoreError> {
+        let limits = &self.shared.limits;
+        if state.unsettled_ops >= limits.pending_ops_max {
+            return Err(StoreError::Full(format!(
+                "{} writes are waiting for the disk, the limit (pending_ops_max)",
+                state.unsettled_ops
+            )));
+        }
+        if state.unsettled_ops > 0 && state.unsettled_bytes + n_bytes > limits.pending_bytes_max {
+            return Err(StoreError::Full(format!(
+                "{} bytes are waiting for the disk and this write adds {n_bytes}, over \
+                 pending_bytes_max {}",
+                state.unsettled_bytes, limits.pending_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until the batch of a submitted write is durable.
+    async fn wait(receiver: oneshot::Receiver<Result<(), String>>) -> Result<(), StoreError> {
+        match receiver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(StoreError::Unavailable(reason)),
+            Err(_closed) => Err(StoreError::Unavailable(
+                "the store was closed before the write was durable".into(),
+            )),
+        }
+    }
+}
+
+/// Every group and its members, from the engine.
+fn load_groups<E: Engine>(engine: &E) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+    const PAGE_LEN: usize = 4_096;
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut start = Vec::new();
+    loop {
+        let page = engine.scan(Partition::Groups, &start, None, PAGE_LEN)?;
+        for (key, _) in &page {
+            match keys::decode_group_key(key).map_err(corrupt)? {
+                keys::GroupKey::Group(group) => {
+                    groups.entry(group).or_default();
+                }
+                keys::GroupKey::Member(group, member) => {
+                    let Some(members) = groups.get_mut(&group) else {
+                        return Err(corrupt(RecordError::new(
+                            Partition::Groups,
+                            key,
+                            format!("member of group {group:?}, which has no group record"),
+                        )));
+                    };
+                    members.insert(member);
+                }
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == PAGE_LEN => {
+                start = key.clone();
+                start.push(0);
+            }
+            _ => return Ok(groups),
+        }
+    }
+}
+
+/// The distinct ids leading the keys of `partition`, one seek per id.
+fn distinct_ids<E: Engine>(
+    engine: &E,
+    partition: Partition,
+) -> Result<BTreeSet<String>, StoreError> {
+    let mut ids = BTreeSet::new();
+    let mut start = Vec::new();
+    while let Some((key, _)) = engine.scan(partition, &start, None, 1)?.pop() {
+        let (id, _) = keys::split_id(partition, &key).map_err(corrupt)?;
+        let next = keys::prefix_end(&keys::id_prefix(&id));
+        ids.insert(id);
+        match next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    Ok(ids)
+}

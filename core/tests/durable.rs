@@ -1,0 +1,952 @@
+//! The durable store through its real interfaces: MemoryStore's semantics on both engines,
+//! group commit, crashes (a store dropped mid-commit), restarts of the fjall directory, damaged
+//! files, and the bound on writes waiting for the disk.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use imlab_core::proto::Target;
+use imlab_core::store::{
+    AppendOutcome, AppendRequest, DurableStore, DurableStoreLimits, Engine, FjallEngine, MemEngine,
+    MemoryStore, MemoryStoreLimits, Store, StoreError,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const EPOCH: u64 = 1_700_000_000_000;
+
+fn send(from: &str, id: &str, to: Target) -> AppendRequest {
+    AppendRequest {
+        from_user: from.into(),
+        from_device: "d1".into(),
+        client_msg_id: id.into(),
+        to,
+        body: Bytes::from(format!("{from}:{id}")),
+        server_time_ms: 7,
+    }
+}
+
+fn peer(user: &str) -> Target {
+    Target::Peer(user.into())
+}
+
+async fn mem_store(limits: DurableStoreLimits) -> DurableStore<MemEngine> {
+    DurableStore::open(Arc::new(MemEngine::new()), limits, EPOCH)
+        .await
+        .unwrap()
+}
+
+async fn fjall_store(dir: &Path, limits: DurableStoreLimits) -> DurableStore<FjallEngine> {
+    let engine = FjallEngine::open(dir).unwrap();
+    DurableStore::open(Arc::new(engine), limits, EPOCH)
+        .await
+        .unwrap()
+}
+
+/// Runs one semantic check against a store on each engine.
+async fn on_both_engines<F, Fut>(limits: DurableStoreLimits, check: F)
+where
+    F: Fn(Box<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    check(Box::new(mem_store(limits).await)).await;
+    let dir = tempfile::tempdir().unwrap();
+    check(Box::new(fjall_store(dir.path(), limits).await)).await;
+}
+
+// The unit tests of memory.rs, on the durable store.
+
+#[tokio::test]
+async fn appends_write_gapless_inboxes_and_dedupe() {
+    on_both_engines(DurableStoreLimits::default(), |store| async move {
+        let first = store.append(send("a", "m1", peer("b"))).await.unwrap();
+        assert_eq!(first.deliveries, vec![("a".into(), 1), ("b".into(), 1)]);
+        let second = store.append(send("b", "m1", peer("a"))).await.unwrap();
+        assert_eq!(second.deliveries, vec![("a".into(), 2), ("b".into(), 2)]);
+        let retry = store.append(send("a", "m1", peer("b"))).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(
+            (retry.sender_seq, retry.message.msg_id),
+            (1, first.message.msg_id)
+        );
+        assert_eq!(
+            retry.message, first.message,
+            "the original message, read back"
+        );
+        assert!(retry.deliveries.is_empty());
+
+        let page = store.sync("b", 0, 1).await.unwrap();
+        assert_eq!(
+            (page.entries.len(), page.max_seq, page.has_more()),
+            (1, 2, true)
+        );
+        assert_eq!(page.entries[0].1, first.message);
+        let page = store.sync("b", 1, 10).await.unwrap();
+        assert_eq!(page.entries[0].0, 2);
+        assert!(!page.has_more());
+        assert_eq!(store.sync("b", 9, 10).await.unwrap().entries.len(), 0);
+        assert_eq!(store.sync("nobody", 0, 10).await.unwrap().max_seq, 0);
+        assert_eq!(store.max_seq("a").await.unwrap(), 2);
+        assert_eq!(store.epoch(), EPOCH);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn limits_refuse_without_touching_stored_data() {
+    let limits = DurableStoreLimits {
+        messages_max: 1,
+        dedupe_window_len: 1,
+        group_members_max: 2,
+        groups_max: 1,
+        ..DurableStoreLimits::default()
+    };
+    on_both_engines(limits, |store| async move {
+        store.append(send("a", "m1", peer("b"))).await.unwrap();
+        let full = store.append(send("a", "m2", peer("b"))).await;
+        assert!(matches!(full, Err(StoreError::Full(_))), "{full:?}");
+        assert_eq!(store.max_seq("b").await.unwrap(), 1);
+        assert!(matches!(
+            store
+                .create_group("g", "a", &["b".into(), "c".into()])
+                .await,
+            Err(StoreError::Full(_))
+        ));
+        store.create_group("g", "a", &["b".into()]).await.unwrap();
+        assert!(matches!(
+            store.create_group("h", "a", &[]).await,
+            Err(StoreError::Full(_))
+        ));
+        assert!(matches!(
+            store.join_group("g", "c").await,
+            Err(StoreError::Full(_))
+        ));
+        let long_id = "x".repeat(2_000);
+        assert!(matches!(
+            store.append(send(&long_id, "m3", peer("b"))).await,
+            Err(StoreError::Full(text)) if text.contains("id_bytes_max")
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn groups_and_cursors() {
+    on_both_engines(DurableStoreLimits::default(), |store| async move {
+        assert_eq!(
+            store
+                .create_group("g", "a", &["c".into(), "b".into()])
+                .await
+                .unwrap(),
+            vec!["a", "b", "c"]
+        );
+        assert_eq!(
+            store.create_group("g", "a", &[]).await,
+            Err(StoreError::GroupExists("g".into()))
+        );
+        let outcome = store
+            .append(send("b", "x", Target::Group("g".into())))
+            .await
+            .unwrap();
+        assert_eq!(outcome.deliveries.len(), 3);
+        assert_eq!(
+            store
+                .append(send("z", "y", Target::Group("g".into())))
+                .await
+                .unwrap_err(),
+            StoreError::NotGroupMember {
+                group: "g".into(),
+                user: "z".into()
+            }
+        );
+        assert_eq!(
+            store
+                .append(send("a", "y", Target::Group("nope".into())))
+                .await
+                .unwrap_err(),
+            StoreError::UnknownGroup("nope".into())
+        );
+        assert_eq!(store.leave_group("g", "c").await.unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            store.leave_group("g", "c").await.unwrap_err(),
+            StoreError::NotGroupMember {
+                group: "g".into(),
+                user: "c".into()
+            }
+        );
+        assert_eq!(
+            store.join_group("g", "d").await.unwrap(),
+            vec!["a", "b", "d"]
+        );
+        assert_eq!(
+            store.ack_cursor("a", "d1", 5).await.unwrap(),
+            1,
+            "clamped to inbox"
+        );
+        assert_eq!(
+            store.ack_cursor("a", "d1", 0).await.unwrap(),
+            1,
+            "never backwards"
+        );
+        assert_eq!(store.cursor("a", "d1").await.unwrap(), 1);
+        assert_eq!(store.cursor("a", "d2").await.unwrap(), 0);
+    })
+    .await;
+}
+
+/// One step of the differential test.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(AppendRequest),
+    Sync(String, u64, usize),
+    Ack(String, String, u64),
+    Cursor(String, String),
+    Create(String, String, Vec<String>),
+    Join(String, String),
+    Leave(String, String),
+}
+
+/// Everything an operation returned, in a comparable form.
+fn run_op_result(outcome: Result<AppendOutcome, StoreError>) -> String {
+    match outcome {
+        Ok(outcome) => format!(
+            "append {:?} seq {} deliveries {:?} duplicate {}",
+            outcome.message, outcome.sender_seq, outcome.deliveries, outcome.duplicate
+        ),
+        Err(error) => format!("append error {error:?}"),
+    }
+}
+
+async fn apply(store: &dyn Store, op: &Op) -> String {
+    match op.clone() {
+        Op::Append(request) => run_op_result(store.append(request).await),
+        Op::Sync(user, after, limit) => match store.sync(&user, after, limit).await {
+            Ok(page) => format!("sync {:?} max {}", page.entries, page.max_seq),
+            Err(error) => format!("sync error {error:?}"),
+        },
+        Op::Ack(user, device, seq) => format!("{:?}", store.ack_cursor(&user, &device, seq).await),
+        Op::Cursor(user, device) => format!("{:?}", store.cursor(&user, &device).await),
+        Op::Create(group, creator, members) => {
+            format!("{:?}", store.create_group(&group, &creator, &members).await)
+        }
+        Op::Join(group, user) => format!("{:?}", store.join_group(&group, &user).await),
+        Op::Leave(group, user) => format!("{:?}", store.leave_group(&group, &user).await),
+    }
+}
+
+fn random_ops(seed: u64, n_ops: usize) -> Vec<Op> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let users = ["al", "alice", "bob", "carol", "dave"];
+    let groups = ["g1", "g2", "g3"];
+    let pick = |rng: &mut ChaCha8Rng, names: &[&str]| -> String {
+        names[rng.random_range(0..names.len())].to_string()
+    };
+    (0..n_ops)
+        .map(|i| match rng.random_range(0..100) {
+            0..45 => {
+                let from = pick(&mut rng, &users);
+                // Reuse a recent id now and then: a retry.
+                let id = if i > 0 && rng.random_bool(0.2) {
+                    format!("c{}", rng.random_range(i.saturating_sub(10)..i))
+                } else {
+                    format!("c{i}")
+                };
+                let to = if rng.random_bool(0.6) {
+                    Target::Peer(pick(&mut rng, &users))
+                } else {
+                    Target::Group(pick(&mut rng, &groups))
+                };
+                Op::Append(send(&from, &id, to))
+            }
+            45..60 => Op::Sync(
+                pick(&mut rng, &users),
+                rng.random_range(0..20),
+                rng.random_range(0..6),
+            ),
+            60..70 => Op::Ack(
+                pick(&mut rng, &users),
+                pick(&mut rng, &["d1", "d2"]),
+                rng.random_range(0..30),
+            ),
+            70..75 => Op::Cursor(pick(&mut rng, &users), pick(&mut rng, &["d1", "d2"])),
+            75..85 => {
+                let members = (0..rng.random_range(0..4))
+                    .map(|_| pick(&mut rng, &users))
+                    .collect();
+                Op::Create(pick(&mut rng, &groups), pick(&mut rng, &users), members)
+            }
+            85..93 => Op::Join(pick(&mut rng, &groups), pick(&mut rng, &users)),
+            _ => Op::Leave(pick(&mut rng, &groups), pick(&mut rng, &users)),
+        })
+        .collect()
+}
+
+// The update fills the planted-bugs feature's test-only field, when it is compiled in.
+#[allow(clippy::needless_update)]
+fn differential_limits() -> MemoryStoreLimits {
+    MemoryStoreLimits {
+        messages_max: 150,
+        // Larger than any user's sends: past the window, the durable store still dedupes
+        // (from the engine) where the memory store stores again.
+        dedupe_window_len: 1_000,
+        group_members_max: 4,
+        groups_max: 2,
+        ..MemoryStoreLimits::default()
+    }
+}
+
+/// The same random operations on MemoryStore and on DurableStore give the same answers,
+/// across restarts of the durable store every `restart_every` operations.
+async fn check_same_as_memory_store<E: Engine>(
+    seed: u64,
+    mut open: impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = DurableStore<E>>>>,
+) {
+    let ops = random_ops(seed, 400);
+    let memory = MemoryStore::with_limits(differential_limits());
+    let mut durable = Some(open().await);
+    for (i, op) in ops.iter().enumerate() {
+        if i % 97 == 96 {
+            durable.take().unwrap().close().await;
+            durable = Some(open().await);
+        }
+        let expected = apply(&memory, op).await;
+        let got = apply(durable.as_ref().unwrap(), op).await;
+        assert_eq!(got, expected, "seed {seed}, op {i}: {op:?}");
+    }
+    let durable = durable.unwrap();
+    assert_eq!(durable.n_messages(), memory.n_messages());
+    assert_eq!(durable.users().unwrap(), memory.users());
+    for user in memory.users() {
+        assert_eq!(durable.inbox(&user).unwrap(), memory.inbox(&user), "{user}");
+    }
+    durable.close().await;
+}
+
+#[tokio::test]
+async fn mem_engine_answers_like_memory_store_across_restarts() {
+    for seed in 0..4 {
+        let engine = Arc::new(MemEngine::new());
+        let limits = DurableStoreLimits::from(differential_limits());
+        check_same_as_memory_store(seed, || {
+            let engine = engine.clone();
+            Box::pin(async move { DurableStore::open(engine, limits, EPOCH).await.unwrap() })
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn fjall_engine_answers_like_memory_store_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let limits = DurableStoreLimits::from(differential_limits());
+    check_same_as_memory_store(11, || {
+        let path = path.clone();
+        Box::pin(async move { fjall_store(&path, limits).await })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dedupe_outlives_the_memory_window() {
+    let limits = DurableStoreLimits {
+        dedupe_window_len: 2,
+        ..DurableStoreLimits::default()
+    };
+    let store = mem_store(limits).await;
+    let first = store.append(send("a", "m0", peer("b"))).await.unwrap();
+    for i in 1..10 {
+        store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+    }
+    let retry = store.append(send("a", "m0", peer("b"))).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.sender_seq, &retry.message),
+        (1, &first.message),
+        "found in the engine, not the window"
+    );
+}
+
+// Group commit.
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_appends_share_commits_and_each_returns_only_once_durable() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(2)));
+    let store = Arc::new(
+        DurableStore::open(engine.clone(), DurableStoreLimits::default(), EPOCH)
+            .await
+            .unwrap(),
+    );
+    let commits_at_open = engine.commits();
+    let n_appends: u64 = 200;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut tasks = Vec::new();
+    for i in 0..n_appends {
+        let store = store.clone();
+        let engine = engine.clone();
+        let delay = Duration::from_micros(rng.random_range(0..20_000));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let user = format!("u{}", i % 10);
+            let outcome = store
+                .append(send(&user, &format!("m{i}"), peer("hub")))
+                .await
+                .unwrap();
+            // Another store over the same engine sees only what is durable.
+            let fresh = DurableStore::open(engine, DurableStoreLimits::default(), 0)
+                .await
+                .unwrap();
+            let page = fresh.sync(&user, outcome.sender_seq - 1, 1).await.unwrap();
+            assert_eq!(
+                page.entries.first().map(|(_, message)| message.msg_id),
+                Some(outcome.message.msg_id),
+                "append {i} returned before its message was durable"
+            );
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let commits = engine.commits() - commits_at_open;
+    assert!(
+        (2..n_appends / 4).contains(&commits),
+        "{commits} commits for {n_appends} appends"
+    );
+    assert_eq!(store.max_seq("hub").await.unwrap(), n_appends);
+    assert_eq!(store.n_messages(), n_appends);
+}
+
+// Crashes.
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loses_only_unacknowledged_appends() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
+    let limits = DurableStoreLimits::default();
+    let store = Arc::new(
+        DurableStore::open(engine.clone(), limits, EPOCH)
+            .await
+            .unwrap(),
+    );
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push(
+            store
+                .append(send("a", &format!("m{i}"), peer("b")))
+                .await
+                .unwrap(),
+        );
+    }
+    store.ack_cursor("b", "phone", 3).await.unwrap();
+    let in_flight: Vec<_> = (5..15)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(send("a", &format!("m{i}"), peer("b"))).await })
+        })
+        .collect();
+    // Every in-flight append is queued or committing, none is durable yet.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(in_flight.iter().all(|task| !task.is_finished()));
+    for task in in_flight {
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled(), "never returned");
+    }
+    drop(store); // The crash.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let store = DurableStore::open(engine.clone(), limits, EPOCH + 1)
+        .await
+        .unwrap();
+    assert_eq!(store.epoch(), EPOCH, "the epoch survives restarts");
+    assert_eq!(store.n_messages(), 5);
+    assert_eq!(store.max_seq("b").await.unwrap(), 5);
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 3);
+    let inbox = store.inbox("a").unwrap();
+    for (outcome, (seq, message)) in acked.iter().zip(&inbox) {
+        assert_eq!((*seq, message), (outcome.sender_seq, &outcome.message));
+    }
+    assert_eq!(inbox.len(), 5);
+    // Dedupe survives: the retry of an acked send is the original.
+    let retry = store.append(send("a", "m2", peer("b"))).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.sender_seq, &retry.message), (3, &acked[2].message));
+    // A retry of a lost send is stored now, and seqs go on without a gap.
+    let lost = store.append(send("a", "m7", peer("b"))).await.unwrap();
+    assert!(!lost.duplicate);
+    assert_eq!(lost.deliveries, vec![("a".into(), 6), ("b".into(), 6)]);
+    assert_eq!(lost.message.msg_id, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_of_a_send_still_committing_waits_for_it() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
+    let store = DurableStore::open(engine.clone(), DurableStoreLimits::default(), EPOCH)
+        .await
+        .unwrap();
+    let (original, retry) = tokio::join!(
+        store.append(send("a", "m1", peer("b"))),
+        store.append(send("a", "m1", peer("b"))),
+    );
+    let (original, retry) = (original.unwrap(), retry.unwrap());
+    assert!(!original.duplicate && retry.duplicate);
+    assert_eq!(retry.message, original.message);
+    assert_eq!(store.max_seq("b").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_its_writes_and_poisons_the_store_until_reopened() {
+    let engine = Arc::new(MemEngine::new());
+    let limits = DurableStoreLimits::default();
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    store.append(send("a", "m1", peer("b"))).await.unwrap();
+    engine.set_fail_commits(true);
+    let failed = store.append(send("a", "m2", peer("b"))).await.unwrap_err();
+    assert!(
+        matches!(&failed, StoreError::Unavailable(text) if text.contains("injected disk failure")),
+        "{failed:?}"
+    );
+    engine.set_fail_commits(false);
+    for result in [
+        store.append(send("a", "m3", peer("b"))).await.map(|_| 0),
+        store.ack_cursor("b", "d", 1).await,
+    ] {
+        assert!(
+            matches!(&result, Err(StoreError::Unavailable(text)) if text.contains("until it is reopened")),
+            "{result:?}"
+        );
+    }
+    assert_eq!(store.max_seq("b").await.unwrap(), 1, "reads go on");
+    drop(store);
+    let store = DurableStore::open(engine, limits, EPOCH).await.unwrap();
+    let outcome = store.append(send("a", "m2", peer("b"))).await.unwrap();
+    assert_eq!(outcome.deliveries, vec![("a".into(), 2), ("b".into(), 2)]);
+}
+
+// The bound on writes waiting for the disk.
+
+#[tokio::test(start_paused = true)]
+async fn writes_past_the_pending_bound_are_refused_before_allocating() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_secs(1)));
+    let limits = DurableStoreLimits {
+        pending_ops_max: 4,
+        ..DurableStoreLimits::default()
+    };
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    let results = futures::future::join_all(
+        (0..6).map(|i| store.append(send("a", &format!("m{i}"), peer("b")))),
+    )
+    .await;
+    let (stored, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    assert_eq!((stored.len(), refused.len()), (4, 2));
+    for refusal in refused {
+        assert!(
+            matches!(&refusal, Err(StoreError::Full(text)) if text.contains("pending_ops_max")),
+            "{refusal:?}"
+        );
+    }
+    assert_eq!(store.max_seq("b").await.unwrap(), 4);
+    assert_eq!(store.n_messages(), 4);
+    // Refused sends left no trace: their ids are free and seqs go on without a gap.
+    let retry = store.append(send("a", "m5", peer("b"))).await.unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(retry.sender_seq, 5);
+}
+
+// fjall on disk.
+
+#[tokio::test]
+async fn fjall_directory_reopens_with_every_seq_cursor_group_and_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = DurableStoreLimits::default();
+    let store = fjall_store(dir.path(), limits).await;
+    store
+        .create_group("g", "a", &["b".into(), "c".into()])
+        .await
+        .unwrap();
+    store.leave_group("g", "c").await.unwrap();
+    for i in 0..30 {
+        let to = if i % 3 == 0 {
+            Target::Group("g".into())
+        } else {
+            peer("b")
+        };
+        store.append(send("a", &format!("m{i}"), to)).await.unwrap();
+    }
+    store.ack_cursor("b", "phone", 17).await.unwrap();
+    let before = snapshot(&store).await;
+    assert!(
+        store.engine().commits() >= 33,
+        "one commit per sequential write"
+    );
+    store.close().await;
+
+    let store = DurableStore::open(
+        Arc::new(FjallEngine::open(dir.path()).unwrap()),
+        limits,
+        EPOCH + 5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&store).await, before);
+    assert_eq!(store.epoch(), EPOCH);
+    assert_eq!(
+        store.join_group("g", "a").await.unwrap(),
+        vec!["a", "b"],
+        "membership survives"
+    );
+    assert!(
+        store
+            .append(send("a", "m4", peer("b")))
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let next = store.append(send("a", "new", peer("b"))).await.unwrap();
+    assert_eq!(next.sender_seq, 31);
+    assert_eq!(next.message.msg_id, 31);
+}
+
+/// What a reader can see of a store, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    n_messages: u64,
+    epoch: u64,
+    inboxes: Vec<(String, Vec<(u64, String)>)>,
+    cursor: u64,
+}
+
+async fn snapshot<E: Engine>(store: &DurableStore<E>) -> Snapshot {
+    let inboxes = store
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|user| {
+            let inbox = store.inbox(&user).unwrap();
+            let entries = inbox
+                .iter()
+                .map(|(seq, message)| (*seq, format!("{message:?}")))
+                .collect();
+            (user, entries)
+        })
+        .collect();
+    Snapshot {
+        n_messages: store.n_messages(),
+        epoch: store.epoch(),
+        inboxes,
+        cursor: store.cursor("b", "phone").await.unwrap(),
+    }
+}
+
+#[test]
+fn fjall_refuses_a_directory_that_is_not_a_store_or_lost_its_keyspace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let error = FjallEngine::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("IMLAB-STORE") && error.contains("not empty"),
+        "{error}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(FjallEngine::open(dir.path()).unwrap());
+    std::fs::remove_dir_all(dir.path().join("fjall")).unwrap();
+    let error = FjallEngine::open(dir.path()).unwrap_err().to_string();
+    let expected = dir.path().join("fjall").join("version");
+    assert!(error.contains(&expected.display().to_string()), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(FjallEngine::open(dir.path()).unwrap());
+    std::fs::write(
+        dir.path().join("IMLAB-STORE"),
+        "imlab-store format 9\nengine fjall\n",
+    )
+    .unwrap();
+    let error = FjallEngine::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("IMLAB-STORE") && error.contains("format 9"),
+        "{error}"
+    );
+}
+
+/// Every regular file under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A file of the store: its length and its bytes, without the zero tail of a preallocated
+/// file (fjall preallocates its 64 MiB journal, so the written part is what damage must hit).
+struct FileImage {
+    relative: PathBuf,
+    len: u64,
+    content: Vec<u8>,
+}
+
+/// A zero tail this long is preallocated space, not data.
+const PREALLOCATED_BYTES_MIN: usize = 4_096;
+
+fn read_images(dir: &Path) -> Vec<FileImage> {
+    files_under(dir)
+        .into_iter()
+        .map(|file| {
+            let mut content = std::fs::read(&file).unwrap();
+            let len = content.len() as u64;
+            let written = content
+                .iter()
+                .rposition(|byte| *byte != 0)
+                .map_or(0, |i| i + 1);
+            if content.len() - written >= PREALLOCATED_BYTES_MIN {
+                content.truncate(written);
+            }
+            FileImage {
+                relative: file.strip_prefix(dir).unwrap().to_path_buf(),
+                len,
+                content,
+            }
+        })
+        .collect()
+}
+
+/// Writes the images into `dir` (the zero tail of a preallocated file stays sparse), with
+/// `damaged` in place of the image at that path.
+fn write_images(dir: &Path, images: &[FileImage], damaged: &FileImage) {
+    for image in images {
+        let image = if image.relative == damaged.relative {
+            damaged
+        } else {
+            image
+        };
+        let path = dir.join(&image.relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &image.content).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(image.len)
+            .unwrap();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// The last written bytes never reached the disk: a torn write, a legitimate crash.
+    TornTail,
+    /// Bytes in the middle of the written part were overwritten.
+    Garbage,
+    /// The second half of the written part is gone.
+    Halved,
+}
+
+fn damaged(image: &FileImage, damage: Damage) -> Option<FileImage> {
+    let n_written = image.content.len();
+    if n_written == 0 {
+        return None;
+    }
+    let mut content = image.content.clone();
+    match damage {
+        Damage::TornTail => content.truncate(n_written.saturating_sub(7)),
+        Damage::Garbage => {
+            let middle = n_written / 2;
+            for byte in &mut content[middle..(middle + 16).min(n_written)] {
+                *byte ^= 0xA5;
+            }
+        }
+        Damage::Halved => content.truncate(n_written / 2),
+    }
+    // A preallocated file keeps its length; any other file ends where its bytes end.
+    let len = if image.len > n_written as u64 {
+        image.len
+    } else {
+        content.len() as u64
+    };
+    Some(FileImage {
+        relative: image.relative.clone(),
+        len,
+        content,
+    })
+}
+
+/// fjall's superseded version files (`vN` below the newest of a keyspace) are never read:
+/// damaging them shows nothing.
+fn is_superseded_version(relative: &Path, images: &[FileImage]) -> bool {
+    let version = |path: &Path| -> Option<u64> {
+        path.file_name()?.to_str()?.strip_prefix('v')?.parse().ok()
+    };
+    let Some(own) = version(relative) else {
+        return false;
+    };
+    images.iter().any(|other| {
+        other.relative.parent() == relative.parent()
+            && version(&other.relative).is_some_and(|other| other > own)
+    })
+}
+
+/// Opens a copy of the store made of `images` with `damaged` in place; returns "refused" or
+/// the index in `history` of the state it opened with. Panics on anything else.
+async fn open_damaged(
+    images: &[FileImage],
+    damaged: &FileImage,
+    history: &[Snapshot],
+    case: &str,
+) -> Result<usize, String> {
+    let copy = tempfile::tempdir().unwrap();
+    write_images(copy.path(), images, damaged);
+    let dir_name = copy.path().display().to_string();
+    let limits = DurableStoreLimits::default();
+    let opened = match FjallEngine::open(copy.path()) {
+        Ok(engine) => DurableStore::open(Arc::new(engine), limits, 0)
+            .await
+            .map_err(|error| error.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match opened {
+        Err(text) => {
+            assert!(
+                text.contains(&dir_name),
+                "{case}: the error names no path in the store: {text}"
+            );
+            Err(text)
+        }
+        Ok(store) => {
+            let seen = snapshot(&store).await;
+            store.close().await;
+            match history.iter().rposition(|state| *state == seen) {
+                Some(at) => Ok(at),
+                None => panic!("{case}: opened with data no commit left: {seen:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn fjall_damaged_files_fail_the_open_naming_the_directory_or_keep_committed_data() {
+    let pristine = tempfile::tempdir().unwrap();
+    let limits = DurableStoreLimits::default();
+    let store = fjall_store(pristine.path(), limits).await;
+    store.create_group("g", "a", &["b".into()]).await.unwrap();
+    // Every state a reader could have seen, one per commit.
+    let mut history = vec![snapshot(&store).await];
+    for i in 0..20 {
+        store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+        history.push(snapshot(&store).await);
+    }
+    // Move what is there so far from the journal into table files, and close cleanly: the
+    // watermark now counts these commits.
+    store.engine().flush_memtables().unwrap();
+    store.close().await;
+    let early_watermark = std::fs::read(pristine.path().join("IMLAB-STORE.commits")).unwrap();
+    let n_early = history.len() - 1;
+    let store = fjall_store(pristine.path(), limits).await;
+    for i in 20..30 {
+        store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+        history.push(snapshot(&store).await);
+    }
+    store.ack_cursor("b", "phone", 29).await.unwrap();
+    history.push(snapshot(&store).await);
+    store.append(send("a", "last", peer("b"))).await.unwrap();
+    history.push(snapshot(&store).await);
+    store.close().await;
+    let all = history.len() - 1;
+
+    // After a clean close, any damage is refused or harmless.
+    let images = read_images(pristine.path());
+    let mut report = Vec::new();
+    for image in &images {
+        if is_superseded_version(&image.relative, &images) {
+            continue;
+        }
+        for kind in [Damage::TornTail, Damage::Garbage, Damage::Halved] {
+            let Some(damaged) = damaged(image, kind) else {
+                continue;
+            };
+            let case = format!("{} {kind:?}", image.relative.display());
+            let outcome = open_damaged(&images, &damaged, &history, &case).await;
+            if let Ok(at) = outcome {
+                assert_eq!(at, all, "{case}: lost commits");
+            }
+            report.push(format!(
+                "{case}: {}",
+                if outcome.is_ok() { "intact" } else { "refused" }
+            ));
+        }
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    let journal = images
+        .iter()
+        .filter(|image| image.relative.extension().is_some_and(|ext| ext == "jnl"))
+        .map(|image| image.relative.display().to_string())
+        .next_back()
+        .expect("fjall keeps a journal");
+    for kind in ["TornTail", "Garbage", "Halved"] {
+        assert!(
+            report.contains(&format!("{journal} {kind}: refused")),
+            "{report}"
+        );
+    }
+    assert!(report.contains("IMLAB-STORE Garbage: refused"), "{report}");
+    assert!(
+        report.contains("IMLAB-STORE.commits Garbage: refused"),
+        "{report}"
+    );
+
+    // A crash leaves the watermark behind; a torn journal tail then loses the last commit
+    // only, and a journal cut shorter still keeps what the watermark counts.
+    let crashed: Vec<FileImage> = images
+        .iter()
+        .map(|image| FileImage {
+            relative: image.relative.clone(),
+            len: image.len,
+            content: image.content.clone(),
+        })
+        .map(|mut image| {
+            if image.relative == Path::new("IMLAB-STORE.commits") {
+                image.len = early_watermark.len() as u64;
+                image.content = early_watermark.clone();
+            }
+            image
+        })
+        .collect();
+    let journal = crashed
+        .iter()
+        .find(|image| image.relative.display().to_string() == journal)
+        .unwrap();
+    let torn = damaged(journal, Damage::TornTail).unwrap();
+    assert_eq!(
+        open_damaged(&crashed, &torn, &history, "crash, torn journal").await,
+        Ok(all - 1)
+    );
+    let halved = damaged(journal, Damage::Halved).unwrap();
+    match open_damaged(&crashed, &halved, &history, "crash, halved journal").await {
+        Ok(at) => assert!(at >= n_early, "commit {at}, the watermark counts {n_early}"),
+        Err(text) => assert!(text.contains("recovered"), "{text}"),
+    }
+}

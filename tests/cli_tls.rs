@@ -1,0 +1,258 @@
+//! End-to-end tests of `imlab serve --tls-cert/--tls-key` and `imlab load --tls --ca` on
+//! loopback, with rcgen certificates written to a temporary directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use assert_cmd::cargo::cargo_bin;
+
+/// A temporary directory for one test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imlab-cli-tls-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 and localhost and its key to `dir`;
+/// returns (cert.pem, key.pem).
+fn write_identity(dir: &Path) -> (PathBuf, PathBuf) {
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let generated = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// Starts `imlab serve` with `extra` arguments on an ephemeral port; returns it and the
+/// address it listens on.
+fn serve(extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(cargo_bin("imlab"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let listening = line
+        .trim()
+        .strip_prefix("listening: ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, listening)
+}
+
+fn serve_tls(cert: &Path, key: &Path) -> (Child, String) {
+    serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+}
+
+fn imlab(args: &[&str]) -> Output {
+    Command::new(cargo_bin("imlab"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_tls_load_loses_and_duplicates_nothing() {
+    let dir = temp_dir("load");
+    let (cert, key) = write_identity(&dir);
+    let (mut server, addr) = serve_tls(&cert, &key);
+    let out = dir.join("out");
+    let output = imlab(&[
+        "load",
+        "--target",
+        &addr,
+        "--tls",
+        "--ca",
+        cert.to_str().unwrap(),
+        "--clients",
+        "50",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "200",
+        "--drain",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = results(&out);
+    let messages = &results["messages"];
+    assert_eq!(messages["sent"], 400, "{results}");
+    assert_eq!(messages["acked"], 400, "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+    assert_eq!(messages["duplicated"], 0, "{results}");
+    assert_eq!(results["connections"]["failed"], 0, "{results}");
+    assert_eq!(results["connections"]["peak_concurrent"], 50, "{results}");
+}
+
+#[test]
+fn tls_runs_over_connections_from_chosen_source_addresses() {
+    let dir = temp_dir("sources");
+    let (cert, key) = write_identity(&dir);
+    let (mut server, addr) = serve_tls(&cert, &key);
+    let out = dir.join("out");
+    let output = imlab(&[
+        "load",
+        "--target",
+        &addr,
+        "--tls",
+        "--ca",
+        cert.to_str().unwrap(),
+        "--tls-server-name",
+        "localhost",
+        "--source-ips",
+        "127.0.0.2-127.0.0.3",
+        "--clients",
+        "20",
+        "--duration",
+        "1s",
+        "--msg-rate",
+        "50",
+        "--drain",
+        "1s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = results(&out);
+    assert_eq!(results["messages"]["acked"], 50, "{results}");
+    assert_eq!(results["messages"]["lost"], 0, "{results}");
+    assert_eq!(results["connections"]["peak_concurrent"], 20, "{results}");
+}
+
+#[test]
+fn bad_certificate_files_and_flags_are_clear_errors() {
+    let dir = temp_dir("bad-files");
+    let (cert, key) = write_identity(&dir);
+    let missing = dir.join("missing.pem");
+    let (missing, cert, key) = (
+        missing.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    for (args, expected) in [
+        (
+            vec!["serve", "--tls-cert", missing, "--tls-key", key],
+            missing,
+        ),
+        (
+            vec!["serve", "--tls-cert", cert, "--tls-key", missing],
+            missing,
+        ),
+        // The certificate file holds no key.
+        (
+            vec!["serve", "--tls-cert", cert, "--tls-key", cert],
+            "no private key",
+        ),
+        (vec!["serve", "--tls-cert", cert], "--tls-key"),
+        (vec!["serve", "--tls-key", key], "--tls-cert"),
+        (
+            vec![
+                "load",
+                "--target",
+                "127.0.0.1:7400",
+                "--clients",
+                "2",
+                "--duration",
+                "1s",
+                "--tls",
+            ],
+            "--tls needs --ca",
+        ),
+        (
+            vec![
+                "load",
+                "--target",
+                "127.0.0.1:7400",
+                "--clients",
+                "2",
+                "--duration",
+                "1s",
+                "--tls",
+                "--ca",
+                missing,
+            ],
+            missing,
+        ),
+    ] {
+        let output = imlab(&args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_protocol_mismatch_fails_fast_and_says_why() {
+    let dir = temp_dir("mismatch");
+    let (cert, key) = write_identity(&dir);
+    let (mut tls_server, tls_addr) = serve_tls(&cert, &key);
+    let (mut plain_server, plain_addr) = serve(&[]);
+    let short = ["--clients", "2", "--duration", "1s", "--drain", "0s"];
+    let ca = cert.to_str().unwrap();
+
+    // Plaintext client, TLS server: the server answers in the client's framing.
+    let mut args = vec!["load", "--target", &tls_addr];
+    args.extend(short);
+    let plain_to_tls = imlab(&args);
+    // TLS client, plaintext server.
+    let mut args = vec!["load", "--target", &plain_addr, "--tls", "--ca", ca];
+    args.extend(short);
+    let tls_to_plain = imlab(&args);
+    // TLS client that trusts another certificate.
+    let stranger = temp_dir("mismatch-stranger");
+    let (other_cert, _) = write_identity(&stranger);
+    let mut args = vec!["load", "--target", &tls_addr, "--tls", "--ca"];
+    args.push(other_cert.to_str().unwrap());
+    args.extend(short);
+    let untrusted = imlab(&args);
+
+    for server in [&mut tls_server, &mut plain_server] {
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
+    for (output, expected) in [
+        (plain_to_tls, "this server requires TLS".to_string()),
+        (
+            tls_to_plain,
+            format!("TLS handshake with {plain_addr} failed"),
+        ),
+        (untrusted, format!("TLS handshake with {tls_addr} failed")),
+    ] {
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no client could log in"), "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+}
