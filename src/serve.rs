@@ -10,13 +10,14 @@ use anyhow::Context;
 use imlab_core::auth::Authenticator;
 use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
-use imlab_core::store::MemoryStore;
+use imlab_core::store::{DurableStore, DurableStoreLimits, FjallEngine, MemoryStore, Store};
 use imlab_core::tls::TlsListener;
 
-/// Run the IM server on a real socket (in-memory store).
+/// Run the IM server on a real socket (in-memory store, or on disk with --data-dir).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  imlab serve\n  \
     IMLAB_AUTH_SECRET=s3cret imlab serve --listen 127.0.0.1:7400\n  \
+    imlab serve --data-dir /var/lib/imlab\n  \
     imlab serve --tls-cert cert.pem --tls-key key.pem\n  \
     RUST_LOG=imlab_core=debug imlab serve --max-connections 20000")]
 pub struct ServeArgs {
@@ -39,6 +40,12 @@ pub struct ServeArgs {
     /// Frames queued per connection; a full queue disconnects the slow consumer.
     #[arg(long, default_value_t = ServerConfig::default().outbox_len_max)]
     outbox_len: usize,
+    /// Keep messages, inboxes, cursors, groups and the dedupe window on disk here (created
+    /// when missing). A send is acked only once it is durable (group commit: sends arriving
+    /// together share one fsync); a restart resumes every seq. Without it the store is in
+    /// memory and a restart loses everything.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Serve TLS with this PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -90,11 +97,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let (store, durable, store_name) = open_store(args.data_dir.as_deref()).await?;
     let server = Server::new(
         config,
         ServerDeps {
-            // A restarted process has an empty store: a new epoch tells clients so.
-            store: Arc::new(MemoryStore::new().with_epoch(SystemClock.unix_ms())),
+            store,
             clock: Arc::new(SystemClock),
             push: Arc::new(LoggingPushProvider),
             auth,
@@ -107,7 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(cert) => format!("on ({})", cert.display()),
         None => "off".to_string(),
     };
-    tracing::info!(%local, store = "memory", tls = %tls_state, "imlab serve listening");
+    tracing::info!(%local, store = %store_name, tls = %tls_state, "imlab serve listening");
     println!("listening: {local}");
     match tls {
         Some(tls) => server.run(TlsListener::new(listener, tls), shutdown).await,
@@ -123,7 +130,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .load(std::sync::atomic::Ordering::Relaxed),
         "imlab serve stopped"
     );
+    if let Some(durable) = durable {
+        // Commit what is still queued (sends not acked yet) and let go of the files. A
+        // connection task still holding the store (past its close grace) only delays this:
+        // everything acked is durable already.
+        drop(server);
+        if let Some(store) = Arc::into_inner(durable) {
+            store.close().await;
+        }
+    }
     Ok(())
+}
+
+/// The store `--data-dir` asks for: on disk (also returned as such, to close it), or in
+/// memory. Returns a name for logs.
+async fn open_store(
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(
+    Arc<dyn Store>,
+    Option<Arc<DurableStore<FjallEngine>>>,
+    String,
+)> {
+    let Some(dir) = data_dir else {
+        // A restarted process has an empty store: a new epoch tells clients so.
+        let store = Arc::new(MemoryStore::new().with_epoch(SystemClock.unix_ms()));
+        return Ok((store, None, "memory".to_string()));
+    };
+    let started = std::time::Instant::now();
+    let engine = FjallEngine::open(dir)
+        .with_context(|| format!("opening the store in --data-dir {}", dir.display()))?;
+    let store = DurableStore::open(
+        Arc::new(engine),
+        DurableStoreLimits::default(),
+        // The epoch of a new store; an existing one keeps its own, so clients' seqs stay
+        // valid across restarts.
+        SystemClock.unix_ms(),
+    )
+    .await
+    .with_context(|| format!("opening the store in --data-dir {}", dir.display()))?;
+    tracing::info!(
+        dir = %dir.display(),
+        messages = store.n_messages(),
+        elapsed = ?started.elapsed(),
+        "opened the on-disk store"
+    );
+    let store = Arc::new(store);
+    let name = format!("fjall ({})", dir.display());
+    Ok((store.clone(), Some(store), name))
 }
 
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM; the handlers are installed now.

@@ -516,11 +516,18 @@ async fn handle_send(
     send: proto::Send,
     barrier: &mut SendBarrier,
 ) -> Result<Body, Closed> {
+    // An answer echoes the client's id only when it is a valid one: an unvalidated id could
+    // be as long as a frame, and its echo longer.
+    let echoed_id = if send.client_msg_id.len() <= crate::auth::ID_LEN_MAX {
+        send.client_msg_id.as_str()
+    } else {
+        ""
+    };
     let error = |code: ErrorCode, text: String| {
         Body::Error(proto::Error {
             code: code as i32,
             text,
-            client_msg_id: send.client_msg_id.clone(),
+            client_msg_id: echoed_id.to_string(),
             request_id: 0,
         })
     };
@@ -583,26 +590,20 @@ async fn handle_send(
             request,
         ));
     }
-    // Stored and delivered in a task of its own: once the store has a message, its delivery
-    // must not depend on the sender's connection, which may be killed (replaced by the
-    // sender's reconnect, say) while the append waits for its commit. A retry of the same id
-    // is a duplicate and delivers nothing, so a delivery dropped here would be lost until
-    // each recipient's next sync.
-    let stored = tokio::spawn(store_and_deliver(shared.clone(), request, permit));
+    // Once the store has a message, its delivery must not depend on the sender's connection,
+    // which may be killed (replaced by the sender's reconnect, say) while the append waits
+    // for its commit: a retry of the same id is a duplicate and delivers nothing, so a
+    // delivery dropped here would be lost until each recipient's next sync.
+    let stored = FinishOnDrop::new(store_and_deliver(shared.clone(), request, permit));
     let (message, sender_seq) = match stored.await {
-        Ok(Ok(stored)) => stored,
-        Ok(Err(store_error)) => {
+        Ok(stored) => stored,
+        Err(store_error) => {
             let code = store_error_code(&store_error);
             if code == ErrorCode::StoreUnavailable {
                 block(barrier, &request_to, &send.client_msg_id)?;
             }
             return Ok(error(code, store_error.to_string()));
         }
-        Err(join_error) if join_error.is_panic() => {
-            std::panic::resume_unwind(join_error.into_panic())
-        }
-        // The runtime is shutting down.
-        Err(_) => return Err(Closed::StoreFailed),
     };
     Ok(Body::SendAck(proto::SendAck {
         client_msg_id: send.client_msg_id,
@@ -610,6 +611,59 @@ async fn handle_send(
         server_time_ms: message.server_time_ms,
         msg_id: message.msg_id,
     }))
+}
+
+/// A future that runs to completion even when the task awaiting it is cancelled: dropped
+/// before it is done, it moves to a task of its own (its output is then discarded). Polled
+/// in place otherwise, so it costs no task and no extra scheduling on the common path.
+struct FinishOnDrop<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    inner: Option<std::pin::Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn new(future: F) -> Self {
+        FinishOnDrop {
+            inner: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let inner = self.inner.as_mut().expect("polled after completion");
+        let output = std::task::ready!(inner.as_mut().poll(cx));
+        self.inner = None;
+        std::task::Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        // Without a runtime the process (or the simulated host) is going down: nothing
+        // finishes then, as in a crash.
+        if let Some(future) = self.inner.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(future);
+        }
+    }
 }
 
 /// Stores a send and hands a new message to delivery (a group's to its reserved fan-out

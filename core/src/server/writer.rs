@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::registry::{Outbound, SessionControl};
 use crate::framed::FrameWriter;
-use crate::proto::{Body, Frame, Kick, KickReason, Notify, NotifyData};
+use crate::proto::{Body, ErrorCode, Frame, Kick, KickReason, Notify, NotifyData};
 
 struct AckCheck {
     deadline: Instant,
@@ -104,8 +104,26 @@ fn feed<W: AsyncWrite + Unpin>(
         }
     };
     if let Err(error) = out.feed(&frame) {
-        // The server only builds frames within the limit (bodies are capped at send time).
-        panic!("server built an oversized {} frame: {error}", frame.kind());
+        // Messages fit (bodies are capped at send time), but a reply can outgrow the limit
+        // through a request near it (a group of long member ids, say): the peer gets a short
+        // error in its place.
+        tracing::info!(kind = frame.kind(), %error, "reply over the frame limit: sending an error instead");
+        let request_id = match &frame.body {
+            Some(Body::GroupReply(reply)) => reply.request_id,
+            Some(Body::Error(error)) => error.request_id,
+            _ => 0,
+        };
+        let text = format!(
+            "the {} reply would exceed the frame limit: {error}",
+            frame.kind()
+        );
+        let short = Frame::new(Body::Error(crate::proto::Error {
+            code: ErrorCode::InvalidRequest as i32,
+            text,
+            client_msg_id: String::new(),
+            request_id,
+        }));
+        out.feed(&short).expect("a short error fits in any frame");
     }
 }
 
