@@ -1,0 +1,124 @@
+//! `imlab serve --data-dir`: SIGKILLed mid-load and restarted on the same directory, it loses
+//! and duplicates nothing acked; damaged data files stop it at start-up, naming the file.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin;
+use common::{imlab, results, serve_on, temp_dir};
+
+#[test]
+fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
+    let data = temp_dir("durable", "sigkill-data");
+    let out = temp_dir("durable", "sigkill-out");
+    let data_arg = data.to_str().unwrap();
+    let (mut server, addr) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
+    let clients = 100;
+    let load = Command::new(cargo_bin("imlab"))
+        .args([
+            "load",
+            "--target",
+            &addr,
+            "--clients",
+            &clients.to_string(),
+            "--duration",
+            "12s",
+            "--msg-rate",
+            "200",
+            // Reconnects wait 1 s plus up to 19 s of jitter (Mars' rule): the last kill's
+            // stragglers need that long to come back and sync.
+            "--drain",
+            "22s",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Three SIGKILLs mid-run, each restarted on the same directory and port.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(3));
+        server.kill().unwrap(); // SIGKILL: whatever was not durable is gone
+        server.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        server = serve_on(&addr, &["--data-dir", data_arg]).0;
+    }
+    let output = load.wait_with_output().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let results = results(&out);
+    let messages = &results["messages"];
+    // Every client dropped at least once and came back.
+    assert!(
+        results["connections"]["reconnects"].as_u64().unwrap() >= clients,
+        "{results}"
+    );
+    // Nothing lost, nothing delivered twice: every send was acked (retried with its id
+    // across the crashes) and reached its recipient.
+    assert!(messages["sent"].as_u64().unwrap() >= 2_000, "{results}");
+    assert_eq!(messages["acked"], messages["sent"], "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+    assert_eq!(messages["duplicated"], 0, "{results}");
+    assert_eq!(
+        messages["delivered"], messages["expected_deliveries"],
+        "{results}"
+    );
+    assert!(output.status.success(), "{text}");
+}
+
+#[test]
+fn damaged_data_files_stop_the_server_naming_them() {
+    let data = temp_dir("durable", "damaged");
+    let data_arg = data.to_str().unwrap();
+    // A store with something in it, shut down cleanly.
+    let (mut server, addr) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
+    let out = temp_dir("durable", "damaged-out");
+    let load = imlab(&[
+        "load",
+        "--target",
+        &addr,
+        "--clients",
+        "10",
+        "--duration",
+        "1s",
+        "--msg-rate",
+        "50",
+        "--drain",
+        "1s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(load.status.success(), "{load:?}");
+    let pid = server.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    server.wait().unwrap();
+
+    // The marker says a store lives here; its files are gone.
+    let keyspace = data.join("fjall");
+    let moved = data.with_extension("moved");
+    std::fs::rename(&keyspace, &moved).unwrap();
+    let refused = imlab(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    assert!(stderr.contains(data_arg), "{stderr}");
+    std::fs::rename(&moved, &keyspace).unwrap();
+
+    // A marker that is not ours.
+    let marker = data.join("IMLAB-STORE");
+    let original = std::fs::read(&marker).unwrap();
+    std::fs::write(&marker, b"garbage").unwrap();
+    let refused = imlab(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("IMLAB-STORE"), "{stderr}");
+    std::fs::write(&marker, original).unwrap();
+
+    // Repaired, it opens again.
+    let (mut server, _) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
