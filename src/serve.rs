@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Frames queued per connection; a full queue disconnects the slow consumer.
     #[arg(long, default_value_t = ServerConfig::default().outbox_len_max)]
     outbox_len: usize,
+    /// Sends per second one user may make over all of its devices (bursts of one second's
+    /// worth); more are refused with RATE_LIMITED, and the client retries. 0 = no limit.
+    #[arg(long, default_value_t = ServerConfig::default().send_rate_per_user)]
+    max_sends_per_user: u32,
     /// Keep messages, inboxes, cursors, groups and the dedupe window on disk here (created
     /// when missing). A send is acked only once it is durable (group commit: sends arriving
     /// together share one fsync); a restart resumes every seq. Without it the store is in
@@ -76,6 +80,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_frame_bytes: args.max_frame_bytes,
         login_timeout: args.login_timeout,
         outbox_len_max: args.outbox_len,
+        send_rate_per_user: args.max_sends_per_user,
         ..ServerConfig::default()
     };
     // Read the certificate and key before binding: a bad file fails at once, naming it.

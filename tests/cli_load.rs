@@ -1,33 +1,15 @@
 //! End-to-end tests of `imlab load` against `imlab serve` on loopback.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
+use common::serve_on;
 
 /// Starts `imlab serve` on an ephemeral port; returns it and the address it listens on.
 fn serve() -> (Child, String) {
-    serve_on("127.0.0.1:0")
-}
-
-/// Starts `imlab serve` on `addr` (a fixed one restarts a server on the same port).
-fn serve_on(addr: &str) -> (Child, String) {
-    let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let listening = line
-        .trim()
-        .strip_prefix("listening: ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, listening)
+    serve_on("127.0.0.1:0", &[])
 }
 
 fn load(args: &[&str]) -> Output {
@@ -254,7 +236,7 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     server.kill().unwrap(); // SIGKILL: no goodbye to anyone
     server.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let (mut restarted, _) = serve_on(&addr);
+    let (mut restarted, _) = serve_on(&addr, &[]);
     let output = load.wait_with_output().unwrap();
     restarted.kill().unwrap();
     restarted.wait().unwrap();

@@ -1,11 +1,12 @@
 //! End-to-end tests of `imlab serve --tls-cert/--tls-key` and `imlab load --tls --ca` on
 //! loopback, with rcgen certificates written to a temporary directory.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-use assert_cmd::cargo::cargo_bin;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use common::{imlab, results, serve_on};
 
 /// A temporary directory for one test.
 fn temp_dir(name: &str) -> PathBuf {
@@ -25,26 +26,8 @@ fn write_identity(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// Starts `imlab serve` with `extra` arguments on an ephemeral port; returns it and the
-/// address it listens on.
 fn serve(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let listening = line
-        .trim()
-        .strip_prefix("listening: ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, listening)
+    serve_on("127.0.0.1:0", extra)
 }
 
 fn serve_tls(cert: &Path, key: &Path) -> (Child, String) {
@@ -54,17 +37,6 @@ fn serve_tls(cert: &Path, key: &Path) -> (Child, String) {
         "--tls-key",
         key.to_str().unwrap(),
     ])
-}
-
-fn imlab(args: &[&str]) -> Output {
-    Command::new(cargo_bin("imlab"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn results(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
 }
 
 #[test]

@@ -232,3 +232,71 @@ async fn a_replaced_store_resets_the_clients_seq_through_the_inbox_epoch() {
     assert_eq!(bob.wait_bodies(1).await, vec!["new"]);
     assert_eq!(state.lock().unwrap().last_seq, 1);
 }
+
+fn peer_send(client_msg_id: &str) -> Frame {
+    Frame::new(Body::Send(proto::Send {
+        client_msg_id: client_msg_id.into(),
+        to: Some(proto::send::To::PeerUser("bob".into())),
+        body: Bytes::from_static(b"hi"),
+    }))
+}
+
+/// Reads until `n` answers to sends (acks or errors) arrived, as (id, error code).
+async fn send_answers(reader: &mut MemReader, n: usize) -> Vec<(String, Option<ErrorCode>)> {
+    let mut answers = Vec::new();
+    while answers.len() < n {
+        match reader.next().await.unwrap().unwrap().body.unwrap() {
+            Body::SendAck(ack) => answers.push((ack.client_msg_id, None)),
+            Body::Error(error) => answers.push((error.client_msg_id.clone(), Some(error.code()))),
+            _ => {}
+        }
+    }
+    answers
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_over_its_send_rate_is_refused_across_devices_and_refilled_in_time() {
+    let config = ServerConfig {
+        send_rate_per_user: 4,
+        ..ServerConfig::default()
+    };
+    let (connector, server, store) = memory_server(config);
+    let (mut phone, mut phone_out) = mem_login(&connector, "alice", "phone").await;
+    let (mut laptop, mut laptop_out) = mem_login(&connector, "alice", "laptop").await;
+
+    // The budget is the user's: three from the phone and two from the laptop spend four.
+    for id in ["p1", "p2", "p3"] {
+        phone_out.feed(&peer_send(id)).unwrap();
+    }
+    phone_out.flush().await.unwrap();
+    assert!(
+        send_answers(&mut phone, 3)
+            .await
+            .iter()
+            .all(|(_, e)| e.is_none())
+    );
+    laptop_out.feed(&peer_send("l1")).unwrap();
+    laptop_out.feed(&peer_send("l2")).unwrap();
+    laptop_out.flush().await.unwrap();
+    assert_eq!(
+        send_answers(&mut laptop, 2).await,
+        vec![
+            ("l1".to_string(), None),
+            ("l2".to_string(), Some(ErrorCode::RateLimited)),
+        ]
+    );
+    assert_eq!(store.n_messages(), 4, "the refused send stored nothing");
+    assert_eq!(
+        server.counters().rate_limited_sends.load(Ordering::Relaxed),
+        1
+    );
+
+    // A quarter second refills one send: the retry goes through.
+    tokio::time::advance(Duration::from_millis(250)).await;
+    laptop_out.send(&peer_send("l2")).await.unwrap();
+    assert_eq!(
+        send_answers(&mut laptop, 1).await,
+        vec![("l2".to_string(), None)]
+    );
+    assert_eq!(store.n_messages(), 5);
+}

@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use imlab_core::codec::{Decoded, LENGTH_PREFIX_BYTES, decode};
 use imlab_core::proto;
@@ -16,20 +16,34 @@ use proptest::prelude::*;
 
 struct Counting;
 
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Counting is on for this thread (the one decoding); other test threads' allocations
+    /// are not counted.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Bytes allocated minus bytes freed by this thread while counting, and the peak.
+    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
+}
 
-// SAFETY: delegates every call to the system allocator and only adds counters.
+// SAFETY: delegates every call to the system allocator and only adds counters, kept in
+// const-initialised thread-locals (which never allocate).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK_BYTES.fetch_max(live, Ordering::SeqCst);
+        if COUNTING.with(Cell::get) {
+            let live = LIVE_BYTES.with(|live| {
+                live.set(live.get() + layout.size() as isize);
+                live.get()
+            });
+            PEAK_BYTES.with(|peak| peak.set(peak.get().max(live)));
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::SeqCst);
+        if COUNTING.with(Cell::get) {
+            LIVE_BYTES.with(|live| live.set(live.get() - layout.size() as isize));
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -38,15 +52,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Heap growth during one decode (this test binary runs its cases on one thread).
+/// Heap growth on this thread during one decode.
 fn peak_during_decode(input: &[u8], max_frame_bytes: usize) -> (usize, bool) {
-    let base = LIVE_BYTES.load(Ordering::SeqCst);
-    PEAK_BYTES.store(base, Ordering::SeqCst);
+    LIVE_BYTES.with(|live| live.set(0));
+    PEAK_BYTES.with(|peak| peak.set(0));
+    COUNTING.with(|on| on.set(true));
     let decoded = decode(input, max_frame_bytes);
+    COUNTING.with(|on| on.set(false));
     let is_frame = matches!(decoded, Ok(Decoded::Frame { .. }));
-    let peak = PEAK_BYTES.load(Ordering::SeqCst);
     drop(decoded);
-    (peak - base, is_frame)
+    (PEAK_BYTES.with(Cell::get).max(0) as usize, is_frame)
 }
 
 /// Largest heap bytes protobuf can produce per encoded byte: an empty embedded message costs

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use imlab_core::auth::Authenticator;
 use imlab_core::client::{ClientConfig, ClientState};
 use imlab_core::proto::{self, Body, KickReason, Target};
 use imlab_core::server::ServerConfig;
@@ -289,7 +290,12 @@ async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
 
 #[tokio::test]
 async fn sync_is_paged_and_ordered() {
-    let server = TestServer::start().await;
+    // 250 sends in a burst: no per-user rate limit here.
+    let config = ServerConfig {
+        send_rate_per_user: 0,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(config, Authenticator::Dev).await;
     let (mut alice, _) = RawConn::login(server.addr, "alice", "phone").await;
     let mut pushes = Vec::new();
     for n in 0..250 {

@@ -40,10 +40,7 @@ pub fn imlab(args: &[&str]) -> Output {
 
 /// A fresh temporary directory for one test of one binary.
 pub fn temp_dir(binary: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "imlab-{binary}-{name}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("imlab-{binary}-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

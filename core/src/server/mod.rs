@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// How long a closing connection may take to flush its last frames.
     pub close_flush_timeout: Duration,
+    /// Sends per second one user may make over all of its devices (a burst of one second's
+    /// worth); more are refused with RATE_LIMITED and stored nothing. 0 = no limit.
+    pub send_rate_per_user: u32,
     /// Deliberate bugs (tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted: crate::planted::PlantedBugs,
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             fanout_workers: 4,
             connections_max: 1_000_000,
             close_flush_timeout: Duration::from_secs(2),
+            send_rate_per_user: 100,
             #[cfg(feature = "planted-bugs")]
             planted: crate::planted::PlantedBugs::default(),
         }
@@ -115,6 +119,8 @@ pub struct ServerCounters {
     pub duplicate_sends: AtomicU64,
     /// Sends refused because the fan-out queue was full.
     pub overloaded_sends: AtomicU64,
+    /// Sends refused because the user's send rate was spent.
+    pub rate_limited_sends: AtomicU64,
     /// NotifyData frames queued.
     pub notify_data_sent: AtomicU64,
     /// Notify frames sent because a NotifyData was not acked in time.

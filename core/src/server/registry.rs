@@ -71,9 +71,47 @@ pub(crate) struct RegistryCounters {
     pub replaced_kicks: AtomicU64,
 }
 
+/// A user's send budget: a token bucket shared by all of the user's live connections,
+/// refilled at `rate` sends per second up to a burst of one second's worth. It lives while the
+/// user has a connection.
+#[derive(Debug)]
+pub(crate) struct SendBudget {
+    rate: u32,
+    state: Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl SendBudget {
+    fn new(rate: u32) -> SendBudget {
+        SendBudget {
+            rate,
+            state: Mutex::new((f64::from(rate), tokio::time::Instant::now())),
+        }
+    }
+
+    /// Takes one send from the budget; false when it is spent (0 = no limit).
+    pub fn try_take(&self) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(state.1).as_secs_f64() * f64::from(self.rate);
+        state.0 = (state.0 + refill).min(f64::from(self.rate));
+        state.1 = now;
+        if state.0 >= 1.0 {
+            state.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Registry {
     users: Mutex<BTreeMap<String, BTreeMap<String, SessionHandle>>>,
+    /// Send budgets of users with a live connection.
+    budgets: Mutex<BTreeMap<String, Arc<SendBudget>>>,
     pub counters: RegistryCounters,
 }
 
@@ -83,8 +121,15 @@ impl Registry {
     }
 
     /// Registers a connection for (user, device); an older connection of the same device is
-    /// kicked as replaced.
-    pub fn register(&self, user: &str, device: &str, handle: SessionHandle) {
+    /// kicked as replaced. Returns the user's send budget (`send_rate` per second, 0 = no
+    /// limit), shared with the user's other connections.
+    pub fn register(
+        &self,
+        user: &str,
+        device: &str,
+        handle: SessionHandle,
+        send_rate: u32,
+    ) -> Arc<SendBudget> {
         let old = self
             .lock()
             .entry(user.to_string())
@@ -94,6 +139,12 @@ impl Registry {
             self.counters.replaced_kicks.fetch_add(1, Ordering::Relaxed);
             old.kick(KickReason::Replaced);
         }
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user.to_string())
+            .or_insert_with(|| Arc::new(SendBudget::new(send_rate)))
+            .clone()
     }
 
     /// Removes (user, device) if it still belongs to `connection_id`.
@@ -108,6 +159,10 @@ impl Registry {
             }
             if devices.is_empty() {
                 users.remove(user);
+                self.budgets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(user);
             }
         }
     }

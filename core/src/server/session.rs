@@ -46,6 +46,8 @@ enum Closed {
 struct Session {
     user: String,
     device: String,
+    /// The user's send budget, shared with its other connections.
+    budget: Arc<super::registry::SendBudget>,
 }
 
 /// Serves one accepted connection to the end: first the listener's handshake (a TLS
@@ -172,19 +174,6 @@ async fn serve<S: Stream>(
             return;
         }
     };
-    let session = Session {
-        user: login.user,
-        device: login.device,
-    };
-    let (acked_seq, max_seq) = match login_reads(shared, &session).await {
-        Ok(reads) => reads,
-        Err(error) => {
-            let text = format!("store failed at login: {error}");
-            Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
-            return;
-        }
-    };
-
     let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
     let handle = SessionControl {
         kill: stop.child_token(),
@@ -195,9 +184,31 @@ async fn serve<S: Stream>(
         outbox: outbox.clone(),
         control: handle.clone(),
     };
-    shared
-        .registry
-        .register(&session.user, &session.device, registered);
+    let budget = shared.registry.register(
+        &login.user,
+        &login.device,
+        registered,
+        shared.config.send_rate_per_user,
+    );
+    let session = Session {
+        user: login.user,
+        device: login.device,
+        budget,
+    };
+    // Read after registering: a message stored from now on is pushed to this connection,
+    // and one stored earlier is within max_seq, so none falls between the two (a message in
+    // both is deduped by seq on the client).
+    let (acked_seq, max_seq) = match login_reads(shared, &session).await {
+        Ok(reads) => reads,
+        Err(error) => {
+            shared
+                .registry
+                .unregister(&session.user, &session.device, connection_id);
+            let text = format!("store failed at login: {error}");
+            Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
+            return;
+        }
+    };
     shared.counters.logins.fetch_add(1, Ordering::Relaxed);
     let reply = Frame::new(Body::LoginReply(proto::LoginReply {
         max_seq,
@@ -206,9 +217,8 @@ async fn serve<S: Stream>(
         connection_id,
         inbox_epoch: shared.store.epoch(),
     }));
-    outbox
-        .try_send(Outbound::Frame(Box::new(reply)))
-        .expect("a fresh outbox has room for the login reply");
+    // Ahead of the outbox, which may hold pushes queued since registering.
+    out.feed(&reply).expect("a login reply fits in any frame");
     tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
 
     let acked_seq = Arc::new(AtomicU64::new(acked_seq));
@@ -550,6 +560,18 @@ async fn handle_send(
             return Ok(error(ErrorCode::Overloaded, text));
         }
         barrier.refused.remove(&to);
+    }
+    if !session.budget.try_take() {
+        shared
+            .counters
+            .rate_limited_sends
+            .fetch_add(1, Ordering::Relaxed);
+        block(barrier, &to, &send.client_msg_id)?;
+        let text = format!(
+            "user {} is over its {} sends per second; retry with the same client_msg_id",
+            session.user, shared.config.send_rate_per_user
+        );
+        return Ok(error(ErrorCode::RateLimited, text));
     }
     let max_body_bytes = shared.config.max_body_bytes();
     if send.body.len() > max_body_bytes {

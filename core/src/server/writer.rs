@@ -36,6 +36,19 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
     let mut pushed_seq_max = 0u64;
     let mut check: Option<AckCheck> = None;
     loop {
+        // First, and after each batch: write what is buffered (the login reply starts it).
+        if out.buffered_bytes() > 0 {
+            let flushed = tokio::select! {
+                biased;
+                () = handle.kill.cancelled() => false,
+                result = out.flush() => result.is_ok(),
+            };
+            if !flushed {
+                // Killed mid-write or the socket failed: say why if we still can.
+                Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
+                break;
+            }
+        }
         let check_deadline = check.as_ref().map(|c| c.deadline);
         tokio::select! {
             biased;
@@ -65,18 +78,6 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
                 while let Ok(item) = outbox.try_recv() {
                     feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
                 }
-            }
-        }
-        if out.buffered_bytes() > 0 {
-            let flushed = tokio::select! {
-                biased;
-                () = handle.kill.cancelled() => false,
-                result = out.flush() => result.is_ok(),
-            };
-            if !flushed {
-                // Killed mid-write or the socket failed: say why if we still can.
-                Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
-                break;
             }
         }
     }
