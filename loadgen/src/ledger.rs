@@ -215,6 +215,13 @@ impl LoadLedger {
         self.failed += 1;
     }
 
+    /// Makes room for `n` more planned messages up front, so the send loop never stops to
+    /// grow the ledger.
+    pub fn reserve(&mut self, n: usize) {
+        self.messages.reserve(n);
+        self.index.reserve(n);
+    }
+
     /// A client processed a message.
     pub fn delivered(&mut self, device: u32, client_msg_id: &str) {
         let now = self.now_us();
