@@ -121,6 +121,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(%local, store = %store_name, tls = %tls_state, "imlab serve listening");
     println!("listening: {local}");
+    let serving_since = std::time::Instant::now();
     match tls {
         Some(tls) => server.run(TlsListener::new(listener, tls), shutdown).await,
         None => server.run(listener, shutdown).await,
@@ -135,6 +136,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .load(std::sync::atomic::Ordering::Relaxed),
         "imlab serve stopped"
     );
+    if let Some(durable) = &durable {
+        let commits = durable.engine().commits();
+        let secs = serving_since.elapsed().as_secs_f64();
+        tracing::info!(
+            commits,
+            fsyncs_per_s = format!("{:.1}", commits as f64 / secs.max(0.001)),
+            messages = durable.n_messages(),
+            "on-disk store: one fsync per commit"
+        );
+    }
     if let Some(durable) = durable {
         // Commit what is still queued (sends not acked yet) and let go of the files. A
         // connection task still holding the store (past its close grace) only delays this:
