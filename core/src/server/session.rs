@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -137,46 +137,23 @@ async fn serve<S: Stream>(
         return;
     }
 
-    let first = tokio::select! {
-        () = stop.cancelled() => return,
-        first = tokio::time::timeout_at(login_deadline, input.next()) => first,
-    };
-    let login = match first {
-        Err(_elapsed) => {
-            let text = format!("no login within {:?}", shared.config.login_timeout);
-            Box::pin(refuse(shared, &mut out, ErrorCode::LoginTimeout, text)).await;
-            return;
-        }
-        Ok(Ok(None) | Err(FrameIoError::Io(_))) => return,
-        Ok(Err(FrameIoError::Codec(error))) => {
-            let mut text = error.to_string();
-            if starts_like_tls(&error) {
-                tracing::info!("closing: a TLS client reached this plaintext listener");
-                text = format!("this server speaks plaintext, not TLS ({text})");
-            }
-            Box::pin(refuse(shared, &mut out, codec_error_code(&error), text)).await;
-            return;
-        }
-        Ok(Ok(Some(frame))) => match frame.body {
-            Some(Body::Login(login)) => login,
-            _ => {
-                let text = format!("expected a login frame first, got {}", frame.kind());
-                Box::pin(refuse(shared, &mut out, ErrorCode::NotLoggedIn, text)).await;
-                return;
-            }
-        },
-    };
-    let idle_timeout = match check_login(shared, &login) {
-        Ok(idle_timeout) => idle_timeout,
-        Err((code, text)) => {
-            tracing::info!(user = %login.user, device = %login.device, "login refused: {text}");
-            Box::pin(refuse(shared, &mut out, code, text)).await;
-            return;
-        }
+    // Boxed: the login phase's frame and checks are not kept in the task for the session's
+    // whole life.
+    let Some((user, device, idle_timeout)) = Box::pin(read_login(
+        shared,
+        &mut input,
+        &mut out,
+        login_deadline,
+        &stop,
+    ))
+    .await
+    else {
+        return;
     };
     let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
     let handle = SessionControl {
-        kill: stop.child_token(),
+        // The connection's own token (a child of the server's): no second tree node.
+        kill: stop,
         kick_reason: Arc::new(Mutex::new(None)),
     };
     let registered = SessionHandle {
@@ -184,15 +161,13 @@ async fn serve<S: Stream>(
         outbox: outbox.clone(),
         control: handle.clone(),
     };
-    let budget = shared.registry.register(
-        &login.user,
-        &login.device,
-        registered,
-        shared.config.send_rate_per_user,
-    );
+    let budget =
+        shared
+            .registry
+            .register(&user, &device, registered, shared.config.send_rate_per_user);
     let session = Session {
-        user: login.user,
-        device: login.device,
+        user,
+        device,
         budget,
     };
     // Read after registering: a message stored from now on is pushed to this connection,
@@ -253,6 +228,57 @@ async fn serve<S: Stream>(
     }
     handle.kill.cancel();
     tracing::debug!(?closed, kick = ?handle.kick_reason(), "connection closed");
+}
+
+/// The login phase: the first frame must be a valid Login before `login_deadline`; anything
+/// else is answered with an Error and `None`. Returns the user, the device and the idle
+/// timeout.
+async fn read_login<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    input: &mut FrameReader<R>,
+    out: &mut FrameWriter<W>,
+    login_deadline: Instant,
+    stop: &CancellationToken,
+) -> Option<(String, String, Duration)> {
+    let first = tokio::select! {
+        () = stop.cancelled() => return None,
+        first = tokio::time::timeout_at(login_deadline, input.next()) => first,
+    };
+    let login = match first {
+        Err(_elapsed) => {
+            let text = format!("no login within {:?}", shared.config.login_timeout);
+            Box::pin(refuse(shared, out, ErrorCode::LoginTimeout, text)).await;
+            return None;
+        }
+        Ok(Ok(None) | Err(FrameIoError::Io(_))) => return None,
+        Ok(Err(FrameIoError::Codec(error))) => {
+            let mut text = error.to_string();
+            if starts_like_tls(&error) {
+                tracing::info!("closing: a TLS client reached this plaintext listener");
+                text = format!("this server speaks plaintext, not TLS ({text})");
+            }
+            Box::pin(refuse(shared, out, codec_error_code(&error), text)).await;
+            return None;
+        }
+        Ok(Ok(Some(frame))) => match frame.body {
+            Some(Body::Login(login)) => login,
+            _ => {
+                let text = format!("expected a login frame first, got {}", frame.kind());
+                Box::pin(refuse(shared, out, ErrorCode::NotLoggedIn, text)).await;
+                return None;
+            }
+        },
+    };
+    let idle_timeout = match check_login(shared, &login) {
+        Ok(idle_timeout) => idle_timeout,
+        Err((code, text)) => {
+            tracing::info!(user = %login.user, device = %login.device, "login refused: {text}");
+            Box::pin(refuse(shared, out, code, text)).await;
+            return None;
+        }
+    };
+    // The token and the rest of the frame are dropped here, not kept for the session.
+    Some((login.user, login.device, idle_timeout))
 }
 
 /// Validates a Login; returns the idle timeout for the connection.
@@ -318,17 +344,17 @@ fn codec_error_code(error: &CodecError) -> ErrorCode {
 /// Queues a frame for the writer without ever waiting: a full outbox means the peer is not
 /// reading, and it is kicked as a slow consumer.
 fn respond(
-    outbox: &mpsc::Sender<Outbound>,
+    outbox: &mut mpsc::Sender<Outbound>,
     handle: &SessionControl,
     frame: Frame,
 ) -> Result<(), Closed> {
     match outbox.try_send(Outbound::Frame(Box::new(frame))) {
         Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(error) if error.is_full() => {
             handle.kick(KickReason::SlowConsumer);
             Err(Closed::SlowConsumer)
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed::Killed),
+        Err(_) => Err(Closed::Killed),
     }
 }
 
@@ -336,7 +362,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Arc<Shared>,
     session: &Session,
     mut input: FrameReader<R>,
-    outbox: mpsc::Sender<Outbound>,
+    mut outbox: mpsc::Sender<Outbound>,
     handle: &SessionControl,
     acked_seq: &AtomicU64,
     idle_timeout: Duration,
@@ -362,7 +388,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Err(FrameIoError::Io(_)) => return Closed::Io,
                 Err(FrameIoError::Codec(error)) => {
                     let error = proto::Error::new(codec_error_code(&error), error.to_string());
-                    let _ = respond(&outbox, handle, error_frame(error));
+                    let _ = respond(&mut outbox, handle, error_frame(error));
                     return Closed::BadFrame;
                 }
             }
@@ -380,7 +406,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         .await;
         match reply {
             Ok(Some(frame)) => {
-                if let Err(closed) = respond(&outbox, handle, frame) {
+                if let Err(closed) = respond(&mut outbox, handle, frame) {
                     return closed;
                 }
             }
@@ -693,7 +719,7 @@ where
 async fn store_and_deliver(
     shared: Arc<Shared>,
     request: AppendRequest,
-    permit: Option<mpsc::OwnedPermit<super::FanoutJob>>,
+    permit: Option<tokio::sync::mpsc::OwnedPermit<super::FanoutJob>>,
 ) -> Result<(Arc<StoredMessage>, u64), StoreError> {
     let outcome = shared.store.append(request).await?;
     if outcome.duplicate {

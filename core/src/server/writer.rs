@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::StreamExt;
+use futures::channel::mpsc;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Shared;
@@ -71,7 +72,7 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
                     });
                 }
             }
-            item = outbox.recv() => {
+            item = outbox.next() => {
                 let Some(item) = item else { break };
                 feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
                 // Batch what is already queued into one write; the queue bounds the batch.
