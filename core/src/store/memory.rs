@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, SyncPage};
-use crate::proto::Target;
 
 /// Bounds of the in-memory store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,22 +139,7 @@ impl MemoryStore {
                 duplicate: true,
             });
         }
-        let recipients: BTreeSet<String> = match &request.to {
-            Target::Peer(peer) => [peer.clone(), request.from_user.clone()].into(),
-            Target::Group(group) => {
-                let members = state
-                    .groups
-                    .get(group)
-                    .ok_or_else(|| StoreError::UnknownGroup(group.clone()))?;
-                if !members.contains(&request.from_user) {
-                    return Err(StoreError::NotGroupMember {
-                        group: group.clone(),
-                        user: request.from_user.clone(),
-                    });
-                }
-                members.clone()
-            }
-        };
+        let recipients = super::recipients(&state.groups, &request)?;
         if state.n_messages >= self.limits.messages_max {
             return Err(StoreError::Full(format!(
                 "{} messages stored, the limit (messages_max)",
@@ -330,6 +314,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Target;
     use bytes::Bytes;
 
     fn send(from: &str, id: &str, to: Target) -> AppendRequest {

@@ -171,3 +171,26 @@ pub trait Store: Send + Sync + 'static {
     /// extended (an in-memory store recreated after a crash), never otherwise.
     fn epoch(&self) -> u64;
 }
+
+/// Who receives `request`, sorted: both sides of a 1:1 chat, or every member of the group
+/// (the sender must be one). Shared by both stores.
+fn recipients(
+    groups: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    request: &AppendRequest,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    match &request.to {
+        Target::Peer(peer) => Ok([peer.clone(), request.from_user.clone()].into()),
+        Target::Group(group) => {
+            let members = groups
+                .get(group)
+                .ok_or_else(|| StoreError::UnknownGroup(group.clone()))?;
+            if !members.contains(&request.from_user) {
+                return Err(StoreError::NotGroupMember {
+                    group: group.clone(),
+                    user: request.from_user.clone(),
+                });
+            }
+            Ok(members.clone())
+        }
+    }
+}

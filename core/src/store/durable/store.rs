@@ -68,7 +68,7 @@ impl<E: Engine> DurableStore<E> {
             });
         }
 
-        let recipients = recipients(&state, &request)?;
+        let recipients = crate::store::recipients(&state.groups, &request)?;
         if state.allocated_msg_id >= limits.messages_max {
             return Err(StoreError::Full(format!(
                 "{} messages stored, the limit (messages_max)",
@@ -224,26 +224,6 @@ impl<E: Engine> DurableStore<E> {
         let wait = state.submit(writes, [], 0);
         self.shared.wake_committer.notify_one();
         Ok(wait)
-    }
-}
-
-/// Who receives `request`, sorted: both sides of a 1:1 chat, or every member of the group.
-fn recipients(state: &State, request: &AppendRequest) -> Result<BTreeSet<String>, StoreError> {
-    match &request.to {
-        Target::Peer(peer) => Ok([peer.clone(), request.from_user.clone()].into()),
-        Target::Group(group) => {
-            let members = state
-                .groups
-                .get(group)
-                .ok_or_else(|| StoreError::UnknownGroup(group.clone()))?;
-            if !members.contains(&request.from_user) {
-                return Err(StoreError::NotGroupMember {
-                    group: group.clone(),
-                    user: request.from_user.clone(),
-                });
-            }
-            Ok(members.clone())
-        }
     }
 }
 
