@@ -45,6 +45,34 @@ struct RunArgs {
     /// Write every trace event as JSON Lines here.
     #[arg(long)]
     trace: Option<PathBuf>,
+    #[command(flatten)]
+    plant: PlantArg,
+}
+
+/// `--plant BUG`, to watch the checker catch a deliberate bug.
+#[derive(clap::Args)]
+struct PlantArg {
+    /// Plant a deliberate bug, to watch the checker catch it: `volatile-store` loses the
+    /// durable store's disk at every server crash, so acked messages vanish (use a scenario
+    /// with `server_crash` faults; `no_acked_loss` must fire).
+    #[arg(long, value_name = "BUG", value_parser = ["volatile-store"])]
+    plant: Option<String>,
+}
+
+impl PlantArg {
+    fn planted(&self) -> imlab_sim::Planted {
+        imlab_sim::Planted {
+            volatile_store: self.plant.is_some(),
+            ..imlab_sim::Planted::default()
+        }
+    }
+
+    /// The flag as a replay command needs it ("" when no bug is planted).
+    fn replay_suffix(&self) -> String {
+        self.plant
+            .as_ref()
+            .map_or(String::new(), |bug| format!(" --plant {bug}"))
+    }
 }
 
 #[derive(clap::Args)]
@@ -57,6 +85,8 @@ struct SweepArgs {
     /// Parallel runs (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
+    #[command(flatten)]
+    plant: PlantArg,
 }
 
 fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
@@ -99,7 +129,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let options = RunOptions {
         seed,
         trace_file: args.trace.clone(),
-        ..RunOptions::default()
+        planted: args.plant.planted(),
     };
     // A progress bar on a terminal, once the run has lasted a second.
     let started = std::time::Instant::now();
@@ -124,6 +154,14 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
             None => println!("invariant {}: ok", verdict.name),
             Some(detail) => println!("invariant {}: VIOLATED ({detail})", verdict.name),
         }
+    }
+    let lost = &report.volatile_loss;
+    if lost.deliveries > 0 {
+        println!(
+            "volatile loss: {} deliveries of {} acked messages went down with the in-memory \
+             store's crashes (not a violation: server.store = \"memory\")",
+            lost.deliveries, lost.messages
+        );
     }
     let m = &report.metrics;
     println!(
@@ -156,7 +194,8 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     if report.ok() {
         Ok(std::process::ExitCode::SUCCESS)
     } else {
-        println!("replay: {}", replay_command(&scenario, seed));
+        let plant = args.plant.replay_suffix();
+        println!("replay: {}{plant}", replay_command(&scenario, seed));
         Ok(std::process::ExitCode::from(1))
     }
 }
@@ -181,7 +220,8 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     if jobs == 0 {
         bail!("--jobs must be positive");
     }
-    let outcomes = sweep(&scenario, first, last, jobs, &|outcome| {
+    let planted = args.plant.planted();
+    let outcomes = sweep(&scenario, first, last, jobs, planted, &|outcome| {
         if !outcome.failures.is_empty() {
             let names: Vec<&str> = outcome
                 .failures
@@ -196,7 +236,11 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         for (name, detail) in &outcome.failures {
             println!("  seed {}: {name}: {detail}", outcome.seed);
         }
-        println!("  replay: {}", replay_command(&scenario, outcome.seed));
+        println!(
+            "  replay: {}{}",
+            replay_command(&scenario, outcome.seed),
+            args.plant.replay_suffix()
+        );
     }
     println!("seeds: {}, failed: {}", outcomes.len(), failed.len());
     Ok(if failed.is_empty() {

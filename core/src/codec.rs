@@ -183,6 +183,7 @@ mod tests {
             Body::SyncRequest(SyncRequest {
                 after_seq: 1,
                 limit: 50,
+                max_bytes: 0,
             }),
             Body::SyncResponse(SyncResponse {
                 messages: vec![message(2), message(3)],

@@ -26,6 +26,7 @@ pub struct FrameReader<R> {
     inner: R,
     buffer: BytesMut,
     max_frame_bytes: usize,
+    bytes_read: u64,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -35,7 +36,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buffer: BytesMut::new(),
             max_frame_bytes,
+            bytes_read: 0,
         }
+    }
+
+    /// Bytes read from the stream so far, whole frames or not: proof that the peer and the
+    /// path are alive even while a large frame is still arriving on a slow link.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
@@ -55,6 +63,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if n_read == 0 {
                 return self.ended();
             }
+            self.bytes_read += n_read as u64;
         }
     }
 

@@ -16,4 +16,25 @@ pub struct PlantedBugs {
     /// The client processes every NotifyData without comparing its seq with the last one
     /// processed. Caught by `no_duplicates` / `seq_monotonic`.
     pub push_skips_seq_check: bool,
+    /// The client is blind to weak links: it times out a Ping or a send by whole frames only
+    /// (bytes of a sync page still arriving do not count as life), and every sync page fills
+    /// the frame whatever the link carries.
+    /// On a 2G link pages outlast the timeouts and devices livelock. Caught by `convergence`
+    /// and `no_acked_loss` (the `gprs-weak-link` scenario).
+    pub weak_link_blind: bool,
+    /// The client shows a message again when a volatile store's new generation returns it
+    /// under a new seq (it dedupes by seq only). Caught by `no_duplicates` and
+    /// `sender_order` (the `volatile-crash-storm` scenario).
+    pub repeats_shown_again: bool,
+    /// The client takes a NotifyData past a gap as the next message (a higher seq pushed
+    /// before a lower one, processed anyway): the skipped seqs are never shown. Caught by
+    /// `seq_monotonic`.
+    pub gap_jumps_ahead: bool,
+    /// After a reconnect the client resends its unacked sends newest first, so a
+    /// conversation's messages are stored out of order. Caught by `sender_order`.
+    pub resends_newest_first: bool,
+    /// The client does not sync after logging in: what arrived while it was away appears
+    /// only when a later push reveals the gap ("messages sent while a device slept never
+    /// appear until refresh"). Caught by `convergence`.
+    pub no_sync_on_connect: bool,
 }

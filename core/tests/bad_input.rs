@@ -46,6 +46,7 @@ async fn still_healthy(server: &TestServer, alice: &mut RawConn, bob: &mut RawCo
     bob.send(Body::SyncRequest(proto::SyncRequest {
         after_seq: 0,
         limit: 10,
+        max_bytes: 0,
     }))
     .await;
     let Some(Body::SyncResponse(page)) = bob.recv_reply(&mut pushes).await else {

@@ -176,6 +176,39 @@ async fn a_full_outbox_disconnects_the_slow_consumer_and_sync_recovers_everythin
     assert_eq!(bob.state.lock().unwrap().last_seq, 40);
 }
 
+/// A burst of requests written at once gets its replies (and the sender's own echoes) through
+/// an outbox far smaller than the burst: the writer drains it as the reader goes, so a client
+/// that reads is never taken for a slow consumer.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_requests_larger_than_the_outbox_is_answered_without_a_kick() {
+    let config = ServerConfig {
+        outbox_len_max: 4,
+        send_rate_per_user: 0,
+        ..ServerConfig::default()
+    };
+    let (connector, server, _store) = memory_server(config);
+    let (mut alice, mut alice_out) = mem_login(&connector, "alice", "phone").await;
+    let ids: Vec<String> = (0..40).map(|n| format!("burst-{n}")).collect();
+    for id in &ids {
+        alice_out.feed(&peer_send(id)).unwrap();
+    }
+    alice_out
+        .feed(&Frame::new(Body::SyncRequest(proto::SyncRequest {
+            after_seq: 0,
+            limit: 100,
+            max_bytes: 0,
+        })))
+        .unwrap();
+    alice_out.flush().await.unwrap();
+    let answers = send_answers(&mut alice, ids.len()).await;
+    let acked: Vec<String> = answers
+        .into_iter()
+        .filter_map(|(id, error)| error.is_none().then_some(id))
+        .collect();
+    assert_eq!(acked, ids);
+    assert_eq!(server.n_slow_consumer_kicks(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn connections_over_the_limit_are_refused_with_overloaded() {
     let config = ServerConfig {

@@ -223,6 +223,7 @@ async fn an_unacked_notify_data_falls_back_to_notify_and_sync_catches_up() {
     bob.send(Body::SyncRequest(proto::SyncRequest {
         after_seq: 0,
         limit: 10,
+        max_bytes: 0,
     }))
     .await;
     let Some(Body::SyncResponse(page)) = bob.recv().await else {
@@ -306,18 +307,44 @@ async fn sync_is_paged_and_ordered() {
     }
     let (mut bob, reply) = RawConn::login(server.addr, "bob", "phone").await;
     assert_eq!(reply.max_seq, 250);
+    // (limit, max_bytes) -> pages needed for all 250, and the largest page's message bytes.
+    // A byte budget below one message still gets one message per page.
+    for (limit, max_bytes, pages_expected) in [(100, 0, 3), (100, 1, 250), (100, 200, 50)] {
+        let (pages, page_bytes_max) = sync_all(&mut bob, limit, max_bytes).await;
+        assert_eq!(
+            pages, pages_expected,
+            "limit {limit}, max_bytes {max_bytes}"
+        );
+        if max_bytes > 1 {
+            assert!(page_bytes_max <= max_bytes as usize, "{page_bytes_max}");
+        }
+    }
+    server.stop().await;
+}
+
+/// Syncs a whole inbox of messages whose bodies are their seq - 1; returns the pages it took
+/// and the most message bytes in one page.
+async fn sync_all(conn: &mut RawConn, limit: u32, max_bytes: u32) -> (u32, usize) {
     let mut after_seq = 0;
     let mut pages = 0;
+    let mut page_bytes_max = 0;
     loop {
-        bob.send(Body::SyncRequest(proto::SyncRequest {
+        conn.send(Body::SyncRequest(proto::SyncRequest {
             after_seq,
-            limit: 100,
+            limit,
+            max_bytes,
         }))
         .await;
-        let Some(Body::SyncResponse(page)) = bob.recv().await else {
+        let Some(Body::SyncResponse(page)) = conn.recv().await else {
             panic!("no page")
         };
         pages += 1;
+        let page_bytes: usize = page
+            .messages
+            .iter()
+            .map(|m| prost::Message::encoded_len(m) + 8)
+            .sum();
+        page_bytes_max = page_bytes_max.max(page_bytes);
         for message in &page.messages {
             assert_eq!(message.seq, after_seq + 1);
             assert_eq!(message.body, Bytes::from(format!("{}", after_seq)));
@@ -327,6 +354,6 @@ async fn sync_is_paged_and_ordered() {
             break;
         }
     }
-    assert_eq!((after_seq, pages), (250, 3));
-    server.stop().await;
+    assert_eq!(after_seq, 250);
+    (pages, page_bytes_max)
 }

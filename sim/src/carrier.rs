@@ -103,6 +103,33 @@ pub struct CarrierProfile {
     pub radio: RadioKind,
 }
 
+impl CarrierProfile {
+    /// A carrier defined in a scenario without a preset, before its keys apply: placeholder
+    /// NAT and link values (the scenario must set them), both directions refresh, an expired
+    /// mapping answers RST, 8 retries, Linux's 15-minute give-up, no outages, an LTE radio.
+    pub fn custom(name: &str) -> CarrierProfile {
+        CarrierProfile {
+            name: name.into(),
+            nat_timeout_min: Duration::MAX,
+            nat_timeout_max: Duration::MAX,
+            refresh: Refresh::Both,
+            on_expiry: OnExpiry::Rst,
+            rtt_median: Duration::ZERO,
+            rtt_p99: Duration::ZERO,
+            bandwidth_kbps: 1,
+            loss: 0.0,
+            max_retries: 8,
+            server_give_up: SERVER_GIVE_UP,
+            outages: None,
+            wifi: false,
+            radio: RadioKind::Lte,
+        }
+    }
+}
+
+/// Linux's tcp_retries2 = 15 gives ~15 min before a kernel gives up on unacked data.
+const SERVER_GIVE_UP: Duration = Duration::from_secs(15 * 60);
+
 /// Names of the built-in presets.
 pub const PRESET_NAMES: &[&str] = &[
     "cmcc-3g",
@@ -124,8 +151,7 @@ fn ms(ms: u64) -> Duration {
 
 /// A built-in preset by name.
 pub fn preset(name: &str) -> Option<CarrierProfile> {
-    // Linux's tcp_retries2 = 15 gives ~15 min before a kernel gives up on unacked data.
-    let server_give_up = secs(15 * 60);
+    let server_give_up = SERVER_GIVE_UP;
     let profile = match name {
         // China Mobile 2G/3G: NAT idle timeout 5 min (WeChat client team's measurement).
         // TD-SCDMA-era link: RTT ~300 ms median, long tail; 384 kbps; 1% loss (estimates).

@@ -53,7 +53,7 @@ struct DeviceObserver {
 }
 
 impl ClientObserver for DeviceObserver {
-    fn on_event(&self, _state: &ClientState, event: &ClientEvent<'_>) {
+    fn on_event(&self, state: &ClientState, event: &ClientEvent<'_>) {
         let at_ms = now().as_millis() as u64;
         let device = self.device;
         let index = device as usize;
@@ -100,6 +100,14 @@ impl ClientObserver for DeviceObserver {
                     msg_id: message.msg_id,
                 });
             }
+            ClientEvent::Repeat(message) => {
+                self.shared
+                    .ledger(|l| l.repeated(device, message.seq, message.msg_id, at_ms));
+                self.shared.trace(Event::App {
+                    device,
+                    what: format!("repeat seq {} msg_id {}", message.seq, message.msg_id),
+                });
+            }
             ClientEvent::InboxReset { .. } => {
                 self.shared.ledger(|l| {
                     let position = l.devices[index].log.len();
@@ -120,7 +128,7 @@ impl ClientObserver for DeviceObserver {
                 msg_id,
             } => {
                 self.shared
-                    .ledger(|l| l.acked(client_msg_id, *msg_id, at_ms));
+                    .ledger(|l| l.acked(client_msg_id, *msg_id, state.inbox_epoch, at_ms));
                 self.shared.trace(Event::Acked {
                     device,
                     client_msg_id: client_msg_id.to_string(),
@@ -341,6 +349,11 @@ fn start_app(
         #[cfg(feature = "planted-bugs")]
         planted: imlab_core::planted::PlantedBugs {
             push_skips_seq_check: shared.planted.push_skips_seq_check,
+            weak_link_blind: shared.planted.weak_link_blind,
+            repeats_shown_again: shared.planted.repeats_shown_again,
+            gap_jumps_ahead: shared.planted.gap_jumps_ahead,
+            resends_newest_first: shared.planted.resends_newest_first,
+            no_sync_on_connect: shared.planted.no_sync_on_connect,
             ..Default::default()
         },
         ..ClientConfig::default()

@@ -17,8 +17,19 @@ pub struct SendRecord {
     pub to: Conversation,
     /// When the app queued it (simulated ms).
     pub queued_ms: u64,
-    /// When the server's ack arrived, with the message id it named.
-    pub acked: Option<(u64, u64)>,
+    /// When the server's ack arrived, with what it named.
+    pub acked: Option<Ack>,
+}
+
+/// A send's ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// When it arrived (simulated ms).
+    pub at_ms: u64,
+    /// The message id the server assigned.
+    pub msg_id: u64,
+    /// The store generation that acked it (`LoginReply.inbox_epoch` of the connection).
+    pub epoch: u64,
 }
 
 /// A conversation by index.
@@ -41,6 +52,9 @@ pub struct LogEntry {
     pub send: Option<u32>,
     /// When the app processed it (simulated ms).
     pub at_ms: u64,
+    /// The seq held a message the app had already shown (`ClientEvent::Repeat`): processed,
+    /// not shown. Not part of the app log's messages, only of its seqs.
+    pub repeat: bool,
 }
 
 /// Per-device records.
@@ -104,11 +118,15 @@ impl Ledger {
         });
     }
 
-    /// Records an ack.
-    pub fn acked(&mut self, client_msg_id: &str, msg_id: u64, at_ms: u64) {
+    /// Records an ack from store generation `epoch`.
+    pub fn acked(&mut self, client_msg_id: &str, msg_id: u64, epoch: u64, at_ms: u64) {
         if let Some(index) = self.send_index.get(client_msg_id) {
             let send = &mut self.sends[*index as usize];
-            send.acked.get_or_insert((at_ms, msg_id));
+            send.acked.get_or_insert(Ack {
+                at_ms,
+                msg_id,
+                epoch,
+            });
         }
     }
 
@@ -127,6 +145,18 @@ impl Ledger {
             msg_id,
             send,
             at_ms,
+            repeat: false,
+        });
+    }
+
+    /// Records a seq whose message the device had already shown.
+    pub fn repeated(&mut self, device: u32, seq: u64, msg_id: u64, at_ms: u64) {
+        self.devices[device as usize].log.push(LogEntry {
+            seq,
+            msg_id,
+            send: None,
+            at_ms,
+            repeat: true,
         });
     }
 

@@ -11,6 +11,19 @@
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
 //! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`).
+//!
+//! Replay needs tokio built with `--cfg tokio_unstable`: only then does turmoil seed tokio's
+//! scheduler, and with it the order of any unbiased `select!`. `.cargo/config.toml` sets the
+//! flag, but a `RUSTFLAGS` variable in the environment replaces it silently, so a build
+//! without it is refused here. Every `select!` the simulation reaches is also `biased`.
+
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "imlab-sim must be built with `--cfg tokio_unstable`, or simulations do not replay from \
+     their seed (turmoil seeds tokio's scheduler only then). .cargo/config.toml sets it; a \
+     RUSTFLAGS environment variable replaces that setting: unset RUSTFLAGS, or add \
+     `--cfg tokio_unstable` to it."
+);
 
 pub mod carrier;
 pub mod compare;
@@ -28,8 +41,8 @@ pub mod sweep;
 pub mod trace;
 pub mod world;
 
-/// Deliberate bugs for proving the invariant checker. The first three live in imlab-core and
-/// need the `planted-bugs` feature; `volatile_store` is the simulator's own.
+/// Deliberate bugs for proving the invariant checker. All but `volatile_store` (the
+/// simulator's own) live in imlab-core and need the `planted-bugs` feature.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Planted {
     /// The server acks before the store has the message (write-behind).
@@ -43,6 +56,16 @@ pub struct Planted {
     pub volatile_store: bool,
     /// The durable store answers an append before its commit is durable.
     pub ack_before_commit: bool,
+    /// The client judges liveness by whole frames and asks for full-frame sync pages.
+    pub weak_link_blind: bool,
+    /// The client shows a message again when a new store generation returns it.
+    pub repeats_shown_again: bool,
+    /// The client takes a push past a gap as the next message.
+    pub gap_jumps_ahead: bool,
+    /// The client resends its unacked sends newest first after a reconnect.
+    pub resends_newest_first: bool,
+    /// The client does not sync after logging in.
+    pub no_sync_on_connect: bool,
 }
 
 impl Planted {
@@ -51,7 +74,12 @@ impl Planted {
         let needs_feature = self.ack_before_store
             || self.skip_dedupe
             || self.push_skips_seq_check
-            || self.ack_before_commit;
+            || self.ack_before_commit
+            || self.weak_link_blind
+            || self.repeats_shown_again
+            || self.gap_jumps_ahead
+            || self.resends_newest_first
+            || self.no_sync_on_connect;
         assert!(
             cfg!(feature = "planted-bugs") || !needs_feature,
             "planted bugs in imlab-core need the `planted-bugs` feature"

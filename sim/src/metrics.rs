@@ -90,7 +90,7 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
         let group = layout.devices[device].group;
         let metrics = &mut groups[group];
         metrics.devices += 1;
-        metrics.deliveries += record.log.len() as u64;
+        metrics.deliveries += record.log.iter().filter(|entry| !entry.repeat).count() as u64;
         metrics.reconnects += u64::from(record.connects.saturating_sub(1));
         metrics.heartbeats += record.heartbeats_sent;
         metrics.wakeups += record.wakeups;

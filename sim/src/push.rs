@@ -168,6 +168,7 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
         .insert(login.device.clone(), (channel_id, wake_tx));
     loop {
         tokio::select! {
+            biased;
             // Like FCM's servers, drop a channel silent for longer than 1.5 times the longest
             // GCM heartbeat: its device is gone (a dead NAT mapping never says so).
             () = tokio::time::sleep(CHANNEL_IDLE_TIMEOUT) => break,
@@ -217,6 +218,7 @@ pub async fn push_channel(
             attempt = 0;
             // The OS drops the channel when the device changes network, and reconnects.
             tokio::select! {
+                biased;
                 () = serve_push_connection(&shared, device, stream, &user, &device_id, &wake) => {}
                 _ = carrier.changed() => continue,
             }
@@ -225,6 +227,7 @@ pub async fn push_channel(
         // GCM reconnects with backoff; a short one keeps the model simple.
         let backoff = Duration::from_secs(10 * u64::from(attempt.min(6)));
         tokio::select! {
+            biased;
             () = tokio::time::sleep(backoff) => {}
             _ = carrier.changed() => {}
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::invariants::Verdict;
+use crate::invariants::{Verdict, VolatileLoss};
 use crate::metrics::{GroupMetrics, Metrics};
 use crate::run::RunReport;
 use crate::scenario::Scenario;
@@ -23,6 +23,7 @@ struct Results<'a> {
     trace_events: u64,
     ok: bool,
     invariants: &'a [Verdict],
+    volatile_loss: &'a VolatileLoss,
     replay: String,
     metrics: &'a Metrics,
 }
@@ -44,6 +45,7 @@ pub fn write(dir: &Path, scenario: &Scenario, report: &RunReport) -> std::io::Re
         trace_events: report.trace_events,
         ok: report.ok(),
         invariants: &report.verdicts,
+        volatile_loss: &report.volatile_loss,
         replay: replay_command(scenario, report.seed),
         metrics: &report.metrics,
     };

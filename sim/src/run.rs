@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::Planted;
 use crate::device::{DEVICE_COMMANDS_LEN_MAX, run_device};
-use crate::invariants::{self, Verdict};
+use crate::invariants::{self, Verdict, VolatileLoss};
 use crate::ledger::Ledger;
 use crate::metrics::{self, Metrics};
 use crate::push::{SimPushProvider, push_host};
@@ -58,6 +58,8 @@ pub struct RunReport {
     pub trace_events: u64,
     /// One verdict per invariant.
     pub verdicts: Vec<Verdict>,
+    /// Deliveries lost with the crashes of a store volatile by design (not a violation).
+    pub volatile_loss: VolatileLoss,
     /// Headline and per-group metrics.
     pub metrics: Metrics,
     /// Wall time of the run.
@@ -301,7 +303,17 @@ pub fn run_with(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let verdicts = invariants::check(&shared.layout, &ledger, &store, &shared.device_states);
+    let volatile_epoch = match shared.scenario.server.store {
+        StoreKind::Memory => Some(store.as_store().epoch()),
+        StoreKind::Durable => None,
+    };
+    let (verdicts, volatile_loss) = invariants::check(
+        &shared.layout,
+        &ledger,
+        &store,
+        &shared.device_states,
+        volatile_epoch,
+    );
     let metrics = metrics::collect(&shared, &ledger, sim.elapsed(), started.elapsed());
     inspect(&shared);
     let mut trace = shared.trace.lock().unwrap_or_else(|p| p.into_inner());
@@ -311,6 +323,7 @@ pub fn run_with(
         trace_hash: trace.hash_hex(),
         trace_events: trace.n_events(),
         verdicts,
+        volatile_loss,
         metrics,
         wall: started.elapsed(),
     })

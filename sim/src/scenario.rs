@@ -442,16 +442,22 @@ impl Validator<'_> {
 
     fn carrier(&self, name: &str, raw: RawCarrier) -> Result<CarrierProfile, ScenarioError> {
         let key = |field: &str| format!("carriers.{name}.{field}");
-        let preset_name = raw.preset.clone().unwrap_or_else(|| name.to_string());
-        let mut profile = carrier::preset(&preset_name).ok_or_else(|| {
-            self.invalid(
-                key("preset"),
-                format!(
-                    "unknown carrier preset {preset_name:?}; known: {}",
-                    carrier::PRESET_NAMES.join(", ")
-                ),
-            )
-        })?;
+        let mut profile = match &raw.preset {
+            Some(preset_name) => carrier::preset(preset_name).ok_or_else(|| {
+                self.invalid(
+                    key("preset"),
+                    format!(
+                        "unknown carrier preset {preset_name:?}; known: {}",
+                        carrier::PRESET_NAMES.join(", ")
+                    ),
+                )
+            })?,
+            // A carrier named like a preset is that preset; any other name is defined here.
+            None => match carrier::preset(name) {
+                Some(profile) => profile,
+                None => self.custom_carrier(name, &raw)?,
+            },
+        };
         profile.name = name.to_string();
         if let Some(timeout) = raw.nat_timeout {
             profile.nat_timeout_min = timeout;
@@ -552,6 +558,39 @@ impl Validator<'_> {
             profile.radio = radio;
         }
         Ok(profile)
+    }
+
+    /// The base of a carrier defined without a preset: its NAT and link keys are required
+    /// (the loop below applies them); the rest take the defaults of a typical LTE network.
+    fn custom_carrier(
+        &self,
+        name: &str,
+        raw: &RawCarrier,
+    ) -> Result<CarrierProfile, ScenarioError> {
+        let missing: Vec<&str> = [
+            (
+                "nat_timeout",
+                raw.nat_timeout.is_some() || raw.nat_timeout_range.is_some(),
+            ),
+            ("rtt_median", raw.rtt_median.is_some()),
+            ("bandwidth_kbps", raw.bandwidth_kbps.is_some()),
+            ("loss", raw.loss.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| !given)
+        .map(|(field, _)| field)
+        .collect();
+        if !missing.is_empty() {
+            return Err(self.invalid(
+                format!("carriers.{name}"),
+                format!(
+                    "{name:?} is not a preset ({}), so it needs `preset = \"...\"` or its own {}",
+                    carrier::PRESET_NAMES.join(", "),
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(CarrierProfile::custom(name))
     }
 
     fn group(

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::Planted;
 use crate::run::{RunOptions, run};
 use crate::scenario::Scenario;
 
@@ -18,13 +19,14 @@ pub struct SeedOutcome {
     pub trace_hash: String,
 }
 
-/// Runs seeds `first..=last` on `jobs` threads; calls `on_done` as each finishes (in
-/// completion order) and returns the outcomes sorted by seed.
+/// Runs seeds `first..=last` on `jobs` threads with `planted` bugs; calls `on_done` as each
+/// finishes (in completion order) and returns the outcomes sorted by seed.
 pub fn sweep(
     scenario: &Scenario,
     first: u64,
     last: u64,
     jobs: usize,
+    planted: Planted,
     on_done: &(dyn Fn(&SeedOutcome) + Sync),
 ) -> Vec<SeedOutcome> {
     let next = AtomicU64::new(first);
@@ -39,6 +41,7 @@ pub fn sweep(
                     }
                     let options = RunOptions {
                         seed,
+                        planted,
                         ..RunOptions::default()
                     };
                     let outcome = match run(scenario, &options, &mut |_, _| {}) {

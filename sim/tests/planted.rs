@@ -155,3 +155,109 @@ fn a_volatile_store_across_a_crash_is_caught_by_no_acked_loss() {
         "no_acked_loss",
     );
 }
+
+#[test]
+fn a_gap_taken_as_the_next_message_is_caught_by_seq_monotonic() {
+    check(
+        Planted {
+            gap_jumps_ahead: true,
+            ..Planted::default()
+        },
+        "seq_monotonic",
+    );
+}
+
+#[test]
+fn resending_newest_first_is_caught_by_sender_order() {
+    check(
+        Planted {
+            resends_newest_first: true,
+            ..Planted::default()
+        },
+        "sender_order",
+    );
+}
+
+#[test]
+fn no_sync_after_login_is_caught_by_convergence() {
+    check(
+        Planted {
+            no_sync_on_connect: true,
+            ..Planted::default()
+        },
+        "convergence",
+    );
+}
+
+/// Runs a shipped scenario over `seeds` with `planted`; returns the invariants broken per seed.
+fn broken_in_shipped(
+    file: &str,
+    seeds: std::ops::RangeInclusive<u64>,
+    planted: Planted,
+) -> Vec<(u64, Vec<&'static str>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(file);
+    let scenario = Scenario::load(&path).unwrap();
+    seeds
+        .map(|seed| {
+            let options = RunOptions {
+                seed,
+                planted,
+                ..RunOptions::default()
+            };
+            let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
+            let names = report
+                .verdicts
+                .iter()
+                .filter(|v| !v.ok())
+                .map(|v| v.name)
+                .collect();
+            (seed, names)
+        })
+        .collect()
+}
+
+/// The weak-link class: on a 9 kbps link losing a quarter of its transmissions, a client blind
+/// to weak links (liveness by whole frames, full-frame sync pages) livelocks behind its inbox;
+/// the shipped client converges on the same seeds.
+#[test]
+fn weak_link_blindness_livelocks_the_gprs_scenario() {
+    let seeds = 1..=1;
+    let blind = Planted {
+        weak_link_blind: true,
+        ..Planted::default()
+    };
+    let found = broken_in_shipped("gprs-weak-link.toml", seeds.clone(), blind);
+    assert!(
+        found
+            .iter()
+            .any(|(_, names)| names.contains(&"convergence")),
+        "a blind client converged on every seed: {found:?}"
+    );
+    for (seed, names) in broken_in_shipped("gprs-weak-link.toml", seeds, Planted::default()) {
+        assert!(names.is_empty(), "seed {seed} broke {names:?}");
+    }
+}
+
+/// The volatile-store class: crashes of an in-memory store return messages under new seqs; a
+/// client that dedupes by seq only shows them twice, out of order. The shipped client shows
+/// each once on the same seeds, and what the crashes lost is reported as volatile loss.
+#[test]
+fn repeats_shown_again_break_the_volatile_crash_storm() {
+    let seeds = 1..=1;
+    let repeats = Planted {
+        repeats_shown_again: true,
+        ..Planted::default()
+    };
+    let found = broken_in_shipped("volatile-crash-storm.toml", seeds.clone(), repeats);
+    assert!(
+        found
+            .iter()
+            .any(|(_, names)| names.contains(&"no_duplicates")),
+        "no repeat was shown twice: {found:?}"
+    );
+    for (seed, names) in broken_in_shipped("volatile-crash-storm.toml", seeds, Planted::default()) {
+        assert!(names.is_empty(), "seed {seed} broke {names:?}");
+    }
+}

@@ -122,3 +122,24 @@ fn a_missing_file_is_named() {
         .to_string();
     assert!(error.contains("no/such/file.toml"), "{error}");
 }
+
+#[test]
+fn a_carrier_is_defined_completely_without_a_preset() {
+    let text = GOOD.replace(
+        "preset = \"cmcc-3g\"",
+        "nat_timeout = \"90s\"\nrtt_median = \"2s\"\nrtt_p99 = \"9s\"\nbandwidth_kbps = 9\n\
+         loss = 0.25\non_expiry = \"drop\"",
+    );
+    let scenario = Scenario::parse(&text, Path::new("custom.toml")).unwrap();
+    let carrier = &scenario.carriers[0];
+    assert_eq!(carrier.name, "cmcc");
+    assert_eq!(carrier.nat_timeout_max, std::time::Duration::from_secs(90));
+    assert_eq!(carrier.bandwidth_kbps, 9);
+    assert_eq!(carrier.loss, 0.25);
+    assert_eq!(carrier.on_expiry, imlab_sim::carrier::OnExpiry::Drop);
+    // Without a preset, every NAT and link key it lacks is named.
+    check(
+        |s| s.replace("preset = \"cmcc-3g\"", "rtt_median = \"2s\""),
+        &["carriers.cmcc", "nat_timeout", "bandwidth_kbps", "loss"],
+    );
+}

@@ -10,8 +10,19 @@
 //! - seq == last_seq + 1 is processed (reported as `ClientEvent::Message`) and acked;
 //! - a higher seq is a gap: it is not processed; a sync from last_seq fetches it in order.
 //!
+//! - a next seq whose message identity (sender, client message id) was shown recently is
+//!   consumed but not shown again: a volatile store's next generation can hold a message a
+//!   second time (see `ShownIds`).
+//!
 //! While a sync runs, pushes that are not the next seq are left to the sync, and the highest
 //! seq seen anywhere is remembered so that a final page that ends below it starts another sync.
+//!
+//! Weak links: a connection is alive while bytes arrive. A Pong or SendAck can be queued
+//! behind a sync page that takes longer than any timeout to cross a 2G link, so the heartbeat
+//! and send timeouts run from the later of the write and the last byte received. Sync pages
+//! are sized to the link: each asks for the bytes the last page's throughput carries in
+//! `sync_page_time`, so every page arrives, is acked and refreshes the NAT in seconds, and a
+//! connection that breaks loses at most one short page.
 //!
 //! Send order: sends are written in queue order, at most `sends_in_flight_max` unacked. A send
 //! refused as retryable (overloaded, rate limited) rewinds the window to it; the server refuses
@@ -24,7 +35,7 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
-use super::{Client, ClientEvent, ClientExit, Command, DisconnectCause, lock};
+use super::{Client, ClientEvent, ClientExit, Command, DisconnectCause, ShownIds, lock};
 use crate::codec::FrameIoError;
 use crate::framed::{FrameReader, FrameWriter};
 use crate::heartbeat::HeartbeatEvent;
@@ -55,6 +66,12 @@ struct PingInFlight {
 
 /// State of one live connection. The persistent state lives in the client.
 struct Live {
+    /// `FrameReader::bytes_read` when last looked at, and when that was: bytes arriving are
+    /// proof of life even while no whole frame has come.
+    bytes_seen: u64,
+    progress_at: Instant,
+    /// When the sync request now outstanding was written.
+    sync_sent_at: Option<Instant>,
     syncing: bool,
     /// Highest seq seen in any push, notify or sync response.
     seen_seq_max: u64,
@@ -158,6 +175,9 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
 
     let last_seq = lock(&client.state).last_seq;
     let mut live = Live {
+        bytes_seen: input.bytes_read(),
+        progress_at: Instant::now(),
+        sync_sent_at: None,
         ack_due: None,
         syncing: false,
         seen_seq_max: login_reply.max_seq,
@@ -168,7 +188,19 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
         next_ping_id: 1,
         ping_just_fed: false,
     };
-    start_sync(client, &mut live, &mut out, last_seq);
+    #[cfg(feature = "planted-bugs")]
+    if client.config.planted.resends_newest_first {
+        // Planted bug: the unacked sends go again newest first.
+        let mut state = lock(&client.state);
+        state.outgoing.make_contiguous().reverse();
+    }
+    #[cfg(feature = "planted-bugs")]
+    let sync_on_connect = !client.config.planted.no_sync_on_connect;
+    #[cfg(not(feature = "planted-bugs"))]
+    let sync_on_connect = true;
+    if sync_on_connect {
+        start_sync(client, &mut live, &mut out, last_seq);
+    }
     while let Some(request) = client.pending_requests.pop_front() {
         feed(&mut out, group_request(request));
     }
@@ -245,13 +277,64 @@ fn start_sync<C: Connector, W: AsyncWrite + Unpin>(
     after_seq: u64,
 ) {
     live.syncing = true;
+    live.sync_sent_at = Some(Instant::now());
+    #[cfg(feature = "planted-bugs")]
+    let max_bytes = if client.config.planted.weak_link_blind {
+        0
+    } else {
+        client.sync_page_bytes
+    };
+    #[cfg(not(feature = "planted-bugs"))]
+    let max_bytes = client.sync_page_bytes;
     feed(
         out,
         Body::SyncRequest(proto::SyncRequest {
             after_seq,
             limit: client.config.sync_page_len,
+            max_bytes,
         }),
     );
+}
+
+impl Live {
+    /// Notes bytes that arrived since the last look (whole frames or not).
+    fn note_progress(&mut self, bytes_read: u64) {
+        if bytes_read != self.bytes_seen {
+            self.bytes_seen = bytes_read;
+            self.progress_at = Instant::now();
+        }
+    }
+
+    /// When a timeout of `timeout` for something written at `written_at` runs out: no
+    /// earlier than `timeout` after the last byte received.
+    fn overdue_at(&self, written_at: Instant, timeout: Duration) -> Instant {
+        written_at.max(self.progress_at) + timeout
+    }
+}
+
+/// Smallest page budget a client asks for: a few messages even on the slowest link.
+pub(super) const SYNC_PAGE_BYTES_MIN: u32 = 2 * 1024;
+
+/// The byte budget for the next page, from how long the last one took to arrive: what the
+/// link carried per second, times `sync_page_time`. Only a page that filled its budget (or
+/// one slower than the target) says anything about the link. 0 means the frame limit.
+fn next_sync_page_bytes<C: Connector>(
+    client: &Client<C>,
+    page_bytes: usize,
+    full: bool,
+    elapsed: Duration,
+) -> u32 {
+    let target = client.config.sync_page_time;
+    if target.is_zero() || (!full && elapsed <= target) {
+        return client.sync_page_bytes;
+    }
+    let frame_budget = client.config.max_frame_bytes as f64;
+    let budget = page_bytes as f64 * target.as_secs_f64() / elapsed.as_secs_f64().max(1e-3);
+    if budget >= frame_budget {
+        0
+    } else {
+        (budget as u32).max(SYNC_PAGE_BYTES_MIN)
+    }
 }
 
 /// What processing one message did.
@@ -275,6 +358,20 @@ fn apply<C: Connector>(client: &Client<C>, message: &proto::Message) -> Applied 
         return Applied::Gap;
     }
     state.last_seq = message.seq;
+    if !message.client_msg_id.is_empty() {
+        let fingerprint = ShownIds::fingerprint(&message.from_user, &message.client_msg_id);
+        #[cfg(feature = "planted-bugs")]
+        let check = !client.config.planted.repeats_shown_again;
+        #[cfg(not(feature = "planted-bugs"))]
+        let check = true;
+        if check && state.shown.contains(fingerprint) {
+            client
+                .observer
+                .on_event(&state, &ClientEvent::Repeat(message));
+            return Applied::Next;
+        }
+        state.shown.insert(fingerprint);
+    }
     client
         .observer
         .on_event(&state, &ClientEvent::Message(message));
@@ -293,6 +390,7 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
+        note_progress(client, live, input);
         write_sends(client, live, out);
         if let Some(seq) = live.ack_due.take() {
             feed(out, Body::DeviceAck(proto::DeviceAck { seq }));
@@ -353,6 +451,7 @@ where
                     Some(Command::GoOnline) => client.online = true,
                     Some(Command::NetworkChanged { network }) => {
                         client.network = network.clone();
+                        client.sync_page_bytes = super::SYNC_PAGE_BYTES_INITIAL;
                         client.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
                         return Ok(DisconnectCause::NetworkChanged);
                     }
@@ -370,6 +469,7 @@ where
             }
             () = client.wake.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
+                note_progress(client, live, input);
                 if let Some(end) = on_timer(client, live, out) {
                     return Ok(end);
                 }
@@ -378,14 +478,28 @@ where
     }
 }
 
+fn note_progress<C: Connector, R: tokio::io::AsyncRead + Unpin>(
+    client: &Client<C>,
+    live: &mut Live,
+    input: &FrameReader<R>,
+) {
+    #[cfg(feature = "planted-bugs")]
+    if client.config.planted.weak_link_blind {
+        // Planted bug: only whole frames count, and only the Pong or SendAck itself.
+        return;
+    }
+    let _ = client;
+    live.note_progress(input.bytes_read());
+}
+
 /// The earliest timer: Pong overdue, heartbeat due, send overdue, retry allowed.
 fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
     let mut deadline = match &live.ping {
-        Some(ping) => ping.sent_at + client.config.heartbeat_timeout,
+        Some(ping) => live.overdue_at(ping.sent_at, client.config.heartbeat_timeout),
         None => live.next_ping_at,
     };
     if let Some((_, written_at)) = live.in_flight.front() {
-        deadline = deadline.min(*written_at + client.config.send_timeout);
+        deadline = deadline.min(live.overdue_at(*written_at, client.config.send_timeout));
     }
     if let Some(retry_at) = live.retry_at {
         deadline = deadline.min(retry_at);
@@ -403,12 +517,12 @@ fn on_timer<C: Connector, W: AsyncWrite + Unpin>(
         live.retry_at = None;
     }
     if let Some((_, written_at)) = live.in_flight.front()
-        && *written_at + client.config.send_timeout <= now
+        && live.overdue_at(*written_at, client.config.send_timeout) <= now
     {
         return Some(DisconnectCause::SendTimeout);
     }
     match &live.ping {
-        Some(ping) if ping.sent_at + client.config.heartbeat_timeout <= now => {
+        Some(ping) if live.overdue_at(ping.sent_at, client.config.heartbeat_timeout) <= now => {
             return Some(DisconnectCause::HeartbeatTimeout);
         }
         Some(_) => {}
@@ -507,6 +621,17 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
                 feed(out, Body::DeviceAck(proto::DeviceAck { seq: message.seq }));
                 return Ok(None);
             }
+            #[cfg(feature = "planted-bugs")]
+            if client.config.planted.gap_jumps_ahead && message.seq > lock(&client.state).last_seq {
+                // Planted bug: a push past a gap is taken as the next message.
+                let mut state = lock(&client.state);
+                state.last_seq = message.seq;
+                client
+                    .observer
+                    .on_event(&state, &ClientEvent::Message(&message));
+                live.ack_due = Some(message.seq);
+                return Ok(None);
+            }
             match apply(client, &message) {
                 Applied::Next => live.ack_due = Some(message.seq),
                 Applied::Duplicate => {}
@@ -526,6 +651,11 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
         }
         Body::SyncResponse(response) => {
             live.seen_seq_max = live.seen_seq_max.max(response.max_seq);
+            if let Some(sent_at) = live.sync_sent_at.take() {
+                let page_bytes = prost::Message::encoded_len(&response);
+                client.sync_page_bytes =
+                    next_sync_page_bytes(client, page_bytes, response.has_more, sent_at.elapsed());
+            }
             let mut gap = false;
             for message in &response.messages {
                 if apply(client, message) == Applied::Gap {

@@ -39,7 +39,74 @@ pub struct ClientState {
     pub next_message_n: u64,
     /// The server store's generation `last_seq` refers to (0: none seen yet).
     pub inbox_epoch: u64,
+    /// Identities of the messages processed most recently (see [`ShownIds`]).
+    pub shown: ShownIds,
 }
+
+/// Fingerprints of the last messages the app was shown, by identity (sender and client
+/// message id), oldest first, at most `len_max` of them.
+///
+/// A store that is volatile by design (in memory) can crash after delivering a message but
+/// before its sender heard the ack; the sender then sends it again, and the next store
+/// generation stores it under a new seq. Seqs cannot tell those apart, identities can: a
+/// message whose identity was shown is consumed (its seq counts) but not shown again. The
+/// window only has to cover the messages a sender can still be retrying, which are recent.
+#[derive(Debug, Clone, Default)]
+pub struct ShownIds {
+    fingerprints: VecDeque<u64>,
+    len_max: usize,
+}
+
+impl ShownIds {
+    /// Remembers at most `len_max` identities (0: none, and nothing is ever a repeat).
+    pub fn new(len_max: usize) -> ShownIds {
+        ShownIds {
+            fingerprints: VecDeque::new(),
+            len_max,
+        }
+    }
+
+    /// The fingerprint of a message's identity: FNV-1a, stable across runs and platforms.
+    pub fn fingerprint(from_user: &str, client_msg_id: &str) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+        let bytes = from_user.bytes().chain([0]).chain(client_msg_id.bytes());
+        for byte in bytes {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+
+    /// True when the identity was shown within the window.
+    pub fn contains(&self, fingerprint: u64) -> bool {
+        self.fingerprints.contains(&fingerprint)
+    }
+
+    /// Remembers a shown identity, forgetting the oldest past the bound.
+    pub fn insert(&mut self, fingerprint: u64) {
+        if self.len_max == 0 {
+            return;
+        }
+        if self.fingerprints.len() >= self.len_max {
+            self.fingerprints.pop_front();
+        }
+        self.fingerprints.push_back(fingerprint);
+    }
+
+    /// Identities remembered now.
+    pub fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    /// True when none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty()
+    }
+}
+
+/// Identities a client remembers by default: a sender retries at most `outgoing_len_max`
+/// (1,024) messages, and the messages that come back after a crash are the newest ones.
+pub const SHOWN_IDS_LEN_MAX: usize = 1_024;
 
 /// The state shared between the client core and the app.
 pub type SharedClientState = Arc<Mutex<ClientState>>;
@@ -54,6 +121,7 @@ impl ClientState {
             outgoing: VecDeque::new(),
             next_message_n: 1,
             inbox_epoch: 0,
+            shown: ShownIds::new(SHOWN_IDS_LEN_MAX),
         }
     }
 
@@ -75,4 +143,34 @@ pub fn lock(state: &SharedClientState) -> std::sync::MutexGuard<'_, ClientState>
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_ids_remember_the_newest_up_to_the_bound() {
+        let mut shown = ShownIds::new(2);
+        let [a, b, c] = ["d1-1", "d1-2", "d1-3"].map(|id| ShownIds::fingerprint("alice", id));
+        assert_ne!(
+            a,
+            ShownIds::fingerprint("bob", "d1-1"),
+            "the sender is part of it"
+        );
+        assert_ne!(
+            ShownIds::fingerprint("ab", "c"),
+            ShownIds::fingerprint("a", "bc"),
+            "the parts are separated"
+        );
+        shown.insert(a);
+        shown.insert(b);
+        assert!(shown.contains(a) && shown.contains(b) && !shown.contains(c));
+        shown.insert(c);
+        assert!(!shown.contains(a), "the oldest is forgotten at the bound");
+        assert_eq!(shown.len(), 2);
+        let mut off = ShownIds::new(0);
+        off.insert(a);
+        assert!(!off.contains(a) && off.is_empty());
+    }
 }

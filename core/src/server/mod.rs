@@ -252,6 +252,7 @@ impl Server {
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
+                biased;
                 () = &mut shutdown => break,
                 () = self.crashed.cancelled() => {
                     // Every session's token is a child: they end now, without a word.

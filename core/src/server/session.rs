@@ -215,6 +215,7 @@ async fn serve<S: Stream>(
     );
     tokio::pin!(writer);
     let closed = tokio::select! {
+        biased;
         () = &mut writer => Closed::Io,
         closed = reader => closed,
     };
@@ -241,6 +242,7 @@ async fn read_login<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     stop: &CancellationToken,
 ) -> Option<(String, String, Duration)> {
     let first = tokio::select! {
+        biased;
         () = stop.cancelled() => return None,
         first = tokio::time::timeout_at(login_deadline, input.next()) => first,
     };
@@ -369,7 +371,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> Closed {
     let mut idle_deadline = Instant::now() + idle_timeout;
     let mut barrier = SendBarrier::default();
+    // The writer runs in this task: while the reader handles a burst of requests without
+    // waiting, it cannot drain the outbox. Each request queues its reply and, for a send, the
+    // sender's own echo; before they could fill half the outbox, the reader yields so the
+    // writer empties it. A client that reads is then never taken for a slow consumer, and one
+    // that does not still fills the outbox and is kicked.
+    let frames_per_yield = (shared.config.outbox_len_max / 4).max(1);
+    let mut frames_since_yield = 0;
     loop {
+        if frames_since_yield >= frames_per_yield {
+            frames_since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         // Scoped so the select's output is not kept in the task while the frame is handled.
         let frame = {
             let next = tokio::select! {
@@ -394,6 +407,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         idle_deadline = Instant::now() + idle_timeout;
+        frames_since_yield += 1;
         // Boxed: the handler's state (store calls, replies) exists only while a frame is
         // handled, instead of sitting in every idle connection's task.
         let reply = Box::pin(handle_frame(
@@ -798,8 +812,13 @@ async fn handle_sync(
         .sync(&session.user, request.after_seq, limit)
         .await
         .map_err(|_| Closed::StoreFailed)?;
-    // Fill the page up to the frame limit; every single message fits (bodies are capped).
-    let budget_bytes = shared.config.max_frame_bytes - 64;
+    // Fill the page up to the frame limit, or the client's byte budget when smaller; every
+    // single message fits (bodies are capped) and a page holds at least one.
+    let frame_budget_bytes = shared.config.max_frame_bytes - 64;
+    let budget_bytes = match request.max_bytes as usize {
+        0 => frame_budget_bytes,
+        max_bytes => max_bytes.min(frame_budget_bytes),
+    };
     let mut used_bytes = 0;
     let mut messages = Vec::with_capacity(page.entries.len());
     for (seq, message) in &page.entries {
