@@ -3,7 +3,7 @@
 #
 #   bench/sweep-all.sh [SEEDS] [SCENARIO...]     (default: 1..200, every scenarios/*.toml
 #                                                 but the heartbeat-compare template)
-#   JOBS=2 bench/sweep-all.sh 1..20 scenarios/server-crash.toml
+#   JOBS=2 OUT=sweeps bench/sweep-all.sh 1..20 scenarios/server-crash.toml
 #
 # For each scenario: `imlab sim sweep FILE --seeds SEEDS --jobs $JOBS`, then one row with the
 # seeds run, the seeds failed and the wall time. Failing seeds and their replay commands are
@@ -15,7 +15,9 @@ seeds=${1:-1..200}
 shift || true
 scenarios=("$@")
 if (( ${#scenarios[@]} == 0 )); then
-    for file in scenarios/*.toml; do
+    # The two issue-10 classes first, then the rest in name order.
+    for file in scenarios/gprs-weak-link.toml scenarios/volatile-crash-storm.toml scenarios/*.toml; do
+        [[ " ${scenarios[*]} " == *" $file "* ]] && continue
         case "$file" in
             */heartbeat-compare.toml | */scale-10k.toml) ;;
             *) scenarios+=("$file") ;;
@@ -23,8 +25,11 @@ if (( ${#scenarios[@]} == 0 )); then
     done
 fi
 jobs=${JOBS:-$(nproc)}
+# A copy of the binary, so a rebuild during a long table does not change it half-way.
 cargo build --release --quiet
-bin=target/release/imlab
+bin=$(mktemp)
+cp target/release/imlab "$bin"
+trap 'rm -f "$bin"' EXIT
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 
