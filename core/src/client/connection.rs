@@ -316,21 +316,25 @@ impl Live {
 pub(super) const SYNC_PAGE_BYTES_MIN: u32 = 2 * 1024;
 
 /// The byte budget for the next page, from how long the last one took to arrive: what the
-/// link carried per second, times `sync_page_time`. Only a page that filled its budget (or
-/// one slower than the target) says anything about the link. 0 means the frame limit.
-fn next_sync_page_bytes<C: Connector>(
-    client: &Client<C>,
+/// link carried per second, times `target` (the page time wanted). Only a page that filled
+/// its budget (`full`), or one slower than the target, says anything about the link; any
+/// other keeps `current`. 0 means the frame limit (`frame_bytes`), and so does a zero target.
+fn next_sync_page_bytes(
+    current: u32,
     page_bytes: usize,
     full: bool,
     elapsed: Duration,
+    target: Duration,
+    frame_bytes: usize,
 ) -> u32 {
-    let target = client.config.sync_page_time;
-    if target.is_zero() || (!full && elapsed <= target) {
-        return client.sync_page_bytes;
+    if target.is_zero() {
+        return 0;
     }
-    let frame_budget = client.config.max_frame_bytes as f64;
+    if !full && elapsed <= target {
+        return current;
+    }
     let budget = page_bytes as f64 * target.as_secs_f64() / elapsed.as_secs_f64().max(1e-3);
-    if budget >= frame_budget {
+    if budget >= frame_bytes as f64 {
         0
     } else {
         (budget as u32).max(SYNC_PAGE_BYTES_MIN)
@@ -653,8 +657,14 @@ fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
             live.seen_seq_max = live.seen_seq_max.max(response.max_seq);
             if let Some(sent_at) = live.sync_sent_at.take() {
                 let page_bytes = prost::Message::encoded_len(&response);
-                client.sync_page_bytes =
-                    next_sync_page_bytes(client, page_bytes, response.has_more, sent_at.elapsed());
+                client.sync_page_bytes = next_sync_page_bytes(
+                    client.sync_page_bytes,
+                    page_bytes,
+                    response.has_more,
+                    sent_at.elapsed(),
+                    client.config.sync_page_time,
+                    client.config.max_frame_bytes,
+                );
             }
             let mut gap = false;
             for message in &response.messages {
@@ -757,4 +767,50 @@ fn on_error<C: Connector>(client: &Client<C>, live: &mut Live, error: proto::Err
             text: &error.text,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: usize = 1024;
+
+    fn budget(current: u32, page_bytes: usize, full: bool, elapsed_ms: u64) -> u32 {
+        let elapsed = Duration::from_millis(elapsed_ms);
+        next_sync_page_bytes(
+            current,
+            page_bytes,
+            full,
+            elapsed,
+            Duration::from_secs(4),
+            64 * KIB,
+        )
+    }
+
+    #[test]
+    fn sync_pages_follow_the_link() {
+        // A full 16 KiB page took 20 s (a 2G link): ask for what 4 s carry, 3,276 bytes.
+        assert_eq!(budget(16 * 1024, 16 * KIB, true, 20_000), 3_276);
+        // Slower still: never below the floor.
+        assert_eq!(budget(3_276, 3 * KIB, true, 60_000), SYNC_PAGE_BYTES_MIN);
+        // A full page in 50 ms (LTE): the frame limit.
+        assert_eq!(budget(16 * 1024, 16 * KIB, true, 50), 0);
+        // A short last page says nothing about the link when it was quick...
+        assert_eq!(budget(3_276, 500, false, 2_500), 3_276);
+        // ...but a slow one shrinks the budget.
+        assert_eq!(
+            budget(16 * 1024, 4 * KIB, false, 16_000),
+            1_024.max(SYNC_PAGE_BYTES_MIN)
+        );
+        // No target: pages fill the frame.
+        let none = next_sync_page_bytes(
+            3_276,
+            16 * KIB,
+            true,
+            Duration::from_secs(20),
+            Duration::ZERO,
+            64 * KIB,
+        );
+        assert_eq!(none, 0);
+    }
 }
