@@ -176,6 +176,9 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         "connections: silent disconnects {}, reconnects {}, heartbeats {}",
         m.all.silent_disconnects, m.all.reconnects, m.all.heartbeats
     );
+    for storm in &m.storms.crashes {
+        println!("{}", storm_line(storm));
+    }
     println!(
         "pushes: sent {}, wake-ups delivered {}, lost {} (push channel silent disconnects {})",
         m.pushes_sent, m.wakeups_delivered, m.wakeups_lost, m.push_channel_silent_disconnects
@@ -198,6 +201,22 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("replay: {}{plant}", replay_command(&scenario, seed));
         Ok(std::process::ExitCode::from(1))
     }
+}
+
+/// One line per server crash: how fast the devices logged in at the crash came back.
+fn storm_line(storm: &imlab_sim::storm::StormSummary) -> String {
+    let after = |back: Option<f64>| back.map_or("never".to_string(), |s| format!("{s:.1} s"));
+    format!(
+        "storm: crash at {:.0} s, {} of {} devices back; 50% in {}, 90% in {}, 99% in {} after \
+         the restart; peak {} logins/s",
+        storm.crashed_at_s,
+        storm.devices_back,
+        storm.devices_connected,
+        after(storm.back_50_s),
+        after(storm.back_90_s),
+        after(storm.back_99_s),
+        storm.logins_per_s_peak
+    )
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

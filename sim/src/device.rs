@@ -68,6 +68,7 @@ impl ClientObserver for DeviceObserver {
                     l.devices[index].connects += 1;
                     l.devices[index].connects_in_scenario += u32::from(in_scenario);
                     l.devices[index].connected = true;
+                    l.storms.login(index, at_ms);
                 });
                 self.shared.trace(Event::Connected { device });
             }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::storm::StormLog;
+
 /// One message the app asked to send.
 #[derive(Debug, Clone)]
 pub struct SendRecord {
@@ -94,6 +96,8 @@ pub struct Ledger {
     pub send_index: BTreeMap<String, u32>,
     /// Per device.
     pub devices: Vec<DeviceLedger>,
+    /// Logins and server crashes, for the reconnection storms.
+    pub storms: StormLog,
 }
 
 impl Ledger {

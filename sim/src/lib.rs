@@ -8,6 +8,7 @@
 //! - [`proxy`]: the carrier proxy (NAT and link); [`push`]: the push service;
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
+//!   [`storm`]: how fast devices return after each server crash;
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
 //! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`).
@@ -37,6 +38,7 @@ pub mod push;
 pub mod results;
 pub mod run;
 pub mod scenario;
+pub mod storm;
 pub mod sweep;
 pub mod trace;
 pub mod world;

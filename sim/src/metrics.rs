@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::ledger::{Ledger, quantile};
+use crate::storm::StormMetrics;
 use crate::world::Shared;
 
 /// Metrics of one device group (or of the whole run).
@@ -68,6 +69,8 @@ pub struct Metrics {
     pub push_channel_silent_disconnects: u64,
     /// Connections ended, by cause, over all devices.
     pub disconnects_by_cause: BTreeMap<String, u64>,
+    /// Logins per second and the reconnection storm after each server crash.
+    pub storms: StormMetrics,
 }
 
 /// Computes the metrics of a finished run.
@@ -147,6 +150,7 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
             .push_channel_silent_disconnects
             .load(Ordering::Relaxed),
         disconnects_by_cause,
+        storms: ledger.storms.summary(simulated.as_millis() as u64),
     }
 }
 

@@ -232,6 +232,10 @@ pub fn run_with(
             record(&shared, at, Event::Fault { what });
             match action {
                 Action::Crash if !server_down => {
+                    shared.ledger(|l| {
+                        let connected = l.devices.iter().map(|d| d.connected).collect();
+                        l.storms.crash(at.as_millis() as u64, connected);
+                    });
                     // Close the server's connections in a deterministic order first, then
                     // take the host down.
                     if let Some(server) = shared
@@ -254,6 +258,7 @@ pub fn run_with(
                     if server_down {
                         sim.bounce("server");
                         server_down = false;
+                        shared.ledger(|l| l.storms.restart(at.as_millis() as u64));
                     }
                 }
                 Action::Command(devices, command) => {
@@ -267,6 +272,7 @@ pub fn run_with(
                     if server_down {
                         sim.bounce("server");
                         server_down = false;
+                        shared.ledger(|l| l.storms.restart(at.as_millis() as u64));
                     }
                     shared.push_down.store(false, Ordering::Relaxed);
                     for device in 0..n_devices {

@@ -1,0 +1,221 @@
+//! Reconnection storms: after each server crash, how fast the devices that were logged in at
+//! the crash log in again, and how many logins the server takes per second meanwhile.
+//!
+//! Fed by the device observer (every login) and the fault driver (crash and restart times);
+//! kept in the ledger. Memory: one counter per simulated second with a login, and one flag
+//! per device per crash.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// What the run recorded about logins and crashes.
+#[derive(Debug, Clone, Default)]
+pub struct StormLog {
+    /// Logins per simulated second (seconds without a login are absent).
+    logins_per_s: BTreeMap<u64, u32>,
+    storms: Vec<Storm>,
+}
+
+#[derive(Debug, Clone)]
+struct Storm {
+    crashed_ms: u64,
+    restarted_ms: Option<u64>,
+    /// Devices logged in at the crash and not back yet.
+    awaiting: Vec<bool>,
+    n_connected: u32,
+    /// When each returning device logged in again, in order.
+    back_ms: Vec<u64>,
+}
+
+/// One crash and the storm after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StormSummary {
+    /// When the server crashed (simulated s).
+    pub crashed_at_s: f64,
+    /// When it was back (None: it never came back before the end).
+    pub restarted_at_s: Option<f64>,
+    /// Devices logged in at the crash.
+    pub devices_connected: u32,
+    /// Of those, logged in again before the next crash or the end.
+    pub devices_back: u32,
+    /// Seconds from the restart until 50%, 90% and 99% of them were back (None: never).
+    pub back_50_s: Option<f64>,
+    /// See `back_50_s`.
+    pub back_90_s: Option<f64>,
+    /// See `back_50_s`.
+    pub back_99_s: Option<f64>,
+    /// The most logins the server took in one simulated second during the storm: from the
+    /// restart until the last of `devices_connected` was back (or, if some never were, until
+    /// the next crash or the end).
+    pub logins_per_s_peak: u32,
+}
+
+/// Storm metrics of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StormMetrics {
+    /// The most logins in one simulated second over the whole run.
+    pub logins_per_s_peak: u32,
+    /// The second it happened in (simulated s).
+    pub logins_peak_at_s: u64,
+    /// One per server crash, in order.
+    pub crashes: Vec<StormSummary>,
+}
+
+impl StormLog {
+    /// The server crashed at `at_ms`; `connected` says, per device, who was logged in.
+    pub fn crash(&mut self, at_ms: u64, awaiting: Vec<bool>) {
+        let n_connected = awaiting.iter().filter(|c| **c).count() as u32;
+        self.storms.push(Storm {
+            crashed_ms: at_ms,
+            restarted_ms: None,
+            awaiting,
+            n_connected,
+            back_ms: Vec::new(),
+        });
+    }
+
+    /// The crashed server is back at `at_ms`.
+    pub fn restart(&mut self, at_ms: u64) {
+        if let Some(storm) = self.storms.last_mut() {
+            storm.restarted_ms.get_or_insert(at_ms);
+        }
+    }
+
+    /// `device` logged in at `at_ms`.
+    pub fn login(&mut self, device: usize, at_ms: u64) {
+        *self.logins_per_s.entry(at_ms / 1_000).or_default() += 1;
+        if let Some(storm) = self.storms.last_mut()
+            && storm.awaiting.get(device).copied().unwrap_or(false)
+        {
+            storm.awaiting[device] = false;
+            storm.back_ms.push(at_ms);
+        }
+    }
+
+    /// The metrics, with `end_ms` closing the last storm's window.
+    pub fn summary(&self, end_ms: u64) -> StormMetrics {
+        let (logins_peak_at_s, logins_per_s_peak) = peak(self.logins_per_s.range(..));
+        let crashes = self
+            .storms
+            .iter()
+            .enumerate()
+            .map(|(i, storm)| {
+                // The storm lasts from the restart until the last awaited device is back (or
+                // until the next crash or the end, when some never are).
+                let next_ms = self.storms.get(i + 1).map_or(end_ms, |s| s.crashed_ms);
+                let all_back = storm.back_ms.len() as u32 == storm.n_connected;
+                let window_end_s = match storm.back_ms.last() {
+                    Some(last_ms) if all_back => *last_ms,
+                    _ => next_ms,
+                } / 1_000;
+                let window_start_s = storm.restarted_ms.unwrap_or(end_ms) / 1_000;
+                let (_, logins_per_s_peak) = if window_start_s <= window_end_s {
+                    peak(self.logins_per_s.range(window_start_s..=window_end_s))
+                } else {
+                    (0, 0)
+                };
+                let back_after = |fraction: f64| {
+                    let restarted_ms = storm.restarted_ms?;
+                    let needed = (fraction * f64::from(storm.n_connected)).ceil() as usize;
+                    let at_ms = storm.back_ms.get(needed.max(1) - 1)?;
+                    Some(at_ms.saturating_sub(restarted_ms) as f64 / 1_000.0)
+                };
+                StormSummary {
+                    crashed_at_s: storm.crashed_ms as f64 / 1_000.0,
+                    restarted_at_s: storm.restarted_ms.map(|ms| ms as f64 / 1_000.0),
+                    devices_connected: storm.n_connected,
+                    devices_back: storm.back_ms.len() as u32,
+                    back_50_s: back_after(0.50),
+                    back_90_s: back_after(0.90),
+                    back_99_s: back_after(0.99),
+                    logins_per_s_peak,
+                }
+            })
+            .collect();
+        StormMetrics {
+            logins_per_s_peak,
+            logins_peak_at_s,
+            crashes,
+        }
+    }
+}
+
+/// The busiest second of a range: (second, logins), the earliest on a tie; (0, 0) when empty.
+fn peak<'a>(seconds: impl Iterator<Item = (&'a u64, &'a u32)>) -> (u64, u32) {
+    seconds.fold(
+        (0, 0),
+        |best, (second, n)| {
+            if *n > best.1 { (*second, *n) } else { best }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_counts_the_return_of_the_devices_logged_in_at_it() {
+        let mut log = StormLog::default();
+        for device in 0..4 {
+            log.login(device, 1_000 + device as u64);
+        }
+        // Devices 0, 1, 2 are logged in at the crash; 3 is not.
+        log.crash(60_000, vec![true, true, true, false]);
+        log.restart(90_000);
+        log.login(3, 90_100); // not awaited: a login, not a return
+        log.login(1, 90_500);
+        log.login(1, 90_600); // a second login of a device already back
+        log.login(0, 91_200);
+        log.login(2, 150_000); // the last one back: the storm ends
+        for at_ms in [170_000, 170_100, 170_200, 170_300] {
+            log.login(3, at_ms); // after the storm
+        }
+        let metrics = log.summary(200_000);
+        // Seconds 1 and 170 both had four logins: the earliest is the peak.
+        assert_eq!(
+            (metrics.logins_peak_at_s, metrics.logins_per_s_peak),
+            (1, 4)
+        );
+        let storm = &metrics.crashes[0];
+        assert_eq!(storm.crashed_at_s, 60.0);
+        assert_eq!(storm.restarted_at_s, Some(90.0));
+        assert_eq!((storm.devices_connected, storm.devices_back), (3, 3));
+        // 50% of 3 is 2 devices, the second back 1.2 s after the restart; 90% and 99% need
+        // all 3, the last back 60 s after it.
+        assert_eq!(storm.back_50_s, Some(1.2));
+        assert_eq!((storm.back_90_s, storm.back_99_s), (Some(60.0), Some(60.0)));
+        // During the storm (seconds 90 to 150) the busiest second was 90: devices 3, 1, 1.
+        assert_eq!(storm.logins_per_s_peak, 3);
+    }
+
+    #[test]
+    fn devices_that_never_return_leave_the_storm_open_until_the_next_crash() {
+        let mut log = StormLog::default();
+        log.crash(10_000, vec![true, true]);
+        log.restart(20_000);
+        log.login(0, 25_000);
+        log.login(0, 40_000);
+        log.login(0, 40_500);
+        log.crash(50_000, vec![true, false]);
+        let metrics = log.summary(90_000);
+        let first = &metrics.crashes[0];
+        assert_eq!((first.devices_back, first.back_50_s), (1, Some(5.0)));
+        assert_eq!((first.back_90_s, first.back_99_s), (None, None));
+        // Open until the next crash at 50 s: second 40's two logins are in it.
+        assert_eq!(first.logins_per_s_peak, 2);
+        let second = &metrics.crashes[1];
+        assert_eq!((second.restarted_at_s, second.devices_connected), (None, 1));
+    }
+
+    #[test]
+    fn a_server_that_never_restarts_has_no_return_times() {
+        let mut log = StormLog::default();
+        log.login(0, 500);
+        log.crash(10_000, vec![true]);
+        let storm = &log.summary(20_000).crashes[0];
+        assert_eq!(storm.restarted_at_s, None);
+        assert_eq!((storm.back_50_s, storm.logins_per_s_peak), (None, 0));
+    }
+}

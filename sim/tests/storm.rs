@@ -1,0 +1,58 @@
+//! The reconnection storm after a server crash is measured: who was logged in, how fast they
+//! came back, and how many logins the server took per second. The client's jittered backoff
+//! (at most 30 s plus 19 s of jitter) spreads the returns over seconds.
+
+use std::path::Path;
+
+use imlab_sim::run::{RunOptions, run};
+use imlab_sim::scenario::Scenario;
+
+const CRASH: &str = r#"
+duration = "20m"
+quiet = "2m"
+[[devices]]
+name = "phones"
+count = 40
+carrier = "us-lte"
+heartbeat = "whatsapp"
+traffic = { one_to_one_per_hour = 6.0 }
+[[faults]]
+kind = "server_crash"
+at = "10m"
+duration = "30s"
+"#;
+
+#[test]
+fn the_storm_after_a_crash_is_measured() {
+    let scenario = Scenario::parse(CRASH, Path::new("storm.toml")).unwrap();
+    let options = RunOptions {
+        seed: 3,
+        ..RunOptions::default()
+    };
+    let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
+    assert!(report.ok(), "{:?}", report.verdicts);
+    let storms = &report.metrics.storms;
+    let [storm] = &storms.crashes[..] else {
+        panic!("one crash expected: {storms:?}")
+    };
+    assert_eq!(storm.crashed_at_s, 600.0);
+    assert_eq!(storm.restarted_at_s, Some(630.0));
+    // Long NATs and no app kills: every phone was logged in at the crash, and every one
+    // came back.
+    assert_eq!((storm.devices_connected, storm.devices_back), (40, 40));
+    let (b50, b90, b99) = (
+        storm.back_50_s.unwrap(),
+        storm.back_90_s.unwrap(),
+        storm.back_99_s.unwrap(),
+    );
+    assert!(b50 <= b90 && b90 <= b99, "{storm:?}");
+    // Backoff doubles from 1 s during the 30 s outage, then waits at most 30 s + 19 s.
+    assert!(b99 <= 49.0 + 1.0, "{storm:?}");
+    // Jitter: the 40 do not all return in one second.
+    assert!(
+        storm.logins_per_s_peak > 0 && storm.logins_per_s_peak < 40,
+        "{storm:?}"
+    );
+    // The busiest second of the whole run is the first logins or the storm.
+    assert!(storms.logins_per_s_peak >= storm.logins_per_s_peak);
+}
