@@ -29,6 +29,7 @@ jobs=${JOBS:-$(nproc)}
 cargo build --release --quiet
 bin=$(mktemp)
 cp target/release/imlab "$bin"
+chmod +x "$bin"
 trap 'rm -f "$bin"' EXIT
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
@@ -40,7 +41,7 @@ for file in "${scenarios[@]}"; do
     start_ns=$(date +%s%N)
     "$bin" sim sweep "$file" --seeds "$seeds" --jobs "$jobs" >"$out/$name.txt" 2>&1 || status=1
     wall_s=$(( ($(date +%s%N) - start_ns) / 1000000000 ))
-    summary=$(grep -E '^seeds: [0-9]+, failed: [0-9]+' "$out/$name.txt" | tail -n 1)
+    summary=$(grep -E '^seeds: [0-9]+, failed: [0-9]+' "$out/$name.txt" | tail -n 1 || true)
     n_seeds=$(sed -E 's/^seeds: ([0-9]+), failed: ([0-9]+).*/\1/' <<<"$summary")
     n_failed=$(sed -E 's/^seeds: ([0-9]+), failed: ([0-9]+).*/\2/' <<<"$summary")
     printf '%-24s %8s %8s %9s\n' "$name" "${n_seeds:-?}" "${n_failed:-?}" "$wall_s"
