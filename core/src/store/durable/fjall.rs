@@ -88,6 +88,11 @@ impl FjallEngine {
         } else {
             check_empty(&dir, &marker_path)?;
             marker::write_marker(&dir, ENGINE_NAME)?;
+            // From birth on, a store has a watermark: its absence later means it was deleted
+            // and damage to the journal could go unnoticed.
+            marker::write_watermark(&dir, 0).map_err(|error| {
+                open_error(&dir.join(marker::WATERMARK_FILE), format!("write: {error}"))
+            })?;
         }
         let fjall_error = |what: &str, error: ::fjall::Error| {
             open_error(&keyspace_dir, format!("{what}: {error}"))
@@ -126,9 +131,19 @@ impl FjallEngine {
             ),
             None => 0,
         };
-        if let Some(watermark) = marker::read_watermark(&dir)?
-            && commits_total < watermark
-        {
+        let Some(watermark) = marker::read_watermark(&dir)? else {
+            return Err(open_error(
+                &dir.join(marker::WATERMARK_FILE),
+                format!(
+                    "missing: {} says a store is here, but its commit watermark is gone, so \
+                     lost commits could not be noticed; restore the file, or write \
+                     \"{}0\" into it to accept the store as it is",
+                    marker_path.display(),
+                    marker::WATERMARK_PREFIX
+                ),
+            ));
+        };
+        if commits_total < watermark {
             return Err(open_error(
                 &keyspace_dir,
                 format!(
