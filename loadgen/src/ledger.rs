@@ -108,6 +108,8 @@ pub struct LoadLedger {
     ever_connected: Vec<bool>,
     /// Per client: logged in now.
     online: Vec<bool>,
+    /// Per client: sends the server refused for now.
+    refusals_by_sender: Vec<u32>,
     /// Per client: a login attempt failed, or the core stopped for good.
     ever_failed: Vec<bool>,
     stopped: Vec<bool>,
@@ -151,6 +153,7 @@ impl LoadLedger {
             down_since: vec![None; n_clients],
             ever_connected: vec![false; n_clients],
             online: vec![false; n_clients],
+            refusals_by_sender: vec![0; n_clients],
             ever_failed: vec![false; n_clients],
             stopped: vec![false; n_clients],
             login_max_seq: vec![0; n_clients],
@@ -251,7 +254,9 @@ impl LoadLedger {
     pub fn send_refused(&mut self, client_msg_id: &str, cause: &str) {
         *self.send_refusals.entry(cause.to_string()).or_default() += 1;
         if let Some(&index) = self.index.get(client_msg_id) {
-            self.messages[index as usize].refusals += 1;
+            let message = &mut self.messages[index as usize];
+            message.refusals += 1;
+            self.refusals_by_sender[message.sender as usize] += 1;
         }
     }
 
@@ -383,7 +388,11 @@ impl LoadLedger {
             if message.acked_us.is_none() {
                 if message.failed {
                     // Counted in `failed`.
-                } else if message.refusals > 0 {
+                } else if message.refusals > 0
+                    || self.refusals_by_sender[message.sender as usize] > 0
+                {
+                    // Refused itself, or queued behind its sender's refused sends (the
+                    // client core resends in order): held back by the server either way.
                     verdict.refused += 1;
                 } else {
                     verdict.unacked += 1;
@@ -426,10 +435,11 @@ impl LoadLedger {
 /// unacked; every delivery an acked message owes is delivered, pending or lost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Verdict {
-    /// Never acked, and the server refused it for now at least once (rate limited,
-    /// overloaded): the server shed it, nothing was lost.
+    /// Never acked, and the server refused it, or sends of its sender queued with it, for now
+    /// at least once (rate limited, overloaded): the server held it back, nothing was lost.
     pub refused: u64,
-    /// Never acked and never refused: still in flight when the run ended.
+    /// Never acked, and neither it nor its sender's other sends were refused: still in flight
+    /// when the run ended.
     pub unacked: u64,
     /// Deliveries acked messages owe to recipient devices.
     pub expected: u64,

@@ -63,11 +63,12 @@ pub struct Messages {
     /// by the end of the drain: not lost, not delivered either.
     #[serde(default)]
     pub pending: u64,
-    /// Sends never acked that the server refused for now at least once (rate limited,
-    /// overloaded): shed by the server.
+    /// Sends never acked that the server refused for now at least once, or that were queued
+    /// behind their sender's refused sends (rate limited, overloaded): held back by the server.
     #[serde(default)]
     pub refused: u64,
-    /// Sends never acked and never refused: still unanswered when the run ended.
+    /// Sends never acked, with no refusal for them or their sender's other sends: still
+    /// unanswered when the run ended.
     #[serde(default)]
     pub unacked: u64,
     /// The server's refusals of sends (each retry counts), by cause.

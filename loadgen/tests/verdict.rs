@@ -66,6 +66,8 @@ fn a_recipient_not_back_is_pending_and_a_synced_one_without_the_message_is_lost(
 #[test]
 fn refused_unacked_and_failed_sends_are_told_apart() {
     let mut ledger = ledger();
+    // Client 1 sends once and is never answered: unacked, not refused.
+    ledger.planned("d1-1".into(), 0, 1, vec![2]);
     let refused = send(&mut ledger, 1, 1);
     ledger.send_refused(&refused, "rate_limited");
     ledger.send_refused(&refused, "rate_limited");
@@ -75,11 +77,12 @@ fn refused_unacked_and_failed_sends_are_told_apart() {
     ledger.delivered(1, &refused_then_acked);
     let failed = send(&mut ledger, 3, 1);
     ledger.send_failed(&failed);
-    let _unanswered = send(&mut ledger, 4, 1);
+    // Queued behind client 0's refused sends: held back by the server too.
+    let _queued_behind = send(&mut ledger, 4, 1);
     assert_eq!(
         ledger.verdict(true),
         Verdict {
-            refused: 1,
+            refused: 2,
             unacked: 1,
             expected: 1,
             delivered: 1,
