@@ -26,6 +26,7 @@ enum HeartbeatCommand {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct CompareArgs {
     /// Template scenario: its duration, app-state cycle and traffic (first device group) are
     /// used for every cell (default: scenarios/heartbeat-compare.toml, built in).

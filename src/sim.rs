@@ -38,6 +38,7 @@ enum SimCommand {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct RunArgs {
     /// The scenario file (TOML).
     scenario: PathBuf,
@@ -67,6 +68,7 @@ struct Overrides {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct SweepArgs {
     /// The scenario file (TOML).
     scenario: PathBuf,

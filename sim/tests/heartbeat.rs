@@ -109,7 +109,10 @@ fn imlab_adaptive_is_not_dominated_by_wechat_on_any_shipped_profile() {
     );
 
     // Without both strategies on a profile there is no finding at all, either way.
-    assert_eq!(adaptive_findings(&[wechat.clone()]), Vec::<String>::new());
+    assert_eq!(
+        adaptive_findings(std::slice::from_ref(wechat)),
+        Vec::<String>::new()
+    );
     assert_eq!(adaptive_findings(&[worse]), Vec::<String>::new());
     let mut other_profile = wechat.clone();
     other_profile.profile = "ct-3g".into();
