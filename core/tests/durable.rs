@@ -912,6 +912,16 @@ async fn fjall_damaged_files_fail_the_open_naming_the_directory_or_keep_committe
             "{report}"
         );
     }
+    // A damaged journal is named by its file, not only by the store's folder.
+    let journal_image = images
+        .iter()
+        .find(|image| image.relative.display().to_string() == journal)
+        .unwrap();
+    let garbage = damaged(journal_image, Damage::Garbage).unwrap();
+    let text = open_damaged(&images, &garbage, &history, "journal garbage")
+        .await
+        .unwrap_err();
+    assert!(text.contains(&journal), "{journal} is not named: {text}");
     assert!(report.contains("IMLAB-STORE Garbage: refused"), "{report}");
     assert!(
         report.contains("IMLAB-STORE.commits Garbage: refused"),
