@@ -218,16 +218,26 @@ fn progress() -> (imlab_loadgen::run::Progress, Option<indicatif::ProgressBar>) 
         bar
     });
     let line = bar.clone();
-    let last_phase = std::sync::Mutex::new(String::new());
+    let last_phase = std::sync::Mutex::new((String::new(), Vec::<String>::new()));
     let progress: imlab_loadgen::run::Progress = Arc::new(move |results| {
         let (m, c) = (&results.messages, &results.connections);
         let Some(bar) = &line else {
             let mut last = last_phase.lock().unwrap_or_else(|p| p.into_inner());
-            if *last != results.phase {
-                *last = results.phase.clone();
+            if last.0 != results.phase {
+                last.0.clone_from(&results.phase);
                 eprintln!(
                     "imlab load: {} at {:.1}s ({} clients logged in, {} sent)",
                     results.phase, results.elapsed_s, results.connected_now, m.sent
+                );
+            }
+            // A new cause of failed logins is said as it appears, not only at the end.
+            let causes: Vec<String> = c.login_failures_by_cause.keys().cloned().collect();
+            if causes != last.1 {
+                last.1 = causes;
+                eprintln!(
+                    "imlab load: logins failing at {:.1}s: {}",
+                    results.elapsed_s,
+                    imlab_loadgen::causes::list(&c.login_failures_by_cause)
                 );
             }
             return;

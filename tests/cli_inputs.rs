@@ -256,3 +256,46 @@ fn serve_refuses_an_empty_secret() {
         "{stderr}"
     );
 }
+
+#[test]
+fn help_examples_are_never_wrapped_inside_a_command() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["sim", "run", "--help"],
+        vec!["sim", "sweep", "--help"],
+        vec!["heartbeat", "compare", "--help"],
+        vec!["load", "--help"],
+    ] {
+        let output = imlab(&args);
+        let (help, _) = text(&output);
+        let examples = &help[help.find("Example").unwrap_or_else(|| panic!("{args:?}"))..];
+        let mut lines = examples.lines().skip(1).peekable();
+        while let Some(line) = lines.next() {
+            if line.is_empty() {
+                break;
+            }
+            assert!(
+                line.len() <= 78,
+                "{args:?}: too wide for a terminal: {line:?}"
+            );
+            // A line is a command, or continues one after a ` \`.
+            assert!(
+                line.starts_with("  imlab ")
+                    || line.starts_with("  IMLAB_")
+                    || line.starts_with("  RUST_LOG=")
+                    || line.starts_with("      --"),
+                "{args:?}: a wrapped command: {line:?}"
+            );
+            if lines
+                .peek()
+                .is_some_and(|next| next.starts_with("      --"))
+            {
+                assert!(
+                    line.ends_with(" \\"),
+                    "{args:?}: {line:?} does not continue"
+                );
+            }
+        }
+    }
+}
