@@ -147,6 +147,10 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let address = target.resolve().map_err(anyhow::Error::msg)?;
     let tls = tls_client(&args, &target)?;
+    // Before any work, workers or not: a run that cannot write its results is wasted.
+    if let Some(dir) = &args.out {
+        crate::out_dir::check(dir)?;
+    }
     if args.workers > 1 && args.worker_index.is_none() {
         return crate::load_workers::run_workers(&args.worker_view(), clients);
     }
@@ -172,9 +176,6 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     imlab_loadgen::run::validate(&config)?;
-    if let Some(dir) = &args.out {
-        crate::out_dir::check(dir)?;
-    }
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let stop = CancellationToken::new();
     runtime.spawn(ctrl_c(stop.clone()));

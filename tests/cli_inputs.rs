@@ -82,6 +82,19 @@ fn out_is_checked_before_any_work_and_each_cause_is_said_once() {
             "--out",
             bad,
         ],
+        vec![
+            "load",
+            "--target",
+            &closed,
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+            "--workers",
+            "2",
+            "--out",
+            bad,
+        ],
         vec!["load", "merge", small, "--out", bad],
     ] {
         let output = imlab(&args);
