@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use imlab_reports::heartbeat::{HeartbeatReport, write_heartbeat_report};
-use imlab_sim::compare::{CompareOptions, adaptive_findings, compare};
+use imlab_sim::compare::{CompareOptions, adaptive_findings, compare, dropped_faults};
 use imlab_sim::scenario::Scenario;
 
 /// Compare heartbeat strategies across carrier profiles: battery, delay, silent disconnects.
@@ -18,26 +18,28 @@ pub struct HeartbeatArgs {
 #[derive(clap::Subcommand)]
 enum HeartbeatCommand {
     /// Simulate every strategy on every profile and write the report (CSV, charts, HTML).
-    #[command(after_help = "Examples:\n  imlab heartbeat compare --out report\n  \
-        imlab heartbeat compare --strategies wechat,imlab-adaptive,fixed:4m45s --profiles cmcc-3g,ct-3g \
-        --devices 20 --duration 24h --out report")]
+    #[command(after_help = crate::help::examples(&[
+        "imlab heartbeat compare --out report",
+        "imlab heartbeat compare --strategies wechat,imlab-adaptive,fixed:4m45s --profiles cmcc-3g,ct-3g --devices 20 --duration 24h --out report",
+    ]))]
     Compare(CompareArgs),
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct CompareArgs {
     /// Template scenario: its duration, app-state cycle and traffic (first device group) are
     /// used for every cell (default: scenarios/heartbeat-compare.toml, built in).
     #[arg(long)]
     scenario: Option<PathBuf>,
     /// Strategies, comma-separated (default: every named preset and imlab-adaptive).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::values::list_item)]
     strategies: Option<Vec<String>>,
-    /// Carrier presets, comma-separated (default: all seven).
-    #[arg(long, value_delimiter = ',')]
+    /// Carrier presets, comma-separated (default: all seven; `imlab sim presets` lists them).
+    #[arg(long, value_delimiter = ',', value_parser = crate::values::list_item)]
     profiles: Option<Vec<String>>,
     /// Devices per (strategy, profile) (default: the template's count).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::values::positive_count)]
     devices: Option<usize>,
     /// Simulated time (default: the template's).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -46,7 +48,7 @@ struct CompareArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Simulations run at once (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::values::positive_count)]
     jobs: Option<usize>,
     /// Output directory.
     #[arg(long)]
@@ -56,20 +58,25 @@ struct CompareArgs {
 pub fn run_command(args: HeartbeatArgs) -> anyhow::Result<std::process::ExitCode> {
     let HeartbeatCommand::Compare(args) = args.command;
     let started = Instant::now();
+    crate::out_dir::check(&args.out)?;
     let mut options = CompareOptions::defaults();
     if let Some(file) = &args.scenario {
         options.template = Scenario::load(file)?;
         options.template_text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for fault in dropped_faults(&options.template) {
+            eprintln!(
+                "warning: --scenario {}: {fault}: not applied (each comparison cell has its own \
+                 carrier and device groups; only server_crash and push_outage faults carry over)",
+                file.display()
+            );
+        }
     }
     if let Some(strategies) = args.strategies {
         options.strategies = strategies;
     }
     if let Some(profiles) = args.profiles {
         options.profiles = profiles;
-    }
-    if let Some(devices) = args.devices {
-        anyhow::ensure!(devices > 0, "--devices must be positive");
     }
     options.devices = args.devices;
     options.duration = args.duration;

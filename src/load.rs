@@ -1,40 +1,52 @@
 //! `imlab load`: wiring for imlab-loadgen.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use imlab_loadgen::config::{LoadConfig, Pattern};
+use imlab_loadgen::target::Target;
+use tokio_util::sync::CancellationToken;
+
+use crate::values::{non_empty_secret, non_negative_rate, positive_count, positive_rate};
 
 /// Load-test a deployed server with real sockets; latency and reconnection report.
 #[derive(clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load\n  \
-    imlab load --target 127.0.0.1:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat\n  \
-    imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --tls --ca cert.pem\n  \
-    imlab load merge out/load-a out/load-b --out out/load-all"
+    allow_negative_numbers = true,
+    after_help = crate::help::examples(&[
+        "imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load",
+        "imlab load --target im.example.com:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat",
+        "imlab load --target localhost:7400 --clients 1000 --duration 30s --tls --ca cert.pem",
+        "imlab load merge out/load-a out/load-b --out out/load-all",
+    ]),
+    after_long_help = crate::help::examples_with(&[
+        "imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load",
+        "imlab load --target im.example.com:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat",
+        "imlab load --target localhost:7400 --clients 1000 --duration 30s --tls --ca cert.pem",
+        "imlab load merge out/load-a out/load-b --out out/load-all",
+    ], LOAD_EXIT_CODES),
 )]
 pub struct LoadArgs {
     #[command(subcommand)]
     command: Option<LoadCommand>,
-    /// The server (loopback addresses only on shared machines). Required.
-    #[arg(long)]
-    target: Option<SocketAddr>,
+    /// The server as HOST:PORT (an address or a name, resolved at start). Required.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<Target>,
     /// Virtual devices, one per user. Required.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_count)]
     clients: Option<usize>,
     /// How long to send, after the ramp. Required.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// New connections per second during the ramp.
-    #[arg(long, default_value_t = 500.0)]
+    #[arg(long, default_value_t = 500.0, value_parser = positive_rate)]
     connect_rate: f64,
     /// Messages per second over all clients, on an open-loop schedule.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = non_negative_rate)]
     msg_rate: f64,
     /// one-to-one or group:SIZE.
     #[arg(long, default_value = "one-to-one")]
@@ -43,7 +55,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "fixed:30s")]
     heartbeat: String,
     /// Sign tokens with this secret (the server's --auth-secret).
-    #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true)]
+    #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true, value_parser = non_empty_secret)]
     auth_secret: Option<String>,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 200)]
@@ -51,6 +63,10 @@ pub struct LoadArgs {
     /// Time after the last send for stragglers.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// After the drain, wait at most this long for recipients that are offline (a server
+    /// restart) to log in again and sync; what they still lack then is pending, not lost.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    reconnect_wait: Duration,
     /// Seed of the send schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -63,7 +79,7 @@ pub struct LoadArgs {
     /// Split the clients (and the message rate) over this many worker processes, each
     /// writing DIR/worker-N, merged into DIR. Needed beyond one process's open-file limit.
     /// Messages stay within a worker's clients.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive_count)]
     workers: usize,
     /// Speak TLS to the server. Needs --ca: this build carries no public root certificates.
     #[arg(long)]
@@ -73,7 +89,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca: Option<PathBuf>,
     /// Name the server's certificate must carry (DNS name or IP) with --tls. Default: the
-    /// --target IP address.
+    /// --target host.
     #[arg(long, value_name = "NAME", requires = "tls")]
     tls_server_name: Option<String>,
     /// (Internal) this process is worker N of a --workers run.
@@ -93,76 +109,78 @@ enum LoadCommand {
         /// Where the merged results.json and histograms.hlog go.
         #[arg(long)]
         out: PathBuf,
+        /// Merge runs against different targets too (by default that is refused).
+        #[arg(long)]
+        force: bool,
     },
 }
 
+/// The exit codes, for `--help`.
+const LOAD_EXIT_CODES: &str = "Exit codes:\n  0  every message acked and delivered\n  \
+    1  a delivery was lost or duplicated, or the run could not start\n  \
+    3  incomplete: sends refused or unacked, deliveries pending, or logins refused";
+
 pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
-    if let Some(LoadCommand::Merge { dirs, out }) = args.command {
-        let merged = imlab_loadgen::merge::merge(&dirs, &out).map_err(anyhow::Error::msg)?;
-        crate::report::load_report(&out)?;
+    if let Some(LoadCommand::Merge { dirs, out, force }) = &args.command {
+        crate::out_dir::check(out)?;
+        let targets = if *force {
+            imlab_loadgen::merge::Targets::MayDiffer
+        } else {
+            imlab_loadgen::merge::Targets::MustMatch
+        };
+        let merged = imlab_loadgen::merge::merge(dirs, out, targets).map_err(anyhow::Error::msg)?;
+        crate::report::load_report(out)?;
         print!("{}", merged.summary());
         println!("results: {}", out.join("results.json").display());
-        return Ok(std::process::ExitCode::SUCCESS);
+        return Ok(verdict(&merged));
     }
-    let (Some(target), Some(clients), Some(duration)) = (args.target, args.clients, args.duration)
+    let (Some(target), Some(clients), Some(duration)) =
+        (args.target.clone(), args.clients, args.duration)
     else {
         anyhow::bail!(
             "imlab load needs --target, --clients and --duration (or the merge subcommand)"
         );
     };
-    anyhow::ensure!(
-        target.ip().is_loopback(),
-        "--target {target}: load tests target loopback addresses only"
-    );
     let source_ips = match &args.source_ips {
         Some(text) => imlab_loadgen::source::parse_source_ips(text).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
-    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
-    let tls = tls_client(&args)?;
+    let address = target.resolve().map_err(anyhow::Error::msg)?;
+    let tls = tls_client(&args, &target)?;
+    // Before any work, workers or not: a run that cannot write its results is wasted.
+    if let Some(dir) = &args.out {
+        crate::out_dir::check(dir)?;
+    }
     if args.workers > 1 && args.worker_index.is_none() {
-        return run_workers(&args, clients);
+        return crate::load_workers::run_workers(&args.worker_view(), clients);
     }
     let config = LoadConfig {
-        target,
+        target: address,
+        target_name: target.to_string(),
         clients,
         duration,
         connect_rate: args.connect_rate,
         msg_rate: args.msg_rate,
         pattern: args.pattern,
-        heartbeat: args.heartbeat,
-        auth_secret: args.auth_secret,
+        heartbeat: args.heartbeat.clone(),
+        auth_secret: args.auth_secret.clone(),
         body_bytes: args.body_bytes,
         drain: args.drain,
+        reconnect_wait: args.reconnect_wait,
         out: args.out.clone(),
         seed: args.seed,
         source_ips,
         worker: args.worker_index.unwrap_or(0),
         tls,
+        command_line: std::env::args().collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    imlab_loadgen::run::validate(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    // A live line on a terminal: connected, sends, acks, p99 so far, errors.
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(250));
-        bar
-    });
-    let line = bar.clone();
-    let progress: imlab_loadgen::run::Progress = Arc::new(move |results| {
-        let Some(bar) = &line else { return };
-        let (m, c) = (&results.messages, &results.connections);
-        bar.set_message(format!(
-            "{:.0}s  connected {}  sent {}  acked {}  deliver p99 {:.1} ms  disconnects {}  errors {}",
-            results.elapsed_s,
-            results.connected_now,
-            m.sent,
-            m.acked,
-            results.latency_ms.deliver.p99,
-            c.disconnects,
-            c.failed + m.failed,
-        ));
-    });
-    let results = runtime.block_on(imlab_loadgen::run::run(config, progress));
+    let stop = CancellationToken::new();
+    runtime.spawn(ctrl_c(stop.clone()));
+    let (progress, bar) = progress();
+    let results = runtime.block_on(imlab_loadgen::run::run(config, progress, stop));
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -178,8 +196,84 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(verdict(&results))
 }
 
-/// The TLS settings of `--tls`, with the `--ca` file read and checked now.
-fn tls_client(args: &LoadArgs) -> anyhow::Result<Option<imlab_core::tls::TlsClient>> {
+/// The first Ctrl-C (or SIGTERM) finishes the run early, with its results and page; the
+/// second aborts at once.
+async fn ctrl_c(stop: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("imlab load: interrupted; finishing the results (Ctrl-C again to abort)");
+    stop.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("imlab load: aborted");
+        std::process::exit(130);
+    }
+}
+
+/// A live line on a terminal (connected, sends, acks, refusals, p99 so far, errors); a line
+/// per phase otherwise, so logs and scripts see the run advance.
+fn progress() -> (imlab_loadgen::run::Progress, Option<indicatif::ProgressBar>) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    });
+    let line = bar.clone();
+    let last_phase = std::sync::Mutex::new((String::new(), Vec::<String>::new()));
+    let progress: imlab_loadgen::run::Progress = Arc::new(move |results| {
+        let (m, c) = (&results.messages, &results.connections);
+        let Some(bar) = &line else {
+            let mut last = last_phase.lock().unwrap_or_else(|p| p.into_inner());
+            if last.0 != results.phase {
+                last.0.clone_from(&results.phase);
+                eprintln!(
+                    "imlab load: {} at {:.1}s ({} clients logged in, {} sent)",
+                    results.phase, results.elapsed_s, results.connected_now, m.sent
+                );
+            }
+            // A new cause of failed logins is said as it appears, not only at the end.
+            let causes: Vec<String> = c.login_failures_by_cause.keys().cloned().collect();
+            if causes != last.1 {
+                last.1 = causes;
+                eprintln!(
+                    "imlab load: logins failing at {:.1}s: {}",
+                    results.elapsed_s,
+                    imlab_loadgen::causes::list(&c.login_failures_by_cause)
+                );
+            }
+            return;
+        };
+        let refused_logins: u64 = c.login_failures_by_cause.values().sum();
+        let mut text = format!(
+            "{:.0}s {}  connected {}  sent {}  acked {}  refused {}  deliver p99 {:.1} ms  \
+             disconnects {}  errors {}",
+            results.elapsed_s,
+            results.phase,
+            results.connected_now,
+            m.sent,
+            m.acked,
+            m.refusals_by_cause.values().sum::<u64>(),
+            results.latency_ms.deliver.p99,
+            c.disconnects,
+            c.failed + m.failed,
+        );
+        if refused_logins > 0 {
+            text += &format!(
+                "  logins failed: {}",
+                imlab_loadgen::causes::list(&c.login_failures_by_cause)
+            );
+        }
+        bar.set_message(text);
+    });
+    (progress, bar)
+}
+
+/// The TLS settings of `--tls`, with the `--ca` file read and checked now. The certificate
+/// must name `--tls-server-name`, else the target's host name (or its IP address).
+fn tls_client(
+    args: &LoadArgs,
+    target: &Target,
+) -> anyhow::Result<Option<imlab_core::tls::TlsClient>> {
     if !args.tls {
         return Ok(None);
     }
@@ -187,111 +281,43 @@ fn tls_client(args: &LoadArgs) -> anyhow::Result<Option<imlab_core::tls::TlsClie
         "--tls needs --ca FILE, the PEM certificate (the server's CA, or its self-signed \
          certificate) to trust: this build carries no public root certificates",
     )?;
-    let tls = imlab_core::tls::TlsClient::from_ca_file(ca, args.tls_server_name.as_deref())
-        .context("--ca")?;
+    let name = args
+        .tls_server_name
+        .clone()
+        .or_else(|| (!target.is_ip()).then(|| target.host.clone()));
+    let tls = imlab_core::tls::TlsClient::from_ca_file(ca, name.as_deref()).context("--ca")?;
     Ok(Some(tls))
 }
 
-/// Runs `--workers` copies of this command, each on its share of the clients and of the
-/// rates, then merges their results.
-fn run_workers(args: &LoadArgs, clients: usize) -> anyhow::Result<std::process::ExitCode> {
-    let out = args
-        .out
-        .clone()
-        .context("--workers needs --out (each worker writes DIR/worker-N, merged into DIR)")?;
-    anyhow::ensure!(
-        clients >= 2 * args.workers,
-        "--workers {}: need at least 2 clients per worker",
-        args.workers
-    );
-    let exe = std::env::current_exe().context("finding the imlab binary")?;
-    let pattern = match args.pattern {
-        Pattern::OneToOne => "one-to-one".to_string(),
-        Pattern::Group(size) => format!("group:{size}"),
-    };
-    let workers = args.workers as f64;
-    let mut children = Vec::new();
-    let mut dirs = Vec::new();
-    for worker in 0..args.workers {
-        let share = clients / args.workers + usize::from(worker < clients % args.workers);
-        let dir = out.join(format!("worker-{worker}"));
-        let mut command = std::process::Command::new(&exe);
-        command
-            .arg("load")
-            .args(["--target", &args.target.expect("checked").to_string()])
-            .args(["--clients", &share.to_string()])
-            .args([
-                "--duration",
-                &humantime::format_duration(args.duration.expect("checked")).to_string(),
-            ])
-            .args(["--connect-rate", &(args.connect_rate / workers).to_string()])
-            .args(["--msg-rate", &(args.msg_rate / workers).to_string()])
-            .args(["--pattern", &pattern])
-            .args(["--heartbeat", &args.heartbeat])
-            .args(["--body-bytes", &args.body_bytes.to_string()])
-            .args([
-                "--drain",
-                &humantime::format_duration(args.drain).to_string(),
-            ])
-            .args(["--seed", &(args.seed + worker as u64).to_string()])
-            .args(["--out", &dir.display().to_string()])
-            .args(["--worker-index", &worker.to_string()])
-            .stdout(std::process::Stdio::null());
-        // Several processes may bind the same source addresses: ports are per process pair.
-        if let Some(ips) = &args.source_ips {
-            command.args(["--source-ips", ips]);
-        }
-        if let Some(secret) = &args.auth_secret {
-            command.env("IMLAB_AUTH_SECRET", secret);
-        }
-        if args.tls {
-            command.arg("--tls");
-            if let Some(ca) = &args.ca {
-                command.arg("--ca").arg(ca);
-            }
-            if let Some(name) = &args.tls_server_name {
-                command.args(["--tls-server-name", name]);
-            }
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting worker {worker}"))?;
-        children.push((worker, child));
-        dirs.push(dir);
-    }
-    let mut failed = Vec::new();
-    for (worker, mut child) in children {
-        let status = child
-            .wait()
-            .with_context(|| format!("waiting for worker {worker}"))?;
-        // Exit 1 means the worker finished and found losses; anything else is a failure.
-        if !matches!(status.code(), Some(0 | 1)) {
-            failed.push(format!("worker {worker} exited with {status}"));
+impl LoadArgs {
+    /// What `--workers` passes on to each worker.
+    fn worker_view(&self) -> crate::load_workers::WorkerArgs {
+        crate::load_workers::WorkerArgs {
+            target: self.target.as_ref().expect("checked").to_string(),
+            duration: self.duration.expect("checked"),
+            connect_rate: self.connect_rate,
+            msg_rate: self.msg_rate,
+            pattern: self.pattern,
+            heartbeat: self.heartbeat.clone(),
+            auth_secret: self.auth_secret.clone(),
+            body_bytes: self.body_bytes,
+            drain: self.drain,
+            reconnect_wait: self.reconnect_wait,
+            seed: self.seed,
+            out: self.out.clone(),
+            source_ips: self.source_ips.clone(),
+            workers: self.workers,
+            tls: self.tls,
+            ca: self.ca.clone(),
+            tls_server_name: self.tls_server_name.clone(),
         }
     }
-    let present: Vec<PathBuf> = dirs
-        .into_iter()
-        .filter(|d| d.join("results.json").exists())
-        .collect();
-    anyhow::ensure!(
-        !present.is_empty(),
-        "no worker wrote results: {}",
-        failed.join("; ")
-    );
-    let merged = imlab_loadgen::merge::merge(&present, &out).map_err(anyhow::Error::msg)?;
-    crate::report::load_report(&out)?;
-    print!("{}", merged.summary());
-    println!(
-        "results: {} (merged from {} workers)",
-        out.join("results.json").display(),
-        present.len()
-    );
-    anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
-    Ok(verdict(&merged))
 }
 
-/// Exit 1 when a delivery was lost or duplicated: the run's honest answer.
-fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::ExitCode {
+/// Exit 1 when a delivery was lost or duplicated: the run's honest answer; 3 when the run
+/// is incomplete (sends refused or unanswered, deliveries pending, logins refused), with
+/// what is missing said.
+pub fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::ExitCode {
     let m = &results.messages;
     if m.lost > 0 || m.duplicated > 0 {
         println!(
@@ -299,6 +325,37 @@ fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::ExitC
             m.lost, m.duplicated
         );
         return std::process::ExitCode::from(1);
+    }
+    let mut missing = Vec::new();
+    if m.refused > 0 {
+        missing.push(format!(
+            "{} sends refused by the server ({})",
+            m.refused,
+            imlab_loadgen::causes::list(&m.refusals_by_cause)
+        ));
+    }
+    if m.unacked > 0 {
+        missing.push(format!("{} sends unacked at the end", m.unacked));
+    }
+    if m.pending > 0 {
+        missing.push(format!(
+            "{} deliveries pending (recipients not back by the end of the drain)",
+            m.pending
+        ));
+    }
+    if results.connections.clients_refused > 0 {
+        missing.push(format!(
+            "{} clients never logged in ({})",
+            results.connections.clients_refused,
+            imlab_loadgen::causes::list(&results.connections.login_failures_by_cause)
+        ));
+    }
+    if results.phase == "interrupted" {
+        missing.push(format!("interrupted after {:.1} s", results.elapsed_s));
+    }
+    if !missing.is_empty() {
+        println!("INCOMPLETE: {}", missing.join("; "));
+        return std::process::ExitCode::from(3);
     }
     std::process::ExitCode::SUCCESS
 }

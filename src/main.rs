@@ -2,11 +2,16 @@
 //! crate (`imlab-core` for now).
 
 mod heartbeat;
+mod help;
 mod load;
+mod load_workers;
+mod out_dir;
 mod report;
 mod serve;
+mod serve_stats;
 mod sim;
 mod token;
+mod values;
 
 use clap::{Parser, Subcommand};
 
@@ -16,7 +21,12 @@ use clap::{Parser, Subcommand};
     name = "imlab",
     version,
     about,
-    after_help = "Examples:\n  imlab serve --listen 127.0.0.1:7400\n  imlab token --user alice --secret s3cret --ttl 24h\n  imlab sim run scenarios/cmcc-3g-nat.toml --seed 7\n  imlab heartbeat compare --out report"
+    after_help = help::examples(&[
+        "imlab serve --listen 127.0.0.1:7400",
+        "imlab token --user alice --secret s3cret --ttl 24h",
+        "imlab sim run scenarios/cmcc-3g-nat.toml --seed 7",
+        "imlab heartbeat compare --out report",
+    ])
 )]
 struct Cli {
     #[command(subcommand)]

@@ -19,6 +19,15 @@ pub fn run_command(args: ReportArgs) -> anyhow::Result<std::process::ExitCode> {
     let files = if dir.join("heartbeat.csv").exists() {
         let report = imlab_reports::heartbeat::read_heartbeat_report(dir)?;
         imlab_reports::heartbeat::write_heartbeat_report(dir, &report)?
+    } else if dir.join("metrics.csv").exists() {
+        anyhow::bail!(
+            "{}: this is a simulation run (imlab sim run --out): its numbers are in \
+             results.json and metrics.csv there, and there is no page to render for it; \
+             `imlab report` renders `imlab heartbeat compare --out` and `imlab load --out` \
+             directories (for charts of a scenario, pass it to \
+             `imlab heartbeat compare --scenario FILE`)",
+            dir.display()
+        );
     } else if dir.join("results.json").exists() {
         load_report(dir)?
     } else {
@@ -72,12 +81,23 @@ pub fn load_report(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             format!("{} / {}", m.sent, m.acked),
         ),
         (
+            "sends refused / unacked / failed".into(),
+            format!("{} / {} / {}", m.refused, m.unacked, m.failed),
+        ),
+        (
             "deliveries made / expected".into(),
             format!("{} / {}", m.delivered, m.expected_deliveries),
         ),
         (
-            "lost / duplicated / reordered".into(),
-            format!("{} / {} / {}", m.lost, m.duplicated, m.reordered),
+            "pending / lost / duplicated / reordered".into(),
+            format!(
+                "{} / {} / {} / {}",
+                m.pending, m.lost, m.duplicated, m.reordered
+            ),
+        ),
+        (
+            "logins failed".into(),
+            imlab_loadgen::causes::list(&c.login_failures_by_cause),
         ),
         (
             "disconnects / reconnects".into(),
@@ -103,6 +123,8 @@ pub fn load_report(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         spectra,
         seconds,
         results_json,
+        command: results.provenance.shell_line(),
+        seed: results.provenance.seed,
     };
     Ok(write_load_report(dir, &report)?)
 }

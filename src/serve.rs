@@ -1,6 +1,7 @@
 //! `imlab serve`: the server core on a tokio TCP listener (TLS with `--tls-cert`), with
 //! graceful shutdown.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,18 +16,21 @@ use imlab_core::tls::TlsListener;
 
 /// Run the IM server on a real socket (in-memory store, or on disk with --data-dir).
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  imlab serve\n  \
-    IMLAB_AUTH_SECRET=s3cret imlab serve --listen 127.0.0.1:7400\n  \
-    imlab serve --data-dir /var/lib/imlab\n  \
-    imlab serve --tls-cert cert.pem --tls-key key.pem\n  \
-    RUST_LOG=imlab_core=debug imlab serve --max-connections 20000")]
+#[command(after_help = crate::help::examples(&[
+    "imlab serve",
+    "IMLAB_AUTH_SECRET=s3cret imlab serve --listen 127.0.0.1:7400",
+    "imlab serve --data-dir /var/lib/imlab",
+    "imlab serve --tls-cert cert.pem --tls-key key.pem",
+    "RUST_LOG=imlab_core=debug imlab serve --max-connections 20000 --stats-every 5s",
+]))]
 pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port (printed at start-up).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
     /// Secret for HMAC-signed tokens. Without it the server runs in dev mode and accepts
     /// any token.
-    #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true)]
+    #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true,
+          value_parser = crate::values::non_empty_secret)]
     auth_secret: Option<String>,
     /// Concurrent connections at most; more are refused with OVERLOADED.
     #[arg(long, default_value_t = ServerConfig::default().connections_max)]
@@ -56,6 +60,10 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log a stats line (connections, logins and refusals by cause, messages in and out per
+    /// second, queue high-water marks) this often at info level; 0 turns it off.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    stats_every: Duration,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -64,6 +72,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: logs piped to a file or journald stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(serve(args))
@@ -122,9 +132,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%local, store = %store_name, tls = %tls_state, "imlab serve listening");
     println!("listening: {local}");
     let serving_since = std::time::Instant::now();
-    match tls {
-        Some(tls) => server.run(TlsListener::new(listener, tls), shutdown).await,
-        None => server.run(listener, shutdown).await,
+    let serving = async {
+        match tls {
+            Some(tls) => server.run(TlsListener::new(listener, tls), shutdown).await,
+            None => server.run(listener, shutdown).await,
+        }
+    };
+    if args.stats_every.is_zero() {
+        serving.await;
+    } else {
+        tokio::select! {
+            () = serving => {}
+            () = crate::serve_stats::log_every(&server, args.stats_every) => {}
+        }
     }
     let counters = server.counters();
     tracing::info!(

@@ -1,14 +1,14 @@
-//! `imlab sim run` and `imlab sim sweep`: wiring for imlab-sim.
+//! `imlab sim run`, `imlab sim sweep` and `imlab sim presets`: wiring for imlab-sim.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use imlab_sim::results::{self, replay_command};
 use imlab_sim::run::{RunOptions, run};
 use imlab_sim::scenario::Scenario;
-use imlab_sim::sweep::sweep;
+use imlab_sim::sweep::{SeedOutcome, Spread, sweep, write_csv};
 
 /// Simulate scenarios deterministically: mobile carriers, faults, invariants.
 #[derive(clap::Args)]
@@ -20,19 +20,25 @@ pub struct SimArgs {
 #[derive(clap::Subcommand)]
 enum SimCommand {
     /// Run one scenario with one seed; exit 1 if an invariant is violated.
-    #[command(
-        after_help = "Examples:\n  imlab sim run scenarios/cmcc-3g-nat.toml\n  \
-        imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl"
-    )]
+    #[command(after_help = crate::help::examples(&[
+        "imlab sim run scenarios/cmcc-3g-nat.toml",
+        "imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl",
+        "imlab sim run scenarios/scale-10k.toml --devices 500 --duration 1h",
+    ]))]
     Run(RunArgs),
-    /// Run many seeds in parallel; print each failing seed; exit 1 if any failed.
-    #[command(
-        after_help = "Example:\n  imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2"
-    )]
+    /// Run many seeds in parallel: a line per seed as it finishes, the spread across seeds,
+    /// each failing seed's replay command; exit 1 if any failed.
+    #[command(after_help = crate::help::examples(&[
+        "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2 --out out/sweep",
+    ]))]
     Sweep(SweepArgs),
+    /// List the built-in carrier presets with their parameters and sources.
+    #[command(after_help = crate::help::examples(&["imlab sim presets"]))]
+    Presets,
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct RunArgs {
     /// The scenario file (TOML).
     scenario: PathBuf,
@@ -47,6 +53,8 @@ struct RunArgs {
     trace: Option<PathBuf>,
     #[command(flatten)]
     plant: PlantArg,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 /// `--plant BUG`, to watch the checker catch a deliberate bug.
@@ -75,7 +83,20 @@ impl PlantArg {
     }
 }
 
+/// Changes to the scenario for one run, like `heartbeat compare` takes.
 #[derive(clap::Args)]
+struct Overrides {
+    /// Devices in all (spread over the device groups in the file's proportions, at least
+    /// one per group).
+    #[arg(long, value_parser = crate::values::positive_count)]
+    devices: Option<usize>,
+    /// Simulated time with traffic and faults (faults after it are dropped, with a note).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+#[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct SweepArgs {
     /// The scenario file (TOML).
     scenario: PathBuf,
@@ -83,8 +104,13 @@ struct SweepArgs {
     #[arg(long, value_parser = parse_seed_range)]
     seeds: (u64, u64),
     /// Parallel runs (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::values::positive_count)]
     jobs: Option<usize>,
+    /// Write sweep.csv (one row per seed) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
     #[command(flatten)]
     plant: PlantArg,
 }
@@ -108,7 +134,40 @@ pub fn run_command(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     match args.command {
         SimCommand::Run(args) => run_one(args),
         SimCommand::Sweep(args) => run_sweep(args),
+        SimCommand::Presets => {
+            print!("{}", imlab_sim::presets::listing());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Applies `--devices` and `--duration`, saying what they dropped.
+fn apply(overrides: &Overrides, scenario: &mut Scenario) -> anyhow::Result<()> {
+    if let Some(devices) = overrides.devices {
+        let total = scenario.n_devices().max(1);
+        let n_groups = scenario.groups.len();
+        anyhow::ensure!(
+            devices >= n_groups,
+            "--devices {devices}: {} has {n_groups} device groups, so at least {n_groups}",
+            scenario.file.display()
+        );
+        for group in &mut scenario.groups {
+            group.count = (group.count * devices / total).max(1);
+        }
+    }
+    if let Some(duration) = overrides.duration {
+        anyhow::ensure!(!duration.is_zero(), "--duration must be positive");
+        let dropped = scenario.faults.iter().filter(|f| f.at >= duration).count();
+        if dropped > 0 {
+            eprintln!(
+                "note: --duration {}: {dropped} fault(s) of {} start later and will not happen",
+                humantime::format_duration(duration),
+                scenario.file.display()
+            );
+        }
+        scenario.duration = duration;
+    }
+    Ok(())
 }
 
 fn load(file: &std::path::Path) -> anyhow::Result<Scenario> {
@@ -116,7 +175,11 @@ fn load(file: &std::path::Path) -> anyhow::Result<Scenario> {
 }
 
 fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
-    let scenario = load(&args.scenario)?;
+    let mut scenario = load(&args.scenario)?;
+    apply(&args.overrides, &mut scenario)?;
+    if let Some(dir) = &args.out {
+        crate::out_dir::check(dir)?;
+    }
     let seed = args.seed.or(scenario.seed).unwrap_or(1);
     println!(
         "scenario: {} ({} devices, {:?} + {:?} quiet)",
@@ -191,7 +254,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     if let Some(dir) = &args.out {
         results::write(dir, &scenario, &report)
-            .with_context(|| format!("writing results to {}", dir.display()))?;
+            .with_context(|| format!("writing results to --out {}", dir.display()))?;
         println!("results: {}", dir.join("results.json").display());
     }
     if report.ok() {
@@ -231,24 +294,32 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
-    let scenario = load(&args.scenario)?;
+    let mut scenario = load(&args.scenario)?;
+    apply(&args.overrides, &mut scenario)?;
+    if let Some(dir) = &args.out {
+        crate::out_dir::check(dir)?;
+    }
     let (first, last) = args.seeds;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if jobs == 0 {
-        bail!("--jobs must be positive");
-    }
+    println!(
+        "sweep: {} seeds {first}..{last} of {} ({} devices, {}), {jobs} at a time",
+        last - first + 1,
+        scenario.file.display(),
+        scenario.n_devices(),
+        humantime::format_duration(scenario.duration)
+    );
     let planted = args.plant.planted();
     let outcomes = sweep(&scenario, first, last, jobs, planted, &|outcome| {
-        if !outcome.failures.is_empty() {
-            let names: Vec<&str> = outcome
-                .failures
-                .iter()
-                .map(|(name, _)| name.as_str())
-                .collect();
-            println!("seed {} FAILED: {}", outcome.seed, names.join(", "));
-        }
+        println!(
+            "seed {}: {} ({:.1} s, delay p99 {} ms, silent disconnects {})",
+            outcome.seed,
+            outcome.verdict(),
+            outcome.wall.as_secs_f64(),
+            outcome.delay_ms_p99,
+            outcome.silent_disconnects
+        );
     });
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
     for outcome in &failed {
@@ -261,7 +332,27 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
             args.plant.replay_suffix()
         );
     }
+    let spread = |measure: fn(&SeedOutcome) -> u64| {
+        Spread::of(
+            outcomes
+                .iter()
+                .filter(|o| !o.trace_hash.is_empty())
+                .map(measure)
+                .collect(),
+        )
+    };
+    println!("delay_ms p99 across seeds: {}", spread(|o| o.delay_ms_p99));
+    println!(
+        "silent disconnects across seeds: {}",
+        spread(|o| o.silent_disconnects)
+    );
+    println!("reconnects across seeds: {}", spread(|o| o.reconnects));
     println!("seeds: {}, failed: {}", outcomes.len(), failed.len());
+    if let Some(dir) = &args.out {
+        write_csv(dir, &outcomes)
+            .with_context(|| format!("writing sweep.csv to --out {}", dir.display()))?;
+        println!("results: {}", dir.join("sweep.csv").display());
+    }
     Ok(if failed.is_empty() {
         std::process::ExitCode::SUCCESS
     } else {

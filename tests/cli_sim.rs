@@ -206,7 +206,7 @@ fn sweep_reports_failing_seeds_and_a_summary() {
     ]);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(text.contains("seed 1 FAILED: no_acked_loss"), "{text}");
+    assert!(text.contains("seed 1: FAILED (no_acked_loss"), "{text}");
     assert!(text.contains("seeds: 3, failed: 3"), "{text}");
 
     let small = write_scenario("small-sweep.toml", SMALL);

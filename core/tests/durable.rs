@@ -912,6 +912,16 @@ async fn fjall_damaged_files_fail_the_open_naming_the_directory_or_keep_committe
             "{report}"
         );
     }
+    // A damaged journal is named by its file, not only by the store's folder.
+    let journal_image = images
+        .iter()
+        .find(|image| image.relative.display().to_string() == journal)
+        .unwrap();
+    let garbage = damaged(journal_image, Damage::Garbage).unwrap();
+    let text = open_damaged(&images, &garbage, &history, "journal garbage")
+        .await
+        .unwrap_err();
+    assert!(text.contains(&journal), "{journal} is not named: {text}");
     assert!(report.contains("IMLAB-STORE Garbage: refused"), "{report}");
     assert!(
         report.contains("IMLAB-STORE.commits Garbage: refused"),
@@ -949,4 +959,23 @@ async fn fjall_damaged_files_fail_the_open_naming_the_directory_or_keep_committe
         Ok(at) => assert!(at >= n_early, "commit {at}, the watermark counts {n_early}"),
         Err(text) => assert!(text.contains("recovered"), "{text}"),
     }
+}
+
+#[tokio::test]
+async fn a_deleted_commit_watermark_fails_the_open_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fjall_store(dir.path(), DurableStoreLimits::default()).await;
+    store.append(send("a", "m1", peer("b"))).await.unwrap();
+    store.close().await;
+    let watermark = dir.path().join("IMLAB-STORE.commits");
+    std::fs::remove_file(&watermark).unwrap();
+    let error = FjallEngine::open(dir.path()).err().unwrap().to_string();
+    assert!(
+        error.contains(&watermark.display().to_string()) && error.contains("missing"),
+        "{error}"
+    );
+    // Writing a zero watermark accepts the store as it is.
+    std::fs::write(&watermark, "durable commits 0\n").unwrap();
+    let store = fjall_store(dir.path(), DurableStoreLimits::default()).await;
+    store.close().await;
 }

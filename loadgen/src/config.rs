@@ -38,8 +38,10 @@ impl std::str::FromStr for Pattern {
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// The server.
+    /// The server's address, resolved from `target_name` at start.
     pub target: SocketAddr,
+    /// The server as the user named it (`im.example.com:443`).
+    pub target_name: String,
     /// Virtual devices (one per user).
     pub clients: usize,
     /// How long sends are scheduled for, after the ramp.
@@ -58,6 +60,9 @@ pub struct LoadConfig {
     pub body_bytes: usize,
     /// Time after the last planned send for stragglers to arrive.
     pub drain: Duration,
+    /// After the drain, how long to wait at most for disconnected recipients to log in
+    /// again and sync (their missing deliveries are pending until then, not lost).
+    pub reconnect_wait: Duration,
     /// Where results go.
     pub out: Option<PathBuf>,
     /// Seed of the schedule.
@@ -68,4 +73,8 @@ pub struct LoadConfig {
     pub worker: usize,
     /// TLS over every connection (`None`: plaintext).
     pub tls: Option<imlab_core::tls::TlsClient>,
+    /// The command that started the run, recorded in results.json to reproduce it.
+    pub command_line: Vec<String>,
+    /// The imlab version that ran it.
+    pub version: String,
 }

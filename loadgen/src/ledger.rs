@@ -28,6 +28,10 @@ pub struct Planned {
     pub acked_us: Option<u64>,
     /// Devices it reached.
     pub delivered: Vec<u32>,
+    /// Times the server refused it for now (rate limited, overloaded); the core retries.
+    pub refusals: u32,
+    /// The server refused it for good (unknown group...).
+    pub failed: bool,
 }
 
 /// Counters of one second, for timeseries.csv.
@@ -69,6 +73,12 @@ pub struct LoadLedger {
     pub refused_locally: u64,
     /// Sends the server refused for good.
     pub failed: u64,
+    /// The server's refusals of sends for now, by cause (`rate_limited`, `overloaded`...).
+    pub send_refusals: BTreeMap<String, u64>,
+    /// Failed login attempts, by cause (`auth_failed`, `connection_refused`...).
+    pub login_failures: BTreeMap<String, u64>,
+    /// Clients whose core stopped for good (the server refused their credentials).
+    pub clients_stopped: u64,
     /// Groups the server confirmed.
     pub groups_created: u64,
     /// The last connection failure (for a clear error when nobody gets in).
@@ -96,6 +106,16 @@ pub struct LoadLedger {
     connecting_since: Vec<Option<u64>>,
     down_since: Vec<Option<u64>>,
     ever_connected: Vec<bool>,
+    /// Per client: logged in now.
+    online: Vec<bool>,
+    /// Per client: sends the server refused for now.
+    refusals_by_sender: Vec<u32>,
+    /// Per client: a login attempt failed, or the core stopped for good.
+    ever_failed: Vec<bool>,
+    stopped: Vec<bool>,
+    /// Per client: the inbox's newest seq at its latest login, and the seq it has processed.
+    login_max_seq: Vec<u64>,
+    processed_seq: Vec<u64>,
     /// Per-second counters, closed seconds.
     pub seconds: Vec<Second>,
     current: Second,
@@ -114,6 +134,9 @@ impl LoadLedger {
             reordered: 0,
             refused_locally: 0,
             failed: 0,
+            send_refusals: BTreeMap::new(),
+            login_failures: BTreeMap::new(),
+            clients_stopped: 0,
             groups_created: 0,
             last_failure: None,
             connect: histogram(),
@@ -129,6 +152,12 @@ impl LoadLedger {
             connecting_since: vec![None; n_clients],
             down_since: vec![None; n_clients],
             ever_connected: vec![false; n_clients],
+            online: vec![false; n_clients],
+            refusals_by_sender: vec![0; n_clients],
+            ever_failed: vec![false; n_clients],
+            stopped: vec![false; n_clients],
+            login_max_seq: vec![0; n_clients],
+            processed_seq: vec![0; n_clients],
             seconds: Vec::new(),
             current: Second::default(),
             current_deliver: histogram(),
@@ -174,6 +203,8 @@ impl LoadLedger {
             recipients,
             acked_us: None,
             delivered: Vec::new(),
+            refusals: 0,
+            failed: false,
         });
         self.current.sent += 1;
     }
@@ -211,8 +242,60 @@ impl LoadLedger {
     }
 
     /// The server refused a send for good.
-    pub fn send_failed(&mut self) {
+    pub fn send_failed(&mut self, client_msg_id: &str) {
         self.failed += 1;
+        if let Some(&index) = self.index.get(client_msg_id) {
+            self.messages[index as usize].failed = true;
+        }
+    }
+
+    /// The server refused a send for now (`cause`: `rate_limited`, `overloaded`...); the
+    /// client core sends it again.
+    pub fn send_refused(&mut self, client_msg_id: &str, cause: &str) {
+        *self.send_refusals.entry(cause.to_string()).or_default() += 1;
+        if let Some(&index) = self.index.get(client_msg_id) {
+            let message = &mut self.messages[index as usize];
+            message.refusals += 1;
+            self.refusals_by_sender[message.sender as usize] += 1;
+        }
+    }
+
+    /// A client's login attempt failed (`cause`: `auth_failed`, `connection_refused`...).
+    pub fn login_failed(&mut self, client: u32, cause: &str) {
+        *self.login_failures.entry(cause.to_string()).or_default() += 1;
+        self.ever_failed[client as usize] = true;
+    }
+
+    /// A client's core stopped for good (its credentials were refused).
+    pub fn client_stopped(&mut self, client: u32) {
+        self.clients_stopped += 1;
+        self.stopped[client as usize] = true;
+    }
+
+    /// Clients that never got in: they failed to log in, were refused for good, or were
+    /// never started (the ramp stopped early). With no login at all, once every client is
+    /// among them, the target refuses everyone.
+    pub fn clients_refused(&self) -> usize {
+        (0..self.online.len())
+            .filter(|c| (self.ever_failed[*c] || self.stopped[*c]) && !self.ever_connected[*c])
+            .count()
+    }
+
+    /// Whether every client that can still come back is logged in and synced.
+    pub fn all_synced(&self) -> bool {
+        (0..self.online.len() as u32).all(|c| self.stopped[c as usize] || self.synced(c))
+    }
+
+    /// A client has processed its inbox up to `seq` (0 again after an inbox reset).
+    pub fn processed(&mut self, client: u32, seq: u64) {
+        self.processed_seq[client as usize] = seq;
+    }
+
+    /// Whether a client is logged in and has processed everything its inbox held at login:
+    /// a message it still lacks then was never going to come.
+    pub fn synced(&self, client: u32) -> bool {
+        let client = client as usize;
+        self.online[client] && self.processed_seq[client] >= self.login_max_seq[client]
     }
 
     /// Makes room for `n` more planned messages up front, so the send loop never stops to
@@ -259,10 +342,12 @@ impl LoadLedger {
         self.connecting_since[client as usize] = Some(now);
     }
 
-    /// A client logged in.
-    pub fn connected(&mut self, client: u32) {
+    /// A client logged in; its inbox held up to `max_seq`.
+    pub fn connected(&mut self, client: u32, max_seq: u64) {
         let now = self.now_us();
         let client = client as usize;
+        self.online[client] = true;
+        self.login_max_seq[client] = max_seq;
         if let Some(since) = self.connecting_since[client].take() {
             let _ = self.connect.record(now.saturating_sub(since).max(1));
         }
@@ -284,6 +369,7 @@ impl LoadLedger {
         let now = self.now_us();
         let client = client as usize;
         if was_connected {
+            self.online[client] = false;
             self.connected -= 1;
             self.current.disconnects += 1;
             self.down_since[client].get_or_insert(now);
@@ -293,20 +379,76 @@ impl LoadLedger {
         }
     }
 
-    /// Expected deliveries of acked messages, deliveries made, and deliveries missing.
-    pub fn delivery_counts(&self) -> (u64, u64, u64) {
-        let mut expected = 0;
-        let mut delivered = 0;
-        for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
-            expected += message.recipients.len() as u64;
-            delivered += message
-                .recipients
-                .iter()
-                .filter(|r| message.delivered.contains(r))
-                .count() as u64;
+    /// Where every planned message stands now (see [`Verdict`]). Before the drain has
+    /// finished (`drained` false: mid-run, or cut short by Ctrl-C) nothing is lost yet: a
+    /// missing delivery is pending.
+    pub fn verdict(&self, drained: bool) -> Verdict {
+        let mut verdict = Verdict::default();
+        for message in &self.messages {
+            if message.acked_us.is_none() {
+                if message.failed {
+                    // Counted in `failed`.
+                } else if message.refusals > 0
+                    || self.refusals_by_sender[message.sender as usize] > 0
+                {
+                    // Refused itself, or queued behind its sender's refused sends (the
+                    // client core resends in order): held back by the server either way.
+                    verdict.refused += 1;
+                } else {
+                    verdict.unacked += 1;
+                }
+                continue;
+            }
+            verdict.expected += message.recipients.len() as u64;
+            for recipient in &message.recipients {
+                if message.delivered.contains(recipient) {
+                    verdict.delivered += 1;
+                } else if drained && self.synced(*recipient) {
+                    verdict.lost += 1;
+                } else {
+                    verdict.pending += 1;
+                }
+            }
         }
-        (expected, delivered, expected - delivered)
+        verdict
     }
+
+    /// Clients owed a delivery that are not back and synced (and may still come back): what
+    /// the end of the drain waits for.
+    pub fn recipients_pending(&self) -> usize {
+        let mut waiting = vec![false; self.online.len()];
+        for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
+            for recipient in &message.recipients {
+                if !message.delivered.contains(recipient)
+                    && !self.synced(*recipient)
+                    && !self.stopped[*recipient as usize]
+                {
+                    waiting[*recipient as usize] = true;
+                }
+            }
+        }
+        waiting.iter().filter(|w| **w).count()
+    }
+}
+
+/// Where the planned messages stand. Every planned message is acked, refused, failed or
+/// unacked; every delivery an acked message owes is delivered, pending or lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Never acked, and the server refused it, or sends of its sender queued with it, for now
+    /// at least once (rate limited, overloaded): the server held it back, nothing was lost.
+    pub refused: u64,
+    /// Never acked, and neither it nor its sender's other sends were refused: still in flight
+    /// when the run ended.
+    pub unacked: u64,
+    /// Deliveries acked messages owe to recipient devices.
+    pub expected: u64,
+    /// Of those, made.
+    pub delivered: u64,
+    /// Not made, and the recipient was not logged in and synced at the end: it may still come.
+    pub pending: u64,
+    /// Not made although the recipient was logged in and had synced past its login: lost.
+    pub lost: u64,
 }
 
 /// `n` of a client message id `<device>-<n>`.

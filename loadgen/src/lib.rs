@@ -6,12 +6,16 @@
 //! Modules: [`config`] (what to run), [`ledger`] (messages, deliveries, connections),
 //! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary),
 //! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines),
-//! [`source`] (source addresses and the open-file limit).
+//! [`source`] (source addresses and the open-file limit), [`target`] (`--target` parsed and
+//! resolved), [`observer`] (client events into the ledger), [`causes`] (refusal cause words).
 
+pub mod causes;
 pub mod config;
 pub mod histograms;
 pub mod ledger;
 pub mod merge;
+pub mod observer;
 pub mod results;
 pub mod run;
 pub mod source;
+pub mod target;

@@ -7,8 +7,17 @@ use std::path::{Path, PathBuf};
 use crate::histograms::{self, HISTOGRAMS_FILE, TAGS};
 use crate::results::{Latency, LoadResults};
 
+/// Whether runs against different targets may be merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    /// Refuse: their counts would add up to a server that never existed.
+    MustMatch,
+    /// Merge anyway (`--force`): several servers behind one address, say.
+    MayDiffer,
+}
+
 /// Merges the results in `dirs` and writes `out/results.json` and `out/histograms.hlog`.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LoadResults, String> {
+pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResults, String> {
     let mut merged: Option<LoadResults> = None;
     let mut histograms = std::collections::BTreeMap::new();
     for dir in dirs {
@@ -28,6 +37,19 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LoadResults, String> {
                         .map_err(|error| format!("{}: {tag}: {error:?}", dir.display()))?;
                 }
             }
+        }
+        if let Some(sum) = &merged
+            && targets == Targets::MustMatch
+            && !sum.target.split(',').any(|t| t == results.target)
+        {
+            return Err(format!(
+                "{} ran against {} but {} against {}: merging runs against different servers \
+                 adds up unrelated counts; pass --force if they are one service",
+                dirs[0].display(),
+                sum.target,
+                dir.display(),
+                results.target
+            ));
         }
         merged = Some(match merged {
             None => results,
@@ -67,6 +89,9 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     sum.msg_rate += other.msg_rate;
     sum.elapsed_s = sum.elapsed_s.max(other.elapsed_s);
     sum.connected_now += other.connected_now;
+    if other.phase == "interrupted" {
+        sum.phase = other.phase.clone();
+    }
     if sum.target != other.target {
         sum.target = format!("{},{}", sum.target, other.target);
     }
@@ -76,6 +101,12 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     m.delivered += o.delivered;
     m.expected_deliveries += o.expected_deliveries;
     m.lost += o.lost;
+    m.pending += o.pending;
+    m.refused += o.refused;
+    m.unacked += o.unacked;
+    for (cause, n) in &o.refusals_by_cause {
+        *m.refusals_by_cause.entry(cause.clone()).or_default() += n;
+    }
     m.duplicated += o.duplicated;
     m.reordered += o.reordered;
     m.failed += o.failed;
@@ -83,6 +114,10 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     let (c, o) = (&mut sum.connections, &other.connections);
     c.opened += o.opened;
     c.failed += o.failed;
+    c.clients_refused += o.clients_refused;
+    for (cause, n) in &o.login_failures_by_cause {
+        *c.login_failures_by_cause.entry(cause.clone()).or_default() += n;
+    }
     c.disconnects += o.disconnects;
     c.reconnects += o.reconnects;
     c.peak_concurrent += o.peak_concurrent;

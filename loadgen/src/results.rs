@@ -56,8 +56,24 @@ pub struct Messages {
     pub delivered: u64,
     /// Deliveries acked messages owe to recipient devices.
     pub expected_deliveries: u64,
-    /// Expected deliveries that never happened.
+    /// Expected deliveries not made although the recipient was logged in and synced at the
+    /// end: lost.
     pub lost: u64,
+    /// Expected deliveries not made to a recipient that was not back (logged in and synced)
+    /// by the end of the drain: not lost, not delivered either.
+    #[serde(default)]
+    pub pending: u64,
+    /// Sends never acked that the server refused for now at least once, or that were queued
+    /// behind their sender's refused sends (rate limited, overloaded): held back by the server.
+    #[serde(default)]
+    pub refused: u64,
+    /// Sends never acked, with no refusal for them or their sender's other sends: still
+    /// unanswered when the run ended.
+    #[serde(default)]
+    pub unacked: u64,
+    /// The server's refusals of sends (each retry counts), by cause.
+    #[serde(default)]
+    pub refusals_by_cause: BTreeMap<String, u64>,
     /// Deliveries of a message a device already had.
     pub duplicated: u64,
     /// Deliveries older than one already delivered from the same sender.
@@ -75,6 +91,13 @@ pub struct Connections {
     pub opened: u64,
     /// Connection attempts that failed.
     pub failed: u64,
+    /// Failed login attempts by cause (`auth_failed`, `token_expired`, `overloaded`,
+    /// `login_timeout`, `connection_refused`...).
+    #[serde(default)]
+    pub login_failures_by_cause: BTreeMap<String, u64>,
+    /// Clients that never logged in because the server refused them.
+    #[serde(default)]
+    pub clients_refused: u64,
     /// Connections lost.
     pub disconnects: u64,
     /// Connections lost, by cause.
@@ -98,13 +121,53 @@ pub struct Latencies {
     pub reconnect: Latency,
 }
 
+/// How to run this again: recorded so a results file can be reproduced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    /// The command line, one argument per entry.
+    pub command_line: Vec<String>,
+    /// The imlab version.
+    pub version: String,
+    /// Seed of the send schedule.
+    pub seed: u64,
+    /// Planned send duration, seconds (after the ramp).
+    pub duration_s: f64,
+}
+
+impl Provenance {
+    /// The command line as one shell line (arguments with spaces or quotes quoted).
+    pub fn shell_line(&self) -> String {
+        self.command_line
+            .iter()
+            .map(|arg| {
+                if !arg.is_empty()
+                    && arg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c))
+                {
+                    arg.clone()
+                } else {
+                    format!("'{}'", arg.replace('\'', "'\\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// results.json.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoadResults {
     /// Schema version.
     pub schema_version: u32,
-    /// The server.
+    /// The server as named on the command line (host name or address, and port).
     pub target: String,
+    /// How to run this again.
+    #[serde(default)]
+    pub provenance: Provenance,
+    /// `ramp`, `send`, `drain`, `done` or `interrupted` (Ctrl-C).
+    #[serde(default)]
+    pub phase: String,
     /// Clients.
     pub clients: u64,
     /// Planned message rate.
@@ -127,11 +190,18 @@ pub struct LoadResults {
 
 impl LoadResults {
     /// The results so far.
-    pub fn from_ledger(config: &LoadConfig, ledger: &LoadLedger) -> LoadResults {
-        let (expected, delivered, lost) = ledger.delivery_counts();
+    pub fn from_ledger(config: &LoadConfig, ledger: &LoadLedger, phase: &str) -> LoadResults {
+        let verdict = ledger.verdict(phase == "done");
         LoadResults {
-            schema_version: 1,
-            target: config.target.to_string(),
+            schema_version: 2,
+            target: config.target_name.clone(),
+            provenance: Provenance {
+                command_line: config.command_line.clone(),
+                version: config.version.clone(),
+                seed: config.seed,
+                duration_s: config.duration.as_secs_f64(),
+            },
+            phase: phase.to_string(),
             clients: config.clients as u64,
             msg_rate: config.msg_rate,
             pattern: match config.pattern {
@@ -148,9 +218,13 @@ impl LoadResults {
                     .iter()
                     .filter(|m| m.acked_us.is_some())
                     .count() as u64,
-                delivered,
-                expected_deliveries: expected,
-                lost,
+                delivered: verdict.delivered,
+                expected_deliveries: verdict.expected,
+                lost: verdict.lost,
+                pending: verdict.pending,
+                refused: verdict.refused,
+                unacked: verdict.unacked,
+                refusals_by_cause: ledger.send_refusals.clone(),
                 duplicated: ledger.duplicated,
                 reordered: ledger.reordered,
                 failed: ledger.failed,
@@ -159,6 +233,8 @@ impl LoadResults {
             connections: Connections {
                 opened: ledger.connects,
                 failed: ledger.connects_failed,
+                login_failures_by_cause: ledger.login_failures.clone(),
+                clients_refused: ledger.clients_refused() as u64,
                 disconnects: ledger.disconnects.values().sum(),
                 disconnects_by_cause: ledger.disconnects.clone(),
                 reconnects: ledger.reconnects,
@@ -178,20 +254,30 @@ impl LoadResults {
         let m = &self.messages;
         let c = &self.connections;
         let mut out = format!(
-            "messages: sent {}, acked {}, delivered {}/{} expected, lost {}, duplicated {}, reordered {}, failed {}\n",
-            m.sent,
-            m.acked,
-            m.delivered,
-            m.expected_deliveries,
-            m.lost,
-            m.duplicated,
-            m.reordered,
-            m.failed
+            "messages: sent {}, acked {}, refused {}, unacked {}, failed {}\n",
+            m.sent, m.acked, m.refused, m.unacked, m.failed
         );
+        out += &format!(
+            "deliveries: {}/{} expected, pending {}, lost {}, duplicated {}, reordered {}\n",
+            m.delivered, m.expected_deliveries, m.pending, m.lost, m.duplicated, m.reordered
+        );
+        if !m.refusals_by_cause.is_empty() {
+            out += &format!(
+                "sends refused by the server (each retry counts): {}\n",
+                crate::causes::list(&m.refusals_by_cause)
+            );
+        }
         out += &format!(
             "connections: opened {}, failed {}, disconnects {}, reconnects {}, peak {}\n",
             c.opened, c.failed, c.disconnects, c.reconnects, c.peak_concurrent
         );
+        if !c.login_failures_by_cause.is_empty() {
+            out += &format!(
+                "logins failed: {} ({} clients never got in)\n",
+                crate::causes::list(&c.login_failures_by_cause),
+                c.clients_refused
+            );
+        }
         out += "latency_ms      count       p50       p90       p99     p99.9       max\n";
         for (name, l) in [
             ("connect", &self.latency_ms.connect),
@@ -208,17 +294,22 @@ impl LoadResults {
     }
 }
 
-/// Writes results.json (atomically: temp file, then rename) and timeseries.csv into `dir`.
+/// Writes results.json atomically (temp file, then rename) into `dir`.
+pub fn write_json(dir: &Path, results: &LoadResults) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(results).map_err(std::io::Error::other)?;
+    let temp = dir.join("results.json.tmp");
+    std::fs::write(&temp, json + "\n")?;
+    std::fs::rename(&temp, dir.join("results.json"))
+}
+
+/// Writes results.json, timeseries.csv and histograms.hlog into `dir`.
 pub fn write_results(
     dir: &Path,
     results: &LoadResults,
     ledger: &LoadLedger,
 ) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(results).map_err(std::io::Error::other)?;
-    let temp = dir.join("results.json.tmp");
-    std::fs::write(&temp, json + "\n")?;
-    std::fs::rename(&temp, dir.join("results.json"))?;
+    write_json(dir, results)?;
     let mut csv = csv::Writer::from_path(dir.join("timeseries.csv"))?;
     for second in &ledger.seconds {
         csv.serialize(second).map_err(std::io::Error::other)?;

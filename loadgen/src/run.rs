@@ -8,8 +8,7 @@ use std::time::Duration;
 use crate::source::SourceConnector;
 use bytes::Bytes;
 use imlab_core::client::{
-    Client, ClientConfig, ClientEvent, ClientExit, ClientHandle, ClientObserver, ClientState,
-    SharedClientState,
+    Client, ClientConfig, ClientExit, ClientHandle, ClientState, SharedClientState,
 };
 use imlab_core::heartbeat::{HeartbeatStrategy, parse_strategy};
 use imlab_core::net::Connector;
@@ -22,7 +21,9 @@ use tokio::time::Instant;
 
 use crate::config::{LoadConfig, Pattern};
 use crate::ledger::LoadLedger;
+use crate::observer::Observer;
 use crate::results::{LoadResults, write_results};
+use tokio_util::sync::CancellationToken;
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,52 +36,18 @@ pub enum LoadError {
     Unreachable {
         /// The target.
         target: String,
-        /// The last failure seen.
+        /// The failures by cause, with advice.
         cause: String,
     },
     /// Writing results failed.
-    #[error("writing results to {path}: {source}")]
+    #[error("writing results to {path}")]
     Write {
         /// The file.
         path: String,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
-}
-
-struct Observer {
-    ledger: Arc<Mutex<LoadLedger>>,
-    client: u32,
-    connected: Mutex<bool>,
-}
-
-impl ClientObserver for Observer {
-    fn on_event(&self, _state: &ClientState, event: &ClientEvent<'_>) {
-        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-        match event {
-            ClientEvent::Connecting => ledger.connecting(self.client),
-            ClientEvent::Connected { .. } => {
-                *self.connected.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                ledger.connected(self.client);
-            }
-            ClientEvent::Disconnected(cause) => {
-                let was =
-                    std::mem::take(&mut *self.connected.lock().unwrap_or_else(|p| p.into_inner()));
-                let cause = format!("{cause:?}");
-                let kind = cause.split(['(', ' ']).next().unwrap_or("").to_string();
-                if !was {
-                    ledger.last_failure = Some(cause.clone());
-                }
-                ledger.disconnected(self.client, &kind, was);
-            }
-            ClientEvent::Message(message) => ledger.delivered(self.client, &message.client_msg_id),
-            ClientEvent::SendAcked { client_msg_id, .. } => ledger.acked(client_msg_id),
-            ClientEvent::SendFailed { .. } => ledger.send_failed(),
-            ClientEvent::GroupReply(_) => ledger.groups_created += 1,
-            ClientEvent::Stopped(exit) => ledger.last_failure = Some(format!("{exit:?}")),
-            _ => {}
-        }
-    }
 }
 
 /// Ids are unique per run (a tag from the start time), so runs against the same server never
@@ -89,29 +56,87 @@ fn user(tag: &str, client: usize) -> String {
     format!("{tag}u{client}")
 }
 
-/// Called once a second with the results so far (a live progress line), and at the end.
+/// Called once a second with the results so far (a live progress line), at every change of
+/// phase, and at the end.
 pub type Progress = Arc<dyn Fn(&LoadResults) + Send + Sync>;
 
-/// Runs a load test to the end and returns its results.
-pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, LoadError> {
-    if config.clients < 2 {
-        return Err(LoadError::Invalid("--clients must be at least 2".into()));
+/// The run's shared parts.
+struct Shared {
+    config: LoadConfig,
+    ledger: Arc<Mutex<LoadLedger>>,
+    progress: Progress,
+    /// Cancelled on the first Ctrl-C: stop sending, skip the drain, finish the results.
+    stop: CancellationToken,
+    phase: Arc<Mutex<&'static str>>,
+}
+
+impl Shared {
+    fn results(&self) -> LoadResults {
+        let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        LoadResults::from_ledger(&self.config, &lock(&self.ledger), phase)
     }
-    if config.connect_rate <= 0.0 || config.msg_rate < 0.0 {
-        return Err(LoadError::Invalid(
-            "--connect-rate must be positive and --msg-rate not negative".into(),
+
+    /// Enters a phase and tells the progress callback at once.
+    fn enter(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+        (self.progress)(&self.results());
+    }
+
+    fn write(&self, results: &LoadResults) -> Result<(), LoadError> {
+        let Some(dir) = &self.config.out else {
+            return Ok(());
+        };
+        write_results(dir, results, &lock(&self.ledger)).map_err(|source| LoadError::Write {
+            path: dir.display().to_string(),
+            source,
+        })
+    }
+}
+
+fn lock(ledger: &Mutex<LoadLedger>) -> std::sync::MutexGuard<'_, LoadLedger> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks a run's settings before anything connects; each error names its flag.
+pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
+    let invalid = |text: String| Err(LoadError::Invalid(text));
+    if config.clients < 2 {
+        return invalid(format!("--clients {}: need at least 2", config.clients));
+    }
+    if !(config.connect_rate > 0.0 && config.connect_rate.is_finite()) {
+        return invalid(format!(
+            "--connect-rate {}: must be a positive number of connections per second",
+            config.connect_rate
+        ));
+    }
+    if !(config.msg_rate >= 0.0 && config.msg_rate.is_finite()) {
+        return invalid(format!(
+            "--msg-rate {}: must be 0 or a positive number of messages per second",
+            config.msg_rate
         ));
     }
     if let Pattern::Group(size) = config.pattern
         && size > config.clients
     {
-        return Err(LoadError::Invalid(format!(
+        return invalid(format!(
             "--pattern group:{size} needs at least {size} clients"
-        )));
+        ));
+    }
+    if config.auth_secret.as_deref() == Some("") {
+        return invalid("--auth-secret is empty: give the server's secret, or leave it out".into());
     }
     parse_strategy(&config.heartbeat)
         .map_err(|error| LoadError::Invalid(format!("--heartbeat: {error}")))?;
-    let ledger = Arc::new(Mutex::new(LoadLedger::new(config.clients)));
+    Ok(())
+}
+
+/// Runs a load test to the end (or until `stop` is cancelled) and returns its results.
+pub async fn run(
+    config: LoadConfig,
+    progress: Progress,
+    stop: CancellationToken,
+) -> Result<LoadResults, LoadError> {
+    validate(&config)?;
     let tag = format!(
         "r{}w{}",
         std::time::SystemTime::now()
@@ -119,6 +144,86 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
             .map_or(0, |d| d.as_millis()),
         config.worker
     );
+    check_open_files(&config)?;
+    let shared = Arc::new(Shared {
+        ledger: Arc::new(Mutex::new(LoadLedger::new(config.clients))),
+        config,
+        progress,
+        stop,
+        phase: Arc::new(Mutex::new("ramp")),
+    });
+    let started = Instant::now();
+    let reporter = tokio::spawn(report_every_second(shared.clone()));
+    let (handles, tasks) = ramp(&shared, &tag, started).await?;
+    // Let the ramp finish logging in (bounded). If nobody got in and every client has been
+    // refused, the target refuses us: stop now and say why.
+    let n = shared.config.clients;
+    wait_until(&shared, Duration::from_secs(30), |l| {
+        l.connected as usize + l.clients_stopped as usize >= n
+            || (l.connects == 0 && l.clients_refused() >= n)
+    })
+    .await;
+    if lock(&shared.ledger).connects == 0 && !shared.stop.is_cancelled() {
+        for handle in &handles {
+            let _ = handle.shutdown();
+        }
+        reporter.abort();
+        let results = shared.results();
+        let _ = shared.write(&results);
+        return Err(LoadError::Unreachable {
+            target: shared.config.target_name.clone(),
+            cause: refusal_cause(&lock(&shared.ledger)),
+        });
+    }
+    let groups = create_groups(&shared.config, &handles, &tag);
+    let n_groups = groups.len() as u64;
+    wait_until(&shared, Duration::from_secs(30), |l| {
+        l.groups_created >= n_groups
+    })
+    .await;
+    shared.enter("send");
+    send(&shared, &handles, &groups, &tag, started).await;
+    if !shared.stop.is_cancelled() {
+        shared.enter("drain");
+        drain(&shared).await;
+    }
+    for handle in &handles {
+        let _ = handle.shutdown();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    reporter.abort();
+    let phase = if shared.stop.is_cancelled() {
+        "interrupted"
+    } else {
+        "done"
+    };
+    *shared.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    let results = shared.results();
+    shared.write(&results)?;
+    (shared.progress)(&results);
+    Ok(results)
+}
+
+/// One line of why nobody got in: failures by cause, and what to do about the main one.
+fn refusal_cause(ledger: &LoadLedger) -> String {
+    let Some((main, _)) = ledger.login_failures.iter().max_by_key(|(_, n)| **n) else {
+        return ledger.last_failure.clone().unwrap_or_default();
+    };
+    let mut text = format!(
+        "logins failed: {}",
+        crate::causes::list(&ledger.login_failures)
+    );
+    if let Some(advice) = crate::causes::login_advice(main) {
+        text += &format!(" ({advice})");
+    } else if let Some(last) = &ledger.last_failure {
+        text += &format!(" (last: {last})");
+    }
+    text
+}
+
+fn check_open_files(config: &LoadConfig) -> Result<(), LoadError> {
     let limit = crate::source::raise_open_file_limit()
         .map_err(|error| LoadError::Invalid(format!("raising the open-file limit: {error}")))?;
     let most = crate::source::clients_per_process_max(limit);
@@ -131,21 +236,35 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
             (config.clients as u64).div_ceil(most.max(1))
         )));
     }
-    let user = |client: usize| user(&tag, client);
-    let started = Instant::now();
+    Ok(())
+}
+
+/// Starts client i at i / connect_rate; stops early on Ctrl-C or once every client started
+/// so far has been refused and nobody got in.
+async fn ramp(
+    shared: &Shared,
+    tag: &str,
+    started: Instant,
+) -> Result<(Vec<ClientHandle>, Vec<JoinHandle<ClientExit>>), LoadError> {
+    let config = &shared.config;
     let mut handles: Vec<ClientHandle> = Vec::with_capacity(config.clients);
     let mut tasks = Vec::with_capacity(config.clients);
-    let reporter = tokio::spawn(report_every_second(
-        config.clone(),
-        ledger.clone(),
-        started,
-        progress.clone(),
-    ));
-
-    // Ramp: client i starts at i / connect_rate.
     for client in 0..config.clients {
         let at = started + Duration::from_secs_f64(client as f64 / config.connect_rate);
-        tokio::time::sleep_until(at).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = shared.stop.cancelled() => break,
+        }
+        {
+            let ledger = lock(&shared.ledger);
+            // Ten clients all refused, nobody in: the rest would be refused too.
+            if client >= config.clients.min(10)
+                && ledger.connects == 0
+                && ledger.clients_refused() >= client
+            {
+                break;
+            }
+        }
         let token = match &config.auth_secret {
             None => String::new(),
             Some(secret) => {
@@ -153,12 +272,12 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs())
                     + 86_400;
-                imlab_core::auth::mint_token(secret, &user(client), expiry_s)
+                imlab_core::auth::mint_token(secret, &user(tag, client), expiry_s)
                     .map_err(LoadError::Invalid)?
             }
         };
         let observer = Arc::new(Observer {
-            ledger: ledger.clone(),
+            ledger: shared.ledger.clone(),
             client: client as u32,
             connected: Mutex::new(false),
         });
@@ -172,7 +291,7 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
                 token,
                 ..ClientConfig::default()
             },
-            state: ClientState::new(user(client), format!("{tag}d{client}")).shared(),
+            state: ClientState::new(user(tag, client), format!("{tag}d{client}")).shared(),
             heartbeat: parse_strategy(&config.heartbeat).expect("validated above"),
             observer,
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ client as u64),
@@ -185,69 +304,59 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
         tasks.push(task);
         handles.push(handle);
     }
-    // Let the ramp finish logging in (bounded), then make the groups before any send. If
-    // every client has failed and none got in, the target is wrong: stop with what we have.
-    let n = config.clients;
-    wait_until(&ledger, Duration::from_secs(30), |l| {
-        l.connected as usize >= n || (l.connects == 0 && l.connects_failed as usize >= n)
-    })
-    .await;
-    let nobody = {
-        let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-        (l.connects == 0).then(|| l.last_failure.clone().unwrap_or_default())
-    };
-    if let Some(cause) = nobody {
-        for handle in &handles {
-            let _ = handle.shutdown();
+    // An early stop leaves the clients never started out of the waits below.
+    let never_started = config.clients - handles.len();
+    if never_started > 0 {
+        let mut ledger = lock(&shared.ledger);
+        for client in handles.len()..config.clients {
+            ledger.client_stopped(client as u32);
         }
-        reporter.abort();
-        let results =
-            LoadResults::from_ledger(&config, &ledger.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Some(dir) = &config.out {
-            let _ = write_results(
-                dir,
-                &results,
-                &ledger.lock().unwrap_or_else(|p| p.into_inner()),
-            );
-        }
-        return Err(LoadError::Unreachable {
-            target: config.target.to_string(),
-            cause,
-        });
     }
-    let groups = create_groups(&config, &handles, &tag);
-    let n_groups = groups.len() as u64;
-    wait_until(&ledger, Duration::from_secs(30), |l| {
-        l.groups_created >= n_groups
-    })
-    .await;
+    Ok((handles, tasks))
+}
 
-    // Open loop: message k is planned at send_start + k / msg_rate, whatever happened before.
+/// Open loop: message k is planned at send_start + k / msg_rate, whatever happened before.
+async fn send(
+    shared: &Shared,
+    handles: &[ClientHandle],
+    groups: &[Vec<u32>],
+    tag: &str,
+    started: Instant,
+) {
+    let config = &shared.config;
     let send_start = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let n_messages = (config.msg_rate * config.duration.as_secs_f64()).round() as u64;
     let body = Bytes::from(vec![b'x'; config.body_bytes]);
-    ledger
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .reserve(n_messages as usize);
+    lock(&shared.ledger).reserve(n_messages as usize);
+    // Fewer clients than asked when the ramp stopped early: send among those started.
+    let n_clients = handles.len();
+    if n_clients < 2 {
+        return;
+    }
     for k in 0..n_messages {
+        if shared.stop.is_cancelled() {
+            return;
+        }
         let planned = send_start + Duration::from_secs_f64(k as f64 / config.msg_rate);
         // Only a send still ahead is waited for: a sleep whose deadline has passed still
         // waits for the timer driver's next turn, which at tens of thousands of sends a
         // second made the scheduler itself the bottleneck (and its lateness latency).
         if planned > Instant::now() {
-            tokio::time::sleep_until(planned).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(planned) => {}
+                () = shared.stop.cancelled() => return,
+            }
         }
         let planned_us = planned.duration_since(started).as_micros() as u64;
-        let sender = rng.random_range(0..config.clients);
+        let sender = rng.random_range(0..n_clients);
         let (target, recipients) = match config.pattern {
             Pattern::OneToOne => {
-                let mut peer = rng.random_range(0..config.clients - 1);
+                let mut peer = rng.random_range(0..n_clients - 1);
                 if peer >= sender {
                     peer += 1;
                 }
-                (Target::Peer(user(peer)), vec![peer as u32])
+                (Target::Peer(user(tag, peer)), vec![peer as u32])
             }
             Pattern::Group(size) => {
                 let group = sender / size;
@@ -262,46 +371,40 @@ pub async fn run(config: LoadConfig, progress: Progress) -> Result<LoadResults, 
         };
         // Record first: the ack can arrive before `send_as` returns.
         let client_msg_id = handles[sender].new_client_msg_id();
-        ledger.lock().unwrap_or_else(|p| p.into_inner()).planned(
-            client_msg_id.clone(),
-            planned_us,
-            sender as u32,
-            recipients,
-        );
+        lock(&shared.ledger).planned(client_msg_id.clone(), planned_us, sender as u32, recipients);
         if handles[sender]
             .send_as(client_msg_id.clone(), target, body.clone())
             .is_err()
         {
-            ledger
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .refused_locally(&client_msg_id);
+            lock(&shared.ledger).refused_locally(&client_msg_id);
         }
     }
-    // Drain: stragglers arrive, then everyone stops.
-    tokio::time::sleep(config.drain).await;
-    for handle in &handles {
-        let _ = handle.shutdown();
+}
+
+/// Stragglers arrive during `--drain`; then, up to `--reconnect-wait`, recipients that are
+/// owed deliveries but are offline (a server restart, a network blip) get the time to log in
+/// again and sync, so what they lack is judged lost only once they are back.
+async fn drain(shared: &Shared) {
+    tokio::select! {
+        () = tokio::time::sleep(shared.config.drain) => {}
+        () = shared.stop.cancelled() => return,
     }
-    for task in tasks {
-        let _ = task.await;
+    let deadline = Instant::now() + shared.config.reconnect_wait;
+    loop {
+        {
+            let ledger = lock(&shared.ledger);
+            if ledger.all_synced() || ledger.recipients_pending() == 0 {
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = shared.stop.cancelled() => return,
+        }
     }
-    reporter.abort();
-    let results =
-        LoadResults::from_ledger(&config, &ledger.lock().unwrap_or_else(|p| p.into_inner()));
-    if let Some(dir) = &config.out {
-        write_results(
-            dir,
-            &results,
-            &ledger.lock().unwrap_or_else(|p| p.into_inner()),
-        )
-        .map_err(|source| LoadError::Write {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    progress(&results);
-    Ok(results)
 }
 
 /// Everything a virtual device's client core is built from, but its connector.
@@ -349,39 +452,25 @@ fn create_groups(config: &LoadConfig, handles: &[ClientHandle], tag: &str) -> Ve
     groups
 }
 
-/// Waits until `condition` holds over the ledger, at most `limit`.
-async fn wait_until(
-    ledger: &Mutex<LoadLedger>,
-    limit: Duration,
-    condition: impl Fn(&LoadLedger) -> bool,
-) {
+/// Waits until `condition` holds over the ledger, at most `limit`, or until `stop`.
+async fn wait_until(shared: &Shared, limit: Duration, condition: impl Fn(&LoadLedger) -> bool) {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition(&ledger.lock().unwrap_or_else(|p| p.into_inner())) {
+    while Instant::now() < deadline && !shared.stop.is_cancelled() {
+        if condition(&lock(&shared.ledger)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn report_every_second(
-    config: LoadConfig,
-    ledger_lock: Arc<Mutex<LoadLedger>>,
-    started: Instant,
-    progress: Progress,
-) {
-    let mut next = started + Duration::from_secs(1);
+async fn report_every_second(shared: Arc<Shared>) {
+    let mut next = Instant::now() + Duration::from_secs(1);
     loop {
         tokio::time::sleep_until(next).await;
         next += Duration::from_secs(1);
-        let mut ledger = ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
-        ledger.tick();
-        let results = LoadResults::from_ledger(&config, &ledger);
-        drop(ledger);
-        if let Some(dir) = &config.out {
-            let ledger = ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = write_results(dir, &results, &ledger);
-        }
-        progress(&results);
+        lock(&shared.ledger).tick();
+        let results = shared.results();
+        let _ = shared.write(&results);
+        (shared.progress)(&results);
     }
 }

@@ -482,3 +482,34 @@ fn read_report_names_the_missing_or_bad_file() {
     let error = read_heartbeat_report(&dir).unwrap_err();
     assert!(error.to_string().contains("intervals.csv"), "{error}");
 }
+
+/// Strategies worth choosing (3-15% a day) next to two outliers (120% and 200%).
+fn outlier_report() -> HeartbeatReport {
+    let mut report = small_report();
+    report.rows = vec![
+        row("wechat", "cmcc-3g", 12.0, 900, 0.0),
+        row("imlab-adaptive", "cmcc-3g", 10.5, 1_200, 0.0),
+        row("whatsapp", "cmcc-3g", 3.0, 1_000, 0.0),
+        row("goim", "cmcc-3g", 120.0, 500, 0.0),
+        row("mobileimsdk", "cmcc-3g", 200.0, 400, 0.0),
+    ];
+    report.series = Vec::new();
+    report
+}
+
+#[test]
+fn battery_axes_are_logarithmic_so_outliers_do_not_squash_the_rest() {
+    let temp = TempDir::new("battery-log");
+    write_heartbeat_report(&temp, &outlier_report()).unwrap();
+    for chart in ["battery.svg", "pareto.svg"] {
+        let svg = read(&temp.join(chart));
+        assert!(svg.contains("battery per day (%, log scale)"), "{chart}");
+        // Decade ticks 1, 10, 100, 1000 (a linear axis would tick 0, 50, 100, ...).
+        for tick in [">\n1\n<", ">\n10\n<", ">\n100\n<"] {
+            assert!(svg.contains(tick), "{chart} lacks the tick {tick:?}");
+        }
+        for linear in [">\n50\n<", ">\n150\n<"] {
+            assert!(!svg.contains(linear), "{chart}: a linear tick {linear:?}");
+        }
+    }
+}

@@ -84,6 +84,8 @@ fn small_report() -> LoadReport {
         ],
         seconds: seconds(),
         results_json: r#"{"clients": 1000, "note": "<raw>"}"#.to_string(),
+        command: "imlab load --target im.example.com:7400 --clients 1000 --seed 9".to_string(),
+        seed: 9,
     }
 }
 
@@ -192,6 +194,8 @@ fn empty_report_skips_charts_with_a_note() {
         spectra: Vec::new(),
         seconds: Vec::new(),
         results_json: "{}".to_string(),
+        command: String::new(),
+        seed: 0,
     };
     let written = write_load_report(&dir, &report).unwrap();
     assert_eq!(written.len(), 4, "{written:?}");
@@ -199,4 +203,22 @@ fn empty_report_skips_charts_with_a_note() {
     assert!(!html.contains("<svg"));
     assert!(html.contains("No latency spectra in the report: chart skipped."));
     assert!(html.contains("No per-second rows in the report: chart skipped."));
+}
+
+#[test]
+fn the_page_says_how_to_reproduce_the_run() {
+    let dir = TempDir::new("reproduce");
+    write_load_report(&dir, &small_report()).unwrap();
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(
+        html.contains("<h2 id=\"reproduce\">Reproduce</h2>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "<pre><code>imlab load --target im.example.com:7400 --clients 1000 --seed 9</code></pre>"
+        ),
+        "{html}"
+    );
+    assert!(html.contains("Seed <strong>9</strong>"));
 }

@@ -157,11 +157,37 @@ pub fn profile_scenario(options: &CompareOptions, profile: &str) -> Result<Scena
             })
         })
         .collect::<Result<_, CompareError>>()?;
-    // Faults naming the template's carriers or groups have no meaning here.
-    scenario
-        .faults
-        .retain(|fault| matches!(fault.kind, FaultKind::ServerCrash | FaultKind::PushOutage));
+    // Faults naming the template's carriers or groups have no meaning here (see
+    // `dropped_faults`, which the CLI reports).
+    scenario.faults.retain(carries_over);
     Ok(scenario)
+}
+
+/// Whether a template fault applies to every comparison cell (it names no carrier or group).
+fn carries_over(fault: &crate::scenario::Fault) -> bool {
+    matches!(fault.kind, FaultKind::ServerCrash | FaultKind::PushOutage)
+}
+
+/// The template's faults a comparison does not apply, as `faults[i] (kind)`, so the caller
+/// can say so instead of dropping them silently.
+pub fn dropped_faults(template: &Scenario) -> Vec<String> {
+    template
+        .faults
+        .iter()
+        .enumerate()
+        .filter(|(_, fault)| !carries_over(fault))
+        .map(|(i, fault)| {
+            let kind = match fault.kind {
+                FaultKind::Partition { .. } => "partition",
+                FaultKind::Outage { .. } => "outage",
+                FaultKind::Handover { .. } => "handover",
+                FaultKind::AppKill { .. } => "app_kill",
+                FaultKind::ServerCrash => "server_crash",
+                FaultKind::PushOutage => "push_outage",
+            };
+            format!("faults[{i}] ({kind})")
+        })
+        .collect()
 }
 
 /// Runs the matrix; `on_done` is called as each profile finishes.
@@ -378,11 +404,13 @@ pub fn dominates(a: &HeartbeatRow, b: &HeartbeatRow) -> bool {
     no_worse && better
 }
 
-/// Plain-English findings on `imlab-adaptive` against `wechat`, per profile.
+/// Plain-English findings on `imlab-adaptive` against `wechat`, per profile where both ran;
+/// nothing at all when no profile ran both (there is nothing to claim).
 pub fn adaptive_findings(rows: &[HeartbeatRow]) -> Vec<String> {
     let mut findings = Vec::new();
     let profiles: std::collections::BTreeSet<&str> =
         rows.iter().map(|r| r.profile.as_str()).collect();
+    let mut compared = Vec::new();
     let mut dominated_on = Vec::new();
     for profile in profiles {
         let find = |s: &str| {
@@ -392,6 +420,7 @@ pub fn adaptive_findings(rows: &[HeartbeatRow]) -> Vec<String> {
         let (Some(ours), Some(wechat)) = (find("imlab-adaptive"), find("wechat")) else {
             continue;
         };
+        compared.push(profile);
         if dominates(wechat, ours) {
             dominated_on.push(profile.to_string());
             findings.push(format!(
@@ -403,8 +432,14 @@ pub fn adaptive_findings(rows: &[HeartbeatRow]) -> Vec<String> {
             ));
         }
     }
-    if dominated_on.is_empty() {
-        findings.insert(0, "imlab-adaptive is not dominated by wechat on any profile compared (energy and p99 delay).".into());
+    if !compared.is_empty() && dominated_on.is_empty() {
+        findings.insert(
+            0,
+            format!(
+                "imlab-adaptive is not dominated by wechat on any profile compared ({}; energy and p99 delay).",
+                compared.join(", ")
+            ),
+        );
     }
     findings
 }

@@ -3,13 +3,15 @@
 //! the invariant checker's verdicts, metrics, and a trace hash that replays exactly.
 //!
 //! Modules:
-//! - [`scenario`]: scenario files; [`carrier`]: carrier profiles and presets;
+//! - [`scenario`]: scenario files; [`carrier`]: carrier profiles and presets; [`presets`]:
+//!   the presets listed with their parameters and sources;
 //! - [`world`]: users, devices and chat groups, and the state hosts share;
 //! - [`proxy`]: the carrier proxy (NAT and link); [`push`]: the push service;
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //!   [`storm`]: how fast devices return after each server crash;
-//! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds;
+//! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds, their spread and
+//!   sweep.csv;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
 //! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`).
 //!
@@ -33,6 +35,7 @@ pub mod energy;
 pub mod invariants;
 pub mod ledger;
 pub mod metrics;
+pub mod presets;
 pub mod proxy;
 pub mod push;
 pub mod results;

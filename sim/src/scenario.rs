@@ -376,11 +376,27 @@ impl Validator<'_> {
         if groups.is_empty() {
             return Err(self.invalid("devices", "a scenario needs at least one [[devices]] group"));
         }
+        let duration = raw.duration;
         let faults = raw
             .faults
             .into_iter()
             .enumerate()
-            .map(|(i, fault)| self.fault(i, fault, &carrier_index, &group_index))
+            .map(|(i, fault)| {
+                let fault = self.fault(i, fault, &carrier_index, &group_index)?;
+                // A fault the run never reaches is a typo, not a scenario.
+                if fault.at >= duration {
+                    return Err(self.invalid(
+                        format!("faults[{i}].at"),
+                        format!(
+                            "{} is not before the scenario's duration {}: the fault would \
+                             never happen",
+                            humantime::format_duration(fault.at),
+                            humantime::format_duration(duration)
+                        ),
+                    ));
+                }
+                Ok(fault)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Scenario {
             name: raw.name.unwrap_or_else(|| {

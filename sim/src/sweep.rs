@@ -1,5 +1,5 @@
 //! Many seeds of one scenario, on worker threads (each run is single-threaded and
-//! deterministic on its own).
+//! deterministic on its own), the spread of their measures, and `sweep.csv`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,97 @@ pub struct SeedOutcome {
     pub failures: Vec<(String, String)>,
     /// The trace hash (empty when the run failed).
     pub trace_hash: String,
+    /// Wall time of the run.
+    pub wall: std::time::Duration,
+    /// Send-to-app-log delay p99, ms (0 when the run failed).
+    pub delay_ms_p99: u64,
+    /// Silent disconnects (NAT expiries and the like) over all devices.
+    pub silent_disconnects: u64,
+    /// Reconnects over all devices.
+    pub reconnects: u64,
+}
+
+impl SeedOutcome {
+    /// `ok` or the broken invariants' names.
+    pub fn verdict(&self) -> String {
+        if self.failures.is_empty() {
+            return "ok".into();
+        }
+        let names: Vec<&str> = self.failures.iter().map(|(n, _)| n.as_str()).collect();
+        format!("FAILED ({})", names.join(", "))
+    }
+}
+
+/// Smallest, median and largest of a measure across seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// Smallest.
+    pub min: u64,
+    /// Median (the lower one of an even count).
+    pub median: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Spread {
+    /// The spread of `values` (all zero when empty).
+    pub fn of(mut values: Vec<u64>) -> Spread {
+        values.sort_unstable();
+        if values.is_empty() {
+            return Spread {
+                min: 0,
+                median: 0,
+                max: 0,
+            };
+        }
+        Spread {
+            min: values[0],
+            median: values[(values.len() - 1) / 2],
+            max: values[values.len() - 1],
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "min {}, median {}, max {}",
+            self.min, self.median, self.max
+        )
+    }
+}
+
+/// Writes `sweep.csv` into `dir`: one row per seed (seed, verdict, trace hash, wall time,
+/// delay p99, silent disconnects, reconnects, first failure).
+pub fn write_csv(dir: &std::path::Path, outcomes: &[SeedOutcome]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut csv = String::from(
+        "seed,verdict,trace_hash,wall_s,delay_ms_p99,silent_disconnects,reconnects,first_failure\n",
+    );
+    for o in outcomes {
+        let first = o
+            .failures
+            .first()
+            .map(|(name, detail)| format!("{name}: {detail}"))
+            .unwrap_or_default();
+        csv += &format!(
+            "{},{},{},{:.3},{},{},{},\"{}\"\n",
+            o.seed,
+            if o.failures.is_empty() {
+                "ok"
+            } else {
+                "failed"
+            },
+            o.trace_hash,
+            o.wall.as_secs_f64(),
+            o.delay_ms_p99,
+            o.silent_disconnects,
+            o.reconnects,
+            first.replace('"', "\"\"")
+        );
+    }
+    std::fs::write(dir.join("sweep.csv"), csv)
 }
 
 /// Runs seeds `first..=last` on `jobs` threads with `planted` bugs; calls `on_done` as each
@@ -44,8 +135,13 @@ pub fn sweep(
                         planted,
                         ..RunOptions::default()
                     };
+                    let started = std::time::Instant::now();
                     let outcome = match run(scenario, &options, &mut |_, _| {}) {
                         Ok(report) => SeedOutcome {
+                            wall: started.elapsed(),
+                            delay_ms_p99: report.metrics.all.delay_ms_p99,
+                            silent_disconnects: report.metrics.all.silent_disconnects,
+                            reconnects: report.metrics.all.reconnects,
                             seed,
                             failures: report
                                 .verdicts
@@ -62,6 +158,10 @@ pub fn sweep(
                             seed,
                             failures: vec![("run".into(), error.to_string())],
                             trace_hash: String::new(),
+                            wall: started.elapsed(),
+                            delay_ms_p99: 0,
+                            silent_disconnects: 0,
+                            reconnects: 0,
                         },
                     };
                     on_done(&outcome);

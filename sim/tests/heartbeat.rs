@@ -102,9 +102,24 @@ fn imlab_adaptive_is_not_dominated_by_wechat_on_any_shipped_profile() {
     let wechat = row(&rows, "wechat", "cmcc-3g");
     worse.energy_j_per_day = wechat.energy_j_per_day + 1.0;
     worse.delay_ms_p99 = wechat.delay_ms_p99 + 1;
-    let findings = adaptive_findings(&[wechat.clone(), worse]);
+    let findings = adaptive_findings(&[wechat.clone(), worse.clone()]);
     assert!(
         findings[0].contains("wechat dominates imlab-adaptive"),
         "{findings:?}"
+    );
+
+    // Without both strategies on a profile there is no finding at all, either way.
+    assert_eq!(
+        adaptive_findings(std::slice::from_ref(wechat)),
+        Vec::<String>::new()
+    );
+    assert_eq!(adaptive_findings(&[worse]), Vec::<String>::new());
+    let mut other_profile = wechat.clone();
+    other_profile.profile = "ct-3g".into();
+    let ours_elsewhere = row(&rows, "imlab-adaptive", "cmcc-3g").clone();
+    assert_eq!(
+        adaptive_findings(&[other_profile, ours_elsewhere]),
+        Vec::<String>::new(),
+        "wechat on one profile and ours on another compare nothing"
     );
 }

@@ -143,3 +143,19 @@ fn a_carrier_is_defined_completely_without_a_preset() {
         &["carriers.cmcc", "nat_timeout", "bandwidth_kbps", "loss"],
     );
 }
+
+#[test]
+fn a_fault_after_the_end_is_named_with_both_times() {
+    check(
+        |s| format!("{s}\n[[faults]]\nkind = \"server_crash\"\nat = \"3h\"\nduration = \"1m\"\n"),
+        &[
+            "key `faults[0].at`",
+            "3h is not before the scenario's duration 1h",
+        ],
+    );
+    // The last moment before the end is still a fault.
+    let text =
+        format!("{GOOD}\n[[faults]]\nkind = \"server_crash\"\nat = \"59m\"\nduration = \"1m\"\n");
+    let scenario = Scenario::parse(&text, Path::new("good.toml")).unwrap();
+    assert_eq!(scenario.faults.len(), 1);
+}

@@ -50,3 +50,47 @@ pub fn temp_dir(binary: &str, name: &str) -> PathBuf {
 pub fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
 }
+
+/// A child process killed (and reaped) when the guard is dropped, so a failing assertion
+/// never leaves a server or a load run behind.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Sends SIGINT (what Ctrl-C sends) to the child.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -INT failed");
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `imlab serve` on an ephemeral loopback port, guarded; returns it and its address.
+pub fn serve_guarded(extra: &[&str]) -> (ChildGuard, String) {
+    let (child, addr) = serve_on("127.0.0.1:0", extra);
+    (ChildGuard(child), addr)
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+pub fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -748,6 +748,10 @@ fn on_error<C: Connector>(client: &Client<C>, live: &mut Live, error: proto::Err
         // Rewind: this send and everything written after it go again, in order.
         live.in_flight.truncate(position);
         live.retry_at = Some(Instant::now() + client.config.retry_delay);
+        client.emit(ClientEvent::SendRefused {
+            client_msg_id: &error.client_msg_id,
+            code,
+        });
         return;
     }
     live.in_flight.remove(position);

@@ -167,6 +167,14 @@ pub enum ClientEvent<'a> {
         /// The server's words.
         text: &'a str,
     },
+    /// The server refused a send for now (rate limited, overloaded, store unavailable):
+    /// nothing was stored and the client core will send it again.
+    SendRefused {
+        /// The message.
+        client_msg_id: &'a str,
+        /// Why.
+        code: ErrorCode,
+    },
     /// A Ping was written.
     HeartbeatSent {
         /// The silence it follows.

@@ -23,6 +23,7 @@ pub(crate) struct FanoutJob {
 /// The producer side of the shard queues.
 pub(crate) struct Fanout {
     shards: Vec<mpsc::Sender<FanoutJob>>,
+    queue_len_high_water: std::sync::atomic::AtomicU64,
 }
 
 /// Every shard queue is full.
@@ -35,13 +36,29 @@ impl Fanout {
         let n_workers = n_workers.max(1);
         let per_shard_len = (queue_len_max / n_workers).max(1);
         let (shards, receivers) = (0..n_workers).map(|_| mpsc::channel(per_shard_len)).unzip();
-        (Fanout { shards }, receivers)
+        (
+            Fanout {
+                shards,
+                queue_len_high_water: std::sync::atomic::AtomicU64::new(0),
+            },
+            receivers,
+        )
     }
 
     /// Reserves a slot for a message to `group`, or refuses when its shard is full.
     pub fn try_reserve(&self, group: &str) -> Result<mpsc::OwnedPermit<FanoutJob>, Overloaded> {
         let shard = &self.shards[(fnv1a(group.as_bytes()) % self.shards.len() as u64) as usize];
-        shard.clone().try_reserve_owned().map_err(|_| Overloaded)
+        let permit = shard.clone().try_reserve_owned().map_err(|_| Overloaded)?;
+        let queued = shard.max_capacity() - shard.capacity();
+        self.queue_len_high_water
+            .fetch_max(queued as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(permit)
+    }
+
+    /// Most slots ever taken in one shard (jobs queued or reserved).
+    pub fn queue_len_high_water(&self) -> u64 {
+        self.queue_len_high_water
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -129,6 +129,12 @@ pub struct ServerCounters {
     pub pushes: AtomicU64,
     /// Connections closed for silence.
     pub reaped: AtomicU64,
+    /// Logins refused: bad token or user.
+    pub logins_refused_auth: AtomicU64,
+    /// Logins refused: expired token.
+    pub logins_refused_expired: AtomicU64,
+    /// Connections closed for not logging in within `login_timeout`.
+    pub login_timeouts: AtomicU64,
 }
 
 /// State shared by every connection of one server.
@@ -221,6 +227,11 @@ impl Server {
     /// Live logged-in (user, device) sessions.
     pub fn n_sessions(&self) -> usize {
         self.shared.registry.n_sessions()
+    }
+
+    /// Most jobs one fan-out shard ever held (of its share of `fanout_queue_len_max`).
+    pub fn fanout_queue_len_high_water(&self) -> u64 {
+        self.shared.fanout.queue_len_high_water()
     }
 
     /// Connections kicked because their outbox was full.

@@ -320,6 +320,15 @@ async fn refuse<W: AsyncWrite + Unpin>(
     code: ErrorCode,
     text: String,
 ) {
+    let counter = match code {
+        ErrorCode::AuthFailed => Some(&shared.counters.logins_refused_auth),
+        ErrorCode::TokenExpired => Some(&shared.counters.logins_refused_expired),
+        ErrorCode::LoginTimeout => Some(&shared.counters.login_timeouts),
+        _ => None,
+    };
+    if let Some(counter) = counter {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let frame = error_frame(proto::Error::new(code, text));
     let _ = tokio::time::timeout(shared.config.close_flush_timeout, async {
         out.send(&frame).await?;

@@ -1,4 +1,4 @@
-//! The three grouped bar charts of the heartbeat report: battery % per day, silent
+//! The three grouped bar charts of the heartbeat report: battery % per day (log scale), silent
 //! disconnects per day, and p99 message delay (log scale), each strategy a bar within each
 //! carrier profile's group.
 
@@ -23,14 +23,16 @@ pub(crate) fn battery(display: &Display) -> FigureSpec {
     let chart = grouped(
         display,
         title,
-        "% of an 11.5 Wh battery per day spent on the IM connection's radio; lower is better",
-        "battery per day (%)",
-        false,
+        "% of an 11.5 Wh battery per day spent on the IM connection's radio; log scale; lower is better",
+        "battery per day (%, log scale)",
+        true,
         |row| row.battery_pct_per_day,
     );
     let caption = "Radio energy the IM connection costs per day (heartbeats, reconnects, \
                    messages and the radio tails they cause), as a percentage of an 11.5 Wh \
-                   phone battery. Lower is better."
+                   phone battery, on a log scale: each gridline step is the same ratio, so \
+                   strategies costing 3% and 15% a day stay apart even next to one costing \
+                   200%. Lower is better."
         .to_string();
     ("battery", title, caption, HEARTBEAT_CSV, chart)
 }

@@ -14,7 +14,8 @@ use crate::chart::{
 use crate::pareto::pareto_front;
 
 pub(crate) const CAPTION: &str = "Each panel is one carrier profile: battery drain per day \
-     against p99 message delay (log scale). Lower-left is better. Ringed points joined by the \
+     against p99 message delay, both on log scales so a few costly outliers do not squash the \
+     strategies worth choosing against an axis. Lower-left is better. Ringed points joined by the \
      black step line are the Pareto front: no other strategy is better on both axes there.";
 
 const PANEL_PX: (u32, u32) = (360, 380);
@@ -159,13 +160,17 @@ fn draw_panel<DB: DrawingBackend>(
         .fold(f64::INFINITY, f64::min);
     let max_delay = delays.iter().copied().fold(0.0, f64::max);
     let x_axis = Axis::log10(min_delay, max_delay);
-    let max_battery = panel
+    // Log battery axis: drains from 1% to 200% a day share a panel, and the 3-15% that
+    // matter are spread over most of its height instead of sitting on its floor.
+    let batteries: Vec<f64> = panel
         .points
         .iter()
         .map(|p| p.battery_pct)
-        .filter(|b| b.is_finite())
-        .fold(0.0, f64::max);
-    let y_axis = Axis::linear(0.0, max_battery * 1.08);
+        .filter(|b| b.is_finite() && *b > 0.0)
+        .collect();
+    let min_battery = batteries.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_battery = batteries.iter().copied().fold(0.0, f64::max);
+    let y_axis = Axis::log10(min_battery, max_battery);
 
     let mut chart = ChartBuilder::on(cell)
         .margin(10)
@@ -181,7 +186,7 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_formatter(&x_formatter)
         .y_label_formatter(&y_formatter)
         .x_desc("p99 delay (s, log scale)")
-        .y_desc("battery per day (%)")
+        .y_desc("battery per day (%, log scale)")
         .label_style(text(13, INK))
         .axis_desc_style(text(14, INK))
         .bold_line_style(GRID)

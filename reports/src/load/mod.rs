@@ -52,6 +52,10 @@ pub struct LoadReport {
     pub seconds: Vec<LoadSecond>,
     /// The run's results JSON, shown verbatim.
     pub results_json: String,
+    /// The command that ran it (empty for results of older versions), shown as "Reproduce".
+    pub command: String,
+    /// The seed of its send schedule.
+    pub seed: u64,
 }
 
 /// The load generator's per-second file, read by `read_timeseries_csv`, linked by the page.

@@ -70,6 +70,18 @@ pub(crate) fn render(report: &LoadReport, figures: &[Figure]) -> String {
         page.push_str("</tbody>\n</table>\n</div>\n");
     }
 
+    page.push_str("<h2 id=\"reproduce\">Reproduce</h2>\n");
+    if report.command.is_empty() {
+        page.push_str("<p class=\"skipped\">These results do not record their command.</p>\n");
+    } else {
+        let _ = writeln!(
+            page,
+            "<p>Seed <strong>{}</strong> (the send schedule). Run against the same server \
+             build and setup with:</p>\n<pre><code>{}</code></pre>",
+            report.seed,
+            escape(&report.command)
+        );
+    }
     page.push_str("<h2 id=\"guide\">How to read this report</h2>\n<dl class=\"guide\">\n");
     for (term, meaning) in GUIDE {
         let _ = writeln!(

@@ -88,13 +88,33 @@ impl FjallEngine {
         } else {
             check_empty(&dir, &marker_path)?;
             marker::write_marker(&dir, ENGINE_NAME)?;
+            // From birth on, a store has a watermark: its absence later means it was deleted
+            // and damage to the journal could go unnoticed.
+            marker::write_watermark(&dir, 0).map_err(|error| {
+                open_error(&dir.join(marker::WATERMARK_FILE), format!("write: {error}"))
+            })?;
         }
         let fjall_error = |what: &str, error: ::fjall::Error| {
             open_error(&keyspace_dir, format!("{what}: {error}"))
         };
-        let db = Database::builder(&keyspace_dir)
-            .open()
-            .map_err(|error| fjall_error("fjall", error))?;
+        let db = Database::builder(&keyspace_dir).open().map_err(|error| {
+            // A journal that fails recovery is named by file, not only by folder.
+            if let ::fjall::Error::JournalRecovery(recovery) = &error {
+                let journals = journal_files(&keyspace_dir);
+                if let [journal] = journals.as_slice() {
+                    return open_error(journal, format!("fjall journal recovery: {recovery}"));
+                }
+                let names: Vec<String> = journals.iter().map(|j| j.display().to_string()).collect();
+                return open_error(
+                    &keyspace_dir,
+                    format!(
+                        "fjall journal recovery: {recovery}, in one of the journals {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+            fjall_error("fjall", error)
+        })?;
         let open_keyspace = |name: &str| {
             if exists && !db.keyspace_exists(name) {
                 return Err(open_error(
@@ -126,15 +146,36 @@ impl FjallEngine {
             ),
             None => 0,
         };
-        if let Some(watermark) = marker::read_watermark(&dir)?
-            && commits_total < watermark
-        {
+        let Some(watermark) = marker::read_watermark(&dir)? else {
+            return Err(open_error(
+                &dir.join(marker::WATERMARK_FILE),
+                format!(
+                    "missing: {} says a store is here, but its commit watermark is gone, so \
+                     lost commits could not be noticed; restore the file, or write \
+                     \"{}0\" into it to accept the store as it is",
+                    marker_path.display(),
+                    marker::WATERMARK_PREFIX
+                ),
+            ));
+        };
+        if commits_total < watermark {
+            // fjall stops replaying a journal at the first bad batch: the journals are the
+            // files to look at first.
+            let journals: Vec<String> = journal_files(&keyspace_dir)
+                .iter()
+                .map(|j| j.display().to_string())
+                .collect();
             return Err(open_error(
                 &keyspace_dir,
                 format!(
                     "fjall recovered {commits_total} commits, but {} records {watermark} as \
-                     durable: committed data is missing (a damaged journal or table file)",
-                    dir.join(marker::WATERMARK_FILE).display()
+                     durable: committed data is missing (a damaged journal: {}; or table file)",
+                    dir.join(marker::WATERMARK_FILE).display(),
+                    if journals.is_empty() {
+                        "none found".to_string()
+                    } else {
+                        journals.join(", ")
+                    }
                 ),
             ));
         }
@@ -203,6 +244,23 @@ impl Drop for FjallEngine {
 
 /// Refuses to create a store in a directory holding anything but an interrupted creation's
 /// leftover temporary file.
+/// fjall's journal files (`*.jnl`) in `keyspace_dir` and the folders directly below it,
+/// sorted.
+fn journal_files(keyspace_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut folders = vec![keyspace_dir.to_path_buf()];
+    if let Ok(entries) = fs::read_dir(keyspace_dir) {
+        folders.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    let mut journals: Vec<std::path::PathBuf> = folders
+        .iter()
+        .filter_map(|folder| fs::read_dir(folder).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jnl"))
+        .collect();
+    journals.sort();
+    journals
+}
+
 fn check_empty(dir: &Path, marker_path: &Path) -> Result<(), EngineError> {
     let leftover = format!("{MARKER_FILE}.tmp");
     let mut entries =

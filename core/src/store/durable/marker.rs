@@ -23,7 +23,8 @@ pub const MARKER_FORMAT: u32 = 1;
 /// The watermark file's name.
 pub const WATERMARK_FILE: &str = "IMLAB-STORE.commits";
 
-const WATERMARK_PREFIX: &str = "durable commits ";
+/// What the watermark file says before the count.
+pub const WATERMARK_PREFIX: &str = "durable commits ";
 
 /// An [`EngineError::Open`] about `path`.
 pub fn open_error(path: &Path, detail: impl Into<String>) -> EngineError {

@@ -1,0 +1,63 @@
+//! `imlab load merge` refuses runs against different targets unless told they are one
+//! service, and adds the refusal counts of the runs it merges.
+
+use std::path::Path;
+
+use imlab_loadgen::merge::{Targets, merge};
+use imlab_loadgen::results::{LoadResults, Provenance, write_json};
+
+fn run(dir: &Path, target: &str, refused: u64) {
+    let mut results = LoadResults {
+        schema_version: 2,
+        target: target.to_string(),
+        provenance: Provenance::default(),
+        phase: "done".into(),
+        clients: 10,
+        msg_rate: 100.0,
+        pattern: "one-to-one".into(),
+        heartbeat: "fixed:30s".into(),
+        elapsed_s: 5.0,
+        connected_now: 10,
+        messages: Default::default(),
+        connections: Default::default(),
+        latency_ms: Default::default(),
+    };
+    results.messages.refused = refused;
+    results
+        .messages
+        .refusals_by_cause
+        .insert("rate_limited".into(), refused * 2);
+    write_json(dir, &results).unwrap();
+    imlab_loadgen::histograms::write(dir, &[], std::time::Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn runs_against_different_targets_need_force() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, out) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("out"),
+    );
+    run(&a, "127.0.0.1:7400", 1);
+    run(&b, "127.0.0.2:7400", 2);
+    let dirs = [a.clone(), b.clone()];
+    let error = merge(&dirs, &out, Targets::MustMatch).unwrap_err();
+    assert!(
+        error.contains("ran against 127.0.0.1:7400 but")
+            && error.contains("against 127.0.0.2:7400")
+            && error.contains("--force"),
+        "{error}"
+    );
+    assert!(!out.join("results.json").exists(), "nothing merged");
+
+    let merged = merge(&dirs, &out, Targets::MayDiffer).unwrap();
+    assert_eq!(merged.target, "127.0.0.1:7400,127.0.0.2:7400");
+    assert_eq!(merged.messages.refused, 3);
+    assert_eq!(merged.messages.refusals_by_cause["rate_limited"], 6);
+
+    // Same target: merged without a word.
+    run(&b, "127.0.0.1:7400", 2);
+    let merged = merge(&dirs, &out, Targets::MustMatch).unwrap();
+    assert_eq!(merged.clients, 20);
+}

@@ -1,0 +1,118 @@
+//! The ledger's verdict: a delivery owed to a recipient that is not back (logged in and
+//! synced) is pending, not lost; a send the server refused is refused, not lost; only a
+//! message absent from a recipient that is connected and synced after the drain is lost.
+
+use imlab_loadgen::ledger::{LoadLedger, Verdict};
+
+/// Three clients: 0 sends message `0-n` to `to`; 1 and 2 are logged in with empty inboxes.
+fn ledger() -> LoadLedger {
+    let mut ledger = LoadLedger::new(3);
+    for client in 0..3 {
+        ledger.connected(client, 0);
+    }
+    ledger
+}
+
+fn send(ledger: &mut LoadLedger, n: u32, to: u32) -> String {
+    let id = format!("d0-{n}");
+    ledger.planned(id.clone(), u64::from(n), 0, vec![to]);
+    id
+}
+
+#[test]
+fn a_recipient_not_back_is_pending_and_a_synced_one_without_the_message_is_lost() {
+    let mut ledger = ledger();
+    let delivered = send(&mut ledger, 1, 1);
+    ledger.acked(&delivered);
+    ledger.delivered(1, &delivered);
+    ledger.processed(1, 1);
+    let to_offline = send(&mut ledger, 2, 2);
+    ledger.acked(&to_offline);
+    // Client 2 loses its connection (a server restart) before the message reaches it.
+    ledger.disconnected(2, "ConnectionLost", true);
+    let expected = Verdict {
+        expected: 2,
+        delivered: 1,
+        pending: 1,
+        ..Verdict::default()
+    };
+    assert_eq!(ledger.verdict(true), expected);
+    assert_eq!(
+        ledger.recipients_pending(),
+        1,
+        "the drain waits for client 2"
+    );
+
+    // Back, but its inbox at login holds 5 entries it has not processed: still syncing.
+    ledger.connected(2, 5);
+    ledger.processed(2, 3);
+    assert_eq!(ledger.verdict(true), expected);
+
+    // Synced past its login and the message is not there: lost.
+    ledger.processed(2, 5);
+    assert_eq!(ledger.recipients_pending(), 0);
+    assert_eq!(
+        ledger.verdict(true),
+        Verdict {
+            pending: 0,
+            lost: 1,
+            ..expected
+        }
+    );
+    // Mid-run (or cut short by Ctrl-C) nothing is lost yet.
+    assert_eq!(ledger.verdict(false), expected);
+}
+
+#[test]
+fn refused_unacked_and_failed_sends_are_told_apart() {
+    let mut ledger = ledger();
+    // Client 1 sends once and is never answered: unacked, not refused.
+    ledger.planned("d1-1".into(), 0, 1, vec![2]);
+    let refused = send(&mut ledger, 1, 1);
+    ledger.send_refused(&refused, "rate_limited");
+    ledger.send_refused(&refused, "rate_limited");
+    let refused_then_acked = send(&mut ledger, 2, 1);
+    ledger.send_refused(&refused_then_acked, "overloaded");
+    ledger.acked(&refused_then_acked);
+    ledger.delivered(1, &refused_then_acked);
+    let failed = send(&mut ledger, 3, 1);
+    ledger.send_failed(&failed);
+    // Queued behind client 0's refused sends: held back by the server too.
+    let _queued_behind = send(&mut ledger, 4, 1);
+    assert_eq!(
+        ledger.verdict(true),
+        Verdict {
+            refused: 2,
+            unacked: 1,
+            expected: 1,
+            delivered: 1,
+            ..Verdict::default()
+        }
+    );
+    assert_eq!(ledger.failed, 1);
+    let causes: Vec<(&str, u64)> = ledger
+        .send_refusals
+        .iter()
+        .map(|(c, n)| (c.as_str(), *n))
+        .collect();
+    assert_eq!(causes, [("overloaded", 1), ("rate_limited", 2)]);
+}
+
+#[test]
+fn clients_refused_for_good_are_not_waited_for() {
+    let mut ledger = LoadLedger::new(3);
+    ledger.connected(0, 0);
+    ledger.connected(1, 0);
+    ledger.login_failed(2, "auth_failed");
+    ledger.client_stopped(2);
+    let id = send(&mut ledger, 1, 2);
+    ledger.acked(&id);
+    assert_eq!(ledger.clients_refused(), 1);
+    assert!(ledger.all_synced(), "a stopped client cannot come back");
+    assert_eq!(ledger.recipients_pending(), 0);
+    assert_eq!(
+        ledger.verdict(true).pending,
+        1,
+        "its delivery is pending, not lost"
+    );
+}

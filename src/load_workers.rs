@@ -1,0 +1,142 @@
+//! `imlab load --workers N`: runs N copies of `imlab load` as child processes, each on its
+//! share of the clients and rates, and merges their results.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use imlab_loadgen::config::Pattern;
+
+/// The settings passed on to every worker.
+pub struct WorkerArgs {
+    pub target: String,
+    pub duration: Duration,
+    pub connect_rate: f64,
+    pub msg_rate: f64,
+    pub pattern: Pattern,
+    pub heartbeat: String,
+    pub auth_secret: Option<String>,
+    pub body_bytes: usize,
+    pub drain: Duration,
+    pub reconnect_wait: Duration,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub source_ips: Option<String>,
+    pub workers: usize,
+    pub tls: bool,
+    pub ca: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+}
+
+/// Runs `--workers` copies of this command, each on its share of the clients and of the
+/// rates, then merges their results.
+pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::process::ExitCode> {
+    let out = args
+        .out
+        .clone()
+        .context("--workers needs --out (each worker writes DIR/worker-N, merged into DIR)")?;
+    anyhow::ensure!(
+        clients >= 2 * args.workers,
+        "--workers {}: need at least 2 clients per worker",
+        args.workers
+    );
+    let exe = std::env::current_exe().context("finding the imlab binary")?;
+    let pattern = match args.pattern {
+        Pattern::OneToOne => "one-to-one".to_string(),
+        Pattern::Group(size) => format!("group:{size}"),
+    };
+    let workers = args.workers as f64;
+    let mut children = Vec::new();
+    let mut dirs = Vec::new();
+    for worker in 0..args.workers {
+        let share = clients / args.workers + usize::from(worker < clients % args.workers);
+        let dir = out.join(format!("worker-{worker}"));
+        let mut command = std::process::Command::new(&exe);
+        command
+            .arg("load")
+            .args(["--target", &args.target])
+            .args(["--clients", &share.to_string()])
+            .args([
+                "--duration",
+                &humantime::format_duration(args.duration).to_string(),
+            ])
+            .args(["--connect-rate", &(args.connect_rate / workers).to_string()])
+            .args(["--msg-rate", &(args.msg_rate / workers).to_string()])
+            .args(["--pattern", &pattern])
+            .args(["--heartbeat", &args.heartbeat])
+            .args(["--body-bytes", &args.body_bytes.to_string()])
+            .args([
+                "--drain",
+                &humantime::format_duration(args.drain).to_string(),
+            ])
+            .args([
+                "--reconnect-wait",
+                &humantime::format_duration(args.reconnect_wait).to_string(),
+            ])
+            .args(["--seed", &(args.seed + worker as u64).to_string()])
+            .args(["--out", &dir.display().to_string()])
+            .args(["--worker-index", &worker.to_string()])
+            .stdout(std::process::Stdio::null());
+        // Several processes may bind the same source addresses: ports are per process pair.
+        if let Some(ips) = &args.source_ips {
+            command.args(["--source-ips", ips]);
+        }
+        if let Some(secret) = &args.auth_secret {
+            command.env("IMLAB_AUTH_SECRET", secret);
+        }
+        if args.tls {
+            command.arg("--tls");
+            if let Some(ca) = &args.ca {
+                command.arg("--ca").arg(ca);
+            }
+            if let Some(name) = &args.tls_server_name {
+                command.args(["--tls-server-name", name]);
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting worker {worker}"))?;
+        children.push((worker, child));
+        dirs.push(dir);
+    }
+    let mut failed = Vec::new();
+    for (worker, mut child) in children {
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for worker {worker}"))?;
+        // Exit 1 means the worker finished and found losses; anything else is a failure.
+        if !matches!(status.code(), Some(0 | 1)) {
+            failed.push(format!("worker {worker} exited with {status}"));
+        }
+    }
+    let present: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| d.join("results.json").exists())
+        .collect();
+    anyhow::ensure!(
+        !present.is_empty(),
+        "no worker wrote results: {}",
+        failed.join("; ")
+    );
+    let mut merged =
+        imlab_loadgen::merge::merge(&present, &out, imlab_loadgen::merge::Targets::MustMatch)
+            .map_err(anyhow::Error::msg)?;
+    // The merged run is reproduced by this command, not by its workers'.
+    merged.provenance = imlab_loadgen::results::Provenance {
+        command_line: std::env::args().collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        seed: args.seed,
+        duration_s: args.duration.as_secs_f64(),
+    };
+    imlab_loadgen::results::write_json(&out, &merged)
+        .with_context(|| format!("writing {}", out.join("results.json").display()))?;
+    crate::report::load_report(&out)?;
+    print!("{}", merged.summary());
+    println!(
+        "results: {} (merged from {} workers)",
+        out.join("results.json").display(),
+        present.len()
+    );
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+    Ok(crate::load::verdict(&merged))
+}
