@@ -3,6 +3,7 @@
 
 mod heartbeat;
 mod load;
+mod proxy;
 mod report;
 mod serve;
 mod sim;
@@ -37,6 +38,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Regenerate charts and index.html from a results directory.
     Report(report::ReportArgs),
+    /// Run the carrier model on real sockets as a TCP proxy, or steer one (`ctl`).
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Heartbeat(args) => heartbeat::run_command(args),
         Command::Load(args) => load::run_command(args),
         Command::Report(args) => report::run_command(args),
+        Command::Proxy(args) => proxy::run_command(args),
     };
     match result {
         Ok(code) => code,
