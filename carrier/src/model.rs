@@ -295,14 +295,15 @@ impl FlowModel {
     pub fn next_timer(&self) -> Option<Duration> {
         let mut wake: Option<Duration> = None;
         let mut consider = |at: Duration| wake = Some(wake.map_or(at, |w| w.min(at)));
-        if !self.nat_expired && self.phone_open && self.server_open {
-            if let Some(at) = self
+        if !self.nat_expired
+            && self.phone_open
+            && self.server_open
+            && let Some(at) = self
                 .last_refresh
                 .checked_add(self.nat_timeout)
                 .and_then(|at| at.checked_add(Duration::from_millis(1)))
-            {
-                consider(at);
-            }
+        {
+            consider(at);
         }
         if self.server_open
             && let Some(at) = self.server_give_up_at

@@ -39,7 +39,7 @@ pub struct CarrierTable {
 
 /// A key of a carrier table with an impossible value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{key}: {message}")]
+#[error("{}{message}", if key.is_empty() { String::new() } else { format!("key `{key}`: ") })]
 pub struct TableError {
     /// The key within the table (empty: the table as a whole).
     pub key: String,
@@ -74,7 +74,7 @@ pub enum ProfileFileError {
         message: String,
     },
     /// A key with an impossible value.
-    #[error("carrier profile {}: key `{}`: {}", file.display(), error.key, error.message)]
+    #[error("carrier profile {}: {error}", file.display())]
     Invalid {
         /// The file.
         file: PathBuf,

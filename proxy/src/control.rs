@@ -249,7 +249,7 @@ fn profile(shared: &Shared, query: &str, body: &[u8]) -> Result<Value, String> {
         toml::from_str(text).map_err(|error| format!("carrier table: {error}"))?;
     let profile = table
         .into_profile(name)
-        .map_err(|error| format!("carrier table key `{}`: {}", error.key, error.message))?;
+        .map_err(|error| format!("carrier table: {error}"))?;
     let described = profile_json(&profile);
     shared.lock().profile = Arc::new(profile);
     shared.log(json!({

@@ -124,7 +124,11 @@ async fn drop_expiry_silences_a_slow_heartbeat_and_a_fast_one_keeps_its_mapping(
         seen.contains(&Seen::Message("to-carol".into()))
     })
     .await;
-    assert!(sender.seen().contains(&Seen::Acked(id)));
+    sender
+        .wait_for("the send acked", |seen| {
+            seen.contains(&Seen::Acked(id.clone()))
+        })
+        .await;
     assert_eq!(
         fast.seen(),
         vec![Seen::Connected, Seen::Message("to-carol".into())]
