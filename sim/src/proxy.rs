@@ -3,8 +3,8 @@
 //!
 //! A device connects to its carrier's proxy and names itself and its destination in a 5-byte
 //! preamble (simulation plumbing, stripped here). The proxy then relays bytes both ways through
-//! a model of the carrier, with its own seeded RNG (turmoil's own loss model would break a
-//! whole host pair, and its TCP never retransmits):
+//! a model of the carrier, with a seeded RNG per flow (turmoil's own loss model would break a
+//! whole host pair, and its TCP never retransmits).
 //!
 //! The rules (link loss and delay, NAT expiry, half-open server sides, handover) are
 //! imlab-carrier's [`FlowModel`]; this file only carries out its decisions on turmoil sockets
