@@ -67,7 +67,12 @@ enum ProxyCommand {
 #[derive(clap::Args)]
 struct CtlArgs {
     /// The proxy's --control address.
-    #[arg(long, default_value = "127.0.0.1:7402", global = true)]
+    #[arg(
+        long = "control",
+        id = "ctl_control",
+        default_value = "127.0.0.1:7402",
+        global = true
+    )]
     control: String,
     #[command(subcommand)]
     action: CtlAction,
