@@ -6,6 +6,7 @@ mod help;
 mod load;
 mod load_workers;
 mod out_dir;
+mod proxy;
 mod report;
 mod serve;
 mod serve_stats;
@@ -47,6 +48,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Regenerate charts and index.html from a results directory.
     Report(report::ReportArgs),
+    /// Run the carrier model on real sockets as a TCP proxy, or steer one (`ctl`).
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Heartbeat(args) => heartbeat::run_command(args),
         Command::Load(args) => load::run_command(args),
         Command::Report(args) => report::run_command(args),
+        Command::Proxy(args) => proxy::run_command(args),
     };
     match result {
         Ok(code) => code,

@@ -216,7 +216,7 @@ async fn open_store(
 }
 
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM; the handlers are installed now.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;

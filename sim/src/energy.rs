@@ -64,33 +64,19 @@ pub enum EnergyError {
     },
 }
 
-/// The kind of radio a network uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RadioKind {
-    /// 4G LTE.
-    #[serde(rename = "lte")]
-    Lte,
-    /// 3G UMTS/HSPA; also used for 2G.
-    #[serde(rename = "3g")]
-    ThreeG,
-    /// Wi-Fi with power-save mode.
-    #[serde(rename = "wifi")]
-    Wifi,
-}
+pub use imlab_carrier::RadioKind;
 
-impl RadioKind {
-    /// The radio behind a carrier preset name: `home-wifi` and labels starting with "wifi" are
-    /// Wi-Fi (the same rule as the heartbeat presets use), the Chinese 2G/3G carriers are 3G
-    /// (2G uses the 3G numbers), and everything else (`us-lte`, the 4G `subway` and
-    /// `elevator` profiles, unknown names) is LTE, the most common radio today.
-    pub fn for_network(label: &str) -> RadioKind {
-        if imlab_core::heartbeat::is_wifi_network(label) {
-            return RadioKind::Wifi;
-        }
-        match label {
-            "cmcc-3g" | "cu-2g" | "ct-3g" => RadioKind::ThreeG,
-            _ => RadioKind::Lte,
-        }
+/// The radio behind a network label: `home-wifi` and labels starting with "wifi" are Wi-Fi
+/// (the same rule as the heartbeat presets use), the Chinese 2G/3G carriers are 3G (2G uses
+/// the 3G numbers), and everything else (`us-lte`, the 4G `subway` and `elevator` profiles,
+/// unknown names) is LTE, the most common radio today. The presets in imlab-carrier agree.
+pub fn radio_for_network(label: &str) -> RadioKind {
+    if imlab_core::heartbeat::is_wifi_network(label) {
+        return RadioKind::Wifi;
+    }
+    match label {
+        "cmcc-3g" | "cu-2g" | "ct-3g" => RadioKind::ThreeG,
+        _ => RadioKind::Lte,
     }
 }
 
@@ -477,7 +463,10 @@ mod tests {
             ("cmcc-3g cu-2g ct-3g", RadioKind::ThreeG),
         ] {
             for label in labels.split_whitespace() {
-                assert_eq!(RadioKind::for_network(label), kind, "{label}");
+                assert_eq!(radio_for_network(label), kind, "{label}");
+                if let Some(preset) = crate::carrier::preset(label) {
+                    assert_eq!(preset.radio, kind, "preset {label}");
+                }
             }
             let profile = *RadioProfiles::default().get(kind);
             assert_eq!(profile, RadioProfile::for_kind(kind));

@@ -3,8 +3,8 @@
 //! the invariant checker's verdicts, metrics, and a trace hash that replays exactly.
 //!
 //! Modules:
-//! - [`scenario`]: scenario files; [`carrier`]: carrier profiles and presets; [`presets`]:
-//!   the presets listed with their parameters and sources;
+//! - [`scenario`]: scenario files; [`carrier`]: carrier profiles and presets (imlab-carrier's);
+//!   [`presets`]: the presets listed with their parameters and sources;
 //! - [`world`]: users, devices and chat groups, and the state hosts share;
 //! - [`proxy`]: the carrier proxy (NAT and link); [`push`]: the push service;
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
@@ -28,7 +28,7 @@ compile_error!(
      `--cfg tokio_unstable` to it."
 );
 
-pub mod carrier;
+pub use imlab_carrier::profile as carrier;
 pub mod compare;
 pub mod device;
 pub mod energy;

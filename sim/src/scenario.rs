@@ -12,7 +12,8 @@ use std::time::Duration;
 use imlab_core::heartbeat::{AppState, parse_strategy};
 use serde::Deserialize;
 
-use crate::carrier::{self, CarrierProfile, OnExpiry, Outages, Refresh};
+use crate::carrier::{self, CarrierProfile};
+use imlab_carrier::CarrierTable;
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,7 @@ struct RawScenario {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
-    carriers: BTreeMap<String, RawCarrier>,
+    carriers: BTreeMap<String, CarrierTable>,
     #[serde(default)]
     devices: Vec<RawDevices>,
     #[serde(default)]
@@ -76,30 +77,6 @@ struct RawServer {
     notify_ack_timeout: Option<Duration>,
     outbox_len_max: Option<usize>,
     fanout_queue_len_max: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCarrier {
-    preset: Option<String>,
-    #[serde(with = "humantime_serde", default)]
-    nat_timeout: Option<Duration>,
-    #[serde(default)]
-    nat_timeout_range: Option<Vec<String>>,
-    refresh: Option<Refresh>,
-    on_expiry: Option<OnExpiry>,
-    #[serde(with = "humantime_serde", default)]
-    rtt_median: Option<Duration>,
-    #[serde(with = "humantime_serde", default)]
-    rtt_p99: Option<Duration>,
-    bandwidth_kbps: Option<u32>,
-    loss: Option<f64>,
-    max_retries: Option<u32>,
-    #[serde(with = "humantime_serde", default)]
-    server_give_up: Option<Duration>,
-    outages: Option<Outages>,
-    wifi: Option<bool>,
-    radio: Option<crate::energy::RadioKind>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,157 +433,15 @@ impl Validator<'_> {
         })
     }
 
-    fn carrier(&self, name: &str, raw: RawCarrier) -> Result<CarrierProfile, ScenarioError> {
-        let key = |field: &str| format!("carriers.{name}.{field}");
-        let mut profile = match &raw.preset {
-            Some(preset_name) => carrier::preset(preset_name).ok_or_else(|| {
-                self.invalid(
-                    key("preset"),
-                    format!(
-                        "unknown carrier preset {preset_name:?}; known: {}",
-                        carrier::PRESET_NAMES.join(", ")
-                    ),
-                )
-            })?,
-            // A carrier named like a preset is that preset; any other name is defined here.
-            None => match carrier::preset(name) {
-                Some(profile) => profile,
-                None => self.custom_carrier(name, &raw)?,
-            },
-        };
-        profile.name = name.to_string();
-        if let Some(timeout) = raw.nat_timeout {
-            profile.nat_timeout_min = timeout;
-            profile.nat_timeout_max = timeout;
-        }
-        if let Some(range) = raw.nat_timeout_range {
-            let parsed: Vec<Duration> = range
-                .iter()
-                .map(|text| {
-                    humantime::parse_duration(text).map_err(|error| {
-                        self.invalid(key("nat_timeout_range"), format!("{text:?}: {error}"))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let [low, high] = parsed[..] else {
-                return Err(self.invalid(
-                    key("nat_timeout_range"),
-                    format!("expected [low, high], got {} values", parsed.len()),
-                ));
+    fn carrier(&self, name: &str, raw: CarrierTable) -> Result<CarrierProfile, ScenarioError> {
+        raw.into_profile(name).map_err(|error| {
+            let key = if error.key.is_empty() {
+                format!("carriers.{name}")
+            } else {
+                format!("carriers.{name}.{}", error.key)
             };
-            if low > high {
-                return Err(self.invalid(
-                    key("nat_timeout_range"),
-                    format!("low {low:?} is above high {high:?}"),
-                ));
-            }
-            profile.nat_timeout_min = low;
-            profile.nat_timeout_max = high;
-        }
-        if profile.nat_timeout_min.is_zero() {
-            return Err(self.invalid(key("nat_timeout"), "must be positive, got 0s"));
-        }
-        if let Some(refresh) = raw.refresh {
-            profile.refresh = refresh;
-        }
-        if let Some(on_expiry) = raw.on_expiry {
-            profile.on_expiry = on_expiry;
-        }
-        if let Some(rtt) = raw.rtt_median {
-            profile.rtt_median = rtt;
-            profile.rtt_p99 = profile.rtt_p99.max(rtt);
-        }
-        if let Some(rtt) = raw.rtt_p99 {
-            profile.rtt_p99 = rtt;
-        }
-        if profile.rtt_p99 < profile.rtt_median {
-            return Err(self.invalid(
-                key("rtt_p99"),
-                format!(
-                    "{:?} is below rtt_median {:?}",
-                    profile.rtt_p99, profile.rtt_median
-                ),
-            ));
-        }
-        if let Some(bandwidth) = raw.bandwidth_kbps {
-            if bandwidth == 0 {
-                return Err(self.invalid(key("bandwidth_kbps"), "must be positive, got 0"));
-            }
-            profile.bandwidth_kbps = bandwidth;
-        }
-        if let Some(loss) = raw.loss {
-            if !(0.0..0.5).contains(&loss) {
-                return Err(self.invalid(key("loss"), format!("must be in [0, 0.5), got {loss}")));
-            }
-            profile.loss = loss;
-        }
-        if let Some(retries) = raw.max_retries {
-            if !(1..=15).contains(&retries) {
-                return Err(self.invalid(
-                    key("max_retries"),
-                    format!("must be in 1..=15, got {retries}"),
-                ));
-            }
-            profile.max_retries = retries;
-        }
-        if let Some(give_up) = raw.server_give_up {
-            profile.server_give_up = give_up;
-        }
-        if let Some(outages) = raw.outages {
-            if outages.duration >= outages.every || outages.every.is_zero() {
-                return Err(self.invalid(
-                    key("outages"),
-                    format!(
-                        "duration {:?} must be shorter than every {:?}",
-                        outages.duration, outages.every
-                    ),
-                ));
-            }
-            profile.outages = Some(outages);
-        }
-        if let Some(wifi) = raw.wifi {
-            profile.wifi = wifi;
-            if wifi {
-                profile.radio = crate::energy::RadioKind::Wifi;
-            }
-        }
-        if let Some(radio) = raw.radio {
-            profile.radio = radio;
-        }
-        Ok(profile)
-    }
-
-    /// The base of a carrier defined without a preset: its NAT and link keys are required
-    /// (the loop below applies them); the rest take the defaults of a typical LTE network.
-    fn custom_carrier(
-        &self,
-        name: &str,
-        raw: &RawCarrier,
-    ) -> Result<CarrierProfile, ScenarioError> {
-        let missing: Vec<&str> = [
-            (
-                "nat_timeout",
-                raw.nat_timeout.is_some() || raw.nat_timeout_range.is_some(),
-            ),
-            ("rtt_median", raw.rtt_median.is_some()),
-            ("bandwidth_kbps", raw.bandwidth_kbps.is_some()),
-            ("loss", raw.loss.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, given)| !given)
-        .map(|(field, _)| field)
-        .collect();
-        if !missing.is_empty() {
-            return Err(self.invalid(
-                format!("carriers.{name}"),
-                format!(
-                    "{name:?} is not a preset ({}), so it needs `preset = \"...\"` or its own {}",
-                    carrier::PRESET_NAMES.join(", "),
-                    missing.join(", ")
-                ),
-            ));
-        }
-        Ok(CarrierProfile::custom(name))
+            self.invalid(key, error.message)
+        })
     }
 
     fn group(

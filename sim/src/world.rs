@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imlab_core::store::{DurableStore, MemEngine, MemoryStore, Store, StoredMessage};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
@@ -102,11 +102,7 @@ impl Layout {
                 let nat_timeouts = scenario
                     .carriers
                     .iter()
-                    .map(|carrier| {
-                        let low = carrier.nat_timeout_min.as_millis() as u64;
-                        let high = carrier.nat_timeout_max.as_millis() as u64;
-                        Duration::from_millis(rng.random_range(low..=high))
-                    })
+                    .map(|carrier| imlab_carrier::draw_nat_timeout(carrier, &mut rng))
                     .collect();
                 layout.devices.push(DeviceSpec {
                     user,
@@ -133,22 +129,7 @@ impl Layout {
     }
 }
 
-/// A time window [start, end).
-pub type Window = (Duration, Duration);
-
-/// When a carrier's paths are blocked, known in advance from the scenario.
-#[derive(Debug, Clone, Default)]
-pub struct Blocked {
-    /// Radio down: nothing passes (scheduled outage faults; periodic outages are in the
-    /// profile).
-    pub outages: Vec<Window>,
-    /// Path to the IM server cut (partition faults).
-    pub partitions: Vec<Window>,
-}
-
-fn in_any(windows: &[Window], at: Duration) -> bool {
-    windows.iter().any(|(start, end)| *start <= at && at < *end)
-}
+pub use imlab_carrier::{Blocked, Window};
 
 /// Expands a scenario's faults into windows per carrier, clipped to the scenario's duration.
 pub fn blocked_windows(scenario: &Scenario) -> Vec<Blocked> {
@@ -178,26 +159,6 @@ pub fn occurrences(at: Duration, every: Option<Duration>, until: Duration) -> Ve
         }
     }
     times
-}
-
-impl Blocked {
-    /// True when the radio is down at `at` (scheduled outages and the profile's own).
-    pub fn radio_down(
-        &self,
-        profile: &crate::carrier::CarrierProfile,
-        at: Duration,
-        heal: Duration,
-    ) -> bool {
-        if at >= heal {
-            return false;
-        }
-        in_any(&self.outages, at) || profile.outages.is_some_and(|o| o.is_out(at))
-    }
-
-    /// True when the path to the IM server is cut at `at`.
-    pub fn partitioned(&self, at: Duration) -> bool {
-        in_any(&self.partitions, at)
-    }
 }
 
 /// Time a device was truly reachable: logged in, and its connection's NAT mapping alive.

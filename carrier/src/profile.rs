@@ -8,12 +8,24 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::energy::RadioKind;
+/// The kind of radio a network uses (the simulator's energy model reads it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RadioKind {
+    /// 4G LTE.
+    #[serde(rename = "lte")]
+    Lte,
+    /// 3G UMTS/HSPA; also used for 2G.
+    #[serde(rename = "3g")]
+    ThreeG,
+    /// Wi-Fi with power-save mode.
+    #[serde(rename = "wifi")]
+    Wifi,
+}
 
 /// Which traffic keeps a NAT mapping alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Refresh {
     /// Packets in either direction refresh the mapping.
@@ -23,7 +35,7 @@ pub enum Refresh {
 }
 
 /// What happens to the phone's packets once its mapping has expired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExpiry {
     /// The packet reaches the server from a new port; the server's kernel answers RST and the
@@ -34,7 +46,7 @@ pub enum OnExpiry {
 }
 
 /// Periodic blackouts (tunnels, elevators): `duration` long, every `every`, from `offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outages {
     /// Period.
@@ -169,7 +181,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::ThreeG,
         },
         // China Unicom 2G: NAT 5 min (WeChat's measurement), silent drops; EDGE-class link:
         // RTT ~700 ms median, 3 s p99, 40 kbps, 2% loss (estimates for a slow network).
@@ -187,7 +199,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::ThreeG,
         },
         // China Telecom 3G: NAT > 28 min (WeChat's measurement; we use 45 min). EV-DO link:
         // RTT ~200 ms, 1 Mbps, 0.5% loss (estimates).
@@ -205,7 +217,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::ThreeG,
         },
         // US LTE: long NAT (US 3G > 28 min per WeChat; LTE carriers similar or longer; we use
         // 60 min). RTT ~60 ms median (Huang et al. MobiSys 2012 measured 70 ms), 10 Mbps.
@@ -223,7 +235,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: false,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::Lte,
         },
         // Home Wi-Fi gateways: TCP idle timeouts vary widely (a practitioner measured about
         // 10 min; RFC 5382 asks for 2 h 4 min; Hätönen et al. IMC 2010 saw short UDP ones);
@@ -242,7 +254,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
             server_give_up,
             outages: None,
             wifi: true,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::Wifi,
         },
         // Subway commute on a 4G network: 10 min NAT, and a 45 s blackout between stations
         // every 4 min (illustrative; tunnels vary).
@@ -264,7 +276,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
                 offset: secs(60),
             }),
             wifi: false,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::Lte,
         },
         // Office building on 4G: 30 min NAT, a 20 s elevator blackout every 30 min
         // (illustrative).
@@ -286,7 +298,7 @@ pub fn preset(name: &str) -> Option<CarrierProfile> {
                 offset: secs(10 * 60),
             }),
             wifi: false,
-            radio: RadioKind::for_network(name),
+            radio: RadioKind::Lte,
         },
         _ => return None,
     };

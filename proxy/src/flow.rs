@@ -1,0 +1,443 @@
+//! One flow: a phone's connection and its upstream connection, relayed through the carrier
+//! model. Every rule is imlab-carrier's `FlowModel`; this file reads bytes, asks the model,
+//! and carries out the answer on tokio sockets: queue for delivery at a time, drop, reset the
+//! phone (SO_LINGER 0), or break a side. It also keeps the flow's view for the control API
+//! and logs each decision to the trace.
+//!
+//! Bounds: each direction queues at most `IN_FLIGHT_BYTES_MAX` bytes; past that the proxy
+//! stops reading from the sender, as a full TCP window would.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use imlab_carrier::{Closed, FlowModel, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
+
+use crate::proxy::{FlowCommand, Shared};
+
+/// Bytes queued per direction at most before the proxy stops reading the sender.
+pub const IN_FLIGHT_BYTES_MAX: usize = 1 << 20;
+
+/// tokio's timer resolution: a delivery due within this long is made at once.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// Wall-clock limit on connecting upstream.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Side = Option<(OwnedReadHalf, OwnedWriteHalf)>;
+
+/// Chunks in flight one way: delivery time (model) and bytes (empty = FIN).
+#[derive(Default)]
+struct InFlight {
+    chunks: VecDeque<(Duration, Bytes)>,
+    bytes: usize,
+}
+
+impl InFlight {
+    fn push(&mut self, at: Duration, bytes: Bytes) {
+        self.bytes += bytes.len();
+        self.chunks.push_back((at, bytes));
+    }
+
+    fn pop_due(&mut self, at: Duration) -> Option<Bytes> {
+        if self.chunks.front().is_some_and(|(due, _)| *due <= at) {
+            let (_, bytes) = self.chunks.pop_front().expect("front exists");
+            self.bytes -= bytes.len();
+            return Some(bytes);
+        }
+        None
+    }
+
+    fn has_room(&self) -> bool {
+        self.bytes < IN_FLIGHT_BYTES_MAX
+    }
+}
+
+/// Runs flow `id` from the accepted phone connection to its end.
+pub(crate) async fn run(shared: Arc<Shared>, id: u64, phone: TcpStream, poke: Arc<Notify>) {
+    let _ = phone.set_nodelay(true);
+    let seed = flow_seed(shared.seed, &[id]);
+    let at = shared.now();
+    let (mut model, syn_at) = shared.decide(id, |link, entry| {
+        let mut model = FlowModel::with_drawn_nat_timeout(seed, link.profile);
+        entry.view.nat_timeout_ms = model.nat_timeout().as_millis() as u64;
+        let syn_at = model.connect(link, at);
+        (model, syn_at)
+    });
+    shared.log(json!({
+        "t_ms": ms(at), "flow": id, "event": "opened", "seed": seed,
+        "nat_timeout_ms": ms(model.nat_timeout()), "syn_at_ms": syn_at.map(ms),
+    }));
+    let upstream = match syn_at {
+        Some(syn_at) => {
+            tokio::time::sleep_until(shared.instant_of(syn_at)).await;
+            tokio::time::timeout(
+                UPSTREAM_CONNECT_TIMEOUT,
+                TcpStream::connect(shared.upstream),
+            )
+            .await
+        }
+        None => Ok(Err(std::io::ErrorKind::TimedOut.into())),
+    };
+    let upstream = match upstream {
+        Ok(Ok(upstream)) => upstream,
+        failed => {
+            let why = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "upstream connect timed out".into(),
+            };
+            shared.log(json!({"t_ms": ms(shared.now()), "flow": id, "event": "upstream_failed", "why": why}));
+            // The phone sees what it would from a refused or unreachable server: a reset.
+            let _ = phone.set_zero_linger();
+            shared.lock().flows.remove(&id);
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    model.opened(shared.now());
+    shared.decide(id, |_, entry| {
+        entry.view.server_open = true;
+        entry.last_refresh = model.last_refresh();
+    });
+    let mut relay = Relay {
+        shared: shared.clone(),
+        id,
+        model,
+        up: InFlight::default(),
+        down: InFlight::default(),
+    };
+    relay
+        .run(Some(phone.into_split()), Some(upstream.into_split()), &poke)
+        .await;
+    shared.lock().flows.remove(&id);
+}
+
+struct Relay {
+    shared: Arc<Shared>,
+    id: u64,
+    model: FlowModel,
+    up: InFlight,
+    down: InFlight,
+}
+
+impl Relay {
+    async fn run(&mut self, mut phone: Side, mut server: Side, poke: &Notify) {
+        let mut phone_buf = BytesMut::new();
+        let mut server_buf = BytesMut::new();
+        loop {
+            self.model.set_open(phone.is_some(), server.is_some());
+            self.publish(phone.is_some(), server.is_some());
+            if phone.is_none() && server.is_none() {
+                return;
+            }
+            let wake = self.next_wake();
+            // Below the timer's 1 ms resolution, due is due: deliver without sleeping, or a
+            // zero-delay profile would add a millisecond per chunk.
+            let now = self.shared.now();
+            let slack = TIMER_RESOLUTION.mul_f64(self.shared.time_scale);
+            if wake.is_some_and(|wake| wake <= now + slack) {
+                self.on_timer(now, slack, &mut phone, &mut server).await;
+                continue;
+            }
+            let read_phone = phone.as_mut().filter(|_| self.up.has_room());
+            let read_server = server.as_mut().filter(|_| self.down.has_room());
+            tokio::select! {
+                biased;
+                () = poke.notified() => {
+                    let command = self.shared.decide(self.id, |_, entry| {
+                        let command = entry.command.take();
+                        if command == Some(FlowCommand::Handover) {
+                            entry.view.handed_over = true;
+                        }
+                        command
+                    });
+                    match command {
+                        Some(FlowCommand::Reset) => {
+                            self.log_end("both", "reset_by_control");
+                            reset(phone.take());
+                            reset(server.take());
+                        }
+                        Some(FlowCommand::Handover) => {
+                            // The phone's OS drops its sockets on a network change; the
+                            // server's side learns nothing (half-open).
+                            self.log_end("phone", "handover");
+                            reset(phone.take());
+                        }
+                        None => {}
+                    }
+                }
+                read = read_some(read_phone.map(|(read, _)| read), &mut phone_buf) => {
+                    let at = self.shared.now();
+                    self.check_nat(at);
+                    match read {
+                        Ok(n) if n > 0 => {
+                            let bytes = phone_buf.split().freeze();
+                            self.phone_sent(at, bytes, &mut phone);
+                        }
+                        _ => {
+                            phone = None;
+                            self.phone_closed(at);
+                        }
+                    }
+                }
+                read = read_some(read_server.map(|(read, _)| read), &mut server_buf) => {
+                    let at = self.shared.now();
+                    self.check_nat(at);
+                    match read {
+                        Ok(n) if n > 0 => {
+                            let bytes = server_buf.split().freeze();
+                            self.server_sent(at, bytes, &mut server);
+                        }
+                        _ => {
+                            server = None;
+                            self.server_closed(at);
+                        }
+                    }
+                }
+                () = sleep_until(wake.map(|at| self.shared.instant_of(at))) => {
+                    let at = self.shared.now();
+                    self.on_timer(at, slack, &mut phone, &mut server).await;
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Duration> {
+        [
+            self.up.chunks.front().map(|(at, _)| *at),
+            self.down.chunks.front().map(|(at, _)| *at),
+            self.model.next_timer(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn check_nat(&mut self, at: Duration) {
+        if self.model.expire_nat(at) {
+            self.shared
+                .log(json!({"t_ms": ms(at), "flow": self.id, "event": "nat_expired"}));
+        }
+    }
+
+    fn phone_sent(&mut self, at: Duration, bytes: Bytes, phone: &mut Side) {
+        let len = bytes.len();
+        let model = &mut self.model;
+        let decision = self.shared.decide(self.id, |link, entry| {
+            let decision = model.phone_sent(link, at, len);
+            let counts = &mut entry.view.decisions;
+            match decision {
+                PhoneSend::Deliver {
+                    retransmissions, ..
+                } => {
+                    counts.delivered_up += 1;
+                    counts.retransmissions += u64::from(retransmissions);
+                    entry.view.bytes_up += len as u64;
+                }
+                PhoneSend::Dropped => counts.dropped += 1,
+                PhoneSend::Reset => counts.resets += 1,
+                PhoneSend::Broken => counts.broken += 1,
+            }
+            decision
+        });
+        let (name, deliver_at, retransmissions) = match decision {
+            PhoneSend::Deliver {
+                at,
+                retransmissions,
+            } => {
+                self.up.push(at, bytes);
+                ("deliver", Some(at), retransmissions)
+            }
+            PhoneSend::Dropped => ("drop", None, 0),
+            PhoneSend::Reset => {
+                reset(phone.take());
+                ("reset", None, 0)
+            }
+            PhoneSend::Broken => {
+                reset(phone.take());
+                ("break", None, 0)
+            }
+        };
+        self.shared.log(json!({
+            "t_ms": ms(at), "flow": self.id, "event": "phone_sent", "bytes": len,
+            "decision": name, "deliver_at_ms": deliver_at.map(ms), "retransmissions": retransmissions,
+        }));
+    }
+
+    fn server_sent(&mut self, at: Duration, bytes: Bytes, server: &mut Side) {
+        let len = bytes.len();
+        let model = &mut self.model;
+        let decision = self.shared.decide(self.id, |link, entry| {
+            let decision = model.server_sent(link, at, len);
+            let counts = &mut entry.view.decisions;
+            match decision {
+                ServerSend::Deliver {
+                    retransmissions, ..
+                } => {
+                    counts.delivered_down += 1;
+                    counts.retransmissions += u64::from(retransmissions);
+                    entry.view.bytes_down += len as u64;
+                }
+                ServerSend::Lost => counts.lost += 1,
+                ServerSend::Broken => counts.broken += 1,
+            }
+            decision
+        });
+        let (name, deliver_at, retransmissions) = match decision {
+            ServerSend::Deliver {
+                at,
+                retransmissions,
+            } => {
+                self.down.push(at, bytes);
+                ("deliver", Some(at), retransmissions)
+            }
+            ServerSend::Lost => ("lost", None, 0),
+            ServerSend::Broken => {
+                reset(server.take());
+                ("break", None, 0)
+            }
+        };
+        self.shared.log(json!({
+            "t_ms": ms(at), "flow": self.id, "event": "server_sent", "bytes": len,
+            "decision": name, "deliver_at_ms": deliver_at.map(ms), "retransmissions": retransmissions,
+        }));
+    }
+
+    fn phone_closed(&mut self, at: Duration) {
+        let model = &mut self.model;
+        let closed = self
+            .shared
+            .decide(self.id, |link, _| model.phone_closed(link, at));
+        if let Closed::Forward { at } = closed {
+            self.up.push(at, Bytes::new());
+        }
+        self.log_closed(at, "phone_closed", closed);
+    }
+
+    fn server_closed(&mut self, at: Duration) {
+        let model = &mut self.model;
+        let closed = self
+            .shared
+            .decide(self.id, |link, _| model.server_closed(link, at));
+        if let Closed::Forward { at } = closed {
+            self.down.push(at, Bytes::new());
+        }
+        self.log_closed(at, "server_closed", closed);
+    }
+
+    fn log_closed(&self, at: Duration, event: &str, closed: Closed) {
+        let (decision, deliver_at) = match closed {
+            Closed::Forward { at } => ("forward_fin", Some(at)),
+            Closed::Unseen => ("unseen", None),
+            Closed::Lost => ("lost", None),
+        };
+        self.shared.log(json!({
+            "t_ms": ms(at), "flow": self.id, "event": event, "decision": decision,
+            "deliver_at_ms": deliver_at.map(ms),
+        }));
+    }
+
+    fn log_end(&self, side: &str, why: &str) {
+        self.shared.log(json!({
+            "t_ms": ms(self.shared.now()), "flow": self.id, "event": "ended", "side": side, "why": why,
+        }));
+    }
+
+    /// The model's timers and the deliveries due by `at` (plus `slack`).
+    async fn on_timer(
+        &mut self,
+        at: Duration,
+        slack: Duration,
+        phone: &mut Side,
+        server: &mut Side,
+    ) {
+        self.check_nat(at);
+        if server.is_some() && self.model.server_gives_up(at) {
+            // Its kernel gave up retransmitting: the server sees an error.
+            self.log_end("server", "kernel_gave_up");
+            reset(server.take());
+        }
+        self.deliver_due(at + slack, phone, server).await;
+    }
+
+    async fn deliver_due(&mut self, at: Duration, phone: &mut Side, server: &mut Side) {
+        while let Some(bytes) = self.up.pop_due(at) {
+            if let Some((_, write)) = server.as_mut()
+                && deliver(write, &bytes).await.is_err()
+            {
+                *server = None;
+            }
+        }
+        while let Some(bytes) = self.down.pop_due(at) {
+            if let Some((_, write)) = phone.as_mut()
+                && deliver(write, &bytes).await.is_err()
+            {
+                *phone = None;
+            }
+        }
+    }
+
+    /// Copies the model's state into the flow's view for the control API.
+    fn publish(&self, phone_open: bool, server_open: bool) {
+        let expired = self.model.nat_expired();
+        let last_refresh = self.model.last_refresh();
+        self.shared.decide(self.id, |_, entry| {
+            entry.view.nat = if expired { "expired" } else { "alive" };
+            entry.view.phone_open = phone_open;
+            entry.view.server_open = server_open;
+            entry.last_refresh = last_refresh;
+        });
+    }
+}
+
+fn ms(at: Duration) -> u64 {
+    at.as_millis() as u64
+}
+
+/// Closes a side with a RST (SO_LINGER 0), as a NAT's or kernel's reset looks to its peer.
+fn reset(side: Side) {
+    if let Some((read, write)) = side
+        && let Ok(stream) = read.reunite(write)
+    {
+        let _ = stream.set_zero_linger();
+    }
+}
+
+/// Reads one segment's worth into `buffer`, or waits forever when the side is gone or paused.
+async fn read_some(
+    half: Option<&mut OwnedReadHalf>,
+    buffer: &mut BytesMut,
+) -> std::io::Result<usize> {
+    match half {
+        Some(half) => {
+            if buffer.capacity() == 0 {
+                *buffer = BytesMut::with_capacity(SEGMENT_BYTES);
+            }
+            let mut limited = (&mut *half).take(SEGMENT_BYTES as u64);
+            limited.read_buf(buffer).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes bytes, or shuts the write side for an empty (FIN) chunk.
+async fn deliver(writer: &mut OwnedWriteHalf, bytes: &Bytes) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        writer.shutdown().await
+    } else {
+        writer.write_all(bytes).await
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

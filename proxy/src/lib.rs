@@ -1,0 +1,17 @@
+//! imlab-proxy: the carrier model (imlab-carrier) on real tokio sockets. Every accepted
+//! connection is one flow through the model: its bytes are delayed, lost and retransmitted,
+//! its NAT mapping expires when idle (a RST to the phone, or silence), faults are applied
+//! over an HTTP/JSON control API, and every decision can be logged as JSON Lines.
+//!
+//! Modules:
+//! - [`proxy`]: `Proxy::new(config)` and `Proxy::run(listener, shutdown)`, the shared state;
+//! - [`flow`]: one connection's relay, which only carries out the model's decisions;
+//! - [`control`]: the control API (a small HTTP/1.1 server) and its client;
+//! - [`trace`]: the JSON Lines decision log, behind a bounded queue.
+
+pub mod control;
+pub mod flow;
+pub mod proxy;
+pub mod trace;
+
+pub use proxy::{FlowView, Proxy, ProxyConfig, ProxyError};
