@@ -63,15 +63,23 @@ fn storm() -> Scenario {
 
 /// Runs the storm over the seeds with `planted`; returns the invariants broken per seed.
 fn broken(planted: Planted) -> Vec<(u64, Vec<&'static str>)> {
-    let scenario = storm();
-    SEEDS
+    broken_in(&storm(), SEEDS, planted)
+}
+
+/// Runs `scenario` over `seeds` with `planted`; returns the invariants broken per seed.
+fn broken_in(
+    scenario: &Scenario,
+    seeds: std::ops::RangeInclusive<u64>,
+    planted: Planted,
+) -> Vec<(u64, Vec<&'static str>)> {
+    seeds
         .map(|seed| {
             let options = RunOptions {
                 seed,
                 planted,
                 ..RunOptions::default()
             };
-            let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
+            let report = run(scenario, &options, &mut |_, _| {}).unwrap();
             let names = report
                 .verdicts
                 .iter()
@@ -198,24 +206,7 @@ fn broken_in_shipped(
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios")
         .join(file);
-    let scenario = Scenario::load(&path).unwrap();
-    seeds
-        .map(|seed| {
-            let options = RunOptions {
-                seed,
-                planted,
-                ..RunOptions::default()
-            };
-            let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
-            let names = report
-                .verdicts
-                .iter()
-                .filter(|v| !v.ok())
-                .map(|v| v.name)
-                .collect();
-            (seed, names)
-        })
-        .collect()
+    broken_in(&Scenario::load(&path).unwrap(), seeds, planted)
 }
 
 /// The weak-link class: on a 9 kbps link losing a quarter of its transmissions, a client blind
