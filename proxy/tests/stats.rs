@@ -34,9 +34,14 @@ async fn one_way_delays_through_the_proxy_follow_the_profile_median() {
     let n_samples = 300;
     let mut tasks = Vec::new();
     for _ in 0..n_samples {
-        let addr = proxy.addr;
+        // Connect one at a time: 300 SYNs at once can overflow a small listen queue (a
+        // machine's somaxconn), and a SYN retried after 1, 3, 7 s would stall the test. The
+        // sample starts at the upstream accept, so the connect's own time is not in it.
+        let mut phone = tokio::time::timeout(common::WAIT, TcpStream::connect(proxy.addr))
+            .await
+            .expect("connect to the proxy in time")
+            .unwrap();
         tasks.push(tokio::spawn(async move {
-            let mut phone = TcpStream::connect(addr).await.unwrap();
             let mut sent = [0u8; 8];
             phone.read_exact(&mut sent).await.unwrap();
             let arrived_us = epoch.elapsed().as_micros() as u64;
