@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use imlab_loadgen::config::{LoadConfig, Pattern};
+use imlab_loadgen::config::{LoadConfig, Pattern, ProtocolChoice};
 use imlab_loadgen::target::Target;
+use imlab_loadgen::transport::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::values::{non_empty_secret, non_negative_rate, positive_count, positive_rate};
@@ -155,7 +156,12 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         return crate::load_workers::run_workers(&args.worker_view(), clients);
     }
     let config = LoadConfig {
-        target: address,
+        protocol: ProtocolChoice::Imlab,
+        transport: Transport {
+            target: address,
+            source_ips,
+            tls,
+        },
         target_name: target.to_string(),
         clients,
         duration,
@@ -169,9 +175,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         reconnect_wait: args.reconnect_wait,
         out: args.out.clone(),
         seed: args.seed,
-        source_ips,
         worker: args.worker_index.unwrap_or(0),
-        tls,
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -227,8 +231,12 @@ fn progress() -> (imlab_loadgen::run::Progress, Option<indicatif::ProgressBar>) 
             if last.0 != results.phase {
                 last.0.clone_from(&results.phase);
                 eprintln!(
-                    "imlab load: {} at {:.1}s ({} clients logged in, {} sent)",
-                    results.phase, results.elapsed_s, results.connected_now, m.sent
+                    "imlab load ({}): {} at {:.1}s ({} clients logged in, {} sent)",
+                    results.protocol_line(),
+                    results.phase,
+                    results.elapsed_s,
+                    results.connected_now,
+                    m.sent
                 );
             }
             // A new cause of failed logins is said as it appears, not only at the end.
@@ -245,8 +253,9 @@ fn progress() -> (imlab_loadgen::run::Progress, Option<indicatif::ProgressBar>) 
         };
         let refused_logins: u64 = c.login_failures_by_cause.values().sum();
         let mut text = format!(
-            "{:.0}s {}  connected {}  sent {}  acked {}  refused {}  deliver p99 {:.1} ms  \
+            "{} {:.0}s {}  connected {}  sent {}  acked {}  refused {}  deliver p99 {:.1} ms  \
              disconnects {}  errors {}",
+            results.protocol,
             results.elapsed_s,
             results.phase,
             results.connected_now,

@@ -1,8 +1,9 @@
 //! What a load run does.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::transport::Transport;
 
 /// Who a message goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,22 @@ impl std::str::FromStr for Pattern {
     }
 }
 
+/// The protocol the devices speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolChoice {
+    /// imlab's own (imlab-core's client core).
+    #[default]
+    Imlab,
+}
+
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// The server's address, resolved from `target_name` at start.
-    pub target: SocketAddr,
+    /// The protocol the devices speak.
+    pub protocol: ProtocolChoice,
+    /// How devices reach the server: its address (resolved from `target_name` at start),
+    /// source addresses, TLS.
+    pub transport: Transport,
     /// The server as the user named it (`im.example.com:443`).
     pub target_name: String,
     /// Virtual devices (one per user).
@@ -67,12 +79,8 @@ pub struct LoadConfig {
     pub out: Option<PathBuf>,
     /// Seed of the schedule.
     pub seed: u64,
-    /// Local addresses to spread connections over (empty: the kernel's choice).
-    pub source_ips: Vec<std::net::IpAddr>,
     /// Distinguishes the ids of workers started together (0 for a single process).
     pub worker: usize,
-    /// TLS over every connection (`None`: plaintext).
-    pub tls: Option<imlab_core::tls::TlsClient>,
     /// The command that started the run, recorded in results.json to reproduce it.
     pub command_line: Vec<String>,
     /// The imlab version that ran it.

@@ -10,6 +10,8 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 
+use crate::protocol::MsgId;
+
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
@@ -60,10 +62,11 @@ pub struct LoadLedger {
     started: Instant,
     /// Planned messages.
     pub messages: Vec<Planned>,
-    /// client_msg_id -> index in `messages`. Fx hashing: the ledger is on every delivery's
-    /// path, and nothing iterates these maps.
-    index: FxHashMap<String, u32>,
-    /// (recipient, sender) -> the newest message number delivered, for reorder counting.
+    /// Per sender, by message number: the index in `messages` (senders number their sends
+    /// 0, 1, 2...).
+    by_sender: Vec<Vec<u32>>,
+    /// (recipient, sender) -> the newest message number delivered, for reorder counting. Fx
+    /// hashing: it is on every delivery's path, and nothing iterates it.
     last_number: FxHashMap<(u32, u32), u64>,
     /// Deliveries of a message a device already had.
     pub duplicated: u64,
@@ -79,8 +82,8 @@ pub struct LoadLedger {
     pub login_failures: BTreeMap<String, u64>,
     /// Clients whose core stopped for good (the server refused their credentials).
     pub clients_stopped: u64,
-    /// Groups the server confirmed.
-    pub groups_created: u64,
+    /// Group confirmations the devices reported (see `Device::join_group`).
+    pub groups_ready: u64,
     /// The last connection failure (for a clear error when nobody gets in).
     pub last_failure: Option<String>,
     /// TCP connect + login time.
@@ -128,7 +131,7 @@ impl LoadLedger {
         LoadLedger {
             started: Instant::now(),
             messages: Vec::new(),
-            index: FxHashMap::default(),
+            by_sender: vec![Vec::new(); n_clients],
             last_number: FxHashMap::default(),
             duplicated: 0,
             reordered: 0,
@@ -137,7 +140,7 @@ impl LoadLedger {
             send_refusals: BTreeMap::new(),
             login_failures: BTreeMap::new(),
             clients_stopped: 0,
-            groups_created: 0,
+            groups_ready: 0,
             last_failure: None,
             connect: histogram(),
             ack: histogram(),
@@ -189,17 +192,21 @@ impl LoadLedger {
     }
 
     /// A planned send was handed to the client core.
-    pub fn planned(
-        &mut self,
-        client_msg_id: String,
-        planned_us: u64,
-        sender: u32,
-        recipients: Vec<u32>,
-    ) {
-        self.index.insert(client_msg_id, self.messages.len() as u32);
+    ///
+    /// Senders number their sends in order from 0: `id.number` is the count of `id.sender`'s
+    /// earlier planned sends (a send refused locally gives its number back).
+    pub fn planned(&mut self, id: MsgId, planned_us: u64, recipients: Vec<u32>) {
+        let numbers = &mut self.by_sender[id.sender as usize];
+        assert_eq!(
+            numbers.len() as u64,
+            id.number,
+            "sender {} numbers its sends in order",
+            id.sender
+        );
+        numbers.push(self.messages.len() as u32);
         self.messages.push(Planned {
             planned_us,
-            sender,
+            sender: id.sender,
             recipients,
             acked_us: None,
             delivered: Vec::new(),
@@ -209,10 +216,18 @@ impl LoadLedger {
         self.current.sent += 1;
     }
 
+    /// The index of message `id`, if it was planned.
+    fn index(&self, id: MsgId) -> Option<u32> {
+        self.by_sender
+            .get(id.sender as usize)?
+            .get(usize::try_from(id.number).ok()?)
+            .copied()
+    }
+
     /// The server acked a send.
-    pub fn acked(&mut self, client_msg_id: &str) {
+    pub fn acked(&mut self, id: MsgId) {
         let now = self.now_us();
-        let Some(&index) = self.index.get(client_msg_id) else {
+        let Some(index) = self.index(id) else {
             return;
         };
         let message = &mut self.messages[index as usize];
@@ -226,11 +241,14 @@ impl LoadLedger {
     }
 
     /// The client core refused the last planned send: it never left, and owes nothing.
-    pub fn refused_locally(&mut self, client_msg_id: &str) {
-        let index = self
-            .index
-            .remove(client_msg_id)
-            .expect("a planned send was recorded");
+    pub fn refused_locally(&mut self, id: MsgId) {
+        let numbers = &mut self.by_sender[id.sender as usize];
+        assert_eq!(
+            numbers.len() as u64,
+            id.number + 1,
+            "only a sender's last planned send is refused"
+        );
+        let index = numbers.pop().expect("a planned send was recorded");
         assert_eq!(
             index as usize,
             self.messages.len() - 1,
@@ -242,18 +260,18 @@ impl LoadLedger {
     }
 
     /// The server refused a send for good.
-    pub fn send_failed(&mut self, client_msg_id: &str) {
+    pub fn send_failed(&mut self, id: MsgId) {
         self.failed += 1;
-        if let Some(&index) = self.index.get(client_msg_id) {
+        if let Some(index) = self.index(id) {
             self.messages[index as usize].failed = true;
         }
     }
 
     /// The server refused a send for now (`cause`: `rate_limited`, `overloaded`...); the
     /// client core sends it again.
-    pub fn send_refused(&mut self, client_msg_id: &str, cause: &str) {
+    pub fn send_refused(&mut self, id: MsgId, cause: &str) {
         *self.send_refusals.entry(cause.to_string()).or_default() += 1;
-        if let Some(&index) = self.index.get(client_msg_id) {
+        if let Some(index) = self.index(id) {
             let message = &mut self.messages[index as usize];
             message.refusals += 1;
             self.refusals_by_sender[message.sender as usize] += 1;
@@ -302,13 +320,12 @@ impl LoadLedger {
     /// grow the ledger.
     pub fn reserve(&mut self, n: usize) {
         self.messages.reserve(n);
-        self.index.reserve(n);
     }
 
     /// A client processed a message.
-    pub fn delivered(&mut self, device: u32, client_msg_id: &str) {
+    pub fn delivered(&mut self, device: u32, id: MsgId) {
         let now = self.now_us();
-        let Some(&index) = self.index.get(client_msg_id) else {
+        let Some(index) = self.index(id) else {
             return;
         };
         let message = &mut self.messages[index as usize];
@@ -324,7 +341,7 @@ impl LoadLedger {
         let _ = self.deliver.record(latency);
         let _ = self.current_deliver.record(latency);
         self.current.delivered += 1;
-        let number = message_number(client_msg_id);
+        let number = id.number;
         let last = self
             .last_number
             .entry((device, message.sender))
@@ -449,12 +466,4 @@ pub struct Verdict {
     pub pending: u64,
     /// Not made although the recipient was logged in and had synced past its login: lost.
     pub lost: u64,
-}
-
-/// `n` of a client message id `<device>-<n>`.
-fn message_number(client_msg_id: &str) -> u64 {
-    client_msg_id
-        .rsplit_once('-')
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0)
 }

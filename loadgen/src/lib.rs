@@ -1,5 +1,6 @@
-//! imlab-loadgen: a real-socket load generator. Every virtual device is imlab-core's client
-//! core over a tokio TCP socket (the same code the simulator runs); sends follow an open-loop
+//! imlab-loadgen: a real-socket load generator. Every virtual device speaks a protocol through
+//! one seam ([`protocol`]): imlab's own (imlab-core's client core, the code the simulator
+//! runs) or another server's; sends follow an open-loop
 //! schedule planned in advance, and a ledger follows every message until it is acked and
 //! delivered to every recipient device.
 //!
@@ -7,15 +8,17 @@
 //! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary),
 //! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines),
 //! [`source`] (source addresses and the open-file limit), [`target`] (`--target` parsed and
-//! resolved), [`observer`] (client events into the ledger), [`causes`] (refusal cause words).
+//! resolved), [`protocol`] (the seam every protocol implements, and each protocol's adapter),
+//! [`transport`] (TCP, TLS under any protocol), [`causes`] (refusal cause words).
 
 pub mod causes;
 pub mod config;
 pub mod histograms;
 pub mod ledger;
 pub mod merge;
-pub mod observer;
+pub mod protocol;
 pub mod results;
 pub mod run;
 pub mod source;
 pub mod target;
+pub mod transport;

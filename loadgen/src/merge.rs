@@ -39,6 +39,17 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
             }
         }
         if let Some(sum) = &merged
+            && (sum.protocol_line() != results.protocol_line())
+        {
+            return Err(format!(
+                "{} spoke {} but {} spoke {}: runs of different protocols are not one run",
+                dirs[0].display(),
+                sum.protocol_line(),
+                dir.display(),
+                results.protocol_line()
+            ));
+        }
+        if let Some(sum) = &merged
             && targets == Targets::MustMatch
             && !sum.target.split(',').any(|t| t == results.target)
         {

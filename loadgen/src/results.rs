@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadConfig, Pattern};
 use crate::ledger::LoadLedger;
+use crate::protocol::Describe;
+
+fn imlab() -> String {
+    "imlab".into()
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
 
 /// Percentiles of one latency histogram, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -162,6 +171,18 @@ pub struct LoadResults {
     pub schema_version: u32,
     /// The server as named on the command line (host name or address, and port).
     pub target: String,
+    /// The protocol the devices spoke: `imlab`, `mqtt`.
+    #[serde(default = "imlab")]
+    pub protocol: String,
+    /// What it ran over: `tcp`, `tls`, `ws`, `wss`.
+    #[serde(default = "tcp")]
+    pub transport: String,
+    /// MQTT's quality of service; absent for protocols without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<u8>,
+    /// Whether the connections were encrypted (TLS, or WebSocket over TLS).
+    #[serde(default)]
+    pub tls: bool,
     /// How to run this again.
     #[serde(default)]
     pub provenance: Provenance,
@@ -190,11 +211,20 @@ pub struct LoadResults {
 
 impl LoadResults {
     /// The results so far.
-    pub fn from_ledger(config: &LoadConfig, ledger: &LoadLedger, phase: &str) -> LoadResults {
+    pub fn from_ledger(
+        config: &LoadConfig,
+        protocol: &Describe,
+        ledger: &LoadLedger,
+        phase: &str,
+    ) -> LoadResults {
         let verdict = ledger.verdict(phase == "done");
         LoadResults {
-            schema_version: 2,
+            schema_version: 3,
             target: config.target_name.clone(),
+            protocol: protocol.protocol.to_string(),
+            transport: protocol.transport.to_string(),
+            qos: protocol.qos,
+            tls: matches!(protocol.transport, "tls" | "wss"),
             provenance: Provenance {
                 command_line: config.command_line.clone(),
                 version: config.version.clone(),
@@ -249,11 +279,20 @@ impl LoadResults {
         }
     }
 
+    /// `imlab over tcp`, `mqtt QoS 1 over tls`.
+    pub fn protocol_line(&self) -> String {
+        match self.qos {
+            Some(qos) => format!("{} QoS {qos} over {}", self.protocol, self.transport),
+            None => format!("{} over {}", self.protocol, self.transport),
+        }
+    }
+
     /// The summary table for stdout.
     pub fn summary(&self) -> String {
         let m = &self.messages;
         let c = &self.connections;
-        let mut out = format!(
+        let mut out = format!("protocol: {}\n", self.protocol_line());
+        out += &format!(
             "messages: sent {}, acked {}, refused {}, unacked {}, failed {}\n",
             m.sent, m.acked, m.refused, m.unacked, m.failed
         );

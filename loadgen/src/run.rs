@@ -5,25 +5,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::source::SourceConnector;
-use bytes::Bytes;
-use imlab_core::client::{
-    Client, ClientConfig, ClientExit, ClientHandle, ClientState, SharedClientState,
-};
-use imlab_core::heartbeat::{HeartbeatStrategy, parse_strategy};
-use imlab_core::net::Connector;
-use imlab_core::proto::Target;
-use imlab_core::tls::TlsConnector;
+use imlab_core::heartbeat::parse_strategy;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-
-use crate::config::{LoadConfig, Pattern};
-use crate::ledger::LoadLedger;
-use crate::observer::Observer;
-use crate::results::{LoadResults, write_results};
 use tokio_util::sync::CancellationToken;
+
+use crate::config::{LoadConfig, Pattern, ProtocolChoice};
+use crate::ledger::LoadLedger;
+use crate::protocol::imlab::Imlab;
+use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
+use crate::results::{LoadResults, write_results};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +43,6 @@ pub enum LoadError {
     },
 }
 
-/// Ids are unique per run (a tag from the start time), so runs against the same server never
-/// share inboxes or client message ids (a reused id would be deduped by the server).
-fn user(tag: &str, client: usize) -> String {
-    format!("{tag}u{client}")
-}
-
 /// Called once a second with the results so far (a live progress line), at every change of
 /// phase, and at the end.
 pub type Progress = Arc<dyn Fn(&LoadResults) + Send + Sync>;
@@ -63,6 +50,7 @@ pub type Progress = Arc<dyn Fn(&LoadResults) + Send + Sync>;
 /// The run's shared parts.
 struct Shared {
     config: LoadConfig,
+    protocol: Box<dyn Protocol>,
     ledger: Arc<Mutex<LoadLedger>>,
     progress: Progress,
     /// Cancelled on the first Ctrl-C: stop sending, skip the drain, finish the results.
@@ -73,7 +61,12 @@ struct Shared {
 impl Shared {
     fn results(&self) -> LoadResults {
         let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        LoadResults::from_ledger(&self.config, &lock(&self.ledger), phase)
+        LoadResults::from_ledger(
+            &self.config,
+            &self.protocol.describe(),
+            &lock(&self.ledger),
+            phase,
+        )
     }
 
     /// Enters a phase and tells the progress callback at once.
@@ -147,6 +140,7 @@ pub async fn run(
     check_open_files(&config)?;
     let shared = Arc::new(Shared {
         ledger: Arc::new(Mutex::new(LoadLedger::new(config.clients))),
+        protocol: protocol(&config, tag),
         config,
         progress,
         stop,
@@ -154,7 +148,7 @@ pub async fn run(
     });
     let started = Instant::now();
     let reporter = tokio::spawn(report_every_second(shared.clone()));
-    let (handles, tasks) = ramp(&shared, &tag, started).await?;
+    let (devices, tasks) = ramp(&shared, started).await;
     // Let the ramp finish logging in (bounded). If nobody got in and every client has been
     // refused, the target refuses us: stop now and say why.
     let n = shared.config.clients;
@@ -164,8 +158,8 @@ pub async fn run(
     })
     .await;
     if lock(&shared.ledger).connects == 0 && !shared.stop.is_cancelled() {
-        for handle in &handles {
-            let _ = handle.shutdown();
+        for device in &devices {
+            device.shutdown();
         }
         reporter.abort();
         let results = shared.results();
@@ -175,20 +169,20 @@ pub async fn run(
             cause: refusal_cause(&lock(&shared.ledger)),
         });
     }
-    let groups = create_groups(&shared.config, &handles, &tag);
-    let n_groups = groups.len() as u64;
+    let groups = join_groups(&shared.config, &devices);
+    let promised = groups.promised;
     wait_until(&shared, Duration::from_secs(30), |l| {
-        l.groups_created >= n_groups
+        l.groups_ready >= promised
     })
     .await;
     shared.enter("send");
-    send(&shared, &handles, &groups, &tag, started).await;
+    send(&shared, &devices, &groups.members, started).await;
     if !shared.stop.is_cancelled() {
         shared.enter("drain");
         drain(&shared).await;
     }
-    for handle in &handles {
-        let _ = handle.shutdown();
+    for device in &devices {
+        device.shutdown();
     }
     for task in tasks {
         let _ = task.await;
@@ -239,15 +233,28 @@ fn check_open_files(config: &LoadConfig) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The protocol a run speaks: the one place that chooses.
+fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
+    match config.protocol {
+        ProtocolChoice::Imlab => Box::new(Imlab {
+            tag,
+            auth_secret: config.auth_secret.clone(),
+            heartbeat: config.heartbeat.clone(),
+            body_bytes: config.body_bytes,
+            seed: config.seed,
+            transport: config.transport.name(),
+        }),
+    }
+}
+
+/// A run's devices, by number, and their tasks.
+type Devices = (Vec<Box<dyn Device>>, Vec<JoinHandle<()>>);
+
 /// Starts client i at i / connect_rate; stops early on Ctrl-C or once every client started
 /// so far has been refused and nobody got in.
-async fn ramp(
-    shared: &Shared,
-    tag: &str,
-    started: Instant,
-) -> Result<(Vec<ClientHandle>, Vec<JoinHandle<ClientExit>>), LoadError> {
+async fn ramp(shared: &Shared, started: Instant) -> Devices {
     let config = &shared.config;
-    let mut handles: Vec<ClientHandle> = Vec::with_capacity(config.clients);
+    let mut devices: Vec<Box<dyn Device>> = Vec::with_capacity(config.clients);
     let mut tasks = Vec::with_capacity(config.clients);
     for client in 0..config.clients {
         let at = started + Duration::from_secs_f64(client as f64 / config.connect_rate);
@@ -265,72 +272,36 @@ async fn ramp(
                 break;
             }
         }
-        let token = match &config.auth_secret {
-            None => String::new(),
-            Some(secret) => {
-                let expiry_s = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-                    + 86_400;
-                imlab_core::auth::mint_token(secret, &user(tag, client), expiry_s)
-                    .map_err(LoadError::Invalid)?
-            }
-        };
-        let observer = Arc::new(Observer {
-            ledger: shared.ledger.clone(),
-            client: client as u32,
-            connected: Mutex::new(false),
-        });
-        let source = SourceConnector {
-            target: config.target,
-            source: (!config.source_ips.is_empty())
-                .then(|| config.source_ips[client % config.source_ips.len()]),
-        };
-        let setup = ClientSetup {
-            config: ClientConfig {
-                token,
-                ..ClientConfig::default()
-            },
-            state: ClientState::new(user(tag, client), format!("{tag}d{client}")).shared(),
-            heartbeat: parse_strategy(&config.heartbeat).expect("validated above"),
-            observer,
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ client as u64),
-        };
-        // TLS runs over the source-bound TCP connection, so --source-ips still applies.
-        let (task, handle) = match &config.tls {
-            None => setup.spawn(source),
-            Some(tls) => setup.spawn(TlsConnector::new(source, config.target, tls)),
-        };
+        let client = client as u32;
+        let (device, task) = shared.protocol.start(
+            client,
+            config.transport.connector(client),
+            DeviceEvents::new(shared.ledger.clone(), client),
+        );
         tasks.push(task);
-        handles.push(handle);
+        devices.push(device);
     }
     // An early stop leaves the clients never started out of the waits below.
-    let never_started = config.clients - handles.len();
+    let never_started = config.clients - devices.len();
     if never_started > 0 {
         let mut ledger = lock(&shared.ledger);
-        for client in handles.len()..config.clients {
+        for client in devices.len()..config.clients {
             ledger.client_stopped(client as u32);
         }
     }
-    Ok((handles, tasks))
+    (devices, tasks)
 }
 
 /// Open loop: message k is planned at send_start + k / msg_rate, whatever happened before.
-async fn send(
-    shared: &Shared,
-    handles: &[ClientHandle],
-    groups: &[Vec<u32>],
-    tag: &str,
-    started: Instant,
-) {
+async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &[Vec<u32>], started: Instant) {
     let config = &shared.config;
     let send_start = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let n_messages = (config.msg_rate * config.duration.as_secs_f64()).round() as u64;
-    let body = Bytes::from(vec![b'x'; config.body_bytes]);
     lock(&shared.ledger).reserve(n_messages as usize);
     // Fewer clients than asked when the ramp stopped early: send among those started.
-    let n_clients = handles.len();
+    let n_clients = devices.len();
+    let mut next_number = vec![0u64; n_clients];
     if n_clients < 2 {
         return;
     }
@@ -350,13 +321,13 @@ async fn send(
         }
         let planned_us = planned.duration_since(started).as_micros() as u64;
         let sender = rng.random_range(0..n_clients);
-        let (target, recipients) = match config.pattern {
+        let (to, recipients) = match config.pattern {
             Pattern::OneToOne => {
                 let mut peer = rng.random_range(0..n_clients - 1);
                 if peer >= sender {
                     peer += 1;
                 }
-                (Target::Peer(user(tag, peer)), vec![peer as u32])
+                (To::Peer(peer as u32), vec![peer as u32])
             }
             Pattern::Group(size) => {
                 let group = sender / size;
@@ -366,17 +337,20 @@ async fn send(
                     .copied()
                     .filter(|m| *m != sender as u32)
                     .collect();
-                (Target::Group(format!("{tag}g{group}")), recipients)
+                (To::Group(group as u32), recipients)
             }
         };
-        // Record first: the ack can arrive before `send_as` returns.
-        let client_msg_id = handles[sender].new_client_msg_id();
-        lock(&shared.ledger).planned(client_msg_id.clone(), planned_us, sender as u32, recipients);
-        if handles[sender]
-            .send_as(client_msg_id.clone(), target, body.clone())
-            .is_err()
-        {
-            lock(&shared.ledger).refused_locally(&client_msg_id);
+        let id = MsgId {
+            sender: sender as u32,
+            number: next_number[sender],
+        };
+        // Record first: the ack can arrive before `send` returns.
+        lock(&shared.ledger).planned(id, planned_us, recipients);
+        let message = Outgoing { id, to, planned_us };
+        if devices[sender].send(message).is_ok() {
+            next_number[sender] += 1;
+        } else {
+            lock(&shared.ledger).refused_locally(id);
         }
     }
 }
@@ -407,47 +381,31 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// Everything a virtual device's client core is built from, but its connector.
-struct ClientSetup {
-    config: ClientConfig,
-    state: SharedClientState,
-    heartbeat: Box<dyn HeartbeatStrategy>,
-    observer: Arc<Observer>,
-    rng: ChaCha8Rng,
+/// The groups of a run and the confirmations their members promised.
+struct Groups {
+    /// Members of each group, by group number.
+    members: Vec<Vec<u32>>,
+    /// Confirmations to wait for before sending.
+    promised: u64,
 }
 
-impl ClientSetup {
-    /// Starts the client core on `connector`.
-    fn spawn<C: Connector>(self, connector: C) -> (JoinHandle<ClientExit>, ClientHandle) {
-        let (core, handle) = Client::new(
-            connector,
-            self.config,
-            self.state,
-            self.heartbeat,
-            self.observer,
-            self.rng,
-        );
-        (tokio::spawn(core.run()), handle)
-    }
-}
-
-/// Groups of `size` consecutive clients; the first member creates each. Returns members.
-fn create_groups(config: &LoadConfig, handles: &[ClientHandle], tag: &str) -> Vec<Vec<u32>> {
-    let Pattern::Group(size) = config.pattern else {
-        return Vec::new();
+/// Groups of `size` consecutive clients; every member joins its group the protocol's way.
+fn join_groups(config: &LoadConfig, devices: &[Box<dyn Device>]) -> Groups {
+    let mut groups = Groups {
+        members: Vec::new(),
+        promised: 0,
     };
-    let mut groups = Vec::new();
-    for (index, members) in (0..config.clients as u32)
-        .collect::<Vec<_>>()
-        .chunks(size)
-        .enumerate()
-    {
-        let others: Vec<String> = members[1..]
-            .iter()
-            .map(|m| user(tag, *m as usize))
-            .collect();
-        let _ = handles[members[0] as usize].create_group(&format!("{tag}g{index}"), others);
-        groups.push(members.to_vec());
+    let Pattern::Group(size) = config.pattern else {
+        return groups;
+    };
+    let clients: Vec<u32> = (0..devices.len() as u32).collect();
+    for (group, members) in clients.chunks(size).enumerate() {
+        for member in members {
+            if devices[*member as usize].join_group(group as u32, members) {
+                groups.promised += 1;
+            }
+        }
+        groups.members.push(members.to_vec());
     }
     groups
 }

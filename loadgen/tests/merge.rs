@@ -7,9 +7,17 @@ use imlab_loadgen::merge::{Targets, merge};
 use imlab_loadgen::results::{LoadResults, Provenance, write_json};
 
 fn run(dir: &Path, target: &str, refused: u64) {
+    run_as(dir, target, refused, "imlab");
+}
+
+fn run_as(dir: &Path, target: &str, refused: u64, protocol: &str) {
     let mut results = LoadResults {
-        schema_version: 2,
+        schema_version: 3,
         target: target.to_string(),
+        protocol: protocol.into(),
+        transport: "tcp".into(),
+        qos: None,
+        tls: false,
         provenance: Provenance::default(),
         phase: "done".into(),
         clients: 10,
@@ -60,4 +68,24 @@ fn runs_against_different_targets_need_force() {
     run(&b, "127.0.0.1:7400", 2);
     let merged = merge(&dirs, &out, Targets::MustMatch).unwrap();
     assert_eq!(merged.clients, 20);
+}
+
+#[test]
+fn runs_of_different_protocols_are_never_merged() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, out) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("out"),
+    );
+    run_as(&a, "127.0.0.1:7400", 0, "imlab");
+    run_as(&b, "127.0.0.1:7400", 0, "mqtt");
+    for targets in [Targets::MustMatch, Targets::MayDiffer] {
+        let error = merge(&[a.clone(), b.clone()], &out, targets).unwrap_err();
+        assert!(
+            error.contains("spoke imlab over tcp but") && error.contains("spoke mqtt over tcp"),
+            "{error}"
+        );
+    }
+    assert!(!out.join("results.json").exists(), "nothing merged");
 }

@@ -3,8 +3,9 @@
 //! message absent from a recipient that is connected and synced after the drain is lost.
 
 use imlab_loadgen::ledger::{LoadLedger, Verdict};
+use imlab_loadgen::protocol::MsgId;
 
-/// Three clients: 0 sends message `0-n` to `to`; 1 and 2 are logged in with empty inboxes.
+/// Three clients, logged in with empty inboxes.
 fn ledger() -> LoadLedger {
     let mut ledger = LoadLedger::new(3);
     for client in 0..3 {
@@ -13,9 +14,13 @@ fn ledger() -> LoadLedger {
     ledger
 }
 
-fn send(ledger: &mut LoadLedger, n: u32, to: u32) -> String {
-    let id = format!("d0-{n}");
-    ledger.planned(id.clone(), u64::from(n), 0, vec![to]);
+/// Client 0's `n`th send (from 1: its number is `n - 1`), to `to`.
+fn send(ledger: &mut LoadLedger, n: u64, to: u32) -> MsgId {
+    let id = MsgId {
+        sender: 0,
+        number: n - 1,
+    };
+    ledger.planned(id, n, vec![to]);
     id
 }
 
@@ -23,11 +28,11 @@ fn send(ledger: &mut LoadLedger, n: u32, to: u32) -> String {
 fn a_recipient_not_back_is_pending_and_a_synced_one_without_the_message_is_lost() {
     let mut ledger = ledger();
     let delivered = send(&mut ledger, 1, 1);
-    ledger.acked(&delivered);
-    ledger.delivered(1, &delivered);
+    ledger.acked(delivered);
+    ledger.delivered(1, delivered);
     ledger.processed(1, 1);
     let to_offline = send(&mut ledger, 2, 2);
-    ledger.acked(&to_offline);
+    ledger.acked(to_offline);
     // Client 2 loses its connection (a server restart) before the message reaches it.
     ledger.disconnected(2, "ConnectionLost", true);
     let expected = Verdict {
@@ -67,16 +72,23 @@ fn a_recipient_not_back_is_pending_and_a_synced_one_without_the_message_is_lost(
 fn refused_unacked_and_failed_sends_are_told_apart() {
     let mut ledger = ledger();
     // Client 1 sends once and is never answered: unacked, not refused.
-    ledger.planned("d1-1".into(), 0, 1, vec![2]);
+    ledger.planned(
+        MsgId {
+            sender: 1,
+            number: 0,
+        },
+        0,
+        vec![2],
+    );
     let refused = send(&mut ledger, 1, 1);
-    ledger.send_refused(&refused, "rate_limited");
-    ledger.send_refused(&refused, "rate_limited");
+    ledger.send_refused(refused, "rate_limited");
+    ledger.send_refused(refused, "rate_limited");
     let refused_then_acked = send(&mut ledger, 2, 1);
-    ledger.send_refused(&refused_then_acked, "overloaded");
-    ledger.acked(&refused_then_acked);
-    ledger.delivered(1, &refused_then_acked);
+    ledger.send_refused(refused_then_acked, "overloaded");
+    ledger.acked(refused_then_acked);
+    ledger.delivered(1, refused_then_acked);
     let failed = send(&mut ledger, 3, 1);
-    ledger.send_failed(&failed);
+    ledger.send_failed(failed);
     // Queued behind client 0's refused sends: held back by the server too.
     let _queued_behind = send(&mut ledger, 4, 1);
     assert_eq!(
@@ -106,7 +118,7 @@ fn clients_refused_for_good_are_not_waited_for() {
     ledger.login_failed(2, "auth_failed");
     ledger.client_stopped(2);
     let id = send(&mut ledger, 1, 2);
-    ledger.acked(&id);
+    ledger.acked(id);
     assert_eq!(ledger.clients_refused(), 1);
     assert!(ledger.all_synced(), "a stopped client cannot come back");
     assert_eq!(ledger.recipients_pending(), 0);

@@ -1,0 +1,241 @@
+//! imlab's own protocol: each device is imlab-core's client core (the code the simulator
+//! runs), over the run's transport. A message's identity travels as its client message id,
+//! `<tag>d<sender>-<number>`, which the server returns on every ack and delivery.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use imlab_core::client::{
+    Client, ClientConfig, ClientEvent, ClientHandle, ClientObserver, ClientState,
+};
+use imlab_core::heartbeat::parse_strategy;
+use imlab_core::proto::Target;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::task::JoinHandle;
+
+use super::{Describe, Device, DeviceEvents, Full, MsgId, Outgoing, Protocol, To};
+use crate::causes;
+use crate::transport::DynConnector;
+
+/// The imlab protocol's settings for one run.
+#[derive(Debug, Clone)]
+pub struct Imlab {
+    /// Distinguishes this run's users, groups and message ids from every other run's on the
+    /// same server (a reused client message id would be deduplicated by the server).
+    pub tag: String,
+    /// Secret to sign login tokens with (None: a dev-mode server).
+    pub auth_secret: Option<String>,
+    /// Heartbeat strategy name (validated before the run).
+    pub heartbeat: String,
+    /// Message body size.
+    pub body_bytes: usize,
+    /// Seeds each device's RNG (backoff jitter).
+    pub seed: u64,
+    /// `tcp` or `tls`.
+    pub transport: &'static str,
+}
+
+impl Imlab {
+    fn user(&self, client: u32) -> String {
+        format!("{}u{client}", self.tag)
+    }
+
+    fn group(&self, group: u32) -> String {
+        format!("{}g{group}", self.tag)
+    }
+
+    fn token(&self, client: u32) -> String {
+        let Some(secret) = &self.auth_secret else {
+            return String::new();
+        };
+        let expiry_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 86_400;
+        // The secret was checked non-empty before the run; minting cannot fail otherwise.
+        imlab_core::auth::mint_token(secret, &self.user(client), expiry_s).unwrap_or_default()
+    }
+}
+
+/// The client message id that carries `id`.
+fn client_msg_id(tag: &str, id: MsgId) -> String {
+    format!("{tag}d{}-{}", id.sender, id.number)
+}
+
+/// The identity in a client message id of this run's, or None for anything else.
+fn parse_client_msg_id(tag: &str, text: &str) -> Option<MsgId> {
+    let (sender, number) = text.strip_prefix(tag)?.strip_prefix('d')?.split_once('-')?;
+    Some(MsgId {
+        sender: sender.parse().ok()?,
+        number: number.parse().ok()?,
+    })
+}
+
+impl Protocol for Imlab {
+    fn describe(&self) -> Describe {
+        Describe {
+            protocol: "imlab",
+            transport: self.transport,
+            qos: None,
+        }
+    }
+
+    fn start(
+        &self,
+        client: u32,
+        connector: DynConnector,
+        events: DeviceEvents,
+    ) -> (Box<dyn Device>, JoinHandle<()>) {
+        let observer = Arc::new(Observer {
+            events,
+            tag: self.tag.clone(),
+            connected: AtomicBool::new(false),
+        });
+        let (core, handle) = Client::new(
+            connector,
+            ClientConfig {
+                token: self.token(client),
+                ..ClientConfig::default()
+            },
+            ClientState::new(self.user(client), format!("{}d{client}", self.tag)).shared(),
+            parse_strategy(&self.heartbeat).expect("the heartbeat was validated before the run"),
+            observer,
+            ChaCha8Rng::seed_from_u64(self.seed ^ u64::from(client)),
+        );
+        let task = tokio::spawn(async move {
+            core.run().await;
+        });
+        let device = ImlabDevice {
+            handle,
+            client,
+            protocol: self.clone(),
+            body: Bytes::from(vec![b'x'; self.body_bytes]),
+        };
+        (Box::new(device), task)
+    }
+}
+
+struct ImlabDevice {
+    handle: ClientHandle,
+    client: u32,
+    protocol: Imlab,
+    body: Bytes,
+}
+
+impl Device for ImlabDevice {
+    fn send(&self, message: Outgoing) -> Result<(), Full> {
+        let to = match message.to {
+            To::Peer(peer) => Target::Peer(self.protocol.user(peer)),
+            To::Group(group) => Target::Group(self.protocol.group(group)),
+        };
+        self.handle
+            .send_as(
+                client_msg_id(&self.protocol.tag, message.id),
+                to,
+                self.body.clone(),
+            )
+            .map_err(|_| Full)
+    }
+
+    fn join_group(&self, group: u32, members: &[u32]) -> bool {
+        // The first member creates the group with the others in it; its reply confirms.
+        if members.first() != Some(&self.client) {
+            return false;
+        }
+        let others = members[1..]
+            .iter()
+            .map(|m| self.protocol.user(*m))
+            .collect();
+        self.handle
+            .create_group(&self.protocol.group(group), others)
+            .is_ok()
+    }
+
+    fn shutdown(&self) {
+        let _ = self.handle.shutdown();
+    }
+}
+
+/// The client core's events, into the ledger.
+struct Observer {
+    events: DeviceEvents,
+    tag: String,
+    /// Whether the connection is logged in now.
+    connected: AtomicBool,
+}
+
+impl ClientObserver for Observer {
+    fn on_event(&self, state: &ClientState, event: &ClientEvent<'_>) {
+        let events = &self.events;
+        let id = |text: &str| parse_client_msg_id(&self.tag, text);
+        match event {
+            ClientEvent::Connecting => events.connecting(),
+            ClientEvent::Connected { max_seq, .. } => {
+                self.connected.store(true, Ordering::Relaxed);
+                events.connected(*max_seq, state.last_seq);
+            }
+            ClientEvent::Disconnected(cause) => {
+                if self.connected.swap(false, Ordering::Relaxed) {
+                    let text = format!("{cause:?}");
+                    events.disconnected(text.split(['(', ' ']).next().unwrap_or(""));
+                } else {
+                    events.login_failed(causes::login_failure(cause), format!("{cause:?}"));
+                }
+            }
+            ClientEvent::Message(message) => {
+                if let Some(id) = id(&message.client_msg_id) {
+                    events.delivered(id);
+                }
+                events.processed(state.last_seq);
+            }
+            ClientEvent::InboxReset { .. } => events.processed(state.last_seq),
+            ClientEvent::SendAcked { client_msg_id, .. } => {
+                if let Some(id) = id(client_msg_id) {
+                    events.acked(id);
+                }
+            }
+            ClientEvent::SendRefused {
+                client_msg_id,
+                code,
+            } => {
+                if let Some(id) = id(client_msg_id) {
+                    events.send_refused(id, causes::error_code(*code));
+                }
+            }
+            ClientEvent::SendFailed { client_msg_id, .. } => {
+                if let Some(id) = id(client_msg_id) {
+                    events.send_failed(id);
+                }
+            }
+            ClientEvent::GroupReply(_) => events.group_ready(),
+            ClientEvent::Stopped(exit) => {
+                if let Some(cause) = causes::exit(exit) {
+                    events.stopped(cause, format!("{exit:?}"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_message_id_carries_the_identity_back() {
+        let id = MsgId {
+            sender: 17,
+            number: 4_000_000_001,
+        };
+        let text = client_msg_id("r5w0", id);
+        assert_eq!(text, "r5w0d17-4000000001");
+        assert_eq!(parse_client_msg_id("r5w0", &text), Some(id));
+        // Another run's ids, or ids not ours, are no message of this run.
+        assert_eq!(parse_client_msg_id("r6w0", &text), None);
+        assert_eq!(parse_client_msg_id("r5w0", "r5w0d17"), None);
+        assert_eq!(parse_client_msg_id("r5w0", "r5w0dx-1"), None);
+    }
+}

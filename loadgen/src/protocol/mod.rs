@@ -1,0 +1,182 @@
+//! The protocol seam: what a virtual device must do for the load run, whatever it speaks.
+//!
+//! A [`Protocol`] starts devices; a [`Device`] connects and logs in, subscribes to its inbox,
+//! keeps its connection alive, reconnects, sends what the schedule hands it and reports what
+//! happens through its [`DeviceEvents`]. The ledger, the schedule, the results and the worker
+//! code see only these types: a message is a [`MsgId`] (sender and the sender's count), a
+//! recipient a device number, a group a group number. Each protocol carries the identity in
+//! its own way (imlab: the client message id; MQTT: a header in the payload) and hands it back
+//! on every ack and delivery. `loadgen/PROTOCOLS.md` says how to add one.
+
+pub mod imlab;
+
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+
+use crate::ledger::LoadLedger;
+use crate::transport::DynConnector;
+
+/// A message's identity in the ledger: its sender and the sender's count, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgId {
+    /// Sending device.
+    pub sender: u32,
+    /// The sender's count of planned sends before this one.
+    pub number: u64,
+}
+
+/// Where a send goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    /// One device.
+    Peer(u32),
+    /// Every member of a group.
+    Group(u32),
+}
+
+/// One planned send, handed to its sender's device.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing {
+    /// Its identity.
+    pub id: MsgId,
+    /// Its recipient.
+    pub to: To,
+    /// Planned send time, µs since the run started (the open-loop schedule's).
+    pub planned_us: u64,
+}
+
+/// A send the device would not take: its queue of unacked sends is full. It never left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// A running virtual device.
+pub trait Device: Send + Sync {
+    /// Takes a send; it is on its way unless this returns [`Full`].
+    fn send(&self, message: Outgoing) -> Result<(), Full>;
+
+    /// Makes this device a member of `group`, whose `members` are listed in order (this
+    /// device among them). Returns whether it will confirm with
+    /// [`DeviceEvents::group_ready`]: the run waits for every promised confirmation before
+    /// it sends.
+    fn join_group(&self, group: u32, members: &[u32]) -> bool;
+
+    /// Closes the connection for good; the device's task ends soon after.
+    fn shutdown(&self);
+}
+
+/// How a protocol names itself in results and the live line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Describe {
+    /// `imlab`, `mqtt`.
+    pub protocol: &'static str,
+    /// `tcp`, `tls`, `ws`, `wss`.
+    pub transport: &'static str,
+    /// MQTT's quality of service (None for protocols without one).
+    pub qos: Option<u8>,
+}
+
+/// Starts the devices of a run.
+pub trait Protocol: Send + Sync {
+    /// Its name, transport and options, for the results.
+    fn describe(&self) -> Describe;
+
+    /// Starts device `client` on `connector`: from now until [`Device::shutdown`] it keeps
+    /// itself connected and logged in, and tells `events` what happens.
+    fn start(
+        &self,
+        client: u32,
+        connector: DynConnector,
+        events: DeviceEvents,
+    ) -> (Box<dyn Device>, JoinHandle<()>);
+}
+
+/// What a device tells the ledger. Every method takes the ledger's lock once.
+#[derive(Clone)]
+pub struct DeviceEvents {
+    ledger: Arc<Mutex<LoadLedger>>,
+    client: u32,
+}
+
+impl DeviceEvents {
+    /// Events of device `client` into `ledger`.
+    pub fn new(ledger: Arc<Mutex<LoadLedger>>, client: u32) -> DeviceEvents {
+        DeviceEvents { ledger, client }
+    }
+
+    /// The device's number.
+    pub fn client(&self) -> u32 {
+        self.client
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, LoadLedger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opening a connection (TCP, TLS, login) starts.
+    pub fn connecting(&self) {
+        self.ledger().connecting(self.client);
+    }
+
+    /// Logged in. `inbox_max` is the newest position of the device's inbox the server
+    /// reported, `processed` the device's own; the device is synced once it has processed
+    /// up to `inbox_max` (see [`DeviceEvents::processed`]). Protocols without inbox positions
+    /// pass 0 and 0: synced at login.
+    pub fn connected(&self, inbox_max: u64, processed: u64) {
+        let mut ledger = self.ledger();
+        ledger.connected(self.client, inbox_max);
+        ledger.processed(self.client, processed);
+    }
+
+    /// The device has processed its inbox up to `position`.
+    pub fn processed(&self, position: u64) {
+        self.ledger().processed(self.client, position);
+    }
+
+    /// A logged-in connection ended (`cause`: a short word such as `ConnectionLost`).
+    pub fn disconnected(&self, cause: &str) {
+        self.ledger().disconnected(self.client, cause, true);
+    }
+
+    /// A connection or login attempt failed (`cause` as in `crate::causes`); `detail` is kept
+    /// as the last failure for the error when nobody gets in.
+    pub fn login_failed(&self, cause: &str, detail: String) {
+        let mut ledger = self.ledger();
+        ledger.last_failure = Some(detail);
+        ledger.login_failed(self.client, cause);
+        ledger.disconnected(self.client, cause, false);
+    }
+
+    /// The device stopped for good: the server refused its credentials (`cause`).
+    pub fn stopped(&self, cause: &str, detail: String) {
+        let mut ledger = self.ledger();
+        ledger.last_failure = Some(detail);
+        ledger.login_failed(self.client, cause);
+        ledger.client_stopped(self.client);
+    }
+
+    /// The server acknowledged send `id`.
+    pub fn acked(&self, id: MsgId) {
+        self.ledger().acked(id);
+    }
+
+    /// The server refused send `id` for now (`cause`: `rate_limited`...); the device retries.
+    pub fn send_refused(&self, id: MsgId, cause: &str) {
+        self.ledger().send_refused(id, cause);
+    }
+
+    /// Send `id` failed for good (refused by the server, or no ack in time).
+    pub fn send_failed(&self, id: MsgId) {
+        self.ledger().send_failed(id);
+    }
+
+    /// Message `id` reached this device.
+    pub fn delivered(&self, id: MsgId) {
+        self.ledger().delivered(self.client, id);
+    }
+
+    /// A group this device joined or created is ready.
+    pub fn group_ready(&self) {
+        self.ledger().groups_ready += 1;
+    }
+}
