@@ -8,18 +8,49 @@
 //! stops reading from the sender, as a full TCP window would.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use imlab_carrier::{Closed, FlowModel, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 
 use crate::proxy::{FlowCommand, Shared};
+
+/// One side of a flow: a stream the relay reads and writes, and can reset.
+pub trait Endpoint: Send + 'static {
+    /// Its read half.
+    type Read: AsyncRead + Unpin + Send;
+    /// Its write half.
+    type Write: AsyncWrite + Unpin + Send;
+
+    /// Splits it for the relay.
+    fn split(self) -> (Self::Read, Self::Write);
+
+    /// Closes it abruptly, as a RST (a NAT's, or a kernel's) looks to its peer.
+    fn reset(read: Self::Read, write: Self::Write);
+}
+
+impl Endpoint for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+
+    /// SO_LINGER 0: the close sends a RST.
+    fn reset(read: OwnedReadHalf, write: OwnedWriteHalf) {
+        if let Ok(stream) = read.reunite(write) {
+            let _ = stream.set_zero_linger();
+        }
+    }
+}
 
 /// Bytes queued per direction at most before the proxy stops reading the sender.
 pub const IN_FLIGHT_BYTES_MAX: usize = 1 << 20;
@@ -30,7 +61,8 @@ const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 /// Wall-clock limit on connecting upstream.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Side = Option<(OwnedReadHalf, OwnedWriteHalf)>;
+type Side<E> = Option<(<E as Endpoint>::Read, <E as Endpoint>::Write)>;
+type ServerSide = Side<TcpStream>;
 
 /// Chunks in flight one way: delivery time (model) and bytes (empty = FIN).
 #[derive(Default)]
@@ -63,6 +95,31 @@ impl InFlight {
 pub(crate) async fn run(shared: Arc<Shared>, id: u64, phone: TcpStream, poke: Arc<Notify>) {
     let _ = phone.set_nodelay(true);
     let seed = flow_seed(shared.seed, &[id]);
+    let upstream = shared.upstream;
+    let opened = open(&shared, id, seed, async move {
+        let stream = TcpStream::connect(upstream).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    })
+    .await;
+    match opened {
+        Ok((model, upstream)) => relay(shared, id, model, phone, upstream, poke).await,
+        Err(_) => {
+            // The phone sees what it would from a refused or unreachable server: a reset.
+            let _ = phone.set_zero_linger();
+        }
+    }
+}
+
+/// Opens flow `id` (seeded with `seed`): its model draws the NAT timeout and the SYN's way
+/// up; at the SYN's arrival `connect` opens the upstream connection (bounded in time). On
+/// failure the flow's entry is gone and the error says why.
+pub(crate) async fn open(
+    shared: &Shared,
+    id: u64,
+    seed: u64,
+    connect: impl Future<Output = std::io::Result<TcpStream>>,
+) -> std::io::Result<(FlowModel, TcpStream)> {
     let at = shared.now();
     let (mut model, syn_at) = shared.decide(id, |link, entry| {
         let mut model = FlowModel::with_drawn_nat_timeout(seed, link.profile);
@@ -77,34 +134,44 @@ pub(crate) async fn run(shared: Arc<Shared>, id: u64, phone: TcpStream, poke: Ar
     let upstream = match syn_at {
         Some(syn_at) => {
             tokio::time::sleep_until(shared.instant_of(syn_at)).await;
-            tokio::time::timeout(
-                UPSTREAM_CONNECT_TIMEOUT,
-                TcpStream::connect(shared.upstream),
-            )
-            .await
+            match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connect).await {
+                Ok(connected) => connected,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "upstream connect timed out",
+                )),
+            }
         }
-        None => Ok(Err(std::io::ErrorKind::TimedOut.into())),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the carrier lost every SYN",
+        )),
     };
     let upstream = match upstream {
-        Ok(Ok(upstream)) => upstream,
-        failed => {
-            let why = match failed {
-                Ok(Err(error)) => error.to_string(),
-                _ => "upstream connect timed out".into(),
-            };
-            shared.log(json!({"t_ms": ms(shared.now()), "flow": id, "event": "upstream_failed", "why": why}));
-            // The phone sees what it would from a refused or unreachable server: a reset.
-            let _ = phone.set_zero_linger();
-            shared.lock().flows.remove(&id);
-            return;
+        Ok(upstream) => upstream,
+        Err(error) => {
+            shared.log(json!({"t_ms": ms(shared.now()), "flow": id, "event": "upstream_failed", "why": error.to_string()}));
+            shared.remove_flow(id);
+            return Err(error);
         }
     };
-    let _ = upstream.set_nodelay(true);
     model.opened(shared.now());
     shared.decide(id, |_, entry| {
         entry.view.server_open = true;
         entry.last_refresh = model.last_refresh();
     });
+    Ok((model, upstream))
+}
+
+/// Relays an opened flow until both sides are gone.
+pub(crate) async fn relay<P: Endpoint>(
+    shared: Arc<Shared>,
+    id: u64,
+    model: FlowModel,
+    phone: P,
+    upstream: TcpStream,
+    poke: Arc<Notify>,
+) {
     let mut relay = Relay {
         shared: shared.clone(),
         id,
@@ -113,9 +180,9 @@ pub(crate) async fn run(shared: Arc<Shared>, id: u64, phone: TcpStream, poke: Ar
         down: InFlight::default(),
     };
     relay
-        .run(Some(phone.into_split()), Some(upstream.into_split()), &poke)
+        .run::<P>(Some(phone.split()), Some(upstream.into_split()), &poke)
         .await;
-    shared.lock().flows.remove(&id);
+    shared.remove_flow(id);
 }
 
 struct Relay {
@@ -127,7 +194,12 @@ struct Relay {
 }
 
 impl Relay {
-    async fn run(&mut self, mut phone: Side, mut server: Side, poke: &Notify) {
+    async fn run<P: Endpoint>(
+        &mut self,
+        mut phone: Side<P>,
+        mut server: ServerSide,
+        poke: &Notify,
+    ) {
         let mut phone_buf = BytesMut::new();
         let mut server_buf = BytesMut::new();
         loop {
@@ -142,7 +214,7 @@ impl Relay {
             let now = self.shared.now();
             let slack = TIMER_RESOLUTION.mul_f64(self.shared.time_scale);
             if wake.is_some_and(|wake| wake <= now + slack) {
-                self.on_timer(now, slack, &mut phone, &mut server).await;
+                self.on_timer::<P>(now, slack, &mut phone, &mut server).await;
                 continue;
             }
             let read_phone = phone.as_mut().filter(|_| self.up.has_room());
@@ -160,14 +232,14 @@ impl Relay {
                     match command {
                         Some(FlowCommand::Reset) => {
                             self.log_end("both", "reset_by_control");
-                            reset(phone.take());
-                            reset(server.take());
+                            reset::<P>(phone.take());
+                            reset::<TcpStream>(server.take());
                         }
                         Some(FlowCommand::Handover) => {
                             // The phone's OS drops its sockets on a network change; the
                             // server's side learns nothing (half-open).
                             self.log_end("phone", "handover");
-                            reset(phone.take());
+                            reset::<P>(phone.take());
                         }
                         None => {}
                     }
@@ -178,7 +250,7 @@ impl Relay {
                     match read {
                         Ok(n) if n > 0 => {
                             let bytes = phone_buf.split().freeze();
-                            self.phone_sent(at, bytes, &mut phone);
+                            self.phone_sent::<P>(at, bytes, &mut phone);
                         }
                         _ => {
                             phone = None;
@@ -202,7 +274,7 @@ impl Relay {
                 }
                 () = sleep_until(wake.map(|at| self.shared.instant_of(at))) => {
                     let at = self.shared.now();
-                    self.on_timer(at, slack, &mut phone, &mut server).await;
+                    self.on_timer::<P>(at, slack, &mut phone, &mut server).await;
                 }
             }
         }
@@ -222,11 +294,13 @@ impl Relay {
     fn check_nat(&mut self, at: Duration) {
         if self.model.expire_nat(at) {
             self.shared
+                .decide(self.id, |_, entry| entry.view.decisions.nat_expired += 1);
+            self.shared
                 .log(json!({"t_ms": ms(at), "flow": self.id, "event": "nat_expired"}));
         }
     }
 
-    fn phone_sent(&mut self, at: Duration, bytes: Bytes, phone: &mut Side) {
+    fn phone_sent<P: Endpoint>(&mut self, at: Duration, bytes: Bytes, phone: &mut Side<P>) {
         let len = bytes.len();
         let model = &mut self.model;
         let decision = self.shared.decide(self.id, |link, entry| {
@@ -256,11 +330,11 @@ impl Relay {
             }
             PhoneSend::Dropped => ("drop", None, 0),
             PhoneSend::Reset => {
-                reset(phone.take());
+                reset::<P>(phone.take());
                 ("reset", None, 0)
             }
             PhoneSend::Broken => {
-                reset(phone.take());
+                reset::<P>(phone.take());
                 ("break", None, 0)
             }
         };
@@ -270,7 +344,7 @@ impl Relay {
         }));
     }
 
-    fn server_sent(&mut self, at: Duration, bytes: Bytes, server: &mut Side) {
+    fn server_sent(&mut self, at: Duration, bytes: Bytes, server: &mut ServerSide) {
         let len = bytes.len();
         let model = &mut self.model;
         let decision = self.shared.decide(self.id, |link, entry| {
@@ -299,7 +373,7 @@ impl Relay {
             }
             ServerSend::Lost => ("lost", None, 0),
             ServerSend::Broken => {
-                reset(server.take());
+                reset::<TcpStream>(server.take());
                 ("break", None, 0)
             }
         };
@@ -350,23 +424,28 @@ impl Relay {
     }
 
     /// The model's timers and the deliveries due by `at` (plus `slack`).
-    async fn on_timer(
+    async fn on_timer<P: Endpoint>(
         &mut self,
         at: Duration,
         slack: Duration,
-        phone: &mut Side,
-        server: &mut Side,
+        phone: &mut Side<P>,
+        server: &mut ServerSide,
     ) {
         self.check_nat(at);
         if server.is_some() && self.model.server_gives_up(at) {
             // Its kernel gave up retransmitting: the server sees an error.
             self.log_end("server", "kernel_gave_up");
-            reset(server.take());
+            reset::<TcpStream>(server.take());
         }
-        self.deliver_due(at + slack, phone, server).await;
+        self.deliver_due::<P>(at + slack, phone, server).await;
     }
 
-    async fn deliver_due(&mut self, at: Duration, phone: &mut Side, server: &mut Side) {
+    async fn deliver_due<P: Endpoint>(
+        &mut self,
+        at: Duration,
+        phone: &mut Side<P>,
+        server: &mut ServerSide,
+    ) {
         while let Some(bytes) = self.up.pop_due(at) {
             if let Some((_, write)) = server.as_mut()
                 && deliver(write, &bytes).await.is_err()
@@ -400,18 +479,16 @@ fn ms(at: Duration) -> u64 {
     at.as_millis() as u64
 }
 
-/// Closes a side with a RST (SO_LINGER 0), as a NAT's or kernel's reset looks to its peer.
-fn reset(side: Side) {
-    if let Some((read, write)) = side
-        && let Ok(stream) = read.reunite(write)
-    {
-        let _ = stream.set_zero_linger();
+/// Closes a side abruptly, as a NAT's or kernel's reset looks to its peer.
+fn reset<E: Endpoint>(side: Side<E>) {
+    if let Some((read, write)) = side {
+        E::reset(read, write);
     }
 }
 
 /// Reads one segment's worth into `buffer`, or waits forever when the side is gone or paused.
 async fn read_some(
-    half: Option<&mut OwnedReadHalf>,
+    half: Option<&mut (impl AsyncRead + Unpin)>,
     buffer: &mut BytesMut,
 ) -> std::io::Result<usize> {
     match half {
@@ -427,7 +504,7 @@ async fn read_some(
 }
 
 /// Writes bytes, or shuts the write side for an empty (FIN) chunk.
-async fn deliver(writer: &mut OwnedWriteHalf, bytes: &Bytes) -> std::io::Result<()> {
+async fn deliver(writer: &mut (impl AsyncWrite + Unpin), bytes: &Bytes) -> std::io::Result<()> {
     if bytes.is_empty() {
         writer.shutdown().await
     } else {

@@ -6,12 +6,16 @@
 //! Modules:
 //! - [`proxy`]: `Proxy::new(config)` and `Proxy::run(listener, shutdown)`, the shared state;
 //! - [`flow`]: one connection's relay, which only carries out the model's decisions;
+//! - [`inline`]: the same flows for an in-process client (`imlab load --carrier`): an
+//!   in-memory pipe on the phone's side instead of an accepted socket;
 //! - [`control`]: the control API (a small HTTP/1.1 server) and its client;
 //! - [`trace`]: the JSON Lines decision log, behind a bounded queue.
 
 pub mod control;
 pub mod flow;
+pub mod inline;
 pub mod proxy;
 pub mod trace;
 
-pub use proxy::{FlowView, Proxy, ProxyConfig, ProxyError};
+pub use inline::InlineStream;
+pub use proxy::{Decisions, FlowView, Proxy, ProxyConfig, ProxyError};

@@ -73,6 +73,22 @@ pub struct Decisions {
     pub resets: u64,
     /// Connections broken because retries ran out.
     pub broken: u64,
+    /// NAT mappings that expired.
+    #[serde(default)]
+    pub nat_expired: u64,
+}
+
+impl Decisions {
+    fn add(&mut self, other: &Decisions) {
+        self.delivered_up += other.delivered_up;
+        self.delivered_down += other.delivered_down;
+        self.retransmissions += other.retransmissions;
+        self.dropped += other.dropped;
+        self.lost += other.lost;
+        self.resets += other.resets;
+        self.broken += other.broken;
+        self.nat_expired += other.nat_expired;
+    }
 }
 
 /// One live flow, as the control API lists it.
@@ -126,6 +142,8 @@ pub(crate) struct State {
     pub flows: BTreeMap<u64, FlowEntry>,
     pub next_flow: u64,
     pub flows_refused: u64,
+    /// Decisions of the flows that ended.
+    pub ended: Decisions,
 }
 
 /// What flows and the control API share.
@@ -178,6 +196,56 @@ impl Shared {
         decide(&link, entry)
     }
 
+    /// Forgets a flow that ended.
+    pub fn remove_flow(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some(entry) = state.flows.remove(&id) {
+            state.ended.add(&entry.view.decisions);
+        }
+    }
+
+    /// Registers a new flow from `phone` (its address, or a name) and returns its number and
+    /// the flow's wake-up; `None` at the `flows_max` bound (counted and logged).
+    pub fn register_flow(&self, phone: String) -> Option<(u64, Arc<Notify>)> {
+        let at = self.now();
+        let mut state = self.lock();
+        if state.flows.len() >= self.flows_max {
+            state.flows_refused += 1;
+            drop(state);
+            self.log(serde_json::json!({
+                "t_ms": at.as_millis() as u64, "event": "refused", "phone": phone,
+                "why": "flows_max",
+            }));
+            return None;
+        }
+        state.next_flow += 1;
+        let id = state.next_flow;
+        let poke = Arc::new(Notify::new());
+        state.flows.insert(
+            id,
+            FlowEntry {
+                view: FlowView {
+                    id,
+                    phone,
+                    opened_ms: at.as_millis() as u64,
+                    nat_timeout_ms: 0,
+                    nat: "alive",
+                    idle_ms: 0,
+                    phone_open: true,
+                    server_open: false,
+                    handed_over: false,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    decisions: Decisions::default(),
+                },
+                last_refresh: at,
+                command: None,
+                poke: poke.clone(),
+            },
+        );
+        Some((id, poke))
+    }
+
     pub fn log(&self, line: serde_json::Value) {
         if let Some(trace) = &self.trace {
             trace.log(line);
@@ -187,7 +255,7 @@ impl Shared {
 
 /// The proxy.
 pub struct Proxy {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Proxy {
@@ -215,12 +283,29 @@ impl Proxy {
                 flows: BTreeMap::new(),
                 next_flow: 0,
                 flows_refused: 0,
+                ended: Decisions::default(),
             }),
             trace,
         };
         Ok(Proxy {
             shared: Arc::new(shared),
         })
+    }
+
+    /// Every decision so far, over the flows that ended and those alive.
+    pub fn totals(&self) -> Decisions {
+        let state = self.shared.lock();
+        let mut totals = state.ended;
+        for entry in state.flows.values() {
+            totals.add(&entry.view.decisions);
+        }
+        totals
+    }
+
+    /// Flows alive now, and flows refused at the `flows_max` bound so far.
+    pub fn flow_counts(&self) -> (usize, u64) {
+        let state = self.shared.lock();
+        (state.flows.len(), state.flows_refused)
     }
 
     /// Serves the control API on `listener` until the proxy stops.
@@ -253,45 +338,11 @@ impl Proxy {
     }
 
     fn accept(&self, phone: tokio::net::TcpStream, peer: SocketAddr) {
-        let at = self.shared.now();
-        let mut state = self.shared.lock();
-        if state.flows.len() >= self.shared.flows_max {
-            state.flows_refused += 1;
-            drop(state);
+        let Some((id, poke)) = self.shared.register_flow(peer.to_string()) else {
             // Refused at the bound: the phone sees a reset at once, not a hang.
             let _ = phone.set_zero_linger();
-            self.shared.log(serde_json::json!({
-                "t_ms": at.as_millis() as u64, "event": "refused", "phone": peer.to_string(),
-                "why": "flows_max",
-            }));
             return;
-        }
-        state.next_flow += 1;
-        let id = state.next_flow;
-        let poke = Arc::new(Notify::new());
-        state.flows.insert(
-            id,
-            FlowEntry {
-                view: FlowView {
-                    id,
-                    phone: peer.to_string(),
-                    opened_ms: at.as_millis() as u64,
-                    nat_timeout_ms: 0,
-                    nat: "alive",
-                    idle_ms: 0,
-                    phone_open: true,
-                    server_open: false,
-                    handed_over: false,
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    decisions: Decisions::default(),
-                },
-                last_refresh: at,
-                command: None,
-                poke: poke.clone(),
-            },
-        );
-        drop(state);
+        };
         tokio::spawn(crate::flow::run(self.shared.clone(), id, phone, poke));
     }
 }
