@@ -55,6 +55,10 @@ pub struct LoadArgs {
     /// Heartbeat strategy of every client.
     #[arg(long, default_value = "fixed:30s")]
     heartbeat: String,
+    /// A Ping unanswered this long means the connection is dead (a silent NAT drop is
+    /// noticed only so): the client reconnects.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    heartbeat_timeout: Duration,
     /// Sign tokens with this secret (the server's --auth-secret).
     #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true, value_parser = non_empty_secret)]
     auth_secret: Option<String>,
@@ -93,6 +97,16 @@ pub struct LoadArgs {
     /// --target host.
     #[arg(long, value_name = "NAME", requires = "tls")]
     tls_server_name: Option<String>,
+    /// Run the carrier model (NAT expiry, loss, delay, bandwidth) on every connection, in
+    /// this process: a preset or a carrier TOML file, with a weight after a colon. Several,
+    /// comma-separated or repeated, spread the clients by weight, e.g. cmcc-3g:0.6,us-lte:0.4.
+    /// Presets: cmcc-3g, cu-2g, ct-3g, us-lte, home-wifi, subway, elevator.
+    #[arg(long, value_name = "PRESET|FILE[:WEIGHT],...")]
+    carrier: Vec<String>,
+    /// Log every carrier-model decision to FILE (JSON Lines); with several carriers, one file
+    /// each (FILE.0.EXT, FILE.1.EXT...).
+    #[arg(long, value_name = "FILE", requires = "carrier")]
+    trace: Option<PathBuf>,
     /// (Internal) this process is worker N of a --workers run.
     #[arg(long, hide = true)]
     worker_index: Option<usize>,
@@ -148,6 +162,10 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let address = target.resolve().map_err(anyhow::Error::msg)?;
     let tls = tls_client(&args, &target)?;
+    let mut carriers = Vec::new();
+    for text in &args.carrier {
+        carriers.extend(imlab_loadgen::carrier::parse_mix(text).map_err(anyhow::Error::msg)?);
+    }
     // Before any work, workers or not: a run that cannot write its results is wasted.
     if let Some(dir) = &args.out {
         crate::out_dir::check(dir)?;
@@ -169,6 +187,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         msg_rate: args.msg_rate,
         pattern: args.pattern,
         heartbeat: args.heartbeat.clone(),
+        heartbeat_timeout: args.heartbeat_timeout,
         auth_secret: args.auth_secret.clone(),
         body_bytes: args.body_bytes,
         drain: args.drain,
@@ -176,6 +195,8 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         out: args.out.clone(),
         seed: args.seed,
         worker: args.worker_index.unwrap_or(0),
+        carriers,
+        carrier_trace: args.trace.clone(),
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -308,6 +329,7 @@ impl LoadArgs {
             msg_rate: self.msg_rate,
             pattern: self.pattern,
             heartbeat: self.heartbeat.clone(),
+            heartbeat_timeout: self.heartbeat_timeout,
             auth_secret: self.auth_secret.clone(),
             body_bytes: self.body_bytes,
             drain: self.drain,
@@ -319,6 +341,8 @@ impl LoadArgs {
             tls: self.tls,
             ca: self.ca.clone(),
             tls_server_name: self.tls_server_name.clone(),
+            carrier: self.carrier.clone(),
+            trace: self.trace.clone(),
         }
     }
 }

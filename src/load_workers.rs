@@ -15,6 +15,7 @@ pub struct WorkerArgs {
     pub msg_rate: f64,
     pub pattern: Pattern,
     pub heartbeat: String,
+    pub heartbeat_timeout: Duration,
     pub auth_secret: Option<String>,
     pub body_bytes: usize,
     pub drain: Duration,
@@ -26,6 +27,8 @@ pub struct WorkerArgs {
     pub tls: bool,
     pub ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    pub carrier: Vec<String>,
+    pub trace: Option<PathBuf>,
 }
 
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
@@ -64,6 +67,10 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args(["--msg-rate", &(args.msg_rate / workers).to_string()])
             .args(["--pattern", &pattern])
             .args(["--heartbeat", &args.heartbeat])
+            .args([
+                "--heartbeat-timeout",
+                &humantime::format_duration(args.heartbeat_timeout).to_string(),
+            ])
             .args(["--body-bytes", &args.body_bytes.to_string()])
             .args([
                 "--drain",
@@ -92,6 +99,13 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             if let Some(name) = &args.tls_server_name {
                 command.args(["--tls-server-name", name]);
             }
+        }
+        for carrier in &args.carrier {
+            command.args(["--carrier", carrier]);
+        }
+        if args.trace.is_some() {
+            // One trace per worker, beside its results.
+            command.arg("--trace").arg(dir.join("carrier-trace.jsonl"));
         }
         let child = command
             .spawn()

@@ -72,8 +72,9 @@ pub fn load_report(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     };
     let m = &results.messages;
     let c = &results.connections;
-    let summary = vec![
+    let mut summary = vec![
         ("target".to_string(), results.target.clone()),
+        ("protocol".into(), results.protocol_line()),
         ("clients".into(), results.clients.to_string()),
         ("pattern".into(), results.pattern.clone()),
         (
@@ -114,6 +115,23 @@ pub fn load_report(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             ),
         ),
     ];
+    for carrier in &results.carriers {
+        summary.push((
+            format!("carrier {}", carrier.name),
+            format!(
+                "{} clients; disconnects {} ({} silent), reconnects {}; NAT expired {}, resets {}; \
+                 deliver p50 / p99 {:.2} / {:.2} ms",
+                carrier.clients,
+                carrier.disconnects,
+                carrier.silent_disconnects,
+                carrier.reconnects,
+                carrier.model.nat_expired,
+                carrier.model.resets,
+                carrier.deliver_ms.p50,
+                carrier.deliver_ms.p99
+            ),
+        ));
+    }
     let report = LoadReport {
         title: format!(
             "imlab load: {} clients against {}",

@@ -66,6 +66,8 @@ pub struct LoadConfig {
     pub pattern: Pattern,
     /// Heartbeat strategy name.
     pub heartbeat: String,
+    /// A Ping unanswered this long ends the connection.
+    pub heartbeat_timeout: Duration,
     /// Secret to sign tokens with (None: dev-mode server).
     pub auth_secret: Option<String>,
     /// Message body size.
@@ -81,6 +83,10 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Distinguishes the ids of workers started together (0 for a single process).
     pub worker: usize,
+    /// With `--carrier`: the carrier model on every connection, clients spread by weight.
+    pub carriers: Vec<crate::carrier::CarrierShare>,
+    /// Where the carrier model logs its decisions (`--trace FILE`, JSON Lines).
+    pub carrier_trace: Option<PathBuf>,
     /// The command that started the run, recorded in results.json to reproduce it.
     pub command_line: Vec<String>,
     /// The imlab version that ran it.

@@ -10,6 +10,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 
+use crate::carrier::CarrierFigures;
 use crate::protocol::MsgId;
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
@@ -119,6 +120,8 @@ pub struct LoadLedger {
     /// Per client: the inbox's newest seq at its latest login, and the seq it has processed.
     login_max_seq: Vec<u64>,
     processed_seq: Vec<u64>,
+    /// With `--carrier`: each client's carrier, and each carrier's figures.
+    pub carriers: Option<(Vec<u8>, Vec<CarrierFigures>)>,
     /// Per-second counters, closed seconds.
     pub seconds: Vec<Second>,
     current: Second,
@@ -161,6 +164,7 @@ impl LoadLedger {
             stopped: vec![false; n_clients],
             login_max_seq: vec![0; n_clients],
             processed_seq: vec![0; n_clients],
+            carriers: None,
             seconds: Vec::new(),
             current: Second::default(),
             current_deliver: histogram(),
@@ -175,6 +179,22 @@ impl LoadLedger {
     /// The run's start.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Splits the figures by carrier: `of_client[c]` is client c's carrier, of `n` carriers.
+    pub fn split_by_carrier(&mut self, of_client: Vec<u8>, n: usize) {
+        let figures = (0..n)
+            .map(|k| {
+                CarrierFigures::new(of_client.iter().filter(|c| **c as usize == k).count() as u64)
+            })
+            .collect();
+        self.carriers = Some((of_client, figures));
+    }
+
+    /// The figures of client `client`'s carrier, with `--carrier`.
+    fn carrier(&mut self, client: usize) -> Option<&mut CarrierFigures> {
+        let (of_client, figures) = self.carriers.as_mut()?;
+        figures.get_mut(*of_client.get(client)? as usize)
     }
 
     /// Closes the current second (called once a second).
@@ -337,19 +357,20 @@ impl LoadLedger {
             return;
         }
         message.delivered.push(device);
+        let sender = message.sender;
         let latency = now.saturating_sub(message.planned_us).max(1);
         let _ = self.deliver.record(latency);
         let _ = self.current_deliver.record(latency);
         self.current.delivered += 1;
         let number = id.number;
-        let last = self
-            .last_number
-            .entry((device, message.sender))
-            .or_insert(0);
+        let last = self.last_number.entry((device, sender)).or_insert(0);
         if number < *last {
             self.reordered += 1;
         } else {
             *last = number;
+        }
+        if let Some(carrier) = self.carrier(device as usize) {
+            let _ = carrier.deliver.record(latency);
         }
     }
 
@@ -368,12 +389,21 @@ impl LoadLedger {
         if let Some(since) = self.connecting_since[client].take() {
             let _ = self.connect.record(now.saturating_sub(since).max(1));
         }
-        if let Some(down) = self.down_since[client].take() {
+        let down = self.down_since[client].take();
+        if let Some(down) = down {
             let _ = self.reconnect.record(now.saturating_sub(down).max(1));
         }
-        if self.ever_connected[client] {
+        let again = self.ever_connected[client];
+        if again {
             self.reconnects += 1;
             self.current.reconnects += 1;
+        }
+        if let Some(carrier) = self.carrier(client) {
+            carrier.connects += 1;
+            if let Some(down) = down {
+                let _ = carrier.reconnect.record(now.saturating_sub(down).max(1));
+            }
+            carrier.reconnects += u64::from(again);
         }
         self.ever_connected[client] = true;
         self.connects += 1;
@@ -391,6 +421,9 @@ impl LoadLedger {
             self.current.disconnects += 1;
             self.down_since[client].get_or_insert(now);
             *self.disconnects.entry(cause.to_string()).or_default() += 1;
+            if let Some(carrier) = self.carrier(client) {
+                *carrier.disconnects.entry(cause.to_string()).or_default() += 1;
+            }
         } else {
             self.connects_failed += 1;
         }

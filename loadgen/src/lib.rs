@@ -9,8 +9,10 @@
 //! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines),
 //! [`source`] (source addresses and the open-file limit), [`target`] (`--target` parsed and
 //! resolved), [`protocol`] (the seam every protocol implements, and each protocol's adapter),
-//! [`transport`] (TCP, TLS under any protocol), [`causes`] (refusal cause words).
+//! [`transport`] (TCP, TLS under any protocol), [`carrier`] (`--carrier`: the carrier model on
+//! every connection, in process), [`causes`] (refusal cause words).
 
+pub mod carrier;
 pub mod causes;
 pub mod config;
 pub mod histograms;

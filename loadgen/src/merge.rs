@@ -106,6 +106,32 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     if sum.target != other.target {
         sum.target = format!("{},{}", sum.target, other.target);
     }
+    for carrier in &other.carriers {
+        match sum.carriers.iter_mut().find(|c| c.name == carrier.name) {
+            None => sum.carriers.push(carrier.clone()),
+            Some(c) => {
+                c.clients += carrier.clients;
+                c.connects += carrier.connects;
+                c.disconnects += carrier.disconnects;
+                c.silent_disconnects += carrier.silent_disconnects;
+                for (cause, n) in &carrier.disconnects_by_cause {
+                    *c.disconnects_by_cause.entry(cause.clone()).or_default() += n;
+                }
+                c.reconnects += carrier.reconnects;
+                let (model, o) = (&mut c.model, &carrier.model);
+                model.nat_expired += o.nat_expired;
+                model.resets += o.resets;
+                model.dropped += o.dropped;
+                model.lost += o.lost;
+                model.retransmissions += o.retransmissions;
+                model.broken += o.broken;
+                // Per-carrier percentiles have no histograms to merge: left out, not
+                // averaged.
+                c.deliver_ms = Default::default();
+                c.reconnect_ms = Default::default();
+            }
+        }
+    }
     let (m, o) = (&mut sum.messages, &other.messages);
     m.sent += o.sent;
     m.acked += o.acked;

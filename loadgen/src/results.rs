@@ -207,6 +207,10 @@ pub struct LoadResults {
     pub connections: Connections,
     /// Latency percentiles.
     pub latency_ms: Latencies,
+    /// With `--carrier`: every carrier's figures and the model's decisions on its
+    /// connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carriers: Vec<crate::carrier::CarrierResults>,
 }
 
 impl LoadResults {
@@ -276,6 +280,7 @@ impl LoadResults {
                 deliver: Latency::of(&ledger.deliver),
                 reconnect: Latency::of(&ledger.reconnect),
             },
+            carriers: Vec::new(),
         }
     }
 
@@ -315,6 +320,21 @@ impl LoadResults {
                 "logins failed: {} ({} clients never got in)\n",
                 crate::causes::list(&c.login_failures_by_cause),
                 c.clients_refused
+            );
+        }
+        for carrier in &self.carriers {
+            out += &format!(
+                "carrier {}: {} clients, disconnects {} ({} silent), reconnects {}, NAT expired {}, \
+                 resets {}, deliver p50 {:.2} ms p99 {:.2} ms\n",
+                carrier.name,
+                carrier.clients,
+                carrier.disconnects,
+                carrier.silent_disconnects,
+                carrier.reconnects,
+                carrier.model.nat_expired,
+                carrier.model.resets,
+                carrier.deliver_ms.p50,
+                carrier.deliver_ms.p99
             );
         }
         out += "latency_ms      count       p50       p90       p99     p99.9       max\n";

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::carrier::{CarrierResults, Carriers};
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::ledger::LoadLedger;
 use crate::protocol::imlab::Imlab;
@@ -51,6 +52,8 @@ pub type Progress = Arc<dyn Fn(&LoadResults) + Send + Sync>;
 struct Shared {
     config: LoadConfig,
     protocol: Box<dyn Protocol>,
+    /// With `--carrier`: the carrier model on every connection.
+    carriers: Option<Carriers>,
     ledger: Arc<Mutex<LoadLedger>>,
     progress: Progress,
     /// Cancelled on the first Ctrl-C: stop sending, skip the drain, finish the results.
@@ -61,12 +64,21 @@ struct Shared {
 impl Shared {
     fn results(&self) -> LoadResults {
         let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        LoadResults::from_ledger(
-            &self.config,
-            &self.protocol.describe(),
-            &lock(&self.ledger),
-            phase,
-        )
+        let ledger = lock(&self.ledger);
+        let mut results =
+            LoadResults::from_ledger(&self.config, &self.protocol.describe(), &ledger, phase);
+        if let (Some(carriers), Some((_, figures))) = (&self.carriers, &ledger.carriers) {
+            results.carriers = carriers
+                .names()
+                .iter()
+                .zip(figures)
+                .enumerate()
+                .map(|(k, (name, figures))| {
+                    CarrierResults::of(name, figures, carriers.decisions(k))
+                })
+                .collect();
+        }
+        results
     }
 
     /// Enters a phase and tells the progress callback at once.
@@ -115,6 +127,7 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
             "--pattern group:{size} needs at least {size} clients"
         ));
     }
+    crate::carrier::validate_mix(&config.carriers).map_err(LoadError::Invalid)?;
     if config.auth_secret.as_deref() == Some("") {
         return invalid("--auth-secret is empty: give the server's secret, or leave it out".into());
     }
@@ -138,9 +151,25 @@ pub async fn run(
         config.worker
     );
     check_open_files(&config)?;
+    let mut ledger = LoadLedger::new(config.clients);
+    let carriers = if config.carriers.is_empty() {
+        None
+    } else {
+        let carriers = Carriers::start(
+            &config.carriers,
+            config.clients,
+            config.seed,
+            config.transport.target,
+            config.carrier_trace.as_deref(),
+        )
+        .map_err(LoadError::Invalid)?;
+        ledger.split_by_carrier(carriers.of_client().to_vec(), config.carriers.len());
+        Some(carriers)
+    };
     let shared = Arc::new(Shared {
-        ledger: Arc::new(Mutex::new(LoadLedger::new(config.clients))),
+        ledger: Arc::new(Mutex::new(ledger)),
         protocol: protocol(&config, tag),
+        carriers,
         config,
         progress,
         stop,
@@ -194,6 +223,9 @@ pub async fn run(
         "done"
     };
     *shared.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    if let Some(carriers) = &shared.carriers {
+        carriers.finish().await;
+    }
     let results = shared.results();
     shared.write(&results)?;
     (shared.progress)(&results);
@@ -240,6 +272,7 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             tag,
             auth_secret: config.auth_secret.clone(),
             heartbeat: config.heartbeat.clone(),
+            heartbeat_timeout: config.heartbeat_timeout,
             body_bytes: config.body_bytes,
             seed: config.seed,
             transport: config.transport.name(),
@@ -275,7 +308,7 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
         let client = client as u32;
         let (device, task) = shared.protocol.start(
             client,
-            config.transport.connector(client),
+            config.transport.connector(client, shared.carriers.as_ref()),
             DeviceEvents::new(shared.ledger.clone(), client),
         );
         tasks.push(task);

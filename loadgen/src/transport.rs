@@ -1,4 +1,5 @@
-//! Transports under every protocol: TCP from a chosen source address, TLS over it, each
+//! Transports under every protocol: TCP from a chosen source address, the carrier model,
+//! TLS over them, each
 //! device's connector built the same way whatever the protocol speaks.
 //!
 //! [`DynConnector`] erases the connector's type so that a protocol adapter is written once,
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use imlab_core::net::{Connector, Stream};
 use imlab_core::tls::{TlsClient, TlsConnector};
 
+use crate::carrier::Carriers;
 use crate::source::SourceConnector;
 
 /// Any opened stream.
@@ -73,17 +75,25 @@ impl Transport {
         if self.tls.is_some() { "tls" } else { "tcp" }
     }
 
-    /// Device `client`'s connector: TCP from its source address, then TLS if asked for (so
-    /// `--source-ips` applies under TLS too).
-    pub fn connector(&self, client: u32) -> DynConnector {
+    /// Device `client`'s connector, in layers: TCP from its source address (so
+    /// `--source-ips` applies under everything), its carrier's model if the run has carriers,
+    /// then TLS if asked for.
+    pub fn connector(&self, client: u32, carriers: Option<&Carriers>) -> DynConnector {
         let source = SourceConnector {
             target: self.target,
             source: (!self.source_ips.is_empty())
                 .then(|| self.source_ips[client as usize % self.source_ips.len()]),
         };
+        match carriers {
+            None => self.tls_over(source),
+            Some(carriers) => self.tls_over(carriers.connector(client, source)),
+        }
+    }
+
+    fn tls_over<C: Connector>(&self, inner: C) -> DynConnector {
         match &self.tls {
-            None => DynConnector::new(source),
-            Some(tls) => DynConnector::new(TlsConnector::new(source, self.target, tls)),
+            None => DynConnector::new(inner),
+            Some(tls) => DynConnector::new(TlsConnector::new(inner, self.target, tls)),
         }
     }
 }

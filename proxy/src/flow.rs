@@ -214,7 +214,8 @@ impl Relay {
             let now = self.shared.now();
             let slack = TIMER_RESOLUTION.mul_f64(self.shared.time_scale);
             if wake.is_some_and(|wake| wake <= now + slack) {
-                self.on_timer::<P>(now, slack, &mut phone, &mut server).await;
+                self.on_timer::<P>(now, slack, &mut phone, &mut server)
+                    .await;
                 continue;
             }
             let read_phone = phone.as_mut().filter(|_| self.up.has_room());

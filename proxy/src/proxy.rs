@@ -302,6 +302,13 @@ impl Proxy {
         totals
     }
 
+    /// Writes out what the decision trace still queues (the end of an inline run).
+    pub async fn flush_trace(&self) {
+        if let Some(trace) = &self.shared.trace {
+            trace.flush().await;
+        }
+    }
+
     /// Flows alive now, and flows refused at the `flows_max` bound so far.
     pub fn flow_counts(&self) -> (usize, u64) {
         let state = self.shared.lock();

@@ -29,6 +29,8 @@ pub struct Imlab {
     pub auth_secret: Option<String>,
     /// Heartbeat strategy name (validated before the run).
     pub heartbeat: String,
+    /// A Ping unanswered this long ends the connection.
+    pub heartbeat_timeout: std::time::Duration,
     /// Message body size.
     pub body_bytes: usize,
     /// Seeds each device's RNG (backoff jitter).
@@ -97,6 +99,7 @@ impl Protocol for Imlab {
             connector,
             ClientConfig {
                 token: self.token(client),
+                heartbeat_timeout: self.heartbeat_timeout,
                 ..ClientConfig::default()
             },
             ClientState::new(self.user(client), format!("{}d{client}", self.tag)).shared(),
