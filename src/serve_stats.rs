@@ -1,7 +1,7 @@
 //! `imlab serve`'s periodic stats line: what an operator watching the log of a loaded server
 //! wants every few seconds (connections, logins and refusals by cause, messages in and out
-//! per second, the fan-out queue's high-water mark and slow consumers kicked for a full
-//! outbox), at info level.
+//! per second, the fan-out queue's and the outboxes' high-water marks and slow consumers kicked
+//! for a full outbox), at info level.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -53,6 +53,7 @@ pub async fn log_every(server: &Server, every: Duration) {
             sends_rate_limited = load(&counters.rate_limited_sends),
             sends_overloaded = load(&counters.overloaded_sends),
             fanout_queue_high_water = server.fanout_queue_len_high_water(),
+            outbox_high_water = load(&counters.outbox_high_water),
             slow_consumer_kicks = server.n_slow_consumer_kicks(),
             "stats"
         );

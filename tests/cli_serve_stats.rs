@@ -54,6 +54,7 @@ fn serve_logs_stats_lines_without_colour_codes() {
         "messages_out_per_s=0",
         "slow_consumer_kicks=0",
         "fanout_queue_high_water=0",
+        "outbox_high_water=0",
     ] {
         assert!(stats.contains(field), "{field} in {stats}");
     }

@@ -207,6 +207,12 @@ async fn a_burst_of_requests_larger_than_the_outbox_is_answered_without_a_kick()
         .collect();
     assert_eq!(acked, ids);
     assert_eq!(server.n_slow_consumer_kicks(), 0);
+    // The writer found frames waiting, never more than the outbox holds.
+    let high_water = server
+        .counters()
+        .outbox_high_water
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=4).contains(&high_water), "{high_water}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -135,6 +135,9 @@ pub struct ServerCounters {
     pub logins_refused_expired: AtomicU64,
     /// Connections closed for not logging in within `login_timeout`.
     pub login_timeouts: AtomicU64,
+    /// Most frames one connection's writer found queued in its outbox at once (the batch
+    /// it wrote in one go): how close connections came to `outbox_len_max`.
+    pub outbox_high_water: AtomicU64,
 }
 
 /// State shared by every connection of one server.

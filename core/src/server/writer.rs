@@ -76,9 +76,12 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
                 let Some(item) = item else { break };
                 feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
                 // Batch what is already queued into one write; the queue bounds the batch.
+                let mut batch = 1u64;
                 while let Ok(item) = outbox.try_recv() {
                     feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
+                    batch += 1;
                 }
+                shared.counters.outbox_high_water.fetch_max(batch, Ordering::Relaxed);
             }
         }
     }
