@@ -224,14 +224,31 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
 /// The first Ctrl-C (or SIGTERM) finishes the run early, with its results and page; the
 /// second aborts at once.
 async fn ctrl_c(stop: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
+    let signals = futures::stream::unfold((), |()| async {
+        tokio::signal::ctrl_c().await.ok().map(|()| ((), ()))
+    });
+    on_interrupts(signals, stop, || {
+        eprintln!("imlab load: aborted");
+        std::process::exit(130);
+    })
+    .await;
+}
+
+/// The first interrupt stops the run (which then finishes its results); the second aborts.
+async fn on_interrupts(
+    signals: impl futures::Stream<Item = ()>,
+    stop: CancellationToken,
+    abort: impl FnOnce(),
+) {
+    use futures::StreamExt;
+    let mut signals = std::pin::pin!(signals);
+    if signals.next().await.is_none() {
         return;
     }
     eprintln!("imlab load: interrupted; finishing the results (Ctrl-C again to abort)");
     stop.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("imlab load: aborted");
-        std::process::exit(130);
+    if signals.next().await.is_some() {
+        abort();
     }
 }
 
@@ -391,4 +408,32 @@ pub fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::E
         return std::process::ExitCode::from(3);
     }
     std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_interrupt_stops_the_run_and_the_second_aborts_it() {
+        let (signal, signals) = futures::channel::mpsc::unbounded::<()>();
+        let stop = CancellationToken::new();
+        let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handler = tokio::spawn(on_interrupts(signals, stop.clone(), {
+            let aborted = aborted.clone();
+            move || aborted.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+        signal.unbounded_send(()).unwrap();
+        stop.cancelled().await;
+        assert!(
+            !aborted.load(std::sync::atomic::Ordering::SeqCst),
+            "one Ctrl-C only stops"
+        );
+        signal.unbounded_send(()).unwrap();
+        handler.await.unwrap();
+        assert!(
+            aborted.load(std::sync::atomic::Ordering::SeqCst),
+            "the second aborts"
+        );
+    }
 }
