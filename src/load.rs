@@ -43,10 +43,11 @@ pub struct LoadArgs {
     /// How long to send, after the ramp. Required.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// New connections per second during the ramp.
+    /// New connections per second during the ramp: 500, 500/s or 30000/m.
     #[arg(long, default_value_t = 500.0, value_parser = positive_rate)]
     connect_rate: f64,
-    /// Messages per second over all clients, on an open-loop schedule.
+    /// Messages over all clients, on an open-loop schedule: 5000 (per second), 5000/s or
+    /// 300000/m.
     #[arg(long, default_value_t = 100.0, value_parser = non_negative_rate)]
     msg_rate: f64,
     /// one-to-one or group:SIZE.
@@ -93,6 +94,14 @@ pub struct LoadArgs {
     /// --target host.
     #[arg(long, value_name = "NAME", requires = "tls")]
     tls_server_name: Option<String>,
+    /// Speak the protocol over WebSocket, upgrading at this path (e.g. /, /imlab): one
+    /// binary message per frame, subprotocol "imlab". With --tls it is wss.
+    #[arg(long, value_name = "PATH")]
+    ws: Option<String>,
+    /// Serve the run's live metrics (counters, gauges, latency quantiles) in the Prometheus
+    /// text format at http://ADDR/metrics, for Grafana beside the server's own.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// (Internal) this process is worker N of a --workers run.
     #[arg(long, hide = true)]
     worker_index: Option<usize>,
@@ -148,6 +157,18 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let address = target.resolve().map_err(anyhow::Error::msg)?;
     let tls = tls_client(&args, &target)?;
+    let ws = match &args.ws {
+        Some(path) => Some(
+            imlab_core::ws::WsClient::new(
+                &target.host,
+                address,
+                path,
+                Some(ProtocolChoice::Imlab.ws_subprotocol()),
+            )
+            .map_err(|error| anyhow::anyhow!("--ws: {error}"))?,
+        ),
+        None => None,
+    };
     // Before any work, workers or not: a run that cannot write its results is wasted.
     if let Some(dir) = &args.out {
         crate::out_dir::check(dir)?;
@@ -161,6 +182,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
             target: address,
             source_ips,
             tls,
+            ws,
         },
         target_name: target.to_string(),
         clients,
@@ -184,6 +206,10 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let stop = CancellationToken::new();
     runtime.spawn(ctrl_c(stop.clone()));
     let (progress, bar) = progress();
+    let progress = match args.metrics_listen {
+        Some(addr) => crate::load_metrics::serve_alongside(&runtime, addr, progress)?,
+        None => progress,
+    };
     let results = runtime.block_on(imlab_loadgen::run::run(config, progress, stop));
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -319,6 +345,8 @@ impl LoadArgs {
             tls: self.tls,
             ca: self.ca.clone(),
             tls_server_name: self.tls_server_name.clone(),
+            ws: self.ws.clone(),
+            metrics_listen: self.metrics_listen,
         }
     }
 }

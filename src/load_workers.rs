@@ -26,6 +26,8 @@ pub struct WorkerArgs {
     pub tls: bool,
     pub ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    pub ws: Option<String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
@@ -92,6 +94,20 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             if let Some(name) = &args.tls_server_name {
                 command.args(["--tls-server-name", name]);
             }
+        }
+        if let Some(path) = &args.ws {
+            command.args(["--ws", path]);
+        }
+        // Worker k serves its own metrics on the port after worker k-1's (port 0: any).
+        if let Some(addr) = args.metrics_listen {
+            let mut addr = addr;
+            if addr.port() != 0 {
+                let port = addr.port().checked_add(worker as u16).with_context(|| {
+                    format!("--metrics-listen {addr}: no port left for worker {worker}")
+                })?;
+                addr.set_port(port);
+            }
+            command.args(["--metrics-listen", &addr.to_string()]);
         }
         let child = command
             .spawn()

@@ -4,7 +4,9 @@
 mod heartbeat;
 mod help;
 mod load;
+mod load_metrics;
 mod load_workers;
+mod metrics;
 mod out_dir;
 mod proxy;
 mod report;

@@ -44,13 +44,22 @@ pub enum ProtocolChoice {
     Imlab,
 }
 
+impl ProtocolChoice {
+    /// The WebSocket subprotocol it is offered under with `--ws`.
+    pub fn ws_subprotocol(self) -> &'static str {
+        match self {
+            ProtocolChoice::Imlab => imlab_core::ws::IMLAB_SUBPROTOCOL,
+        }
+    }
+}
+
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// The protocol the devices speak.
     pub protocol: ProtocolChoice,
     /// How devices reach the server: its address (resolved from `target_name` at start),
-    /// source addresses, TLS.
+    /// source addresses, TLS, WebSocket.
     pub transport: Transport,
     /// The server as the user named it (`im.example.com:443`).
     pub target_name: String,

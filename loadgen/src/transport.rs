@@ -1,5 +1,6 @@
-//! Transports under every protocol: TCP from a chosen source address, TLS over it, each
-//! device's connector built the same way whatever the protocol speaks.
+//! Transports under every protocol, in layers: TCP from a chosen source address, then TLS,
+//! then WebSocket (with the protocol's subprotocol), each device's connector built the same
+//! way whatever the protocol speaks.
 //!
 //! [`DynConnector`] erases the connector's type so that a protocol adapter is written once,
 //! not once per stack of transports; it costs one allocation per connect.
@@ -10,8 +11,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
 use imlab_core::net::{Connector, Stream};
 use imlab_core::tls::{TlsClient, TlsConnector};
+use imlab_core::ws::{WsClient, WsConnector};
 
 use crate::source::SourceConnector;
 
@@ -65,25 +68,41 @@ pub struct Transport {
     pub source_ips: Vec<std::net::IpAddr>,
     /// TLS over every connection (`None`: plaintext).
     pub tls: Option<TlsClient>,
+    /// WebSocket over TCP or TLS (`None`: the protocol's bytes go straight onto the stream).
+    pub ws: Option<WsClient>,
 }
 
 impl Transport {
     /// The word results use for it.
     pub fn name(&self) -> &'static str {
-        if self.tls.is_some() { "tls" } else { "tcp" }
+        match (self.tls.is_some(), self.ws.is_some()) {
+            (false, false) => "tcp",
+            (true, false) => "tls",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        }
     }
 
-    /// Device `client`'s connector: TCP from its source address, then TLS if asked for (so
-    /// `--source-ips` applies under TLS too).
+    /// Device `client`'s connector, layer on layer: TCP from its source address (so
+    /// `--source-ips` applies under everything), then TLS if asked for, then WebSocket if
+    /// asked for (`wss` is WebSocket over TLS).
     pub fn connector(&self, client: u32) -> DynConnector {
-        let source = SourceConnector {
+        let mut connector = DynConnector::new(SourceConnector {
             target: self.target,
             source: (!self.source_ips.is_empty())
                 .then(|| self.source_ips[client as usize % self.source_ips.len()]),
-        };
-        match &self.tls {
-            None => DynConnector::new(source),
-            Some(tls) => DynConnector::new(TlsConnector::new(source, self.target, tls)),
+        });
+        if let Some(tls) = &self.tls {
+            connector = DynConnector::new(TlsConnector::new(connector, self.target, tls));
         }
+        if let Some(ws) = &self.ws {
+            connector = DynConnector::new(WsConnector::new(
+                connector,
+                self.target,
+                ws,
+                DEFAULT_MAX_FRAME_BYTES,
+            ));
+        }
+        connector
     }
 }
