@@ -30,6 +30,7 @@ use futures::{Sink, Stream as _};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -443,7 +444,7 @@ impl<C: Connector> WsConnector<C> {
             }
             WsError::HttpFormat(_)
             | WsError::Protocol(
-                tokio_tungstenite::tungstenite::error::ProtocolError::HandshakeIncomplete,
+                ProtocolError::HttparseError(_) | ProtocolError::HandshakeIncomplete,
             ) => format!(
                 "the server did not answer in HTTP ({error}): not a WebSocket port (a plain \
                  imlab TCP port? then leave out --ws)"
