@@ -80,7 +80,7 @@ pub struct LoadArgs {
     source_ips: Option<String>,
     /// Split the clients (and the message rate) over this many worker processes, each
     /// writing DIR/worker-N, merged into DIR. Needed beyond one process's open-file limit.
-    /// Messages stay within a worker's clients.
+    /// One-to-one messages go to any client, of any worker; groups stay within a worker.
     #[arg(long, default_value_t = 1, value_parser = positive_count)]
     workers: usize,
     /// Speak TLS to the server. Needs --ca: this build carries no public root certificates.
@@ -105,6 +105,15 @@ pub struct LoadArgs {
     /// (Internal) this process is worker N of a --workers run.
     #[arg(long, hide = true)]
     worker_index: Option<usize>,
+    /// (Internal) a --workers run's tag, shared by its workers.
+    #[arg(long, hide = true, requires_all = ["worker_index", "first_client", "clients_total"])]
+    run_tag: Option<String>,
+    /// (Internal) the number of this worker's first client.
+    #[arg(long, hide = true, requires = "run_tag")]
+    first_client: Option<u32>,
+    /// (Internal) clients over all workers of the run.
+    #[arg(long, hide = true, requires = "run_tag")]
+    clients_total: Option<usize>,
 }
 
 #[derive(clap::Subcommand)]
@@ -198,6 +207,16 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         out: args.out.clone(),
         seed: args.seed,
         worker: args.worker_index.unwrap_or(0),
+        share: match (&args.run_tag, args.first_client, args.clients_total) {
+            (Some(run_tag), Some(first_client), Some(clients_total)) => {
+                Some(imlab_loadgen::config::Share {
+                    run_tag: run_tag.clone(),
+                    first_client,
+                    clients_total,
+                })
+            }
+            _ => None,
+        },
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };

@@ -53,6 +53,19 @@ impl ProtocolChoice {
     }
 }
 
+/// One worker's part of a run split over `--workers`: its clients are numbered
+/// `first_client..first_client + clients` among `clients_total`, and its messages go to any
+/// of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The run's tag, shared by every worker (users, groups and message ids carry it).
+    pub run_tag: String,
+    /// The number of this worker's first client.
+    pub first_client: u32,
+    /// Clients over all workers.
+    pub clients_total: usize,
+}
+
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -90,6 +103,8 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Distinguishes the ids of workers started together (0 for a single process).
     pub worker: usize,
+    /// This process's part of a run split over workers (None: the whole run).
+    pub share: Option<Share>,
     /// The command that started the run, recorded in results.json to reproduce it.
     pub command_line: Vec<String>,
     /// The imlab version that ran it.
