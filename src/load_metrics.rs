@@ -25,8 +25,11 @@ impl LoadMetrics {
     }
 }
 
-/// Quantiles exposed per latency, with the field of [`Latency`] that holds each.
-const QUANTILES: [(&str, fn(&Latency) -> f64); 5] = [
+/// A quantile's label and the field of [`Latency`] that holds it.
+type Quantile = (&'static str, fn(&Latency) -> f64);
+
+/// Quantiles exposed per latency.
+const QUANTILES: [Quantile; 5] = [
     ("0.5", |l| l.p50),
     ("0.9", |l| l.p90),
     ("0.99", |l| l.p99),
