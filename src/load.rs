@@ -43,10 +43,11 @@ pub struct LoadArgs {
     /// How long to send, after the ramp. Required.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// New connections per second during the ramp.
+    /// New connections per second during the ramp: 500, 500/s or 30000/m.
     #[arg(long, default_value_t = 500.0, value_parser = positive_rate)]
     connect_rate: f64,
-    /// Messages per second over all clients, on an open-loop schedule.
+    /// Messages over all clients, on an open-loop schedule: 5000 (per second), 5000/s or
+    /// 300000/m.
     #[arg(long, default_value_t = 100.0, value_parser = non_negative_rate)]
     msg_rate: f64,
     /// one-to-one or group:SIZE.
@@ -83,7 +84,7 @@ pub struct LoadArgs {
     source_ips: Option<String>,
     /// Split the clients (and the message rate) over this many worker processes, each
     /// writing DIR/worker-N, merged into DIR. Needed beyond one process's open-file limit.
-    /// Messages stay within a worker's clients.
+    /// One-to-one messages go to any client, of any worker; groups stay within a worker.
     #[arg(long, default_value_t = 1, value_parser = positive_count)]
     workers: usize,
     /// Speak TLS to the server. Needs --ca: this build carries no public root certificates.
@@ -107,9 +108,26 @@ pub struct LoadArgs {
     /// each (FILE.0.EXT, FILE.1.EXT...).
     #[arg(long, value_name = "FILE", requires = "carrier")]
     trace: Option<PathBuf>,
+    /// Speak the protocol over WebSocket, upgrading at this path (e.g. /, /imlab): one
+    /// binary message per frame, subprotocol "imlab". With --tls it is wss.
+    #[arg(long, value_name = "PATH")]
+    ws: Option<String>,
+    /// Serve the run's live metrics (counters, gauges, latency quantiles) in the Prometheus
+    /// text format at http://ADDR/metrics, for Grafana beside the server's own.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// (Internal) this process is worker N of a --workers run.
     #[arg(long, hide = true)]
     worker_index: Option<usize>,
+    /// (Internal) a --workers run's tag, shared by its workers.
+    #[arg(long, hide = true, requires_all = ["worker_index", "first_client", "clients_total"])]
+    run_tag: Option<String>,
+    /// (Internal) the number of this worker's first client.
+    #[arg(long, hide = true, requires = "run_tag")]
+    first_client: Option<u32>,
+    /// (Internal) clients over all workers of the run.
+    #[arg(long, hide = true, requires = "run_tag")]
+    clients_total: Option<usize>,
 }
 
 #[derive(clap::Subcommand)]
@@ -166,6 +184,18 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     for text in &args.carrier {
         carriers.extend(imlab_loadgen::carrier::parse_mix(text).map_err(anyhow::Error::msg)?);
     }
+    let ws = match &args.ws {
+        Some(path) => Some(
+            imlab_core::ws::WsClient::new(
+                &target.host,
+                address,
+                path,
+                Some(ProtocolChoice::Imlab.ws_subprotocol()),
+            )
+            .map_err(|error| anyhow::anyhow!("--ws: {error}"))?,
+        ),
+        None => None,
+    };
     // Before any work, workers or not: a run that cannot write its results is wasted.
     if let Some(dir) = &args.out {
         crate::out_dir::check(dir)?;
@@ -179,6 +209,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
             target: address,
             source_ips,
             tls,
+            ws,
         },
         target_name: target.to_string(),
         clients,
@@ -197,6 +228,16 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         worker: args.worker_index.unwrap_or(0),
         carriers,
         carrier_trace: args.trace.clone(),
+        share: match (&args.run_tag, args.first_client, args.clients_total) {
+            (Some(run_tag), Some(first_client), Some(clients_total)) => {
+                Some(imlab_loadgen::config::Share {
+                    run_tag: run_tag.clone(),
+                    first_client,
+                    clients_total,
+                })
+            }
+            _ => None,
+        },
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -205,6 +246,10 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let stop = CancellationToken::new();
     runtime.spawn(ctrl_c(stop.clone()));
     let (progress, bar) = progress();
+    let progress = match args.metrics_listen {
+        Some(addr) => crate::load_metrics::serve_alongside(&runtime, addr, progress)?,
+        None => progress,
+    };
     let results = runtime.block_on(imlab_loadgen::run::run(config, progress, stop));
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -360,6 +405,8 @@ impl LoadArgs {
             tls_server_name: self.tls_server_name.clone(),
             carrier: self.carrier.clone(),
             trace: self.trace.clone(),
+            ws: self.ws.clone(),
+            metrics_listen: self.metrics_listen,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `imlab load --workers N`: runs N copies of `imlab load` as child processes, each on its
-//! share of the clients and rates, and merges their results.
+//! share of the clients and rates, and merges their results. The workers share one run tag
+//! and number their clients globally (worker k's follow worker k-1's), so a message may go
+//! to another worker's client; the merge judges those deliveries (`imlab_loadgen::crossings`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,21 @@ pub struct WorkerArgs {
     pub tls_server_name: Option<String>,
     pub carrier: Vec<String>,
     pub trace: Option<PathBuf>,
+    pub ws: Option<String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// A worker process, killed if the parent gives up on it (an error before it was waited for),
+/// so no worker outlives the command that started it.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
@@ -49,8 +66,15 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
         Pattern::Group(size) => format!("group:{size}"),
     };
     let workers = args.workers as f64;
+    let run_tag = format!(
+        "r{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
     let mut children = Vec::new();
     let mut dirs = Vec::new();
+    let mut first_client = 0;
     for worker in 0..args.workers {
         let share = clients / args.workers + usize::from(worker < clients % args.workers);
         let dir = out.join(format!("worker-{worker}"));
@@ -83,6 +107,9 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args(["--seed", &(args.seed + worker as u64).to_string()])
             .args(["--out", &dir.display().to_string()])
             .args(["--worker-index", &worker.to_string()])
+            .args(["--run-tag", &run_tag])
+            .args(["--first-client", &first_client.to_string()])
+            .args(["--clients-total", &clients.to_string()])
             .stdout(std::process::Stdio::null());
         // Several processes may bind the same source addresses: ports are per process pair.
         if let Some(ips) = &args.source_ips {
@@ -107,15 +134,31 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             // One trace per worker, beside its results.
             command.arg("--trace").arg(dir.join("carrier-trace.jsonl"));
         }
+        if let Some(path) = &args.ws {
+            command.args(["--ws", path]);
+        }
+        // Worker k serves its own metrics on the port after worker k-1's (port 0: any).
+        if let Some(addr) = args.metrics_listen {
+            let mut addr = addr;
+            if addr.port() != 0 {
+                let port = addr.port().checked_add(worker as u16).with_context(|| {
+                    format!("--metrics-listen {addr}: no port left for worker {worker}")
+                })?;
+                addr.set_port(port);
+            }
+            command.args(["--metrics-listen", &addr.to_string()]);
+        }
         let child = command
             .spawn()
             .with_context(|| format!("starting worker {worker}"))?;
-        children.push((worker, child));
+        children.push((worker, ChildGuard(child)));
+        first_client += share;
         dirs.push(dir);
     }
     let mut failed = Vec::new();
     for (worker, mut child) in children {
         let status = child
+            .0
             .wait()
             .with_context(|| format!("waiting for worker {worker}"))?;
         // Exit 1 means the worker finished and found losses; anything else is a failure.

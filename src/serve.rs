@@ -1,5 +1,6 @@
-//! `imlab serve`: the server core on a tokio TCP listener (TLS with `--tls-cert`), with
-//! graceful shutdown.
+//! `imlab serve`: the server core on a tokio TCP listener (TLS with `--tls-cert`), and on a
+//! WebSocket listener too with `--ws-listen`, with graceful shutdown and Prometheus metrics
+//! (`--metrics-listen`).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -10,9 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use imlab_core::auth::Authenticator;
 use imlab_core::clock::{Clock, SystemClock};
+use imlab_core::net::EitherListener;
 use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
 use imlab_core::store::{DurableStore, DurableStoreLimits, FjallEngine, MemoryStore, Store};
 use imlab_core::tls::TlsListener;
+use imlab_core::ws::WsListener;
 
 /// Run the IM server on a real socket (in-memory store, or on disk with --data-dir).
 #[derive(clap::Args)]
@@ -21,6 +24,7 @@ use imlab_core::tls::TlsListener;
     "IMLAB_AUTH_SECRET=s3cret imlab serve --listen 127.0.0.1:7400",
     "imlab serve --data-dir /var/lib/imlab",
     "imlab serve --tls-cert cert.pem --tls-key key.pem",
+    "imlab serve --listen 127.0.0.1:7400 --ws-listen 127.0.0.1:7480 --metrics-listen 127.0.0.1:9400",
     "RUST_LOG=imlab_core=debug imlab serve --max-connections 20000 --stats-every 5s",
 ]))]
 pub struct ServeArgs {
@@ -64,6 +68,15 @@ pub struct ServeArgs {
     /// second, queue high-water marks) this often at info level; 0 turns it off.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     stats_every: Duration,
+    /// Also serve imlab over WebSocket on this address (any path; one binary message per
+    /// frame, subprotocol "imlab"), with the same limits and login timeout; wss with
+    /// --tls-cert.
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics (connections, logins, refusals by cause, messages stored and
+    /// pushed) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -112,8 +125,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let ws_listener = match args.ws_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --ws-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let (store, durable, store_name) = open_store(args.data_dir.as_deref()).await?;
-    let server = Server::new(
+    let server = Arc::new(Server::new(
         config,
         ServerDeps {
             store,
@@ -121,7 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             push: Arc::new(LoggingPushProvider),
             auth,
         },
-    );
+    ));
     // Install the signal handlers before announcing the address, so a Ctrl-C right after
     // start-up shuts down gracefully instead of killing the process.
     let shutdown = shutdown_signal().context("installing signal handlers")?;
@@ -131,11 +156,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(%local, store = %store_name, tls = %tls_state, "imlab serve listening");
     println!("listening: {local}");
+    if let Some(ws) = &ws_listener {
+        let ws_local = ws
+            .local_addr()
+            .context("reading the bound --ws-listen address")?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(local = %ws_local, scheme, "imlab serve listening for WebSocket");
+        println!("listening {scheme}: {ws_local}");
+    }
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let metrics_local = listener
+                .local_addr()
+                .context("reading the --metrics-listen address")?;
+            tracing::info!(local = %metrics_local, "serving Prometheus metrics at /metrics");
+            println!("metrics: http://{metrics_local}/metrics");
+            let collector = crate::serve_stats::ServerMetrics {
+                server: server.clone(),
+            };
+            Some(tokio::spawn(crate::metrics::serve(listener, collector)))
+        }
+        None => None,
+    };
     let serving_since = std::time::Instant::now();
+    let max_frame_bytes = args.max_frame_bytes;
     let serving = async {
-        match tls {
-            Some(tls) => server.run(TlsListener::new(listener, tls), shutdown).await,
-            None => server.run(listener, shutdown).await,
+        match (tls, ws_listener) {
+            (None, None) => server.run(listener, shutdown).await,
+            (Some(tls), None) => server.run(TlsListener::new(listener, tls), shutdown).await,
+            (None, Some(ws)) => {
+                let ws = WsListener::new(ws, max_frame_bytes);
+                server
+                    .run(EitherListener::new(listener, ws), shutdown)
+                    .await;
+            }
+            (Some(tls), Some(ws)) => {
+                let wss = WsListener::new(TlsListener::new(ws, tls.clone()), max_frame_bytes);
+                let both = EitherListener::new(TlsListener::new(listener, tls), wss);
+                server.run(both, shutdown).await;
+            }
         }
     };
     if args.stats_every.is_zero() {
@@ -145,6 +204,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             () = serving => {}
             () = crate::serve_stats::log_every(&server, args.stats_every) => {}
         }
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
+        let _ = metrics.await;
     }
     let counters = server.counters();
     tracing::info!(

@@ -1,7 +1,8 @@
 //! `imlab serve`'s periodic stats line: what an operator watching the log of a loaded server
 //! wants every few seconds (connections, logins and refusals by cause, messages in and out
 //! per second, the fan-out queue's and the outboxes' high-water marks and slow consumers kicked
-//! for a full outbox), at info level.
+//! for a full outbox), at info level; and the same numbers as Prometheus metrics
+//! ([`ServerMetrics`], `--metrics-listen`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -58,5 +59,118 @@ pub async fn log_every(server: &Server, every: Duration) {
             "stats"
         );
         last = now;
+    }
+}
+
+/// `imlab serve --metrics-listen`: the server's counters and gauges, read at each scrape.
+pub struct ServerMetrics {
+    pub server: std::sync::Arc<Server>,
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for ServerMetrics {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let counters = self.server.counters();
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let by = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(cause, n)| (cause.to_string(), *n))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let mut out = crate::metrics::Families::new(encoder);
+        out.gauge(
+            "imlab_server_connections_open",
+            "Connections open now.",
+            load(&counters.connections_open) as f64,
+        )?;
+        out.gauge(
+            "imlab_server_sessions",
+            "Logged-in (user, device) sessions now.",
+            self.server.n_sessions() as f64,
+        )?;
+        out.gauge(
+            "imlab_server_fanout_queue_high_water",
+            "Most group fan-out jobs queued at once since start.",
+            self.server.fanout_queue_len_high_water() as f64,
+        )?;
+        out.counter(
+            "imlab_server_connections_accepted",
+            "Connections accepted.",
+            load(&counters.connections_accepted),
+        )?;
+        out.counter(
+            "imlab_server_handshakes_failed",
+            "Connections whose TLS or WebSocket handshake failed or timed out.",
+            load(&counters.handshakes_failed),
+        )?;
+        out.counter(
+            "imlab_server_logins",
+            "Successful logins.",
+            load(&counters.logins),
+        )?;
+        out.counters_by(
+            "imlab_server_logins_refused",
+            "Connections refused before or at login, by cause.",
+            "cause",
+            &by(&[
+                ("overloaded", load(&counters.connections_refused)),
+                ("auth_failed", load(&counters.logins_refused_auth)),
+                ("token_expired", load(&counters.logins_refused_expired)),
+                ("login_timeout", load(&counters.login_timeouts)),
+            ]),
+        )?;
+        out.counter(
+            "imlab_server_messages_stored",
+            "Messages stored (retried sends not counted).",
+            load(&counters.messages_stored),
+        )?;
+        out.counter(
+            "imlab_server_duplicate_sends",
+            "Sends answered from the dedupe window.",
+            load(&counters.duplicate_sends),
+        )?;
+        out.counters_by(
+            "imlab_server_sends_refused",
+            "Sends refused for now, by cause.",
+            "cause",
+            &by(&[
+                ("rate_limited", load(&counters.rate_limited_sends)),
+                ("overloaded", load(&counters.overloaded_sends)),
+            ]),
+        )?;
+        out.counter(
+            "imlab_server_notify_data_sent",
+            "Messages pushed to live devices (NotifyData).",
+            load(&counters.notify_data_sent),
+        )?;
+        out.counter(
+            "imlab_server_notify_fallbacks",
+            "Notify frames sent because a NotifyData was not acked in time.",
+            load(&counters.notify_fallbacks),
+        )?;
+        out.counter(
+            "imlab_server_offline_pushes",
+            "Offline pushes handed to the push provider.",
+            load(&counters.pushes),
+        )?;
+        out.counter(
+            "imlab_server_connections_reaped",
+            "Connections closed for silence.",
+            load(&counters.reaped),
+        )?;
+        out.counter(
+            "imlab_server_slow_consumer_kicks",
+            "Connections closed because their outbox was full.",
+            self.server.n_slow_consumer_kicks(),
+        )
     }
 }

@@ -11,21 +11,51 @@ pub fn positive_count(text: &str) -> Result<usize, String> {
     }
 }
 
-/// A finite rate above zero (per second).
+/// A rate as people type it: `5000` or `5000/s` per second, `300000/m` per minute,
+/// `18000000/h` per hour (spaces around the parts allowed). Returns events per second.
+fn rate_per_s(text: &str, example: &str) -> Result<f64, String> {
+    let (number, unit) = match text.split_once('/') {
+        Some((number, unit)) => (number.trim(), unit.trim()),
+        None => (text.trim(), "s"),
+    };
+    let per_s = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3_600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} after '/': use /s, /m or /h (e.g. {example}/s)"
+            ));
+        }
+    };
+    let value: f64 = number.parse().map_err(|_| {
+        format!(
+            "not a number (e.g. {example}, {example}/s or {}/m)",
+            example_per_minute(example)
+        )
+    })?;
+    Ok(value / per_s)
+}
+
+fn example_per_minute(example: &str) -> String {
+    example
+        .parse::<u64>()
+        .map_or_else(|_| example.to_string(), |n| (n * 60).to_string())
+}
+
+/// A finite rate above zero, in any form [`rate_per_s`] reads; per second.
 pub fn positive_rate(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        Ok(_) => Err("must be a number above 0 (per second)".into()),
-        Err(_) => Err("not a number (e.g. 500)".into()),
+    match rate_per_s(text, "500")? {
+        x if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err("must be a number above 0 (per second, or per minute with /m)".into()),
     }
 }
 
-/// A finite rate of zero or more (per second).
+/// A finite rate of zero or more, in any form [`rate_per_s`] reads; per second.
 pub fn non_negative_rate(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
-        Ok(_) => Err("must be 0 or a positive number (per second)".into()),
-        Err(_) => Err("not a number (e.g. 2000)".into()),
+    match rate_per_s(text, "2000")? {
+        x if x >= 0.0 && x.is_finite() => Ok(x),
+        _ => Err("must be 0 or a positive number (per second, or per minute with /m)".into()),
     }
 }
 
@@ -70,5 +100,34 @@ mod tests {
         assert!(positive_rate("inf").is_err());
         assert!(non_empty_secret("").unwrap_err().contains("empty"));
         assert_eq!(list_item(" whatsapp "), Ok("whatsapp".into()));
+    }
+
+    #[test]
+    fn rates_take_the_forms_people_type() {
+        for (text, per_s) in [
+            ("5000", 5000.0),
+            ("5000/s", 5000.0),
+            ("300000/m", 5000.0),
+            ("18000000/h", 5000.0),
+            (" 2.5 / s ", 2.5),
+            ("30/m", 0.5),
+        ] {
+            assert_eq!(non_negative_rate(text), Ok(per_s), "{text}");
+            assert_eq!(positive_rate(text), Ok(per_s), "{text}");
+        }
+        assert_eq!(non_negative_rate("0/m"), Ok(0.0));
+        for (text, error) in [
+            ("5000/d", "unknown unit \"d\" after '/': use /s, /m or /h"),
+            ("5000/", "unknown unit \"\""),
+            ("/s", "not a number (e.g. 2000, 2000/s or 120000/m)"),
+            ("5k/s", "not a number"),
+            ("-5/m", "0 or a positive number"),
+            ("inf/s", "0 or a positive number"),
+        ] {
+            let got = non_negative_rate(text).unwrap_err();
+            assert!(got.contains(error), "{text}: {got}");
+        }
+        assert!(positive_rate("0/s").unwrap_err().contains("above 0"));
+        assert!(positive_rate("1e400").unwrap_err().contains("above 0"));
     }
 }

@@ -421,3 +421,85 @@ fn more_clients_than_one_process_may_open_is_a_clear_error() {
     ]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a loopback address"));
 }
+
+#[test]
+fn messages_cross_between_workers_and_the_merge_judges_each_by_identity() {
+    let (_server, addr) = common::serve_guarded(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "40",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "200",
+        "--workers",
+        "2",
+        "--drain",
+        "1s",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = common::results(out.path());
+    let messages = &results["messages"];
+    assert_eq!(messages["sent"], 400, "{results}");
+    assert_eq!(messages["expected_deliveries"], 400, "{results}");
+    assert_eq!(messages["delivered"], 400, "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+    assert_eq!(results["latency_ms"]["deliver"]["count"], 400, "{results}");
+    // About half of each worker's messages went to the other worker's 20 clients, and every
+    // one it owed there is the other's to have received.
+    let crossings = |worker: usize| -> serde_json::Value {
+        let file = out.path().join(format!("worker-{worker}/crossings.json"));
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+    };
+    let (a, b) = (crossings(0), crossings(1));
+    assert_eq!(a["run_tag"], b["run_tag"]);
+    assert_eq!(
+        (a["first_client"].clone(), b["first_client"].clone()),
+        (0.into(), 20.into())
+    );
+    let n = |v: &serde_json::Value, key: &str| v[key].as_array().unwrap().len();
+    assert!(n(&a, "owed") > 50 && n(&b, "owed") > 50, "{a} {b}");
+    assert_eq!(n(&a, "owed"), n(&b, "received"));
+    assert_eq!(n(&b, "owed"), n(&a, "received"));
+    let worker_0 = common::results(&out.path().join("worker-0"));
+    assert_eq!(
+        worker_0["messages"]["expected_deliveries"]
+            .as_u64()
+            .unwrap()
+            + n(&a, "owed") as u64,
+        worker_0["messages"]["sent"].as_u64().unwrap(),
+        "{worker_0}"
+    );
+
+    // A delivery the receiving worker never saw is lost, named by the merge.
+    let mut tampered = b.clone();
+    tampered["received"].as_array_mut().unwrap().pop();
+    std::fs::write(
+        out.path().join("worker-1/crossings.json"),
+        tampered.to_string(),
+    )
+    .unwrap();
+    let remerged = out.path().join("remerged");
+    let output = Command::new(cargo_bin("imlab"))
+        .args(["load", "merge"])
+        .arg(out.path().join("worker-0"))
+        .arg(out.path().join("worker-1"))
+        .arg("--out")
+        .arg(&remerged)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED: 1 deliveries lost"), "{text}");
+    assert_eq!(common::results(&remerged)["messages"]["lost"], 1);
+}

@@ -10,6 +10,7 @@
 //! - [`codec`]: pure frame decoding and encoding; [`framed`]: the same over async streams;
 //! - [`auth`]: HMAC-signed login tokens;
 //! - [`clock`], [`net`]: the injected time and sockets; [`tls`]: TLS over tokio's sockets;
+//!   [`ws`]: imlab frames over WebSocket, one binary message per frame;
 //! - [`store`]: the store trait and the in-memory store;
 //! - [`server`]: sessions, sends, delivery, sync, groups, offline pushes;
 //! - [`client`]: the device-side connection manager;
@@ -32,3 +33,4 @@ pub mod proto;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod ws;

@@ -2,8 +2,9 @@
 //! [`Connector`] for the client.
 //!
 //! Tokio's sockets implement them here; the simulator wraps turmoil's sockets, tests use
-//! [`memory`] pipes, and `crate::tls` adds TLS over tokio's sockets. Nothing else in
-//! `imlab-core` touches a socket type.
+//! [`memory`] pipes, `crate::tls` adds TLS over tokio's sockets and `crate::ws` WebSocket
+//! over any of them; [`EitherListener`] serves two listeners at once (a TCP port and a
+//! WebSocket port). Nothing else in `imlab-core` touches a socket type.
 
 use std::future::Future;
 use std::io;
@@ -76,6 +77,66 @@ impl Connector for TcpConnector {
         let stream = tokio::net::TcpStream::connect(self.target).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+}
+
+/// Two listeners as one, so one server serves both (`imlab serve --listen` and
+/// `--ws-listen`). Accepts take turns in which listener is asked first, so neither starves.
+/// Both listeners' `accept` must be cancel-safe (tokio's, TLS's and WebSocket's are: they
+/// only take a connection off the queue).
+pub struct EitherListener<A, B> {
+    first: A,
+    second: B,
+    second_first: bool,
+}
+
+impl<A: Listener, B: Listener> EitherListener<A, B> {
+    /// Serves `first` and `second`.
+    pub fn new(first: A, second: B) -> EitherListener<A, B> {
+        EitherListener {
+            first,
+            second,
+            second_first: false,
+        }
+    }
+}
+
+/// The handshake of a connection accepted by an [`EitherListener`].
+pub type EitherHandshake<A, B> =
+    std::pin::Pin<Box<dyn Future<Output = io::Result<tokio_util::either::Either<A, B>>> + Send>>;
+
+impl<A: Listener, B: Listener> Listener for EitherListener<A, B> {
+    type Stream = tokio_util::either::Either<A::Stream, B::Stream>;
+    type Handshake = EitherHandshake<A::Stream, B::Stream>;
+
+    async fn accept(&mut self) -> io::Result<(Self::Handshake, SocketAddr)> {
+        use tokio_util::either::Either;
+        self.second_first = !self.second_first;
+        let accepted = if self.second_first {
+            tokio::select! {
+                biased;
+                b = self.second.accept() => Either::Right(b?),
+                a = self.first.accept() => Either::Left(a?),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                a = self.first.accept() => Either::Left(a?),
+                b = self.second.accept() => Either::Right(b?),
+            }
+        };
+        Ok(match accepted {
+            Either::Left((handshake, peer)) => {
+                let handshake: Self::Handshake =
+                    Box::pin(async move { Ok(Either::Left(handshake.await?)) });
+                (handshake, peer)
+            }
+            Either::Right((handshake, peer)) => {
+                let handshake: Self::Handshake =
+                    Box::pin(async move { Ok(Either::Right(handshake.await?)) });
+                (handshake, peer)
+            }
+        })
     }
 }
 

@@ -270,11 +270,19 @@ async fn server_handshake(
 }
 
 /// Tells a plaintext client, in its own framing, that TLS is required, then closes.
-async fn refuse_plaintext(mut stream: TcpStream) {
-    let frame = Frame::new(Body::Error(proto::Error::new(
-        ErrorCode::BadFrame,
-        PLAINTEXT_REFUSAL,
-    )));
+async fn refuse_plaintext(stream: TcpStream) {
+    refuse_in_frames(stream, PLAINTEXT_REFUSAL).await;
+}
+
+/// Answers a client that spoke imlab's plain framing where another protocol was due (TLS,
+/// a WebSocket upgrade) with an Error frame saying `text`, then closes. Reads (and drops) a
+/// bounded amount of what the client sent, so the close is a FIN that lets the Error arrive,
+/// not a reset that can destroy it. Bounded in time by [`PLAINTEXT_REFUSAL_TIMEOUT`].
+pub(crate) async fn refuse_in_frames<S>(mut stream: S, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = Frame::new(Body::Error(proto::Error::new(ErrorCode::BadFrame, text)));
     let _ = tokio::time::timeout(PLAINTEXT_REFUSAL_TIMEOUT, async {
         let mut writer = FrameWriter::new(&mut stream, DEFAULT_MAX_FRAME_BYTES);
         if writer.send(&frame).await.is_err() || writer.shutdown().await.is_err() {

@@ -177,12 +177,13 @@ impl Carriers {
         self.proxies[k].totals()
     }
 
-    /// Client `client`'s connector: TCP from `source`, through its carrier.
-    pub fn connector(&self, client: u32, source: SourceConnector) -> CarrierConnector {
+    /// The connector of this process's `local`-th client: TCP from `source`, through its
+    /// carrier.
+    pub fn connector(&self, local: usize, source: SourceConnector) -> CarrierConnector {
         CarrierConnector {
-            proxy: self.proxies[self.of_client[client as usize] as usize].clone(),
+            proxy: self.proxies[self.of_client[local] as usize].clone(),
             source,
-            client,
+            client: local as u32,
             connections: AtomicU64::new(0),
         }
     }

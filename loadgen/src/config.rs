@@ -44,13 +44,35 @@ pub enum ProtocolChoice {
     Imlab,
 }
 
+impl ProtocolChoice {
+    /// The WebSocket subprotocol it is offered under with `--ws`.
+    pub fn ws_subprotocol(self) -> &'static str {
+        match self {
+            ProtocolChoice::Imlab => imlab_core::ws::IMLAB_SUBPROTOCOL,
+        }
+    }
+}
+
+/// One worker's part of a run split over `--workers`: its clients are numbered
+/// `first_client..first_client + clients` among `clients_total`, and its messages go to any
+/// of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The run's tag, shared by every worker (users, groups and message ids carry it).
+    pub run_tag: String,
+    /// The number of this worker's first client.
+    pub first_client: u32,
+    /// Clients over all workers.
+    pub clients_total: usize,
+}
+
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// The protocol the devices speak.
     pub protocol: ProtocolChoice,
     /// How devices reach the server: its address (resolved from `target_name` at start),
-    /// source addresses, TLS.
+    /// source addresses, TLS, WebSocket.
     pub transport: Transport,
     /// The server as the user named it (`im.example.com:443`).
     pub target_name: String,
@@ -87,6 +109,8 @@ pub struct LoadConfig {
     pub carriers: Vec<crate::carrier::CarrierShare>,
     /// Where the carrier model logs its decisions (`--trace FILE`, JSON Lines).
     pub carrier_trace: Option<PathBuf>,
+    /// This process's part of a run split over workers (None: the whole run).
+    pub share: Option<Share>,
     /// The command that started the run, recorded in results.json to reproduce it.
     pub command_line: Vec<String>,
     /// The imlab version that ran it.

@@ -3,6 +3,11 @@
 //!
 //! Latencies are measured from the planned send time (open loop), so a stalled server shows
 //! up as latency, not as fewer samples.
+//!
+//! A ledger follows one process's clients, a range of the run's client numbers (all of them
+//! unless `--workers` split the run). Messages to clients of another worker are owed there,
+//! and deliveries of another worker's messages are recorded by identity here: `crossings.rs`
+//! exports both and the merge of the workers' results judges them.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -12,6 +17,21 @@ use rustc_hash::FxHashMap;
 
 use crate::carrier::CarrierFigures;
 use crate::protocol::MsgId;
+
+/// Deliveries of other workers' messages recorded at most; beyond, they are counted in
+/// [`LoadLedger::received_dropped`] and the merge reports the run as not fully judged.
+pub const RECEIVED_LEN_MAX: usize = 20_000_000;
+
+/// A first delivery of a message sent by another worker's client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The message.
+    pub id: MsgId,
+    /// The device here that got it.
+    pub recipient: u32,
+    /// When, µs since this ledger started.
+    pub at_us: u64,
+}
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
@@ -61,6 +81,14 @@ pub struct Second {
 /// Everything a run measured.
 pub struct LoadLedger {
     started: Instant,
+    /// The first client number this ledger follows; it follows `first_client..+n_clients`.
+    first_client: u32,
+    /// First deliveries of other workers' messages, in arrival order.
+    pub received: Vec<Received>,
+    /// Identities in `received` (with the recipient), to count repeats as duplicates.
+    received_ids: rustc_hash::FxHashSet<(u32, MsgId)>,
+    /// Deliveries of other workers' messages not recorded: `received` was full.
+    pub received_dropped: u64,
     /// Planned messages.
     pub messages: Vec<Planned>,
     /// Per sender, by message number: the index in `messages` (senders number their sends
@@ -129,10 +157,19 @@ pub struct LoadLedger {
 }
 
 impl LoadLedger {
-    /// A ledger for `n_clients` clients, starting now.
+    /// A ledger for `n_clients` clients numbered from 0, starting now.
     pub fn new(n_clients: usize) -> LoadLedger {
+        LoadLedger::for_clients(0, n_clients)
+    }
+
+    /// A ledger for the clients numbered `first_client..first_client + n_clients`.
+    pub fn for_clients(first_client: u32, n_clients: usize) -> LoadLedger {
         LoadLedger {
             started: Instant::now(),
+            first_client,
+            received: Vec::new(),
+            received_ids: rustc_hash::FxHashSet::default(),
+            received_dropped: 0,
             messages: Vec::new(),
             by_sender: vec![Vec::new(); n_clients],
             last_number: FxHashMap::default(),
@@ -171,6 +208,28 @@ impl LoadLedger {
         }
     }
 
+    /// Client `client`'s slot in the per-client vectors, if this ledger follows it.
+    fn local(&self, client: u32) -> Option<usize> {
+        let slot = client.checked_sub(self.first_client)? as usize;
+        (slot < self.online.len()).then_some(slot)
+    }
+
+    /// The slot of a client of this ledger's own (its devices report only about themselves).
+    fn slot(&self, client: u32) -> usize {
+        self.local(client).unwrap_or_else(|| {
+            panic!(
+                "client {client} is not among this ledger's {} clients from {}",
+                self.online.len(),
+                self.first_client
+            )
+        })
+    }
+
+    /// The client numbers this ledger follows.
+    pub fn clients(&self) -> std::ops::Range<u32> {
+        self.first_client..self.first_client + self.online.len() as u32
+    }
+
     /// µs since the run started.
     pub fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
@@ -191,10 +250,10 @@ impl LoadLedger {
         self.carriers = Some((of_client, figures));
     }
 
-    /// The figures of client `client`'s carrier, with `--carrier`.
-    fn carrier(&mut self, client: usize) -> Option<&mut CarrierFigures> {
+    /// The figures of the carrier of the client in slot `slot`, with `--carrier`.
+    fn carrier(&mut self, slot: usize) -> Option<&mut CarrierFigures> {
         let (of_client, figures) = self.carriers.as_mut()?;
-        figures.get_mut(*of_client.get(client)? as usize)
+        figures.get_mut(*of_client.get(slot)? as usize)
     }
 
     /// Closes the current second (called once a second).
@@ -216,7 +275,8 @@ impl LoadLedger {
     /// Senders number their sends in order from 0: `id.number` is the count of `id.sender`'s
     /// earlier planned sends (a send refused locally gives its number back).
     pub fn planned(&mut self, id: MsgId, planned_us: u64, recipients: Vec<u32>) {
-        let numbers = &mut self.by_sender[id.sender as usize];
+        let sender = self.slot(id.sender);
+        let numbers = &mut self.by_sender[sender];
         assert_eq!(
             numbers.len() as u64,
             id.number,
@@ -236,10 +296,26 @@ impl LoadLedger {
         self.current.sent += 1;
     }
 
+    /// Every planned message with its identity, sender by sender.
+    pub fn planned_messages(&self) -> impl Iterator<Item = (MsgId, &Planned)> {
+        self.by_sender
+            .iter()
+            .enumerate()
+            .flat_map(move |(slot, numbers)| {
+                numbers.iter().enumerate().map(move |(number, index)| {
+                    let id = MsgId {
+                        sender: self.first_client + slot as u32,
+                        number: number as u64,
+                    };
+                    (id, &self.messages[*index as usize])
+                })
+            })
+    }
+
     /// The index of message `id`, if it was planned.
     fn index(&self, id: MsgId) -> Option<u32> {
         self.by_sender
-            .get(id.sender as usize)?
+            .get(self.local(id.sender)?)?
             .get(usize::try_from(id.number).ok()?)
             .copied()
     }
@@ -262,7 +338,8 @@ impl LoadLedger {
 
     /// The client core refused the last planned send: it never left, and owes nothing.
     pub fn refused_locally(&mut self, id: MsgId) {
-        let numbers = &mut self.by_sender[id.sender as usize];
+        let sender = self.slot(id.sender);
+        let numbers = &mut self.by_sender[sender];
         assert_eq!(
             numbers.len() as u64,
             id.number + 1,
@@ -292,22 +369,24 @@ impl LoadLedger {
     pub fn send_refused(&mut self, id: MsgId, cause: &str) {
         *self.send_refusals.entry(cause.to_string()).or_default() += 1;
         if let Some(index) = self.index(id) {
-            let message = &mut self.messages[index as usize];
-            message.refusals += 1;
-            self.refusals_by_sender[message.sender as usize] += 1;
+            let sender = self.slot(self.messages[index as usize].sender);
+            self.messages[index as usize].refusals += 1;
+            self.refusals_by_sender[sender] += 1;
         }
     }
 
     /// A client's login attempt failed (`cause`: `auth_failed`, `connection_refused`...).
     pub fn login_failed(&mut self, client: u32, cause: &str) {
         *self.login_failures.entry(cause.to_string()).or_default() += 1;
-        self.ever_failed[client as usize] = true;
+        let client = self.slot(client);
+        self.ever_failed[client] = true;
     }
 
     /// A client's core stopped for good (its credentials were refused).
     pub fn client_stopped(&mut self, client: u32) {
         self.clients_stopped += 1;
-        self.stopped[client as usize] = true;
+        let client = self.slot(client);
+        self.stopped[client] = true;
     }
 
     /// Clients that never got in: they failed to log in, were refused for good, or were
@@ -321,18 +400,23 @@ impl LoadLedger {
 
     /// Whether every client that can still come back is logged in and synced.
     pub fn all_synced(&self) -> bool {
-        (0..self.online.len() as u32).all(|c| self.stopped[c as usize] || self.synced(c))
+        self.clients()
+            .all(|c| self.stopped[self.slot(c)] || self.synced(c))
     }
 
     /// A client has processed its inbox up to `seq` (0 again after an inbox reset).
     pub fn processed(&mut self, client: u32, seq: u64) {
-        self.processed_seq[client as usize] = seq;
+        let client = self.slot(client);
+        self.processed_seq[client] = seq;
     }
 
     /// Whether a client is logged in and has processed everything its inbox held at login:
-    /// a message it still lacks then was never going to come.
+    /// a message it still lacks then was never going to come. False for clients of other
+    /// workers.
     pub fn synced(&self, client: u32) -> bool {
-        let client = client as usize;
+        let Some(client) = self.local(client) else {
+            return false;
+        };
         self.online[client] && self.processed_seq[client] >= self.login_max_seq[client]
     }
 
@@ -345,6 +429,10 @@ impl LoadLedger {
     /// A client processed a message.
     pub fn delivered(&mut self, device: u32, id: MsgId) {
         let now = self.now_us();
+        if self.local(id.sender).is_none() {
+            self.received_from_elsewhere(device, id, now);
+            return;
+        }
         let Some(index) = self.index(id) else {
             return;
         };
@@ -369,21 +457,50 @@ impl LoadLedger {
         } else {
             *last = number;
         }
-        if let Some(carrier) = self.carrier(device as usize) {
+        if let Some(slot) = self.local(device)
+            && let Some(carrier) = self.carrier(slot)
+        {
             let _ = carrier.deliver.record(latency);
+        }
+    }
+
+    /// A device got a message of another worker's client: recorded by identity (its planned
+    /// time is known there), repeats counted as duplicates, order checked per sender.
+    fn received_from_elsewhere(&mut self, device: u32, id: MsgId, now: u64) {
+        if self.received_ids.contains(&(device, id)) {
+            self.duplicated += 1;
+            return;
+        }
+        if self.received.len() >= RECEIVED_LEN_MAX {
+            self.received_dropped += 1;
+            return;
+        }
+        self.received_ids.insert((device, id));
+        self.received.push(Received {
+            id,
+            recipient: device,
+            at_us: now,
+        });
+        self.current.delivered += 1;
+        let last = self.last_number.entry((device, id.sender)).or_insert(0);
+        if id.number < *last {
+            self.reordered += 1;
+        } else {
+            *last = id.number;
         }
     }
 
     /// A client starts connecting.
     pub fn connecting(&mut self, client: u32) {
         let now = self.now_us();
-        self.connecting_since[client as usize] = Some(now);
+        let client = self.slot(client);
+        self.connecting_since[client] = Some(now);
     }
 
     /// A client logged in; its inbox held up to `max_seq`.
     pub fn connected(&mut self, client: u32, max_seq: u64) {
         let now = self.now_us();
-        let client = client as usize;
+        let client = self.slot(client);
         self.online[client] = true;
         self.login_max_seq[client] = max_seq;
         if let Some(since) = self.connecting_since[client].take() {
@@ -414,7 +531,7 @@ impl LoadLedger {
     /// A connection ended or an attempt failed.
     pub fn disconnected(&mut self, client: u32, cause: &str, was_connected: bool) {
         let now = self.now_us();
-        let client = client as usize;
+        let client = self.slot(client);
         if was_connected {
             self.online[client] = false;
             self.connected -= 1;
@@ -439,7 +556,7 @@ impl LoadLedger {
                 if message.failed {
                     // Counted in `failed`.
                 } else if message.refusals > 0
-                    || self.refusals_by_sender[message.sender as usize] > 0
+                    || self.refusals_by_sender[self.slot(message.sender)] > 0
                 {
                     // Refused itself, or queued behind its sender's refused sends (the
                     // client core resends in order): held back by the server either way.
@@ -449,8 +566,13 @@ impl LoadLedger {
                 }
                 continue;
             }
-            verdict.expected += message.recipients.len() as u64;
             for recipient in &message.recipients {
+                if self.local(*recipient).is_none() {
+                    // Owed at another worker: judged when the workers' results merge.
+                    verdict.elsewhere += 1;
+                    continue;
+                }
+                verdict.expected += 1;
                 if message.delivered.contains(recipient) {
                     verdict.delivered += 1;
                 } else if drained && self.synced(*recipient) {
@@ -469,11 +591,14 @@ impl LoadLedger {
         let mut waiting = vec![false; self.online.len()];
         for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
             for recipient in &message.recipients {
+                let Some(slot) = self.local(*recipient) else {
+                    continue;
+                };
                 if !message.delivered.contains(recipient)
                     && !self.synced(*recipient)
-                    && !self.stopped[*recipient as usize]
+                    && !self.stopped[slot]
                 {
-                    waiting[*recipient as usize] = true;
+                    waiting[slot] = true;
                 }
             }
         }
@@ -499,4 +624,7 @@ pub struct Verdict {
     pub pending: u64,
     /// Not made although the recipient was logged in and had synced past its login: lost.
     pub lost: u64,
+    /// Deliveries acked messages owe to other workers' clients (not in `expected`): judged
+    /// when the workers' results merge.
+    pub elsewhere: u64,
 }

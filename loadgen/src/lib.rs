@@ -7,6 +7,7 @@
 //! Modules: [`config`] (what to run), [`ledger`] (messages, deliveries, connections),
 //! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary),
 //! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines),
+//! [`crossings`] (messages between the workers of one run, judged at the merge),
 //! [`source`] (source addresses and the open-file limit), [`target`] (`--target` parsed and
 //! resolved), [`protocol`] (the seam every protocol implements, and each protocol's adapter),
 //! [`transport`] (TCP, TLS under any protocol), [`carrier`] (`--carrier`: the carrier model on
@@ -15,6 +16,7 @@
 pub mod carrier;
 pub mod causes;
 pub mod config;
+pub mod crossings;
 pub mod histograms;
 pub mod ledger;
 pub mod merge;

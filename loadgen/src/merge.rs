@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::crossings::Crossings;
 use crate::histograms::{self, HISTOGRAMS_FILE, TAGS};
 use crate::results::{Latency, LoadResults};
 
@@ -71,6 +72,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
         });
     }
     let mut merged = merged.ok_or("no result directories given")?;
+    judge_crossings(dirs, &mut merged, &mut histograms)?;
     let latency = |tag: &str| histograms.get(tag).map(Latency::of).unwrap_or_default();
     merged.latency_ms.connect = latency("connect");
     merged.latency_ms.ack = latency("ack");
@@ -91,6 +93,37 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
     )
     .map_err(|error| format!("{}: {error}", out.display()))?;
     Ok(merged)
+}
+
+/// Judges the messages that crossed between the workers of a run (see `crate::crossings`):
+/// the directories' `crossings.json` files, run by run, added to the merged counts and the
+/// deliver histogram.
+fn judge_crossings(
+    dirs: &[PathBuf],
+    merged: &mut LoadResults,
+    histograms: &mut std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>>,
+) -> Result<(), String> {
+    let mut runs: std::collections::BTreeMap<String, Vec<Crossings>> = Default::default();
+    for dir in dirs {
+        if let Some(crossings) = Crossings::read(dir)? {
+            runs.entry(crossings.run_tag.clone())
+                .or_default()
+                .push(crossings);
+        }
+    }
+    for workers in runs.values() {
+        let deliver = histograms.entry("deliver".to_string()).or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds")
+        });
+        let judged = crate::crossings::judge(workers, deliver);
+        let m = &mut merged.messages;
+        m.expected_deliveries += judged.expected;
+        m.delivered += judged.delivered;
+        m.lost += judged.lost;
+        m.pending += judged.pending;
+    }
+    Ok(())
 }
 
 /// Adds counts; the peak of concurrent connections adds up too (an upper bound: the

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::carrier::{CarrierResults, Carriers};
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
+use crate::crossings::Crossings;
 use crate::ledger::LoadLedger;
 use crate::protocol::imlab::Imlab;
 use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
@@ -143,15 +144,14 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<LoadResults, LoadError> {
     validate(&config)?;
-    let tag = format!(
-        "r{}w{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-        config.worker
-    );
+    let started_unix_us = unix_us();
+    let tag = match &config.share {
+        Some(share) => share.run_tag.clone(),
+        None => format!("r{}w{}", started_unix_us / 1_000, config.worker),
+    };
     check_open_files(&config)?;
-    let mut ledger = LoadLedger::new(config.clients);
+    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
+    let mut ledger = LoadLedger::for_clients(first_client, config.clients);
     let carriers = if config.carriers.is_empty() {
         None
     } else {
@@ -168,7 +168,7 @@ pub async fn run(
     };
     let shared = Arc::new(Shared {
         ledger: Arc::new(Mutex::new(ledger)),
-        protocol: protocol(&config, tag),
+        protocol: protocol(&config, tag.clone()),
         carriers,
         config,
         progress,
@@ -205,11 +205,17 @@ pub async fn run(
     })
     .await;
     shared.enter("send");
-    send(&shared, &devices, &groups.members, started).await;
+    send(&shared, &devices, &groups, started).await;
     if !shared.stop.is_cancelled() {
         shared.enter("drain");
         drain(&shared).await;
     }
+    // What crossed to and from other workers, taken before the clients go offline.
+    let crossings = shared
+        .config
+        .share
+        .as_ref()
+        .map(|_| Crossings::of(&lock(&shared.ledger), &tag, started_unix_us));
     for device in &devices {
         device.shutdown();
     }
@@ -228,8 +234,24 @@ pub async fn run(
     }
     let results = shared.results();
     shared.write(&results)?;
+    if let (Some(crossings), Some(dir)) = (crossings, &shared.config.out) {
+        crossings.write(dir).map_err(|source| LoadError::Write {
+            path: dir
+                .join(crate::crossings::CROSSINGS_FILE)
+                .display()
+                .to_string(),
+            source,
+        })?;
+    }
     (shared.progress)(&results);
     Ok(results)
+}
+
+/// Now on the wall clock, µs since the Unix epoch: the time base workers share.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// One line of why nobody got in: failures by cause, and what to do about the main one.
@@ -287,6 +309,7 @@ type Devices = (Vec<Box<dyn Device>>, Vec<JoinHandle<()>>);
 /// so far has been refused and nobody got in.
 async fn ramp(shared: &Shared, started: Instant) -> Devices {
     let config = &shared.config;
+    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut devices: Vec<Box<dyn Device>> = Vec::with_capacity(config.clients);
     let mut tasks = Vec::with_capacity(config.clients);
     for client in 0..config.clients {
@@ -305,10 +328,13 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
                 break;
             }
         }
-        let client = client as u32;
+        let local = client;
+        let client = first_client + client as u32;
         let (device, task) = shared.protocol.start(
             client,
-            config.transport.connector(client, shared.carriers.as_ref()),
+            config
+                .transport
+                .connector(client, shared.carriers.as_ref().map(|c| (c, local))),
             DeviceEvents::new(shared.ledger.clone(), client),
         );
         tasks.push(task);
@@ -319,14 +345,16 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
     if never_started > 0 {
         let mut ledger = lock(&shared.ledger);
         for client in devices.len()..config.clients {
-            ledger.client_stopped(client as u32);
+            ledger.client_stopped(first_client + client as u32);
         }
     }
     (devices, tasks)
 }
 
 /// Open loop: message k is planned at send_start + k / msg_rate, whatever happened before.
-async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &[Vec<u32>], started: Instant) {
+/// Senders are this process's clients; a one-to-one peer is any other client of the run,
+/// this worker's or another's.
+async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, started: Instant) {
     let config = &shared.config;
     let send_start = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -334,6 +362,11 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &[Vec<u32>],
     lock(&shared.ledger).reserve(n_messages as usize);
     // Fewer clients than asked when the ramp stopped early: send among those started.
     let n_clients = devices.len();
+    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
+    let n_peers = match &config.share {
+        Some(share) if n_clients == config.clients => share.clients_total,
+        _ => n_clients,
+    };
     let mut next_number = vec![0u64; n_clients];
     if n_clients < 2 {
         return;
@@ -353,35 +386,38 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &[Vec<u32>],
             }
         }
         let planned_us = planned.duration_since(started).as_micros() as u64;
-        let sender = rng.random_range(0..n_clients);
+        let slot = rng.random_range(0..n_clients);
+        let sender = first_client + slot as u32;
         let (to, recipients) = match config.pattern {
             Pattern::OneToOne => {
-                let mut peer = rng.random_range(0..n_clients - 1);
+                // Peers are numbered from 0 over the whole run; this worker's from first_client.
+                let first_peer = if n_peers == n_clients {
+                    first_client
+                } else {
+                    0
+                };
+                let mut peer = first_peer + rng.random_range(0..n_peers - 1) as u32;
                 if peer >= sender {
                     peer += 1;
                 }
-                (To::Peer(peer as u32), vec![peer as u32])
+                (To::Peer(peer), vec![peer])
             }
             Pattern::Group(size) => {
-                let group = sender / size;
-                let members = &groups[group];
-                let recipients = members
-                    .iter()
-                    .copied()
-                    .filter(|m| *m != sender as u32)
-                    .collect();
-                (To::Group(group as u32), recipients)
+                let group = slot / size;
+                let members = &groups.members[group];
+                let recipients = members.iter().copied().filter(|m| *m != sender).collect();
+                (To::Group(groups.ids[group]), recipients)
             }
         };
         let id = MsgId {
-            sender: sender as u32,
-            number: next_number[sender],
+            sender,
+            number: next_number[slot],
         };
         // Record first: the ack can arrive before `send` returns.
         lock(&shared.ledger).planned(id, planned_us, recipients);
         let message = Outgoing { id, to, planned_us };
-        if devices[sender].send(message).is_ok() {
-            next_number[sender] += 1;
+        if devices[slot].send(message).is_ok() {
+            next_number[slot] += 1;
         } else {
             lock(&shared.ledger).refused_locally(id);
         }
@@ -416,29 +452,40 @@ async fn drain(shared: &Shared) {
 
 /// The groups of a run and the confirmations their members promised.
 struct Groups {
-    /// Members of each group, by group number.
+    /// Members of each group (client numbers), by this process's group index.
     members: Vec<Vec<u32>>,
+    /// Each group's number in the run: its first member's client number, unique across
+    /// workers.
+    ids: Vec<u32>,
     /// Confirmations to wait for before sending.
     promised: u64,
 }
 
-/// Groups of `size` consecutive clients; every member joins its group the protocol's way.
+/// Groups of `size` consecutive clients of this process (a group never spans workers, so
+/// its creation needs no coordination between them); every member joins its group the
+/// protocol's way.
 fn join_groups(config: &LoadConfig, devices: &[Box<dyn Device>]) -> Groups {
     let mut groups = Groups {
         members: Vec::new(),
+        ids: Vec::new(),
         promised: 0,
     };
     let Pattern::Group(size) = config.pattern else {
         return groups;
     };
-    let clients: Vec<u32> = (0..devices.len() as u32).collect();
+    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
+    let clients: Vec<u32> = (0..devices.len() as u32)
+        .map(|c| first_client + c)
+        .collect();
     for (group, members) in clients.chunks(size).enumerate() {
-        for member in members {
-            if devices[*member as usize].join_group(group as u32, members) {
+        let id = members[0];
+        for device in &devices[group * size..group * size + members.len()] {
+            if device.join_group(id, members) {
                 groups.promised += 1;
             }
         }
         groups.members.push(members.to_vec());
+        groups.ids.push(id);
     }
     groups
 }

@@ -1,5 +1,5 @@
-//! Transports under every protocol: TCP from a chosen source address, the carrier model,
-//! TLS over them, each
+//! Transports under every protocol, in layers: TCP from a chosen source address, then the
+//! carrier model (`--carrier`), then TLS, then WebSocket (with the protocol's subprotocol), each
 //! device's connector built the same way whatever the protocol speaks.
 //!
 //! [`DynConnector`] erases the connector's type so that a protocol adapter is written once,
@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
 use imlab_core::net::{Connector, Stream};
 use imlab_core::tls::{TlsClient, TlsConnector};
+use imlab_core::ws::{WsClient, WsConnector};
 
 use crate::carrier::Carriers;
 use crate::source::SourceConnector;
@@ -67,33 +69,46 @@ pub struct Transport {
     pub source_ips: Vec<std::net::IpAddr>,
     /// TLS over every connection (`None`: plaintext).
     pub tls: Option<TlsClient>,
+    /// WebSocket over TCP or TLS (`None`: the protocol's bytes go straight onto the stream).
+    pub ws: Option<WsClient>,
 }
 
 impl Transport {
     /// The word results use for it.
     pub fn name(&self) -> &'static str {
-        if self.tls.is_some() { "tls" } else { "tcp" }
+        match (self.tls.is_some(), self.ws.is_some()) {
+            (false, false) => "tcp",
+            (true, false) => "tls",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        }
     }
 
-    /// Device `client`'s connector, in layers: TCP from its source address (so
-    /// `--source-ips` applies under everything), its carrier's model if the run has carriers,
-    /// then TLS if asked for.
-    pub fn connector(&self, client: u32, carriers: Option<&Carriers>) -> DynConnector {
+    /// Device `client`'s connector, layer on layer: TCP from its source address (so
+    /// `--source-ips` applies under everything), then its carrier's model if the run has
+    /// carriers (`local` is the client's index among this process's clients), then TLS if
+    /// asked for, then WebSocket if asked for (`wss` is WebSocket over TLS).
+    pub fn connector(&self, client: u32, carrier: Option<(&Carriers, usize)>) -> DynConnector {
         let source = SourceConnector {
             target: self.target,
             source: (!self.source_ips.is_empty())
                 .then(|| self.source_ips[client as usize % self.source_ips.len()]),
         };
-        match carriers {
-            None => self.tls_over(source),
-            Some(carriers) => self.tls_over(carriers.connector(client, source)),
+        let mut connector = match carrier {
+            None => DynConnector::new(source),
+            Some((carriers, local)) => DynConnector::new(carriers.connector(local, source)),
+        };
+        if let Some(tls) = &self.tls {
+            connector = DynConnector::new(TlsConnector::new(connector, self.target, tls));
         }
-    }
-
-    fn tls_over<C: Connector>(&self, inner: C) -> DynConnector {
-        match &self.tls {
-            None => DynConnector::new(inner),
-            Some(tls) => DynConnector::new(TlsConnector::new(inner, self.target, tls)),
+        if let Some(ws) = &self.ws {
+            connector = DynConnector::new(WsConnector::new(
+                connector,
+                self.target,
+                ws,
+                DEFAULT_MAX_FRAME_BYTES,
+            ));
         }
+        connector
     }
 }

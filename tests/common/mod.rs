@@ -94,3 +94,30 @@ pub fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Starts `imlab serve --listen 127.0.0.1:0` with `extra` arguments, guarded, and reads the
+/// first `n_lines` lines it prints (`listening: ADDR`, then `listening ws: ADDR`,
+/// `metrics: URL`...); returns the value after each line's `: `.
+pub fn serve_announcing(extra: &[&str], n_lines: usize) -> (ChildGuard, Vec<String>) {
+    let mut child = Command::new(cargo_bin("imlab"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--stats-every", "0s"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = ChildGuard(child);
+    let mut reader = BufReader::new(stdout);
+    let mut values = Vec::new();
+    for _ in 0..n_lines {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let (_, value) = line
+            .trim()
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        values.push(value.to_string());
+    }
+    (guard, values)
+}
