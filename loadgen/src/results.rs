@@ -325,7 +325,7 @@ impl LoadResults {
         for carrier in &self.carriers {
             out += &format!(
                 "carrier {}: {} clients, disconnects {} ({} silent), reconnects {}, NAT expired {}, \
-                 resets {}, deliver p50 {:.2} ms p99 {:.2} ms\n",
+                 resets {}, deliver {}\n",
                 carrier.name,
                 carrier.clients,
                 carrier.disconnects,
@@ -333,8 +333,15 @@ impl LoadResults {
                 carrier.reconnects,
                 carrier.model.nat_expired,
                 carrier.model.resets,
-                carrier.deliver_ms.p50,
-                carrier.deliver_ms.p99
+                if carrier.deliver_ms.count == 0 {
+                    // None yet, or a merge (per-carrier histograms are not merged).
+                    "p50 - p99 -".to_string()
+                } else {
+                    format!(
+                        "p50 {:.2} ms p99 {:.2} ms",
+                        carrier.deliver_ms.p50, carrier.deliver_ms.p99
+                    )
+                }
             );
         }
         out += "latency_ms      count       p50       p90       p99     p99.9       max\n";
