@@ -8,6 +8,7 @@
 //! - [`world`]: users, devices and chat groups, and the state hosts share;
 //! - [`proxy`]: the carrier proxy (NAT and link); [`push`]: the push service;
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
+//!   [`disk`]: the server's simulated disk and its stall and failure windows;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //!   [`storm`]: how fast devices return after each server crash;
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds, their spread and
@@ -31,6 +32,7 @@ compile_error!(
 pub use imlab_carrier::profile as carrier;
 pub mod compare;
 pub mod device;
+pub mod disk;
 pub mod energy;
 pub mod invariants;
 pub mod ledger;

@@ -51,6 +51,17 @@ pub enum Event {
         /// Device index.
         device: u32,
     },
+    /// A carrier fault changed a flow without ending it (a NAT rebind, a blackhole).
+    FlowFault {
+        /// Carrier index.
+        carrier: u32,
+        /// Flow id.
+        flow: u64,
+        /// Device index.
+        device: u32,
+        /// The fault kind.
+        fault: &'static str,
+    },
     /// Something ended a flow's phone side or server side.
     FlowEnded {
         /// Carrier index.
