@@ -32,6 +32,15 @@ enum SimCommand {
         "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2 --out out/sweep",
     ]))]
     Sweep(SweepArgs),
+    /// Random scenarios over the whole space (carriers, stores, device groups, traffic, every
+    /// fault kind) until the budget is spent; a failure is shrunk to a smallest scenario that
+    /// still fails for the same invariant, written with its seed, and replayed by one command.
+    #[command(after_help = crate::help::examples(&[
+        "imlab sim fuzz --budget 10m --jobs 2",
+        "imlab sim fuzz --seed 7 --cases 200 --out out/fuzz",
+        "imlab sim fuzz --plant volatile-store --budget 2m",
+    ]))]
+    Fuzz(FuzzArgs),
     /// List the built-in carrier presets with their parameters and sources.
     #[command(after_help = crate::help::examples(&["imlab sim presets"]))]
     Presets,
@@ -52,14 +61,14 @@ struct RunArgs {
     #[arg(long)]
     trace: Option<PathBuf>,
     #[command(flatten)]
-    plant: PlantArg,
+    pub(crate) plant: PlantArg,
     #[command(flatten)]
     overrides: Overrides,
 }
 
 /// `--plant BUG`, to watch the checker catch a deliberate bug.
 #[derive(clap::Args)]
-struct PlantArg {
+pub(crate) struct PlantArg {
     /// Plant a deliberate bug, to watch the checker catch it: `volatile-store` loses the
     /// durable store's disk at every server crash, so acked messages vanish (use a scenario
     /// with `server_crash` faults; `no_acked_loss` must fire).
@@ -68,7 +77,7 @@ struct PlantArg {
 }
 
 impl PlantArg {
-    fn planted(&self) -> imlab_sim::Planted {
+    pub(crate) fn planted(&self) -> imlab_sim::Planted {
         imlab_sim::Planted {
             volatile_store: self.plant.is_some(),
             ..imlab_sim::Planted::default()
@@ -76,7 +85,7 @@ impl PlantArg {
     }
 
     /// The flag as a replay command needs it ("" when no bug is planted).
-    fn replay_suffix(&self) -> String {
+    pub(crate) fn replay_suffix(&self) -> String {
         self.plant
             .as_ref()
             .map_or(String::new(), |bug| format!(" --plant {bug}"))
@@ -105,14 +114,38 @@ struct SweepArgs {
     seeds: (u64, u64),
     /// Parallel runs (default: the number of cores).
     #[arg(long, value_parser = crate::values::positive_count)]
-    jobs: Option<usize>,
+    pub(crate) jobs: Option<usize>,
     /// Write sweep.csv (one row per seed) here.
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
     #[command(flatten)]
-    plant: PlantArg,
+    pub(crate) plant: PlantArg,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FuzzArgs {
+    /// Stop starting cases after this much wall time.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub(crate) budget: Duration,
+    /// Fuzz seed: case N of seed S is always the same scenario and run seed.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Stop after this many cases.
+    #[arg(long, value_parser = crate::values::positive_count)]
+    pub(crate) cases: Option<usize>,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long, value_parser = crate::values::positive_count)]
+    pub(crate) jobs: Option<usize>,
+    /// Where a failure's scenario files go (original.toml, shrunk.toml).
+    #[arg(long, default_value = "fuzz-out")]
+    pub(crate) out: PathBuf,
+    /// Candidate runs shrinking may spend.
+    #[arg(long, default_value_t = 400, value_parser = crate::values::positive_count)]
+    pub(crate) shrink_runs: usize,
+    #[command(flatten)]
+    pub(crate) plant: PlantArg,
 }
 
 fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
@@ -134,6 +167,7 @@ pub fn run_command(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     match args.command {
         SimCommand::Run(args) => run_one(args),
         SimCommand::Sweep(args) => run_sweep(args),
+        SimCommand::Fuzz(args) => crate::sim_fuzz::run_fuzz(args),
         SimCommand::Presets => {
             print!("{}", imlab_sim::presets::listing());
             Ok(std::process::ExitCode::SUCCESS)

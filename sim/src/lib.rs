@@ -14,7 +14,8 @@
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds, their spread and
 //!   sweep.csv;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
-//! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`).
+//! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`);
+//! - [`fuzz`]: random scenarios over the whole space and shrinking (`imlab sim fuzz`).
 //!
 //! Replay needs tokio built with `--cfg tokio_unstable`: only then does turmoil seed tokio's
 //! scheduler, and with it the order of any unbiased `select!`. `.cargo/config.toml` sets the
@@ -34,6 +35,7 @@ pub mod compare;
 pub mod device;
 pub mod disk;
 pub mod energy;
+pub mod fuzz;
 pub mod invariants;
 pub mod ledger;
 pub mod metrics;
