@@ -15,7 +15,31 @@ pub fn candidates(spec: &Spec) -> Vec<Spec> {
             out.push(candidate);
         }
     };
-    // Drop everything past the middle, then whole faults and groups.
+    // End a minute after the last fault ends; start the faults earlier (half the time before
+    // the first one); drop everything past the middle; then whole faults and groups.
+    let last_end = spec
+        .faults
+        .iter()
+        .map(|f| f.at_s + f.duration_s)
+        .max()
+        .unwrap_or(0);
+    if last_end + 60 < spec.duration_s {
+        let mut cut = spec.clone();
+        cut.duration_s = (last_end + 60).max(60);
+        cut.faults.retain(|f| f.at_s < cut.duration_s);
+        push(cut);
+    }
+    if let Some(first_at) = spec.faults.iter().map(|f| f.at_s).min()
+        && first_at >= 60
+    {
+        let shift = first_at / 2;
+        let mut earlier = spec.clone();
+        earlier.duration_s -= shift;
+        for fault in &mut earlier.faults {
+            fault.at_s -= shift;
+        }
+        push(earlier);
+    }
     if spec.duration_s > 60 {
         let mut half = spec.clone();
         half.duration_s = (spec.duration_s / 2).max(60);
