@@ -8,7 +8,7 @@ use anyhow::Context;
 use imlab_sim::results::{self, replay_command};
 use imlab_sim::run::{RunOptions, run};
 use imlab_sim::scenario::Scenario;
-use imlab_sim::sweep::{SeedOutcome, Spread, sweep, write_csv};
+use imlab_sim::sweep::{SeedOutcome, Spread, sweep_seeds, write_csv};
 
 /// Simulate scenarios deterministically: mobile carriers, faults, invariants.
 #[derive(clap::Args)]
@@ -27,10 +27,17 @@ enum SimCommand {
     ]))]
     Run(RunArgs),
     /// Run many seeds in parallel: a line per seed as it finishes, the spread across seeds,
-    /// each failing seed's replay command; exit 1 if any failed.
-    #[command(after_help = crate::help::examples(&[
-        "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2 --out out/sweep",
-    ]))]
+    /// each failing seed's replay command; exit 1 if any failed. `--shard I/N` runs one of N
+    /// shards (for a batch system or a Kubernetes indexed job); `sweep merge` combines them.
+    #[command(
+        after_help = crate::help::examples(&[
+            "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2 --out out/sweep",
+            "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --shard 0/4 --out out/s0",
+            "imlab sim sweep merge out/s0 out/s1 out/s2 out/s3 --out out/sweep",
+        ]),
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
     Sweep(SweepArgs),
     /// Random scenarios over the whole space (carriers, stores, device groups, traffic, every
     /// fault kind) until the budget is spent; a failure is shrunk to a smallest scenario that
@@ -107,11 +114,17 @@ struct Overrides {
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
 struct SweepArgs {
+    #[command(subcommand)]
+    merge: Option<SweepCommand>,
     /// The scenario file (TOML).
-    scenario: PathBuf,
+    #[arg(required = true)]
+    scenario: Option<PathBuf>,
     /// Seeds to run, as A..B (inclusive).
-    #[arg(long, value_parser = parse_seed_range)]
-    seeds: (u64, u64),
+    #[arg(long, value_parser = parse_seed_range, required = true)]
+    seeds: Option<(u64, u64)>,
+    /// Run only shard I of N (0-based): the seeds whose offset in the range is I modulo N.
+    #[arg(long, value_parser = imlab_sim::shard::Shard::parse, value_name = "I/N")]
+    shard: Option<imlab_sim::shard::Shard>,
     /// Parallel runs (default: the number of cores).
     #[arg(long, value_parser = crate::values::positive_count)]
     pub(crate) jobs: Option<usize>,
@@ -135,6 +148,10 @@ pub(crate) struct FuzzArgs {
     /// Stop after this many cases.
     #[arg(long, value_parser = crate::values::positive_count)]
     pub(crate) cases: Option<usize>,
+    /// Start at this case number (to rerun part of a fuzz run: case N of a seed is always the
+    /// same scenario).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) first_case: u64,
     /// Parallel runs (default: the number of cores).
     #[arg(long, value_parser = crate::values::positive_count)]
     pub(crate) jobs: Option<usize>,
@@ -146,6 +163,26 @@ pub(crate) struct FuzzArgs {
     pub(crate) shrink_runs: usize,
     #[command(flatten)]
     pub(crate) plant: PlantArg,
+}
+
+#[derive(clap::Subcommand)]
+enum SweepCommand {
+    /// Combine the `--out` directories of a sharded sweep: checks they are shards of one
+    /// sweep, that no seed is missing or twice; prints the summary; exit 1 if any seed failed.
+    #[command(after_help = crate::help::examples(&[
+        "imlab sim sweep merge out/s0 out/s1 out/s2 out/s3 --out out/sweep",
+    ]))]
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The shards' `--out` directories (each with sweep.json and sweep.csv).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Write the merged sweep.csv and sweep.json here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
@@ -172,6 +209,20 @@ pub fn run_command(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
             print!("{}", imlab_sim::presets::listing());
             Ok(std::process::ExitCode::SUCCESS)
         }
+    }
+}
+
+impl Overrides {
+    /// The flags as a replay command needs them ("" when none).
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        if let Some(devices) = self.devices {
+            flags += &format!(" --devices {devices}");
+        }
+        if let Some(duration) = self.duration {
+            flags += &format!(" --duration {}", humantime::format_duration(duration));
+        }
+        flags
     }
 }
 
@@ -328,24 +379,35 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut scenario = load(&args.scenario)?;
+    if let Some(SweepCommand::Merge(merge)) = args.merge {
+        return run_merge(merge);
+    }
+    let file = args.scenario.expect("clap requires the scenario");
+    let (first, last) = args.seeds.expect("clap requires --seeds");
+    let mut scenario = load(&file)?;
     apply(&args.overrides, &mut scenario)?;
     if let Some(dir) = &args.out {
         crate::out_dir::check(dir)?;
     }
-    let (first, last) = args.seeds;
+    let shard = args.shard.unwrap_or(imlab_sim::shard::Shard::ALL);
+    let seeds = shard.seeds(first, last);
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let of_shard = if shard == imlab_sim::shard::Shard::ALL {
+        String::new()
+    } else {
+        format!(" (shard {shard})")
+    };
     println!(
-        "sweep: {} seeds {first}..{last} of {} ({} devices, {}), {jobs} at a time",
-        last - first + 1,
+        "sweep: {} seeds {first}..{last}{of_shard} of {} ({} devices, {}), {jobs} at a time",
+        seeds.len(),
         scenario.file.display(),
         scenario.n_devices(),
         humantime::format_duration(scenario.duration)
     );
     let planted = args.plant.planted();
-    let outcomes = sweep(&scenario, first, last, jobs, planted, &|outcome| {
+    let outcomes = sweep_seeds(&scenario, &seeds, jobs, planted, &|outcome| {
         println!(
             "seed {}: {} ({:.1} s, delay p99 {} ms, silent disconnects {})",
             outcome.seed,
@@ -355,16 +417,46 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
             outcome.silent_disconnects
         );
     });
+    let flags = format!("{}{}", args.overrides.flags(), args.plant.replay_suffix());
+    let replay = |seed: u64| format!("{}{flags}", replay_command(&scenario, seed));
+    let failed = summary(&outcomes, &replay);
+    if let Some(dir) = &args.out {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let meta = imlab_sim::shard::SweepMeta {
+            schema_version: imlab_sim::shard::META_SCHEMA_VERSION,
+            scenario_file: file.display().to_string(),
+            scenario_hash: imlab_sim::shard::scenario_hash(&text),
+            first_seed: first,
+            last_seed: last,
+            shard,
+            flags,
+        };
+        write_csv(dir, &outcomes)
+            .and_then(|()| imlab_sim::shard::write_meta(dir, &meta))
+            .with_context(|| format!("writing sweep.csv to --out {}", dir.display()))?;
+        println!("results: {}", dir.join("sweep.csv").display());
+    }
+    Ok(exit_code(failed))
+}
+
+fn exit_code(failed: usize) -> std::process::ExitCode {
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}
+
+/// Prints failing seeds with their replay commands and the spread across seeds; returns how
+/// many seeds failed.
+fn summary(outcomes: &[SeedOutcome], replay: &dyn Fn(u64) -> String) -> usize {
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
     for outcome in &failed {
         for (name, detail) in &outcome.failures {
             println!("  seed {}: {name}: {detail}", outcome.seed);
         }
-        println!(
-            "  replay: {}{}",
-            replay_command(&scenario, outcome.seed),
-            args.plant.replay_suffix()
-        );
+        println!("  replay: {}", replay(outcome.seed));
     }
     let spread = |measure: fn(&SeedOutcome) -> u64| {
         Spread::of(
@@ -382,14 +474,33 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     println!("reconnects across seeds: {}", spread(|o| o.reconnects));
     println!("seeds: {}, failed: {}", outcomes.len(), failed.len());
+    failed.len()
+}
+
+fn run_merge(args: MergeArgs) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(dir) = &args.out {
+        crate::out_dir::check(dir)?;
+    }
+    let (meta, outcomes) = imlab_sim::shard::merge(&args.dirs)?;
+    println!(
+        "merged: {} directories, seeds {}..{} of {}",
+        args.dirs.len(),
+        meta.first_seed,
+        meta.last_seed,
+        meta.scenario_file
+    );
+    let replay = |seed: u64| {
+        format!(
+            "imlab sim run {} --seed {seed}{}",
+            meta.scenario_file, meta.flags
+        )
+    };
+    let failed = summary(&outcomes, &replay);
     if let Some(dir) = &args.out {
         write_csv(dir, &outcomes)
+            .and_then(|()| imlab_sim::shard::write_meta(dir, &meta))
             .with_context(|| format!("writing sweep.csv to --out {}", dir.display()))?;
         println!("results: {}", dir.join("sweep.csv").display());
     }
-    Ok(if failed.is_empty() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
+    Ok(exit_code(failed))
 }

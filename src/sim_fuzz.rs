@@ -14,6 +14,7 @@ pub fn run_fuzz(args: FuzzArgs) -> anyhow::Result<std::process::ExitCode> {
     let options = FuzzOptions {
         seed: args.seed,
         budget: args.budget,
+        first_case: args.first_case,
         cases_max: args.cases.map_or(u64::MAX, |n| n as u64),
         jobs,
         planted: args.plant.planted(),

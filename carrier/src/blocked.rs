@@ -48,7 +48,8 @@ impl Blocked {
         self.outages.retain(|(_, end)| *end > at);
         self.partitions.retain(|(_, end)| *end > at);
         // Instant faults (end == start) stay until their instant has passed.
-        self.link.retain(|window| window.end > at || window.start >= at);
+        self.link
+            .retain(|window| window.end > at || window.start >= at);
     }
 
     /// The carrier faults open at `at`.

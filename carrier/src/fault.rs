@@ -30,24 +30,96 @@ pub enum Scope {
 
 /// Every fault kind: (name, scope, what it does). The names are the vocabulary.
 pub const KINDS: &[(&str, Scope, &str)] = &[
-    ("outage", Scope::Carrier, "radio down: nothing passes for the window"),
-    ("partition", Scope::Carrier, "the path to the IM server is cut for the window"),
-    ("handover", Scope::Carrier, "devices move to another network; old connections die"),
-    ("latency_spike", Scope::Carrier, "`added` delay plus up to `jitter` for the window"),
-    ("bandwidth", Scope::Carrier, "the link carries `kbps` for the window"),
-    ("loss_burst", Scope::Carrier, "Gilbert-Elliott bursty loss for the window"),
-    ("reset", Scope::Carrier, "every open flow is reset, both ways, at once"),
-    ("blackhole", Scope::Carrier, "flows open in the window are accepted and swallowed"),
-    ("slow_close", Scope::Carrier, "closes (FINs) take `delay` longer in the window"),
-    ("close_after_bytes", Scope::Carrier, "a flow is closed after `bytes` in the window"),
-    ("nat_rebind", Scope::Carrier, "every mapping moves to a new port: server side half-open"),
-    ("max_age", Scope::Carrier, "the carrier cuts flows older than `age` in the window"),
-    ("server_crash", Scope::Server, "the server process dies and restarts after the window"),
-    ("server_stall", Scope::Server, "the server process freezes for the window (GC, VM steal)"),
-    ("disk_stall", Scope::Server, "durable commits hang until the window ends"),
-    ("disk_failure", Scope::Server, "commits fail (STORE_UNAVAILABLE); restart at the end"),
-    ("app_kill", Scope::Device, "the app is killed and restarted after the window"),
-    ("push_outage", Scope::Push, "the push service delivers nothing for the window"),
+    (
+        "outage",
+        Scope::Carrier,
+        "radio down: nothing passes for the window",
+    ),
+    (
+        "partition",
+        Scope::Carrier,
+        "the path to the IM server is cut for the window",
+    ),
+    (
+        "handover",
+        Scope::Carrier,
+        "devices move to another network; old connections die",
+    ),
+    (
+        "latency_spike",
+        Scope::Carrier,
+        "`added` delay plus up to `jitter` for the window",
+    ),
+    (
+        "bandwidth",
+        Scope::Carrier,
+        "the link carries `kbps` for the window",
+    ),
+    (
+        "loss_burst",
+        Scope::Carrier,
+        "Gilbert-Elliott bursty loss for the window",
+    ),
+    (
+        "reset",
+        Scope::Carrier,
+        "every open flow is reset, both ways, at once",
+    ),
+    (
+        "blackhole",
+        Scope::Carrier,
+        "flows open in the window are accepted and swallowed",
+    ),
+    (
+        "slow_close",
+        Scope::Carrier,
+        "closes (FINs) take `delay` longer in the window",
+    ),
+    (
+        "close_after_bytes",
+        Scope::Carrier,
+        "a flow is closed after `bytes` in the window",
+    ),
+    (
+        "nat_rebind",
+        Scope::Carrier,
+        "every mapping moves to a new port: server side half-open",
+    ),
+    (
+        "max_age",
+        Scope::Carrier,
+        "the carrier cuts flows older than `age` in the window",
+    ),
+    (
+        "server_crash",
+        Scope::Server,
+        "the server process dies and restarts after the window",
+    ),
+    (
+        "server_stall",
+        Scope::Server,
+        "the server process freezes for the window (GC, VM steal)",
+    ),
+    (
+        "disk_stall",
+        Scope::Server,
+        "durable commits hang until the window ends",
+    ),
+    (
+        "disk_failure",
+        Scope::Server,
+        "commits fail (STORE_UNAVAILABLE); restart at the end",
+    ),
+    (
+        "app_kill",
+        Scope::Device,
+        "the app is killed and restarted after the window",
+    ),
+    (
+        "push_outage",
+        Scope::Push,
+        "the push service delivers nothing for the window",
+    ),
 ];
 
 /// The names of every fault kind, comma-separated (for error messages and help).
@@ -300,10 +372,7 @@ impl FaultParams {
             _ => &[],
         };
         match self.set_keys().into_iter().find(|k| !allowed.contains(k)) {
-            Some(key) => Err(param_error(
-                key,
-                format!("a {kind} fault does not take it"),
-            )),
+            Some(key) => Err(param_error(key, format!("a {kind} fault does not take it"))),
             None => Ok(()),
         }
     }
@@ -320,7 +389,10 @@ impl FaultParams {
                     .ok_or_else(|| param_error("added", "is required for latency_spike"))?;
                 let jitter = self.jitter.unwrap_or_default();
                 if added.is_zero() && jitter.is_zero() {
-                    return Err(param_error("added", "a spike needs `added` or `jitter` > 0"));
+                    return Err(param_error(
+                        "added",
+                        "a spike needs `added` or `jitter` > 0",
+                    ));
                 }
                 if added + jitter > Duration::from_secs(600) {
                     return Err(param_error("added", "added + jitter must be at most 10m"));

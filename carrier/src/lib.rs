@@ -21,8 +21,7 @@ pub mod table;
 pub use blocked::{Blocked, Window};
 pub use fault::{Direction, FaultParams, GilbertElliott, LinkFault, LinkWindow, ParamError, Scope};
 pub use model::{
-    Closed, Cut, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, draw_nat_timeout,
-    flow_seed,
+    Closed, Cut, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, draw_nat_timeout, flow_seed,
 };
 pub use profile::{
     CarrierProfile, OnExpiry, Outages, PRESET_NAMES, RTO_INITIAL, RadioKind, Refresh, preset,

@@ -261,12 +261,15 @@ impl FlowModel {
     /// Counts `len` bytes against the byte limits open at `at`; true when a limit is passed
     /// (the flow is then to be closed, see [`FlowModel::cut`]).
     fn over_byte_limit(&mut self, link: &Link<'_>, way: Way, at: Duration, len: usize) -> bool {
-        let limit = link.blocked.link_at(at).find_map(|window| match window.fault {
-            LinkFault::CloseAfterBytes { bytes, direction } if direction.applies(way.up()) => {
-                Some(bytes)
-            }
-            _ => None,
-        });
+        let limit = link
+            .blocked
+            .link_at(at)
+            .find_map(|window| match window.fault {
+                LinkFault::CloseAfterBytes { bytes, direction } if direction.applies(way.up()) => {
+                    Some(bytes)
+                }
+                _ => None,
+            });
         let Some(limit) = limit else { return false };
         self.limited_bytes[way.index()] += len as u64;
         if self.limited_bytes[way.index()] > limit {
@@ -285,7 +288,12 @@ impl FlowModel {
         }
         let since = self.faults_applied_until;
         if at > since {
-            for window in link.blocked.link.iter().filter(|w| since < w.start && w.start <= at) {
+            for window in link
+                .blocked
+                .link
+                .iter()
+                .filter(|w| since < w.start && w.start <= at)
+            {
                 match window.fault {
                     LinkFault::Reset => {
                         self.pending_cut.get_or_insert(Cut::Reset);
@@ -393,8 +401,7 @@ impl FlowModel {
     pub fn server_sent(&mut self, link: &Link<'_>, at: Duration, len: usize) -> ServerSend {
         self.expire_nat(at);
         let swallowed = self.swallow(link, at);
-        if !self.phone_open || link.handed_over || self.nat_expired || self.rebound || swallowed
-        {
+        if !self.phone_open || link.handed_over || self.nat_expired || self.rebound || swallowed {
             // Something from the server reached a dead mapping: its kernel starts retrying.
             if self.server_give_up_at.is_none() {
                 self.server_give_up_at = Some(at + link.profile.server_give_up);
@@ -565,12 +572,15 @@ impl FlowModel {
     /// Steps the Gilbert-Elliott chain of `way` if a loss burst is open at `at`; true when the
     /// transmission is lost to it.
     fn burst_lost(&mut self, way: Way, link: &Link<'_>, at: Duration) -> bool {
-        let model = link.blocked.link_at(at).find_map(|window| match window.fault {
-            LinkFault::LossBurst { model, direction } if direction.applies(way.up()) => {
-                Some(model)
-            }
-            _ => None,
-        });
+        let model = link
+            .blocked
+            .link_at(at)
+            .find_map(|window| match window.fault {
+                LinkFault::LossBurst { model, direction } if direction.applies(way.up()) => {
+                    Some(model)
+                }
+                _ => None,
+            });
         let Some(model) = model else { return false };
         let bad = &mut self.burst_bad[way.index()];
         let flip = if *bad {
@@ -581,7 +591,11 @@ impl FlowModel {
         if flip > 0.0 && self.rng.random_bool(flip) {
             *bad = !*bad;
         }
-        let loss = if *bad { model.loss_bad } else { model.loss_good };
+        let loss = if *bad {
+            model.loss_bad
+        } else {
+            model.loss_good
+        };
         loss > 0.0 && self.rng.random_bool(loss)
     }
 

@@ -121,8 +121,7 @@ fn a_loss_burst_loses_in_runs_not_independently() {
     for i in 0..4_000u64 {
         match model.phone_sent(&link, ms(i * 100_000), 100) {
             PhoneSend::Deliver {
-                retransmissions: r,
-                ..
+                retransmissions: r, ..
             } => retransmissions.push(r),
             PhoneSend::Broken => retransmissions.push(99),
             other => panic!("{other:?}"),
@@ -287,8 +286,16 @@ fn parameters_are_checked_and_name_the_key() {
     };
     check("latency_spike", "{}", "added");
     check("bandwidth", r#"{"kbps": 0}"#, "kbps");
-    check("loss_burst", r#"{"p_enter_bad": 1.5, "p_leave_bad": 0.1}"#, "p_enter_bad");
-    check("loss_burst", r#"{"p_enter_bad": 0.1, "p_leave_bad": 0}"#, "p_leave_bad");
+    check(
+        "loss_burst",
+        r#"{"p_enter_bad": 1.5, "p_leave_bad": 0.1}"#,
+        "p_enter_bad",
+    );
+    check(
+        "loss_burst",
+        r#"{"p_enter_bad": 0.1, "p_leave_bad": 0}"#,
+        "p_leave_bad",
+    );
     check("reset", r#"{"kbps": 10}"#, "kbps");
     check("max_age", "{}", "age");
     check("close_after_bytes", r#"{"bytes": 0}"#, "bytes");
@@ -301,10 +308,7 @@ fn parameters_are_checked_and_name_the_key() {
             (Scope::Carrier, "outage" | "partition" | "handover") => {
                 assert_eq!(link, Ok(None))
             }
-            (Scope::Carrier, _) => assert!(
-                !matches!(link, Ok(None)),
-                "{name} is not a LinkFault"
-            ),
+            (Scope::Carrier, _) => assert!(!matches!(link, Ok(None)), "{name} is not a LinkFault"),
             _ => assert_eq!(link, Ok(None)),
         }
     }

@@ -60,6 +60,7 @@ fn main() {
         let options = FuzzOptions {
             seed: 1,
             budget,
+            first_case: 0,
             cases_max: u64::MAX,
             jobs: 2,
             planted,

@@ -12,7 +12,7 @@
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //!   [`storm`]: how fast devices return after each server crash;
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds, their spread and
-//!   sweep.csv;
+//!   sweep.csv; [`shard`]: a sweep split across machines (`--shard I/N`) and merged;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
 //! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`);
 //! - [`fuzz`]: random scenarios over the whole space and shrinking (`imlab sim fuzz`).
@@ -45,6 +45,7 @@ pub mod push;
 pub mod results;
 pub mod run;
 pub mod scenario;
+pub mod shard;
 pub mod storm;
 pub mod sweep;
 pub mod trace;

@@ -276,16 +276,16 @@ pub fn run_with(
                     }
                 }
                 Action::Stall(freeze) => {
-                        let others = world::other_hosts(scenario);
-                        for other in &others {
-                            if freeze {
-                                sim.hold("server", other.as_str());
-                            } else {
-                                sim.release("server", other.as_str());
-                            }
+                    let others = world::other_hosts(scenario);
+                    for other in &others {
+                        if freeze {
+                            sim.hold("server", other.as_str());
+                        } else {
+                            sim.release("server", other.as_str());
                         }
-                        server_stalled = freeze;
                     }
+                    server_stalled = freeze;
+                }
                 Action::PushDown(down) => shared.push_down.store(down, Ordering::Relaxed),
                 Action::Note(_) => {}
                 Action::Heal => {

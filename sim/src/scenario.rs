@@ -13,8 +13,8 @@ use imlab_core::heartbeat::{AppState, parse_strategy};
 use serde::Deserialize;
 
 use crate::carrier::{self, CarrierProfile};
-use imlab_carrier::fault::{self, FaultParams, LinkFault, Scope};
 use imlab_carrier::CarrierTable;
+use imlab_carrier::fault::{self, FaultParams, LinkFault, Scope};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +125,9 @@ struct RawTraffic {
 
 /// The keys every fault may have; the rest of a `[[faults]]` table are the kind's parameters
 /// (imlab-carrier's `FaultParams`, shared with the proxy's control API).
-const FAULT_COMMON_KEYS: [&str; 7] = ["kind", "at", "every", "duration", "target", "to", "fraction"];
+const FAULT_COMMON_KEYS: [&str; 7] = [
+    "kind", "at", "every", "duration", "target", "to", "fraction",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -706,7 +708,10 @@ impl Validator<'_> {
         if instant && !matches!(kind, FaultKind::Handover { .. }) && !duration.is_zero() {
             return Err(self.invalid(
                 key("duration"),
-                format!("a {} fault happens at one instant and takes no duration", raw.kind),
+                format!(
+                    "a {} fault happens at one instant and takes no duration",
+                    raw.kind
+                ),
             ));
         }
         if !instant && duration.is_zero() {

@@ -62,7 +62,9 @@ impl Seen {
         let mut waits = Vec::new();
         for line in &self.lines {
             let at = line["at_ms"].as_u64().unwrap();
-            let id = line["client_msg_id"].as_str().map(|id| (line["device"].clone(), id));
+            let id = line["client_msg_id"]
+                .as_str()
+                .map(|id| (line["device"].clone(), id));
             match (line["event"].as_str(), id) {
                 (Some("send_queued"), Some((device, id))) if (from_ms..to_ms).contains(&at) => {
                     queued.insert((device.to_string(), id.to_string()), at);
@@ -88,10 +90,8 @@ impl Seen {
 /// Runs `faults` on seed 1; asserts every invariant holds.
 fn check(name: &str, faults: &str) -> Seen {
     let scenario = scenario(faults);
-    let trace_file = std::env::temp_dir().join(format!(
-        "imlab-faults-{name}-{}.jsonl",
-        std::process::id()
-    ));
+    let trace_file =
+        std::env::temp_dir().join(format!("imlab-faults-{name}-{}.jsonl", std::process::id()));
     let options = RunOptions {
         seed: 1,
         trace_file: Some(trace_file.clone()),
@@ -106,7 +106,10 @@ fn check(name: &str, faults: &str) -> Seen {
     let text = std::fs::read_to_string(&trace_file).unwrap();
     std::fs::remove_file(&trace_file).unwrap();
     Seen {
-        lines: text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        lines: text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
         failed_commits,
     }
 }
@@ -118,7 +121,11 @@ fn a_reset_cuts_every_open_flow_at_its_instant() {
         "[[faults]]\nkind = \"reset\"\ntarget = \"lte\"\nat = \"2m\"",
     );
     // Each device's IM and push flows, both sides.
-    assert!(seen.ended("carrier_reset") >= 2 * 8, "{}", seen.ended("carrier_reset"));
+    assert!(
+        seen.ended("carrier_reset") >= 2 * 8,
+        "{}",
+        seen.ended("carrier_reset")
+    );
 }
 
 #[test]
@@ -128,7 +135,11 @@ fn max_age_cuts_old_flows_again_and_again() {
         "[[faults]]\nkind = \"max_age\"\ntarget = \"lte\"\nat = \"1m\"\nduration = \"5m\"\nage = \"1m\"",
     );
     // Flows are cut every minute or so from 1 min to 6 min: several rounds of 8 flows.
-    assert!(seen.ended("carrier_reset") >= 3 * 2 * 8, "{}", seen.ended("carrier_reset"));
+    assert!(
+        seen.ended("carrier_reset") >= 3 * 2 * 8,
+        "{}",
+        seen.ended("carrier_reset")
+    );
 }
 
 #[test]
@@ -137,7 +148,11 @@ fn close_after_bytes_closes_busy_flows() {
         "close_after_bytes",
         "[[faults]]\nkind = \"close_after_bytes\"\ntarget = \"lte\"\nat = \"1m\"\nduration = \"4m\"\nbytes = 2000",
     );
-    assert!(seen.ended("carrier_closed") >= 4, "{}", seen.ended("carrier_closed"));
+    assert!(
+        seen.ended("carrier_closed") >= 4,
+        "{}",
+        seen.ended("carrier_closed")
+    );
 }
 
 #[test]
@@ -234,7 +249,10 @@ fn a_disk_stall_holds_acks_while_the_server_still_answers_heartbeats() {
         let at = l["at_ms"].as_u64().unwrap();
         l["event"] == "heartbeat" && l["answered"] == true && (120_500..160_000).contains(&at)
     });
-    assert!(answered > 0, "the server stopped answering during a disk stall");
+    assert!(
+        answered > 0,
+        "the server stopped answering during a disk stall"
+    );
     // The stalled sends are acked when the disk comes back.
     assert!(seen.between("acked", 160_000, 161_000) > 0);
 }

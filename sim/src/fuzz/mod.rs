@@ -69,6 +69,8 @@ pub struct FuzzOptions {
     pub seed: u64,
     /// Stop starting cases after this much wall time.
     pub budget: Duration,
+    /// The first case to run (cases before it are skipped: a replay of part of a run).
+    pub first_case: u64,
     /// Stop after this many cases.
     pub cases_max: u64,
     /// Parallel runs.
@@ -113,7 +115,10 @@ pub struct FuzzReport {
 
 /// Runs cases until the budget, the case limit or the first failure; shrinks the failure.
 /// `on_case` hears each finished case (number, size, failures).
-pub fn fuzz(options: &FuzzOptions, on_case: &(dyn Fn(u64, &Spec, &[Failure]) + Sync)) -> FuzzReport {
+pub fn fuzz(
+    options: &FuzzOptions,
+    on_case: &(dyn Fn(u64, &Spec, &[Failure]) + Sync),
+) -> FuzzReport {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -123,10 +128,11 @@ pub fn fuzz(options: &FuzzOptions, on_case: &(dyn Fn(u64, &Spec, &[Failure]) + S
         for _ in 0..options.jobs.max(1) {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) && started.elapsed() < options.budget {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= options.cases_max {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= options.cases_max {
                         break;
                     }
+                    let index = options.first_case + n;
                     let (spec, seed) = spec::case(options.seed, index);
                     let failures = run_case(&spec, seed, options.planted);
                     done.fetch_add(1, Ordering::Relaxed);
@@ -144,24 +150,31 @@ pub fn fuzz(options: &FuzzOptions, on_case: &(dyn Fn(u64, &Spec, &[Failure]) + S
         }
     });
     let wall = started.elapsed();
-    let found = first
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .map(|(case, spec, seed, failure)| {
-            let shrink_started = Instant::now();
-            let (shrunk, shrunk_failure, shrink_runs) =
-                shrink(&spec, seed, &failure, options.planted, options.jobs, options.shrink_runs_max);
-            Found {
-                case,
-                seed,
-                failure,
-                original: spec,
-                shrunk,
-                shrunk_failure,
-                shrink_runs,
-                shrink_wall: shrink_started.elapsed(),
-            }
-        });
+    let found =
+        first
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(case, spec, seed, failure)| {
+                let shrink_started = Instant::now();
+                let (shrunk, shrunk_failure, shrink_runs) = shrink(
+                    &spec,
+                    seed,
+                    &failure,
+                    options.planted,
+                    options.jobs,
+                    options.shrink_runs_max,
+                );
+                Found {
+                    case,
+                    seed,
+                    failure,
+                    original: spec,
+                    shrunk,
+                    shrunk_failure,
+                    shrink_runs,
+                    shrink_wall: shrink_started.elapsed(),
+                }
+            });
     FuzzReport {
         cases: done.load(Ordering::Relaxed),
         wall,

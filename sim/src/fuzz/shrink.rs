@@ -126,7 +126,8 @@ pub fn candidates(spec: &Spec) -> Vec<Spec> {
 fn without_group(spec: &Spec, i: usize) -> Spec {
     let mut out = spec.clone();
     out.groups.remove(i);
-    out.faults.retain(|f| !matches!(f.target, FaultTarget::Group { group, .. } if group == i));
+    out.faults
+        .retain(|f| !matches!(f.target, FaultTarget::Group { group, .. } if group == i));
     for fault in &mut out.faults {
         if let FaultTarget::Group { group, .. } = &mut fault.target
             && *group > i
@@ -140,7 +141,8 @@ fn without_group(spec: &Spec, i: usize) -> Spec {
 /// Whether a candidate is still a scenario the loader takes (the rendering checks the rest).
 fn valid(spec: &Spec) -> bool {
     !spec.groups.is_empty()
-        && spec.faults.iter().all(|f| {
-            f.at_s < spec.duration_s && f.every_s.is_none_or(|every| every > f.duration_s)
-        })
+        && spec
+            .faults
+            .iter()
+            .all(|f| f.at_s < spec.duration_s && f.every_s.is_none_or(|every| every > f.duration_s))
 }
