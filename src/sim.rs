@@ -23,6 +23,7 @@ enum SimCommand {
     #[command(after_help = crate::help::examples(&[
         "imlab sim run scenarios/cmcc-3g-nat.toml",
         "imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl",
+        "imlab sim run scenarios/flaky-carrier.toml --out out/flaky --timeline",
         "imlab sim run scenarios/scale-10k.toml --devices 500 --duration 1h",
     ]))]
     Run(RunArgs),
@@ -67,8 +68,13 @@ struct RunArgs {
     /// Write every trace event as JSON Lines here.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Write timeline.html into --out: the server and the involved devices on a zoomable
+    /// time axis, what broke an invariant highlighted (the trace goes to --out/trace.jsonl
+    /// unless --trace names a file).
+    #[arg(long, requires = "out")]
+    timeline: bool,
     #[command(flatten)]
-    pub(crate) plant: PlantArg,
+    plant: PlantArg,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -134,7 +140,7 @@ struct SweepArgs {
     #[command(flatten)]
     overrides: Overrides,
     #[command(flatten)]
-    pub(crate) plant: PlantArg,
+    plant: PlantArg,
 }
 
 #[derive(clap::Args)]
@@ -274,9 +280,18 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         scenario.quiet
     );
     println!("seed: {seed}");
+    let trace_file = match (&args.trace, &args.out) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(dir)) if args.timeline => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --out {}", dir.display()))?;
+            Some(dir.join("trace.jsonl"))
+        }
+        _ => None,
+    };
     let options = RunOptions {
         seed,
-        trace_file: args.trace.clone(),
+        trace_file: trace_file.clone(),
         planted: args.plant.planted(),
     };
     // A progress bar on a terminal, once the run has lasted a second.
@@ -341,6 +356,12 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         results::write(dir, &scenario, &report)
             .with_context(|| format!("writing results to --out {}", dir.display()))?;
         println!("results: {}", dir.join("results.json").display());
+        if args.timeline {
+            let trace_file = trace_file.as_deref().expect("--timeline writes a trace");
+            let page = imlab_sim::timeline::write(dir, &scenario, &report, trace_file)
+                .map_err(|error| anyhow::anyhow!("writing the timeline: {error}"))?;
+            println!("timeline: {}", page.display());
+        }
     }
     if report.ok() {
         Ok(std::process::ExitCode::SUCCESS)

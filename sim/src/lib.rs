@@ -11,6 +11,7 @@
 //!   [`disk`]: the server's simulated disk and its stall and failure windows;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //!   [`storm`]: how fast devices return after each server crash;
+//! - [`timeline`]: a run's trace laid out as imlab-reports' timeline page;
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds, their spread and
 //!   sweep.csv; [`shard`]: a sweep split across machines (`--shard I/N`) and merged;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
@@ -48,6 +49,7 @@ pub mod scenario;
 pub mod shard;
 pub mod storm;
 pub mod sweep;
+pub mod timeline;
 pub mod trace;
 pub mod world;
 
