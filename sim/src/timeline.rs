@@ -58,11 +58,6 @@ pub fn build(
     report: &RunReport,
     trace_file: &Path,
 ) -> std::io::Result<Timeline> {
-    let text = std::fs::read_to_string(trace_file)?;
-    let lines: Vec<Value> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
     let violations: Vec<String> = report
         .verdicts
         .iter()
@@ -78,11 +73,16 @@ pub fn build(
             .take(DEVICE_LANES_MAX)
             .collect()
     };
-    let end_ms = lines.last().map_or(0, |l| u64_of(l, "at_ms"));
-    let mut lanes = Lanes::new(scenario, &devices, &named_devices, &messages, end_ms);
-    for line in &lines {
-        lanes.add(line);
+    // Streamed: a long run's trace can be far larger than memory should hold at once.
+    let mut lanes = Lanes::new(scenario, &devices, &named_devices, &messages);
+    let reader = std::io::BufReader::new(std::fs::File::open(trace_file)?);
+    for line in std::io::BufRead::lines(reader) {
+        if let Ok(line) = serde_json::from_str::<Value>(&line?) {
+            lanes.end_ms = lanes.end_ms.max(u64_of(&line, "at_ms"));
+            lanes.add(&line);
+        }
     }
+    let end_ms = lanes.end_ms;
     let highlight = match violations.first() {
         None => String::new(),
         Some(first) if messages.is_empty() => format!("the devices named by: {first}"),
@@ -132,7 +132,6 @@ impl<'a> Lanes<'a> {
         devices: &[u32],
         named_devices: &BTreeSet<u32>,
         messages: &'a BTreeSet<String>,
-        end_ms: u64,
     ) -> Lanes<'a> {
         let layout = crate::world::Layout::new(scenario, 0);
         let lanes = devices
@@ -161,7 +160,7 @@ impl<'a> Lanes<'a> {
             .collect();
         Lanes {
             messages,
-            end_ms,
+            end_ms: 0,
             server: Lane {
                 name: "server".into(),
                 note: "faults, crashes".into(),

@@ -51,17 +51,6 @@ pub enum Event {
         /// Device index.
         device: u32,
     },
-    /// A carrier fault changed a flow without ending it (a NAT rebind, a blackhole).
-    FlowFault {
-        /// Carrier index.
-        carrier: u32,
-        /// Flow id.
-        flow: u64,
-        /// Device index.
-        device: u32,
-        /// The fault kind.
-        fault: &'static str,
-    },
     /// Something ended a flow's phone side or server side.
     FlowEnded {
         /// Carrier index.
@@ -135,6 +124,19 @@ pub enum Event {
         device: u32,
         /// What happened.
         what: String,
+    },
+    // New variants go last: the derived Hash includes each variant's index, so a variant
+    // inserted above would change every trace hash.
+    /// A carrier fault changed a flow without ending it (a NAT rebind, a blackhole).
+    FlowFault {
+        /// Carrier index.
+        carrier: u32,
+        /// Flow id.
+        flow: u64,
+        /// Device index.
+        device: u32,
+        /// The fault kind.
+        fault: &'static str,
     },
 }
 
