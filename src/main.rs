@@ -13,6 +13,7 @@ mod report;
 mod serve;
 mod serve_stats;
 mod sim;
+mod sim_fuzz;
 mod token;
 mod values;
 

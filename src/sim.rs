@@ -8,7 +8,7 @@ use anyhow::Context;
 use imlab_sim::results::{self, replay_command};
 use imlab_sim::run::{RunOptions, run};
 use imlab_sim::scenario::Scenario;
-use imlab_sim::sweep::{SeedOutcome, Spread, sweep, write_csv};
+use imlab_sim::sweep::{SeedOutcome, Spread, sweep_seeds, write_csv};
 
 /// Simulate scenarios deterministically: mobile carriers, faults, invariants.
 #[derive(clap::Args)]
@@ -23,15 +23,32 @@ enum SimCommand {
     #[command(after_help = crate::help::examples(&[
         "imlab sim run scenarios/cmcc-3g-nat.toml",
         "imlab sim run scenarios/server-crash.toml --seed 42 --out out/crash --trace out/crash.jsonl",
+        "imlab sim run scenarios/flaky-carrier.toml --out out/flaky --timeline",
         "imlab sim run scenarios/scale-10k.toml --devices 500 --duration 1h",
     ]))]
     Run(RunArgs),
     /// Run many seeds in parallel: a line per seed as it finishes, the spread across seeds,
-    /// each failing seed's replay command; exit 1 if any failed.
-    #[command(after_help = crate::help::examples(&[
-        "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2 --out out/sweep",
-    ]))]
+    /// each failing seed's replay command; exit 1 if any failed. `--shard I/N` runs one of N
+    /// shards (for a batch system or a Kubernetes indexed job); `sweep merge` combines them.
+    #[command(
+        after_help = crate::help::examples(&[
+            "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --jobs 2 --out out/sweep",
+            "imlab sim sweep scenarios/server-crash.toml --seeds 1..200 --shard 0/4 --out out/s0",
+            "imlab sim sweep merge out/s0 out/s1 out/s2 out/s3 --out out/sweep",
+        ]),
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
     Sweep(SweepArgs),
+    /// Random scenarios over the whole space (carriers, stores, device groups, traffic, every
+    /// fault kind) until the budget is spent; a failure is shrunk to a smallest scenario that
+    /// still fails for the same invariant, written with its seed, and replayed by one command.
+    #[command(after_help = crate::help::examples(&[
+        "imlab sim fuzz --budget 10m --jobs 2",
+        "imlab sim fuzz --seed 7 --cases 200 --out out/fuzz",
+        "imlab sim fuzz --plant volatile-store --budget 2m",
+    ]))]
+    Fuzz(FuzzArgs),
     /// List the built-in carrier presets with their parameters and sources.
     #[command(after_help = crate::help::examples(&["imlab sim presets"]))]
     Presets,
@@ -51,6 +68,11 @@ struct RunArgs {
     /// Write every trace event as JSON Lines here.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Write timeline.html into --out: the server and the involved devices on a zoomable
+    /// time axis, what broke an invariant highlighted (the trace goes to --out/trace.jsonl
+    /// unless --trace names a file).
+    #[arg(long, requires = "out")]
+    timeline: bool,
     #[command(flatten)]
     plant: PlantArg,
     #[command(flatten)]
@@ -59,7 +81,7 @@ struct RunArgs {
 
 /// `--plant BUG`, to watch the checker catch a deliberate bug.
 #[derive(clap::Args)]
-struct PlantArg {
+pub(crate) struct PlantArg {
     /// Plant a deliberate bug, to watch the checker catch it: `volatile-store` loses the
     /// durable store's disk at every server crash, so acked messages vanish (use a scenario
     /// with `server_crash` faults; `no_acked_loss` must fire).
@@ -68,7 +90,7 @@ struct PlantArg {
 }
 
 impl PlantArg {
-    fn planted(&self) -> imlab_sim::Planted {
+    pub(crate) fn planted(&self) -> imlab_sim::Planted {
         imlab_sim::Planted {
             volatile_store: self.plant.is_some(),
             ..imlab_sim::Planted::default()
@@ -76,7 +98,7 @@ impl PlantArg {
     }
 
     /// The flag as a replay command needs it ("" when no bug is planted).
-    fn replay_suffix(&self) -> String {
+    pub(crate) fn replay_suffix(&self) -> String {
         self.plant
             .as_ref()
             .map_or(String::new(), |bug| format!(" --plant {bug}"))
@@ -98,14 +120,20 @@ struct Overrides {
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
 struct SweepArgs {
+    #[command(subcommand)]
+    merge: Option<SweepCommand>,
     /// The scenario file (TOML).
-    scenario: PathBuf,
+    #[arg(required = true)]
+    scenario: Option<PathBuf>,
     /// Seeds to run, as A..B (inclusive).
-    #[arg(long, value_parser = parse_seed_range)]
-    seeds: (u64, u64),
+    #[arg(long, value_parser = parse_seed_range, required = true)]
+    seeds: Option<(u64, u64)>,
+    /// Run only shard I of N (0-based): the seeds whose offset in the range is I modulo N.
+    #[arg(long, value_parser = imlab_sim::shard::Shard::parse, value_name = "I/N")]
+    shard: Option<imlab_sim::shard::Shard>,
     /// Parallel runs (default: the number of cores).
     #[arg(long, value_parser = crate::values::positive_count)]
-    jobs: Option<usize>,
+    pub(crate) jobs: Option<usize>,
     /// Write sweep.csv (one row per seed) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -113,6 +141,54 @@ struct SweepArgs {
     overrides: Overrides,
     #[command(flatten)]
     plant: PlantArg,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FuzzArgs {
+    /// Stop starting cases after this much wall time.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub(crate) budget: Duration,
+    /// Fuzz seed: case N of seed S is always the same scenario and run seed.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Stop after this many cases.
+    #[arg(long, value_parser = crate::values::positive_count)]
+    pub(crate) cases: Option<usize>,
+    /// Start at this case number (to rerun part of a fuzz run: case N of a seed is always the
+    /// same scenario).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) first_case: u64,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long, value_parser = crate::values::positive_count)]
+    pub(crate) jobs: Option<usize>,
+    /// Where a failure's scenario files go (original.toml, shrunk.toml).
+    #[arg(long, default_value = "fuzz-out")]
+    pub(crate) out: PathBuf,
+    /// Candidate runs shrinking may spend.
+    #[arg(long, default_value_t = 400, value_parser = crate::values::positive_count)]
+    pub(crate) shrink_runs: usize,
+    #[command(flatten)]
+    pub(crate) plant: PlantArg,
+}
+
+#[derive(clap::Subcommand)]
+enum SweepCommand {
+    /// Combine the `--out` directories of a sharded sweep: checks they are shards of one
+    /// sweep, that no seed is missing or twice; prints the summary; exit 1 if any seed failed.
+    #[command(after_help = crate::help::examples(&[
+        "imlab sim sweep merge out/s0 out/s1 out/s2 out/s3 --out out/sweep",
+    ]))]
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The shards' `--out` directories (each with sweep.json and sweep.csv).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Write the merged sweep.csv and sweep.json here.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
@@ -134,10 +210,25 @@ pub fn run_command(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     match args.command {
         SimCommand::Run(args) => run_one(args),
         SimCommand::Sweep(args) => run_sweep(args),
+        SimCommand::Fuzz(args) => crate::sim_fuzz::run_fuzz(args),
         SimCommand::Presets => {
             print!("{}", imlab_sim::presets::listing());
             Ok(std::process::ExitCode::SUCCESS)
         }
+    }
+}
+
+impl Overrides {
+    /// The flags as a replay command needs them ("" when none).
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        if let Some(devices) = self.devices {
+            flags += &format!(" --devices {devices}");
+        }
+        if let Some(duration) = self.duration {
+            flags += &format!(" --duration {}", humantime::format_duration(duration));
+        }
+        flags
     }
 }
 
@@ -189,9 +280,18 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         scenario.quiet
     );
     println!("seed: {seed}");
+    let trace_file = match (&args.trace, &args.out) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(dir)) if args.timeline => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --out {}", dir.display()))?;
+            Some(dir.join("trace.jsonl"))
+        }
+        _ => None,
+    };
     let options = RunOptions {
         seed,
-        trace_file: args.trace.clone(),
+        trace_file: trace_file.clone(),
         planted: args.plant.planted(),
     };
     // A progress bar on a terminal, once the run has lasted a second.
@@ -256,6 +356,12 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         results::write(dir, &scenario, &report)
             .with_context(|| format!("writing results to --out {}", dir.display()))?;
         println!("results: {}", dir.join("results.json").display());
+        if args.timeline {
+            let trace_file = trace_file.as_deref().expect("--timeline writes a trace");
+            let page = imlab_sim::timeline::write(dir, &scenario, &report, trace_file)
+                .map_err(|error| anyhow::anyhow!("writing the timeline: {error}"))?;
+            println!("timeline: {}", page.display());
+        }
     }
     if report.ok() {
         Ok(std::process::ExitCode::SUCCESS)
@@ -294,24 +400,35 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut scenario = load(&args.scenario)?;
+    if let Some(SweepCommand::Merge(merge)) = args.merge {
+        return run_merge(merge);
+    }
+    let file = args.scenario.expect("clap requires the scenario");
+    let (first, last) = args.seeds.expect("clap requires --seeds");
+    let mut scenario = load(&file)?;
     apply(&args.overrides, &mut scenario)?;
     if let Some(dir) = &args.out {
         crate::out_dir::check(dir)?;
     }
-    let (first, last) = args.seeds;
+    let shard = args.shard.unwrap_or(imlab_sim::shard::Shard::ALL);
+    let seeds = shard.seeds(first, last);
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let of_shard = if shard == imlab_sim::shard::Shard::ALL {
+        String::new()
+    } else {
+        format!(" (shard {shard})")
+    };
     println!(
-        "sweep: {} seeds {first}..{last} of {} ({} devices, {}), {jobs} at a time",
-        last - first + 1,
+        "sweep: {} seeds {first}..{last}{of_shard} of {} ({} devices, {}), {jobs} at a time",
+        seeds.len(),
         scenario.file.display(),
         scenario.n_devices(),
         humantime::format_duration(scenario.duration)
     );
     let planted = args.plant.planted();
-    let outcomes = sweep(&scenario, first, last, jobs, planted, &|outcome| {
+    let outcomes = sweep_seeds(&scenario, &seeds, jobs, planted, &|outcome| {
         println!(
             "seed {}: {} ({:.1} s, delay p99 {} ms, silent disconnects {})",
             outcome.seed,
@@ -321,16 +438,46 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
             outcome.silent_disconnects
         );
     });
+    let flags = format!("{}{}", args.overrides.flags(), args.plant.replay_suffix());
+    let replay = |seed: u64| format!("{}{flags}", replay_command(&scenario, seed));
+    let failed = summary(&outcomes, &replay);
+    if let Some(dir) = &args.out {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let meta = imlab_sim::shard::SweepMeta {
+            schema_version: imlab_sim::shard::META_SCHEMA_VERSION,
+            scenario_file: file.display().to_string(),
+            scenario_hash: imlab_sim::shard::scenario_hash(&text),
+            first_seed: first,
+            last_seed: last,
+            shard,
+            flags,
+        };
+        write_csv(dir, &outcomes)
+            .and_then(|()| imlab_sim::shard::write_meta(dir, &meta))
+            .with_context(|| format!("writing sweep.csv to --out {}", dir.display()))?;
+        println!("results: {}", dir.join("sweep.csv").display());
+    }
+    Ok(exit_code(failed))
+}
+
+fn exit_code(failed: usize) -> std::process::ExitCode {
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}
+
+/// Prints failing seeds with their replay commands and the spread across seeds; returns how
+/// many seeds failed.
+fn summary(outcomes: &[SeedOutcome], replay: &dyn Fn(u64) -> String) -> usize {
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.failures.is_empty()).collect();
     for outcome in &failed {
         for (name, detail) in &outcome.failures {
             println!("  seed {}: {name}: {detail}", outcome.seed);
         }
-        println!(
-            "  replay: {}{}",
-            replay_command(&scenario, outcome.seed),
-            args.plant.replay_suffix()
-        );
+        println!("  replay: {}", replay(outcome.seed));
     }
     let spread = |measure: fn(&SeedOutcome) -> u64| {
         Spread::of(
@@ -348,14 +495,33 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     println!("reconnects across seeds: {}", spread(|o| o.reconnects));
     println!("seeds: {}, failed: {}", outcomes.len(), failed.len());
+    failed.len()
+}
+
+fn run_merge(args: MergeArgs) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(dir) = &args.out {
+        crate::out_dir::check(dir)?;
+    }
+    let (meta, outcomes) = imlab_sim::shard::merge(&args.dirs)?;
+    println!(
+        "merged: {} directories, seeds {}..{} of {}",
+        args.dirs.len(),
+        meta.first_seed,
+        meta.last_seed,
+        meta.scenario_file
+    );
+    let replay = |seed: u64| {
+        format!(
+            "imlab sim run {} --seed {seed}{}",
+            meta.scenario_file, meta.flags
+        )
+    };
+    let failed = summary(&outcomes, &replay);
     if let Some(dir) = &args.out {
         write_csv(dir, &outcomes)
+            .and_then(|()| imlab_sim::shard::write_meta(dir, &meta))
             .with_context(|| format!("writing sweep.csv to --out {}", dir.display()))?;
         println!("results: {}", dir.join("sweep.csv").display());
     }
-    Ok(if failed.is_empty() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
+    Ok(exit_code(failed))
 }

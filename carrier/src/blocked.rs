@@ -1,9 +1,12 @@
-//! When a carrier's paths are blocked: outage windows (radio down, nothing passes) and
-//! partition windows (the path to the IM server cut). The simulator knows them in advance
-//! from a scenario's fault schedule; `imlab proxy` adds them when told to over its control API.
+//! A carrier's fault windows: outage windows (radio down, nothing passes), partition windows
+//! (the path to the IM server cut) and the other carrier faults of the vocabulary
+//! ([`LinkWindow`]: latency spikes, bandwidth, loss bursts, resets, blackholes, ...). The
+//! simulator knows them in advance from a scenario's fault schedule; `imlab proxy` adds them
+//! when told to over its control API.
 
 use std::time::Duration;
 
+use crate::fault::LinkWindow;
 use crate::profile::CarrierProfile;
 
 /// A time window [start, end).
@@ -16,6 +19,8 @@ pub struct Blocked {
     pub outages: Vec<Window>,
     /// Path to the IM server cut (partition faults).
     pub partitions: Vec<Window>,
+    /// Every other carrier fault, in start order.
+    pub link: Vec<LinkWindow>,
 }
 
 fn in_any(windows: &[Window], at: Duration) -> bool {
@@ -42,5 +47,13 @@ impl Blocked {
     pub fn forget_before(&mut self, at: Duration) {
         self.outages.retain(|(_, end)| *end > at);
         self.partitions.retain(|(_, end)| *end > at);
+        // Instant faults (end == start) stay until their instant has passed.
+        self.link
+            .retain(|window| window.end > at || window.start >= at);
+    }
+
+    /// The carrier faults open at `at`.
+    pub fn link_at(&self, at: Duration) -> impl Iterator<Item = &LinkWindow> {
+        self.link.iter().filter(move |window| window.open_at(at))
     }
 }

@@ -7,17 +7,21 @@
 //! Modules:
 //! - [`profile`]: carrier profiles and the built-in presets, with their sources;
 //! - [`table`]: the TOML carrier table (a scenario's `[carriers.X]`, a proxy's profile file);
-//! - [`blocked`]: outage and partition windows;
+//! - [`fault`]: the fault vocabulary (names, scopes, parameters) shared by scenario files,
+//!   `imlab proxy`'s control API and the load generator;
+//! - [`blocked`]: a carrier's fault windows (outages, partitions, the other carrier faults);
 //! - [`model`]: one flow's NAT mapping and link, the decisions a driver carries out.
 
 pub mod blocked;
+pub mod fault;
 pub mod model;
 pub mod profile;
 pub mod table;
 
 pub use blocked::{Blocked, Window};
+pub use fault::{Direction, FaultParams, GilbertElliott, LinkFault, LinkWindow, ParamError, Scope};
 pub use model::{
-    Closed, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, draw_nat_timeout, flow_seed,
+    Closed, Cut, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, draw_nat_timeout, flow_seed,
 };
 pub use profile::{
     CarrierProfile, OnExpiry, Outages, PRESET_NAMES, RTO_INITIAL, RadioKind, Refresh, preset,

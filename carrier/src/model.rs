@@ -13,6 +13,13 @@
 //!   the phone's next packet is answered with a RST (`rst`) or dropped (`drop`).
 //! - Handover: once the device has moved to another network, this path is dead: nothing of
 //!   the phone's (not even its FIN) reaches the server.
+//! - Carrier faults ([`LinkFault`], windows in [`Blocked::link`]): a latency spike adds delay
+//!   and jitter to deliveries, a bandwidth fault replaces the link's rate, a loss burst runs a
+//!   Gilbert-Elliott chain per direction over each transmission, a slow close delays FINs; a
+//!   blackhole swallows every flow it touches for good; a reset and a max-age limit cut flows
+//!   (RST both ways) and a byte limit closes them ([`FlowModel::cut`]); a NAT rebind moves the
+//!   mapping, so the phone's next packet is answered with a RST and the server's side is left
+//!   half-open.
 //!
 //! Times are durations since the driver's epoch (simulated time, or scaled wall time).
 
@@ -22,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::blocked::Blocked;
+use crate::fault::{LinkFault, LinkWindow};
 use crate::profile::{CarrierProfile, OnExpiry, RTO_INITIAL, Refresh};
 
 /// Bytes a driver reads from a socket at once: one TCP segment's payload at a 1500-byte MTU,
@@ -109,6 +117,16 @@ pub enum Closed {
     Lost,
 }
 
+/// How the carrier ends a flow on its own (a fault), for the driver to carry out on both sides
+/// at once; what is still in flight is discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// RST to the phone and to the server (a reset fault, a max-age limit).
+    Reset,
+    /// FIN to both (a byte limit reached).
+    Close,
+}
+
 /// Link timing of one direction.
 #[derive(Debug, Clone, Copy, Default)]
 struct DirectionTiming {
@@ -125,6 +143,19 @@ enum Way {
     Down,
 }
 
+impl Way {
+    fn up(self) -> bool {
+        self == Way::Up
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Way::Up => 0,
+            Way::Down => 1,
+        }
+    }
+}
+
 /// One flow's NAT mapping and link state.
 #[derive(Debug, Clone)]
 pub struct FlowModel {
@@ -138,6 +169,21 @@ pub struct FlowModel {
     server_give_up_at: Option<Duration>,
     up: DirectionTiming,
     down: DirectionTiming,
+    opened_at: Duration,
+    /// Instant faults (reset, rebind) up to this time have been applied.
+    faults_applied_until: Duration,
+    /// A blackhole swallowed the flow.
+    swallowed: bool,
+    /// A NAT rebind moved the mapping away.
+    rebound: bool,
+    /// Gilbert-Elliott state per direction (true: bad).
+    burst_bad: [bool; 2],
+    /// Bytes counted against byte limits per direction.
+    limited_bytes: [u64; 2],
+    /// A cut decided, not yet handed to the driver.
+    pending_cut: Option<Cut>,
+    /// The flow has been cut.
+    cut_done: bool,
 }
 
 impl FlowModel {
@@ -155,6 +201,14 @@ impl FlowModel {
             server_give_up_at: None,
             up: DirectionTiming::default(),
             down: DirectionTiming::default(),
+            opened_at: Duration::ZERO,
+            faults_applied_until: Duration::ZERO,
+            swallowed: false,
+            rebound: false,
+            burst_bad: [false; 2],
+            limited_bytes: [0; 2],
+            pending_cut: None,
+            cut_done: false,
         }
     }
 
@@ -181,15 +235,113 @@ impl FlowModel {
         self.nat_expired
     }
 
+    /// True once a blackhole has swallowed the flow.
+    pub fn swallowed(&self) -> bool {
+        self.swallowed
+    }
+
+    /// True once a NAT rebind has moved the flow's mapping away.
+    pub fn rebound(&self) -> bool {
+        self.rebound
+    }
+
+    /// Notes that a blackhole open at `at` touched the flow; true when swallowed.
+    fn swallow(&mut self, link: &Link<'_>, at: Duration) -> bool {
+        if !self.swallowed
+            && link
+                .blocked
+                .link_at(at)
+                .any(|window| window.fault == LinkFault::Blackhole)
+        {
+            self.swallowed = true;
+        }
+        self.swallowed
+    }
+
+    /// Counts `len` bytes against the byte limits open at `at`; true when a limit is passed
+    /// (the flow is then to be closed, see [`FlowModel::cut`]).
+    fn over_byte_limit(&mut self, link: &Link<'_>, way: Way, at: Duration, len: usize) -> bool {
+        let limit = link
+            .blocked
+            .link_at(at)
+            .find_map(|window| match window.fault {
+                LinkFault::CloseAfterBytes { bytes, direction } if direction.applies(way.up()) => {
+                    Some(bytes)
+                }
+                _ => None,
+            });
+        let Some(limit) = limit else { return false };
+        self.limited_bytes[way.index()] += len as u64;
+        if self.limited_bytes[way.index()] > limit {
+            self.pending_cut.get_or_insert(Cut::Close);
+            return true;
+        }
+        false
+    }
+
+    /// Applies the carrier faults due by `at` (resets, rebinds, age limits, byte limits) and
+    /// says whether the carrier cuts the flow now. Drivers call it on every event and timer,
+    /// after the decision of the event; it returns a cut once.
+    pub fn cut(&mut self, link: &Link<'_>, at: Duration) -> Option<Cut> {
+        if self.cut_done {
+            return None;
+        }
+        let since = self.faults_applied_until;
+        if at > since {
+            for window in link
+                .blocked
+                .link
+                .iter()
+                .filter(|w| since < w.start && w.start <= at)
+            {
+                match window.fault {
+                    LinkFault::Reset => {
+                        self.pending_cut.get_or_insert(Cut::Reset);
+                    }
+                    LinkFault::NatRebind => self.rebound = true,
+                    _ => {}
+                }
+            }
+            self.faults_applied_until = at;
+        }
+        if self.pending_cut.is_none()
+            && link
+                .blocked
+                .link
+                .iter()
+                .filter_map(|window| self.age_cut_at(window))
+                .any(|due| due <= at)
+        {
+            self.pending_cut = Some(Cut::Reset);
+        }
+        let cut = self.pending_cut.take();
+        self.cut_done = cut.is_some();
+        cut
+    }
+
+    /// When a max-age window cuts this flow, if it does.
+    fn age_cut_at(&self, window: &LinkWindow) -> Option<Duration> {
+        let LinkFault::MaxAge { age } = window.fault else {
+            return None;
+        };
+        let due = window.start.max(self.opened_at.saturating_add(age));
+        (due < window.end).then_some(due)
+    }
+
     /// The phone's SYN crosses the radio like any packet: when it reaches the carrier's far
     /// side (an outage delays it), or None when its retries ran out.
     pub fn connect(&mut self, link: &Link<'_>, at: Duration) -> Option<Duration> {
-        self.transmit_time(link, at).map(|(arrival, _)| arrival)
+        // A blackhole accepts the connection (and then swallows it).
+        self.swallow(link, at);
+        self.transmit_time(Way::Up, link, at)
+            .map(|(arrival, _)| arrival)
     }
 
     /// The server accepted the connection at `at`: the mapping starts.
     pub fn opened(&mut self, at: Duration) {
         self.last_refresh = at;
+        self.opened_at = at;
+        self.faults_applied_until = at;
     }
 
     /// Which sides the driver still holds open.
@@ -218,12 +370,22 @@ impl FlowModel {
             return PhoneSend::Dropped;
         }
         self.expire_nat(at);
+        if self.swallow(link, at) || self.pending_cut.is_some() {
+            return PhoneSend::Dropped;
+        }
+        if self.rebound {
+            // From a new public port: the server's kernel knows no such flow.
+            return PhoneSend::Reset;
+        }
         if self.nat_expired {
             return match link.profile.on_expiry {
                 // The server's kernel answers the unknown flow with a RST.
                 OnExpiry::Rst => PhoneSend::Reset,
                 OnExpiry::Drop => PhoneSend::Dropped,
             };
+        }
+        if self.over_byte_limit(link, Way::Up, at, len) {
+            return PhoneSend::Dropped;
         }
         self.last_refresh = at;
         match self.schedule(Way::Up, link, at, len) {
@@ -238,11 +400,15 @@ impl FlowModel {
     /// The server sent `len` bytes at `at`.
     pub fn server_sent(&mut self, link: &Link<'_>, at: Duration, len: usize) -> ServerSend {
         self.expire_nat(at);
-        if !self.phone_open || link.handed_over || self.nat_expired {
+        let swallowed = self.swallow(link, at);
+        if !self.phone_open || link.handed_over || self.nat_expired || self.rebound || swallowed {
             // Something from the server reached a dead mapping: its kernel starts retrying.
             if self.server_give_up_at.is_none() {
                 self.server_give_up_at = Some(at + link.profile.server_give_up);
             }
+            return ServerSend::Lost;
+        }
+        if self.pending_cut.is_some() || self.over_byte_limit(link, Way::Down, at, len) {
             return ServerSend::Lost;
         }
         if link.profile.refresh == Refresh::Both {
@@ -261,12 +427,14 @@ impl FlowModel {
     pub fn phone_closed(&mut self, link: &Link<'_>, at: Duration) -> Closed {
         self.phone_open = false;
         self.expire_nat(at);
-        if link.handed_over || self.nat_expired {
+        if link.handed_over || self.nat_expired || self.rebound || self.swallow(link, at) {
             // Its FIN never reaches the server: half-open there.
             return Closed::Unseen;
         }
         match self.schedule(Way::Up, link, at, 0) {
-            Some((at, _)) => Closed::Forward { at },
+            Some((arrival, _)) => Closed::Forward {
+                at: arrival + slow_close_delay(link, at),
+            },
             None => Closed::Lost,
         }
     }
@@ -275,11 +443,18 @@ impl FlowModel {
     pub fn server_closed(&mut self, link: &Link<'_>, at: Duration) -> Closed {
         self.server_open = false;
         self.expire_nat(at);
-        if !self.phone_open || link.handed_over || self.nat_expired {
+        if !self.phone_open
+            || link.handed_over
+            || self.nat_expired
+            || self.rebound
+            || self.swallow(link, at)
+        {
             return Closed::Unseen;
         }
         match self.schedule(Way::Down, link, at, 0) {
-            Some((at, _)) => Closed::Forward { at },
+            Some((arrival, _)) => Closed::Forward {
+                at: arrival + slow_close_delay(link, at),
+            },
             None => Closed::Lost,
         }
     }
@@ -291,8 +466,9 @@ impl FlowModel {
     }
 
     /// The next time the model itself has something to decide (NAT expiry, the server's
-    /// give-up); deliveries are the driver's to wake for.
-    pub fn next_timer(&self) -> Option<Duration> {
+    /// give-up, a carrier fault due: call [`FlowModel::cut`] then); deliveries are the
+    /// driver's to wake for.
+    pub fn next_timer(&self, link: &Link<'_>) -> Option<Duration> {
         let mut wake: Option<Duration> = None;
         let mut consider = |at: Duration| wake = Some(wake.map_or(at, |w| w.min(at)));
         if !self.nat_expired
@@ -310,6 +486,21 @@ impl FlowModel {
         {
             consider(at);
         }
+        if !self.cut_done {
+            if self.pending_cut.is_some() {
+                consider(self.faults_applied_until);
+            }
+            for window in &link.blocked.link {
+                if window.start > self.faults_applied_until
+                    && matches!(window.fault, LinkFault::Reset | LinkFault::NatRebind)
+                {
+                    consider(window.start);
+                }
+                if let Some(due) = self.age_cut_at(window) {
+                    consider(due);
+                }
+            }
+        }
         wake
     }
 
@@ -322,14 +513,26 @@ impl FlowModel {
         at: Duration,
         len: usize,
     ) -> Option<(Duration, u32)> {
-        let bandwidth_bytes_per_s = f64::from(link.profile.bandwidth_kbps) * 1_000.0 / 8.0;
+        // The latest bandwidth fault open at `at` replaces the profile's rate.
+        let kbps = link
+            .blocked
+            .link_at(at)
+            .filter_map(|window| match window.fault {
+                LinkFault::Bandwidth { kbps, direction } if direction.applies(way.up()) => {
+                    Some(kbps)
+                }
+                _ => None,
+            })
+            .last()
+            .unwrap_or(link.profile.bandwidth_kbps);
+        let bandwidth_bytes_per_s = f64::from(kbps) * 1_000.0 / 8.0;
         let serialization = Duration::from_secs_f64(len.max(40) as f64 / bandwidth_bytes_per_s);
         let timing = match way {
             Way::Up => self.up,
             Way::Down => self.down,
         };
         let start = timing.link_free_at.max(at) + serialization;
-        let (arrival, retransmissions) = self.transmit_time(link, start)?;
+        let (arrival, retransmissions) = self.transmit_time(way, link, start)?;
         let timing = match way {
             Way::Up => &mut self.up,
             Way::Down => &mut self.down,
@@ -342,7 +545,12 @@ impl FlowModel {
 
     /// When a transmission starting at `start` gets through, retrying lost or blocked
     /// attempts, and how many attempts failed; None when the retries run out.
-    fn transmit_time(&mut self, link: &Link<'_>, start: Duration) -> Option<(Duration, u32)> {
+    fn transmit_time(
+        &mut self,
+        way: Way,
+        link: &Link<'_>,
+        start: Duration,
+    ) -> Option<(Duration, u32)> {
         let profile = link.profile;
         let mut attempt_at = start;
         let mut rto = RTO_INITIAL;
@@ -350,13 +558,66 @@ impl FlowModel {
             let down = link.blocked.radio_down(profile, attempt_at, link.heal)
                 || (self.to_im && link.blocked.partitioned(attempt_at));
             let lost = profile.loss > 0.0 && self.rng.random_bool(profile.loss);
-            if !down && !lost {
-                return Some((attempt_at + self.one_way_delay(profile), attempt));
+            let burst_lost = self.burst_lost(way, link, attempt_at);
+            if !down && !lost && !burst_lost {
+                let delay = self.one_way_delay(profile) + self.spike_delay(way, link, attempt_at);
+                return Some((attempt_at + delay, attempt));
             }
             attempt_at += rto;
             rto *= 2;
         }
         None
+    }
+
+    /// Steps the Gilbert-Elliott chain of `way` if a loss burst is open at `at`; true when the
+    /// transmission is lost to it.
+    fn burst_lost(&mut self, way: Way, link: &Link<'_>, at: Duration) -> bool {
+        let model = link
+            .blocked
+            .link_at(at)
+            .find_map(|window| match window.fault {
+                LinkFault::LossBurst { model, direction } if direction.applies(way.up()) => {
+                    Some(model)
+                }
+                _ => None,
+            });
+        let Some(model) = model else { return false };
+        let bad = &mut self.burst_bad[way.index()];
+        let flip = if *bad {
+            model.p_leave_bad
+        } else {
+            model.p_enter_bad
+        };
+        if flip > 0.0 && self.rng.random_bool(flip) {
+            *bad = !*bad;
+        }
+        let loss = if *bad {
+            model.loss_bad
+        } else {
+            model.loss_good
+        };
+        loss > 0.0 && self.rng.random_bool(loss)
+    }
+
+    /// The delay latency spikes open at `at` add to one delivery.
+    fn spike_delay(&mut self, way: Way, link: &Link<'_>, at: Duration) -> Duration {
+        let mut extra = Duration::ZERO;
+        for window in link.blocked.link_at(at) {
+            if let LinkFault::LatencySpike {
+                added,
+                jitter,
+                direction,
+            } = window.fault
+                && direction.applies(way.up())
+            {
+                extra += added;
+                if !jitter.is_zero() {
+                    let jitter_ms = jitter.as_millis() as u64;
+                    extra += Duration::from_millis(self.rng.random_range(0..=jitter_ms));
+                }
+            }
+        }
+        extra
     }
 
     /// Half an RTT drawn from a log-normal with the profile's median and p99 (capped at four
@@ -372,6 +633,17 @@ impl FlowModel {
         let rtt_s = (median_s * (sigma * z).exp()).min(p99.as_secs_f64() * 4.0);
         Duration::from_secs_f64(rtt_s / 2.0)
     }
+}
+
+/// The extra delay of a FIN sent at `at`: the slow-close faults open then.
+fn slow_close_delay(link: &Link<'_>, at: Duration) -> Duration {
+    link.blocked
+        .link_at(at)
+        .filter_map(|window| match window.fault {
+            LinkFault::SlowClose { delay } => Some(delay),
+            _ => None,
+        })
+        .sum()
 }
 
 /// A NAT idle timeout drawn from the profile's range, in whole milliseconds (equal bounds:

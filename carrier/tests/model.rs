@@ -53,6 +53,7 @@ fn decisions(profile: &CarrierProfile, seed: u64, script: &[Step]) -> Vec<String
     let blocked = Blocked {
         outages: vec![(ms(30_000), ms(45_000))],
         partitions: vec![(ms(100_000), ms(101_000))],
+        link: Vec::new(),
     };
     let link = link(profile, &blocked);
     let mut model = FlowModel::with_drawn_nat_timeout(seed, profile);
@@ -179,7 +180,7 @@ fn an_idle_mapping_expires_and_the_phone_gets_what_the_profile_says() {
             model.server_sent(&link, ms(3_000), 10),
             ServerSend::Deliver { .. }
         ));
-        assert_eq!(model.next_timer(), Some(ms(5_001)));
+        assert_eq!(model.next_timer(&link), Some(ms(5_001)));
         // Past it, expiry is reported once, the server's writes are lost, the phone's get
         // what the profile says.
         assert!(model.expire_nat(ms(5_001)));
@@ -206,6 +207,7 @@ fn outages_delay_and_partitions_cut_only_the_im_path() {
     let blocked = Blocked {
         outages: vec![(ms(1_000), ms(1_500))],
         partitions: vec![(ms(10_000), ms(20_000))],
+        link: Vec::new(),
     };
     let link = link(&profile, &blocked);
     let mut model = FlowModel::new(3, Duration::from_secs(600), true);

@@ -4,9 +4,12 @@
 //!
 //! - `GET /flows`: the profile, fault windows and every live flow (NAT state, idle time,
 //!   bytes, the model's decisions).
-//! - `POST /faults` with `{"kind": "outage" | "partition" | "handover", "for": "30s"}`: a fault
-//!   from the simulator's scenario vocabulary, applied now (`for` is model time; a handover
-//!   takes none).
+//! - `POST /faults` with `{"kind": "latency_spike", "for": "30s", "added": "300ms"}`: a
+//!   carrier fault of imlab-carrier's vocabulary (`imlab_carrier::fault`, the words and keys
+//!   of a scenario's `[[faults]]`), applied now: `outage`, `partition`, `handover` and every
+//!   carrier-scope kind (`latency_spike`, `bandwidth`, `loss_burst`, `reset`, `blackhole`,
+//!   `slow_close`, `close_after_bytes`, `nat_rebind`, `max_age`). `for` is model time; the
+//!   instant kinds (`handover`, `reset`, `nat_rebind`) take none.
 //! - `PUT /profile?name=NAME` with a TOML carrier table as the body (the keys of a scenario's
 //!   `[carriers.X]`, e.g. `preset = "cu-2g"`): later decisions use it; a flow keeps the NAT
 //!   timeout it drew when it opened.
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imlab_carrier::CarrierTable;
+use imlab_carrier::fault::{self, FaultParams, LinkWindow, Scope};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -174,6 +178,11 @@ fn list(shared: &Shared) -> Value {
         "profile": profile_json(&state.profile),
         "outages_ms": windows(&state.blocked.outages),
         "partitions_ms": windows(&state.blocked.partitions),
+        "link_faults": state.blocked.link.iter().map(|window| json!({
+            "kind": window.fault.name(),
+            "start_ms": window.start.as_millis() as u64,
+            "end_ms": window.end.as_millis() as u64,
+        })).collect::<Vec<_>>(),
         "flows_refused": state.flows_refused,
         "trace_lines_dropped": shared.trace.as_ref().map_or(0, |trace| trace.dropped()),
         "flows": flows,
@@ -181,13 +190,14 @@ fn list(shared: &Shared) -> Value {
 }
 
 fn fault(shared: &Shared, body: &[u8]) -> Result<Value, String> {
-    let request: Value =
-        serde_json::from_slice(body).map_err(|error| format!("body is not JSON: {error}"))?;
+    let mut request: serde_json::Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|error| format!("body is not a JSON object: {error}"))?;
     let kind = request
-        .get("kind")
-        .and_then(Value::as_str)
-        .ok_or("key `kind` (outage, partition or handover) is missing")?;
-    let duration = match request.get("for") {
+        .remove("kind")
+        .and_then(|kind| kind.as_str().map(str::to_string))
+        .ok_or("key `kind` (a carrier fault: outage, partition, handover, latency_spike, ...) is missing")?;
+    let kind = kind.as_str();
+    let duration = match request.remove("for") {
         None => None,
         Some(text) => {
             let text = text
@@ -199,35 +209,80 @@ fn fault(shared: &Shared, body: &[u8]) -> Result<Value, String> {
             )
         }
     };
+    let params: FaultParams = serde_json::from_value(Value::Object(request))
+        .map_err(|error| format!("fault parameters: {error}"))?;
+    let link = match fault::scope_of(kind) {
+        Some(Scope::Carrier) => params.link_fault(kind).map_err(|error| error.to_string())?,
+        _ => None,
+    };
+    let instant = fault::is_instant(kind);
+    if instant && duration.is_some() {
+        return Err(format!("a {kind} fault happens at once and takes no `for`"));
+    }
     let now = shared.now();
     let mut state = shared.lock();
-    match kind {
-        "outage" | "partition" => {
-            let duration = duration.ok_or_else(|| format!("a {kind} fault needs `for`"))?;
-            let window = (now, now + duration);
-            let blocked = &mut state.blocked;
-            blocked.forget_before(now);
-            let windows = if kind == "outage" {
-                &mut blocked.outages
-            } else {
-                &mut blocked.partitions
-            };
-            if windows.len() >= FAULT_WINDOWS_MAX {
-                windows.remove(0);
-            }
-            windows.push(window);
+    if let Some(link) = link {
+        let duration = match duration {
+            Some(duration) => duration,
+            None if instant => Duration::ZERO,
+            None => return Err(format!("a {kind} fault needs `for`")),
+        };
+        let blocked = &mut state.blocked;
+        blocked.forget_before(now);
+        let same_kind = blocked
+            .link
+            .iter()
+            .filter(|w| w.fault.name() == kind)
+            .count();
+        if same_kind >= FAULT_WINDOWS_MAX
+            && let Some(oldest) = blocked.link.iter().position(|w| w.fault.name() == kind)
+        {
+            blocked.link.remove(oldest);
         }
-        "handover" => {
-            for entry in state.flows.values_mut() {
-                entry.command = Some(FlowCommand::Handover);
-                entry.poke.notify_one();
-            }
+        blocked.link.push(LinkWindow {
+            start: now,
+            end: now + duration,
+            fault: link,
+        });
+        // Flows recompute their timers (a reset, a rebind or an age limit may be due).
+        for entry in state.flows.values() {
+            entry.poke.notify_one();
         }
-        other => {
-            return Err(format!(
-                "key `kind`: {other:?} cannot be applied by a proxy; it can apply outage, \
-                 partition and handover"
-            ));
+    } else {
+        match kind {
+            "outage" | "partition" => {
+                let duration = duration.ok_or_else(|| format!("a {kind} fault needs `for`"))?;
+                let window = (now, now + duration);
+                let blocked = &mut state.blocked;
+                blocked.forget_before(now);
+                let windows = if kind == "outage" {
+                    &mut blocked.outages
+                } else {
+                    &mut blocked.partitions
+                };
+                if windows.len() >= FAULT_WINDOWS_MAX {
+                    windows.remove(0);
+                }
+                windows.push(window);
+            }
+            "handover" => {
+                for entry in state.flows.values_mut() {
+                    entry.command = Some(FlowCommand::Handover);
+                    entry.poke.notify_one();
+                }
+            }
+            other => {
+                let carrier_kinds: Vec<&str> = fault::KINDS
+                    .iter()
+                    .filter(|(_, scope, _)| *scope == Scope::Carrier)
+                    .map(|(name, _, _)| *name)
+                    .collect();
+                return Err(format!(
+                    "key `kind`: {other:?} cannot be applied by a proxy; it applies the carrier \
+                 faults: {}",
+                    carrier_kinds.join(", ")
+                ));
+            }
         }
     }
     drop(state);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use imlab_carrier::{Closed, FlowModel, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed};
+use imlab_carrier::{Closed, Cut, FlowModel, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -208,6 +208,28 @@ impl Relay {
             if phone.is_none() && server.is_none() {
                 return;
             }
+            // A carrier fault (reset, age or byte limit) may end the flow on both sides.
+            let at = self.shared.now();
+            if let Some(cut) = self
+                .shared
+                .decide(self.id, |link, _| self.model.cut(link, at))
+            {
+                self.up = InFlight::default();
+                self.down = InFlight::default();
+                match cut {
+                    Cut::Reset => {
+                        self.log_end("both", "carrier_reset");
+                        reset(phone.take());
+                        reset(server.take());
+                    }
+                    Cut::Close => {
+                        self.log_end("both", "carrier_closed");
+                        phone = None;
+                        server = None;
+                    }
+                }
+                continue;
+            }
             let wake = self.next_wake();
             // Below the timer's 1 ms resolution, due is due: deliver without sleeping, or a
             // zero-delay profile would add a millisecond per chunk.
@@ -282,10 +304,13 @@ impl Relay {
     }
 
     fn next_wake(&self) -> Option<Duration> {
+        let timer = self
+            .shared
+            .decide(self.id, |link, _| self.model.next_timer(link));
         [
             self.up.chunks.front().map(|(at, _)| *at),
             self.down.chunks.front().map(|(at, _)| *at),
-            self.model.next_timer(),
+            timer,
         ]
         .into_iter()
         .flatten()

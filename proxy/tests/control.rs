@@ -124,3 +124,86 @@ async fn faults_profile_and_reset_through_the_control_api() {
         std::io::ErrorKind::ConnectionReset
     );
 }
+
+/// The fault vocabulary's carrier faults through the control API, in the words and keys of a
+/// scenario's `[[faults]]`: a latency spike delays the echo by at least its added delay each
+/// way, a reset resets the phone's connection, and misplaced or misspelt keys are refused by
+/// name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_faults_of_the_vocabulary_through_the_control_api() {
+    let upstream = echo_server().await;
+    let profile = common::nat_profile(Duration::from_secs(600), imlab_carrier::OnExpiry::Rst);
+    let proxy = common::proxy(upstream, profile, 1.0, None).await;
+    let control = proxy.control.as_str();
+    let mut phone = TcpStream::connect(proxy.addr).await.unwrap();
+    echo(&mut phone, b'a').await;
+
+    let applied = request(
+        control,
+        "POST",
+        "/faults",
+        br#"{"kind": "latency_spike", "for": "20s", "added": "300ms"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied["kind"], "latency_spike");
+    let started = std::time::Instant::now();
+    echo(&mut phone, b'b').await;
+    // A lower bound only: the spike adds 300 ms each way, whatever the machine's load.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    let listing = request(control, "GET", "/flows", b"").await.unwrap();
+    assert_eq!(
+        listing["link_faults"][0]["kind"], "latency_spike",
+        "{listing:#}"
+    );
+
+    let error = refused(
+        control,
+        "POST",
+        "/faults",
+        r#"{"kind": "latency_spike", "for": "1s", "adde": "1s"}"#,
+    )
+    .await;
+    assert!(error.contains("adde"), "{error}");
+    let error = refused(
+        control,
+        "POST",
+        "/faults",
+        r#"{"kind": "bandwidth", "for": "1s"}"#,
+    )
+    .await;
+    assert!(error.contains("key `kbps`"), "{error}");
+    let error = refused(
+        control,
+        "POST",
+        "/faults",
+        r#"{"kind": "reset", "for": "1s"}"#,
+    )
+    .await;
+    assert!(error.contains("takes no `for`"), "{error}");
+    let error = refused(
+        control,
+        "POST",
+        "/faults",
+        r#"{"kind": "disk_stall", "for": "1s"}"#,
+    )
+    .await;
+    assert!(error.contains("max_age"), "{error}");
+
+    // A reset fault (not the control API's /reset): RST to the phone.
+    request(control, "POST", "/faults", br#"{"kind": "reset"}"#)
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(common::WAIT, phone.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert_eq!(
+        read.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+}

@@ -9,6 +9,8 @@
 //! - `load`: the load-test report (`write_load_report`, `read_timeseries_csv`): latency
 //!   percentile spectra, delivery latency and connections per second.
 //! - `pareto`: `pareto_front`, the display selection of non-dominated points.
+//! - `timeline`: one simulation run's lanes, spans and marks as a zoomable page
+//!   (`write_timeline`), the invariant's culprit highlighted.
 //! - `chart` (private): font registration, PNG+SVG rendering, axes, legends, and the grouped
 //!   bar chart shared by reports.
 //! - `html` (private): escaping, the shared style sheet and the figure block of a page.
@@ -23,5 +25,6 @@ pub mod heartbeat;
 mod html;
 pub mod load;
 pub mod pareto;
+pub mod timeline;
 
 pub use error::ReportError;

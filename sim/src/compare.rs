@@ -165,7 +165,14 @@ pub fn profile_scenario(options: &CompareOptions, profile: &str) -> Result<Scena
 
 /// Whether a template fault applies to every comparison cell (it names no carrier or group).
 fn carries_over(fault: &crate::scenario::Fault) -> bool {
-    matches!(fault.kind, FaultKind::ServerCrash | FaultKind::PushOutage)
+    matches!(
+        fault.kind,
+        FaultKind::ServerCrash
+            | FaultKind::PushOutage
+            | FaultKind::ServerStall
+            | FaultKind::DiskStall
+            | FaultKind::DiskFailure
+    )
 }
 
 /// The template's faults a comparison does not apply, as `faults[i] (kind)`, so the caller
@@ -176,17 +183,7 @@ pub fn dropped_faults(template: &Scenario) -> Vec<String> {
         .iter()
         .enumerate()
         .filter(|(_, fault)| !carries_over(fault))
-        .map(|(i, fault)| {
-            let kind = match fault.kind {
-                FaultKind::Partition { .. } => "partition",
-                FaultKind::Outage { .. } => "outage",
-                FaultKind::Handover { .. } => "handover",
-                FaultKind::AppKill { .. } => "app_kill",
-                FaultKind::ServerCrash => "server_crash",
-                FaultKind::PushOutage => "push_outage",
-            };
-            format!("faults[{i}] ({kind})")
-        })
+        .map(|(i, fault)| format!("faults[{i}] ({})", fault.name))
         .collect()
 }
 

@@ -8,12 +8,15 @@
 //! - [`world`]: users, devices and chat groups, and the state hosts share;
 //! - [`proxy`]: the carrier proxy (NAT and link); [`push`]: the push service;
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
+//!   [`disk`]: the server's simulated disk and its stall and failure windows;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //!   [`storm`]: how fast devices return after each server crash;
+//! - [`timeline`]: a run's trace laid out as imlab-reports' timeline page;
 //! - [`results`]: results.json and metrics.csv; [`sweep`]: many seeds, their spread and
-//!   sweep.csv;
+//!   sweep.csv; [`shard`]: a sweep split across machines (`--shard I/N`) and merged;
 //! - [`energy`]: the radio energy model (LTE, 3G, Wi-Fi);
-//! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`).
+//! - [`compare`]: the heartbeat strategy x carrier matrix (`imlab heartbeat compare`);
+//! - [`fuzz`]: random scenarios over the whole space and shrinking (`imlab sim fuzz`).
 //!
 //! Replay needs tokio built with `--cfg tokio_unstable`: only then does turmoil seed tokio's
 //! scheduler, and with it the order of any unbiased `select!`. `.cargo/config.toml` sets the
@@ -31,7 +34,9 @@ compile_error!(
 pub use imlab_carrier::profile as carrier;
 pub mod compare;
 pub mod device;
+pub mod disk;
 pub mod energy;
+pub mod fuzz;
 pub mod invariants;
 pub mod ledger;
 pub mod metrics;
@@ -41,8 +46,10 @@ pub mod push;
 pub mod results;
 pub mod run;
 pub mod scenario;
+pub mod shard;
 pub mod storm;
 pub mod sweep;
+pub mod timeline;
 pub mod trace;
 pub mod world;
 

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use imlab_carrier::{Closed, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed};
+use imlab_carrier::{
+    Closed, Cut, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use turmoil::net::{TcpListener, TcpStream};
@@ -183,11 +185,12 @@ impl Flow {
         });
     }
 
-    fn next_wake(&self) -> Option<Duration> {
+    fn next_wake(&mut self) -> Option<Duration> {
+        let timer = self.with_link(|model, link| model.next_timer(link));
         [
             self.up.front().map(|(at, _)| *at),
             self.down.front().map(|(at, _)| *at),
-            self.model.next_timer(),
+            timer,
         ]
         .into_iter()
         .flatten()
@@ -199,10 +202,35 @@ impl Flow {
         let mut server = Some(upstream.into_split());
         let mut phone_buf = BytesMut::new();
         let mut server_buf = BytesMut::new();
+        let (mut rebound, mut swallowed) = (false, false);
         loop {
             self.model.set_open(phone.is_some(), server.is_some());
             if phone.is_none() && server.is_none() {
                 return;
+            }
+            let at = now();
+            let cut = self.with_link(|model, link| model.cut(link, at));
+            if !rebound && self.model.rebound() {
+                rebound = true;
+                self.trace_fault("nat_rebind");
+            }
+            if !swallowed && self.model.swallowed() {
+                swallowed = true;
+                self.trace_fault("blackhole");
+            }
+            if let Some(cut) = cut {
+                // The carrier ends the flow on both sides; what was in flight is gone.
+                self.up.clear();
+                self.down.clear();
+                phone = None;
+                server = None;
+                let why = match cut {
+                    Cut::Reset => "carrier_reset",
+                    Cut::Close => "carrier_closed",
+                };
+                self.trace_end(Side::Phone, why);
+                self.trace_end(Side::Server, why);
+                continue;
             }
             let wake = self.next_wake();
             tokio::select! {
@@ -301,6 +329,15 @@ impl Flow {
                 }
             }
         }
+    }
+
+    fn trace_fault(&self, fault: &'static str) {
+        self.shared.trace(Event::FlowFault {
+            carrier: self.carrier as u32,
+            flow: self.id,
+            device: self.device as u32,
+            fault,
+        });
     }
 
     fn trace_frame(&self, up: bool, bytes: usize) {

@@ -33,6 +33,9 @@ use crate::world::{
     cell_host, group_id, occurrences, user_id,
 };
 
+/// How long after a disk failure ends the supervisor restarts the server.
+pub const DISK_REPAIR_RESTART_DELAY: Duration = Duration::from_secs(1);
+
 /// The simulation's wall-clock epoch: fixed, so token expiry and timestamps replay exactly.
 pub const EPOCH_UNIX_S: u64 = 1_700_000_000;
 
@@ -94,6 +97,8 @@ pub enum RunError {
 enum Action {
     Crash,
     Restart,
+    /// The server's host freezes (true) or thaws (false).
+    Stall(bool),
     Command(Vec<usize>, DeviceCommand),
     PushDown(bool),
     Note(String),
@@ -172,6 +177,7 @@ pub fn run_with(
         flows_by_device: (0..n_devices)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect(),
+        failed_commits: Arc::default(),
         counters: world::Counters::default(),
         trace: Mutex::new(trace),
         ledger: Mutex::new(Ledger::new(n_devices)),
@@ -217,6 +223,7 @@ pub fn run_with(
     actions.sort_by_key(|(at, _)| *at);
     let mut actions = actions.into_iter().peekable();
     let mut server_down = false;
+    let mut server_stalled = false;
     let mut last_progress = Instant::now();
     while sim.elapsed() < total {
         let at = sim.elapsed();
@@ -224,6 +231,8 @@ pub fn run_with(
             let what = match &action {
                 Action::Crash => "server_crash".to_string(),
                 Action::Restart => "server_restart".to_string(),
+                Action::Stall(true) => "server_stall".to_string(),
+                Action::Stall(false) => "server_stall over".to_string(),
                 Action::Command(devices, command) => format!("{command:?} x{}", devices.len()),
                 Action::PushDown(down) => format!("push_down={down}"),
                 Action::Note(note) => note.clone(),
@@ -266,9 +275,26 @@ pub fn run_with(
                         shared.command(device, command.clone());
                     }
                 }
+                Action::Stall(freeze) => {
+                    let others = world::other_hosts(scenario);
+                    for other in &others {
+                        if freeze {
+                            sim.hold("server", other.as_str());
+                        } else {
+                            sim.release("server", other.as_str());
+                        }
+                    }
+                    server_stalled = freeze;
+                }
                 Action::PushDown(down) => shared.push_down.store(down, Ordering::Relaxed),
                 Action::Note(_) => {}
                 Action::Heal => {
+                    if server_stalled {
+                        for other in &world::other_hosts(scenario) {
+                            sim.release("server", other.as_str());
+                        }
+                        server_stalled = false;
+                    }
                     if server_down {
                         sim.bounce("server");
                         server_down = false;
@@ -386,6 +412,13 @@ async fn open_store(shared: &Shared, n_starts: usize) -> SimStore {
             {
                 limits.planted_ack_before_commit = planted.ack_before_commit;
             }
+            let scenario = &shared.scenario;
+            let disk = Arc::new(crate::disk::SimDisk::new(
+                disk,
+                world::fault_windows(scenario, &FaultKind::DiskStall),
+                world::fault_windows(scenario, &FaultKind::DiskFailure),
+                shared.failed_commits.clone(),
+            ));
             let store = DurableStore::open(disk, limits, epoch)
                 .await
                 .expect("opening the durable store on the simulated disk");
@@ -446,6 +479,29 @@ fn schedule(scenario: &Scenario, layout: &Layout, seed: u64) -> Vec<(Duration, A
                 FaultKind::PushOutage => {
                     actions.push((start, Action::PushDown(true)));
                     actions.push((end, Action::PushDown(false)));
+                }
+                FaultKind::Link { carrier, .. } => {
+                    let name = &scenario.carriers[*carrier].name;
+                    actions.push((start, Action::Note(format!("{} {name}", fault.name))));
+                    if end > start {
+                        actions.push((end, Action::Note(format!("{} {name} over", fault.name))));
+                    }
+                }
+                FaultKind::ServerStall => {
+                    actions.push((start, Action::Stall(true)));
+                    actions.push((end, Action::Stall(false)));
+                }
+                FaultKind::DiskStall => {
+                    actions.push((start, Action::Note("disk_stall".into())));
+                    actions.push((end, Action::Note("disk_stall over".into())));
+                }
+                FaultKind::DiskFailure => {
+                    // The commits fail inside the disk; the supervisor restarts the server
+                    // (its store is poisoned) once the disk is back.
+                    actions.push((start, Action::Note("disk_failure".into())));
+                    actions.push((end, Action::Crash));
+                    let restart = (end + DISK_REPAIR_RESTART_DELAY).min(heal_at);
+                    actions.push((restart, Action::Restart));
                 }
             }
         }

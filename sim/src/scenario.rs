@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::carrier::{self, CarrierProfile};
 use imlab_carrier::CarrierTable;
+use imlab_carrier::fault::{self, FaultParams, LinkFault, Scope};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ struct RawScenario {
     #[serde(default)]
     devices: Vec<RawDevices>,
     #[serde(default)]
-    faults: Vec<RawFault>,
+    faults: Vec<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +122,12 @@ struct RawTraffic {
     group_size: Option<usize>,
     body_bytes: Option<usize>,
 }
+
+/// The keys every fault may have; the rest of a `[[faults]]` table are the kind's parameters
+/// (imlab-carrier's `FaultParams`, shared with the proxy's control API).
+const FAULT_COMMON_KEYS: [&str; 7] = [
+    "kind", "at", "every", "duration", "target", "to", "fraction",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,11 +239,29 @@ pub enum FaultKind {
     },
     /// The push service delivers nothing for the duration.
     PushOutage,
+    /// A carrier fault of imlab-carrier's model (latency spike, bandwidth, loss burst, reset,
+    /// blackhole, slow close, byte limit, NAT rebind, age limit) on every flow of a carrier.
+    Link {
+        /// Carrier index.
+        carrier: usize,
+        /// What it does.
+        fault: LinkFault,
+    },
+    /// The server process freezes for the duration: nothing goes in or out of its host
+    /// (packets are held and delivered when it thaws).
+    ServerStall,
+    /// Durable commits started in the window hang until it ends.
+    DiskStall,
+    /// Durable commits fail for the duration (the server answers STORE_UNAVAILABLE); the
+    /// server is restarted over the repaired disk when it ends.
+    DiskFailure,
 }
 
 /// One scheduled fault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
+    /// Its name in the fault vocabulary (`imlab_carrier::fault::KINDS`).
+    pub name: String,
     /// What happens.
     pub kind: FaultKind,
     /// First occurrence.
@@ -358,8 +383,20 @@ impl Validator<'_> {
             .faults
             .into_iter()
             .enumerate()
-            .map(|(i, fault)| {
-                let fault = self.fault(i, fault, &carrier_index, &group_index)?;
+            .map(|(i, table)| {
+                let (fault, params) = self.split_fault(i, table)?;
+                let fault = self.fault(i, fault, params, &carrier_index, &group_index)?;
+                if matches!(fault.kind, FaultKind::DiskStall | FaultKind::DiskFailure)
+                    && server.store != StoreKind::Durable
+                {
+                    return Err(self.invalid(
+                        format!("faults[{i}].kind"),
+                        format!(
+                            "a {} fault needs a disk: set server.store = \"durable\"",
+                            fault.name
+                        ),
+                    ));
+                }
                 // A fault the run never reaches is a typo, not a scenario.
                 if fault.at >= duration {
                     return Err(self.invalid(
@@ -548,10 +585,29 @@ impl Validator<'_> {
         })
     }
 
+    /// Splits a `[[faults]]` table into its common keys and the kind's parameters.
+    fn split_fault(
+        &self,
+        i: usize,
+        table: toml::Table,
+    ) -> Result<(RawFault, FaultParams), ScenarioError> {
+        let (common, params): (toml::Table, toml::Table) = table
+            .into_iter()
+            .partition(|(key, _)| FAULT_COMMON_KEYS.contains(&key.as_str()));
+        let raw: RawFault = common.try_into().map_err(|error: toml::de::Error| {
+            self.invalid(format!("faults[{i}]"), error.message().to_string())
+        })?;
+        let params: FaultParams = params.try_into().map_err(|error: toml::de::Error| {
+            self.invalid(format!("faults[{i}]"), error.message().to_string())
+        })?;
+        Ok((raw, params))
+    }
+
     fn fault(
         &self,
         i: usize,
         raw: RawFault,
+        params: FaultParams,
         carriers: &BTreeMap<String, usize>,
         groups: &BTreeMap<String, usize>,
     ) -> Result<Fault, ScenarioError> {
@@ -611,16 +667,31 @@ impl Validator<'_> {
                 fraction,
             },
             "push_outage" => FaultKind::PushOutage,
+            "server_stall" => FaultKind::ServerStall,
+            "disk_stall" => FaultKind::DiskStall,
+            "disk_failure" => FaultKind::DiskFailure,
+            other if fault::scope_of(other) == Some(Scope::Carrier) => {
+                let link = params
+                    .link_fault(other)
+                    .map_err(|error| self.invalid(key(&error.key), error.message))?
+                    .expect("every carrier fault but outage, partition, handover is a LinkFault");
+                FaultKind::Link {
+                    carrier: carrier(target(other)?)?,
+                    fault: link,
+                }
+            }
             other => {
                 return Err(self.invalid(
                     key("kind"),
-                    format!(
-                        "unknown fault {other:?}; known: server_crash, partition, outage, \
-                         handover, app_kill, push_outage"
-                    ),
+                    format!("unknown fault {other:?}; known: {}", fault::kind_names()),
                 ));
             }
         };
+        if !matches!(kind, FaultKind::Link { .. }) {
+            params
+                .check_keys(&raw.kind)
+                .map_err(|error| self.invalid(key(&error.key), error.message))?;
+        }
         let (at, every) = match (raw.at, raw.every) {
             (None, None) => {
                 return Err(self.invalid(key("at"), "a fault needs `at` or `every`"));
@@ -633,8 +704,17 @@ impl Validator<'_> {
             (None, Some(every)) => (every, Some(every)),
         };
         let duration = raw.duration.unwrap_or(Duration::ZERO);
-        let needs_duration = !matches!(kind, FaultKind::Handover { .. });
-        if needs_duration && duration.is_zero() {
+        let instant = fault::is_instant(&raw.kind);
+        if instant && !matches!(kind, FaultKind::Handover { .. }) && !duration.is_zero() {
+            return Err(self.invalid(
+                key("duration"),
+                format!(
+                    "a {} fault happens at one instant and takes no duration",
+                    raw.kind
+                ),
+            ));
+        }
+        if !instant && duration.is_zero() {
             return Err(self.invalid(
                 key("duration"),
                 format!("a {} fault needs a duration", raw.kind),
@@ -649,6 +729,7 @@ impl Validator<'_> {
             ));
         }
         Ok(Fault {
+            name: raw.kind,
             kind,
             at,
             every,

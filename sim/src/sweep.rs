@@ -110,6 +110,53 @@ pub fn write_csv(dir: &std::path::Path, outcomes: &[SeedOutcome]) -> std::io::Re
     std::fs::write(dir.join("sweep.csv"), csv)
 }
 
+/// Reads a `sweep.csv` back (a merge of shards): each seed's verdict, hash, wall time,
+/// measures and first failure.
+pub fn read_csv(file: &std::path::Path) -> Result<Vec<SeedOutcome>, String> {
+    let mut reader = csv::Reader::from_path(file).map_err(|e| e.to_string())?;
+    let mut outcomes = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| e.to_string())?;
+        let field = |n: usize, name: &str| {
+            record
+                .get(n)
+                .ok_or_else(|| format!("row {}: no {name} column", i + 2))
+        };
+        let number = |n: usize, name: &str| -> Result<u64, String> {
+            let text = field(n, name)?;
+            text.parse()
+                .map_err(|_| format!("row {}: {name} {text:?} is not a number", i + 2))
+        };
+        let wall_s: f64 = field(3, "wall_s")?
+            .parse()
+            .map_err(|_| format!("row {}: wall_s is not a number", i + 2))?;
+        let failures = match field(1, "verdict")? {
+            "ok" => Vec::new(),
+            "failed" => {
+                let first = field(7, "first_failure")?;
+                let (name, detail) = first.split_once(": ").unwrap_or((first, ""));
+                vec![(name.to_string(), detail.to_string())]
+            }
+            other => {
+                return Err(format!(
+                    "row {}: verdict {other:?} is not ok or failed",
+                    i + 2
+                ));
+            }
+        };
+        outcomes.push(SeedOutcome {
+            seed: number(0, "seed")?,
+            failures,
+            trace_hash: field(2, "trace_hash")?.to_string(),
+            wall: std::time::Duration::from_secs_f64(wall_s.max(0.0)),
+            delay_ms_p99: number(4, "delay_ms_p99")?,
+            silent_disconnects: number(5, "silent_disconnects")?,
+            reconnects: number(6, "reconnects")?,
+        });
+    }
+    Ok(outcomes)
+}
+
 /// Runs seeds `first..=last` on `jobs` threads with `planted` bugs; calls `on_done` as each
 /// finishes (in completion order) and returns the outcomes sorted by seed.
 pub fn sweep(
@@ -120,16 +167,33 @@ pub fn sweep(
     planted: Planted,
     on_done: &(dyn Fn(&SeedOutcome) + Sync),
 ) -> Vec<SeedOutcome> {
-    let next = AtomicU64::new(first);
+    sweep_seeds(
+        scenario,
+        &(first..=last).collect::<Vec<_>>(),
+        jobs,
+        planted,
+        on_done,
+    )
+}
+
+/// Runs `seeds` on `jobs` threads (see [`sweep`]).
+pub fn sweep_seeds(
+    scenario: &Scenario,
+    seeds: &[u64],
+    jobs: usize,
+    planted: Planted,
+    on_done: &(dyn Fn(&SeedOutcome) + Sync),
+) -> Vec<SeedOutcome> {
+    let next = AtomicU64::new(0);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
                 loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed > last {
+                    let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&seed) = seeds.get(index) else {
                         break;
-                    }
+                    };
                     let options = RunOptions {
                         seed,
                         planted,

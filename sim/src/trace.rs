@@ -125,6 +125,19 @@ pub enum Event {
         /// What happened.
         what: String,
     },
+    // New variants go last: the derived Hash includes each variant's index, so a variant
+    // inserted above would change every trace hash.
+    /// A carrier fault changed a flow without ending it (a NAT rebind, a blackhole).
+    FlowFault {
+        /// Carrier index.
+        carrier: u32,
+        /// Flow id.
+        flow: u64,
+        /// Device index.
+        device: u32,
+        /// The fault kind.
+        fault: &'static str,
+    },
 }
 
 /// Accumulates the hash and, optionally, the JSON Lines file.

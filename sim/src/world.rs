@@ -33,6 +33,16 @@ pub fn carrier_host(index: usize) -> String {
     format!("carrier-{index}")
 }
 
+/// Every host but the server: carriers, cells and the push service (a server stall holds
+/// its links to all of them).
+pub fn other_hosts(scenario: &Scenario) -> Vec<String> {
+    let n_cells = scenario.n_devices().div_ceil(DEVICES_PER_CELL_MAX).max(1);
+    let mut hosts = vec!["push".to_string()];
+    hosts.extend((0..scenario.carriers.len()).map(carrier_host));
+    hosts.extend((0..n_cells).map(cell_host));
+    hosts
+}
+
 /// Host name of cell `index`.
 pub fn cell_host(index: usize) -> String {
     format!("cell-{index}")
@@ -129,7 +139,7 @@ impl Layout {
     }
 }
 
-pub use imlab_carrier::{Blocked, Window};
+pub use imlab_carrier::{Blocked, LinkWindow, Window};
 
 /// Expands a scenario's faults into windows per carrier, clipped to the scenario's duration.
 pub fn blocked_windows(scenario: &Scenario) -> Vec<Blocked> {
@@ -140,11 +150,29 @@ pub fn blocked_windows(scenario: &Scenario) -> Vec<Blocked> {
             match fault.kind {
                 FaultKind::Outage { carrier } => blocked[carrier].outages.push((start, end)),
                 FaultKind::Partition { carrier } => blocked[carrier].partitions.push((start, end)),
+                FaultKind::Link { carrier, fault } => {
+                    blocked[carrier].link.push(LinkWindow { start, end, fault });
+                }
                 _ => {}
             }
         }
     }
+    for carrier in &mut blocked {
+        carrier.link.sort_by_key(|window| window.start);
+    }
     blocked
+}
+
+/// The windows of the scenario's faults of one kind (server and disk faults), clipped to
+/// the scenario's duration.
+pub fn fault_windows(scenario: &Scenario, kind: &FaultKind) -> Vec<Window> {
+    let mut windows = Vec::new();
+    for fault in scenario.faults.iter().filter(|f| &f.kind == kind) {
+        for start in occurrences(fault.at, fault.every, scenario.duration) {
+            windows.push((start, (start + fault.duration).min(scenario.duration)));
+        }
+    }
+    windows
 }
 
 /// Start times of a fault: `at`, then every `every`, while before `until`.
@@ -246,6 +274,8 @@ pub struct Shared {
     /// The durable store's simulated disk: it outlives server crashes (a planted volatile
     /// store replaces it).
     pub disk: Mutex<Arc<MemEngine>>,
+    /// Commits a `disk_failure` window refused.
+    pub failed_commits: Arc<AtomicU64>,
     /// Infrastructure counters.
     pub counters: Counters,
     /// The trace.
@@ -317,7 +347,7 @@ pub enum SimStore {
     /// The in-memory store.
     Memory(Arc<MemoryStore>),
     /// The durable store on the simulated disk.
-    Durable(Arc<DurableStore<MemEngine>>),
+    Durable(Arc<DurableStore<crate::disk::SimDisk>>),
 }
 
 impl SimStore {
