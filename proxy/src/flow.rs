@@ -219,8 +219,8 @@ impl Relay {
                 match cut {
                     Cut::Reset => {
                         self.log_end("both", "carrier_reset");
-                        reset(phone.take());
-                        reset(server.take());
+                        reset::<P>(phone.take());
+                        reset::<TcpStream>(server.take());
                     }
                     Cut::Close => {
                         self.log_end("both", "carrier_closed");
