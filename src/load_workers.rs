@@ -26,6 +26,10 @@ pub struct WorkerArgs {
     pub tls: bool,
     pub ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    /// `--protocol` and its options, passed on as given (an MQTT password by environment).
+    pub protocol_args: Vec<String>,
+    /// The MQTT password, passed by environment so no process listing shows it.
+    pub mqtt_password: Option<String>,
 }
 
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
@@ -76,6 +80,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args(["--seed", &(args.seed + worker as u64).to_string()])
             .args(["--out", &dir.display().to_string()])
             .args(["--worker-index", &worker.to_string()])
+            .args(&args.protocol_args)
             .stdout(std::process::Stdio::null());
         // Several processes may bind the same source addresses: ports are per process pair.
         if let Some(ips) = &args.source_ips {
@@ -83,6 +88,9 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
         }
         if let Some(secret) = &args.auth_secret {
             command.env("IMLAB_AUTH_SECRET", secret);
+        }
+        if let Some(password) = &args.mqtt_password {
+            command.env("IMLAB_MQTT_PASSWORD", password);
         }
         if args.tls {
             command.arg("--tls");

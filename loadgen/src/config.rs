@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::protocol::mqtt::MqttOptions;
 use crate::transport::Transport;
 
 /// Who a message goes to.
@@ -37,11 +38,13 @@ impl std::str::FromStr for Pattern {
 }
 
 /// The protocol the devices speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum ProtocolChoice {
     /// imlab's own (imlab-core's client core).
     #[default]
     Imlab,
+    /// MQTT 3.1.1 or 5, with its options.
+    Mqtt(MqttOptions),
 }
 
 /// A load run.

@@ -34,6 +34,11 @@ pub struct Planned {
     pub refusals: u32,
     /// The server refused it for good (unknown group...).
     pub failed: bool,
+    /// The protocol allows its deliveries to be lost (MQTT QoS 0: at most once).
+    pub loss_allowed: bool,
+    /// The protocol sent it again itself (MQTT QoS 1 after a reconnect): a repeated delivery
+    /// of it is a redelivery the protocol allows.
+    pub resent: bool,
 }
 
 /// Counters of one second, for timeseries.csv.
@@ -68,8 +73,11 @@ pub struct LoadLedger {
     /// (recipient, sender) -> the newest message number delivered, for reorder counting. Fx
     /// hashing: it is on every delivery's path, and nothing iterates it.
     last_number: FxHashMap<(u32, u32), u64>,
-    /// Deliveries of a message a device already had.
+    /// Deliveries of a message a device already had, beyond what the protocol allows.
     pub duplicated: u64,
+    /// Deliveries of a message a device already had that the protocol allows (MQTT QoS 1:
+    /// a publish marked DUP, one after a reconnect, or of a message its sender sent again).
+    pub redelivered: u64,
     /// Deliveries older than one already delivered from the same sender.
     pub reordered: u64,
     /// Sends the client core refused (its unacked queue was full).
@@ -116,6 +124,13 @@ pub struct LoadLedger {
     /// Per client: a login attempt failed, or the core stopped for good.
     ever_failed: Vec<bool>,
     stopped: Vec<bool>,
+    /// Per client: messages planned before this time (µs since start) may be missing without
+    /// loss: the device came back without a session, so the protocol kept nothing for it
+    /// while it was away (see [`LoadLedger::session_reset`]).
+    reset_before_us: Vec<u64>,
+    /// Per client: it has logged in more than once (a redelivery after a reconnect is allowed
+    /// where the protocol says so).
+    reconnected: Vec<bool>,
     /// Per client: the inbox's newest seq at its latest login, and the seq it has processed.
     login_max_seq: Vec<u64>,
     processed_seq: Vec<u64>,
@@ -134,6 +149,7 @@ impl LoadLedger {
             by_sender: vec![Vec::new(); n_clients],
             last_number: FxHashMap::default(),
             duplicated: 0,
+            redelivered: 0,
             reordered: 0,
             refused_locally: 0,
             failed: 0,
@@ -159,6 +175,8 @@ impl LoadLedger {
             refusals_by_sender: vec![0; n_clients],
             ever_failed: vec![false; n_clients],
             stopped: vec![false; n_clients],
+            reset_before_us: vec![0; n_clients],
+            reconnected: vec![false; n_clients],
             login_max_seq: vec![0; n_clients],
             processed_seq: vec![0; n_clients],
             seconds: Vec::new(),
@@ -212,6 +230,8 @@ impl LoadLedger {
             delivered: Vec::new(),
             refusals: 0,
             failed: false,
+            loss_allowed: false,
+            resent: false,
         });
         self.current.sent += 1;
     }
@@ -322,8 +342,40 @@ impl LoadLedger {
         self.messages.reserve(n);
     }
 
+    /// The protocol allows message `id`'s deliveries to be lost (at most once delivery).
+    pub fn loss_allowed(&mut self, id: MsgId) {
+        if let Some(index) = self.index(id) {
+            self.messages[index as usize].loss_allowed = true;
+        }
+    }
+
+    /// The protocol sent message `id` again by itself: its repeats are allowed redeliveries.
+    pub fn resent(&mut self, id: MsgId) {
+        if let Some(index) = self.index(id) {
+            self.messages[index as usize].resent = true;
+        }
+    }
+
+    /// `client` came back without a session: the protocol kept nothing for it while it was
+    /// away, so what was planned before now and has not reached it may be missing without
+    /// loss. Deliveries planned from now on are owed as usual.
+    pub fn session_reset(&mut self, client: u32) {
+        self.reset_before_us[client as usize] = self.now_us();
+    }
+
+    /// Whether `recipient` may lack `message` without a loss.
+    fn may_lack(&self, message: &Planned, recipient: u32) -> bool {
+        message.loss_allowed || message.planned_us < self.reset_before_us[recipient as usize]
+    }
+
     /// A client processed a message.
     pub fn delivered(&mut self, device: u32, id: MsgId) {
+        self.delivered_as(device, id, Repeat::Duplicate);
+    }
+
+    /// A client processed a message; if it already had it, `repeat` says whether the protocol
+    /// allows that ([`Repeat::Redelivery`]) or not.
+    pub fn delivered_as(&mut self, device: u32, id: MsgId, repeat: Repeat) {
         let now = self.now_us();
         let Some(index) = self.index(id) else {
             return;
@@ -333,7 +385,18 @@ impl LoadLedger {
             return;
         }
         if message.delivered.contains(&device) {
-            self.duplicated += 1;
+            let allowed = match repeat {
+                Repeat::Redelivery => true,
+                Repeat::RedeliveryAfterReconnect => {
+                    message.resent || self.reconnected[device as usize]
+                }
+                Repeat::Duplicate => false,
+            };
+            if allowed {
+                self.redelivered += 1;
+            } else {
+                self.duplicated += 1;
+            }
             return;
         }
         message.delivered.push(device);
@@ -372,6 +435,7 @@ impl LoadLedger {
             let _ = self.reconnect.record(now.saturating_sub(down).max(1));
         }
         if self.ever_connected[client] {
+            self.reconnected[client] = true;
             self.reconnects += 1;
             self.current.reconnects += 1;
         }
@@ -420,6 +484,9 @@ impl LoadLedger {
             for recipient in &message.recipients {
                 if message.delivered.contains(recipient) {
                     verdict.delivered += 1;
+                } else if drained && self.synced(*recipient) && self.may_lack(message, *recipient)
+                {
+                    verdict.lost_allowed += 1;
                 } else if drained && self.synced(*recipient) {
                     verdict.lost += 1;
                 } else {
@@ -466,4 +533,19 @@ pub struct Verdict {
     pub pending: u64,
     /// Not made although the recipient was logged in and had synced past its login: lost.
     pub lost: u64,
+    /// Not made, the recipient back and synced, but the protocol allows the loss (MQTT QoS 0,
+    /// or a message sent while a device without a session was away).
+    pub lost_allowed: u64,
+}
+
+/// What a repeated delivery of a message is, as the protocol sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Never allowed: a duplicate.
+    Duplicate,
+    /// Allowed: the protocol marked it as a redelivery (MQTT's DUP flag).
+    Redelivery,
+    /// Allowed if the recipient has reconnected during the run or the sender sent the message
+    /// again (at-least-once delivery across a lost ack); a duplicate otherwise.
+    RedeliveryAfterReconnect,
 }

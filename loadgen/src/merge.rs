@@ -112,6 +112,7 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     m.delivered += o.delivered;
     m.expected_deliveries += o.expected_deliveries;
     m.lost += o.lost;
+    m.lost_allowed += o.lost_allowed;
     m.pending += o.pending;
     m.refused += o.refused;
     m.unacked += o.unacked;
@@ -119,6 +120,7 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
         *m.refusals_by_cause.entry(cause.clone()).or_default() += n;
     }
     m.duplicated += o.duplicated;
+    m.redelivered += o.redelivered;
     m.reordered += o.reordered;
     m.failed += o.failed;
     m.refused_locally += o.refused_locally;

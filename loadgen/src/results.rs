@@ -68,6 +68,10 @@ pub struct Messages {
     /// Expected deliveries not made although the recipient was logged in and synced at the
     /// end: lost.
     pub lost: u64,
+    /// Expected deliveries not made, the recipient back and synced, that the protocol allows
+    /// to be lost (MQTT QoS 0; a message sent while a device without a session was away).
+    #[serde(default)]
+    pub lost_allowed: u64,
     /// Expected deliveries not made to a recipient that was not back (logged in and synced)
     /// by the end of the drain: not lost, not delivered either.
     #[serde(default)]
@@ -83,8 +87,12 @@ pub struct Messages {
     /// The server's refusals of sends (each retry counts), by cause.
     #[serde(default)]
     pub refusals_by_cause: BTreeMap<String, u64>,
-    /// Deliveries of a message a device already had.
+    /// Deliveries of a message a device already had, beyond what the protocol allows.
     pub duplicated: u64,
+    /// Repeated deliveries the protocol allows (MQTT QoS 1: DUP set, after a reconnect, or
+    /// of a message its sender sent again).
+    #[serde(default)]
+    pub redelivered: u64,
     /// Deliveries older than one already delivered from the same sender.
     pub reordered: u64,
     /// Sends the server refused for good.
@@ -251,11 +259,13 @@ impl LoadResults {
                 delivered: verdict.delivered,
                 expected_deliveries: verdict.expected,
                 lost: verdict.lost,
+                lost_allowed: verdict.lost_allowed,
                 pending: verdict.pending,
                 refused: verdict.refused,
                 unacked: verdict.unacked,
                 refusals_by_cause: ledger.send_refusals.clone(),
                 duplicated: ledger.duplicated,
+                redelivered: ledger.redelivered,
                 reordered: ledger.reordered,
                 failed: ledger.failed,
                 refused_locally: ledger.refused_locally,
@@ -300,6 +310,12 @@ impl LoadResults {
             "deliveries: {}/{} expected, pending {}, lost {}, duplicated {}, reordered {}\n",
             m.delivered, m.expected_deliveries, m.pending, m.lost, m.duplicated, m.reordered
         );
+        if m.lost_allowed > 0 || m.redelivered > 0 {
+            out += &format!(
+                "allowed by the protocol: lost {}, redelivered {}\n",
+                m.lost_allowed, m.redelivered
+            );
+        }
         if !m.refusals_by_cause.is_empty() {
             out += &format!(
                 "sends refused by the server (each retry counts): {}\n",

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::ledger::LoadLedger;
 use crate::protocol::imlab::Imlab;
+use crate::protocol::mqtt::Mqtt;
 use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
 use crate::results::{LoadResults, write_results};
 
@@ -120,6 +121,9 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     }
     parse_strategy(&config.heartbeat)
         .map_err(|error| LoadError::Invalid(format!("--heartbeat: {error}")))?;
+    if let ProtocolChoice::Mqtt(options) = &config.protocol {
+        options.check().map_err(LoadError::Invalid)?;
+    }
     Ok(())
 }
 
@@ -235,7 +239,15 @@ fn check_open_files(config: &LoadConfig) -> Result<(), LoadError> {
 
 /// The protocol a run speaks: the one place that chooses.
 fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
-    match config.protocol {
+    match &config.protocol {
+        ProtocolChoice::Mqtt(options) => Box::new(Mqtt {
+            options: options.clone(),
+            tag,
+            heartbeat: config.heartbeat.clone(),
+            body_bytes: config.body_bytes,
+            seed: config.seed,
+            transport: config.transport.name(),
+        }),
         ProtocolChoice::Imlab => Box::new(Imlab {
             tag,
             auth_secret: config.auth_secret.clone(),
