@@ -63,6 +63,10 @@ pub fn login_advice(cause: &str) -> Option<&'static str> {
         "connection_refused" => Some("nothing listens there: check --target and the server"),
         "login_timeout" => Some("the server accepted but did not answer the login in time"),
         "overloaded" => Some("the server is at --max-connections or overloaded"),
+        "connection_lost" => Some(
+            "the server closed the connection during login: an MQTT broker does this to \
+             imlab's login (use --protocol mqtt), or the server is at its connection limit",
+        ),
         "not_mqtt" => Some(
             "the target does not speak MQTT: an imlab server needs --protocol imlab",
         ),

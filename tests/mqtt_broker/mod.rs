@@ -81,6 +81,8 @@ pub struct Relay {
     pub swallowed: Arc<AtomicU64>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicU64>,
+    /// PUBLISH packets carried to clients so far.
+    pub published: Arc<AtomicU64>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -104,21 +106,25 @@ impl Relay {
             cut,
             swallowed: Arc::new(AtomicU64::new(0)),
             accepted: Arc::new(AtomicU64::new(0)),
+            published: Arc::new(AtomicU64::new(0)),
             _runtime: runtime,
         };
-        let (upstream, swallow, swallowed, accepted, cut) = (
+        let (upstream, accepted, cut) = (
             relay.upstream.clone(),
-            relay.swallow_pubacks.clone(),
-            relay.swallowed.clone(),
             relay.accepted.clone(),
             relay.cut.clone(),
         );
+        let counters = Counters {
+            swallow: relay.swallow_pubacks.clone(),
+            swallowed: relay.swallowed.clone(),
+            published: relay.published.clone(),
+        };
         relay._runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::Relaxed);
                 let to = *upstream.lock().unwrap();
                 let cut = cut.subscribe();
-                tokio::spawn(carry(client, to, cut, swallow.clone(), swallowed.clone()));
+                tokio::spawn(carry(client, to, cut, counters.clone()));
             }
         });
         relay
@@ -129,6 +135,15 @@ impl Relay {
         self.swallow_pubacks.store(true, Ordering::Relaxed);
     }
 
+    /// Waits (bounded) until `n` PUBLISH packets have reached clients.
+    pub fn wait_published(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.published.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "fewer than {n} publishes in 30 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Cuts every open connection (a restart, as the clients see it); new connections go
     /// to `upstream` (the same broker: sessions kept; a fresh one: sessions lost).
     pub fn restart_to(&self, upstream: SocketAddr) {
@@ -137,13 +152,20 @@ impl Relay {
     }
 }
 
+/// What the relay's connections share.
+#[derive(Clone)]
+struct Counters {
+    swallow: Arc<AtomicBool>,
+    swallowed: Arc<AtomicU64>,
+    published: Arc<AtomicU64>,
+}
+
 /// One connection: client to broker unchanged; broker to client packet by packet.
 async fn carry(
     mut client: tokio::net::TcpStream,
     to: SocketAddr,
     mut cut: watch::Receiver<u64>,
-    swallow: Arc<AtomicBool>,
-    swallowed: Arc<AtomicU64>,
+    counters: Counters,
 ) {
     let Ok(mut broker) = tokio::net::TcpStream::connect(to).await else {
         return;
@@ -163,9 +185,12 @@ async fn carry(
             let mut forward = Vec::new();
             while let Some(len) = packet_len(&buf) {
                 let packet: Vec<u8> = buf.drain(..len).collect();
-                // PUBACK is packet type 4.
-                if packet[0] >> 4 == 4 && swallow.load(Ordering::Relaxed) {
-                    swallowed.fetch_add(1, Ordering::Relaxed);
+                // PUBLISH is packet type 3, PUBACK 4.
+                if packet[0] >> 4 == 3 {
+                    counters.published.fetch_add(1, Ordering::Relaxed);
+                }
+                if packet[0] >> 4 == 4 && counters.swallow.load(Ordering::Relaxed) {
+                    counters.swallowed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 forward.extend_from_slice(&packet);
