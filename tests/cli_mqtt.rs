@@ -238,3 +238,20 @@ fn mqtt_flags_without_protocol_mqtt_and_impossible_options_are_errors_naming_the
         assert!(said.contains(says), "{args:?}: {said}");
     }
 }
+
+#[test]
+fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once() {
+    let (code, results, said) = across_a_restart(
+        "qos2-kept",
+        false,
+        &["--qos", "2", "--clean-start", "false"],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(results["qos"], 2);
+    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    let expected = count(&results, "/messages/expected_deliveries");
+    assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
+    // Exactly once: no repeat of any kind, allowed or not.
+    assert_eq!(count(&results, "/messages/duplicated"), 0, "{said}");
+    assert_eq!(count(&results, "/messages/redelivered"), 0, "{said}");
+}

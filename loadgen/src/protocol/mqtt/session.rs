@@ -29,6 +29,9 @@ use super::{DeviceShared, Mqtt};
 use crate::protocol::{DeviceEvents, MsgId, Outgoing, Repeat, To};
 use crate::transport::{BoxStream, DynConnector};
 
+/// Bytes a read asks for at least.
+const READ_BYTES: usize = 2048;
+
 /// Smallest bound on a packet from the broker; larger bodies raise it.
 const MAX_PACKET_BYTES_MIN: usize = 64 * 1024;
 
@@ -255,8 +258,13 @@ impl Session {
                     Err(_) => return self.lost(live, "write_timeout", "write stalled".into()),
                 }
             }
-            if live.read.capacity() - live.read.len() < 1024 {
-                live.read.reserve(4096);
+            // Room for the next read; a buffer a large packet grew is given back once empty,
+            // so an idle device holds about READ_BYTES.
+            if live.read.is_empty() && live.read.capacity() > 8 * READ_BYTES {
+                live.read = BytesMut::new();
+            }
+            if live.read.capacity() - live.read.len() < READ_BYTES / 4 {
+                live.read.reserve(READ_BYTES);
             }
             let may_send = live.logged_in && self.inflight.len() < live.window;
             let deadline = self.deadline(live);
@@ -423,7 +431,7 @@ impl Session {
                 accepted,
                 code,
                 receive_maximum,
-                ..
+                session_present,
             } => {
                 if live.acknowledged {
                     return Some(self.lost(live, "protocol_error", "a second CONNACK".into()));
@@ -432,6 +440,11 @@ impl Session {
                     return Some(connack_refused(&code));
                 }
                 live.acknowledged = true;
+                if !session_present {
+                    // A new session: packet ids of QoS 2 receipts from the old one mean
+                    // nothing now, and must not hide new messages that reuse them.
+                    self.awaiting_release.clear();
+                }
                 if let Some(most) = receive_maximum {
                     live.window = live.window.min(usize::from(most.max(1)));
                 }
