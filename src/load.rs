@@ -451,7 +451,10 @@ impl MqttArgs {
             ("--password", self.password.is_some()),
             ("--client-id-prefix", self.client_id_prefix.is_some()),
             ("--topic-template", self.topic_template.is_some()),
-            ("--group-topic-template", self.group_topic_template.is_some()),
+            (
+                "--group-topic-template",
+                self.group_topic_template.is_some(),
+            ),
             ("--inflight", self.inflight.is_some()),
             ("--ack-timeout", self.ack_timeout.is_some()),
         ]
@@ -485,7 +488,10 @@ impl MqttArgs {
                 .client_id_prefix
                 .clone()
                 .unwrap_or(default.client_id_prefix),
-            topic_template: self.topic_template.clone().unwrap_or(default.topic_template),
+            topic_template: self
+                .topic_template
+                .clone()
+                .unwrap_or(default.topic_template),
             group_topic_template: self
                 .group_topic_template
                 .clone()

@@ -42,8 +42,20 @@ fn spawn_load(target: &str, out: &Path, extra: &[&str]) -> ChildGuard {
 fn finish(mut guard: ChildGuard) -> (Option<i32>, String) {
     let mut said = String::new();
     use std::io::Read;
-    guard.0.stdout.take().unwrap().read_to_string(&mut said).unwrap();
-    guard.0.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    guard
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    guard
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
     let status = guard.0.wait().unwrap();
     (status.code(), said)
 }
@@ -77,9 +89,22 @@ fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_grou
             &broker.to_string(),
             &out,
             &[
-                "--mqtt-version", version, "--qos", "1", "--clients", "200",
-                "--connect-rate", "2000", "--duration", "2s", "--msg-rate", "300",
-                "--pattern", pattern, "--drain", "1s",
+                "--mqtt-version",
+                version,
+                "--qos",
+                "1",
+                "--clients",
+                "200",
+                "--connect-rate",
+                "2000",
+                "--duration",
+                "2s",
+                "--msg-rate",
+                "300",
+                "--pattern",
+                pattern,
+                "--drain",
+                "1s",
             ],
         );
         let said = text(&output);
@@ -89,7 +114,10 @@ fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_grou
         assert_eq!(results["qos"], 1);
         let expected = count(&results, "/messages/expected_deliveries");
         // group:20 owes 19 deliveries a message; one-to-one one.
-        assert!(expected >= 500, "{version} {pattern}: {expected} deliveries owed");
+        assert!(
+            expected >= 500,
+            "{version} {pattern}: {expected} deliveries owed"
+        );
         assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
         assert_eq!(count(&results, "/messages/lost"), 0);
         assert_eq!(count(&results, "/messages/duplicated"), 0);
@@ -102,13 +130,25 @@ fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_grou
 /// A run across a broker restart, cut once `cut_after` publishes reached the clients; `fresh`
 /// sends the clients back to a new broker (every session lost), else to the same one (every
 /// session kept, as a broker with persistence does).
-fn across_a_restart(name: &str, fresh: bool, flags: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+fn across_a_restart(
+    name: &str,
+    fresh: bool,
+    flags: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
     let (broker, _) = start_broker();
     let relay = Relay::new(broker);
     let out = temp_dir("cli-mqtt", name);
     let mut args = vec![
-        "--clients", "100", "--connect-rate", "2000", "--duration", "4s", "--msg-rate",
-        "200", "--drain", "1s",
+        "--clients",
+        "100",
+        "--connect-rate",
+        "2000",
+        "--duration",
+        "4s",
+        "--msg-rate",
+        "200",
+        "--drain",
+        "1s",
     ];
     args.extend_from_slice(flags);
     let run = spawn_load(&relay.addr.to_string(), &out, &args);
@@ -152,7 +192,10 @@ fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_
     let lost = count(&results, "/messages/lost");
     assert!(lost > 0, "{said}");
     assert_eq!(count(&results, "/messages/lost_allowed"), 0, "{said}");
-    assert!(said.contains(&format!("FAILED: {lost} deliveries lost")), "{said}");
+    assert!(
+        said.contains(&format!("FAILED: {lost} deliveries lost")),
+        "{said}"
+    );
 }
 
 #[test]
@@ -166,8 +209,20 @@ fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
         &relay.addr.to_string(),
         &out,
         &[
-            "--qos", "1", "--clients", "50", "--connect-rate", "2000", "--duration", "8s",
-            "--msg-rate", "100", "--drain", "1s", "--ack-timeout", "1s",
+            "--qos",
+            "1",
+            "--clients",
+            "50",
+            "--connect-rate",
+            "2000",
+            "--duration",
+            "8s",
+            "--msg-rate",
+            "100",
+            "--drain",
+            "1s",
+            "--ack-timeout",
+            "1s",
         ],
     );
     let took = started.elapsed();
@@ -177,7 +232,10 @@ fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
     let results = results(&out);
     assert_eq!(count(&results, "/messages/acked"), 0, "{said}");
     assert!(count(&results, "/messages/failed") > 0, "{said}");
-    assert!(count(&results, "/connections/disconnects_by_cause/ack_timeout") > 0, "{said}");
+    assert!(
+        count(&results, "/connections/disconnects_by_cause/ack_timeout") > 0,
+        "{said}"
+    );
     assert!(count(&results, "/connections/reconnects") > 0, "{said}");
     assert!(relay.swallowed.load(std::sync::atomic::Ordering::Relaxed) > 0);
     // 8 s of sends and 1 s of drain: no wait for acks that never come.
@@ -201,7 +259,13 @@ fn a_foreign_server_fails_fast_naming_the_mismatch() {
     let (broker, _) = start_broker();
     let started = Instant::now();
     let output = imlab(&[
-        "load", "--target", &broker.to_string(), "--clients", "20", "--duration", "2s",
+        "load",
+        "--target",
+        &broker.to_string(),
+        "--clients",
+        "20",
+        "--duration",
+        "2s",
     ]);
     let said = text(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
@@ -212,13 +276,23 @@ fn a_foreign_server_fails_fast_naming_the_mismatch() {
 #[test]
 fn mqtt_flags_without_protocol_mqtt_and_impossible_options_are_errors_naming_the_flag() {
     for (args, says) in [
-        (vec!["--qos", "1"], "--qos is an MQTT option: add --protocol mqtt"),
+        (
+            vec!["--qos", "1"],
+            "--qos is an MQTT option: add --protocol mqtt",
+        ),
         (
             vec!["--protocol", "mqtt", "--qos", "3"],
             "--qos \"3\": use 0, 1 or 2",
         ),
         (
-            vec!["--protocol", "mqtt", "--mqtt-version", "5", "--clean-start", "false"],
+            vec![
+                "--protocol",
+                "mqtt",
+                "--mqtt-version",
+                "5",
+                "--clean-start",
+                "false",
+            ],
             "--clean-start false with MQTT 5 needs --session-expiry",
         ),
         (
@@ -230,7 +304,15 @@ fn mqtt_flags_without_protocol_mqtt_and_impossible_options_are_errors_naming_the
             "--auth-secret signs imlab login tokens",
         ),
     ] {
-        let mut all = vec!["load", "--target", "127.0.0.1:9", "--clients", "2", "--duration", "1s"];
+        let mut all = vec![
+            "load",
+            "--target",
+            "127.0.0.1:9",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+        ];
         all.extend_from_slice(&args);
         let output = imlab(&all);
         let said = text(&output);

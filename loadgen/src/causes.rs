@@ -67,9 +67,9 @@ pub fn login_advice(cause: &str) -> Option<&'static str> {
             "the server closed the connection during login: an MQTT broker does this to \
              imlab's login (use --protocol mqtt), or the server is at its connection limit",
         ),
-        "not_mqtt" => Some(
-            "the target does not speak MQTT: an imlab server needs --protocol imlab",
-        ),
+        "not_mqtt" => {
+            Some("the target does not speak MQTT: an imlab server needs --protocol imlab")
+        }
         "closed_before_connack" => Some(
             "the target closed the connection instead of answering CONNECT: is it an MQTT \
              broker (an imlab server does this; use --protocol imlab), at its connection limit?",

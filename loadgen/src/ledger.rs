@@ -484,8 +484,7 @@ impl LoadLedger {
             for recipient in &message.recipients {
                 if message.delivered.contains(recipient) {
                     verdict.delivered += 1;
-                } else if drained && self.synced(*recipient) && self.may_lack(message, *recipient)
-                {
+                } else if drained && self.synced(*recipient) && self.may_lack(message, *recipient) {
                     verdict.lost_allowed += 1;
                 } else if drained && self.synced(*recipient) {
                     verdict.lost += 1;

@@ -64,7 +64,10 @@ pub fn start_broker() -> (SocketAddr, SocketAddr) {
 fn wait_accepting(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the broker never listened on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "the broker never listened on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -139,7 +142,10 @@ impl Relay {
     pub fn wait_published(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.published.load(Ordering::Relaxed) < n {
-            assert!(Instant::now() < deadline, "fewer than {n} publishes in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} publishes in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-pub use crate::ledger::Repeat;
 use crate::ledger::LoadLedger;
+pub use crate::ledger::Repeat;
 use crate::transport::DynConnector;
 
 /// A message's identity in the ledger: its sender and the sender's count, from 0.

@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(header.payload(10).len(), HEADER_BYTES);
         assert_eq!(Header::parse(&header.payload(10)), Some(header));
         // Not ours: another's payload, or a cut one.
-        assert_eq!(Header::parse(b"hello, this is some other app's payload"), None);
+        assert_eq!(
+            Header::parse(b"hello, this is some other app's payload"),
+            None
+        );
         assert_eq!(Header::parse(&payload[..HEADER_BYTES - 1]), None);
         assert_ne!(run_hash("r17w0"), run_hash("r17w1"));
     }

@@ -105,9 +105,11 @@ impl MqttOptions {
                     .into());
             }
             (Version::V5, None) if !self.clean_start => {
-                return Err("--clean-start false with MQTT 5 needs --session-expiry: without \
+                return Err(
+                    "--clean-start false with MQTT 5 needs --session-expiry: without \
                      it the broker ends the session at the disconnect"
-                    .into());
+                        .into(),
+                );
             }
             _ => {}
         }

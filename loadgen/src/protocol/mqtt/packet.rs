@@ -242,7 +242,11 @@ impl Version {
 
     /// Takes one packet off the front of `buf`: `Ok(None)` when more bytes are needed.
     /// `max_bytes` bounds the packet before anything is allocated for it.
-    pub fn read(self, buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Inbound>, PacketError> {
+    pub fn read(
+        self,
+        buf: &mut BytesMut,
+        max_bytes: usize,
+    ) -> Result<Option<Inbound>, PacketError> {
         let error = |detail: String| PacketError {
             version: self.name(),
             detail,
@@ -470,7 +474,11 @@ mod tests {
             let whole = out.clone();
             for cut in 0..whole.len() {
                 let mut part = BytesMut::from(&whole[..cut]);
-                assert_eq!(version.read(&mut part, 1024), Ok(None), "{version:?} cut {cut}");
+                assert_eq!(
+                    version.read(&mut part, 1024),
+                    Ok(None),
+                    "{version:?} cut {cut}"
+                );
             }
             let packet = version.read(&mut out, 1024).unwrap().unwrap();
             assert_eq!(
@@ -493,7 +501,10 @@ mod tests {
     fn bytes_of_another_protocol_are_an_error_not_a_wait() {
         let mut imlab_frame = BytesMut::from(&[0u8, 0, 0, 12, 0x0a, 0x04, b'u', b'1'][..]);
         let error = Version::V311.read(&mut imlab_frame, 1024).unwrap_err();
-        assert!(error.to_string().starts_with("not an MQTT 3.1.1 packet"), "{error}");
+        assert!(
+            error.to_string().starts_with("not an MQTT 3.1.1 packet"),
+            "{error}"
+        );
     }
 
     /// A packet declaring more than the bound is refused before its bytes arrive.

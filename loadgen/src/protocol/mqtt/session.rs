@@ -164,8 +164,7 @@ impl Session {
             }
             let now = self.since_start();
             if !waiting_ping {
-                self.heartbeat
-                    .on_event(&HeartbeatEvent::Disconnected, now);
+                self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
             }
             let delay = backoff.next_delay(&mut rng);
             tokio::select! {
@@ -223,9 +222,12 @@ impl Session {
                 .clamp(1, u64::from(u16::MAX)) as u16,
             clean_start: self.mqtt.options.clean_start,
             session_expiry_s: self.mqtt.options.session_expiry.map(|e| e.as_secs() as u32),
-            login: self.mqtt.options.username.clone().map(|user| {
-                (user, self.mqtt.options.password.clone().unwrap_or_default())
-            }),
+            login: self
+                .mqtt
+                .options
+                .username
+                .clone()
+                .map(|user| (user, self.mqtt.options.password.clone().unwrap_or_default())),
         };
         self.version()
             .write(Outbound::Connect(&connect), &mut live.write);
@@ -331,7 +333,9 @@ impl Session {
             };
             return Some(login_failed(
                 cause,
-                format!("no {what} within --ack-timeout {timeout:?}: is the target an MQTT broker?"),
+                format!(
+                    "no {what} within --ack-timeout {timeout:?}: is the target an MQTT broker?"
+                ),
             ));
         }
         let expired: Vec<u16> = self
@@ -516,7 +520,8 @@ impl Session {
             }
             Inbound::PubRel(pkid) => {
                 self.awaiting_release.remove(&pkid);
-                self.version().write(Outbound::PubComp(pkid), &mut live.write);
+                self.version()
+                    .write(Outbound::PubComp(pkid), &mut live.write);
             }
             Inbound::PingResp => {
                 if let Some((_, interval)) = live.ping.take() {
@@ -549,7 +554,8 @@ impl Session {
         let repeat = match qos {
             Qos::AtMostOnce => None,
             Qos::AtLeastOnce => {
-                self.version().write(Outbound::PubAck(pkid), &mut live.write);
+                self.version()
+                    .write(Outbound::PubAck(pkid), &mut live.write);
                 Some(if dup {
                     Repeat::Redelivery
                 } else {
@@ -557,7 +563,8 @@ impl Session {
                 })
             }
             Qos::ExactlyOnce => {
-                self.version().write(Outbound::PubRec(pkid), &mut live.write);
+                self.version()
+                    .write(Outbound::PubRec(pkid), &mut live.write);
                 // Before PUBREL, a publish with the same packet id is the same message again.
                 if !self.awaiting_release.insert(pkid) {
                     return;
@@ -718,7 +725,10 @@ fn connack_refused(code: &str) -> End {
             cause: "protocol_version",
             detail,
         },
-        "ServiceUnavailable" | "ServerUnavailable" | "ServerBusy" | "QuotaExceeded"
+        "ServiceUnavailable"
+        | "ServerUnavailable"
+        | "ServerBusy"
+        | "QuotaExceeded"
         | "ConnectionRateExceeded" => End::LoginFailed {
             cause: "overloaded",
             detail,
