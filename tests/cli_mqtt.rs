@@ -196,6 +196,21 @@ fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_
         said.contains(&format!("FAILED: {lost} deliveries lost")),
         "{said}"
     );
+    // Message by message: each listed loss names a message of a device of the run and
+    // another device it never reached, as many as were lost (up to the list's bound).
+    let listed = results["lost_deliveries"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, lost.min(100), "{said}");
+    for loss in listed {
+        let (sender, recipient) = (
+            loss["sender"].as_u64().unwrap(),
+            loss["recipient"].as_u64().unwrap(),
+        );
+        assert!(
+            sender != recipient && sender < 100 && recipient < 100,
+            "{loss}"
+        );
+    }
+    assert!(said.contains("lost, sender#number to recipient"), "{said}");
 }
 
 #[test]

@@ -24,6 +24,8 @@ pub struct Planned {
     pub planned_us: u64,
     /// Sending client.
     pub sender: u32,
+    /// The sender's count of planned sends before this one.
+    pub number: u64,
     /// Devices that must receive it (the sender's own echo excluded).
     pub recipients: Vec<u32>,
     /// When the server acked it, µs since start.
@@ -225,6 +227,7 @@ impl LoadLedger {
         self.messages.push(Planned {
             planned_us,
             sender: id.sender,
+            number: id.number,
             recipients,
             acked_us: None,
             delivered: Vec::new(),
@@ -482,18 +485,50 @@ impl LoadLedger {
             }
             verdict.expected += message.recipients.len() as u64;
             for recipient in &message.recipients {
-                if message.delivered.contains(recipient) {
-                    verdict.delivered += 1;
-                } else if drained && self.synced(*recipient) && self.may_lack(message, *recipient) {
-                    verdict.lost_allowed += 1;
-                } else if drained && self.synced(*recipient) {
-                    verdict.lost += 1;
-                } else {
-                    verdict.pending += 1;
+                match self.owed(message, *recipient, drained) {
+                    Owed::Delivered => verdict.delivered += 1,
+                    Owed::LostAllowed => verdict.lost_allowed += 1,
+                    Owed::Lost => verdict.lost += 1,
+                    Owed::Pending => verdict.pending += 1,
                 }
             }
         }
         verdict
+    }
+
+    /// Where the delivery of acked `message` to `recipient` stands.
+    fn owed(&self, message: &Planned, recipient: u32, drained: bool) -> Owed {
+        if message.delivered.contains(&recipient) {
+            Owed::Delivered
+        } else if !(drained && self.synced(recipient)) {
+            Owed::Pending
+        } else if self.may_lack(message, recipient) {
+            Owed::LostAllowed
+        } else {
+            Owed::Lost
+        }
+    }
+
+    /// The lost deliveries, message by message, the first `max` in planned order (none
+    /// before the drain has finished).
+    pub fn lost_deliveries(&self, drained: bool, max: usize) -> Vec<LostDelivery> {
+        let mut lost = Vec::new();
+        for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
+            for recipient in &message.recipients {
+                if lost.len() == max {
+                    return lost;
+                }
+                if self.owed(message, *recipient, drained) == Owed::Lost {
+                    lost.push(LostDelivery {
+                        sender: message.sender,
+                        number: message.number,
+                        recipient: *recipient,
+                        planned_ms: message.planned_us as f64 / 1_000.0,
+                    });
+                }
+            }
+        }
+        lost
     }
 
     /// Clients owed a delivery that are not back and synced (and may still come back): what
@@ -535,6 +570,31 @@ pub struct Verdict {
     /// Not made, the recipient back and synced, but the protocol allows the loss (MQTT QoS 0,
     /// or a message sent while a device without a session was away).
     pub lost_allowed: u64,
+}
+
+/// Lost deliveries listed in results.json, at most.
+pub const LOST_LISTED_MAX: usize = 100;
+
+/// Where one owed delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Delivered,
+    Pending,
+    LostAllowed,
+    Lost,
+}
+
+/// One delivery judged lost: which message, to whom.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LostDelivery {
+    /// The sending device.
+    pub sender: u32,
+    /// The sender's count of sends before it.
+    pub number: u64,
+    /// The device it never reached.
+    pub recipient: u32,
+    /// Its planned send time, ms since the run started.
+    pub planned_ms: f64,
 }
 
 /// What a repeated delivery of a message is, as the protocol sees it.

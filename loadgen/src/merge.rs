@@ -106,6 +106,9 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     if sum.target != other.target {
         sum.target = format!("{},{}", sum.target, other.target);
     }
+    let room = crate::ledger::LOST_LISTED_MAX.saturating_sub(sum.lost_deliveries.len());
+    sum.lost_deliveries
+        .extend(other.lost_deliveries.iter().take(room).cloned());
     let (m, o) = (&mut sum.messages, &other.messages);
     m.sent += o.sent;
     m.acked += o.acked;

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadConfig, Pattern};
-use crate::ledger::LoadLedger;
+use crate::ledger::{LOST_LISTED_MAX, LoadLedger, LostDelivery};
 use crate::protocol::Describe;
 
 fn imlab() -> String {
@@ -215,6 +215,9 @@ pub struct LoadResults {
     pub connections: Connections,
     /// Latency percentiles.
     pub latency_ms: Latencies,
+    /// The lost deliveries, message by message (the first `LOST_LISTED_MAX`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_deliveries: Vec<LostDelivery>,
 }
 
 impl LoadResults {
@@ -286,6 +289,7 @@ impl LoadResults {
                 deliver: Latency::of(&ledger.deliver),
                 reconnect: Latency::of(&ledger.reconnect),
             },
+            lost_deliveries: ledger.lost_deliveries(phase == "done", LOST_LISTED_MAX),
         }
     }
 
@@ -310,6 +314,27 @@ impl LoadResults {
             "deliveries: {}/{} expected, pending {}, lost {}, duplicated {}, reordered {}\n",
             m.delivered, m.expected_deliveries, m.pending, m.lost, m.duplicated, m.reordered
         );
+        if !self.lost_deliveries.is_empty() {
+            let shown: Vec<String> = self
+                .lost_deliveries
+                .iter()
+                .take(5)
+                .map(|l| {
+                    format!(
+                        "{}#{} to {} (planned at {:.3} s)",
+                        l.sender,
+                        l.number,
+                        l.recipient,
+                        l.planned_ms / 1_000.0
+                    )
+                })
+                .collect();
+            out += &format!(
+                "lost, sender#number to recipient (results.json lists up to {}): {}\n",
+                LOST_LISTED_MAX,
+                shown.join(", ")
+            );
+        }
         if m.lost_allowed > 0 || m.redelivered > 0 {
             out += &format!(
                 "allowed by the protocol: lost {}, redelivered {}\n",

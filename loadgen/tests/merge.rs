@@ -29,6 +29,7 @@ fn run_as(dir: &Path, target: &str, refused: u64, protocol: &str) {
         messages: Default::default(),
         connections: Default::default(),
         latency_ms: Default::default(),
+        lost_deliveries: Vec::new(),
     };
     results.messages.refused = refused;
     results
