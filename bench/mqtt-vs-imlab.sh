@@ -4,7 +4,7 @@
 # the ratio to imlab's; then the load generator's memory per idle MQTT client.
 #
 #   bench/mqtt-vs-imlab.sh                 (run it under flock /tmp/imlab-bench.lock)
-#   P99_MS=10 DURATION=5s CLIENTS=1000 IDLE_CLIENTS="2000 10000" bench/mqtt-vs-imlab.sh
+#   P99_MS=10 DURATION=5s CLIENTS=1000 IDLE_CLIENTS="2000 10000" IMLAB_BIN=... bench/mqtt-vs-imlab.sh
 #
 # Installs mosquitto from Debian's packages if it is missing (apt-get install -y mosquitto,
 # as root) and starts its own mosquitto on a free loopback port (no persistence, anonymous),
@@ -27,8 +27,9 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 echo "mosquitto: $("$mosquitto_bin" -h 2>/dev/null | head -1)" >&2
-cargo build --release --quiet
-bin=target/release/imlab
+# IMLAB_BIN=PATH uses that binary instead of building target/release/imlab.
+if [ -z "${IMLAB_BIN:-}" ]; then cargo build --release --quiet; fi
+bin=${IMLAB_BIN:-target/release/imlab}
 tmp=$(mktemp -d)
 server_pid=""
 trap 'if [ -n "$server_pid" ]; then kill $server_pid 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT
