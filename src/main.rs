@@ -45,7 +45,7 @@ enum Command {
     /// Compare heartbeat strategies across carrier profiles.
     Heartbeat(heartbeat::HeartbeatArgs),
     /// Load-test a server with real sockets.
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
     /// Regenerate charts and index.html from a results directory.
     Report(report::ReportArgs),
     /// Run the carrier model on real sockets as a TCP proxy, or steer one (`ctl`).
@@ -59,7 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Sim(args) => sim::run_command(args),
         Command::Heartbeat(args) => heartbeat::run_command(args),
-        Command::Load(args) => load::run_command(args),
+        Command::Load(args) => load::run_command(*args),
         Command::Report(args) => report::run_command(args),
         Command::Proxy(args) => proxy::run_command(args),
     };
