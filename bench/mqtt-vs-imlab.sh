@@ -9,7 +9,8 @@
 # Installs mosquitto from Debian's packages if it is missing (apt-get install -y mosquitto,
 # as root) and starts its own mosquitto on a free loopback port (no persistence, anonymous),
 # never the system's service. Every run: CLIENTS clients, 200-byte bodies, one-to-one, open
-# loop, DURATION of sends after the ramp, 2 s drain; a fresh broker or server per run. The
+# loop, DURATION of sends after the ramp, 2 s drain; a fresh broker or server per run
+# (mosquitto with set_tcp_nodelay true, as imlab serve sets TCP_NODELAY). The
 # rate search doubles from 1,000/s until p99 >= P99_MS (or a loss), then bisects 3 times.
 # Uses target/release. Only loopback addresses are used.
 set -euo pipefail
@@ -48,7 +49,9 @@ start_target() {
     else
         local port
         port=$(free_port)
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' \
+        # set_tcp_nodelay: without it mosquitto's small writes wait on Nagle's algorithm
+        # (tens of ms at low rates); imlab serve and the generator set TCP_NODELAY too.
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
             "$port" >"$tmp/mosquitto.conf"
         "$mosquitto_bin" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
         server_pid=$!
@@ -98,7 +101,7 @@ search() {
             rate=$(( (good + bad) / 2 ))
         fi
         if (( bad > 0 )) && (( bad - good <= bad / 8 )); then break; fi
-        if (( rate > 1000000 )); then break; fi
+        if (( rate > 1000000 || rate < 100 )); then break; fi
     done
     echo "$good $good_p99"
 }
