@@ -162,13 +162,13 @@ fn the_first_ctrl_c_finishes_the_summary_results_and_page() {
     for line in lines.by_ref() {
         let line = line.unwrap();
         seen.push(line.clone());
-        if line.starts_with("imlab load: send at") {
+        if line.starts_with("imlab load (imlab over tcp): send at") {
             break;
         }
     }
     assert!(
         seen.last()
-            .is_some_and(|l| l.starts_with("imlab load: send at")),
+            .is_some_and(|l| l.starts_with("imlab load (imlab over tcp): send at")),
         "{seen:?}"
     );
     guard.interrupt();
