@@ -73,6 +73,10 @@ pub(super) struct Session {
     awaiting_release: BTreeSet<u16>,
     next_pkid: u16,
     max_packet_bytes: usize,
+    /// CONNACKs so far. From the second on, a QoS 1 repeat may be the broker's redelivery
+    /// after the reconnect, which starts at CONNACK, before the SUBACK that tells the
+    /// ledger the device is back.
+    connacks: u64,
 }
 
 /// One connection's state.
@@ -119,6 +123,7 @@ impl Session {
             inflight: BTreeMap::new(),
             awaiting_release: BTreeSet::new(),
             next_pkid: 1,
+            connacks: 0,
         }
     }
 
@@ -444,6 +449,7 @@ impl Session {
                     return Some(connack_refused(&code));
                 }
                 live.acknowledged = true;
+                self.connacks += 1;
                 if !session_present {
                     // A new session: packet ids of QoS 2 receipts from the old one mean
                     // nothing now, and must not hide new messages that reuse them.
@@ -556,7 +562,7 @@ impl Session {
             Qos::AtLeastOnce => {
                 self.version()
                     .write(Outbound::PubAck(pkid), &mut live.write);
-                Some(if dup {
+                Some(if dup || self.connacks > 1 {
                     Repeat::Redelivery
                 } else {
                     Repeat::RedeliveryAfterReconnect
