@@ -116,6 +116,8 @@ pub struct LoadArgs {
     /// text format at http://ADDR/metrics, for Grafana beside the server's own.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    mqtt: MqttArgs,
     /// (Internal) this process is worker N of a --workers run.
     #[arg(long, hide = true)]
     worker_index: Option<usize>,
@@ -151,7 +153,7 @@ enum LoadCommand {
 /// The exit codes, for `--help`.
 const LOAD_EXIT_CODES: &str = "Exit codes:\n  0  every message acked and delivered\n  \
     1  a delivery was lost or duplicated, or the run could not start\n  \
-    3  incomplete: sends refused or unacked, deliveries pending, or logins refused";
+    3  incomplete: sends refused, failed or unacked, deliveries pending, or logins refused";
 
 pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(LoadCommand::Merge { dirs, out, force }) = &args.command {
@@ -184,13 +186,20 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     for text in &args.carrier {
         carriers.extend(imlab_loadgen::carrier::parse_mix(text).map_err(anyhow::Error::msg)?);
     }
+    let protocol = args.mqtt.choice(args.auth_secret.is_some())?;
+    if args.ws.is_some() && matches!(protocol, ProtocolChoice::Mqtt(_)) {
+        anyhow::bail!(
+            "--ws with --protocol mqtt: MQTT over WebSocket is not built yet (MQTT runs over \
+             TCP or --tls)"
+        );
+    }
     let ws = match &args.ws {
         Some(path) => Some(
             imlab_core::ws::WsClient::new(
                 &target.host,
                 address,
                 path,
-                Some(ProtocolChoice::Imlab.ws_subprotocol()),
+                Some(protocol.ws_subprotocol()),
             )
             .map_err(|error| anyhow::anyhow!("--ws: {error}"))?,
         ),
@@ -204,7 +213,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         return crate::load_workers::run_workers(&args.worker_view(), clients);
     }
     let config = LoadConfig {
-        protocol: ProtocolChoice::Imlab,
+        protocol,
         transport: Transport {
             target: address,
             source_ips,
@@ -407,6 +416,8 @@ impl LoadArgs {
             trace: self.trace.clone(),
             ws: self.ws.clone(),
             metrics_listen: self.metrics_listen,
+            protocol_args: self.mqtt.worker_args(),
+            mqtt_password: self.mqtt.password.clone(),
         }
     }
 }
@@ -434,6 +445,12 @@ pub fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::E
     if m.unacked > 0 {
         missing.push(format!("{} sends unacked at the end", m.unacked));
     }
+    if m.failed > 0 {
+        missing.push(format!(
+            "{} sends failed (refused for good, or no ack within the protocol's timeout)",
+            m.failed
+        ));
+    }
     if m.pending > 0 {
         missing.push(format!(
             "{} deliveries pending (recipients not back by the end of the drain)",
@@ -455,6 +472,160 @@ pub fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::E
         return std::process::ExitCode::from(3);
     }
     std::process::ExitCode::SUCCESS
+}
+
+// ---- MQTT (`--protocol mqtt`): its flags, kept together. ----
+
+/// Which protocol the devices speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProtocolName {
+    /// imlab's own protocol (imlab-core's client core).
+    Imlab,
+    /// MQTT 3.1.1 or 5 (see --mqtt-version), against any broker.
+    Mqtt,
+}
+
+/// The protocol flags: `--protocol`, and the MQTT options (refused with `--protocol imlab`).
+#[derive(clap::Args)]
+struct MqttArgs {
+    /// The devices' protocol.
+    #[arg(long, value_enum, default_value = "imlab")]
+    protocol: ProtocolName,
+    /// MQTT version: 3.1.1 or 5.
+    #[arg(long, value_name = "3.1.1|5")]
+    mqtt_version: Option<imlab_loadgen::protocol::mqtt::Version>,
+    /// MQTT QoS of every publish and subscription: 0 (loss allowed), 1 (redelivery allowed)
+    /// or 2 (exactly once). Default 1.
+    #[arg(long, value_name = "0|1|2")]
+    qos: Option<imlab_loadgen::protocol::mqtt::Qos>,
+    /// MQTT clean start (clean session in 3.1.1). false keeps each device's session and its
+    /// offline queue at the broker: what was sent while a device was away must arrive.
+    #[arg(long, value_name = "true|false")]
+    clean_start: Option<bool>,
+    /// MQTT 5: how long the broker keeps a session after a disconnect (with --clean-start false).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    session_expiry: Option<Duration>,
+    /// MQTT user name of every device.
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password of every device (needs --username).
+    #[arg(long, env = "IMLAB_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// MQTT client ids are PREFIX, the run tag, `-` and the device number. Default imlab-.
+    #[arg(long, value_name = "PREFIX")]
+    client_id_prefix: Option<String>,
+    /// MQTT inbox topic of a device: {user} is its number, {run} the run tag. Default
+    /// imlab/{run}/u/{user}.
+    #[arg(long, value_name = "TEMPLATE")]
+    topic_template: Option<String>,
+    /// MQTT topic of a group (--pattern group:N): {group} is its number, {run} the run tag.
+    /// Default imlab/{run}/g/{group}.
+    #[arg(long, value_name = "TEMPLATE")]
+    group_topic_template: Option<String>,
+    /// MQTT QoS 1/2 publishes each device has unacknowledged at once (lowered to an MQTT 5
+    /// broker's receive maximum); further sends wait in a queue of 1024, then are refused.
+    /// Default 16.
+    #[arg(long, value_name = "N")]
+    inflight: Option<u16>,
+    /// How long a PUBACK/PUBCOMP, CONNACK, SUBACK or PINGRESP may take: then the send counts
+    /// as failed and the device reconnects with backoff. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    ack_timeout: Option<Duration>,
+}
+
+impl MqttArgs {
+    /// The MQTT flags given, by name.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--mqtt-version", self.mqtt_version.is_some()),
+            ("--qos", self.qos.is_some()),
+            ("--clean-start", self.clean_start.is_some()),
+            ("--session-expiry", self.session_expiry.is_some()),
+            ("--username", self.username.is_some()),
+            ("--password", self.password.is_some()),
+            ("--client-id-prefix", self.client_id_prefix.is_some()),
+            ("--topic-template", self.topic_template.is_some()),
+            (
+                "--group-topic-template",
+                self.group_topic_template.is_some(),
+            ),
+            ("--inflight", self.inflight.is_some()),
+            ("--ack-timeout", self.ack_timeout.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    /// The protocol and its options; MQTT flags with `--protocol imlab` (and imlab's
+    /// `--auth-secret` with MQTT) are errors naming the flag.
+    fn choice(&self, auth_secret: bool) -> anyhow::Result<ProtocolChoice> {
+        if self.protocol == ProtocolName::Imlab {
+            if let Some(flag) = self.given().first() {
+                anyhow::bail!("{flag} is an MQTT option: add --protocol mqtt");
+            }
+            return Ok(ProtocolChoice::Imlab);
+        }
+        anyhow::ensure!(
+            !auth_secret,
+            "--auth-secret signs imlab login tokens: MQTT brokers take --username and --password"
+        );
+        let default = imlab_loadgen::protocol::mqtt::MqttOptions::default();
+        let options = imlab_loadgen::protocol::mqtt::MqttOptions {
+            version: self.mqtt_version.unwrap_or(default.version),
+            qos: self.qos.unwrap_or(default.qos),
+            clean_start: self.clean_start.unwrap_or(default.clean_start),
+            session_expiry: self.session_expiry,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            client_id_prefix: self
+                .client_id_prefix
+                .clone()
+                .unwrap_or(default.client_id_prefix),
+            topic_template: self
+                .topic_template
+                .clone()
+                .unwrap_or(default.topic_template),
+            group_topic_template: self
+                .group_topic_template
+                .clone()
+                .unwrap_or(default.group_topic_template),
+            inflight: self.inflight.unwrap_or(default.inflight),
+            ack_timeout: self.ack_timeout.unwrap_or(default.ack_timeout),
+        };
+        options.check().map_err(anyhow::Error::msg)?;
+        Ok(ProtocolChoice::Mqtt(options))
+    }
+
+    /// The same flags for a `--workers` child (the password goes by environment).
+    fn worker_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut add = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                out.push(flag.to_string());
+                out.push(value);
+            }
+        };
+        let duration = |d: &Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        add(
+            "--protocol",
+            Some(match self.protocol {
+                ProtocolName::Imlab => "imlab".into(),
+                ProtocolName::Mqtt => "mqtt".into(),
+            }),
+        );
+        add("--mqtt-version", self.mqtt_version.map(|v| v.name().into()));
+        add("--qos", self.qos.map(|q| (q as u8).to_string()));
+        add("--clean-start", self.clean_start.map(|c| c.to_string()));
+        add("--session-expiry", duration(&self.session_expiry));
+        add("--username", self.username.clone());
+        add("--client-id-prefix", self.client_id_prefix.clone());
+        add("--topic-template", self.topic_template.clone());
+        add("--group-topic-template", self.group_topic_template.clone());
+        add("--inflight", self.inflight.map(|n| n.to_string()));
+        add("--ack-timeout", duration(&self.ack_timeout));
+        out
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub struct WorkerArgs {
     pub trace: Option<PathBuf>,
     pub ws: Option<String>,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--protocol` and its options, passed on as given (an MQTT password by environment).
+    pub protocol_args: Vec<String>,
+    /// The MQTT password, passed by environment so no process listing shows it.
+    pub mqtt_password: Option<String>,
 }
 
 /// A worker process, killed if the parent gives up on it (an error before it was waited for),
@@ -110,6 +114,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args(["--run-tag", &run_tag])
             .args(["--first-client", &first_client.to_string()])
             .args(["--clients-total", &clients.to_string()])
+            .args(&args.protocol_args)
             .stdout(std::process::Stdio::null());
         // Several processes may bind the same source addresses: ports are per process pair.
         if let Some(ips) = &args.source_ips {
@@ -117,6 +122,9 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
         }
         if let Some(secret) = &args.auth_secret {
             command.env("IMLAB_AUTH_SECRET", secret);
+        }
+        if let Some(password) = &args.mqtt_password {
+            command.env("IMLAB_MQTT_PASSWORD", password);
         }
         if args.tls {
             command.arg("--tls");

@@ -63,6 +63,21 @@ pub fn login_advice(cause: &str) -> Option<&'static str> {
         "connection_refused" => Some("nothing listens there: check --target and the server"),
         "login_timeout" => Some("the server accepted but did not answer the login in time"),
         "overloaded" => Some("the server is at --max-connections or overloaded"),
+        "connection_lost" => Some(
+            "the server closed the connection during login: an MQTT broker does this to \
+             imlab's login (use --protocol mqtt), or the server is at its connection limit",
+        ),
+        "not_mqtt" => {
+            Some("the target does not speak MQTT: an imlab server needs --protocol imlab")
+        }
+        "closed_before_connack" => Some(
+            "the target closed the connection instead of answering CONNECT: is it an MQTT \
+             broker (an imlab server does this; use --protocol imlab), at its connection limit?",
+        ),
+        "connack_timeout" => Some(
+            "the target accepted but sent no CONNACK within --ack-timeout: is it an MQTT broker?",
+        ),
+        "protocol_version" => Some("the broker refused this MQTT version: try --mqtt-version"),
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::protocol::mqtt::MqttOptions;
 use crate::transport::Transport;
 
 /// Who a message goes to.
@@ -37,18 +38,22 @@ impl std::str::FromStr for Pattern {
 }
 
 /// The protocol the devices speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum ProtocolChoice {
     /// imlab's own (imlab-core's client core).
     #[default]
     Imlab,
+    /// MQTT 3.1.1 or 5, with its options.
+    Mqtt(MqttOptions),
 }
 
 impl ProtocolChoice {
     /// The WebSocket subprotocol it is offered under with `--ws`.
-    pub fn ws_subprotocol(self) -> &'static str {
+    pub fn ws_subprotocol(&self) -> &'static str {
         match self {
             ProtocolChoice::Imlab => imlab_core::ws::IMLAB_SUBPROTOCOL,
+            // The name MQTT's specification registers for MQTT over WebSocket.
+            ProtocolChoice::Mqtt(_) => "mqtt",
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Planned {
     pub planned_us: u64,
     /// Sending client.
     pub sender: u32,
+    /// The sender's count of planned sends before this one.
+    pub number: u64,
     /// Devices that must receive it (the sender's own echo excluded).
     pub recipients: Vec<u32>,
     /// When the server acked it, µs since start.
@@ -55,6 +57,11 @@ pub struct Planned {
     pub refusals: u32,
     /// The server refused it for good (unknown group...).
     pub failed: bool,
+    /// The protocol allows its deliveries to be lost (MQTT QoS 0: at most once).
+    pub loss_allowed: bool,
+    /// The protocol sent it again itself (MQTT QoS 1 after a reconnect): a repeated delivery
+    /// of it is a redelivery the protocol allows.
+    pub resent: bool,
 }
 
 /// Counters of one second, for timeseries.csv.
@@ -97,8 +104,11 @@ pub struct LoadLedger {
     /// (recipient, sender) -> the newest message number delivered, for reorder counting. Fx
     /// hashing: it is on every delivery's path, and nothing iterates it.
     last_number: FxHashMap<(u32, u32), u64>,
-    /// Deliveries of a message a device already had.
+    /// Deliveries of a message a device already had, beyond what the protocol allows.
     pub duplicated: u64,
+    /// Deliveries of a message a device already had that the protocol allows (MQTT QoS 1:
+    /// a publish marked DUP, one after a reconnect, or of a message its sender sent again).
+    pub redelivered: u64,
     /// Deliveries older than one already delivered from the same sender.
     pub reordered: u64,
     /// Sends the client core refused (its unacked queue was full).
@@ -145,6 +155,13 @@ pub struct LoadLedger {
     /// Per client: a login attempt failed, or the core stopped for good.
     ever_failed: Vec<bool>,
     stopped: Vec<bool>,
+    /// Per client: messages planned before this time (µs since start) may be missing without
+    /// loss: the device came back without a session, so the protocol kept nothing for it
+    /// while it was away (see [`LoadLedger::session_reset`]).
+    reset_before_us: Vec<u64>,
+    /// Per client: it has logged in more than once (a redelivery after a reconnect is allowed
+    /// where the protocol says so).
+    reconnected: Vec<bool>,
     /// Per client: the inbox's newest seq at its latest login, and the seq it has processed.
     login_max_seq: Vec<u64>,
     processed_seq: Vec<u64>,
@@ -174,6 +191,7 @@ impl LoadLedger {
             by_sender: vec![Vec::new(); n_clients],
             last_number: FxHashMap::default(),
             duplicated: 0,
+            redelivered: 0,
             reordered: 0,
             refused_locally: 0,
             failed: 0,
@@ -199,6 +217,8 @@ impl LoadLedger {
             refusals_by_sender: vec![0; n_clients],
             ever_failed: vec![false; n_clients],
             stopped: vec![false; n_clients],
+            reset_before_us: vec![0; n_clients],
+            reconnected: vec![false; n_clients],
             login_max_seq: vec![0; n_clients],
             processed_seq: vec![0; n_clients],
             carriers: None,
@@ -287,11 +307,14 @@ impl LoadLedger {
         self.messages.push(Planned {
             planned_us,
             sender: id.sender,
+            number: id.number,
             recipients,
             acked_us: None,
             delivered: Vec::new(),
             refusals: 0,
             failed: false,
+            loss_allowed: false,
+            resent: false,
         });
         self.current.sent += 1;
     }
@@ -426,8 +449,44 @@ impl LoadLedger {
         self.messages.reserve(n);
     }
 
+    /// The protocol allows message `id`'s deliveries to be lost (at most once delivery).
+    pub fn loss_allowed(&mut self, id: MsgId) {
+        if let Some(index) = self.index(id) {
+            self.messages[index as usize].loss_allowed = true;
+        }
+    }
+
+    /// The protocol sent message `id` again by itself: its repeats are allowed redeliveries.
+    pub fn resent(&mut self, id: MsgId) {
+        if let Some(index) = self.index(id) {
+            self.messages[index as usize].resent = true;
+        }
+    }
+
+    /// `client` came back without a session: the protocol kept nothing for it while it was
+    /// away, so what was planned before now and has not reached it may be missing without
+    /// loss. Deliveries planned from now on are owed as usual.
+    pub fn session_reset(&mut self, client: u32) {
+        let slot = self.slot(client);
+        self.reset_before_us[slot] = self.now_us();
+    }
+
+    /// Whether `recipient` may lack `message` without a loss.
+    fn may_lack(&self, message: &Planned, recipient: u32) -> bool {
+        message.loss_allowed
+            || self
+                .local(recipient)
+                .is_some_and(|slot| message.planned_us < self.reset_before_us[slot])
+    }
+
     /// A client processed a message.
     pub fn delivered(&mut self, device: u32, id: MsgId) {
+        self.delivered_as(device, id, Repeat::Duplicate);
+    }
+
+    /// A client processed a message; if it already had it, `repeat` says whether the protocol
+    /// allows that ([`Repeat::Redelivery`]) or not.
+    pub fn delivered_as(&mut self, device: u32, id: MsgId, repeat: Repeat) {
         let now = self.now_us();
         if self.local(id.sender).is_none() {
             self.received_from_elsewhere(device, id, now);
@@ -436,12 +495,24 @@ impl LoadLedger {
         let Some(index) = self.index(id) else {
             return;
         };
+        let reconnected = self
+            .local(device)
+            .is_some_and(|slot| self.reconnected[slot]);
         let message = &mut self.messages[index as usize];
         if message.sender == device {
             return;
         }
         if message.delivered.contains(&device) {
-            self.duplicated += 1;
+            let allowed = match repeat {
+                Repeat::Redelivery => true,
+                Repeat::RedeliveryAfterReconnect => message.resent || reconnected,
+                Repeat::Duplicate => false,
+            };
+            if allowed {
+                self.redelivered += 1;
+            } else {
+                self.duplicated += 1;
+            }
             return;
         }
         message.delivered.push(device);
@@ -512,6 +583,7 @@ impl LoadLedger {
         }
         let again = self.ever_connected[client];
         if again {
+            self.reconnected[client] = true;
             self.reconnects += 1;
             self.current.reconnects += 1;
         }
@@ -573,16 +645,50 @@ impl LoadLedger {
                     continue;
                 }
                 verdict.expected += 1;
-                if message.delivered.contains(recipient) {
-                    verdict.delivered += 1;
-                } else if drained && self.synced(*recipient) {
-                    verdict.lost += 1;
-                } else {
-                    verdict.pending += 1;
+                match self.owed(message, *recipient, drained) {
+                    Owed::Delivered => verdict.delivered += 1,
+                    Owed::LostAllowed => verdict.lost_allowed += 1,
+                    Owed::Lost => verdict.lost += 1,
+                    Owed::Pending => verdict.pending += 1,
                 }
             }
         }
         verdict
+    }
+
+    /// Where the delivery of acked `message` to `recipient` stands.
+    fn owed(&self, message: &Planned, recipient: u32, drained: bool) -> Owed {
+        if message.delivered.contains(&recipient) {
+            Owed::Delivered
+        } else if !(drained && self.synced(recipient)) {
+            Owed::Pending
+        } else if self.may_lack(message, recipient) {
+            Owed::LostAllowed
+        } else {
+            Owed::Lost
+        }
+    }
+
+    /// The lost deliveries, message by message, the first `max` in planned order (none
+    /// before the drain has finished).
+    pub fn lost_deliveries(&self, drained: bool, max: usize) -> Vec<LostDelivery> {
+        let mut lost = Vec::new();
+        for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
+            for recipient in &message.recipients {
+                if lost.len() == max {
+                    return lost;
+                }
+                if self.owed(message, *recipient, drained) == Owed::Lost {
+                    lost.push(LostDelivery {
+                        sender: message.sender,
+                        number: message.number,
+                        recipient: *recipient,
+                        planned_ms: message.planned_us as f64 / 1_000.0,
+                    });
+                }
+            }
+        }
+        lost
     }
 
     /// Clients owed a delivery that are not back and synced (and may still come back): what
@@ -627,4 +733,44 @@ pub struct Verdict {
     /// Deliveries acked messages owe to other workers' clients (not in `expected`): judged
     /// when the workers' results merge.
     pub elsewhere: u64,
+    /// Not made, the recipient back and synced, but the protocol allows the loss (MQTT QoS 0,
+    /// or a message sent while a device without a session was away).
+    pub lost_allowed: u64,
+}
+
+/// Lost deliveries listed in results.json, at most.
+pub const LOST_LISTED_MAX: usize = 100;
+
+/// Where one owed delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Delivered,
+    Pending,
+    LostAllowed,
+    Lost,
+}
+
+/// One delivery judged lost: which message, to whom.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LostDelivery {
+    /// The sending device.
+    pub sender: u32,
+    /// The sender's count of sends before it.
+    pub number: u64,
+    /// The device it never reached.
+    pub recipient: u32,
+    /// Its planned send time, ms since the run started.
+    pub planned_ms: f64,
+}
+
+/// What a repeated delivery of a message is, as the protocol sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Never allowed: a duplicate.
+    Duplicate,
+    /// Allowed: the protocol marked it as a redelivery (MQTT's DUP flag).
+    Redelivery,
+    /// Allowed if the recipient has reconnected during the run or the sender sent the message
+    /// again (at-least-once delivery across a lost ack); a duplicate otherwise.
+    RedeliveryAfterReconnect,
 }

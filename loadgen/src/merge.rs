@@ -165,12 +165,16 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
             }
         }
     }
+    let room = crate::ledger::LOST_LISTED_MAX.saturating_sub(sum.lost_deliveries.len());
+    sum.lost_deliveries
+        .extend(other.lost_deliveries.iter().take(room).cloned());
     let (m, o) = (&mut sum.messages, &other.messages);
     m.sent += o.sent;
     m.acked += o.acked;
     m.delivered += o.delivered;
     m.expected_deliveries += o.expected_deliveries;
     m.lost += o.lost;
+    m.lost_allowed += o.lost_allowed;
     m.pending += o.pending;
     m.refused += o.refused;
     m.unacked += o.unacked;
@@ -178,6 +182,7 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
         *m.refusals_by_cause.entry(cause.clone()).or_default() += n;
     }
     m.duplicated += o.duplicated;
+    m.redelivered += o.redelivered;
     m.reordered += o.reordered;
     m.failed += o.failed;
     m.refused_locally += o.refused_locally;

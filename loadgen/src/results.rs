@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadConfig, Pattern};
-use crate::ledger::LoadLedger;
+use crate::ledger::{LOST_LISTED_MAX, LoadLedger, LostDelivery};
 use crate::protocol::Describe;
 
 fn imlab() -> String {
@@ -68,6 +68,10 @@ pub struct Messages {
     /// Expected deliveries not made although the recipient was logged in and synced at the
     /// end: lost.
     pub lost: u64,
+    /// Expected deliveries not made, the recipient back and synced, that the protocol allows
+    /// to be lost (MQTT QoS 0; a message sent while a device without a session was away).
+    #[serde(default)]
+    pub lost_allowed: u64,
     /// Expected deliveries not made to a recipient that was not back (logged in and synced)
     /// by the end of the drain: not lost, not delivered either.
     #[serde(default)]
@@ -83,8 +87,12 @@ pub struct Messages {
     /// The server's refusals of sends (each retry counts), by cause.
     #[serde(default)]
     pub refusals_by_cause: BTreeMap<String, u64>,
-    /// Deliveries of a message a device already had.
+    /// Deliveries of a message a device already had, beyond what the protocol allows.
     pub duplicated: u64,
+    /// Repeated deliveries the protocol allows (MQTT QoS 1: DUP set, after a reconnect, or
+    /// of a message its sender sent again).
+    #[serde(default)]
+    pub redelivered: u64,
     /// Deliveries older than one already delivered from the same sender.
     pub reordered: u64,
     /// Sends the server refused for good.
@@ -211,6 +219,9 @@ pub struct LoadResults {
     /// connections.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carriers: Vec<crate::carrier::CarrierResults>,
+    /// The lost deliveries, message by message (the first `LOST_LISTED_MAX`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_deliveries: Vec<LostDelivery>,
 }
 
 impl LoadResults {
@@ -255,11 +266,13 @@ impl LoadResults {
                 delivered: verdict.delivered,
                 expected_deliveries: verdict.expected,
                 lost: verdict.lost,
+                lost_allowed: verdict.lost_allowed,
                 pending: verdict.pending,
                 refused: verdict.refused,
                 unacked: verdict.unacked,
                 refusals_by_cause: ledger.send_refusals.clone(),
                 duplicated: ledger.duplicated,
+                redelivered: ledger.redelivered,
                 reordered: ledger.reordered,
                 failed: ledger.failed,
                 refused_locally: ledger.refused_locally,
@@ -281,6 +294,7 @@ impl LoadResults {
                 reconnect: Latency::of(&ledger.reconnect),
             },
             carriers: Vec::new(),
+            lost_deliveries: ledger.lost_deliveries(phase == "done", LOST_LISTED_MAX),
         }
     }
 
@@ -305,6 +319,33 @@ impl LoadResults {
             "deliveries: {}/{} expected, pending {}, lost {}, duplicated {}, reordered {}\n",
             m.delivered, m.expected_deliveries, m.pending, m.lost, m.duplicated, m.reordered
         );
+        if !self.lost_deliveries.is_empty() {
+            let shown: Vec<String> = self
+                .lost_deliveries
+                .iter()
+                .take(5)
+                .map(|l| {
+                    format!(
+                        "{}#{} to {} (planned at {:.3} s)",
+                        l.sender,
+                        l.number,
+                        l.recipient,
+                        l.planned_ms / 1_000.0
+                    )
+                })
+                .collect();
+            out += &format!(
+                "lost, sender#number to recipient (results.json lists up to {}): {}\n",
+                LOST_LISTED_MAX,
+                shown.join(", ")
+            );
+        }
+        if m.lost_allowed > 0 || m.redelivered > 0 {
+            out += &format!(
+                "allowed by the protocol: lost {}, redelivered {}\n",
+                m.lost_allowed, m.redelivered
+            );
+        }
         if !m.refusals_by_cause.is_empty() {
             out += &format!(
                 "sends refused by the server (each retry counts): {}\n",

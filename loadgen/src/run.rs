@@ -17,6 +17,7 @@ use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::crossings::Crossings;
 use crate::ledger::LoadLedger;
 use crate::protocol::imlab::Imlab;
+use crate::protocol::mqtt::Mqtt;
 use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
 use crate::results::{LoadResults, write_results};
 
@@ -134,6 +135,9 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     }
     parse_strategy(&config.heartbeat)
         .map_err(|error| LoadError::Invalid(format!("--heartbeat: {error}")))?;
+    if let ProtocolChoice::Mqtt(options) = &config.protocol {
+        options.check().map_err(LoadError::Invalid)?;
+    }
     Ok(())
 }
 
@@ -289,7 +293,15 @@ fn check_open_files(config: &LoadConfig) -> Result<(), LoadError> {
 
 /// The protocol a run speaks: the one place that chooses.
 fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
-    match config.protocol {
+    match &config.protocol {
+        ProtocolChoice::Mqtt(options) => Box::new(Mqtt {
+            options: options.clone(),
+            tag,
+            heartbeat: config.heartbeat.clone(),
+            body_bytes: config.body_bytes,
+            seed: config.seed,
+            transport: config.transport.name(),
+        }),
         ProtocolChoice::Imlab => Box::new(Imlab {
             tag,
             auth_secret: config.auth_secret.clone(),

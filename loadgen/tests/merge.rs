@@ -30,6 +30,7 @@ fn run_as(dir: &Path, target: &str, refused: u64, protocol: &str) {
         connections: Default::default(),
         latency_ms: Default::default(),
         carriers: Vec::new(),
+        lost_deliveries: Vec::new(),
     };
     results.messages.refused = refused;
     results

@@ -2,7 +2,7 @@
 //! synced) is pending, not lost; a send the server refused is refused, not lost; only a
 //! message absent from a recipient that is connected and synced after the drain is lost.
 
-use imlab_loadgen::ledger::{LoadLedger, Verdict};
+use imlab_loadgen::ledger::{LoadLedger, Repeat, Verdict};
 use imlab_loadgen::protocol::MsgId;
 
 /// Three clients, logged in with empty inboxes.
@@ -127,4 +127,53 @@ fn clients_refused_for_good_are_not_waited_for() {
         1,
         "its delivery is pending, not lost"
     );
+}
+
+#[test]
+fn losses_and_repeats_the_protocol_allows_are_told_apart_from_real_ones() {
+    let mut ledger = ledger();
+    // An at-most-once message never arrives: lost, but allowed.
+    let at_most_once = send(&mut ledger, 1, 1);
+    ledger.acked(at_most_once);
+    ledger.loss_allowed(at_most_once);
+    // A message to client 2 sent while it was away, then it came back without a session:
+    // allowed. One sent after it came back and never delivered: lost.
+    let while_away = send(&mut ledger, 2, 2);
+    ledger.acked(while_away);
+    ledger.disconnected(2, "ConnectionLost", true);
+    // The ledger's clock must pass the message's planned time (2 µs) before the return.
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    ledger.connected(2, 0);
+    ledger.session_reset(2);
+    let after_return = MsgId {
+        sender: 0,
+        number: 2,
+    };
+    ledger.planned(after_return, ledger.now_us(), vec![2]);
+    ledger.acked(after_return);
+    assert_eq!(
+        ledger.verdict(true),
+        Verdict {
+            expected: 3,
+            lost: 1,
+            lost_allowed: 2,
+            ..Verdict::default()
+        }
+    );
+
+    // Repeats: a DUP redelivery is allowed; a plain repeat to a device that never
+    // reconnected is a duplicate; after a reconnect (client 2) it is allowed.
+    let repeated = send(&mut ledger, 4, 1);
+    ledger.acked(repeated);
+    ledger.delivered(1, repeated);
+    ledger.delivered_as(1, repeated, Repeat::Redelivery);
+    ledger.delivered_as(1, repeated, Repeat::RedeliveryAfterReconnect);
+    ledger.delivered_as(1, repeated, Repeat::Duplicate);
+    ledger.delivered(2, after_return);
+    ledger.delivered_as(2, after_return, Repeat::RedeliveryAfterReconnect);
+    assert_eq!((ledger.redelivered, ledger.duplicated), (2, 2));
+    // A message its sender sent again may repeat at a device that never reconnected.
+    ledger.resent(repeated);
+    ledger.delivered_as(1, repeated, Repeat::RedeliveryAfterReconnect);
+    assert_eq!((ledger.redelivered, ledger.duplicated), (3, 2));
 }

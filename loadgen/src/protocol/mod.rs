@@ -9,12 +9,14 @@
 //! on every ack and delivery. `loadgen/PROTOCOLS.md` says how to add one.
 
 pub mod imlab;
+pub mod mqtt;
 
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
 use crate::ledger::LoadLedger;
+pub use crate::ledger::Repeat;
 use crate::transport::DynConnector;
 
 /// A message's identity in the ledger: its sender and the sender's count, from 0.
@@ -173,6 +175,29 @@ impl DeviceEvents {
     /// Message `id` reached this device.
     pub fn delivered(&self, id: MsgId) {
         self.ledger().delivered(self.client, id);
+    }
+
+    /// Message `id` reached this device; if it had it already, `repeat` says whether the
+    /// protocol allows that.
+    pub fn delivered_as(&self, id: MsgId, repeat: Repeat) {
+        self.ledger().delivered_as(self.client, id, repeat);
+    }
+
+    /// The protocol allows send `id`'s deliveries to be lost (at most once).
+    pub fn loss_allowed(&self, id: MsgId) {
+        self.ledger().loss_allowed(id);
+    }
+
+    /// The device sent `id` again by itself (a resend after a reconnect): repeats of it are
+    /// redeliveries the protocol allows.
+    pub fn resent(&self, id: MsgId) {
+        self.ledger().resent(id);
+    }
+
+    /// The device is back without a session: nothing was kept for it while it was away, so
+    /// messages planned before now that it lacks are not lost.
+    pub fn session_reset(&self) {
+        self.ledger().session_reset(self.client);
     }
 
     /// A group this device joined or created is ready.

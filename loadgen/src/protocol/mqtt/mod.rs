@@ -1,0 +1,310 @@
+//! MQTT 3.1.1 and 5: each device is one MQTT client on rumqttc's codecs (`packet.rs`), its
+//! socket and timers driven here (`session.rs`) so that sends leave on the open-loop schedule.
+//! A device subscribes to its inbox topic (`--topic-template`, default
+//! `imlab/{run}/u/{user}`) and to its groups' topics (`imlab/{run}/g/{group}`), and publishes a
+//! message to the recipient's topic. A message's identity travels in a header at the front of
+//! the payload (`header.rs`), so the ledger needs nothing from the broker.
+//!
+//! What the ledger is told follows the QoS: QoS 0 deliveries may be lost; QoS 1 repeats marked
+//! DUP, after a reconnect or of a message resent are allowed redeliveries; QoS 2 allows no
+//! repeat. With a clean start a device that comes back has no session, so what was sent to it
+//! while it was away may be missing without loss; with `--clean-start false` it must arrive.
+
+mod header;
+pub mod packet;
+mod session;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use packet::{Qos, Version};
+
+use super::{Describe, Device, DeviceEvents, Full, Outgoing, Protocol};
+use crate::transport::DynConnector;
+
+/// Sends a device holds before it refuses more (waiting for the inflight window or a
+/// reconnect), as imlab's client core's `outgoing_len_max`.
+pub const OUTGOING_LEN_MAX: usize = 1_024;
+
+/// Groups one device may join; beyond, a join is refused (the run never asks for more than
+/// one).
+pub const GROUPS_PER_DEVICE_MAX: usize = 64;
+
+/// The MQTT options of a run (`imlab load --protocol mqtt`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttOptions {
+    /// `--mqtt-version`.
+    pub version: Version,
+    /// `--qos`: of every publish and subscription.
+    pub qos: Qos,
+    /// `--clean-start`: false keeps each device's session (and its offline queue) at the broker.
+    pub clean_start: bool,
+    /// `--session-expiry` (MQTT 5): how long the broker keeps a session after a disconnect.
+    pub session_expiry: Option<Duration>,
+    /// `--username`.
+    pub username: Option<String>,
+    /// `--password`.
+    pub password: Option<String>,
+    /// `--client-id-prefix`: a device's client id is PREFIX, the run tag, `-` and its number.
+    pub client_id_prefix: String,
+    /// `--topic-template`: a device's inbox topic, with `{user}` (and optionally `{run}`).
+    pub topic_template: String,
+    /// `--group-topic-template`: a group's topic, with `{group}` (and optionally `{run}`).
+    pub group_topic_template: String,
+    /// `--inflight`: QoS 1/2 publishes a device has unacknowledged at once.
+    pub inflight: u16,
+    /// `--ack-timeout`: how long a PUBACK (PUBCOMP), CONNACK, SUBACK or PINGRESP may take
+    /// before the send fails and the device reconnects.
+    pub ack_timeout: Duration,
+}
+
+impl Default for MqttOptions {
+    fn default() -> MqttOptions {
+        MqttOptions {
+            version: Version::V311,
+            qos: Qos::AtLeastOnce,
+            clean_start: true,
+            session_expiry: None,
+            username: None,
+            password: None,
+            client_id_prefix: "imlab-".into(),
+            topic_template: "imlab/{run}/u/{user}".into(),
+            group_topic_template: "imlab/{run}/g/{group}".into(),
+            inflight: 16,
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MqttOptions {
+    /// Checks the options; each error names its flag.
+    pub fn check(&self) -> Result<(), String> {
+        check_template("--topic-template", &self.topic_template, "{user}")?;
+        check_template(
+            "--group-topic-template",
+            &self.group_topic_template,
+            "{group}",
+        )?;
+        if self.inflight == 0 {
+            return Err("--inflight 0: at least one publish must be allowed in flight".into());
+        }
+        if self.ack_timeout.is_zero() {
+            return Err("--ack-timeout 0s: give the broker some time to answer".into());
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err("--password needs --username (MQTT sends no password alone)".into());
+        }
+        match (self.version, self.session_expiry) {
+            (Version::V311, Some(_)) => {
+                return Err("--session-expiry is MQTT 5's: use --mqtt-version 5, or \
+                     --clean-start false alone with 3.1.1 (its sessions never expire)"
+                    .into());
+            }
+            (Version::V5, None) if !self.clean_start => {
+                return Err(
+                    "--clean-start false with MQTT 5 needs --session-expiry: without \
+                     it the broker ends the session at the disconnect"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if self
+            .session_expiry
+            .is_some_and(|e| e.as_secs() > u64::from(u32::MAX))
+        {
+            return Err(format!(
+                "--session-expiry: at most {} seconds in MQTT 5",
+                u32::MAX
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A topic template must name its device or group, and may not be a filter (`+`, `#`).
+fn check_template(flag: &str, template: &str, needed: &str) -> Result<(), String> {
+    if !template.contains(needed) {
+        return Err(format!(
+            "{flag} {template:?}: must contain {needed}, or every device would share one topic"
+        ));
+    }
+    if template.contains(['+', '#']) {
+        return Err(format!(
+            "{flag} {template:?}: + and # are wildcards, not allowed in a topic to publish to"
+        ));
+    }
+    let rest = template.replace(needed, "").replace("{run}", "");
+    if rest.contains(['{', '}']) {
+        return Err(format!(
+            "{flag} {template:?}: the only placeholders are {needed} and {{run}}"
+        ));
+    }
+    Ok(())
+}
+
+/// The MQTT protocol's settings for one run.
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    /// The options from the command line.
+    pub options: MqttOptions,
+    /// The run's tag (in client ids, topics with `{run}`, and every payload's header).
+    pub tag: String,
+    /// Heartbeat strategy name (validated before the run); it drives PINGREQ.
+    pub heartbeat: String,
+    /// Message body size (the header included).
+    pub body_bytes: usize,
+    /// Seeds each device's RNG (backoff jitter).
+    pub seed: u64,
+    /// `tcp` or `tls`.
+    pub transport: &'static str,
+}
+
+impl Mqtt {
+    fn inbox_topic(&self, client: u32) -> String {
+        self.options
+            .topic_template
+            .replace("{run}", &self.tag)
+            .replace("{user}", &client.to_string())
+    }
+
+    fn group_topic(&self, group: u32) -> String {
+        self.options
+            .group_topic_template
+            .replace("{run}", &self.tag)
+            .replace("{group}", &group.to_string())
+    }
+}
+
+impl Protocol for Mqtt {
+    fn describe(&self) -> Describe {
+        Describe {
+            protocol: "mqtt",
+            transport: self.transport,
+            qos: Some(self.options.qos as u8),
+        }
+    }
+
+    fn start(
+        &self,
+        client: u32,
+        connector: DynConnector,
+        events: DeviceEvents,
+    ) -> (Box<dyn Device>, JoinHandle<()>) {
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_LEN_MAX);
+        let shared = Arc::new(DeviceShared {
+            topics: Mutex::new(Topics {
+                all: vec![self.inbox_topic(client)],
+                groups_joined: 0,
+            }),
+            topics_changed: Notify::new(),
+            stop: CancellationToken::new(),
+        });
+        let session = session::Session::new(self.clone(), client, events, shared.clone());
+        let task = tokio::spawn(session.run(connector, outgoing_rx));
+        let device = MqttDevice {
+            outgoing,
+            shared,
+            protocol: self.clone(),
+        };
+        (Box::new(device), task)
+    }
+}
+
+/// A device's topics: its inbox first, then its groups', in the order joined.
+#[derive(Debug)]
+struct Topics {
+    all: Vec<String>,
+    /// Groups joined so far (each is confirmed once subscribed).
+    groups_joined: usize,
+}
+
+/// What the device handle and its session share.
+struct DeviceShared {
+    topics: Mutex<Topics>,
+    /// A group was joined: the session subscribes now if it is connected.
+    topics_changed: Notify,
+    stop: CancellationToken,
+}
+
+struct MqttDevice {
+    outgoing: mpsc::Sender<Outgoing>,
+    shared: Arc<DeviceShared>,
+    protocol: Mqtt,
+}
+
+impl Device for MqttDevice {
+    fn send(&self, message: Outgoing) -> Result<(), Full> {
+        self.outgoing.try_send(message).map_err(|_| Full)
+    }
+
+    fn join_group(&self, group: u32, _members: &[u32]) -> bool {
+        // MQTT has no groups: every member subscribes to the group's topic and confirms once
+        // the broker granted the subscription.
+        let mut topics = self.shared.topics.lock().unwrap_or_else(|p| p.into_inner());
+        if topics.groups_joined >= GROUPS_PER_DEVICE_MAX {
+            return false;
+        }
+        topics.all.push(self.protocol.group_topic(group));
+        topics.groups_joined += 1;
+        drop(topics);
+        self.shared.topics_changed.notify_one();
+        true
+    }
+
+    fn shutdown(&self) {
+        self.shared.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_that_cannot_work_are_errors_naming_the_flag() {
+        let check = |change: &dyn Fn(&mut MqttOptions)| {
+            let mut options = MqttOptions::default();
+            change(&mut options);
+            options.check().err().unwrap_or_default()
+        };
+        assert_eq!(check(&|_| {}), "");
+        assert!(check(&|o| o.topic_template = "chat/inbox".into()).starts_with("--topic-template"));
+        assert!(check(&|o| o.topic_template = "chat/+/{user}".into()).contains("wildcards"));
+        assert!(check(&|o| o.group_topic_template = "g/{room}/{group}".into()).contains("{group}"));
+        assert!(check(&|o| o.inflight = 0).starts_with("--inflight"));
+        assert!(check(&|o| o.password = Some("p".into())).starts_with("--password"));
+        assert!(
+            check(&|o| o.session_expiry = Some(Duration::from_secs(60)))
+                .starts_with("--session-expiry is MQTT 5's")
+        );
+        assert!(
+            check(&|o| {
+                o.version = Version::V5;
+                o.clean_start = false;
+            })
+            .contains("needs --session-expiry")
+        );
+    }
+
+    #[test]
+    fn topics_follow_the_templates() {
+        let mqtt = Mqtt {
+            options: MqttOptions {
+                topic_template: "chat/{run}/inbox/{user}".into(),
+                ..MqttOptions::default()
+            },
+            tag: "r5w0".into(),
+            heartbeat: "fixed:30s".into(),
+            body_bytes: 200,
+            seed: 1,
+            transport: "tcp",
+        };
+        assert_eq!(mqtt.inbox_topic(7), "chat/r5w0/inbox/7");
+        assert_eq!(mqtt.group_topic(3), "imlab/r5w0/g/3");
+    }
+}

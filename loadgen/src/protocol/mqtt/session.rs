@@ -1,0 +1,747 @@
+//! One MQTT device's life: connect, CONNECT/CONNACK, SUBSCRIBE/SUBACK, then publish what the
+//! schedule hands it within the inflight window, acknowledge what arrives, PINGREQ on the
+//! heartbeat strategy's schedule, and reconnect with backoff when anything times out.
+//!
+//! Bounds: the inflight window (`--inflight`, lowered to an MQTT 5 broker's receive maximum)
+//! holds the unacknowledged publishes; the queue in front of it holds `OUTGOING_LEN_MAX`
+//! sends and refuses more; QoS 2 receipts awaiting PUBREL are keyed by packet id (at most
+//! 65,535); a packet from the broker is bounded by `max_packet_bytes` before its bytes are
+//! read. An unanswered PUBACK, PUBCOMP, CONNACK, SUBACK or PINGRESP ends the connection after
+//! `--ack-timeout`, the unacknowledged sends counted as failed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use imlab_core::client::{Backoff, BackoffConfig};
+use imlab_core::heartbeat::{HeartbeatEvent, HeartbeatStrategy, parse_strategy};
+use imlab_core::net::Connector;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::header::{Header, run_hash};
+use super::packet::{Connect, Inbound, Outbound, Qos, Version};
+use super::{DeviceShared, Mqtt};
+use crate::protocol::{DeviceEvents, MsgId, Outgoing, Repeat, To};
+use crate::transport::{BoxStream, DynConnector};
+
+/// Bytes a read asks for at least.
+const READ_BYTES: usize = 2048;
+
+/// Smallest bound on a packet from the broker; larger bodies raise it.
+const MAX_PACKET_BYTES_MIN: usize = 64 * 1024;
+
+/// One unacknowledged publish.
+struct InFlight {
+    id: MsgId,
+    topic: String,
+    payload: Bytes,
+    /// When it (or its PUBREL) was last written: its ack is due `--ack-timeout` later.
+    sent_at: Instant,
+    /// QoS 2: PUBREC came, PUBREL sent, PUBCOMP awaited.
+    released: bool,
+}
+
+/// How one connection ended.
+enum End {
+    /// Shut down by the run.
+    Shutdown,
+    /// Failed before the device was logged in and subscribed: retry after backoff.
+    LoginFailed { cause: &'static str, detail: String },
+    /// The broker refused for good (credentials, protocol): stop the device.
+    Refused { cause: &'static str, detail: String },
+    /// A logged-in connection ended.
+    Lost(&'static str),
+}
+
+/// A device's state across its connections.
+pub(super) struct Session {
+    mqtt: Mqtt,
+    client: u32,
+    client_id: String,
+    run: u64,
+    events: DeviceEvents,
+    shared: Arc<DeviceShared>,
+    heartbeat: Box<dyn HeartbeatStrategy>,
+    started: Instant,
+    inflight: BTreeMap<u16, InFlight>,
+    /// QoS 2 publishes received whose PUBREL has not come: a resend of one is no new message.
+    awaiting_release: BTreeSet<u16>,
+    next_pkid: u16,
+    max_packet_bytes: usize,
+    /// CONNACKs so far. From the second on, a QoS 1 repeat may be the broker's redelivery
+    /// after the reconnect, which starts at CONNACK, before the SUBACK that tells the
+    /// ledger the device is back.
+    connacks: u64,
+}
+
+/// One connection's state.
+struct Live {
+    stream: BoxStream,
+    read: BytesMut,
+    write: BytesMut,
+    opened_at: Instant,
+    /// CONNACK received.
+    acknowledged: bool,
+    /// The login's SUBACK received: logged in.
+    logged_in: bool,
+    /// Most publishes in flight on this connection.
+    window: usize,
+    /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's.
+    subscribing: BTreeMap<u16, (usize, bool)>,
+    /// Topics subscribed (or being subscribed) on this connection, from the device's list.
+    topics_sent: usize,
+    /// When the next PINGREQ is due.
+    next_ping_at: Instant,
+    /// A PINGREQ awaiting its PINGRESP: when it was sent and after what silence.
+    ping: Option<(Instant, Duration)>,
+}
+
+impl Session {
+    pub(super) fn new(
+        mqtt: Mqtt,
+        client: u32,
+        events: DeviceEvents,
+        shared: Arc<DeviceShared>,
+    ) -> Session {
+        let heartbeat =
+            parse_strategy(&mqtt.heartbeat).expect("the heartbeat was validated before the run");
+        Session {
+            client_id: format!("{}{}-{client}", mqtt.options.client_id_prefix, mqtt.tag),
+            run: run_hash(&mqtt.tag),
+            max_packet_bytes: MAX_PACKET_BYTES_MIN.max(mqtt.body_bytes + 1024),
+            mqtt,
+            client,
+            events,
+            shared,
+            heartbeat,
+            started: Instant::now(),
+            inflight: BTreeMap::new(),
+            awaiting_release: BTreeSet::new(),
+            next_pkid: 1,
+            connacks: 0,
+        }
+    }
+
+    fn version(&self) -> Version {
+        self.mqtt.options.version
+    }
+
+    fn qos(&self) -> Qos {
+        self.mqtt.options.qos
+    }
+
+    fn since_start(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Connects, reconnects with backoff, until the run shuts the device down.
+    pub(super) async fn run(
+        mut self,
+        connector: DynConnector,
+        mut outgoing: mpsc::Receiver<Outgoing>,
+    ) {
+        let mut backoff = Backoff::new(BackoffConfig::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(self.mqtt.seed ^ u64::from(self.client));
+        // Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
+        let mut confirmed = 0usize;
+        loop {
+            if self.shared.stop.is_cancelled() {
+                return;
+            }
+            self.events.connecting();
+            let end = self
+                .connection(&connector, &mut outgoing, &mut confirmed, &mut backoff)
+                .await;
+            let waiting_ping = matches!(end, End::Lost("heartbeat_timeout"));
+            match end {
+                End::Shutdown => return,
+                End::Refused { cause, detail } => {
+                    self.events.stopped(cause, detail);
+                    return;
+                }
+                End::LoginFailed { cause, detail } => self.events.login_failed(cause, detail),
+                End::Lost(cause) => self.events.disconnected(cause),
+            }
+            let now = self.since_start();
+            if !waiting_ping {
+                self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
+            }
+            let delay = backoff.next_delay(&mut rng);
+            tokio::select! {
+                biased;
+                () = self.shared.stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One connection, from TCP connect to its end.
+    async fn connection(
+        &mut self,
+        connector: &DynConnector,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+        confirmed: &mut usize,
+        backoff: &mut Backoff,
+    ) -> End {
+        let timeout = self.mqtt.options.ack_timeout;
+        let stream = tokio::select! {
+            biased;
+            () = self.shared.stop.cancelled() => return End::Shutdown,
+            result = tokio::time::timeout(timeout, connector.connect()) => match result {
+                Err(_) => return login_failed("connect_timeout", "TCP/TLS connect timed out".into()),
+                Ok(Err(error)) => {
+                    let cause = if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                        "connection_refused"
+                    } else {
+                        "connect_failed"
+                    };
+                    return login_failed(cause, error.to_string());
+                }
+                Ok(Ok(stream)) => stream,
+            },
+        };
+        let mut live = Live {
+            stream,
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            opened_at: Instant::now(),
+            acknowledged: false,
+            logged_in: false,
+            window: usize::from(self.mqtt.options.inflight),
+            subscribing: BTreeMap::new(),
+            topics_sent: 0,
+            next_ping_at: Instant::now(),
+            ping: None,
+        };
+        let connect = Connect {
+            client_id: self.client_id.clone(),
+            keep_alive_s: self
+                .heartbeat
+                .interval_max()
+                .as_secs()
+                .clamp(1, u64::from(u16::MAX)) as u16,
+            clean_start: self.mqtt.options.clean_start,
+            session_expiry_s: self.mqtt.options.session_expiry.map(|e| e.as_secs() as u32),
+            login: self
+                .mqtt
+                .options
+                .username
+                .clone()
+                .map(|user| (user, self.mqtt.options.password.clone().unwrap_or_default())),
+        };
+        self.version()
+            .write(Outbound::Connect(&connect), &mut live.write);
+        let end = self.drive(&mut live, outgoing, confirmed, backoff).await;
+        if let End::Shutdown = end
+            && live.acknowledged
+        {
+            // Polite close, bounded: the run is ending.
+            live.write.clear();
+            self.version().write(Outbound::Disconnect, &mut live.write);
+            let _ = tokio::time::timeout(Duration::from_secs(1), flush(&mut live)).await;
+        }
+        end
+    }
+
+    /// The connection's loop: read, send within the window, subscribe, keep alive.
+    async fn drive(
+        &mut self,
+        live: &mut Live,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+        confirmed: &mut usize,
+        backoff: &mut Backoff,
+    ) -> End {
+        let timeout = self.mqtt.options.ack_timeout;
+        loop {
+            if !live.write.is_empty() {
+                match tokio::time::timeout(timeout, flush(live)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return self.lost(live, "connection_lost", error.to_string()),
+                    Err(_) => return self.lost(live, "write_timeout", "write stalled".into()),
+                }
+            }
+            // Room for the next read; a buffer a large packet grew is given back once empty,
+            // so an idle device holds about READ_BYTES.
+            if live.read.is_empty() && live.read.capacity() > 8 * READ_BYTES {
+                live.read = BytesMut::new();
+            }
+            if live.read.capacity() - live.read.len() < READ_BYTES / 4 {
+                live.read.reserve(READ_BYTES);
+            }
+            let may_send = live.logged_in && self.inflight.len() < live.window;
+            let deadline = self.deadline(live);
+            tokio::select! {
+                biased;
+                () = self.shared.stop.cancelled() => return End::Shutdown,
+                read = live.stream.read_buf(&mut live.read) => match read {
+                    Ok(0) => return self.lost(live, "connection_lost", "closed by the broker".into()),
+                    Err(error) => return self.lost(live, "connection_lost", error.to_string()),
+                    Ok(_) => {
+                        if let Some(end) = self.on_bytes(live, confirmed, backoff) {
+                            return end;
+                        }
+                    }
+                },
+                message = outgoing.recv(), if may_send => {
+                    let Some(message) = message else { return End::Shutdown };
+                    self.publish(live, message);
+                    // Take what else is due at once, up to the window, into one write.
+                    while self.inflight.len() < live.window {
+                        let Ok(message) = outgoing.try_recv() else { break };
+                        self.publish(live, message);
+                    }
+                }
+                () = self.shared.topics_changed.notified(), if live.logged_in => {
+                    self.subscribe_new(live, false);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if let Some(end) = self.on_timer(live) {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next moment something is due: login, heartbeat, its answer, the oldest ack.
+    fn deadline(&self, live: &Live) -> Instant {
+        let timeout = self.mqtt.options.ack_timeout;
+        if !live.logged_in {
+            return live.opened_at + timeout;
+        }
+        let mut at = match live.ping {
+            Some((sent_at, _)) => sent_at + timeout,
+            None => live.next_ping_at,
+        };
+        if let Some(oldest) = self.inflight.values().map(|f| f.sent_at).min() {
+            at = at.min(oldest + timeout);
+        }
+        at
+    }
+
+    fn on_timer(&mut self, live: &mut Live) -> Option<End> {
+        let now = Instant::now();
+        let timeout = self.mqtt.options.ack_timeout;
+        if !live.logged_in {
+            if now < live.opened_at + timeout {
+                return None;
+            }
+            let (cause, what) = if live.acknowledged {
+                ("subscribe_timeout", "SUBACK")
+            } else {
+                ("connack_timeout", "CONNACK")
+            };
+            return Some(login_failed(
+                cause,
+                format!(
+                    "no {what} within --ack-timeout {timeout:?}: is the target an MQTT broker?"
+                ),
+            ));
+        }
+        let expired: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.sent_at + timeout <= now)
+            .map(|(pkid, _)| *pkid)
+            .collect();
+        if !expired.is_empty() {
+            // The ack never came: these sends failed; the link is suspect, so reconnect.
+            for pkid in expired {
+                let flight = self.inflight.remove(&pkid).expect("listed");
+                self.events.send_failed(flight.id);
+            }
+            return Some(self.lost(live, "ack_timeout", String::new()));
+        }
+        match live.ping {
+            Some((sent_at, interval)) if sent_at + timeout <= now => {
+                let since = self.since_start();
+                self.heartbeat
+                    .on_event(&HeartbeatEvent::Failed { interval }, since);
+                return Some(self.lost(live, "heartbeat_timeout", String::new()));
+            }
+            None if live.next_ping_at <= now => {
+                let since = self.since_start();
+                let interval = self.heartbeat.interval(since);
+                self.version().write(Outbound::PingReq, &mut live.write);
+                live.ping = Some((now, interval));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Ends a connection: a login failure if it never logged in, else a lost connection.
+    fn lost(&mut self, live: &Live, cause: &'static str, detail: String) -> End {
+        if live.logged_in {
+            End::Lost(cause)
+        } else if !live.acknowledged && cause == "connection_lost" {
+            login_failed(
+                "closed_before_connack",
+                format!("the target closed the connection before CONNACK ({detail})"),
+            )
+        } else {
+            login_failed(cause, detail)
+        }
+    }
+
+    /// Handles every whole packet read so far.
+    fn on_bytes(
+        &mut self,
+        live: &mut Live,
+        confirmed: &mut usize,
+        backoff: &mut Backoff,
+    ) -> Option<End> {
+        loop {
+            let packet = match self.version().read(&mut live.read, self.max_packet_bytes) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return None,
+                Err(error) if !live.acknowledged => {
+                    return Some(End::Refused {
+                        cause: "not_mqtt",
+                        detail: format!(
+                            "the answer to CONNECT is {error}: is the target an MQTT broker \
+                             (an imlab server needs --protocol imlab)?"
+                        ),
+                    });
+                }
+                Err(error) => return Some(self.lost(live, "protocol_error", error.to_string())),
+            };
+            if !live.acknowledged && !matches!(packet, Inbound::ConnAck { .. }) {
+                return Some(End::Refused {
+                    cause: "not_mqtt",
+                    detail: format!("the answer to CONNECT is {packet:?}, not CONNACK"),
+                });
+            }
+            if live.logged_in {
+                let since = self.since_start();
+                self.heartbeat
+                    .on_event(&HeartbeatEvent::Traffic { outbound: false }, since);
+            }
+            if let Some(end) = self.on_packet(live, packet, confirmed, backoff) {
+                return Some(end);
+            }
+        }
+    }
+
+    fn on_packet(
+        &mut self,
+        live: &mut Live,
+        packet: Inbound,
+        confirmed: &mut usize,
+        backoff: &mut Backoff,
+    ) -> Option<End> {
+        match packet {
+            Inbound::ConnAck {
+                accepted,
+                code,
+                receive_maximum,
+                session_present,
+            } => {
+                if live.acknowledged {
+                    return Some(self.lost(live, "protocol_error", "a second CONNACK".into()));
+                }
+                if !accepted {
+                    return Some(connack_refused(&code));
+                }
+                live.acknowledged = true;
+                self.connacks += 1;
+                if !session_present {
+                    // A new session: packet ids of QoS 2 receipts from the old one mean
+                    // nothing now, and must not hide new messages that reuse them.
+                    self.awaiting_release.clear();
+                }
+                if let Some(most) = receive_maximum {
+                    live.window = live.window.min(usize::from(most.max(1)));
+                }
+                self.resend(live);
+                self.subscribe_new(live, true);
+            }
+            Inbound::SubAck { pkid, granted } => {
+                let (n_topics, login) = live.subscribing.remove(&pkid)?;
+                if !granted {
+                    return Some(End::Refused {
+                        cause: "subscribe_refused",
+                        detail: format!("the broker refused the subscription to {n_topics} topics"),
+                    });
+                }
+                if login {
+                    live.logged_in = true;
+                    backoff.reset();
+                    let since = self.since_start();
+                    self.heartbeat.on_event(
+                        &HeartbeatEvent::Connected {
+                            network: "mqtt".into(),
+                        },
+                        since,
+                    );
+                    live.next_ping_at = Instant::now() + self.heartbeat.interval(since);
+                    if self.mqtt.options.clean_start {
+                        // A clean start kept nothing for the device while it was away.
+                        self.events.session_reset();
+                    }
+                    self.events.connected(0, 0);
+                }
+                // Topics past the inbox are groups, in join order: confirm the new ones.
+                let groups_subscribed = live.topics_sent.saturating_sub(1);
+                while *confirmed < groups_subscribed && live.subscribing.is_empty() {
+                    *confirmed += 1;
+                    self.events.group_ready();
+                }
+            }
+            Inbound::Publish {
+                topic: _,
+                qos,
+                pkid,
+                dup,
+                payload,
+            } => self.on_publish(live, qos, pkid, dup, &payload),
+            Inbound::PubAck { pkid, accepted } => {
+                if let Some(flight) = self.inflight.remove(&pkid) {
+                    self.answered(flight.id, accepted);
+                }
+            }
+            Inbound::PubRec { pkid, accepted } => {
+                if !accepted {
+                    if let Some(flight) = self.inflight.remove(&pkid) {
+                        self.answered(flight.id, false);
+                    }
+                } else if let Some(flight) = self.inflight.get_mut(&pkid) {
+                    flight.released = true;
+                    flight.sent_at = Instant::now();
+                    self.mqtt
+                        .options
+                        .version
+                        .write(Outbound::PubRel(pkid), &mut live.write);
+                }
+            }
+            Inbound::PubComp(pkid) => {
+                if let Some(flight) = self.inflight.remove(&pkid) {
+                    self.answered(flight.id, true);
+                }
+            }
+            Inbound::PubRel(pkid) => {
+                self.awaiting_release.remove(&pkid);
+                self.version()
+                    .write(Outbound::PubComp(pkid), &mut live.write);
+            }
+            Inbound::PingResp => {
+                if let Some((_, interval)) = live.ping.take() {
+                    let since = self.since_start();
+                    self.heartbeat
+                        .on_event(&HeartbeatEvent::Succeeded { interval }, since);
+                    live.next_ping_at = Instant::now() + self.heartbeat.interval(since);
+                }
+            }
+            Inbound::Disconnect(reason) => {
+                return Some(self.lost(live, "broker_disconnect", reason));
+            }
+            Inbound::Unexpected(what) => {
+                return Some(self.lost(live, "protocol_error", format!("the broker sent {what}")));
+            }
+        }
+        None
+    }
+
+    /// A PUBACK or PUBCOMP (`accepted`), or a refusal (an MQTT 5 error reason).
+    fn answered(&self, id: MsgId, accepted: bool) {
+        if accepted {
+            self.events.acked(id);
+        } else {
+            self.events.send_failed(id);
+        }
+    }
+
+    fn on_publish(&mut self, live: &mut Live, qos: Qos, pkid: u16, dup: bool, payload: &[u8]) {
+        let repeat = match qos {
+            Qos::AtMostOnce => None,
+            Qos::AtLeastOnce => {
+                self.version()
+                    .write(Outbound::PubAck(pkid), &mut live.write);
+                Some(if dup || self.connacks > 1 {
+                    Repeat::Redelivery
+                } else {
+                    Repeat::RedeliveryAfterReconnect
+                })
+            }
+            Qos::ExactlyOnce => {
+                self.version()
+                    .write(Outbound::PubRec(pkid), &mut live.write);
+                // Before PUBREL, a publish with the same packet id is the same message again.
+                if !self.awaiting_release.insert(pkid) {
+                    return;
+                }
+                None
+            }
+        };
+        let Some(header) = Header::parse(payload) else {
+            return;
+        };
+        if header.run != self.run {
+            return;
+        }
+        self.events
+            .delivered_as(header.id, repeat.unwrap_or(Repeat::Duplicate));
+    }
+
+    /// Publishes one planned send (QoS 0: it is "acked" once written, and may be lost).
+    fn publish(&mut self, live: &mut Live, message: Outgoing) {
+        let topic = match message.to {
+            To::Peer(peer) => self.mqtt.inbox_topic(peer),
+            To::Group(group) => self.mqtt.group_topic(group),
+        };
+        let payload = Header {
+            run: self.run,
+            id: message.id,
+            planned_us: message.planned_us,
+        }
+        .payload(self.mqtt.body_bytes);
+        let qos = self.qos();
+        let pkid = if qos == Qos::AtMostOnce {
+            0
+        } else {
+            self.allocate_pkid(live)
+        };
+        self.version().write(
+            Outbound::Publish {
+                topic: &topic,
+                qos,
+                pkid,
+                dup: false,
+                payload: payload.clone(),
+            },
+            &mut live.write,
+        );
+        let since = self.since_start();
+        self.heartbeat
+            .on_event(&HeartbeatEvent::Traffic { outbound: true }, since);
+        if live.ping.is_none() && self.heartbeat.restart_on_traffic() {
+            live.next_ping_at = Instant::now() + self.heartbeat.interval(since);
+        }
+        if qos == Qos::AtMostOnce {
+            self.events.loss_allowed(message.id);
+            self.events.acked(message.id);
+            return;
+        }
+        self.inflight.insert(
+            pkid,
+            InFlight {
+                id: message.id,
+                topic,
+                payload,
+                sent_at: Instant::now(),
+                released: false,
+            },
+        );
+    }
+
+    /// After a CONNACK: what was unacknowledged goes again, marked DUP (a QoS 2 send whose
+    /// PUBREC came sends its PUBREL again).
+    fn resend(&mut self, live: &mut Live) {
+        let qos = self.qos();
+        let now = Instant::now();
+        for (pkid, flight) in &mut self.inflight {
+            flight.sent_at = now;
+            if flight.released {
+                self.mqtt
+                    .options
+                    .version
+                    .write(Outbound::PubRel(*pkid), &mut live.write);
+                continue;
+            }
+            self.mqtt.options.version.write(
+                Outbound::Publish {
+                    topic: &flight.topic,
+                    qos,
+                    pkid: *pkid,
+                    dup: true,
+                    payload: flight.payload.clone(),
+                },
+                &mut live.write,
+            );
+            if qos == Qos::AtLeastOnce {
+                self.events.resent(flight.id);
+            }
+        }
+    }
+
+    /// Subscribes to the device's topics this connection has not subscribed yet (all of
+    /// them at login).
+    fn subscribe_new(&mut self, live: &mut Live, login: bool) {
+        let topics: Vec<String> = {
+            let topics = self.shared.topics.lock().unwrap_or_else(|p| p.into_inner());
+            topics.all[live.topics_sent..].to_vec()
+        };
+        if topics.is_empty() {
+            return;
+        }
+        let pkid = self.allocate_pkid(live);
+        self.version().write(
+            Outbound::Subscribe {
+                pkid,
+                topics: &topics,
+                qos: self.qos(),
+            },
+            &mut live.write,
+        );
+        live.topics_sent += topics.len();
+        live.subscribing.insert(pkid, (topics.len(), login));
+    }
+
+    /// A packet id no publish or subscription in flight holds.
+    fn allocate_pkid(&mut self, live: &Live) -> u16 {
+        // The window is at most 65,535 - 1 and subscriptions few, so a free id exists.
+        loop {
+            let pkid = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&pkid) && !live.subscribing.contains_key(&pkid) {
+                return pkid;
+            }
+        }
+    }
+}
+
+async fn flush(live: &mut Live) -> std::io::Result<()> {
+    live.stream.write_all(&live.write).await?;
+    live.stream.flush().await?;
+    live.write.clear();
+    Ok(())
+}
+
+fn login_failed(cause: &'static str, detail: String) -> End {
+    End::LoginFailed { cause, detail }
+}
+
+/// A CONNACK that refuses: credentials and protocol versions stop the device for good; a
+/// busy broker is retried.
+fn connack_refused(code: &str) -> End {
+    let detail = format!("the broker refused the login: CONNACK {code}");
+    match code {
+        "BadUserNamePassword" | "NotAuthorized" | "BadAuthenticationMethod" | "Banned" => {
+            End::Refused {
+                cause: "auth_failed",
+                detail,
+            }
+        }
+        "RefusedProtocolVersion" | "UnsupportedProtocolVersion" => End::Refused {
+            cause: "protocol_version",
+            detail,
+        },
+        "ServiceUnavailable"
+        | "ServerUnavailable"
+        | "ServerBusy"
+        | "QuotaExceeded"
+        | "ConnectionRateExceeded" => End::LoginFailed {
+            cause: "overloaded",
+            detail,
+        },
+        _ => End::LoginFailed {
+            cause: "connack_refused",
+            detail,
+        },
+    }
+}

@@ -1,0 +1,354 @@
+//! `imlab load --protocol mqtt` against a real broker (rumqttd, in this process on loopback):
+//! the same ledger and reports as imlab's own protocol, judged by the QoS.
+
+mod common;
+mod mqtt_broker;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, imlab, results, serve_guarded, temp_dir};
+use mqtt_broker::{Relay, start_broker};
+
+/// `imlab load --protocol mqtt --target ADDR` with `extra`, writing into `out`.
+fn load(target: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "load",
+        "--protocol",
+        "mqtt",
+        "--target",
+        target,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    imlab(&args)
+}
+
+/// The same, started in the background (killed if the test fails).
+fn spawn_load(target: &str, out: &Path, extra: &[&str]) -> ChildGuard {
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("imlab"))
+        .args(["load", "--protocol", "mqtt", "--target", target])
+        .args(["--out", out.to_str().unwrap()])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
+/// Waits for a guarded run to end; its exit code and what it said.
+fn finish(mut guard: ChildGuard) -> (Option<i32>, String) {
+    let mut said = String::new();
+    use std::io::Read;
+    guard
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    guard
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    let status = guard.0.wait().unwrap();
+    (status.code(), said)
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn count(results: &serde_json::Value, path: &str) -> u64 {
+    results
+        .pointer(path)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} missing in {results}"))
+}
+
+#[test]
+fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_groups() {
+    let (v4, v5) = start_broker();
+    for (version, broker, pattern) in [
+        ("3.1.1", v4, "one-to-one"),
+        ("5", v5, "group:20"),
+        ("3.1.1", v4, "group:20"),
+        ("5", v5, "one-to-one"),
+    ] {
+        let out = temp_dir("cli-mqtt", &format!("clean-{version}-{pattern}"));
+        let output = load(
+            &broker.to_string(),
+            &out,
+            &[
+                "--mqtt-version",
+                version,
+                "--qos",
+                "1",
+                "--clients",
+                "200",
+                "--connect-rate",
+                "2000",
+                "--duration",
+                "2s",
+                "--msg-rate",
+                "300",
+                "--pattern",
+                pattern,
+                "--drain",
+                "1s",
+            ],
+        );
+        let said = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{version} {pattern}: {said}");
+        let results = results(&out);
+        assert_eq!(results["protocol"], "mqtt");
+        assert_eq!(results["qos"], 1);
+        let expected = count(&results, "/messages/expected_deliveries");
+        // group:20 owes 19 deliveries a message; one-to-one one.
+        assert!(
+            expected >= 500,
+            "{version} {pattern}: {expected} deliveries owed"
+        );
+        assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
+        assert_eq!(count(&results, "/messages/lost"), 0);
+        assert_eq!(count(&results, "/messages/duplicated"), 0);
+        assert_eq!(count(&results, "/connections/peak_concurrent"), 200);
+        assert!(said.contains("protocol: mqtt QoS 1 over tcp"), "{said}");
+        assert!(out.join("index.html").is_file(), "the page is written");
+    }
+}
+
+/// A run across a broker restart, cut once `cut_after` publishes reached the clients; `fresh`
+/// sends the clients back to a new broker (every session lost), else to the same one (every
+/// session kept, as a broker with persistence does).
+fn across_a_restart(
+    name: &str,
+    fresh: bool,
+    flags: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    let (broker, _) = start_broker();
+    let relay = Relay::new(broker);
+    let out = temp_dir("cli-mqtt", name);
+    let mut args = vec![
+        "--clients",
+        "100",
+        "--connect-rate",
+        "2000",
+        "--duration",
+        "4s",
+        "--msg-rate",
+        "200",
+        "--drain",
+        "1s",
+    ];
+    args.extend_from_slice(flags);
+    let run = spawn_load(&relay.addr.to_string(), &out, &args);
+    relay.wait_published(150);
+    let upstream = if fresh { start_broker().0 } else { broker };
+    relay.restart_to(upstream);
+    let (code, said) = finish(run);
+    (code, results(&out), said)
+}
+
+#[test]
+fn qos0_loss_across_a_broker_restart_is_reported_as_allowed() {
+    let (code, results, said) = across_a_restart("qos0-restart", true, &["--qos", "0"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(results["qos"], 0);
+    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    assert_eq!(count(&results, "/messages/lost"), 0, "{said}");
+    // Senders and recipients came back at jittered times: what went out meanwhile is gone,
+    // and QoS 0 allows it.
+    assert!(count(&results, "/messages/lost_allowed") > 0, "{said}");
+    assert!(said.contains("allowed by the protocol: lost"), "{said}");
+}
+
+#[test]
+fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_is_real_loss() {
+    let persistent = ["--qos", "1", "--clean-start", "false"];
+    // Sessions kept: messages to devices that were away arrive once they are back.
+    let (code, results, said) = across_a_restart("qos1-kept", false, &persistent);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    let expected = count(&results, "/messages/expected_deliveries");
+    assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
+    assert_eq!(count(&results, "/messages/lost"), 0);
+    assert_eq!(count(&results, "/messages/lost_allowed"), 0);
+    assert_eq!(count(&results, "/messages/duplicated"), 0, "{said}");
+
+    // Sessions lost (a broker without persistence restarted): the ledger counts what the
+    // broker owed and never delivered as lost, not as allowed.
+    let (code, results, said) = across_a_restart("qos1-lost", true, &persistent);
+    assert_eq!(code, Some(1), "{said}");
+    let lost = count(&results, "/messages/lost");
+    assert!(lost > 0, "{said}");
+    assert_eq!(count(&results, "/messages/lost_allowed"), 0, "{said}");
+    assert!(
+        said.contains(&format!("FAILED: {lost} deliveries lost")),
+        "{said}"
+    );
+    // Message by message: each listed loss names a message of a device of the run and
+    // another device it never reached, as many as were lost (up to the list's bound).
+    let listed = results["lost_deliveries"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, lost.min(100), "{said}");
+    for loss in listed {
+        let (sender, recipient) = (
+            loss["sender"].as_u64().unwrap(),
+            loss["recipient"].as_u64().unwrap(),
+        );
+        assert!(
+            sender != recipient && sender < 100 && recipient < 100,
+            "{loss}"
+        );
+    }
+    assert!(said.contains("lost, sender#number to recipient"), "{said}");
+}
+
+#[test]
+fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
+    let (broker, _) = start_broker();
+    let relay = Relay::new(broker);
+    relay.swallow_pubacks();
+    let out = temp_dir("cli-mqtt", "no-puback");
+    let started = Instant::now();
+    let output = load(
+        &relay.addr.to_string(),
+        &out,
+        &[
+            "--qos",
+            "1",
+            "--clients",
+            "50",
+            "--connect-rate",
+            "2000",
+            "--duration",
+            "8s",
+            "--msg-rate",
+            "100",
+            "--drain",
+            "1s",
+            "--ack-timeout",
+            "1s",
+        ],
+    );
+    let took = started.elapsed();
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(said.contains("sends failed"), "{said}");
+    let results = results(&out);
+    assert_eq!(count(&results, "/messages/acked"), 0, "{said}");
+    assert!(count(&results, "/messages/failed") > 0, "{said}");
+    assert!(
+        count(&results, "/connections/disconnects_by_cause/ack_timeout") > 0,
+        "{said}"
+    );
+    assert!(count(&results, "/connections/reconnects") > 0, "{said}");
+    assert!(relay.swallowed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    // 8 s of sends and 1 s of drain: no wait for acks that never come.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[test]
+fn a_foreign_server_fails_fast_naming_the_mismatch() {
+    // MQTT aimed at an imlab server.
+    let (_server, imlab_addr) = serve_guarded(&[]);
+    let out = temp_dir("cli-mqtt", "foreign-imlab");
+    let started = Instant::now();
+    let output = load(&imlab_addr, &out, &["--clients", "20", "--duration", "2s"]);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("does not speak MQTT"), "{said}");
+    assert!(said.contains("--protocol imlab"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{said}");
+
+    // imlab aimed at an MQTT broker.
+    let (broker, _) = start_broker();
+    let started = Instant::now();
+    let output = imlab(&[
+        "load",
+        "--target",
+        &broker.to_string(),
+        "--clients",
+        "20",
+        "--duration",
+        "2s",
+    ]);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("use --protocol mqtt"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{said}");
+}
+
+#[test]
+fn mqtt_flags_without_protocol_mqtt_and_impossible_options_are_errors_naming_the_flag() {
+    for (args, says) in [
+        (
+            vec!["--qos", "1"],
+            "--qos is an MQTT option: add --protocol mqtt",
+        ),
+        (
+            vec!["--protocol", "mqtt", "--qos", "3"],
+            "--qos \"3\": use 0, 1 or 2",
+        ),
+        (
+            vec![
+                "--protocol",
+                "mqtt",
+                "--mqtt-version",
+                "5",
+                "--clean-start",
+                "false",
+            ],
+            "--clean-start false with MQTT 5 needs --session-expiry",
+        ),
+        (
+            vec!["--protocol", "mqtt", "--topic-template", "chat/inbox"],
+            "--topic-template \"chat/inbox\": must contain {user}",
+        ),
+        (
+            vec!["--protocol", "mqtt", "--auth-secret", "s"],
+            "--auth-secret signs imlab login tokens",
+        ),
+    ] {
+        let mut all = vec![
+            "load",
+            "--target",
+            "127.0.0.1:9",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+        ];
+        all.extend_from_slice(&args);
+        let output = imlab(&all);
+        let said = text(&output);
+        assert_ne!(output.status.code(), Some(0), "{args:?}");
+        assert!(said.contains(says), "{args:?}: {said}");
+    }
+}
+
+#[test]
+fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once() {
+    let (code, results, said) = across_a_restart(
+        "qos2-kept",
+        false,
+        &["--qos", "2", "--clean-start", "false"],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(results["qos"], 2);
+    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    let expected = count(&results, "/messages/expected_deliveries");
+    assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
+    // Exactly once: no repeat of any kind, allowed or not.
+    assert_eq!(count(&results, "/messages/duplicated"), 0, "{said}");
+    assert_eq!(count(&results, "/messages/redelivered"), 0, "{said}");
+}

@@ -1,0 +1,225 @@
+//! A real MQTT broker for the tests: rumqttd embedded in the test process on loopback, behind
+//! a relay the test steers. The relay carries bytes both ways unchanged, except that it can
+//! swallow the broker's PUBACKs (a broker or link that never acknowledges), cut every
+//! connection at once (a broker restart, seen from the clients), and send new connections to
+//! a fresh broker (a restart that lost every session, as rumqttd keeps none on disk).
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// A free loopback port (bound, then released for the broker to take).
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts a rumqttd broker with one MQTT 3.1.1 and one MQTT 5 listener; returns their
+/// addresses once both accept connections. Its threads live as long as the test process.
+pub fn start_broker() -> (SocketAddr, SocketAddr) {
+    let (v4, v5) = (free_port(), free_port());
+    let server = |name: &str, addr: SocketAddr| {
+        serde_json::json!({ "1": {
+            "name": name,
+            "listen": addr.to_string(),
+            "next_connection_delay_ms": 0,
+            "connections": {
+                "connection_timeout_ms": 10000,
+                "max_payload_size": 65536,
+                "max_inflight_count": 200,
+                "dynamic_filters": true
+            }
+        }})
+    };
+    let config: rumqttd::Config = serde_json::from_value(serde_json::json!({
+        "id": 0,
+        "router": {
+            "max_connections": 10010,
+            "max_outgoing_packet_count": 200,
+            "max_segment_size": 104857600,
+            "max_segment_count": 10
+        },
+        "v4": server("v4", v4),
+        "v5": server("v5", v5),
+    }))
+    .unwrap();
+    std::thread::spawn(move || {
+        let _ = rumqttd::Broker::new(config).start();
+    });
+    for addr in [v4, v5] {
+        wait_accepting(addr);
+    }
+    (v4, v5)
+}
+
+/// Waits (bounded) until `addr` accepts a TCP connection.
+fn wait_accepting(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never listened on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The relay in front of a broker.
+pub struct Relay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
+    swallow_pubacks: Arc<AtomicBool>,
+    /// Bumped to cut every connection open now.
+    cut: watch::Sender<u64>,
+    /// PUBACKs swallowed so far.
+    pub swallowed: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicU64>,
+    /// PUBLISH packets carried to clients so far.
+    pub published: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Relay {
+    /// A relay to `upstream` on a fresh loopback port.
+    pub fn new(upstream: SocketAddr) -> Relay {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let relay = Relay {
+            addr,
+            upstream: Arc::new(Mutex::new(upstream)),
+            swallow_pubacks: Arc::new(AtomicBool::new(false)),
+            cut,
+            swallowed: Arc::new(AtomicU64::new(0)),
+            accepted: Arc::new(AtomicU64::new(0)),
+            published: Arc::new(AtomicU64::new(0)),
+            _runtime: runtime,
+        };
+        let (upstream, accepted, cut) = (
+            relay.upstream.clone(),
+            relay.accepted.clone(),
+            relay.cut.clone(),
+        );
+        let counters = Counters {
+            swallow: relay.swallow_pubacks.clone(),
+            swallowed: relay.swallowed.clone(),
+            published: relay.published.clone(),
+        };
+        relay._runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
+                let to = *upstream.lock().unwrap();
+                let cut = cut.subscribe();
+                tokio::spawn(carry(client, to, cut, counters.clone()));
+            }
+        });
+        relay
+    }
+
+    /// From now on, the broker's PUBACKs never reach the clients.
+    pub fn swallow_pubacks(&self) {
+        self.swallow_pubacks.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits (bounded) until `n` PUBLISH packets have reached clients.
+    pub fn wait_published(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.published.load(Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} publishes in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Cuts every open connection (a restart, as the clients see it); new connections go
+    /// to `upstream` (the same broker: sessions kept; a fresh one: sessions lost).
+    pub fn restart_to(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// What the relay's connections share.
+#[derive(Clone)]
+struct Counters {
+    swallow: Arc<AtomicBool>,
+    swallowed: Arc<AtomicU64>,
+    published: Arc<AtomicU64>,
+}
+
+/// One connection: client to broker unchanged; broker to client packet by packet.
+async fn carry(
+    mut client: tokio::net::TcpStream,
+    to: SocketAddr,
+    mut cut: watch::Receiver<u64>,
+    counters: Counters,
+) {
+    let Ok(mut broker) = tokio::net::TcpStream::connect(to).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.split();
+    let (mut broker_read, mut broker_write) = broker.split();
+    let up = tokio::io::copy(&mut client_read, &mut broker_write);
+    let down = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = broker_read.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut forward = Vec::new();
+            while let Some(len) = packet_len(&buf) {
+                let packet: Vec<u8> = buf.drain(..len).collect();
+                // PUBLISH is packet type 3, PUBACK 4.
+                if packet[0] >> 4 == 3 {
+                    counters.published.fetch_add(1, Ordering::Relaxed);
+                }
+                if packet[0] >> 4 == 4 && counters.swallow.load(Ordering::Relaxed) {
+                    counters.swallowed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                forward.extend_from_slice(&packet);
+            }
+            client_write.write_all(&forward).await?;
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = cut.changed() => {}
+    }
+}
+
+/// The length of the first whole MQTT packet in `buf`, if it is all there.
+fn packet_len(buf: &[u8]) -> Option<usize> {
+    let mut remaining = 0usize;
+    for (i, byte) in buf.iter().enumerate().skip(1).take(4) {
+        remaining |= usize::from(byte & 0x7f) << (7 * (i - 1));
+        if byte & 0x80 == 0 {
+            let total = i + 1 + remaining;
+            return (buf.len() >= total).then_some(total);
+        }
+    }
+    None
+}
