@@ -47,26 +47,41 @@ fn hash(scenario: &Scenario, seed: u64) -> String {
 fn every_shipped_scenario_replays_exactly_from_its_seed() {
     let files = shipped();
     assert!(files.len() >= 9, "scenarios: {files:?}");
-    for file in files {
-        let full = Scenario::load(&file).unwrap();
-        let divisor = (full.n_devices() / 40).max(1);
-        let scenario = full.shrunk(
-            Duration::from_secs(20 * 60),
-            Duration::from_secs(120),
-            divisor,
-        );
-        let first = hash(&scenario, 11);
-        assert_eq!(
-            first,
-            hash(&scenario, 11),
-            "{}: same seed, different trace",
-            file.display()
-        );
-        assert_ne!(
-            first,
-            hash(&scenario, 12),
-            "{}: different seeds, same trace",
-            file.display()
-        );
-    }
+    // The scenarios are independent: spread them over the cores (each run is one thread).
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    replays_exactly(file);
+                }
+            });
+        }
+    });
+}
+
+fn replays_exactly(file: &std::path::Path) {
+    let full = Scenario::load(file).unwrap();
+    let divisor = (full.n_devices() / 40).max(1);
+    let scenario = full.shrunk(
+        Duration::from_secs(20 * 60),
+        Duration::from_secs(120),
+        divisor,
+    );
+    let first = hash(&scenario, 11);
+    assert_eq!(
+        first,
+        hash(&scenario, 11),
+        "{}: same seed, different trace",
+        file.display()
+    );
+    assert_ne!(
+        first,
+        hash(&scenario, 12),
+        "{}: different seeds, same trace",
+        file.display()
+    );
 }
