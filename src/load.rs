@@ -22,12 +22,14 @@ use crate::values::{non_empty_secret, non_negative_rate, positive_count, positiv
         "imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load",
         "imlab load --target im.example.com:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat",
         "imlab load --target localhost:7400 --clients 1000 --duration 30s --tls --ca cert.pem",
+        "imlab load --target 127.0.0.1:7400 --scenario scenarios/flaky-carrier.toml --duration 5m --out out/flaky",
         "imlab load merge out/load-a out/load-b --out out/load-all",
     ]),
     after_long_help = crate::help::examples_with(&[
         "imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load",
         "imlab load --target im.example.com:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat",
         "imlab load --target localhost:7400 --clients 1000 --duration 30s --tls --ca cert.pem",
+        "imlab load --target 127.0.0.1:7400 --scenario scenarios/flaky-carrier.toml --duration 5m --out out/flaky",
         "imlab load merge out/load-a out/load-b --out out/load-all",
     ], LOAD_EXIT_CODES),
 )]
@@ -106,7 +108,7 @@ pub struct LoadArgs {
     carrier: Vec<String>,
     /// Log every carrier-model decision to FILE (JSON Lines); with several carriers, one file
     /// each (FILE.0.EXT, FILE.1.EXT...).
-    #[arg(long, value_name = "FILE", requires = "carrier")]
+    #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Speak the protocol over WebSocket, upgrading at this path (e.g. /, /imlab): one
     /// binary message per frame, subprotocol "imlab". With --tls it is wss.
@@ -116,6 +118,24 @@ pub struct LoadArgs {
     /// text format at http://ADDR/metrics, for Grafana beside the server's own.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Run a scenario file's devices on real sockets against --target: its device groups
+    /// (count, carrier, heartbeat, app-state cycle, devices per user, traffic) through the
+    /// in-process carrier model, and its carrier faults on the carriers' clocks from the
+    /// start. Runs the scenario's duration unless --duration is given. Faults of the server,
+    /// devices or push service are refused by name (see --carrier-faults-only).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["clients", "pattern", "heartbeat", "body_bytes", "carrier", "msg_rate"]
+    )]
+    scenario: Option<PathBuf>,
+    /// With --scenario: multiply every device's message rates by K.
+    #[arg(long, value_name = "K", default_value_t = 1.0, requires = "scenario", value_parser = positive_rate)]
+    traffic_scale: f64,
+    /// With --scenario: replay only its carrier faults, skipping (and listing) those a load
+    /// generator cannot cause on a server it does not run (server_crash, disk_stall...).
+    #[arg(long, requires = "scenario")]
+    carrier_faults_only: bool,
     #[command(flatten)]
     mqtt: MqttArgs,
     /// (Internal) this process is worker N of a --workers run.
@@ -169,12 +189,32 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("results: {}", out.join("results.json").display());
         return Ok(verdict(&merged));
     }
-    let (Some(target), Some(clients), Some(duration)) =
-        (args.target.clone(), args.clients, args.duration)
-    else {
-        anyhow::bail!(
-            "imlab load needs --target, --clients and --duration (or the merge subcommand)"
-        );
+    let scenario = match &args.scenario {
+        Some(file) => Some(scenario_population(
+            file,
+            args.traffic_scale,
+            args.seed,
+            args.carrier_faults_only,
+        )?),
+        None => None,
+    };
+    let (target, clients, duration) = match (&scenario, &args.target) {
+        (Some(scenario), Some(target)) => (
+            target.clone(),
+            scenario.population.clients(),
+            args.duration.unwrap_or(scenario.duration),
+        ),
+        _ => {
+            let (Some(target), Some(clients), Some(duration)) =
+                (args.target.clone(), args.clients, args.duration)
+            else {
+                anyhow::bail!(
+                    "imlab load needs --target, and --clients and --duration or --scenario \
+                     (or the merge subcommand)"
+                );
+            };
+            (target, clients, duration)
+        }
     };
     let source_ips = match &args.source_ips {
         Some(text) => imlab_loadgen::source::parse_source_ips(text).map_err(anyhow::Error::msg)?,
@@ -185,6 +225,18 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut carriers = Vec::new();
     for text in &args.carrier {
         carriers.extend(imlab_loadgen::carrier::parse_mix(text).map_err(anyhow::Error::msg)?);
+    }
+    anyhow::ensure!(
+        args.trace.is_none() || !carriers.is_empty() || scenario.is_some(),
+        "--trace logs the carrier model's decisions: it needs --carrier or --scenario"
+    );
+    if let Some(scenario) = &scenario {
+        carriers.clone_from(&scenario.carriers);
+        anyhow::ensure!(
+            args.workers == 1,
+            "--scenario runs in one process: --workers is not built for it"
+        );
+        eprintln!("{}", scenario.describe());
     }
     let protocol = args.mqtt.choice(args.auth_secret.is_some())?;
     if args.ws.is_some() && matches!(protocol, ProtocolChoice::Mqtt(_)) {
@@ -224,7 +276,6 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         clients,
         duration,
         connect_rate: args.connect_rate,
-        msg_rate: args.msg_rate,
         pattern: args.pattern,
         heartbeat: args.heartbeat.clone(),
         heartbeat_timeout: args.heartbeat_timeout,
@@ -249,6 +300,11 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         },
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        msg_rate: match &scenario {
+            Some(scenario) => scenario.msg_rate,
+            None => args.msg_rate,
+        },
+        population: scenario.map(|scenario| Arc::new(scenario.population)),
     };
     imlab_loadgen::run::validate(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -626,6 +682,120 @@ impl MqttArgs {
         add("--ack-timeout", duration(&self.ack_timeout));
         out
     }
+}
+
+/// A scenario file as a load run: its population, carriers and total message rate.
+struct ScenarioRun {
+    population: imlab_loadgen::population::Population,
+    carriers: Vec<imlab_loadgen::carrier::CarrierShare>,
+    duration: Duration,
+    msg_rate: f64,
+    skipped: Vec<String>,
+    handovers: Vec<String>,
+}
+
+impl ScenarioRun {
+    /// What the run will do, for the terminal.
+    fn describe(&self) -> String {
+        let p = &self.population;
+        let mut text = format!(
+            "scenario {}: {} devices of {} users in {} device groups, {} chats, {} carriers, \
+             {:.2} msg/s, {} carrier faults",
+            p.name,
+            p.clients(),
+            p.users.len(),
+            p.groups.len(),
+            p.chats.len(),
+            self.carriers.len(),
+            self.msg_rate,
+            p.faults.iter().map(Vec::len).sum::<usize>()
+        );
+        if !self.skipped.is_empty() {
+            text += &format!("; skipped {}", self.skipped.join(", "));
+        }
+        if !self.handovers.is_empty() {
+            text += &format!(
+                "; the handovers {} move every connection of their group's carrier",
+                self.handovers.join(", ")
+            );
+        }
+        text
+    }
+}
+
+/// Loads `--scenario FILE` with the simulator's own loader and layout.
+fn scenario_population(
+    file: &std::path::Path,
+    traffic_scale: f64,
+    seed: u64,
+    carrier_faults_only: bool,
+) -> anyhow::Result<ScenarioRun> {
+    use imlab_loadgen::population::{DeviceGroup, DeviceSlot, Population};
+    let scenario = imlab_sim::scenario::Scenario::load(file)?;
+    let faults = crate::scenario_faults::socket_faults(&scenario, scenario.duration);
+    if !faults.machine.is_empty() && !carrier_faults_only {
+        anyhow::bail!(crate::scenario_faults::machine_faults_error(
+            file,
+            &faults.machine,
+            "a load generator"
+        ));
+    }
+    let layout = imlab_sim::world::Layout::new(&scenario, seed);
+    let population = Population {
+        name: scenario.name.clone(),
+        groups: scenario
+            .groups
+            .iter()
+            .map(|group| DeviceGroup {
+                name: group.name.clone(),
+                carrier: group.carrier,
+                heartbeat: group.heartbeat.clone(),
+                app_states: group.app_states.clone(),
+                one_to_one_per_hour: group.traffic.one_to_one_per_hour * traffic_scale,
+                group_per_hour: group.traffic.group_per_hour * traffic_scale,
+                body_bytes: group.traffic.body_bytes,
+            })
+            .collect(),
+        devices: layout
+            .devices
+            .iter()
+            .map(|device| DeviceSlot {
+                user: device.user,
+                group: device.group,
+            })
+            .collect(),
+        users: layout
+            .users
+            .iter()
+            .map(|user| user.devices.clone())
+            .collect(),
+        chats: layout.chat_groups.clone(),
+        faults: faults.by_carrier,
+    };
+    anyhow::ensure!(
+        population.clients() <= 1_000_000,
+        "--scenario {}: {} devices, at most 1,000,000 in one load run",
+        file.display(),
+        population.clients()
+    );
+    let msg_rate = population.chooser().map_or(0.0, |chooser| chooser.rate());
+    let carriers = scenario
+        .carriers
+        .iter()
+        .map(|profile| imlab_loadgen::carrier::CarrierShare {
+            name: profile.name.clone(),
+            profile: profile.clone(),
+            weight: 1.0,
+        })
+        .collect();
+    Ok(ScenarioRun {
+        population,
+        carriers,
+        duration: scenario.duration,
+        msg_rate,
+        skipped: faults.machine,
+        handovers: faults.handovers,
+    })
 }
 
 #[cfg(test)]

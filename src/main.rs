@@ -10,6 +10,7 @@ mod metrics;
 mod out_dir;
 mod proxy;
 mod report;
+mod scenario_faults;
 mod serve;
 mod serve_stats;
 mod sim;

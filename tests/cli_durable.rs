@@ -11,8 +11,10 @@ use common::{imlab, results, serve_on, temp_dir};
 
 #[test]
 fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
-    let data = temp_dir("durable", "sigkill-data");
-    let out = temp_dir("durable", "sigkill-out");
+    let data_guard = temp_dir("durable", "sigkill-data");
+    let data = data_guard.path();
+    let out_guard = temp_dir("durable", "sigkill-out");
+    let out = out_guard.path();
     let data_arg = data.to_str().unwrap();
     let (mut server, addr) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
     let clients = 100;
@@ -49,7 +51,7 @@ fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
     server.kill().unwrap();
     server.wait().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let results = results(&out);
+    let results = results(out);
     let messages = &results["messages"];
     // Every client dropped at least once and came back.
     assert!(
@@ -71,11 +73,13 @@ fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
 
 #[test]
 fn damaged_data_files_stop_the_server_naming_them() {
-    let data = temp_dir("durable", "damaged");
+    let data_guard = temp_dir("durable", "damaged");
+    let data = data_guard.path();
     let data_arg = data.to_str().unwrap();
     // A store with something in it, shut down cleanly.
     let (mut server, addr) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
-    let out = temp_dir("durable", "damaged-out");
+    let out_guard = temp_dir("durable", "damaged-out");
+    let out = out_guard.path();
     let load = imlab(&[
         "load",
         "--target",

@@ -20,14 +20,18 @@ fn load(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn out_dir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("imlab-cli-load-{name}-{}", std::process::id()))
+/// A results directory to be made by the run, inside a temporary directory that lives as
+/// long as the guard.
+fn out_dir(name: &str) -> (common::KeptOnPanic, std::path::PathBuf) {
+    let guard = common::temp_dir("cli-load", name);
+    let out = guard.path().join("out");
+    (guard, out)
 }
 
 #[test]
 fn a_short_load_loses_and_duplicates_nothing() {
     let (mut server, addr) = serve();
-    let out = out_dir("clean");
+    let (_out_guard, out) = out_dir("clean");
     let output = load(&[
         "--target",
         &addr,
@@ -99,7 +103,7 @@ fn a_short_load_loses_and_duplicates_nothing() {
 #[test]
 fn groups_fan_out_to_every_member() {
     let (mut server, addr) = serve();
-    let out = out_dir("groups");
+    let (_out_guard, out) = out_dir("groups");
     let output = load(&[
         "--target",
         &addr,
@@ -133,7 +137,7 @@ fn bad_targets_and_arguments_are_clear_errors_and_keep_partial_results() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let out = out_dir("dead");
+    let (_out_guard, out) = out_dir("dead");
     let output = load(&[
         "--target",
         &dead,
@@ -213,7 +217,7 @@ fn bad_targets_and_arguments_are_clear_errors_and_keep_partial_results() {
 #[test]
 fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss() {
     let (mut server, addr) = serve();
-    let out = out_dir("kill");
+    let (_out_guard, out) = out_dir("kill");
     let clients = 100;
     let load = Command::new(cargo_bin("imlab"))
         .args([
@@ -295,7 +299,8 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
 #[test]
 fn results_of_two_generators_merge_with_lossless_histograms() {
     let (mut server, addr) = serve();
-    let (a, b, all) = (out_dir("merge-a"), out_dir("merge-b"), out_dir("merge-all"));
+    let ((_a_guard, a), (_b_guard, b), (_all_guard, all)) =
+        (out_dir("merge-a"), out_dir("merge-b"), out_dir("merge-all"));
     for (dir, rate) in [(&a, "100"), (&b, "200")] {
         let output = load(&[
             "--target",
@@ -355,7 +360,7 @@ fn results_of_two_generators_merge_with_lossless_histograms() {
 #[test]
 fn workers_and_source_addresses_split_the_load_and_merge_it() {
     let (mut server, addr) = serve();
-    let out = out_dir("workers");
+    let (_out_guard, out) = out_dir("workers");
     let output = load(&[
         "--target",
         &addr,

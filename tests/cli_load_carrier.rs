@@ -70,8 +70,9 @@ fn run(dir: &std::path::Path, heartbeat: &str) -> serde_json::Value {
 
 #[test]
 fn a_nat_shorter_than_the_heartbeat_shows_silent_disconnects_and_a_shorter_heartbeat_none() {
-    let dir = temp_dir("cli-load-carrier", "short-nat");
-    let results = run(&dir, "fixed:3s");
+    let dir_guard = temp_dir("cli-load-carrier", "short-nat");
+    let dir = dir_guard.path();
+    let results = run(dir, "fixed:3s");
     let carrier = &results["carriers"][0];
     assert_eq!(carrier["clients"], 20, "{results}");
     assert!(
@@ -88,8 +89,10 @@ fn a_nat_shorter_than_the_heartbeat_shows_silent_disconnects_and_a_shorter_heart
         "a dropping NAT is noticed by the heartbeat: {results}"
     );
 
-    let dir = temp_dir("cli-load-carrier", "short-heartbeat");
-    let results = run(&dir, "fixed:400ms");
+    let dir_guard = temp_dir("cli-load-carrier", "short-heartbeat");
+
+    let dir = dir_guard.path();
+    let results = run(dir, "fixed:400ms");
     let carrier = &results["carriers"][0];
     assert_eq!(carrier["model"]["nat_expired"], 0, "{results}");
     assert_eq!(carrier["silent_disconnects"], 0, "{results}");
@@ -116,4 +119,123 @@ fn a_bad_carrier_is_refused_before_anything_connects() {
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nope-4g"), "{stderr}");
+}
+
+/// Two users of two phones each; the phones' apps go inactive for a second in every 2.5 s,
+/// their carrier has an outage at 2 s, and the server crashes at 30 minutes (which a load
+/// generator cannot cause).
+const PHONES: &str = r#"
+name = "phones-lab"
+duration = "1h"
+[carriers.lab]
+preset = "home-wifi"
+loss = 0.0
+[[devices]]
+name = "phones"
+count = 4
+carrier = "lab"
+heartbeat = "fixed:2s"
+devices_per_user = 2
+app_states = [{ state = "foreground", for = "1500ms" }, { state = "inactive", for = "1s" }]
+traffic = { one_to_one_per_hour = 3600.0, body_bytes = 300 }
+[[faults]]
+kind = "outage"
+target = "lab"
+at = "2s"
+duration = "500ms"
+[[faults]]
+kind = "server_crash"
+at = "30m"
+duration = "5s"
+"#;
+
+#[test]
+fn a_scenario_runs_its_devices_users_app_cycles_and_carrier_faults_on_real_sockets() {
+    let dir_guard = temp_dir("cli-load-carrier", "scenario");
+    let dir = dir_guard.path();
+    let scenario = dir.join("phones-lab.toml");
+    std::fs::write(&scenario, PHONES).unwrap();
+    let (_server, addr) = serve_guarded(&[]);
+    let out = dir.join("out");
+    let trace = dir.join("trace.jsonl");
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "load",
+            "--target",
+            &addr,
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--duration",
+            "5s",
+            "--drain",
+            "2s",
+            "--out",
+            out.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--traffic-scale",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let refused = imlab(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (_, stderr) = text(&refused);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("faults[1] server_crash")
+            && stderr.contains("--carrier-faults-only"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a refused scenario connects nothing");
+
+    let output = imlab(
+        &args(&["--carrier-faults-only"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(
+        stderr.contains("scenario phones-lab: 4 devices of 2 users")
+            && stderr.contains("skipped faults[1] server_crash"),
+        "{stderr}"
+    );
+    let results = results(&out);
+    let m = &results["messages"];
+    assert_eq!(results["pattern"], "scenario:phones-lab", "{results}");
+    assert_eq!(results["heartbeat"], "phones=fixed:2s", "{results}");
+    assert_eq!(results["clients"], 4, "{results}");
+    // Four devices at 3,600 an hour each, doubled.
+    assert_eq!(results["msg_rate"], 8.0, "{results}");
+    assert_eq!(m["lost"], 0, "{stdout}{stderr}\n{results}");
+    assert_eq!(m["duplicated"], 0, "{results}");
+    let acked = m["acked"].as_u64().unwrap();
+    assert!(acked > 5, "{results}");
+    // Each message reaches the peer user's two phones and the sender's other phone.
+    assert_eq!(
+        m["expected_deliveries"].as_u64().unwrap(),
+        3 * acked,
+        "{results}"
+    );
+    assert_eq!(m["delivered"], m["expected_deliveries"], "{results}");
+    // The inactive part of every app's cycle closed its connection.
+    assert!(
+        results["connections"]["disconnects_by_cause"]["Requested"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{results}"
+    );
+    // The carrier's outage was applied at its model time, on the carrier's clock.
+    let outage = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|line| line["event"] == "fault")
+        .expect("the outage is in the trace");
+    assert_eq!(
+        (&outage["kind"], &outage["t_ms"], &outage["for_ms"]),
+        (&"outage".into(), &2_000.into(), &500.into())
+    );
 }

@@ -84,10 +84,11 @@ fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_grou
         ("3.1.1", v4, "group:20"),
         ("5", v5, "one-to-one"),
     ] {
-        let out = temp_dir("cli-mqtt", &format!("clean-{version}-{pattern}"));
+        let out_guard = temp_dir("cli-mqtt", &format!("clean-{version}-{pattern}"));
+        let out = out_guard.path();
         let output = load(
             &broker.to_string(),
-            &out,
+            out,
             &[
                 "--mqtt-version",
                 version,
@@ -109,7 +110,7 @@ fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_grou
         );
         let said = text(&output);
         assert_eq!(output.status.code(), Some(0), "{version} {pattern}: {said}");
-        let results = results(&out);
+        let results = results(out);
         assert_eq!(results["protocol"], "mqtt");
         assert_eq!(results["qos"], 1);
         let expected = count(&results, "/messages/expected_deliveries");
@@ -137,7 +138,8 @@ fn across_a_restart(
 ) -> (Option<i32>, serde_json::Value, String) {
     let (broker, _) = start_broker();
     let relay = Relay::new(broker);
-    let out = temp_dir("cli-mqtt", name);
+    let out_guard = temp_dir("cli-mqtt", name);
+    let out = out_guard.path();
     let mut args = vec![
         "--clients",
         "100",
@@ -151,12 +153,12 @@ fn across_a_restart(
         "1s",
     ];
     args.extend_from_slice(flags);
-    let run = spawn_load(&relay.addr.to_string(), &out, &args);
+    let run = spawn_load(&relay.addr.to_string(), out, &args);
     relay.wait_published(150);
     let upstream = if fresh { start_broker().0 } else { broker };
     relay.restart_to(upstream);
     let (code, said) = finish(run);
-    (code, results(&out), said)
+    (code, results(out), said)
 }
 
 #[test]
@@ -218,11 +220,12 @@ fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
     let (broker, _) = start_broker();
     let relay = Relay::new(broker);
     relay.swallow_pubacks();
-    let out = temp_dir("cli-mqtt", "no-puback");
+    let out_guard = temp_dir("cli-mqtt", "no-puback");
+    let out = out_guard.path();
     let started = Instant::now();
     let output = load(
         &relay.addr.to_string(),
-        &out,
+        out,
         &[
             "--qos",
             "1",
@@ -244,7 +247,7 @@ fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
     let said = text(&output);
     assert_eq!(output.status.code(), Some(3), "{said}");
     assert!(said.contains("sends failed"), "{said}");
-    let results = results(&out);
+    let results = results(out);
     assert_eq!(count(&results, "/messages/acked"), 0, "{said}");
     assert!(count(&results, "/messages/failed") > 0, "{said}");
     assert!(
@@ -261,9 +264,10 @@ fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
 fn a_foreign_server_fails_fast_naming_the_mismatch() {
     // MQTT aimed at an imlab server.
     let (_server, imlab_addr) = serve_guarded(&[]);
-    let out = temp_dir("cli-mqtt", "foreign-imlab");
+    let out_guard = temp_dir("cli-mqtt", "foreign-imlab");
+    let out = out_guard.path();
     let started = Instant::now();
-    let output = load(&imlab_addr, &out, &["--clients", "20", "--duration", "2s"]);
+    let output = load(&imlab_addr, out, &["--clients", "20", "--duration", "2s"]);
     let said = text(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains("does not speak MQTT"), "{said}");

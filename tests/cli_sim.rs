@@ -1,5 +1,7 @@
 //! End-to-end tests of `imlab sim run` and `imlab sim sweep`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,12 +14,12 @@ fn imlab(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn write_scenario(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("imlab-cli-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(name);
+/// Writes a scenario file into a temporary directory that lives as long as the guard.
+fn write_scenario(name: &str, text: &str) -> (common::KeptOnPanic, PathBuf) {
+    let dir = common::temp_dir("cli-sim", name);
+    let file = dir.path().join(name);
     std::fs::write(&file, text).unwrap();
-    file
+    (dir, file)
 }
 
 const SMALL: &str = r#"
@@ -66,7 +68,7 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
-    let file = write_scenario("small.toml", SMALL);
+    let (_file_guard, file) = write_scenario("small.toml", SMALL);
     let out = file.with_extension("out");
     let trace = file.with_extension("jsonl");
     let output = imlab(&[
@@ -136,7 +138,7 @@ fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
 
 #[test]
 fn a_violation_exits_1_with_the_replay_command() {
-    let file = write_scenario("lossy.toml", &LOSSY.replace("STORE", "durable"));
+    let (_file_guard, file) = write_scenario("lossy.toml", &LOSSY.replace("STORE", "durable"));
     let args = ["sim", "run", file.to_str().unwrap(), "--seed", "2"];
     let output = imlab(&args);
     let text = stdout(&output);
@@ -162,7 +164,7 @@ fn a_violation_exits_1_with_the_replay_command() {
 
 #[test]
 fn a_volatile_stores_crash_loss_is_reported_apart_from_the_verdicts() {
-    let file = write_scenario("volatile.toml", &LOSSY.replace("STORE", "memory"));
+    let (_file_guard, file) = write_scenario("volatile.toml", &LOSSY.replace("STORE", "memory"));
     let out = file.with_extension("out");
     let output = imlab(&[
         "sim",
@@ -192,7 +194,8 @@ fn a_volatile_stores_crash_loss_is_reported_apart_from_the_verdicts() {
 
 #[test]
 fn sweep_reports_failing_seeds_and_a_summary() {
-    let lossy = write_scenario("lossy-sweep.toml", &LOSSY.replace("STORE", "durable"));
+    let (_lossy_guard, lossy) =
+        write_scenario("lossy-sweep.toml", &LOSSY.replace("STORE", "durable"));
     let output = imlab(&[
         "sim",
         "sweep",
@@ -209,7 +212,7 @@ fn sweep_reports_failing_seeds_and_a_summary() {
     assert!(text.contains("seed 1: FAILED (no_acked_loss"), "{text}");
     assert!(text.contains("seeds: 3, failed: 3"), "{text}");
 
-    let small = write_scenario("small-sweep.toml", SMALL);
+    let (_small_guard, small) = write_scenario("small-sweep.toml", SMALL);
     let output = imlab(&["sim", "sweep", small.to_str().unwrap(), "--seeds", "1..2"]);
     assert!(output.status.success());
     assert!(stdout(&output).contains("seeds: 2, failed: 0"));
@@ -217,7 +220,7 @@ fn sweep_reports_failing_seeds_and_a_summary() {
 
 #[test]
 fn a_bad_scenario_is_a_clear_error() {
-    let file = write_scenario(
+    let (_file_guard, file) = write_scenario(
         "bad.toml",
         &SMALL.replace("count = 6", "count = 6\nspeed = 1"),
     );
@@ -234,7 +237,8 @@ fn a_bad_scenario_is_a_clear_error() {
 
 #[test]
 fn heartbeat_compare_writes_the_report() {
-    let out = std::env::temp_dir().join(format!("imlab-cli-heartbeat-{}", std::process::id()));
+    let out_guard = common::temp_dir("cli-sim", "heartbeat");
+    let out = out_guard.path().join("out");
     let output = imlab(&[
         "heartbeat",
         "compare",
@@ -308,7 +312,8 @@ fn heartbeat_compare_writes_the_report() {
 /// shard, a seed twice and a shard of another sweep, naming the directories.
 #[test]
 fn sharded_sweeps_merge_into_the_unsharded_sweep() {
-    let lossy = write_scenario("lossy-shard.toml", &LOSSY.replace("STORE", "durable"));
+    let (_lossy_guard, lossy) =
+        write_scenario("lossy-shard.toml", &LOSSY.replace("STORE", "durable"));
     let dir = lossy.parent().unwrap().join("shards");
     let _ = std::fs::remove_dir_all(&dir);
     let shard = |spec: &str, name: &str| {
@@ -394,7 +399,7 @@ fn sharded_sweeps_merge_into_the_unsharded_sweep() {
         twice.contains("is in both") && twice.contains("s1"),
         "{twice}"
     );
-    let other = write_scenario("other-shard.toml", SMALL);
+    let (_other_guard, other) = write_scenario("other-shard.toml", SMALL);
     let other_out = dir.join("other");
     imlab(&[
         "sim",
@@ -436,8 +441,8 @@ fn sharded_sweeps_merge_into_the_unsharded_sweep() {
 /// still fails, and its replay line reproduces the failure.
 #[test]
 fn fuzz_finds_shrinks_and_replays_a_planted_bug() {
-    let out = std::env::temp_dir().join(format!("imlab-cli-fuzz-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out_guard = common::temp_dir("cli-sim", "fuzz");
+    let out = out_guard.path().join("out");
     // A known failing case (fuzz seed 1 finds it at case 57): seed 1's cases 57..58.
     let output = imlab(&[
         "sim",

@@ -9,10 +9,8 @@ use std::process::Child;
 use common::{imlab, results, serve_on};
 
 /// A temporary directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("imlab-cli-tls-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> common::KeptOnPanic {
+    common::temp_dir("cli-tls", name)
 }
 
 /// Writes a self-signed certificate for 127.0.0.1 and localhost and its key to `dir`;
@@ -41,8 +39,9 @@ fn serve_tls(cert: &Path, key: &Path) -> (Child, String) {
 
 #[test]
 fn a_tls_load_loses_and_duplicates_nothing() {
-    let dir = temp_dir("load");
-    let (cert, key) = write_identity(&dir);
+    let dir_guard = temp_dir("load");
+    let dir = dir_guard.path();
+    let (cert, key) = write_identity(dir);
     let (mut server, addr) = serve_tls(&cert, &key);
     let out = dir.join("out");
     let output = imlab(&[
@@ -83,8 +82,9 @@ fn a_tls_load_loses_and_duplicates_nothing() {
 
 #[test]
 fn tls_runs_over_connections_from_chosen_source_addresses() {
-    let dir = temp_dir("sources");
-    let (cert, key) = write_identity(&dir);
+    let dir_guard = temp_dir("sources");
+    let dir = dir_guard.path();
+    let (cert, key) = write_identity(dir);
     let (mut server, addr) = serve_tls(&cert, &key);
     let out = dir.join("out");
     let output = imlab(&[
@@ -125,8 +125,9 @@ fn tls_runs_over_connections_from_chosen_source_addresses() {
 
 #[test]
 fn bad_certificate_files_and_flags_are_clear_errors() {
-    let dir = temp_dir("bad-files");
-    let (cert, key) = write_identity(&dir);
+    let dir_guard = temp_dir("bad-files");
+    let dir = dir_guard.path();
+    let (cert, key) = write_identity(dir);
     let missing = dir.join("missing.pem");
     let (missing, cert, key) = (
         missing.to_str().unwrap(),
@@ -187,8 +188,9 @@ fn bad_certificate_files_and_flags_are_clear_errors() {
 
 #[test]
 fn a_protocol_mismatch_fails_fast_and_says_why() {
-    let dir = temp_dir("mismatch");
-    let (cert, key) = write_identity(&dir);
+    let dir_guard = temp_dir("mismatch");
+    let dir = dir_guard.path();
+    let (cert, key) = write_identity(dir);
     let (mut tls_server, tls_addr) = serve_tls(&cert, &key);
     let (mut plain_server, plain_addr) = serve(&[]);
     let short = ["--clients", "2", "--duration", "1s", "--drain", "0s"];
@@ -203,8 +205,9 @@ fn a_protocol_mismatch_fails_fast_and_says_why() {
     args.extend(short);
     let tls_to_plain = imlab(&args);
     // TLS client that trusts another certificate.
-    let stranger = temp_dir("mismatch-stranger");
-    let (other_cert, _) = write_identity(&stranger);
+    let stranger_guard = temp_dir("mismatch-stranger");
+    let stranger = stranger_guard.path();
+    let (other_cert, _) = write_identity(stranger);
     let mut args = vec!["load", "--target", &tls_addr, "--tls", "--ca"];
     args.push(other_cert.to_str().unwrap());
     args.extend(short);

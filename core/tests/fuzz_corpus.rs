@@ -1,10 +1,7 @@
 //! Replays the checked-in fuzz corpus (`fuzz/corpus/<target>/`) through the harnesses the
 //! cargo-fuzz targets run (`imlab_core::fuzzing`), on stable Rust, so the seeds and the crashers
-//! once found stay fixed without nightly. Needs the feature:
-//! `cargo test -p imlab-core --features fuzzing --test fuzz_corpus`; without it this file
-//! compiles to an empty test binary.
-
-#![cfg(feature = "fuzzing")]
+//! once found stay fixed without nightly. The harnesses are behind the `fuzzing` feature,
+//! which imlab-core's dev-dependency on itself turns on for every test build.
 
 // The counting allocator the `frame_decoder` target uses, shared by path: this test cannot
 // depend on the nightly-only fuzz crate.

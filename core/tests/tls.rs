@@ -26,15 +26,23 @@ use tokio::sync::oneshot;
 
 /// A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files.
 struct Identity {
+    /// Holds the directory the files are in, when the identity made it.
+    _dir: Option<tempfile::TempDir>,
     cert: PathBuf,
     key: PathBuf,
 }
 
 /// A fresh identity in its own temporary directory.
 fn new_identity(name: &str) -> Identity {
-    let dir = std::env::temp_dir().join(format!("imlab-core-tls-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    identity_in(&dir, "server")
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("imlab-core-tls-{name}-"))
+        .tempdir()
+        .unwrap();
+    let identity = identity_in(dir.path(), "server");
+    Identity {
+        _dir: Some(dir),
+        ..identity
+    }
 }
 
 /// Asserts `result` failed with a message containing every one of `parts`.
@@ -49,6 +57,7 @@ fn identity_in(dir: &std::path::Path, name: &str) -> Identity {
     let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
     let generated = rcgen::generate_simple_self_signed(names).unwrap();
     let identity = Identity {
+        _dir: None,
         cert: dir.join(format!("{name}-cert.pem")),
         key: dir.join(format!("{name}-key.pem")),
     };

@@ -127,6 +127,8 @@ pub struct Carriers {
     names: Vec<String>,
     proxies: Vec<Arc<Proxy>>,
     of_client: Vec<u8>,
+    /// The tasks carrying out scheduled faults (`--scenario`).
+    schedules: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Carriers {
@@ -138,6 +140,19 @@ impl Carriers {
         target: std::net::SocketAddr,
         trace: Option<&Path>,
     ) -> Result<Carriers, String> {
+        let weights: Vec<f64> = shares.iter().map(|s| s.weight).collect();
+        Carriers::start_assigned(shares, assign(&weights, clients), seed, target, trace)
+    }
+
+    /// One in-process proxy per carrier, client i on carrier `of_client[i]`.
+    pub fn start_assigned(
+        shares: &[CarrierShare],
+        of_client: Vec<u8>,
+        seed: u64,
+        target: std::net::SocketAddr,
+        trace: Option<&Path>,
+    ) -> Result<Carriers, String> {
+        let clients = of_client.len();
         let mut proxies = Vec::new();
         for (k, share) in shares.iter().enumerate() {
             let proxy = Proxy::new(ProxyConfig {
@@ -154,12 +169,26 @@ impl Carriers {
             .map_err(|error| format!("--carrier {}: {error}", share.name))?;
             proxies.push(Arc::new(proxy));
         }
-        let weights: Vec<f64> = shares.iter().map(|s| s.weight).collect();
         Ok(Carriers {
             names: shares.iter().map(|s| s.name.clone()).collect(),
             proxies,
-            of_client: assign(&weights, clients),
+            of_client,
+            schedules: Vec::new(),
         })
+    }
+
+    /// Carries out carrier k's `faults[k]` on its clock (which started with the run).
+    pub fn schedule(&mut self, faults: &[Vec<imlab_proxy::ScheduledFault>]) -> Result<(), String> {
+        for (k, faults) in faults.iter().enumerate() {
+            if faults.is_empty() {
+                continue;
+            }
+            let schedule = self.proxies[k]
+                .schedule(faults.clone())
+                .map_err(|error| format!("carrier {}: {error}", self.names[k]))?;
+            self.schedules.push(schedule);
+        }
+        Ok(())
     }
 
     /// The carrier of each client.
@@ -188,8 +217,11 @@ impl Carriers {
         }
     }
 
-    /// Writes out the decision traces.
+    /// Stops the fault schedules and writes out the decision traces.
     pub async fn finish(&self) {
+        for schedule in &self.schedules {
+            schedule.abort();
+        }
         for proxy in &self.proxies {
             proxy.flush_trace().await;
         }

@@ -11,7 +11,8 @@
 //! [`source`] (source addresses and the open-file limit), [`target`] (`--target` parsed and
 //! resolved), [`protocol`] (the seam every protocol implements, and each protocol's adapter),
 //! [`transport`] (TCP, TLS under any protocol), [`carrier`] (`--carrier`: the carrier model on
-//! every connection, in process), [`causes`] (refusal cause words).
+//! every connection, in process), [`population`] (`--scenario`: a scenario's devices, users,
+//! chats and traffic), [`causes`] (refusal cause words).
 
 pub mod carrier;
 pub mod causes;
@@ -20,6 +21,7 @@ pub mod crossings;
 pub mod histograms;
 pub mod ledger;
 pub mod merge;
+pub mod population;
 pub mod protocol;
 pub mod results;
 pub mod run;

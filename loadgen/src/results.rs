@@ -201,9 +201,9 @@ pub struct LoadResults {
     pub clients: u64,
     /// Planned message rate.
     pub msg_rate: f64,
-    /// `one-to-one` or `group:SIZE`.
+    /// `one-to-one`, `group:SIZE` or `scenario:NAME` (`--scenario`).
     pub pattern: String,
-    /// Heartbeat strategy.
+    /// Heartbeat strategy (with `--scenario`, each device group's: `name=strategy, ...`).
     pub heartbeat: String,
     /// Seconds since the run started.
     pub elapsed_s: f64,
@@ -249,11 +249,21 @@ impl LoadResults {
             phase: phase.to_string(),
             clients: config.clients as u64,
             msg_rate: config.msg_rate,
-            pattern: match config.pattern {
-                Pattern::OneToOne => "one-to-one".into(),
-                Pattern::Group(size) => format!("group:{size}"),
+            pattern: match (&config.population, config.pattern) {
+                (Some(population), _) => format!("scenario:{}", population.name),
+                (None, Pattern::OneToOne) => "one-to-one".into(),
+                (None, Pattern::Group(size)) => format!("group:{size}"),
             },
-            heartbeat: config.heartbeat.clone(),
+            heartbeat: match &config.population {
+                // Each device group's strategy, by name.
+                Some(population) => population
+                    .groups
+                    .iter()
+                    .map(|group| format!("{}={}", group.name, group.heartbeat))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None => config.heartbeat.clone(),
+            },
             elapsed_s: ledger.started().elapsed().as_secs_f64(),
             connected_now: ledger.connected,
             messages: Messages {

@@ -2,10 +2,11 @@
 //! drain, stop, and report. Results are rewritten every second so a killed run keeps what it
 //! measured.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imlab_core::heartbeat::parse_strategy;
+use imlab_core::heartbeat::{AppState, parse_strategy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinHandle;
@@ -16,6 +17,7 @@ use crate::carrier::{CarrierResults, Carriers};
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::crossings::Crossings;
 use crate::ledger::LoadLedger;
+use crate::population::{Conversation, Population, app_state_at};
 use crate::protocol::imlab::Imlab;
 use crate::protocol::mqtt::Mqtt;
 use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
@@ -138,6 +140,54 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     if let ProtocolChoice::Mqtt(options) = &config.protocol {
         options.check().map_err(LoadError::Invalid)?;
     }
+    if let Some(population) = &config.population {
+        validate_population(config, population)?;
+    }
+    Ok(())
+}
+
+/// A `--scenario` run: imlab's protocol in one process, the scenario's carriers.
+fn validate_population(config: &LoadConfig, population: &Population) -> Result<(), LoadError> {
+    let invalid = |text: String| Err(LoadError::Invalid(text));
+    if config.protocol != ProtocolChoice::Imlab {
+        return invalid(format!(
+            "--scenario {}: scenario devices speak imlab's protocol; MQTT device groups are not \
+             built",
+            population.name
+        ));
+    }
+    if config.share.is_some() {
+        return invalid(format!(
+            "--scenario {}: a scenario runs in one process (--workers is not built for it)",
+            population.name
+        ));
+    }
+    if config.clients != population.clients() {
+        return invalid(format!(
+            "--scenario {}: {} clients configured for {} devices",
+            population.name,
+            config.clients,
+            population.clients()
+        ));
+    }
+    if let Some(group) = population
+        .groups
+        .iter()
+        .find(|group| group.carrier >= config.carriers.len().max(1))
+    {
+        return invalid(format!(
+            "--scenario {}: device group {} has no carrier",
+            population.name, group.name
+        ));
+    }
+    for group in &population.groups {
+        parse_strategy(&group.heartbeat).map_err(|error| {
+            LoadError::Invalid(format!(
+                "--scenario {}: device group {}: heartbeat: {error}",
+                population.name, group.name
+            ))
+        })?;
+    }
     Ok(())
 }
 
@@ -159,13 +209,27 @@ pub async fn run(
     let carriers = if config.carriers.is_empty() {
         None
     } else {
-        let carriers = Carriers::start(
-            &config.carriers,
-            config.clients,
-            config.seed,
-            config.transport.target,
-            config.carrier_trace.as_deref(),
-        )
+        let carriers = match &config.population {
+            // A scenario's devices are on their group's carrier, which has its faults.
+            Some(population) => Carriers::start_assigned(
+                &config.carriers,
+                population.carriers(),
+                config.seed,
+                config.transport.target,
+                config.carrier_trace.as_deref(),
+            )
+            .and_then(|mut carriers| {
+                carriers.schedule(&population.faults)?;
+                Ok(carriers)
+            }),
+            None => Carriers::start(
+                &config.carriers,
+                config.clients,
+                config.seed,
+                config.transport.target,
+                config.carrier_trace.as_deref(),
+            ),
+        }
         .map_err(LoadError::Invalid)?;
         ledger.split_by_carrier(carriers.of_client().to_vec(), config.carriers.len());
         Some(carriers)
@@ -182,6 +246,7 @@ pub async fn run(
     let started = Instant::now();
     let reporter = tokio::spawn(report_every_second(shared.clone()));
     let (devices, tasks) = ramp(&shared, started).await;
+    let devices: Arc<Vec<Box<dyn Device>>> = Arc::new(devices);
     // Let the ramp finish logging in (bounded). If nobody got in and every client has been
     // refused, the target refuses us: stop now and say why.
     let n = shared.config.clients;
@@ -191,7 +256,7 @@ pub async fn run(
     })
     .await;
     if lock(&shared.ledger).connects == 0 && !shared.stop.is_cancelled() {
-        for device in &devices {
+        for device in devices.iter() {
             device.shutdown();
         }
         reporter.abort();
@@ -209,7 +274,16 @@ pub async fn run(
     })
     .await;
     shared.enter("send");
-    send(&shared, &devices, &groups, started).await;
+    match shared.config.population.clone() {
+        Some(population) => {
+            let cycles = AppCycles::start(&shared, &population, &devices, started);
+            send_population(&shared, &devices, &population, &cycles.inactive, started).await;
+            // As the simulator heals before judging: every app back in the foreground, so
+            // the drain sees every device online and synced.
+            cycles.heal(&devices);
+        }
+        None => send(&shared, &devices, &groups, started).await,
+    }
     if !shared.stop.is_cancelled() {
         shared.enter("drain");
         drain(&shared).await;
@@ -220,7 +294,7 @@ pub async fn run(
         .share
         .as_ref()
         .map(|_| Crossings::of(&lock(&shared.ledger), &tag, started_unix_us));
-    for device in &devices {
+    for device in devices.iter() {
         device.shutdown();
     }
     for task in tasks {
@@ -310,6 +384,7 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             body_bytes: config.body_bytes,
             seed: config.seed,
             transport: config.transport.name(),
+            population: config.population.clone(),
         }),
     }
 }
@@ -436,6 +511,147 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, sta
     }
 }
 
+/// `--scenario`'s open loop: messages are planned at the scenario's total rate, each given
+/// to a sender and a conversation drawn by the devices' rates. A suspended (inactive) app
+/// sends nothing, as in the simulator: its draws are skipped, not planned.
+async fn send_population(
+    shared: &Shared,
+    devices: &[Box<dyn Device>],
+    population: &Population,
+    inactive: &[AtomicBool],
+    started: Instant,
+) {
+    let config = &shared.config;
+    let Some(chooser) = population.chooser() else {
+        return;
+    };
+    let send_start = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let rate = chooser.rate();
+    let n_messages = (rate * config.duration.as_secs_f64()).round() as u64;
+    lock(&shared.ledger).reserve(n_messages as usize);
+    let mut next_number = vec![0u64; devices.len()];
+    for k in 0..n_messages {
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let planned = send_start + Duration::from_secs_f64(k as f64 / rate);
+        if planned > Instant::now() {
+            tokio::select! {
+                () = tokio::time::sleep_until(planned) => {}
+                () = shared.stop.cancelled() => return,
+            }
+        }
+        let (sender, conversation) = chooser.next(population, &mut rng);
+        // Devices the ramp never started (an early stop) and suspended apps send nothing.
+        let slot = sender as usize;
+        if slot >= devices.len() || inactive[slot].load(Ordering::Relaxed) {
+            continue;
+        }
+        let planned_us = planned.duration_since(started).as_micros() as u64;
+        let to = match conversation {
+            Conversation::Peer(user) => To::Peer(user),
+            Conversation::Chat(chat) => To::Group(chat),
+        };
+        let id = MsgId {
+            sender,
+            number: next_number[slot],
+        };
+        lock(&shared.ledger).planned(id, planned_us, population.recipients(sender, conversation));
+        if devices[slot].send(Outgoing { id, to, planned_us }).is_ok() {
+            next_number[slot] += 1;
+        } else {
+            lock(&shared.ledger).refused_locally(id);
+        }
+    }
+}
+
+/// The devices' app-state cycles (`--scenario`), each from a phase drawn from the seed.
+struct AppCycles {
+    /// True while a device's app is inactive (suspended, offline).
+    inactive: Arc<Vec<AtomicBool>>,
+    task: JoinHandle<()>,
+}
+
+impl AppCycles {
+    fn start(
+        shared: &Shared,
+        population: &Arc<Population>,
+        devices: &Arc<Vec<Box<dyn Device>>>,
+        started: Instant,
+    ) -> AppCycles {
+        let inactive: Arc<Vec<AtomicBool>> =
+            Arc::new((0..devices.len()).map(|_| AtomicBool::new(false)).collect());
+        let mut rng = ChaCha8Rng::seed_from_u64(shared.config.seed ^ 0xa99_c7c1e);
+        let mut phases = Vec::with_capacity(devices.len());
+        for client in 0..devices.len() {
+            let period: Duration = population
+                .group_of(client as u32)
+                .app_states
+                .iter()
+                .map(|(_, d)| *d)
+                .sum();
+            let nanos = period.as_nanos() as u64;
+            phases.push(Duration::from_nanos(if nanos == 0 {
+                0
+            } else {
+                rng.random_range(0..nanos)
+            }));
+        }
+        let task = tokio::spawn(run_app_cycles(
+            population.clone(),
+            devices.clone(),
+            inactive.clone(),
+            phases,
+            started,
+        ));
+        AppCycles { inactive, task }
+    }
+
+    /// Stops the cycles and brings every app with a cycle to the foreground.
+    fn heal(self, devices: &[Box<dyn Device>]) {
+        self.task.abort();
+        for (device, inactive) in devices.iter().zip(self.inactive.iter()) {
+            if inactive.swap(false, Ordering::Relaxed) {
+                device.set_app_state(AppState::Foreground);
+            }
+        }
+    }
+}
+
+async fn run_app_cycles(
+    population: Arc<Population>,
+    devices: Arc<Vec<Box<dyn Device>>>,
+    inactive: Arc<Vec<AtomicBool>>,
+    phases: Vec<Duration>,
+    started: Instant,
+) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // The next switch of every device with a cycle, earliest first.
+    let mut switches = BinaryHeap::new();
+    let mut at = Instant::now();
+    for client in 0..devices.len() {
+        switches.push(Reverse((at, client)));
+    }
+    while let Some(Reverse((when, client))) = switches.pop() {
+        if when > at {
+            tokio::time::sleep_until(when).await;
+            at = when;
+        }
+        let cycle = &population.group_of(client as u32).app_states;
+        let Some((state, left)) = app_state_at(cycle, phases[client], when - started) else {
+            continue;
+        };
+        let was = inactive[client].swap(state == AppState::Inactive, Ordering::Relaxed);
+        // Foreground and background both heartbeat; only the strategy tells them apart.
+        if was != (state == AppState::Inactive) || state != AppState::Inactive {
+            devices[client].set_app_state(state);
+        }
+        switches.push(Reverse((when + left, client)));
+    }
+}
+
 /// Stragglers arrive during `--drain`; then, up to `--reconnect-wait`, recipients that are
 /// owed deliveries but are offline (a server restart, a network blip) get the time to log in
 /// again and sync, so what they lack is judged lost only once they are back.
@@ -482,6 +698,19 @@ fn join_groups(config: &LoadConfig, devices: &[Box<dyn Device>]) -> Groups {
         ids: Vec::new(),
         promised: 0,
     };
+    if let Some(population) = &config.population {
+        // A scenario's chats: every device of every member user joins.
+        for (chat, members) in population.chats.iter().enumerate() {
+            for user in members {
+                for client in &population.users[*user as usize] {
+                    if devices[*client as usize].join_group(chat as u32, members) {
+                        groups.promised += 1;
+                    }
+                }
+            }
+        }
+        return groups;
+    }
     let Pattern::Group(size) = config.pattern else {
         return groups;
     };

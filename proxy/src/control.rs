@@ -9,23 +9,28 @@
 //!   of a scenario's `[[faults]]`), applied now: `outage`, `partition`, `handover` and every
 //!   carrier-scope kind (`latency_spike`, `bandwidth`, `loss_burst`, `reset`, `blackhole`,
 //!   `slow_close`, `close_after_bytes`, `nat_rebind`, `max_age`). `for` is model time; the
-//!   instant kinds (`handover`, `reset`, `nat_rebind`) take none.
+//!   instant kinds (`handover`, `reset`, `nat_rebind`) take none. With `"at": "5m"` the fault
+//!   is scheduled for that model time since the proxy started (at most 1,024 pending).
 //! - `PUT /profile?name=NAME` with a TOML carrier table as the body (the keys of a scenario's
 //!   `[carriers.X]`, e.g. `preset = "cu-2g"`): later decisions use it; a flow keeps the NAT
 //!   timeout it drew when it opened.
-//! - `POST /reset`: resets every flow (both sides) and forgets all fault windows.
+//! - `POST /reset`: resets every flow (both sides) and forgets all fault windows and every
+//!   scheduled fault.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use imlab_carrier::CarrierTable;
-use imlab_carrier::fault::{self, FaultParams, LinkWindow, Scope};
+use imlab_carrier::fault::FaultParams;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::proxy::{FAULT_WINDOWS_MAX, FlowCommand, Shared, profile_json};
+use crate::proxy::{FlowCommand, Shared, profile_json};
+use crate::schedule::{self, ProxyFault, ScheduledFault};
 
 /// Bytes of a request head at most.
 const HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -55,7 +60,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn handle(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
+async fn handle(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<()> {
     let request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await;
     let (status, body) = match request {
         Ok(Ok((method, target, body))) => route(shared, &method, &target, &body),
@@ -132,7 +137,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<(String, String, Vec<u8>
     Ok((method, target, body))
 }
 
-fn route(shared: &Shared, method: &str, target: &str, body: &[u8]) -> (u16, Value) {
+fn route(shared: &Arc<Shared>, method: &str, target: &str, body: &[u8]) -> (u16, Value) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let result = match (method, path) {
         ("GET", "/flows") => Ok(list(shared)),
@@ -189,109 +194,71 @@ fn list(shared: &Shared) -> Value {
     })
 }
 
-fn fault(shared: &Shared, body: &[u8]) -> Result<Value, String> {
+fn fault(shared: &Arc<Shared>, body: &[u8]) -> Result<Value, String> {
     let mut request: serde_json::Map<String, Value> = serde_json::from_slice(body)
         .map_err(|error| format!("body is not a JSON object: {error}"))?;
     let kind = request
         .remove("kind")
         .and_then(|kind| kind.as_str().map(str::to_string))
         .ok_or("key `kind` (a carrier fault: outage, partition, handover, latency_spike, ...) is missing")?;
-    let kind = kind.as_str();
-    let duration = match request.remove("for") {
-        None => None,
-        Some(text) => {
-            let text = text
-                .as_str()
-                .ok_or("key `for` must be a duration string like \"30s\"")?;
-            Some(
-                humantime::parse_duration(text)
-                    .map_err(|error| format!("key `for`: {text:?}: {error}"))?,
-            )
-        }
-    };
+    let duration = duration_key(&mut request, "for")?;
+    let at = duration_key(&mut request, "at")?;
     let params: FaultParams = serde_json::from_value(Value::Object(request))
         .map_err(|error| format!("fault parameters: {error}"))?;
-    let link = match fault::scope_of(kind) {
-        Some(Scope::Carrier) => params.link_fault(kind).map_err(|error| error.to_string())?,
-        _ => None,
-    };
-    let instant = fault::is_instant(kind);
-    if instant && duration.is_some() {
-        return Err(format!("a {kind} fault happens at once and takes no `for`"));
-    }
+    let fault = ProxyFault::parse(&kind, &params)?;
+    let duration = fault.check_duration(duration)?;
     let now = shared.now();
-    let mut state = shared.lock();
-    if let Some(link) = link {
-        let duration = match duration {
-            Some(duration) => duration,
-            None if instant => Duration::ZERO,
-            None => return Err(format!("a {kind} fault needs `for`")),
-        };
-        let blocked = &mut state.blocked;
-        blocked.forget_before(now);
-        let same_kind = blocked
-            .link
-            .iter()
-            .filter(|w| w.fault.name() == kind)
-            .count();
-        if same_kind >= FAULT_WINDOWS_MAX
-            && let Some(oldest) = blocked.link.iter().position(|w| w.fault.name() == kind)
-        {
-            blocked.link.remove(oldest);
-        }
-        blocked.link.push(LinkWindow {
-            start: now,
-            end: now + duration,
-            fault: link,
-        });
-        // Flows recompute their timers (a reset, a rebind or an age limit may be due).
-        for entry in state.flows.values() {
-            entry.poke.notify_one();
-        }
-    } else {
-        match kind {
-            "outage" | "partition" => {
-                let duration = duration.ok_or_else(|| format!("a {kind} fault needs `for`"))?;
-                let window = (now, now + duration);
-                let blocked = &mut state.blocked;
-                blocked.forget_before(now);
-                let windows = if kind == "outage" {
-                    &mut blocked.outages
-                } else {
-                    &mut blocked.partitions
-                };
-                if windows.len() >= FAULT_WINDOWS_MAX {
-                    windows.remove(0);
-                }
-                windows.push(window);
-            }
-            "handover" => {
-                for entry in state.flows.values_mut() {
-                    entry.command = Some(FlowCommand::Handover);
-                    entry.poke.notify_one();
-                }
-            }
-            other => {
-                let carrier_kinds: Vec<&str> = fault::KINDS
-                    .iter()
-                    .filter(|(_, scope, _)| *scope == Scope::Carrier)
-                    .map(|(name, _, _)| *name)
-                    .collect();
+    match at {
+        // Model time since the proxy started; a time already past applies now.
+        Some(at) if at > now => {
+            let pending = shared.scheduled.load(Ordering::Relaxed);
+            if pending >= SCHEDULED_MAX {
                 return Err(format!(
-                    "key `kind`: {other:?} cannot be applied by a proxy; it applies the carrier \
-                 faults: {}",
-                    carrier_kinds.join(", ")
+                    "{pending} faults are already scheduled, at most {SCHEDULED_MAX}: wait for \
+                     some to happen, or POST /reset to forget them"
                 ));
             }
+            shared.scheduled.fetch_add(1, Ordering::Relaxed);
+            let scheduled = vec![ScheduledFault {
+                fault,
+                at,
+                every: None,
+                duration,
+                until: at + Duration::from_nanos(1),
+            }];
+            let handle = schedule::schedule(shared, scheduled)?;
+            let counter = shared.clone();
+            tokio::spawn(async move {
+                let _ = handle.await;
+                counter.scheduled.fetch_sub(1, Ordering::Relaxed);
+            });
+            Ok(json!({
+                "t_ms": now.as_millis() as u64, "event": "scheduled", "kind": fault.name(),
+                "at_ms": at.as_millis() as u64,
+                "for_ms": (!fault.is_instant()).then_some(duration.as_millis() as u64),
+            }))
         }
+        _ => Ok(schedule::apply(shared, fault, None, duration)),
     }
-    drop(state);
-    let line = json!({
-        "t_ms": now.as_millis() as u64, "event": "fault", "kind": kind,
-        "for_ms": duration.map(|d| d.as_millis() as u64),
-    });
-    shared.log(line.clone());
-    Ok(line)
+}
+
+/// Faults scheduled through the control API and not yet applied, at most.
+const SCHEDULED_MAX: usize = 1_024;
+
+/// A duration key of a request (`"30s"`), removed from it.
+fn duration_key(
+    request: &mut serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<Duration>, String> {
+    let Some(text) = request.remove(key) else {
+        return Ok(None);
+    };
+    let text = text
+        .as_str()
+        .ok_or_else(|| format!("key `{key}` must be a duration string like \"30s\""))?;
+    humantime::parse_duration(text)
+        .map(Some)
+        .map_err(|error| format!("key `{key}`: {text:?}: {error}"))
 }
 
 fn profile(shared: &Shared, query: &str, body: &[u8]) -> Result<Value, String> {
@@ -316,6 +283,7 @@ fn profile(shared: &Shared, query: &str, body: &[u8]) -> Result<Value, String> {
 /// Resets every flow and forgets the fault windows; returns how many flows were reset.
 pub(crate) fn reset_all(shared: &Shared) -> usize {
     let mut state = shared.lock();
+    shared.generation.fetch_add(1, Ordering::SeqCst);
     state.blocked = imlab_carrier::Blocked::default();
     for entry in state.flows.values_mut() {
         entry.command = Some(FlowCommand::Reset);

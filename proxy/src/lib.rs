@@ -9,13 +9,16 @@
 //! - [`inline`]: the same flows for an in-process client (`imlab load --carrier`): an
 //!   in-memory pipe on the phone's side instead of an accepted socket;
 //! - [`control`]: the control API (a small HTTP/1.1 server) and its client;
+//! - [`schedule`]: the faults a proxy carries out, now or on a schedule (`--scenario`);
 //! - [`trace`]: the JSON Lines decision log, behind a bounded queue.
 
 pub mod control;
 pub mod flow;
 pub mod inline;
 pub mod proxy;
+pub mod schedule;
 pub mod trace;
 
 pub use inline::InlineStream;
 pub use proxy::{Decisions, FlowView, Proxy, ProxyConfig, ProxyError};
+pub use schedule::{ProxyFault, ScheduledFault};

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -155,6 +156,10 @@ pub(crate) struct Shared {
     pub epoch: Instant,
     pub state: Mutex<State>,
     pub trace: Option<Trace>,
+    /// Faults scheduled through the control API and not yet applied.
+    pub scheduled: AtomicUsize,
+    /// Bumped by a reset: schedules made before it apply nothing more.
+    pub generation: AtomicU64,
 }
 
 /// Fault windows kept at most per kind; adding one beyond forgets the oldest.
@@ -286,6 +291,8 @@ impl Proxy {
                 ended: Decisions::default(),
             }),
             trace,
+            scheduled: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
         };
         Ok(Proxy {
             shared: Arc::new(shared),

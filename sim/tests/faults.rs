@@ -90,8 +90,11 @@ impl Seen {
 /// Runs `faults` on seed 1; asserts every invariant holds.
 fn check(name: &str, faults: &str) -> Seen {
     let scenario = scenario(faults);
-    let trace_file =
-        std::env::temp_dir().join(format!("imlab-faults-{name}-{}.jsonl", std::process::id()));
+    let trace_dir = tempfile::Builder::new()
+        .prefix(&format!("imlab-faults-{name}-"))
+        .tempdir()
+        .unwrap();
+    let trace_file = trace_dir.path().join("trace.jsonl");
     let options = RunOptions {
         seed: 1,
         trace_file: Some(trace_file.clone()),
@@ -104,7 +107,6 @@ fn check(name: &str, faults: &str) -> Seen {
     .unwrap();
     assert!(report.ok(), "{name}: {:?}", report.verdicts);
     let text = std::fs::read_to_string(&trace_file).unwrap();
-    std::fs::remove_file(&trace_file).unwrap();
     Seen {
         lines: text
             .lines()

@@ -13,9 +13,11 @@ fn timeline(planted: Planted, name: &str) -> (imlab_reports::timeline::Timeline,
     let file =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/timeline/planted-volatile.toml");
     let scenario = Scenario::load(&file).unwrap();
-    let dir = std::env::temp_dir().join(format!("imlab-timeline-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let trace = dir.join("trace.jsonl");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("imlab-timeline-{name}-"))
+        .tempdir()
+        .unwrap();
+    let trace = dir.path().join("trace.jsonl");
     let options = RunOptions {
         seed: scenario.seed.unwrap(),
         trace_file: Some(trace.clone()),
@@ -23,9 +25,8 @@ fn timeline(planted: Planted, name: &str) -> (imlab_reports::timeline::Timeline,
     };
     let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
     let built = imlab_sim::timeline::build(&scenario, &report, &trace).unwrap();
-    let page = imlab_sim::timeline::write(&dir, &scenario, &report, &trace).unwrap();
+    let page = imlab_sim::timeline::write(dir.path(), &scenario, &report, &trace).unwrap();
     let html = std::fs::read_to_string(page).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     (built, html)
 }
 

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
@@ -38,12 +38,35 @@ pub fn imlab(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A fresh temporary directory for one test of one binary.
-pub fn temp_dir(binary: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("imlab-{binary}-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh temporary directory for one test of one binary, removed when dropped (kept,
+/// with its path printed, when the test panics, so a failure can be looked at).
+pub fn temp_dir(binary: &str, name: &str) -> KeptOnPanic {
+    KeptOnPanic(Some(
+        tempfile::Builder::new()
+            .prefix(&format!("imlab-{binary}-{name}-"))
+            .tempdir()
+            .unwrap(),
+    ))
+}
+
+/// A temporary directory that survives a failing test.
+pub struct KeptOnPanic(Option<tempfile::TempDir>);
+
+impl KeptOnPanic {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("held until dropped").path()
+    }
+}
+
+impl Drop for KeptOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("kept for the failing test: {}", dir.keep().display());
+        }
+    }
 }
 
 /// A load run's results.json.

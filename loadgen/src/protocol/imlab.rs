@@ -9,7 +9,7 @@ use bytes::Bytes;
 use imlab_core::client::{
     Client, ClientConfig, ClientEvent, ClientHandle, ClientObserver, ClientState,
 };
-use imlab_core::heartbeat::parse_strategy;
+use imlab_core::heartbeat::{AppState, parse_strategy};
 use imlab_core::proto::Target;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::{Describe, Device, DeviceEvents, Full, MsgId, Outgoing, Protocol, To};
 use crate::causes;
+use crate::population::Population;
 use crate::transport::DynConnector;
 
 /// The imlab protocol's settings for one run.
@@ -37,11 +38,43 @@ pub struct Imlab {
     pub seed: u64,
     /// `tcp` or `tls`.
     pub transport: &'static str,
+    /// With `--scenario`: users of several devices, and each device group's heartbeat and
+    /// body size. Without, client n is user n.
+    pub population: Option<Arc<Population>>,
 }
 
 impl Imlab {
-    fn user(&self, client: u32) -> String {
-        format!("{}u{client}", self.tag)
+    /// The user name of user number `user`.
+    fn user(&self, user: u32) -> String {
+        format!("{}u{user}", self.tag)
+    }
+
+    /// The user number of `client`.
+    fn user_of(&self, client: u32) -> u32 {
+        self.population
+            .as_ref()
+            .map_or(client, |population| population.user_of(client))
+    }
+
+    /// True for the device of its user that creates the user's groups.
+    fn first_device_of_user(&self, client: u32) -> bool {
+        self.population.as_ref().is_none_or(|population| {
+            population.users[population.user_of(client) as usize].first() == Some(&client)
+        })
+    }
+
+    fn heartbeat_of(&self, client: u32) -> &str {
+        match &self.population {
+            Some(population) => &population.group_of(client).heartbeat,
+            None => &self.heartbeat,
+        }
+    }
+
+    fn body_bytes_of(&self, client: u32) -> usize {
+        match &self.population {
+            Some(population) => population.group_of(client).body_bytes,
+            None => self.body_bytes,
+        }
     }
 
     fn group(&self, group: u32) -> String {
@@ -57,7 +90,8 @@ impl Imlab {
             .map_or(0, |d| d.as_secs())
             + 86_400;
         // The secret was checked non-empty before the run; minting cannot fail otherwise.
-        imlab_core::auth::mint_token(secret, &self.user(client), expiry_s).unwrap_or_default()
+        imlab_core::auth::mint_token(secret, &self.user(self.user_of(client)), expiry_s)
+            .unwrap_or_default()
     }
 }
 
@@ -102,8 +136,13 @@ impl Protocol for Imlab {
                 heartbeat_timeout: self.heartbeat_timeout,
                 ..ClientConfig::default()
             },
-            ClientState::new(self.user(client), format!("{}d{client}", self.tag)).shared(),
-            parse_strategy(&self.heartbeat).expect("the heartbeat was validated before the run"),
+            ClientState::new(
+                self.user(self.user_of(client)),
+                format!("{}d{client}", self.tag),
+            )
+            .shared(),
+            parse_strategy(self.heartbeat_of(client))
+                .expect("the heartbeat was validated before the run"),
             observer,
             ChaCha8Rng::seed_from_u64(self.seed ^ u64::from(client)),
         );
@@ -114,7 +153,7 @@ impl Protocol for Imlab {
             handle,
             client,
             protocol: self.clone(),
-            body: Bytes::from(vec![b'x'; self.body_bytes]),
+            body: Bytes::from(vec![b'x'; self.body_bytes_of(client)]),
         };
         (Box::new(device), task)
     }
@@ -143,8 +182,11 @@ impl Device for ImlabDevice {
     }
 
     fn join_group(&self, group: u32, members: &[u32]) -> bool {
-        // The first member creates the group with the others in it; its reply confirms.
-        if members.first() != Some(&self.client) {
+        // The first member (its first device) creates the group with the others in it; its
+        // reply confirms.
+        if members.first() != Some(&self.protocol.user_of(self.client))
+            || !self.protocol.first_device_of_user(self.client)
+        {
             return false;
         }
         let others = members[1..]
@@ -158,6 +200,15 @@ impl Device for ImlabDevice {
 
     fn shutdown(&self) {
         let _ = self.handle.shutdown();
+    }
+
+    fn set_app_state(&self, state: AppState) -> bool {
+        let _ = self.handle.set_app_state(state);
+        let _ = match state {
+            AppState::Inactive => self.handle.go_offline(),
+            AppState::Foreground | AppState::Background => self.handle.go_online(),
+        };
+        true
     }
 }
 

@@ -13,6 +13,7 @@ pub mod mqtt;
 
 use std::sync::{Arc, Mutex};
 
+use imlab_core::heartbeat::AppState;
 use tokio::task::JoinHandle;
 
 use crate::ledger::LoadLedger;
@@ -57,14 +58,24 @@ pub trait Device: Send + Sync {
     /// Takes a send; it is on its way unless this returns [`Full`].
     fn send(&self, message: Outgoing) -> Result<(), Full>;
 
-    /// Makes this device a member of `group`, whose `members` are listed in order (this
-    /// device among them). Returns whether it will confirm with
+    /// Makes this device a member of `group`, whose member users are listed in order (this
+    /// device's user among them; a user is its client number unless `--scenario` gives
+    /// users several devices). Returns whether it will confirm with
     /// [`DeviceEvents::group_ready`]: the run waits for every promised confirmation before
     /// it sends.
     fn join_group(&self, group: u32, members: &[u32]) -> bool;
 
     /// Closes the connection for good; the device's task ends soon after.
     fn shutdown(&self);
+
+    /// The app moved to `state` (`imlab load --scenario`'s app-state cycles): a strategy
+    /// may heartbeat differently in the background, and an inactive app drops its
+    /// connection until it is active again. Returns false where the protocol has no app
+    /// states.
+    fn set_app_state(&self, state: AppState) -> bool {
+        let _ = state;
+        false
+    }
 }
 
 /// How a protocol names itself in results and the live line.
