@@ -691,6 +691,22 @@ impl LoadLedger {
         lost
     }
 
+    /// Sends on their way: neither acked, failed nor refused, from a client that has not
+    /// stopped for good (its core resends them once it is connected again).
+    pub fn sends_in_flight(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| {
+                let sender = self.slot(m.sender);
+                m.acked_us.is_none()
+                    && !m.failed
+                    && m.refusals == 0
+                    && self.refusals_by_sender[sender] == 0
+                    && !self.stopped[sender]
+            })
+            .count()
+    }
+
     /// Clients owed a delivery that are not back and synced (and may still come back): what
     /// the end of the drain waits for.
     pub fn recipients_pending(&self) -> usize {

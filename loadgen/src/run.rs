@@ -654,7 +654,8 @@ async fn run_app_cycles(
 
 /// Stragglers arrive during `--drain`; then, up to `--reconnect-wait`, recipients that are
 /// owed deliveries but are offline (a server restart, a network blip) get the time to log in
-/// again and sync, so what they lack is judged lost only once they are back.
+/// again and sync, so what they lack is judged lost only once they are back, and senders
+/// that were offline get the time to resend what is still unacked.
 async fn drain(shared: &Shared) {
     tokio::select! {
         () = tokio::time::sleep(shared.config.drain) => {}
@@ -664,7 +665,9 @@ async fn drain(shared: &Shared) {
     loop {
         {
             let ledger = lock(&shared.ledger);
-            if ledger.all_synced() || ledger.recipients_pending() == 0 {
+            if (ledger.all_synced() || ledger.recipients_pending() == 0)
+                && ledger.sends_in_flight() == 0
+            {
                 return;
             }
         }

@@ -177,3 +177,39 @@ fn losses_and_repeats_the_protocol_allows_are_told_apart_from_real_ones() {
     ledger.delivered_as(1, repeated, Repeat::RedeliveryAfterReconnect);
     assert_eq!((ledger.redelivered, ledger.duplicated), (3, 2));
 }
+
+#[test]
+fn the_drain_waits_for_sends_still_on_their_way_and_not_for_refused_failed_or_stopped_ones() {
+    let mut ledger = ledger();
+    let first = send(&mut ledger, 1, 1);
+    let second = send(&mut ledger, 2, 2);
+    assert_eq!(ledger.sends_in_flight(), 2);
+    ledger.acked(first);
+    assert_eq!(
+        ledger.sends_in_flight(),
+        1,
+        "the second is still owed an ack"
+    );
+    ledger.send_failed(second);
+    assert_eq!(ledger.sends_in_flight(), 0, "a failed send is not coming");
+
+    // A refused send (rate limited) holds its sender's later sends back too.
+    let refused = send(&mut ledger, 3, 1);
+    let behind = send(&mut ledger, 4, 2);
+    ledger.send_refused(refused, "rate_limited");
+    assert_eq!(
+        ledger.sends_in_flight(),
+        0,
+        "{behind:?} waits behind a refusal"
+    );
+
+    // Another sender's unacked send, until that client stops for good.
+    let other = MsgId {
+        sender: 1,
+        number: 0,
+    };
+    ledger.planned(other, 9, vec![2]);
+    assert_eq!(ledger.sends_in_flight(), 1);
+    ledger.client_stopped(1);
+    assert_eq!(ledger.sends_in_flight(), 0);
+}
