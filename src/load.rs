@@ -110,8 +110,9 @@ pub struct LoadArgs {
     /// each (FILE.0.EXT, FILE.1.EXT...).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Speak the protocol over WebSocket, upgrading at this path (e.g. /, /imlab): one
-    /// binary message per frame, subprotocol "imlab". With --tls it is wss.
+    /// Speak the protocol over WebSocket, upgrading at this path (e.g. /, /imlab, /mqtt):
+    /// imlab sends one binary message per frame with subprotocol "imlab"; MQTT its packets in
+    /// binary messages with subprotocol "mqtt". With --tls it is wss.
     #[arg(long, value_name = "PATH")]
     ws: Option<String>,
     /// Serve the run's live metrics (counters, gauges, latency quantiles) in the Prometheus
@@ -239,12 +240,6 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("{}", scenario.describe());
     }
     let protocol = args.mqtt.choice(args.auth_secret.is_some())?;
-    if args.ws.is_some() && matches!(protocol, ProtocolChoice::Mqtt(_)) {
-        anyhow::bail!(
-            "--ws with --protocol mqtt: MQTT over WebSocket is not built yet (MQTT runs over \
-             TCP or --tls)"
-        );
-    }
     let ws = match &args.ws {
         Some(path) => Some(
             imlab_core::ws::WsClient::new(
@@ -253,6 +248,11 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
                 path,
                 Some(protocol.ws_subprotocol()),
             )
+            .map(|client| match protocol {
+                // MQTT over WebSocket is a byte stream in binary messages.
+                ProtocolChoice::Mqtt(_) => client.carrying_bytes(),
+                ProtocolChoice::Imlab => client,
+            })
             .map_err(|error| anyhow::anyhow!("--ws: {error}"))?,
         ),
         None => None,

@@ -183,8 +183,11 @@ fn the_first_ctrl_c_finishes_the_summary_results_and_page() {
     );
     assert_eq!(status.code(), Some(3), "{summary}{rest:?}");
     assert!(summary.contains("messages: sent"), "{summary}");
+    // A send made just before the interrupt may be unacked too; the line says both.
     assert!(
-        summary.contains("INCOMPLETE: interrupted after"),
+        summary
+            .lines()
+            .any(|l| l.starts_with("INCOMPLETE:") && l.contains("interrupted after")),
         "{summary}"
     );
     let results = results(out.path());

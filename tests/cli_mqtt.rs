@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, imlab, results, serve_guarded, temp_dir};
-use mqtt_broker::{Relay, start_broker};
+use mqtt_broker::{Relay, start_broker, start_broker_with_ws};
 
 /// `imlab load --protocol mqtt --target ADDR` with `extra`, writing into `out`.
 fn load(target: &str, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -256,8 +256,9 @@ fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
     );
     assert!(count(&results, "/connections/reconnects") > 0, "{said}");
     assert!(relay.swallowed.load(std::sync::atomic::Ordering::Relaxed) > 0);
-    // 8 s of sends and 1 s of drain: no wait for acks that never come.
-    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // 8 s of sends, 1 s of drain and 5 s without an ack: no longer wait for acks that never
+    // come (the --reconnect-wait bound is 30 s).
+    assert!(took < Duration::from_secs(25), "took {took:?}");
 }
 
 #[test]
@@ -347,7 +348,6 @@ fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once(
         false,
         &["--qos", "2", "--clean-start", "false"],
     );
-    assert_eq!(code, Some(0), "{said}");
     assert_eq!(results["qos"], 2);
     assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
     let expected = count(&results, "/messages/expected_deliveries");
@@ -355,4 +355,73 @@ fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once(
     // Exactly once: no repeat of any kind, allowed or not.
     assert_eq!(count(&results, "/messages/duplicated"), 0, "{said}");
     assert_eq!(count(&results, "/messages/redelivered"), 0, "{said}");
+    // rumqttd keeps a QoS 2 publish between its PUBREC and the PUBREL in connection state it
+    // drops at a reconnect: the PUBREL the client resends then finds nothing and rumqttd
+    // closes the connection, every time. Such a send is never acked, and never delivered (a
+    // QoS 2 message is released by its PUBREL): it can only be unacked, or failed once its
+    // PUBCOMP is overdue, nothing worse.
+    let stuck = count(&results, "/messages/unacked") + count(&results, "/messages/failed");
+    for nothing in ["lost", "refused", "pending"] {
+        assert_eq!(
+            count(&results, &format!("/messages/{nothing}")),
+            0,
+            "{said}"
+        );
+    }
+    assert_eq!(code, Some(if stuck == 0 { 0 } else { 3 }), "{said}");
+}
+
+#[test]
+fn mqtt_over_websocket_delivers_like_over_tcp() {
+    let (_, _, ws) = start_broker_with_ws();
+    let out_guard = temp_dir("cli-mqtt", "ws");
+    let out = out_guard.path();
+    let output = load(
+        &ws.to_string(),
+        out,
+        &[
+            "--ws",
+            "/mqtt",
+            "--mqtt-version",
+            "3.1.1",
+            "--qos",
+            "1",
+            "--clients",
+            "50",
+            "--connect-rate",
+            "1000",
+            "--duration",
+            "2s",
+            "--msg-rate",
+            "200",
+            "--pattern",
+            "group:10",
+        ],
+    );
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    let results = results(out);
+    assert_eq!(results["transport"], "ws", "{results}");
+    assert!(said.contains("mqtt QoS 1 over ws"), "{said}");
+    let expected = count(&results, "/messages/expected_deliveries");
+    assert!(expected > 0, "{results}");
+    assert_eq!(
+        count(&results, "/messages/delivered"),
+        expected,
+        "{results}"
+    );
+    assert_eq!(count(&results, "/messages/lost"), 0, "{results}");
+    assert_eq!(count(&results, "/messages/duplicated"), 0, "{results}");
+
+    // The same port without --ws is not an MQTT port: the mismatch is named at once.
+    let plain = load(
+        &ws.to_string(),
+        out,
+        &["--clients", "2", "--duration", "1s"],
+    );
+    let said = text(&plain);
+    assert!(
+        !plain.status.success() && said.contains("logins failed"),
+        "{said}"
+    );
 }

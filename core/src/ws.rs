@@ -14,6 +14,10 @@
 //! seam, and the WebSocket handshake, like TLS's, runs in the connection's own task, bounded
 //! by the login timeout.
 //!
+//! The client side can also carry a plain byte stream instead ([`WsFraming::Bytes`], MQTT
+//! over WebSocket as its specification says: packets in binary messages, a message may hold
+//! part of a packet or several).
+//!
 //! Wrong-protocol peers fail clearly: a client that speaks imlab's plain framing to a
 //! WebSocket port gets an Error frame saying so in its own framing; a WebSocket client that
 //! reaches a port not speaking HTTP says the server is not a WebSocket server.
@@ -56,10 +60,23 @@ fn config(max_frame_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame_bytes))
 }
 
-/// A WebSocket connection as the byte stream of length-prefixed frames the cores speak.
+/// How the bytes of a byte stream travel in WebSocket messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WsFraming {
+    /// imlab's: one binary message per length-prefixed frame, without its prefix.
+    #[default]
+    Frames,
+    /// A plain byte stream (MQTT over WebSocket): what is written at once goes in one binary
+    /// message, and messages are read back to back; a packet may span messages.
+    Bytes,
+}
+
+/// A WebSocket connection as a byte stream: the length-prefixed frames the cores speak, or
+/// plain bytes ([`WsFraming`]).
 pub struct WsStream<S> {
     ws: WebSocketStream<S>,
     max_frame_bytes: usize,
+    framing: WsFraming,
     /// Frames received, prefixed, not yet read.
     incoming: BytesMut,
     /// Bytes written that do not make a whole frame yet (at most one frame's worth).
@@ -83,10 +100,11 @@ fn ws_error(error: WsError) -> io::Error {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
-    fn new(ws: WebSocketStream<S>, max_frame_bytes: usize) -> WsStream<S> {
+    fn new(ws: WebSocketStream<S>, max_frame_bytes: usize, framing: WsFraming) -> WsStream<S> {
         WsStream {
             ws,
             max_frame_bytes,
+            framing,
             incoming: BytesMut::new(),
             outgoing: BytesMut::new(),
         }
@@ -95,6 +113,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Sends every whole frame written so far as one binary message each. Ready once none is
     /// left; pending while the WebSocket cannot take one.
     fn poll_send_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.framing == WsFraming::Bytes {
+            if self.outgoing.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_error)?;
+            let payload = self.outgoing.split().freeze();
+            Pin::new(&mut self.ws)
+                .start_send(Message::Binary(payload))
+                .map_err(ws_error)?;
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if self.outgoing.len() < LENGTH_PREFIX_BYTES {
                 return Poll::Ready(Ok(()));
@@ -138,6 +167,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 ),
             ));
         }
+        if self.framing == WsFraming::Bytes {
+            self.incoming.extend_from_slice(payload);
+            return Ok(());
+        }
         self.incoming.reserve(LENGTH_PREFIX_BYTES + payload.len());
         self.incoming.put_u32(payload.len() as u32);
         self.incoming.put_slice(payload);
@@ -159,7 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 Some(Ok(Message::Text(_))) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "WebSocket text message: imlab frames travel in binary messages",
+                        "WebSocket text message: the protocol travels in binary messages",
                     )));
                 }
                 // Pings are answered by tungstenite itself; pongs need nothing.
@@ -182,8 +215,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_send_frames(cx))?;
-        // Only a partial frame is buffered now: there is room for at least one more byte.
-        let room = LENGTH_PREFIX_BYTES + this.max_frame_bytes - this.outgoing.len();
+        // Only a partial frame (or, carrying bytes, nothing) is buffered now: there is room
+        // for at least one more byte.
+        let room = match this.framing {
+            WsFraming::Frames => LENGTH_PREFIX_BYTES + this.max_frame_bytes - this.outgoing.len(),
+            WsFraming::Bytes => this.max_frame_bytes - this.outgoing.len(),
+        };
         let n = room.min(data.len());
         this.outgoing.extend_from_slice(&data[..n]);
         // Hand over what is whole now; if the socket is busy, flush will finish the job.
@@ -316,7 +353,7 @@ async fn server_upgrade<S: Stream>(
     )
     .await
     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, failed(&error)))?;
-    Ok(WsStream::new(ws, max_frame_bytes))
+    Ok(WsStream::new(ws, max_frame_bytes, WsFraming::Frames))
 }
 
 /// Answers with the `imlab` subprotocol when the client offers it, with none when it offers
@@ -361,6 +398,7 @@ pub struct WsConnector<C> {
     url: String,
     subprotocol: Option<String>,
     max_frame_bytes: usize,
+    framing: WsFraming,
 }
 
 impl<C> fmt::Debug for WsConnector<C> {
@@ -379,6 +417,8 @@ pub struct WsClient {
     pub url: String,
     /// Offered in `Sec-WebSocket-Protocol` (`imlab`, `mqtt`); the server must choose it.
     pub subprotocol: Option<String>,
+    /// How the protocol's bytes travel in messages.
+    pub framing: WsFraming,
 }
 
 impl WsClient {
@@ -407,7 +447,14 @@ impl WsClient {
         Ok(WsClient {
             url,
             subprotocol: subprotocol.map(str::to_string),
+            framing: WsFraming::Frames,
         })
+    }
+
+    /// The same client carrying a plain byte stream (MQTT over WebSocket).
+    pub fn carrying_bytes(mut self) -> WsClient {
+        self.framing = WsFraming::Bytes;
+        self
     }
 }
 
@@ -426,6 +473,7 @@ impl<C: Connector> WsConnector<C> {
             url: client.url.clone(),
             subprotocol: client.subprotocol.clone(),
             max_frame_bytes,
+            framing: client.framing,
         }
     }
 
@@ -495,6 +543,6 @@ impl<C: Connector> Connector for WsConnector<C> {
         )
         .await
         .map_err(|error| self.failed(&error))?;
-        Ok(WsStream::new(ws, self.max_frame_bytes))
+        Ok(WsStream::new(ws, self.max_frame_bytes, self.framing))
     }
 }

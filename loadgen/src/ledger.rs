@@ -691,6 +691,14 @@ impl LoadLedger {
         lost
     }
 
+    /// Planned messages the server acked.
+    pub fn acked_count(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.acked_us.is_some())
+            .count()
+    }
+
     /// Sends on their way: neither acked, failed nor refused, from a client that has not
     /// stopped for good (its core resends them once it is connected again).
     pub fn sends_in_flight(&self) -> usize {

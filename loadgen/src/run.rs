@@ -654,20 +654,30 @@ async fn run_app_cycles(
 
 /// Stragglers arrive during `--drain`; then, up to `--reconnect-wait`, recipients that are
 /// owed deliveries but are offline (a server restart, a network blip) get the time to log in
-/// again and sync, so what they lack is judged lost only once they are back, and senders
-/// that were offline get the time to resend what is still unacked.
+/// again and sync, so what they lack is judged lost only once they are back, and sends still
+/// on their way get the time to be acked while acks keep coming (one at least every
+/// [`SEND_PROGRESS_WINDOW`]): senders back from a restart resend, a server that never acks
+/// is not waited for.
 async fn drain(shared: &Shared) {
     tokio::select! {
         () = tokio::time::sleep(shared.config.drain) => {}
         () = shared.stop.cancelled() => return,
     }
     let deadline = Instant::now() + shared.config.reconnect_wait;
+    let mut acked = None;
+    let mut last_progress = Instant::now();
     loop {
         {
             let ledger = lock(&shared.ledger);
-            if (ledger.all_synced() || ledger.recipients_pending() == 0)
-                && ledger.sends_in_flight() == 0
-            {
+            let acked_now = ledger.acked_count();
+            if acked != Some(acked_now) {
+                acked = Some(acked_now);
+                last_progress = Instant::now();
+            }
+            let recipients_done = ledger.all_synced() || ledger.recipients_pending() == 0;
+            let sends_done =
+                ledger.sends_in_flight() == 0 || last_progress.elapsed() >= SEND_PROGRESS_WINDOW;
+            if recipients_done && sends_done {
                 return;
             }
         }
@@ -680,6 +690,10 @@ async fn drain(shared: &Shared) {
         }
     }
 }
+
+/// After the drain, sends still on their way are waited for only while an ack arrived within
+/// this long.
+const SEND_PROGRESS_WINDOW: Duration = Duration::from_secs(5);
 
 /// The groups of a run and the confirmations their members promised.
 struct Groups {

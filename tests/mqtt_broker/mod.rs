@@ -25,7 +25,14 @@ fn free_port() -> SocketAddr {
 /// Starts a rumqttd broker with one MQTT 3.1.1 and one MQTT 5 listener; returns their
 /// addresses once both accept connections. Its threads live as long as the test process.
 pub fn start_broker() -> (SocketAddr, SocketAddr) {
-    let (v4, v5) = (free_port(), free_port());
+    let (v4, v5, _) = start_broker_with_ws();
+    (v4, v5)
+}
+
+/// The same broker with a third listener: MQTT 3.1.1 over WebSocket (rumqttd's `ws`, which
+/// answers with the `mqtt` subprotocol).
+pub fn start_broker_with_ws() -> (SocketAddr, SocketAddr, SocketAddr) {
+    let (v4, v5, ws) = (free_port(), free_port(), free_port());
     let server = |name: &str, addr: SocketAddr| {
         serde_json::json!({ "1": {
             "name": name,
@@ -49,15 +56,16 @@ pub fn start_broker() -> (SocketAddr, SocketAddr) {
         },
         "v4": server("v4", v4),
         "v5": server("v5", v5),
+        "ws": server("ws", ws),
     }))
     .unwrap();
     std::thread::spawn(move || {
         let _ = rumqttd::Broker::new(config).start();
     });
-    for addr in [v4, v5] {
+    for addr in [v4, v5, ws] {
         wait_accepting(addr);
     }
-    (v4, v5)
+    (v4, v5, ws)
 }
 
 /// Waits (bounded) until `addr` accepts a TCP connection.
