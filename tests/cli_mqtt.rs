@@ -425,3 +425,66 @@ fn mqtt_over_websocket_delivers_like_over_tcp() {
         "{said}"
     );
 }
+
+/// Writes a self-signed certificate for 127.0.0.1 and localhost and its key to `dir`.
+fn write_identity(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let generated = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[test]
+fn mqtt_over_tls_trusts_the_given_ca_and_no_other() {
+    let (v4, _) = start_broker();
+    let dir_guard = temp_dir("cli-mqtt", "tls");
+    let dir = dir_guard.path();
+    let (cert, key) = write_identity(dir);
+    let front = mqtt_broker::TlsFront::new(&cert, &key, v4);
+    let out = dir.join("out");
+    let flags = |ca: &Path| {
+        vec![
+            "--tls".to_string(),
+            "--ca".into(),
+            ca.to_str().unwrap().into(),
+            "--qos".into(),
+            "1".into(),
+            "--clients".into(),
+            "50".into(),
+            "--duration".into(),
+            "2s".into(),
+            "--msg-rate".into(),
+            "200".into(),
+        ]
+    };
+    let args = flags(&cert);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = load(&front.addr.to_string(), &out, &args);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    let results = results(&out);
+    assert_eq!(results["transport"], "tls", "{results}");
+    assert_eq!(results["tls"], true, "{results}");
+    let expected = count(&results, "/messages/expected_deliveries");
+    assert!(expected > 0, "{results}");
+    assert_eq!(
+        count(&results, "/messages/delivered"),
+        expected,
+        "{results}"
+    );
+
+    // A certificate the broker's was not signed by: no client gets in, and the run says why.
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let (stranger, _) = write_identity(&other_dir);
+    let args = flags(&stranger);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = load(&front.addr.to_string(), &dir.join("out-refused"), &args);
+    let said = text(&refused);
+    assert!(
+        !refused.status.success() && said.contains("logins failed"),
+        "{said}"
+    );
+}

@@ -231,3 +231,45 @@ fn packet_len(buf: &[u8]) -> Option<usize> {
     }
     None
 }
+
+/// A TLS front for a broker: accepts TLS with `cert`/`key` (imlab-core's rustls listener,
+/// the one `imlab serve --tls-cert` uses) and relays the plain bytes to `broker`.
+pub struct TlsFront {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsFront {
+    pub fn new(cert: &std::path::Path, key: &std::path::Path, broker: SocketAddr) -> TlsFront {
+        use imlab_core::net::Listener;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = imlab_core::tls::server_config_from_files(cert, key).unwrap();
+        let tcp = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = imlab_core::tls::TlsListener::new(tcp, config);
+        runtime.spawn(async move {
+            while let Ok((handshake, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut client) = handshake.await else {
+                        return;
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(broker).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        TlsFront {
+            addr,
+            _runtime: runtime,
+        }
+    }
+}
