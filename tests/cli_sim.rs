@@ -162,6 +162,53 @@ fn a_violation_exits_1_with_the_replay_command() {
     );
 }
 
+/// The replay line carries every flag that changes the run (`--devices`, `--duration` as one
+/// shell word, `--plant`), and running it gives the same trace.
+#[test]
+fn the_replay_line_reproduces_a_run_with_overrides_exactly() {
+    let (_file_guard, file) = write_scenario("lossy.toml", &LOSSY.replace("STORE", "durable"));
+    let output = imlab(&[
+        "sim",
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        "2",
+        "--devices",
+        "6",
+        "--duration",
+        "12m 30s",
+        "--plant",
+        "volatile-store",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("(6 devices, 750s +"), "{text}");
+    let replay = text
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: imlab "))
+        .unwrap_or_else(|| panic!("no replay line: {text}"));
+    assert_eq!(
+        replay,
+        format!(
+            "sim run {} --seed 2 --devices 6 --duration 12m30s --plant volatile-store",
+            file.display()
+        )
+    );
+    let again = imlab(&replay.split(' ').collect::<Vec<_>>());
+    let again_text = stdout(&again);
+    assert_eq!(again.status.code(), Some(1), "{again_text}");
+    let hash = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("trace_hash: "))
+            .map(str::to_string)
+    };
+    assert!(hash(&text).is_some());
+    assert_eq!(hash(&text), hash(&again_text), "{again_text}");
+    // Without the overrides, a different run.
+    let plain = imlab(&["sim", "run", file.to_str().unwrap(), "--seed", "2"]);
+    assert_ne!(hash(&text), hash(&stdout(&plain)));
+}
+
 #[test]
 fn a_volatile_stores_crash_loss_is_reported_apart_from_the_verdicts() {
     let (_file_guard, file) = write_scenario("volatile.toml", &LOSSY.replace("STORE", "memory"));

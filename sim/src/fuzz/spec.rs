@@ -108,6 +108,8 @@ pub struct Spec {
     pub durable: bool,
     /// Commit latency, ms.
     pub commit_latency_ms: u64,
+    /// Signed tokens that expire after this many seconds (None: dev mode, any token).
+    pub token_lifetime_s: Option<u64>,
     /// Carriers.
     pub carriers: Vec<CarrierSpec>,
     /// Device groups.
@@ -166,6 +168,9 @@ impl Spec {
         let _ = writeln!(w, "\n[server]\nstore = \"{store}\"");
         if self.durable {
             let _ = writeln!(w, "commit_latency = \"{}ms\"", self.commit_latency_ms);
+        }
+        if let Some(lifetime) = self.token_lifetime_s {
+            let _ = writeln!(w, "token_lifetime = \"{lifetime}s\"");
         }
         for c in self.carriers_used() {
             let carrier = &self.carriers[c];
@@ -280,6 +285,9 @@ pub fn generate(rng: &mut ChaCha8Rng) -> Spec {
         duration_s,
         durable: rng.random_bool(0.7),
         commit_latency_ms: [0, 2, 50, 500][rng.random_range(0..4)],
+        token_lifetime_s: rng
+            .random_bool(0.4)
+            .then(|| [600, 1_800, 3_600][rng.random_range(0..3)]),
         carriers,
         groups,
         faults: Vec::new(),
@@ -303,10 +311,14 @@ fn fault(rng: &mut ChaCha8Rng, spec: &Spec) -> Option<FaultSpec> {
     if !spec.durable && matches!(kind, "disk_stall" | "disk_failure") {
         return None;
     }
+    // A device's clock only matters to tokens that expire.
+    if spec.token_lifetime_s.is_none() && kind == "clock_jump" {
+        return None;
+    }
     let at_s = rng.random_range(0..spec.duration_s);
     let instant = imlab_carrier::fault::is_instant(kind);
     let duration_s = if instant {
-        if kind == "handover" && rng.random_bool(0.5) {
+        if matches!(kind, "handover" | "clock_jump") && rng.random_bool(0.5) {
             rng.random_range(10..=600)
         } else {
             0
@@ -331,6 +343,15 @@ fn fault(rng: &mut ChaCha8Rng, spec: &Spec) -> Option<FaultSpec> {
             to: None,
             percent,
         },
+        "clock_jump" => {
+            let by = ["-1d", "-3h", "-2h", "-30m", "+10m", "+1h", "+3h"][rng.random_range(0..7)];
+            params.push(("by", format!("\"{by}\"")));
+            FaultTarget::Group {
+                group,
+                to: None,
+                percent,
+            }
+        }
         "handover" => FaultTarget::Group {
             group,
             to: Some(rng.random_range(0..spec.carriers.len())),
