@@ -107,12 +107,22 @@ pub fn candidates(spec: &Spec) -> Vec<Spec> {
         }
     }
     for (i, carrier) in spec.carriers.iter().enumerate() {
-        if carrier.loss.is_some() || carrier.nat_timeout_s.is_some() {
+        if carrier.loss.is_some()
+            || carrier.nat_timeout_s.is_some()
+            || carrier.bandwidth_kbps.is_some()
+        {
             let mut plain = spec.clone();
             plain.carriers[i].loss = None;
             plain.carriers[i].nat_timeout_s = None;
+            plain.carriers[i].bandwidth_kbps = None;
             push(plain);
         }
+    }
+    if spec.outbox_len_max.is_some() || spec.fanout_queue_len_max.is_some() {
+        let mut default_bounds = spec.clone();
+        default_bounds.outbox_len_max = None;
+        default_bounds.fanout_queue_len_max = None;
+        push(default_bounds);
     }
     if spec.token_lifetime_s.is_some() {
         let mut dev_mode = spec.clone();
