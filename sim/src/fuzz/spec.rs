@@ -128,8 +128,9 @@ pub struct Spec {
 
 /// Quiet period after the faults: long enough for the slowest heartbeat's reconnect.
 pub const QUIET_S: u64 = 300;
-/// Quiet period when a carrier is 2G-grade (at most [`WEAK_LINK_KBPS_MAX`]): a device back
-/// from a long absence syncs its backlog at about a kilobyte a second.
+/// Quiet period when a carrier is 2G-grade (at most [`WEAK_LINK_KBPS_MAX`], by override or
+/// preset): a device back from a long absence syncs its backlog at a few kilobytes a second,
+/// and 300 s left false `convergence` failures on cu-2g with 8 KB bodies.
 pub const WEAK_QUIET_S: u64 = 1_500;
 /// A bandwidth override at or below this is a 2G-grade link.
 pub const WEAK_LINK_KBPS_MAX: u32 = 40;
@@ -298,14 +299,26 @@ pub fn generate(rng: &mut ChaCha8Rng) -> Spec {
             spec.faults.push(fault);
         }
     }
-    if spec.carriers_used().iter().any(|c| {
-        spec.carriers[*c]
-            .bandwidth_kbps
-            .is_some_and(|k| k <= WEAK_LINK_KBPS_MAX)
-    }) {
+    if spec
+        .carriers_used()
+        .iter()
+        .any(|c| spec.carriers[*c].is_weak())
+    {
         spec.quiet_s = WEAK_QUIET_S;
     }
     spec
+}
+
+impl CarrierSpec {
+    /// True for a 2G-grade link (an override or the preset at most [`WEAK_LINK_KBPS_MAX`]).
+    pub fn is_weak(&self) -> bool {
+        let kbps = self.bandwidth_kbps.unwrap_or_else(|| {
+            imlab_carrier::profile::preset(self.preset)
+                .expect("the generator draws preset names")
+                .bandwidth_kbps
+        });
+        kbps <= WEAK_LINK_KBPS_MAX
+    }
 }
 
 fn draw_anywhere(rng: &mut ChaCha8Rng) -> Spec {
@@ -398,16 +411,22 @@ fn weak_link(rng: &mut ChaCha8Rng, spec: &mut Spec) {
 /// The in-memory store with small bounds, heavy traffic, and server crashes every few
 /// minutes.
 fn volatile_storm(rng: &mut ChaCha8Rng, spec: &mut Spec) {
-    spec.duration_s = spec.duration_s.max(15 * 60);
+    spec.duration_s = spec.duration_s.max(30 * 60);
     spec.durable = false;
     spec.outbox_len_max = Some(rng.random_range(2..=8));
     spec.fanout_queue_len_max = Some(rng.random_range(4..=16));
-    spec.faults
-        .retain(|f| !matches!(f.kind, "disk_stall" | "disk_failure"));
+    // A slow, lossy first carrier: acks take long enough to be cut off by a crash.
+    let carrier = &mut spec.carriers[0];
+    carrier.preset = ["cmcc-3g", "cu-2g", "ct-3g", "us-lte"][rng.random_range(0..4)];
+    carrier.loss = Some(f64::from(rng.random_range(20..=100u32)) / 1_000.0);
+    spec.groups[0].carrier = 0;
     for group in &mut spec.groups {
+        group.count = group.count.max(rng.random_range(8..=GROUP_DEVICES_MAX));
         group.one_to_one_per_hour = rng.random_range(60..=240);
         group.group_per_hour = rng.random_range(30..=120);
         group.group_size = rng.random_range(4..=8);
+        // Small bodies: the storm is about crashes and retries, not a link's throughput.
+        group.body_bytes = [20, 100, 1_000][rng.random_range(0..3)];
         if rng.random_bool(0.5) {
             group.devices_per_user = 2;
         }
@@ -417,7 +436,7 @@ fn volatile_storm(rng: &mut ChaCha8Rng, spec: &mut Spec) {
         kind: "server_crash",
         at_s: rng.random_range(60..=400),
         duration_s: down_s,
-        every_s: Some(rng.random_range(240..=600)),
+        every_s: Some(rng.random_range(240..=480)),
         target: FaultTarget::None,
         params: Vec::new(),
     });
@@ -556,6 +575,13 @@ mod tests {
                     .bandwidth_kbps
                     .is_some_and(|k| k <= WEAK_LINK_KBPS_MAX)
             };
+            if spec
+                .carriers_used()
+                .iter()
+                .any(|c| spec.carriers[*c].is_weak())
+            {
+                assert_eq!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+            }
             if spec
                 .groups
                 .iter()
