@@ -41,6 +41,7 @@ pub fn socket_faults(scenario: &Scenario, until: Duration) -> SocketFaults {
             | FaultKind::DiskStall
             | FaultKind::DiskFailure
             | FaultKind::AppKill { .. }
+            | FaultKind::ClockJump { .. }
             | FaultKind::PushOutage => {
                 faults.machine.push(format!("faults[{i}] {}", fault.name));
                 continue;

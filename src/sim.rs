@@ -226,10 +226,28 @@ impl Overrides {
             flags += &format!(" --devices {devices}");
         }
         if let Some(duration) = self.duration {
-            flags += &format!(" --duration {}", humantime::format_duration(duration));
+            flags += &format!(" --duration {}", compact_duration(duration));
         }
         flags
     }
+}
+
+/// A duration as one shell word that `humantime` reads back: "1h30m", not "1h 30m".
+fn compact_duration(duration: Duration) -> String {
+    humantime::format_duration(duration)
+        .to_string()
+        .replace(' ', "")
+}
+
+/// The command that replays a run exactly: the file, the seed and every flag that changes
+/// the run (overrides, planted bug); not the flags that only say where output goes.
+fn replay_line(scenario: &Scenario, seed: u64, overrides: &Overrides, plant: &PlantArg) -> String {
+    format!(
+        "{}{}{}",
+        replay_command(scenario, seed),
+        overrides.flags(),
+        plant.replay_suffix()
+    )
 }
 
 /// Applies `--devices` and `--duration`, saying what they dropped.
@@ -366,8 +384,8 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     if report.ok() {
         Ok(std::process::ExitCode::SUCCESS)
     } else {
-        let plant = args.plant.replay_suffix();
-        println!("replay: {}{plant}", replay_command(&scenario, seed));
+        let replay = replay_line(&scenario, seed, &args.overrides, &args.plant);
+        println!("replay: {replay}");
         Ok(std::process::ExitCode::from(1))
     }
 }
@@ -439,7 +457,7 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         );
     });
     let flags = format!("{}{}", args.overrides.flags(), args.plant.replay_suffix());
-    let replay = |seed: u64| format!("{}{flags}", replay_command(&scenario, seed));
+    let replay = |seed: u64| replay_line(&scenario, seed, &args.overrides, &args.plant);
     let failed = summary(&outcomes, &replay);
     if let Some(dir) = &args.out {
         let text = std::fs::read_to_string(&file)

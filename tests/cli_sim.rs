@@ -162,6 +162,53 @@ fn a_violation_exits_1_with_the_replay_command() {
     );
 }
 
+/// The replay line carries every flag that changes the run (`--devices`, `--duration` as one
+/// shell word, `--plant`), and running it gives the same trace.
+#[test]
+fn the_replay_line_reproduces_a_run_with_overrides_exactly() {
+    let (_file_guard, file) = write_scenario("lossy.toml", &LOSSY.replace("STORE", "durable"));
+    let output = imlab(&[
+        "sim",
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        "2",
+        "--devices",
+        "6",
+        "--duration",
+        "12m 30s",
+        "--plant",
+        "volatile-store",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("(6 devices, 750s +"), "{text}");
+    let replay = text
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: imlab "))
+        .unwrap_or_else(|| panic!("no replay line: {text}"));
+    assert_eq!(
+        replay,
+        format!(
+            "sim run {} --seed 2 --devices 6 --duration 12m30s --plant volatile-store",
+            file.display()
+        )
+    );
+    let again = imlab(&replay.split(' ').collect::<Vec<_>>());
+    let again_text = stdout(&again);
+    assert_eq!(again.status.code(), Some(1), "{again_text}");
+    let hash = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("trace_hash: "))
+            .map(str::to_string)
+    };
+    assert!(hash(&text).is_some());
+    assert_eq!(hash(&text), hash(&again_text), "{again_text}");
+    // Without the overrides, a different run.
+    let plain = imlab(&["sim", "run", file.to_str().unwrap(), "--seed", "2"]);
+    assert_ne!(hash(&text), hash(&stdout(&plain)));
+}
+
 #[test]
 fn a_volatile_stores_crash_loss_is_reported_apart_from_the_verdicts() {
     let (_file_guard, file) = write_scenario("volatile.toml", &LOSSY.replace("STORE", "memory"));
@@ -443,14 +490,14 @@ fn sharded_sweeps_merge_into_the_unsharded_sweep() {
 fn fuzz_finds_shrinks_and_replays_a_planted_bug() {
     let out_guard = common::temp_dir("cli-sim", "fuzz");
     let out = out_guard.path().join("out");
-    // A known failing case (fuzz seed 1 finds it at case 57): seed 1's cases 57..58.
+    // A known failing case (fuzz seed 1 finds it at case 19): seed 1's cases 19..20.
     let output = imlab(&[
         "sim",
         "fuzz",
         "--seed",
         "1",
         "--first-case",
-        "57",
+        "19",
         "--cases",
         "1",
         "--jobs",
@@ -465,7 +512,7 @@ fn fuzz_finds_shrinks_and_replays_a_planted_bug() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("violation: case 57 seed 256252: no_acked_loss"),
+        text.contains("violation: case 19 seed ") && text.contains(": no_acked_loss: "),
         "{text}"
     );
     let replay = text

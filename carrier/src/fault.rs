@@ -116,6 +116,11 @@ pub const KINDS: &[(&str, Scope, &str)] = &[
         "the app is killed and restarted after the window",
     ),
     (
+        "clock_jump",
+        Scope::Device,
+        "the device's wall clock jumps `by` (\"-2h\", \"+3h\"); back after the window",
+    ),
+    (
         "push_outage",
         Scope::Push,
         "the push service delivers nothing for the window",
@@ -139,9 +144,36 @@ pub fn scope_of(kind: &str) -> Option<Scope> {
         .map(|(_, scope, _)| *scope)
 }
 
-/// True for kinds that happen at one instant (no window): they take no duration.
+/// True for kinds that happen at one instant: they need no duration (a handover and a
+/// clock jump may take one, after which they are undone).
 pub fn is_instant(kind: &str) -> bool {
-    matches!(kind, "reset" | "nat_rebind" | "handover")
+    matches!(kind, "reset" | "nat_rebind" | "handover" | "clock_jump")
+}
+
+/// The largest clock jump, either way: ten years (a phone that boots to its RTC's default).
+pub const CLOCK_JUMP_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3_600);
+
+/// Parses a signed duration such as `"-2h"` or `"+1h30m"`: the sign is required, so the
+/// direction is never a guess. Returns milliseconds.
+pub fn parse_signed_duration(text: &str) -> Result<i64, String> {
+    let (sign, rest) = match text.trim().split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => {
+            return Err(format!(
+                "{text:?} needs a sign: \"+3h\" (the clock runs ahead) or \"-2h\" (behind)"
+            ));
+        }
+    };
+    let magnitude = humantime::parse_duration(rest.trim())
+        .map_err(|error| format!("{text:?} is not a signed duration like \"-2h\": {error}"))?;
+    if magnitude.is_zero() {
+        return Err(format!("{text:?} jumps nowhere: must not be zero"));
+    }
+    if magnitude > CLOCK_JUMP_MAX {
+        return Err(format!("{text:?} is more than ten years (3650d)"));
+    }
+    Ok(sign * magnitude.as_millis() as i64)
 }
 
 /// Which way a link fault applies.
@@ -302,6 +334,8 @@ pub struct FaultParams {
     /// max_age: the age limit.
     #[serde(with = "humantime_serde", default)]
     pub age: Option<Duration>,
+    /// clock_jump: how far the device's wall clock jumps, signed (`"-2h"`, `"+3h"`).
+    pub by: Option<String>,
 }
 
 /// A fault parameter that is missing, misplaced or impossible.
@@ -351,6 +385,7 @@ impl FaultParams {
         check("delay", self.delay.is_some());
         check("bytes", self.bytes.is_some());
         check("age", self.age.is_some());
+        check("by", self.by.is_some());
         keys
     }
 
@@ -369,12 +404,23 @@ impl FaultParams {
             "slow_close" => &["delay"],
             "close_after_bytes" => &["bytes", "direction"],
             "max_age" => &["age"],
+            "clock_jump" => &["by"],
             _ => &[],
         };
         match self.set_keys().into_iter().find(|k| !allowed.contains(k)) {
             Some(key) => Err(param_error(key, format!("a {kind} fault does not take it"))),
             None => Ok(()),
         }
+    }
+
+    /// A clock_jump's `by`, in milliseconds (negative: the clock goes back).
+    pub fn clock_jump_ms(&self) -> Result<i64, ParamError> {
+        self.check_keys("clock_jump")?;
+        let by = self
+            .by
+            .as_deref()
+            .ok_or_else(|| param_error("by", "is required for clock_jump (e.g. \"-2h\")"))?;
+        parse_signed_duration(by).map_err(|message| param_error("by", message))
     }
 
     /// The carrier fault `kind` names, with these parameters; None for a kind of another

@@ -314,3 +314,33 @@ fn parameters_are_checked_and_name_the_key() {
     }
     assert_eq!(LinkFault::Reset.name(), "reset");
 }
+
+#[test]
+fn a_clock_jump_takes_a_signed_duration_named_by() {
+    let jump = |params: &str| {
+        serde_json::from_str::<FaultParams>(params)
+            .unwrap()
+            .clock_jump_ms()
+    };
+    assert_eq!(jump(r#"{"by": "-2h"}"#), Ok(-7_200_000));
+    assert_eq!(jump(r#"{"by": "+1h 30m"}"#), Ok(5_400_000));
+    assert_eq!(jump(r#"{"by": "+500ms"}"#), Ok(500));
+    for (params, key, message) in [
+        (r#"{"by": "2h"}"#, "by", "needs a sign"),
+        (r#"{"by": "-"}"#, "by", "not a signed duration"),
+        (r#"{"by": "-0s"}"#, "by", "must not be zero"),
+        (r#"{"by": "+4000d"}"#, "by", "more than ten years"),
+        ("{}", "by", "is required for clock_jump"),
+        (
+            r#"{"by": "-2h", "kbps": 3}"#,
+            "kbps",
+            "a clock_jump fault does not take it",
+        ),
+    ] {
+        let error = jump(params).unwrap_err();
+        assert_eq!(error.key, key, "{params}: {error}");
+        assert!(error.message.contains(message), "{params}: {error}");
+    }
+    assert_eq!(fault::scope_of("clock_jump"), Some(Scope::Device));
+    assert!(fault::is_instant("clock_jump"));
+}

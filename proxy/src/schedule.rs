@@ -259,6 +259,16 @@ mod tests {
         assert_eq!(link("latency_spike", spike.clone()).name(), "latency_spike");
         let error = ProxyFault::parse("server_crash", &FaultParams::default()).unwrap_err();
         assert!(error.contains("cannot be applied by a proxy"), "{error}");
+        // A device's clock is not the carrier's to move.
+        let jump = FaultParams {
+            by: Some("-2h".into()),
+            ..FaultParams::default()
+        };
+        let error = ProxyFault::parse("clock_jump", &jump).unwrap_err();
+        assert!(
+            error.contains("\"clock_jump\" cannot be applied by a proxy"),
+            "{error}"
+        );
         let error = ProxyFault::parse("meteor", &FaultParams::default()).unwrap_err();
         assert!(error.contains("unknown fault \"meteor\""), "{error}");
         // A key the kind does not take is named.

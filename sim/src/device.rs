@@ -119,6 +119,15 @@ impl ClientObserver for DeviceObserver {
                     what: "inbox_reset".into(),
                 });
             }
+            ClientEvent::TokenRenewed {
+                renewal,
+                expiry_unix_s,
+            } => {
+                self.shared.trace(Event::App {
+                    device,
+                    what: format!("token renewed ({renewal:?}), expires at {expiry_unix_s}"),
+                });
+            }
             ClientEvent::DuplicateDropped { .. } => {
                 self.shared
                     .ledger(|l| l.devices[index].duplicates_dropped += 1);
@@ -347,6 +356,7 @@ fn start_app(
     let carrier = shared.device_carrier[device].load(Ordering::Relaxed);
     let config = ClientConfig {
         network: shared.network_label(carrier),
+        credentials: crate::tokens::credentials(shared, device),
         #[cfg(feature = "planted-bugs")]
         planted: imlab_core::planted::PlantedBugs {
             push_skips_seq_check: shared.planted.push_skips_seq_check,

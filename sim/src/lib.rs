@@ -8,6 +8,7 @@
 //! - [`world`]: users, devices and chat groups, and the state hosts share;
 //! - [`proxy`]: the carrier proxy (NAT and link); [`push`]: the push service;
 //! - [`device`]: one device's app; [`run`]: the driver, faults, heal and quiet;
+//!   [`tokens`]: expiring login tokens and the devices' wall clocks;
 //!   [`disk`]: the server's simulated disk and its stall and failure windows;
 //! - [`ledger`], [`invariants`], [`metrics`], [`trace`]: what a run records and concludes;
 //!   [`storm`]: how fast devices return after each server crash;
@@ -50,6 +51,7 @@ pub mod shard;
 pub mod storm;
 pub mod sweep;
 pub mod timeline;
+pub mod tokens;
 pub mod trace;
 pub mod world;
 

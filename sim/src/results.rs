@@ -28,9 +28,19 @@ struct Results<'a> {
     metrics: &'a Metrics,
 }
 
-/// The command that replays a run.
+/// The command that replays a run (the file quoted for a POSIX shell when it needs it).
 pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
-    format!("imlab sim run {} --seed {seed}", scenario.file.display())
+    let file = scenario.file.display().to_string();
+    let plain = !file.is_empty()
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@".contains(c));
+    let file = if plain {
+        file
+    } else {
+        format!("'{}'", file.replace('\'', "'\\''"))
+    };
+    format!("imlab sim run {file} --seed {seed}")
 }
 
 /// Writes `results.json` and `metrics.csv` into `dir` (created if missing).

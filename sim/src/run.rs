@@ -100,6 +100,8 @@ enum Action {
     /// The server's host freezes (true) or thaws (false).
     Stall(bool),
     Command(Vec<usize>, DeviceCommand),
+    /// These devices' wall clocks jump by this many ms.
+    ClockJump(Vec<usize>, i64),
     PushDown(bool),
     Note(String),
     Heal,
@@ -153,6 +155,9 @@ pub fn run_with(
             .collect(),
         silent_by_device: (0..n_devices)
             .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+        device_clock_offset_ms: (0..n_devices)
+            .map(|_| std::sync::atomic::AtomicI64::new(0))
             .collect(),
         push_down: AtomicBool::new(false),
         store: Mutex::new(None),
@@ -234,6 +239,9 @@ pub fn run_with(
                 Action::Stall(true) => "server_stall".to_string(),
                 Action::Stall(false) => "server_stall over".to_string(),
                 Action::Command(devices, command) => format!("{command:?} x{}", devices.len()),
+                Action::ClockJump(devices, by_ms) => {
+                    format!("clock_jump {by_ms:+}ms x{}", devices.len())
+                }
                 Action::PushDown(down) => format!("push_down={down}"),
                 Action::Note(note) => note.clone(),
                 Action::Heal => "heal".to_string(),
@@ -273,6 +281,11 @@ pub fn run_with(
                 Action::Command(devices, command) => {
                     for device in devices {
                         shared.command(device, command.clone());
+                    }
+                }
+                Action::ClockJump(devices, by_ms) => {
+                    for device in devices {
+                        shared.device_clock_offset_ms[device].fetch_add(by_ms, Ordering::Relaxed);
                     }
                 }
                 Action::Stall(freeze) => {
@@ -476,6 +489,18 @@ fn schedule(scenario: &Scenario, layout: &Layout, seed: u64) -> Vec<(Duration, A
                         Action::Command(devices, DeviceCommand::Kill(end - start)),
                     ));
                 }
+                FaultKind::ClockJump {
+                    group,
+                    fraction,
+                    by_ms,
+                } => {
+                    let devices = pick(layout, *group, *fraction, &mut rng);
+                    actions.push((start, Action::ClockJump(devices.clone(), *by_ms)));
+                    if !fault.duration.is_zero() {
+                        // NTP (or the carrier's NITZ) sets it right again.
+                        actions.push((end, Action::ClockJump(devices, -*by_ms)));
+                    }
+                }
                 FaultKind::PushOutage => {
                     actions.push((start, Action::PushDown(true)));
                     actions.push((end, Action::PushDown(false)));
@@ -562,7 +587,10 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
             store: store.as_store(),
             clock: Arc::new(TokioClock::new(epoch_ms)),
             push: Arc::new(push),
-            auth: Authenticator::Dev,
+            auth: match setup.token_lifetime {
+                Some(_) => Authenticator::from_secret(Some(crate::tokens::SIM_AUTH_SECRET)),
+                None => Authenticator::Dev,
+            },
         },
     ));
     *shared.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.clone());

@@ -78,6 +78,8 @@ struct RawServer {
     notify_ack_timeout: Option<Duration>,
     outbox_len_max: Option<usize>,
     fanout_queue_len_max: Option<usize>,
+    #[serde(with = "humantime_serde", default)]
+    token_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +174,10 @@ pub struct ServerSetup {
     pub outbox_len_max: usize,
     /// See `ServerConfig::fanout_queue_len_max`.
     pub fanout_queue_len_max: usize,
+    /// When set, the server checks signed tokens and devices log in with tokens their app
+    /// backend issues for this long, renewed by the device's wall clock; otherwise the
+    /// server runs in dev mode (any token).
+    pub token_lifetime: Option<Duration>,
 }
 
 /// Traffic of one device.
@@ -236,6 +242,15 @@ pub enum FaultKind {
         group: usize,
         /// Fraction of the group's devices.
         fraction: f64,
+    },
+    /// The devices' wall clocks jump (and jump back after the duration, if any).
+    ClockJump {
+        /// Device group index.
+        group: usize,
+        /// Fraction of the group's devices.
+        fraction: f64,
+        /// How far, in milliseconds (negative: back).
+        by_ms: i64,
     },
     /// The push service delivers nothing for the duration.
     PushOutage,
@@ -398,6 +413,15 @@ impl Validator<'_> {
                     ));
                 }
                 // A fault the run never reaches is a typo, not a scenario.
+                if matches!(fault.kind, FaultKind::ClockJump { .. })
+                    && server.token_lifetime.is_none()
+                {
+                    return Err(self.invalid(
+                        format!("faults[{i}].kind"),
+                        "a clock_jump fault moves what devices believe about their tokens' \
+                         expiry: set server.token_lifetime (e.g. \"1h\") so tokens expire",
+                    ));
+                }
                 if fault.at >= duration {
                     return Err(self.invalid(
                         format!("faults[{i}].at"),
@@ -459,7 +483,20 @@ impl Validator<'_> {
         if fanout_queue_len_max == 0 {
             return Err(self.invalid("server.fanout_queue_len_max", "must be positive, got 0"));
         }
+        let token_lifetime = raw.token_lifetime;
+        if let Some(lifetime) = token_lifetime
+            && lifetime < Duration::from_secs(60)
+        {
+            return Err(self.invalid(
+                "server.token_lifetime",
+                format!(
+                    "{} is shorter than a login takes on a weak link (at least 1m)",
+                    humantime::format_duration(lifetime)
+                ),
+            ));
+        }
         Ok(ServerSetup {
+            token_lifetime,
             store,
             commit_latency,
             notify_ack_timeout: raw
@@ -666,6 +703,13 @@ impl Validator<'_> {
                 group: group(target("app_kill")?)?,
                 fraction,
             },
+            "clock_jump" => FaultKind::ClockJump {
+                group: group(target("clock_jump")?)?,
+                fraction,
+                by_ms: params
+                    .clock_jump_ms()
+                    .map_err(|error| self.invalid(key(&error.key), error.message))?,
+            },
             "push_outage" => FaultKind::PushOutage,
             "server_stall" => FaultKind::ServerStall,
             "disk_stall" => FaultKind::DiskStall,
@@ -705,7 +749,11 @@ impl Validator<'_> {
         };
         let duration = raw.duration.unwrap_or(Duration::ZERO);
         let instant = fault::is_instant(&raw.kind);
-        if instant && !matches!(kind, FaultKind::Handover { .. }) && !duration.is_zero() {
+        let undone = matches!(
+            kind,
+            FaultKind::Handover { .. } | FaultKind::ClockJump { .. }
+        );
+        if instant && !undone && !duration.is_zero() {
             return Err(self.invalid(
                 key("duration"),
                 format!(

@@ -254,6 +254,8 @@ pub struct Shared {
     pub device_states: Vec<imlab_core::client::SharedClientState>,
     /// NAT expiries under each device's live IM connection.
     pub silent_by_device: Vec<AtomicU64>,
+    /// How far each device's wall clock is off the true time, in ms (`clock_jump`).
+    pub device_clock_offset_ms: Vec<std::sync::atomic::AtomicI64>,
     /// Times the server host has started.
     pub server_starts: AtomicUsize,
     /// Each device's radio energy meter (fed with every byte its flows carry).

@@ -1,6 +1,7 @@
 //! Every fault kind in the simulator, one small scenario each: the fault's effect shows in
 //! the run's trace (flows cut, swallowed, rebound; acks held back by a stalled server or
-//! disk; refused commits and the restart after a disk failure), and no invariant breaks.
+//! disk; refused commits and the restart after a disk failure; expired tokens refused and
+//! renewed after a device clock jump), and no invariant breaks.
 //! The carrier model's own tests (imlab-carrier `tests/faults.rs`) measure each link fault
 //! precisely; these check that the simulator carries them out.
 
@@ -89,7 +90,11 @@ impl Seen {
 
 /// Runs `faults` on seed 1; asserts every invariant holds.
 fn check(name: &str, faults: &str) -> Seen {
-    let scenario = scenario(faults);
+    check_scenario(name, &scenario(faults))
+}
+
+/// Runs `scenario` on seed 1; asserts every invariant holds.
+fn check_scenario(name: &str, scenario: &Scenario) -> Seen {
     let trace_dir = tempfile::Builder::new()
         .prefix(&format!("imlab-faults-{name}-"))
         .tempdir()
@@ -101,7 +106,7 @@ fn check(name: &str, faults: &str) -> Seen {
         ..RunOptions::default()
     };
     let mut failed_commits = 0;
-    let report = run_with(&scenario, &options, &mut |_, _| {}, &mut |shared| {
+    let report = run_with(scenario, &options, &mut |_, _| {}, &mut |shared| {
         failed_commits = shared.failed_commits.load(Ordering::Relaxed);
     })
     .unwrap();
@@ -269,4 +274,95 @@ fn a_disk_failure_refuses_commits_and_the_server_restarts_over_the_disk() {
     let restarts = seen.count(|l| l["event"] == "fault" && l["what"] == "server_restart");
     assert_eq!(restarts, 1);
     assert!(seen.between("acked", 155_000, 300_000) > 0);
+}
+
+/// Four devices whose tokens live 10 minutes; every flow is reset at 15 min, so each device
+/// logs in again after its first token expired; `jump` is a clock_jump fault's `by`, if any.
+fn expiring_tokens(jump: Option<&str>) -> Scenario {
+    let jump = jump.map_or(String::new(), |by| {
+        format!(
+            "[[faults]]\nkind = \"clock_jump\"\ntarget = \"chatty\"\nat = \"1m\"\nby = \"{by}\""
+        )
+    });
+    let text = format!(
+        r#"
+duration = "20m"
+quiet = "2m"
+
+[server]
+token_lifetime = "10m"
+
+[carriers.lte]
+preset = "us-lte"
+loss = 0.0
+
+[[devices]]
+name = "chatty"
+count = 4
+carrier = "lte"
+heartbeat = "fixed:30s"
+traffic = {{ one_to_one_per_hour = 120.0 }}
+
+[[faults]]
+kind = "reset"
+target = "lte"
+at = "15m"
+
+{jump}
+"#
+    );
+    Scenario::parse(&text, Path::new("clock-jump-test.toml")).unwrap()
+}
+
+impl Seen {
+    /// Logins the server refused as expired, and tokens renewed for the reason given, in
+    /// [from_ms, to_ms).
+    fn tokens(&self, from_ms: u64, to_ms: u64) -> (usize, usize, usize) {
+        let within = |l: &Value| (from_ms..to_ms).contains(&l["at_ms"].as_u64().unwrap());
+        let what = |l: &Value, text: &str| {
+            l["event"] == "app" && l["what"].as_str().unwrap().starts_with(text)
+        };
+        let refused = self.count(|l| {
+            within(l)
+                && l["event"] == "disconnected"
+                && l["cause"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("LoginFailed(TokenExpired, \"token expired at unix time")
+        });
+        let missing = self.count(|l| within(l) && what(l, "token renewed (Missing)"));
+        let expiring = self.count(|l| within(l) && what(l, "token renewed (Expiring)"));
+        (refused, missing, expiring)
+    }
+}
+
+#[test]
+fn a_device_clock_jump_back_keeps_an_expired_token_the_server_refuses_then_renews() {
+    const RESET_MS: u64 = 15 * 60_000;
+    const HEAL_MS: u64 = 20 * 60_000;
+    // Right clocks: at the reconnect each device sees its token expired and renews first.
+    let right = check_scenario("clock-right", &expiring_tokens(None));
+    assert_eq!(
+        right.tokens(0, 60_000),
+        (0, 4, 0),
+        "first logins get tokens"
+    );
+    assert_eq!(right.tokens(RESET_MS, HEAL_MS), (0, 0, 4));
+    // Two hours behind: each device thinks its token has 1 h 55 min left and logs in with
+    // it; the server refuses it as expired, naming the times; the device renews and is back.
+    let behind = check_scenario("clock-behind", &expiring_tokens(Some("-2h")));
+    assert_eq!(behind.tokens(RESET_MS, HEAL_MS), (4, 4, 0));
+    let jumps = behind.count(|l| l["event"] == "fault" && l["what"] == "clock_jump -7200000ms x4");
+    assert_eq!(jumps, 1);
+    let back = behind.count(|l| {
+        let at = l["at_ms"].as_u64().unwrap();
+        l["event"] == "connected" && (RESET_MS..RESET_MS + 60_000).contains(&at)
+    });
+    assert_eq!(back, 4, "every device logged in again within a minute");
+    // Three hours ahead: every login renews (the device's clock calls every token
+    // expired), the server accepts them all.
+    let ahead = check_scenario("clock-ahead", &expiring_tokens(Some("+3h")));
+    let (refused, _, expiring) = ahead.tokens(60_000, HEAL_MS + 120_000);
+    assert_eq!(refused, 0);
+    assert!(expiring >= 8, "{expiring}");
 }

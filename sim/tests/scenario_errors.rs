@@ -159,3 +159,69 @@ fn a_fault_after_the_end_is_named_with_both_times() {
     let scenario = Scenario::parse(&text, Path::new("good.toml")).unwrap();
     assert_eq!(scenario.faults.len(), 1);
 }
+
+#[test]
+fn a_clock_jump_is_signed_needs_expiring_tokens_and_names_its_key() {
+    let jump = |by: &'static str| {
+        move |s: &str| {
+            format!(
+                "{}\n[[faults]]\nkind = \"clock_jump\"\ntarget = \"phones\"\nat = \"1m\"\n{by}\n",
+                s.replace(
+                    "duration = \"1h\"",
+                    "duration = \"1h\"\n[server]\ntoken_lifetime = \"1h\""
+                )
+            )
+        }
+    };
+    check(
+        jump("by = \"2h\""),
+        &["faults[0].by", "\"2h\" needs a sign"],
+    );
+    check(jump("by = \"-soon\""), &["faults[0].by", "\"-soon\""]);
+    check(jump("by = \"+0s\""), &["faults[0].by", "must not be zero"]);
+    check(
+        jump("by = \"-20000d\""),
+        &["faults[0].by", "more than ten years"],
+    );
+    check(jump(""), &["faults[0].by", "is required for clock_jump"]);
+    check(
+        jump("by = \"-2h\"\nage = \"1m\""),
+        &["faults[0].age", "clock_jump"],
+    );
+    // Without tokens that expire, a device's clock changes nothing: refused, naming the key.
+    check(
+        |s| {
+            format!(
+                "{s}\n[[faults]]\nkind = \"clock_jump\"\ntarget = \"phones\"\nat = \"1m\"\nby = \"-2h\"\n"
+            )
+        },
+        &["faults[0].kind", "server.token_lifetime"],
+    );
+    check(
+        |s| {
+            s.replace(
+                "duration = \"1h\"",
+                "duration = \"1h\"\n[server]\ntoken_lifetime = \"10s\"",
+            )
+        },
+        &["server.token_lifetime", "10s"],
+    );
+    let text = jump("by = \"-2h\"\nduration = \"10m\"\nfraction = 0.5")(GOOD);
+    let scenario = Scenario::parse(&text, Path::new("good.toml")).unwrap();
+    assert_eq!(
+        scenario.faults[0].kind,
+        imlab_sim::scenario::FaultKind::ClockJump {
+            group: 0,
+            fraction: 0.5,
+            by_ms: -7_200_000
+        }
+    );
+    assert_eq!(
+        scenario.faults[0].duration,
+        std::time::Duration::from_secs(600)
+    );
+    assert_eq!(
+        scenario.server.token_lifetime,
+        Some(std::time::Duration::from_secs(3_600))
+    );
+}

@@ -89,6 +89,25 @@ struct Live {
     ack_due: Option<u64>,
 }
 
+/// The token the login carries, and whether it was issued for this login.
+fn login_token<C: Connector>(client: &Client<C>, user: &str) -> (String, bool) {
+    let Some(credentials) = &client.config.credentials else {
+        return (client.config.token.clone(), false);
+    };
+    let mut state = lock(&client.state);
+    let mut kept = state.token.take();
+    let (token, renewal) = credentials.token_for_login(&mut kept, user);
+    state.token = kept;
+    if let (Some(renewal), Some(issued)) = (renewal, &state.token) {
+        let event = ClientEvent::TokenRenewed {
+            renewal,
+            expiry_unix_s: issued.expiry_unix_s,
+        };
+        client.observer.on_event(&state, &event);
+    }
+    (token, renewal.is_some())
+}
+
 /// Runs one connection attempt to its end.
 pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
     let connect_deadline = Instant::now() + client.config.connect_timeout;
@@ -105,10 +124,11 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
         let state = lock(&client.state);
         (state.user.clone(), state.device.clone())
     };
+    let (token, renewed) = login_token(client, &user);
     let login = Frame::new(Body::Login(proto::Login {
         user,
         device,
-        token: client.config.token.clone(),
+        token,
         heartbeat_interval_max_s: client.heartbeat.interval_max().as_secs().max(1) as u32,
     }));
     out.feed(&login).expect("a login frame fits");
@@ -138,6 +158,12 @@ pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
         Some(Body::Error(error)) => {
             let code = error.code();
             return match code {
+                // A kept token the server finds expired (the device's clock runs late, or
+                // the app slept past it): drop it; the next login renews it.
+                ErrorCode::TokenExpired if client.config.credentials.is_some() && !renewed => {
+                    lock(&client.state).token = None;
+                    closed(DisconnectCause::LoginFailed(code, error.text), false)
+                }
                 ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::InvalidRequest => {
                     Outcome::Exit(ClientExit::LoginRefused(code, error.text))
                 }

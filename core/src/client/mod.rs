@@ -8,10 +8,12 @@
 //! Its persistent state ([`ClientState`]) lives outside the connection; the app talks to it
 //! through a [`ClientHandle`] and hears from it through a [`ClientObserver`].
 //!
-//! Modules: `state` (persistent state), `backoff`, `connection` (one connection's loop).
+//! Modules: `state` (persistent state), `backoff`, `connection` (one connection's loop),
+//! `credentials` (expiring tokens and the device's wall clock).
 
 mod backoff;
 mod connection;
+mod credentials;
 mod state;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 pub use backoff::{Backoff, BackoffConfig, jitter};
+pub use credentials::{IssuedCredentials, IssuedToken, Renewal, TokenIssuer};
 pub use state::{
     ClientState, OutgoingMessage, SHOWN_IDS_LEN_MAX, SharedClientState, ShownIds, lock,
 };
@@ -35,8 +38,10 @@ use crate::proto::{self, ErrorCode, KickReason, Target};
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Login token (anything in dev mode).
+    /// Login token (anything in dev mode), unless `credentials` issues them.
     pub token: String,
+    /// Expiring tokens from the app backend, renewed by the device's wall clock.
+    pub credentials: Option<IssuedCredentials>,
     /// Label of the network the device starts on, for heartbeat strategies.
     pub network: String,
     /// Messages asked for per sync page.
@@ -69,6 +74,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             token: String::new(),
+            credentials: None,
             network: "default".into(),
             sync_page_len: 100,
             sync_page_time: Duration::from_secs(4),
@@ -114,6 +120,13 @@ pub enum DisconnectCause {
 pub enum ClientEvent<'a> {
     /// A connection attempt starts.
     Connecting,
+    /// The login is about to carry a token just issued by the app backend.
+    TokenRenewed {
+        /// Why the kept one was not used.
+        renewal: Renewal,
+        /// The new token's expiry, in Unix seconds.
+        expiry_unix_s: u64,
+    },
     /// Logged in.
     Connected {
         /// The server's id for the connection.
@@ -487,8 +500,11 @@ impl<C: Connector> Client<C> {
             };
             self.emit(ClientEvent::Disconnected(&cause));
             delay = match cause {
-                // The old path is dead; the new one is worth trying at once (Mars: 0 s).
-                DisconnectCause::NetworkChanged | DisconnectCause::Requested => Duration::ZERO,
+                // The old path is dead; the new one is worth trying at once (Mars: 0 s). A
+                // token refused as expired was dropped: the next login carries a new one.
+                DisconnectCause::NetworkChanged
+                | DisconnectCause::Requested
+                | DisconnectCause::LoginFailed(ErrorCode::TokenExpired, _) => Duration::ZERO,
                 _ => backoff.next_delay(&mut self.rng),
             };
         };

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::client::IssuedToken;
 use crate::proto::Target;
 
 /// A send the server has not acked yet.
@@ -41,6 +42,9 @@ pub struct ClientState {
     pub inbox_epoch: u64,
     /// Identities of the messages processed most recently (see [`ShownIds`]).
     pub shown: ShownIds,
+    /// The last login token the app backend issued, when tokens expire
+    /// (`ClientConfig::credentials`).
+    pub token: Option<IssuedToken>,
 }
 
 /// Fingerprints of the last messages the app was shown, by identity (sender and client
@@ -122,6 +126,7 @@ impl ClientState {
             next_message_n: 1,
             inbox_epoch: 0,
             shown: ShownIds::new(SHOWN_IDS_LEN_MAX),
+            token: None,
         }
     }
 

@@ -1,8 +1,9 @@
 //! `imlab sim fuzz`: random scenarios over the whole space (carriers and their parameters,
 //! store kind, device groups, multi-device users, app cycles, traffic, body sizes, every fault
 //! kind of the vocabulary at random times), run until a budget of cases or wall time is
-//! spent. A case that breaks an invariant (or makes the simulator fail) is shrunk to a
-//! smallest scenario that still fails the same way on the same seed.
+//! spent. A case that breaks an invariant, makes the simulator fail or panics (invariant
+//! `panic`, with the panic's message) is shrunk to a smallest scenario that still fails the
+//! same way on the same seed; a panic never takes the fuzz run down with it.
 //!
 //! Cases are numbered; case `i` of fuzz seed `s` is always the same scenario and run seed
 //! ([`spec::case`]), so a failure replays from its file, and a fuzz run from its seed and case
@@ -59,6 +60,28 @@ pub fn run_case(spec: &Spec, seed: u64, planted: Planted) -> Vec<Failure> {
             invariant: "simulator_error".into(),
             detail: error.to_string(),
         }],
+    }
+}
+
+/// Runs one case (spec, run seed) to its failures: [`run_case`] with the run's planted bugs;
+/// tests inject others.
+pub type CaseRunner<'a> = &'a (dyn Fn(&Spec, u64) -> Vec<Failure> + Sync);
+
+/// `runner` on one case; a panic is a failure of invariant `panic` with its message.
+fn guarded(runner: CaseRunner<'_>, spec: &Spec, seed: u64) -> Vec<Failure> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(spec, seed))) {
+        Ok(failures) => failures,
+        Err(payload) => {
+            let detail = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with a non-text payload".into());
+            vec![Failure {
+                invariant: "panic".into(),
+                detail,
+            }]
+        }
     }
 }
 
@@ -119,6 +142,20 @@ pub fn fuzz(
     options: &FuzzOptions,
     on_case: &(dyn Fn(u64, &Spec, &[Failure]) + Sync),
 ) -> FuzzReport {
+    let planted = options.planted;
+    fuzz_with(
+        options,
+        &|spec: &Spec, seed| run_case(spec, seed, planted),
+        on_case,
+    )
+}
+
+/// [`fuzz`] with another case runner (`options.planted` is then the runner's business).
+pub fn fuzz_with(
+    options: &FuzzOptions,
+    runner: CaseRunner<'_>,
+    on_case: &(dyn Fn(u64, &Spec, &[Failure]) + Sync),
+) -> FuzzReport {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -134,7 +171,7 @@ pub fn fuzz(
                     }
                     let index = options.first_case + n;
                     let (spec, seed) = spec::case(options.seed, index);
-                    let failures = run_case(&spec, seed, options.planted);
+                    let failures = guarded(runner, &spec, seed);
                     done.fetch_add(1, Ordering::Relaxed);
                     on_case(index, &spec, &failures);
                     if let Some(failure) = failures.into_iter().next() {
@@ -156,11 +193,11 @@ pub fn fuzz(
             .unwrap_or_else(|p| p.into_inner())
             .map(|(case, spec, seed, failure)| {
                 let shrink_started = Instant::now();
-                let (shrunk, shrunk_failure, shrink_runs) = shrink(
+                let (shrunk, shrunk_failure, shrink_runs) = shrink_with(
+                    runner,
                     &spec,
                     seed,
                     &failure,
-                    options.planted,
                     options.jobs,
                     options.shrink_runs_max,
                 );
@@ -192,6 +229,19 @@ pub fn shrink(
     jobs: usize,
     runs_max: usize,
 ) -> (Spec, Failure, usize) {
+    let runner = |spec: &Spec, seed| run_case(spec, seed, planted);
+    shrink_with(&runner, spec, seed, failure, jobs, runs_max)
+}
+
+/// [`shrink`] with another case runner; a candidate that panics fails as `panic`.
+pub fn shrink_with(
+    runner: CaseRunner<'_>,
+    spec: &Spec,
+    seed: u64,
+    failure: &Failure,
+    jobs: usize,
+    runs_max: usize,
+) -> (Spec, Failure, usize) {
     let mut current = spec.clone();
     let mut current_failure = failure.clone();
     let mut runs = 0;
@@ -208,7 +258,7 @@ pub fn shrink(
                     .iter()
                     .map(|candidate| {
                         scope.spawn(move || {
-                            run_case(candidate, seed, planted)
+                            guarded(runner, candidate, seed)
                                 .into_iter()
                                 .find(|f| f.invariant == failure.invariant)
                         })
@@ -216,7 +266,7 @@ pub fn shrink(
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().expect("a fuzz case panicked"))
+                    .map(|h| h.join().expect("guarded catches a case's panic"))
                     .collect()
             });
             if let Some((candidate, still)) = batch
@@ -232,4 +282,78 @@ pub fn shrink(
         break;
     }
     (current, current_failure, runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A case runner with a planted panic: any case with a server crash panics, every other
+    /// case passes. No simulation runs, so the fuzz loop and the shrinker are tested alone.
+    fn panics_on_server_crash(spec: &Spec, _seed: u64) -> Vec<Failure> {
+        if spec.faults.iter().any(|f| f.kind == "server_crash") {
+            panic!(
+                "planted panic: {} faults, {} devices",
+                spec.faults.len(),
+                spec.n_devices()
+            );
+        }
+        Vec::new()
+    }
+
+    #[test]
+    fn a_panicking_case_is_a_failure_shrunk_like_a_violation() {
+        let options = FuzzOptions {
+            seed: 1,
+            budget: Duration::from_secs(3_600),
+            first_case: 0,
+            cases_max: 500,
+            jobs: 2,
+            planted: Planted::default(),
+            shrink_runs_max: 500,
+        };
+        let seen = Mutex::new(Vec::new());
+        let report = fuzz_with(
+            &options,
+            &panics_on_server_crash,
+            &|case, spec, failures| {
+                let crashes = spec.faults.iter().any(|f| f.kind == "server_crash");
+                seen.lock()
+                    .unwrap()
+                    .push((case, crashes, failures.to_vec()));
+            },
+        );
+        let found = report
+            .found
+            .expect("some case among 500 has a server crash");
+        assert_eq!(found.failure.invariant, "panic");
+        assert!(
+            found.failure.detail.starts_with("planted panic: "),
+            "{:?}",
+            found.failure
+        );
+        // Every case before the panicking one ran and passed: the panic stopped nothing early.
+        let seen = seen.into_inner().unwrap();
+        for case in 0..found.case {
+            let (_, crashes, failures) = seen
+                .iter()
+                .find(|(c, ..)| *c == case)
+                .unwrap_or_else(|| panic!("case {case} did not run"));
+            assert!(!crashes && failures.is_empty(), "case {case}");
+        }
+        // Shrunk to the one fault that panics, the same way (candidates that panic too).
+        assert_eq!(found.shrunk_failure.invariant, "panic");
+        let kinds: Vec<_> = found.shrunk.faults.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, ["server_crash"], "{}", found.shrunk.size());
+        assert_eq!(found.shrunk.groups.len(), 1);
+        assert!(
+            found
+                .shrunk_failure
+                .detail
+                .starts_with("planted panic: 1 faults, "),
+            "{:?}",
+            found.shrunk_failure
+        );
+        assert!(found.shrink_runs > 0);
+    }
 }

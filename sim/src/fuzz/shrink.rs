@@ -1,6 +1,6 @@
 //! Shrinking a failing case: greedy, one simplification at a time (drop a fault, a group;
 //! halve the duration, a group, a fault's window; drop repeats, overrides, multi-device users,
-//! app cycles, group chats, big bodies), keeping a candidate when it still fails for the same
+//! app cycles, group chats, big bodies, expiring tokens), keeping a candidate when it still fails for the same
 //! invariant on the same seed, until no candidate does. Candidates are tried in a fixed order
 //! and, with several jobs, in batches whose first failing member wins, so the result is the
 //! same whatever the number of jobs.
@@ -107,12 +107,27 @@ pub fn candidates(spec: &Spec) -> Vec<Spec> {
         }
     }
     for (i, carrier) in spec.carriers.iter().enumerate() {
-        if carrier.loss.is_some() || carrier.nat_timeout_s.is_some() {
+        if carrier.loss.is_some()
+            || carrier.nat_timeout_s.is_some()
+            || carrier.bandwidth_kbps.is_some()
+        {
             let mut plain = spec.clone();
             plain.carriers[i].loss = None;
             plain.carriers[i].nat_timeout_s = None;
+            plain.carriers[i].bandwidth_kbps = None;
             push(plain);
         }
+    }
+    if spec.outbox_len_max.is_some() || spec.fanout_queue_len_max.is_some() {
+        let mut default_bounds = spec.clone();
+        default_bounds.outbox_len_max = None;
+        default_bounds.fanout_queue_len_max = None;
+        push(default_bounds);
+    }
+    if spec.token_lifetime_s.is_some() {
+        let mut dev_mode = spec.clone();
+        dev_mode.token_lifetime_s = None;
+        push(dev_mode);
     }
     if spec.durable && spec.commit_latency_ms > 2 {
         let mut fast = spec.clone();
@@ -141,8 +156,9 @@ fn without_group(spec: &Spec, i: usize) -> Spec {
 /// Whether a candidate is still a scenario the loader takes (the rendering checks the rest).
 fn valid(spec: &Spec) -> bool {
     !spec.groups.is_empty()
-        && spec
-            .faults
-            .iter()
-            .all(|f| f.at_s < spec.duration_s && f.every_s.is_none_or(|every| every > f.duration_s))
+        && spec.faults.iter().all(|f| {
+            f.at_s < spec.duration_s
+                && f.every_s.is_none_or(|every| every > f.duration_s)
+                && (f.kind != "clock_jump" || spec.token_lifetime_s.is_some())
+        })
 }

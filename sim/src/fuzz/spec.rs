@@ -39,6 +39,8 @@ pub struct CarrierSpec {
     pub loss: Option<f64>,
     /// NAT timeout override in seconds, if any.
     pub nat_timeout_s: Option<u64>,
+    /// Bandwidth override in kbps, if any (a 2G-grade link).
+    pub bandwidth_kbps: Option<u32>,
 }
 
 /// One device group.
@@ -108,6 +110,14 @@ pub struct Spec {
     pub durable: bool,
     /// Commit latency, ms.
     pub commit_latency_ms: u64,
+    /// Signed tokens that expire after this many seconds (None: dev mode, any token).
+    pub token_lifetime_s: Option<u64>,
+    /// The server's outbox bound override, if any.
+    pub outbox_len_max: Option<usize>,
+    /// The server's fan-out queue bound override, if any.
+    pub fanout_queue_len_max: Option<usize>,
+    /// Heal-and-quiet seconds before the invariants are checked.
+    pub quiet_s: u64,
     /// Carriers.
     pub carriers: Vec<CarrierSpec>,
     /// Device groups.
@@ -118,6 +128,12 @@ pub struct Spec {
 
 /// Quiet period after the faults: long enough for the slowest heartbeat's reconnect.
 pub const QUIET_S: u64 = 300;
+/// Quiet period when a carrier is 2G-grade (at most [`WEAK_LINK_KBPS_MAX`], by override or
+/// preset): a device back from a long absence syncs its backlog at a few kilobytes a second,
+/// and 300 s left false `convergence` failures on cu-2g with 8 KB bodies.
+pub const WEAK_QUIET_S: u64 = 1_500;
+/// A bandwidth override at or below this is a 2G-grade link.
+pub const WEAK_LINK_KBPS_MAX: u32 = 40;
 
 impl Spec {
     /// Devices in all.
@@ -159,13 +175,22 @@ impl Spec {
         let _ = writeln!(w, "name = \"fuzz\"\nseed = {seed}");
         let _ = writeln!(
             w,
-            "duration = \"{}s\"\nquiet = \"{QUIET_S}s\"",
-            self.duration_s
+            "duration = \"{}s\"\nquiet = \"{}s\"",
+            self.duration_s, self.quiet_s
         );
         let store = if self.durable { "durable" } else { "memory" };
         let _ = writeln!(w, "\n[server]\nstore = \"{store}\"");
         if self.durable {
             let _ = writeln!(w, "commit_latency = \"{}ms\"", self.commit_latency_ms);
+        }
+        if let Some(lifetime) = self.token_lifetime_s {
+            let _ = writeln!(w, "token_lifetime = \"{lifetime}s\"");
+        }
+        if let Some(len) = self.outbox_len_max {
+            let _ = writeln!(w, "outbox_len_max = {len}");
+        }
+        if let Some(len) = self.fanout_queue_len_max {
+            let _ = writeln!(w, "fanout_queue_len_max = {len}");
         }
         for c in self.carriers_used() {
             let carrier = &self.carriers[c];
@@ -175,6 +200,9 @@ impl Spec {
             }
             if let Some(nat) = carrier.nat_timeout_s {
                 let _ = writeln!(w, "nat_timeout = \"{nat}s\"");
+            }
+            if let Some(kbps) = carrier.bandwidth_kbps {
+                let _ = writeln!(w, "bandwidth_kbps = {kbps}");
             }
         }
         for (i, g) in self.groups.iter().enumerate() {
@@ -237,8 +265,63 @@ impl Spec {
     }
 }
 
-/// Draws a case from `rng`.
+/// The regions of the space a case is drawn from. Most cases draw every field at random;
+/// two regions where bugs hide but a uniform draw rarely lands get a share of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Region {
+    /// Every field at random.
+    Anywhere,
+    /// A 2G-grade link (8-40 kbps, 5-30 % loss) carrying large bodies to a group whose apps
+    /// are killed for minutes, so each comes back to a backlog that takes many seconds to
+    /// sync.
+    WeakLink,
+    /// The in-memory store crashing again and again under heavy traffic, with small outbox and
+    /// fan-out bounds and multi-device users: sends retried into new store generations.
+    VolatileStorm,
+}
+
+/// Draws a case from `rng`: one case in five from each special region, the rest anywhere.
 pub fn generate(rng: &mut ChaCha8Rng) -> Spec {
+    let region = match rng.random_range(0..10) {
+        0 | 1 => Region::WeakLink,
+        2 | 3 => Region::VolatileStorm,
+        _ => Region::Anywhere,
+    };
+    let mut spec = draw_anywhere(rng);
+    match region {
+        Region::Anywhere => {}
+        Region::WeakLink => weak_link(rng, &mut spec),
+        Region::VolatileStorm => volatile_storm(rng, &mut spec),
+    }
+    let n_faults = rng.random_range(0..=FAULTS_MAX - spec.faults.len());
+    for _ in 0..n_faults {
+        if let Some(fault) = fault(rng, &spec) {
+            spec.faults.push(fault);
+        }
+    }
+    if spec
+        .carriers_used()
+        .iter()
+        .any(|c| spec.carriers[*c].is_weak())
+    {
+        spec.quiet_s = WEAK_QUIET_S;
+    }
+    spec
+}
+
+impl CarrierSpec {
+    /// True for a 2G-grade link (an override or the preset at most [`WEAK_LINK_KBPS_MAX`]).
+    pub fn is_weak(&self) -> bool {
+        let kbps = self.bandwidth_kbps.unwrap_or_else(|| {
+            imlab_carrier::profile::preset(self.preset)
+                .expect("the generator draws preset names")
+                .bandwidth_kbps
+        });
+        kbps <= WEAK_LINK_KBPS_MAX
+    }
+}
+
+fn draw_anywhere(rng: &mut ChaCha8Rng) -> Spec {
     let duration_s = rng.random_range(5..=40) * 60;
     let n_carriers = rng.random_range(1..=3);
     let carriers = (0..n_carriers)
@@ -248,6 +331,7 @@ pub fn generate(rng: &mut ChaCha8Rng) -> Spec {
                 .random_bool(0.4)
                 .then(|| f64::from(rng.random_range(0..=50u32)) / 1_000.0),
             nat_timeout_s: rng.random_bool(0.3).then(|| rng.random_range(30..=1_800)),
+            bandwidth_kbps: None,
         })
         .collect();
     let n_groups = rng.random_range(1..=GROUPS_MAX);
@@ -276,17 +360,86 @@ pub fn generate(rng: &mut ChaCha8Rng) -> Spec {
             },
         })
         .collect();
-    let mut spec = Spec {
+    let small_bounds = rng.random_bool(0.15);
+    Spec {
         duration_s,
         durable: rng.random_bool(0.7),
         commit_latency_ms: [0, 2, 50, 500][rng.random_range(0..4)],
+        token_lifetime_s: rng
+            .random_bool(0.4)
+            .then(|| [600, 1_800, 3_600][rng.random_range(0..3)]),
+        outbox_len_max: small_bounds.then(|| rng.random_range(2..=64)),
+        fanout_queue_len_max: small_bounds.then(|| rng.random_range(4..=64)),
+        quiet_s: QUIET_S,
         carriers,
         groups,
         faults: Vec::new(),
-    };
-    let n_faults = rng.random_range(0..=FAULTS_MAX);
-    spec.faults = (0..n_faults).filter_map(|_| fault(rng, &spec)).collect();
-    spec
+    }
+}
+
+/// Carrier 0 becomes a 2G-grade link; group 0 moves onto it with large bodies, and its apps
+/// are killed for minutes at a time.
+fn weak_link(rng: &mut ChaCha8Rng, spec: &mut Spec) {
+    spec.duration_s = spec.duration_s.max(20 * 60);
+    let carrier = &mut spec.carriers[0];
+    carrier.preset = ["cu-2g", "cmcc-3g", "subway"][rng.random_range(0..3)];
+    carrier.bandwidth_kbps = Some(rng.random_range(8..=WEAK_LINK_KBPS_MAX));
+    carrier.loss = Some(f64::from(rng.random_range(50..=300u32)) / 1_000.0);
+    let group = &mut spec.groups[0];
+    group.carrier = 0;
+    group.body_bytes = [1_500, 4_000, 8_000][rng.random_range(0..3)];
+    group.one_to_one_per_hour = rng.random_range(20..=120);
+    group.group_per_hour = rng.random_range(10..=60);
+    group.group_size = rng.random_range(4..=8);
+    let kill_s = rng.random_range(5..=20) * 60;
+    spec.faults.push(FaultSpec {
+        kind: "app_kill",
+        at_s: rng.random_range(60..=600),
+        duration_s: kill_s,
+        every_s: rng
+            .random_bool(0.5)
+            .then(|| kill_s + rng.random_range(60..=600)),
+        target: FaultTarget::Group {
+            group: 0,
+            to: None,
+            percent: rng.random_range(30..=100),
+        },
+        params: Vec::new(),
+    });
+}
+
+/// The in-memory store with small bounds, heavy traffic, and server crashes every few
+/// minutes.
+fn volatile_storm(rng: &mut ChaCha8Rng, spec: &mut Spec) {
+    spec.duration_s = spec.duration_s.max(30 * 60);
+    spec.durable = false;
+    spec.outbox_len_max = Some(rng.random_range(2..=8));
+    spec.fanout_queue_len_max = Some(rng.random_range(4..=16));
+    // A slow, lossy first carrier: acks take long enough to be cut off by a crash.
+    let carrier = &mut spec.carriers[0];
+    carrier.preset = ["cmcc-3g", "cu-2g", "ct-3g", "us-lte"][rng.random_range(0..4)];
+    carrier.loss = Some(f64::from(rng.random_range(20..=100u32)) / 1_000.0);
+    spec.groups[0].carrier = 0;
+    for group in &mut spec.groups {
+        group.count = group.count.max(rng.random_range(8..=GROUP_DEVICES_MAX));
+        group.one_to_one_per_hour = rng.random_range(60..=240);
+        group.group_per_hour = rng.random_range(30..=120);
+        group.group_size = rng.random_range(4..=8);
+        // Small bodies: the storm is about crashes and retries, not a link's throughput.
+        group.body_bytes = [20, 100, 1_000][rng.random_range(0..3)];
+        if rng.random_bool(0.5) {
+            group.devices_per_user = 2;
+        }
+    }
+    let down_s = rng.random_range(5..=30);
+    spec.faults.push(FaultSpec {
+        kind: "server_crash",
+        at_s: rng.random_range(60..=400),
+        duration_s: down_s,
+        every_s: Some(rng.random_range(240..=480)),
+        target: FaultTarget::None,
+        params: Vec::new(),
+    });
 }
 
 /// Every fault kind the fuzzer draws (all of the vocabulary).
@@ -303,10 +456,14 @@ fn fault(rng: &mut ChaCha8Rng, spec: &Spec) -> Option<FaultSpec> {
     if !spec.durable && matches!(kind, "disk_stall" | "disk_failure") {
         return None;
     }
+    // A device's clock only matters to tokens that expire.
+    if spec.token_lifetime_s.is_none() && kind == "clock_jump" {
+        return None;
+    }
     let at_s = rng.random_range(0..spec.duration_s);
     let instant = imlab_carrier::fault::is_instant(kind);
     let duration_s = if instant {
-        if kind == "handover" && rng.random_bool(0.5) {
+        if matches!(kind, "handover" | "clock_jump") && rng.random_bool(0.5) {
             rng.random_range(10..=600)
         } else {
             0
@@ -331,6 +488,15 @@ fn fault(rng: &mut ChaCha8Rng, spec: &Spec) -> Option<FaultSpec> {
             to: None,
             percent,
         },
+        "clock_jump" => {
+            let by = ["-1d", "-3h", "-2h", "-30m", "+10m", "+1h", "+3h"][rng.random_range(0..7)];
+            params.push(("by", format!("\"{by}\"")));
+            FaultTarget::Group {
+                group,
+                to: None,
+                percent,
+            }
+        }
         "handover" => FaultTarget::Group {
             group,
             to: Some(rng.random_range(0..spec.carriers.len())),
@@ -383,4 +549,65 @@ pub fn case(seed: u64, index: u64) -> (Spec, u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(imlab_carrier::flow_seed(seed, &[0xf022, index]));
     let spec = generate(&mut rng);
     (spec, rng.random_range(1..=1_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 400 cases of seed 1: each loads; the two special regions get their share; the rest of
+    /// the space is still covered (every fault kind, both stores, dev-mode and expiring
+    /// tokens, default bounds).
+    #[test]
+    fn the_generator_covers_the_space_and_its_two_hard_regions() {
+        let mut weak = 0;
+        let mut storm = 0;
+        let mut durable = 0;
+        let mut tokens = 0;
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        for index in 0..400 {
+            let (spec, seed) = case(1, index);
+            let text = spec.to_toml(seed);
+            crate::scenario::Scenario::parse(&text, std::path::Path::new("case.toml"))
+                .unwrap_or_else(|error| panic!("case {index}: {error}\n{text}"));
+            let weak_carrier = |c: usize| {
+                spec.carriers[c]
+                    .bandwidth_kbps
+                    .is_some_and(|k| k <= WEAK_LINK_KBPS_MAX)
+            };
+            if spec
+                .carriers_used()
+                .iter()
+                .any(|c| spec.carriers[*c].is_weak())
+            {
+                assert_eq!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+            }
+            if spec
+                .groups
+                .iter()
+                .any(|g| weak_carrier(g.carrier) && g.body_bytes >= 1_500)
+            {
+                weak += 1;
+                assert_eq!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+            }
+            let crashes_repeat = spec
+                .faults
+                .iter()
+                .any(|f| f.kind == "server_crash" && f.every_s.is_some());
+            if !spec.durable && spec.outbox_len_max.is_some_and(|n| n <= 8) && crashes_repeat {
+                storm += 1;
+            }
+            durable += usize::from(spec.durable);
+            tokens += usize::from(spec.token_lifetime_s.is_some());
+            kinds_seen.extend(spec.faults.iter().map(|f| f.kind));
+        }
+        assert!((60..=100).contains(&weak), "weak-link cases: {weak}");
+        assert!((60..=100).contains(&storm), "volatile-storm cases: {storm}");
+        assert!((150..=300).contains(&durable), "durable: {durable}");
+        assert!((100..=250).contains(&tokens), "expiring tokens: {tokens}");
+        assert_eq!(
+            kinds_seen.into_iter().collect::<Vec<_>>().len(),
+            kinds().len()
+        );
+    }
 }
