@@ -7,7 +7,7 @@ mod mqtt_broker;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, imlab, results, serve_guarded, temp_dir};
+use common::{ChildGuard, imlab, results, serve_guarded, temp_dir, write_identity};
 use mqtt_broker::{Relay, start_broker, start_broker_with_ws};
 
 /// `imlab load --protocol mqtt --target ADDR` with `extra`, writing into `out`.
@@ -424,16 +424,6 @@ fn mqtt_over_websocket_delivers_like_over_tcp() {
         !plain.status.success() && said.contains("logins failed"),
         "{said}"
     );
-}
-
-/// Writes a self-signed certificate for 127.0.0.1 and localhost and its key to `dir`.
-fn write_identity(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    (cert, key)
 }
 
 #[test]

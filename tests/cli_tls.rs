@@ -3,25 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 
-use common::{imlab, results, serve_on};
+use common::{imlab, results, serve_on, write_identity};
 
 /// A temporary directory for one test.
 fn temp_dir(name: &str) -> common::KeptOnPanic {
     common::temp_dir("cli-tls", name)
-}
-
-/// Writes a self-signed certificate for 127.0.0.1 and localhost and its key to `dir`;
-/// returns (cert.pem, key.pem).
-fn write_identity(dir: &Path) -> (PathBuf, PathBuf) {
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    (cert, key)
 }
 
 fn serve(extra: &[&str]) -> (Child, String) {

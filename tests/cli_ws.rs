@@ -2,19 +2,7 @@
 //! `imlab load --ws PATH`, plain and over TLS, on loopback.
 
 mod common;
-
-use std::path::{Path, PathBuf};
-
-use common::{imlab, results, serve_announcing};
-
-/// Writes a self-signed certificate for 127.0.0.1 and its key to `dir`; returns their paths.
-fn write_identity(dir: &Path) -> (PathBuf, PathBuf) {
-    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, generated.cert.pem()).unwrap();
-    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    (cert, key)
-}
+use common::{imlab, results, serve_announcing, write_identity};
 
 /// Runs the delivery test of `a_short_load_loses_and_duplicates_nothing` (cli_load.rs), scaled
 /// down, with `transport_args` against `target`, and checks it names `transport`.

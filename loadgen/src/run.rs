@@ -463,14 +463,8 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, sta
             return;
         }
         let planned = send_start + Duration::from_secs_f64(k as f64 / config.msg_rate);
-        // Only a send still ahead is waited for: a sleep whose deadline has passed still
-        // waits for the timer driver's next turn, which at tens of thousands of sends a
-        // second made the scheduler itself the bottleneck (and its lateness latency).
-        if planned > Instant::now() {
-            tokio::select! {
-                () = tokio::time::sleep_until(planned) => {}
-                () = shared.stop.cancelled() => return,
-            }
+        if !wait_until_planned(shared, planned).await {
+            return;
         }
         let planned_us = planned.duration_since(started).as_micros() as u64;
         let slot = rng.random_range(0..n_clients);
@@ -500,15 +494,43 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, sta
             sender,
             number: next_number[slot],
         };
-        // Record first: the ack can arrive before `send` returns.
-        lock(&shared.ledger).planned(id, planned_us, recipients);
-        let message = Outgoing { id, to, planned_us };
-        if devices[slot].send(message).is_ok() {
+        if plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
             next_number[slot] += 1;
-        } else {
-            lock(&shared.ledger).refused_locally(id);
         }
     }
+}
+
+/// Sleeps until a planned send time; false if the run was stopped meanwhile. Only a send
+/// still ahead is waited for: a sleep whose deadline has passed still waits for the timer
+/// driver's next turn, which at tens of thousands of sends a second made the scheduler
+/// itself the bottleneck (and its lateness latency).
+async fn wait_until_planned(shared: &Shared, planned: Instant) -> bool {
+    if planned > Instant::now() {
+        tokio::select! {
+            () = tokio::time::sleep_until(planned) => {}
+            () = shared.stop.cancelled() => return false,
+        }
+    }
+    true
+}
+
+/// Records message `id` in the ledger, then hands it to its sender's device (recorded first:
+/// the ack can arrive before `send` returns). False, and the record taken back, when the
+/// device's queue is full.
+fn plan_and_send(
+    shared: &Shared,
+    device: &dyn Device,
+    id: MsgId,
+    to: To,
+    planned_us: u64,
+    recipients: Vec<u32>,
+) -> bool {
+    lock(&shared.ledger).planned(id, planned_us, recipients);
+    if device.send(Outgoing { id, to, planned_us }).is_ok() {
+        return true;
+    }
+    lock(&shared.ledger).refused_locally(id);
+    false
 }
 
 /// `--scenario`'s open loop: messages are planned at the scenario's total rate, each given
@@ -536,11 +558,8 @@ async fn send_population(
             return;
         }
         let planned = send_start + Duration::from_secs_f64(k as f64 / rate);
-        if planned > Instant::now() {
-            tokio::select! {
-                () = tokio::time::sleep_until(planned) => {}
-                () = shared.stop.cancelled() => return,
-            }
+        if !wait_until_planned(shared, planned).await {
+            return;
         }
         let (sender, conversation) = chooser.next(population, &mut rng);
         // Devices the ramp never started (an early stop) and suspended apps send nothing.
@@ -557,11 +576,9 @@ async fn send_population(
             sender,
             number: next_number[slot],
         };
-        lock(&shared.ledger).planned(id, planned_us, population.recipients(sender, conversation));
-        if devices[slot].send(Outgoing { id, to, planned_us }).is_ok() {
+        let recipients = population.recipients(sender, conversation);
+        if plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
             next_number[slot] += 1;
-        } else {
-            lock(&shared.ledger).refused_locally(id);
         }
     }
 }
@@ -643,9 +660,10 @@ async fn run_app_cycles(
         let Some((state, left)) = app_state_at(cycle, phases[client], when - started) else {
             continue;
         };
-        let was = inactive[client].swap(state == AppState::Inactive, Ordering::Relaxed);
-        // Foreground and background both heartbeat; only the strategy tells them apart.
-        if was != (state == AppState::Inactive) || state != AppState::Inactive {
+        let was_inactive = inactive[client].swap(state == AppState::Inactive, Ordering::Relaxed);
+        // Every switch is told, except staying inactive (foreground and background both
+        // heartbeat; only the strategy tells them apart).
+        if !(was_inactive && state == AppState::Inactive) {
             devices[client].set_app_state(state);
         }
         switches.push(Reverse((when + left, client)));

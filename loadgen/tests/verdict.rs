@@ -141,8 +141,11 @@ fn losses_and_repeats_the_protocol_allows_are_told_apart_from_real_ones() {
     let while_away = send(&mut ledger, 2, 2);
     ledger.acked(while_away);
     ledger.disconnected(2, "ConnectionLost", true);
-    // The ledger's clock must pass the message's planned time (2 µs) before the return.
-    std::thread::sleep(std::time::Duration::from_millis(1));
+    // The return must come after the message's planned time (2 µs on the ledger's clock):
+    // wait for the clock to pass it, not for a guessed time.
+    while ledger.now_us() <= 2 {
+        std::hint::spin_loop();
+    }
     ledger.connected(2, 0);
     ledger.session_reset(2);
     let after_return = MsgId {

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
@@ -143,4 +143,15 @@ pub fn serve_announcing(extra: &[&str], n_lines: usize) -> (ChildGuard, Vec<Stri
         values.push(value.to_string());
     }
     (guard, values)
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 and localhost and its key to `dir`;
+/// returns (cert.pem, key.pem).
+pub fn write_identity(dir: &Path) -> (PathBuf, PathBuf) {
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let generated = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    (cert, key)
 }
