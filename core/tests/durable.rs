@@ -827,6 +827,16 @@ async fn open_damaged(
                 text.contains(&dir_name),
                 "{case}: the error names no path in the store: {text}"
             );
+            // fjall names no file; a damaged table, version or blob file is found and named,
+            // and no sound file is named with it.
+            let relative = damaged.relative.display().to_string();
+            if relative.starts_with("fjall/keyspaces/") && !relative.ends_with(".jnl") {
+                let path = copy.path().join(&damaged.relative).display().to_string();
+                assert!(
+                    text.contains(&path) && !text.contains("damaged files:"),
+                    "{case}: the error does not name the damaged file alone: {text}"
+                );
+            }
             Err(text)
         }
         Ok(store) => {
@@ -841,7 +851,7 @@ async fn open_damaged(
 }
 
 #[tokio::test]
-async fn fjall_damaged_files_fail_the_open_naming_the_directory_or_keep_committed_data() {
+async fn fjall_damaged_files_fail_the_open_naming_the_file_or_keep_committed_data() {
     let pristine = tempfile::tempdir().unwrap();
     let limits = DurableStoreLimits::default();
     let store = fjall_store(pristine.path(), limits).await;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
+use super::fjall_check;
 use super::marker::{self, MARKER_FILE, open_error};
 
 /// The sub-directory holding fjall's files.
@@ -94,9 +95,17 @@ impl FjallEngine {
                 open_error(&dir.join(marker::WATERMARK_FILE), format!("write: {error}"))
             })?;
         }
-        let fjall_error = |what: &str, error: ::fjall::Error| {
-            open_error(&keyspace_dir, format!("{what}: {error}"))
-        };
+        // fjall's errors name no file: find the damaged one, if that is what failed.
+        let fjall_error =
+            |what: &str, error: ::fjall::Error| match fjall_check::damaged_files(&keyspace_dir)
+                .as_slice()
+            {
+                [one] => open_error(&one.path, format!("{}; fjall {what}: {error}", one.why)),
+                damaged => match fjall_check::describe(damaged) {
+                    Some(files) => open_error(&keyspace_dir, format!("{files}; {what}: {error}")),
+                    None => open_error(&keyspace_dir, format!("{what}: {error}")),
+                },
+            };
         let db = Database::builder(&keyspace_dir).open().map_err(|error| {
             // A journal that fails recovery is named by file, not only by folder.
             if let ::fjall::Error::JournalRecovery(recovery) = &error {
@@ -113,7 +122,7 @@ impl FjallEngine {
                     ),
                 );
             }
-            fjall_error("fjall", error)
+            fjall_error("open", error)
         })?;
         let open_keyspace = |name: &str| {
             if exists && !db.keyspace_exists(name) {
@@ -169,13 +178,17 @@ impl FjallEngine {
                 &keyspace_dir,
                 format!(
                     "fjall recovered {commits_total} commits, but {} records {watermark} as \
-                     durable: committed data is missing (a damaged journal: {}; or table file)",
+                     durable: committed data is missing ({})",
                     dir.join(marker::WATERMARK_FILE).display(),
-                    if journals.is_empty() {
-                        "none found".to_string()
-                    } else {
-                        journals.join(", ")
-                    }
+                    fjall_check::describe(&fjall_check::damaged_files(&keyspace_dir))
+                        .unwrap_or_else(|| format!(
+                            "a damaged journal: {}",
+                            if journals.is_empty() {
+                                "none found".to_string()
+                            } else {
+                                journals.join(", ")
+                            }
+                        )),
                 ),
             ));
         }
@@ -217,15 +230,18 @@ impl FjallEngine {
 
     /// Names a failed read by partition and keyspace directory, so damage found by a read
     /// (fjall checks a block's checksum when it first reads it) points at the files.
+    /// When the files hold the damage, the error names the damaged file.
     fn read_failed(&self, what: &str, partition: Partition, error: ::fjall::Error) -> EngineError {
-        failed(
-            &format!(
-                "{what} {} at {}",
-                partition.name(),
-                self.keyspace(partition).path().display()
-            ),
-            error,
-        )
+        let operation = format!(
+            "{what} {} at {}",
+            partition.name(),
+            self.keyspace(partition).path().display()
+        );
+        let damaged = fjall_check::damaged_files(&self.dir.join(KEYSPACE_DIR));
+        match fjall_check::describe(&damaged) {
+            Some(files) => failed(&operation, format!("{error}; {files}")),
+            None => failed(&operation, error),
+        }
     }
 }
 

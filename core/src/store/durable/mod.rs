@@ -11,11 +11,13 @@
 //!
 //! Modules: [`engine`] (the trait), [`keys`] and [`record`] (the layout), [`state`] (the
 //! in-memory part), [`store`] (the `Store` methods), [`mem`] and [`fjall`] (the engines),
-//! [`marker`] (an on-disk engine's marker and commit watermark files).
+//! [`marker`] (an on-disk engine's marker and commit watermark files), [`fjall_check`] (names
+//! the damaged file when fjall reports damage by folder only).
 
 mod committer;
 mod engine;
 mod fjall;
+mod fjall_check;
 mod keys;
 mod marker;
 mod mem;
