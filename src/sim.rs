@@ -73,6 +73,10 @@ struct RunArgs {
     /// unless --trace names a file).
     #[arg(long, requires = "out")]
     timeline: bool,
+    /// Show progress on a terminal (stderr): simulated time, trace events per second and the
+    /// ETA; nothing when stderr is not a terminal.
+    #[arg(long)]
+    progress: bool,
     #[command(flatten)]
     plant: PlantArg,
     #[command(flatten)]
@@ -312,22 +316,17 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         trace_file: trace_file.clone(),
         planted: args.plant.planted(),
     };
-    // A progress bar on a terminal, once the run has lasted a second.
-    let started = std::time::Instant::now();
-    let show_bar = std::io::stdout().is_terminal();
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = run(&scenario, &options, &mut |done, total| {
-        if bar.is_none() && show_bar && started.elapsed() > Duration::from_secs(1) {
-            bar = Some(progress_bar());
-        }
-        if let Some(bar) = &bar {
-            bar.set_length(total.as_secs());
-            bar.set_position(done.as_secs());
+    // --progress: a bar on a terminal (simulated time, events per second, ETA), nothing
+    // otherwise, so piped output stays clean.
+    let mut bar = (args.progress && std::io::stderr().is_terminal()).then(SimProgress::new);
+    let report = run(&scenario, &options, &mut |progress| {
+        if let Some(bar) = &mut bar {
+            bar.update(progress);
         }
     })
     .with_context(|| format!("simulating {}", scenario.file.display()))?;
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.bar.finish_and_clear();
     }
     println!("trace_hash: {}", report.trace_hash);
     for verdict in &report.verdicts {
@@ -406,15 +405,51 @@ fn storm_line(storm: &imlab_sim::storm::StormSummary) -> String {
     )
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(1);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed} [{bar:40}] {pos}/{len} simulated s")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(500));
-    bar
+/// `sim run --progress`: simulated time against the total, trace events per wall second
+/// (over the last update), and indicatif's ETA from the simulated seconds' rate.
+struct SimProgress {
+    bar: indicatif::ProgressBar,
+    last: Option<(std::time::Instant, u64)>,
+    events_per_s: f64,
+}
+
+impl SimProgress {
+    fn new() -> SimProgress {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(1),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:20}] {msg}, ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        SimProgress {
+            bar,
+            last: None,
+            events_per_s: 0.0,
+        }
+    }
+
+    fn update(&mut self, progress: &imlab_sim::run::Progress) {
+        let now = std::time::Instant::now();
+        if let Some((at, events)) = self.last {
+            let wall = now.duration_since(at).as_secs_f64();
+            if wall > 0.0 {
+                self.events_per_s = progress.events.saturating_sub(events) as f64 / wall;
+            }
+        }
+        self.last = Some((now, progress.events));
+        self.bar.set_length(progress.total.as_secs().max(1));
+        self.bar.set_position(progress.simulated.as_secs());
+        self.bar.set_message(format!(
+            "{} of {} simulated, {:.0} events/s",
+            humantime::format_duration(Duration::from_secs(progress.simulated.as_secs())),
+            humantime::format_duration(Duration::from_secs(progress.total.as_secs())),
+            self.events_per_s
+        ));
+    }
 }
 
 fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {

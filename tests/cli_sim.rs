@@ -530,3 +530,46 @@ fn fuzz_finds_shrinks_and_replays_a_planted_bug() {
         "{again_text}"
     );
 }
+
+/// `--progress` draws on a terminal (here a pseudo-terminal from util-linux's `script`) and
+/// stays silent when stderr is a pipe.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let (_dir, file) = write_scenario("progress.toml", SMALL);
+    let file = file.display().to_string();
+    let piped = imlab(&["sim", "run", &file, "--progress"]);
+    assert!(piped.status.success(), "{piped:?}");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("simulated") && !stderr.contains("ETA"),
+        "progress drawn into a pipe: {stderr}"
+    );
+
+    let command = format!("{} sim run {file} --progress", cargo_bin("imlab").display());
+    let terminal = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .expect("util-linux script runs");
+    assert!(terminal.status.success(), "{terminal:?}");
+    let screen = String::from_utf8_lossy(&terminal.stdout);
+    assert!(
+        screen.contains("12m simulated") && screen.contains("events/s") && screen.contains("ETA"),
+        "no progress on the terminal: {screen}"
+    );
+    assert!(screen.contains("invariant no_acked_loss: ok"), "{screen}");
+
+    let quiet = Command::new("script")
+        .args([
+            "--quiet",
+            "--return",
+            "--command",
+            &command.replace(" --progress", ""),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&quiet.stdout).contains("events/s"),
+        "a bar without --progress"
+    );
+}

@@ -281,7 +281,7 @@ fn measure_profile(options: &CompareOptions, profile: &str, scenario: &Scenario)
     let report = run_with(
         scenario,
         &run_options,
-        &mut |_, _| {},
+        &mut |_| {},
         &mut |shared: &Shared| {
             measured = Some(measure(shared, profile));
         },

@@ -107,11 +107,22 @@ enum Action {
     Heal,
 }
 
-/// Runs `scenario` with `options`; `progress` is called now and then with (simulated, total).
+/// How far a run has come, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Simulated time so far.
+    pub simulated: Duration,
+    /// Simulated time in all (the scenario's duration and quiet).
+    pub total: Duration,
+    /// Trace events so far.
+    pub events: u64,
+}
+
+/// Runs `scenario` with `options`; `progress` is called about five times a (wall) second.
 pub fn run(
     scenario: &Scenario,
     options: &RunOptions,
-    progress: &mut dyn FnMut(Duration, Duration),
+    progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RunError> {
     run_with(scenario, options, progress, &mut |_| {})
 }
@@ -121,7 +132,7 @@ pub fn run(
 pub fn run_with(
     scenario: &Scenario,
     options: &RunOptions,
-    progress: &mut dyn FnMut(Duration, Duration),
+    progress: &mut dyn FnMut(&Progress),
     inspect: &mut dyn FnMut(&Shared),
 ) -> Result<RunReport, RunError> {
     options.planted.assert_supported();
@@ -327,11 +338,19 @@ pub fn run_with(
             });
         }
         if last_progress.elapsed() > Duration::from_millis(200) {
-            progress(sim.elapsed(), total);
+            progress(&Progress {
+                simulated: sim.elapsed(),
+                total,
+                events: shared.trace_events(),
+            });
             last_progress = Instant::now();
         }
     }
-    progress(total, total);
+    progress(&Progress {
+        simulated: total,
+        total,
+        events: shared.trace_events(),
+    });
 
     for reachability in &shared.reachability {
         let mut reachability = reachability.lock().unwrap_or_else(|p| p.into_inner());

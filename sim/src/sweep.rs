@@ -200,7 +200,7 @@ pub fn sweep_seeds(
                         ..RunOptions::default()
                     };
                     let started = std::time::Instant::now();
-                    let outcome = match run(scenario, &options, &mut |_, _| {}) {
+                    let outcome = match run(scenario, &options, &mut |_| {}) {
                         Ok(report) => SeedOutcome {
                             wall: started.elapsed(),
                             delay_ms_p99: report.metrics.all.delay_ms_p99,

@@ -298,6 +298,14 @@ impl Shared {
             .record(at_ms, event);
     }
 
+    /// Trace events recorded so far.
+    pub fn trace_events(&self) -> u64 {
+        self.trace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .n_events()
+    }
+
     /// Runs `f` on the ledger.
     pub fn ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
         f(&mut self.ledger.lock().unwrap_or_else(|p| p.into_inner()))

@@ -27,7 +27,7 @@ fn hash(scenario: &Scenario, seed: u64) -> String {
             seed,
             ..RunOptions::default()
         },
-        &mut |_, _| {},
+        &mut |_| {},
     )
     .unwrap();
     assert!(

@@ -106,7 +106,7 @@ fn check_scenario(name: &str, scenario: &Scenario) -> Seen {
         ..RunOptions::default()
     };
     let mut failed_commits = 0;
-    let report = run_with(scenario, &options, &mut |_, _| {}, &mut |shared| {
+    let report = run_with(scenario, &options, &mut |_| {}, &mut |shared| {
         failed_commits = shared.failed_commits.load(Ordering::Relaxed);
     })
     .unwrap();

@@ -14,7 +14,7 @@ fn a_28_minute_heartbeat_dies_silently_on_a_5_minute_nat_and_4m45s_does_not() {
             seed: 3,
             ..RunOptions::default()
         },
-        &mut |_, _| {},
+        &mut |_| {},
     )
     .unwrap();
     // Late, never lost: every invariant holds.

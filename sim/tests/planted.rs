@@ -79,7 +79,7 @@ fn broken_in(
                 planted,
                 ..RunOptions::default()
             };
-            let report = run(scenario, &options, &mut |_, _| {}).unwrap();
+            let report = run(scenario, &options, &mut |_| {}).unwrap();
             let names = report
                 .verdicts
                 .iter()

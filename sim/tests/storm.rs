@@ -29,7 +29,7 @@ fn the_storm_after_a_crash_is_measured() {
         seed: 3,
         ..RunOptions::default()
     };
-    let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
+    let report = run(&scenario, &options, &mut |_| {}).unwrap();
     assert!(report.ok(), "{:?}", report.verdicts);
     let storms = &report.metrics.storms;
     let [storm] = &storms.crashes[..] else {

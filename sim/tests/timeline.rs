@@ -23,7 +23,7 @@ fn timeline(planted: Planted, name: &str) -> (imlab_reports::timeline::Timeline,
         trace_file: Some(trace.clone()),
         planted,
     };
-    let report = run(&scenario, &options, &mut |_, _| {}).unwrap();
+    let report = run(&scenario, &options, &mut |_| {}).unwrap();
     let built = imlab_sim::timeline::build(&scenario, &report, &trace).unwrap();
     let page = imlab_sim::timeline::write(dir.path(), &scenario, &report, &trace).unwrap();
     let html = std::fs::read_to_string(page).unwrap();

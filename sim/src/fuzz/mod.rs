@@ -45,7 +45,7 @@ pub fn run_case(spec: &Spec, seed: u64, planted: Planted) -> Vec<Failure> {
         planted,
         ..RunOptions::default()
     };
-    match run(&scenario, &options, &mut |_, _| {}) {
+    match run(&scenario, &options, &mut |_| {}) {
         Ok(report) => report
             .verdicts
             .iter()
