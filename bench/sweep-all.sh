@@ -8,7 +8,7 @@
 # For each scenario: `imlab sim sweep FILE --seeds SEEDS --jobs $JOBS`, then one row with the
 # seeds run, the seeds failed and the wall time. Failing seeds and their replay commands are
 # kept in the sweep's own output under $OUT (default: a temporary folder, printed at the end).
-# scale-10k takes minutes per seed: name it explicitly to include it.
+# scale-10k and scale-100k take minutes per seed: name them explicitly to include them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1..200}
@@ -19,7 +19,7 @@ if (( ${#scenarios[@]} == 0 )); then
     for file in scenarios/gprs-weak-link.toml scenarios/volatile-crash-storm.toml scenarios/*.toml; do
         [[ " ${scenarios[*]} " == *" $file "* ]] && continue
         case "$file" in
-            */heartbeat-compare.toml | */scale-10k.toml) ;;
+            */heartbeat-compare.toml | */scale-10k.toml | */scale-100k.toml) ;;
             *) scenarios+=("$file") ;;
         esac
     done

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ledger::Conversation;
+use crate::pipe::PipeEnd;
 use crate::proxy::{TARGET_IM, open_via_carrier, sleep_until_sim};
 use crate::trace::Event;
 use crate::world::{DeviceCommand, Shared, group_id, now, user_id};
@@ -39,10 +40,10 @@ struct SimConnector {
 }
 
 impl Connector for SimConnector {
-    type Stream = turmoil::net::TcpStream;
+    type Stream = PipeEnd;
 
-    async fn connect(&self) -> std::io::Result<turmoil::net::TcpStream> {
-        open_via_carrier(&self.shared, self.device, TARGET_IM).await
+    async fn connect(&self) -> std::io::Result<PipeEnd> {
+        open_via_carrier(&self.shared, self.device, TARGET_IM)
     }
 }
 

@@ -41,6 +41,7 @@ pub mod fuzz;
 pub mod invariants;
 pub mod ledger;
 pub mod metrics;
+pub mod pipe;
 pub mod presets;
 pub mod proxy;
 pub mod push;

@@ -1,47 +1,88 @@
 //! The carrier proxy: one turmoil host per carrier profile, standing between the phones and
 //! the servers as the carrier's radio link and NAT.
 //!
-//! A device connects to its carrier's proxy and names itself and its destination in a 5-byte
-//! preamble (simulation plumbing, stripped here). The proxy then relays bytes both ways through
-//! a model of the carrier, with a seeded RNG per flow (turmoil's own loss model would break a
-//! whole host pair, and its TCP never retransmits).
+//! A device connects to its carrier's proxy host over an in-memory [`pipe`](crate::pipe)
+//! (the radio hop, whose timing and loss the proxy models itself), queued on the host's
+//! [`Switchboard`] with the device and its destination. The proxy then relays bytes both
+//! ways, to the server over a turmoil connection, through a model of the carrier, with a
+//! seeded RNG per flow (turmoil's own loss model would break a whole host pair, and its TCP
+//! never retransmits).
 //!
 //! The rules (link loss and delay, NAT expiry, half-open server sides, handover) are
 //! imlab-carrier's [`FlowModel`]; this file only carries out its decisions on turmoil sockets
 //! and reports them to the run's counters and trace.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use imlab_carrier::{
     Closed, Cut, FlowModel, Link, PhoneSend, SEGMENT_BYTES, ServerSend, flow_seed,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use turmoil::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use turmoil::net::TcpStream;
+use turmoil::net::tcp::OwnedReadHalf;
 
+use crate::pipe::{PipeEnd, pipe};
 use crate::trace::Event;
-use crate::world::{self, CARRIER_PORT, PUSH_DEVICE_PORT, SERVER_PORT, Shared, now};
+use crate::world::{self, PUSH_DEVICE_PORT, SERVER_PORT, Shared, now};
 
-/// What the preamble's first byte asks for.
+/// A connection for the IM server.
 pub const TARGET_IM: u8 = 1;
-/// The push service.
+/// A connection for the push service.
 pub const TARGET_PUSH: u8 = 2;
-/// Bytes of the preamble: target, device index (u32 big-endian).
-pub const PREAMBLE_BYTES: usize = 5;
 
-/// Runs carrier `carrier`'s proxy host.
-pub async fn carrier_host(shared: Arc<Shared>, carrier: usize) -> turmoil::Result {
-    let listener = TcpListener::bind(("0.0.0.0", CARRIER_PORT)).await?;
-    let mut next_flow = 0u64;
-    loop {
-        let (downstream, _) = listener.accept().await?;
-        next_flow += 1;
-        let flow = Flow::new(shared.clone(), carrier, next_flow);
-        tokio::spawn(flow.run(downstream));
+/// A phone's new connection, waiting for its carrier's host.
+pub struct Incoming {
+    device: usize,
+    to_im: bool,
+    end: PipeEnd,
+}
+
+/// One carrier host's queue of connecting phones (a listener's accept queue). Bounded: two
+/// connections per device fit (each device holds at most one to the server and one to the
+/// push service at a time); beyond that a connect is refused, as at a full SYN queue.
+pub struct Switchboard {
+    sender: mpsc::Sender<Incoming>,
+    receiver: Mutex<Option<mpsc::Receiver<Incoming>>>,
+}
+
+impl Switchboard {
+    /// A switchboard with room for `n_devices` devices' connections.
+    pub fn new(n_devices: usize) -> Switchboard {
+        let (sender, receiver) = mpsc::channel(2 * n_devices.max(1) + 16);
+        Switchboard {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+        }
     }
+}
+
+/// Runs host `shard` of carrier `carrier`'s proxy. Flow ids are the carrier's: the shard's
+/// n-th flow is `n * shards + shard`.
+pub async fn carrier_host(shared: Arc<Shared>, carrier: usize, shard: usize) -> turmoil::Result {
+    let shards = world::carrier_shards(shared.layout.devices.len());
+    let Some(mut incoming) = shared.switchboards[carrier * shards + shard]
+        .receiver
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        panic!("carrier host {carrier}.{shard} started twice (carriers never crash)");
+    };
+    let mut next_flow = 0u64;
+    while let Some(phone) = incoming.recv().await {
+        next_flow += 1;
+        let flow = Flow::new(
+            shared.clone(),
+            carrier,
+            next_flow * shards as u64 + shard as u64,
+        );
+        tokio::spawn(flow.run(phone));
+    }
+    Ok(())
 }
 
 /// Which side of the flow.
@@ -107,22 +148,9 @@ impl Flow {
         });
     }
 
-    async fn run(mut self, mut downstream: TcpStream) {
-        let mut preamble = [0u8; PREAMBLE_BYTES];
-        let read = tokio::time::timeout(
-            Duration::from_secs(60),
-            downstream.read_exact(&mut preamble),
-        )
-        .await;
-        if !matches!(read, Ok(Ok(_))) {
-            return;
-        }
-        self.to_im = preamble[0] == TARGET_IM;
-        self.device =
-            u32::from_be_bytes([preamble[1], preamble[2], preamble[3], preamble[4]]) as usize;
-        if self.device >= self.shared.layout.devices.len() {
-            return;
-        }
+    async fn run(mut self, phone: Incoming) {
+        self.to_im = phone.to_im;
+        self.device = phone.device;
         let nat_timeout = self.shared.layout.devices[self.device].nat_timeouts[self.carrier];
         // Seed by (device, its n-th connection): the same whatever order flows are accepted in.
         let n = self.shared.flows_by_device[self.device]
@@ -156,7 +184,7 @@ impl Flow {
             return;
         };
         self.model.opened(now());
-        self.relay(downstream, upstream).await;
+        self.relay(phone.end, upstream).await;
     }
 
     /// Applies the NAT timeout at `at`; counts and traces a silent disconnect when the
@@ -197,10 +225,9 @@ impl Flow {
         .min()
     }
 
-    async fn relay(&mut self, downstream: TcpStream, upstream: TcpStream) {
-        let mut phone = Some(downstream.into_split());
+    async fn relay(&mut self, downstream: PipeEnd, upstream: TcpStream) {
+        let mut phone = Some(downstream);
         let mut server = Some(upstream.into_split());
-        let mut phone_buf = BytesMut::new();
         let mut server_buf = BytesMut::new();
         let (mut rebound, mut swallowed) = (false, false);
         loop {
@@ -235,12 +262,12 @@ impl Flow {
             let wake = self.next_wake();
             tokio::select! {
                 biased;
-                read = read_some(phone.as_mut().map(|(read, _)| read), &mut phone_buf) => {
+                read = read_phone(phone.as_mut()) => {
                     let at = now();
                     self.check_nat(at);
                     let bytes = match read {
-                        Ok(n) if n > 0 => phone_buf.split().freeze(),
-                        _ => {
+                        Some(bytes) => bytes,
+                        None => {
                             // The phone closed (or reset) its connection.
                             phone = None;
                             match self.with_link(|model, link| model.phone_closed(link, at)) {
@@ -276,7 +303,7 @@ impl Flow {
                     let at = now();
                     self.check_nat(at);
                     let bytes = match read {
-                        Ok(n) if n > 0 => server_buf.split().freeze(),
+                        Ok(n) if n > 0 => take_chunk(&mut server_buf),
                         _ => {
                             server = None;
                             self.trace_end(Side::Server, "closed");
@@ -320,8 +347,8 @@ impl Flow {
                     }
                     while self.down.front().is_some_and(|(due, _)| *due <= at) {
                         let (_, bytes) = self.down.pop_front().expect("front exists");
-                        if let Some((_, write)) = phone.as_mut()
-                            && deliver(write, &bytes).await.is_err()
+                        if let Some(end) = phone.as_mut()
+                            && deliver(end, &bytes).await.is_err()
                         {
                             phone = None;
                         }
@@ -355,13 +382,25 @@ impl Flow {
     }
 }
 
-/// Reads into `buffer`, or waits forever when the side is gone.
+/// The phone's next chunk (at most a segment; `None` at the end of its stream), or waits
+/// forever when the phone side is gone.
+async fn read_phone(end: Option<&mut PipeEnd>) -> Option<Bytes> {
+    match end {
+        Some(end) => std::future::poll_fn(|cx| end.poll_chunk(cx, SEGMENT_BYTES)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads into `buffer`, or waits forever when the side is gone. The buffer is allocated
+/// once bytes (or the end) are there, and the caller takes it whole: an idle flow holds no
+/// buffer (a city has hundreds of thousands of idle flows).
 async fn read_some(
     half: Option<&mut OwnedReadHalf>,
     buffer: &mut BytesMut,
 ) -> std::io::Result<usize> {
     match half {
         Some(half) => {
+            half.peek(&mut [0u8; 1]).await?;
             if buffer.capacity() == 0 {
                 *buffer = BytesMut::with_capacity(SEGMENT_BYTES);
             }
@@ -372,8 +411,19 @@ async fn read_some(
     }
 }
 
+/// The bytes read, leaving `buffer` empty and unallocated; a small read is copied out so
+/// that a chunk in flight does not pin a whole segment's allocation.
+fn take_chunk(buffer: &mut BytesMut) -> Bytes {
+    let chunk = std::mem::take(buffer);
+    if chunk.len() * 4 < chunk.capacity() {
+        Bytes::copy_from_slice(&chunk)
+    } else {
+        chunk.freeze()
+    }
+}
+
 /// Writes bytes, or shuts the write side for an empty (FIN) chunk.
-async fn deliver(writer: &mut OwnedWriteHalf, bytes: &Bytes) -> std::io::Result<()> {
+async fn deliver(writer: &mut (impl AsyncWrite + Unpin), bytes: &Bytes) -> std::io::Result<()> {
     if bytes.is_empty() {
         writer.shutdown().await
     } else {
@@ -389,18 +439,21 @@ pub async fn sleep_until_sim(at: Option<Duration>) {
     }
 }
 
-/// Writes the preamble for `device` to `target` on a fresh connection to its carrier.
-pub async fn open_via_carrier(
-    shared: &Shared,
-    device: usize,
-    target: u8,
-) -> std::io::Result<TcpStream> {
+/// Opens a connection from `device` to `target` ([`TARGET_IM`] or [`TARGET_PUSH`]) through
+/// its current carrier: a pipe whose other end waits on the carrier host's switchboard.
+/// Refused when the switchboard is full.
+pub fn open_via_carrier(shared: &Shared, device: usize, target: u8) -> std::io::Result<PipeEnd> {
     let carrier = shared.device_carrier[device].load(std::sync::atomic::Ordering::Relaxed);
-    let mut stream =
-        TcpStream::connect((world::carrier_host(carrier).as_str(), CARRIER_PORT)).await?;
-    let mut preamble = [0u8; PREAMBLE_BYTES];
-    preamble[0] = target;
-    preamble[1..].copy_from_slice(&(device as u32).to_be_bytes());
-    stream.write_all(&preamble).await?;
-    Ok(stream)
+    let shards = world::carrier_shards(shared.layout.devices.len());
+    let shard = device % shards;
+    let (phone, end) = pipe();
+    shared.switchboards[carrier * shards + shard]
+        .sender
+        .try_send(Incoming {
+            device,
+            to_im: target == TARGET_IM,
+            end,
+        })
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionRefused))?;
+    Ok(phone)
 }

@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use turmoil::net::{TcpListener, TcpStream};
 
+use crate::pipe::PipeEnd;
 use crate::proxy::{TARGET_PUSH, open_via_carrier};
 use crate::trace::Event;
 use crate::world::{PUSH_DEVICE_PORT, PUSH_SERVER_PORT, Shared};
@@ -214,7 +215,7 @@ pub async fn push_channel(
     let mut attempt = 0u32;
     loop {
         carrier.mark_unchanged();
-        if let Ok(stream) = open_via_carrier(&shared, device, TARGET_PUSH).await {
+        if let Ok(stream) = open_via_carrier(&shared, device, TARGET_PUSH) {
             attempt = 0;
             // The OS drops the channel when the device changes network, and reconnects.
             tokio::select! {
@@ -237,12 +238,12 @@ pub async fn push_channel(
 async fn serve_push_connection(
     shared: &Shared,
     device: usize,
-    stream: TcpStream,
+    stream: PipeEnd,
     user: &str,
     device_id: &str,
     wake: &mpsc::Sender<()>,
 ) {
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let mut input = FrameReader::new(read, DEFAULT_MAX_FRAME_BYTES);
     let mut out = FrameWriter::new(write, DEFAULT_MAX_FRAME_BYTES);
     let login = Frame::new(Body::Login(proto::Login {

@@ -2,7 +2,9 @@
 //! scenario's faults, heals the network, waits a quiet period, and checks the invariants.
 //!
 //! Hosts: `server` (imlab-core's server, unchanged), `push` (the push service), one
-//! `carrier-N` per carrier profile (NAT and link emulator), and `cell-N` hosts running up to
+//! `carrier-N` per carrier profile (NAT and link emulator; beyond
+//! [`DEVICES_PER_CARRIER_HOST`](world::DEVICES_PER_CARRIER_HOST) devices, `carrier-N.S` hosts
+//! share the carrier's devices), and `cell-N` hosts running up to
 //! [`DEVICES_PER_CELL_MAX`] devices each. Turmoil's own latency and loss are off: the carrier
 //! proxies model the network with their seeded RNGs.
 
@@ -107,6 +109,9 @@ enum Action {
     Heal,
 }
 
+/// Segments a turmoil socket queues, and connections a listener queues, at least.
+const TCP_CAPACITY_MIN: usize = 16_384;
+
 /// How far a run has come, for a progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -155,6 +160,9 @@ pub fn run_with(
             .map(|d| AtomicUsize::new(scenario.groups[d.group].carrier))
             .collect(),
         device_commands: (0..n_devices).map(|_| Mutex::new(None)).collect(),
+        switchboards: (0..scenario.carriers.len() * world::carrier_shards(n_devices))
+            .map(|_| crate::proxy::Switchboard::new(n_devices))
+            .collect(),
         device_states: (0..n_devices)
             .map(|d| {
                 imlab_core::client::ClientState::new(
@@ -211,7 +219,9 @@ pub fn run_with(
         .simulation_duration(total + Duration::from_secs(3_600))
         .min_message_latency(Duration::ZERO)
         .max_message_latency(Duration::ZERO)
-        .tcp_capacity(16_384)
+        // Also the server's accept queue, which turmoil does not let overflow (it panics):
+        // room for every device's connection and its push connection arriving in one tick.
+        .tcp_capacity(TCP_CAPACITY_MIN.max(2 * n_devices))
         .ephemeral_ports(1_024..=65_535)
         .build();
 
@@ -219,11 +229,14 @@ pub fn run_with(
     sim.host("server", move || server_host(server_shared.clone()));
     let push_shared = shared.clone();
     sim.host("push", move || push_host(push_shared.clone()));
+    let shards = world::carrier_shards(n_devices);
     for carrier in 0..scenario.carriers.len() {
-        let carrier_shared = shared.clone();
-        sim.host(carrier_host(carrier).as_str(), move || {
-            crate::proxy::carrier_host(carrier_shared.clone(), carrier)
-        });
+        for shard in 0..shards {
+            let carrier_shared = shared.clone();
+            sim.host(carrier_host(carrier, shard).as_str(), move || {
+                crate::proxy::carrier_host(carrier_shared.clone(), carrier, shard)
+            });
+        }
     }
     let n_cells = n_devices.div_ceil(DEVICES_PER_CELL_MAX).max(1);
     for cell in 0..n_cells {

@@ -23,22 +23,38 @@ pub const SERVER_PORT: u16 = 7400;
 pub const PUSH_DEVICE_PORT: u16 = 7500;
 /// Port of the push service for the IM server's notices.
 pub const PUSH_SERVER_PORT: u16 = 7501;
-/// Port of every carrier proxy.
-pub const CARRIER_PORT: u16 = 7600;
-/// Devices one cell host runs at most (each holds two connections from its ports).
+/// Devices one cell host runs at most (spreads the device tasks over host runtimes).
 pub const DEVICES_PER_CELL_MAX: usize = 2_500;
 
-/// Host name of carrier `index`.
-pub fn carrier_host(index: usize) -> String {
-    format!("carrier-{index}")
+/// Devices per host of each carrier at most. A carrier host opens a connection to the server
+/// or the push service from its own ephemeral ports (64,512) per flow, and flows whose NAT
+/// expired keep their server side until the server reaps it; beyond about 10,000 devices a
+/// carrier runs on several hosts (a carrier's NAT has many public addresses, too).
+pub const DEVICES_PER_CARRIER_HOST: usize = 10_000;
+
+/// Hosts per carrier for `n_devices` devices in all: device `d` uses host `d % shards`.
+pub fn carrier_shards(n_devices: usize) -> usize {
+    n_devices.div_ceil(DEVICES_PER_CARRIER_HOST).max(1)
+}
+
+/// Host name of carrier `index`'s host `shard`.
+pub fn carrier_host(index: usize, shard: usize) -> String {
+    if shard == 0 {
+        format!("carrier-{index}")
+    } else {
+        format!("carrier-{index}.{shard}")
+    }
 }
 
 /// Every host but the server: carriers, cells and the push service (a server stall holds
 /// its links to all of them).
 pub fn other_hosts(scenario: &Scenario) -> Vec<String> {
     let n_cells = scenario.n_devices().div_ceil(DEVICES_PER_CELL_MAX).max(1);
+    let shards = carrier_shards(scenario.n_devices());
     let mut hosts = vec!["push".to_string()];
-    hosts.extend((0..scenario.carriers.len()).map(carrier_host));
+    for carrier in 0..scenario.carriers.len() {
+        hosts.extend((0..shards).map(|shard| carrier_host(carrier, shard)));
+    }
     hosts.extend((0..n_cells).map(cell_host));
     hosts
 }
@@ -268,6 +284,9 @@ pub struct Shared {
     pub flows_by_device: Vec<AtomicU64>,
     /// Each device's command channel, set when its cell host starts.
     pub device_commands: Vec<Mutex<Option<mpsc::Sender<DeviceCommand>>>>,
+    /// Each carrier host's queue of phones connecting to it, by
+    /// `carrier * carrier_shards + shard`.
+    pub switchboards: Vec<crate::proxy::Switchboard>,
     /// True while the push service delivers nothing.
     pub push_down: AtomicBool,
     /// The server's current store: opened by each server start (over the surviving disk
