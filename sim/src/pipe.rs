@@ -243,7 +243,11 @@ mod tests {
         );
 
         let error = phone.write_all(b"late").await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::NotConnected, "written after shutdown");
+        assert_eq!(
+            error.kind(),
+            io::ErrorKind::NotConnected,
+            "written after shutdown"
+        );
 
         drop(carrier);
         assert_eq!(phone.read(&mut read).await.unwrap(), 0, "end of stream");

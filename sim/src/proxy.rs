@@ -1,5 +1,6 @@
-//! The carrier proxy: one turmoil host per carrier profile, standing between the phones and
-//! the servers as the carrier's radio link and NAT.
+//! The carrier proxy: one turmoil host per carrier profile (several beyond
+//! [`DEVICES_PER_CARRIER_HOST`](world::DEVICES_PER_CARRIER_HOST) devices), standing between
+//! the phones and the servers as the carrier's radio link and NAT.
 //!
 //! A device connects to its carrier's proxy host over an in-memory [`pipe`](crate::pipe)
 //! (the radio hop, whose timing and loss the proxy models itself), queued on the host's
@@ -9,8 +10,8 @@
 //! never retransmits).
 //!
 //! The rules (link loss and delay, NAT expiry, half-open server sides, handover) are
-//! imlab-carrier's [`FlowModel`]; this file only carries out its decisions on turmoil sockets
-//! and reports them to the run's counters and trace.
+//! imlab-carrier's [`FlowModel`]; this file only carries out its decisions on the phone's
+//! pipe and the server's turmoil socket, and reports them to the run's counters and trace.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -42,8 +43,9 @@ pub struct Incoming {
 }
 
 /// One carrier host's queue of connecting phones (a listener's accept queue). Bounded: two
-/// connections per device fit (each device holds at most one to the server and one to the
-/// push service at a time); beyond that a connect is refused, as at a full SYN queue.
+/// connections for every device of the run fit (a device opens at most one to the server and
+/// one to the push service at a time, and the host takes them every tick); beyond that a
+/// connect is refused, as at a full SYN queue.
 pub struct Switchboard {
     sender: mpsc::Sender<Incoming>,
     receiver: Mutex<Option<mpsc::Receiver<Incoming>>>,
