@@ -1,8 +1,8 @@
 //! Frame I/O over any async byte stream, with buffers that stay small on idle connections.
 //!
 //! A server holds many idle connections, so buffer memory per connection matters, and so does
-//! the syscall per frame: the read buffer is released whenever it is empty and larger than
-//! [`IDLE_BUFFER_BYTES_MAX`], and the write buffer likewise after each flush. A read that
+//! the syscall per frame: the read buffer is released whenever it is empty, and the write
+//! buffer after each flush, so an idle connection holds neither. A read that
 //! starts with nothing buffered goes into a scratch buffer of the thread's
 //! ([`SCRATCH_READ_BYTES`]), and only the bytes read are copied to the connection's buffer:
 //! a whole frame, or several, costs one read syscall, and a connection waiting for its peer
@@ -19,9 +19,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::codec::{self, CodecError, Decoded, FrameIoError};
 use crate::proto::Frame;
-
-/// A buffer this large or smaller is kept across frames; a larger empty one is freed.
-pub const IDLE_BUFFER_BYTES_MAX: usize = 512;
 
 /// Bytes requested from the socket at least per read once a frame is under way.
 const READ_CHUNK_BYTES: usize = 4 * 1024;
@@ -121,7 +118,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 consumed_bytes,
             } => {
                 self.buffer.advance(consumed_bytes);
-                if self.buffer.is_empty() && self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
+                if self.buffer.is_empty() {
                     self.buffer = BytesMut::new();
                 }
                 Ok(Ok(frame))
@@ -196,9 +193,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.buffer.advance(n_written);
         }
         self.inner.flush().await?;
-        if self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
-            self.buffer = BytesMut::new();
-        }
+        self.buffer = BytesMut::new();
         Ok(())
     }
 
