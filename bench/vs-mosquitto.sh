@@ -57,10 +57,11 @@ start_target() {
     imlab-mem | imlab-disk)
         local extra=""
         if [ "$1" = imlab-disk ]; then rm -rf "$tmp/data"; extra="--data-dir $tmp/data"; fi
+        rm -f "$tmp/serve.out"
         # shellcheck disable=SC2086
         $bin serve --listen 127.0.0.1:0 $extra >"$tmp/serve.out" 2>"$tmp/serve.err" &
         server_pid=$!
-        for _ in $(seq 100); do grep -q listening "$tmp/serve.out" && break; sleep 0.1; done
+        for _ in $(seq 100); do grep -qs listening "$tmp/serve.out" && break; sleep 0.1; done
         addr=$(awk '/listening:/ {print $2}' "$tmp/serve.out")
         ;;
     mosquitto-q0 | mosquitto-q1)
@@ -91,6 +92,7 @@ stop_target() {
 run_at() {
     start_target "$1"
     local server_rss0 server_cpu0 load_pid load_cpu=0 server_rss=0 load_rss=0 wall0
+    rm -rf "$tmp/run"
     server_rss0=$(rss_kb $server_pid)
     server_cpu0=$(cpu_ticks $server_pid)
     # shellcheck disable=SC2086
@@ -114,6 +116,12 @@ run_at() {
     wait $load_pid || true
     local server_cpu=$(( $(cpu_ticks $server_pid) - server_cpu0 ))
     stop_target
+    if [ ! -f "$tmp/run/results.json" ]; then
+        echo "  $1 at $2: no results; the generator said:" >&2
+        tail -3 "$tmp/load.out" >&2
+        echo "- - 1 - - - -"
+        return
+    fi
     python3 - "$tmp/run/results.json" "$server_cpu" "$load_cpu" "$hz" "$server_rss0" \
         "$server_rss" "$load_rss" "$clients" <<'PY'
 import json, sys
@@ -157,7 +165,7 @@ for target in "${targets[@]}"; do
         printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s\n' "$target" "$rate" "$p50" "$p99" \
             "$bad" "$s_us" "$l_us" "$s_b" "$l_b"
         [ -z "${p50_at[$target]:-}" ] && p50_at[$target]=$p50
-        if python3 -c "import sys; sys.exit(0 if $p99 < $p99_ms and $bad == 0 else 1)"; then
+        if [ "$p99" != - ] && python3 -c "import sys; sys.exit(0 if $p99 < $p99_ms and $bad == 0 else 1)"; then
             best[$target]=$rate; best_p99[$target]=$p99
         fi
     done
