@@ -76,7 +76,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
 
 /// A Send with a 200-byte body, as the load generator sends.
 fn send_frame(n: usize) -> Frame {
-    Frame::new(common::send_to_peer(&format!("m{n}"), "bob", &"x".repeat(200)))
+    Frame::new(common::send_to_peer(
+        &format!("m{n}"),
+        "bob",
+        &"x".repeat(200),
+    ))
 }
 
 #[tokio::test]
@@ -225,5 +229,9 @@ async fn the_server_answers_a_burst_of_requests_in_one_write() {
             "{frame:?}"
         );
     }
-    assert_eq!(writes.load(Ordering::Relaxed), 2, "the login reply, then one for the pongs");
+    assert_eq!(
+        writes.load(Ordering::Relaxed),
+        2,
+        "the login reply, then one for the pongs"
+    );
 }
