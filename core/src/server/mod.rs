@@ -5,11 +5,9 @@
 //! the simulator run this same code over tokio sockets, in-memory pipes or turmoil sockets.
 //!
 //! Modules: `session` (one connection's reader: login, frames, reaping), `writer` (one
-//! connection's writer: outbox, NotifyData ack tracking and the Notify fallback), `cursor`
-//! (a connection's DeviceAck cursor writes, off the reader's path and coalesced), `registry`
+//! connection's writer: outbox, NotifyData ack tracking and the Notify fallback), `registry`
 //! (who is online), `fanout` (the bounded group fan-out queue), `push` (offline pushes).
 
-mod cursor;
 mod fanout;
 mod push;
 mod registry;

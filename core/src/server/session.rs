@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::cursor::CursorAcks;
 use super::registry::{Outbound, SessionControl, SessionHandle};
 use super::{Shared, error_frame, writer};
 use crate::auth::{AuthError, validate_id};
@@ -385,7 +384,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let idle = tokio::time::sleep_until(last_frame_at + idle_timeout);
     tokio::pin!(idle);
     let mut barrier = SendBarrier::default();
-    let mut cursor_acks = CursorAcks::default();
     // The writer runs in this task: while the reader handles a burst of requests without
     // waiting, it cannot drain the outbox. Each request queues its reply and, for a send, the
     // sender's own echo; before they could fill half the outbox, the reader yields so the
@@ -403,17 +401,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let next = tokio::select! {
                 biased;
                 () = handle.kill.cancelled() => return Closed::Killed,
-                written = cursor_acks.finished() => {
-                    let Ok(cursor) = written else { return Closed::StoreFailed };
-                    acked_seq.fetch_max(cursor, Ordering::Relaxed);
-                    if cursor_acks
-                        .start(shared, &session.user, &session.device, acked_seq)
-                        .is_err()
-                    {
-                        return Closed::StoreFailed;
-                    }
-                    continue;
-                }
                 () = &mut idle => {
                     let idle_deadline = last_frame_at + idle_timeout;
                     if idle_deadline > Instant::now() {
@@ -445,16 +432,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             shared,
             session,
             frame,
-            &mut cursor_acks,
+            acked_seq,
             &mut barrier,
         ))
         .await;
-        if cursor_acks
-            .start(shared, &session.user, &session.device, acked_seq)
-            .is_err()
-        {
-            return Closed::StoreFailed;
-        }
         match reply {
             Ok(Some(frame)) => {
                 if let Err(closed) = respond(&mut outbox, handle, frame) {
@@ -472,7 +453,7 @@ async fn handle_frame(
     shared: &Arc<Shared>,
     session: &Session,
     frame: Frame,
-    cursor_acks: &mut CursorAcks<'_>,
+    acked_seq: &AtomicU64,
     barrier: &mut SendBarrier,
 ) -> Result<Option<Frame>, Closed> {
     let Some(body) = frame.body else {
@@ -485,7 +466,12 @@ async fn handle_frame(
         }),
         Body::Send(send) => handle_send(shared, session, send, barrier).await?,
         Body::DeviceAck(ack) => {
-            cursor_acks.want(ack.seq);
+            let cursor = shared
+                .store
+                .ack_cursor(&session.user, &session.device, ack.seq)
+                .await
+                .map_err(|_| Closed::StoreFailed)?;
+            acked_seq.fetch_max(cursor, Ordering::Relaxed);
             return Ok(None);
         }
         Body::SyncRequest(request) => handle_sync(shared, session, request).await?,
