@@ -20,7 +20,8 @@
 # message in µs of the server and of the generator (utime+stime deltas from /proc/PID/stat
 # over the whole load run, ramp and drain included, divided by messages sent); RSS per
 # connection of the server (RSS with every client connected less RSS before, / CLIENTS) and
-# of the generator (its RSS / CLIENTS), both sampled during the send phase.
+# of the generator (its RSS / CLIENTS), both sampled during the send phase; fsyncs a second
+# of `imlab serve --data-dir` over its life, as it reports at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 p99_ms=${P99_MS:-10}
@@ -88,10 +89,10 @@ stop_target() {
     server_pid=""
 }
 
-# One run of target $1 at rate $2; prints "p50 p99 bad server_us load_us server_B load_B".
+# One run of target $1 at rate $2; prints "p50 p99 bad server_us load_us server_B load_B fsyncs".
 run_at() {
     start_target "$1"
-    local server_rss0 server_cpu0 load_pid load_cpu=0 server_rss=0 load_rss=0 wall0
+    local server_rss0 server_cpu0 load_pid load_cpu=0 server_rss=0 load_rss=0 wall0 ticks
     rm -rf "$tmp/run"
     server_rss0=$(rss_kb $server_pid)
     server_cpu0=$(cpu_ticks $server_pid)
@@ -104,7 +105,9 @@ run_at() {
     while kill -0 $load_pid 2>/dev/null; do
         # Bounded: a run that hangs is stopped (its results file says how far it got).
         if (( $(date +%s) - wall0 > 120 )); then kill $load_pid; fi
-        load_cpu=$(cpu_ticks $load_pid)
+        # The last reading before it exits (a read racing its exit gives 0: keep the last).
+        ticks=$(cpu_ticks $load_pid)
+        if (( ticks > load_cpu )); then load_cpu=$ticks; fi
         # RSS once the send phase runs (every client connected), sampled a second into it.
         if (( server_rss == 0 )) && grep -q "send at" "$tmp/load.out" 2>/dev/null \
             && (( $(date +%s) - wall0 >= 2 )); then
@@ -116,10 +119,14 @@ run_at() {
     wait $load_pid || true
     local server_cpu=$(( $(cpu_ticks $server_pid) - server_cpu0 ))
     stop_target
+    # imlab serve --data-dir says at exit how many fsyncs a second it made.
+    local fsyncs
+    fsyncs=$(grep -so 'fsyncs_per_s="[0-9.]*"' "$tmp/serve.err" | tr -dc '0-9.' || true)
+    if [ "$1" != imlab-disk ] || [ -z "$fsyncs" ]; then fsyncs=-; fi
     if [ ! -f "$tmp/run/results.json" ]; then
         echo "  $1 at $2: no results; the generator said:" >&2
         tail -3 "$tmp/load.out" >&2
-        echo "- - 1 - - - -"
+        echo "- - 1 - - - - $fsyncs"
         return
     fi
     python3 - "$tmp/run/results.json" "$server_cpu" "$load_cpu" "$hz" "$server_rss0" \
@@ -134,8 +141,10 @@ bad = m["lost"] + m["lost_allowed"] + m["duplicated"] + (m["expected_deliveries"
 sent = max(m["sent"], 1)
 us = lambda ticks: ticks / hz * 1e6 / sent
 print(f'{d["p50"]:.2f} {d["p99"]:.2f} {bad} {us(server_ticks):.1f} {us(load_ticks):.1f} '
-      f'{(rss - rss0) * 1024 // clients if rss else -1} {load_rss * 1024 // clients if load_rss else -1}')
+      f'{(rss - rss0) * 1024 // clients if rss else -1} {load_rss * 1024 // clients if load_rss else -1}',
+      end=' ')
 PY
+    echo "$fsyncs"
 }
 
 declare -A cell
@@ -155,15 +164,15 @@ median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k2 | awk '{a[NR]=$0} END {pri
 
 echo
 echo "imlab load vs mosquitto ($clients clients, 200-byte bodies, 1:1, open loop, $duration per run, median of $repeat by p99)"
-printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s\n' target rate p50_ms p99_ms bad \
-    srv_us/msg gen_us/msg srv_B/conn gen_B/cli
+printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s\n' target rate p50_ms p99_ms bad \
+    srv_us/msg gen_us/msg srv_B/conn gen_B/cli fsync/s
 declare -A best best_p99 p50_at
 for target in "${targets[@]}"; do
     best[$target]=0; best_p99[$target]=-
     for rate in "${rates[@]}"; do
-        read -r p50 p99 bad s_us l_us s_b l_b <<<"$(median "${cell[$target/$rate]}")"
-        printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s\n' "$target" "$rate" "$p50" "$p99" \
-            "$bad" "$s_us" "$l_us" "$s_b" "$l_b"
+        read -r p50 p99 bad s_us l_us s_b l_b fsyncs <<<"$(median "${cell[$target/$rate]}")"
+        printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s\n' "$target" "$rate" "$p50" "$p99" \
+            "$bad" "$s_us" "$l_us" "$s_b" "$l_b" "$fsyncs"
         [ -z "${p50_at[$target]:-}" ] && p50_at[$target]=$p50
         if [ "$p99" != - ] && python3 -c "import sys; sys.exit(0 if $p99 < $p99_ms and $bad == 0 else 1)"; then
             best[$target]=$rate; best_p99[$target]=$p99
