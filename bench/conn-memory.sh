@@ -2,6 +2,7 @@
 # Resident memory per idle logged-in connection, server and load generator.
 #
 #   bench/conn-memory.sh [CLIENTS] [WORKERS]     (defaults: 10000 1)
+#   IMLAB_BIN=PATH bench/conn-memory.sh ...      (that binary instead of building target/release)
 #
 # Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
 # `imlab load` (one message a second in all, so the connections are idle), samples both
@@ -10,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-10000}
 workers=${2:-1}
-cargo build --release --quiet
-bin=target/release/imlab
+if [ -z "${IMLAB_BIN:-}" ]; then nice -n 10 cargo build --release --quiet; fi
+bin=${IMLAB_BIN:-target/release/imlab}
 out=$(mktemp -d)
 trap 'kill $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
 

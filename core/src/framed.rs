@@ -1,24 +1,36 @@
 //! Frame I/O over any async byte stream, with buffers that stay small on idle connections.
 //!
-//! A server holds many idle connections, so buffer memory per connection matters more than
-//! the last syscall: the read buffer is released whenever it is empty and larger than
-//! [`IDLE_BUFFER_BYTES_MAX`], and the write buffer likewise after each flush.
+//! A server holds many idle connections, so buffer memory per connection matters, and so does
+//! the syscall per frame: the read buffer is released whenever it is empty, and the write
+//! buffer after each flush, so an idle connection holds neither. A read that
+//! starts with nothing buffered goes into a scratch buffer of the thread's
+//! ([`SCRATCH_READ_BYTES`]), and only the bytes read are copied to the connection's buffer:
+//! a whole frame, or several, costs one read syscall, and a connection waiting for its peer
+//! holds no read buffer while it waits.
 //! [`FrameReader::next`] is cancel-safe, so it can sit in a `select!`.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::codec::{self, CodecError, Decoded, FrameIoError};
 use crate::proto::Frame;
 
-/// A buffer this large or smaller is kept across frames; a larger empty one is freed.
-pub const IDLE_BUFFER_BYTES_MAX: usize = 512;
-
 /// Bytes requested from the socket at least per read once a frame is under way.
 const READ_CHUNK_BYTES: usize = 4 * 1024;
 
-/// Bytes reserved for a read while no frame is under way: enough for a heartbeat or an ack.
-const IDLE_READ_BYTES: usize = 64;
+/// Bytes one read takes at most while no frame is under way (into the thread's scratch
+/// buffer, not the connection's): a frame or a batch of frames in one syscall.
+pub const SCRATCH_READ_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// The reads' scratch buffer: one per thread, borrowed only inside one `poll_read`.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_READ_BYTES].into_boxed_slice());
+}
 
 /// Reads frames from a byte stream.
 #[derive(Debug)]
@@ -58,13 +70,38 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(frame) => return Ok(Some(frame)),
                 Err(want) => want,
             };
-            self.buffer.reserve(want);
-            let n_read = self.inner.read_buf(&mut self.buffer).await?;
+            let n_read = if self.buffer.is_empty() {
+                self.read_into_scratch().await?
+            } else {
+                self.buffer.reserve(want);
+                self.inner.read_buf(&mut self.buffer).await?
+            };
             if n_read == 0 {
                 return self.ended();
             }
             self.bytes_read += n_read as u64;
         }
+    }
+
+    /// One read into the thread's scratch buffer; what it read is appended to the (empty)
+    /// buffer. Cancel-safe: nothing is read unless the poll completes.
+    async fn read_into_scratch(&mut self) -> std::io::Result<usize> {
+        let (inner, buffer) = (&mut self.inner, &mut self.buffer);
+        poll_fn(|cx| {
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut read = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut *inner).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        buffer.extend_from_slice(read.filled());
+                        Poll::Ready(Ok(read.filled().len()))
+                    }
+                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+        })
+        .await
     }
 
     /// The next frame if it is already whole in the buffer; never reads. For handling every
@@ -81,17 +118,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 consumed_bytes,
             } => {
                 self.buffer.advance(consumed_bytes);
-                if self.buffer.is_empty() && self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
+                if self.buffer.is_empty() {
                     self.buffer = BytesMut::new();
                 }
                 Ok(Ok(frame))
             }
             // `needed_bytes` is bounded by the validated length prefix.
-            Decoded::Incomplete { needed_bytes } => Ok(Err(if self.buffer.is_empty() {
-                IDLE_READ_BYTES
-            } else {
+            Decoded::Incomplete { needed_bytes } => Ok(Err(
                 needed_bytes.max(READ_CHUNK_BYTES.min(self.max_frame_bytes))
-            })),
+            )),
         }
     }
 
@@ -158,9 +193,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.buffer.advance(n_written);
         }
         self.inner.flush().await?;
-        if self.buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
-            self.buffer = BytesMut::new();
-        }
+        self.buffer = BytesMut::new();
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! and deliveries of another worker's messages are recorded by identity here: `crossings.rs`
 //! exports both and the merge of the workers' results judges them.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -171,6 +172,11 @@ pub struct LoadLedger {
     pub seconds: Vec<Second>,
     current: Second,
     current_deliver: Histogram<u64>,
+    /// The settled front of `messages` (acked and delivered to every local recipient: its
+    /// share of the verdict can no longer change) and that share, so the results written
+    /// every second judge only the messages still in flight instead of the whole run while
+    /// the devices wait for the lock.
+    settled: Cell<(usize, Verdict)>,
 }
 
 impl LoadLedger {
@@ -225,6 +231,7 @@ impl LoadLedger {
             seconds: Vec::new(),
             current: Second::default(),
             current_deliver: histogram(),
+            settled: Cell::new((0, Verdict::default())),
         }
     }
 
@@ -375,6 +382,10 @@ impl LoadLedger {
             "only the last planned send is refused"
         );
         self.messages.pop();
+        assert!(
+            self.settled.get().0 <= self.messages.len(),
+            "a settled message is never refused"
+        );
         self.refused_locally += 1;
         self.current.sent -= 1;
     }
@@ -622,8 +633,8 @@ impl LoadLedger {
     /// finished (`drained` false: mid-run, or cut short by Ctrl-C) nothing is lost yet: a
     /// missing delivery is pending.
     pub fn verdict(&self, drained: bool) -> Verdict {
-        let mut verdict = Verdict::default();
-        for message in &self.messages {
+        let (settled, mut verdict) = self.settled();
+        for message in &self.messages[settled..] {
             if message.acked_us.is_none() {
                 if message.failed {
                     // Counted in `failed`.
@@ -656,6 +667,41 @@ impl LoadLedger {
         verdict
     }
 
+    /// How many messages at the front of `messages` are settled, and their share of the
+    /// verdict; advances the cached front first.
+    fn settled(&self) -> (usize, Verdict) {
+        let (mut settled, mut verdict) = self.settled.get();
+        while let Some(share) = self
+            .messages
+            .get(settled)
+            .and_then(|message| self.settled_share(message))
+        {
+            verdict.expected += share.expected;
+            verdict.delivered += share.delivered;
+            verdict.elsewhere += share.elsewhere;
+            settled += 1;
+        }
+        self.settled.set((settled, verdict));
+        (settled, verdict)
+    }
+
+    /// A settled message's share of the verdict; `None` while it is not settled.
+    fn settled_share(&self, message: &Planned) -> Option<Verdict> {
+        message.acked_us?;
+        let mut share = Verdict::default();
+        for recipient in &message.recipients {
+            if self.local(*recipient).is_none() {
+                share.elsewhere += 1;
+            } else if message.delivered.contains(recipient) {
+                share.expected += 1;
+                share.delivered += 1;
+            } else {
+                return None;
+            }
+        }
+        Some(share)
+    }
+
     /// Where the delivery of acked `message` to `recipient` stands.
     fn owed(&self, message: &Planned, recipient: u32, drained: bool) -> Owed {
         if message.delivered.contains(&recipient) {
@@ -673,7 +719,11 @@ impl LoadLedger {
     /// before the drain has finished).
     pub fn lost_deliveries(&self, drained: bool, max: usize) -> Vec<LostDelivery> {
         let mut lost = Vec::new();
-        for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
+        let (settled, _) = self.settled();
+        for message in self.messages[settled..]
+            .iter()
+            .filter(|m| m.acked_us.is_some())
+        {
             for recipient in &message.recipients {
                 if lost.len() == max {
                     return lost;
@@ -693,10 +743,12 @@ impl LoadLedger {
 
     /// Planned messages the server acked.
     pub fn acked_count(&self) -> usize {
-        self.messages
-            .iter()
-            .filter(|m| m.acked_us.is_some())
-            .count()
+        let (settled, _) = self.settled();
+        settled
+            + self.messages[settled..]
+                .iter()
+                .filter(|m| m.acked_us.is_some())
+                .count()
     }
 
     /// Sends on their way: neither acked, failed nor refused, from a client that has not

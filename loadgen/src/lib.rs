@@ -5,7 +5,7 @@
 //! delivered to every recipient device.
 //!
 //! Modules: [`config`] (what to run), [`ledger`] (messages, deliveries, connections),
-//! [`run`] (ramp, schedule, drain), [`results`] (results.json, timeseries.csv, summary),
+//! [`run`] (ramp, schedule, drain), [`pacer`] (the schedule's wake-ups, on time to tens of µs), [`results`] (results.json, timeseries.csv, summary),
 //! [`histograms`] (the HdrHistogram interval log), [`merge`] (results of several machines),
 //! [`crossings`] (messages between the workers of one run, judged at the merge),
 //! [`source`] (source addresses and the open-file limit), [`target`] (`--target` parsed and
@@ -21,6 +21,7 @@ pub mod crossings;
 pub mod histograms;
 pub mod ledger;
 pub mod merge;
+pub mod pacer;
 pub mod population;
 pub mod protocol;
 pub mod results;

@@ -268,11 +268,7 @@ impl LoadResults {
             connected_now: ledger.connected,
             messages: Messages {
                 sent: ledger.messages.len() as u64,
-                acked: ledger
-                    .messages
-                    .iter()
-                    .filter(|m| m.acked_us.is_some())
-                    .count() as u64,
+                acked: ledger.acked_count() as u64,
                 delivered: verdict.delivered,
                 expected_deliveries: verdict.expected,
                 lost: verdict.lost,
@@ -420,23 +416,44 @@ pub fn write_json(dir: &Path, results: &LoadResults) -> std::io::Result<()> {
     std::fs::rename(&temp, dir.join("results.json"))
 }
 
+/// What results files need of the ledger besides [`LoadResults`]: taken under the ledger's
+/// lock (a copy of the histograms and per-second counters), written without it, so devices
+/// never wait for the disk or the histograms' compression.
+#[derive(Clone)]
+pub struct LedgerFiles {
+    seconds: Vec<crate::ledger::Second>,
+    histograms: [(&'static str, hdrhistogram::Histogram<u64>); 4],
+    elapsed: std::time::Duration,
+}
+
+impl LedgerFiles {
+    /// Copies what the files need from `ledger`.
+    pub fn of(ledger: &LoadLedger) -> LedgerFiles {
+        LedgerFiles {
+            seconds: ledger.seconds.clone(),
+            histograms: [
+                ("connect", ledger.connect.clone()),
+                ("ack", ledger.ack.clone()),
+                ("deliver", ledger.deliver.clone()),
+                ("reconnect", ledger.reconnect.clone()),
+            ],
+            elapsed: ledger.started().elapsed(),
+        }
+    }
+}
+
 /// Writes results.json, timeseries.csv and histograms.hlog into `dir`.
 pub fn write_results(
     dir: &Path,
     results: &LoadResults,
-    ledger: &LoadLedger,
+    files: &LedgerFiles,
 ) -> std::io::Result<()> {
     write_json(dir, results)?;
     let mut csv = csv::Writer::from_path(dir.join("timeseries.csv"))?;
-    for second in &ledger.seconds {
+    for second in &files.seconds {
         csv.serialize(second).map_err(std::io::Error::other)?;
     }
     csv.flush()?;
-    let histograms = [
-        ("connect", &ledger.connect),
-        ("ack", &ledger.ack),
-        ("deliver", &ledger.deliver),
-        ("reconnect", &ledger.reconnect),
-    ];
-    crate::histograms::write(dir, &histograms, ledger.started().elapsed())
+    let histograms = files.histograms.each_ref().map(|(tag, h)| (*tag, h));
+    crate::histograms::write(dir, &histograms, files.elapsed)
 }

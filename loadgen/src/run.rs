@@ -17,11 +17,12 @@ use crate::carrier::{CarrierResults, Carriers};
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::crossings::Crossings;
 use crate::ledger::LoadLedger;
+use crate::pacer::Pacer;
 use crate::population::{Conversation, Population, app_state_at};
 use crate::protocol::imlab::Imlab;
 use crate::protocol::mqtt::Mqtt;
 use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
-use crate::results::{LoadResults, write_results};
+use crate::results::{LedgerFiles, LoadResults, write_results};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +68,14 @@ struct Shared {
 
 impl Shared {
     fn results(&self) -> LoadResults {
+        self.results_and_files().0
+    }
+
+    /// The results and what the files need of the ledger, in one hold of its lock.
+    fn results_and_files(&self) -> (LoadResults, LedgerFiles) {
         let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
         let ledger = lock(&self.ledger);
+        let files = LedgerFiles::of(&ledger);
         let mut results =
             LoadResults::from_ledger(&self.config, &self.protocol.describe(), &ledger, phase);
         if let (Some(carriers), Some((_, figures))) = (&self.carriers, &ledger.carriers) {
@@ -82,7 +89,7 @@ impl Shared {
                 })
                 .collect();
         }
-        results
+        (results, files)
     }
 
     /// Enters a phase and tells the progress callback at once.
@@ -91,11 +98,12 @@ impl Shared {
         (self.progress)(&self.results());
     }
 
-    fn write(&self, results: &LoadResults) -> Result<(), LoadError> {
+    /// Writes the results files now; the ledger's lock is not held meanwhile.
+    fn write(&self, results: &LoadResults, files: &LedgerFiles) -> Result<(), LoadError> {
         let Some(dir) = &self.config.out else {
             return Ok(());
         };
-        write_results(dir, results, &lock(&self.ledger)).map_err(|source| LoadError::Write {
+        write_results(dir, results, files).map_err(|source| LoadError::Write {
             path: dir.display().to_string(),
             source,
         })
@@ -244,7 +252,8 @@ pub async fn run(
         phase: Arc::new(Mutex::new("ramp")),
     });
     let started = Instant::now();
-    let reporter = tokio::spawn(report_every_second(shared.clone()));
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(report_every_second(shared.clone(), reporter_stop.clone()));
     let (devices, tasks) = ramp(&shared, started).await;
     let devices: Arc<Vec<Box<dyn Device>>> = Arc::new(devices);
     // Let the ramp finish logging in (bounded). If nobody got in and every client has been
@@ -259,9 +268,10 @@ pub async fn run(
         for device in devices.iter() {
             device.shutdown();
         }
-        reporter.abort();
-        let results = shared.results();
-        let _ = shared.write(&results);
+        reporter_stop.cancel();
+        let _ = reporter.await;
+        let (results, files) = shared.results_and_files();
+        let _ = shared.write(&results, &files);
         return Err(LoadError::Unreachable {
             target: shared.config.target_name.clone(),
             cause: refusal_cause(&lock(&shared.ledger)),
@@ -300,7 +310,9 @@ pub async fn run(
     for task in tasks {
         let _ = task.await;
     }
-    reporter.abort();
+    // Stopped, not aborted: a write in progress finishes before the final one starts.
+    reporter_stop.cancel();
+    let _ = reporter.await;
     let phase = if shared.stop.is_cancelled() {
         "interrupted"
     } else {
@@ -310,8 +322,8 @@ pub async fn run(
     if let Some(carriers) = &shared.carriers {
         carriers.finish().await;
     }
-    let results = shared.results();
-    shared.write(&results)?;
+    let (results, files) = shared.results_and_files();
+    shared.write(&results, &files)?;
     if let (Some(crossings), Some(dir)) = (crossings, &shared.config.out) {
         crossings.write(dir).map_err(|source| LoadError::Write {
             path: dir
@@ -444,6 +456,7 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
 async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, started: Instant) {
     let config = &shared.config;
     let send_start = Instant::now();
+    let pacer = Pacer::start(send_start.into_std(), config.msg_rate);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let n_messages = (config.msg_rate * config.duration.as_secs_f64()).round() as u64;
     lock(&shared.ledger).reserve(n_messages as usize);
@@ -462,8 +475,8 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, sta
         if shared.stop.is_cancelled() {
             return;
         }
-        let planned = send_start + Duration::from_secs_f64(k as f64 / config.msg_rate);
-        if !wait_until_planned(shared, planned).await {
+        let planned = Instant::from_std(pacer.planned(k));
+        if !pacer.wait_until(planned.into_std(), &shared.stop).await {
             return;
         }
         let planned_us = planned.duration_since(started).as_micros() as u64;
@@ -498,20 +511,6 @@ async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, sta
             next_number[slot] += 1;
         }
     }
-}
-
-/// Sleeps until a planned send time; false if the run was stopped meanwhile. Only a send
-/// still ahead is waited for: a sleep whose deadline has passed still waits for the timer
-/// driver's next turn, which at tens of thousands of sends a second made the scheduler
-/// itself the bottleneck (and its lateness latency).
-async fn wait_until_planned(shared: &Shared, planned: Instant) -> bool {
-    if planned > Instant::now() {
-        tokio::select! {
-            () = tokio::time::sleep_until(planned) => {}
-            () = shared.stop.cancelled() => return false,
-        }
-    }
-    true
 }
 
 /// Records message `id` in the ledger, then hands it to its sender's device (recorded first:
@@ -550,6 +549,7 @@ async fn send_population(
     let send_start = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let rate = chooser.rate();
+    let pacer = Pacer::start(send_start.into_std(), rate);
     let n_messages = (rate * config.duration.as_secs_f64()).round() as u64;
     lock(&shared.ledger).reserve(n_messages as usize);
     let mut next_number = vec![0u64; devices.len()];
@@ -557,8 +557,8 @@ async fn send_population(
         if shared.stop.is_cancelled() {
             return;
         }
-        let planned = send_start + Duration::from_secs_f64(k as f64 / rate);
-        if !wait_until_planned(shared, planned).await {
+        let planned = Instant::from_std(pacer.planned(k));
+        if !pacer.wait_until(planned.into_std(), &shared.stop).await {
             return;
         }
         let (sender, conversation) = chooser.next(population, &mut rng);
@@ -777,14 +777,28 @@ async fn wait_until(shared: &Shared, limit: Duration, condition: impl Fn(&LoadLe
     }
 }
 
-async fn report_every_second(shared: Arc<Shared>) {
+/// Once a second: closes the ledger's second, then writes the results files on a blocking
+/// thread (off the runtime's workers and without the ledger's lock) and tells the progress
+/// callback. Returns once `stop` is cancelled, never in the middle of a write.
+async fn report_every_second(shared: Arc<Shared>, stop: CancellationToken) {
     let mut next = Instant::now() + Duration::from_secs(1);
     loop {
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
         next += Duration::from_secs(1);
         lock(&shared.ledger).tick();
-        let results = shared.results();
-        let _ = shared.write(&results);
-        (shared.progress)(&results);
+        let (results, files) = shared.results_and_files();
+        let writer = shared.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let _ = writer.write(&results, &files);
+            results
+        })
+        .await;
+        if let Ok(results) = results {
+            (shared.progress)(&results);
+        }
     }
 }

@@ -216,3 +216,52 @@ fn the_drain_waits_for_sends_still_on_their_way_and_not_for_refused_failed_or_st
     ledger.client_stopped(1);
     assert_eq!(ledger.sends_in_flight(), 0);
 }
+
+/// The verdict judges a settled front of messages once and remembers it: asked after every
+/// event, it must say what one pass over the whole run says at the end.
+#[test]
+fn a_verdict_asked_after_every_event_equals_one_asked_at_the_end() {
+    let mut asked_often = ledger();
+    let mut asked_once = ledger();
+    let mut n = 0;
+    for round in 0..40u64 {
+        for ledger in [&mut asked_often, &mut asked_once] {
+            n = round + 1;
+            let id = send(ledger, n, 1 + (round % 2) as u32);
+            // Every third message stays unacked, every fifth undelivered, a few arrive twice.
+            if round % 3 != 0 {
+                ledger.acked(id);
+            }
+            if round % 5 != 0 {
+                ledger.delivered(1 + (round % 2) as u32, id);
+            }
+            if round % 7 == 0 {
+                ledger.delivered_as(1 + (round % 2) as u32, id, Repeat::Duplicate);
+            }
+        }
+        let _ = asked_often.verdict(false);
+        let _ = asked_often.acked_count();
+        let _ = asked_often.lost_deliveries(false, 10);
+    }
+    // Late acks and deliveries of messages behind the settled front.
+    for ledger in [&mut asked_often, &mut asked_once] {
+        let late = MsgId {
+            sender: 0,
+            number: 3,
+        };
+        ledger.acked(late);
+        ledger.delivered(2, late);
+        for client in 1..3 {
+            ledger.processed(client, n);
+        }
+    }
+    for drained in [false, true] {
+        assert_eq!(asked_often.verdict(drained), asked_once.verdict(drained));
+        assert_eq!(
+            asked_often.lost_deliveries(drained, 100),
+            asked_once.lost_deliveries(drained, 100)
+        );
+    }
+    assert_eq!(asked_often.acked_count(), asked_once.acked_count());
+    assert!(asked_once.verdict(true).delivered > 0 && asked_once.verdict(true).unacked > 0);
+}

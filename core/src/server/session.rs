@@ -378,7 +378,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     acked_seq: &AtomicU64,
     idle_timeout: Duration,
 ) -> Closed {
-    let mut idle_deadline = Instant::now() + idle_timeout;
+    // One timer for the connection's life, moved only when it fires early: re-arming it on
+    // every frame cost a timer-wheel insert and remove per frame.
+    let mut last_frame_at = Instant::now();
+    let idle = tokio::time::sleep_until(last_frame_at + idle_timeout);
+    tokio::pin!(idle);
     let mut barrier = SendBarrier::default();
     // The writer runs in this task: while the reader handles a burst of requests without
     // waiting, it cannot drain the outbox. Each request queues its reply and, for a send, the
@@ -397,7 +401,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let next = tokio::select! {
                 biased;
                 () = handle.kill.cancelled() => return Closed::Killed,
-                () = tokio::time::sleep_until(idle_deadline) => {
+                () = &mut idle => {
+                    let idle_deadline = last_frame_at + idle_timeout;
+                    if idle_deadline > Instant::now() {
+                        idle.as_mut().reset(idle_deadline);
+                        continue;
+                    }
                     shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(?idle_timeout, "reaping silent connection");
                     return Closed::Reaped;
@@ -415,7 +424,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         };
-        idle_deadline = Instant::now() + idle_timeout;
+        last_frame_at = Instant::now();
         frames_since_yield += 1;
         // Boxed: the handler's state (store calls, replies) exists only while a frame is
         // handled, instead of sitting in every idle connection's task.

@@ -36,6 +36,11 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
     let notify_ack_timeout = shared.config.notify_ack_timeout;
     let mut pushed_seq_max = 0u64;
     let mut check: Option<AckCheck> = None;
+    // One timer for the connection's life, reset only when the check's deadline changes (a
+    // new sleep per batch cost a timer-wheel insert and remove per batch).
+    let ack_timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(ack_timer);
+    let mut armed_deadline: Option<Instant> = None;
     loop {
         // First, and after each batch: write what is buffered (the login reply starts it).
         if out.buffered_bytes() > 0 {
@@ -51,13 +56,20 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
             }
         }
         let check_deadline = check.as_ref().map(|c| c.deadline);
+        if let Some(deadline) = check_deadline
+            && armed_deadline != Some(deadline)
+        {
+            ack_timer.as_mut().reset(deadline);
+            armed_deadline = Some(deadline);
+        }
         tokio::select! {
             biased;
             () = handle.kill.cancelled() => {
                 Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
                 break;
             }
-            () = sleep_until_some(check_deadline) => {
+            () = &mut ack_timer, if check_deadline.is_some() => {
+                armed_deadline = None;
                 let want_seq = check.take().map_or(0, |c| c.seq);
                 let acked = acked_seq.load(Ordering::Relaxed);
                 if acked < want_seq {
@@ -154,12 +166,4 @@ async fn write_kick<W: AsyncWrite + Unpin>(
         text: text.to_string(),
     }));
     let _ = tokio::time::timeout(shared.config.close_flush_timeout, out.send(&kick)).await;
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The same `imlab load` against mosquitto (MQTT 3.1.1) and against `imlab serve` (in memory
+# and `--data-dir`): one table per rate step with deliver latency, losses, CPU per message of
+# each process and RSS per connection, then the highest rate with deliver p99 under P99_MS
+# per target and its ratio to mosquitto QoS 1's. This script is how issue 15's goals are
+# judged; run every target in one invocation so the ratios share the machine's mood.
+#
+#   flock /tmp/imlab-bench.lock bench/vs-mosquitto.sh
+#   RATES="2000 20000 30000 40000" DURATION=5s CLIENTS=1000 REPEAT=1 \
+#     TARGETS="mosquitto-q1 imlab-mem imlab-disk" IMLAB_BIN=... bench/vs-mosquitto.sh
+#
+# TARGETS may also name mosquitto-q0. Each run: a fresh broker or server on a free loopback
+# port, CLIENTS clients, 200-byte bodies, one-to-one, open loop, DURATION of sends after the
+# ramp, 2 s drain. With REPEAT=N each cell is run N times, interleaved target by target, and
+# the median (by p99) is shown. Installs mosquitto from Debian's packages if it is missing and
+# starts its own (no persistence, anonymous, set_tcp_nodelay true, as imlab sets TCP_NODELAY),
+# never the system's service.
+#
+# Columns: p50/p99 deliver latency in ms from the planned send time; lost+dup; CPU per
+# message in µs of the server and of the generator (utime+stime deltas from /proc/PID/stat
+# over the whole load run, ramp and drain included, divided by messages sent); RSS per
+# connection of the server (RSS with every client connected less RSS before, / CLIENTS) and
+# of the generator (its RSS / CLIENTS), both sampled during the send phase; fsyncs a second
+# of `imlab serve --data-dir` over its life, as it reports at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+p99_ms=${P99_MS:-10}
+duration=${DURATION:-5s}
+clients=${CLIENTS:-1000}
+repeat=${REPEAT:-1}
+read -r -a rates <<<"${RATES:-2000 20000 30000 40000}"
+read -r -a targets <<<"${TARGETS:-mosquitto-q1 imlab-mem imlab-disk}"
+
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    echo "mosquitto is not installed: installing it with apt-get install -y mosquitto" >&2
+    apt-get install -y mosquitto >/dev/null 2>&1 || {
+        apt-get update >/dev/null && apt-get install -y mosquitto >/dev/null
+    }
+fi
+mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+# IMLAB_BIN=PATH uses that binary instead of building target/release/imlab.
+if [ -z "${IMLAB_BIN:-}" ]; then nice -n 10 cargo build --release --quiet; fi
+bin=${IMLAB_BIN:-target/release/imlab}
+tmp=$(mktemp -d)
+server_pid=""
+trap 'if [ -n "$server_pid" ]; then kill $server_pid 2>/dev/null || true; fi; rm -rf "$tmp"' EXIT
+ulimit -n 20000 2>/dev/null || true
+hz=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Starts target $1; sets server_pid, addr and load_flags.
+start_target() {
+    load_flags=""
+    case $1 in
+    imlab-mem | imlab-disk)
+        local extra=""
+        if [ "$1" = imlab-disk ]; then rm -rf "$tmp/data"; extra="--data-dir $tmp/data"; fi
+        rm -f "$tmp/serve.out"
+        # shellcheck disable=SC2086
+        $bin serve --listen 127.0.0.1:0 $extra >"$tmp/serve.out" 2>"$tmp/serve.err" &
+        server_pid=$!
+        for _ in $(seq 100); do grep -qs listening "$tmp/serve.out" && break; sleep 0.1; done
+        addr=$(awk '/listening:/ {print $2}' "$tmp/serve.out")
+        ;;
+    mosquitto-q0 | mosquitto-q1)
+        local port
+        port=$(free_port)
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
+            "$port" >"$tmp/mosquitto.conf"
+        "$mosquitto_bin" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
+        server_pid=$!
+        addr="127.0.0.1:$port"
+        for _ in $(seq 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+            sleep 0.1
+        done
+        load_flags="--protocol mqtt --qos ${1#mosquitto-q}"
+        ;;
+    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, imlab-mem, imlab-disk)" >&2; exit 2 ;;
+    esac
+}
+
+stop_target() {
+    kill $server_pid 2>/dev/null || true
+    wait $server_pid 2>/dev/null || true
+    server_pid=""
+}
+
+# One run of target $1 at rate $2; prints "p50 p99 bad server_us load_us server_B load_B fsyncs".
+run_at() {
+    start_target "$1"
+    local server_rss0 server_cpu0 load_pid load_cpu=0 server_rss=0 load_rss=0 wall0 ticks
+    rm -rf "$tmp/run"
+    server_rss0=$(rss_kb $server_pid)
+    server_cpu0=$(cpu_ticks $server_pid)
+    # shellcheck disable=SC2086
+    $bin load --target "$addr" $load_flags --clients "$clients" --connect-rate 5000 \
+        --duration "$duration" --msg-rate "$2" --body-bytes 200 --drain 2s \
+        --reconnect-wait 5s --out "$tmp/run" >"$tmp/load.out" 2>&1 &
+    load_pid=$!
+    wall0=$(date +%s)
+    while kill -0 $load_pid 2>/dev/null; do
+        # Bounded: a run that hangs is stopped (its results file says how far it got).
+        if (( $(date +%s) - wall0 > 120 )); then kill $load_pid; fi
+        # The last reading before it exits (a read racing its exit gives 0: keep the last).
+        ticks=$(cpu_ticks $load_pid)
+        if (( ticks > load_cpu )); then load_cpu=$ticks; fi
+        # RSS once the send phase runs (every client connected), sampled a second into it.
+        if (( server_rss == 0 )) && grep -q "send at" "$tmp/load.out" 2>/dev/null \
+            && (( $(date +%s) - wall0 >= 2 )); then
+            server_rss=$(rss_kb $server_pid)
+            load_rss=$(rss_kb $load_pid)
+        fi
+        sleep 0.1
+    done
+    wait $load_pid || true
+    local server_cpu=$(( $(cpu_ticks $server_pid) - server_cpu0 ))
+    stop_target
+    # imlab serve --data-dir says at exit how many fsyncs a second it made.
+    local fsyncs
+    fsyncs=$(grep -so 'fsyncs_per_s="[0-9.]*"' "$tmp/serve.err" | tr -dc '0-9.' || true)
+    if [ "$1" != imlab-disk ] || [ -z "$fsyncs" ]; then fsyncs=-; fi
+    if [ ! -f "$tmp/run/results.json" ]; then
+        echo "  $1 at $2: no results; the generator said:" >&2
+        tail -3 "$tmp/load.out" >&2
+        echo "- - 1 - - - - $fsyncs"
+        return
+    fi
+    python3 - "$tmp/run/results.json" "$server_cpu" "$load_cpu" "$hz" "$server_rss0" \
+        "$server_rss" "$load_rss" "$clients" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+server_ticks, load_ticks, hz, rss0, rss, load_rss, clients = map(int, sys.argv[2:])
+m = r["messages"]
+d = r["latency_ms"]["deliver"]
+bad = m["lost"] + m["lost_allowed"] + m["duplicated"] + (m["expected_deliveries"] - m["delivered"]) \
+    + m["unacked"] + m["failed"]
+sent = max(m["sent"], 1)
+us = lambda ticks: ticks / hz * 1e6 / sent
+print(f'{d["p50"]:.2f} {d["p99"]:.2f} {bad} {us(server_ticks):.1f} {us(load_ticks):.1f} '
+      f'{(rss - rss0) * 1024 // clients if rss else -1} {load_rss * 1024 // clients if load_rss else -1}',
+      end=' ')
+PY
+    echo "$fsyncs"
+}
+
+declare -A cell
+echo "runs ($clients clients, $duration each, 200-byte bodies, 1:1, open loop, repeat $repeat):" >&2
+for rate in "${rates[@]}"; do
+    for i in $(seq "$repeat"); do
+        for target in "${targets[@]}"; do
+            line=$(run_at "$target" "$rate")
+            echo "  $target $rate #$i: $line" >&2
+            cell[$target/$rate]+="$line;"
+        done
+    done
+done
+
+# The median run of each cell by p99 (the upper median for an even count).
+median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k2 | awk '{a[NR]=$0} END {print a[int(NR/2)+1]}'; }
+
+echo
+echo "imlab load vs mosquitto ($clients clients, 200-byte bodies, 1:1, open loop, $duration per run, median of $repeat by p99)"
+printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s\n' target rate p50_ms p99_ms bad \
+    srv_us/msg gen_us/msg srv_B/conn gen_B/cli fsync/s
+declare -A best best_p99 p50_at
+for target in "${targets[@]}"; do
+    best[$target]=0; best_p99[$target]=-
+    for rate in "${rates[@]}"; do
+        read -r p50 p99 bad s_us l_us s_b l_b fsyncs <<<"$(median "${cell[$target/$rate]}")"
+        printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s\n' "$target" "$rate" "$p50" "$p99" \
+            "$bad" "$s_us" "$l_us" "$s_b" "$l_b" "$fsyncs"
+        [ -z "${p50_at[$target]:-}" ] && p50_at[$target]=$p50
+        if [ "$p99" != - ] && python3 -c "import sys; sys.exit(0 if $p99 < $p99_ms and $bad == 0 else 1)"; then
+            best[$target]=$rate; best_p99[$target]=$p99
+        fi
+    done
+done
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else '-')"; }
+base=${targets[0]}
+echo
+echo "highest step with deliver p99 < ${p99_ms} ms and nothing lost; ratios to $base"
+printf '%-13s %9s %8s %9s %16s %14s\n' target "msgs/s" "p99_ms" "x rate" "p50@${rates[0]}_ms" "x p50@${rates[0]}"
+for target in "${targets[@]}"; do
+    printf '%-13s %9s %8s %9s %16s %14s\n' "$target" "${best[$target]}" "${best_p99[$target]}" \
+        "$(ratio "${best[$target]}" "${best[$base]}")" "${p50_at[$target]}" \
+        "$(ratio "${p50_at[$target]}" "${p50_at[$base]}")"
+done
