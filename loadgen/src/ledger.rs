@@ -754,7 +754,9 @@ impl LoadLedger {
     /// Sends on their way: neither acked, failed nor refused, from a client that has not
     /// stopped for good (its core resends them once it is connected again).
     pub fn sends_in_flight(&self) -> usize {
-        self.messages
+        // Settled messages are acked.
+        let (settled, _) = self.settled();
+        self.messages[settled..]
             .iter()
             .filter(|m| {
                 let sender = self.slot(m.sender);

@@ -237,6 +237,11 @@ impl FjallEngine {
             partition.name(),
             self.keyspace(partition).path().display()
         );
+        // Only an error that can mean damage reads the files: a failing disk's every I/O
+        // error must not turn into a scan of the whole store.
+        if !may_be_damage(&error) {
+            return failed(&operation, error);
+        }
         let damaged = fjall_check::damaged_files(&self.dir.join(KEYSPACE_DIR));
         match fjall_check::describe(&damaged) {
             Some(files) => failed(&operation, format!("{error}; {files}")),
@@ -291,6 +296,22 @@ fn check_empty(dir: &Path, marker_path: &Path) -> Result<(), EngineError> {
         ));
     }
     Ok(())
+}
+
+/// Whether fjall's `error` can come from a damaged file (a checksum, a header, a format, a
+/// file cut short), rather than from the disk or the OS refusing an operation.
+fn may_be_damage(error: &::fjall::Error) -> bool {
+    use ::fjall::{Error, LsmError};
+    match error {
+        Error::Io(io) | Error::Storage(LsmError::Io(io)) => {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            )
+        }
+        Error::Poisoned => false,
+        _ => true,
+    }
 }
 
 fn failed(operation: &str, error: impl std::fmt::Display) -> EngineError {
