@@ -121,6 +121,12 @@ impl prometheus_client::collector::Collector for LoadMetrics {
             "cause",
             &m.refusals_by_cause,
         )?;
+        out.counters_by(
+            "imlab_load_protocol_violations",
+            "The server's breaches of its protocol that devices saw, by kind.",
+            "kind",
+            &m.protocol_violations,
+        )?;
         out.counter(
             "imlab_load_sends_failed",
             "Sends refused for good.",

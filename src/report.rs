@@ -97,6 +97,10 @@ pub fn load_report(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             ),
         ),
         (
+            "server protocol violations".into(),
+            imlab_loadgen::causes::list(&m.protocol_violations),
+        ),
+        (
             "logins failed".into(),
             imlab_loadgen::causes::list(&c.login_failures_by_cause),
         ),

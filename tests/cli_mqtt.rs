@@ -166,7 +166,8 @@ fn qos0_loss_across_a_broker_restart_is_reported_as_allowed() {
     let (code, results, said) = across_a_restart("qos0-restart", true, &["--qos", "0"]);
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(results["qos"], 0);
-    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    // The restart cut every connection (a device owed nothing need not be back by the end).
+    assert!(count(&results, "/connections/disconnects") >= 100, "{said}");
     assert_eq!(count(&results, "/messages/lost"), 0, "{said}");
     // Senders and recipients came back at jittered times: what went out meanwhile is gone,
     // and QoS 0 allows it.
@@ -180,7 +181,8 @@ fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_
     // Sessions kept: messages to devices that were away arrive once they are back.
     let (code, results, said) = across_a_restart("qos1-kept", false, &persistent);
     assert_eq!(code, Some(0), "{said}");
-    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    // The restart cut every connection (a device owed nothing need not be back by the end).
+    assert!(count(&results, "/connections/disconnects") >= 100, "{said}");
     let expected = count(&results, "/messages/expected_deliveries");
     assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
     assert_eq!(count(&results, "/messages/lost"), 0);
@@ -349,12 +351,31 @@ fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once(
         &["--qos", "2", "--clean-start", "false"],
     );
     assert_eq!(results["qos"], 2);
-    assert!(count(&results, "/connections/reconnects") >= 100, "{said}");
+    // The restart cut every connection (a device owed nothing need not be back by the end).
+    assert!(count(&results, "/connections/disconnects") >= 100, "{said}");
     let expected = count(&results, "/messages/expected_deliveries");
     assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
-    // Exactly once: no repeat of any kind, allowed or not.
-    assert_eq!(count(&results, "/messages/duplicated"), 0, "{said}");
+    // Exactly once: no repeat the protocol allows. rumqttd also forgets which QoS 2 publishes
+    // to a device await their PUBREL when the device reconnects: it resends such a publish
+    // under a new packet id (DUP clear) and may give the old id to a new message. The device
+    // delivers both (an app would see the resend twice: a duplicate, failing the run) and
+    // names the broker's violation, so every duplicate is explained by one and nothing is
+    // lost (`broker_faults` in the loadgen crate scripts both orders).
     assert_eq!(count(&results, "/messages/redelivered"), 0, "{said}");
+    let duplicated = count(&results, "/messages/duplicated");
+    // Kinds never seen are absent from the map.
+    let violations: u64 = [
+        "qos2_resent_under_new_packet_id",
+        "packet_id_reused_before_pubrel",
+    ]
+    .iter()
+    .filter_map(|kind| {
+        results
+            .pointer(&format!("/messages/protocol_violations/{kind}"))
+            .and_then(serde_json::Value::as_u64)
+    })
+    .sum();
+    assert!(duplicated <= violations, "{said}");
     // rumqttd keeps a QoS 2 publish between its PUBREC and the PUBREL in connection state it
     // drops at a reconnect: the PUBREL the client resends then finds nothing and rumqttd
     // closes the connection, every time. Such a send is never acked, and never delivered (a
@@ -368,7 +389,12 @@ fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once(
             "{said}"
         );
     }
-    assert_eq!(code, Some(if stuck == 0 { 0 } else { 3 }), "{said}");
+    let want = match (duplicated, stuck) {
+        (0, 0) => 0,
+        (0, _) => 3,
+        _ => 1,
+    };
+    assert_eq!(code, Some(want), "{said}");
 }
 
 #[test]

@@ -120,6 +120,9 @@ pub struct LoadLedger {
     pub send_refusals: BTreeMap<String, u64>,
     /// Failed login attempts, by cause (`auth_failed`, `connection_refused`...).
     pub login_failures: BTreeMap<String, u64>,
+    /// The server's breaches of its protocol that devices saw, by kind (a handful of fixed
+    /// words, see `DeviceEvents::protocol_violation`).
+    pub protocol_violations: BTreeMap<String, u64>,
     /// Clients whose core stopped for good (the server refused their credentials).
     pub clients_stopped: u64,
     /// Group confirmations the devices reported (see `Device::join_group`).
@@ -203,6 +206,7 @@ impl LoadLedger {
             failed: 0,
             send_refusals: BTreeMap::new(),
             login_failures: BTreeMap::new(),
+            protocol_violations: BTreeMap::new(),
             clients_stopped: 0,
             groups_ready: 0,
             last_failure: None,

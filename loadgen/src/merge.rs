@@ -186,6 +186,9 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     m.reordered += o.reordered;
     m.failed += o.failed;
     m.refused_locally += o.refused_locally;
+    for (what, n) in &o.protocol_violations {
+        *m.protocol_violations.entry(what.clone()).or_default() += n;
+    }
     let (c, o) = (&mut sum.connections, &other.connections);
     c.opened += o.opened;
     c.failed += o.failed;

@@ -99,6 +99,10 @@ pub struct Messages {
     pub failed: u64,
     /// Sends the client core refused (its unacked queue was full).
     pub refused_locally: u64,
+    /// The server's breaches of its protocol that devices saw, by kind
+    /// (`packet_id_reused_before_pubrel`, `qos2_resent_under_new_packet_id`).
+    #[serde(default)]
+    pub protocol_violations: BTreeMap<String, u64>,
 }
 
 /// Connection counts.
@@ -282,6 +286,7 @@ impl LoadResults {
                 reordered: ledger.reordered,
                 failed: ledger.failed,
                 refused_locally: ledger.refused_locally,
+                protocol_violations: ledger.protocol_violations.clone(),
             },
             connections: Connections {
                 opened: ledger.connects,
@@ -350,6 +355,12 @@ impl LoadResults {
             out += &format!(
                 "allowed by the protocol: lost {}, redelivered {}\n",
                 m.lost_allowed, m.redelivered
+            );
+        }
+        if !m.protocol_violations.is_empty() {
+            out += &format!(
+                "the server broke its protocol: {}\n",
+                crate::causes::list(&m.protocol_violations)
             );
         }
         if !m.refusals_by_cause.is_empty() {

@@ -211,6 +211,16 @@ impl DeviceEvents {
         self.ledger().session_reset(self.client);
     }
 
+    /// The server broke its protocol in a way the device saw (`what`: a short stable word,
+    /// such as `packet_id_reused_before_pubrel`).
+    pub fn protocol_violation(&self, what: &'static str) {
+        *self
+            .ledger()
+            .protocol_violations
+            .entry(what.to_string())
+            .or_default() += 1;
+    }
+
     /// A group this device joined or created is ready.
     pub fn group_ready(&self) {
         self.ledger().groups_ready += 1;

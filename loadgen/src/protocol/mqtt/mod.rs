@@ -10,6 +10,8 @@
 //! repeat. With a clean start a device that comes back has no session, so what was sent to it
 //! while it was away may be missing without loss; with `--clean-start false` it must arrive.
 
+#[cfg(test)]
+mod broker_faults;
 mod header;
 pub mod packet;
 mod session;

@@ -9,7 +9,7 @@
 //! read. An unanswered PUBACK, PUBCOMP, CONNACK, SUBACK or PINGRESP ends the connection after
 //! `--ack-timeout`, the unacknowledged sends counted as failed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,8 +69,9 @@ pub(super) struct Session {
     heartbeat: Box<dyn HeartbeatStrategy>,
     started: Instant,
     inflight: BTreeMap<u16, InFlight>,
-    /// QoS 2 publishes received whose PUBREL has not come: a resend of one is no new message.
-    awaiting_release: BTreeSet<u16>,
+    /// QoS 2 publishes received whose PUBREL has not come, by packet id, with the message each
+    /// carried (`None`: not one of this run's): a resend of one is no new message.
+    awaiting_release: BTreeMap<u16, Option<MsgId>>,
     next_pkid: u16,
     max_packet_bytes: usize,
     /// CONNACKs so far. From the second on, a QoS 1 repeat may be the broker's redelivery
@@ -121,7 +122,7 @@ impl Session {
             heartbeat,
             started: Instant::now(),
             inflight: BTreeMap::new(),
-            awaiting_release: BTreeSet::new(),
+            awaiting_release: BTreeMap::new(),
             next_pkid: 1,
             connacks: 0,
         }
@@ -571,8 +572,10 @@ impl Session {
             Qos::ExactlyOnce => {
                 self.version()
                     .write(Outbound::PubRec(pkid), &mut live.write);
-                // Before PUBREL, a publish with the same packet id is the same message again.
-                if !self.awaiting_release.insert(pkid) {
+                let ours = Header::parse(payload)
+                    .filter(|header| header.run == self.run)
+                    .map(|header| header.id);
+                if !self.received_once(pkid, ours) {
                     return;
                 }
                 None
@@ -586,6 +589,43 @@ impl Session {
         }
         self.events
             .delivered_as(header.id, repeat.unwrap_or(Repeat::Duplicate));
+    }
+
+    /// A QoS 2 publish of message `id` (`None`: not this run's) came as packet `pkid`: true if
+    /// it is to be delivered, false if it is a resend of one already delivered.
+    ///
+    /// Before PUBREL a publish with the same packet id is the same message again (MQTT 3.1.1
+    /// 4.3.3, 5.0 4.3.3). Two ways a broker breaks that are seen in the payload's identity
+    /// and counted as its protocol violations, not hidden: a new message under a packet id
+    /// still awaiting its PUBREL (delivered: a strict client would drop it, and the run would
+    /// report a loss the broker's log does not explain), and a message resent under a new
+    /// packet id (delivered again: an app sees it twice, and the ledger counts the
+    /// duplicate).
+    fn received_once(&mut self, pkid: u16, id: Option<MsgId>) -> bool {
+        if let Some(&held) = self.awaiting_release.get(&pkid) {
+            if held == id || id.is_none() || held.is_none() {
+                return false;
+            }
+            self.events
+                .protocol_violation("packet_id_reused_before_pubrel");
+        }
+        if let Some(id) = id {
+            let stale: Vec<u16> = self
+                .awaiting_release
+                .iter()
+                .filter(|&(&other, &held)| other != pkid && held == Some(id))
+                .map(|(&other, _)| other)
+                .collect();
+            if !stale.is_empty() {
+                self.events
+                    .protocol_violation("qos2_resent_under_new_packet_id");
+            }
+            for other in stale {
+                self.awaiting_release.remove(&other);
+            }
+        }
+        self.awaiting_release.insert(pkid, id);
+        true
     }
 
     /// Publishes one planned send (QoS 0: it is "acked" once written, and may be lost).
