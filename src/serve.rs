@@ -77,6 +77,46 @@ pub struct ServeArgs {
     /// pushed) at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Connections the kernel may hold for accept (the listen backlog of --listen and
+    /// --ws-listen). A reconnection storm after a restart fills a short queue: each SYN
+    /// dropped then waits a second for its retry. Linux caps it at net.core.somaxconn (a
+    /// lower cap is logged as a warning at start).
+    #[arg(long, default_value_t = 65_535, value_parser = clap::value_parser!(u32).range(1..))]
+    listen_backlog: u32,
+}
+
+/// Binds `addr` (`flag` names it in errors) with a listen queue of `backlog` connections.
+fn bind_listener(
+    addr: SocketAddr,
+    backlog: u32,
+    flag: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .with_context(|| format!("opening a socket for {flag} {addr}"))?;
+    // As std's and tokio's bind: a restarted server may bind while old connections linger
+    // in TIME_WAIT.
+    #[cfg(unix)]
+    socket
+        .set_reuseaddr(true)
+        .with_context(|| format!("setting SO_REUSEADDR for {flag} {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {flag} {addr}"))?;
+    socket
+        .listen(backlog)
+        .with_context(|| format!("listening on {flag} {addr}"))
+}
+
+/// The kernel's cap on any listen queue, where it can be read (Linux).
+fn kernel_backlog_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -121,18 +161,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              Never expose this server."
         );
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let listener = bind_listener(args.listen, args.listen_backlog, "--listen")?;
     let local = listener.local_addr().context("reading the bound address")?;
     let ws_listener = match args.ws_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding --ws-listen {addr}"))?,
-        ),
+        Some(addr) => Some(bind_listener(addr, args.listen_backlog, "--ws-listen")?),
         None => None,
     };
+    if let Some(cap) = kernel_backlog_cap().filter(|&cap| cap < args.listen_backlog) {
+        tracing::warn!(
+            "the listen queue holds {cap} connections, not --listen-backlog {}: the kernel caps \
+             it at net.core.somaxconn. A reconnection storm beyond that many waiting connects \
+             drops SYNs (each retried a second later); raise it with \
+             `sysctl -w net.core.somaxconn={}`",
+            args.listen_backlog,
+            args.listen_backlog
+        );
+    }
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,

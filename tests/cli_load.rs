@@ -508,3 +508,36 @@ fn messages_cross_between_workers_and_the_merge_judges_each_by_identity() {
     assert!(text.contains("FAILED: 1 deliveries lost"), "{text}");
     assert_eq!(common::results(&remerged)["messages"]["lost"], 1);
 }
+
+#[test]
+fn connections_only_at_msg_rate_zero_are_held_for_the_duration() {
+    let (server, addr) = serve();
+    let _server = common::ChildGuard(server);
+    let (_out_guard, out) = out_dir("no-sends");
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "20",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "0",
+        "--drain",
+        "0s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{said}");
+    let results = common::results(&out);
+    assert_eq!(results["messages"]["sent"], 0, "{results}");
+    assert_eq!(results["connections"]["peak_concurrent"], 20, "{results}");
+    // The connections were held for the whole --duration, not dropped once nothing was left
+    // to send.
+    assert!(results["elapsed_s"].as_f64().unwrap() >= 2.0, "{results}");
+}

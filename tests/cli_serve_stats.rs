@@ -11,10 +11,12 @@ use std::time::Duration;
 use assert_cmd::cargo::cargo_bin;
 use common::ChildGuard;
 
-#[test]
-fn serve_logs_stats_lines_without_colour_codes() {
+/// Starts `imlab serve ARGS` and reads its log until a line containing `until`: the lines
+/// read, that one last. The server is killed when this returns.
+fn serve_log_until(args: &[&str], until: &str) -> Vec<String> {
     let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--stats-every", "200ms"])
+        .arg("serve")
+        .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -31,16 +33,26 @@ fn serve_logs_stats_lines_without_colour_codes() {
         }
     });
     let mut seen = Vec::new();
-    let stats = loop {
-        // A deadline on the event, not a sleep: the first stats line comes after 200 ms.
+    loop {
+        // A deadline on the event, not a sleep.
         let line = received
             .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no stats line; stderr so far: {seen:#?}"));
+            .unwrap_or_else(|_| panic!("no line with {until:?}; stderr so far: {seen:#?}"));
         seen.push(line.clone());
-        if line.contains(": stats connections=") {
-            break line;
+        if line.contains(until) {
+            return seen;
         }
-    };
+    }
+}
+
+#[test]
+fn serve_logs_stats_lines_without_colour_codes() {
+    // The first stats line comes after 200 ms.
+    let seen = serve_log_until(
+        &["--listen", "127.0.0.1:0", "--stats-every", "200ms"],
+        ": stats connections=",
+    );
+    let stats = seen.last().unwrap();
     for line in &seen {
         assert!(!line.contains('\u{1b}'), "colour codes in a pipe: {line:?}");
     }
@@ -58,4 +70,49 @@ fn serve_logs_stats_lines_without_colour_codes() {
     ] {
         assert!(stats.contains(field), "{field} in {stats}");
     }
+}
+
+#[test]
+fn a_listen_backlog_beyond_the_kernels_cap_is_named_at_start() {
+    // Linux caps every listen queue at net.core.somaxconn; elsewhere there is nothing to say.
+    let Some(cap) = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    let listening = "imlab serve listening";
+    if cap < u64::from(u32::MAX) {
+        let above = (cap + 1).to_string();
+        let seen = serve_log_until(
+            &["--listen", "127.0.0.1:0", "--listen-backlog", &above],
+            listening,
+        );
+        let warning = seen
+            .iter()
+            .find(|line| line.contains("WARN") && line.contains("somaxconn"))
+            .unwrap_or_else(|| panic!("no warning about the cap: {seen:#?}"));
+        assert!(
+            warning.contains(&format!("holds {cap} connections")),
+            "{warning}"
+        );
+        assert!(
+            warning.contains(&format!("--listen-backlog {above}")),
+            "{warning}"
+        );
+        assert!(
+            warning.contains(&format!("sysctl -w net.core.somaxconn={above}")),
+            "{warning}"
+        );
+    }
+    // Within the cap: the warning would come before the listening line, and does not.
+    let within = cap.min(u64::from(u32::MAX)).to_string();
+    let seen = serve_log_until(
+        &["--listen", "127.0.0.1:0", "--listen-backlog", &within],
+        listening,
+    );
+    assert!(
+        !seen.iter().any(|line| line.contains("somaxconn")),
+        "{seen:#?}"
+    );
 }

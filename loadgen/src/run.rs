@@ -450,11 +450,25 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
     (devices, tasks)
 }
 
+/// A run without sends (`--msg-rate 0`: connections only) still holds its connections for
+/// `--duration`: heartbeats, NAT expiries and reconnects go on.
+async fn hold(shared: &Shared) {
+    tokio::select! {
+        biased;
+        () = shared.stop.cancelled() => {}
+        () = tokio::time::sleep(shared.config.duration) => {}
+    }
+}
+
 /// Open loop: message k is planned at send_start + k / msg_rate, whatever happened before.
 /// Senders are this process's clients; a one-to-one peer is any other client of the run,
 /// this worker's or another's.
 async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, started: Instant) {
     let config = &shared.config;
+    if config.msg_rate <= 0.0 {
+        hold(shared).await;
+        return;
+    }
     let send_start = Instant::now();
     let pacer = Pacer::start(send_start.into_std(), config.msg_rate);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -543,7 +557,8 @@ async fn send_population(
     started: Instant,
 ) {
     let config = &shared.config;
-    let Some(chooser) = population.chooser() else {
+    let Some(chooser) = population.chooser().filter(|chooser| chooser.rate() > 0.0) else {
+        hold(shared).await;
         return;
     };
     let send_start = Instant::now();
