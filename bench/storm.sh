@@ -9,10 +9,11 @@
 # goals are judged here.
 #
 #   flock /tmp/imlab-bench.lock bench/storm.sh
-#   CLIENTS=19000 CONNECT_RATE=10000 REPEAT=3 SOMAXCONN=65535 TARGETS="imlab-mem mosquitto-q1" \
-#     IMLAB_BIN=... bench/storm.sh
+#   CLIENTS=19000 CONNECT_RATE=10000 REPEAT=3 SOMAXCONN=65535 BACKOFF=1s,30s,0s \
+#     TARGETS="imlab-mem mosquitto-q1" IMLAB_BIN=... bench/storm.sh
 #
-# SOMAXCONN=N sets net.core.somaxconn for the runs (restored at exit; needs root): the kernel
+# BACKOFF is the clients' --reconnect-backoff (default 1s,30s,0s: all retry together, the
+# harshest storm; 1s,30s,19s is the default policy's spread). SOMAXCONN=N sets net.core.somaxconn for the runs (restored at exit; needs root): the kernel
 # caps every listen queue at it. Without it the machine's value is used and printed. mosquitto
 # comes from Debian's package (installed if missing) and listens with its own backlog; imlab
 # serve with --listen-backlog's default. With REPEAT=N each target runs N times, interleaved,
@@ -22,6 +23,9 @@ cd "$(dirname "$0")/.."
 clients=${CLIENTS:-19000}
 connect_rate=${CONNECT_RATE:-10000}
 repeat=${REPEAT:-1}
+# Every device retries 1 s after the drop, without jitter: the whole storm in one burst, so
+# the time until all are back measures the server, not the clients' policy.
+backoff=${BACKOFF:-1s,30s,0s}
 read -r -a targets <<<"${TARGETS:-imlab-mem mosquitto-q1}"
 
 if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
@@ -97,7 +101,7 @@ storm() {
     # shellcheck disable=SC2086
     $bin load --target "127.0.0.1:$port" $load_flags --clients "$clients" \
         --connect-rate "$connect_rate" --duration 40s --msg-rate 0 --drain 1s \
-        --reconnect-wait 60s --out "$tmp/run" >"$tmp/load.out" 2>&1 &
+        --reconnect-wait 60s --reconnect-backoff "$backoff" --out "$tmp/run" >"$tmp/load.out" 2>&1 &
     local load_pid=$! wall0
     wall0=$(date +%s)
     # The ramp ends when the send phase starts (every client logged in).
@@ -143,7 +147,7 @@ PY
 
 declare -A cell
 echo "storms: $clients clients at $connect_rate connects/s, then a server restart" \
-    "(net.core.somaxconn $somaxconn, repeat $repeat)" >&2
+    "(backoff $backoff, net.core.somaxconn $somaxconn, repeat $repeat)" >&2
 for i in $(seq "$repeat"); do
     for target in "${targets[@]}"; do
         line=$(storm "$target")
@@ -158,7 +162,7 @@ median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k7 | awk '{a[NR]=$0} END {pri
 
 echo
 echo "reconnection storm: $clients clients, ramp at $connect_rate connects/s, then a restart;" \
-    "somaxconn $somaxconn; median of $repeat by all_back_s"
+    "backoff $backoff; somaxconn $somaxconn; median of $repeat by all_back_s"
 printf '%-13s %13s %14s %12s %12s %11s %11s %11s %8s\n' target ramp_overflow storm_overflow \
     connect_p99 connect_max back_p50_s back_p99_s all_back_s back_n
 for target in "${targets[@]}"; do

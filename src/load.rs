@@ -75,6 +75,13 @@ pub struct LoadArgs {
     /// restart) to log in again and sync; what they still lack then is pending, not lost.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     reconnect_wait: Duration,
+    /// How a device waits before it reconnects: INITIAL after a first failure, doubling up to
+    /// CAP, plus a uniform random JITTER up to the given most, added after the cap (Mars's
+    /// policy; the jitter spreads a restart's reconnection storm). 0s jitter brings every
+    /// device back at once.
+    #[arg(long, value_name = "INITIAL,CAP,JITTER", default_value = "1s,30s,19s",
+          value_parser = crate::values::backoff)]
+    reconnect_backoff: imlab_core::client::BackoffConfig,
     /// Seed of the send schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -283,6 +290,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         body_bytes: args.body_bytes,
         drain: args.drain,
         reconnect_wait: args.reconnect_wait,
+        backoff: args.reconnect_backoff,
         out: args.out.clone(),
         seed: args.seed,
         worker: args.worker_index.unwrap_or(0),
@@ -461,6 +469,7 @@ impl LoadArgs {
             body_bytes: self.body_bytes,
             drain: self.drain,
             reconnect_wait: self.reconnect_wait,
+            backoff: self.reconnect_backoff,
             seed: self.seed,
             out: self.out.clone(),
             source_ips: self.source_ips.clone(),

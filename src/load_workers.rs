@@ -22,6 +22,7 @@ pub struct WorkerArgs {
     pub body_bytes: usize,
     pub drain: Duration,
     pub reconnect_wait: Duration,
+    pub backoff: imlab_core::client::BackoffConfig,
     pub seed: u64,
     pub out: Option<PathBuf>,
     pub source_ips: Option<String>,
@@ -107,6 +108,16 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args([
                 "--reconnect-wait",
                 &humantime::format_duration(args.reconnect_wait).to_string(),
+            ])
+            .args([
+                "--reconnect-backoff",
+                &[
+                    args.backoff.initial,
+                    args.backoff.max,
+                    args.backoff.jitter_max,
+                ]
+                .map(|d| humantime::format_duration(d).to_string())
+                .join(","),
             ])
             .args(["--seed", &(args.seed + worker as u64).to_string()])
             .args(["--out", &dir.display().to_string()])

@@ -541,3 +541,71 @@ fn connections_only_at_msg_rate_zero_are_held_for_the_duration() {
     // to send.
     assert!(results["elapsed_s"].as_f64().unwrap() >= 2.0, "{results}");
 }
+
+#[test]
+fn without_jitter_a_restart_brings_every_client_back_in_one_burst() {
+    let (server, addr) = serve();
+    let mut server = common::ChildGuard(server);
+    let (_out_guard, out) = out_dir("no-jitter");
+    let clients = 100u64;
+    let mut load = Command::new(cargo_bin("imlab"))
+        .args([
+            "load",
+            "--target",
+            &addr,
+            "--clients",
+            &clients.to_string(),
+            "--duration",
+            "6s",
+            "--msg-rate",
+            "0",
+            "--drain",
+            "0s",
+            "--reconnect-backoff",
+            "200ms,200ms,0s",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Every client is in once the send phase starts (the live line says so on stderr).
+    let stderr = std::io::BufReader::new(load.stderr.take().unwrap());
+    let mut load = common::ChildGuard(load);
+    let mut lines = std::io::BufRead::lines(stderr);
+    let seen: Vec<String> = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take_while(|line| !line.contains(": send at"))
+        .collect();
+    server.0.kill().unwrap(); // SIGKILL: every connection drops at once
+    server.0.wait().unwrap();
+    let (restarted, _) = serve_on(&addr, &[]);
+    let _restarted = common::ChildGuard(restarted);
+    // The rest of its output, to its end.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = load.0.wait().unwrap();
+    let said = format!("{seen:#?}{rest:#?}");
+    assert!(status.success(), "{said}");
+    let results = common::results(&out);
+    assert!(
+        results["connections"]["reconnects"].as_u64().unwrap() >= clients,
+        "{results}"
+    );
+    // No jitter: every client tried again 200 ms after the drop, so the reconnects fall in
+    // one second, or two where the burst straddles a second's boundary (with the default
+    // 0-19 s of jitter they spread over many seconds, see the test above).
+    let timeseries = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    let per_second: Vec<u64> = timeseries
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(6).unwrap().parse().unwrap())
+        .collect();
+    let burst = per_second
+        .windows(2)
+        .map(|pair| pair[0] + pair[1])
+        .max()
+        .unwrap();
+    assert!(burst >= clients, "reconnects per second: {per_second:?}");
+}

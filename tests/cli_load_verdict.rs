@@ -306,6 +306,24 @@ fn bad_input_is_refused_naming_the_flag() {
         ]),
         &["--auth-secret", "is empty"],
     );
+    for (backoff, says) in [
+        ("1s,30s", "give INITIAL,CAP,JITTER"),
+        ("0s,30s,1s", "INITIAL \"0s\": must be positive"),
+        ("5s,1s,0s", "CAP \"1s\" is below INITIAL \"5s\""),
+        ("1s,30s,soon", "JITTER \"soon\""),
+    ] {
+        refused(
+            &with(&[
+                "--target",
+                "127.0.0.1:7400",
+                "--clients",
+                "2",
+                "--reconnect-backoff",
+                backoff,
+            ]),
+            &["'--reconnect-backoff <INITIAL,CAP,JITTER>'", says],
+        );
+    }
     // A name is resolved at start; one that does not resolve is named (nothing is sent).
     refused(
         &with(&["--target", "im.nowhere.invalid:7400", "--clients", "2"]),

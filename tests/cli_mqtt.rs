@@ -151,6 +151,10 @@ fn across_a_restart(
         "200",
         "--drain",
         "1s",
+        // Back within 2.2 s of the restart (the default policy's 0-19 s of jitter would
+        // make each run last 20 s more); still spread, so devices return at different times.
+        "--reconnect-backoff",
+        "200ms,1s,2s",
     ];
     args.extend_from_slice(flags);
     let run = spawn_load(&relay.addr.to_string(), out, &args);

@@ -104,6 +104,8 @@ pub struct LoadConfig {
     /// After the drain, how long to wait at most for disconnected recipients to log in
     /// again and sync (their missing deliveries are pending until then, not lost).
     pub reconnect_wait: Duration,
+    /// How a device waits before it reconnects (`--reconnect-backoff`).
+    pub backoff: imlab_core::client::BackoffConfig,
     /// Where results go.
     pub out: Option<PathBuf>,
     /// Seed of the schedule.

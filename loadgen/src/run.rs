@@ -386,6 +386,7 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             heartbeat: config.heartbeat.clone(),
             body_bytes: config.body_bytes,
             seed: config.seed,
+            backoff: config.backoff,
             transport: config.transport.name(),
         }),
         ProtocolChoice::Imlab => Box::new(Imlab {
@@ -395,6 +396,7 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             heartbeat_timeout: config.heartbeat_timeout,
             body_bytes: config.body_bytes,
             seed: config.seed,
+            backoff: config.backoff,
             transport: config.transport.name(),
             population: config.population.clone(),
         }),

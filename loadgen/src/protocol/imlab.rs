@@ -36,6 +36,8 @@ pub struct Imlab {
     pub body_bytes: usize,
     /// Seeds each device's RNG (backoff jitter).
     pub seed: u64,
+    /// How a device waits before it reconnects.
+    pub backoff: imlab_core::client::BackoffConfig,
     /// `tcp` or `tls`.
     pub transport: &'static str,
     /// With `--scenario`: users of several devices, and each device group's heartbeat and
@@ -134,6 +136,7 @@ impl Protocol for Imlab {
             ClientConfig {
                 token: self.token(client),
                 heartbeat_timeout: self.heartbeat_timeout,
+                backoff: self.backoff,
                 ..ClientConfig::default()
             },
             ClientState::new(

@@ -102,6 +102,7 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         heartbeat: "fixed:1h".into(),
         body_bytes: 0,
         seed: 1,
+        backoff: imlab_core::client::BackoffConfig::default(),
         transport: "tcp",
     };
     let ledger = Arc::new(Mutex::new(LoadLedger::new(2)));

@@ -162,6 +162,8 @@ pub struct Mqtt {
     pub body_bytes: usize,
     /// Seeds each device's RNG (backoff jitter).
     pub seed: u64,
+    /// How a device waits before it reconnects.
+    pub backoff: imlab_core::client::BackoffConfig,
     /// `tcp` or `tls`.
     pub transport: &'static str,
 }
@@ -304,6 +306,7 @@ mod tests {
             heartbeat: "fixed:30s".into(),
             body_bytes: 200,
             seed: 1,
+            backoff: imlab_core::client::BackoffConfig::default(),
             transport: "tcp",
         };
         assert_eq!(mqtt.inbox_topic(7), "chat/r5w0/inbox/7");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use imlab_core::client::{Backoff, BackoffConfig};
+use imlab_core::client::Backoff;
 use imlab_core::heartbeat::{HeartbeatEvent, HeartbeatStrategy, parse_strategy};
 use imlab_core::net::Connector;
 use rand::SeedableRng;
@@ -146,7 +146,7 @@ impl Session {
         connector: DynConnector,
         mut outgoing: mpsc::Receiver<Outgoing>,
     ) {
-        let mut backoff = Backoff::new(BackoffConfig::default());
+        let mut backoff = Backoff::new(self.mqtt.backoff);
         let mut rng = ChaCha8Rng::seed_from_u64(self.mqtt.seed ^ u64::from(self.client));
         // Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
         let mut confirmed = 0usize;
