@@ -105,3 +105,60 @@ async fn the_declared_interval_is_clamped_by_the_server_limits() {
     };
     assert_eq!(reply.idle_timeout_s, 7);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutting_down_server_refuses_new_connections_before_it_says_goodbye() {
+    use imlab_core::auth::Authenticator;
+    use imlab_core::net::Connector;
+    use imlab_core::server::ServerDeps;
+    use imlab_core::store::{MemoryStore, Store};
+
+    let (listener, connector) = imlab_core::net::memory::pair(64);
+    let server = Arc::new(Server::new(
+        ServerConfig::default(),
+        ServerDeps {
+            store: Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+            clock: Arc::new(imlab_core::clock::TokioClock::new(1_700_000_000_000)),
+            push: Arc::new(common::RecordingPush::default()),
+            auth: Authenticator::Dev,
+        },
+    ));
+    let (shut, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let running = server.clone();
+    let run = tokio::spawn(async move {
+        running
+            .run(listener, async {
+                let _ = shutdown.await;
+            })
+            .await
+    });
+    // Bob reads nothing while Alice sends him more than his connection's pipe holds: the
+    // server's goodbye to him cannot be flushed, so it waits (up to its close-flush timeout).
+    let (_bob_reader, _bob_writer) = common::mem_login(&connector, "bob", "phone").await;
+    let (mut reader, mut writer) = common::mem_login(&connector, "alice", "phone").await;
+    for n in 0..12 {
+        let send = Frame::new(Body::Send(proto::Send {
+            client_msg_id: format!("m{n}"),
+            to: Some(proto::send::To::PeerUser("bob".into())),
+            body: bytes::Bytes::from(vec![b'x'; 32 * 1024]),
+        }));
+        writer.send(&send).await.unwrap();
+        // Her own copy (her timeline holds what she sent) may come before the ack.
+        loop {
+            let frame = reader.next().await.unwrap().unwrap();
+            match frame.kind() {
+                "send_ack" => break,
+                "notify_data" => {}
+                other => panic!("alice got {other}"),
+            }
+        }
+    }
+    shut.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!run.is_finished(), "the goodbye to bob is still pending");
+    // A client reconnecting now is refused at once rather than queued for a server that
+    // will never accept it.
+    let refused = connector.connect().await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    run.await.unwrap();
+}

@@ -291,6 +291,10 @@ impl Server {
                 }
             }
         }
+        // Stop listening before the goodbyes: a kicked client that reconnects at once must
+        // be refused now, not queued in a backlog nobody accepts from (a full backlog drops
+        // SYNs, and each such client waits a second for its retry to reach the next server).
+        drop(listener);
         tracing::info!(
             sessions = self.shared.registry.n_sessions(),
             "shutting down: closing connections"
