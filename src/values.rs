@@ -76,6 +76,34 @@ pub fn list_item(text: &str) -> Result<String, String> {
     Ok(item.to_string())
 }
 
+/// `--reconnect-backoff INITIAL,CAP,JITTER` (`1s,30s,19s`): the delay after a first failure,
+/// the cap of its doubling, and the most random delay added after the cap.
+pub fn backoff(text: &str) -> Result<imlab_core::client::BackoffConfig, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [initial, max, jitter] = parts[..] else {
+        return Err(format!(
+            "{text:?}: give INITIAL,CAP,JITTER, three durations (e.g. 1s,30s,19s)"
+        ));
+    };
+    let duration = |what: &str, part: &str| {
+        humantime::parse_duration(part).map_err(|error| format!("{what} {part:?}: {error}"))
+    };
+    let config = imlab_core::client::BackoffConfig {
+        initial: duration("INITIAL", initial)?,
+        max: duration("CAP", max)?,
+        jitter_max: duration("JITTER", jitter)?,
+    };
+    if config.initial.is_zero() {
+        return Err(format!(
+            "INITIAL {initial:?}: must be positive, or a refused client would retry in a busy loop"
+        ));
+    }
+    if config.max < config.initial {
+        return Err(format!("CAP {max:?} is below INITIAL {initial:?}"));
+    }
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,32 +158,17 @@ mod tests {
         assert!(positive_rate("0/s").unwrap_err().contains("above 0"));
         assert!(positive_rate("1e400").unwrap_err().contains("above 0"));
     }
-}
 
-/// `--reconnect-backoff INITIAL,CAP,JITTER` (`1s,30s,19s`): the delay after a first failure,
-/// the cap of its doubling, and the most random delay added after the cap.
-pub fn backoff(text: &str) -> Result<imlab_core::client::BackoffConfig, String> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let [initial, max, jitter] = parts[..] else {
-        return Err(format!(
-            "{text:?}: give INITIAL,CAP,JITTER, three durations (e.g. 1s,30s,19s)"
-        ));
-    };
-    let duration = |what: &str, part: &str| {
-        humantime::parse_duration(part).map_err(|error| format!("{what} {part:?}: {error}"))
-    };
-    let config = imlab_core::client::BackoffConfig {
-        initial: duration("INITIAL", initial)?,
-        max: duration("CAP", max)?,
-        jitter_max: duration("JITTER", jitter)?,
-    };
-    if config.initial.is_zero() {
-        return Err(format!(
-            "INITIAL {initial:?}: must be positive, or a refused client would retry in a busy loop"
-        ));
+    #[test]
+    fn a_backoff_is_three_durations() {
+        let config = backoff(" 500ms, 30s ,0s").unwrap();
+        assert_eq!(
+            (config.initial, config.max, config.jitter_max),
+            (
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(30),
+                std::time::Duration::ZERO
+            )
+        );
     }
-    if config.max < config.initial {
-        return Err(format!("CAP {max:?} is below INITIAL {initial:?}"));
-    }
-    Ok(config)
 }
