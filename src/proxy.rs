@@ -135,6 +135,8 @@ pub fn run_command(args: ProxyArgs) -> anyhow::Result<std::process::ExitCode> {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .with_writer(std::io::stderr)
+                // Colour codes only on a terminal, as imlab serve's log.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             runtime.block_on(run_proxy(args))?;
         }
@@ -175,9 +177,11 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         trace: args.trace,
     })
     .context("--time-scale / --trace")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("--listen {listen}"))?;
+    // Phones behind the carrier come back together after an outage: the same listen queue
+    // as imlab serve's.
+    let listener =
+        crate::serve::bind_listener(listen, crate::serve::LISTEN_BACKLOG, "--listen")?;
+    crate::serve::warn_if_backlog_capped(crate::serve::LISTEN_BACKLOG, "the proxy's backlog");
     if let Some(control) = args.control {
         let control_listener = tokio::net::TcpListener::bind(control)
             .await

@@ -81,12 +81,15 @@ pub struct ServeArgs {
     /// --ws-listen). A reconnection storm after a restart fills a short queue: each SYN
     /// dropped then waits a second for its retry. Linux caps it at net.core.somaxconn (a
     /// lower cap is logged as a warning at start).
-    #[arg(long, default_value_t = 65_535, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = LISTEN_BACKLOG, value_parser = clap::value_parser!(u32).range(1..))]
     listen_backlog: u32,
 }
 
+/// The listen queue asked for by default (`imlab serve --listen-backlog`, `imlab proxy`).
+pub(crate) const LISTEN_BACKLOG: u32 = 65_535;
+
 /// Binds `addr` (`flag` names it in errors) with a listen queue of `backlog` connections.
-fn bind_listener(
+pub(crate) fn bind_listener(
     addr: SocketAddr,
     backlog: u32,
     flag: &str,
@@ -108,6 +111,18 @@ fn bind_listener(
     socket
         .listen(backlog)
         .with_context(|| format!("listening on {flag} {addr}"))
+}
+
+/// Warns when the kernel caps a listen queue of `backlog` (asked for by `asked`) lower.
+pub(crate) fn warn_if_backlog_capped(backlog: u32, asked: &str) {
+    if let Some(cap) = kernel_backlog_cap().filter(|&cap| cap < backlog) {
+        tracing::warn!(
+            "the listen queue holds {cap} connections, not {asked} {backlog}: the kernel caps \
+             it at net.core.somaxconn. A reconnection storm beyond that many waiting connects \
+             drops SYNs (each retried a second later); raise it with \
+             `sysctl -w net.core.somaxconn={backlog}`"
+        );
+    }
 }
 
 /// The kernel's cap on any listen queue, where it can be read (Linux).
@@ -167,16 +182,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => Some(bind_listener(addr, args.listen_backlog, "--ws-listen")?),
         None => None,
     };
-    if let Some(cap) = kernel_backlog_cap().filter(|&cap| cap < args.listen_backlog) {
-        tracing::warn!(
-            "the listen queue holds {cap} connections, not --listen-backlog {}: the kernel caps \
-             it at net.core.somaxconn. A reconnection storm beyond that many waiting connects \
-             drops SYNs (each retried a second later); raise it with \
-             `sysctl -w net.core.somaxconn={}`",
-            args.listen_backlog,
-            args.listen_backlog
-        );
-    }
+    warn_if_backlog_capped(args.listen_backlog, "--listen-backlog");
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
