@@ -2,7 +2,8 @@
 # Reconnection storms, imlab serve against mosquitto, both driven by the same `imlab load`:
 # CLIENTS clients log in at CONNECT_RATE a second, then the server is restarted (SIGTERM,
 # started again at once on the same port) and every client comes back on its own backoff.
-# One row per target with the listen-queue overflows the kernel counted (nstat
+# One row per target with the ramp's length and login rate (until every client was in), the
+# listen-queue overflows the kernel counted (nstat
 # TcpExtListenOverflows: each one a SYN dropped and retried a second later) during the ramp
 # and during the storm, connect latency, and the time from losing the connection to being
 # logged in again (p50, p99, max: max is when the last client was back). Issue 15's storm
@@ -92,7 +93,7 @@ stop_target() {
 }
 
 # One storm against target $1; prints "ramp_overflows storm_overflows connect_p99 connect_max
-# back_p50 back_p99 back_max back_n".
+# back_p50 back_p99 back_max back_n ramp_s".
 storm() {
     port=$(free_port)
     start_target "$1"
@@ -111,11 +112,14 @@ storm() {
             tail -3 "$tmp/load.out" >&2
             kill $load_pid 2>/dev/null || true
             stop_target
-            echo "- - - - - - - -"
+            echo "- - - - - - - - -"
             return
         fi
         sleep 0.1
     done
+    # The ramp's length: from the start until every client was logged in.
+    local ramp_s
+    ramp_s=$(grep -o 'send at [0-9.]*s' "$tmp/load.out" | head -1 | tr -dc '0-9.')
     sleep 2
     local ramp
     ramp=$(overflows)
@@ -132,16 +136,16 @@ storm() {
     if [ ! -f "$tmp/run/results.json" ]; then
         echo "  $1: no results; the generator said:" >&2
         tail -3 "$tmp/load.out" >&2
-        echo "$ramp $storm_overflows - - - - - -"
+        echo "$ramp $storm_overflows - - - - - - $ramp_s"
         return
     fi
-    python3 - "$tmp/run/results.json" "$ramp" "$storm_overflows" <<'PY'
+    python3 - "$tmp/run/results.json" "$ramp" "$storm_overflows" "$ramp_s" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 l = r["latency_ms"]
 c, b = l["connect"], l["reconnect"]
 print(sys.argv[2], sys.argv[3], f'{c["p99"]:.0f} {c["max"]:.0f}',
-      f'{b["p50"] / 1e3:.2f} {b["p99"] / 1e3:.2f} {b["max"] / 1e3:.2f} {b["count"]}')
+      f'{b["p50"] / 1e3:.2f} {b["p99"] / 1e3:.2f} {b["max"] / 1e3:.2f} {b["count"]}', sys.argv[4])
 PY
 }
 
@@ -163,10 +167,11 @@ median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k7 | awk '{a[NR]=$0} END {pri
 echo
 echo "reconnection storm: $clients clients, ramp at $connect_rate connects/s, then a restart;" \
     "backoff $backoff; somaxconn $somaxconn; median of $repeat by all_back_s"
-printf '%-13s %13s %14s %12s %12s %11s %11s %11s %8s\n' target ramp_overflow storm_overflow \
-    connect_p99 connect_max back_p50_s back_p99_s all_back_s back_n
+printf '%-13s %7s %12s %13s %14s %12s %12s %11s %11s %11s %8s\n' target ramp_s logins/s \
+    ramp_overflow storm_overflow connect_p99 connect_max back_p50_s back_p99_s all_back_s back_n
 for target in "${targets[@]}"; do
-    read -r ramp storm_o c99 cmax b50 b99 bmax bn <<<"$(median "${cell[$target]}")"
-    printf '%-13s %13s %14s %12s %12s %11s %11s %11s %8s\n' "$target" "$ramp" "$storm_o" \
-        "${c99}ms" "${cmax}ms" "$b50" "$b99" "$bmax" "$bn"
+    read -r ramp storm_o c99 cmax b50 b99 bmax bn ramp_s <<<"$(median "${cell[$target]}")"
+    rate=$(python3 -c "print(f'{$clients / $ramp_s:.0f}')" 2>/dev/null || echo -)
+    printf '%-13s %7s %12s %13s %14s %12s %12s %11s %11s %11s %8s\n' "$target" "$ramp_s" "$rate" \
+        "$ramp" "$storm_o" "${c99}ms" "${cmax}ms" "$b50" "$b99" "$bmax" "$bn"
 done
