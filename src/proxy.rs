@@ -179,8 +179,7 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     .context("--time-scale / --trace")?;
     // Phones behind the carrier come back together after an outage: the same listen queue
     // as imlab serve's.
-    let listener =
-        crate::serve::bind_listener(listen, crate::serve::LISTEN_BACKLOG, "--listen")?;
+    let listener = crate::serve::bind_listener(listen, crate::serve::LISTEN_BACKLOG, "--listen")?;
     crate::serve::warn_if_backlog_capped(crate::serve::LISTEN_BACKLOG, "the proxy's backlog");
     if let Some(control) = args.control {
         let control_listener = tokio::net::TcpListener::bind(control)
