@@ -20,6 +20,16 @@ fn load(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Reconnects in each second of a run, from its `timeseries.csv` (the seventh column).
+fn reconnects_per_second(out: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("timeseries.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(6).unwrap().parse().unwrap())
+        .collect()
+}
+
 /// A results directory to be made by the run, inside a temporary directory that lives as
 /// long as the guard.
 fn out_dir(name: &str) -> (common::KeptOnPanic, std::path::PathBuf) {
@@ -260,12 +270,7 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
         "{results}"
     );
     // With jitter, no single second carries the whole storm.
-    let timeseries = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
-    let reconnects_per_second: Vec<u64> = timeseries
-        .lines()
-        .skip(1)
-        .map(|line| line.split(',').nth(6).unwrap().parse().unwrap())
-        .collect();
+    let reconnects_per_second = reconnects_per_second(&out);
     let busiest = *reconnects_per_second.iter().max().unwrap();
     let seconds_with_reconnects = reconnects_per_second.iter().filter(|n| **n > 0).count();
     assert!(
@@ -596,12 +601,7 @@ fn without_jitter_a_restart_brings_every_client_back_in_one_burst() {
     // No jitter: every client tried again 200 ms after the drop, so the reconnects fall in
     // one second, or two where the burst straddles a second's boundary (with the default
     // 0-19 s of jitter they spread over many seconds, see the test above).
-    let timeseries = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
-    let per_second: Vec<u64> = timeseries
-        .lines()
-        .skip(1)
-        .map(|line| line.split(',').nth(6).unwrap().parse().unwrap())
-        .collect();
+    let per_second = reconnects_per_second(&out);
     let burst = per_second
         .windows(2)
         .map(|pair| pair[0] + pair[1])

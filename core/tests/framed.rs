@@ -16,8 +16,8 @@ use imlab_core::framed::{FrameReader, FrameWriter};
 use imlab_core::net::memory::{self, MemoryListener};
 use imlab_core::net::{Listener, NoHandshake, no_handshake};
 use imlab_core::proto::{self, Body, Frame};
-use imlab_core::server::{Server, ServerConfig, ServerDeps};
-use imlab_core::store::{MemoryStore, Store};
+use imlab_core::server::{Server, ServerConfig};
+use imlab_core::store::MemoryStore;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
 /// A stream that counts the reads and writes that moved bytes.
@@ -192,12 +192,7 @@ async fn the_server_answers_a_burst_of_requests_in_one_write() {
     let writes = Arc::new(AtomicUsize::new(0));
     let server = Arc::new(Server::new(
         ServerConfig::default(),
-        ServerDeps {
-            store: Arc::new(MemoryStore::new()) as Arc<dyn Store>,
-            clock: Arc::new(imlab_core::clock::TokioClock::new(1_700_000_000_000)),
-            push: Arc::new(common::RecordingPush::default()),
-            auth: imlab_core::auth::Authenticator::Dev,
-        },
+        common::test_deps(Arc::new(MemoryStore::new())),
     ));
     let running = server.clone();
     let listener = CountingListener {

@@ -108,20 +108,13 @@ async fn the_declared_interval_is_clamped_by_the_server_limits() {
 
 #[tokio::test(start_paused = true)]
 async fn a_shutting_down_server_refuses_new_connections_before_it_says_goodbye() {
-    use imlab_core::auth::Authenticator;
     use imlab_core::net::Connector;
-    use imlab_core::server::ServerDeps;
-    use imlab_core::store::{MemoryStore, Store};
+    use imlab_core::store::MemoryStore;
 
     let (listener, connector) = imlab_core::net::memory::pair(64);
     let server = Arc::new(Server::new(
         ServerConfig::default(),
-        ServerDeps {
-            store: Arc::new(MemoryStore::new()) as Arc<dyn Store>,
-            clock: Arc::new(imlab_core::clock::TokioClock::new(1_700_000_000_000)),
-            push: Arc::new(common::RecordingPush::default()),
-            auth: Authenticator::Dev,
-        },
+        common::test_deps(Arc::new(MemoryStore::new())),
     ));
     let (shut, shutdown) = tokio::sync::oneshot::channel::<()>();
     let running = server.clone();

@@ -360,18 +360,20 @@ pub fn memory_server_with(
 ) -> (MemoryConnector, Arc<Server>, Arc<MemoryStore>) {
     let (listener, connector) = memory::pair(64);
     let store = Arc::new(store);
-    let server = Arc::new(Server::new(
-        config,
-        ServerDeps {
-            store: store.clone() as Arc<dyn Store>,
-            clock: Arc::new(imlab_core::clock::TokioClock::new(1_700_000_000_000)),
-            push: Arc::new(RecordingPush::default()),
-            auth: Authenticator::Dev,
-        },
-    ));
+    let server = Arc::new(Server::new(config, test_deps(store.clone())));
     let running = server.clone();
     tokio::spawn(async move { running.run(listener, std::future::pending()).await });
     (connector, server, store)
+}
+
+/// A test server's dependencies: `store`, paused-time clock, recorded pushes, dev auth.
+pub fn test_deps(store: Arc<dyn Store>) -> ServerDeps {
+    ServerDeps {
+        store,
+        clock: Arc::new(imlab_core::clock::TokioClock::new(1_700_000_000_000)),
+        push: Arc::new(RecordingPush::default()),
+        auth: Authenticator::Dev,
+    }
 }
 
 pub type MemReader = FrameReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>;
