@@ -339,3 +339,46 @@ async fn a_user_over_its_send_rate_is_refused_across_devices_and_refilled_in_tim
     );
     assert_eq!(store.n_messages(), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_cores_command_queue_holds_64_across_the_handles_clones() {
+    use imlab_core::client::{Client, ClientError, ClientExit};
+    use imlab_core::heartbeat::{AppState, Fixed};
+    use rand::SeedableRng;
+
+    let (connector, _server, _store) = memory_server(ServerConfig::default());
+    let (core, handle) = Client::new(
+        connector,
+        ClientConfig::default(),
+        ClientState::new("alice", "phone").shared(),
+        Box::new(Fixed {
+            interval: Duration::from_secs(60),
+        }),
+        std::sync::Arc::new(Recorder::default()),
+        rand_chacha::ChaCha8Rng::seed_from_u64(7),
+    );
+    // Not running yet: nothing drains the queue. The clones share its one bound.
+    let clone = handle.clone();
+    for i in 0..64 {
+        let which = if i % 2 == 0 { &handle } else { &clone };
+        which.set_app_state(AppState::Foreground).unwrap();
+    }
+    assert_eq!(
+        handle.set_app_state(AppState::Background),
+        Err(ClientError::Busy)
+    );
+    assert_eq!(clone.go_offline(), Err(ClientError::Busy));
+
+    // Running, the core drains the queue and takes commands again.
+    let task = tokio::spawn(core.run());
+    let mut taken = false;
+    for _ in 0..1_000 {
+        if handle.shutdown().is_ok() {
+            taken = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(taken, "the running core never took a command");
+    assert_eq!(task.await.unwrap(), ClientExit::Shutdown);
+}

@@ -20,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::mpsc;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use backoff::{Backoff, BackoffConfig, jitter};
@@ -272,7 +274,11 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct ClientHandle {
     state: SharedClientState,
-    commands: mpsc::Sender<Command>,
+    /// One sender shared by the handle's clones, so the queue's bound holds (futures'
+    /// channel gives each sender a slot of its own). futures' channel rather than tokio's:
+    /// it allocates per queued command instead of a 32-slot block up front, about 2 KB per
+    /// client in a load generator (`bench/conn-memory.sh`), for a queue that is mostly empty.
+    commands: Arc<std::sync::Mutex<mpsc::Sender<Command>>>,
     wake: Arc<Notify>,
     outgoing_len_max: usize,
     next_request_id: Arc<std::sync::atomic::AtomicU64>,
@@ -317,6 +323,8 @@ impl ClientHandle {
 
     fn command(&self, command: Command) -> Result<(), ClientError> {
         self.commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .try_send(command)
             .map_err(|_| ClientError::Busy)
     }
@@ -425,11 +433,12 @@ impl<C: Connector> Client<C> {
         observer: Arc<dyn ClientObserver>,
         rng: ChaCha8Rng,
     ) -> (Client<C>, ClientHandle) {
-        let (commands_tx, commands) = mpsc::channel(COMMANDS_LEN_MAX);
+        // The bound is the buffer plus the one sender's own slot.
+        let (commands_tx, commands) = mpsc::channel(COMMANDS_LEN_MAX - 1);
         let wake = Arc::new(Notify::new());
         let handle = ClientHandle {
             state: state.clone(),
-            commands: commands_tx,
+            commands: Arc::new(std::sync::Mutex::new(commands_tx)),
             wake: wake.clone(),
             outgoing_len_max: config.outgoing_len_max,
             next_request_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
@@ -469,47 +478,56 @@ impl<C: Connector> Client<C> {
     }
 
     /// Runs until the app shuts it down or the login is refused.
-    pub async fn run(mut self) -> ClientExit {
-        let mut backoff = Backoff::new(self.config.backoff);
-        let mut delay = Duration::ZERO;
-        let mut connect_now = false;
-        let exit = loop {
-            // Wait out the backoff (or stay offline), still taking commands.
-            let deadline = Instant::now() + delay;
-            while !(self.online && (connect_now || Instant::now() >= deadline)) {
-                let command = tokio::select! {
-                    biased;
-                    () = tokio::time::sleep_until(deadline), if self.online => continue,
-                    command = self.commands.recv() => command,
-                };
-                if let Some(exit) = self.apply_command(command, &mut connect_now) {
-                    self.emit(ClientEvent::Stopped(&exit));
-                    return exit;
-                }
-            }
-            connect_now = false;
-            self.emit(ClientEvent::Connecting);
-            let cause = match connection::run(&mut self).await {
-                connection::Outcome::Exit(exit) => break exit,
-                connection::Outcome::Closed { cause, logged_in } => {
-                    if logged_in {
-                        backoff.reset();
+    ///
+    /// A plain fn returning an async block, not an `async fn`: an async fn keeps its
+    /// arguments twice in its future, and `self` is about 700 bytes, in every client's task.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn run(mut self) -> impl Future<Output = ClientExit> {
+        async move {
+            let mut backoff = Backoff::new(self.config.backoff);
+            let mut delay = Duration::ZERO;
+            let mut connect_now = false;
+            let exit = loop {
+                // Wait out the backoff (or stay offline), still taking commands.
+                let deadline = Instant::now() + delay;
+                while !(self.online && (connect_now || Instant::now() >= deadline)) {
+                    let command = tokio::select! {
+                        biased;
+                        () = tokio::time::sleep_until(deadline), if self.online => continue,
+                        command = self.commands.next() => command,
+                    };
+                    if let Some(exit) = self.apply_command(command, &mut connect_now) {
+                        self.emit(ClientEvent::Stopped(&exit));
+                        return exit;
                     }
-                    cause
                 }
+                connect_now = false;
+                self.emit(ClientEvent::Connecting);
+                let cause = match connection::run(&mut self).await {
+                    connection::Outcome::Exit(exit) => break exit,
+                    connection::Outcome::Closed { cause, logged_in } => {
+                        if logged_in {
+                            backoff.reset();
+                        }
+                        cause
+                    }
+                };
+                self.emit(ClientEvent::Disconnected(&cause));
+                delay = match cause {
+                    // The old path is dead; the new one is worth trying at once (Mars: 0 s). A
+                    // token refused as expired was dropped: the next login carries a new one.
+                    DisconnectCause::NetworkChanged
+                    | DisconnectCause::Requested
+                    | DisconnectCause::LoginFailed(ErrorCode::TokenExpired, _) => Duration::ZERO,
+                    _ => backoff.next_delay(&mut self.rng),
+                };
             };
-            self.emit(ClientEvent::Disconnected(&cause));
-            delay = match cause {
-                // The old path is dead; the new one is worth trying at once (Mars: 0 s). A
-                // token refused as expired was dropped: the next login carries a new one.
-                DisconnectCause::NetworkChanged
-                | DisconnectCause::Requested
-                | DisconnectCause::LoginFailed(ErrorCode::TokenExpired, _) => Duration::ZERO,
-                _ => backoff.next_delay(&mut self.rng),
-            };
-        };
-        self.emit(ClientEvent::Stopped(&exit));
-        exit
+            self.emit(ClientEvent::Stopped(&exit));
+            exit
+        }
     }
 
     /// Applies an app command. Returns the exit when the client must stop; sets

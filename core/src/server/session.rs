@@ -111,124 +111,133 @@ async fn finish_handshake<S>(
     None
 }
 
-async fn serve<S: Stream>(
+// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
+// twice in its future (as arguments and as locals), in every idle connection's task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn serve<S: Stream>(
     shared: &Arc<Shared>,
     stream: S,
     connection_id: u64,
     n_open: usize,
     login_deadline: Instant,
     stop: CancellationToken,
-) {
-    let max_frame_bytes = shared.config.max_frame_bytes;
-    let (read_half, write_half) = tokio::io::split(stream);
-    let mut input = FrameReader::new(read_half, max_frame_bytes);
-    let mut out = FrameWriter::new(write_half, max_frame_bytes);
+) -> impl Future<Output = ()> {
+    async move {
+        let max_frame_bytes = shared.config.max_frame_bytes;
+        let (read_half, write_half) = tokio::io::split(stream);
+        let mut input = FrameReader::new(read_half, max_frame_bytes);
+        let mut out = FrameWriter::new(write_half, max_frame_bytes);
 
-    if n_open > shared.config.connections_max {
-        shared
-            .counters
-            .connections_refused
-            .fetch_add(1, Ordering::Relaxed);
-        let text = format!(
-            "server holds {} connections, its limit (connections_max)",
-            shared.config.connections_max
-        );
-        Box::pin(refuse(shared, &mut out, ErrorCode::Overloaded, text)).await;
-        return;
-    }
-
-    // Boxed: the login phase's frame and checks are not kept in the task for the session's
-    // whole life.
-    let Some((user, device, idle_timeout)) = Box::pin(read_login(
-        shared,
-        &mut input,
-        &mut out,
-        login_deadline,
-        &stop,
-    ))
-    .await
-    else {
-        return;
-    };
-    let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
-    let handle = SessionControl {
-        // The connection's own token (a child of the server's): no second tree node.
-        kill: stop,
-        kick_reason: Arc::new(Mutex::new(None)),
-    };
-    let registered = SessionHandle {
-        connection_id,
-        outbox: outbox.clone(),
-        control: handle.clone(),
-    };
-    let budget =
-        shared
-            .registry
-            .register(&user, &device, registered, shared.config.send_rate_per_user);
-    let session = Session {
-        user,
-        device,
-        budget,
-    };
-    // Read after registering: a message stored from now on is pushed to this connection,
-    // and one stored earlier is within max_seq, so none falls between the two (a message in
-    // both is deduped by seq on the client).
-    let (acked_seq, max_seq) = match login_reads(shared, &session).await {
-        Ok(reads) => reads,
-        Err(error) => {
+        if n_open > shared.config.connections_max {
             shared
-                .registry
-                .unregister(&session.user, &session.device, connection_id);
-            let text = format!("store failed at login: {error}");
-            Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
+                .counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let text = format!(
+                "server holds {} connections, its limit (connections_max)",
+                shared.config.connections_max
+            );
+            Box::pin(refuse(shared, &mut out, ErrorCode::Overloaded, text)).await;
             return;
         }
-    };
-    shared.counters.logins.fetch_add(1, Ordering::Relaxed);
-    let reply = Frame::new(Body::LoginReply(proto::LoginReply {
-        max_seq,
-        server_time_ms: shared.clock.unix_ms(),
-        idle_timeout_s: idle_timeout.as_secs() as u32,
-        connection_id,
-        inbox_epoch: shared.store.epoch(),
-    }));
-    // Ahead of the outbox, which may hold pushes queued since registering.
-    out.feed(&reply).expect("a login reply fits in any frame");
-    tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
 
-    let acked_seq = Arc::new(AtomicU64::new(acked_seq));
-    let writer = writer::run(
-        shared.clone(),
-        out,
-        outbox_rx,
-        handle.clone(),
-        acked_seq.clone(),
-    );
-    let reader = read_loop(
-        shared,
-        &session,
-        input,
-        outbox,
-        &handle,
-        &acked_seq,
-        idle_timeout,
-    );
-    tokio::pin!(writer);
-    let closed = tokio::select! {
-        biased;
-        () = &mut writer => Closed::Io,
-        closed = reader => closed,
-    };
-    // Dropping the registry's sender closes the outbox once the reader's is gone too; the
-    // writer then flushes the last frames (an Error, say) and ends.
-    shared
-        .registry
-        .unregister(&session.user, &session.device, connection_id);
-    if closed != Closed::Io {
-        let _ = tokio::time::timeout(shared.config.close_flush_timeout, &mut writer).await;
+        // Boxed: the login phase's frame and checks are not kept in the task for the session's
+        // whole life.
+        let Some((user, device, idle_timeout)) = Box::pin(read_login(
+            shared,
+            &mut input,
+            &mut out,
+            login_deadline,
+            &stop,
+        ))
+        .await
+        else {
+            return;
+        };
+        let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
+        let handle = SessionControl {
+            // The connection's own token (a child of the server's): no second tree node.
+            kill: stop,
+            kick_reason: Arc::new(Mutex::new(None)),
+        };
+        let registered = SessionHandle {
+            connection_id,
+            outbox: outbox.clone(),
+            control: handle.clone(),
+        };
+        let budget =
+            shared
+                .registry
+                .register(&user, &device, registered, shared.config.send_rate_per_user);
+        let session = Session {
+            user,
+            device,
+            budget,
+        };
+        // Read after registering: a message stored from now on is pushed to this connection,
+        // and one stored earlier is within max_seq, so none falls between the two (a message in
+        // both is deduped by seq on the client).
+        let (acked_seq, max_seq) = match login_reads(shared, &session).await {
+            Ok(reads) => reads,
+            Err(error) => {
+                shared
+                    .registry
+                    .unregister(&session.user, &session.device, connection_id);
+                let text = format!("store failed at login: {error}");
+                Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
+                return;
+            }
+        };
+        shared.counters.logins.fetch_add(1, Ordering::Relaxed);
+        // Ahead of the outbox, which may hold pushes queued since registering. A temporary,
+        // so the frame is not kept in the task for the session's life.
+        out.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
+            max_seq,
+            server_time_ms: shared.clock.unix_ms(),
+            idle_timeout_s: idle_timeout.as_secs() as u32,
+            connection_id,
+            inbox_epoch: shared.store.epoch(),
+        })))
+        .expect("a login reply fits in any frame");
+        tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
+
+        let acked_seq = Arc::new(AtomicU64::new(acked_seq));
+        let writer = writer::run(
+            shared.clone(),
+            out,
+            outbox_rx,
+            handle.clone(),
+            acked_seq.clone(),
+        );
+        let reader = read_loop(
+            shared,
+            &session,
+            input,
+            outbox,
+            &handle,
+            &acked_seq,
+            idle_timeout,
+        );
+        tokio::pin!(writer);
+        let closed = tokio::select! {
+            biased;
+            () = &mut writer => Closed::Io,
+            closed = reader => closed,
+        };
+        // Dropping the registry's sender closes the outbox once the reader's is gone too; the
+        // writer then flushes the last frames (an Error, say) and ends.
+        shared
+            .registry
+            .unregister(&session.user, &session.device, connection_id);
+        if closed != Closed::Io {
+            let _ = tokio::time::timeout(shared.config.close_flush_timeout, &mut writer).await;
+        }
+        handle.kill.cancel();
+        tracing::debug!(?closed, kick = ?handle.kick_reason(), "connection closed");
     }
-    handle.kill.cancel();
-    tracing::debug!(?closed, kick = ?handle.kick_reason(), "connection closed");
 }
 
 /// The login phase: the first frame must be a valid Login before `login_deadline`; anything
@@ -369,81 +378,89 @@ fn respond(
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    shared: &Arc<Shared>,
-    session: &Session,
+// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
+// twice in its future (as arguments and as locals), in every idle connection's task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn read_loop<'a, R: AsyncRead + Unpin + 'a>(
+    shared: &'a Arc<Shared>,
+    session: &'a Session,
     mut input: FrameReader<R>,
     mut outbox: mpsc::Sender<Outbound>,
-    handle: &SessionControl,
-    acked_seq: &AtomicU64,
+    handle: &'a SessionControl,
+    acked_seq: &'a AtomicU64,
     idle_timeout: Duration,
-) -> Closed {
-    // One timer for the connection's life, moved only when it fires early: re-arming it on
-    // every frame cost a timer-wheel insert and remove per frame.
-    let mut last_frame_at = Instant::now();
-    let idle = tokio::time::sleep_until(last_frame_at + idle_timeout);
-    tokio::pin!(idle);
-    let mut barrier = SendBarrier::default();
-    // The writer runs in this task: while the reader handles a burst of requests without
-    // waiting, it cannot drain the outbox. Each request queues its reply and, for a send, the
-    // sender's own echo; before they could fill half the outbox, the reader yields so the
-    // writer empties it. A client that reads is then never taken for a slow consumer, and one
-    // that does not still fills the outbox and is kicked.
-    let frames_per_yield = (shared.config.outbox_len_max / 4).max(1);
-    let mut frames_since_yield = 0;
-    loop {
-        if frames_since_yield >= frames_per_yield {
-            frames_since_yield = 0;
-            tokio::task::yield_now().await;
-        }
-        // Scoped so the select's output is not kept in the task while the frame is handled.
-        let frame = {
-            let next = tokio::select! {
-                biased;
-                () = handle.kill.cancelled() => return Closed::Killed,
-                () = &mut idle => {
-                    let idle_deadline = last_frame_at + idle_timeout;
-                    if idle_deadline > Instant::now() {
-                        idle.as_mut().reset(idle_deadline);
-                        continue;
+) -> impl Future<Output = Closed> + 'a {
+    async move {
+        // One timer for the connection's life, moved only when it fires early: re-arming it on
+        // every frame cost a timer-wheel insert and remove per frame.
+        let mut last_frame_at = Instant::now();
+        let idle = tokio::time::sleep_until(last_frame_at + idle_timeout);
+        tokio::pin!(idle);
+        let mut barrier = SendBarrier::default();
+        // The writer runs in this task: while the reader handles a burst of requests without
+        // waiting, it cannot drain the outbox. Each request queues its reply and, for a send, the
+        // sender's own echo; before they could fill half the outbox, the reader yields so the
+        // writer empties it. A client that reads is then never taken for a slow consumer, and one
+        // that does not still fills the outbox and is kicked.
+        let frames_per_yield = (shared.config.outbox_len_max / 4).max(1);
+        let mut frames_since_yield = 0;
+        loop {
+            if frames_since_yield >= frames_per_yield {
+                frames_since_yield = 0;
+                tokio::task::yield_now().await;
+            }
+            // Scoped so the select's output is not kept in the task while the frame is handled.
+            let frame = {
+                let next = tokio::select! {
+                    biased;
+                    () = handle.kill.cancelled() => return Closed::Killed,
+                    () = &mut idle => {
+                        let idle_deadline = last_frame_at + idle_timeout;
+                        if idle_deadline > Instant::now() {
+                            idle.as_mut().reset(idle_deadline);
+                            continue;
+                        }
+                        shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(?idle_timeout, "reaping silent connection");
+                        return Closed::Reaped;
                     }
-                    shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(?idle_timeout, "reaping silent connection");
-                    return Closed::Reaped;
+                    next = input.next() => next,
+                };
+                match next {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return Closed::PeerEnded,
+                    Err(FrameIoError::Io(_)) => return Closed::Io,
+                    Err(FrameIoError::Codec(error)) => {
+                        let error = proto::Error::new(codec_error_code(&error), error.to_string());
+                        let _ = respond(&mut outbox, handle, error_frame(error));
+                        return Closed::BadFrame;
+                    }
                 }
-                next = input.next() => next,
             };
-            match next {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return Closed::PeerEnded,
-                Err(FrameIoError::Io(_)) => return Closed::Io,
-                Err(FrameIoError::Codec(error)) => {
-                    let error = proto::Error::new(codec_error_code(&error), error.to_string());
-                    let _ = respond(&mut outbox, handle, error_frame(error));
-                    return Closed::BadFrame;
+            last_frame_at = Instant::now();
+            frames_since_yield += 1;
+            // Boxed: the handler's state (store calls, replies) exists only while a frame is
+            // handled, instead of sitting in every idle connection's task.
+            let reply = Box::pin(handle_frame(
+                shared,
+                session,
+                frame,
+                acked_seq,
+                &mut barrier,
+            ))
+            .await;
+            match reply {
+                Ok(Some(frame)) => {
+                    if let Err(closed) = respond(&mut outbox, handle, frame) {
+                        return closed;
+                    }
                 }
+                Ok(None) => {}
+                Err(closed) => return closed,
             }
-        };
-        last_frame_at = Instant::now();
-        frames_since_yield += 1;
-        // Boxed: the handler's state (store calls, replies) exists only while a frame is
-        // handled, instead of sitting in every idle connection's task.
-        let reply = Box::pin(handle_frame(
-            shared,
-            session,
-            frame,
-            acked_seq,
-            &mut barrier,
-        ))
-        .await;
-        match reply {
-            Ok(Some(frame)) => {
-                if let Err(closed) = respond(&mut outbox, handle, frame) {
-                    return closed;
-                }
-            }
-            Ok(None) => {}
-            Err(closed) => return closed,
         }
     }
 }

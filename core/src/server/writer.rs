@@ -26,78 +26,87 @@ struct AckCheck {
 
 /// Runs until the outbox closes (the reader is done and the session unregistered), the
 /// session is killed, or a write fails. Always cancels the session's kill token on exit.
-pub(crate) async fn run<W: AsyncWrite + Unpin>(
+///
+/// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
+/// twice in its future (as arguments and as locals), in every idle connection's task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(crate) fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut out: FrameWriter<W>,
     mut outbox: mpsc::Receiver<Outbound>,
     handle: SessionControl,
     acked_seq: Arc<AtomicU64>,
-) {
-    let notify_ack_timeout = shared.config.notify_ack_timeout;
-    let mut pushed_seq_max = 0u64;
-    let mut check: Option<AckCheck> = None;
-    // One timer for the connection's life, reset only when the check's deadline changes (a
-    // new sleep per batch cost a timer-wheel insert and remove per batch).
-    let ack_timer = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(ack_timer);
-    let mut armed_deadline: Option<Instant> = None;
-    loop {
-        // First, and after each batch: write what is buffered (the login reply starts it).
-        if out.buffered_bytes() > 0 {
-            let flushed = tokio::select! {
+) -> impl Future<Output = ()> {
+    async move {
+        let notify_ack_timeout = shared.config.notify_ack_timeout;
+        let mut pushed_seq_max = 0u64;
+        let mut check: Option<AckCheck> = None;
+        // One timer for the connection's life, reset only when the check's deadline changes (a
+        // new sleep per batch cost a timer-wheel insert and remove per batch).
+        let ack_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(ack_timer);
+        let mut armed_deadline: Option<Instant> = None;
+        loop {
+            // First, and after each batch: write what is buffered (the login reply starts it).
+            if out.buffered_bytes() > 0 {
+                let flushed = tokio::select! {
+                    biased;
+                    () = handle.kill.cancelled() => false,
+                    result = out.flush() => result.is_ok(),
+                };
+                if !flushed {
+                    // Killed mid-write or the socket failed: say why if we still can.
+                    Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
+                    break;
+                }
+            }
+            let check_deadline = check.as_ref().map(|c| c.deadline);
+            if let Some(deadline) = check_deadline
+                && armed_deadline != Some(deadline)
+            {
+                ack_timer.as_mut().reset(deadline);
+                armed_deadline = Some(deadline);
+            }
+            tokio::select! {
                 biased;
-                () = handle.kill.cancelled() => false,
-                result = out.flush() => result.is_ok(),
-            };
-            if !flushed {
-                // Killed mid-write or the socket failed: say why if we still can.
-                Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
-                break;
-            }
-        }
-        let check_deadline = check.as_ref().map(|c| c.deadline);
-        if let Some(deadline) = check_deadline
-            && armed_deadline != Some(deadline)
-        {
-            ack_timer.as_mut().reset(deadline);
-            armed_deadline = Some(deadline);
-        }
-        tokio::select! {
-            biased;
-            () = handle.kill.cancelled() => {
-                Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
-                break;
-            }
-            () = &mut ack_timer, if check_deadline.is_some() => {
-                armed_deadline = None;
-                let want_seq = check.take().map_or(0, |c| c.seq);
-                let acked = acked_seq.load(Ordering::Relaxed);
-                if acked < want_seq {
-                    shared.counters.notify_fallbacks.fetch_add(1, Ordering::Relaxed);
-                    let notify = Frame::new(Body::Notify(Notify { max_seq: pushed_seq_max }));
-                    out.feed(&notify).expect("a Notify fits in any frame");
+                () = handle.kill.cancelled() => {
+                    Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
+                    break;
                 }
-                if acked < pushed_seq_max {
-                    check = Some(AckCheck {
-                        deadline: Instant::now() + notify_ack_timeout,
-                        seq: pushed_seq_max,
-                    });
+                () = &mut ack_timer, if check_deadline.is_some() => {
+                    armed_deadline = None;
+                    let want_seq = check.take().map_or(0, |c| c.seq);
+                    let acked = acked_seq.load(Ordering::Relaxed);
+                    if acked < want_seq {
+                        shared.counters.notify_fallbacks.fetch_add(1, Ordering::Relaxed);
+                        let notify = Frame::new(Body::Notify(Notify { max_seq: pushed_seq_max }));
+                        out.feed(&notify).expect("a Notify fits in any frame");
+                    }
+                    if acked < pushed_seq_max {
+                        check = Some(AckCheck {
+                            deadline: Instant::now() + notify_ack_timeout,
+                            seq: pushed_seq_max,
+                        });
+                    }
                 }
-            }
-            item = outbox.next() => {
-                let Some(item) = item else { break };
-                feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
-                // Batch what is already queued into one write; the queue bounds the batch.
-                let mut batch = 1u64;
-                while let Ok(item) = outbox.try_recv() {
+                item = outbox.next() => {
+                    let Some(item) = item else { break };
                     feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
-                    batch += 1;
+                    // Batch what is already queued into one write; the queue bounds the batch.
+                    let mut batch = 1u64;
+                    while let Ok(item) = outbox.try_recv() {
+                        feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
+                        batch += 1;
+                    }
+                    shared.counters.outbox_high_water.fetch_max(batch, Ordering::Relaxed);
                 }
-                shared.counters.outbox_high_water.fetch_max(batch, Ordering::Relaxed);
             }
         }
+        handle.kill.cancel();
     }
-    handle.kill.cancel();
 }
 
 fn feed<W: AsyncWrite + Unpin>(
