@@ -380,7 +380,7 @@ fn check_open_files(config: &LoadConfig) -> Result<(), LoadError> {
 /// The protocol a run speaks: the one place that chooses.
 fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
     match &config.protocol {
-        ProtocolChoice::Mqtt(options) => Box::new(Mqtt {
+        ProtocolChoice::Mqtt(options) => Box::new(Arc::new(Mqtt {
             options: options.clone(),
             tag,
             heartbeat: config.heartbeat.clone(),
@@ -388,8 +388,8 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             seed: config.seed,
             backoff: config.backoff,
             transport: config.transport.name(),
-        }),
-        ProtocolChoice::Imlab => Box::new(Imlab {
+        })),
+        ProtocolChoice::Imlab => Box::new(Arc::new(Imlab {
             tag,
             auth_secret: config.auth_secret.clone(),
             heartbeat: config.heartbeat.clone(),
@@ -399,7 +399,7 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             backoff: config.backoff,
             transport: config.transport.name(),
             population: config.population.clone(),
-        }),
+        })),
     }
 }
 

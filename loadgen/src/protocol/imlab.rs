@@ -111,7 +111,20 @@ fn parse_client_msg_id(tag: &str, text: &str) -> Option<MsgId> {
     })
 }
 
-impl Protocol for Imlab {
+/// One run of `x`s that devices' bodies are slices of: a body of its own per device cost its
+/// size in every client (`bench/conn-memory.sh`).
+fn body(len: usize) -> Bytes {
+    static XS: std::sync::LazyLock<Bytes> =
+        std::sync::LazyLock::new(|| Bytes::from(vec![b'x'; 64 * 1024]));
+    if len <= XS.len() {
+        XS.slice(..len)
+    } else {
+        Bytes::from(vec![b'x'; len])
+    }
+}
+
+/// Shared by the run's devices, each holding the Arc rather than a copy of the settings.
+impl Protocol for Arc<Imlab> {
     fn describe(&self) -> Describe {
         Describe {
             protocol: "imlab",
@@ -156,7 +169,7 @@ impl Protocol for Imlab {
             handle,
             client,
             protocol: self.clone(),
-            body: Bytes::from(vec![b'x'; self.body_bytes_of(client)]),
+            body: body(self.body_bytes_of(client)),
         };
         (Box::new(device), task)
     }
@@ -165,7 +178,7 @@ impl Protocol for Imlab {
 struct ImlabDevice {
     handle: ClientHandle,
     client: u32,
-    protocol: Imlab,
+    protocol: Arc<Imlab>,
     body: Bytes,
 }
 

@@ -137,7 +137,7 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         tls: None,
         ws: None,
     };
-    let (device, task) = mqtt.start(
+    let (device, task) = Arc::new(mqtt).start(
         0,
         transport.connector(0, None),
         DeviceEvents::new(ledger.clone(), 0),

@@ -184,7 +184,8 @@ impl Mqtt {
     }
 }
 
-impl Protocol for Mqtt {
+/// Shared by the run's devices, each holding the Arc rather than a copy of the settings.
+impl Protocol for Arc<Mqtt> {
     fn describe(&self) -> Describe {
         Describe {
             protocol: "mqtt",
@@ -238,7 +239,7 @@ struct DeviceShared {
 struct MqttDevice {
     outgoing: mpsc::Sender<Outgoing>,
     shared: Arc<DeviceShared>,
-    protocol: Mqtt,
+    protocol: Arc<Mqtt>,
 }
 
 impl Device for MqttDevice {

@@ -60,7 +60,7 @@ enum End {
 
 /// A device's state across its connections.
 pub(super) struct Session {
-    mqtt: Mqtt,
+    mqtt: Arc<Mqtt>,
     client: u32,
     client_id: String,
     run: u64,
@@ -104,7 +104,7 @@ struct Live {
 
 impl Session {
     pub(super) fn new(
-        mqtt: Mqtt,
+        mqtt: Arc<Mqtt>,
         client: u32,
         events: DeviceEvents,
         shared: Arc<DeviceShared>,
