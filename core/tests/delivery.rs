@@ -267,8 +267,16 @@ async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
     assert_eq!(server.server.n_sessions(), 1);
 
     // A client core that is replaced (say by its own stale login, delayed in the network)
-    // reconnects after its backoff and takes the session back.
-    let core = server.client("carol", "phone");
+    // reconnects after its backoff and takes the session back. No jitter: the reconnect comes
+    // after the 1 s backoff, not after a random draw of up to 19 s.
+    let config = ClientConfig {
+        backoff: imlab_core::client::BackoffConfig {
+            jitter_max: Duration::ZERO,
+            ..Default::default()
+        },
+        ..ClientConfig::default()
+    };
+    let core = TestClient::start(server.addr, ClientState::new("carol", "phone").shared(), config);
     core.wait_connected().await;
     let (mut stale, _) = RawConn::login(server.addr, "carol", "phone").await;
     core.wait_for("reconnected", |seen| {
