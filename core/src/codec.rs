@@ -112,6 +112,60 @@ pub fn encode_to_vec(frame: &Frame) -> Vec<u8> {
     out
 }
 
+/// A message's protobuf encoding without its seq, for [`encode_notify_data`]: every field but
+/// `seq`, which proto3 leaves out at 0. Encoded once per stored message and shared by all its
+/// deliveries (a group's members, the sender's other devices), each of which has a seq of its
+/// own.
+pub fn encode_message_without_seq(message: &crate::store::StoredMessage) -> bytes::Bytes {
+    message.to_proto(0).encode_to_vec().into()
+}
+
+/// Frame tag of `notify_data` (Frame field 7) and of NotifyData's `message` (field 1), and the
+/// key of Message's `seq` (field 1): the wire keys [`encode_notify_data`] writes by hand.
+const NOTIFY_DATA_FIELD: u32 = 7;
+const NOTIFY_DATA_MESSAGE_FIELD: u32 = 1;
+const MESSAGE_SEQ_FIELD: u32 = 1;
+
+/// Bytes of the Frame (length prefix excluded) that [`encode_notify_data`] writes.
+pub fn notify_data_len(seq: u64, message_without_seq: &[u8]) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    let message = seq_len(seq) + message_without_seq.len();
+    let notify = key_len(NOTIFY_DATA_MESSAGE_FIELD) + encoded_len_varint(message as u64) + message;
+    key_len(NOTIFY_DATA_FIELD) + encoded_len_varint(notify as u64) + notify
+}
+
+/// Bytes of Message's `seq` field: none at 0 (proto3's default).
+fn seq_len(seq: u64) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    if seq == 0 {
+        0
+    } else {
+        key_len(MESSAGE_SEQ_FIELD) + encoded_len_varint(seq)
+    }
+}
+
+/// Encodes a NotifyData frame, length prefix first, from a seq and the message's encoding
+/// without it: the same bytes as [`encode`] of the Frame (Message's `seq` is its first field,
+/// and prost writes fields in field order), without building the message again per delivery.
+pub fn encode_notify_data(seq: u64, message_without_seq: &[u8], out: &mut impl BufMut) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let message = seq_len(seq) + message_without_seq.len();
+    let notify = prost::encoding::key_len(NOTIFY_DATA_MESSAGE_FIELD)
+        + prost::encoding::encoded_len_varint(message as u64)
+        + message;
+    let frame = notify_data_len(seq, message_without_seq);
+    out.put_u32(u32::try_from(frame).expect("frame length fits in u32"));
+    encode_key(NOTIFY_DATA_FIELD, WireType::LengthDelimited, out);
+    encode_varint(notify as u64, out);
+    encode_key(NOTIFY_DATA_MESSAGE_FIELD, WireType::LengthDelimited, out);
+    encode_varint(message as u64, out);
+    if seq != 0 {
+        encode_key(MESSAGE_SEQ_FIELD, WireType::Varint, out);
+        encode_varint(seq, out);
+    }
+    out.put_slice(message_without_seq);
+}
+
 /// Errors of the async codec: a bad frame or the socket's own error.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameIoError {
@@ -298,6 +352,38 @@ mod tests {
                 }
                 Err(_) => {}
             }
+        }
+
+        #[test]
+        fn notify_data_from_a_message_encoded_without_its_seq_is_the_frame_prost_writes(
+            msg_id in any::<u64>(),
+            from_user in "[a-z]{0,20}",
+            from_device in "[a-z0-9]{0,12}",
+            client_msg_id in "[a-z0-9-]{0,30}",
+            group in any::<bool>(),
+            to in "[a-z]{0,12}",
+            // Across the varint boundaries of the lengths (128 and 16,384 bytes).
+            body in proptest::collection::vec(any::<u8>(), 0..20_000),
+            seq in prop_oneof![Just(0u64), 1u64..300, any::<u64>()],
+            server_time_ms in any::<u64>(),
+        ) {
+            let stored = crate::store::StoredMessage {
+                msg_id,
+                from_user,
+                from_device,
+                client_msg_id,
+                to: if group { Target::Group(to) } else { Target::Peer(to) },
+                body: body.into(),
+                server_time_ms,
+            };
+            let expected = encode_to_vec(&Frame::new(Body::NotifyData(NotifyData {
+                message: Some(stored.to_proto(seq)),
+            })));
+            let without_seq = encode_message_without_seq(&stored);
+            let mut got = Vec::new();
+            encode_notify_data(seq, &without_seq, &mut got);
+            prop_assert_eq!(&got, &expected);
+            prop_assert_eq!(LENGTH_PREFIX_BYTES + notify_data_len(seq, &without_seq), expected.len());
         }
 
         #[test]

@@ -178,6 +178,25 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Buffers a NotifyData frame from a seq and the message's encoding without it
+    /// ([`codec::encode_message_without_seq`]): the bytes [`FrameWriter::feed`] would write for
+    /// it, without rebuilding the message. Refused over the limit like any frame.
+    pub fn feed_notify_data(
+        &mut self,
+        seq: u64,
+        message_without_seq: &[u8],
+    ) -> Result<(), CodecError> {
+        let length_bytes = codec::notify_data_len(seq, message_without_seq);
+        if length_bytes > self.max_frame_bytes {
+            return Err(CodecError::FrameTooLarge {
+                declared_bytes: length_bytes,
+                max_frame_bytes: self.max_frame_bytes,
+            });
+        }
+        codec::encode_notify_data(seq, message_without_seq, &mut self.buffer);
+        Ok(())
+    }
+
     /// Bytes buffered and not yet written.
     pub fn buffered_bytes(&self) -> usize {
         self.buffer.len()

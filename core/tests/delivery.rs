@@ -276,7 +276,11 @@ async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
         },
         ..ClientConfig::default()
     };
-    let core = TestClient::start(server.addr, ClientState::new("carol", "phone").shared(), config);
+    let core = TestClient::start(
+        server.addr,
+        ClientState::new("carol", "phone").shared(),
+        config,
+    );
     core.wait_connected().await;
     let (mut stale, _) = RawConn::login(server.addr, "carol", "phone").await;
     core.wait_for("reconnected", |seen| {

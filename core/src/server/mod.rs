@@ -156,8 +156,10 @@ pub(crate) struct Shared {
 impl Shared {
     /// Offers a stored message to every recipient's live devices; pushes to users with none.
     pub fn deliver(&self, message: &Arc<StoredMessage>, deliveries: &[(String, u64)]) {
+        // Encoded once, shared by every delivery: each differs only in its seq.
+        let encoded = crate::codec::encode_message_without_seq(message);
         for (user, seq) in deliveries {
-            if self.registry.deliver(user, *seq, message) {
+            if self.registry.deliver(user, *seq, &encoded) {
                 self.counters
                     .notify_data_sent
                     .fetch_add(1, Ordering::Relaxed);

@@ -8,22 +8,21 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures::channel::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{Frame, KickReason};
-use crate::store::StoredMessage;
 
 /// What a connection's writer sends.
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A reply or control frame, written as is. Boxed, so a queued item stays small.
     Frame(Box<Frame>),
-    /// A message for this device, written as NotifyData and tracked for the device's ack.
-    Deliver {
-        seq: u64,
-        message: Arc<StoredMessage>,
-    },
+    /// A message for this device, written as NotifyData and tracked for the device's ack:
+    /// its seq in the device's inbox and the message's encoding without the seq
+    /// ([`crate::codec::encode_message_without_seq`]), made once for all its deliveries.
+    Deliver { seq: u64, message: Bytes },
 }
 
 /// A live, logged-in connection as the rest of the server sees it.
@@ -179,9 +178,10 @@ impl Registry {
         }
     }
 
-    /// Offers a message at `seq` to every live device of `user`. Returns false when the user
-    /// has no live device (the caller then pushes).
-    pub fn deliver(&self, user: &str, seq: u64, message: &Arc<StoredMessage>) -> bool {
+    /// Offers a message at `seq` to every live device of `user`; `message` is its encoding
+    /// without the seq. Returns false when the user has no live device (the caller then
+    /// pushes).
+    pub fn deliver(&self, user: &str, seq: u64, message: &Bytes) -> bool {
         let mut users = self.lock();
         let Some(online) = users.get_mut(user) else {
             return false;

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::registry::{Outbound, SessionControl};
 use crate::framed::FrameWriter;
-use crate::proto::{Body, ErrorCode, Frame, Kick, KickReason, Notify, NotifyData};
+use crate::proto::{Body, ErrorCode, Frame, Kick, KickReason, Notify};
 
 struct AckCheck {
     deadline: Instant,
@@ -124,8 +124,17 @@ fn feed<W: AsyncWrite + Unpin>(
                 deadline: Instant::now() + notify_ack_timeout,
                 seq,
             });
-            Frame::new(Body::NotifyData(NotifyData {
-                message: Some(message.to_proto(seq)),
+            // Bodies are capped at send time, so a message fits; one that does not would be
+            // a bug, and the device is told rather than sent a frame it would refuse.
+            let Err(error) = out.feed_notify_data(seq, &message) else {
+                return;
+            };
+            tracing::warn!(seq, %error, "a stored message is over the frame limit");
+            Frame::new(Body::Error(crate::proto::Error {
+                code: ErrorCode::InvalidRequest as i32,
+                text: format!("message at seq {seq} exceeds the frame limit: {error}"),
+                client_msg_id: String::new(),
+                request_id: 0,
             }))
         }
     };
