@@ -128,19 +128,34 @@ const MESSAGE_SEQ_FIELD: u32 = 1;
 
 /// Bytes of the Frame (length prefix excluded) that [`encode_notify_data`] writes.
 pub fn notify_data_len(seq: u64, message_without_seq: &[u8]) -> usize {
-    use prost::encoding::{encoded_len_varint, key_len};
-    let message = seq_len(seq) + message_without_seq.len();
-    let notify = key_len(NOTIFY_DATA_MESSAGE_FIELD) + encoded_len_varint(message as u64) + message;
-    key_len(NOTIFY_DATA_FIELD) + encoded_len_varint(notify as u64) + notify
+    NotifyDataLens::new(seq, message_without_seq.len()).frame
 }
 
-/// Bytes of Message's `seq` field: none at 0 (proto3's default).
-fn seq_len(seq: u64) -> usize {
-    use prost::encoding::{encoded_len_varint, key_len};
-    if seq == 0 {
-        0
-    } else {
-        key_len(MESSAGE_SEQ_FIELD) + encoded_len_varint(seq)
+/// The nested lengths of a NotifyData frame: Message, NotifyData, Frame.
+struct NotifyDataLens {
+    message: usize,
+    notify: usize,
+    frame: usize,
+}
+
+impl NotifyDataLens {
+    fn new(seq: u64, message_without_seq: usize) -> NotifyDataLens {
+        use prost::encoding::{encoded_len_varint, key_len};
+        // Message's seq field: none at 0 (proto3's default).
+        let seq_len = if seq == 0 {
+            0
+        } else {
+            key_len(MESSAGE_SEQ_FIELD) + encoded_len_varint(seq)
+        };
+        let message = seq_len + message_without_seq;
+        let notify =
+            key_len(NOTIFY_DATA_MESSAGE_FIELD) + encoded_len_varint(message as u64) + message;
+        let frame = key_len(NOTIFY_DATA_FIELD) + encoded_len_varint(notify as u64) + notify;
+        NotifyDataLens {
+            message,
+            notify,
+            frame,
+        }
     }
 }
 
@@ -149,16 +164,12 @@ fn seq_len(seq: u64) -> usize {
 /// and prost writes fields in field order), without building the message again per delivery.
 pub fn encode_notify_data(seq: u64, message_without_seq: &[u8], out: &mut impl BufMut) {
     use prost::encoding::{WireType, encode_key, encode_varint};
-    let message = seq_len(seq) + message_without_seq.len();
-    let notify = prost::encoding::key_len(NOTIFY_DATA_MESSAGE_FIELD)
-        + prost::encoding::encoded_len_varint(message as u64)
-        + message;
-    let frame = notify_data_len(seq, message_without_seq);
-    out.put_u32(u32::try_from(frame).expect("frame length fits in u32"));
+    let lens = NotifyDataLens::new(seq, message_without_seq.len());
+    out.put_u32(u32::try_from(lens.frame).expect("frame length fits in u32"));
     encode_key(NOTIFY_DATA_FIELD, WireType::LengthDelimited, out);
-    encode_varint(notify as u64, out);
+    encode_varint(lens.notify as u64, out);
     encode_key(NOTIFY_DATA_MESSAGE_FIELD, WireType::LengthDelimited, out);
-    encode_varint(message as u64, out);
+    encode_varint(lens.message as u64, out);
     if seq != 0 {
         encode_key(MESSAGE_SEQ_FIELD, WireType::Varint, out);
         encode_varint(seq, out);
