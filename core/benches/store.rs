@@ -1,5 +1,9 @@
 //! The durable store on fjall: append throughput with 1, 64 and 512 concurrent appenders
-//! (each append answered only once its group commit is fsynced), and tail reads of an inbox.
+//! (each append answered only once its group commit is fsynced), tail reads of an inbox, and
+//! where an append's microseconds go: the engine's cost per record of each kind a message
+//! writes (a 1:1 message is one message record, two inbox entries and one dedupe record; each
+//! DeviceAck adds a cursor record), the cost of an fsync, and the dedupe lookup of a new
+//! client message id, which every append makes under the store's lock.
 //!
 //! Run: `cargo bench -p imlab-core --bench store`. fsync speed varies from minute to minute
 //! on shared machines: compare runs made side by side.
@@ -10,7 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use imlab_core::proto::Target;
-use imlab_core::store::{AppendRequest, DurableStore, DurableStoreLimits, FjallEngine, Store};
+use imlab_core::store::{
+    AppendRequest, DurableStore, DurableStoreLimits, Engine, FjallEngine, Partition, Store,
+    WriteBatch,
+};
 
 const N_USERS: usize = 1_000;
 const BODY_BYTES: usize = 200;
@@ -139,5 +146,107 @@ fn bench_tail_reads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_appends, bench_tail_reads);
+/// One record of each kind an append or an ack writes, keyed and sized as the store writes
+/// them for users `user0..user999` (the key layout is `store::durable::keys`: a u16-prefixed
+/// user id, then a big-endian seq, client message id or device id).
+fn record(kind: &str, i: u64) -> (Partition, Vec<u8>, Vec<u8>) {
+    let user = format!("user{}", i as usize % N_USERS);
+    let mut key = (user.len() as u16).to_be_bytes().to_vec();
+    key.extend_from_slice(user.as_bytes());
+    match kind {
+        // The message record: ids, sender, target, time and the body (~240 bytes).
+        "message" => (
+            Partition::Messages,
+            i.to_be_bytes().to_vec(),
+            vec![b'm'; BODY_BYTES + 40],
+        ),
+        "inbox" => {
+            key.extend_from_slice(&(i / N_USERS as u64 + 1).to_be_bytes());
+            (Partition::Inbox, key, i.to_be_bytes().to_vec())
+        }
+        "dedupe" => {
+            key.extend_from_slice(format!("c{i}").as_bytes());
+            (
+                Partition::Dedupe,
+                key,
+                [i.to_be_bytes(), 1u64.to_be_bytes()].concat(),
+            )
+        }
+        "cursor" => {
+            key.extend_from_slice(b"phone");
+            (Partition::Cursors, key, i.to_be_bytes().to_vec())
+        }
+        _ => unreachable!("record kinds are listed in bench_records"),
+    }
+}
+
+/// Commits `iters` records of `kind` in batches of `batch_len` (one fsync per batch).
+async fn commit_records(
+    engine: &FjallEngine,
+    kind: &str,
+    first: u64,
+    iters: u64,
+    batch_len: u64,
+) -> Duration {
+    let start = Instant::now();
+    let mut i = 0;
+    while i < iters {
+        let mut batch = WriteBatch::new();
+        for j in i..(i + batch_len).min(iters) {
+            let (partition, key, value) = record(kind, first + j);
+            batch.put(partition, key, value);
+        }
+        engine.commit(batch).await.expect("commit");
+        i += batch_len;
+    }
+    start.elapsed()
+}
+
+fn bench_records(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("durable_fjall_record");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    // 256 records a commit: the fsync's share is small, the rest is the engine's per-record
+    // work (journal, memtable insert).
+    for kind in ["message", "inbox", "dedupe", "cursor"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = FjallEngine::open(dir.path()).expect("open fjall");
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("put_in_batches_of_256", kind), |b| {
+            b.iter_custom(|iters| {
+                let elapsed = runtime.block_on(commit_records(&engine, kind, next, iters, 256));
+                next += iters;
+                elapsed
+            });
+        });
+    }
+    // One record a commit: the fsync.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = FjallEngine::open(dir.path()).expect("open fjall");
+    let mut next = 0;
+    group.bench_function("commit_of_one_cursor_with_its_fsync", |b| {
+        b.iter_custom(|iters| {
+            let elapsed = runtime.block_on(commit_records(&engine, "cursor", next, iters, 1));
+            next += iters;
+            elapsed
+        });
+    });
+    // A new client message id's dedupe lookup, with 200,000 dedupe records in the memtable.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = FjallEngine::open(dir.path()).expect("open fjall");
+    runtime.block_on(commit_records(&engine, "dedupe", 0, 200_000, 4_096));
+    let mut miss = 1_000_000;
+    group.bench_function("dedupe_lookup_of_a_new_id", |b| {
+        b.iter(|| {
+            miss += 1;
+            let (partition, key, _) = record("dedupe", miss);
+            assert!(engine.get(partition, &key).expect("get").is_none());
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_appends, bench_tail_reads, bench_records);
 criterion_main!(benches);
