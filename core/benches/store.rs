@@ -15,8 +15,8 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use imlab_core::proto::Target;
 use imlab_core::store::{
-    AppendRequest, DurableStore, DurableStoreLimits, Engine, FjallEngine, Partition, Store,
-    WriteBatch,
+    AppendRequest, DurableStore, DurableStoreLimits, Engine, FjallEngine, MemoryStore, Partition,
+    Store, WriteBatch,
 };
 
 const N_USERS: usize = 1_000;
@@ -248,5 +248,39 @@ fn bench_records(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_appends, bench_tail_reads, bench_records);
+/// The in-memory store's append (what `imlab serve` without `--data-dir` does per message):
+/// 1,000 users, 1:1 to the next user, each sender's dedupe window full (4,096 ids).
+fn bench_memory_append(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    let store = MemoryStore::new();
+    let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    let warm = (N_USERS * 4_096) as u64;
+    runtime.block_on(async {
+        for i in 0..warm {
+            store.append(request(i, &body)).await.expect("append");
+        }
+    });
+    let mut next = warm;
+    let mut group = c.benchmark_group("memory_append_200B");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("1000_users_1to1", |b| {
+        b.iter(|| {
+            next += 1;
+            runtime
+                .block_on(store.append(request(next, &body)))
+                .expect("append")
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_appends,
+    bench_tail_reads,
+    bench_records,
+    bench_memory_append
+);
 criterion_main!(benches);

@@ -5,7 +5,9 @@
 //! [`MemoryStoreLimits`]; at a limit the write is refused with [`StoreError::Full`] and nothing
 //! already stored is touched.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 
 use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, SyncPage};
@@ -40,6 +42,13 @@ impl Default for MemoryStoreLimits {
     }
 }
 
+/// A map looked up by user or client message id, never iterated in an order that matters
+/// (`MemoryStore::users` sorts): hashed, because an append looks up several users and a
+/// sender's window of 4,096 ids, where a `BTreeMap<String, _>` paid a string comparison per
+/// level (`cargo bench -p imlab-core --bench store -- memory_append`). The hasher has fixed
+/// keys, so even an iteration would be the same in every run.
+type KeyedMap<V> = HashMap<String, V, BuildHasherDefault<DefaultHasher>>;
+
 #[derive(Default)]
 struct UserState {
     /// Inbox: entry `i` has seq `i + 1`.
@@ -49,14 +58,15 @@ struct UserState {
     /// user. Lookups are binary searches either way.
     cursors: Vec<(Box<str>, u64)>,
     /// client_msg_id -> (message, sender seq), and the ids in arrival order for eviction.
-    dedupe: BTreeMap<String, (Arc<StoredMessage>, u64)>,
-    dedupe_order: VecDeque<String>,
+    dedupe: KeyedMap<(Arc<StoredMessage>, u64)>,
+    /// The window's messages, oldest first: their client message ids are the keys to evict.
+    dedupe_order: VecDeque<Arc<StoredMessage>>,
 }
 
 #[derive(Default)]
 struct State {
     n_messages: u64,
-    users: BTreeMap<String, UserState>,
+    users: KeyedMap<UserState>,
     groups: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -107,7 +117,9 @@ impl MemoryStore {
     /// Every user with an inbox or a cursor, sorted. For inspection (tests, the simulator's
     /// checker); copies the names.
     pub fn users(&self) -> Vec<String> {
-        self.lock().users.keys().cloned().collect()
+        let mut users: Vec<String> = self.lock().users.keys().cloned().collect();
+        users.sort_unstable();
+        users
     }
 
     /// A whole inbox as (seq, message), for inspection.
@@ -160,7 +172,10 @@ impl MemoryStore {
         });
         let mut deliveries = Vec::with_capacity(recipients.len());
         for user in recipients {
-            let inbox = &mut state.users.entry(user.clone()).or_default().inbox;
+            let inbox = match state.users.get_mut(&user) {
+                Some(known) => &mut known.inbox,
+                None => &mut state.users.entry(user.clone()).or_default().inbox,
+            };
             inbox.push(message.clone());
             deliveries.push((user, inbox.len() as u64));
         }
@@ -175,14 +190,14 @@ impl MemoryStore {
             .expect("sender inbox was just written");
         sender
             .dedupe
-            .insert(request.client_msg_id.clone(), (message.clone(), sender_seq));
-        sender.dedupe_order.push_back(request.client_msg_id);
+            .insert(request.client_msg_id, (message.clone(), sender_seq));
+        sender.dedupe_order.push_back(message.clone());
         if sender.dedupe_order.len() > self.limits.dedupe_window_len {
             let oldest = sender
                 .dedupe_order
                 .pop_front()
                 .expect("window is not empty");
-            sender.dedupe.remove(&oldest);
+            sender.dedupe.remove(&oldest.client_msg_id);
         }
         Ok(AppendOutcome {
             message,
@@ -230,7 +245,10 @@ impl Store for MemoryStore {
 
     async fn ack_cursor(&self, user: &str, device: &str, seq: u64) -> Result<u64, StoreError> {
         let mut state = self.lock();
-        let user = state.users.entry(user.to_string()).or_default();
+        let user = match state.users.get_mut(user) {
+            Some(known) => known,
+            None => state.users.entry(user.to_string()).or_default(),
+        };
         // A device cannot have processed entries that do not exist.
         let seq = seq.min(user.inbox.len() as u64);
         let i = match user.cursors.binary_search_by(|(d, _)| (**d).cmp(device)) {
