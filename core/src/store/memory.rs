@@ -358,6 +358,24 @@ mod tests {
         }
     }
 
+    /// Users live in a hash map; the list of them is sorted all the same (the simulator's
+    /// invariant checker walks it).
+    #[tokio::test]
+    async fn users_are_listed_sorted_whatever_order_they_came_in() {
+        let store = MemoryStore::new();
+        let names: Vec<String> = (0..64).map(|i| format!("u{}", (i * 37) % 64)).collect();
+        for (i, name) in names.iter().enumerate() {
+            store
+                .append(send(name, &format!("m{i}"), Target::Peer(name.clone())))
+                .await
+                .unwrap();
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(store.users(), sorted);
+    }
+
     #[tokio::test]
     async fn appends_write_gapless_inboxes_and_dedupe() {
         let store = MemoryStore::new();
