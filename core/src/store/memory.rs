@@ -57,7 +57,7 @@ struct UserState {
     /// user has a few devices, and a map's first node (room for 11) cost about 370 bytes a
     /// user. Lookups are binary searches either way.
     cursors: Vec<(Box<str>, u64)>,
-    /// client_msg_id -> (message, sender seq), and the ids in arrival order for eviction.
+    /// client_msg_id -> (message, sender seq), for the newest `dedupe_window_len` sends.
     dedupe: KeyedMap<(Arc<StoredMessage>, u64)>,
     /// The window's messages, oldest first: their client message ids are the keys to evict.
     dedupe_order: VecDeque<Arc<StoredMessage>>,
