@@ -16,7 +16,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use imlab_core::proto::Target;
 use imlab_core::store::{
     AppendRequest, DurableStore, DurableStoreLimits, Engine, FjallEngine, MemoryStore, Partition,
-    Store, WriteBatch,
+    Store, StoredMessage, WriteBatch, durable_keys as keys, durable_record as record,
 };
 
 const N_USERS: usize = 1_000;
@@ -146,36 +146,42 @@ fn bench_tail_reads(c: &mut Criterion) {
     group.finish();
 }
 
-/// One record of each kind an append or an ack writes, keyed and sized as the store writes
-/// them for users `user0..user999` (the key layout is `store::durable::keys`: a u16-prefixed
-/// user id, then a big-endian seq, client message id or device id).
+/// One record of each kind an append or an ack writes, keyed and encoded by the store's own
+/// layout (`store::durable::keys`, `store::durable::record`) for users `user0..user999`.
 fn record(kind: &str, i: u64) -> (Partition, Vec<u8>, Vec<u8>) {
     let user = format!("user{}", i as usize % N_USERS);
-    let mut key = (user.len() as u16).to_be_bytes().to_vec();
-    key.extend_from_slice(user.as_bytes());
     match kind {
-        // The message record: ids, sender, target, time and the body (~240 bytes).
-        "message" => (
-            Partition::Messages,
-            i.to_be_bytes().to_vec(),
-            vec![b'm'; BODY_BYTES + 40],
-        ),
-        "inbox" => {
-            key.extend_from_slice(&(i / N_USERS as u64 + 1).to_be_bytes());
-            (Partition::Inbox, key, i.to_be_bytes().to_vec())
-        }
-        "dedupe" => {
-            key.extend_from_slice(format!("c{i}").as_bytes());
+        "message" => {
+            let message = StoredMessage {
+                msg_id: i,
+                from_user: user,
+                from_device: "phone".into(),
+                client_msg_id: format!("c{i}"),
+                to: Target::Peer(format!("user{}", (i as usize + 1) % N_USERS)),
+                body: Bytes::from(vec![b'm'; BODY_BYTES]),
+                server_time_ms: 1_700_000_000_000 + i,
+            };
             (
-                Partition::Dedupe,
-                key,
-                [i.to_be_bytes(), 1u64.to_be_bytes()].concat(),
+                Partition::Messages,
+                keys::message_key(i),
+                record::encode_message(&message),
             )
         }
-        "cursor" => {
-            key.extend_from_slice(b"phone");
-            (Partition::Cursors, key, i.to_be_bytes().to_vec())
-        }
+        "inbox" => (
+            Partition::Inbox,
+            keys::inbox_key(&user, i / N_USERS as u64 + 1),
+            record::encode_u64(i),
+        ),
+        "dedupe" => (
+            Partition::Dedupe,
+            keys::dedupe_key(&user, &format!("c{i}")),
+            record::encode_dedupe(i, i / N_USERS as u64 + 1),
+        ),
+        "cursor" => (
+            Partition::Cursors,
+            keys::cursor_key(&user, "phone"),
+            record::encode_u64(i),
+        ),
         _ => unreachable!("record kinds are listed in bench_records"),
     }
 }
@@ -209,30 +215,27 @@ fn bench_records(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
     // 256 records a commit: the fsync's share is small, the rest is the engine's per-record
-    // work (journal, memtable insert).
-    for kind in ["message", "inbox", "dedupe", "cursor"] {
+    // work (journal, memtable insert). One record a commit: the fsync.
+    let cases = [
+        ("put_in_batches_of_256/message", "message", 256),
+        ("put_in_batches_of_256/inbox", "inbox", 256),
+        ("put_in_batches_of_256/dedupe", "dedupe", 256),
+        ("put_in_batches_of_256/cursor", "cursor", 256),
+        ("commit_of_one_cursor_with_its_fsync", "cursor", 1),
+    ];
+    for (id, kind, batch_len) in cases {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = FjallEngine::open(dir.path()).expect("open fjall");
         let mut next = 0;
-        group.bench_function(BenchmarkId::new("put_in_batches_of_256", kind), |b| {
+        group.bench_function(id, |b| {
             b.iter_custom(|iters| {
-                let elapsed = runtime.block_on(commit_records(&engine, kind, next, iters, 256));
+                let elapsed =
+                    runtime.block_on(commit_records(&engine, kind, next, iters, batch_len));
                 next += iters;
                 elapsed
             });
         });
     }
-    // One record a commit: the fsync.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = FjallEngine::open(dir.path()).expect("open fjall");
-    let mut next = 0;
-    group.bench_function("commit_of_one_cursor_with_its_fsync", |b| {
-        b.iter_custom(|iters| {
-            let elapsed = runtime.block_on(commit_records(&engine, "cursor", next, iters, 1));
-            next += iters;
-            elapsed
-        });
-    });
     // A new client message id's dedupe lookup, with 200,000 dedupe records in the memtable.
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = FjallEngine::open(dir.path()).expect("open fjall");

@@ -17,6 +17,10 @@ pub use durable::{
     DurableStore, DurableStoreLimits, Engine, EngineError, FjallEngine, KeyValue, MemEngine,
     Partition, RecordError, WriteBatch, WriteOp,
 };
+/// The durable store's on-disk layout, public (hidden) so the store bench writes records
+/// exactly as the store does.
+#[doc(hidden)]
+pub use durable::{keys as durable_keys, record as durable_record};
 pub use memory::{MemoryStore, MemoryStoreLimits};
 
 use crate::proto::{self, Target};

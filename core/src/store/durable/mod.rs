@@ -18,10 +18,12 @@ mod committer;
 mod engine;
 mod fjall;
 mod fjall_check;
-mod keys;
+#[doc(hidden)]
+pub mod keys;
 mod marker;
 mod mem;
-mod record;
+#[doc(hidden)]
+pub mod record;
 mod state;
 mod store;
 
