@@ -9,7 +9,7 @@
 #   RATES="2000 20000 30000 40000" DURATION=5s CLIENTS=1000 REPEAT=1 \
 #     TARGETS="mosquitto-q1 imlab-mem imlab-disk" IMLAB_BIN=... bench/vs-mosquitto.sh
 #
-# TARGETS may also name mosquitto-q0. Each run: a fresh broker or server on a free loopback
+# TARGETS may also name mosquitto-q0, and imlab-mem1 and imlab-disk1: `imlab serve --threads 1`. Each run: a fresh broker or server on a free loopback
 # port, CLIENTS clients, 200-byte bodies, one-to-one, open loop, DURATION of sends after the
 # ramp, 2 s drain. With REPEAT=N each cell is run N times, interleaved target by target, and
 # the median (by p99) is shown. Installs mosquitto from Debian's packages if it is missing and
@@ -70,9 +70,11 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 start_target() {
     load_flags=""
     case $1 in
-    imlab-mem | imlab-disk)
+    imlab-mem | imlab-disk | imlab-mem1 | imlab-disk1)
         local extra=""
-        if [ "$1" = imlab-disk ]; then rm -rf "$tmp/data"; extra="--data-dir $tmp/data"; fi
+        case $1 in imlab-disk*) rm -rf "$tmp/data"; extra="--data-dir $tmp/data" ;; esac
+        # The ...1 targets run the server on one thread (`--threads 1`), as mosquitto runs.
+        case $1 in *1) extra="$extra --threads 1" ;; esac
         rm -f "$tmp/serve.out"
         # shellcheck disable=SC2086
         $bin serve --listen 127.0.0.1:0 $extra >"$tmp/serve.out" 2>"$tmp/serve.err" &
@@ -94,7 +96,7 @@ start_target() {
         done
         load_flags="--protocol mqtt --qos ${1#mosquitto-q}"
         ;;
-    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, imlab-mem, imlab-disk)" >&2; exit 2 ;;
+    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, imlab-mem, imlab-disk, imlab-mem1, imlab-disk1)" >&2; exit 2 ;;
     esac
 }
 
@@ -137,7 +139,8 @@ run_at() {
     # imlab serve --data-dir says at exit how many fsyncs a second it made.
     local fsyncs
     fsyncs=$(grep -so 'fsyncs_per_s="[0-9.]*"' "$tmp/serve.err" | tr -dc '0-9.' || true)
-    if [ "$1" != imlab-disk ] || [ -z "$fsyncs" ]; then fsyncs=-; fi
+    case $1 in imlab-disk*) ;; *) fsyncs=- ;; esac
+    if [ -z "$fsyncs" ]; then fsyncs=-; fi
     if [ ! -f "$tmp/run/results.json" ]; then
         echo "  $1 at $2: no results; the generator said:" >&2
         tail -3 "$tmp/load.out" >&2

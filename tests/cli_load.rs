@@ -111,6 +111,47 @@ fn a_short_load_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn a_one_thread_durable_server_loses_nothing() {
+    // `--threads 1` runs every connection on one thread, and the durable store's commits on
+    // the runtime's blocking pool beside it: every send is acked once stored and delivered.
+    let data = common::temp_dir("cli-load", "one-thread-data");
+    let (server, addr) = serve_on(
+        "127.0.0.1:0",
+        &[
+            "--threads",
+            "1",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+    );
+    let _server = common::ChildGuard(server);
+    let (_out_guard, out) = out_dir("one-thread");
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "100",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "300",
+        "--drain",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = common::text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let results = common::results(&out);
+    let messages = &results["messages"];
+    assert_eq!(messages["sent"], 600, "{results}");
+    assert_eq!(messages["acked"], 600, "{results}");
+    assert_eq!(messages["delivered"], 600, "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+    assert_eq!(messages["duplicated"], 0, "{results}");
+}
+
+#[test]
 fn groups_fan_out_to_every_member() {
     let (mut server, addr) = serve();
     let (_out_guard, out) = out_dir("groups");

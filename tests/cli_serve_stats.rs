@@ -116,3 +116,16 @@ fn a_listen_backlog_beyond_the_kernels_cap_is_named_at_start() {
         "{seen:#?}"
     );
 }
+
+#[test]
+fn threads_sets_how_many_threads_run_connections() {
+    // 1 is a current-thread runtime, N a pool of N; the start-up line says which ran.
+    for (threads, said) in [("1", "threads=1"), ("3", "threads=3")] {
+        let seen = serve_log_until(
+            &["--listen", "127.0.0.1:0", "--threads", threads],
+            "imlab serve listening",
+        );
+        let line = seen.last().unwrap();
+        assert!(line.contains(said), "--threads {threads}: {line}");
+    }
+}

@@ -4,12 +4,13 @@
 //! a full outbox marks the connection a slow consumer and kicks it (its messages stay in its
 //! inbox and come back by sync after it reconnects).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::channel::mpsc;
+use rustc_hash::FxBuildHasher;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{Frame, KickReason};
@@ -121,14 +122,20 @@ struct OnlineUser {
     budget: Arc<SendBudget>,
 }
 
+/// Users with a live connection, by name. Hashed (Fx, fixed and unkeyed): every delivery
+/// looks a user up, and a `BTreeMap<Box<str>, _>` paid a string comparison per level there
+/// (`perf` of `imlab serve` at 8,000 msg/s: 2.7% of its samples). Never iterated in an
+/// order that matters: only counted, and kicked all at shutdown.
+type Users = HashMap<Box<str>, OnlineUser, FxBuildHasher>;
+
 #[derive(Default)]
 pub(crate) struct Registry {
-    users: Mutex<BTreeMap<Box<str>, OnlineUser>>,
+    users: Mutex<Users>,
     pub counters: RegistryCounters,
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Box<str>, OnlineUser>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Users> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 

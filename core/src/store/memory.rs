@@ -5,10 +5,10 @@
 //! [`MemoryStoreLimits`]; at a limit the write is refused with [`StoreError::Full`] and nothing
 //! already stored is touched.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxBuildHasher;
 
 use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, SyncPage};
 
@@ -45,9 +45,11 @@ impl Default for MemoryStoreLimits {
 /// A map looked up by user or client message id, never iterated in an order that matters
 /// (`MemoryStore::users` sorts): hashed, because an append looks up several users and a
 /// sender's window of 4,096 ids, where a `BTreeMap<String, _>` paid a string comparison per
-/// level (`cargo bench -p imlab-core --bench store -- memory_append`). The hasher has fixed
-/// keys, so even an iteration would be the same in every run.
-type KeyedMap<V> = HashMap<String, V, BuildHasherDefault<DefaultHasher>>;
+/// level (`cargo bench -p imlab-core --bench store -- memory_append`). The hasher is Fx, fixed
+/// and unkeyed (so even an iteration would be the same in every run), and cheaper than std's
+/// SipHash. Client message ids are the client's choice, so a client can make its own ids
+/// collide: that costs at most its own window (4,096 ids, at its send budget), nobody else's.
+type KeyedMap<V> = HashMap<String, V, FxBuildHasher>;
 
 #[derive(Default)]
 struct UserState {
