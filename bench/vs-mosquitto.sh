@@ -7,14 +7,15 @@
 #
 #   flock /tmp/imlab-bench.lock bench/vs-mosquitto.sh
 #   RATES="2000 20000 30000 40000" DURATION=5s CLIENTS=1000 REPEAT=1 \
-#     TARGETS="mosquitto-q1 imlab-mem imlab-disk" IMLAB_BIN=... bench/vs-mosquitto.sh
+#     TARGETS="mosquitto-q1 imlab-mem imlab-mem1 imlab-disk" IMLAB_BIN=... bench/vs-mosquitto.sh
 #
-# TARGETS may also name mosquitto-q0, and imlab-mem1 and imlab-disk1: `imlab serve --threads 1`. Each run: a fresh broker or server on a free loopback
-# port, CLIENTS clients, 200-byte bodies, one-to-one, open loop, DURATION of sends after the
-# ramp, 2 s drain. With REPEAT=N each cell is run N times, interleaved target by target, and
-# the median (by p99) is shown. Installs mosquitto from Debian's packages if it is missing and
-# starts its own (no persistence, anonymous, set_tcp_nodelay true, as imlab sets TCP_NODELAY),
-# never the system's service.
+# TARGETS may also name mosquitto-q0 and imlab-disk1; imlab-mem1 and imlab-disk1 run `imlab
+# serve --threads 1` (every connection on one thread, as mosquitto runs). Each run: a fresh
+# broker or server on a free loopback port, CLIENTS clients, 200-byte bodies, one-to-one, open
+# loop, DURATION of sends after the ramp, 2 s drain. With REPEAT=N each cell is run N times,
+# interleaved target by target, and the median (by p99) is shown. Installs mosquitto from
+# Debian's packages if it is missing and starts its own (no persistence, anonymous,
+# set_tcp_nodelay true, as imlab sets TCP_NODELAY), never the system's service.
 #
 # Columns: p50/p99 deliver latency in ms from the planned send time; lost+dup; CPU per
 # message in µs of the server and of the generator (utime+stime deltas from /proc/PID/stat
@@ -35,7 +36,7 @@ duration=${DURATION:-5s}
 clients=${CLIENTS:-1000}
 repeat=${REPEAT:-1}
 read -r -a rates <<<"${RATES:-2000 20000 30000 40000}"
-read -r -a targets <<<"${TARGETS:-mosquitto-q1 imlab-mem imlab-disk}"
+read -r -a targets <<<"${TARGETS:-mosquitto-q1 imlab-mem imlab-mem1 imlab-disk}"
 
 if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     echo "mosquitto is not installed: installing it with apt-get install -y mosquitto" >&2
