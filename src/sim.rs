@@ -356,6 +356,13 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         "connections: silent disconnects {}, reconnects {}, heartbeats {}",
         m.all.silent_disconnects, m.all.reconnects, m.all.heartbeats
     );
+    println!(
+        "server: peak {} accepts/s at {} s, outbox high-water {}, fan-out queue high-water {}",
+        m.storms.accepts_per_s_peak,
+        m.storms.accepts_peak_at_s,
+        m.storms.outbox_high_water,
+        m.storms.fanout_queue_high_water
+    );
     for storm in &m.storms.crashes {
         println!("{}", storm_line(storm));
     }
@@ -394,14 +401,15 @@ fn storm_line(storm: &imlab_sim::storm::StormSummary) -> String {
     let after = |back: Option<f64>| back.map_or("never".to_string(), |s| format!("{s:.1} s"));
     format!(
         "storm: crash at {:.0} s, {} of {} devices back; 50% in {}, 90% in {}, 99% in {} after \
-         the restart; peak {} logins/s",
+         the restart; peak {} logins/s, {} accepts/s",
         storm.crashed_at_s,
         storm.devices_back,
         storm.devices_connected,
         after(storm.back_50_s),
         after(storm.back_90_s),
         after(storm.back_99_s),
-        storm.logins_per_s_peak
+        storm.logins_per_s_peak,
+        storm.accepts_per_s_peak
     )
 }
 

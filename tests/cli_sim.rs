@@ -114,6 +114,20 @@ fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
     assert!(results["metrics"]["all"]["messages_sent"].as_u64().unwrap() > 0);
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(csv.starts_with("group,carrier,heartbeat,devices,"), "{csv}");
+    // storms.csv: the busiest second in it is the one results.json names.
+    let storms = std::fs::read_to_string(out.join("storms.csv")).unwrap();
+    let mut lines = storms.lines();
+    assert_eq!(lines.next(), Some("second,logins,accepts"));
+    let rows: Vec<Vec<u64>> = lines
+        .map(|line| line.split(',').map(|n| n.parse().unwrap()).collect())
+        .collect();
+    let busiest = rows.iter().map(|row| row[2]).max().unwrap();
+    assert!(busiest > 0, "{storms}");
+    assert_eq!(results["metrics"]["storms"]["accepts_per_s_peak"], busiest);
+    assert!(
+        text.contains(&format!("server: peak {busiest} accepts/s")),
+        "{text}"
+    );
     let first_trace_line = std::fs::read_to_string(&trace)
         .unwrap()
         .lines()

@@ -1,5 +1,6 @@
-//! Results files of `imlab sim run`: `results.json` (schema in `sim/RESULTS.md`) and
-//! `metrics.csv` (one row per device group, then a row for all devices).
+//! Results files of `imlab sim run`: `results.json` (schema in `sim/RESULTS.md`),
+//! `metrics.csv` (one row per device group, then a row for all devices) and `storms.csv`
+//! (logins and accepted connections per simulated second).
 
 use std::path::Path;
 
@@ -43,7 +44,7 @@ pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
     format!("imlab sim run {file} --seed {seed}")
 }
 
-/// Writes `results.json` and `metrics.csv` into `dir` (created if missing).
+/// Writes `results.json`, `metrics.csv` and `storms.csv` into `dir` (created if missing).
 pub fn write(dir: &Path, scenario: &Scenario, report: &RunReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let results = Results {
@@ -70,6 +71,17 @@ pub fn write(dir: &Path, scenario: &Scenario, report: &RunReport) -> std::io::Re
         .collect();
     for row in rows {
         csv.serialize(row).map_err(std::io::Error::other)?;
+    }
+    csv.flush()?;
+    // Every second with a login or an accepted connection (the others are zero in both).
+    let mut csv = csv::Writer::from_path(dir.join("storms.csv"))?;
+    csv.write_record(["second", "logins", "accepts"])?;
+    for row in &report.metrics.storms.seconds {
+        csv.write_record([
+            row.second.to_string(),
+            row.logins.to_string(),
+            row.accepts.to_string(),
+        ])?;
     }
     csv.flush()
 }

@@ -253,6 +253,7 @@ pub fn run_with(
     let mut actions = actions.into_iter().peekable();
     let mut server_down = false;
     let mut server_stalled = false;
+    let mut sampler = ServerSampler::default();
     let mut last_progress = Instant::now();
     while sim.elapsed() < total {
         let at = sim.elapsed();
@@ -273,6 +274,8 @@ pub fn run_with(
             record(&shared, at, Event::Fault { what });
             match action {
                 Action::Crash if !server_down => {
+                    // The crashed server's last accepts and queue marks, before it is gone.
+                    sampler.read(&shared, at);
                     shared.ledger(|l| {
                         let connected = l.devices.iter().map(|d| d.connected).collect();
                         l.storms.crash(at.as_millis() as u64, connected);
@@ -350,6 +353,7 @@ pub fn run_with(
                 message: error.to_string(),
             });
         }
+        sampler.tick(&shared, sim.elapsed());
         if last_progress.elapsed() > Duration::from_millis(200) {
             progress(&Progress {
                 simulated: sim.elapsed(),
@@ -359,6 +363,7 @@ pub fn run_with(
             last_progress = Instant::now();
         }
     }
+    sampler.read(&shared, sim.elapsed());
     progress(&Progress {
         simulated: total,
         total,
@@ -404,6 +409,63 @@ pub fn run_with(
         metrics,
         wall: started.elapsed(),
     })
+}
+
+/// Reads the server's counters from the driver, between simulation steps and never from
+/// inside the simulation, so reading moves no simulated event: connections accepted per
+/// simulated second and the queues' high-water marks, across every incarnation of the server
+/// (each restart starts its counters at zero).
+#[derive(Default)]
+struct ServerSampler {
+    /// The simulated second being counted.
+    second: u64,
+    /// The incarnation read last, and its accepted count then.
+    counters: Option<Arc<imlab_core::server::ServerCounters>>,
+    accepted: u64,
+}
+
+impl ServerSampler {
+    /// After a step: reads once per simulated second, when `now` enters a new one. The
+    /// accepts since the last reading go to the second just ended (they happened in it, to
+    /// within the step that crossed into the next).
+    fn tick(&mut self, shared: &Shared, now: Duration) {
+        if now.as_secs() != self.second {
+            self.read(shared, now);
+        }
+    }
+
+    /// Reads now: accepts since the last reading into the current second, then moves on to
+    /// `now`'s second.
+    fn read(&mut self, shared: &Shared, now: Duration) {
+        let server = shared
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(server) = server {
+            let counters = server.counters();
+            if !self
+                .counters
+                .as_ref()
+                .is_some_and(|seen| Arc::ptr_eq(seen, &counters))
+            {
+                // A new incarnation counts from zero.
+                self.accepted = 0;
+                self.counters = Some(counters.clone());
+            }
+            let accepted = counters.connections_accepted.load(Ordering::Relaxed);
+            let new = accepted.saturating_sub(self.accepted);
+            self.accepted = accepted;
+            let outbox = counters.outbox_high_water.load(Ordering::Relaxed);
+            let fanout = server.fanout_queue_len_high_water();
+            let second = self.second;
+            shared.ledger(|l| {
+                l.storms.accepts(second, new as u32);
+                l.storms.queues(outbox, fanout);
+            });
+        }
+        self.second = now.as_secs();
+    }
 }
 
 fn record(shared: &Shared, at: Duration, event: Event) {

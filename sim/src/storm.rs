@@ -1,9 +1,11 @@
 //! Reconnection storms: after each server crash, how fast the devices that were logged in at
-//! the crash log in again, and how many logins the server takes per second meanwhile.
+//! the crash log in again, and how many connections and logins the server takes per second
+//! meanwhile.
 //!
-//! Fed by the device observer (every login) and the fault driver (crash and restart times);
-//! kept in the ledger. Memory: one counter per simulated second with a login, and one flag
-//! per device per crash.
+//! Fed by the device observer (every login), the fault driver (crash and restart times) and
+//! the driver's readings of the server's counters between simulation steps (connections
+//! accepted, queue high-water marks); kept in the ledger. Memory: two counters per simulated
+//! second with a login or an accept, and one flag per device per crash.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,12 @@ use serde::Serialize;
 pub struct StormLog {
     /// Logins per simulated second (seconds without a login are absent).
     logins_per_s: BTreeMap<u64, u32>,
+    /// Connections the server accepted per simulated second (seconds without one are absent).
+    accepts_per_s: BTreeMap<u64, u32>,
+    /// The most frames one connection's outbox held at once, over every server incarnation.
+    outbox_high_water: u64,
+    /// The most group fan-out jobs one shard queue held at once, likewise.
+    fanout_queue_high_water: u64,
     storms: Vec<Storm>,
 }
 
@@ -49,6 +57,17 @@ pub struct StormSummary {
     /// restart until the last of `devices_connected` was back (or, if some never were, until
     /// the next crash or the end).
     pub logins_per_s_peak: u32,
+    /// The most connections the server accepted in one simulated second in the same window
+    /// (retries that failed before logging in count here, not in logins).
+    pub accepts_per_s_peak: u32,
+}
+
+/// One simulated second with a login or an accepted connection (`storms.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormSecond {
+    pub second: u64,
+    pub logins: u32,
+    pub accepts: u32,
 }
 
 /// Storm metrics of a run.
@@ -58,8 +77,21 @@ pub struct StormMetrics {
     pub logins_per_s_peak: u32,
     /// The second it happened in (simulated s).
     pub logins_peak_at_s: u64,
+    /// The most connections the server accepted in one simulated second over the whole run.
+    pub accepts_per_s_peak: u32,
+    /// The second it happened in (simulated s).
+    pub accepts_peak_at_s: u64,
+    /// The most frames one connection's outbox held at once (the server's `outbox_len_max`
+    /// bounds it), over every server incarnation.
+    pub outbox_high_water: u64,
+    /// The most jobs one group fan-out shard queue held at once (bounded by the server's
+    /// `fanout_queue_len_max` over its shards), over every server incarnation.
+    pub fanout_queue_high_water: u64,
     /// One per server crash, in order.
     pub crashes: Vec<StormSummary>,
+    /// Every second with a login or an accept, in order: `storms.csv`, not results.json.
+    #[serde(skip)]
+    pub seconds: Vec<StormSecond>,
 }
 
 impl StormLog {
@@ -82,6 +114,19 @@ impl StormLog {
         }
     }
 
+    /// The server accepted `n` connections in simulated second `second`.
+    pub fn accepts(&mut self, second: u64, n: u32) {
+        if n > 0 {
+            *self.accepts_per_s.entry(second).or_default() += n;
+        }
+    }
+
+    /// The server's queues held this much at most so far (readings of its counters).
+    pub fn queues(&mut self, outbox_high_water: u64, fanout_queue_high_water: u64) {
+        self.outbox_high_water = self.outbox_high_water.max(outbox_high_water);
+        self.fanout_queue_high_water = self.fanout_queue_high_water.max(fanout_queue_high_water);
+    }
+
     /// `device` logged in at `at_ms`.
     pub fn login(&mut self, device: usize, at_ms: u64) {
         *self.logins_per_s.entry(at_ms / 1_000).or_default() += 1;
@@ -96,6 +141,7 @@ impl StormLog {
     /// The metrics, with `end_ms` closing the last storm's window.
     pub fn summary(&self, end_ms: u64) -> StormMetrics {
         let (logins_peak_at_s, logins_per_s_peak) = peak(self.logins_per_s.range(..));
+        let (accepts_peak_at_s, accepts_per_s_peak) = peak(self.accepts_per_s.range(..));
         let crashes = self
             .storms
             .iter()
@@ -110,10 +156,12 @@ impl StormLog {
                     _ => next_ms,
                 } / 1_000;
                 let window_start_s = storm.restarted_ms.unwrap_or(end_ms) / 1_000;
-                let (_, logins_per_s_peak) = if window_start_s <= window_end_s {
-                    peak(self.logins_per_s.range(window_start_s..=window_end_s))
-                } else {
-                    (0, 0)
+                let window_peak = |per_s: &BTreeMap<u64, u32>| {
+                    if window_start_s <= window_end_s {
+                        peak(per_s.range(window_start_s..=window_end_s)).1
+                    } else {
+                        0
+                    }
                 };
                 let back_after = |fraction: f64| {
                     let restarted_ms = storm.restarted_ms?;
@@ -129,15 +177,42 @@ impl StormLog {
                     back_50_s: back_after(0.50),
                     back_90_s: back_after(0.90),
                     back_99_s: back_after(0.99),
-                    logins_per_s_peak,
+                    logins_per_s_peak: window_peak(&self.logins_per_s),
+                    accepts_per_s_peak: window_peak(&self.accepts_per_s),
                 }
             })
             .collect();
         StormMetrics {
             logins_per_s_peak,
             logins_peak_at_s,
+            accepts_per_s_peak,
+            accepts_peak_at_s,
+            outbox_high_water: self.outbox_high_water,
+            fanout_queue_high_water: self.fanout_queue_high_water,
             crashes,
+            seconds: self.seconds(),
         }
+    }
+
+    /// Every second with a login or an accept, merged from the two maps in order.
+    fn seconds(&self) -> Vec<StormSecond> {
+        let mut seconds: BTreeMap<u64, StormSecond> = BTreeMap::new();
+        let maps = [(&self.logins_per_s, true), (&self.accepts_per_s, false)];
+        for (per_s, logins) in maps {
+            for (second, n) in per_s {
+                let row = seconds.entry(*second).or_insert(StormSecond {
+                    second: *second,
+                    logins: 0,
+                    accepts: 0,
+                });
+                if logins {
+                    row.logins = *n;
+                } else {
+                    row.accepts = *n;
+                }
+            }
+        }
+        seconds.into_values().collect()
     }
 }
 
@@ -207,6 +282,42 @@ mod tests {
         assert_eq!(first.logins_per_s_peak, 2);
         let second = &metrics.crashes[1];
         assert_eq!((second.restarted_at_s, second.devices_connected), (None, 1));
+    }
+
+    #[test]
+    fn accepts_and_queue_marks_are_summed_per_second_and_peaked_per_storm() {
+        let mut log = StormLog::default();
+        log.accepts(1, 5);
+        log.login(0, 1_200);
+        log.queues(3, 0);
+        log.crash(10_000, vec![true]);
+        log.restart(20_000);
+        log.accepts(20, 2);
+        log.accepts(20, 4); // two readings in one second add up
+        log.accepts(21, 0); // nothing: no row
+        log.accepts(22, 1);
+        log.login(0, 22_300); // back: the storm is seconds 20 to 22
+        log.accepts(40, 9); // after the storm
+        log.queues(2, 7); // the marks keep their maxima, each on its own
+        let metrics = log.summary(60_000);
+        assert_eq!(
+            (metrics.accepts_peak_at_s, metrics.accepts_per_s_peak),
+            (40, 9)
+        );
+        assert_eq!(
+            (metrics.outbox_high_water, metrics.fanout_queue_high_water),
+            (3, 7)
+        );
+        assert_eq!(metrics.crashes[0].accepts_per_s_peak, 6);
+        let row = |second, logins, accepts| StormSecond {
+            second,
+            logins,
+            accepts,
+        };
+        assert_eq!(
+            metrics.seconds,
+            vec![row(1, 1, 5), row(20, 0, 6), row(22, 1, 1), row(40, 0, 9)]
+        );
     }
 
     #[test]

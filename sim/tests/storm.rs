@@ -55,4 +55,24 @@ fn the_storm_after_a_crash_is_measured() {
     );
     // The busiest second of the whole run is the first logins or the storm.
     assert!(storms.logins_per_s_peak >= storm.logins_per_s_peak);
+    // The server's own count of accepted connections (read between steps, across its two
+    // incarnations) against the devices' logins: every login rode an accepted connection,
+    // and the storm's accepts are at least its returns.
+    let sum = |f: fn(&imlab_sim::storm::StormSecond) -> u32| -> u32 {
+        storms.seconds.iter().map(f).sum()
+    };
+    let (logins, accepts) = (sum(|s| s.logins), sum(|s| s.accepts));
+    assert!(logins >= 80, "40 first logins and 40 returns: {logins}");
+    assert!(accepts >= logins, "{accepts} accepts for {logins} logins");
+    let in_storm: u32 = storms
+        .seconds
+        .iter()
+        .filter(|s| (630..=630 + 50).contains(&s.second))
+        .map(|s| s.accepts)
+        .sum();
+    assert!(in_storm >= 40, "{in_storm} accepts after the restart");
+    assert!(storm.accepts_per_s_peak >= 1, "{storm:?}");
+    // Messages flowed, so the outboxes held at least a frame; no groups, no fan-out.
+    assert!(storms.outbox_high_water >= 1, "{storms:?}");
+    assert_eq!(storms.fanout_queue_high_water, 0);
 }
