@@ -3,6 +3,7 @@
 #
 #   bench/conn-memory.sh [CLIENTS] [WORKERS]     (defaults: 10000 1)
 #   IMLAB_BIN=PATH bench/conn-memory.sh ...      (that binary instead of building target/release)
+#   EXTRA_SERVE="--threads 1" bench/conn-memory.sh ...   (more flags for `imlab serve`)
 #
 # Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
 # `imlab load` (one message a second in all, so the connections are idle), samples both
@@ -18,7 +19,8 @@ trap 'kill $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-$bin serve --listen 127.0.0.1:0 >"$out/serve.out" 2>"$out/serve.err" &
+# shellcheck disable=SC2086
+$bin serve --listen 127.0.0.1:0 ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve.err" &
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
 addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
