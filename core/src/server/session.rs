@@ -53,20 +53,32 @@ struct Session {
 /// Serves one accepted connection to the end: first the listener's handshake (a TLS
 /// handshake, or nothing for plain sockets), here in the connection's task rather than in the
 /// accept loop, then the login and the session.
-pub(crate) async fn serve_connection<S: Stream>(
+///
+/// A plain fn returning an instrumented async block, not an `async fn`: an async fn keeps its
+/// arguments twice and the span's future inside its own, in every connection's task. The
+/// connection's id is taken here, in accept order.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(crate) fn serve_connection<S: Stream>(
     shared: Arc<Shared>,
     handshake: impl Future<Output = io::Result<S>>,
     peer: SocketAddr,
     stop: CancellationToken,
-) {
+) -> impl Future<Output = ()> {
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("conn", id = connection_id, %peer);
     async move {
-        let counters = shared.counters.clone();
-        counters
+        shared
+            .counters
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let n_open = counters.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        let n_open = shared
+            .counters
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         // One deadline for handshake and login: a peer that never finishes its handshake is
         // closed when one that never logs in would be.
         let login_deadline = Instant::now() + shared.config.login_timeout;
@@ -74,10 +86,12 @@ pub(crate) async fn serve_connection<S: Stream>(
             let n_open = n_open as usize;
             serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
         }
-        counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+        shared
+            .counters
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
-    .await;
 }
 
 /// Awaits the listener's handshake until the login deadline; `None` if it failed, timed out
@@ -125,12 +139,13 @@ fn serve<S: Stream>(
     login_deadline: Instant,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> {
+    // Split before the async block, so the task keeps the halves and not the stream too; the
+    // reader and the writer borrow them rather than holding copies.
+    let max_frame_bytes = shared.config.max_frame_bytes;
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut input = FrameReader::new(read_half, max_frame_bytes);
+    let mut out = FrameWriter::new(write_half, max_frame_bytes);
     async move {
-        let max_frame_bytes = shared.config.max_frame_bytes;
-        let (read_half, write_half) = tokio::io::split(stream);
-        let mut input = FrameReader::new(read_half, max_frame_bytes);
-        let mut out = FrameWriter::new(write_half, max_frame_bytes);
-
         if n_open > shared.config.connections_max {
             shared
                 .counters
@@ -143,71 +158,78 @@ fn serve<S: Stream>(
             Box::pin(refuse(shared, &mut out, ErrorCode::Overloaded, text)).await;
             return;
         }
-
-        // Boxed: the login phase's frame and checks are not kept in the task for the session's
-        // whole life.
-        let Some((user, device, idle_timeout)) = Box::pin(read_login(
-            shared,
-            &mut input,
-            &mut out,
-            login_deadline,
-            &stop,
-        ))
-        .await
-        else {
-            return;
-        };
-        let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
-        let handle = SessionControl {
-            // The connection's own token (a child of the server's): no second tree node.
-            kill: stop,
-            kick_reason: Arc::new(Mutex::new(None)),
-        };
-        let registered = SessionHandle {
-            connection_id,
-            outbox: outbox.clone(),
-            control: handle.clone(),
-        };
-        let budget =
-            shared
-                .registry
-                .register(&user, &device, registered, shared.config.send_rate_per_user);
-        let session = Session {
-            user,
-            device,
-            budget,
-        };
-        // Read after registering: a message stored from now on is pushed to this connection,
-        // and one stored earlier is within max_seq, so none falls between the two (a message in
-        // both is deduped by seq on the client).
-        let (acked_seq, max_seq) = match login_reads(shared, &session).await {
-            Ok(reads) => reads,
-            Err(error) => {
-                shared
-                    .registry
-                    .unregister(&session.user, &session.device, connection_id);
-                let text = format!("store failed at login: {error}");
-                Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
+        // A block, so that the login's locals (the names, the outbox's sender before it moves
+        // to the reader) end with it: a local borrowed and then moved is otherwise kept in the
+        // task for the session's whole life.
+        let (session, handle, outbox, outbox_rx, idle_timeout, acked_seq) = {
+            // Boxed: the login phase's frame and checks are not kept in the task for the
+            // session's whole life.
+            let Some((user, device, idle_timeout)) = Box::pin(read_login(
+                shared,
+                &mut input,
+                &mut out,
+                login_deadline,
+                &stop,
+            ))
+            .await
+            else {
                 return;
-            }
+            };
+            let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
+            let handle = SessionControl {
+                // The connection's own token (a child of the server's): no second tree node.
+                kill: stop,
+                kick_reason: Arc::new(Mutex::new(None)),
+            };
+            let registered = SessionHandle {
+                connection_id,
+                outbox: outbox.clone(),
+                control: handle.clone(),
+            };
+            let budget = shared.registry.register(
+                &user,
+                &device,
+                registered,
+                shared.config.send_rate_per_user,
+            );
+            let session = Session {
+                user,
+                device,
+                budget,
+            };
+            // Read after registering: a message stored from now on is pushed to this
+            // connection, and one stored earlier is within max_seq, so none falls between the
+            // two (a message in both is deduped by seq on the client).
+            let (acked_seq, max_seq) = match login_reads(shared, &session).await {
+                Ok(reads) => reads,
+                Err(error) => {
+                    shared
+                        .registry
+                        .unregister(&session.user, &session.device, connection_id);
+                    let text = format!("store failed at login: {error}");
+                    Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
+                    return;
+                }
+            };
+            shared.counters.logins.fetch_add(1, Ordering::Relaxed);
+            // Ahead of the outbox, which may hold pushes queued since registering. A
+            // temporary, so the frame is not kept in the task for the session's life.
+            out.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
+                max_seq,
+                server_time_ms: shared.clock.unix_ms(),
+                idle_timeout_s: idle_timeout.as_secs() as u32,
+                connection_id,
+                inbox_epoch: shared.store.epoch(),
+            })))
+            .expect("a login reply fits in any frame");
+            tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
+            (session, handle, outbox, outbox_rx, idle_timeout, acked_seq)
         };
-        shared.counters.logins.fetch_add(1, Ordering::Relaxed);
-        // Ahead of the outbox, which may hold pushes queued since registering. A temporary,
-        // so the frame is not kept in the task for the session's life.
-        out.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
-            max_seq,
-            server_time_ms: shared.clock.unix_ms(),
-            idle_timeout_s: idle_timeout.as_secs() as u32,
-            connection_id,
-            inbox_epoch: shared.store.epoch(),
-        })))
-        .expect("a login reply fits in any frame");
-        tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
 
         let acked_seq = Arc::new(AtomicU64::new(acked_seq));
         let writer = writer::run(
             shared.clone(),
-            out,
+            &mut out,
             outbox_rx,
             handle.clone(),
             acked_seq.clone(),
@@ -215,7 +237,7 @@ fn serve<S: Stream>(
         let reader = read_loop(
             shared,
             &session,
-            input,
+            &mut input,
             outbox,
             &handle,
             &acked_seq,
@@ -387,7 +409,7 @@ fn respond(
 fn read_loop<'a, R: AsyncRead + Unpin + 'a>(
     shared: &'a Arc<Shared>,
     session: &'a Session,
-    mut input: FrameReader<R>,
+    input: &'a mut FrameReader<R>,
     mut outbox: mpsc::Sender<Outbound>,
     handle: &'a SessionControl,
     acked_seq: &'a AtomicU64,

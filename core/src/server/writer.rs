@@ -33,13 +33,13 @@ struct AckCheck {
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice"
 )]
-pub(crate) fn run<W: AsyncWrite + Unpin>(
+pub(crate) fn run<'a, W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    mut out: FrameWriter<W>,
+    out: &'a mut FrameWriter<W>,
     mut outbox: mpsc::Receiver<Outbound>,
     handle: SessionControl,
     acked_seq: Arc<AtomicU64>,
-) -> impl Future<Output = ()> {
+) -> impl Future<Output = ()> + 'a {
     async move {
         let notify_ack_timeout = shared.config.notify_ack_timeout;
         let mut pushed_seq_max = 0u64;
@@ -59,7 +59,7 @@ pub(crate) fn run<W: AsyncWrite + Unpin>(
                 };
                 if !flushed {
                     // Killed mid-write or the socket failed: say why if we still can.
-                    Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
+                    Box::pin(write_kick(&shared, out, handle.kick_reason())).await;
                     break;
                 }
             }
@@ -73,7 +73,7 @@ pub(crate) fn run<W: AsyncWrite + Unpin>(
             tokio::select! {
                 biased;
                 () = handle.kill.cancelled() => {
-                    Box::pin(write_kick(&shared, &mut out, handle.kick_reason())).await;
+                    Box::pin(write_kick(&shared, out, handle.kick_reason())).await;
                     break;
                 }
                 () = &mut ack_timer, if check_deadline.is_some() => {
@@ -94,11 +94,11 @@ pub(crate) fn run<W: AsyncWrite + Unpin>(
                 }
                 item = outbox.next() => {
                     let Some(item) = item else { break };
-                    feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
+                    feed(out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
                     // Batch what is already queued into one write; the queue bounds the batch.
                     let mut batch = 1u64;
                     while let Ok(item) = outbox.try_recv() {
-                        feed(&mut out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
+                        feed(out, item, &mut pushed_seq_max, &mut check, notify_ack_timeout);
                         batch += 1;
                     }
                     shared.counters.outbox_high_water.fetch_max(batch, Ordering::Relaxed);
