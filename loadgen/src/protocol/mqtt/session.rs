@@ -141,42 +141,51 @@ impl Session {
     }
 
     /// Connects, reconnects with backoff, until the run shuts the device down.
-    pub(super) async fn run(
+    ///
+    /// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
+    /// twice in its future (`self`, the connector, the queue), in every client's task.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub(super) fn run(
         mut self,
         connector: DynConnector,
         mut outgoing: mpsc::Receiver<Outgoing>,
-    ) {
-        let mut backoff = Backoff::new(self.mqtt.backoff);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.mqtt.seed ^ u64::from(self.client));
-        // Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
-        let mut confirmed = 0usize;
-        loop {
-            if self.shared.stop.is_cancelled() {
-                return;
-            }
-            self.events.connecting();
-            let end = self
-                .connection(&connector, &mut outgoing, &mut confirmed, &mut backoff)
-                .await;
-            let waiting_ping = matches!(end, End::Lost("heartbeat_timeout"));
-            match end {
-                End::Shutdown => return,
-                End::Refused { cause, detail } => {
-                    self.events.stopped(cause, detail);
+    ) -> impl Future<Output = ()> {
+        async move {
+            let mut backoff = Backoff::new(self.mqtt.backoff);
+            let mut rng = ChaCha8Rng::seed_from_u64(self.mqtt.seed ^ u64::from(self.client));
+            // Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
+            let mut confirmed = 0usize;
+            loop {
+                if self.shared.stop.is_cancelled() {
                     return;
                 }
-                End::LoginFailed { cause, detail } => self.events.login_failed(cause, detail),
-                End::Lost(cause) => self.events.disconnected(cause),
-            }
-            let now = self.since_start();
-            if !waiting_ping {
-                self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
-            }
-            let delay = backoff.next_delay(&mut rng);
-            tokio::select! {
-                biased;
-                () = self.shared.stop.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+                self.events.connecting();
+                let end = self
+                    .connection(&connector, &mut outgoing, &mut confirmed, &mut backoff)
+                    .await;
+                let waiting_ping = matches!(end, End::Lost("heartbeat_timeout"));
+                match end {
+                    End::Shutdown => return,
+                    End::Refused { cause, detail } => {
+                        self.events.stopped(cause, detail);
+                        return;
+                    }
+                    End::LoginFailed { cause, detail } => self.events.login_failed(cause, detail),
+                    End::Lost(cause) => self.events.disconnected(cause),
+                }
+                let now = self.since_start();
+                if !waiting_ping {
+                    self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
+                }
+                let delay = backoff.next_delay(&mut rng);
+                tokio::select! {
+                    biased;
+                    () = self.shared.stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
         }
     }
