@@ -115,16 +115,12 @@ fn a_one_thread_durable_server_loses_nothing() {
     // `--threads 1` runs every connection on one thread, and the durable store's commits on
     // the runtime's blocking pool beside it: every send is acked once stored and delivered.
     let data = common::temp_dir("cli-load", "one-thread-data");
-    let (server, addr) = serve_on(
-        "127.0.0.1:0",
-        &[
-            "--threads",
-            "1",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-    );
-    let _server = common::ChildGuard(server);
+    let (_server, addr) = common::serve_guarded(&[
+        "--threads",
+        "1",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
     let (_out_guard, out) = out_dir("one-thread");
     let output = load(&[
         "--target",
