@@ -45,6 +45,9 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     }
 fi
 mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+# LOAD_THREADS=N runs the generator with `imlab load --threads N` against every target (default
+# 0: a runtime thread per core; 1: every client on one thread, the least generator CPU per
+# message when it shares the 2 cores with the server).
 # IMLAB_BIN=PATH uses that binary instead of building target/release/imlab.
 if [ -z "${IMLAB_BIN:-}" ]; then nice -n 10 cargo build --release --quiet; fi
 bin=${IMLAB_BIN:-target/release/imlab}
@@ -117,7 +120,7 @@ run_at() {
     # shellcheck disable=SC2086
     $bin load --target "$addr" $load_flags --clients "$clients" --connect-rate 5000 \
         --duration "$duration" --msg-rate "$2" --body-bytes 200 --drain 2s \
-        --reconnect-wait 5s --out "$tmp/run" >"$tmp/load.out" 2>&1 &
+        --threads "${LOAD_THREADS:-0}" --reconnect-wait 5s --out "$tmp/run" >"$tmp/load.out" 2>&1 &
     load_pid=$!
     wall0=$(date +%s)
     while kill -0 $load_pid 2>/dev/null; do
@@ -182,7 +185,7 @@ done
 median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k2 | awk '{a[NR]=$0} END {print a[int(NR/2)+1]}'; }
 
 echo
-echo "imlab load vs mosquitto ($clients clients, 200-byte bodies, 1:1, open loop, $duration per run, median of $repeat by p99, KEEP_AWAKE=${KEEP_AWAKE:-0})"
+echo "imlab load vs mosquitto ($clients clients, 200-byte bodies, 1:1, open loop, $duration per run, median of $repeat by p99, KEEP_AWAKE=${KEEP_AWAKE:-0}, LOAD_THREADS=${LOAD_THREADS:-0})"
 printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s\n' target rate p50_ms p99_ms bad \
     srv_us/msg gen_us/msg srv_B/conn gen_B/cli fsync/s
 declare -A best best_p99 p50_at

@@ -96,6 +96,11 @@ pub struct LoadArgs {
     /// One-to-one messages go to any client, of any worker; groups stay within a worker.
     #[arg(long, default_value_t = 1, value_parser = positive_count)]
     workers: usize,
+    /// Threads that run each process's clients: 0 = one per core. 1 runs every client on
+    /// one thread without work stealing: the least CPU per message when the generator shares
+    /// the machine with the server it measures. results.json records how many ran.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
     /// Speak TLS to the server. Needs --ca: this build carries no public root certificates.
     #[arg(long)]
     tls: bool,
@@ -315,7 +320,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         population: scenario.map(|scenario| Arc::new(scenario.population)),
     };
     imlab_loadgen::run::validate(&config)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let runtime = crate::runtime(args.threads).context("starting the tokio runtime")?;
     let stop = CancellationToken::new();
     runtime.spawn(ctrl_c(stop.clone()));
     let (progress, bar) = progress();
@@ -474,6 +479,7 @@ impl LoadArgs {
             out: self.out.clone(),
             source_ips: self.source_ips.clone(),
             workers: self.workers,
+            threads: self.threads,
             tls: self.tls,
             ca: self.ca.clone(),
             tls_server_name: self.tls_server_name.clone(),

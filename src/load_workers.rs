@@ -27,6 +27,7 @@ pub struct WorkerArgs {
     pub out: Option<PathBuf>,
     pub source_ips: Option<String>,
     pub workers: usize,
+    pub threads: usize,
     pub tls: bool,
     pub ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
@@ -120,6 +121,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
                 .join(","),
             ])
             .args(["--seed", &(args.seed + worker as u64).to_string()])
+            .args(["--threads", &args.threads.to_string()])
             .args(["--out", &dir.display().to_string()])
             .args(["--worker-index", &worker.to_string()])
             .args(["--run-tag", &run_tag])
@@ -203,6 +205,8 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
         version: env!("CARGO_PKG_VERSION").to_string(),
         seed: args.seed,
         duration_s: args.duration.as_secs_f64(),
+        // Per worker process, as each recorded it.
+        threads: merged.provenance.threads,
     };
     imlab_loadgen::results::write_json(&out, &merged)
         .with_context(|| format!("writing {}", out.join("results.json").display()))?;

@@ -56,6 +56,21 @@ enum Command {
     Proxy(proxy::ProxyArgs),
 }
 
+/// The runtime for `--threads` (`imlab serve`, `imlab load`): 0 = tokio's default (a worker per core), 1 = a current-thread
+/// runtime, N = N workers.
+pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        0 => tokio::runtime::Runtime::new(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

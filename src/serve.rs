@@ -149,23 +149,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Colour codes only on a terminal: logs piped to a file or journald stay plain text.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = runtime(args.threads).context("starting the tokio runtime")?;
+    let runtime = crate::runtime(args.threads).context("starting the tokio runtime")?;
     runtime.block_on(serve(args))
-}
-
-/// The runtime for `--threads`: 0 = tokio's default (a worker per core), 1 = a current-thread
-/// runtime, N = N workers.
-fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    match threads {
-        0 => tokio::runtime::Runtime::new(),
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -114,6 +114,7 @@ fn a_short_load_loses_and_duplicates_nothing() {
 fn a_one_thread_durable_server_loses_nothing() {
     // `--threads 1` runs every connection on one thread, and the durable store's commits on
     // the runtime's blocking pool beside it: every send is acked once stored and delivered.
+    // The generator runs its clients on one thread too (`imlab load --threads 1`).
     let data = common::temp_dir("cli-load", "one-thread-data");
     let (_server, addr) = common::serve_guarded(&[
         "--threads",
@@ -133,12 +134,15 @@ fn a_one_thread_durable_server_loses_nothing() {
         "300",
         "--drain",
         "2s",
+        "--threads",
+        "1",
         "--out",
         out.to_str().unwrap(),
     ]);
     let (stdout, stderr) = common::text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
     let results = common::results(&out);
+    assert_eq!(results["provenance"]["threads"], 1, "{results}");
     let messages = &results["messages"];
     assert_eq!(messages["sent"], 600, "{results}");
     assert_eq!(messages["acked"], 600, "{results}");
@@ -414,6 +418,8 @@ fn workers_and_source_addresses_split_the_load_and_merge_it() {
         "100",
         "--workers",
         "2",
+        "--threads",
+        "3",
         "--source-ips",
         "127.0.0.2-127.0.0.5",
         "--drain",
@@ -438,6 +444,8 @@ fn workers_and_source_addresses_split_the_load_and_merge_it() {
     assert!(
         out.join("worker-0/results.json").exists() && out.join("worker-1/results.json").exists()
     );
+    // `--threads` reaches every worker: each ran its clients on three runtime threads.
+    assert_eq!(results["provenance"]["threads"], 3, "{results}");
 }
 
 #[test]

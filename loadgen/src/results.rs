@@ -153,6 +153,10 @@ pub struct Provenance {
     pub seed: u64,
     /// Planned send duration, seconds (after the ramp).
     pub duration_s: f64,
+    /// Runtime threads that ran the clients, in each process (`imlab load --threads`; 0 in
+    /// results written before it was recorded).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 impl Provenance {
@@ -249,6 +253,10 @@ impl LoadResults {
                 version: config.version.clone(),
                 seed: config.seed,
                 duration_s: config.duration.as_secs_f64(),
+                // What ran, not what was asked: read from the runtime the results are built on.
+                threads: tokio::runtime::Handle::try_current()
+                    .map(|runtime| runtime.metrics().num_workers())
+                    .unwrap_or(0),
             },
             phase: phase.to_string(),
             clients: config.clients as u64,
