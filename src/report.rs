@@ -1,5 +1,6 @@
 //! `imlab report DIR`: regenerate charts and `index.html` from the results files in DIR (a
-//! heartbeat comparison or a load run). Also used by `imlab load --out` at the end of a run.
+//! heartbeat comparison, a load run or a simulation run). Also used by `imlab load --out` at
+//! the end of a run.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,8 @@ use imlab_reports::load::{LatencySpectrum, LoadReport, read_timeseries_csv, writ
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  imlab report report\n  imlab report out/load")]
 pub struct ReportArgs {
-    /// A directory written by `imlab heartbeat compare --out` or `imlab load --out`.
+    /// A directory written by `imlab heartbeat compare --out`, `imlab load --out` or `imlab sim
+    /// run --out`.
     dir: PathBuf,
 }
 
@@ -19,20 +21,23 @@ pub fn run_command(args: ReportArgs) -> anyhow::Result<std::process::ExitCode> {
     let files = if dir.join("heartbeat.csv").exists() {
         let report = imlab_reports::heartbeat::read_heartbeat_report(dir)?;
         imlab_reports::heartbeat::write_heartbeat_report(dir, &report)?
+    } else if dir.join("storms.csv").exists() {
+        // A simulation run (`imlab sim run --out`).
+        let report = imlab_reports::sim::read_sim_report(dir)?;
+        imlab_reports::sim::write_sim_report(dir, &report)?
     } else if dir.join("metrics.csv").exists() {
         anyhow::bail!(
-            "{}: this is a simulation run (imlab sim run --out): its numbers are in \
-             results.json and metrics.csv there, and there is no page to render for it; \
-             `imlab report` renders `imlab heartbeat compare --out` and `imlab load --out` \
-             directories (for charts of a scenario, pass it to \
-             `imlab heartbeat compare --scenario FILE`)",
+            "{}: a simulation run without storms.csv (written by an imlab before the run page \
+             existed): run it again with `imlab sim run FILE --out DIR` (its replay command is \
+             in results.json)",
             dir.display()
         );
     } else if dir.join("results.json").exists() {
         load_report(dir)?
     } else {
         anyhow::bail!(
-            "{}: no heartbeat.csv (imlab heartbeat compare) or results.json (imlab load) in it",
+            "{}: no heartbeat.csv (imlab heartbeat compare), results.json (imlab load) or \
+             storms.csv (imlab sim run) in it",
             dir.display()
         );
     };

@@ -380,6 +380,13 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         results::write(dir, &scenario, &report)
             .with_context(|| format!("writing results to --out {}", dir.display()))?;
         println!("results: {}", dir.join("results.json").display());
+        // The page is drawn from the files just written, as `imlab report DIR` redraws it.
+        let page = imlab_reports::sim::read_sim_report(dir)
+            .and_then(|page| imlab_reports::sim::write_sim_report(dir, &page))?;
+        println!(
+            "report: {}",
+            page.last().expect("the page is written last").display()
+        );
         if args.timeline {
             let trace_file = trace_file.as_deref().expect("--timeline writes a trace");
             let page = imlab_sim::timeline::write(dir, &scenario, &report, trace_file)

@@ -148,29 +148,6 @@ fn heartbeat_compare_says_which_faults_of_the_template_it_drops() {
 }
 
 #[test]
-fn report_on_a_simulation_folder_says_what_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let small = scenario(dir.path(), "small.toml", SMALL);
-    let out = dir.path().join("sim");
-    let output = imlab(&[
-        "sim",
-        "run",
-        small.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{:?}", text(&output));
-    let output = imlab(&["report", out.to_str().unwrap()]);
-    let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr.contains("this is a simulation run (imlab sim run --out)"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("missing field"), "{stderr}");
-}
-
-#[test]
 fn sim_run_takes_devices_and_duration_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "outage.toml", WITH_OUTAGE);

@@ -587,3 +587,102 @@ fn progress_shows_on_a_terminal_only() {
         "a bar without --progress"
     );
 }
+
+/// Two server crashes among twelve phones: the storms the run page must show.
+const CRASHES: &str = r#"
+duration = "12m"
+quiet = "2m"
+[[devices]]
+name = "phones"
+count = 12
+carrier = "us-lte"
+traffic = { one_to_one_per_hour = 30.0 }
+[[faults]]
+kind = "server_crash"
+at = "3m"
+every = "5m"
+duration = "20s"
+"#;
+
+#[test]
+fn the_run_page_shows_every_crash_and_its_storm() {
+    let (_file_guard, file) = write_scenario("crashes.toml", CRASHES);
+    let out = file.with_extension("out");
+    let output = imlab(&[
+        "sim",
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("report: {}", out.join("index.html").display())),
+        "{text}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let crashes = results["metrics"]["storms"]["crashes"].as_array().unwrap();
+    assert_eq!(crashes.len(), 2, "{results}");
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        page.contains("<h1>imlab sim run: crashes (seed 2)</h1>"),
+        "{page}"
+    );
+    assert!(page.contains("every invariant held"));
+    assert!(page.contains("imlab sim run ") && page.contains("--seed 2"));
+    // One chart over the run and one per crash, each drawn and inlined.
+    for chart in ["storms_over_run", "storm_1", "storm_2"] {
+        assert!(out.join(format!("{chart}.svg")).exists(), "{chart}");
+        assert!(page.contains(&format!("<h2 id=\"{chart}\">")), "{chart}");
+    }
+    assert!(!out.join("storm_3.svg").exists());
+    assert!(
+        page.contains("Crash 2 at 480 s"),
+        "the second chart's title"
+    );
+    // Each crash's row of the table carries results.json's numbers.
+    for (n, crash) in crashes.iter().enumerate() {
+        let row = format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{:.1}</td>",
+            n + 1,
+            crash["crashed_at_s"].as_f64().unwrap(),
+            crash["restarted_at_s"].as_f64().unwrap(),
+            crash["devices_back"],
+            crash["devices_connected"],
+            crash["back_50_s"].as_f64().unwrap(),
+        );
+        assert!(page.contains(&row), "{row} in\n{page}");
+    }
+    let peak = &results["metrics"]["storms"]["accepts_per_s_peak"];
+    assert!(
+        page.contains(&format!(
+            "<td>most accepts in one second (server)</td><td>{peak}</td>"
+        )),
+        "{page}"
+    );
+
+    // `imlab report DIR` draws the same page from the run's files alone.
+    std::fs::remove_file(out.join("index.html")).unwrap();
+    std::fs::remove_file(out.join("storm_2.svg")).unwrap();
+    let output = imlab(&["report", out.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert_eq!(
+        std::fs::read_to_string(out.join("index.html")).unwrap(),
+        page
+    );
+    assert!(out.join("storm_2.svg").exists());
+
+    // A run directory without storms.csv (an older imlab's) is named as such.
+    std::fs::remove_file(out.join("storms.csv")).unwrap();
+    let output = imlab(&["report", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a simulation run without storms.csv"),
+        "{stderr}"
+    );
+}

@@ -8,6 +8,10 @@
 //!   `read_heartbeat_report` to regenerate it from its own directory) and its row types.
 //! - `load`: the load-test report (`write_load_report`, `read_timeseries_csv`): latency
 //!   percentile spectra, delivery latency and connections per second.
+//! - `sim`: the page of one simulation run (`write_sim_report`, `read_sim_report` to
+//!   regenerate it from the run's `results.json` and `storms.csv`): verdict, invariants,
+//!   replay command, and the reconnection storms (logins and accepts per simulated second,
+//!   one chart per server crash).
 //! - `pareto`: `pareto_front`, the display selection of non-dominated points.
 //! - `timeline`: one simulation run's lanes, spans and marks as a zoomable page
 //!   (`write_timeline`), the invariant's culprit highlighted.
@@ -25,6 +29,7 @@ pub mod heartbeat;
 mod html;
 pub mod load;
 pub mod pareto;
+pub mod sim;
 pub mod timeline;
 
 pub use error::ReportError;
