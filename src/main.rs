@@ -56,8 +56,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
 }
 
-/// The runtime for `--threads` (`imlab serve`, `imlab load`): 0 = tokio's default (a worker per core), 1 = a current-thread
-/// runtime, N = N workers.
+/// The runtime for `--threads` (`imlab serve`, `imlab load`): 0 = tokio's default (a worker
+/// per core), 1 = a current-thread runtime, N = N workers.
 pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     match threads {
         0 => tokio::runtime::Runtime::new(),

@@ -150,7 +150,10 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
             .push_channel_silent_disconnects
             .load(Ordering::Relaxed),
         disconnects_by_cause,
-        storms: ledger.storms.summary(simulated.as_millis() as u64),
+        storms: ledger.storms.summary(
+            simulated.as_millis() as u64,
+            scenario.duration.as_millis() as u64,
+        ),
     }
 }
 

@@ -73,11 +73,14 @@ pub struct StormSecond {
 /// Storm metrics of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StormMetrics {
-    /// The most logins in one simulated second over the whole run.
+    /// When the network healed (the scenario's duration, simulated s): every device then
+    /// reconnects at once to converge, so the run-wide peaks below stop before it.
+    pub healed_at_s: u64,
+    /// The most logins in one simulated second before the heal.
     pub logins_per_s_peak: u32,
     /// The second it happened in (simulated s).
     pub logins_peak_at_s: u64,
-    /// The most connections the server accepted in one simulated second over the whole run.
+    /// The most connections the server accepted in one simulated second before the heal.
     pub accepts_per_s_peak: u32,
     /// The second it happened in (simulated s).
     pub accepts_peak_at_s: u64,
@@ -138,10 +141,14 @@ impl StormLog {
         }
     }
 
-    /// The metrics, with `end_ms` closing the last storm's window.
-    pub fn summary(&self, end_ms: u64) -> StormMetrics {
-        let (logins_peak_at_s, logins_per_s_peak) = peak(self.logins_per_s.range(..));
-        let (accepts_peak_at_s, accepts_per_s_peak) = peak(self.accepts_per_s.range(..));
+    /// The metrics, with `end_ms` closing the last storm's window. `heal_ms` is when the
+    /// network healed: the heal makes every device reconnect in the same second (the
+    /// simulator's convergence check, not the scenario), so the run-wide peaks are taken over
+    /// the seconds before it; `storms.csv` and each crash's own window keep every second.
+    pub fn summary(&self, end_ms: u64, heal_ms: u64) -> StormMetrics {
+        let healed_at_s = heal_ms / 1_000;
+        let (logins_peak_at_s, logins_per_s_peak) = peak(self.logins_per_s.range(..healed_at_s));
+        let (accepts_peak_at_s, accepts_per_s_peak) = peak(self.accepts_per_s.range(..healed_at_s));
         let crashes = self
             .storms
             .iter()
@@ -183,6 +190,7 @@ impl StormLog {
             })
             .collect();
         StormMetrics {
+            healed_at_s,
             logins_per_s_peak,
             logins_peak_at_s,
             accepts_per_s_peak,
@@ -247,7 +255,7 @@ mod tests {
         for at_ms in [170_000, 170_100, 170_200, 170_300] {
             log.login(3, at_ms); // after the storm
         }
-        let metrics = log.summary(200_000);
+        let metrics = log.summary(200_000, 200_000);
         // Seconds 1 and 170 both had four logins: the earliest is the peak.
         assert_eq!(
             (metrics.logins_peak_at_s, metrics.logins_per_s_peak),
@@ -274,7 +282,7 @@ mod tests {
         log.login(0, 40_000);
         log.login(0, 40_500);
         log.crash(50_000, vec![true, false]);
-        let metrics = log.summary(90_000);
+        let metrics = log.summary(90_000, 90_000);
         let first = &metrics.crashes[0];
         assert_eq!((first.devices_back, first.back_50_s), (1, Some(5.0)));
         assert_eq!((first.back_90_s, first.back_99_s), (None, None));
@@ -299,7 +307,7 @@ mod tests {
         log.login(0, 22_300); // back: the storm is seconds 20 to 22
         log.accepts(40, 9); // after the storm
         log.queues(2, 7); // the marks keep their maxima, each on its own
-        let metrics = log.summary(60_000);
+        let metrics = log.summary(60_000, 60_000);
         assert_eq!(
             (metrics.accepts_peak_at_s, metrics.accepts_per_s_peak),
             (40, 9)
@@ -325,8 +333,38 @@ mod tests {
         let mut log = StormLog::default();
         log.login(0, 500);
         log.crash(10_000, vec![true]);
-        let storm = &log.summary(20_000).crashes[0];
+        let storm = &log.summary(20_000, 20_000).crashes[0];
         assert_eq!(storm.restarted_at_s, None);
         assert_eq!((storm.back_50_s, storm.logins_per_s_peak), (None, 0));
+    }
+
+    #[test]
+    fn the_heal_reconnecting_every_device_is_not_the_runs_peak() {
+        let mut log = StormLog::default();
+        log.accepts(5, 3);
+        log.login(0, 5_100);
+        log.login(1, 5_200);
+        log.accepts(30, 2);
+        log.login(0, 30_000);
+        // The heal at 60 s: every device reconnects in that second.
+        log.accepts(60, 50);
+        for device in 0..50 {
+            log.login(device, 60_000 + device as u64);
+        }
+        let metrics = log.summary(70_000, 60_000);
+        assert_eq!(metrics.healed_at_s, 60);
+        assert_eq!(
+            (metrics.logins_peak_at_s, metrics.logins_per_s_peak),
+            (5, 2)
+        );
+        assert_eq!(
+            (metrics.accepts_peak_at_s, metrics.accepts_per_s_peak),
+            (5, 3)
+        );
+        // storms.csv keeps the heal's second.
+        assert_eq!(
+            metrics.seconds.last().map(|s| (s.second, s.logins)),
+            Some((60, 50))
+        );
     }
 }

@@ -17,8 +17,9 @@ use crate::chart::{
 pub(crate) const OVER_RUN_CAPTION: &str = "Devices logging in (the clients' count) and \
      connections the server accepted (its own counter), per simulated second; on a long run \
      each point is the busiest second of its bucket, so peaks keep their height. Grey lines \
-     mark server crashes. Accepts above logins are connections that failed before their \
-     login completed.";
+     mark server crashes and the heal, when every device reconnects at once to converge \
+     before the invariants are checked (the simulator's check, not part of the scenario). \
+     Accepts above logins are connections that failed before their login completed.";
 
 const WIDTH_PX: u32 = 1200;
 /// At most this many points per series over the run: longer runs plot the busiest second of
@@ -147,6 +148,7 @@ pub(crate) struct StormsOverRun {
     /// (bucket start s, most logins in a second, most accepts in a second).
     points: Vec<(f64, f64, f64)>,
     crashes: Vec<f64>,
+    healed_at_s: Option<f64>,
     x_axis: Axis,
     y_axis: Axis,
 }
@@ -185,6 +187,7 @@ impl StormsOverRun {
                 .iter()
                 .map(|c| c.crashed_at_s)
                 .collect(),
+            healed_at_s: report.storms.healed_at_s.map(|at| at as f64),
             x_axis: tight_axis(0.0, end as f64),
             y_axis: Axis::linear(0.0, max * 1.1),
         })
@@ -221,6 +224,9 @@ impl Chart for StormsOverRun {
                 &format!("crash {}", n + 1),
                 MUTED,
             )?;
+        }
+        if let Some(at) = self.healed_at_s {
+            marker_line(&mut chart, at, self.y_axis.hi * 0.93, "heal", INK)?;
         }
         for (index, style) in legend.iter().enumerate() {
             let points = self
@@ -360,6 +366,7 @@ mod tests {
             replay: String::new(),
             simulated_s,
             storms: Storms {
+                healed_at_s: None,
                 logins_per_s_peak: 0,
                 logins_peak_at_s: 0,
                 accepts_per_s_peak: 0,

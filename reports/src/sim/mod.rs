@@ -55,6 +55,10 @@ pub struct CrashStorm {
 /// The run's storm numbers (results.json `metrics.storms`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Storms {
+    /// When the network healed and every device reconnected to converge (None in results
+    /// written before it was recorded); the peaks are over the seconds before it.
+    #[serde(default)]
+    pub healed_at_s: Option<u64>,
     pub logins_per_s_peak: u64,
     pub logins_peak_at_s: u64,
     pub accepts_per_s_peak: u64,

@@ -76,6 +76,14 @@ pub(crate) fn render(report: &SimReport, figures: &[Figure]) -> String {
 
     let s = &report.storms;
     page.push_str("<h2 id=\"storms\">Reconnection storms</h2>\n");
+    if let Some(healed_at_s) = s.healed_at_s {
+        let _ = writeln!(
+            page,
+            "<p>The busiest seconds are those of the scenario, before the heal at {healed_at_s} s: \
+             every device then reconnects at once to converge before the invariants are \
+             checked (that second is in {STORMS_CSV} and the chart).</p>"
+        );
+    }
     table(
         &mut page,
         &["over the run", "", "at (s)"],
