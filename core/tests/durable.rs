@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use imlab_core::proto::Target;
 use imlab_core::store::{
-    AppendOutcome, AppendRequest, DurableStore, DurableStoreLimits, Engine, FjallEngine, MemEngine,
-    MemoryStore, MemoryStoreLimits, Store, StoreError,
+    AppendOutcome, AppendRequest, CURSOR_COMMIT_DELAY, DurableStore, DurableStoreLimits, Engine,
+    FjallEngine, MemEngine, MemoryStore, MemoryStoreLimits, Store, StoreError,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -425,6 +425,55 @@ async fn concurrent_appends_share_commits_and_each_returns_only_once_durable() {
 // Crashes.
 
 #[tokio::test(start_paused = true)]
+async fn cursors_are_coalesced_committed_without_a_wait_and_advisory_across_a_crash() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
+    let limits = DurableStoreLimits::default();
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+    }
+    let commits = engine.commits();
+    let records = engine.records_written();
+    // An ack that moves nothing (a login's ack of what the device had) writes nothing.
+    assert_eq!(store.ack_cursor("b", "phone", 0).await.unwrap(), 0);
+    // (A queued cursor is committed within CURSOR_COMMIT_DELAY: past it, none came.)
+    tokio::time::sleep(CURSOR_COMMIT_DELAY + Duration::from_millis(11)).await;
+    assert_eq!(engine.commits(), commits, "an ack that moved nothing was written");
+    // Three acks in a row: answered at once, not after a commit...
+    let asked = tokio::time::Instant::now();
+    for seq in 1..=3 {
+        assert_eq!(store.ack_cursor("b", "phone", seq).await.unwrap(), seq);
+    }
+    assert_eq!(
+        tokio::time::Instant::now(),
+        asked,
+        "an ack waited for the disk"
+    );
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 3);
+    // ...and written once, in one commit of their own within CURSOR_COMMIT_DELAY.
+    tokio::time::sleep(CURSOR_COMMIT_DELAY + Duration::from_millis(11)).await;
+    assert_eq!(engine.commits(), commits + 1);
+    assert_eq!(engine.records_written(), records + 1);
+    drop(store); // A crash after the commit keeps the cursor.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 3);
+    // A crash before the commit loses the newest ack: the device is sent again what it had.
+    assert_eq!(store.ack_cursor("b", "phone", 5).await.unwrap(), 5);
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let store = DurableStore::open(engine, limits, EPOCH).await.unwrap();
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_crash_loses_only_unacknowledged_appends() {
     let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
     let limits = DurableStoreLimits::default();
@@ -465,7 +514,9 @@ async fn a_crash_loses_only_unacknowledged_appends() {
     assert_eq!(store.epoch(), EPOCH, "the epoch survives restarts");
     assert_eq!(store.n_messages(), 5);
     assert_eq!(store.max_seq("b").await.unwrap(), 5);
-    assert_eq!(store.cursor("b", "phone").await.unwrap(), 3);
+    // The cursor rode in the round the crash cut short (the in-flight appends woke it before
+    // the cursor's own delay ran out): cursors are advisory, so it is gone with them.
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 0);
     let inbox = store.inbox("a").unwrap();
     for (outcome, (seq, message)) in acked.iter().zip(&inbox) {
         assert_eq!((*seq, message), (outcome.sender_seq, &outcome.message));
@@ -879,7 +930,17 @@ async fn fjall_damaged_files_fail_the_open_naming_the_file_or_keep_committed_dat
             .unwrap();
         history.push(snapshot(&store).await);
     }
+    let commits = store.engine().commits();
     store.ack_cursor("b", "phone", 29).await.unwrap();
+    // With nothing else to carry it, the cursor is committed on its own, one commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.engine().commits() == commits {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cursor was never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     history.push(snapshot(&store).await);
     store.append(send("a", "last", peer("b"))).await.unwrap();
     history.push(snapshot(&store).await);

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use durable::{
-    DurableStore, DurableStoreLimits, Engine, EngineError, FjallEngine, KeyValue, MemEngine,
-    Partition, RecordError, WriteBatch, WriteOp,
+    CURSOR_COMMIT_DELAY, DurableStore, DurableStoreLimits, Engine, EngineError, FjallEngine,
+    KeyValue, MemEngine, Partition, RecordError, WriteBatch, WriteOp,
 };
 /// The durable store's on-disk layout, public (hidden) so the store bench writes records
 /// exactly as the store does.
@@ -152,6 +152,9 @@ pub trait Store: Send + Sync + 'static {
     async fn max_seq(&self, user: &str) -> Result<u64, StoreError>;
 
     /// Moves a device's cursor forward to `seq` (never backward) and returns the cursor.
+    /// Cursors are advisory (a device re-syncs from its own newest seq, and dedupes by seq),
+    /// so a store may make them durable later than it returns, with the next commit; one
+    /// lost in a crash only makes a device receive again what it had.
     async fn ack_cursor(&self, user: &str, device: &str, seq: u64) -> Result<u64, StoreError>;
 
     /// A device's cursor (0 when the device never acked).

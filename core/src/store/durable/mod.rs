@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, oneshot};
 
+pub use self::committer::CURSOR_COMMIT_DELAY;
 pub use self::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
 pub use self::fjall::FjallEngine;
 pub use self::mem::MemEngine;
@@ -117,6 +118,9 @@ struct Shared<E: Engine> {
     epoch: u64,
     state: Mutex<State>,
     wake_committer: Arc<Notify>,
+    /// Told of a cursor queued without a commit of its own: the committer commits it with
+    /// the next round, at the latest `CURSOR_COMMIT_DELAY` later.
+    wake_committer_lazily: Arc<Notify>,
     /// Set by [`DurableStore::close`]: the committer drains what is queued and stops.
     closing: AtomicBool,
 }
@@ -196,15 +200,21 @@ impl<E: Engine> DurableStore<E> {
             ..State::default()
         };
         let wake_committer = Arc::new(Notify::new());
+        let wake_committer_lazily = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             engine,
             limits,
             epoch,
             state: Mutex::new(state),
             wake_committer: wake_committer.clone(),
+            wake_committer_lazily: wake_committer_lazily.clone(),
             closing: AtomicBool::new(false),
         });
-        let committer = tokio::spawn(committer::run(Arc::downgrade(&shared), wake_committer));
+        let committer = tokio::spawn(committer::run(
+            Arc::downgrade(&shared),
+            wake_committer,
+            wake_committer_lazily,
+        ));
         Ok(DurableStore {
             shared,
             committer: Some(committer),

@@ -61,6 +61,9 @@ impl UserState {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub writes: WriteBatch,
+    /// Cursor records queued without a waiter, by key: a device acked twice before the
+    /// commit is written once, with its newest cursor.
+    pub cursors: BTreeMap<Vec<u8>, Vec<u8>>,
     pub waiters: Vec<Waiter>,
     /// user -> newest seq written by this batch.
     pub seq_marks: BTreeMap<String, u64>,
@@ -143,6 +146,19 @@ impl State {
         pending.n_ops += 1;
         pending.n_bytes += n_bytes;
         receiver
+    }
+
+    /// Queues a cursor record for the next commit round, with no one waiting for it; it
+    /// replaces one for the same key still queued.
+    pub fn submit_cursor(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let n_bytes = key.len() + value.len();
+        let pending = &mut self.pending;
+        if pending.cursors.insert(key, value).is_none() {
+            self.unsettled_ops += 1;
+            self.unsettled_bytes += n_bytes;
+            pending.n_ops += 1;
+            pending.n_bytes += n_bytes;
+        }
     }
 
     /// Makes a committed batch visible to readers.

@@ -214,7 +214,7 @@ impl<E: Engine> DurableStore<E> {
         Ok(SyncPage { entries, max_seq })
     }
 
-    /// Queues `writes` (one group change or cursor ack) and waits until they are durable.
+    /// Queues `writes` (one group change) and waits until they are durable.
     fn submit_locked(
         &self,
         state: &mut State,
@@ -287,34 +287,43 @@ impl<E: Engine> Store for DurableStore<E> {
         self.check_id("user id", user)?;
         self.check_id("device id", device)?;
         let engine = &*self.shared.engine;
-        let (cursor, wait) = {
-            let mut state = self.shared.lock();
-            state.check_writable()?;
-            let user_state = state.load_user(engine, user)?;
-            // A device cannot have processed entries it could not read yet.
-            let seq = seq.min(user_state.committed_seq);
-            let old = match user_state.cursors.get(device) {
-                Some(cursor) => *cursor,
-                None => state::cursor_in_engine(engine, user, device)?,
-            };
-            let cursor = old.max(seq);
-            let mut writes = WriteBatch::new();
-            writes.put(
-                Partition::Cursors,
-                keys::cursor_key(user, device),
-                record::encode_u64(cursor),
-            );
-            let wait = self.submit_locked(&mut state, writes)?;
-            let user_state = state.users.get_mut(user).expect("user was loaded");
-            user_state.cursors.insert(device.to_string(), cursor);
-            (cursor, wait)
+        let mut state = self.shared.lock();
+        state.check_writable()?;
+        let user_state = state.load_user(engine, user)?;
+        // A device cannot have processed entries it could not read yet.
+        let seq = seq.min(user_state.committed_seq);
+        let old = match user_state.cursors.get(device) {
+            Some(cursor) => *cursor,
+            None => state::cursor_in_engine(engine, user, device)?,
         };
-        Self::wait(wait).await?;
+        let cursor = old.max(seq);
+        if cursor == old {
+            // Nothing moved (a login's ack of what the device already had): nothing to write.
+            return Ok(cursor);
+        }
+        let (key, value) = (keys::cursor_key(user, device), record::encode_u64(cursor));
+        self.check_room(&state, key.len() + value.len())?;
+        // Advisory: made durable with the next commit, not waited for (see `Store::ack_cursor`).
+        state.submit_cursor(key, value);
+        let user_state = state.users.get_mut(user).expect("user was loaded");
+        user_state.cursors.insert(device.to_string(), cursor);
+        drop(state);
+        self.shared.wake_committer_lazily.notify_one();
         Ok(cursor)
     }
 
     async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
-        state::cursor_in_engine(&*self.shared.engine, user, device)
+        // An acked cursor may still wait for its commit: the loaded user has the newest.
+        let loaded = self
+            .shared
+            .lock()
+            .users
+            .get(user)
+            .and_then(|user_state| user_state.cursors.get(device).copied());
+        match loaded {
+            Some(cursor) => Ok(cursor),
+            None => state::cursor_in_engine(&*self.shared.engine, user, device),
+        }
     }
 
     async fn create_group(
