@@ -443,7 +443,11 @@ async fn cursors_are_coalesced_committed_without_a_wait_and_advisory_across_a_cr
     assert_eq!(store.ack_cursor("b", "phone", 0).await.unwrap(), 0);
     // (A queued cursor is committed within CURSOR_COMMIT_DELAY: past it, none came.)
     tokio::time::sleep(CURSOR_COMMIT_DELAY + Duration::from_millis(11)).await;
-    assert_eq!(engine.commits(), commits, "an ack that moved nothing was written");
+    assert_eq!(
+        engine.commits(),
+        commits,
+        "an ack that moved nothing was written"
+    );
     // Three acks in a row: answered at once, not after a commit...
     let asked = tokio::time::Instant::now();
     for seq in 1..=3 {

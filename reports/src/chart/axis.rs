@@ -39,6 +39,22 @@ impl Axis {
         Axis::linear_with_headroom(min, max, 0.0)
     }
 
+    /// A linear axis from exactly `lo` to `hi` (a time axis whose ends are the data's),
+    /// with the round ticks that fall inside it.
+    pub(crate) fn linear_exact(lo: f64, hi: f64) -> Axis {
+        let round = Axis::linear_tight(lo, hi);
+        Axis {
+            ticks: round
+                .ticks
+                .into_iter()
+                .filter(|t| (lo..=hi).contains(t))
+                .collect(),
+            lo,
+            hi,
+            ..round
+        }
+    }
+
     fn linear_with_headroom(min: f64, max: f64, headroom: f64) -> Axis {
         let (min, max) = finite_span(min, max);
         let step = nice_step((max - min) / TICKS_TARGET);

@@ -165,6 +165,50 @@ pub(crate) fn title_area<DB: DrawingBackend>(
     Ok(area.split_vertically(used).1)
 }
 
+/// The mesh of a line plot in the report style: axis labels from the axes, the
+/// two descriptions, light grid.
+pub(crate) fn draw_line_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<axis::TickedRange, axis::TickedRange>>,
+    x_axis: &Axis,
+    y_axis: &Axis,
+    x_desc: &str,
+    y_desc: &str,
+) -> DrawResult<DB> {
+    let x_formatter = |x: &f64| x_axis.label(*x);
+    let y_formatter = |y: &f64| y_axis.label(*y);
+    chart
+        .configure_mesh()
+        .x_label_formatter(&x_formatter)
+        .y_label_formatter(&y_formatter)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(text(15, INK))
+        .axis_desc_style(text(17, INK))
+        .bold_line_style(GRID)
+        .light_line_style(GRID.mix(0.5))
+        .axis_style(MUTED)
+        .draw()
+}
+
+/// Splits `body` into a plot area and a legend column on the right, draws the legend of
+/// line series there and returns the plot area.
+pub(crate) fn with_legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    body: &DrawingArea<DB, Shift>,
+    legend: &[SeriesStyle],
+) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let (width, _) = body.dim_in_pixel();
+    let legend_px = legend::legend_width(root, legend, bars::LEGEND_WIDTH_MAX_PX)?;
+    let (plot_area, legend_area) = body.split_horizontally(width - legend_px);
+    draw_legend(
+        &legend_area.margin(10, 0, 10, 0),
+        Some("Series"),
+        legend,
+        legend::Swatch::Line,
+    )?;
+    Ok(plot_area)
+}
+
 /// `text` cut with an ellipsis so it is at most `max_width_px` wide in `style`.
 pub(crate) fn fit_text<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,

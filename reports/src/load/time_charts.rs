@@ -5,11 +5,10 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::LoadSecond;
-use crate::chart::bars::LEGEND_WIDTH_MAX_PX;
-use crate::chart::legend::{Swatch, legend_width, series_styles};
+use crate::chart::axis::TickedRange;
+use crate::chart::legend::series_styles;
 use crate::chart::{
-    Axis, Chart, DrawResult, GRID, INK, MUTED, SeriesStyle, bold_text, draw_legend, text,
-    title_area,
+    Axis, Chart, DrawResult, INK, SeriesStyle, bold_text, draw_line_mesh, title_area, with_legend,
 };
 
 pub(crate) const LATENCY_CAPTION: &str = "The 99th percentile of message delivery latency \
@@ -33,63 +32,17 @@ const BARS_SECONDS_MAX: usize = 240;
 fn seconds_axis(seconds: &[LoadSecond]) -> Axis {
     let first = seconds.iter().map(|s| s.second).min().unwrap_or(0) as f64;
     let last = seconds.iter().map(|s| s.second).max().unwrap_or(0) as f64;
-    let round = Axis::linear_tight(first, last);
-    let (lo, hi) = (first - 0.5, last + 0.5);
-    Axis {
-        ticks: round
-            .ticks
-            .into_iter()
-            .filter(|t| (lo..=hi).contains(t))
-            .collect(),
-        lo,
-        hi,
-        ..round
-    }
+    Axis::linear_exact(first - 0.5, last + 0.5)
 }
 
-/// A line plot's mesh: axis labels, grid and descriptions in the report style.
+/// A line plot's mesh, over time since the start.
 fn draw_mesh<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        '_,
-        DB,
-        Cartesian2d<crate::chart::axis::TickedRange, crate::chart::axis::TickedRange>,
-    >,
+    chart: &mut ChartContext<'_, DB, Cartesian2d<TickedRange, TickedRange>>,
     x_axis: &Axis,
     y_axis: &Axis,
     y_desc: &str,
 ) -> DrawResult<DB> {
-    let x_formatter = |x: &f64| x_axis.label(*x);
-    let y_formatter = |y: &f64| y_axis.label(*y);
-    chart
-        .configure_mesh()
-        .x_label_formatter(&x_formatter)
-        .y_label_formatter(&y_formatter)
-        .x_desc("time since start (s)")
-        .y_desc(y_desc)
-        .label_style(text(15, INK))
-        .axis_desc_style(text(17, INK))
-        .bold_line_style(GRID)
-        .light_line_style(GRID.mix(0.5))
-        .axis_style(MUTED)
-        .draw()
-}
-
-/// Splits `body` into a plot area and a legend column on the right, and draws the legend.
-fn with_legend<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    body: &DrawingArea<DB, Shift>,
-    legend: &[SeriesStyle],
-) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
-    let (width, _) = body.dim_in_pixel();
-    let legend_px = legend_width(root, legend, LEGEND_WIDTH_MAX_PX)?;
-    let (plot_area, legend_area) = body.split_horizontally(width - legend_px);
-    draw_legend(
-        &legend_area.margin(10, 0, 10, 0),
-        Some("Series"),
-        legend,
-        Swatch::Line,
-    )?;
-    Ok(plot_area)
+    draw_line_mesh(chart, x_axis, y_axis, "time since start (s)", y_desc)
 }
 
 pub(crate) struct LatencyOverTime<'a> {

@@ -8,10 +8,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{CrashStorm, SimReport};
 use crate::chart::axis::TickedRange;
-use crate::chart::bars::LEGEND_WIDTH_MAX_PX;
-use crate::chart::legend::{Swatch, legend_width, series_styles};
+use crate::chart::legend::series_styles;
 use crate::chart::{
-    Axis, Chart, DrawResult, GRID, INK, MUTED, SeriesStyle, draw_legend, text, title_area,
+    Axis, Chart, DrawResult, INK, MUTED, SeriesStyle, draw_line_mesh, text, title_area, with_legend,
 };
 
 pub(crate) const OVER_RUN_CAPTION: &str = "Devices logging in (the clients' count) and \
@@ -55,39 +54,6 @@ fn styles() -> Vec<SeriesStyle> {
     ])
 }
 
-/// Splits off a legend column on the right of `body`, draws it and returns the plot area.
-fn with_legend<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    body: &DrawingArea<DB, Shift>,
-    legend: &[SeriesStyle],
-) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
-    let (width, _) = body.dim_in_pixel();
-    let legend_px = legend_width(root, legend, LEGEND_WIDTH_MAX_PX)?;
-    let (plot_area, legend_area) = body.split_horizontally(width - legend_px);
-    draw_legend(
-        &legend_area.margin(10, 0, 10, 0),
-        Some("Series"),
-        legend,
-        Swatch::Line,
-    )?;
-    Ok(plot_area)
-}
-
-/// A time axis from exactly `lo` to `hi`, with the round ticks inside it.
-fn tight_axis(lo: f64, hi: f64) -> Axis {
-    let round = Axis::linear_tight(lo, hi);
-    Axis {
-        ticks: round
-            .ticks
-            .into_iter()
-            .filter(|t| (lo..=hi).contains(t))
-            .collect(),
-        lo,
-        hi,
-        ..round
-    }
-}
-
 type Plot<'a, DB> = ChartContext<'a, DB, Cartesian2d<TickedRange, TickedRange>>;
 
 fn plot<'a, DB: DrawingBackend>(
@@ -103,20 +69,7 @@ fn plot<'a, DB: DrawingBackend>(
         .x_label_area_size(52)
         .y_label_area_size(76)
         .build_cartesian_2d(x_axis.range(), y_axis.range())?;
-    let x_formatter = |x: &f64| x_axis.label(*x);
-    let y_formatter = |y: &f64| y_axis.label(*y);
-    chart
-        .configure_mesh()
-        .x_label_formatter(&x_formatter)
-        .y_label_formatter(&y_formatter)
-        .x_desc(x_desc)
-        .y_desc("per simulated second")
-        .label_style(text(15, INK))
-        .axis_desc_style(text(17, INK))
-        .bold_line_style(GRID)
-        .light_line_style(GRID.mix(0.5))
-        .axis_style(MUTED)
-        .draw()?;
+    draw_line_mesh(&mut chart, x_axis, y_axis, x_desc, "per simulated second")?;
     Ok(chart)
 }
 
@@ -188,7 +141,7 @@ impl StormsOverRun {
                 .map(|c| c.crashed_at_s)
                 .collect(),
             healed_at_s: report.storms.healed_at_s.map(|at| at as f64),
-            x_axis: tight_axis(0.0, end as f64),
+            x_axis: Axis::linear_exact(0.0, end as f64),
             y_axis: Axis::linear(0.0, max * 1.1),
         })
     }
@@ -293,7 +246,7 @@ impl StormWindow {
             crashed_at_s: crash.crashed_at_s,
             seconds,
             lines,
-            x_axis: tight_axis(first as f64 - 0.5, last as f64 + 0.5),
+            x_axis: Axis::linear_exact(first as f64 - 0.5, last as f64 + 0.5),
             y_axis: Axis::linear(0.0, (max * 1.15).max(4.0)),
         }
     }
