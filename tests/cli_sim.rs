@@ -62,6 +62,19 @@ at = "1s"
 duration = "19m"
 "#;
 
+/// `imlab sim run FILE --seed SEED --out OUT`.
+fn run_with_out(file: &Path, seed: &str, out: &Path) -> Output {
+    imlab(&[
+        "sim",
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        seed,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -227,15 +240,7 @@ fn the_replay_line_reproduces_a_run_with_overrides_exactly() {
 fn a_volatile_stores_crash_loss_is_reported_apart_from_the_verdicts() {
     let (_file_guard, file) = write_scenario("volatile.toml", &LOSSY.replace("STORE", "memory"));
     let out = file.with_extension("out");
-    let output = imlab(&[
-        "sim",
-        "run",
-        file.to_str().unwrap(),
-        "--seed",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = run_with_out(&file, "2", &out);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("invariant no_acked_loss: ok"), "{text}");
@@ -608,15 +613,7 @@ duration = "20s"
 fn the_run_page_shows_every_crash_and_its_storm() {
     let (_file_guard, file) = write_scenario("crashes.toml", CRASHES);
     let out = file.with_extension("out");
-    let output = imlab(&[
-        "sim",
-        "run",
-        file.to_str().unwrap(),
-        "--seed",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = run_with_out(&file, "2", &out);
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
     assert!(
