@@ -237,18 +237,14 @@ pub fn write_sim_report(dir: &Path, report: &SimReport) -> Result<Vec<PathBuf>, 
         .take(CRASH_CHARTS_MAX)
     {
         let window = charts::StormWindow::new(report, index + 1, crash);
+        let rendered = chart::render(&window, dir, BASENAMES[index])?;
+        written.extend([rendered.png, rendered.svg]);
         figures.push(Figure {
             basename: BASENAMES[index],
             title: TITLES[index],
             caption: charts::window_caption(crash),
             csv: STORMS_CSV,
-            svg_markup: chart::render_or_skip(
-                dir,
-                BASENAMES[index],
-                Some(&window),
-                "",
-                &mut written,
-            )?,
+            svg_markup: Ok(rendered.svg_markup),
         });
     }
     let index = dir.join(INDEX_HTML);

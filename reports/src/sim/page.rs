@@ -10,12 +10,17 @@ fn seconds(value: Option<f64>) -> String {
     value.map_or("never".to_string(), |s| format!("{s:.1}"))
 }
 
+/// A table; `header` empty for one without a header row.
 fn table(page: &mut String, header: &[&str], rows: &[Vec<String>]) {
-    page.push_str("<div class=\"table-wrap\">\n<table>\n<thead><tr>");
-    for cell in header {
-        let _ = write!(page, "<th>{}</th>", escape(cell));
+    page.push_str("<div class=\"table-wrap\">\n<table>\n");
+    if !header.is_empty() {
+        page.push_str("<thead><tr>");
+        for cell in header {
+            let _ = write!(page, "<th>{}</th>", escape(cell));
+        }
+        page.push_str("</tr></thead>\n");
     }
-    page.push_str("</tr></thead>\n<tbody>\n");
+    page.push_str("<tbody>\n");
     for row in rows {
         page.push_str("<tr>");
         for cell in row {
@@ -49,7 +54,7 @@ pub(crate) fn render(report: &SimReport, figures: &[Figure]) -> String {
         .iter()
         .map(|(k, v)| vec![k.clone(), v.clone()])
         .collect();
-    table(&mut page, &["", ""], &rows);
+    table(&mut page, &[], &rows);
 
     page.push_str("<h2 id=\"invariants\">Invariants</h2>\n");
     let rows: Vec<Vec<String>> = report

@@ -18,8 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::Shared;
-use super::engine::Engine;
-use super::engine::Partition;
+use super::engine::{Engine, Partition};
 
 /// Runs until the store is dropped or closed. Holds the store only while a round runs, so dropping
 /// the last [`DurableStore`](super::DurableStore) handle frees the engine even while this
