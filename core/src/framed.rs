@@ -12,10 +12,10 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::codec::{self, CodecError, Decoded, FrameIoError};
 use crate::proto::Frame;
@@ -62,46 +62,46 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// Cancel-safe: bytes read so far stay in the buffer for the next call.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
-        // Decoding is kept out of the awaiting loop, so this future holds only the read in
-        // progress: it sits in every idle connection's task, and its size is memory per
-        // connection.
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`FrameReader::next`] for a hand-written future: a frame when one is whole, reading
+    /// as much as it takes; `Pending` (with the task's waker registered) when the stream has
+    /// nothing more yet. Bytes read stay in the buffer across calls.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameIoError>> {
         loop {
             let want = match self.decode_buffered()? {
-                Ok(frame) => return Ok(Some(frame)),
+                Ok(frame) => return Poll::Ready(Ok(Some(frame))),
                 Err(want) => want,
             };
             let n_read = if self.buffer.is_empty() {
-                self.read_into_scratch().await?
+                ready!(self.poll_read_into_scratch(cx))?
             } else {
                 self.buffer.reserve(want);
-                self.inner.read_buf(&mut self.buffer).await?
+                ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.inner),
+                    cx,
+                    &mut self.buffer
+                ))?
             };
             if n_read == 0 {
-                return self.ended();
+                return Poll::Ready(self.ended());
             }
             self.bytes_read += n_read as u64;
         }
     }
 
     /// One read into the thread's scratch buffer; what it read is appended to the (empty)
-    /// buffer. Cancel-safe: nothing is read unless the poll completes.
-    async fn read_into_scratch(&mut self) -> std::io::Result<usize> {
+    /// buffer. Nothing is read unless the poll completes.
+    fn poll_read_into_scratch(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         let (inner, buffer) = (&mut self.inner, &mut self.buffer);
-        poll_fn(|cx| {
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let mut read = ReadBuf::new(&mut scratch[..]);
-                match Pin::new(&mut *inner).poll_read(cx, &mut read) {
-                    Poll::Ready(Ok(())) => {
-                        buffer.extend_from_slice(read.filled());
-                        Poll::Ready(Ok(read.filled().len()))
-                    }
-                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(&mut *inner).poll_read(cx, &mut read))?;
+            buffer.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
         })
-        .await
     }
 
     /// The next frame if it is already whole in the buffer; never reads. For handling every
@@ -204,16 +204,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Writes everything buffered and flushes the stream.
     pub async fn flush(&mut self) -> std::io::Result<()> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// [`FrameWriter::flush`] for a hand-written future: writes what the stream takes now;
+    /// `Ready` once everything buffered is written and the stream flushed (the buffer is then
+    /// released), `Pending` with the rest still buffered.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.buffer.is_empty() {
-            let n_written = self.inner.write(&self.buffer).await?;
+            let n_written = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer))?;
             if n_written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             self.buffer.advance(n_written);
         }
-        self.inner.flush().await?;
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
         self.buffer = BytesMut::new();
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     /// Feeds and flushes one frame.

@@ -88,6 +88,52 @@ async fn heartbeats_keep_a_connection_and_silence_reaps_it_at_one_and_a_half_int
     assert_eq!(server.n_sessions(), 0);
 }
 
+/// A phone whose downlink is backed up (the server's writes to it wait) but whose heartbeats
+/// still arrive is alive: the server reads its frames while its writes wait, so it is not
+/// reaped, and everything queued for it arrives once it reads.
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_connection_whose_downlink_is_backed_up() {
+    let config = ServerConfig {
+        send_rate_per_user: 0,
+        ..ServerConfig::default()
+    };
+    let (connector, server, _store) = common::memory_server(config);
+    let (mut reader, mut writer) = open(&connector).await;
+    login(&mut writer, &mut reader, 60).await;
+    // 20 messages of 30 KB: more than the pipe holds (256 KB), so the server's writes to bob
+    // wait while bob does not read.
+    let (mut alice_reader, mut alice) = common::mem_login(&connector, "alice", "phone").await;
+    let body = "x".repeat(30_000);
+    for n in 0..20 {
+        let send = Frame::new(common::send_to_peer(&format!("big-{n}"), "bob", &body));
+        alice.send(&send).await.unwrap();
+        while alice_reader.next().await.unwrap().unwrap().kind() != "send_ack" {}
+    }
+    // Alice leaves, so the only connection the server could reap is bob's.
+    drop((alice_reader, alice));
+    // Bob pings every 80 s for 8 minutes (the idle timeout is 90 s) without reading.
+    for id in 0..6 {
+        tokio::time::sleep(Duration::from_secs(80)).await;
+        writer
+            .send(&Frame::new(Body::Ping(proto::Ping { id })))
+            .await
+            .unwrap();
+    }
+    assert_eq!(server.counters().reaped.load(Ordering::Relaxed), 0);
+    // Then bob reads: the 20 messages, then the 6 pongs (among the Notify fallbacks for the
+    // messages bob never acked), on the same connection.
+    let mut kinds = Vec::new();
+    while kinds.iter().filter(|k| **k == "pong").count() < 6 {
+        kinds.push(reader.next().await.unwrap().unwrap().kind());
+    }
+    assert!(kinds[..20].iter().all(|k| *k == "notify_data"), "{kinds:?}");
+    assert!(
+        kinds[20..].iter().all(|k| *k == "pong" || *k == "notify"),
+        "{kinds:?}"
+    );
+    assert_eq!(server.n_sessions(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_declared_interval_is_clamped_by_the_server_limits() {
     let (connector, _server) = start_server();

@@ -186,14 +186,24 @@ fn resending_newest_first_is_caught_by_sender_order() {
     );
 }
 
+/// A subtle bug: pushes reveal most gaps, so only a run where a device's last messages came
+/// while it was away and nothing followed shows it (3 or 4 in 12 seeds on the builds
+/// measured); the seeds are tried in turn until one does.
 #[test]
 fn no_sync_after_login_is_caught_by_convergence() {
-    check(
-        Planted {
-            no_sync_on_connect: true,
-            ..Planted::default()
-        },
-        "convergence",
+    let planted = Planted {
+        no_sync_on_connect: true,
+        ..Planted::default()
+    };
+    let seeds = 1..=16;
+    let caught = seeds.clone().find(|&seed| {
+        broken_in(&storm(), seed..=seed, planted)[0]
+            .1
+            .contains(&"convergence")
+    });
+    assert!(
+        caught.is_some(),
+        "{planted:?} was not caught by convergence in seeds {seeds:?}"
     );
 }
 

@@ -4,15 +4,16 @@
 //! takes the store, clock, push provider and authenticator, so `imlab serve`, the tests and
 //! the simulator run this same code over tokio sockets, in-memory pipes or turmoil sockets.
 //!
-//! Modules: `session` (one connection's reader: login, frames, reaping), `writer` (one
-//! connection's writer: outbox, NotifyData ack tracking and the Notify fallback), `registry`
+//! Modules: `session` (one connection: the login, then each frame's handler), `live` (a
+//! logged-in connection as one state machine: reading, reaping, writing replies and the
+//! outbox, NotifyData ack tracking and the Notify fallback), `registry`
 //! (who is online), `fanout` (the bounded group fan-out queue), `push` (offline pushes).
 
 mod fanout;
+mod live;
 mod push;
 mod registry;
 mod session;
-mod writer;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,8 +136,8 @@ pub struct ServerCounters {
     pub logins_refused_expired: AtomicU64,
     /// Connections closed for not logging in within `login_timeout`.
     pub login_timeouts: AtomicU64,
-    /// Most frames one connection's writer found queued in its outbox at once (the batch
-    /// it wrote in one go): how close connections came to `outbox_len_max`.
+    /// Most pushes one connection found queued in its outbox at once: how close connections
+    /// came to `outbox_len_max`.
     pub outbox_high_water: AtomicU64,
 }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proto::{Frame, KickReason};
 
-/// What a connection's writer sends.
+/// What a connection writes, queued in its outbox.
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A reply or control frame, written as is. Boxed, so a queued item stays small.
@@ -32,8 +32,8 @@ pub(crate) struct SessionHandle {
     pub connection_id: u64,
     /// The connection's outbox. futures' bounded channel rather than tokio's: it allocates
     /// per queued item instead of a 32-slot block up front, about 1 KB less per idle
-    /// connection (`bench/conn-memory.sh`). Its bound is `outbox_len_max` plus one slot per
-    /// sender (the registry's and the reader's).
+    /// connection (`bench/conn-memory.sh`). Its bound is `outbox_len_max` plus one slot for
+    /// its one sender, the registry's.
     pub outbox: mpsc::Sender<Outbound>,
     pub control: SessionControl,
 }
@@ -49,7 +49,7 @@ impl SessionHandle {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SessionControl {
     pub kill: CancellationToken,
-    /// Why the connection was killed, read by its writer to send a Kick frame.
+    /// Why the connection was killed, read by the connection to send a Kick frame.
     pub kick_reason: Arc<Mutex<Option<KickReason>>>,
 }
 

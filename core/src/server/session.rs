@@ -1,5 +1,5 @@
-//! One connection: the login phase, then the reader loop that handles the client's frames,
-//! running beside the connection's writer (`writer.rs`) until either side ends.
+//! One connection: the login phase, then the logged-in connection (`live.rs`) that reads the
+//! client's frames, hands each to its handler here, and writes the replies and pushes.
 //!
 //! Close rules: no finished handshake and Login within `login_timeout`; a failed handshake; a
 //! bad frame, a frame before login or a refused token (each answered with a typed Error
@@ -7,10 +7,11 @@
 //! interval, clamped); a kick (same device logged in elsewhere, slow consumer, shutdown). Only
 //! this connection is affected.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,18 +21,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::registry::{Outbound, SessionControl, SessionHandle};
-use super::{Shared, error_frame, writer};
+use super::live::{self, Live};
+use super::registry::{SessionControl, SessionHandle};
+use super::{Shared, error_frame};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
 use crate::framed::{FrameReader, FrameWriter};
 use crate::net::Stream;
-use crate::proto::{self, Body, ErrorCode, Frame, KickReason, Target};
+use crate::proto::{self, Body, ErrorCode, Frame, Target};
 use crate::store::{AppendRequest, StoreError, StoredMessage};
 
 /// Why a connection ended, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closed {
+pub(super) enum Closed {
     PeerEnded,
     Io,
     BadFrame,
@@ -43,7 +45,7 @@ enum Closed {
 }
 
 /// A logged-in connection's identity.
-struct Session {
+pub(super) struct Session {
     user: String,
     device: String,
     /// The user's send budget, shared with its other connections.
@@ -140,7 +142,7 @@ fn serve<S: Stream>(
     stop: CancellationToken,
 ) -> impl Future<Output = ()> {
     // Split before the async block, so the task keeps the halves and not the stream too; the
-    // reader and the writer borrow them rather than holding copies.
+    // connection's state borrows them rather than holding copies.
     let max_frame_bytes = shared.config.max_frame_bytes;
     let (read_half, write_half) = tokio::io::split(stream);
     let mut input = FrameReader::new(read_half, max_frame_bytes);
@@ -161,7 +163,7 @@ fn serve<S: Stream>(
         // A block, so that the login's locals (the names, the outbox's sender before it moves
         // to the reader) end with it: a local borrowed and then moved is otherwise kept in the
         // task for the session's whole life.
-        let (session, handle, outbox, outbox_rx, idle_timeout, acked_seq) = {
+        let (session, handle, outbox_rx, idle_timeout, acked_seq) = {
             // Boxed: the login phase's frame and checks are not kept in the task for the
             // session's whole life.
             let Some((user, device, idle_timeout)) = Box::pin(read_login(
@@ -183,7 +185,7 @@ fn serve<S: Stream>(
             };
             let registered = SessionHandle {
                 connection_id,
-                outbox: outbox.clone(),
+                outbox,
                 control: handle.clone(),
             };
             let budget = shared.registry.register(
@@ -223,39 +225,51 @@ fn serve<S: Stream>(
             })))
             .expect("a login reply fits in any frame");
             tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
-            (session, handle, outbox, outbox_rx, idle_timeout, acked_seq)
+            (
+                Arc::new(session),
+                handle,
+                outbox_rx,
+                idle_timeout,
+                acked_seq,
+            )
         };
 
-        let acked_seq = Arc::new(AtomicU64::new(acked_seq));
-        let writer = writer::run(
-            shared.clone(),
-            &mut out,
-            outbox_rx,
-            handle.clone(),
-            acked_seq.clone(),
-        );
-        let reader = read_loop(
-            shared,
-            &session,
-            &mut input,
-            outbox,
-            &handle,
-            &acked_seq,
-            idle_timeout,
-        );
-        tokio::pin!(writer);
-        let closed = tokio::select! {
-            biased;
-            () = &mut writer => Closed::Io,
-            closed = reader => closed,
+        let (closed, outbox_rx) = {
+            let killed = handle.kill.cancelled();
+            tokio::pin!(killed);
+            let mut live = Live::new(
+                shared,
+                session.clone(),
+                &mut input,
+                &mut out,
+                outbox_rx,
+                &handle,
+                idle_timeout,
+                acked_seq,
+            );
+            let timer = tokio::time::sleep_until(live.first_deadline());
+            tokio::pin!(timer);
+            let closed = poll_fn(|cx| live.poll(cx, killed.as_mut(), timer.as_mut())).await;
+            (closed, live.into_outbox())
         };
-        // Dropping the registry's sender closes the outbox once the reader's is gone too; the
-        // writer then flushes the last frames (an Error, say) and ends.
+        // The registry's sender was the outbox's last: once unregistered, it closes when drained.
         shared
             .registry
             .unregister(&session.user, &session.device, connection_id);
-        if closed != Closed::Io {
-            let _ = tokio::time::timeout(shared.config.close_flush_timeout, &mut writer).await;
+        match closed {
+            // The socket failed: nothing more can be written.
+            Closed::Io => {}
+            Closed::Killed | Closed::SlowConsumer => {
+                Box::pin(live::write_kick(shared, &mut out, handle.kick_reason())).await;
+            }
+            // The last frames (an Error, say) and the pushes still queued.
+            _ => {
+                let _ = tokio::time::timeout(
+                    shared.config.close_flush_timeout,
+                    Box::pin(live::finish(&mut out, outbox_rx)),
+                )
+                .await;
+            }
         }
         handle.kill.cancel();
         tracing::debug!(?closed, kick = ?handle.kick_reason(), "connection closed");
@@ -376,125 +390,42 @@ fn starts_like_tls(error: &CodecError) -> bool {
         if declared_bytes >> 24 == 0x16 && (declared_bytes >> 16) & 0xff == 0x03)
 }
 
-fn codec_error_code(error: &CodecError) -> ErrorCode {
+pub(super) fn codec_error_code(error: &CodecError) -> ErrorCode {
     match error {
         CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
         CodecError::Malformed { .. } | CodecError::EmptyFrame => ErrorCode::BadFrame,
     }
 }
 
-/// Queues a frame for the writer without ever waiting: a full outbox means the peer is not
-/// reading, and it is kicked as a slow consumer.
-fn respond(
-    outbox: &mut mpsc::Sender<Outbound>,
-    handle: &SessionControl,
+/// What handling a frame produced for the connection.
+pub(super) enum Handled {
+    Reply(Frame),
+    /// The device's acked cursor after a DeviceAck.
+    Acked(u64),
+}
+
+/// A frame's handler in progress: it owns what it needs, the connection's send barrier
+/// included, which it hands back.
+pub(super) type Handling =
+    Pin<Box<dyn Future<Output = (Result<Handled, Closed>, SendBarrier)> + Send>>;
+
+/// Handles one frame of a logged-in connection (pings are answered by the connection itself).
+pub(super) async fn handle_frame(
+    shared: Arc<Shared>,
+    session: Arc<Session>,
     frame: Frame,
-) -> Result<(), Closed> {
-    match outbox.try_send(Outbound::Frame(Box::new(frame))) {
-        Ok(()) => Ok(()),
-        Err(error) if error.is_full() => {
-            handle.kick(KickReason::SlowConsumer);
-            Err(Closed::SlowConsumer)
-        }
-        Err(_) => Err(Closed::Killed),
-    }
+    mut barrier: SendBarrier,
+) -> (Result<Handled, Closed>, SendBarrier) {
+    let handled = handle_body(&shared, &session, frame, &mut barrier).await;
+    (handled, barrier)
 }
 
-// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
-// twice in its future (as arguments and as locals), in every idle connection's task.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice"
-)]
-fn read_loop<'a, R: AsyncRead + Unpin + 'a>(
-    shared: &'a Arc<Shared>,
-    session: &'a Session,
-    input: &'a mut FrameReader<R>,
-    mut outbox: mpsc::Sender<Outbound>,
-    handle: &'a SessionControl,
-    acked_seq: &'a AtomicU64,
-    idle_timeout: Duration,
-) -> impl Future<Output = Closed> + 'a {
-    async move {
-        // One timer for the connection's life, moved only when it fires early: re-arming it on
-        // every frame cost a timer-wheel insert and remove per frame.
-        let mut last_frame_at = Instant::now();
-        let idle = tokio::time::sleep_until(last_frame_at + idle_timeout);
-        tokio::pin!(idle);
-        let mut barrier = SendBarrier::default();
-        // The writer runs in this task: while the reader handles a burst of requests without
-        // waiting, it cannot drain the outbox. Each request queues its reply and, for a send, the
-        // sender's own echo; before they could fill half the outbox, the reader yields so the
-        // writer empties it. A client that reads is then never taken for a slow consumer, and one
-        // that does not still fills the outbox and is kicked.
-        let frames_per_yield = (shared.config.outbox_len_max / 4).max(1);
-        let mut frames_since_yield = 0;
-        loop {
-            if frames_since_yield >= frames_per_yield {
-                frames_since_yield = 0;
-                tokio::task::yield_now().await;
-            }
-            // Scoped so the select's output is not kept in the task while the frame is handled.
-            let frame = {
-                let next = tokio::select! {
-                    biased;
-                    () = handle.kill.cancelled() => return Closed::Killed,
-                    () = &mut idle => {
-                        let idle_deadline = last_frame_at + idle_timeout;
-                        if idle_deadline > Instant::now() {
-                            idle.as_mut().reset(idle_deadline);
-                            continue;
-                        }
-                        shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(?idle_timeout, "reaping silent connection");
-                        return Closed::Reaped;
-                    }
-                    next = input.next() => next,
-                };
-                match next {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => return Closed::PeerEnded,
-                    Err(FrameIoError::Io(_)) => return Closed::Io,
-                    Err(FrameIoError::Codec(error)) => {
-                        let error = proto::Error::new(codec_error_code(&error), error.to_string());
-                        let _ = respond(&mut outbox, handle, error_frame(error));
-                        return Closed::BadFrame;
-                    }
-                }
-            };
-            last_frame_at = Instant::now();
-            frames_since_yield += 1;
-            // Boxed: the handler's state (store calls, replies) exists only while a frame is
-            // handled, instead of sitting in every idle connection's task.
-            let reply = Box::pin(handle_frame(
-                shared,
-                session,
-                frame,
-                acked_seq,
-                &mut barrier,
-            ))
-            .await;
-            match reply {
-                Ok(Some(frame)) => {
-                    if let Err(closed) = respond(&mut outbox, handle, frame) {
-                        return closed;
-                    }
-                }
-                Ok(None) => {}
-                Err(closed) => return closed,
-            }
-        }
-    }
-}
-
-/// Handles one frame of a logged-in connection; returns the reply to queue, if any.
-async fn handle_frame(
+async fn handle_body(
     shared: &Arc<Shared>,
     session: &Session,
     frame: Frame,
-    acked_seq: &AtomicU64,
     barrier: &mut SendBarrier,
-) -> Result<Option<Frame>, Closed> {
+) -> Result<Handled, Closed> {
     let Some(body) = frame.body else {
         unreachable!("the decoder rejects frames without a body")
     };
@@ -510,8 +441,7 @@ async fn handle_frame(
                 .ack_cursor(&session.user, &session.device, ack.seq)
                 .await
                 .map_err(|_| Closed::StoreFailed)?;
-            acked_seq.fetch_max(cursor, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(Handled::Acked(cursor));
         }
         Body::SyncRequest(request) => handle_sync(shared, session, request).await?,
         Body::GroupCreate(request) => {
@@ -557,7 +487,7 @@ async fn handle_frame(
             format!("{} frames are sent by the server, not to it", other.kind()),
         )),
     };
-    Ok(Some(Frame::new(reply)))
+    Ok(Handled::Reply(Frame::new(reply)))
 }
 
 fn validate_group(group: &str, members: &[String]) -> Result<(), String> {
@@ -609,7 +539,7 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
 /// a client pipelining sends would otherwise get a later message stored before the refused
 /// one, breaking the conversation's send order.
 #[derive(Default)]
-struct SendBarrier {
+pub(super) struct SendBarrier {
     refused: std::collections::BTreeMap<Target, String>,
 }
 

@@ -1,0 +1,417 @@
+//! A logged-in connection: one hand-written future that reads the client's frames, hands each
+//! to its handler, and writes the replies and the pushes other connections queue in its
+//! outbox, tracking which pushed NotifyData the device has acked.
+//!
+//! One state machine rather than a reader and a writer future selected in the connection's
+//! task: an idle connection holds one timer, one kill waiter and the fields below, not two
+//! futures' worth of suspended locals (`bench/conn-memory.sh`), and a reply is written into the
+//! connection's buffer without a trip through the outbox.
+//!
+//! Each wake-up, in this order: a kill ends the connection; the timer (the idle deadline and
+//! the ack check share it) may reap it or send a Notify; pushes waiting in the outbox are
+//! buffered; a handler in progress is polled, and once it is done the next frames are read and
+//! handled, at most `outbox_len_max / 4` per wake-up before the task yields; then everything
+//! buffered is written in one go. Pushes that a handler caused (the sender's own echo) are
+//! buffered before its reply, as they were queued first.
+//!
+//! Bounds: the outbox holds `outbox_len_max` pushes; what is buffered and not yet written is
+//! bounded the same way, in frames: a peer that does not read while frames keep coming is
+//! kicked as a slow consumer (its messages stay in its inbox). A peer's frames are read even
+//! while writes to it wait, so a slow downlink does not make a live peer look silent.
+//!
+//! Fallback rule: when a NotifyData at seq S is pushed and no check is pending, a check is
+//! armed for S at now + `notify_ack_timeout`. When it fires and the device's acked seq is
+//! below S, a Notify carrying the highest pushed seq is sent (the device then syncs). Then the
+//! check re-arms for the highest pushed seq if that is still unacked.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFuture;
+
+use super::Shared;
+use super::registry::{Outbound, SessionControl};
+use super::session::{Closed, Handled, Handling, SendBarrier, Session, codec_error_code};
+use crate::codec::FrameIoError;
+use crate::framed::{FrameReader, FrameWriter};
+use crate::proto::{self, Body, ErrorCode, Frame, Kick, KickReason, Notify};
+
+/// Buffered bytes at which the replies are written before more frames are read: a burst's
+/// replies go out in writes of about this size.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+struct AckCheck {
+    deadline: Instant,
+    seq: u64,
+}
+
+/// The connection's state between wake-ups; the timer and the kill waiter are pinned by the
+/// caller and passed to [`Live::poll`].
+pub(super) struct Live<'a, R, W> {
+    shared: &'a Arc<Shared>,
+    session: Arc<Session>,
+    input: &'a mut FrameReader<R>,
+    out: &'a mut FrameWriter<W>,
+    outbox: mpsc::Receiver<Outbound>,
+    control: &'a SessionControl,
+    idle_timeout: Duration,
+    last_frame_at: Instant,
+    /// When the timer next looks at the idle deadline: moved only when it fires early, so a
+    /// frame costs no timer-wheel insert and remove.
+    idle_check_at: Instant,
+    /// The timer's deadline.
+    armed_at: Instant,
+    check: Option<AckCheck>,
+    pushed_seq_max: u64,
+    acked_seq: u64,
+    /// Frames buffered since the buffer was last written out whole.
+    unflushed_frames: usize,
+    /// Lent to the handler in progress, if any.
+    barrier: Option<SendBarrier>,
+    handling: Option<Handling>,
+}
+
+impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
+    /// The connection's state just after its login reply was buffered; `timer` must be pinned
+    /// at [`Live::first_deadline`].
+    #[allow(clippy::too_many_arguments, reason = "the connection's parts, once")]
+    pub(super) fn new(
+        shared: &'a Arc<Shared>,
+        session: Arc<Session>,
+        input: &'a mut FrameReader<R>,
+        out: &'a mut FrameWriter<W>,
+        outbox: mpsc::Receiver<Outbound>,
+        control: &'a SessionControl,
+        idle_timeout: Duration,
+        acked_seq: u64,
+    ) -> Self {
+        let now = Instant::now();
+        Live {
+            shared,
+            session,
+            input,
+            out,
+            outbox,
+            control,
+            idle_timeout,
+            last_frame_at: now,
+            idle_check_at: now + idle_timeout,
+            armed_at: now + idle_timeout,
+            check: None,
+            pushed_seq_max: 0,
+            acked_seq,
+            unflushed_frames: 0,
+            barrier: Some(SendBarrier::default()),
+            handling: None,
+        }
+    }
+
+    /// Where the timer starts.
+    pub(super) fn first_deadline(&self) -> Instant {
+        self.armed_at
+    }
+
+    /// The outbox, for the last frames after the connection closed.
+    pub(super) fn into_outbox(self) -> mpsc::Receiver<Outbound> {
+        self.outbox
+    }
+
+    /// Runs the connection until it closes; `Pending` while it waits for anything.
+    pub(super) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        killed: Pin<&mut WaitForCancellationFuture<'_>>,
+        timer: Pin<&mut Sleep>,
+    ) -> Poll<Closed> {
+        if killed.poll(cx).is_ready() {
+            return Poll::Ready(Closed::Killed);
+        }
+        match self.work(cx, timer) {
+            Ok(()) => Poll::Pending,
+            Err(closed) => Poll::Ready(closed),
+        }
+    }
+
+    fn work(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Result<(), Closed> {
+        self.poll_timer(cx, timer.as_mut())?;
+        let frames_per_yield = (self.shared.config.outbox_len_max / 4).max(1);
+        let mut frames = 0;
+        loop {
+            self.drain_outbox(cx)?;
+            if let Some(handling) = self.handling.as_mut() {
+                let Poll::Ready((handled, barrier)) = handling.as_mut().poll(cx) else {
+                    break;
+                };
+                self.handling = None;
+                self.barrier = Some(barrier);
+                // What the handler queued for this connection (a send's echo) goes first.
+                self.drain_outbox(cx)?;
+                self.apply(handled?)?;
+            }
+            if frames >= frames_per_yield {
+                // Other connections' turn; this one is woken again at once.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            if self.out.buffered_bytes() >= WRITE_BATCH_BYTES {
+                // Written in batches; frames go on being read while the peer is slow to take
+                // them (its heartbeats keep it alive), up to the slow-consumer bound.
+                let _ = self.poll_flush(cx)?;
+            }
+            let frame = match self.input.poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(Some(frame))) => frame,
+                Poll::Ready(Ok(None)) => return Err(Closed::PeerEnded),
+                Poll::Ready(Err(FrameIoError::Io(_))) => return Err(Closed::Io),
+                Poll::Ready(Err(FrameIoError::Codec(error))) => {
+                    let error = proto::Error::new(codec_error_code(&error), error.to_string());
+                    self.feed(Outbound::Frame(Box::new(super::error_frame(error))))?;
+                    return Err(Closed::BadFrame);
+                }
+            };
+            self.last_frame_at = Instant::now();
+            frames += 1;
+            self.start(frame)?;
+        }
+        // Again: a push buffered above may have started an ack check.
+        self.poll_timer(cx, timer)?;
+        // Pending or not, the write waker is registered by the flush.
+        let _ = self.poll_flush(cx)?;
+        Ok(())
+    }
+
+    /// Starts handling a frame: a ping is answered here, anything else by its handler, boxed,
+    /// so its state exists only while it runs.
+    fn start(&mut self, frame: Frame) -> Result<(), Closed> {
+        if let Some(Body::Ping(ping)) = &frame.body {
+            let pong = Body::Pong(proto::Pong {
+                id: ping.id,
+                server_time_ms: self.shared.clock.unix_ms(),
+            });
+            return self.apply(Handled::Reply(Frame::new(pong)));
+        }
+        let barrier = self.barrier.take().expect("no handler is in progress");
+        self.handling = Some(Box::pin(super::session::handle_frame(
+            self.shared.clone(),
+            self.session.clone(),
+            frame,
+            barrier,
+        )));
+        Ok(())
+    }
+
+    fn apply(&mut self, handled: Handled) -> Result<(), Closed> {
+        match handled {
+            Handled::Reply(frame) => self.feed(Outbound::Frame(Box::new(frame))),
+            Handled::Acked(cursor) => {
+                self.acked_seq = self.acked_seq.max(cursor);
+                Ok(())
+            }
+        }
+    }
+
+    /// The idle deadline and the ack check, on the one timer.
+    fn poll_timer(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Result<(), Closed> {
+        loop {
+            let due = match &self.check {
+                Some(check) => check.deadline.min(self.idle_check_at),
+                None => self.idle_check_at,
+            };
+            if due != self.armed_at {
+                timer.as_mut().reset(due);
+                self.armed_at = due;
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if let Some(check) = self.check.take_if(|check| check.deadline <= now) {
+                self.check_acks(check.seq, now)?;
+            }
+            if self.idle_check_at <= now {
+                let idle_deadline = self.last_frame_at + self.idle_timeout;
+                if self.handling.is_some() {
+                    // The peer waits on the server, not the other way round.
+                    self.idle_check_at = now + self.idle_timeout;
+                } else if idle_deadline > now {
+                    self.idle_check_at = idle_deadline;
+                } else {
+                    self.shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(idle_timeout = ?self.idle_timeout, "reaping silent connection");
+                    return Err(Closed::Reaped);
+                }
+            }
+        }
+    }
+
+    /// The ack check for `want_seq` fired: a Notify when the device has not acked it, and the
+    /// next check while anything pushed is unacked.
+    fn check_acks(&mut self, want_seq: u64, now: Instant) -> Result<(), Closed> {
+        let acked = self.acked_seq;
+        if acked < want_seq {
+            self.shared
+                .counters
+                .notify_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
+            let notify = Frame::new(Body::Notify(Notify {
+                max_seq: self.pushed_seq_max,
+            }));
+            self.feed(Outbound::Frame(Box::new(notify)))?;
+        }
+        if acked < self.pushed_seq_max {
+            self.check = Some(AckCheck {
+                deadline: now + self.shared.config.notify_ack_timeout,
+                seq: self.pushed_seq_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Buffers every push waiting in the outbox.
+    fn drain_outbox(&mut self, cx: &mut Context<'_>) -> Result<(), Closed> {
+        let mut batch = 0u64;
+        while let Poll::Ready(Some(item)) = self.outbox.poll_next_unpin(cx) {
+            batch += 1;
+            self.feed(item)?;
+        }
+        if batch > 0 {
+            self.shared
+                .counters
+                .outbox_high_water
+                .fetch_max(batch, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Buffers one frame; over the bound of unwritten frames, the peer is a slow consumer.
+    fn feed(&mut self, item: Outbound) -> Result<(), Closed> {
+        if self.unflushed_frames >= self.shared.config.outbox_len_max {
+            self.shared
+                .registry
+                .counters
+                .slow_consumer_kicks
+                .fetch_add(1, Ordering::Relaxed);
+            self.control.kick(KickReason::SlowConsumer);
+            return Err(Closed::SlowConsumer);
+        }
+        self.unflushed_frames += 1;
+        if let Some(seq) = feed(self.out, item) {
+            self.pushed_seq_max = self.pushed_seq_max.max(seq);
+            self.check.get_or_insert(AckCheck {
+                deadline: Instant::now() + self.shared.config.notify_ack_timeout,
+                seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes; `Ready` once everything buffered is written.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>, Closed> {
+        if self.out.buffered_bytes() == 0 {
+            self.unflushed_frames = 0;
+            return Ok(Poll::Ready(()));
+        }
+        match self.out.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed_frames = 0;
+                Ok(Poll::Ready(()))
+            }
+            Poll::Ready(Err(_)) => Err(Closed::Io),
+            Poll::Pending => Ok(Poll::Pending),
+        }
+    }
+}
+
+/// After a close that is not the peer's or the socket's fault: the pushes still queued and
+/// everything buffered, until the outbox closes (the session is unregistered). Callers bound
+/// it with `close_flush_timeout`.
+pub(super) async fn finish<W: AsyncWrite + Unpin>(
+    out: &mut FrameWriter<W>,
+    mut outbox: mpsc::Receiver<Outbound>,
+) {
+    while let Some(item) = outbox.next().await {
+        feed(out, item);
+    }
+    let _ = out.flush().await;
+}
+
+/// Buffers one outbound item; returns the seq of a pushed message.
+fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, item: Outbound) -> Option<u64> {
+    let (frame, pushed) = match item {
+        Outbound::Frame(frame) => (*frame, None),
+        Outbound::Deliver { seq, message } => {
+            // Bodies are capped at send time, so a message fits; one that does not would be
+            // a bug, and the device is told rather than sent a frame it would refuse.
+            let Err(error) = out.feed_notify_data(seq, &message) else {
+                return Some(seq);
+            };
+            tracing::warn!(seq, %error, "a stored message is over the frame limit");
+            let frame = Frame::new(Body::Error(crate::proto::Error {
+                code: ErrorCode::InvalidRequest as i32,
+                text: format!("message at seq {seq} exceeds the frame limit: {error}"),
+                client_msg_id: String::new(),
+                request_id: 0,
+            }));
+            (frame, Some(seq))
+        }
+    };
+    if let Err(error) = out.feed(&frame) {
+        // Messages fit (bodies are capped at send time), but a reply can outgrow the limit
+        // through a request near it (a group of long member ids, say): the peer gets a short
+        // error in its place.
+        tracing::info!(kind = frame.kind(), %error, "reply over the frame limit: sending an error instead");
+        let request_id = match &frame.body {
+            Some(Body::GroupReply(reply)) => reply.request_id,
+            Some(Body::Error(error)) => error.request_id,
+            _ => 0,
+        };
+        let text = format!(
+            "the {} reply would exceed the frame limit: {error}",
+            frame.kind()
+        );
+        let short = Frame::new(Body::Error(crate::proto::Error {
+            code: ErrorCode::InvalidRequest as i32,
+            text,
+            client_msg_id: String::new(),
+            request_id,
+        }));
+        out.feed(&short).expect("a short error fits in any frame");
+    }
+    pushed
+}
+
+/// Best effort: a Kick frame saying why the server closes, bounded by `close_flush_timeout`.
+/// A slow consumer is not reading, so it gets none. Callers box it: it runs once per
+/// connection, and inline its state would sit in every idle connection's task.
+pub(super) async fn write_kick<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    out: &mut FrameWriter<W>,
+    reason: Option<KickReason>,
+) {
+    let Some(reason) = reason else { return };
+    if reason == KickReason::SlowConsumer {
+        return;
+    }
+    let text = match reason {
+        KickReason::Replaced => "this device logged in on another connection",
+        KickReason::ServerShutdown => "server is shutting down",
+        KickReason::SlowConsumer | KickReason::Unspecified => "closed by server",
+    };
+    let kick = Frame::new(Body::Kick(Kick {
+        reason: reason as i32,
+        text: text.to_string(),
+    }));
+    let _ = tokio::time::timeout(shared.config.close_flush_timeout, out.send(&kick)).await;
+}
