@@ -7,7 +7,7 @@
 //! interval, clamped); a kick (same device logged in elsewhere, slow consumer, shutdown). Only
 //! this connection is affected.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::live::{self, Live};
-use super::registry::{SessionControl, SessionHandle};
+use super::registry::{Outbound, SessionControl, SessionHandle};
 use super::{Shared, error_frame};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
@@ -160,98 +160,31 @@ fn serve<S: Stream>(
             Box::pin(refuse(shared, &mut out, ErrorCode::Overloaded, text)).await;
             return;
         }
-        // A block, so that the login's locals (the names, the outbox's sender before it moves
-        // to the reader) end with it: a local borrowed and then moved is otherwise kept in the
-        // task for the session's whole life.
-        let (session, handle, outbox_rx, idle_timeout, acked_seq) = {
-            // Boxed: the login phase's frame and checks are not kept in the task for the
-            // session's whole life.
-            let Some((user, device, idle_timeout)) = Box::pin(read_login(
-                shared,
-                &mut input,
-                &mut out,
-                login_deadline,
-                &stop,
-            ))
-            .await
-            else {
-                return;
-            };
-            let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
-            let handle = SessionControl {
-                // The connection's own token (a child of the server's): no second tree node.
-                kill: stop,
-                kick_reason: Arc::new(Mutex::new(None)),
-            };
-            let registered = SessionHandle {
-                connection_id,
-                outbox,
-                control: handle.clone(),
-            };
-            let budget = shared.registry.register(
-                &user,
-                &device,
-                registered,
-                shared.config.send_rate_per_user,
-            );
-            let session = Session {
-                user,
-                device,
-                budget,
-            };
-            // Read after registering: a message stored from now on is pushed to this
-            // connection, and one stored earlier is within max_seq, so none falls between the
-            // two (a message in both is deduped by seq on the client).
-            let (acked_seq, max_seq) = match login_reads(shared, &session).await {
-                Ok(reads) => reads,
-                Err(error) => {
-                    shared
-                        .registry
-                        .unregister(&session.user, &session.device, connection_id);
-                    let text = format!("store failed at login: {error}");
-                    Box::pin(refuse(shared, &mut out, ErrorCode::StoreUnavailable, text)).await;
-                    return;
-                }
-            };
-            shared.counters.logins.fetch_add(1, Ordering::Relaxed);
-            // Ahead of the outbox, which may hold pushes queued since registering. A
-            // temporary, so the frame is not kept in the task for the session's life.
-            out.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
-                max_seq,
-                server_time_ms: shared.clock.unix_ms(),
-                idle_timeout_s: idle_timeout.as_secs() as u32,
-                connection_id,
-                inbox_epoch: shared.store.epoch(),
-            })))
-            .expect("a login reply fits in any frame");
-            tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
-            (
-                Arc::new(session),
-                handle,
-                outbox_rx,
-                idle_timeout,
-                acked_seq,
-            )
+        // Boxed: the login phase's frames, names and store reads are not laid out in the task
+        // that lives as long as the session.
+        let Some((session, handle, outbox_rx, idle_timeout, acked_seq)) = Box::pin(log_in(
+            shared,
+            &mut input,
+            &mut out,
+            login_deadline,
+            stop,
+            connection_id,
+        ))
+        .await
+        else {
+            return;
         };
-
-        let (closed, outbox_rx) = {
-            let killed = handle.kill.cancelled();
-            tokio::pin!(killed);
-            let mut live = Live::new(
-                shared,
-                session.clone(),
-                &mut input,
-                &mut out,
-                outbox_rx,
-                &handle,
-                idle_timeout,
-                acked_seq,
-            );
-            let timer = tokio::time::sleep_until(live.first_deadline());
-            tokio::pin!(timer);
-            let closed = poll_fn(|cx| live.poll(cx, killed.as_mut(), timer.as_mut())).await;
-            (closed, live.into_outbox())
-        };
+        let live = Live::new(
+            shared,
+            session.clone(),
+            &mut input,
+            &mut out,
+            outbox_rx,
+            &handle,
+            idle_timeout,
+            acked_seq,
+        );
+        let (closed, outbox_rx) = live::run(live).await;
         // The registry's sender was the outbox's last: once unregistered, it closes when drained.
         shared
             .registry
@@ -276,7 +209,84 @@ fn serve<S: Stream>(
     }
 }
 
-/// The login phase: the first frame must be a valid Login before `login_deadline`; anything
+/// What a login sets up: the session, its kill switch, its outbox, its idle timeout and the
+/// device's acked cursor.
+type LoggedIn = (
+    Arc<Session>,
+    SessionControl,
+    mpsc::Receiver<Outbound>,
+    Duration,
+    u64,
+);
+
+/// The login phase: reads and checks the Login, registers the session, reads its cursor and
+/// max_seq and buffers the LoginReply; `None` when the connection is to close (refused, timed
+/// out, the store failed), the peer told why where it can be.
+async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    input: &mut FrameReader<R>,
+    out: &mut FrameWriter<W>,
+    login_deadline: Instant,
+    stop: CancellationToken,
+    connection_id: u64,
+) -> Option<LoggedIn> {
+    let (user, device, idle_timeout) =
+        read_login(shared, input, out, login_deadline, &stop).await?;
+    let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
+    let handle = SessionControl {
+        // The connection's own token (a child of the server's): no second tree node.
+        kill: stop,
+        kick_reason: Arc::new(Mutex::new(None)),
+    };
+    let registered = SessionHandle {
+        connection_id,
+        outbox,
+        control: handle.clone(),
+    };
+    let budget =
+        shared
+            .registry
+            .register(&user, &device, registered, shared.config.send_rate_per_user);
+    let session = Session {
+        user,
+        device,
+        budget,
+    };
+    // Read after registering: a message stored from now on is pushed to this
+    // connection, and one stored earlier is within max_seq, so none falls between the
+    // two (a message in both is deduped by seq on the client).
+    let (acked_seq, max_seq) = match login_reads(shared, &session).await {
+        Ok(reads) => reads,
+        Err(error) => {
+            shared
+                .registry
+                .unregister(&session.user, &session.device, connection_id);
+            let text = format!("store failed at login: {error}");
+            Box::pin(refuse(shared, out, ErrorCode::StoreUnavailable, text)).await;
+            return None;
+        }
+    };
+    shared.counters.logins.fetch_add(1, Ordering::Relaxed);
+    // Ahead of the outbox, which may hold pushes queued since registering.
+    out.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
+        max_seq,
+        server_time_ms: shared.clock.unix_ms(),
+        idle_timeout_s: idle_timeout.as_secs() as u32,
+        connection_id,
+        inbox_epoch: shared.store.epoch(),
+    })))
+    .expect("a login reply fits in any frame");
+    tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
+    Some((
+        Arc::new(session),
+        handle,
+        outbox_rx,
+        idle_timeout,
+        acked_seq,
+    ))
+}
+
+/// The Login frame: the first frame must be a valid Login before `login_deadline`; anything
 /// else is answered with an Error and `None`. Returns the user, the device and the idle
 /// timeout.
 async fn read_login<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
