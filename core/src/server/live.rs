@@ -172,7 +172,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
                 Poll::Ready(Err(FrameIoError::Io(_))) => return Err(Closed::Io),
                 Poll::Ready(Err(FrameIoError::Codec(error))) => {
                     let error = proto::Error::new(codec_error_code(&error), error.to_string());
-                    self.feed(Outbound::Frame(Box::new(super::error_frame(error))))?;
+                    self.feed_frame(&super::error_frame(error))?;
                     return Err(Closed::BadFrame);
                 }
             };
@@ -180,8 +180,10 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             frames += 1;
             self.start(frame)?;
         }
-        // Again: a push buffered above may have started an ack check.
-        self.poll_timer(cx, timer)?;
+        // A push buffered above may have started an ack check due before the armed time.
+        if self.due() != self.armed_at {
+            self.poll_timer(cx, timer)?;
+        }
         // Pending or not, the write waker is registered by the flush.
         let _ = self.poll_flush(cx)?;
         Ok(())
@@ -209,11 +211,19 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
 
     fn apply(&mut self, handled: Handled) -> Result<(), Closed> {
         match handled {
-            Handled::Reply(frame) => self.feed(Outbound::Frame(Box::new(frame))),
+            Handled::Reply(frame) => self.feed_frame(&frame),
             Handled::Acked(cursor) => {
                 self.acked_seq = self.acked_seq.max(cursor);
                 Ok(())
             }
+        }
+    }
+
+    /// When the timer should fire: the sooner of the idle check and the ack check.
+    fn due(&self) -> Instant {
+        match &self.check {
+            Some(check) => check.deadline.min(self.idle_check_at),
+            None => self.idle_check_at,
         }
     }
 
@@ -224,10 +234,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
         mut timer: Pin<&mut Sleep>,
     ) -> Result<(), Closed> {
         loop {
-            let due = match &self.check {
-                Some(check) => check.deadline.min(self.idle_check_at),
-                None => self.idle_check_at,
-            };
+            let due = self.due();
             if due != self.armed_at {
                 timer.as_mut().reset(due);
                 self.armed_at = due;
@@ -267,7 +274,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             let notify = Frame::new(Body::Notify(Notify {
                 max_seq: self.pushed_seq_max,
             }));
-            self.feed(Outbound::Frame(Box::new(notify)))?;
+            self.feed_frame(&notify)?;
         }
         if acked < self.pushed_seq_max {
             self.check = Some(AckCheck {
@@ -294,8 +301,28 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
         Ok(())
     }
 
-    /// Buffers one frame; over the bound of unwritten frames, the peer is a slow consumer.
+    /// Buffers a push from the outbox; over the bound of unwritten frames, the peer is a slow
+    /// consumer.
     fn feed(&mut self, item: Outbound) -> Result<(), Closed> {
+        self.count_unflushed()?;
+        let seq = feed(self.out, item);
+        self.pushed_seq_max = self.pushed_seq_max.max(seq);
+        self.check.get_or_insert(AckCheck {
+            deadline: Instant::now() + self.shared.config.notify_ack_timeout,
+            seq,
+        });
+        Ok(())
+    }
+
+    /// Buffers a reply or a control frame of this connection's own, under the same bound.
+    fn feed_frame(&mut self, frame: &Frame) -> Result<(), Closed> {
+        self.count_unflushed()?;
+        feed_frame(self.out, frame);
+        Ok(())
+    }
+
+    /// One more frame buffered; past `outbox_len_max` unwritten, the peer is kicked.
+    fn count_unflushed(&mut self) -> Result<(), Closed> {
         if self.unflushed_frames >= self.shared.config.outbox_len_max {
             self.shared
                 .registry
@@ -306,13 +333,6 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             return Err(Closed::SlowConsumer);
         }
         self.unflushed_frames += 1;
-        if let Some(seq) = feed(self.out, item) {
-            self.pushed_seq_max = self.pushed_seq_max.max(seq);
-            self.check.get_or_insert(AckCheck {
-                deadline: Instant::now() + self.shared.config.notify_ack_timeout,
-                seq,
-            });
-        }
         Ok(())
     }
 
@@ -370,49 +390,50 @@ pub(super) async fn finish<W: AsyncWrite + Unpin>(
     let _ = out.flush().await;
 }
 
-/// Buffers one outbound item; returns the seq of a pushed message.
-fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, item: Outbound) -> Option<u64> {
-    let (frame, pushed) = match item {
-        Outbound::Frame(frame) => (*frame, None),
-        Outbound::Deliver { seq, message } => {
-            // Bodies are capped at send time, so a message fits; one that does not would be
-            // a bug, and the device is told rather than sent a frame it would refuse.
-            let Err(error) = out.feed_notify_data(seq, &message) else {
-                return Some(seq);
-            };
-            tracing::warn!(seq, %error, "a stored message is over the frame limit");
-            let frame = Frame::new(Body::Error(crate::proto::Error {
+/// Buffers a pushed message as NotifyData; returns its seq.
+fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, item: Outbound) -> u64 {
+    let Outbound { seq, message } = item;
+    // Bodies are capped at send time, so a message fits; one that does not would be a bug,
+    // and the device is told rather than sent a frame it would refuse.
+    if let Err(error) = out.feed_notify_data(seq, &message) {
+        tracing::warn!(seq, %error, "a stored message is over the frame limit");
+        feed_frame(
+            out,
+            &Frame::new(Body::Error(crate::proto::Error {
                 code: ErrorCode::InvalidRequest as i32,
                 text: format!("message at seq {seq} exceeds the frame limit: {error}"),
                 client_msg_id: String::new(),
                 request_id: 0,
-            }));
-            (frame, Some(seq))
-        }
-    };
-    if let Err(error) = out.feed(&frame) {
-        // Messages fit (bodies are capped at send time), but a reply can outgrow the limit
-        // through a request near it (a group of long member ids, say): the peer gets a short
-        // error in its place.
-        tracing::info!(kind = frame.kind(), %error, "reply over the frame limit: sending an error instead");
-        let request_id = match &frame.body {
-            Some(Body::GroupReply(reply)) => reply.request_id,
-            Some(Body::Error(error)) => error.request_id,
-            _ => 0,
-        };
-        let text = format!(
-            "the {} reply would exceed the frame limit: {error}",
-            frame.kind()
+            })),
         );
-        let short = Frame::new(Body::Error(crate::proto::Error {
-            code: ErrorCode::InvalidRequest as i32,
-            text,
-            client_msg_id: String::new(),
-            request_id,
-        }));
-        out.feed(&short).expect("a short error fits in any frame");
     }
-    pushed
+    seq
+}
+
+/// Buffers one frame. Messages fit (bodies are capped at send time), but a reply can outgrow
+/// the limit through a request near it (a group of long member ids, say): the peer gets a
+/// short error in its place.
+fn feed_frame<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, frame: &Frame) {
+    let Err(error) = out.feed(frame) else {
+        return;
+    };
+    tracing::info!(kind = frame.kind(), %error, "reply over the frame limit: sending an error instead");
+    let request_id = match &frame.body {
+        Some(Body::GroupReply(reply)) => reply.request_id,
+        Some(Body::Error(error)) => error.request_id,
+        _ => 0,
+    };
+    let text = format!(
+        "the {} reply would exceed the frame limit: {error}",
+        frame.kind()
+    );
+    let short = Frame::new(Body::Error(crate::proto::Error {
+        code: ErrorCode::InvalidRequest as i32,
+        text,
+        client_msg_id: String::new(),
+        request_id,
+    }));
+    out.feed(&short).expect("a short error fits in any frame");
 }
 
 /// Best effort: a Kick frame saying why the server closes, bounded by `close_flush_timeout`.

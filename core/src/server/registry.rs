@@ -13,17 +13,16 @@ use futures::channel::mpsc;
 use rustc_hash::FxBuildHasher;
 use tokio_util::sync::CancellationToken;
 
-use crate::proto::{Frame, KickReason};
+use crate::proto::KickReason;
 
-/// What a connection writes, queued in its outbox.
+/// What other connections queue in a connection's outbox: a message for this device, written
+/// as NotifyData and tracked for the device's ack: its seq in the device's inbox and the
+/// message's encoding without the seq ([`crate::codec::encode_message_without_seq`]), made
+/// once for all its deliveries. (The connection's own replies go straight to its buffer.)
 #[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A reply or control frame, written as is. Boxed, so a queued item stays small.
-    Frame(Box<Frame>),
-    /// A message for this device, written as NotifyData and tracked for the device's ack:
-    /// its seq in the device's inbox and the message's encoding without the seq
-    /// ([`crate::codec::encode_message_without_seq`]), made once for all its deliveries.
-    Deliver { seq: u64, message: Bytes },
+pub(crate) struct Outbound {
+    pub seq: u64,
+    pub message: Bytes,
 }
 
 /// A live, logged-in connection as the rest of the server sees it.
@@ -194,7 +193,7 @@ impl Registry {
             return false;
         };
         for (_, handle) in &mut online.devices {
-            let outbound = Outbound::Deliver {
+            let outbound = Outbound {
                 seq,
                 message: message.clone(),
             };
