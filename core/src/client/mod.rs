@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use backoff::{Backoff, BackoffConfig, jitter};
+pub use backoff::{Backoff, BackoffConfig, ParkedRng, jitter};
 pub use credentials::{IssuedCredentials, IssuedToken, Renewal, TokenIssuer};
 pub use state::{
     ClientState, OutgoingMessage, SHOWN_IDS_LEN_MAX, SharedClientState, ShownIds, lock,
@@ -405,7 +405,8 @@ pub struct Client<C: Connector> {
     state: SharedClientState,
     heartbeat: Box<dyn HeartbeatStrategy>,
     observer: Arc<dyn ClientObserver>,
-    rng: ChaCha8Rng,
+    /// Draws the backoff's jitter.
+    rng: ParkedRng,
     commands: mpsc::Receiver<Command>,
     wake: Arc<Notify>,
     started: Instant,
@@ -450,7 +451,7 @@ impl<C: Connector> Client<C> {
             state,
             heartbeat,
             observer,
-            rng,
+            rng: ParkedRng::park(&rng),
             commands,
             wake,
             started: Instant::now(),
@@ -522,7 +523,7 @@ impl<C: Connector> Client<C> {
                     DisconnectCause::NetworkChanged
                     | DisconnectCause::Requested
                     | DisconnectCause::LoginFailed(ErrorCode::TokenExpired, _) => Duration::ZERO,
-                    _ => backoff.next_delay(&mut self.rng),
+                    _ => self.rng.with(|rng| backoff.next_delay(rng)),
                 };
             };
             self.emit(ClientEvent::Stopped(&exit));

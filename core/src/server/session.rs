@@ -84,7 +84,11 @@ pub(crate) fn serve_connection<S: Stream>(
         // One deadline for handshake and login: a peer that never finishes its handshake is
         // closed when one that never logs in would be.
         let login_deadline = Instant::now() + shared.config.login_timeout;
-        if let Some(stream) = finish_handshake(&shared, handshake, login_deadline, &stop).await {
+        // Not `if let Some(stream) = finish_handshake(..).await`: the scrutinee's temporary
+        // (the stream's Option) would stay laid out beside the session's future, and 32 more
+        // bytes there round the task up by 128.
+        let handshaken = finish_handshake(&shared, handshake, login_deadline, &stop).await;
+        if let Some(stream) = handshaken {
             let n_open = n_open as usize;
             serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
         }

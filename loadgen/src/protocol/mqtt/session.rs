@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use imlab_core::client::Backoff;
+use imlab_core::client::{Backoff, ParkedRng};
 use imlab_core::heartbeat::{HeartbeatEvent, HeartbeatStrategy, parse_strategy};
 use imlab_core::net::Connector;
 use rand::SeedableRng;
@@ -155,7 +155,11 @@ impl Session {
     ) -> impl Future<Output = ()> {
         async move {
             let mut backoff = Backoff::new(self.mqtt.backoff);
-            let mut rng = ChaCha8Rng::seed_from_u64(self.mqtt.seed ^ u64::from(self.client));
+            // Parked between draws: the generator's buffer would be 320 bytes in every
+            // client's task.
+            let mut rng = ParkedRng::park(&ChaCha8Rng::seed_from_u64(
+                self.mqtt.seed ^ u64::from(self.client),
+            ));
             // Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
             let mut confirmed = 0usize;
             loop {
@@ -180,7 +184,7 @@ impl Session {
                 if !waiting_ping {
                     self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
                 }
-                let delay = backoff.next_delay(&mut rng);
+                let delay = rng.with(|rng| backoff.next_delay(rng));
                 tokio::select! {
                     biased;
                     () = self.shared.stop.cancelled() => return,
