@@ -76,28 +76,44 @@ pub(crate) fn serve_connection<S: Stream>(
             .counters
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
+        let (_open, n_open) = Open::count(&shared);
+        // One deadline for handshake and login: a peer that never finishes its handshake is
+        // closed when one that never logs in would be.
+        let login_deadline = Instant::now() + shared.config.login_timeout;
+        // `let else`, not `if let`: the scrutinee's Option would stay laid out beside the
+        // session's future (32 bytes there round the task up by 128).
+        let Some(stream) = finish_handshake(&shared, handshake, login_deadline, &stop).await
+        else {
+            return;
+        };
+        serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
+    }
+    .instrument(span)
+}
+
+/// One open connection in the server's count, from the first poll of its future until the
+/// future ends or is dropped (a crash drops it unfinished).
+struct Open<'a>(&'a Shared);
+
+impl<'a> Open<'a> {
+    /// Counts one more open connection; returns the guard and how many are open with it.
+    fn count(shared: &'a Shared) -> (Open<'a>, usize) {
         let n_open = shared
             .counters
             .connections_open
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        // One deadline for handshake and login: a peer that never finishes its handshake is
-        // closed when one that never logs in would be.
-        let login_deadline = Instant::now() + shared.config.login_timeout;
-        // Not `if let Some(stream) = finish_handshake(..).await`: the scrutinee's temporary
-        // (the stream's Option) would stay laid out beside the session's future, and 32 more
-        // bytes there round the task up by 128.
-        let handshaken = finish_handshake(&shared, handshake, login_deadline, &stop).await;
-        if let Some(stream) = handshaken {
-            let n_open = n_open as usize;
-            serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
-        }
-        shared
+        (Open(shared), n_open as usize)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0
             .counters
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
     }
-    .instrument(span)
 }
 
 /// Awaits the listener's handshake until the login deadline; `None` if it failed, timed out
