@@ -20,6 +20,12 @@ mod values;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than glibc's malloc: a server or load generator holds tens of thousands of
+/// small per-connection allocations, which glibc's chunk headers and bins cost about 350
+/// bytes more of resident memory per connection (`bench/conn-memory.sh`; mimalloc cost more).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// imlab: build, break and measure instant-messaging backends for mobile users.
 #[derive(Parser)]
 #[command(

@@ -175,7 +175,10 @@ mod tests {
                 }));
                 direct.extend((0..n).map(|_| reference.random_range(0..=19_000u64)));
             }
-            assert!(direct.len() > 64 * 10, "the draws cross many buffer refills");
+            assert!(
+                direct.len() > 64 * 10,
+                "the draws cross many buffer refills"
+            );
             assert_eq!(via_parked, direct, "stream {stream}");
         }
         assert_eq!(std::mem::size_of::<ParkedRng>(), 48);

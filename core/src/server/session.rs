@@ -82,8 +82,7 @@ pub(crate) fn serve_connection<S: Stream>(
         let login_deadline = Instant::now() + shared.config.login_timeout;
         // `let else`, not `if let`: the scrutinee's Option would stay laid out beside the
         // session's future (32 bytes there round the task up by 128).
-        let Some(stream) = finish_handshake(&shared, handshake, login_deadline, &stop).await
-        else {
+        let Some(stream) = finish_handshake(&shared, handshake, login_deadline, &stop).await else {
             return;
         };
         serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
