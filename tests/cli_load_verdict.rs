@@ -52,6 +52,46 @@ fn refused_logins_end_the_run_with_the_cause() {
     assert_eq!(results["messages"]["sent"], 0, "{results}");
 }
 
+/// The generator's devices sign their own tokens with `--auth-secret` (one issuer shared by
+/// every device, each token minted at its device's first login): a server with the same
+/// secret lets every one of them in.
+#[test]
+fn signed_logins_get_every_client_in() {
+    let (_server, addr) = serve_guarded(&["--auth-secret", "s3cret"]);
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(cargo_bin("imlab"))
+        .args([
+            "load",
+            "--target",
+            &addr,
+            "--clients",
+            "6",
+            "--duration",
+            "1s",
+        ])
+        .args([
+            "--msg-rate",
+            "20",
+            "--drain",
+            "2s",
+            "--auth-secret",
+            "s3cret",
+        ])
+        .args(["--out", out.path().to_str().unwrap()])
+        .env_remove("IMLAB_AUTH_SECRET")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let results = results(out.path());
+    let connections = &results["connections"];
+    assert_eq!(connections["opened"], 6, "{results}");
+    assert_eq!(connections["clients_refused"], 0, "{results}");
+    let messages = &results["messages"];
+    assert!(messages["sent"].as_u64() >= Some(10), "{results}");
+    assert_eq!(messages["delivered"], messages["sent"], "{results}");
+}
+
 #[test]
 fn nothing_listening_is_connection_refused() {
     let addr = closed_port();

@@ -19,7 +19,7 @@ use crate::crossings::Crossings;
 use crate::ledger::LoadLedger;
 use crate::pacer::Pacer;
 use crate::population::{Conversation, Population, app_state_at};
-use crate::protocol::imlab::Imlab;
+use crate::protocol::imlab::{self, Imlab};
 use crate::protocol::mqtt::Mqtt;
 use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
 use crate::results::{LedgerFiles, LoadResults, write_results};
@@ -391,12 +391,14 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
         })),
         ProtocolChoice::Imlab => Box::new(Arc::new(Imlab {
             tag,
-            auth_secret: config.auth_secret.clone(),
+            client: imlab::client_config(
+                config.auth_secret.as_deref(),
+                config.heartbeat_timeout,
+                config.backoff,
+            ),
             heartbeat: config.heartbeat.clone(),
-            heartbeat_timeout: config.heartbeat_timeout,
             body_bytes: config.body_bytes,
             seed: config.seed,
-            backoff: config.backoff,
             transport: config.transport.name(),
             population: config.population.clone(),
         })),

@@ -401,7 +401,8 @@ impl ClientHandle {
 /// One device's client core, ready to run.
 pub struct Client<C: Connector> {
     connector: C,
-    config: ClientConfig,
+    /// Shared by every client built from the same `Arc` (the load generator's thousands).
+    config: Arc<ClientConfig>,
     state: SharedClientState,
     heartbeat: Box<dyn HeartbeatStrategy>,
     observer: Arc<dyn ClientObserver>,
@@ -426,14 +427,17 @@ const SYNC_PAGE_BYTES_INITIAL: u32 = 16 * 1024;
 
 impl<C: Connector> Client<C> {
     /// Builds a client core on `state` and the handle to drive it.
+    ///
+    /// `config` may be an `Arc` shared by many clients: a client only reads it.
     pub fn new(
         connector: C,
-        config: ClientConfig,
+        config: impl Into<Arc<ClientConfig>>,
         state: SharedClientState,
         heartbeat: Box<dyn HeartbeatStrategy>,
         observer: Arc<dyn ClientObserver>,
         rng: ChaCha8Rng,
     ) -> (Client<C>, ClientHandle) {
+        let config = config.into();
         // The bound is the buffer plus the one sender's own slot.
         let (commands_tx, commands) = mpsc::channel(COMMANDS_LEN_MAX - 1);
         let wake = Arc::new(Notify::new());

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use imlab_core::client::{
-    Client, ClientConfig, ClientEvent, ClientHandle, ClientObserver, ClientState,
+    BackoffConfig, Client, ClientConfig, ClientEvent, ClientHandle, ClientObserver, ClientState,
+    IssuedCredentials, IssuedToken, TokenIssuer,
 };
+use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::heartbeat::{AppState, parse_strategy};
 use imlab_core::proto::Target;
 use rand::SeedableRng;
@@ -26,18 +28,15 @@ pub struct Imlab {
     /// Distinguishes this run's users, groups and message ids from every other run's on the
     /// same server (a reused client message id would be deduplicated by the server).
     pub tag: String,
-    /// Secret to sign login tokens with (None: a dev-mode server).
-    pub auth_secret: Option<String>,
     /// Heartbeat strategy name (validated before the run).
     pub heartbeat: String,
-    /// A Ping unanswered this long ends the connection.
-    pub heartbeat_timeout: std::time::Duration,
+    /// The client core's settings, one allocation shared by every device of the run (its
+    /// tokens come from [`client_config`]'s issuer, not from a token in it).
+    pub client: Arc<ClientConfig>,
     /// Message body size.
     pub body_bytes: usize,
     /// Seeds each device's RNG (backoff jitter).
     pub seed: u64,
-    /// How a device waits before it reconnects.
-    pub backoff: imlab_core::client::BackoffConfig,
     /// `tcp` or `tls`.
     pub transport: &'static str,
     /// With `--scenario`: users of several devices, and each device group's heartbeat and
@@ -82,18 +81,45 @@ impl Imlab {
     fn group(&self, group: u32) -> String {
         format!("{}g{group}", self.tag)
     }
+}
 
-    fn token(&self, client: u32) -> String {
-        let Some(secret) = &self.auth_secret else {
-            return String::new();
-        };
-        let expiry_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + 86_400;
-        // The secret was checked non-empty before the run; minting cannot fail otherwise.
-        imlab_core::auth::mint_token(secret, &self.user(self.user_of(client)), expiry_s)
-            .unwrap_or_default()
+/// The client settings of a run's devices: `heartbeat_timeout` and `backoff`, and with
+/// `auth_secret` (a server that checks tokens) expiring tokens signed with it, 24 hours each,
+/// minted at a device's first login and renewed an hour before they expire.
+pub fn client_config(
+    auth_secret: Option<&str>,
+    heartbeat_timeout: std::time::Duration,
+    backoff: BackoffConfig,
+) -> Arc<ClientConfig> {
+    Arc::new(ClientConfig {
+        credentials: auth_secret.map(|secret| IssuedCredentials {
+            issuer: Arc::new(SecretIssuer {
+                secret: secret.to_owned(),
+            }),
+            device_clock: Arc::new(SystemClock),
+            renew_before: std::time::Duration::from_secs(3_600),
+        }),
+        heartbeat_timeout,
+        backoff,
+        ..ClientConfig::default()
+    })
+}
+
+/// Signs tokens with the run's secret, as the app backend of a server with `--auth-secret` would.
+struct SecretIssuer {
+    secret: String,
+}
+
+impl TokenIssuer for SecretIssuer {
+    fn issue(&self, user: &str) -> IssuedToken {
+        let expiry_unix_s = SystemClock.unix_ms() / 1_000 + 86_400;
+        // The secret was checked non-empty and user names are valid ids: minting cannot fail.
+        let token =
+            imlab_core::auth::mint_token(&self.secret, user, expiry_unix_s).unwrap_or_default();
+        IssuedToken {
+            token,
+            expiry_unix_s,
+        }
     }
 }
 
@@ -146,12 +172,7 @@ impl Protocol for Arc<Imlab> {
         });
         let (core, handle) = Client::new(
             connector,
-            ClientConfig {
-                token: self.token(client),
-                heartbeat_timeout: self.heartbeat_timeout,
-                backoff: self.backoff,
-                ..ClientConfig::default()
-            },
+            self.client.clone(),
             ClientState::new(
                 self.user(self.user_of(client)),
                 format!("{}d{client}", self.tag),
