@@ -3,7 +3,8 @@
 //! outbox, tracking which pushed NotifyData the device has acked.
 //!
 //! One state machine rather than a reader and a writer future selected in the connection's
-//! task: an idle connection holds one timer, one kill waiter and the fields below, not two
+//! task: an idle connection holds one timer and the fields below (its kill switch is a flag
+//! and a waker in the registry's [`SessionControl`], no waiter of its own), not two
 //! futures' worth of suspended locals (`bench/conn-memory.sh`), and a reply is written into the
 //! connection's buffer without a trip through the outbox.
 //!
@@ -35,7 +36,6 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFuture;
 
 use super::Shared;
 use super::registry::{Outbound, SessionControl};
@@ -53,8 +53,8 @@ struct AckCheck {
     seq: u64,
 }
 
-/// The connection's state between wake-ups; the timer and the kill waiter are pinned by
-/// [`run`] and passed to [`Live::poll`].
+/// The connection's state between wake-ups; the timer is pinned by [`run`] and passed to
+/// [`Live::poll`].
 pub(super) struct Live<'a, R, W> {
     shared: &'a Arc<Shared>,
     session: Arc<Session>,
@@ -124,13 +124,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     }
 
     /// Runs the connection until it closes; `Pending` while it waits for anything.
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        killed: Pin<&mut WaitForCancellationFuture<'_>>,
-        timer: Pin<&mut Sleep>,
-    ) -> Poll<Closed> {
-        if killed.poll(cx).is_ready() {
+    fn poll(&mut self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>) -> Poll<Closed> {
+        if self.control.poll_killed(cx) {
             return Poll::Ready(Closed::Killed);
         }
         match self.work(cx, timer) {
@@ -356,7 +351,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
 /// Runs a connection until it closes; returns why and its outbox, for the last frames.
 ///
 /// A future of its own rather than a block of the connection's: laid out inside the
-/// connection's future, its timer and kill waiter were placed after the login phase's locals,
+/// connection's future, its timer (and then a kill waiter) sat after the login phase's locals,
 /// about 200 bytes of padding in every idle connection's task. A plain fn returning an async
 /// block: an `async fn` keeps its argument twice.
 #[allow(
@@ -367,12 +362,9 @@ pub(super) fn run<'a, R: AsyncRead + Unpin + 'a, W: AsyncWrite + Unpin + 'a>(
     mut live: Live<'a, R, W>,
 ) -> impl Future<Output = (Closed, mpsc::Receiver<Outbound>)> + 'a {
     async move {
-        let control = live.control;
-        let killed = control.kill.cancelled();
-        tokio::pin!(killed);
         let timer = tokio::time::sleep_until(live.first_deadline());
         tokio::pin!(timer);
-        let closed = poll_fn(|cx| live.poll(cx, killed.as_mut(), timer.as_mut())).await;
+        let closed = poll_fn(|cx| live.poll(cx, timer.as_mut())).await;
         (closed, live.into_outbox())
     }
 }

@@ -272,7 +272,9 @@ impl Server {
                 biased;
                 () = &mut shutdown => break,
                 () = self.crashed.cancelled() => {
-                    // Every session's token is a child: they end now, without a word.
+                    // Logged-in connections end now, without a word; the others see `stop`
+                    // (a child of `crashed`) in their handshake or login.
+                    self.shared.registry.close(None);
                     tasks.close();
                     tasks.wait().await;
                     return;
@@ -284,7 +286,7 @@ impl Server {
                     // The handshake (TLS) runs in the connection's task: a slow peer must
                     // not hold up this loop.
                     let shared = self.shared.clone();
-                    let stop = stop.child_token();
+                    let stop = stop.clone();
                     tasks.spawn(session::serve_connection(shared, handshake, peer, stop));
                 }
                 Err(error) => {
@@ -302,7 +304,7 @@ impl Server {
             sessions = self.shared.registry.n_sessions(),
             "shutting down: closing connections"
         );
-        self.shared.registry.kick_all(KickReason::ServerShutdown);
+        self.shared.registry.close(Some(KickReason::ServerShutdown));
         stop.cancel();
         tasks.close();
         let grace = self.shared.config.close_flush_timeout + Duration::from_millis(500);

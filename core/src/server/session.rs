@@ -11,8 +11,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -223,7 +223,6 @@ fn serve<S: Stream>(
                 .await;
             }
         }
-        handle.kill.cancel();
         tracing::debug!(?closed, kick = ?handle.kick_reason(), "connection closed");
     }
 }
@@ -252,11 +251,7 @@ async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let (user, device, idle_timeout) =
         read_login(shared, input, out, login_deadline, &stop).await?;
     let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
-    let handle = SessionControl {
-        // The connection's own token (a child of the server's): no second tree node.
-        kill: stop,
-        kick_reason: Arc::new(Mutex::new(None)),
-    };
+    let handle = SessionControl::default();
     let registered = SessionHandle {
         connection_id,
         outbox,
