@@ -74,8 +74,9 @@ pub(super) struct Live<'a, R, W> {
     acked_seq: u64,
     /// Frames buffered since the buffer was last written out whole.
     unflushed_frames: usize,
-    /// Lent to the handler in progress, if any.
-    barrier: Option<SendBarrier>,
+    /// Lent to the handler in progress, if any (left empty meanwhile; an empty barrier
+    /// allocates nothing).
+    barrier: SendBarrier,
     handling: Option<Handling>,
 }
 
@@ -108,7 +109,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             pushed_seq_max: 0,
             acked_seq,
             unflushed_frames: 0,
-            barrier: Some(SendBarrier::default()),
+            barrier: SendBarrier::default(),
             handling: None,
         }
     }
@@ -145,7 +146,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
                     break;
                 };
                 self.handling = None;
-                self.barrier = Some(barrier);
+                self.barrier = barrier;
                 // What the handler queued for this connection (a send's echo) goes first.
                 self.drain_outbox(cx)?;
                 self.apply(handled?)?;
@@ -194,7 +195,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             });
             return self.apply(Handled::Reply(Frame::new(pong)));
         }
-        let barrier = self.barrier.take().expect("no handler is in progress");
+        debug_assert!(self.handling.is_none(), "one handler at a time");
+        let barrier = std::mem::take(&mut self.barrier);
         self.handling = Some(Box::pin(super::session::handle_frame(
             self.shared.clone(),
             self.session.clone(),

@@ -76,7 +76,7 @@ pub(crate) fn serve_connection<S: Stream>(
             .counters
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let (_open, n_open) = Open::count(&shared);
+        let (_open, over_limit) = Open::count(&shared);
         // One deadline for handshake and login: a peer that never finishes its handshake is
         // closed when one that never logs in would be.
         let login_deadline = Instant::now() + shared.config.login_timeout;
@@ -85,7 +85,15 @@ pub(crate) fn serve_connection<S: Stream>(
         let Some(stream) = finish_handshake(&shared, handshake, login_deadline, &stop).await else {
             return;
         };
-        serve(&shared, stream, connection_id, n_open, login_deadline, stop).await;
+        serve(
+            &shared,
+            stream,
+            connection_id,
+            over_limit,
+            login_deadline,
+            stop,
+        )
+        .await;
     }
     .instrument(span)
 }
@@ -95,14 +103,15 @@ pub(crate) fn serve_connection<S: Stream>(
 struct Open<'a>(&'a Shared);
 
 impl<'a> Open<'a> {
-    /// Counts one more open connection; returns the guard and how many are open with it.
-    fn count(shared: &'a Shared) -> (Open<'a>, usize) {
+    /// Counts one more open connection; returns the guard and whether the connections open
+    /// with it are more than `connections_max`.
+    fn count(shared: &'a Shared) -> (Open<'a>, bool) {
         let n_open = shared
             .counters
             .connections_open
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        (Open(shared), n_open as usize)
+        (Open(shared), n_open > shared.config.connections_max as u64)
     }
 }
 
@@ -156,7 +165,7 @@ fn serve<S: Stream>(
     shared: &Arc<Shared>,
     stream: S,
     connection_id: u64,
-    n_open: usize,
+    over_limit: bool,
     login_deadline: Instant,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> {
@@ -167,7 +176,7 @@ fn serve<S: Stream>(
     let mut input = FrameReader::new(read_half, max_frame_bytes);
     let mut out = FrameWriter::new(write_half, max_frame_bytes);
     async move {
-        if n_open > shared.config.connections_max {
+        if over_limit {
             shared
                 .counters
                 .connections_refused
