@@ -31,32 +31,29 @@ impl Default for BackoffConfig {
     }
 }
 
-/// Consecutive-failure counter turning into delays.
-#[derive(Debug, Clone)]
+/// Consecutive-failure counter turning into delays. It holds only the count: the settings
+/// are passed to each [`Backoff::next_delay`] from where they already live (every client's
+/// task would otherwise carry a copy of them).
+#[derive(Debug, Clone, Default)]
 pub struct Backoff {
-    config: BackoffConfig,
     n_failures: u32,
 }
 
 impl Backoff {
     /// A fresh backoff.
-    pub fn new(config: BackoffConfig) -> Backoff {
-        Backoff {
-            config,
-            n_failures: 0,
-        }
+    pub fn new() -> Backoff {
+        Backoff::default()
     }
 
-    /// The delay before the next attempt, counting one more failure.
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+    /// The delay before the next attempt under `config`, counting one more failure.
+    pub fn next_delay(&mut self, config: &BackoffConfig, rng: &mut impl Rng) -> Duration {
         let exponent = self.n_failures.min(20);
         self.n_failures = self.n_failures.saturating_add(1);
-        let base = self
-            .config
+        let base = config
             .initial
             .saturating_mul(1u32 << exponent)
-            .min(self.config.max);
-        base + jitter(self.config.jitter_max, rng)
+            .min(config.max);
+        base + jitter(config.jitter_max, rng)
     }
 
     /// Consecutive failures so far.
@@ -124,24 +121,30 @@ mod tests {
             max: Duration::from_secs(8),
             jitter_max: Duration::ZERO,
         };
-        let mut backoff = Backoff::new(config);
+        let mut backoff = Backoff::new();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let delays: Vec<u64> = (0..6)
-            .map(|_| backoff.next_delay(&mut rng).as_secs())
+            .map(|_| backoff.next_delay(&config, &mut rng).as_secs())
             .collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 8, 8]);
         backoff.reset();
-        assert_eq!(backoff.next_delay(&mut rng), Duration::from_secs(1));
+        assert_eq!(
+            backoff.next_delay(&config, &mut rng),
+            Duration::from_secs(1)
+        );
 
         // With jitter, delays at the cap spread over [cap, cap + jitter_max].
-        let mut backoff = Backoff::new(BackoffConfig {
+        let config = BackoffConfig {
             jitter_max: Duration::from_secs(19),
             ..config
-        });
+        };
+        let mut backoff = Backoff::new();
         for _ in 0..10 {
-            backoff.next_delay(&mut rng);
+            backoff.next_delay(&config, &mut rng);
         }
-        let at_cap: Vec<Duration> = (0..200).map(|_| backoff.next_delay(&mut rng)).collect();
+        let at_cap: Vec<Duration> = (0..200)
+            .map(|_| backoff.next_delay(&config, &mut rng))
+            .collect();
         assert!(
             at_cap
                 .iter()

@@ -180,102 +180,132 @@ async fn log_in<C: Connector>(
     }
 }
 
-/// Runs one connection attempt to its end.
-pub(super) async fn run<C: Connector>(client: &mut Client<C>) -> Outcome {
+/// Connects and logs in, both before the connect timeout.
+async fn connect_and_log_in<C: Connector>(
+    client: &mut Client<C>,
+) -> Result<LoggedIn<C::Stream>, Outcome> {
     let connect_deadline = Instant::now() + client.config.connect_timeout;
     let stream = match tokio::time::timeout_at(connect_deadline, client.connector.connect()).await {
-        Err(_) => return closed(DisconnectCause::ConnectFailed("timed out".into()), false),
-        Ok(Err(error)) => return closed(DisconnectCause::ConnectFailed(error.to_string()), false),
+        Err(_) => {
+            return Err(closed(
+                DisconnectCause::ConnectFailed("timed out".into()),
+                false,
+            ));
+        }
+        Ok(Err(error)) => {
+            return Err(closed(
+                DisconnectCause::ConnectFailed(error.to_string()),
+                false,
+            ));
+        }
         Ok(Ok(stream)) => stream,
     };
-    // Boxed: the login's frames exist only while logging in, not in the task for the whole
-    // connection (about 500 bytes per idle client in a load generator).
-    // Matched as it comes, not bound to a name first: a named result is kept in the task
-    // for the whole connection (144 bytes per client).
-    let (mut input, mut out, login_reply) =
-        match Box::pin(log_in(client, stream, connect_deadline)).await {
+    log_in(client, stream, connect_deadline).await
+}
+
+/// Runs one connection attempt to its end.
+///
+/// A plain fn returning an async block: an `async fn` keeps its argument twice, in every
+/// client's task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = Outcome> + '_ {
+    async move {
+        // Boxed, the connect with the login: the connect's timer and the login's frames exist
+        // only until logged in, not in the task for the whole connection (about 600 bytes per
+        // idle client in a load generator).
+        // Matched as it comes, not bound to a name first: a named result is kept in the task
+        // for the whole connection (144 bytes per client).
+        let (mut input, mut out, login_reply) = match Box::pin(connect_and_log_in(client)).await {
             Ok(logged_in) => logged_in,
             Err(outcome) => return outcome,
         };
-    {
-        let mut state = lock(&client.state);
-        if state.inbox_epoch != login_reply.inbox_epoch {
-            // A new store generation: the seqs we remember name nothing there any more.
-            let old_epoch = std::mem::replace(&mut state.inbox_epoch, login_reply.inbox_epoch);
-            if old_epoch != 0 {
-                state.last_seq = 0;
-                let event = ClientEvent::InboxReset {
-                    old_epoch,
-                    new_epoch: login_reply.inbox_epoch,
-                };
-                client.observer.on_event(&state, &event);
-            }
-        }
-    }
-    client.emit(ClientEvent::Connected {
-        connection_id: login_reply.connection_id,
-        max_seq: login_reply.max_seq,
-    });
-    let network = client.network.clone();
-    client.heartbeat_event(HeartbeatEvent::Connected { network });
-    let now = client.now();
-    let first_interval = client.heartbeat.interval(now);
-
-    let last_seq = lock(&client.state).last_seq;
-    let mut live = Live {
-        bytes_seen: input.bytes_read(),
-        progress_at: Instant::now(),
-        sync_sent_at: None,
-        ack_due: None,
-        syncing: false,
-        seen_seq_max: login_reply.max_seq,
-        in_flight: VecDeque::new(),
-        retry_at: None,
-        ping: None,
-        next_ping_at: Instant::now() + first_interval,
-        next_ping_id: 1,
-        ping_just_fed: false,
-    };
-    #[cfg(feature = "planted-bugs")]
-    if client.config.planted.resends_newest_first {
-        // Planted bug: the unacked sends go again newest first.
-        let mut state = lock(&client.state);
-        state.outgoing.make_contiguous().reverse();
-    }
-    #[cfg(feature = "planted-bugs")]
-    let sync_on_connect = !client.config.planted.no_sync_on_connect;
-    #[cfg(not(feature = "planted-bugs"))]
-    let sync_on_connect = true;
-    if sync_on_connect {
-        start_sync(client, &mut live, &mut out, last_seq);
-    }
-    while let Some(request) = client.pending_requests.pop_front() {
-        feed(&mut out, group_request(request));
-    }
-    let cause = serve(client, &mut live, &mut input, &mut out).await;
-    let failed_heartbeat = live.ping.as_ref().map(|ping| ping.interval);
-    match failed_heartbeat {
-        // Mars: a connection that dies while a heartbeat waits for its reply failed it.
-        Some(interval)
-            if !matches!(
-                cause,
-                Err(_) | Ok(DisconnectCause::NetworkChanged | DisconnectCause::Requested)
-            ) =>
         {
-            client.heartbeat_event(HeartbeatEvent::Failed { interval });
-        }
-        _ => client.heartbeat_event(HeartbeatEvent::Disconnected),
-    }
-    match cause {
-        Ok(cause) => {
-            if matches!(cause, DisconnectCause::Requested) {
-                let _ = tokio::time::timeout(Duration::from_secs(1), out.shutdown()).await;
+            let mut state = lock(&client.state);
+            if state.inbox_epoch != login_reply.inbox_epoch {
+                // A new store generation: the seqs we remember name nothing there any more.
+                let old_epoch = std::mem::replace(&mut state.inbox_epoch, login_reply.inbox_epoch);
+                if old_epoch != 0 {
+                    state.last_seq = 0;
+                    let event = ClientEvent::InboxReset {
+                        old_epoch,
+                        new_epoch: login_reply.inbox_epoch,
+                    };
+                    client.observer.on_event(&state, &event);
+                }
             }
-            closed(cause, true)
         }
-        Err(exit) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), out.shutdown()).await;
-            Outcome::Exit(exit)
+        client.emit(ClientEvent::Connected {
+            connection_id: login_reply.connection_id,
+            max_seq: login_reply.max_seq,
+        });
+        let network = client.network.clone();
+        client.heartbeat_event(HeartbeatEvent::Connected { network });
+        let now = client.now();
+        let first_interval = client.heartbeat.interval(now);
+
+        let last_seq = lock(&client.state).last_seq;
+        let mut live = Live {
+            bytes_seen: input.bytes_read(),
+            progress_at: Instant::now(),
+            sync_sent_at: None,
+            ack_due: None,
+            syncing: false,
+            seen_seq_max: login_reply.max_seq,
+            in_flight: VecDeque::new(),
+            retry_at: None,
+            ping: None,
+            next_ping_at: Instant::now() + first_interval,
+            next_ping_id: 1,
+            ping_just_fed: false,
+        };
+        #[cfg(feature = "planted-bugs")]
+        if client.config.planted.resends_newest_first {
+            // Planted bug: the unacked sends go again newest first.
+            let mut state = lock(&client.state);
+            state.outgoing.make_contiguous().reverse();
+        }
+        #[cfg(feature = "planted-bugs")]
+        let sync_on_connect = !client.config.planted.no_sync_on_connect;
+        #[cfg(not(feature = "planted-bugs"))]
+        let sync_on_connect = true;
+        if sync_on_connect {
+            start_sync(client, &mut live, &mut out, last_seq);
+        }
+        while let Some(request) = client.pending_requests.pop_front() {
+            feed(&mut out, group_request(request));
+        }
+        let cause = serve(client, &mut live, &mut input, &mut out).await;
+        let failed_heartbeat = live.ping.as_ref().map(|ping| ping.interval);
+        match failed_heartbeat {
+            // Mars: a connection that dies while a heartbeat waits for its reply failed it.
+            Some(interval)
+                if !matches!(
+                    cause,
+                    Err(_) | Ok(DisconnectCause::NetworkChanged | DisconnectCause::Requested)
+                ) =>
+            {
+                client.heartbeat_event(HeartbeatEvent::Failed { interval });
+            }
+            _ => client.heartbeat_event(HeartbeatEvent::Disconnected),
+        }
+        // The goodbyes boxed: their timer would otherwise be laid out in the task for the whole
+        // connection.
+        match cause {
+            Ok(cause) => {
+                if matches!(cause, DisconnectCause::Requested) {
+                    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), out.shutdown()))
+                        .await;
+                }
+                closed(cause, true)
+            }
+            Err(exit) => {
+                let _ =
+                    Box::pin(tokio::time::timeout(Duration::from_secs(1), out.shutdown())).await;
+                Outcome::Exit(exit)
+            }
         }
     }
 }

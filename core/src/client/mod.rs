@@ -492,7 +492,7 @@ impl<C: Connector> Client<C> {
     )]
     pub fn run(mut self) -> impl Future<Output = ClientExit> {
         async move {
-            let mut backoff = Backoff::new(self.config.backoff);
+            let mut backoff = Backoff::new();
             let mut delay = Duration::ZERO;
             let mut connect_now = false;
             let exit = loop {
@@ -527,7 +527,9 @@ impl<C: Connector> Client<C> {
                     DisconnectCause::NetworkChanged
                     | DisconnectCause::Requested
                     | DisconnectCause::LoginFailed(ErrorCode::TokenExpired, _) => Duration::ZERO,
-                    _ => self.rng.with(|rng| backoff.next_delay(rng)),
+                    _ => self
+                        .rng
+                        .with(|rng| backoff.next_delay(&self.config.backoff, rng)),
                 };
             };
             self.emit(ClientEvent::Stopped(&exit));

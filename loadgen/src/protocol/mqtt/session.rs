@@ -154,7 +154,7 @@ impl Session {
         mut outgoing: mpsc::Receiver<Outgoing>,
     ) -> impl Future<Output = ()> {
         async move {
-            let mut backoff = Backoff::new(self.mqtt.backoff);
+            let mut backoff = Backoff::new();
             // Parked between draws: the generator's buffer would be 320 bytes in every
             // client's task.
             let mut rng = ParkedRng::park(&ChaCha8Rng::seed_from_u64(
@@ -184,7 +184,7 @@ impl Session {
                 if !waiting_ping {
                     self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
                 }
-                let delay = rng.with(|rng| backoff.next_delay(rng));
+                let delay = rng.with(|rng| backoff.next_delay(&self.mqtt.backoff, rng));
                 tokio::select! {
                     biased;
                     () = self.shared.stop.cancelled() => return,
