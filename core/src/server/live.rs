@@ -32,8 +32,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
@@ -60,7 +58,7 @@ pub(super) struct Live<'a, R, W> {
     session: Arc<Session>,
     input: &'a mut FrameReader<R>,
     out: &'a mut FrameWriter<W>,
-    outbox: mpsc::Receiver<Outbound>,
+    /// The kill switch and the outbox.
     control: &'a SessionControl,
     idle_timeout: Duration,
     last_frame_at: Instant,
@@ -88,7 +86,6 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
         session: Arc<Session>,
         input: &'a mut FrameReader<R>,
         out: &'a mut FrameWriter<W>,
-        outbox: mpsc::Receiver<Outbound>,
         control: &'a SessionControl,
         idle_timeout: Duration,
         acked_seq: u64,
@@ -99,7 +96,6 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             session,
             input,
             out,
-            outbox,
             control,
             idle_timeout,
             last_frame_at: now,
@@ -117,11 +113,6 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     /// Where the timer starts.
     fn first_deadline(&self) -> Instant {
         self.armed_at
-    }
-
-    /// The outbox, for the last frames after the connection closed.
-    fn into_outbox(self) -> mpsc::Receiver<Outbound> {
-        self.outbox
     }
 
     /// Runs the connection until it closes; `Pending` while it waits for anything.
@@ -284,9 +275,9 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
 
     /// Buffers every push waiting in the outbox.
     fn drain_outbox(&mut self, cx: &mut Context<'_>) -> Result<(), Closed> {
-        let mut batch = 0u64;
-        while let Poll::Ready(Some(item)) = self.outbox.poll_next_unpin(cx) {
-            batch += 1;
+        let pushes = self.control.poll_pushes(cx);
+        let batch = pushes.len() as u64;
+        for item in pushes {
             self.feed(item)?;
         }
         if batch > 0 {
@@ -350,7 +341,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     }
 }
 
-/// Runs a connection until it closes; returns why and its outbox, for the last frames.
+/// Runs a connection until it closes; returns why.
 ///
 /// A future of its own rather than a block of the connection's: laid out inside the
 /// connection's future, its timer (and then a kill waiter) sat after the login phase's locals,
@@ -362,23 +353,22 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
 )]
 pub(super) fn run<'a, R: AsyncRead + Unpin + 'a, W: AsyncWrite + Unpin + 'a>(
     mut live: Live<'a, R, W>,
-) -> impl Future<Output = (Closed, mpsc::Receiver<Outbound>)> + 'a {
+) -> impl Future<Output = Closed> + 'a {
     async move {
         let timer = tokio::time::sleep_until(live.first_deadline());
         tokio::pin!(timer);
-        let closed = poll_fn(|cx| live.poll(cx, timer.as_mut())).await;
-        (closed, live.into_outbox())
+        poll_fn(|cx| live.poll(cx, timer.as_mut())).await
     }
 }
 
-/// After a close that is not the peer's or the socket's fault: the pushes still queued and
-/// everything buffered, until the outbox closes (the session is unregistered). Callers bound
-/// it with `close_flush_timeout`.
+/// After a close that is not the peer's or the socket's fault, and after the session left
+/// the registry (so no more pushes come): the pushes still queued and everything buffered.
+/// Callers bound it with `close_flush_timeout`.
 pub(super) async fn finish<W: AsyncWrite + Unpin>(
     out: &mut FrameWriter<W>,
-    mut outbox: mpsc::Receiver<Outbound>,
+    control: &SessionControl,
 ) {
-    while let Some(item) = outbox.next().await {
+    for item in control.take_pushes() {
         feed(out, item);
     }
     let _ = out.flush().await;

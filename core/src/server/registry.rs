@@ -1,15 +1,14 @@
 //! Who is online: user -> device -> the live connection's handle.
 //!
-//! Delivery never blocks: a message goes into a connection's bounded outbox with `try_send`;
+//! Delivery never blocks: a message goes into a connection's bounded outbox or not at once;
 //! a full outbox marks the connection a slow consumer and kicks it (its messages stay in its
 //! inbox and come back by sync after it reconnects).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::channel::mpsc;
 use futures::task::AtomicWaker;
 use rustc_hash::FxBuildHasher;
 
@@ -29,11 +28,6 @@ pub(crate) struct Outbound {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionHandle {
     pub connection_id: u64,
-    /// The connection's outbox. futures' bounded channel rather than tokio's: it allocates
-    /// per queued item instead of a 32-slot block up front, about 1 KB less per idle
-    /// connection (`bench/conn-memory.sh`). Its bound is `outbox_len_max` plus one slot for
-    /// its one sender, the registry's.
-    pub outbox: mpsc::Sender<Outbound>,
     pub control: SessionControl,
 }
 
@@ -43,27 +37,48 @@ impl SessionHandle {
     }
 }
 
-/// Kills a connection. Holds no outbox sender, so the connection's own tasks can keep it
-/// without keeping the outbox open.
+/// A connection's mailbox: its outbox, its kill switch and its task's waker, in one
+/// allocation shared by the registry and the connection.
 ///
-/// A flag, the reason and the connection's waker in one allocation: the server's stop reaches
-/// live connections through [`Registry::close`], not through a cancellation token of each
-/// connection's own (a child token's tree node and its waiter were about 190 bytes of every
-/// idle connection, and reading one takes the tree's lock).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SessionControl(Arc<Kill>);
+/// The outbox is a bounded queue under a lock rather than a channel: an idle connection's
+/// empty queue allocates nothing, where futures' bounded channel cost about 250 bytes (its
+/// shared state, a stub node per queue and its sender's task handle) and a node per message.
+/// Its bound is `outbox_len_max` plus one, the capacity the channel had with its one sender.
+/// The server's stop reaches logged-in connections through [`Registry::close`], not through a
+/// cancellation token of each connection's own (a child token's tree node and its waiter
+/// were about 190 bytes of every idle connection, and reading one takes the tree's lock).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionControl(Arc<Mailbox>);
 
-#[derive(Debug, Default)]
-struct Kill {
+#[derive(Debug)]
+struct Mailbox {
     /// Why the connection was killed, read by the connection to send a Kick frame; set
     /// before `killed`.
     reason: Mutex<Option<KickReason>>,
     killed: AtomicBool,
-    /// The connection's task, woken by a kill.
+    /// Pushes waiting for the connection, oldest first.
+    outbox: Mutex<VecDeque<Outbound>>,
+    outbox_len_max: usize,
+    /// The connection's task, woken by a kill or a push.
     waker: AtomicWaker,
 }
 
+/// The outbox is full: the connection is a slow consumer.
+#[derive(Debug)]
+pub(crate) struct OutboxFull;
+
 impl SessionControl {
+    /// A connection's mailbox, its outbox bounded by `outbox_len_max` (plus one).
+    pub fn new(outbox_len_max: usize) -> SessionControl {
+        SessionControl(Arc::new(Mailbox {
+            reason: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            outbox: Mutex::new(VecDeque::new()),
+            outbox_len_max,
+            waker: AtomicWaker::new(),
+        }))
+    }
+
     /// Asks the connection to close with `reason`; the first reason wins.
     pub fn kick(&self, reason: KickReason) {
         let mut slot = self.0.reason.lock().unwrap_or_else(|p| p.into_inner());
@@ -89,6 +104,39 @@ impl SessionControl {
 
     pub fn kick_reason(&self) -> Option<KickReason> {
         *self.0.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a push and wakes the connection; `OutboxFull` when `outbox_len_max + 1` wait.
+    pub fn push(&self, item: Outbound) -> Result<(), OutboxFull> {
+        let mut outbox = self.outbox();
+        if outbox.len() > self.0.outbox_len_max {
+            return Err(OutboxFull);
+        }
+        outbox.push_back(item);
+        drop(outbox);
+        self.0.waker.wake();
+        Ok(())
+    }
+
+    /// Takes every push waiting; when none waits, the task of `cx` is woken by the next.
+    pub fn poll_pushes(&self, cx: &mut std::task::Context<'_>) -> VecDeque<Outbound> {
+        let mut outbox = self.outbox();
+        if outbox.is_empty() {
+            // Under the lock: a push after this check finds the waker registered.
+            self.0.waker.register(cx.waker());
+            return VecDeque::new();
+        }
+        // The queue's buffer goes with the batch: an idle connection keeps none.
+        std::mem::take(&mut outbox)
+    }
+
+    /// Takes every push waiting (after the connection left the registry: no more come).
+    pub fn take_pushes(&self) -> VecDeque<Outbound> {
+        std::mem::take(&mut self.outbox())
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+        self.0.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -241,16 +289,11 @@ impl Registry {
                 seq,
                 message: message.clone(),
             };
-            match handle.outbox.try_send(outbound) {
-                Ok(()) => {}
-                Err(error) if error.is_full() => {
-                    self.counters
-                        .slow_consumer_kicks
-                        .fetch_add(1, Ordering::Relaxed);
-                    handle.kick(KickReason::SlowConsumer);
-                }
-                // The connection is closing; the message waits in the inbox.
-                Err(_) => {}
+            if handle.control.push(outbound).is_err() {
+                self.counters
+                    .slow_consumer_kicks
+                    .fetch_add(1, Ordering::Relaxed);
+                handle.kick(KickReason::SlowConsumer);
             }
         }
         !online.devices.is_empty()
@@ -297,14 +340,11 @@ fn close(control: &SessionControl, kick: Option<KickReason>) {
 mod tests {
     use super::*;
 
-    fn handle(connection_id: u64) -> (SessionHandle, mpsc::Receiver<Outbound>) {
-        let (outbox, outbox_rx) = mpsc::channel(4);
-        let handle = SessionHandle {
+    fn handle(connection_id: u64) -> SessionHandle {
+        SessionHandle {
             connection_id,
-            outbox,
-            control: SessionControl::default(),
-        };
-        (handle, outbox_rx)
+            control: SessionControl::new(4),
+        }
     }
 
     fn killed(control: &SessionControl) -> bool {
@@ -318,7 +358,7 @@ mod tests {
     #[test]
     fn a_connection_registering_after_close_is_closed_at_once() {
         let registry = Registry::default();
-        let (before, _rx_before) = handle(1);
+        let before = handle(1);
         registry.register("alice", "phone", before.clone(), 0);
         registry.close(Some(KickReason::ServerShutdown));
         assert!(killed(&before.control));
@@ -327,7 +367,7 @@ mod tests {
             Some(KickReason::ServerShutdown)
         );
 
-        let (after, _rx_after) = handle(2);
+        let after = handle(2);
         registry.register("bob", "phone", after.clone(), 0);
         assert!(killed(&after.control), "registered after the close");
         assert_eq!(
@@ -337,24 +377,71 @@ mod tests {
         assert_eq!(registry.n_sessions(), 1, "only alice, registered before");
     }
 
-    /// A crash kills without a word; a kick that came first keeps its reason.
+    /// The outbox holds `outbox_len_max` pushes plus one (the capacity futures' channel had
+    /// with its one sender); past that a push is refused and `deliver` kicks the connection as
+    /// a slow consumer. Taking the pushes makes room again, in order, and a push wakes the
+    /// connection's task once it found the outbox empty.
     #[test]
-    fn a_crash_kills_without_a_word_and_a_kill_wakes_the_connection() {
+    fn the_outbox_is_bounded_and_a_full_one_kicks_a_slow_consumer() {
         let registry = Registry::default();
-        let (quiet, _rx_quiet) = handle(1);
-        let (kicked, _rx_kicked) = handle(2);
-        registry.register("alice", "phone", quiet.clone(), 0);
-        registry.register("bob", "phone", kicked.clone(), 0);
-        kicked.kick(KickReason::SlowConsumer);
+        let bob = handle(1);
+        registry.register("bob", "phone", bob.clone(), 0);
+        let message = Bytes::from_static(b"hi");
+        for seq in 1..=5 {
+            assert!(registry.deliver("bob", seq, &message));
+        }
+        assert!(!killed(&bob.control), "4 + 1 pushes fit");
+        assert!(registry.deliver("bob", 6, &message));
+        assert!(killed(&bob.control), "the sixth kicks");
+        assert_eq!(bob.control.kick_reason(), Some(KickReason::SlowConsumer));
+        assert_eq!(
+            registry
+                .counters
+                .slow_consumer_kicks
+                .load(Ordering::Relaxed),
+            1
+        );
 
         let woken = Arc::new(AtomicBool::new(false));
+        let waker = flag_waker(&woken);
+        let mut cx = std::task::Context::from_waker(&waker);
+        let seqs: Vec<u64> = bob
+            .control
+            .poll_pushes(&mut cx)
+            .iter()
+            .map(|o| o.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "the refused sixth is not queued");
+        assert!(bob.control.poll_pushes(&mut cx).is_empty());
+        assert!(!woken.load(Ordering::SeqCst));
+        bob.control.push(Outbound { seq: 7, message }).unwrap();
+        assert!(woken.load(Ordering::SeqCst), "a push wakes the connection");
+        let seqs: Vec<u64> = bob.control.take_pushes().iter().map(|o| o.seq).collect();
+        assert_eq!(seqs, [7]);
+    }
+
+    fn flag_waker(flag: &Arc<AtomicBool>) -> std::task::Waker {
         struct Flag(Arc<AtomicBool>);
         impl std::task::Wake for Flag {
             fn wake(self: Arc<Self>) {
                 self.0.store(true, Ordering::SeqCst);
             }
         }
-        let waker = std::task::Waker::from(Arc::new(Flag(woken.clone())));
+        std::task::Waker::from(Arc::new(Flag(flag.clone())))
+    }
+
+    /// A crash kills without a word; a kick that came first keeps its reason.
+    #[test]
+    fn a_crash_kills_without_a_word_and_a_kill_wakes_the_connection() {
+        let registry = Registry::default();
+        let quiet = handle(1);
+        let kicked = handle(2);
+        registry.register("alice", "phone", quiet.clone(), 0);
+        registry.register("bob", "phone", kicked.clone(), 0);
+        kicked.kick(KickReason::SlowConsumer);
+
+        let woken = Arc::new(AtomicBool::new(false));
+        let waker = flag_waker(&woken);
         assert!(
             !quiet
                 .control

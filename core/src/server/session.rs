@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::channel::mpsc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::live::{self, Live};
-use super::registry::{Outbound, SessionControl, SessionHandle};
+use super::registry::{SessionControl, SessionHandle};
 use super::{Shared, error_frame};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
@@ -190,7 +189,7 @@ fn serve<S: Stream>(
         }
         // Boxed: the login phase's frames, names and store reads are not laid out in the task
         // that lives as long as the session.
-        let Some((session, handle, outbox_rx, idle_timeout, acked_seq)) = Box::pin(log_in(
+        let Some((session, handle, idle_timeout, acked_seq)) = Box::pin(log_in(
             shared,
             &mut input,
             &mut out,
@@ -207,13 +206,12 @@ fn serve<S: Stream>(
             session.clone(),
             &mut input,
             &mut out,
-            outbox_rx,
             &handle,
             idle_timeout,
             acked_seq,
         );
-        let (closed, outbox_rx) = live::run(live).await;
-        // The registry's sender was the outbox's last: once unregistered, it closes when drained.
+        let closed = live::run(live).await;
+        // Once unregistered, no more pushes come: what is queued is all there is.
         shared
             .registry
             .unregister(&session.user, &session.device, connection_id);
@@ -227,7 +225,7 @@ fn serve<S: Stream>(
             _ => {
                 let _ = tokio::time::timeout(
                     shared.config.close_flush_timeout,
-                    Box::pin(live::finish(&mut out, outbox_rx)),
+                    Box::pin(live::finish(&mut out, &handle)),
                 )
                 .await;
             }
@@ -238,13 +236,7 @@ fn serve<S: Stream>(
 
 /// What a login sets up: the session, its kill switch, its outbox, its idle timeout and the
 /// device's acked cursor.
-type LoggedIn = (
-    Arc<Session>,
-    SessionControl,
-    mpsc::Receiver<Outbound>,
-    Duration,
-    u64,
-);
+type LoggedIn = (Arc<Session>, SessionControl, Duration, u64);
 
 /// The login phase: reads and checks the Login, registers the session, reads its cursor and
 /// max_seq and buffers the LoginReply; `None` when the connection is to close (refused, timed
@@ -259,11 +251,9 @@ async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> Option<LoggedIn> {
     let (user, device, idle_timeout) =
         read_login(shared, input, out, login_deadline, &stop).await?;
-    let (outbox, outbox_rx) = mpsc::channel(shared.config.outbox_len_max);
-    let handle = SessionControl::default();
+    let handle = SessionControl::new(shared.config.outbox_len_max);
     let registered = SessionHandle {
         connection_id,
-        outbox,
         control: handle.clone(),
     };
     let budget =
@@ -300,13 +290,7 @@ async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     })))
     .expect("a login reply fits in any frame");
     tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
-    Some((
-        Arc::new(session),
-        handle,
-        outbox_rx,
-        idle_timeout,
-        acked_seq,
-    ))
+    Some((Arc::new(session), handle, idle_timeout, acked_seq))
 }
 
 /// The Login frame: the first frame must be a valid Login before `login_deadline`; anything
