@@ -41,8 +41,9 @@ impl SessionHandle {
 /// allocation shared by the registry and the connection.
 ///
 /// The outbox is a bounded queue under a lock rather than a channel: an idle connection's
-/// empty queue allocates nothing, where futures' bounded channel cost about 250 bytes (its
-/// shared state, a stub node per queue and its sender's task handle) and a node per message.
+/// empty queue allocates nothing, where futures' bounded channel cost about 190 bytes of
+/// resident memory (its shared state, a stub node per queue and its sender's task handle;
+/// `bench/conn-memory.sh`) and a node per message.
 /// Its bound is `outbox_len_max` plus one, the capacity the channel had with its one sender.
 /// The server's stop reaches logged-in connections through [`Registry::close`], not through a
 /// cancellation token of each connection's own (a child token's tree node and its waiter
