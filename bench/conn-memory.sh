@@ -8,6 +8,9 @@
 # Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
 # `imlab load` (one message a second in all, so the connections are idle), samples both
 # processes' RSS once every client is connected, and prints a table. Uses target/release.
+# The generator's bytes per client are its whole RSS over the clients, as the goal counts
+# them; its baseline (the same load with 2 clients: code pages, runtime, histograms) is
+# printed too, and the bytes per client above it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-10000}
@@ -24,6 +27,14 @@ $bin serve --listen 127.0.0.1:0 ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
 addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
+
+# The generator's baseline: 2 clients, sampled after the same settling time.
+$bin load --target "$addr" --clients 2 --duration 6s --msg-rate 1 --drain 1s \
+    --out "$out/base" >"$out/base.out" 2>&1 &
+base_pid=$!
+sleep 4
+base_kb=$(rss_kb $base_pid)
+wait $base_pid || true
 server_before=$(rss_kb $server_pid)
 
 ramp_s=$(( clients / 2000 + 2 ))
@@ -46,6 +57,7 @@ wait $load_pid || true
 
 per_server=$(( (server_after - server_before) * 1024 / clients ))
 per_load=$(( load_kb * 1024 / clients ))
+per_load_above=$(( (load_kb - base_kb) * 1024 / clients ))
 printf '%-34s %12s\n' "measure" "value"
 printf '%-34s %12s\n' "clients" "$clients"
 printf '%-34s %12s\n' "server fds open at sample" "$open"
@@ -54,4 +66,6 @@ printf '%-34s %12s\n' "server RSS with clients (KiB)" "$server_after"
 printf '%-34s %12s\n' "server bytes per connection" "$per_server"
 printf '%-34s %12s\n' "load generator RSS (KiB)" "$load_kb"
 printf '%-34s %12s\n' "load generator bytes per client" "$per_load"
+printf '%-34s %12s\n' "load generator baseline (KiB)" "$base_kb"
+printf '%-34s %12s\n' "  per client above the baseline" "$per_load_above"
 grep -E "lost|connections" "$out/load.out" | head -5 || true

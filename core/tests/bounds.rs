@@ -383,3 +383,35 @@ async fn a_client_cores_command_queue_holds_64_across_the_handles_clones() {
     assert!(taken, "the running core never took a command");
     assert_eq!(task.await.unwrap(), ClientExit::Shutdown);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_core_stops_when_its_last_handle_is_dropped() {
+    use imlab_core::client::{Client, ClientExit};
+    use imlab_core::heartbeat::Fixed;
+    use rand::SeedableRng;
+
+    let (connector, _server, _store) = memory_server(ServerConfig::default());
+    let (core, handle) = Client::new(
+        connector,
+        ClientConfig::default(),
+        ClientState::new("alice", "phone").shared(),
+        Box::new(Fixed {
+            interval: Duration::from_secs(60),
+        }),
+        std::sync::Arc::new(Recorder::default()),
+        rand_chacha::ChaCha8Rng::seed_from_u64(7),
+    );
+    let task = tokio::spawn(core.run());
+    let clone = handle.clone();
+    drop(handle);
+    // One clone left: the core keeps running and taking commands.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(!task.is_finished());
+    assert_eq!(clone.go_online(), Ok(()));
+    drop(clone);
+    let exit = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the core did not stop when its last handle was dropped")
+        .unwrap();
+    assert_eq!(exit, ClientExit::Shutdown);
+}

@@ -398,6 +398,14 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             ),
             heartbeat: config.heartbeat.clone(),
             body_bytes: config.body_bytes,
+            xs: imlab::xs(
+                config
+                    .population
+                    .iter()
+                    .flat_map(|population| &population.groups)
+                    .map(|group| group.body_bytes)
+                    .fold(config.body_bytes, usize::max),
+            ),
             seed: config.seed,
             transport: config.transport.name(),
             population: config.population.clone(),

@@ -32,7 +32,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
@@ -523,7 +522,7 @@ where
                     }
                 }
             }
-            command = client.commands.next() => {
+            command = client.commands.0.next_command() => {
                 match command {
                     None | Some(Command::Shutdown) => return Err(ClientExit::Shutdown),
                     Some(Command::GoOffline) => {
@@ -549,7 +548,7 @@ where
                     Some(request) => feed(out, group_request(request)),
                 }
             }
-            () = client.wake.notified() => {}
+            () = client.commands.0.sends() => {}
             () = tokio::time::sleep_until(deadline) => {
                 note_progress(client, live, input);
                 if let Some(end) = on_timer(client, live, out) {

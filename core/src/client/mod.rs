@@ -9,21 +9,20 @@
 //! through a [`ClientHandle`] and hears from it through a [`ClientObserver`].
 //!
 //! Modules: `state` (persistent state), `backoff`, `connection` (one connection's loop),
-//! `credentials` (expiring tokens and the device's wall clock).
+//! `credentials` (expiring tokens and the device's wall clock), `mailbox` (the app's commands
+//! to the running core).
 
 mod backoff;
 mod connection;
 mod credentials;
+mod mailbox;
 mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::channel::mpsc;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use backoff::{Backoff, BackoffConfig, ParkedRng, jitter};
@@ -36,6 +35,7 @@ use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::heartbeat::{AppState, HeartbeatEvent, HeartbeatStrategy};
 use crate::net::Connector;
 use crate::proto::{self, ErrorCode, KickReason, Target};
+use mailbox::{CoreEnd, Mailbox};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -270,18 +270,31 @@ pub enum ClientError {
     Busy,
 }
 
-/// The app's side of a running client core.
-#[derive(Clone)]
+/// The app's side of a running client core. Its clones share one command queue and its
+/// bound; when the last is dropped the core stops, as after [`ClientHandle::shutdown`].
 pub struct ClientHandle {
     state: SharedClientState,
-    /// One sender shared by the handle's clones, so the queue's bound holds (futures'
-    /// channel gives each sender a slot of its own). futures' channel rather than tokio's:
-    /// it allocates per queued command instead of a 32-slot block up front, about 2 KB per
-    /// client in a load generator (`bench/conn-memory.sh`), for a queue that is mostly empty.
-    commands: Arc<std::sync::Mutex<mpsc::Sender<Command>>>,
-    wake: Arc<Notify>,
+    /// A queue of its own rather than a channel: it holds no buffer while empty, and the
+    /// handle's whole side is one allocation (see the module).
+    mailbox: Arc<Mailbox>,
     outgoing_len_max: usize,
-    next_request_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clone for ClientHandle {
+    fn clone(&self) -> ClientHandle {
+        self.mailbox.handle_cloned();
+        ClientHandle {
+            state: self.state.clone(),
+            mailbox: self.mailbox.clone(),
+            outgoing_len_max: self.outgoing_len_max,
+        }
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.mailbox.handle_dropped();
+    }
 }
 
 impl ClientHandle {
@@ -317,21 +330,16 @@ impl ClientHandle {
             n_attempts: 0,
         });
         drop(state);
-        self.wake.notify_one();
+        self.mailbox.sends_waiting();
         Ok(())
     }
 
     fn command(&self, command: Command) -> Result<(), ClientError> {
-        self.commands
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .try_send(command)
-            .map_err(|_| ClientError::Busy)
+        self.mailbox.command(command).map_err(|_| ClientError::Busy)
     }
 
     fn request_id(&self) -> u64 {
-        self.next_request_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.mailbox.request_id()
     }
 
     /// Creates a group; the reply comes as [`ClientEvent::GroupReply`] with the returned id.
@@ -408,8 +416,8 @@ pub struct Client<C: Connector> {
     observer: Arc<dyn ClientObserver>,
     /// Draws the backoff's jitter.
     rng: ParkedRng,
-    commands: mpsc::Receiver<Command>,
-    wake: Arc<Notify>,
+    /// The app's commands and the signal that sends wait.
+    commands: CoreEnd,
     started: Instant,
     app_state: AppState,
     network: String,
@@ -438,15 +446,11 @@ impl<C: Connector> Client<C> {
         rng: ChaCha8Rng,
     ) -> (Client<C>, ClientHandle) {
         let config = config.into();
-        // The bound is the buffer plus the one sender's own slot.
-        let (commands_tx, commands) = mpsc::channel(COMMANDS_LEN_MAX - 1);
-        let wake = Arc::new(Notify::new());
+        let mailbox = Mailbox::new(COMMANDS_LEN_MAX);
         let handle = ClientHandle {
             state: state.clone(),
-            commands: Arc::new(std::sync::Mutex::new(commands_tx)),
-            wake: wake.clone(),
+            mailbox: mailbox.clone(),
             outgoing_len_max: config.outgoing_len_max,
-            next_request_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         };
         let network = config.network.clone();
         let client = Client {
@@ -456,8 +460,7 @@ impl<C: Connector> Client<C> {
             heartbeat,
             observer,
             rng: ParkedRng::park(&rng),
-            commands,
-            wake,
+            commands: CoreEnd(mailbox),
             started: Instant::now(),
             app_state: AppState::Foreground,
             network,
@@ -502,7 +505,7 @@ impl<C: Connector> Client<C> {
                     let command = tokio::select! {
                         biased;
                         () = tokio::time::sleep_until(deadline), if self.online => continue,
-                        command = self.commands.next() => command,
+                        command = self.commands.0.next_command() => command,
                     };
                     if let Some(exit) = self.apply_command(command, &mut connect_now) {
                         self.emit(ClientEvent::Stopped(&exit));

@@ -35,6 +35,8 @@ pub struct Imlab {
     pub client: Arc<ClientConfig>,
     /// Message body size.
     pub body_bytes: usize,
+    /// [`xs`] as long as the run's longest body (the population's groups may differ).
+    pub xs: Bytes,
     /// Seeds each device's RNG (backoff jitter).
     pub seed: u64,
     /// `tcp` or `tls`.
@@ -137,16 +139,11 @@ fn parse_client_msg_id(tag: &str, text: &str) -> Option<MsgId> {
     })
 }
 
-/// One run of `x`s that devices' bodies are slices of: a body of its own per device cost its
-/// size in every client (`bench/conn-memory.sh`).
-fn body(len: usize) -> Bytes {
-    static XS: std::sync::LazyLock<Bytes> =
-        std::sync::LazyLock::new(|| Bytes::from(vec![b'x'; 64 * 1024]));
-    if len <= XS.len() {
-        XS.slice(..len)
-    } else {
-        Bytes::from(vec![b'x'; len])
-    }
+/// A run of `x`s as long as `len`, that every body of a run is a slice of: a body of its
+/// own per device cost its size in every client (`bench/conn-memory.sh`), and one per send
+/// would cost an allocation and a fill per message.
+pub fn xs(len: usize) -> Bytes {
+    Bytes::from(vec![b'x'; len])
 }
 
 /// Shared by the run's devices, each holding the Arc rather than a copy of the settings.
@@ -167,7 +164,7 @@ impl Protocol for Arc<Imlab> {
     ) -> (Box<dyn Device>, JoinHandle<()>) {
         let observer = Arc::new(Observer {
             events,
-            tag: self.tag.clone(),
+            protocol: self.clone(),
             connected: AtomicBool::new(false),
         });
         let (core, handle) = Client::new(
@@ -190,17 +187,16 @@ impl Protocol for Arc<Imlab> {
             handle,
             client,
             protocol: self.clone(),
-            body: body(self.body_bytes_of(client)),
         };
         (Box::new(device), task)
     }
 }
 
+/// What a run holds per device besides its task: the body is sliced at each send, not kept.
 struct ImlabDevice {
     handle: ClientHandle,
     client: u32,
     protocol: Arc<Imlab>,
-    body: Bytes,
 }
 
 impl Device for ImlabDevice {
@@ -213,7 +209,9 @@ impl Device for ImlabDevice {
             .send_as(
                 client_msg_id(&self.protocol.tag, message.id),
                 to,
-                self.body.clone(),
+                self.protocol
+                    .xs
+                    .slice(..self.protocol.body_bytes_of(self.client)),
             )
             .map_err(|_| Full)
     }
@@ -252,7 +250,8 @@ impl Device for ImlabDevice {
 /// The client core's events, into the ledger.
 struct Observer {
     events: DeviceEvents,
-    tag: String,
+    /// The run's settings (their tag reads message ids), shared rather than copied.
+    protocol: Arc<Imlab>,
     /// Whether the connection is logged in now.
     connected: AtomicBool,
 }
@@ -260,7 +259,7 @@ struct Observer {
 impl ClientObserver for Observer {
     fn on_event(&self, state: &ClientState, event: &ClientEvent<'_>) {
         let events = &self.events;
-        let id = |text: &str| parse_client_msg_id(&self.tag, text);
+        let id = |text: &str| parse_client_msg_id(&self.protocol.tag, text);
         match event {
             ClientEvent::Connecting => events.connecting(),
             ClientEvent::Connected { max_seq, .. } => {
