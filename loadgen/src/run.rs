@@ -423,6 +423,7 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut devices: Vec<Box<dyn Device>> = Vec::with_capacity(config.clients);
     let mut tasks = Vec::with_capacity(config.clients);
+    let connectors = config.transport.connectors();
     for client in 0..config.clients {
         let at = started + Duration::from_secs_f64(client as f64 / config.connect_rate);
         tokio::select! {
@@ -443,9 +444,7 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
         let client = first_client + client as u32;
         let (device, task) = shared.protocol.start(
             client,
-            config
-                .transport
-                .connector(client, shared.carriers.as_ref().map(|c| (c, local))),
+            connectors.connector(client, shared.carriers.as_ref().map(|c| (c, local))),
             DeviceEvents::new(shared.ledger.clone(), client),
         );
         tasks.push(task);

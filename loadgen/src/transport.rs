@@ -3,7 +3,9 @@
 //! device's connector built the same way whatever the protocol speaks.
 //!
 //! [`DynConnector`] erases the connector's type so that a protocol adapter is written once,
-//! not once per stack of transports; it costs one allocation per connect.
+//! not once per stack of transports; it costs one allocation per connect. Devices without a
+//! carrier share their connector (one per source address): a connector of their own cost 96
+//! bytes per device (`bench/conn-memory.sh`).
 
 use std::future::Future;
 use std::io;
@@ -22,12 +24,26 @@ use crate::source::SourceConnector;
 /// Any opened stream.
 pub type BoxStream = Box<dyn Stream>;
 
-type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<BoxStream>> + Send>>;
+type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxStream>> + Send + 'a>>;
 
-/// A connector of any type, behind one pointer.
+/// A connector whose stream type is erased.
+trait ErasedConnector: Send + Sync {
+    fn connect(&self) -> ConnectFuture<'_>;
+}
+
+impl<C: Connector> ErasedConnector for C {
+    fn connect(&self) -> ConnectFuture<'_> {
+        Box::pin(async move {
+            let stream = Connector::connect(self).await?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+}
+
+/// A connector of any type, behind one pointer (one allocation, shared by its clones).
 #[derive(Clone)]
 pub struct DynConnector {
-    connect: Arc<dyn Fn() -> ConnectFuture + Send + Sync>,
+    connector: Arc<dyn ErasedConnector>,
 }
 
 impl std::fmt::Debug for DynConnector {
@@ -39,15 +55,8 @@ impl std::fmt::Debug for DynConnector {
 impl DynConnector {
     /// Erases `connector`'s type.
     pub fn new<C: Connector>(connector: C) -> DynConnector {
-        let connector = Arc::new(connector);
         DynConnector {
-            connect: Arc::new(move || {
-                let connector = connector.clone();
-                Box::pin(async move {
-                    let stream = connector.connect().await?;
-                    Ok(Box::new(stream) as BoxStream)
-                })
-            }),
+            connector: Arc::new(connector),
         }
     }
 }
@@ -56,7 +65,7 @@ impl Connector for DynConnector {
     type Stream = BoxStream;
 
     fn connect(&self) -> impl Future<Output = io::Result<BoxStream>> + Send {
-        (self.connect)()
+        self.connector.connect()
     }
 }
 
@@ -81,6 +90,17 @@ impl Transport {
             (true, false) => "tls",
             (false, true) => "ws",
             (true, true) => "wss",
+        }
+    }
+
+    /// The connectors of a run's devices, built once: see [`Connectors::connector`].
+    pub fn connectors(&self) -> Connectors<'_> {
+        let sources = self.source_ips.len().max(1);
+        Connectors {
+            transport: self,
+            shared: (0..sources)
+                .map(|source| self.connector(source as u32, None))
+                .collect(),
         }
     }
 
@@ -110,5 +130,24 @@ impl Transport {
             ));
         }
         connector
+    }
+}
+
+/// The connectors of a run's devices: one per source address shared by the devices without
+/// a carrier, one of its own for each device with one (its carrier model is per device).
+#[derive(Debug)]
+pub struct Connectors<'a> {
+    transport: &'a Transport,
+    /// By source address, as [`Transport::connector`] picks it (`client % source_ips.len()`).
+    shared: Vec<DynConnector>,
+}
+
+impl Connectors<'_> {
+    /// Device `client`'s connector, the same as [`Transport::connector`] builds.
+    pub fn connector(&self, client: u32, carrier: Option<(&Carriers, usize)>) -> DynConnector {
+        match carrier {
+            None => self.shared[client as usize % self.shared.len()].clone(),
+            Some(carrier) => self.transport.connector(client, Some(carrier)),
+        }
     }
 }
