@@ -28,13 +28,13 @@ type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxStream>> + Se
 
 /// A connector whose stream type is erased.
 trait ErasedConnector: Send + Sync {
-    fn connect(&self) -> ConnectFuture<'_>;
+    fn connect_boxed(&self) -> ConnectFuture<'_>;
 }
 
 impl<C: Connector> ErasedConnector for C {
-    fn connect(&self) -> ConnectFuture<'_> {
+    fn connect_boxed(&self) -> ConnectFuture<'_> {
         Box::pin(async move {
-            let stream = Connector::connect(self).await?;
+            let stream = self.connect().await?;
             Ok(Box::new(stream) as BoxStream)
         })
     }
@@ -65,7 +65,7 @@ impl Connector for DynConnector {
     type Stream = BoxStream;
 
     fn connect(&self) -> impl Future<Output = io::Result<BoxStream>> + Send {
-        self.connector.connect()
+        self.connector.connect_boxed()
     }
 }
 
@@ -148,6 +148,34 @@ impl Connectors<'_> {
         match carrier {
             None => self.shared[client as usize % self.shared.len()].clone(),
             Some(carrier) => self.transport.connector(client, Some(carrier)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shared_connectors_connect_each_device_from_its_own_source_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let transport = Transport {
+            target: listener.local_addr().unwrap(),
+            source_ips: ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+                .iter()
+                .map(|ip| ip.parse().unwrap())
+                .collect(),
+            tls: None,
+            ws: None,
+        };
+        let connectors = transport.connectors();
+        for client in [0_u32, 1, 2, 3, 4, 7, 11] {
+            let connector = connectors.connector(client, None);
+            let connecting = tokio::spawn(async move { connector.connect().await.map(drop) });
+            let (_stream, peer) = listener.accept().await.unwrap();
+            connecting.await.unwrap().unwrap();
+            let expected = transport.source_ips[client as usize % 3];
+            assert_eq!(peer.ip(), expected, "client {client}");
         }
     }
 }
