@@ -243,7 +243,12 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
                     self.idle_check_at = idle_deadline;
                 } else {
                     self.shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(idle_timeout = ?self.idle_timeout, "reaping silent connection");
+                    tracing::debug!(
+                        user = self.session.user(),
+                        device = self.session.device(),
+                        idle_timeout = ?self.idle_timeout,
+                        "reaping silent connection"
+                    );
                     return Err(Closed::Reaped);
                 }
             }
