@@ -192,7 +192,7 @@ impl SendBudget {
 #[derive(Debug)]
 struct OnlineUser {
     /// Sorted by device.
-    devices: Vec<(Box<str>, SessionHandle)>,
+    devices: Vec<(Arc<str>, SessionHandle)>,
     budget: Arc<SendBudget>,
 }
 
@@ -201,7 +201,7 @@ struct OnlineUser {
 /// (`perf` of `imlab serve` at 8,000 msg/s: 2.7% of its samples). Never iterated in an
 /// order that matters: only counted, and closed all (in connection order) at shutdown or a
 /// crash.
-type Users = HashMap<Box<str>, OnlineUser, FxBuildHasher>;
+type Users = HashMap<Arc<str>, OnlineUser, FxBuildHasher>;
 
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -227,8 +227,8 @@ impl Registry {
     /// limit), shared with the user's other connections.
     pub fn register(
         &self,
-        user: &str,
-        device: &str,
+        user: &Arc<str>,
+        device: &Arc<str>,
         handle: SessionHandle,
         send_rate: u32,
     ) -> Arc<SendBudget> {
@@ -240,15 +240,18 @@ impl Registry {
         }
         let online = guard
             .users
-            .entry(user.into())
+            .entry(user.clone())
             .or_insert_with(|| OnlineUser {
                 devices: Vec::with_capacity(1),
                 budget: Arc::new(SendBudget::new(send_rate)),
             });
-        let old = match online.devices.binary_search_by(|(d, _)| (**d).cmp(device)) {
+        let old = match online
+            .devices
+            .binary_search_by(|(d, _)| (**d).cmp(&**device))
+        {
             Ok(i) => Some(std::mem::replace(&mut online.devices[i].1, handle)),
             Err(i) => {
-                online.devices.insert(i, (device.into(), handle));
+                online.devices.insert(i, (device.clone(), handle));
                 None
             }
         };
@@ -360,7 +363,7 @@ mod tests {
     fn a_connection_registering_after_close_is_closed_at_once() {
         let registry = Registry::default();
         let before = handle(1);
-        registry.register("alice", "phone", before.clone(), 0);
+        registry.register(&"alice".into(), &"phone".into(), before.clone(), 0);
         registry.close(Some(KickReason::ServerShutdown));
         assert!(killed(&before.control));
         assert_eq!(
@@ -369,7 +372,7 @@ mod tests {
         );
 
         let after = handle(2);
-        registry.register("bob", "phone", after.clone(), 0);
+        registry.register(&"bob".into(), &"phone".into(), after.clone(), 0);
         assert!(killed(&after.control), "registered after the close");
         assert_eq!(
             after.control.kick_reason(),
@@ -386,7 +389,7 @@ mod tests {
     fn the_outbox_is_bounded_and_a_full_one_kicks_a_slow_consumer() {
         let registry = Registry::default();
         let bob = handle(1);
-        registry.register("bob", "phone", bob.clone(), 0);
+        registry.register(&"bob".into(), &"phone".into(), bob.clone(), 0);
         let message = Bytes::from_static(b"hi");
         for seq in 1..=5 {
             assert!(registry.deliver("bob", seq, &message));
@@ -437,8 +440,8 @@ mod tests {
         let registry = Registry::default();
         let quiet = handle(1);
         let kicked = handle(2);
-        registry.register("alice", "phone", quiet.clone(), 0);
-        registry.register("bob", "phone", kicked.clone(), 0);
+        registry.register(&"alice".into(), &"phone".into(), quiet.clone(), 0);
+        registry.register(&"bob".into(), &"phone".into(), kicked.clone(), 0);
         kicked.kick(KickReason::SlowConsumer);
 
         let woken = Arc::new(AtomicBool::new(false));
