@@ -341,23 +341,35 @@ async fn a_user_over_its_send_rate_is_refused_across_devices_and_refilled_in_tim
     assert_eq!(store.n_messages(), 5);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_client_cores_command_queue_holds_64_across_the_handles_clones() {
-    use imlab_core::client::{Client, ClientError, ClientExit};
-    use imlab_core::heartbeat::{AppState, Fixed};
+/// Alice's phone's client core on an in-memory server (kept alive by the third value), not
+/// running yet.
+fn alice_phone() -> (
+    imlab_core::client::Client<impl imlab_core::net::Connector>,
+    imlab_core::client::ClientHandle,
+    impl Sized,
+) {
     use rand::SeedableRng;
 
-    let (connector, _server, _store) = memory_server(ServerConfig::default());
-    let (core, handle) = Client::new(
+    let (connector, server, store) = memory_server(ServerConfig::default());
+    let (core, handle) = imlab_core::client::Client::new(
         connector,
         ClientConfig::default(),
         ClientState::new("alice", "phone").shared(),
-        Box::new(Fixed {
+        Box::new(imlab_core::heartbeat::Fixed {
             interval: Duration::from_secs(60),
         }),
         std::sync::Arc::new(Recorder::default()),
         rand_chacha::ChaCha8Rng::seed_from_u64(7),
     );
+    (core, handle, (server, store))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_cores_command_queue_holds_64_across_the_handles_clones() {
+    use imlab_core::client::{ClientError, ClientExit};
+    use imlab_core::heartbeat::AppState;
+
+    let (core, handle, _server) = alice_phone();
     // Not running yet: nothing drains the queue. The clones share its one bound.
     let clone = handle.clone();
     for i in 0..64 {
@@ -386,32 +398,28 @@ async fn a_client_cores_command_queue_holds_64_across_the_handles_clones() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_core_stops_when_its_last_handle_is_dropped() {
-    use imlab_core::client::{Client, ClientExit};
-    use imlab_core::heartbeat::Fixed;
-    use rand::SeedableRng;
+    use imlab_core::client::ClientExit;
 
-    let (connector, _server, _store) = memory_server(ServerConfig::default());
-    let (core, handle) = Client::new(
-        connector,
-        ClientConfig::default(),
-        ClientState::new("alice", "phone").shared(),
-        Box::new(Fixed {
-            interval: Duration::from_secs(60),
-        }),
-        std::sync::Arc::new(Recorder::default()),
-        rand_chacha::ChaCha8Rng::seed_from_u64(7),
-    );
+    let (core, handle, _server) = alice_phone();
     let task = tokio::spawn(core.run());
     let clone = handle.clone();
     drop(handle);
     // One clone left: the core keeps running and taking commands.
+    assert_eq!(clone.go_online(), Ok(()));
     tokio::time::advance(Duration::from_secs(5)).await;
     assert!(!task.is_finished());
-    assert_eq!(clone.go_online(), Ok(()));
     drop(clone);
-    let exit = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the core did not stop when its last handle was dropped")
-        .unwrap();
-    assert_eq!(exit, ClientExit::Shutdown);
+    // The drop itself must wake the core: yielding keeps the paused clock still, so no timer
+    // of the core's can poll it instead.
+    for _ in 0..1_000 {
+        if task.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        task.is_finished(),
+        "the core did not stop when its last handle was dropped"
+    );
+    assert_eq!(task.await.unwrap(), ClientExit::Shutdown);
 }
