@@ -30,8 +30,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// them). Freed pages go back to the kernel after a second, from one background thread: without
 /// one, an arena returns pages only when its own thread allocates again, and the threads of a
 /// server or load generator holding idle connections rarely do. A load generator's RSS per idle
-/// client was 3,836-3,860 bytes without these settings and 3,586-3,661 with them
-/// (`bench/conn-memory.sh 10000`); the server's did not move, nor did `sim run`'s peak.
+/// client was 3,835-3,860 bytes with jemalloc's defaults and 3,586-3,661 with
+/// `background_thread:true,dirty_decay_ms:1000` (`bench/conn-memory.sh 10000`, set through the
+/// environment, one run or two each; the cap of one thread was not measured apart); the
+/// server's did not move, nor did `sim run`'s peak.
 #[allow(
     unsafe_code,
     reason = "jemalloc reads its settings from this symbol, a NUL-terminated C string"
