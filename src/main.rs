@@ -23,6 +23,9 @@ use clap::{Parser, Subcommand};
 /// jemalloc rather than glibc's malloc: a server or load generator holds tens of thousands of
 /// small per-connection allocations, which glibc's chunk headers and bins cost about 350
 /// bytes more of resident memory per connection (`bench/conn-memory.sh`; mimalloc cost more).
+/// The `jemalloc` feature, on by default; CI's test build turns it off, as compiling jemalloc's
+/// C sources was a tenth of its time and the tests assert behaviour, not memory.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -34,6 +37,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// `background_thread:true,dirty_decay_ms:1000` (`bench/conn-memory.sh 10000`, set through the
 /// environment, one run or two each; the cap of one thread was not measured apart); the
 /// server's did not move, nor did `sim run`'s peak.
+#[cfg(feature = "jemalloc")]
 #[allow(
     unsafe_code,
     reason = "jemalloc reads its settings from this symbol, a NUL-terminated C string"

@@ -1,11 +1,12 @@
-//! The wire messages, generated at build time from `proto/imlab.proto` by prost.
+//! The wire messages, generated from `proto/imlab.proto` by prost (`tools/protogen`, checked in
+//! as `proto/imlab.v1.rs`, so a build compiles no protobuf compiler).
 //!
 //! Every frame on the wire is one [`Frame`]; the helpers here name a frame's kind for logs and
 //! errors without printing its payload.
 
 #![allow(clippy::all, missing_docs)]
 
-include!(concat!(env!("OUT_DIR"), "/imlab.v1.rs"));
+include!("proto/imlab.v1.rs");
 
 pub use frame::Body;
 
@@ -110,5 +111,34 @@ impl std::fmt::Display for Target {
             Target::Peer(user) => write!(f, "user:{user}"),
             Target::Group(group) => write!(f, "group:{group}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// The digest `tools/protogen` recorded in the checked-in code's header.
+    fn recorded_digest(generated: &str) -> Option<&str> {
+        generated
+            .lines()
+            .take_while(|line| line.starts_with("//"))
+            .find_map(|line| line.strip_prefix("// schema-sha256: "))
+    }
+
+    #[test]
+    fn generated_code_matches_the_schema() {
+        let schema = include_bytes!("../proto/imlab.proto");
+        let generated = include_str!("proto/imlab.v1.rs");
+        let digest: String = Sha256::digest(schema)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            recorded_digest(generated),
+            Some(digest.as_str()),
+            "core/src/proto/imlab.v1.rs was not generated from this core/proto/imlab.proto: \
+             run `cargo run --manifest-path tools/protogen/Cargo.toml`"
+        );
     }
 }

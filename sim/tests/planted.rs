@@ -91,12 +91,18 @@ fn broken_in(
         .collect()
 }
 
+/// Asserts that `invariant` catches `planted` in one of [`SEEDS`], tried in turn until one does
+/// (the storm of each seed takes seconds; the clean test runs them all).
 fn check(planted: Planted, invariant: &str) {
-    let found = broken(planted);
-    assert!(
-        found.iter().any(|(_, names)| names.contains(&invariant)),
-        "{planted:?} was not caught by {invariant} in seeds {SEEDS:?}: {found:?}"
-    );
+    let storm = storm();
+    let mut found = Vec::new();
+    for seed in SEEDS {
+        found.extend(broken_in(&storm, seed..=seed, planted));
+        if found.last().is_some_and(|(_, names)| names.contains(&invariant)) {
+            return;
+        }
+    }
+    panic!("{planted:?} was not caught by {invariant} in seeds {SEEDS:?}: {found:?}");
 }
 
 #[test]

@@ -25,14 +25,7 @@ fn free_port() -> SocketAddr {
 /// Starts a rumqttd broker with one MQTT 3.1.1 and one MQTT 5 listener; returns their
 /// addresses once both accept connections. Its threads live as long as the test process.
 pub fn start_broker() -> (SocketAddr, SocketAddr) {
-    let (v4, v5, _) = start_broker_with_ws();
-    (v4, v5)
-}
-
-/// The same broker with a third listener: MQTT 3.1.1 over WebSocket (rumqttd's `ws`, which
-/// answers with the `mqtt` subprotocol).
-pub fn start_broker_with_ws() -> (SocketAddr, SocketAddr, SocketAddr) {
-    let (v4, v5, ws) = (free_port(), free_port(), free_port());
+    let (v4, v5) = (free_port(), free_port());
     let server = |name: &str, addr: SocketAddr| {
         serde_json::json!({ "1": {
             "name": name,
@@ -56,16 +49,110 @@ pub fn start_broker_with_ws() -> (SocketAddr, SocketAddr, SocketAddr) {
         },
         "v4": server("v4", v4),
         "v5": server("v5", v5),
-        "ws": server("ws", ws),
     }))
     .unwrap();
     std::thread::spawn(move || {
         let _ = rumqttd::Broker::new(config).start();
     });
-    for addr in [v4, v5, ws] {
+    for addr in [v4, v5] {
         wait_accepting(addr);
     }
+    (v4, v5)
+}
+
+/// The same broker with a third address: MQTT over WebSocket, as a WebSocket front (or a
+/// broker's own WebSocket listener) serves it: the client must offer the `mqtt` subprotocol
+/// and is answered with it, MQTT's bytes travel in binary messages, a text message closes the
+/// connection. tungstenite's server side does the RFC 6455 work (the handshake, masked client
+/// frames); the front relays the bytes to the broker's MQTT 3.1.1 listener. rumqttd's own
+/// WebSocket listener (its `websocket` feature) did the same, at about 35 more crates and 50 s
+/// of every CI build.
+pub fn start_broker_with_ws() -> (SocketAddr, SocketAddr, SocketAddr) {
+    let (v4, v5) = start_broker();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let ws = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(ws_carry(client, v4));
+        }
+    });
+    // Its threads live as long as the test process, as the broker's do.
+    std::mem::forget(runtime);
     (v4, v5, ws)
+}
+
+/// One WebSocket connection, relayed to the broker at `to`.
+async fn ws_carry(client: tokio::net::TcpStream, to: SocketAddr) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+
+    #[allow(clippy::result_large_err, reason = "tungstenite's callback type")]
+    let answer = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        let offers_mqtt = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|offered| offered.trim() == "mqtt");
+        if !offers_mqtt {
+            let mut refusal = ErrorResponse::new(Some("offer the mqtt subprotocol".into()));
+            *refusal.status_mut() = StatusCode::BAD_REQUEST;
+            return Err(refusal);
+        }
+        response
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        Ok(response)
+    };
+    let Ok(socket) = tokio_tungstenite::accept_hdr_async(client, answer).await else {
+        return;
+    };
+    let Ok(broker) = tokio::net::TcpStream::connect(to).await else {
+        return;
+    };
+    let (mut to_client, mut from_client) = socket.split();
+    let (mut broker_read, mut broker_write) = broker.into_split();
+    let up = async {
+        while let Some(Ok(message)) = from_client.next().await {
+            match message {
+                Message::Binary(bytes) => {
+                    if broker_write.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Message::Close(_) | Message::Text(_) => return,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    };
+    let down = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match broker_read.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let message = Message::binary(chunk[..n].to_vec());
+                    if to_client.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
 }
 
 /// Waits (bounded) until `addr` accepts a TCP connection.

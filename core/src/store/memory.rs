@@ -419,6 +419,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(
+        clippy::needless_update,
+        reason = "the limits have one more field, the planted-bug switch, with planted-bugs on"
+    )]
     async fn limits_refuse_without_touching_stored_data() {
         let store = MemoryStore::with_limits(MemoryStoreLimits {
             messages_max: 1,
