@@ -98,7 +98,10 @@ fn check(planted: Planted, invariant: &str) {
     let mut found = Vec::new();
     for seed in SEEDS {
         found.extend(broken_in(&storm, seed..=seed, planted));
-        if found.last().is_some_and(|(_, names)| names.contains(&invariant)) {
+        if found
+            .last()
+            .is_some_and(|(_, names)| names.contains(&invariant))
+        {
             return;
         }
     }
