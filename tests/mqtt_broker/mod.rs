@@ -69,14 +69,7 @@ pub fn start_broker() -> (SocketAddr, SocketAddr) {
 /// of every CI build.
 pub fn start_broker_with_ws() -> (SocketAddr, SocketAddr, SocketAddr) {
     let (v4, v5) = start_broker();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let (runtime, listener) = runtime_and_listener();
     let ws = listener.local_addr().unwrap();
     runtime.spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
@@ -155,6 +148,19 @@ async fn ws_carry(client: tokio::net::TcpStream, to: SocketAddr) {
     }
 }
 
+/// A one-thread runtime for a front or relay, and a listener on a fresh loopback port.
+fn runtime_and_listener() -> (tokio::runtime::Runtime, tokio::net::TcpListener) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    (runtime, listener)
+}
+
 /// Waits (bounded) until `addr` accepts a TCP connection.
 fn wait_accepting(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -187,14 +193,7 @@ pub struct Relay {
 impl Relay {
     /// A relay to `upstream` on a fresh loopback port.
     pub fn new(upstream: SocketAddr) -> Relay {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let (runtime, listener) = runtime_and_listener();
         let addr = listener.local_addr().unwrap();
         let (cut, _) = watch::channel(0u64);
         let relay = Relay {
@@ -330,15 +329,8 @@ pub struct TlsFront {
 impl TlsFront {
     pub fn new(cert: &std::path::Path, key: &std::path::Path, broker: SocketAddr) -> TlsFront {
         use imlab_core::net::Listener;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (runtime, tcp) = runtime_and_listener();
         let config = imlab_core::tls::server_config_from_files(cert, key).unwrap();
-        let tcp = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
         let addr = tcp.local_addr().unwrap();
         let mut listener = imlab_core::tls::TlsListener::new(tcp, config);
         runtime.spawn(async move {
