@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 /// small per-connection allocations, which glibc's chunk headers and bins cost about 350
 /// bytes more of resident memory per connection (`bench/conn-memory.sh`; mimalloc cost more).
 /// The `jemalloc` feature, on by default; CI's test build turns it off, as compiling jemalloc's
-/// C sources was a tenth of its time and the tests assert behaviour, not memory.
+/// C sources was a tenth of its build's CPU time and the tests assert behaviour, not memory.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
