@@ -13,20 +13,23 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../core").canonicalize()?;
+    let core = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../core")
+        .canonicalize()?;
     let schema_dir = core.join("proto");
     let schema_path = schema_dir.join("imlab.proto");
     let schema = fs::read(&schema_path).map_err(|e| format!("{}: {e}", schema_path.display()))?;
     let file_descriptors = protox::compile(["imlab.proto"], [&schema_dir])?;
-    let scratch = std::env::temp_dir().join(format!("imlab-protogen-{}", std::process::id()));
-    fs::create_dir_all(&scratch)?;
+    let scratch = tempfile::tempdir()?;
     prost_build::Config::new()
         .bytes(["."])
-        .out_dir(&scratch)
+        .out_dir(scratch.path())
         .compile_fds(file_descriptors)?;
-    let generated = fs::read_to_string(scratch.join("imlab.v1.rs"))?;
-    fs::remove_dir_all(&scratch)?;
-    let digest: String = Sha256::digest(&schema).iter().map(|b| format!("{b:02x}")).collect();
+    let generated = fs::read_to_string(scratch.path().join("imlab.v1.rs"))?;
+    let digest: String = Sha256::digest(&schema)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let out: PathBuf = core.join("src/proto/imlab.v1.rs");
     fs::create_dir_all(out.parent().expect("a file in a directory"))?;
     fs::write(
