@@ -8,6 +8,9 @@
 //! a whole frame, or several, costs one read syscall, and a connection waiting for its peer
 //! holds no read buffer while it waits.
 //! [`FrameReader::next`] is cancel-safe, so it can sit in a `select!`.
+//!
+//! [`FrameReader`] and [`FrameWriter`] each own a stream (two halves of a split one, say);
+//! [`FrameIo`] is both over one stream, for a connection that one task reads and writes.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -32,54 +35,35 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_READ_BYTES].into_boxed_slice());
 }
 
-/// Reads frames from a byte stream.
-#[derive(Debug)]
-pub struct FrameReader<R> {
-    inner: R,
+/// What a frame reader keeps between reads: the bytes of frames not yet whole, and a count.
+/// Driven by [`FrameReader`] (a stream of its own) and [`FrameIo`] (a stream shared with the
+/// writer), which lend it the stream.
+#[derive(Debug, Default)]
+struct ReadBuffer {
     buffer: BytesMut,
-    max_frame_bytes: usize,
     bytes_read: u64,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Reads frames of at most `max_frame_bytes` from `inner`.
-    pub fn new(inner: R, max_frame_bytes: usize) -> FrameReader<R> {
-        FrameReader {
-            inner,
-            buffer: BytesMut::new(),
-            max_frame_bytes,
-            bytes_read: 0,
-        }
-    }
-
-    /// Bytes read from the stream so far, whole frames or not: proof that the peer and the
-    /// path are alive even while a large frame is still arriving on a slow link.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
-    }
-
-    /// The next frame; `Ok(None)` on a clean end of stream between frames.
-    ///
-    /// Cancel-safe: bytes read so far stay in the buffer for the next call.
-    pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
-        poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    /// [`FrameReader::next`] for a hand-written future: a frame when one is whole, reading
-    /// as much as it takes; `Pending` (with the task's waker registered) when the stream has
-    /// nothing more yet. Bytes read stay in the buffer across calls.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameIoError>> {
+impl ReadBuffer {
+    /// A frame when one is whole, reading from `inner` as much as it takes; `Pending` (with
+    /// the task's waker registered) when the stream has nothing more yet.
+    fn poll_next<R: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut R,
+        max_frame_bytes: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame>, FrameIoError>> {
         loop {
-            let want = match self.decode_buffered()? {
+            let want = match self.decode_buffered(max_frame_bytes)? {
                 Ok(frame) => return Poll::Ready(Ok(Some(frame))),
                 Err(want) => want,
             };
             let n_read = if self.buffer.is_empty() {
-                ready!(self.poll_read_into_scratch(cx))?
+                ready!(self.poll_read_into_scratch(inner, cx))?
             } else {
                 self.buffer.reserve(want);
                 ready!(tokio_util::io::poll_read_buf(
-                    Pin::new(&mut self.inner),
+                    Pin::new(&mut *inner),
                     cx,
                     &mut self.buffer
                 ))?
@@ -93,8 +77,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// One read into the thread's scratch buffer; what it read is appended to the (empty)
     /// buffer. Nothing is read unless the poll completes.
-    fn poll_read_into_scratch(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let (inner, buffer) = (&mut self.inner, &mut self.buffer);
+    fn poll_read_into_scratch<R: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        let buffer = &mut self.buffer;
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let mut read = ReadBuf::new(&mut scratch[..]);
@@ -104,15 +92,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         })
     }
 
-    /// The next frame if it is already whole in the buffer; never reads. For handling every
-    /// frame of one read before writing the replies.
-    pub fn next_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
-        Ok(self.decode_buffered()?.ok())
-    }
-
     /// A whole buffered frame, or how many bytes to read for the next one.
-    fn decode_buffered(&mut self) -> Result<Result<Frame, usize>, CodecError> {
-        match codec::decode(&self.buffer, self.max_frame_bytes)? {
+    fn decode_buffered(
+        &mut self,
+        max_frame_bytes: usize,
+    ) -> Result<Result<Frame, usize>, CodecError> {
+        match codec::decode(&self.buffer, max_frame_bytes)? {
             Decoded::Frame {
                 frame,
                 consumed_bytes,
@@ -124,9 +109,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(Ok(frame))
             }
             // `needed_bytes` is bounded by the validated length prefix.
-            Decoded::Incomplete { needed_bytes } => Ok(Err(
-                needed_bytes.max(READ_CHUNK_BYTES.min(self.max_frame_bytes))
-            )),
+            Decoded::Incomplete { needed_bytes } => {
+                Ok(Err(needed_bytes.max(READ_CHUNK_BYTES.min(max_frame_bytes))))
+            }
         }
     }
 
@@ -146,12 +131,115 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// What a frame writer keeps between writes: the frames buffered and not yet written.
+#[derive(Debug, Default)]
+struct WriteBuffer {
+    buffer: BytesMut,
+}
+
+impl WriteBuffer {
+    /// Buffers one frame. A frame over the limit is refused: it is a bug in the sender.
+    fn feed(&mut self, frame: &Frame, max_frame_bytes: usize) -> Result<(), CodecError> {
+        let length_bytes = prost::Message::encoded_len(frame);
+        if length_bytes > max_frame_bytes {
+            return Err(CodecError::FrameTooLarge {
+                declared_bytes: length_bytes,
+                max_frame_bytes,
+            });
+        }
+        codec::encode(frame, &mut self.buffer);
+        Ok(())
+    }
+
+    fn feed_notify_data(
+        &mut self,
+        seq: u64,
+        message_without_seq: &[u8],
+        max_frame_bytes: usize,
+    ) -> Result<(), CodecError> {
+        let length_bytes = codec::notify_data_len(seq, message_without_seq);
+        if length_bytes > max_frame_bytes {
+            return Err(CodecError::FrameTooLarge {
+                declared_bytes: length_bytes,
+                max_frame_bytes,
+            });
+        }
+        codec::encode_notify_data(seq, message_without_seq, &mut self.buffer);
+        Ok(())
+    }
+
+    /// Writes what `inner` takes now; `Ready` once everything buffered is written and the
+    /// stream flushed (the buffer is then released).
+    fn poll_flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while !self.buffer.is_empty() {
+            let n_written = ready!(Pin::new(&mut *inner).poll_write(cx, &self.buffer))?;
+            if n_written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.buffer.advance(n_written);
+        }
+        ready!(Pin::new(&mut *inner).poll_flush(cx))?;
+        self.buffer = BytesMut::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads frames from a byte stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    read: ReadBuffer,
+    max_frame_bytes: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads frames of at most `max_frame_bytes` from `inner`.
+    pub fn new(inner: R, max_frame_bytes: usize) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            read: ReadBuffer::default(),
+            max_frame_bytes,
+        }
+    }
+
+    /// Bytes read from the stream so far, whole frames or not: proof that the peer and the
+    /// path are alive even while a large frame is still arriving on a slow link.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.bytes_read
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    ///
+    /// Cancel-safe: bytes read so far stay in the buffer for the next call.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`FrameReader::next`] for a hand-written future: a frame when one is whole, reading
+    /// as much as it takes; `Pending` (with the task's waker registered) when the stream has
+    /// nothing more yet. Bytes read stay in the buffer across calls.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameIoError>> {
+        self.read
+            .poll_next(&mut self.inner, self.max_frame_bytes, cx)
+    }
+
+    /// The next frame if it is already whole in the buffer; never reads. For handling every
+    /// frame of one read before writing the replies.
+    pub fn next_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+        Ok(self.read.decode_buffered(self.max_frame_bytes)?.ok())
+    }
+}
+
 /// Writes frames to a byte stream; frames are buffered by [`FrameWriter::feed`] and written by
 /// [`FrameWriter::flush`].
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     inner: W,
-    buffer: BytesMut,
+    write: WriteBuffer,
     max_frame_bytes: usize,
 }
 
@@ -160,22 +248,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W, max_frame_bytes: usize) -> FrameWriter<W> {
         FrameWriter {
             inner,
-            buffer: BytesMut::new(),
+            write: WriteBuffer::default(),
             max_frame_bytes,
         }
     }
 
     /// Buffers one frame. A frame over the limit is refused: it is a bug in the sender.
     pub fn feed(&mut self, frame: &Frame) -> Result<(), CodecError> {
-        let length_bytes = prost::Message::encoded_len(frame);
-        if length_bytes > self.max_frame_bytes {
-            return Err(CodecError::FrameTooLarge {
-                declared_bytes: length_bytes,
-                max_frame_bytes: self.max_frame_bytes,
-            });
-        }
-        codec::encode(frame, &mut self.buffer);
-        Ok(())
+        self.write.feed(frame, self.max_frame_bytes)
     }
 
     /// Buffers a NotifyData frame from a seq and the message's encoding without it
@@ -186,20 +266,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         seq: u64,
         message_without_seq: &[u8],
     ) -> Result<(), CodecError> {
-        let length_bytes = codec::notify_data_len(seq, message_without_seq);
-        if length_bytes > self.max_frame_bytes {
-            return Err(CodecError::FrameTooLarge {
-                declared_bytes: length_bytes,
-                max_frame_bytes: self.max_frame_bytes,
-            });
-        }
-        codec::encode_notify_data(seq, message_without_seq, &mut self.buffer);
-        Ok(())
+        self.write
+            .feed_notify_data(seq, message_without_seq, self.max_frame_bytes)
     }
 
     /// Bytes buffered and not yet written.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffer.len()
+        self.write.buffer.len()
     }
 
     /// Writes everything buffered and flushes the stream.
@@ -211,16 +284,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// `Ready` once everything buffered is written and the stream flushed (the buffer is then
     /// released), `Pending` with the rest still buffered.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.buffer.is_empty() {
-            let n_written = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer))?;
-            if n_written == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            self.buffer.advance(n_written);
-        }
-        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-        self.buffer = BytesMut::new();
-        Poll::Ready(Ok(()))
+        self.write.poll_flush(&mut self.inner, cx)
     }
 
     /// Feeds and flushes one frame.
@@ -233,5 +297,97 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Shuts the write side down (TCP FIN).
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
         self.inner.shutdown().await
+    }
+}
+
+/// Frames both ways over one stream that one task drives: [`FrameReader`] and [`FrameWriter`]
+/// in one value, without splitting the stream.
+///
+/// For a connection whose reads and writes happen in one task (the server's connection): a
+/// split stream (`tokio::io::split`) keeps the stream behind a lock in an allocation of its
+/// own (56 bytes for a `TcpStream`, heaptrack) and each half holds a pointer to it; here the
+/// stream sits inline and the limit is kept once.
+/// Reading and writing behave exactly as [`FrameReader`]'s and [`FrameWriter`]'s: the same
+/// buffers, released when empty, and the same scratch-buffer reads.
+#[derive(Debug)]
+pub struct FrameIo<S> {
+    stream: S,
+    read: ReadBuffer,
+    write: WriteBuffer,
+    max_frame_bytes: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
+    /// Frames of at most `max_frame_bytes` both ways over `stream`.
+    pub fn new(stream: S, max_frame_bytes: usize) -> FrameIo<S> {
+        FrameIo {
+            stream,
+            read: ReadBuffer::default(),
+            write: WriteBuffer::default(),
+            max_frame_bytes,
+        }
+    }
+
+    /// As [`FrameReader::bytes_read`].
+    pub fn bytes_read(&self) -> u64 {
+        self.read.bytes_read
+    }
+
+    /// As [`FrameReader::next`]; cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameIoError> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// As [`FrameReader::poll_next`].
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameIoError>> {
+        self.read
+            .poll_next(&mut self.stream, self.max_frame_bytes, cx)
+    }
+
+    /// As [`FrameReader::next_buffered`].
+    pub fn next_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+        Ok(self.read.decode_buffered(self.max_frame_bytes)?.ok())
+    }
+
+    /// As [`FrameWriter::feed`].
+    pub fn feed(&mut self, frame: &Frame) -> Result<(), CodecError> {
+        self.write.feed(frame, self.max_frame_bytes)
+    }
+
+    /// As [`FrameWriter::feed_notify_data`].
+    pub fn feed_notify_data(
+        &mut self,
+        seq: u64,
+        message_without_seq: &[u8],
+    ) -> Result<(), CodecError> {
+        self.write
+            .feed_notify_data(seq, message_without_seq, self.max_frame_bytes)
+    }
+
+    /// As [`FrameWriter::buffered_bytes`].
+    pub fn buffered_bytes(&self) -> usize {
+        self.write.buffer.len()
+    }
+
+    /// As [`FrameWriter::flush`].
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// As [`FrameWriter::poll_flush`].
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.write.poll_flush(&mut self.stream, cx)
+    }
+
+    /// As [`FrameWriter::send`].
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), FrameIoError> {
+        self.feed(frame)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// As [`FrameWriter::shutdown`].
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.stream.shutdown().await
     }
 }

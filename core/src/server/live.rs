@@ -25,21 +25,22 @@
 //! below S, a Notify carrying the highest pushed seq is sent (the device then syncs). Then the
 //! check re-arms for the highest pushed seq if that is still unacked.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::Shared;
 use super::registry::{Outbound, SessionControl};
-use super::session::{Closed, Handled, Handling, SendBarrier, Session, codec_error_code};
+use super::session::{Closed, Handled, Handling, Open, SendBarrier, Session, codec_error_code};
 use crate::codec::FrameIoError;
-use crate::framed::{FrameReader, FrameWriter};
+use crate::framed::FrameIo;
+use crate::net::Stream;
 use crate::proto::{self, Body, ErrorCode, Frame, Kick, KickReason, Notify};
 
 /// Buffered bytes at which the replies are written before more frames are read: a burst's
@@ -51,22 +52,35 @@ struct AckCheck {
     seq: u64,
 }
 
-/// The connection's state between wake-ups; the timer is pinned by [`run`] and passed to
-/// [`Live::poll`].
-pub(super) struct Live<'a, R, W> {
-    shared: &'a Arc<Shared>,
+pin_project! {
+    /// A logged-in connection: the future that serves it until it closes, then hands its state
+    /// back for [`Conn::close`]. It owns everything the connection holds, its stream inline,
+    /// and is awaited in place, so the connection's task is this future and little more
+    /// (`-Zprint-type-sizes`: a plain-TCP connection's task cell is 512 bytes).
+    pub(super) struct Live<S> {
+        // Taken when the connection closes.
+        conn: Option<Conn<S>>,
+        // Dropped when the connection closes, so it fires no more.
+        #[pin]
+        timer: Option<Sleep>,
+    }
+}
+
+/// The connection's state between wake-ups, all but the timer, which [`Live`] pins and passes
+/// to [`Conn::poll`].
+pub(super) struct Conn<S> {
+    /// The connection in the server's count, and the server's state.
+    open: Open,
     session: Arc<Session>,
-    input: &'a mut FrameReader<R>,
-    out: &'a mut FrameWriter<W>,
+    io: FrameIo<S>,
     /// The kill switch and the outbox.
-    control: &'a SessionControl,
+    control: SessionControl,
     idle_timeout: Duration,
     last_frame_at: Instant,
     /// When the timer next looks at the idle deadline: moved only when it fires early, so a
-    /// frame costs no timer-wheel insert and remove.
+    /// frame costs no timer-wheel insert and remove. (The timer's own deadline is the sooner
+    /// of this and the ack check's.)
     idle_check_at: Instant,
-    /// The timer's deadline.
-    armed_at: Instant,
     check: Option<AckCheck>,
     pushed_seq_max: u64,
     acked_seq: u64,
@@ -78,41 +92,110 @@ pub(super) struct Live<'a, R, W> {
     handling: Option<Handling>,
 }
 
-impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
-    /// The connection's state just after its login reply was buffered; [`run`] runs it.
-    #[allow(clippy::too_many_arguments, reason = "the connection's parts, once")]
-    pub(super) fn new(
-        shared: &'a Arc<Shared>,
-        session: Arc<Session>,
-        input: &'a mut FrameReader<R>,
-        out: &'a mut FrameWriter<W>,
-        control: &'a SessionControl,
-        idle_timeout: Duration,
-        acked_seq: u64,
-    ) -> Self {
-        let now = Instant::now();
-        Live {
-            shared,
+/// A logged-in connection's parts, as the login left them.
+pub(super) struct LoggedIn<S> {
+    pub open: Open,
+    pub session: Arc<Session>,
+    pub io: FrameIo<S>,
+    pub control: SessionControl,
+    pub idle_timeout: Duration,
+    /// The device's acked cursor.
+    pub acked_seq: u64,
+}
+
+impl<S: Stream> Live<S> {
+    /// The connection just after its login reply was buffered.
+    pub(super) fn new(logged_in: LoggedIn<S>) -> Self {
+        let LoggedIn {
+            open,
             session,
-            input,
-            out,
+            io,
+            control,
+            idle_timeout,
+            acked_seq,
+        } = logged_in;
+        let now = Instant::now();
+        let conn = Conn {
+            open,
+            session,
+            io,
             control,
             idle_timeout,
             last_frame_at: now,
             idle_check_at: now + idle_timeout,
-            armed_at: now + idle_timeout,
             check: None,
             pushed_seq_max: 0,
             acked_seq,
             unflushed_frames: 0,
             barrier: SendBarrier::default(),
             handling: None,
+        };
+        Live {
+            timer: Some(tokio::time::sleep_until(conn.idle_check_at)),
+            conn: Some(conn),
         }
     }
+}
 
-    /// Where the timer starts.
-    fn first_deadline(&self) -> Instant {
-        self.armed_at
+impl<S: Stream> Future for Live<S> {
+    /// Why the connection closed, and its state for [`Conn::close`].
+    type Output = (Closed, Conn<S>);
+
+    /// Runs the connection until it closes; `Pending` while it waits for anything.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let (Some(conn), Some(timer)) = (this.conn.as_mut(), this.timer.as_mut().as_pin_mut())
+        else {
+            panic!("a live connection is not polled after it closed");
+        };
+        let closed = std::task::ready!(conn.poll(cx, timer));
+        this.timer.set(None);
+        let conn = this.conn.take().expect("taken only here");
+        Poll::Ready((closed, conn))
+    }
+}
+
+impl<S: Stream> Conn<S> {
+    /// After the connection closed for `closed`: leaves the registry (so no more pushes come),
+    /// then writes what is owed (a Kick, or the last frames and the pushes still queued) within
+    /// `close_flush_timeout`. Callers box it: it runs once per connection, and inline its
+    /// state would sit in every idle connection's task.
+    pub(super) async fn close(mut self, closed: Closed) {
+        let shared = self.open.shared().clone();
+        let session = &self.session;
+        // Once unregistered, no more pushes come: what is queued is all there is.
+        shared
+            .registry
+            .unregister(session.user(), session.device(), session.connection_id());
+        match closed {
+            // The socket failed: nothing more can be written.
+            Closed::Io => {}
+            Closed::Killed | Closed::SlowConsumer => {
+                write_kick(&shared, &mut self.io, self.control.kick_reason()).await;
+            }
+            // The last frames (an Error, say) and the pushes still queued.
+            _ => {
+                let _ = tokio::time::timeout(
+                    shared.config.close_flush_timeout,
+                    finish(&mut self.io, &self.control),
+                )
+                .await;
+            }
+        }
+        tracing::debug!(
+            connection_id = self.session.connection_id(),
+            user = self.session.user(),
+            device = self.session.device(),
+            ?closed,
+            kick = ?self.control.kick_reason(),
+            "connection closed"
+        );
+    }
+}
+
+impl<S: Stream> Conn<S> {
+    fn shared(&self) -> &Arc<Shared> {
+        self.open.shared()
     }
 
     /// Runs the connection until it closes; `Pending` while it waits for anything.
@@ -128,7 +211,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
 
     fn work(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Result<(), Closed> {
         self.poll_timer(cx, timer.as_mut())?;
-        let frames_per_yield = (self.shared.config.outbox_len_max / 4).max(1);
+        let frames_per_yield = (self.shared().config.outbox_len_max / 4).max(1);
         let mut frames = 0;
         loop {
             self.drain_outbox(cx)?;
@@ -147,12 +230,12 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
                 cx.waker().wake_by_ref();
                 break;
             }
-            if self.out.buffered_bytes() >= WRITE_BATCH_BYTES {
+            if self.io.buffered_bytes() >= WRITE_BATCH_BYTES {
                 // Written in batches; frames go on being read while the peer is slow to take
                 // them (its heartbeats keep it alive), up to the slow-consumer bound.
                 let _ = self.poll_flush(cx)?;
             }
-            let frame = match self.input.poll_next(cx) {
+            let frame = match self.io.poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(Some(frame))) => frame,
                 Poll::Ready(Ok(None)) => return Err(Closed::PeerEnded),
@@ -168,7 +251,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             self.start(frame)?;
         }
         // A push buffered above may have started an ack check due before the armed time.
-        if self.due() != self.armed_at {
+        if self.due() != timer.deadline() {
             self.poll_timer(cx, timer)?;
         }
         // Pending or not, the write waker is registered by the flush.
@@ -182,14 +265,14 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
         if let Some(Body::Ping(ping)) = &frame.body {
             let pong = Body::Pong(proto::Pong {
                 id: ping.id,
-                server_time_ms: self.shared.clock.unix_ms(),
+                server_time_ms: self.shared().clock.unix_ms(),
             });
             return self.apply(Handled::Reply(Frame::new(pong)));
         }
         debug_assert!(self.handling.is_none(), "one handler at a time");
         let barrier = std::mem::take(&mut self.barrier);
         self.handling = Some(Box::pin(super::session::handle_frame(
-            self.shared.clone(),
+            self.shared().clone(),
             self.session.clone(),
             frame,
             barrier,
@@ -223,9 +306,8 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     ) -> Result<(), Closed> {
         loop {
             let due = self.due();
-            if due != self.armed_at {
+            if due != timer.deadline() {
                 timer.as_mut().reset(due);
-                self.armed_at = due;
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Ok(());
@@ -242,7 +324,10 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
                 } else if idle_deadline > now {
                     self.idle_check_at = idle_deadline;
                 } else {
-                    self.shared.counters.reaped.fetch_add(1, Ordering::Relaxed);
+                    self.shared()
+                        .counters
+                        .reaped
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         user = self.session.user(),
                         device = self.session.device(),
@@ -260,7 +345,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     fn check_acks(&mut self, want_seq: u64, now: Instant) -> Result<(), Closed> {
         let acked = self.acked_seq;
         if acked < want_seq {
-            self.shared
+            self.shared()
                 .counters
                 .notify_fallbacks
                 .fetch_add(1, Ordering::Relaxed);
@@ -271,7 +356,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
         }
         if acked < self.pushed_seq_max {
             self.check = Some(AckCheck {
-                deadline: now + self.shared.config.notify_ack_timeout,
+                deadline: now + self.shared().config.notify_ack_timeout,
                 seq: self.pushed_seq_max,
             });
         }
@@ -286,7 +371,7 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
             self.feed(item)?;
         }
         if batch > 0 {
-            self.shared
+            self.shared()
                 .counters
                 .outbox_high_water
                 .fetch_max(batch, Ordering::Relaxed);
@@ -298,10 +383,10 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     /// consumer.
     fn feed(&mut self, item: Outbound) -> Result<(), Closed> {
         self.count_unflushed()?;
-        let seq = feed(self.out, item);
+        let seq = feed(&mut self.io, item);
         self.pushed_seq_max = self.pushed_seq_max.max(seq);
         self.check.get_or_insert(AckCheck {
-            deadline: Instant::now() + self.shared.config.notify_ack_timeout,
+            deadline: Instant::now() + self.shared().config.notify_ack_timeout,
             seq,
         });
         Ok(())
@@ -310,14 +395,14 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     /// Buffers a reply or a control frame of this connection's own, under the same bound.
     fn feed_frame(&mut self, frame: &Frame) -> Result<(), Closed> {
         self.count_unflushed()?;
-        feed_frame(self.out, frame);
+        feed_frame(&mut self.io, frame);
         Ok(())
     }
 
     /// One more frame buffered; past `outbox_len_max` unwritten, the peer is kicked.
     fn count_unflushed(&mut self) -> Result<(), Closed> {
-        if self.unflushed_frames >= self.shared.config.outbox_len_max {
-            self.shared
+        if self.unflushed_frames >= self.shared().config.outbox_len_max {
+            self.shared()
                 .registry
                 .counters
                 .slow_consumer_kicks
@@ -331,11 +416,11 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
 
     /// Writes what the socket takes; `Ready` once everything buffered is written.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>, Closed> {
-        if self.out.buffered_bytes() == 0 {
+        if self.io.buffered_bytes() == 0 {
             self.unflushed_frames = 0;
             return Ok(Poll::Ready(()));
         }
-        match self.out.poll_flush(cx) {
+        match self.io.poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 self.unflushed_frames = 0;
                 Ok(Poll::Ready(()))
@@ -346,33 +431,10 @@ impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Live<'a, R, W> {
     }
 }
 
-/// Runs a connection until it closes; returns why.
-///
-/// A future of its own rather than a block of the connection's: laid out inside the
-/// connection's future, its timer (and then a kill waiter) sat after the login phase's locals,
-/// about 200 bytes of padding in every idle connection's task. A plain fn returning an async
-/// block: an `async fn` keeps its argument twice.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn keeps its arguments twice"
-)]
-pub(super) fn run<'a, R: AsyncRead + Unpin + 'a, W: AsyncWrite + Unpin + 'a>(
-    mut live: Live<'a, R, W>,
-) -> impl Future<Output = Closed> + 'a {
-    async move {
-        let timer = tokio::time::sleep_until(live.first_deadline());
-        tokio::pin!(timer);
-        poll_fn(|cx| live.poll(cx, timer.as_mut())).await
-    }
-}
-
 /// After a close that is not the peer's or the socket's fault, and after the session left
 /// the registry (so no more pushes come): the pushes still queued and everything buffered.
-/// Callers bound it with `close_flush_timeout`.
-pub(super) async fn finish<W: AsyncWrite + Unpin>(
-    out: &mut FrameWriter<W>,
-    control: &SessionControl,
-) {
+/// The caller bounds it with `close_flush_timeout`.
+async fn finish<S: Stream>(out: &mut FrameIo<S>, control: &SessionControl) {
     for item in control.take_pushes() {
         feed(out, item);
     }
@@ -380,7 +442,7 @@ pub(super) async fn finish<W: AsyncWrite + Unpin>(
 }
 
 /// Buffers a pushed message as NotifyData; returns its seq.
-fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, item: Outbound) -> u64 {
+fn feed<S: Stream>(out: &mut FrameIo<S>, item: Outbound) -> u64 {
     let Outbound { seq, message } = item;
     // Bodies are capped at send time, so a message fits; one that does not would be a bug,
     // and the device is told rather than sent a frame it would refuse.
@@ -402,7 +464,7 @@ fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, item: Outbound) -> u64 
 /// Buffers one frame. Messages fit (bodies are capped at send time), but a reply can outgrow
 /// the limit through a request near it (a group of long member ids, say): the peer gets a
 /// short error in its place.
-fn feed_frame<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, frame: &Frame) {
+fn feed_frame<S: Stream>(out: &mut FrameIo<S>, frame: &Frame) {
     let Err(error) = out.feed(frame) else {
         return;
     };
@@ -426,13 +488,8 @@ fn feed_frame<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, frame: &Frame) {
 }
 
 /// Best effort: a Kick frame saying why the server closes, bounded by `close_flush_timeout`.
-/// A slow consumer is not reading, so it gets none. Callers box it: it runs once per
-/// connection, and inline its state would sit in every idle connection's task.
-pub(super) async fn write_kick<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    out: &mut FrameWriter<W>,
-    reason: Option<KickReason>,
-) {
+/// A slow consumer is not reading, so it gets none.
+async fn write_kick<S: Stream>(shared: &Shared, out: &mut FrameIo<S>, reason: Option<KickReason>) {
     let Some(reason) = reason else { return };
     if reason == KickReason::SlowConsumer {
         return;

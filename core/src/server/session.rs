@@ -15,17 +15,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::live::{self, Live};
+use super::live::{Live, LoggedIn};
 use super::registry::{SessionControl, SessionHandle};
 use super::{Shared, error_frame};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
-use crate::framed::{FrameReader, FrameWriter};
+use crate::framed::FrameIo;
 use crate::net::Stream;
 use crate::proto::{self, Body, ErrorCode, Frame, Target};
 use crate::store::{AppendRequest, StoreError, StoredMessage};
@@ -51,6 +50,8 @@ pub(super) struct Session {
     device: Arc<str>,
     /// The user's send budget, shared with its other connections.
     budget: Arc<super::registry::SendBudget>,
+    /// The connection's id, in accept order: the registry's claim on (user, device).
+    connection_id: u64,
 }
 
 impl Session {
@@ -62,6 +63,11 @@ impl Session {
     /// The device logged in.
     pub(super) fn device(&self) -> &str {
         &self.device
+    }
+
+    /// The connection's id.
+    pub(super) fn connection_id(&self) -> u64 {
+        self.connection_id
     }
 }
 
@@ -89,67 +95,26 @@ pub(crate) fn serve_connection<S: Stream>(
 ) -> impl Future<Output = ()> {
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("conn", id = connection_id, %peer);
-    let opening = Box::pin(open(shared.clone(), handshake, stop, connection_id).instrument(span));
+    let opening = Box::pin(open(shared, handshake, stop, connection_id).instrument(span));
     async move {
-        // `let else`, not `if let`: the scrutinee's Option would stay laid out beside the
-        // session's future.
-        let Some(Opened {
-            _open,
-            mut input,
-            mut out,
-            session,
-            handle,
-            idle_timeout,
-            acked_seq,
-        }) = opening.await
-        else {
+        let Some(logged_in) = opening.await else {
             return;
         };
-        let live = Live::new(
-            &shared,
-            session.clone(),
-            &mut input,
-            &mut out,
-            &handle,
-            idle_timeout,
-            acked_seq,
-        );
-        let closed = live::run(live).await;
-        // Once unregistered, no more pushes come: what is queued is all there is.
-        shared
-            .registry
-            .unregister(&session.user, &session.device, connection_id);
-        match closed {
-            // The socket failed: nothing more can be written.
-            Closed::Io => {}
-            Closed::Killed | Closed::SlowConsumer => {
-                Box::pin(live::write_kick(&shared, &mut out, handle.kick_reason())).await;
-            }
-            // The last frames (an Error, say) and the pushes still queued.
-            _ => {
-                let _ = tokio::time::timeout(
-                    shared.config.close_flush_timeout,
-                    Box::pin(live::finish(&mut out, &handle)),
-                )
-                .await;
-            }
-        }
-        tracing::debug!(
-            connection_id,
-            user = %session.user,
-            device = %session.device,
-            ?closed,
-            kick = ?handle.kick_reason(),
-            "connection closed"
-        );
+        let (closed, conn) = Live::new(logged_in).await;
+        Box::pin(conn.close(closed)).await;
     }
 }
 
 /// One open connection in the server's count, from the first poll of its future until the
 /// future ends or is dropped (a crash drops it unfinished).
-struct Open(Arc<Shared>);
+pub(super) struct Open(Arc<Shared>);
 
 impl Open {
+    /// The server's state.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+
     /// Counts one more open connection; returns the guard and whether the connections open
     /// with it are more than `connections_max`.
     fn count(shared: Arc<Shared>) -> (Open, bool) {
@@ -172,17 +137,6 @@ impl Drop for Open {
     }
 }
 
-/// A connection through its handshake and login: what the logged-in phase starts from.
-struct Opened<S> {
-    _open: Open,
-    input: FrameReader<tokio::io::ReadHalf<S>>,
-    out: FrameWriter<tokio::io::WriteHalf<S>>,
-    session: Arc<Session>,
-    handle: SessionControl,
-    idle_timeout: Duration,
-    acked_seq: u64,
-}
-
 /// The handshake and the login (see [`serve_connection`]); `None` when the connection is to
 /// close, the peer told why where it can be.
 async fn open<S: Stream>(
@@ -190,7 +144,7 @@ async fn open<S: Stream>(
     handshake: impl Future<Output = io::Result<S>>,
     stop: CancellationToken,
     connection_id: u64,
-) -> Option<Opened<S>> {
+) -> Option<LoggedIn<S>> {
     shared
         .counters
         .connections_accepted
@@ -201,9 +155,7 @@ async fn open<S: Stream>(
     let login_deadline = Instant::now() + shared.config.login_timeout;
     let stream = finish_handshake(&shared, handshake, login_deadline, &stop).await?;
     let max_frame_bytes = shared.config.max_frame_bytes;
-    let (read_half, write_half) = tokio::io::split(stream);
-    let mut input = FrameReader::new(read_half, max_frame_bytes);
-    let mut out = FrameWriter::new(write_half, max_frame_bytes);
+    let mut io = FrameIo::new(stream, max_frame_bytes);
     if over_limit {
         shared
             .counters
@@ -213,24 +165,16 @@ async fn open<S: Stream>(
             "server holds {} connections, its limit (connections_max)",
             shared.config.connections_max
         );
-        refuse(&shared, &mut out, ErrorCode::Overloaded, text).await;
+        refuse(&shared, &mut io, ErrorCode::Overloaded, text).await;
         return None;
     }
-    let (session, handle, idle_timeout, acked_seq) = log_in(
-        &shared,
-        &mut input,
-        &mut out,
-        login_deadline,
-        stop,
-        connection_id,
-    )
-    .await?;
-    Some(Opened {
-        _open: open,
-        input,
-        out,
+    let (session, control, idle_timeout, acked_seq) =
+        log_in(&shared, &mut io, login_deadline, stop, connection_id).await?;
+    Some(LoggedIn {
+        open,
         session,
-        handle,
+        io,
+        control,
         idle_timeout,
         acked_seq,
     })
@@ -269,21 +213,19 @@ async fn finish_handshake<S>(
 
 /// What a login sets up: the session, its kill switch, its outbox, its idle timeout and the
 /// device's acked cursor.
-type LoggedIn = (Arc<Session>, SessionControl, Duration, u64);
+type Login = (Arc<Session>, SessionControl, Duration, u64);
 
 /// The login phase: reads and checks the Login, registers the session, reads its cursor and
 /// max_seq and buffers the LoginReply; `None` when the connection is to close (refused, timed
 /// out, the store failed), the peer told why where it can be.
-async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+async fn log_in<S: Stream>(
     shared: &Arc<Shared>,
-    input: &mut FrameReader<R>,
-    out: &mut FrameWriter<W>,
+    out: &mut FrameIo<S>,
     login_deadline: Instant,
     stop: CancellationToken,
     connection_id: u64,
-) -> Option<LoggedIn> {
-    let (user, device, idle_timeout) =
-        read_login(shared, input, out, login_deadline, &stop).await?;
+) -> Option<Login> {
+    let (user, device, idle_timeout) = read_login(shared, out, login_deadline, &stop).await?;
     let (user, device) = (Arc::<str>::from(user), Arc::<str>::from(device));
     let handle = SessionControl::new(shared.config.outbox_len_max);
     let registered = SessionHandle {
@@ -298,6 +240,7 @@ async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         user,
         device,
         budget,
+        connection_id,
     };
     // Read after registering: a message stored from now on is pushed to this
     // connection, and one stored earlier is within max_seq, so none falls between the
@@ -330,17 +273,16 @@ async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// The Login frame: the first frame must be a valid Login before `login_deadline`; anything
 /// else is answered with an Error and `None`. Returns the user, the device and the idle
 /// timeout.
-async fn read_login<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+async fn read_login<S: Stream>(
     shared: &Shared,
-    input: &mut FrameReader<R>,
-    out: &mut FrameWriter<W>,
+    out: &mut FrameIo<S>,
     login_deadline: Instant,
     stop: &CancellationToken,
 ) -> Option<(String, String, Duration)> {
     let first = tokio::select! {
         biased;
         () = stop.cancelled() => return None,
-        first = tokio::time::timeout_at(login_deadline, input.next()) => first,
+        first = tokio::time::timeout_at(login_deadline, out.next()) => first,
     };
     let login = match first {
         Err(_elapsed) => {
@@ -410,12 +352,7 @@ async fn login_reads(shared: &Shared, session: &Session) -> Result<(u64, u64), S
 
 /// Answers a connection that never logged in with an error frame, then closes it. Callers
 /// box it, so its state is not part of every connection's task.
-async fn refuse<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    out: &mut FrameWriter<W>,
-    code: ErrorCode,
-    text: String,
-) {
+async fn refuse<S: Stream>(shared: &Shared, out: &mut FrameIo<S>, code: ErrorCode, text: String) {
     let counter = match code {
         ErrorCode::AuthFailed => Some(&shared.counters.logins_refused_auth),
         ErrorCode::TokenExpired => Some(&shared.counters.logins_refused_expired),
@@ -589,9 +526,33 @@ fn store_error_code(error: &StoreError) -> ErrorCode {
 /// Until the refused send is retried, later sends to the same conversation are refused too:
 /// a client pipelining sends would otherwise get a later message stored before the refused
 /// one, breaking the conversation's send order.
+///
+/// Boxed, and only while a conversation is blocked: every idle connection keeps a barrier, and
+/// a map inline is 24 bytes of its task where a pointer is 8.
 #[derive(Default)]
 pub(super) struct SendBarrier {
-    refused: std::collections::BTreeMap<Target, String>,
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes in every connection's task instead of the map's 24"
+    )]
+    refused: Option<Box<std::collections::BTreeMap<Target, String>>>,
+}
+
+impl SendBarrier {
+    /// The refused send blocking conversation `to`, if any.
+    fn refused(&self, to: &Target) -> Option<&String> {
+        self.refused.as_ref()?.get(to)
+    }
+
+    /// Unblocks conversation `to`.
+    fn unblock(&mut self, to: &Target) {
+        if let Some(refused) = self.refused.as_mut() {
+            refused.remove(to);
+            if refused.is_empty() {
+                self.refused = None;
+            }
+        }
+    }
 }
 
 /// Conversations one connection may have blocked at once; more close the connection (the
@@ -631,13 +592,13 @@ async fn handle_send(
     }) {
         return Ok(error(ErrorCode::InvalidRequest, text));
     }
-    if let Some(refused_id) = barrier.refused.get(&to) {
+    if let Some(refused_id) = barrier.refused(&to) {
         if *refused_id != send.client_msg_id {
             let text =
                 format!("send {refused_id:?} to this conversation was refused; retry it first");
             return Ok(error(ErrorCode::Overloaded, text));
         }
-        barrier.refused.remove(&to);
+        barrier.unblock(&to);
     }
     if !session.budget.try_take() {
         shared
@@ -825,13 +786,12 @@ fn planted_ack_before_store(
 /// Records a retryable refusal in the barrier; too many blocked conversations close the
 /// connection.
 fn block(barrier: &mut SendBarrier, to: &Target, client_msg_id: &str) -> Result<(), Closed> {
-    if !barrier.refused.contains_key(to) {
-        if barrier.refused.len() >= SEND_BARRIERS_MAX {
+    let refused = barrier.refused.get_or_insert_default();
+    if !refused.contains_key(to) {
+        if refused.len() >= SEND_BARRIERS_MAX {
             return Err(Closed::TooManyRefusals);
         }
-        barrier
-            .refused
-            .insert(to.clone(), client_msg_id.to_string());
+        refused.insert(to.clone(), client_msg_id.to_string());
     }
     Ok(())
 }
