@@ -71,10 +71,9 @@ pin_project! {
 pub(super) struct Conn<S> {
     /// The connection in the server's count, and the server's state.
     open: Open,
-    session: Arc<Session>,
+    /// Who it is, its outbox and its kill switch.
+    session: Session,
     io: FrameIo<S>,
-    /// The kill switch and the outbox.
-    control: SessionControl,
     idle_timeout: Duration,
     last_frame_at: Instant,
     /// When the timer next looks at the idle deadline: moved only when it fires early, so a
@@ -95,9 +94,8 @@ pub(super) struct Conn<S> {
 /// A logged-in connection's parts, as the login left them.
 pub(super) struct LoggedIn<S> {
     pub open: Open,
-    pub session: Arc<Session>,
+    pub session: Session,
     pub io: FrameIo<S>,
-    pub control: SessionControl,
     pub idle_timeout: Duration,
     /// The device's acked cursor.
     pub acked_seq: u64,
@@ -110,7 +108,6 @@ impl<S: Stream> Live<S> {
             open,
             session,
             io,
-            control,
             idle_timeout,
             acked_seq,
         } = logged_in;
@@ -119,7 +116,6 @@ impl<S: Stream> Live<S> {
             open,
             session,
             io,
-            control,
             idle_timeout,
             last_frame_at: now,
             idle_check_at: now + idle_timeout,
@@ -171,13 +167,13 @@ impl<S: Stream> Conn<S> {
             // The socket failed: nothing more can be written.
             Closed::Io => {}
             Closed::Killed | Closed::SlowConsumer => {
-                write_kick(&shared, &mut self.io, self.control.kick_reason()).await;
+                write_kick(&shared, &mut self.io, self.session.kick_reason()).await;
             }
             // The last frames (an Error, say) and the pushes still queued.
             _ => {
                 let _ = tokio::time::timeout(
                     shared.config.close_flush_timeout,
-                    finish(&mut self.io, &self.control),
+                    finish(&mut self.io, &self.session),
                 )
                 .await;
             }
@@ -187,7 +183,7 @@ impl<S: Stream> Conn<S> {
             user = self.session.user(),
             device = self.session.device(),
             ?closed,
-            kick = ?self.control.kick_reason(),
+            kick = ?self.session.kick_reason(),
             "connection closed"
         );
     }
@@ -200,7 +196,7 @@ impl<S: Stream> Conn<S> {
 
     /// Runs the connection until it closes; `Pending` while it waits for anything.
     fn poll(&mut self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>) -> Poll<Closed> {
-        if self.control.poll_killed(cx) {
+        if self.session.poll_killed(cx) {
             return Poll::Ready(Closed::Killed);
         }
         match self.work(cx, timer) {
@@ -365,7 +361,7 @@ impl<S: Stream> Conn<S> {
 
     /// Buffers every push waiting in the outbox.
     fn drain_outbox(&mut self, cx: &mut Context<'_>) -> Result<(), Closed> {
-        let pushes = self.control.poll_pushes(cx);
+        let pushes = self.session.poll_pushes(cx);
         let batch = pushes.len() as u64;
         for item in pushes {
             self.feed(item)?;
@@ -407,7 +403,7 @@ impl<S: Stream> Conn<S> {
                 .counters
                 .slow_consumer_kicks
                 .fetch_add(1, Ordering::Relaxed);
-            self.control.kick(KickReason::SlowConsumer);
+            self.session.kick(KickReason::SlowConsumer);
             return Err(Closed::SlowConsumer);
         }
         self.unflushed_frames += 1;

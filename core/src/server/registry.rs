@@ -4,13 +4,14 @@
 //! a full outbox marks the connection a slow consumer and kicks it (its messages stay in its
 //! inbox and come back by sync after it reconnects).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 use crate::proto::KickReason;
 
@@ -24,119 +25,155 @@ pub(crate) struct Outbound {
     pub message: Bytes,
 }
 
-/// A live, logged-in connection as the rest of the server sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionHandle {
-    pub connection_id: u64,
-    pub control: SessionControl,
-}
-
-impl SessionHandle {
-    pub fn kick(&self, reason: KickReason) {
-        self.control.kick(reason);
-    }
-}
-
-/// A connection's mailbox: its outbox, its kill switch and its task's waker, in one
-/// allocation shared by the registry and the connection.
+/// A logged-in connection as the whole server sees it: who it is (user, device, connection
+/// id, the user's send budget), its outbox, its kill switch and its task's waker, in one
+/// allocation shared by the registry, the connection and its frame handlers.
 ///
-/// The outbox is a bounded queue under a lock rather than a channel: an idle connection's
-/// empty queue allocates nothing, where futures' bounded channel cost about 190 bytes of
-/// resident memory (its shared state, a stub node per queue and its sender's task handle;
-/// `bench/conn-memory.sh`) and a node per message.
-/// Its bound is `outbox_len_max` plus one, the capacity the channel had with its one sender.
-/// The server's stop reaches logged-in connections through [`Registry::close`], not through a
-/// cancellation token of each connection's own (a child token's tree node, 112 bytes on the
-/// heap, and its waiter, 72 in the connection's future; reading one takes the tree's lock).
+/// One allocation of 128 bytes where the identity (an `Arc` of its own, 56 bytes) and the
+/// mailbox (104) were two (`bench/conn-memory.sh`). The outbox is a bounded list under a lock
+/// rather than a channel: an idle connection's empty list allocates nothing, where futures'
+/// bounded channel cost about 190 bytes of resident memory (its shared state, a stub node per
+/// queue and its sender's task handle) and a node per message. Its bound is `outbox_len_max`
+/// plus one, the capacity the channel had with its one sender. The server's stop reaches
+/// logged-in connections through [`Registry::close`], not through a cancellation token of
+/// each connection's own (a child token's tree node, 112 bytes on the heap, and its waiter, 72
+/// in the connection's future; reading one takes the tree's lock).
 #[derive(Debug, Clone)]
 pub(crate) struct SessionControl(Arc<Mailbox>);
 
 #[derive(Debug)]
 struct Mailbox {
-    /// Why the connection was killed, read by the connection to send a Kick frame; set
-    /// before `killed`.
-    reason: Mutex<Option<KickReason>>,
-    killed: AtomicBool,
+    user: Arc<str>,
+    device: Arc<str>,
+    connection_id: u64,
+    /// The user's send budget, shared with the user's other connections.
+    budget: Arc<SendBudget>,
+    /// [`KILLED`] once killed, and the kick's reason plus one in the low bits (0: none), set
+    /// before or with the flag: the first reason wins.
+    state: AtomicU32,
+    outbox_len_max: u32,
     /// Pushes waiting for the connection, oldest first.
-    outbox: Mutex<VecDeque<Outbound>>,
-    outbox_len_max: usize,
+    outbox: Mutex<Vec<Outbound>>,
     /// The connection's task, woken by a kill or a push.
     waker: AtomicWaker,
 }
+
+/// The killed flag in [`Mailbox::state`].
+const KILLED: u32 = 1 << 31;
 
 /// The outbox is full: the connection is a slow consumer.
 #[derive(Debug)]
 pub(crate) struct OutboxFull;
 
 impl SessionControl {
-    /// A connection's mailbox, its outbox bounded by `outbox_len_max` (plus one).
-    pub fn new(outbox_len_max: usize) -> SessionControl {
+    /// A connection's handle, its outbox bounded by `outbox_len_max` (plus one).
+    fn new(
+        user: Arc<str>,
+        device: Arc<str>,
+        connection_id: u64,
+        budget: Arc<SendBudget>,
+        outbox_len_max: usize,
+    ) -> SessionControl {
         SessionControl(Arc::new(Mailbox {
-            reason: Mutex::new(None),
-            killed: AtomicBool::new(false),
-            outbox: Mutex::new(VecDeque::new()),
-            outbox_len_max,
+            user,
+            device,
+            connection_id,
+            budget,
+            state: AtomicU32::new(0),
+            outbox_len_max: u32::try_from(outbox_len_max).unwrap_or(u32::MAX),
+            outbox: Mutex::new(Vec::new()),
             waker: AtomicWaker::new(),
         }))
     }
 
+    /// The user logged in.
+    pub fn user(&self) -> &str {
+        &self.0.user
+    }
+
+    /// The device logged in.
+    pub fn device(&self) -> &str {
+        &self.0.device
+    }
+
+    /// The connection's id, in accept order: its claim on (user, device) in the registry.
+    pub fn connection_id(&self) -> u64 {
+        self.0.connection_id
+    }
+
+    /// The user's send budget, shared with the user's other connections.
+    pub fn budget(&self) -> &SendBudget {
+        &self.0.budget
+    }
+
     /// Asks the connection to close with `reason`; the first reason wins.
     pub fn kick(&self, reason: KickReason) {
-        let mut slot = self.0.reason.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(reason);
-        drop(slot);
+        let code = reason as u32 + 1;
+        let _ = self
+            .0
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state & !KILLED == 0).then_some(state | code)
+            });
         self.kill();
     }
 
     /// Asks the connection to close without a word (a crash), unless a kick came first.
     pub fn kill(&self) {
-        self.0.killed.store(true, Ordering::Release);
+        self.0.state.fetch_or(KILLED, Ordering::AcqRel);
         self.0.waker.wake();
     }
 
     /// True once killed; until then the task of `cx` is woken by a kill.
     pub fn poll_killed(&self, cx: &mut std::task::Context<'_>) -> bool {
-        if self.0.killed.load(Ordering::Acquire) {
+        if self.killed() {
             return true;
         }
         self.0.waker.register(cx.waker());
-        self.0.killed.load(Ordering::Acquire)
+        self.killed()
+    }
+
+    fn killed(&self) -> bool {
+        self.0.state.load(Ordering::Acquire) & KILLED != 0
     }
 
     pub fn kick_reason(&self) -> Option<KickReason> {
-        *self.0.reason.lock().unwrap_or_else(|p| p.into_inner())
+        let code = self.0.state.load(Ordering::Acquire) & !KILLED;
+        let code = i32::try_from(code.checked_sub(1)?).ok()?;
+        KickReason::try_from(code).ok()
     }
 
     /// Queues a push and wakes the connection; `OutboxFull` when `outbox_len_max + 1` wait.
     pub fn push(&self, item: Outbound) -> Result<(), OutboxFull> {
         let mut outbox = self.outbox();
-        if outbox.len() > self.0.outbox_len_max {
+        if outbox.len() > self.0.outbox_len_max as usize {
             return Err(OutboxFull);
         }
-        outbox.push_back(item);
+        outbox.push(item);
         drop(outbox);
         self.0.waker.wake();
         Ok(())
     }
 
-    /// Takes every push waiting; when none waits, the task of `cx` is woken by the next.
-    pub fn poll_pushes(&self, cx: &mut std::task::Context<'_>) -> VecDeque<Outbound> {
+    /// Takes every push waiting, oldest first; when none waits, the task of `cx` is woken by
+    /// the next.
+    pub fn poll_pushes(&self, cx: &mut std::task::Context<'_>) -> Vec<Outbound> {
         let mut outbox = self.outbox();
         if outbox.is_empty() {
             // Under the lock: a push after this check finds the waker registered.
             self.0.waker.register(cx.waker());
-            return VecDeque::new();
+            return Vec::new();
         }
-        // The queue's buffer goes with the batch: an idle connection keeps none.
+        // The list's buffer goes with the batch: an idle connection keeps none.
         std::mem::take(&mut outbox)
     }
 
     /// Takes every push waiting (after the connection left the registry: no more come).
-    pub fn take_pushes(&self) -> VecDeque<Outbound> {
+    pub fn take_pushes(&self) -> Vec<Outbound> {
         std::mem::take(&mut self.outbox())
     }
 
-    fn outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Vec<Outbound>> {
         self.0.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -188,11 +225,12 @@ impl SendBudget {
 ///
 /// The devices are a sorted list, not a map: a user has a few devices, and a map's first node
 /// (room for 11 entries) cost about 800 bytes per idle connection (`bench/conn-memory.sh`).
-/// Lookups are binary searches either way.
+/// Lookups are binary searches either way. The first device is kept inline, the list
+/// allocated only for a second.
 #[derive(Debug)]
 struct OnlineUser {
     /// Sorted by device.
-    devices: Vec<(Arc<str>, SessionHandle)>,
+    devices: SmallVec<[SessionControl; 1]>,
     budget: Arc<SendBudget>,
 }
 
@@ -222,46 +260,56 @@ impl Registry {
         self.online.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection for (user, device); an older connection of the same device is
-    /// kicked as replaced. Returns the user's send budget (`send_rate` per second, 0 = no
-    /// limit), shared with the user's other connections.
+    /// Registers connection `connection_id` for (user, device) and returns its handle, whose
+    /// outbox holds `outbox_len_max` (plus one) pushes; an older connection of the same device
+    /// is kicked as replaced. The user's send budget (`send_rate` per second, 0 = no limit) is
+    /// shared with the user's other connections.
     pub fn register(
         &self,
-        user: &Arc<str>,
-        device: &Arc<str>,
-        handle: SessionHandle,
+        user: Arc<str>,
+        device: Arc<str>,
+        connection_id: u64,
+        outbox_len_max: usize,
         send_rate: u32,
-    ) -> Arc<SendBudget> {
+    ) -> SessionControl {
         let mut guard = self.lock();
         if let Some(closed) = guard.closed {
             drop(guard);
-            close(&handle.control, closed);
-            return Arc::new(SendBudget::new(send_rate));
+            let budget = Arc::new(SendBudget::new(send_rate));
+            let control = SessionControl::new(user, device, connection_id, budget, outbox_len_max);
+            close(&control, closed);
+            return control;
         }
         let online = guard
             .users
             .entry(user.clone())
             .or_insert_with(|| OnlineUser {
-                devices: Vec::with_capacity(1),
+                devices: SmallVec::new(),
                 budget: Arc::new(SendBudget::new(send_rate)),
             });
+        let control = SessionControl::new(
+            user,
+            device,
+            connection_id,
+            online.budget.clone(),
+            outbox_len_max,
+        );
         let old = match online
             .devices
-            .binary_search_by(|(d, _)| (**d).cmp(&**device))
+            .binary_search_by(|other| other.device().cmp(control.device()))
         {
-            Ok(i) => Some(std::mem::replace(&mut online.devices[i].1, handle)),
+            Ok(i) => Some(std::mem::replace(&mut online.devices[i], control.clone())),
             Err(i) => {
-                online.devices.insert(i, (device.clone(), handle));
+                online.devices.insert(i, control.clone());
                 None
             }
         };
-        let budget = online.budget.clone();
         drop(guard);
         if let Some(old) = old {
             self.counters.replaced_kicks.fetch_add(1, Ordering::Relaxed);
             old.kick(KickReason::Replaced);
         }
-        budget
+        control
     }
 
     /// Removes (user, device) if it still belongs to `connection_id`.
@@ -269,8 +317,10 @@ impl Registry {
         let mut guard = self.lock();
         let users = &mut guard.users;
         if let Some(online) = users.get_mut(user) {
-            if let Ok(i) = online.devices.binary_search_by(|(d, _)| (**d).cmp(device))
-                && online.devices[i].1.connection_id == connection_id
+            if let Ok(i) = online
+                .devices
+                .binary_search_by(|other| other.device().cmp(device))
+                && online.devices[i].connection_id() == connection_id
             {
                 online.devices.remove(i);
             }
@@ -288,16 +338,16 @@ impl Registry {
         let Some(online) = guard.users.get_mut(user) else {
             return false;
         };
-        for (_, handle) in &mut online.devices {
+        for control in &online.devices {
             let outbound = Outbound {
                 seq,
                 message: message.clone(),
             };
-            if handle.control.push(outbound).is_err() {
+            if control.push(outbound).is_err() {
                 self.counters
                     .slow_consumer_kicks
                     .fetch_add(1, Ordering::Relaxed);
-                handle.kick(KickReason::SlowConsumer);
+                control.kick(KickReason::SlowConsumer);
             }
         }
         !online.devices.is_empty()
@@ -320,14 +370,14 @@ impl Registry {
     pub fn close(&self, kick: Option<KickReason>) {
         let mut guard = self.lock();
         guard.closed.get_or_insert(kick);
-        let mut live: Vec<&SessionHandle> = guard
+        let mut live: Vec<&SessionControl> = guard
             .users
             .values()
-            .flat_map(|online| online.devices.iter().map(|(_, handle)| handle))
+            .flat_map(|online| online.devices.iter())
             .collect();
-        live.sort_unstable_by_key(|handle| handle.connection_id);
-        for handle in live {
-            close(&handle.control, kick);
+        live.sort_unstable_by_key(|control| control.connection_id());
+        for control in live {
+            close(control, kick);
         }
     }
 }
@@ -342,13 +392,13 @@ fn close(control: &SessionControl, kick: Option<KickReason>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
 
-    fn handle(connection_id: u64) -> SessionHandle {
-        SessionHandle {
-            connection_id,
-            control: SessionControl::new(4),
-        }
+    /// Registers (user, "phone") as connection `connection_id`, its outbox bounded at 4.
+    fn register(registry: &Registry, user: &str, connection_id: u64) -> SessionControl {
+        registry.register(user.into(), "phone".into(), connection_id, 4, 0)
     }
 
     fn killed(control: &SessionControl) -> bool {
@@ -362,22 +412,14 @@ mod tests {
     #[test]
     fn a_connection_registering_after_close_is_closed_at_once() {
         let registry = Registry::default();
-        let before = handle(1);
-        registry.register(&"alice".into(), &"phone".into(), before.clone(), 0);
+        let before = register(&registry, "alice", 1);
         registry.close(Some(KickReason::ServerShutdown));
-        assert!(killed(&before.control));
-        assert_eq!(
-            before.control.kick_reason(),
-            Some(KickReason::ServerShutdown)
-        );
+        assert!(killed(&before));
+        assert_eq!(before.kick_reason(), Some(KickReason::ServerShutdown));
 
-        let after = handle(2);
-        registry.register(&"bob".into(), &"phone".into(), after.clone(), 0);
-        assert!(killed(&after.control), "registered after the close");
-        assert_eq!(
-            after.control.kick_reason(),
-            Some(KickReason::ServerShutdown)
-        );
+        let after = register(&registry, "bob", 2);
+        assert!(killed(&after), "registered after the close");
+        assert_eq!(after.kick_reason(), Some(KickReason::ServerShutdown));
         assert_eq!(registry.n_sessions(), 1, "only alice, registered before");
     }
 
@@ -388,16 +430,15 @@ mod tests {
     #[test]
     fn the_outbox_is_bounded_and_a_full_one_kicks_a_slow_consumer() {
         let registry = Registry::default();
-        let bob = handle(1);
-        registry.register(&"bob".into(), &"phone".into(), bob.clone(), 0);
+        let bob = register(&registry, "bob", 1);
         let message = Bytes::from_static(b"hi");
         for seq in 1..=5 {
             assert!(registry.deliver("bob", seq, &message));
         }
-        assert!(!killed(&bob.control), "4 + 1 pushes fit");
+        assert!(!killed(&bob), "4 + 1 pushes fit");
         assert!(registry.deliver("bob", 6, &message));
-        assert!(killed(&bob.control), "the sixth kicks");
-        assert_eq!(bob.control.kick_reason(), Some(KickReason::SlowConsumer));
+        assert!(killed(&bob), "the sixth kicks");
+        assert_eq!(bob.kick_reason(), Some(KickReason::SlowConsumer));
         assert_eq!(
             registry
                 .counters
@@ -409,18 +450,13 @@ mod tests {
         let woken = Arc::new(AtomicBool::new(false));
         let waker = flag_waker(&woken);
         let mut cx = std::task::Context::from_waker(&waker);
-        let seqs: Vec<u64> = bob
-            .control
-            .poll_pushes(&mut cx)
-            .iter()
-            .map(|o| o.seq)
-            .collect();
+        let seqs: Vec<u64> = bob.poll_pushes(&mut cx).iter().map(|o| o.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5], "the refused sixth is not queued");
-        assert!(bob.control.poll_pushes(&mut cx).is_empty());
+        assert!(bob.poll_pushes(&mut cx).is_empty());
         assert!(!woken.load(Ordering::SeqCst));
-        bob.control.push(Outbound { seq: 7, message }).unwrap();
+        bob.push(Outbound { seq: 7, message }).unwrap();
         assert!(woken.load(Ordering::SeqCst), "a push wakes the connection");
-        let seqs: Vec<u64> = bob.control.take_pushes().iter().map(|o| o.seq).collect();
+        let seqs: Vec<u64> = bob.take_pushes().iter().map(|o| o.seq).collect();
         assert_eq!(seqs, [7]);
     }
 
@@ -438,27 +474,21 @@ mod tests {
     #[test]
     fn a_crash_kills_without_a_word_and_a_kill_wakes_the_connection() {
         let registry = Registry::default();
-        let quiet = handle(1);
-        let kicked = handle(2);
-        registry.register(&"alice".into(), &"phone".into(), quiet.clone(), 0);
-        registry.register(&"bob".into(), &"phone".into(), kicked.clone(), 0);
+        let quiet = register(&registry, "alice", 1);
+        let kicked = register(&registry, "bob", 2);
         kicked.kick(KickReason::SlowConsumer);
 
         let woken = Arc::new(AtomicBool::new(false));
         let waker = flag_waker(&woken);
-        assert!(
-            !quiet
-                .control
-                .poll_killed(&mut std::task::Context::from_waker(&waker))
-        );
+        assert!(!quiet.poll_killed(&mut std::task::Context::from_waker(&waker)));
 
         registry.close(None);
         assert!(
             woken.load(Ordering::SeqCst),
             "the kill woke the connection's task"
         );
-        assert!(killed(&quiet.control));
-        assert_eq!(quiet.control.kick_reason(), None);
-        assert_eq!(kicked.control.kick_reason(), Some(KickReason::SlowConsumer));
+        assert!(killed(&quiet));
+        assert_eq!(quiet.kick_reason(), None);
+        assert_eq!(kicked.kick_reason(), Some(KickReason::SlowConsumer));
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::live::{Live, LoggedIn};
-use super::registry::{SessionControl, SessionHandle};
+use super::registry::SessionControl;
 use super::{Shared, error_frame};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
@@ -42,34 +42,11 @@ pub(super) enum Closed {
     TooManyRefusals,
 }
 
-/// A logged-in connection's identity. The names are the registry's keys too, one allocation
-/// each (four separate strings cost about 50 bytes of resident memory per connection,
-/// `bench/conn-memory.sh`).
-pub(super) struct Session {
-    user: Arc<str>,
-    device: Arc<str>,
-    /// The user's send budget, shared with its other connections.
-    budget: Arc<super::registry::SendBudget>,
-    /// The connection's id, in accept order: the registry's claim on (user, device).
-    connection_id: u64,
-}
-
-impl Session {
-    /// The user logged in, for the logged-in phase's events.
-    pub(super) fn user(&self) -> &str {
-        &self.user
-    }
-
-    /// The device logged in.
-    pub(super) fn device(&self) -> &str {
-        &self.device
-    }
-
-    /// The connection's id.
-    pub(super) fn connection_id(&self) -> u64 {
-        self.connection_id
-    }
-}
+/// A logged-in connection's identity (user, device, connection id, the user's send budget),
+/// kept with its outbox and kill switch in the registry's one allocation per connection. The
+/// names are the registry's keys too, one allocation each (four separate strings cost about 50
+/// bytes of resident memory per connection, `bench/conn-memory.sh`).
+pub(super) type Session = SessionControl;
 
 /// Serves one accepted connection to the end: first the listener's handshake (a TLS
 /// handshake, or nothing for plain sockets), here in the connection's task rather than in the
@@ -168,13 +145,12 @@ async fn open<S: Stream>(
         refuse(&shared, &mut io, ErrorCode::Overloaded, text).await;
         return None;
     }
-    let (session, control, idle_timeout, acked_seq) =
+    let (session, idle_timeout, acked_seq) =
         log_in(&shared, &mut io, login_deadline, stop, connection_id).await?;
     Some(LoggedIn {
         open,
         session,
         io,
-        control,
         idle_timeout,
         acked_seq,
     })
@@ -213,7 +189,7 @@ async fn finish_handshake<S>(
 
 /// What a login sets up: the session, its kill switch, its outbox, its idle timeout and the
 /// device's acked cursor.
-type Login = (Arc<Session>, SessionControl, Duration, u64);
+type Login = (Session, Duration, u64);
 
 /// The login phase: reads and checks the Login, registers the session, reads its cursor and
 /// max_seq and buffers the LoginReply; `None` when the connection is to close (refused, timed
@@ -227,21 +203,13 @@ async fn log_in<S: Stream>(
 ) -> Option<Login> {
     let (user, device, idle_timeout) = read_login(shared, out, login_deadline, &stop).await?;
     let (user, device) = (Arc::<str>::from(user), Arc::<str>::from(device));
-    let handle = SessionControl::new(shared.config.outbox_len_max);
-    let registered = SessionHandle {
-        connection_id,
-        control: handle.clone(),
-    };
-    let budget =
-        shared
-            .registry
-            .register(&user, &device, registered, shared.config.send_rate_per_user);
-    let session = Session {
+    let session = shared.registry.register(
         user,
         device,
-        budget,
         connection_id,
-    };
+        shared.config.outbox_len_max,
+        shared.config.send_rate_per_user,
+    );
     // Read after registering: a message stored from now on is pushed to this
     // connection, and one stored earlier is within max_seq, so none falls between the
     // two (a message in both is deduped by seq on the client).
@@ -250,7 +218,7 @@ async fn log_in<S: Stream>(
         Err(error) => {
             shared
                 .registry
-                .unregister(&session.user, &session.device, connection_id);
+                .unregister(session.user(), session.device(), connection_id);
             let text = format!("store failed at login: {error}");
             Box::pin(refuse(shared, out, ErrorCode::StoreUnavailable, text)).await;
             return None;
@@ -266,8 +234,13 @@ async fn log_in<S: Stream>(
         inbox_epoch: shared.store.epoch(),
     })))
     .expect("a login reply fits in any frame");
-    tracing::debug!(user = %session.user, device = %session.device, ?idle_timeout, "logged in");
-    Some((Arc::new(session), handle, idle_timeout, acked_seq))
+    tracing::debug!(
+        user = session.user(),
+        device = session.device(),
+        ?idle_timeout,
+        "logged in"
+    );
+    Some((session, idle_timeout, acked_seq))
 }
 
 /// The Login frame: the first frame must be a valid Login before `login_deadline`; anything
@@ -345,8 +318,11 @@ fn check_login(shared: &Shared, login: &proto::Login) -> Result<Duration, (Error
 }
 
 async fn login_reads(shared: &Shared, session: &Session) -> Result<(u64, u64), StoreError> {
-    let cursor = shared.store.cursor(&session.user, &session.device).await?;
-    let max_seq = shared.store.max_seq(&session.user).await?;
+    let cursor = shared
+        .store
+        .cursor(session.user(), session.device())
+        .await?;
+    let max_seq = shared.store.max_seq(session.user()).await?;
     Ok((cursor, max_seq))
 }
 
@@ -400,7 +376,7 @@ pub(super) type Handling =
 /// Handles one frame of a logged-in connection (pings are answered by the connection itself).
 pub(super) async fn handle_frame(
     shared: Arc<Shared>,
-    session: Arc<Session>,
+    session: Session,
     frame: Frame,
     mut barrier: SendBarrier,
 ) -> (Result<Handled, Closed>, SendBarrier) {
@@ -426,7 +402,7 @@ async fn handle_body(
         Body::DeviceAck(ack) => {
             let cursor = shared
                 .store
-                .ack_cursor(&session.user, &session.device, ack.seq)
+                .ack_cursor(session.user(), session.device(), ack.seq)
                 .await
                 .map_err(|_| Closed::StoreFailed)?;
             return Ok(Handled::Acked(cursor));
@@ -435,7 +411,7 @@ async fn handle_body(
         Body::GroupCreate(request) => {
             let result = shared
                 .store
-                .create_group(&request.group_id, &session.user, &request.members)
+                .create_group(&request.group_id, session.user(), &request.members)
                 .await;
             group_reply(
                 request.request_id,
@@ -447,14 +423,14 @@ async fn handle_body(
         Body::GroupJoin(request) => {
             let result = shared
                 .store
-                .join_group(&request.group_id, &session.user)
+                .join_group(&request.group_id, session.user())
                 .await;
             group_reply(request.request_id, &request.group_id, result, Ok(()))
         }
         Body::GroupLeave(request) => {
             let result = shared
                 .store
-                .leave_group(&request.group_id, &session.user)
+                .leave_group(&request.group_id, session.user())
                 .await;
             group_reply(request.request_id, &request.group_id, result, Ok(()))
         }
@@ -600,7 +576,7 @@ async fn handle_send(
         }
         barrier.unblock(&to);
     }
-    if !session.budget.try_take() {
+    if !session.budget().try_take() {
         shared
             .counters
             .rate_limited_sends
@@ -608,7 +584,8 @@ async fn handle_send(
         block(barrier, &to, &send.client_msg_id)?;
         let text = format!(
             "user {} is over its {} sends per second; retry with the same client_msg_id",
-            session.user, shared.config.send_rate_per_user
+            session.user(),
+            shared.config.send_rate_per_user
         );
         return Ok(error(ErrorCode::RateLimited, text));
     }
@@ -636,8 +613,8 @@ async fn handle_send(
     };
     let request_to = to.clone();
     let request = AppendRequest {
-        from_user: session.user.to_string(),
-        from_device: session.device.to_string(),
+        from_user: session.user().to_string(),
+        from_device: session.device().to_string(),
         client_msg_id: send.client_msg_id.clone(),
         to,
         body: send.body.clone(),
@@ -807,7 +784,7 @@ async fn handle_sync(
     };
     let page = shared
         .store
-        .sync(&session.user, request.after_seq, limit)
+        .sync(session.user(), request.after_seq, limit)
         .await
         .map_err(|_| Closed::StoreFailed)?;
     // Fill the page up to the frame limit, or the client's byte budget when smaller; every
