@@ -101,11 +101,6 @@ impl SessionControl {
         self.0.connection_id
     }
 
-    /// The user's send budget, shared with the user's other connections.
-    pub fn budget(&self) -> &SendBudget {
-        &self.0.budget
-    }
-
     /// Asks the connection to close with `reason`; the first reason wins.
     pub fn kick(&self, reason: KickReason) {
         let code = reason as u32 + 1;
@@ -185,38 +180,52 @@ pub(crate) struct RegistryCounters {
     pub replaced_kicks: AtomicU64,
 }
 
-/// A user's send budget: a token bucket shared by all of the user's live connections,
-/// refilled at `rate` sends per second up to a burst of one second's worth. It lives while the
-/// user has a connection.
+/// A user's send budget, shared by all of the user's live connections: `rate` sends a second
+/// with a burst of one second's worth, as a token bucket refilled continuously would allow.
+/// It lives while the user has a connection.
+///
+/// Kept as the generic cell rate algorithm's one number, the theoretical arrival time of the
+/// next send, in an atomic (32 bytes with the allocation's counts; a token count and a
+/// timestamp under a lock took 64).
 #[derive(Debug)]
 pub(crate) struct SendBudget {
     rate: u32,
-    state: Mutex<(f64, tokio::time::Instant)>,
+    /// Nanoseconds since the registry's epoch at which the next send would be on time.
+    next_due_ns: AtomicU64,
 }
 
 impl SendBudget {
     fn new(rate: u32) -> SendBudget {
         SendBudget {
             rate,
-            state: Mutex::new((f64::from(rate), tokio::time::Instant::now())),
+            next_due_ns: AtomicU64::new(0),
         }
     }
 
-    /// Takes one send from the budget; false when it is spent (0 = no limit).
-    pub fn try_take(&self) -> bool {
+    /// Takes one send from the budget at `now_ns` (the registry's clock); false when it is
+    /// spent (rate 0 = no limit).
+    fn try_take(&self, now_ns: u64) -> bool {
         if self.rate == 0 {
             return true;
         }
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = tokio::time::Instant::now();
-        let refill = now.duration_since(state.1).as_secs_f64() * f64::from(self.rate);
-        state.0 = (state.0 + refill).min(f64::from(self.rate));
-        state.1 = now;
-        if state.0 >= 1.0 {
-            state.0 -= 1.0;
-            true
-        } else {
-            false
+        let interval_ns = 1_000_000_000 / u64::from(self.rate);
+        // A full budget holds `rate` sends: the next due time may run that far ahead, less one.
+        let tolerance_ns = interval_ns * u64::from(self.rate - 1);
+        let mut next_due_ns = self.next_due_ns.load(Ordering::Acquire);
+        loop {
+            let due_ns = next_due_ns.max(now_ns);
+            if due_ns - now_ns > tolerance_ns {
+                return false;
+            }
+            match self.next_due_ns.compare_exchange_weak(
+                next_due_ns,
+                due_ns + interval_ns,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(current) => next_due_ns = current,
+            }
         }
     }
 }
@@ -245,6 +254,9 @@ type Users = HashMap<Arc<str>, OnlineUser, FxBuildHasher>;
 pub(crate) struct Registry {
     online: Mutex<Online>,
     pub counters: RegistryCounters,
+    /// The send budgets' time zero: the first registration, so that it is read from the
+    /// clock of the runtime that serves the connections (a simulated host's, say).
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 #[derive(Default)]
@@ -260,6 +272,18 @@ impl Registry {
         self.online.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes one send from the budget of `session`'s user; false when it is spent.
+    pub fn take_send(&self, session: &SessionControl) -> bool {
+        session.0.budget.try_take(self.now_ns())
+    }
+
+    /// Nanoseconds since the epoch.
+    fn now_ns(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(tokio::time::Instant::now);
+        let elapsed = tokio::time::Instant::now().saturating_duration_since(epoch);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Registers connection `connection_id` for (user, device) and returns its handle, whose
     /// outbox holds `outbox_len_max` (plus one) pushes; an older connection of the same device
     /// is kicked as replaced. The user's send budget (`send_rate` per second, 0 = no limit) is
@@ -272,6 +296,7 @@ impl Registry {
         outbox_len_max: usize,
         send_rate: u32,
     ) -> SessionControl {
+        self.epoch.get_or_init(tokio::time::Instant::now);
         let mut guard = self.lock();
         if let Some(closed) = guard.closed {
             drop(guard);
@@ -468,6 +493,25 @@ mod tests {
             }
         }
         std::task::Waker::from(Arc::new(Flag(flag.clone())))
+    }
+
+    /// A budget of 4 a second holds a burst of 4, gains one send every 250 ms, and never holds
+    /// more than 4 however long it rests.
+    #[test]
+    fn a_send_budget_bursts_its_rate_and_refills_at_it() {
+        const MS: u64 = 1_000_000;
+        let budget = SendBudget::new(4);
+        let taken = |at_ns: u64, n: usize| (0..n).filter(|_| budget.try_take(at_ns)).count();
+        assert_eq!(taken(0, 6), 4, "a full budget's burst");
+        assert_eq!(taken(249 * MS, 1), 0, "not yet refilled");
+        assert_eq!(taken(250 * MS, 2), 1, "one send per 250 ms");
+        assert_eq!(
+            taken(10_000 * MS, 9),
+            4,
+            "rest refills to the burst, no further"
+        );
+        assert_eq!(taken(10_500 * MS, 9), 2);
+        assert!(SendBudget::new(0).try_take(0), "rate 0: no limit");
     }
 
     /// A crash kills without a word; a kick that came first keeps its reason.

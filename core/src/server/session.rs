@@ -576,7 +576,7 @@ async fn handle_send(
         }
         barrier.unblock(&to);
     }
-    if !session.budget().try_take() {
+    if !shared.registry.take_send(session) {
         shared
             .counters
             .rate_limited_sends
