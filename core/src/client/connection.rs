@@ -32,12 +32,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::{Client, ClientEvent, ClientExit, Command, DisconnectCause, ShownIds, lock};
 use crate::codec::FrameIoError;
-use crate::framed::{FrameReader, FrameWriter};
+use crate::framed::FrameIo;
 use crate::heartbeat::HeartbeatEvent;
 use crate::net::Connector;
 use crate::proto::{self, Body, ErrorCode, Frame};
@@ -66,7 +66,7 @@ struct PingInFlight {
 
 /// State of one live connection. The persistent state lives in the client.
 struct Live {
-    /// `FrameReader::bytes_read` when last looked at, and when that was: bytes arriving are
+    /// `FrameIo::bytes_read` when last looked at, and when that was: bytes arriving are
     /// proof of life even while no whole frame has come.
     bytes_seen: u64,
     progress_at: Instant,
@@ -108,12 +108,9 @@ fn login_token<C: Connector>(client: &Client<C>, user: &str) -> (String, bool) {
     (token, renewal.is_some())
 }
 
-/// A logged-in connection: its stream's halves, framed, and the server's reply.
-type LoggedIn<S> = (
-    FrameReader<tokio::io::ReadHalf<S>>,
-    FrameWriter<tokio::io::WriteHalf<S>>,
-    proto::LoginReply,
-);
+/// A logged-in connection: its stream, framed (one value, not split halves: the split's shared
+/// allocation cost 64 bytes per client, heaptrack), and the server's reply.
+type LoggedIn<S> = (FrameIo<S>, proto::LoginReply);
 
 /// Sends the Login and reads its reply before `connect_deadline`. Returns the framed stream
 /// and the reply, or how the attempt ended.
@@ -122,9 +119,7 @@ async fn log_in<C: Connector>(
     stream: C::Stream,
     connect_deadline: Instant,
 ) -> Result<LoggedIn<C::Stream>, Outcome> {
-    let (read_half, write_half) = tokio::io::split(stream);
-    let mut input = FrameReader::new(read_half, client.config.max_frame_bytes);
-    let mut out = FrameWriter::new(write_half, client.config.max_frame_bytes);
+    let mut io = FrameIo::new(stream, client.config.max_frame_bytes);
 
     let (user, device) = {
         let state = lock(&client.state);
@@ -137,10 +132,10 @@ async fn log_in<C: Connector>(
         token,
         heartbeat_interval_max_s: client.heartbeat.interval_max().as_secs().max(1) as u32,
     }));
-    out.feed(&login).expect("a login frame fits");
+    io.feed(&login).expect("a login frame fits");
     let reply = tokio::time::timeout_at(connect_deadline, async {
-        out.flush().await?;
-        input.next().await
+        io.flush().await?;
+        io.next().await
     })
     .await;
     let reply = match reply {
@@ -156,7 +151,7 @@ async fn log_in<C: Connector>(
         Ok(Ok(Some(frame))) => frame,
     };
     match reply.body {
-        Some(Body::LoginReply(reply)) => Ok((input, out, reply)),
+        Some(Body::LoginReply(reply)) => Ok((io, reply)),
         Some(Body::Error(error)) => {
             let code = error.code();
             Err(match code {
@@ -217,7 +212,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         // about 500 bytes per idle client in a load generator, the connect's timer 128).
         // Matched as it comes, not bound to a name first: a named result is kept in the task
         // for the whole connection (144 bytes per client).
-        let (mut input, mut out, login_reply) = match Box::pin(connect_and_log_in(client)).await {
+        let (mut io, login_reply) = match Box::pin(connect_and_log_in(client)).await {
             Ok(logged_in) => logged_in,
             Err(outcome) => return outcome,
         };
@@ -247,7 +242,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
 
         let last_seq = lock(&client.state).last_seq;
         let mut live = Live {
-            bytes_seen: input.bytes_read(),
+            bytes_seen: io.bytes_read(),
             progress_at: Instant::now(),
             sync_sent_at: None,
             ack_due: None,
@@ -271,16 +266,16 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         #[cfg(not(feature = "planted-bugs"))]
         let sync_on_connect = true;
         if sync_on_connect {
-            start_sync(client, &mut live, &mut out, last_seq);
+            start_sync(client, &mut live, &mut io, last_seq);
         }
         while let Some(request) = client.pending_requests.pop_front() {
-            feed(&mut out, group_request(request));
+            feed(&mut io, group_request(request));
         }
         // Decided before the goodbye's await, in a block of its own: the cause and the failed
         // heartbeat, live across that await, took slots beside `serve`'s future (56 bytes in
         // every client's task).
         let (outcome, goodbye) = {
-            let cause = serve(client, &mut live, &mut input, &mut out).await;
+            let cause = serve(client, &mut live, &mut io).await;
             match live.ping.as_ref().map(|ping| ping.interval) {
                 // Mars: a connection that dies while a heartbeat waits for its reply failed it.
                 Some(interval)
@@ -304,7 +299,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         // The goodbye boxed: its timer would otherwise be laid out in the task for the whole
         // connection.
         if goodbye {
-            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), out.shutdown())).await;
+            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), io.shutdown())).await;
         }
         outcome
     }
@@ -317,7 +312,7 @@ fn lost(error: &FrameIoError) -> DisconnectCause {
     }
 }
 
-fn feed<W: AsyncWrite + Unpin>(out: &mut FrameWriter<W>, body: Body) {
+fn feed<S: AsyncRead + AsyncWrite + Unpin>(out: &mut FrameIo<S>, body: Body) {
     let frame = Frame::new(body);
     if let Err(error) = out.feed(&frame) {
         // Bodies are the app's; an oversized one is refused here rather than by the server.
@@ -348,10 +343,10 @@ fn group_request(command: Command) -> Body {
     }
 }
 
-fn start_sync<C: Connector, W: AsyncWrite + Unpin>(
+fn start_sync<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     client: &Client<C>,
     live: &mut Live,
-    out: &mut FrameWriter<W>,
+    out: &mut FrameIo<S>,
     after_seq: u64,
 ) {
     live.syncing = true;
@@ -468,24 +463,22 @@ fn apply<C: Connector>(client: &Client<C>, message: &proto::Message) -> Applied 
     clippy::manual_async_fn,
     reason = "an async fn keeps its arguments twice"
 )]
-fn serve<'a, C: Connector, R, W>(
+fn serve<'a, C: Connector, S>(
     client: &'a mut Client<C>,
     live: &'a mut Live,
-    input: &'a mut FrameReader<R>,
-    out: &'a mut FrameWriter<W>,
+    io: &'a mut FrameIo<S>,
 ) -> impl Future<Output = Result<DisconnectCause, ClientExit>> + 'a
 where
-    R: tokio::io::AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     async move {
         loop {
-            note_progress(client, live, input);
-            write_sends(client, live, out);
+            note_progress(client, live, io);
+            write_sends(client, live, io);
             if let Some(seq) = live.ack_due.take() {
-                feed(out, Body::DeviceAck(proto::DeviceAck { seq }));
+                feed(io, Body::DeviceAck(proto::DeviceAck { seq }));
             }
-            if out.buffered_bytes() > 0 {
+            if io.buffered_bytes() > 0 {
                 if !live.ping_just_fed {
                     client.heartbeat_event(HeartbeatEvent::Traffic { outbound: true });
                     if live.ping.is_none() && client.heartbeat.restart_on_traffic() {
@@ -494,7 +487,7 @@ where
                     }
                 }
                 live.ping_just_fed = false;
-                match tokio::time::timeout(client.config.send_timeout, out.flush()).await {
+                match tokio::time::timeout(client.config.send_timeout, io.flush()).await {
                     Err(_) => return Ok(DisconnectCause::ConnectionLost("write stalled".into())),
                     Ok(Err(error)) => {
                         return Ok(DisconnectCause::ConnectionLost(error.to_string()));
@@ -505,7 +498,7 @@ where
             let deadline = next_deadline(client, live);
             tokio::select! {
                 biased;
-                next = input.next() => {
+                next = io.next() => {
                     let frame = match next {
                         Ok(Some(frame)) => frame,
                         Ok(None) => return Ok(DisconnectCause::ConnectionLost("server closed the connection".into())),
@@ -514,13 +507,13 @@ where
                     if frame.kind() != "pong" {
                         client.heartbeat_event(HeartbeatEvent::Traffic { outbound: false });
                     }
-                    if let Some(end) = handle_frame(client, live, out, frame)? {
+                    if let Some(end) = handle_frame(client, live, io, frame)? {
                         return Ok(end);
                     }
                     // Frames that arrived in the same read are handled before anything is
                     // written, so their acks and replies share one write.
                     loop {
-                        let frame = match input.next_buffered() {
+                        let frame = match io.next_buffered() {
                             Ok(Some(frame)) => frame,
                             Ok(None) => break,
                             Err(error) => return Ok(lost(&error.into())),
@@ -528,7 +521,7 @@ where
                         if frame.kind() != "pong" {
                             client.heartbeat_event(HeartbeatEvent::Traffic { outbound: false });
                         }
-                        if let Some(end) = handle_frame(client, live, out, frame)? {
+                        if let Some(end) = handle_frame(client, live, io, frame)? {
                             return Ok(end);
                         }
                     }
@@ -556,13 +549,13 @@ where
                                 live.next_ping_at = live.next_ping_at.min(Instant::now() + interval);
                             }
                         }
-                        Some(request) => feed(out, group_request(request)),
+                        Some(request) => feed(io, group_request(request)),
                     }
                 }
                 () = client.commands.0.sends() => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    note_progress(client, live, input);
-                    if let Some(end) = on_timer(client, live, out) {
+                    note_progress(client, live, io);
+                    if let Some(end) = on_timer(client, live, io) {
                         return Ok(end);
                     }
                 }
@@ -571,10 +564,10 @@ where
     }
 }
 
-fn note_progress<C: Connector, R: tokio::io::AsyncRead + Unpin>(
+fn note_progress<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     client: &Client<C>,
     live: &mut Live,
-    input: &FrameReader<R>,
+    io: &FrameIo<S>,
 ) {
     #[cfg(feature = "planted-bugs")]
     if client.config.planted.weak_link_blind {
@@ -582,7 +575,7 @@ fn note_progress<C: Connector, R: tokio::io::AsyncRead + Unpin>(
         return;
     }
     let _ = client;
-    live.note_progress(input.bytes_read());
+    live.note_progress(io.bytes_read());
 }
 
 /// The earliest timer: Pong overdue, heartbeat due, send overdue, retry allowed.
@@ -600,10 +593,10 @@ fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
     deadline
 }
 
-fn on_timer<C: Connector, W: AsyncWrite + Unpin>(
+fn on_timer<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<C>,
     live: &mut Live,
-    out: &mut FrameWriter<W>,
+    out: &mut FrameIo<S>,
 ) -> Option<DisconnectCause> {
     let now = Instant::now();
     if live.retry_at.is_some_and(|at| at <= now) {
@@ -639,10 +632,10 @@ fn on_timer<C: Connector, W: AsyncWrite + Unpin>(
 }
 
 /// Writes queued sends up to the in-flight window, oldest first.
-fn write_sends<C: Connector, W: AsyncWrite + Unpin>(
+fn write_sends<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     client: &Client<C>,
     live: &mut Live,
-    out: &mut FrameWriter<W>,
+    out: &mut FrameIo<S>,
 ) {
     if live.retry_at.is_some() || live.in_flight.len() >= client.config.sends_in_flight_max {
         return;
@@ -685,10 +678,10 @@ fn write_sends<C: Connector, W: AsyncWrite + Unpin>(
 }
 
 /// Handles one frame from the server. Returns a cause when the connection must end.
-fn handle_frame<C: Connector, W: AsyncWrite + Unpin>(
+fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<C>,
     live: &mut Live,
-    out: &mut FrameWriter<W>,
+    out: &mut FrameIo<S>,
     frame: Frame,
 ) -> Result<Option<DisconnectCause>, ClientExit> {
     let Some(body) = frame.body else {
