@@ -4,14 +4,12 @@
 //! a full outbox marks the connection a slow consumer and kicks it (its messages stay in its
 //! inbox and come back by sync after it reconnects).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use rustc_hash::FxBuildHasher;
-use smallvec::SmallVec;
 
 use crate::proto::KickReason;
 
@@ -230,25 +228,78 @@ impl SendBudget {
     }
 }
 
-/// A user with a live connection: their devices' connections and their send budget.
+/// A user with a live connection: their devices' handles, sorted by device, never empty (a
+/// user leaves the table with their last device). The user's name and send budget are their
+/// handles' (every handle of a user holds the same budget), so an entry is 16 bytes: the only
+/// device's handle inline, or a list once there are two.
 ///
 /// The devices are a sorted list, not a map: a user has a few devices, and a map's first node
 /// (room for 11 entries) cost about 800 bytes per idle connection (`bench/conn-memory.sh`).
-/// Lookups are binary searches either way. The first device is kept inline, the list
-/// allocated only for a second.
+/// Lookups are binary searches either way.
 #[derive(Debug)]
-struct OnlineUser {
-    /// Sorted by device.
-    devices: SmallVec<[SessionControl; 1]>,
-    budget: Arc<SendBudget>,
+enum OnlineUser {
+    One(SessionControl),
+    #[allow(
+        clippy::box_collection,
+        reason = "a thin pointer keeps the entry at 16 bytes; a list is rare"
+    )]
+    Many(Box<Vec<SessionControl>>),
 }
 
-/// Users with a live connection, by name. Hashed (Fx, fixed and unkeyed): every delivery
-/// looks a user up, and a `BTreeMap<Box<str>, _>` paid a string comparison per level there
-/// (`perf` of `imlab serve` at 8,000 msg/s: 2.7% of its samples). Never iterated in an
-/// order that matters: only counted, and closed all (in connection order) at shutdown or a
-/// crash.
-type Users = HashMap<Arc<str>, OnlineUser, FxBuildHasher>;
+impl OnlineUser {
+    fn devices(&self) -> &[SessionControl] {
+        match self {
+            OnlineUser::One(control) => std::slice::from_ref(control),
+            OnlineUser::Many(list) => list,
+        }
+    }
+
+    fn devices_mut(&mut self) -> &mut [SessionControl] {
+        match self {
+            OnlineUser::One(control) => std::slice::from_mut(control),
+            OnlineUser::Many(list) => list,
+        }
+    }
+
+    fn user(&self) -> &str {
+        self.devices()[0].user()
+    }
+
+    /// Inserts a device's handle at `i` of the sorted list.
+    fn insert(&mut self, i: usize, control: SessionControl) {
+        let mut list = match std::mem::replace(self, OnlineUser::Many(Box::default())) {
+            OnlineUser::One(first) => vec![first],
+            OnlineUser::Many(list) => *list,
+        };
+        list.insert(i, control);
+        *self = OnlineUser::Many(Box::new(list));
+    }
+
+    /// Removes the handle at `i` of a user with two devices or more.
+    fn remove(&mut self, i: usize) {
+        let OnlineUser::Many(list) = self else {
+            unreachable!("the only device leaves with its user")
+        };
+        list.remove(i);
+        if let [only] = list.as_slice() {
+            *self = OnlineUser::One(only.clone());
+        }
+    }
+}
+
+/// Users with a live connection, by name (the name read from their handles). Hashed (Fx,
+/// fixed and unkeyed): every delivery looks a user up, and a `BTreeMap<Box<str>, _>` paid a
+/// string comparison per level there (`perf` of `imlab serve` at 8,000 msg/s: 2.7% of its
+/// samples). A table of 16-byte entries, where a map from the name to the devices and the
+/// budget took 48 per slot (`bench/conn-memory.sh`). Never iterated in an order that
+/// matters: only counted, and closed all (in connection order) at shutdown or a crash.
+type Users = hashbrown::HashTable<OnlineUser>;
+
+/// The users table's hash of a user's name.
+fn user_hash(user: &str) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one(user)
+}
 
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -305,28 +356,36 @@ impl Registry {
             close(&control, closed);
             return control;
         }
-        let online = guard
-            .users
-            .entry(user.clone())
-            .or_insert_with(|| OnlineUser {
-                devices: SmallVec::new(),
-                budget: Arc::new(SendBudget::new(send_rate)),
-            });
-        let control = SessionControl::new(
-            user,
-            device,
-            connection_id,
-            online.budget.clone(),
-            outbox_len_max,
-        );
-        let old = match online
-            .devices
-            .binary_search_by(|other| other.device().cmp(control.device()))
-        {
-            Ok(i) => Some(std::mem::replace(&mut online.devices[i], control.clone())),
-            Err(i) => {
-                online.devices.insert(i, control.clone());
-                None
+        let hash = user_hash(&user);
+        let users = &mut guard.users;
+        let (control, old) = match users.find_mut(hash, |online| online.user() == &*user) {
+            Some(online) => {
+                let budget = online.devices()[0].0.budget.clone();
+                let control =
+                    SessionControl::new(user, device, connection_id, budget, outbox_len_max);
+                let old = match online
+                    .devices()
+                    .binary_search_by(|other| other.device().cmp(control.device()))
+                {
+                    Ok(i) => Some(std::mem::replace(
+                        &mut online.devices_mut()[i],
+                        control.clone(),
+                    )),
+                    Err(i) => {
+                        online.insert(i, control.clone());
+                        None
+                    }
+                };
+                (control, old)
+            }
+            None => {
+                let budget = Arc::new(SendBudget::new(send_rate));
+                let control =
+                    SessionControl::new(user, device, connection_id, budget, outbox_len_max);
+                users.insert_unique(hash, OnlineUser::One(control.clone()), |online| {
+                    user_hash(online.user())
+                });
+                (control, None)
             }
         };
         drop(guard);
@@ -340,18 +399,26 @@ impl Registry {
     /// Removes (user, device) if it still belongs to `connection_id`.
     pub fn unregister(&self, user: &str, device: &str, connection_id: u64) {
         let mut guard = self.lock();
-        let users = &mut guard.users;
-        if let Some(online) = users.get_mut(user) {
-            if let Ok(i) = online
-                .devices
-                .binary_search_by(|other| other.device().cmp(device))
-                && online.devices[i].connection_id() == connection_id
-            {
-                online.devices.remove(i);
-            }
-            if online.devices.is_empty() {
-                users.remove(user);
-            }
+        let Ok(mut entry) = guard
+            .users
+            .find_entry(user_hash(user), |online| online.user() == user)
+        else {
+            return;
+        };
+        let online = entry.get_mut();
+        let Ok(i) = online
+            .devices()
+            .binary_search_by(|other| other.device().cmp(device))
+        else {
+            return;
+        };
+        if online.devices()[i].connection_id() != connection_id {
+            return;
+        }
+        if online.devices().len() == 1 {
+            entry.remove();
+        } else {
+            online.remove(i);
         }
     }
 
@@ -359,11 +426,14 @@ impl Registry {
     /// without the seq. Returns false when the user has no live device (the caller then
     /// pushes).
     pub fn deliver(&self, user: &str, seq: u64, message: &Bytes) -> bool {
-        let mut guard = self.lock();
-        let Some(online) = guard.users.get_mut(user) else {
+        let guard = self.lock();
+        let Some(online) = guard
+            .users
+            .find(user_hash(user), |online| online.user() == user)
+        else {
             return false;
         };
-        for control in &online.devices {
+        for control in online.devices() {
             let outbound = Outbound {
                 seq,
                 message: message.clone(),
@@ -375,15 +445,15 @@ impl Registry {
                 control.kick(KickReason::SlowConsumer);
             }
         }
-        !online.devices.is_empty()
+        true
     }
 
     /// Live (user, device) pairs.
     pub fn n_sessions(&self) -> usize {
         self.lock()
             .users
-            .values()
-            .map(|online| online.devices.len())
+            .iter()
+            .map(|online| online.devices().len())
             .sum()
     }
 
@@ -397,8 +467,8 @@ impl Registry {
         guard.closed.get_or_insert(kick);
         let mut live: Vec<&SessionControl> = guard
             .users
-            .values()
-            .flat_map(|online| online.devices.iter())
+            .iter()
+            .flat_map(|online| online.devices().iter())
             .collect();
         live.sort_unstable_by_key(|control| control.connection_id());
         for control in live {
@@ -493,6 +563,56 @@ mod tests {
             }
         }
         std::task::Waker::from(Arc::new(Flag(flag.clone())))
+    }
+
+    /// A user's devices come and go in any order: each is delivered to while registered, a
+    /// second login of one device replaces it, a stale unregister (an older connection's)
+    /// removes nothing, and the user leaves with their last device. All of a user's devices
+    /// share one budget.
+    #[test]
+    fn a_users_devices_come_and_go_in_any_order() {
+        let registry = Registry::default();
+        let message = Bytes::from_static(b"hi");
+        let login = |device: &str, connection_id| {
+            registry.register("alice".into(), device.into(), connection_id, 8, 10)
+        };
+        let phone = login("phone", 1);
+        let tablet = login("tablet", 2);
+        let laptop = login("laptop", 3);
+        let bob = register(&registry, "bob", 4);
+        assert_eq!(registry.n_sessions(), 4);
+        assert!(Arc::ptr_eq(&phone.0.budget, &laptop.0.budget));
+        assert!(!Arc::ptr_eq(&phone.0.budget, &bob.0.budget));
+        assert!(registry.deliver("alice", 1, &message));
+        for device in [&phone, &tablet, &laptop] {
+            assert_eq!(device.take_pushes().len(), 1, "{}", device.device());
+        }
+        assert!(bob.take_pushes().is_empty());
+
+        let phone_again = login("phone", 5);
+        assert_eq!(phone.kick_reason(), Some(KickReason::Replaced));
+        registry.unregister("alice", "phone", 1);
+        assert_eq!(
+            registry.n_sessions(),
+            4,
+            "the stale unregister removed nothing"
+        );
+        registry.unregister("alice", "tablet", 2);
+        registry.unregister("alice", "phone", 5);
+        assert_eq!(registry.n_sessions(), 2);
+        assert!(registry.deliver("alice", 2, &message));
+        assert_eq!(laptop.take_pushes().len(), 1);
+        assert!(phone_again.take_pushes().is_empty());
+        registry.unregister("alice", "laptop", 3);
+        assert!(!registry.deliver("alice", 3, &message), "alice left");
+        assert_eq!(registry.n_sessions(), 1);
+        let phone_later = login("phone", 6);
+        assert!(
+            !Arc::ptr_eq(&phone_later.0.budget, &phone.0.budget),
+            "a new user entry"
+        );
+        assert!(registry.deliver("alice", 4, &message));
+        assert_eq!(phone_later.take_pushes().len(), 1);
     }
 
     /// A budget of 4 a second holds a burst of 4, gains one send every 250 ms, and never holds
