@@ -4,6 +4,8 @@
 #   bench/conn-memory.sh [CLIENTS] [WORKERS]     (defaults: 10000 1)
 #   IMLAB_BIN=PATH bench/conn-memory.sh ...      (that binary instead of building target/release)
 #   EXTRA_SERVE="--threads 1" bench/conn-memory.sh ...   (more flags for `imlab serve`)
+#   TARGET=mosquitto bench/conn-memory.sh ...    (mosquitto instead, the generator speaking MQTT
+#                                                 QoS 1; installed from Debian if missing)
 #
 # Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
 # `imlab load` (one message a second in all, so the connections are idle), samples both
@@ -22,14 +24,35 @@ trap 'kill $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# shellcheck disable=SC2086
-$bin serve --listen 127.0.0.1:0 ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve.err" &
-server_pid=$!
-for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
-addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
+ulimit -n 20000 2>/dev/null || true
+load_flags=""
+if [ "${TARGET:-imlab}" = mosquitto ]; then
+    if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+        echo "mosquitto is not installed: installing it with apt-get install -y mosquitto" >&2
+        apt-get install -y mosquitto >/dev/null 2>&1 || {
+            apt-get update >/dev/null && apt-get install -y mosquitto >/dev/null
+        }
+    fi
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # As bench/vs-mosquitto.sh runs it: no persistence, anonymous, TCP_NODELAY.
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
+        "$port" >"$out/mosquitto.conf"
+    "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$out/mosquitto.conf" >"$out/mosquitto.log" 2>&1 &
+    server_pid=$!
+    addr="127.0.0.1:$port"
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    load_flags="--protocol mqtt --qos 1"
+else
+    # shellcheck disable=SC2086
+    $bin serve --listen 127.0.0.1:0 ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve.err" &
+    server_pid=$!
+    for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
+    addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
+fi
 
 # The generator's baseline: 2 clients, sampled after the same settling time.
-$bin load --target "$addr" --clients 2 --duration 6s --msg-rate 1 --drain 1s \
+# shellcheck disable=SC2086
+$bin load --target "$addr" $load_flags --clients 2 --duration 6s --msg-rate 1 --drain 1s \
     --out "$out/base" >"$out/base.out" 2>&1 &
 base_pid=$!
 sleep 4
@@ -41,7 +64,8 @@ ramp_s=$(( clients / 2000 + 2 ))
 hold_s=$(( ramp_s + 8 ))
 source_ips=""
 if (( clients > 15000 )); then source_ips="--source-ips 127.0.0.2-127.0.0.5"; fi
-$bin load --target "$addr" --clients "$clients" --workers "$workers" $source_ips \
+# shellcheck disable=SC2086
+$bin load --target "$addr" $load_flags --clients "$clients" --workers "$workers" $source_ips \
     --connect-rate 2000 --duration "${hold_s}s" --msg-rate 1 --drain 1s \
     --out "$out/load" >"$out/load.out" 2>&1 &
 load_pid=$!
@@ -59,6 +83,7 @@ per_server=$(( (server_after - server_before) * 1024 / clients ))
 per_load=$(( load_kb * 1024 / clients ))
 per_load_above=$(( (load_kb - base_kb) * 1024 / clients ))
 printf '%-34s %12s\n' "measure" "value"
+printf '%-34s %12s\n' "server" "${TARGET:-imlab}"
 printf '%-34s %12s\n' "clients" "$clients"
 printf '%-34s %12s\n' "server fds open at sample" "$open"
 printf '%-34s %12s\n' "server RSS before (KiB)" "$server_before"

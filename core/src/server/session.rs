@@ -43,9 +43,8 @@ pub(super) enum Closed {
 }
 
 /// A logged-in connection's identity (user, device, connection id, the user's send budget),
-/// kept with its outbox and kill switch in the registry's one allocation per connection. The
-/// names are the registry's keys too, one allocation each (four separate strings cost about 50
-/// bytes of resident memory per connection, `bench/conn-memory.sh`).
+/// kept with its outbox and kill switch in the registry's one allocation per connection, the
+/// two names in one string.
 pub(super) type Session = SessionControl;
 
 /// Serves one accepted connection to the end: first the listener's handshake (a TLS
@@ -202,10 +201,9 @@ async fn log_in<S: Stream>(
     connection_id: u64,
 ) -> Option<Login> {
     let (user, device, idle_timeout) = read_login(shared, out, login_deadline, &stop).await?;
-    let (user, device) = (Arc::<str>::from(user), Arc::<str>::from(device));
     let session = shared.registry.register(
-        user,
-        device,
+        &user,
+        &device,
         connection_id,
         shared.config.outbox_len_max,
         shared.config.send_rate_per_user,
