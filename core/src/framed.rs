@@ -303,10 +303,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// Frames both ways over one stream that one task drives: [`FrameReader`] and [`FrameWriter`]
 /// in one value, without splitting the stream.
 ///
-/// For a connection whose reads and writes happen in one task (the server's connection): a
-/// split stream (`tokio::io::split`) keeps the stream behind a lock in an allocation of its
-/// own (56 bytes for a `TcpStream`, heaptrack) and each half holds a pointer to it; here the
-/// stream sits inline and the limit is kept once.
+/// For a connection whose reads and writes happen in one task (the server's and the client
+/// core's): a split stream (`tokio::io::split`) keeps the stream behind a lock in an
+/// allocation of its own (64 bytes for a `TcpStream`, `-Zprint-type-sizes`) and each half
+/// holds a pointer to it; here the stream sits inline and the limit is kept once.
 /// Reading and writing behave exactly as [`FrameReader`]'s and [`FrameWriter`]'s: the same
 /// buffers, released when empty, and the same scratch-buffer reads.
 #[derive(Debug)]

@@ -109,7 +109,7 @@ fn login_token<C: Connector>(client: &Client<C>, user: &str) -> (String, bool) {
 }
 
 /// A logged-in connection: its stream, framed (one value, not split halves: the split's shared
-/// allocation cost 64 bytes per client, heaptrack), and the server's reply.
+/// allocation cost 48 bytes per load-generator client, heaptrack), and the server's reply.
 type LoggedIn<S> = (FrameIo<S>, proto::LoginReply);
 
 /// Sends the Login and reads its reply before `connect_deadline`. Returns the framed stream

@@ -157,7 +157,7 @@ impl<S: Stream> Conn<S> {
     /// `close_flush_timeout`. Callers box it: it runs once per connection, and inline its
     /// state would sit in every idle connection's task.
     pub(super) async fn close(mut self, closed: Closed) {
-        let shared = self.open.shared().clone();
+        let shared = self.open.shared();
         let session = &self.session;
         // Once unregistered, no more pushes come: what is queued is all there is.
         shared
@@ -167,7 +167,7 @@ impl<S: Stream> Conn<S> {
             // The socket failed: nothing more can be written.
             Closed::Io => {}
             Closed::Killed | Closed::SlowConsumer => {
-                write_kick(&shared, &mut self.io, self.session.kick_reason()).await;
+                write_kick(shared, &mut self.io, self.session.kick_reason()).await;
             }
             // The last frames (an Error, say) and the pushes still queued.
             _ => {
@@ -187,9 +187,7 @@ impl<S: Stream> Conn<S> {
             "connection closed"
         );
     }
-}
 
-impl<S: Stream> Conn<S> {
     fn shared(&self) -> &Arc<Shared> {
         self.open.shared()
     }

@@ -41,7 +41,7 @@ pub(crate) struct SessionControl(Arc<Mailbox>);
 
 #[derive(Debug)]
 struct Mailbox {
-    /// The user's name followed by the device's, in one allocation (two cost 32 bytes more
+    /// The user's name followed by the device's, in one allocation (two cost 31 bytes more
     /// per connection, `bench/conn-memory.sh`).
     names: Arc<str>,
     /// Where the device's name starts in `names`.

@@ -195,12 +195,12 @@ type Login = (Session, Duration, u64);
 /// out, the store failed), the peer told why where it can be.
 async fn log_in<S: Stream>(
     shared: &Arc<Shared>,
-    out: &mut FrameIo<S>,
+    io: &mut FrameIo<S>,
     login_deadline: Instant,
     stop: CancellationToken,
     connection_id: u64,
 ) -> Option<Login> {
-    let (user, device, idle_timeout) = read_login(shared, out, login_deadline, &stop).await?;
+    let (user, device, idle_timeout) = read_login(shared, io, login_deadline, &stop).await?;
     let session = shared.registry.register(
         &user,
         &device,
@@ -218,13 +218,13 @@ async fn log_in<S: Stream>(
                 .registry
                 .unregister(session.user(), session.device(), connection_id);
             let text = format!("store failed at login: {error}");
-            Box::pin(refuse(shared, out, ErrorCode::StoreUnavailable, text)).await;
+            Box::pin(refuse(shared, io, ErrorCode::StoreUnavailable, text)).await;
             return None;
         }
     };
     shared.counters.logins.fetch_add(1, Ordering::Relaxed);
     // Ahead of the outbox, which may hold pushes queued since registering.
-    out.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
+    io.feed(&Frame::new(Body::LoginReply(proto::LoginReply {
         max_seq,
         server_time_ms: shared.clock.unix_ms(),
         idle_timeout_s: idle_timeout.as_secs() as u32,
@@ -246,19 +246,19 @@ async fn log_in<S: Stream>(
 /// timeout.
 async fn read_login<S: Stream>(
     shared: &Shared,
-    out: &mut FrameIo<S>,
+    io: &mut FrameIo<S>,
     login_deadline: Instant,
     stop: &CancellationToken,
 ) -> Option<(String, String, Duration)> {
     let first = tokio::select! {
         biased;
         () = stop.cancelled() => return None,
-        first = tokio::time::timeout_at(login_deadline, out.next()) => first,
+        first = tokio::time::timeout_at(login_deadline, io.next()) => first,
     };
     let login = match first {
         Err(_elapsed) => {
             let text = format!("no login within {:?}", shared.config.login_timeout);
-            Box::pin(refuse(shared, out, ErrorCode::LoginTimeout, text)).await;
+            Box::pin(refuse(shared, io, ErrorCode::LoginTimeout, text)).await;
             return None;
         }
         Ok(Ok(None) | Err(FrameIoError::Io(_))) => return None,
@@ -268,14 +268,14 @@ async fn read_login<S: Stream>(
                 tracing::info!("closing: a TLS client reached this plaintext listener");
                 text = format!("this server speaks plaintext, not TLS ({text})");
             }
-            Box::pin(refuse(shared, out, codec_error_code(&error), text)).await;
+            Box::pin(refuse(shared, io, codec_error_code(&error), text)).await;
             return None;
         }
         Ok(Ok(Some(frame))) => match frame.body {
             Some(Body::Login(login)) => login,
             _ => {
                 let text = format!("expected a login frame first, got {}", frame.kind());
-                Box::pin(refuse(shared, out, ErrorCode::NotLoggedIn, text)).await;
+                Box::pin(refuse(shared, io, ErrorCode::NotLoggedIn, text)).await;
                 return None;
             }
         },
@@ -284,7 +284,7 @@ async fn read_login<S: Stream>(
         Ok(idle_timeout) => idle_timeout,
         Err((code, text)) => {
             tracing::info!(user = %login.user, device = %login.device, "login refused: {text}");
-            Box::pin(refuse(shared, out, code, text)).await;
+            Box::pin(refuse(shared, io, code, text)).await;
             return None;
         }
     };
@@ -326,7 +326,7 @@ async fn login_reads(shared: &Shared, session: &Session) -> Result<(u64, u64), S
 
 /// Answers a connection that never logged in with an error frame, then closes it. Callers
 /// box it, so its state is not part of every connection's task.
-async fn refuse<S: Stream>(shared: &Shared, out: &mut FrameIo<S>, code: ErrorCode, text: String) {
+async fn refuse<S: Stream>(shared: &Shared, io: &mut FrameIo<S>, code: ErrorCode, text: String) {
     let counter = match code {
         ErrorCode::AuthFailed => Some(&shared.counters.logins_refused_auth),
         ErrorCode::TokenExpired => Some(&shared.counters.logins_refused_expired),
@@ -338,8 +338,8 @@ async fn refuse<S: Stream>(shared: &Shared, out: &mut FrameIo<S>, code: ErrorCod
     }
     let frame = error_frame(proto::Error::new(code, text));
     let _ = tokio::time::timeout(shared.config.close_flush_timeout, async {
-        out.send(&frame).await?;
-        out.shutdown().await?;
+        io.send(&frame).await?;
+        io.shutdown().await?;
         Ok::<(), FrameIoError>(())
     })
     .await;
