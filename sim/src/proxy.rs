@@ -28,7 +28,7 @@ use turmoil::net::tcp::OwnedReadHalf;
 
 use crate::pipe::{PipeEnd, pipe};
 use crate::trace::Event;
-use crate::world::{self, PUSH_DEVICE_PORT, SERVER_PORT, Shared, now};
+use crate::world::{self, HostClock, PUSH_DEVICE_PORT, SERVER_PORT, Shared, now};
 
 /// A connection for the IM server.
 pub const TARGET_IM: u8 = 1;
@@ -74,11 +74,14 @@ pub async fn carrier_host(shared: Arc<Shared>, carrier: usize, shard: usize) -> 
     else {
         panic!("carrier host {carrier}.{shard} started twice (carriers never crash)");
     };
+    // Carrier hosts never crash: one clock for the host's life.
+    let clock = HostClock::here();
     let mut next_flow = 0u64;
     while let Some(phone) = incoming.recv().await {
         next_flow += 1;
         let flow = Flow::new(
             shared.clone(),
+            clock,
             carrier,
             next_flow * shards as u64 + shard as u64,
         );
@@ -99,6 +102,8 @@ type InFlight = VecDeque<(Duration, Bytes)>;
 
 struct Flow {
     shared: Arc<Shared>,
+    /// The carrier host's clock.
+    clock: HostClock,
     carrier: usize,
     id: u64,
     model: FlowModel,
@@ -109,9 +114,10 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(shared: Arc<Shared>, carrier: usize, id: u64) -> Flow {
+    fn new(shared: Arc<Shared>, clock: HostClock, carrier: usize, id: u64) -> Flow {
         Flow {
             shared,
+            clock,
             carrier,
             id,
             // Replaced once the preamble names the device (see `run`).
@@ -142,12 +148,15 @@ impl Flow {
             Side::Phone => "phone",
             Side::Server => "server",
         };
-        self.shared.trace(Event::FlowEnded {
-            carrier: self.carrier as u32,
-            flow: self.id,
-            side,
-            why,
-        });
+        self.shared.trace_at(
+            self.clock.now(),
+            Event::FlowEnded {
+                carrier: self.carrier as u32,
+                flow: self.id,
+                side,
+                why,
+            },
+        );
     }
 
     // A plain fn returning an async block, not an `async fn`: an async fn keeps `self` (about
@@ -169,19 +178,22 @@ impl Flow {
                 &[self.carrier as u64, self.device as u64, n],
             );
             self.model = FlowModel::new(seed, nat_timeout, self.to_im);
-            self.shared.trace(Event::FlowOpened {
-                carrier: self.carrier as u32,
-                flow: self.id,
-                device: self.device as u32,
-                target: if self.to_im { "im" } else { "push" },
-            });
+            self.shared.trace_at(
+                self.clock.now(),
+                Event::FlowOpened {
+                    carrier: self.carrier as u32,
+                    flow: self.id,
+                    device: self.device as u32,
+                    target: if self.to_im { "im" } else { "push" },
+                },
+            );
             // The phone's SYN crosses the radio like any packet: an outage delays it.
-            let at = now();
+            let at = self.clock.now();
             let Some(syn_at) = self.with_link(|model, link| model.connect(link, at)) else {
                 self.trace_end(Side::Phone, "connect_lost");
                 return;
             };
-            tokio::time::sleep(syn_at.saturating_sub(now())).await;
+            self.clock.sleep_until(Some(syn_at)).await;
             let upstream = if self.to_im {
                 TcpStream::connect(("server", SERVER_PORT)).await
             } else {
@@ -192,7 +204,7 @@ impl Flow {
                 self.trace_end(Side::Server, "refused");
                 return;
             };
-            self.model.opened(now());
+            self.model.opened(self.clock.now());
             self.relay(phone.end, upstream).await;
         }
     }
@@ -216,11 +228,14 @@ impl Flow {
                 .unwrap_or_else(|p| p.into_inner());
             reachability.down(at, self.shared.heal_at());
         }
-        self.shared.trace(Event::NatExpired {
-            carrier: self.carrier as u32,
-            flow: self.id,
-            device: self.device as u32,
-        });
+        self.shared.trace_at(
+            self.clock.now(),
+            Event::NatExpired {
+                carrier: self.carrier as u32,
+                flow: self.id,
+                device: self.device as u32,
+            },
+        );
     }
 
     fn next_wake(&mut self) -> Option<Duration> {
@@ -245,7 +260,7 @@ impl Flow {
             if phone.is_none() && server.is_none() {
                 return;
             }
-            let at = now();
+            let at = self.clock.now();
             let cut = self.with_link(|model, link| model.cut(link, at));
             if !rebound && self.model.rebound() {
                 rebound = true;
@@ -273,7 +288,7 @@ impl Flow {
             tokio::select! {
                 biased;
                 read = read_phone(phone.as_mut()) => {
-                    let at = now();
+                    let at = self.clock.now();
                     self.check_nat(at);
                     let bytes = match read {
                         Some(bytes) => bytes,
@@ -310,7 +325,7 @@ impl Flow {
                     }
                 }
                 read = read_some(server.as_mut().map(|(read, _)| read), &mut server_buf) => {
-                    let at = now();
+                    let at = self.clock.now();
                     self.check_nat(at);
                     let bytes = match read {
                         Ok(n) if n > 0 => take_chunk(&mut server_buf),
@@ -340,8 +355,8 @@ impl Flow {
                         }
                     }
                 }
-                () = sleep_until_sim(wake) => {
-                    let at = now();
+                () = self.clock.sleep_until(wake) => {
+                    let at = self.clock.now();
                     self.check_nat(at);
                     if server.is_some() && self.model.server_gives_up(at) {
                         server = None;
@@ -369,26 +384,33 @@ impl Flow {
     }
 
     fn trace_fault(&self, fault: &'static str) {
-        self.shared.trace(Event::FlowFault {
-            carrier: self.carrier as u32,
-            flow: self.id,
-            device: self.device as u32,
-            fault,
-        });
+        self.shared.trace_at(
+            self.clock.now(),
+            Event::FlowFault {
+                carrier: self.carrier as u32,
+                flow: self.id,
+                device: self.device as u32,
+                fault,
+            },
+        );
     }
 
     fn trace_frame(&self, up: bool, bytes: usize) {
+        let at = self.clock.now();
         // Every byte to or from the phone keeps (or wakes) its radio.
         self.shared.radios[self.device]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .transfer(now());
-        self.shared.trace(Event::Frame {
-            carrier: self.carrier as u32,
-            flow: self.id,
-            up,
-            bytes: bytes as u32,
-        });
+            .transfer(at);
+        self.shared.trace_at(
+            at,
+            Event::Frame {
+                carrier: self.carrier as u32,
+                flow: self.id,
+                up,
+                bytes: bytes as u32,
+            },
+        );
     }
 }
 

@@ -310,7 +310,12 @@ pub struct Shared {
 impl Shared {
     /// Records a trace event at the current simulated time.
     pub fn trace(&self, event: Event) {
-        let at_ms = now().as_millis() as u64;
+        self.trace_at(now(), event);
+    }
+
+    /// Records a trace event at simulated time `at` (now, read off a [`HostClock`]).
+    pub fn trace_at(&self, at: Duration, event: Event) {
+        let at_ms = at.as_millis() as u64;
         self.trace
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -368,6 +373,48 @@ impl Shared {
 /// Simulated time since the start, inside or outside a host.
 pub fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or(Duration::ZERO)
+}
+
+/// Simulated time on one host, read off its runtime's paused clock: [`now`] asks turmoil,
+/// which looks the current host up in the world's map (SipHash) on every call, a tenth of a
+/// carrier host's work. turmoil moves a host's clock by exactly the time it adds to the
+/// host's elapsed time, so the two agree to the nanosecond (checked in debug builds).
+///
+/// Valid only on the host it was made on, for the life of that host's runtime: a crashed
+/// host's restart gets a new runtime and needs a new clock.
+#[derive(Debug, Clone, Copy)]
+pub struct HostClock {
+    sim_at: Duration,
+    instant_at: tokio::time::Instant,
+}
+
+impl HostClock {
+    /// The clock of the host this runs on.
+    pub fn here() -> HostClock {
+        HostClock {
+            sim_at: now(),
+            instant_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn now(&self) -> Duration {
+        let at = self.sim_at + self.instant_at.elapsed();
+        debug_assert_eq!(at, now(), "a host clock read off its host");
+        at
+    }
+
+    /// Sleeps until simulated time `at` (at once if it has passed; forever when None).
+    pub async fn sleep_until(&self, at: Option<Duration>) {
+        match at {
+            Some(at) => {
+                // As `sleep(at - now)` would: a past time is now, not earlier.
+                let deadline = self.instant_at + at.saturating_sub(self.sim_at);
+                tokio::time::sleep_until(deadline.max(tokio::time::Instant::now())).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// The store a simulated server runs on, with the inspection the invariant checker needs.
