@@ -23,9 +23,9 @@ use tokio::task::JoinHandle;
 
 use crate::ledger::Conversation;
 use crate::pipe::PipeEnd;
-use crate::proxy::{TARGET_IM, open_via_carrier, sleep_until_sim};
+use crate::proxy::{TARGET_IM, open_via_carrier};
 use crate::trace::Event;
-use crate::world::{DeviceCommand, Shared, group_id, now, user_id};
+use crate::world::{DeviceCommand, HostClock, Shared, group_id, now, user_id};
 
 /// Commands queued per device at most.
 pub const DEVICE_COMMANDS_LEN_MAX: usize = 64;
@@ -50,12 +50,15 @@ impl Connector for SimConnector {
 /// Records the client core's events in the ledger and the trace.
 struct DeviceObserver {
     shared: Arc<Shared>,
+    /// The cell host's clock.
+    clock: HostClock,
     device: u32,
 }
 
 impl ClientObserver for DeviceObserver {
     fn on_event(&self, state: &ClientState, event: &ClientEvent<'_>) {
-        let at_ms = now().as_millis() as u64;
+        let at = self.clock.now();
+        let at_ms = at.as_millis() as u64;
         let device = self.device;
         let index = device as usize;
         match event {
@@ -63,28 +66,29 @@ impl ClientObserver for DeviceObserver {
                 self.shared.reachability[index]
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .up(now());
-                let in_scenario = now() < self.shared.heal_at();
+                    .up(at);
+                let in_scenario = at < self.shared.heal_at();
                 self.shared.ledger(|l| {
                     l.devices[index].connects += 1;
                     l.devices[index].connects_in_scenario += u32::from(in_scenario);
                     l.devices[index].connected = true;
                     l.storms.login(index, at_ms);
                 });
-                self.shared.trace(Event::Connected { device });
+                self.shared.trace_at(at, Event::Connected { device });
             }
             ClientEvent::Disconnected(cause) => {
                 self.shared.reachability[index]
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .down(now(), self.shared.heal_at());
+                    .down(at, self.shared.heal_at());
                 let cause = format!("{cause:?}");
                 let kind = cause.split(['(', ' ']).next().unwrap_or("").to_string();
                 self.shared.ledger(|l| {
                     l.devices[index].connected = false;
                     *l.devices[index].disconnects.entry(kind).or_default() += 1;
                 });
-                self.shared.trace(Event::Disconnected { device, cause });
+                self.shared
+                    .trace_at(at, Event::Disconnected { device, cause });
             }
             ClientEvent::Message(message) => {
                 self.shared.ledger(|l| {
@@ -96,38 +100,50 @@ impl ClientObserver for DeviceObserver {
                         at_ms,
                     )
                 });
-                self.shared.trace(Event::Delivered {
-                    device,
-                    seq: message.seq,
-                    msg_id: message.msg_id,
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::Delivered {
+                        device,
+                        seq: message.seq,
+                        msg_id: message.msg_id,
+                    },
+                );
             }
             ClientEvent::Repeat(message) => {
                 self.shared
                     .ledger(|l| l.repeated(device, message.seq, message.msg_id, at_ms));
-                self.shared.trace(Event::App {
-                    device,
-                    what: format!("repeat seq {} msg_id {}", message.seq, message.msg_id),
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::App {
+                        device,
+                        what: format!("repeat seq {} msg_id {}", message.seq, message.msg_id),
+                    },
+                );
             }
             ClientEvent::InboxReset { .. } => {
                 self.shared.ledger(|l| {
                     let position = l.devices[index].log.len();
                     l.devices[index].inbox_resets.push(position);
                 });
-                self.shared.trace(Event::App {
-                    device,
-                    what: "inbox_reset".into(),
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::App {
+                        device,
+                        what: "inbox_reset".into(),
+                    },
+                );
             }
             ClientEvent::TokenRenewed {
                 renewal,
                 expiry_unix_s,
             } => {
-                self.shared.trace(Event::App {
-                    device,
-                    what: format!("token renewed ({renewal:?}), expires at {expiry_unix_s}"),
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::App {
+                        device,
+                        what: format!("token renewed ({renewal:?}), expires at {expiry_unix_s}"),
+                    },
+                );
             }
             ClientEvent::DuplicateDropped { .. } => {
                 self.shared
@@ -140,11 +156,14 @@ impl ClientObserver for DeviceObserver {
             } => {
                 self.shared
                     .ledger(|l| l.acked(client_msg_id, *msg_id, state.inbox_epoch, at_ms));
-                self.shared.trace(Event::Acked {
-                    device,
-                    client_msg_id: client_msg_id.to_string(),
-                    seq: *seq,
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::Acked {
+                        device,
+                        client_msg_id: client_msg_id.to_string(),
+                        seq: *seq,
+                    },
+                );
             }
             ClientEvent::HeartbeatSent { interval } => {
                 self.shared.ledger(|l| {
@@ -153,18 +172,24 @@ impl ClientObserver for DeviceObserver {
                     d.heartbeat_intervals
                         .push((at_ms, interval.as_millis() as u64));
                 });
-                self.shared.trace(Event::Heartbeat {
-                    device,
-                    answered: false,
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::Heartbeat {
+                        device,
+                        answered: false,
+                    },
+                );
             }
             ClientEvent::HeartbeatAcked { .. } => {
                 self.shared
                     .ledger(|l| l.devices[index].heartbeats_answered += 1);
-                self.shared.trace(Event::Heartbeat {
-                    device,
-                    answered: true,
-                });
+                self.shared.trace_at(
+                    at,
+                    Event::Heartbeat {
+                        device,
+                        answered: true,
+                    },
+                );
             }
             _ => {}
         }
@@ -180,6 +205,7 @@ struct App {
 /// One device's task: runs until the cell host stops.
 pub async fn run_device(
     shared: Arc<Shared>,
+    clock: HostClock,
     device: usize,
     mut commands: mpsc::Receiver<DeviceCommand>,
 ) {
@@ -200,6 +226,7 @@ pub async fn run_device(
     let mut incarnation = 0u64;
     let mut app = Some(start_app(
         &shared,
+        clock,
         device,
         &state,
         &group.heartbeat,
@@ -227,15 +254,15 @@ pub async fn run_device(
         .map_or(AppState::Foreground, |(s, _)| *s);
     let mut next_state_at = cycle
         .get(cycle_index)
-        .map(|(_, d)| now() + *d - Duration::from_millis(phase_ms));
+        .map(|(_, d)| clock.now() + *d - Duration::from_millis(phase_ms));
     apply_app_state(&app, app_state, &mut offline_at);
 
     let traffic = group.traffic.clone();
-    let mut next_direct_at = next_poisson(&mut rng, now(), traffic.one_to_one_per_hour);
+    let mut next_direct_at = next_poisson(&mut rng, clock.now(), traffic.one_to_one_per_hour);
     let mut next_group_at = if shared.layout.users[spec.user as usize].groups.is_empty() {
         None
     } else {
-        next_poisson(&mut rng, now(), traffic.group_per_hour)
+        next_poisson(&mut rng, clock.now(), traffic.group_per_hour)
     };
 
     loop {
@@ -260,7 +287,7 @@ pub async fn run_device(
                             shared.trace(Event::App { device: device as u32, what: "killed".into() });
                             shared.ledger(|l| l.devices[device].connected = false);
                         }
-                        restart_at = Some(now() + duration);
+                        restart_at = Some(clock.now() + duration);
                     }
                     DeviceCommand::Handover(to) => {
                         shared.device_carrier[device].store(to, Ordering::Relaxed);
@@ -277,7 +304,7 @@ pub async fn run_device(
                         offline_at = None;
                         if app.is_none() {
                             incarnation += 1;
-                            app = Some(start_app(&shared, device, &state, &group.heartbeat, incarnation));
+                            app = Some(start_app(&shared, clock, device, &state, &group.heartbeat, incarnation));
                             restart_at = None;
                         }
                         app_state = AppState::Foreground;
@@ -297,15 +324,15 @@ pub async fn run_device(
                     && app_state == AppState::Inactive
                 {
                     let _ = running.handle.go_online();
-                    offline_at = Some(now() + WAKE_ONLINE);
+                    offline_at = Some(clock.now() + WAKE_ONLINE);
                 }
             }
-            () = sleep_until_sim(wake_at) => {
-                let at = now();
+            () = clock.sleep_until(wake_at) => {
+                let at = clock.now();
                 if restart_at.is_some_and(|t| t <= at) {
                     restart_at = None;
                     incarnation += 1;
-                    app = Some(start_app(&shared, device, &state, &group.heartbeat, incarnation));
+                    app = Some(start_app(&shared, clock, device, &state, &group.heartbeat, incarnation));
                     shared.trace(Event::App { device: device as u32, what: "restarted".into() });
                     apply_app_state(&app, app_state, &mut offline_at);
                 }
@@ -349,6 +376,7 @@ pub async fn run_device(
 
 fn start_app(
     shared: &Arc<Shared>,
+    clock: HostClock,
     device: usize,
     state: &SharedClientState,
     heartbeat: &str,
@@ -373,6 +401,7 @@ fn start_app(
     let strategy = parse_strategy(heartbeat).expect("the scenario loader validated the strategy");
     let observer = Arc::new(DeviceObserver {
         shared: shared.clone(),
+        clock,
         device: device as u32,
     });
     let rng = ChaCha8Rng::seed_from_u64(

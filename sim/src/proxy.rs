@@ -28,7 +28,7 @@ use turmoil::net::tcp::OwnedReadHalf;
 
 use crate::pipe::{PipeEnd, pipe};
 use crate::trace::Event;
-use crate::world::{self, HostClock, PUSH_DEVICE_PORT, SERVER_PORT, Shared, now};
+use crate::world::{self, HostClock, PUSH_DEVICE_PORT, SERVER_PORT, Shared};
 
 /// A connection for the IM server.
 pub const TARGET_IM: u8 = 1;
@@ -460,14 +460,6 @@ async fn deliver(writer: &mut (impl AsyncWrite + Unpin), bytes: &Bytes) -> std::
         writer.shutdown().await
     } else {
         writer.write_all(bytes).await
-    }
-}
-
-/// Sleeps until simulated time `at` (forever when None).
-pub async fn sleep_until_sim(at: Option<Duration>) {
-    match at {
-        Some(at) => tokio::time::sleep(at.saturating_sub(now())).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -708,12 +708,14 @@ async fn create_chat_groups(shared: &Shared, store: &SimStore) {
 }
 
 async fn cell_host_main(shared: Arc<Shared>, devices: Vec<usize>) -> turmoil::Result {
+    // Cells never crash: one clock for the host's life.
+    let clock = world::HostClock::here();
     for device in devices {
         let (commands_tx, commands) = tokio::sync::mpsc::channel(DEVICE_COMMANDS_LEN_MAX);
         *shared.device_commands[device]
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(commands_tx);
-        tokio::spawn(run_device(shared.clone(), device, commands));
+        tokio::spawn(run_device(shared.clone(), clock, device, commands));
     }
     std::future::pending::<()>().await;
     Ok(())
