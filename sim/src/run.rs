@@ -380,11 +380,9 @@ pub fn run_with(
         .unwrap_or_else(|p| p.into_inner())
         .clone()
         .expect("the server started");
-    let ledger = shared
-        .ledger
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    // Read in place, not copied: the ledger is the largest thing a long run keeps (every send,
+    // delivery and heartbeat), and a copy doubled it at the run's peak. Nothing records now.
+    let ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
     let volatile_epoch = match shared.scenario.server.store {
         StoreKind::Memory => Some(store.as_store().epoch()),
         StoreKind::Durable => None,
@@ -397,6 +395,7 @@ pub fn run_with(
         volatile_epoch,
     );
     let metrics = metrics::collect(&shared, &ledger, sim.elapsed(), started.elapsed());
+    drop(ledger);
     inspect(&shared);
     let mut trace = shared.trace.lock().unwrap_or_else(|p| p.into_inner());
     trace.finish().map_err(RunError::Trace)?;
