@@ -229,7 +229,7 @@ impl Flow {
             reachability.down(at, self.shared.heal_at());
         }
         self.shared.trace_at(
-            self.clock.now(),
+            at,
             Event::NatExpired {
                 carrier: self.carrier as u32,
                 flow: self.id,
