@@ -376,9 +376,10 @@ pub fn now() -> Duration {
 }
 
 /// Simulated time on one host, read off its runtime's paused clock: [`now`] asks turmoil,
-/// which looks the current host up in the world's map (SipHash) on every call, a tenth of a
-/// carrier host's work. turmoil moves a host's clock by exactly the time it adds to the
-/// host's elapsed time, so the two agree to the nanosecond (checked in debug builds).
+/// which looks the current host up in the world's map (SipHash) on every call (5.7% of a
+/// `scale-10k` hour's CPU, perf, most of it from carrier flows). turmoil moves a host's clock
+/// by exactly the time it adds to the host's elapsed time, so the two agree to the nanosecond
+/// (checked on every read in debug builds).
 ///
 /// Valid only on the host it was made on, for the life of that host's runtime: a crashed
 /// host's restart gets a new runtime and needs a new clock.
