@@ -143,20 +143,22 @@ impl Flow {
         decide(&mut self.model, &link)
     }
 
+    /// Records a trace event now, on the host's clock.
+    fn trace(&self, event: Event) {
+        self.shared.trace_at(self.clock.now(), event);
+    }
+
     fn trace_end(&self, side: Side, why: &'static str) {
         let side = match side {
             Side::Phone => "phone",
             Side::Server => "server",
         };
-        self.shared.trace_at(
-            self.clock.now(),
-            Event::FlowEnded {
-                carrier: self.carrier as u32,
-                flow: self.id,
-                side,
-                why,
-            },
-        );
+        self.trace(Event::FlowEnded {
+            carrier: self.carrier as u32,
+            flow: self.id,
+            side,
+            why,
+        });
     }
 
     // A plain fn returning an async block, not an `async fn`: an async fn keeps `self` (about
@@ -178,15 +180,12 @@ impl Flow {
                 &[self.carrier as u64, self.device as u64, n],
             );
             self.model = FlowModel::new(seed, nat_timeout, self.to_im);
-            self.shared.trace_at(
-                self.clock.now(),
-                Event::FlowOpened {
-                    carrier: self.carrier as u32,
-                    flow: self.id,
-                    device: self.device as u32,
-                    target: if self.to_im { "im" } else { "push" },
-                },
-            );
+            self.trace(Event::FlowOpened {
+                carrier: self.carrier as u32,
+                flow: self.id,
+                device: self.device as u32,
+                target: if self.to_im { "im" } else { "push" },
+            });
             // The phone's SYN crosses the radio like any packet: an outage delays it.
             let at = self.clock.now();
             let Some(syn_at) = self.with_link(|model, link| model.connect(link, at)) else {
@@ -384,15 +383,12 @@ impl Flow {
     }
 
     fn trace_fault(&self, fault: &'static str) {
-        self.shared.trace_at(
-            self.clock.now(),
-            Event::FlowFault {
-                carrier: self.carrier as u32,
-                flow: self.id,
-                device: self.device as u32,
-                fault,
-            },
-        );
+        self.trace(Event::FlowFault {
+            carrier: self.carrier as u32,
+            flow: self.id,
+            device: self.device as u32,
+            fault,
+        });
     }
 
     fn trace_frame(&self, up: bool, bytes: usize) {
