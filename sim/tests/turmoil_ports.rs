@@ -1,5 +1,5 @@
 //! The vendored turmoil (vendor/README.md) picks a connecting host's ephemeral port from a
-//! count of the sockets on each local port instead of a scan of its sockets. These tests pin
+//! count of the sockets on each local port instead of a scan of its sockets. This test pins
 //! what the scan did: the next port after the last one given, skipping every port a live
 //! socket holds, and a port free again once its socket is gone.
 
