@@ -1,9 +1,12 @@
-//! The vendored turmoil (vendor/README.md) picks a connecting host's ephemeral port from a
-//! count of the sockets on each local port instead of a scan of its sockets. This test pins
-//! what the scan did: the next port after the last one given, skipping every port a live
-//! socket holds, and a port free again once its socket is gone.
+//! The vendored turmoil's edits (vendor/README.md) must not change what a simulation does.
+//! Its connecting host picks an ephemeral port from a count of the sockets on each local port
+//! instead of a scan of its sockets: the first test pins what the scan did (the next port
+//! after the last one given, skipping every port a live socket holds, a port free again once
+//! its socket is gone). A stepping host takes what arrived for it from its own links instead
+//! of scanning every link: the second pins the order upstream's scan delivered in.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,4 +86,41 @@ fn a_wrapped_search_skips_held_ports_and_reuses_closed_ones() {
         Ok(())
     });
     sim.run().unwrap();
+}
+
+#[test]
+fn a_host_takes_its_links_messages_in_the_order_the_links_were_made() {
+    // Every pair of hosts has a link, made as hosts are added: (server, c1), (server, c2),
+    // (c1, c2), (server, c3), ... Three SYNs sent in one step with the same latency reach
+    // the server in one step, and its accept queue holds them in the order of its links.
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(1)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(1))
+        .simulation_duration(Duration::from_secs(10))
+        .build();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let log = accepted.clone();
+    sim.host("server", move || {
+        let log = log.clone();
+        async move {
+            let listener = TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
+            let mut held = Vec::new();
+            loop {
+                let (stream, peer) = listener.accept().await?;
+                log.lock()
+                    .unwrap()
+                    .push(turmoil::reverse_lookup(peer.ip()).unwrap());
+                held.push(stream);
+            }
+        }
+    });
+    for name in ["c1", "c2", "c3"] {
+        sim.client(name, async {
+            connect().await?;
+            Ok(())
+        });
+    }
+    sim.run().unwrap();
+    assert_eq!(*accepted.lock().unwrap(), ["c1", "c2", "c3"]);
 }
