@@ -3,9 +3,15 @@
 //! instead of a scan of its sockets: the first test pins what the scan did (the next port
 //! after the last one given, skipping every port a live socket holds, a port free again once
 //! its socket is gone). A stepping host takes what arrived for it from its own links instead
-//! of scanning every link: the second pins the order upstream's scan delivered in.
+//! of scanning every link: the second pins the order upstream's scan delivered in. A stream
+//! socket queues what arrived in a small queue of its own instead of a tokio channel: three
+//! tests pin what the channel did (a reader spends its task's cooperative budget, a reset
+//! stream gives what arrived before the reset, a socket whose reader is gone answers with a
+//! reset). The next segment in order skips the reorder buffer: the last test pins the order
+//! in which segments that arrive out of order are read.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,4 +129,177 @@ fn a_host_takes_its_links_messages_in_the_order_the_links_were_made() {
     }
     sim.run().unwrap();
     assert_eq!(*accepted.lock().unwrap(), ["c1", "c2", "c3"]);
+}
+
+/// A simulation with a fixed latency, so that segments sent in one step arrive in one step.
+fn fixed_latency_sim(tcp_capacity: usize) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
+        .rng_seed(1)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(1))
+        .tcp_capacity(tcp_capacity)
+        .simulation_duration(Duration::from_secs(10))
+        .build()
+}
+
+async fn accept_one() -> turmoil::Result<TcpStream> {
+    let listener = TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
+    Ok(listener.accept().await?.0)
+}
+
+#[test]
+fn a_reader_of_a_long_queue_yields_when_its_task_budget_is_spent() {
+    // 300 one-byte segments wait in the client's queue. Reading them one by one in one poll
+    // of the task, the reader spends tokio's budget (128 a poll) and yields, so another task
+    // of the host runs before the last byte is read, as with tokio's channel.
+    const SEGMENTS: usize = 300;
+    let mut sim = fixed_latency_sim(1024);
+    sim.host("server", || async {
+        let mut stream = accept_one().await?;
+        for i in 0..SEGMENTS {
+            stream.write_all(&[i as u8]).await?;
+        }
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await?;
+        Ok(())
+    });
+    sim.client("phone", async {
+        let mut stream = connect().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ticks, done) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let ticker = tokio::spawn({
+            let (ticks, done) = (ticks.clone(), done.clone());
+            async move {
+                while !done.load(Ordering::Relaxed) {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let mut seen = Vec::with_capacity(SEGMENTS);
+        for i in 0..SEGMENTS {
+            let mut byte = [0; 1];
+            stream.read_exact(&mut byte).await?;
+            assert_eq!(byte[0], i as u8, "segment {i}");
+            seen.push(ticks.load(Ordering::Relaxed));
+        }
+        done.store(true, Ordering::Relaxed);
+        ticker.await?;
+        assert_eq!(
+            seen[0], 0,
+            "nothing made the reader wait for the first segment"
+        );
+        assert!(
+            seen[SEGMENTS - 1] > 0,
+            "the reader never yielded while taking {SEGMENTS} segments"
+        );
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn a_reset_stream_gives_what_arrived_before_the_reset() {
+    // The server closes with the phone's byte unread, which resets the connection: the
+    // phone's socket goes, but "abc", which arrived before the reset, is still read.
+    let mut sim = fixed_latency_sim(64);
+    sim.host("server", || async {
+        let mut stream = accept_one().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.write_all(b"abc").await?;
+        drop(stream);
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    sim.client("phone", async {
+        let mut stream = connect().await?;
+        stream.write_all(b"x").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut buf = [0; 8];
+        let n = stream.read(&mut buf).await?;
+        assert_eq!(&buf[..n], b"abc");
+        let end = stream.read(&mut buf).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset)
+        );
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn data_for_a_socket_whose_reader_is_gone_is_answered_with_a_reset() {
+    // The phone drops its read half (nothing unread, so its socket stays for the write
+    // half) and says so; what the server sends then has no reader and resets the server.
+    let mut sim = fixed_latency_sim(64);
+    sim.client("server", async {
+        let mut stream = accept_one().await?;
+        let mut go = [0; 2];
+        stream.read_exact(&mut go).await?;
+        stream.write_all(b"abc").await?;
+        let mut buf = [0; 8];
+        let end = stream.read(&mut buf).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset)
+        );
+        Ok(())
+    });
+    sim.client("phone", async {
+        let (read, mut write) = connect().await?.into_split();
+        drop(read);
+        write.write_all(b"go").await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(write);
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn segments_that_arrive_out_of_order_are_read_in_order() {
+    // Each segment draws its own latency, so 200 segments written in one step arrive out of
+    // order: the early ones wait in the socket's reorder buffer, and the next one in order
+    // goes to the reader with every parked one that follows it, the last to arrive too (no
+    // later arrival would release what it left parked). Several seeds, several orders.
+    for seed in 1..=SEEDS {
+        out_of_order_run(seed);
+    }
+}
+
+const SEEDS: u64 = 32;
+
+fn out_of_order_run(seed: u64) {
+    const SEGMENTS: usize = 200;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(50))
+        .tcp_capacity(1024)
+        .simulation_duration(Duration::from_secs(10))
+        .build();
+    sim.host("server", || async {
+        let mut stream = accept_one().await?;
+        for i in 0..SEGMENTS {
+            stream.write_all(&[i as u8]).await?;
+        }
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await?;
+        Ok(())
+    });
+    sim.client("phone", async {
+        let mut stream = connect().await?;
+        let mut bytes = vec![0; SEGMENTS];
+        stream.read_exact(&mut bytes).await?;
+        let expected: Vec<u8> = (0..SEGMENTS).map(|i| i as u8).collect();
+        assert_eq!(bytes, expected);
+        Ok(())
+    });
+    if let Err(error) = sim.run() {
+        panic!("seed {seed}: {error}");
+    }
 }

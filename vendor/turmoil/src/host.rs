@@ -1,6 +1,7 @@
 use crate::envelope::{hex, Datagram, Protocol, Segment, Syn};
 #[cfg(feature = "unstable-fs")]
 use crate::fs::{Fs, FsConfig};
+use crate::net::tcp::queue::{queue, SegmentReceiver, SegmentSender, TrySendError};
 use crate::net::tcp::stream::BidiFlowControl;
 use crate::net::{SocketPair, TcpListener, UdpSocket};
 use crate::{Envelope, TRACING_TARGET};
@@ -353,7 +354,7 @@ struct StreamSocket {
     buf: IndexMap<u64, SequencedSegment>,
     next_send_seq: u64,
     recv_seq: u64,
-    sender: mpsc::Sender<SequencedSegment>,
+    sender: SegmentSender,
     flow_control: BidiFlowControl,
     /// A simple reference counter for tracking read/write half drops. Once 0, the
     /// socket may be removed from the host.
@@ -378,8 +379,8 @@ impl Display for SequencedSegment {
 }
 
 impl StreamSocket {
-    fn new(capacity: usize) -> (Self, mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn new(capacity: usize) -> (Self, SegmentReceiver, BidiFlowControl) {
+        let (tx, rx) = queue(capacity);
         let flow_control = BidiFlowControl::new(capacity);
         let sock = Self {
             buf: IndexMap::default(),
@@ -402,7 +403,29 @@ impl StreamSocket {
     // Buffer and re-order received segments by `seq` as the network may deliver
     // them out of order.
     fn buffer(&mut self, seq: u64, segment: SequencedSegment) -> Result<(), Protocol> {
-        use mpsc::error::TrySendError::*;
+        // Edit (vendor/README.md): the next segment in order, with nothing parked, goes
+        // straight to the queue; the reorder buffer (which keeps its allocation once used)
+        // is made only for segments that arrive early or find the queue full. The state
+        // left behind is the one the general path below leaves.
+        if seq == self.recv_seq + 1 && self.buf.is_empty() {
+            let mut segment = Some(segment);
+            let sent = self
+                .sender
+                .try_send_with(|| segment.take().expect("taken once"));
+            let parked = segment.map(|segment| self.buf.insert(seq, segment));
+            return match sent {
+                Ok(()) => {
+                    self.recv_seq = seq;
+                    Ok(())
+                }
+                Err(TrySendError::Closed) => {
+                    debug_assert!(parked.is_some());
+                    self.recv_seq = seq;
+                    Err(Protocol::Tcp(Segment::Rst))
+                }
+                Err(TrySendError::Full) => Ok(()),
+            };
+        }
 
         let exists = self.buf.insert(seq, segment);
 
@@ -411,13 +434,14 @@ impl StreamSocket {
         while self.buf.contains_key(&(self.recv_seq + 1)) {
             self.recv_seq += 1;
 
-            match self.sender.try_reserve() {
-                Ok(permit) => {
-                    let segment = self.buf.swap_remove(&self.recv_seq).unwrap();
-                    permit.send(segment)
-                }
-                Err(Closed(())) => return Err(Protocol::Tcp(Segment::Rst)),
-                Err(Full(())) => {
+            let (buf, recv_seq) = (&mut self.buf, self.recv_seq);
+            match self
+                .sender
+                .try_send_with(|| buf.swap_remove(&recv_seq).unwrap())
+            {
+                Ok(()) => {}
+                Err(TrySendError::Closed) => return Err(Protocol::Tcp(Segment::Rst)),
+                Err(TrySendError::Full) => {
                     self.recv_seq -= 1;
                     break;
                 }
@@ -474,7 +498,7 @@ impl Tcp {
     pub(crate) fn new_stream(
         &mut self,
         pair: SocketPair,
-    ) -> (mpsc::Receiver<SequencedSegment>, BidiFlowControl) {
+    ) -> (SegmentReceiver, BidiFlowControl) {
         let (sock, rx, bidi) = StreamSocket::new(self.socket_capacity);
 
         let exists = self.sockets.insert(pair, sock);
