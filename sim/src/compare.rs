@@ -349,7 +349,7 @@ fn measure(shared: &Shared, profile: &str) -> (Vec<HeartbeatRow>, Vec<Series>) {
                 .unwrap_or_else(|p| p.into_inner())
                 .total;
             for entry in &record.log {
-                let Some(send) = entry.send else { continue };
+                let Some(send) = entry.send() else { continue };
                 let send = &ledger.sends[send as usize];
                 // A device's own messages echo back at once: not a delay anyone waits for.
                 if send.device as usize != device && send.queued_ms < end_ms {

@@ -141,7 +141,7 @@ fn no_acked_loss(
     let logged: Vec<BTreeSet<u32>> = ledger
         .devices
         .iter()
-        .map(|device| device.log.iter().filter_map(|entry| entry.send).collect())
+        .map(|device| device.log.iter().filter_map(|entry| entry.send()).collect())
         .collect();
     let mut found = Found::new();
     let mut volatile = VolatileLoss::default();
@@ -181,11 +181,11 @@ fn no_duplicates(ledger: &Ledger) -> Verdict {
         let mut seen = BTreeSet::new();
         for entry in record.log.iter().filter(|entry| !entry.repeat) {
             let key = entry
-                .send
+                .send()
                 .map_or((1, entry.msg_id), |send| (0, u64::from(send)));
             if !seen.insert(key) {
                 found.add(|| {
-                    let what = entry.send.map_or_else(
+                    let what = entry.send().map_or_else(
                         || format!("msg_id {}", entry.msg_id),
                         |send| format!("message {}", ledger.sends[send as usize].client_msg_id),
                     );
@@ -244,7 +244,7 @@ fn sender_order(ledger: &Ledger) -> Verdict {
     for (device, record) in ledger.devices.iter().enumerate() {
         let mut last: BTreeMap<(u32, Conversation), (u64, &str)> = BTreeMap::new();
         for entry in &record.log {
-            let Some(index) = entry.send else { continue };
+            let Some(index) = entry.send() else { continue };
             let send = &ledger.sends[index as usize];
             let number = message_number(&send.client_msg_id);
             let key = (send.device, send.to);

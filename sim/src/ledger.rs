@@ -3,8 +3,18 @@
 //! Sends are recorded when the app queues them (that time is the start of the message's
 //! delay) and when they are acked; every processed message is appended to its device's app
 //! log. Entries refer to sends by index, so an app log costs a few words per message.
+//!
+//! A scale scenario records every send and every delivery of a simulated day (600,000 sends
+//! and 1.7 million deliveries in `scale-10k`), so the records are kept small: a send's client
+//! message id is stored once, in its record, and found again through a hash table of send
+//! indexes; a log entry is 32 bytes.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::storm::StormLog;
 
@@ -14,7 +24,7 @@ pub struct SendRecord {
     /// Sending device.
     pub device: u32,
     /// Its client message id.
-    pub client_msg_id: String,
+    pub client_msg_id: Box<str>,
     /// The conversation: a user or a chat group.
     pub to: Conversation,
     /// When the app queued it (simulated ms).
@@ -50,13 +60,20 @@ pub struct LogEntry {
     pub seq: u64,
     /// Server-wide id.
     pub msg_id: u64,
-    /// The send, when the message came from a send the ledger knows.
-    pub send: Option<u32>,
     /// When the app processed it (simulated ms).
     pub at_ms: u64,
+    /// The send's index plus one (see [`LogEntry::send`]): a niche, so the entry is 32 bytes.
+    send_plus_one: Option<NonZeroU32>,
     /// The seq held a message the app had already shown (`ClientEvent::Repeat`): processed,
     /// not shown. Not part of the app log's messages, only of its seqs.
     pub repeat: bool,
+}
+
+impl LogEntry {
+    /// The send, when the message came from a send the ledger knows.
+    pub fn send(&self) -> Option<u32> {
+        self.send_plus_one.map(|send| send.get() - 1)
+    }
 }
 
 /// Per-device records.
@@ -92,8 +109,9 @@ pub struct DeviceLedger {
 pub struct Ledger {
     /// Sends by index.
     pub sends: Vec<SendRecord>,
-    /// Client message id -> send index.
-    pub send_index: BTreeMap<String, u32>,
+    /// Send indexes by their client message id (hashed with Fx, never iterated): the ids
+    /// themselves are only in `sends`. An id queued again replaces the earlier send here.
+    send_index: HashTable<u32>,
     /// Per device.
     pub devices: Vec<DeviceLedger>,
     /// Logins and server crashes, for the reconnection storms.
@@ -111,21 +129,45 @@ impl Ledger {
 
     /// Records a queued send.
     pub fn queued(&mut self, device: u32, client_msg_id: String, to: Conversation, at_ms: u64) {
-        let index = self.sends.len() as u32;
-        self.send_index.insert(client_msg_id.clone(), index);
+        let index = u32::try_from(self.sends.len())
+            .ok()
+            .filter(|index| *index < u32::MAX)
+            .expect("fewer than 4 billion sends in one simulation");
+        let hash = FxBuildHasher.hash_one(client_msg_id.as_str());
+        let sends = &self.sends;
+        match self.send_index.entry(
+            hash,
+            |known| *sends[*known as usize].client_msg_id == *client_msg_id,
+            |known| FxBuildHasher.hash_one(&*sends[*known as usize].client_msg_id),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut known) => *known.get_mut() = index,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+        }
         self.sends.push(SendRecord {
             device,
-            client_msg_id,
+            client_msg_id: client_msg_id.into_boxed_str(),
             to,
             queued_ms: at_ms,
             acked: None,
         });
     }
 
+    /// The index of the newest send queued with `client_msg_id`.
+    pub fn send_index(&self, client_msg_id: &str) -> Option<u32> {
+        let hash = FxBuildHasher.hash_one(client_msg_id);
+        self.send_index
+            .find(hash, |known| {
+                *self.sends[*known as usize].client_msg_id == *client_msg_id
+            })
+            .copied()
+    }
+
     /// Records an ack from store generation `epoch`.
     pub fn acked(&mut self, client_msg_id: &str, msg_id: u64, epoch: u64, at_ms: u64) {
-        if let Some(index) = self.send_index.get(client_msg_id) {
-            let send = &mut self.sends[*index as usize];
+        if let Some(index) = self.send_index(client_msg_id) {
+            let send = &mut self.sends[index as usize];
             send.acked.get_or_insert(Ack {
                 at_ms,
                 msg_id,
@@ -143,12 +185,12 @@ impl Ledger {
         client_msg_id: &str,
         at_ms: u64,
     ) {
-        let send = self.send_index.get(client_msg_id).copied();
+        let send = self.send_index(client_msg_id);
         self.devices[device as usize].log.push(LogEntry {
             seq,
             msg_id,
-            send,
             at_ms,
+            send_plus_one: send.and_then(|send| NonZeroU32::new(send + 1)),
             repeat: false,
         });
     }
@@ -158,8 +200,8 @@ impl Ledger {
         self.devices[device as usize].log.push(LogEntry {
             seq,
             msg_id,
-            send: None,
             at_ms,
+            send_plus_one: None,
             repeat: true,
         });
     }
@@ -171,7 +213,7 @@ impl Ledger {
             .iter()
             .flat_map(|device| device.log.iter())
             .filter_map(|entry| {
-                let send = &self.sends[entry.send? as usize];
+                let send = &self.sends[entry.send()? as usize];
                 Some(entry.at_ms.saturating_sub(send.queued_ms))
             })
             .collect();
@@ -187,4 +229,59 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     }
     let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_delivery_finds_its_send_among_many() {
+        let mut ledger = Ledger::new(2);
+        for n in 0..10_000u64 {
+            ledger.queued(0, format!("d0-{n}"), Conversation::Peer(1), n);
+        }
+        // Newest first, so that a lookup that stopped at the first slot it probed would
+        // be caught as well as one that matched any id.
+        for n in (0..10_000u64).rev() {
+            ledger.delivered(1, n + 1, 100 + n, &format!("d0-{n}"), 20_000 + n);
+        }
+        ledger.delivered(1, 10_001, 5, "d0-unknown", 30_000);
+        let log = &ledger.devices[1].log;
+        for (entry, n) in log.iter().zip((0..10_000u32).rev()) {
+            assert_eq!(entry.send(), Some(n), "delivery of d0-{n}");
+            assert_eq!(&*ledger.sends[n as usize].client_msg_id, format!("d0-{n}"));
+        }
+        assert_eq!(log.last().unwrap().send(), None, "an id no send had");
+        assert_eq!(
+            ledger.delays_ms()[0],
+            20_000,
+            "d0-0: queued at 0, shown at 20,000"
+        );
+    }
+
+    #[test]
+    fn the_first_send_is_index_zero_and_a_repeat_has_none() {
+        let mut ledger = Ledger::new(1);
+        ledger.queued(0, "d0-0".into(), Conversation::Group(3), 7);
+        ledger.delivered(0, 1, 1, "d0-0", 9);
+        ledger.repeated(0, 2, 1, 10);
+        let log = &ledger.devices[0].log;
+        assert_eq!((log[0].send(), log[0].repeat), (Some(0), false));
+        assert_eq!((log[1].send(), log[1].repeat), (None, true));
+        assert_eq!(std::mem::size_of::<LogEntry>(), 32);
+    }
+
+    #[test]
+    fn an_id_queued_again_names_the_newer_send() {
+        let mut ledger = Ledger::new(1);
+        ledger.queued(0, "d0-0".into(), Conversation::Peer(0), 1);
+        ledger.queued(0, "d0-1".into(), Conversation::Peer(0), 2);
+        ledger.queued(0, "d0-0".into(), Conversation::Peer(0), 3);
+        ledger.acked("d0-0", 11, 1, 4);
+        ledger.delivered(0, 1, 11, "d0-0", 5);
+        assert_eq!(ledger.devices[0].log[0].send(), Some(2));
+        assert_eq!(ledger.sends[0].acked, None);
+        assert_eq!(ledger.sends[2].acked.map(|ack| ack.msg_id), Some(11));
+    }
 }

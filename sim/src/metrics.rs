@@ -99,7 +99,7 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
         metrics.wakeups += record.wakeups;
         metrics.silent_disconnects += shared.silent_by_device[device].load(Ordering::Relaxed);
         for entry in &record.log {
-            if let Some(send) = entry.send {
+            if let Some(send) = entry.send() {
                 let queued_ms = ledger.sends[send as usize].queued_ms;
                 delays[group].push(entry.at_ms.saturating_sub(queued_ms));
             }

@@ -7,7 +7,10 @@
 //! Readers see committed values only; writers allocate from allocated values.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::BuildHasher;
 
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 
 use super::engine::{Engine, Partition, WriteBatch};
@@ -24,9 +27,8 @@ pub struct UserState {
     pub allocated_seq: u64,
     /// Newest seq whose batch is durable.
     pub committed_seq: u64,
-    /// client_msg_id -> (msg_id, sender seq) of recent sends, and the ids in send order.
-    pub dedupe: BTreeMap<String, (u64, u64)>,
-    pub dedupe_order: VecDeque<String>,
+    /// Recent sends by client message id.
+    pub dedupe: DedupeWindow,
     /// Device -> newest cursor written (durable or not), for devices touched since open.
     pub cursors: BTreeMap<String, u64>,
 }
@@ -42,18 +44,93 @@ impl UserState {
         sender_seq: u64,
         window_len: usize,
     ) {
-        self.dedupe
-            .insert(client_msg_id.clone(), (msg_id, sender_seq));
-        self.dedupe_order.push_back(client_msg_id);
-        while self.dedupe_order.len() > window_len {
-            let oldest = self.dedupe_order.front().expect("window is not empty");
-            let (_, oldest_seq) = self.dedupe[oldest];
-            if oldest_seq > self.committed_seq {
+        self.dedupe.push(client_msg_id, msg_id, sender_seq);
+        while self.dedupe.len() > window_len {
+            if self.dedupe.oldest_seq().expect("window is not empty") > self.committed_seq {
                 break;
             }
-            let oldest = self.dedupe_order.pop_front().expect("window is not empty");
-            self.dedupe.remove(&oldest);
+            self.dedupe.pop_oldest();
         }
+    }
+}
+
+/// A sender's recent sends, oldest first, found by client message id. Each id is stored once,
+/// in the list; the index is a hash table (Fx, never iterated) of positions in the list, so an
+/// entry costs about 60 bytes where a map from the id plus a list of the ids cost about 130.
+#[derive(Debug, Default)]
+pub struct DedupeWindow {
+    /// (client message id, msg_id, sender seq), oldest first.
+    sends: VecDeque<(Box<str>, u64, u64)>,
+    /// Sends taken off the front so far: the `n`-th send remembered is `sends[n - popped]`.
+    popped: u64,
+    /// `n` of each send in `sends`, by its id's hash; an id remembered twice names the newer.
+    index: HashTable<u64>,
+}
+
+impl DedupeWindow {
+    fn hash(id: &str) -> u64 {
+        FxBuildHasher.hash_one(id)
+    }
+
+    fn at(&self, n: u64) -> &(Box<str>, u64, u64) {
+        &self.sends[(n - self.popped) as usize]
+    }
+
+    /// The (msg_id, sender seq) remembered for `client_msg_id`.
+    pub fn get(&self, client_msg_id: &str) -> Option<(u64, u64)> {
+        self.index
+            .find(Self::hash(client_msg_id), |n| {
+                *self.at(*n).0 == *client_msg_id
+            })
+            .map(|n| {
+                let (_, msg_id, sender_seq) = self.at(*n);
+                (*msg_id, *sender_seq)
+            })
+    }
+
+    /// Sends remembered.
+    fn len(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// The sender seq of the oldest send.
+    fn oldest_seq(&self) -> Option<u64> {
+        self.sends.front().map(|(_, _, sender_seq)| *sender_seq)
+    }
+
+    fn push(&mut self, client_msg_id: String, msg_id: u64, sender_seq: u64) {
+        let n = self.popped + self.sends.len() as u64;
+        let hash = Self::hash(&client_msg_id);
+        let (sends, popped) = (&self.sends, self.popped);
+        let id_of = |n: u64| &*sends[(n - popped) as usize].0;
+        match self.index.entry(
+            hash,
+            |known| id_of(*known) == client_msg_id,
+            |known| Self::hash(id_of(*known)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut known) => *known.get_mut() = n,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(n);
+            }
+        }
+        self.sends
+            .push_back((client_msg_id.into_boxed_str(), msg_id, sender_seq));
+    }
+
+    fn pop_oldest(&mut self) {
+        let n = self.popped;
+        let Some((client_msg_id, _, _)) = self.sends.front() else {
+            return;
+        };
+        // The index names this send unless the same id was remembered again since.
+        if let Ok(entry) = self
+            .index
+            .find_entry(Self::hash(client_msg_id), |known| *known == n)
+        {
+            entry.remove();
+        }
+        self.sends.pop_front();
+        self.popped += 1;
     }
 }
 
@@ -208,5 +285,67 @@ pub fn cursor_in_engine<E: Engine>(
                 .map_err(super::corrupt)?,
         ),
         None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_finds_what_it_holds_and_forgets_what_it_evicts() {
+        let mut user = UserState {
+            committed_seq: 1_000,
+            ..UserState::default()
+        };
+        for n in 0..300u64 {
+            user.remember_send(format!("d0-{n}"), 10 + n, n + 1, 200);
+        }
+        // The 100 oldest are evicted (all committed), the 200 newest are found.
+        assert_eq!(user.dedupe.len(), 200);
+        for n in 0..100u64 {
+            assert_eq!(user.dedupe.get(&format!("d0-{n}")), None, "d0-{n}");
+        }
+        for n in 100..300u64 {
+            assert_eq!(
+                user.dedupe.get(&format!("d0-{n}")),
+                Some((10 + n, n + 1)),
+                "d0-{n}"
+            );
+        }
+        assert_eq!(user.dedupe.get("d0-300"), None);
+    }
+
+    #[test]
+    fn sends_waiting_for_their_commit_stay_past_the_window() {
+        let mut user = UserState {
+            committed_seq: 2,
+            ..UserState::default()
+        };
+        for n in 0..5u64 {
+            user.remember_send(format!("d0-{n}"), n, n + 1, 2);
+        }
+        // Seqs 3, 4 and 5 are not durable: an evicted id would be looked up in the engine,
+        // which does not have it yet. Seqs 1 and 2 are.
+        assert_eq!(user.dedupe.len(), 3);
+        assert_eq!(user.dedupe.get("d0-1"), None);
+        assert_eq!(user.dedupe.get("d0-2"), Some((2, 3)));
+    }
+
+    #[test]
+    fn an_id_remembered_twice_names_the_newer_send_until_that_one_goes() {
+        let mut user = UserState {
+            committed_seq: 100,
+            ..UserState::default()
+        };
+        user.remember_send("a".into(), 1, 1, 2);
+        user.remember_send("a".into(), 2, 2, 2);
+        assert_eq!(user.dedupe.get("a"), Some((2, 2)));
+        // The older copy leaves; the newer one still answers.
+        user.remember_send("b".into(), 3, 3, 2);
+        assert_eq!(user.dedupe.get("a"), Some((2, 2)));
+        user.remember_send("c".into(), 4, 4, 2);
+        assert_eq!(user.dedupe.get("a"), None);
+        assert_eq!(user.dedupe.get("b"), Some((3, 3)));
     }
 }

@@ -46,7 +46,7 @@ impl<E: Engine> DurableStore<E> {
         let skip_dedupe = false;
         let original = match sender.dedupe.get(&request.client_msg_id) {
             _ if skip_dedupe => None,
-            Some(&(msg_id, sender_seq)) => Some((msg_id, sender_seq)),
+            Some((msg_id, sender_seq)) => Some((msg_id, sender_seq)),
             None => match engine.get(Partition::Dedupe, &dedupe_key)? {
                 Some(value) => Some(record::decode_dedupe(&dedupe_key, &value).map_err(corrupt)?),
                 None => None,
