@@ -18,7 +18,7 @@ use imlab_core::net::Connector;
 use imlab_core::proto::Target;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ledger::Conversation;
@@ -207,13 +207,13 @@ pub async fn run_device(
     shared: Arc<Shared>,
     clock: HostClock,
     device: usize,
-    mut commands: mpsc::Receiver<DeviceCommand>,
+    mut commands: crate::queue::Receiver<DeviceCommand>,
 ) {
     let spec = shared.layout.devices[device].clone();
     let group = shared.scenario.groups[spec.group].clone();
     let state: SharedClientState = shared.device_states[device].clone();
     let mut rng = ChaCha8Rng::seed_from_u64(shared.seed ^ 0xde71ce ^ ((device as u64) << 20));
-    let (wake_tx, mut wakes) = mpsc::channel(4);
+    let (wake_tx, mut wakes) = crate::queue::bounded(4);
     let (carrier_tx, carrier_rx) =
         watch::channel(shared.device_carrier[device].load(Ordering::Relaxed));
     tokio::spawn(crate::push::push_channel(

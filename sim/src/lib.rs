@@ -45,6 +45,7 @@ pub mod pipe;
 pub mod presets;
 pub mod proxy;
 pub mod push;
+pub mod queue;
 pub mod results;
 pub mod run;
 pub mod scenario;

@@ -101,7 +101,8 @@ async fn forward(mut notices: mpsc::Receiver<PushNotice>) {
     }
 }
 
-type Channels = Arc<std::sync::Mutex<BTreeMap<String, BTreeMap<String, (u64, mpsc::Sender<()>)>>>>;
+type Channels =
+    Arc<std::sync::Mutex<BTreeMap<String, BTreeMap<String, (u64, crate::queue::Sender<()>)>>>>;
 
 /// Runs the push host.
 pub async fn push_host(shared: Arc<Shared>) -> turmoil::Result {
@@ -160,7 +161,7 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
     else {
         return;
     };
-    let (wake_tx, mut wakes) = mpsc::channel(WAKE_QUEUE_LEN_MAX);
+    let (wake_tx, mut wakes) = crate::queue::bounded(WAKE_QUEUE_LEN_MAX);
     channels
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -207,7 +208,7 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
 pub async fn push_channel(
     shared: Arc<Shared>,
     device: usize,
-    wake: mpsc::Sender<()>,
+    wake: crate::queue::Sender<()>,
     mut carrier: tokio::sync::watch::Receiver<usize>,
 ) {
     let user = crate::world::user_id(shared.layout.devices[device].user);
@@ -241,7 +242,7 @@ async fn serve_push_connection(
     stream: PipeEnd,
     user: &str,
     device_id: &str,
-    wake: &mpsc::Sender<()>,
+    wake: &crate::queue::Sender<()>,
 ) {
     let (read, write) = tokio::io::split(stream);
     let mut input = FrameReader::new(read, DEFAULT_MAX_FRAME_BYTES);

@@ -710,7 +710,7 @@ async fn cell_host_main(shared: Arc<Shared>, devices: Vec<usize>) -> turmoil::Re
     // Cells never crash: one clock for the host's life.
     let clock = world::HostClock::here();
     for device in devices {
-        let (commands_tx, commands) = tokio::sync::mpsc::channel(DEVICE_COMMANDS_LEN_MAX);
+        let (commands_tx, commands) = crate::queue::bounded(DEVICE_COMMANDS_LEN_MAX);
         *shared.device_commands[device]
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(commands_tx);

@@ -11,7 +11,6 @@ use std::time::Duration;
 use imlab_core::store::{DurableStore, MemEngine, MemoryStore, Store, StoredMessage};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::mpsc;
 
 use crate::ledger::Ledger;
 use crate::scenario::{FaultKind, Scenario};
@@ -283,7 +282,7 @@ pub struct Shared {
     /// Connections each device has opened through any carrier (seeds each flow's RNG).
     pub flows_by_device: Vec<AtomicU64>,
     /// Each device's command channel, set when its cell host starts.
-    pub device_commands: Vec<Mutex<Option<mpsc::Sender<DeviceCommand>>>>,
+    pub device_commands: Vec<Mutex<Option<crate::queue::Sender<DeviceCommand>>>>,
     /// Each carrier host's queue of phones connecting to it, by
     /// `carrier * carrier_shards + shard`.
     pub switchboards: Vec<crate::proxy::Switchboard>,
