@@ -147,6 +147,18 @@ async fn accept_one() -> turmoil::Result<TcpStream> {
     Ok(listener.accept().await?.0)
 }
 
+/// Accepts one connection, writes `n` segments of one byte each (0, 1, 2, ... mod 256) in one
+/// step, and holds the connection until the client closes it.
+async fn serve_one_byte_segments(n: usize) -> turmoil::Result {
+    let mut stream = accept_one().await?;
+    for i in 0..n {
+        stream.write_all(&[i as u8]).await?;
+    }
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await?;
+    Ok(())
+}
+
 #[test]
 fn a_reader_of_a_long_queue_yields_when_its_task_budget_is_spent() {
     // 300 one-byte segments wait in the client's queue. Reading them one by one in one poll
@@ -154,15 +166,7 @@ fn a_reader_of_a_long_queue_yields_when_its_task_budget_is_spent() {
     // of the host runs before the last byte is read, as with tokio's channel.
     const SEGMENTS: usize = 300;
     let mut sim = fixed_latency_sim(1024);
-    sim.host("server", || async {
-        let mut stream = accept_one().await?;
-        for i in 0..SEGMENTS {
-            stream.write_all(&[i as u8]).await?;
-        }
-        let mut rest = Vec::new();
-        stream.read_to_end(&mut rest).await?;
-        Ok(())
-    });
+    sim.host("server", || serve_one_byte_segments(SEGMENTS));
     sim.client("phone", async {
         let mut stream = connect().await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -282,15 +286,7 @@ fn out_of_order_run(seed: u64) {
         .tcp_capacity(1024)
         .simulation_duration(Duration::from_secs(10))
         .build();
-    sim.host("server", || async {
-        let mut stream = accept_one().await?;
-        for i in 0..SEGMENTS {
-            stream.write_all(&[i as u8]).await?;
-        }
-        let mut rest = Vec::new();
-        stream.read_to_end(&mut rest).await?;
-        Ok(())
-    });
+    sim.host("server", || serve_one_byte_segments(SEGMENTS));
     sim.client("phone", async {
         let mut stream = connect().await?;
         let mut bytes = vec![0; SEGMENTS];
