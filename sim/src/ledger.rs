@@ -5,7 +5,7 @@
 //! log. Entries refer to sends by index, so an app log costs a few words per message.
 //!
 //! A scale scenario records every send and every delivery of a simulated day (600,000 sends
-//! and 1.7 million deliveries in `scale-10k`), so the records are kept small: a send's client
+//! and 2.2 million deliveries in `scale-10k`), so the records are kept small: a send's client
 //! message id is stored once, in its record, and found again through a hash table of send
 //! indexes; a log entry is 32 bytes.
 

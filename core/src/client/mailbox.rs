@@ -123,6 +123,11 @@ impl Mailbox {
     pub(super) fn poll_command(&self, cx: &mut Context<'_>) -> Poll<Option<Command>> {
         let mut inner = self.lock();
         if let Some(command) = inner.commands.pop_front() {
+            if inner.commands.is_empty() {
+                // Commands are rare (app states, networks, groups): an idle client holds no
+                // buffer for them (four slots were 224 bytes a client, kept for good).
+                inner.commands = VecDeque::new();
+            }
             return Poll::Ready(Some(command));
         }
         if inner.handles == 0 {
@@ -240,6 +245,11 @@ mod tests {
         assert_eq!(
             taken,
             [Command::GoOnline, Command::Shutdown, Command::GoOffline]
+        );
+        assert_eq!(
+            mailbox.lock().commands.capacity(),
+            0,
+            "a drained queue holds no buffer"
         );
     }
 

@@ -57,6 +57,8 @@ impl UserState {
 /// A sender's recent sends, oldest first, found by client message id. Each id is stored once,
 /// in the list; the index is a hash table (Fx, never iterated) of positions in the list, so an
 /// entry costs about 60 bytes where a map from the id plus a list of the ids cost about 130.
+/// The hasher is fixed and unkeyed, so a client can make its own ids collide: that slows only
+/// its own window, which holds at most `dedupe_window_len` sends and those not yet durable.
 #[derive(Debug, Default)]
 pub struct DedupeWindow {
     /// (client message id, msg_id, sender seq), oldest first.
