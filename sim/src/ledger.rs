@@ -190,7 +190,7 @@ impl Ledger {
             seq,
             msg_id,
             at_ms,
-            send_plus_one: send.and_then(|send| NonZeroU32::new(send + 1)),
+            send_plus_one: send.map(|send| NonZeroU32::MIN.saturating_add(send)),
             repeat: false,
         });
     }

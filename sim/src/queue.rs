@@ -122,7 +122,7 @@ impl<T> Receiver<T> {
 
     /// As [`Receiver::recv`]. Spends one unit of the task's cooperative budget when it
     /// returns (as tokio's channels do), and yields when the budget is spent.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let mut state = self.0.lock();
         if let Some(value) = state.values.pop_front() {
