@@ -315,6 +315,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         seed,
         trace_file: trace_file.clone(),
         planted: args.plant.planted(),
+        ..RunOptions::default()
     };
     // --progress: a bar on a terminal (simulated time, events per second, ETA), nothing
     // otherwise, so piped output stays clean.

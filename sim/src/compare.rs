@@ -275,6 +275,7 @@ fn chart_series(options: &CompareOptions, all: Vec<Series>) -> Vec<IntervalSerie
 fn measure_profile(options: &CompareOptions, profile: &str, scenario: &Scenario) -> ProfileOutcome {
     let run_options = RunOptions {
         seed: options.seed,
+        heartbeat_series: true,
         ..RunOptions::default()
     };
     let mut measured = None;

@@ -166,11 +166,14 @@ impl ClientObserver for DeviceObserver {
                 );
             }
             ClientEvent::HeartbeatSent { interval } => {
+                let heartbeat_series = self.shared.heartbeat_series;
                 self.shared.ledger(|l| {
                     let d = &mut l.devices[index];
                     d.heartbeats_sent += 1;
-                    d.heartbeat_intervals
-                        .push((at_ms, interval.as_millis() as u64));
+                    if heartbeat_series {
+                        d.heartbeat_intervals
+                            .push((at_ms, interval.as_millis() as u64));
+                    }
                 });
                 self.shared.trace_at(
                     at,

@@ -100,7 +100,8 @@ pub struct DeviceLedger {
     /// Positions in `log` where the server's store became a new generation (the next entry
     /// starts again at seq 1).
     pub inbox_resets: Vec<usize>,
-    /// The heartbeat intervals the device used, with the time each Ping was sent.
+    /// The heartbeat intervals the device used, with the time each Ping was sent: kept only
+    /// when the run asks for them (`RunOptions::heartbeat_series`, the heartbeat comparison).
     pub heartbeat_intervals: Vec<(u64, u64)>,
 }
 

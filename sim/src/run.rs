@@ -50,6 +50,10 @@ pub struct RunOptions {
     pub trace_file: Option<std::path::PathBuf>,
     /// Deliberate bugs (tests).
     pub planted: Planted,
+    /// Keep every Ping's time and interval in the ledger, per device (the heartbeat
+    /// comparison's series and settled intervals). Off, a device only counts its Pings:
+    /// `scale-10k`'s day sends 2.9 million of them, 46 MB that nothing else reads.
+    pub heartbeat_series: bool,
 }
 
 /// What a run found.
@@ -153,6 +157,7 @@ pub fn run_with(
     let n_devices = layout.devices.len();
     let shared = Arc::new(Shared {
         scenario: scenario.clone(),
+        heartbeat_series: options.heartbeat_series,
         blocked: world::blocked_windows(scenario),
         device_carrier: layout
             .devices

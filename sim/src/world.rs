@@ -304,6 +304,8 @@ pub struct Shared {
     pub ledger: Mutex<Ledger>,
     /// Planted bugs for this run.
     pub planted: crate::Planted,
+    /// The ledger keeps every Ping's time and interval (`RunOptions::heartbeat_series`).
+    pub heartbeat_series: bool,
 }
 
 impl Shared {

@@ -123,3 +123,52 @@ fn imlab_adaptive_is_not_dominated_by_wechat_on_any_shipped_profile() {
         "wechat on one profile and ours on another compare nothing"
     );
 }
+
+/// Every device's Pings sent, and the intervals the ledger kept for them, after a run of
+/// `cmcc-3g-nat` cut to 20 minutes (seed 3), with and without the series.
+fn pings_and_kept(heartbeat_series: bool) -> (String, Vec<(u64, usize)>) {
+    use imlab_sim::run::{RunOptions, run_with};
+    use imlab_sim::scenario::Scenario;
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/cmcc-3g-nat.toml");
+    let scenario = Scenario::load(std::path::Path::new(file)).unwrap().shrunk(
+        std::time::Duration::from_secs(20 * 60),
+        std::time::Duration::from_secs(60),
+        1,
+    );
+    let options = RunOptions {
+        seed: 3,
+        heartbeat_series,
+        ..RunOptions::default()
+    };
+    let mut counted = Vec::new();
+    let report = run_with(&scenario, &options, &mut |_| {}, &mut |shared| {
+        let ledger = shared.ledger.lock().unwrap();
+        counted = ledger
+            .devices
+            .iter()
+            .map(|device| (device.heartbeats_sent, device.heartbeat_intervals.len()))
+            .collect();
+    })
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.verdicts);
+    (report.trace_hash, counted)
+}
+
+#[test]
+fn the_ledger_keeps_each_ping_only_for_a_comparison_and_keeping_them_moves_nothing() {
+    let (hash_with, with) = pings_and_kept(true);
+    let (hash_without, without) = pings_and_kept(false);
+    assert_eq!(hash_with, hash_without, "keeping the series moved an event");
+    assert!(with.iter().map(|(sent, _)| sent).sum::<u64>() > 0);
+    for ((sent, kept), (sent_without, kept_without)) in with.iter().zip(&without) {
+        assert_eq!(
+            *kept as u64, *sent,
+            "a Ping sent and not kept in the series"
+        );
+        assert_eq!(
+            sent_without, sent,
+            "the same Pings with and without the series"
+        );
+        assert_eq!(*kept_without, 0, "a Ping kept without the series");
+    }
+}

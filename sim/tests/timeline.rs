@@ -22,6 +22,7 @@ fn timeline(planted: Planted, name: &str) -> (imlab_reports::timeline::Timeline,
         seed: scenario.seed.unwrap(),
         trace_file: Some(trace.clone()),
         planted,
+        ..RunOptions::default()
     };
     let report = run(&scenario, &options, &mut |_| {}).unwrap();
     let built = imlab_sim::timeline::build(&scenario, &report, &trace).unwrap();
