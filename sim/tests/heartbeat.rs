@@ -160,6 +160,7 @@ fn the_ledger_keeps_each_ping_only_for_a_comparison_and_keeping_them_moves_nothi
     let (hash_without, without) = pings_and_kept(false);
     assert_eq!(hash_with, hash_without, "keeping the series moved an event");
     assert!(with.iter().map(|(sent, _)| sent).sum::<u64>() > 0);
+    assert_eq!(with.len(), without.len(), "the same devices");
     for ((sent, kept), (sent_without, kept_without)) in with.iter().zip(&without) {
         assert_eq!(
             *kept as u64, *sent,
