@@ -30,6 +30,7 @@
 //! so a conversation's messages are stored in send order.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,10 +58,31 @@ fn closed(cause: DisconnectCause, logged_in: bool) -> Outcome {
     Outcome::Closed { cause, logged_in }
 }
 
-/// A Ping awaiting its Pong.
+/// A moment of a connection, exactly: nanoseconds since its client core started (plus one,
+/// so that an `Option<At>` is 8 bytes too). 8 bytes where a tokio `Instant` takes 16; a
+/// connection keeps six, in every client's task (a load generator's tens of thousands).
+/// Converting an `Instant` at or after the start and back gives the same `Instant`, and the
+/// order of `At`s is the order of their instants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct At(NonZeroU64);
+
+impl At {
+    /// `instant` (not before `started`) as an `At`.
+    pub(super) fn new(started: Instant, instant: Instant) -> At {
+        let nanos = instant.saturating_duration_since(started).as_nanos();
+        let nanos = u64::try_from(nanos).expect("a client core runs for less than 584 years");
+        At(NonZeroU64::MIN.saturating_add(nanos))
+    }
+
+    /// The `Instant` this is.
+    fn instant(self, started: Instant) -> Instant {
+        started + Duration::from_nanos(self.0.get() - 1)
+    }
+}
+
+/// The Ping awaiting its Pong (its id is `Live::next_ping_id - 1`).
 struct PingInFlight {
-    id: u64,
-    sent_at: Instant,
+    sent_at: At,
     interval: Duration,
 }
 
@@ -69,18 +91,19 @@ struct Live {
     /// `FrameIo::bytes_read` when last looked at, and when that was: bytes arriving are
     /// proof of life even while no whole frame has come.
     bytes_seen: u64,
-    progress_at: Instant,
+    progress_at: At,
     /// When the sync request now outstanding was written.
-    sync_sent_at: Option<Instant>,
+    sync_sent_at: Option<At>,
     syncing: bool,
     /// Highest seq seen in any push, notify or sync response.
     seen_seq_max: u64,
     /// Sends written on this connection and not yet acked, in write order, with write time.
-    in_flight: VecDeque<(String, Instant)>,
+    in_flight: VecDeque<(String, At)>,
     /// No sends are written before this (after a retryable refusal).
-    retry_at: Option<Instant>,
+    retry_at: Option<At>,
     ping: Option<PingInFlight>,
-    next_ping_at: Instant,
+    next_ping_at: At,
+    /// The id of the next Ping written.
     next_ping_id: u64,
     /// The only frame buffered for the next flush is a Ping (not traffic for the strategy).
     ping_just_fed: bool,
@@ -241,9 +264,10 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         let first_interval = client.heartbeat.interval(now);
 
         let last_seq = lock(&client.state).last_seq;
+        let now = Instant::now();
         let mut live = Live {
             bytes_seen: io.bytes_read(),
-            progress_at: Instant::now(),
+            progress_at: client.at(now),
             sync_sent_at: None,
             ack_due: None,
             syncing: false,
@@ -251,7 +275,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
             in_flight: VecDeque::new(),
             retry_at: None,
             ping: None,
-            next_ping_at: Instant::now() + first_interval,
+            next_ping_at: client.at(now + first_interval),
             next_ping_id: 1,
             ping_just_fed: false,
         };
@@ -268,7 +292,12 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         if sync_on_connect {
             start_sync(client, &mut live, &mut io, last_seq);
         }
-        while let Some(request) = client.pending_requests.pop_front() {
+        for request in client
+            .pending_requests
+            .take()
+            .into_iter()
+            .flat_map(|queue| *queue)
+        {
             feed(&mut io, group_request(request));
         }
         // Decided before the goodbye's await, in a block of its own: the cause and the failed
@@ -350,7 +379,7 @@ fn start_sync<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     after_seq: u64,
 ) {
     live.syncing = true;
-    live.sync_sent_at = Some(Instant::now());
+    live.sync_sent_at = Some(client.at(Instant::now()));
     #[cfg(feature = "planted-bugs")]
     let max_bytes = if client.config.planted.weak_link_blind {
         0
@@ -371,17 +400,17 @@ fn start_sync<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
 
 impl Live {
     /// Notes bytes that arrived since the last look (whole frames or not).
-    fn note_progress(&mut self, bytes_read: u64) {
+    fn note_progress(&mut self, started: Instant, bytes_read: u64) {
         if bytes_read != self.bytes_seen {
             self.bytes_seen = bytes_read;
-            self.progress_at = Instant::now();
+            self.progress_at = At::new(started, Instant::now());
         }
     }
 
     /// When a timeout of `timeout` for something written at `written_at` runs out: no
     /// earlier than `timeout` after the last byte received.
-    fn overdue_at(&self, written_at: Instant, timeout: Duration) -> Instant {
-        written_at.max(self.progress_at) + timeout
+    fn overdue_at(&self, started: Instant, written_at: At, timeout: Duration) -> Instant {
+        written_at.max(self.progress_at).instant(started) + timeout
     }
 }
 
@@ -483,7 +512,8 @@ where
                     client.heartbeat_event(HeartbeatEvent::Traffic { outbound: true });
                     if live.ping.is_none() && client.heartbeat.restart_on_traffic() {
                         let now = client.now();
-                        live.next_ping_at = Instant::now() + client.heartbeat.interval(now);
+                        let interval = client.heartbeat.interval(now);
+                        live.next_ping_at = client.at(Instant::now() + interval);
                     }
                 }
                 live.ping_just_fed = false;
@@ -546,7 +576,8 @@ where
                             if live.ping.is_none() {
                                 let now = client.now();
                                 let interval = client.heartbeat.interval(now);
-                                live.next_ping_at = live.next_ping_at.min(Instant::now() + interval);
+                                let due = client.at(Instant::now() + interval);
+                                live.next_ping_at = live.next_ping_at.min(due);
                             }
                         }
                         Some(request) => feed(io, group_request(request)),
@@ -574,21 +605,22 @@ fn note_progress<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
         // Planted bug: only whole frames count, and only the Pong or SendAck itself.
         return;
     }
-    let _ = client;
-    live.note_progress(io.bytes_read());
+    live.note_progress(client.started, io.bytes_read());
 }
 
 /// The earliest timer: Pong overdue, heartbeat due, send overdue, retry allowed.
 fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
+    let started = client.started;
     let mut deadline = match &live.ping {
-        Some(ping) => live.overdue_at(ping.sent_at, client.config.heartbeat_timeout),
-        None => live.next_ping_at,
+        Some(ping) => live.overdue_at(started, ping.sent_at, client.config.heartbeat_timeout),
+        None => live.next_ping_at.instant(started),
     };
     if let Some((_, written_at)) = live.in_flight.front() {
-        deadline = deadline.min(live.overdue_at(*written_at, client.config.send_timeout));
+        let overdue_at = live.overdue_at(started, *written_at, client.config.send_timeout);
+        deadline = deadline.min(overdue_at);
     }
     if let Some(retry_at) = live.retry_at {
-        deadline = deadline.min(retry_at);
+        deadline = deadline.min(retry_at.instant(started));
     }
     deadline
 }
@@ -599,27 +631,28 @@ fn on_timer<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut FrameIo<S>,
 ) -> Option<DisconnectCause> {
     let now = Instant::now();
-    if live.retry_at.is_some_and(|at| at <= now) {
+    let started = client.started;
+    if live.retry_at.is_some_and(|at| at.instant(started) <= now) {
         live.retry_at = None;
     }
     if let Some((_, written_at)) = live.in_flight.front()
-        && live.overdue_at(*written_at, client.config.send_timeout) <= now
+        && live.overdue_at(started, *written_at, client.config.send_timeout) <= now
     {
         return Some(DisconnectCause::SendTimeout);
     }
+    let heartbeat_timeout = client.config.heartbeat_timeout;
     match &live.ping {
-        Some(ping) if live.overdue_at(ping.sent_at, client.config.heartbeat_timeout) <= now => {
+        Some(ping) if live.overdue_at(started, ping.sent_at, heartbeat_timeout) <= now => {
             return Some(DisconnectCause::HeartbeatTimeout);
         }
         Some(_) => {}
-        None if live.next_ping_at <= now => {
+        None if live.next_ping_at.instant(started) <= now => {
             let since = client.now();
             let interval = client.heartbeat.interval(since);
             let id = live.next_ping_id;
             live.next_ping_id += 1;
             live.ping = Some(PingInFlight {
-                id,
-                sent_at: now,
+                sent_at: client.at(now),
                 interval,
             });
             feed(out, Body::Ping(proto::Ping { id }));
@@ -643,7 +676,7 @@ fn write_sends<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     let mut state = lock(&client.state);
     let window = client.config.sends_in_flight_max;
     let start = live.in_flight.len();
-    let now = Instant::now();
+    let now = client.at(Instant::now());
     let state = &mut *state;
     for message in state.outgoing.iter_mut().skip(start) {
         if live.in_flight.len() >= window {
@@ -743,7 +776,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                     client.sync_page_bytes,
                     page_bytes,
                     response.has_more,
-                    sent_at.elapsed(),
+                    sent_at.instant(client.started).elapsed(),
                     client.config.sync_page_time,
                     client.config.max_frame_bytes,
                 );
@@ -783,14 +816,16 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         Body::Pong(pong) => {
-            if let Some(ping) = live.ping.take_if(|ping| ping.id == pong.id) {
-                let rtt = ping.sent_at.elapsed();
+            let in_flight_id = live.next_ping_id - 1;
+            if let Some(ping) = live.ping.take_if(|_| pong.id == in_flight_id) {
+                let rtt = ping.sent_at.instant(client.started).elapsed();
                 client.heartbeat_event(HeartbeatEvent::Succeeded {
                     interval: ping.interval,
                 });
                 client.emit(ClientEvent::HeartbeatAcked { rtt });
                 let now = client.now();
-                live.next_ping_at = Instant::now() + client.heartbeat.interval(now);
+                let interval = client.heartbeat.interval(now);
+                live.next_ping_at = client.at(Instant::now() + interval);
             }
         }
         Body::GroupReply(reply) => client.emit(ClientEvent::GroupReply(&reply)),
@@ -829,7 +864,7 @@ fn on_error<C: Connector>(client: &Client<C>, live: &mut Live, error: proto::Err
     if retryable {
         // Rewind: this send and everything written after it go again, in order.
         live.in_flight.truncate(position);
-        live.retry_at = Some(Instant::now() + client.config.retry_delay);
+        live.retry_at = Some(client.at(Instant::now() + client.config.retry_delay));
         client.emit(ClientEvent::SendRefused {
             client_msg_id: &error.client_msg_id,
             code,
@@ -860,6 +895,26 @@ mod tests {
     use super::*;
 
     const KIB: usize = 1024;
+
+    #[test]
+    fn a_moment_is_kept_exactly_in_eight_bytes_and_in_order() {
+        assert_eq!(std::mem::size_of::<Option<At>>(), 8);
+        let started = Instant::now();
+        let offsets = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(999_999_999),
+            Duration::from_millis(1_500),
+            Duration::from_secs(86_400 * 365 * 100) + Duration::from_nanos(7),
+        ];
+        for pair in offsets.windows(2) {
+            let [early, late] = [pair[0], pair[1]].map(|offset| started + offset);
+            for instant in [early, late] {
+                assert_eq!(At::new(started, instant).instant(started), instant);
+            }
+            assert!(At::new(started, early) < At::new(started, late));
+        }
+    }
 
     fn budget(current: u32, page_bytes: usize, full: bool, elapsed_ms: u64) -> u32 {
         let elapsed = Duration::from_millis(elapsed_ms);
