@@ -118,9 +118,9 @@ fn login_token<C: Connector>(client: &Client<C>, user: &str) -> (String, bool) {
         return (client.config.token.clone(), false);
     };
     let mut state = lock(&client.state);
-    let mut kept = state.token.take();
+    let mut kept = state.token.take().map(|token| *token);
     let (token, renewal) = credentials.token_for_login(&mut kept, user);
-    state.token = kept;
+    state.token = kept.map(Box::new);
     if let (Some(renewal), Some(issued)) = (renewal, &state.token) {
         let event = ClientEvent::TokenRenewed {
             renewal,
@@ -146,7 +146,7 @@ async fn log_in<C: Connector>(
 
     let (user, device) = {
         let state = lock(&client.state);
-        (state.user.clone(), state.device.clone())
+        (String::from(&*state.user), String::from(&*state.device))
     };
     let (token, renewed) = login_token(client, &user);
     let login = Frame::new(Body::Login(proto::Login {
