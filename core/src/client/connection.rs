@@ -60,7 +60,8 @@ fn closed(cause: DisconnectCause, logged_in: bool) -> Outcome {
 
 /// A moment of a connection, exactly: nanoseconds since its client core started (plus one,
 /// so that an `Option<At>` is 8 bytes too). 8 bytes where a tokio `Instant` takes 16; a
-/// connection keeps six, in every client's task (a load generator's tens of thousands).
+/// connection keeps five in every client's task (a load generator's tens of thousands), and
+/// one per send in flight.
 /// Converting an `Instant` at or after the start and back gives the same `Instant`, and the
 /// order of `At`s is the order of their instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
