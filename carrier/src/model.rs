@@ -156,10 +156,41 @@ impl Way {
     }
 }
 
+/// A flow's generator between transmissions: `ChaCha8Rng::seed_from_u64(seed)` advanced by
+/// `word_pos` words. 16 bytes where the generator with its 64-word buffer takes 320, in every
+/// open flow (a simulated city's tens of thousands); unparked once per transmission, which
+/// draws exactly what the generator kept whole would have.
+#[derive(Debug, Clone)]
+struct ParkedRng {
+    seed: u64,
+    word_pos: u64,
+}
+
+impl ParkedRng {
+    fn new(seed: u64) -> ParkedRng {
+        ParkedRng { seed, word_pos: 0 }
+    }
+
+    /// The generator where it was parked.
+    fn unpark(&self) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        if self.word_pos > 0 {
+            rng.set_word_pos(u128::from(self.word_pos));
+        }
+        rng
+    }
+
+    /// Parks `rng` (unparked from this) where it stands.
+    fn park(&mut self, rng: &ChaCha8Rng) {
+        self.word_pos =
+            u64::try_from(rng.get_word_pos()).expect("a flow draws fewer than 2^64 words");
+    }
+}
+
 /// One flow's NAT mapping and link state.
 #[derive(Debug, Clone)]
 pub struct FlowModel {
-    rng: ChaCha8Rng,
+    rng: ParkedRng,
     to_im: bool,
     nat_timeout: Duration,
     last_refresh: Duration,
@@ -191,7 +222,7 @@ impl FlowModel {
     /// flow goes to the IM server, so partitions cut it (the simulator's push channel is not).
     pub fn new(seed: u64, nat_timeout: Duration, to_im: bool) -> FlowModel {
         FlowModel {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: ParkedRng::new(seed),
             to_im,
             nat_timeout,
             last_refresh: Duration::ZERO,
@@ -216,7 +247,9 @@ impl FlowModel {
     /// flow's own RNG (a driver without per-device draws, such as `imlab proxy`).
     pub fn with_drawn_nat_timeout(seed: u64, profile: &CarrierProfile) -> FlowModel {
         let mut model = FlowModel::new(seed, Duration::MAX, true);
-        model.nat_timeout = draw_nat_timeout(profile, &mut model.rng);
+        let mut rng = model.rng.unpark();
+        model.nat_timeout = draw_nat_timeout(profile, &mut rng);
+        model.rng.park(&rng);
         model
     }
 
@@ -551,16 +584,30 @@ impl FlowModel {
         link: &Link<'_>,
         start: Duration,
     ) -> Option<(Duration, u32)> {
+        let mut rng = self.rng.unpark();
+        let time = self.attempts(&mut rng, way, link, start);
+        self.rng.park(&rng);
+        time
+    }
+
+    /// [`FlowModel::transmit_time`]'s attempts, drawing from `rng`.
+    fn attempts(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        way: Way,
+        link: &Link<'_>,
+        start: Duration,
+    ) -> Option<(Duration, u32)> {
         let profile = link.profile;
         let mut attempt_at = start;
         let mut rto = RTO_INITIAL;
         for attempt in 0..=profile.max_retries {
             let down = link.blocked.radio_down(profile, attempt_at, link.heal)
                 || (self.to_im && link.blocked.partitioned(attempt_at));
-            let lost = profile.loss > 0.0 && self.rng.random_bool(profile.loss);
-            let burst_lost = self.burst_lost(way, link, attempt_at);
+            let lost = profile.loss > 0.0 && rng.random_bool(profile.loss);
+            let burst_lost = self.burst_lost(rng, way, link, attempt_at);
             if !down && !lost && !burst_lost {
-                let delay = self.one_way_delay(profile) + self.spike_delay(way, link, attempt_at);
+                let delay = one_way_delay(rng, profile) + spike_delay(rng, way, link, attempt_at);
                 return Some((attempt_at + delay, attempt));
             }
             attempt_at += rto;
@@ -571,7 +618,13 @@ impl FlowModel {
 
     /// Steps the Gilbert-Elliott chain of `way` if a loss burst is open at `at`; true when the
     /// transmission is lost to it.
-    fn burst_lost(&mut self, way: Way, link: &Link<'_>, at: Duration) -> bool {
+    fn burst_lost(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        way: Way,
+        link: &Link<'_>,
+        at: Duration,
+    ) -> bool {
         let model = link
             .blocked
             .link_at(at)
@@ -588,7 +641,7 @@ impl FlowModel {
         } else {
             model.p_enter_bad
         };
-        if flip > 0.0 && self.rng.random_bool(flip) {
+        if flip > 0.0 && rng.random_bool(flip) {
             *bad = !*bad;
         }
         let loss = if *bad {
@@ -596,43 +649,43 @@ impl FlowModel {
         } else {
             model.loss_good
         };
-        loss > 0.0 && self.rng.random_bool(loss)
+        loss > 0.0 && rng.random_bool(loss)
     }
+}
 
-    /// The delay latency spikes open at `at` add to one delivery.
-    fn spike_delay(&mut self, way: Way, link: &Link<'_>, at: Duration) -> Duration {
-        let mut extra = Duration::ZERO;
-        for window in link.blocked.link_at(at) {
-            if let LinkFault::LatencySpike {
-                added,
-                jitter,
-                direction,
-            } = window.fault
-                && direction.applies(way.up())
-            {
-                extra += added;
-                if !jitter.is_zero() {
-                    let jitter_ms = jitter.as_millis() as u64;
-                    extra += Duration::from_millis(self.rng.random_range(0..=jitter_ms));
-                }
+/// The delay latency spikes open at `at` add to one delivery.
+fn spike_delay(rng: &mut ChaCha8Rng, way: Way, link: &Link<'_>, at: Duration) -> Duration {
+    let mut extra = Duration::ZERO;
+    for window in link.blocked.link_at(at) {
+        if let LinkFault::LatencySpike {
+            added,
+            jitter,
+            direction,
+        } = window.fault
+            && direction.applies(way.up())
+        {
+            extra += added;
+            if !jitter.is_zero() {
+                let jitter_ms = jitter.as_millis() as u64;
+                extra += Duration::from_millis(rng.random_range(0..=jitter_ms));
             }
         }
-        extra
     }
+    extra
+}
 
-    /// Half an RTT drawn from a log-normal with the profile's median and p99 (capped at four
-    /// times the p99 so one draw cannot stall a flow for minutes).
-    fn one_way_delay(&mut self, profile: &CarrierProfile) -> Duration {
-        let (median, p99) = (profile.rtt_median, profile.rtt_p99);
-        let median_s = median.as_secs_f64().max(1e-6);
-        let sigma = (p99.as_secs_f64().max(median_s) / median_s).ln() / 2.326;
-        // Box-Muller: a standard normal from two uniforms.
-        let u1: f64 = self.rng.random_range(f64::EPSILON..1.0);
-        let u2: f64 = self.rng.random_range(0.0..1.0);
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let rtt_s = (median_s * (sigma * z).exp()).min(p99.as_secs_f64() * 4.0);
-        Duration::from_secs_f64(rtt_s / 2.0)
-    }
+/// Half an RTT drawn from a log-normal with the profile's median and p99 (capped at four
+/// times the p99 so one draw cannot stall a flow for minutes).
+fn one_way_delay(rng: &mut ChaCha8Rng, profile: &CarrierProfile) -> Duration {
+    let (median, p99) = (profile.rtt_median, profile.rtt_p99);
+    let median_s = median.as_secs_f64().max(1e-6);
+    let sigma = (p99.as_secs_f64().max(median_s) / median_s).ln() / 2.326;
+    // Box-Muller: a standard normal from two uniforms.
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let rtt_s = (median_s * (sigma * z).exp()).min(p99.as_secs_f64() * 4.0);
+    Duration::from_secs_f64(rtt_s / 2.0)
 }
 
 /// The extra delay of a FIN sent at `at`: the slow-close faults open then.
@@ -652,4 +705,49 @@ pub fn draw_nat_timeout(profile: &CarrierProfile, rng: &mut ChaCha8Rng) -> Durat
     let low = profile.nat_timeout_min.as_millis() as u64;
     let high = (profile.nat_timeout_max.as_millis() as u64).max(low);
     Duration::from_millis(rng.random_range(low..=high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_generator_draws_what_the_whole_one_draws() {
+        for seed in [0, 7, 0xdead_beef] {
+            let mut whole = ChaCha8Rng::seed_from_u64(seed);
+            let mut parked = ParkedRng::new(seed);
+            let (mut via_parked, mut direct) = (Vec::new(), Vec::new());
+            // Runs of 0 to 39 transmissions' worth of draws, as many words each as a flow's
+            // (a bool, a range, two floats), crossing the generator's 64-word buffer often.
+            for n in (0..40).cycle().take(200) {
+                let mut rng = parked.unpark();
+                for _ in 0..n {
+                    via_parked.push(draws(&mut rng));
+                    direct.push(draws(&mut whole));
+                }
+                parked.park(&rng);
+            }
+            assert!(
+                direct.len() > 64 * 10,
+                "the draws cross many buffer refills"
+            );
+            assert_eq!(via_parked, direct, "seed {seed}");
+        }
+    }
+
+    fn draws(rng: &mut ChaCha8Rng) -> (bool, u64, u64, u64) {
+        (
+            rng.random_bool(0.3),
+            rng.random_range(0..=19_000u64),
+            rng.random_range(f64::EPSILON..1.0).to_bits(),
+            rng.random_range(0.0..1.0f64).to_bits(),
+        )
+    }
+
+    #[test]
+    fn a_flow_model_keeps_its_generator_parked() {
+        // The generator kept whole made the model 496 bytes (320 of them the generator).
+        let size = std::mem::size_of::<FlowModel>();
+        assert!(size <= 192, "a flow's model takes {size} bytes");
+    }
 }
