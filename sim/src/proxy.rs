@@ -104,7 +104,9 @@ struct Flow {
     shared: Arc<Shared>,
     /// The carrier host's clock.
     clock: HostClock,
-    carrier: usize,
+    /// Its carrier's index: 4 bytes, so `to_im` shares its word and a flow's task fits a
+    /// 1,024-byte cell (its future is 912 bytes, the most that fits: `-Zprint-type-sizes`).
+    carrier: u32,
     id: u64,
     model: FlowModel,
     device: usize,
@@ -118,7 +120,7 @@ impl Flow {
         Flow {
             shared,
             clock,
-            carrier,
+            carrier: u32::try_from(carrier).expect("fewer than 2^32 carriers"),
             id,
             // Replaced once the preamble names the device (see `run`).
             model: FlowModel::new(0, Duration::MAX, true),
@@ -129,16 +131,20 @@ impl Flow {
         }
     }
 
+    fn carrier(&self) -> usize {
+        self.carrier as usize
+    }
+
     /// The link as the model sees it now.
     fn with_link<T>(&mut self, decide: impl FnOnce(&mut FlowModel, &Link<'_>) -> T) -> T {
         let shared = &self.shared;
         let link = Link {
-            profile: &shared.scenario.carriers[self.carrier],
-            blocked: &shared.blocked[self.carrier],
+            profile: &shared.scenario.carriers[self.carrier()],
+            blocked: &shared.blocked[self.carrier()],
             heal: shared.heal_at(),
             handed_over: shared.device_carrier[self.device]
                 .load(std::sync::atomic::Ordering::Relaxed)
-                != self.carrier,
+                != self.carrier(),
         };
         decide(&mut self.model, &link)
     }
@@ -154,7 +160,7 @@ impl Flow {
             Side::Server => "server",
         };
         self.trace(Event::FlowEnded {
-            carrier: self.carrier as u32,
+            carrier: self.carrier,
             flow: self.id,
             side,
             why,
@@ -168,27 +174,34 @@ impl Flow {
         reason = "an async fn keeps its arguments twice"
     )]
     fn run(mut self, phone: Incoming) -> impl Future<Output = ()> {
+        // Taken apart before the block: it captures only the phone's end, not the whole
+        // `Incoming` for the flow's life.
+        let Incoming { device, to_im, end } = phone;
+        self.to_im = to_im;
+        self.device = device;
         async move {
-            self.to_im = phone.to_im;
-            self.device = phone.device;
-            let nat_timeout = self.shared.layout.devices[self.device].nat_timeouts[self.carrier];
+            let nat_timeout = self.shared.layout.devices[self.device].nat_timeouts[self.carrier()];
             // Seed by (device, its n-th connection): the same whatever order flows are accepted in.
             let n = self.shared.flows_by_device[self.device]
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let seed = flow_seed(
                 self.shared.seed,
-                &[self.carrier as u64, self.device as u64, n],
+                &[u64::from(self.carrier), self.device as u64, n],
             );
             self.model = FlowModel::new(seed, nat_timeout, self.to_im);
             self.trace(Event::FlowOpened {
-                carrier: self.carrier as u32,
+                carrier: self.carrier,
                 flow: self.id,
                 device: self.device as u32,
                 target: if self.to_im { "im" } else { "push" },
             });
-            // The phone's SYN crosses the radio like any packet: an outage delays it.
-            let at = self.clock.now();
-            let Some(syn_at) = self.with_link(|model, link| model.connect(link, at)) else {
+            // The phone's SYN crosses the radio like any packet: an outage delays it. The time
+            // in a block of its own, not kept across the relay.
+            let syn_at = {
+                let at = self.clock.now();
+                self.with_link(|model, link| model.connect(link, at))
+            };
+            let Some(syn_at) = syn_at else {
                 self.trace_end(Side::Phone, "connect_lost");
                 return;
             };
@@ -205,7 +218,7 @@ impl Flow {
                 return;
             };
             self.model.opened(self.clock.now());
-            self.relay(phone.end, upstream).await;
+            self.relay(end, upstream).await;
         }
     }
 
@@ -231,7 +244,7 @@ impl Flow {
         self.shared.trace_at(
             at,
             Event::NatExpired {
-                carrier: self.carrier as u32,
+                carrier: self.carrier,
                 flow: self.id,
                 device: self.device as u32,
             },
@@ -394,7 +407,7 @@ impl Flow {
 
     fn trace_fault(&self, fault: &'static str) {
         self.trace(Event::FlowFault {
-            carrier: self.carrier as u32,
+            carrier: self.carrier,
             flow: self.id,
             device: self.device as u32,
             fault,
@@ -411,7 +424,7 @@ impl Flow {
         self.shared.trace_at(
             at,
             Event::Frame {
-                carrier: self.carrier as u32,
+                carrier: self.carrier,
                 flow: self.id,
                 up,
                 bytes: bytes as u32,
