@@ -270,6 +270,9 @@ fn apply(overrides: &Overrides, scenario: &mut Scenario) -> anyhow::Result<()> {
     }
     if let Some(duration) = overrides.duration {
         anyhow::ensure!(!duration.is_zero(), "--duration must be positive");
+        if let Some(why) = imlab_sim::scenario::run_too_long(duration, scenario.quiet) {
+            anyhow::bail!("--duration: {why}");
+        }
         let dropped = scenario.faults.iter().filter(|f| f.at >= duration).count();
         if dropped > 0 {
             eprintln!(

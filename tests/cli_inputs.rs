@@ -173,6 +173,20 @@ fn sim_run_takes_devices_and_duration_overrides() {
 }
 
 #[test]
+fn a_duration_longer_than_a_run_can_record_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "small.toml", SMALL);
+    let output = imlab(&["sim", "run", file.to_str().unwrap(), "--duration", "48days"]);
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--duration: a duration of 48.000 days and a quiet period of 0.001 days make 48.001 days, longer than the 48 days"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("trace_hash"), "nothing ran: {stdout}");
+}
+
+#[test]
 fn sweep_prints_each_seed_the_spread_and_saves_a_csv() {
     let dir = tempfile::tempdir().unwrap();
     let small = scenario(dir.path(), "small.toml", SMALL);

@@ -353,8 +353,8 @@ fn measure(shared: &Shared, profile: &str) -> (Vec<HeartbeatRow>, Vec<Series>) {
                 let Some(send) = entry.send() else { continue };
                 let send = &ledger.sends[send as usize];
                 // A device's own messages echo back at once: not a delay anyone waits for.
-                if send.device as usize != device && send.queued_ms < end_ms {
-                    delays.push(entry.at_ms.saturating_sub(send.queued_ms));
+                if send.device as usize != device && send.queued_ms() < end_ms {
+                    delays.push(entry.at_ms().saturating_sub(send.queued_ms()));
                 }
             }
         }

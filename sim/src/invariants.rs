@@ -248,12 +248,12 @@ fn no_acked_loss(
     let mut found = Found::new();
     let mut volatile = VolatileLoss::default();
     for (index, send) in ledger.sends.iter().enumerate() {
-        let Some(ack) = send.acked else {
+        let Some(ack) = send.acked() else {
             continue;
         };
         let crashed_with_its_store = volatile_epoch.is_some_and(|epoch| ack.epoch != epoch);
         let mut lost_here = 0;
-        for_each_recipient(layout, &group_users, send.device, send.to, |device| {
+        for_each_recipient(layout, &group_users, send.device, send.to(), |device| {
             if logged[device as usize]
                 .binary_search(&(index as u32))
                 .is_ok()
@@ -284,7 +284,7 @@ fn no_duplicates(ledger: &Ledger) -> Verdict {
         // A message is its send (msg_ids restart with a new store generation); a message of
         // no known send is its msg_id.
         let mut seen = BTreeSet::new();
-        for entry in record.log.iter().filter(|entry| !entry.repeat) {
+        for entry in record.log.iter().filter(|entry| !entry.repeat()) {
             let key = entry
                 .send()
                 .map_or((1, entry.msg_id), |send| (0, u64::from(send)));
@@ -296,7 +296,8 @@ fn no_duplicates(ledger: &Ledger) -> Verdict {
                     );
                     format!(
                         "device d{device} logged {what} twice (again at seq {}, {} ms)",
-                        entry.seq, entry.at_ms
+                        entry.seq,
+                        entry.at_ms()
                     )
                 });
             }
@@ -318,7 +319,8 @@ fn seq_monotonic(ledger: &Ledger, inboxes: &Inboxes) -> Verdict {
                 found.add(|| {
                     format!(
                         "device d{device} processed seq {} after seq {previous} at {} ms",
-                        entry.seq, entry.at_ms
+                        entry.seq,
+                        entry.at_ms()
                     )
                 });
             }
@@ -347,7 +349,7 @@ fn sender_order(ledger: &Ledger) -> Verdict {
             let Some(index) = entry.send() else { continue };
             let send = &ledger.sends[index as usize];
             let number = message_number(&send.client_msg_id);
-            let key = (send.device, send.to);
+            let key = (send.device, send.to());
             if let Some((previous, previous_id)) = last.get(&key)
                 && number < *previous
             {

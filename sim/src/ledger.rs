@@ -7,30 +7,66 @@
 //! A scale scenario records every send and every delivery of a simulated day (600,000 sends
 //! and 2.2 million deliveries in `scale-10k`), so the records are kept small: a send's client
 //! message id is stored once, in its record, and found again through a hash table of send
-//! indexes; a log entry is 32 bytes.
+//! indexes; times are u32 milliseconds (a run is at most [`SIMULATED_MS_MAX`] long, checked
+//! before it starts); a send record is 48 bytes and a log entry 24.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
-use std::num::NonZeroU32;
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::storm::StormLog;
 
+/// The longest simulated time a run's ledger can record: its times are u32 milliseconds
+/// (about 49.7 days). `run_with` refuses a scenario whose duration, quiet period and the hour
+/// the simulator allows after them reach it.
+pub const SIMULATED_MS_MAX: u64 = u32::MAX as u64;
+
+/// A simulated time in ms as the ledger keeps it.
+fn ms32(at_ms: u64) -> u32 {
+    u32::try_from(at_ms).unwrap_or_else(|_| {
+        panic!("simulated time {at_ms} ms past SIMULATED_MS_MAX: run_with checks a run's length")
+    })
+}
+
 /// One message the app asked to send.
 #[derive(Debug, Clone)]
 pub struct SendRecord {
-    /// Sending device.
-    pub device: u32,
     /// Its client message id.
     pub client_msg_id: Box<str>,
-    /// The conversation: a user or a chat group.
-    pub to: Conversation,
+    /// The ack's message id and store generation (0 while not acked).
+    acked_msg_id: u64,
+    acked_epoch: u64,
+    /// Sending device.
+    pub device: u32,
+    /// The conversation: a user or a chat group, as [`Conversation::packed`].
+    to: u32,
     /// When the app queued it (simulated ms).
-    pub queued_ms: u64,
-    /// When the server's ack arrived, with what it named.
-    pub acked: Option<Ack>,
+    queued_ms: u32,
+    /// When the ack arrived, plus one (0: not acked).
+    acked_at_plus_one: u32,
+}
+
+impl SendRecord {
+    /// The conversation: a user or a chat group.
+    pub fn to(&self) -> Conversation {
+        Conversation::unpacked(self.to)
+    }
+
+    /// When the app queued it (simulated ms).
+    pub fn queued_ms(&self) -> u64 {
+        u64::from(self.queued_ms)
+    }
+
+    /// The server's ack, once it arrived.
+    pub fn acked(&self) -> Option<Ack> {
+        (self.acked_at_plus_one != 0).then(|| Ack {
+            at_ms: u64::from(self.acked_at_plus_one - 1),
+            msg_id: self.acked_msg_id,
+            epoch: self.acked_epoch,
+        })
+    }
 }
 
 /// A send's ack.
@@ -53,6 +89,33 @@ pub enum Conversation {
     Group(u32),
 }
 
+/// The top bit of a packed conversation: a group.
+const GROUP_BIT: u32 = 1 << 31;
+
+impl Conversation {
+    /// In 4 bytes: the index, with the top bit set for a group. Indexes are device and group
+    /// counts of one simulation, far below 2^31 (checked).
+    fn packed(self) -> u32 {
+        let (index, bit) = match self {
+            Conversation::Peer(user) => (user, 0),
+            Conversation::Group(group) => (group, GROUP_BIT),
+        };
+        assert!(
+            index < GROUP_BIT,
+            "conversation index {index} fits in 31 bits"
+        );
+        index | bit
+    }
+
+    fn unpacked(packed: u32) -> Conversation {
+        if packed & GROUP_BIT == 0 {
+            Conversation::Peer(packed)
+        } else {
+            Conversation::Group(packed & !GROUP_BIT)
+        }
+    }
+}
+
 /// One processed message in a device's app log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogEntry {
@@ -61,18 +124,32 @@ pub struct LogEntry {
     /// Server-wide id.
     pub msg_id: u64,
     /// When the app processed it (simulated ms).
-    pub at_ms: u64,
-    /// The send's index plus one (see [`LogEntry::send`]): a niche, so the entry is 32 bytes.
-    send_plus_one: Option<NonZeroU32>,
-    /// The seq held a message the app had already shown (`ClientEvent::Repeat`): processed,
-    /// not shown. Not part of the app log's messages, only of its seqs.
-    pub repeat: bool,
+    at_ms: u32,
+    /// [`LogEntry::REPEAT`], or the send's index plus one (0: no send the ledger knows).
+    send: u32,
 }
 
 impl LogEntry {
+    /// `send` of an entry whose seq held a message the app had already shown
+    /// (`ClientEvent::Repeat`): processed, not shown.
+    const REPEAT: u32 = u32::MAX;
+
     /// The send, when the message came from a send the ledger knows.
     pub fn send(&self) -> Option<u32> {
-        self.send_plus_one.map(|send| send.get() - 1)
+        self.send
+            .checked_sub(1)
+            .filter(|_| self.send != LogEntry::REPEAT)
+    }
+
+    /// The seq held a message the app had already shown (`ClientEvent::Repeat`): processed,
+    /// not shown. Not part of the app log's messages, only of its seqs.
+    pub fn repeat(&self) -> bool {
+        self.send == LogEntry::REPEAT
+    }
+
+    /// When the app processed it (simulated ms).
+    pub fn at_ms(&self) -> u64 {
+        u64::from(self.at_ms)
     }
 }
 
@@ -132,7 +209,8 @@ impl Ledger {
     pub fn queued(&mut self, device: u32, client_msg_id: String, to: Conversation, at_ms: u64) {
         let index = u32::try_from(self.sends.len())
             .ok()
-            .filter(|index| *index < u32::MAX)
+            // Below u32::MAX - 1: a log entry keeps the index plus one beside its REPEAT mark.
+            .filter(|index| *index < LogEntry::REPEAT - 1)
             .expect("fewer than 4 billion sends in one simulation");
         let hash = FxBuildHasher.hash_one(client_msg_id.as_str());
         let sends = &self.sends;
@@ -147,11 +225,13 @@ impl Ledger {
             }
         }
         self.sends.push(SendRecord {
-            device,
             client_msg_id: client_msg_id.into_boxed_str(),
-            to,
-            queued_ms: at_ms,
-            acked: None,
+            acked_msg_id: 0,
+            acked_epoch: 0,
+            device,
+            to: to.packed(),
+            queued_ms: ms32(at_ms),
+            acked_at_plus_one: 0,
         });
     }
 
@@ -169,11 +249,12 @@ impl Ledger {
     pub fn acked(&mut self, client_msg_id: &str, msg_id: u64, epoch: u64, at_ms: u64) {
         if let Some(index) = self.send_index(client_msg_id) {
             let send = &mut self.sends[index as usize];
-            send.acked.get_or_insert(Ack {
-                at_ms,
-                msg_id,
-                epoch,
-            });
+            if send.acked_at_plus_one == 0 {
+                // Below u32::MAX: SIMULATED_MS_MAX leaves the hour after a run's end.
+                send.acked_at_plus_one = ms32(at_ms) + 1;
+                send.acked_msg_id = msg_id;
+                send.acked_epoch = epoch;
+            }
         }
     }
 
@@ -190,9 +271,8 @@ impl Ledger {
         self.devices[device as usize].log.push(LogEntry {
             seq,
             msg_id,
-            at_ms,
-            send_plus_one: send.map(|send| NonZeroU32::MIN.saturating_add(send)),
-            repeat: false,
+            at_ms: ms32(at_ms),
+            send: send.map_or(0, |send| send + 1),
         });
     }
 
@@ -201,9 +281,8 @@ impl Ledger {
         self.devices[device as usize].log.push(LogEntry {
             seq,
             msg_id,
-            at_ms,
-            send_plus_one: None,
-            repeat: true,
+            at_ms: ms32(at_ms),
+            send: LogEntry::REPEAT,
         });
     }
 
@@ -215,7 +294,7 @@ impl Ledger {
             .flat_map(|device| device.log.iter())
             .filter_map(|entry| {
                 let send = &self.sends[entry.send()? as usize];
-                Some(entry.at_ms.saturating_sub(send.queued_ms))
+                Some(entry.at_ms().saturating_sub(send.queued_ms()))
             })
             .collect();
         delays.sort_unstable();
@@ -268,9 +347,76 @@ mod tests {
         ledger.delivered(0, 1, 1, "d0-0", 9);
         ledger.repeated(0, 2, 1, 10);
         let log = &ledger.devices[0].log;
-        assert_eq!((log[0].send(), log[0].repeat), (Some(0), false));
-        assert_eq!((log[1].send(), log[1].repeat), (None, true));
-        assert_eq!(std::mem::size_of::<LogEntry>(), 32);
+        assert_eq!((log[0].send(), log[0].repeat()), (Some(0), false));
+        assert_eq!((log[1].send(), log[1].repeat()), (None, true));
+        assert_eq!((log[0].at_ms(), log[1].at_ms()), (9, 10));
+        ledger.delivered(0, 3, 2, "d0-unknown", 11);
+        assert_eq!(
+            (log_of(&ledger)[2].send(), log_of(&ledger)[2].repeat()),
+            (None, false)
+        );
+    }
+
+    fn log_of(ledger: &Ledger) -> &[LogEntry] {
+        &ledger.devices[0].log
+    }
+
+    #[test]
+    fn records_keep_their_fields_exactly_in_fewer_bytes() {
+        // 2.2 million log entries and 600,000 sends in scale-10k's day: 32 and 72 bytes before.
+        assert_eq!(std::mem::size_of::<LogEntry>(), 24);
+        assert_eq!(std::mem::size_of::<SendRecord>(), 48);
+        let mut ledger = Ledger::new(2);
+        let last_ms = SIMULATED_MS_MAX - 1;
+        let conversations = [
+            Conversation::Peer(0),
+            Conversation::Group(0),
+            Conversation::Peer(GROUP_BIT - 1),
+            Conversation::Group(GROUP_BIT - 1),
+        ];
+        for (n, to) in conversations.into_iter().enumerate() {
+            ledger.queued(1, format!("d1-{n}"), to, last_ms - 10);
+        }
+        assert_eq!(ledger.sends[2].acked(), None, "not acked yet");
+        ledger.acked("d1-2", u64::MAX, u64::MAX - 1, 0);
+        ledger.acked("d1-3", 7, 2, last_ms - 1);
+        ledger.delivered(0, u64::MAX, u64::MAX - 2, "d1-3", last_ms);
+        let sends: Vec<_> = ledger
+            .sends
+            .iter()
+            .map(|s| (s.to(), s.queued_ms()))
+            .collect();
+        let expected: Vec<_> = conversations.iter().map(|to| (*to, last_ms - 10)).collect();
+        assert_eq!(sends, expected);
+        let acks = [ledger.sends[2].acked(), ledger.sends[3].acked()];
+        let ack = |at_ms, msg_id, epoch| {
+            Some(Ack {
+                at_ms,
+                msg_id,
+                epoch,
+            })
+        };
+        assert_eq!(
+            acks,
+            [ack(0, u64::MAX, u64::MAX - 1), ack(last_ms - 1, 7, 2)]
+        );
+        let entry = ledger.devices[0].log[0];
+        assert_eq!(
+            (
+                entry.seq,
+                entry.msg_id,
+                entry.at_ms(),
+                entry.send(),
+                entry.repeat()
+            ),
+            (u64::MAX, u64::MAX - 2, last_ms, Some(3), false)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "fits in 31 bits")]
+    fn a_conversation_index_past_31_bits_is_refused() {
+        Ledger::new(1).queued(0, "d0-0".into(), Conversation::Peer(GROUP_BIT), 0);
     }
 
     #[test]
@@ -282,7 +428,7 @@ mod tests {
         ledger.acked("d0-0", 11, 1, 4);
         ledger.delivered(0, 1, 11, "d0-0", 5);
         assert_eq!(ledger.devices[0].log[0].send(), Some(2));
-        assert_eq!(ledger.sends[0].acked, None);
-        assert_eq!(ledger.sends[2].acked.map(|ack| ack.msg_id), Some(11));
+        assert_eq!(ledger.sends[0].acked(), None);
+        assert_eq!(ledger.sends[2].acked().map(|ack| ack.msg_id), Some(11));
     }
 }

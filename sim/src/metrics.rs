@@ -93,15 +93,15 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
         let group = layout.devices[device].group;
         let metrics = &mut groups[group];
         metrics.devices += 1;
-        metrics.deliveries += record.log.iter().filter(|entry| !entry.repeat).count() as u64;
+        metrics.deliveries += record.log.iter().filter(|entry| !entry.repeat()).count() as u64;
         metrics.reconnects += u64::from(record.connects.saturating_sub(1));
         metrics.heartbeats += record.heartbeats_sent;
         metrics.wakeups += record.wakeups;
         metrics.silent_disconnects += shared.silent_by_device[device].load(Ordering::Relaxed);
         for entry in &record.log {
             if let Some(send) = entry.send() {
-                let queued_ms = ledger.sends[send as usize].queued_ms;
-                delays[group].push(entry.at_ms.saturating_sub(queued_ms));
+                let queued_ms = ledger.sends[send as usize].queued_ms();
+                delays[group].push(entry.at_ms().saturating_sub(queued_ms));
             }
         }
         for (cause, n) in &record.disconnects {
@@ -111,7 +111,7 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
     for send in &ledger.sends {
         let group = layout.devices[send.device as usize].group;
         groups[group].messages_sent += 1;
-        groups[group].messages_acked += u64::from(send.acked.is_some());
+        groups[group].messages_acked += u64::from(send.acked().is_some());
     }
     let mut all_delays = Vec::new();
     for (metrics, mut delays) in groups.iter_mut().zip(delays) {

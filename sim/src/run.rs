@@ -93,6 +93,15 @@ pub enum RunError {
         /// turmoil's error.
         message: String,
     },
+    /// The scenario's duration and quiet period are longer than a run can record
+    /// (`scenario::RUN_LENGTH_MAX`).
+    #[error("scenario {name}: {why}")]
+    TooLong {
+        /// The scenario's name.
+        name: String,
+        /// Its duration and quiet period, and the limit.
+        why: String,
+    },
     /// The trace file could not be written.
     #[error("writing the trace file: {0}")]
     Trace(String),
@@ -145,6 +154,12 @@ pub fn run_with(
     inspect: &mut dyn FnMut(&Shared),
 ) -> Result<RunReport, RunError> {
     options.planted.assert_supported();
+    if let Some(why) = crate::scenario::run_too_long(scenario.duration, scenario.quiet) {
+        return Err(RunError::TooLong {
+            name: scenario.name.clone(),
+            why,
+        });
+    }
     let started = Instant::now();
     let seed = options.seed;
     let layout = Layout::new(scenario, seed);

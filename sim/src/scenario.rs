@@ -147,6 +147,33 @@ struct RawFault {
 }
 
 /// A durable commit's latency when the scenario names none: an SSD's fsync.
+/// The longest run a scenario asks for, its duration and quiet period together: 48 days. The
+/// ledger keeps simulated times as u32 milliseconds (`ledger::SIMULATED_MS_MAX`, about 49.7
+/// days), and the simulator lets a run go on an hour past its end.
+pub const RUN_LENGTH_MAX: Duration = Duration::from_secs(48 * 86_400);
+
+const _: () = assert!(
+    RUN_LENGTH_MAX.as_millis() + 3_600_000 < crate::ledger::SIMULATED_MS_MAX as u128,
+    "a run and the hour after it fit the ledger's u32 milliseconds"
+);
+
+/// Why `duration` and `quiet` are too long a run, if they are.
+pub fn run_too_long(duration: Duration, quiet: Duration) -> Option<String> {
+    // In days: humantime would say "1month 17days" for 48 days.
+    let days = |d: Duration| d.as_secs_f64() / 86_400.0;
+    let length = duration.saturating_add(quiet);
+    (length > RUN_LENGTH_MAX).then(|| {
+        format!(
+            "a duration of {:.3} days and a quiet period of {:.3} days make {:.3} days, longer \
+             than the {} days a run can record",
+            days(duration),
+            days(quiet),
+            days(length),
+            days(RUN_LENGTH_MAX)
+        )
+    })
+}
+
 pub const DEFAULT_COMMIT_LATENCY: Duration = Duration::from_millis(2);
 
 /// Which store the simulated server runs on.
@@ -367,6 +394,10 @@ impl Validator<'_> {
         if raw.duration.is_zero() {
             return Err(self.invalid("duration", "must be positive, got 0s"));
         }
+        let quiet = raw.quiet.unwrap_or(Duration::from_secs(5 * 60));
+        if let Some(why) = run_too_long(raw.duration, quiet) {
+            return Err(self.invalid("duration", why));
+        }
         let tick = raw.tick.unwrap_or(Duration::from_millis(10));
         if tick.is_zero() || tick > Duration::from_secs(1) {
             return Err(self.invalid("tick", format!("must be in (0, 1s], got {tick:?}")));
@@ -446,7 +477,7 @@ impl Validator<'_> {
             duration: raw.duration,
             seed: raw.seed,
             tick,
-            quiet: raw.quiet.unwrap_or(Duration::from_secs(5 * 60)),
+            quiet,
             server,
             carriers,
             groups,

@@ -33,6 +33,19 @@ fn the_good_scenario_loads() {
 }
 
 #[test]
+fn a_run_of_exactly_48_days_loads() {
+    let text = GOOD.replace(
+        "duration = \"1h\"",
+        "duration = \"47days 23h\"\nquiet = \"1h\"",
+    );
+    let scenario = Scenario::parse(&text, Path::new("long.toml")).unwrap();
+    assert_eq!(
+        scenario.duration + scenario.quiet,
+        imlab_sim::scenario::RUN_LENGTH_MAX
+    );
+}
+
+#[test]
 fn unknown_keys_are_named() {
     check(
         |s| s.replace("count = 2", "count = 2\ncolour = \"red\""),
@@ -59,6 +72,21 @@ fn impossible_values_are_named_with_the_value() {
     check(
         |s| s.replace("duration = \"1h\"", "duration = \"soon\""),
         &["duration", "soon"],
+    );
+    // The ledger keeps u32 milliseconds: 48 days of run at most, quiet period included.
+    check(
+        |s| {
+            s.replace(
+                "duration = \"1h\"",
+                "duration = \"47days 23h\"\nquiet = \"61m\"",
+            )
+        },
+        &[
+            "key `duration`",
+            "of 47.958 days",
+            "of 0.042 days make 48.001 days",
+            "48 days",
+        ],
     );
     check(
         |s| s.replace("\"cmcc-3g\"", "\"cmcc-9g\""),
@@ -224,4 +252,22 @@ fn a_clock_jump_is_signed_needs_expiring_tokens_and_names_its_key() {
         scenario.server.token_lifetime,
         Some(std::time::Duration::from_secs(3_600))
     );
+}
+
+#[test]
+fn a_scenario_built_in_code_past_the_longest_run_is_refused_before_it_runs() {
+    let mut scenario = Scenario::parse(GOOD, Path::new("good.toml")).unwrap();
+    scenario.duration = imlab_sim::scenario::RUN_LENGTH_MAX;
+    let mut progressed = false;
+    let error = imlab_sim::run::run(
+        &scenario,
+        &imlab_sim::run::RunOptions::default(),
+        &mut |_| progressed = true,
+    )
+    .expect_err("48 days and 5 minutes of quiet are too long");
+    assert!(
+        error.to_string().starts_with("scenario good: a duration of 48.000 days"),
+        "{error}"
+    );
+    assert!(!progressed, "refused before the first step");
 }
