@@ -266,7 +266,9 @@ fn a_scenario_built_in_code_past_the_longest_run_is_refused_before_it_runs() {
     )
     .expect_err("48 days and 5 minutes of quiet are too long");
     assert!(
-        error.to_string().starts_with("scenario good: a duration of 48.000 days"),
+        error
+            .to_string()
+            .starts_with("scenario good: a duration of 48.000 days"),
         "{error}"
     );
     assert!(!progressed, "refused before the first step");

@@ -1,16 +1,18 @@
 //! An [`Engine`] in memory: the simulator's disk.
 //!
-//! Committed state lives in `BTreeSet`s (deterministic iteration) of [`Record`]s, each one
-//! allocation holding its key and value: a simulated day keeps every message, inbox entry and
-//! dedupe record of 10,000 devices, so the bytes per record are the simulator's memory per
-//! message (see `Record`). A commit takes
-//! `commit_latency` of tokio time before it applies, so under the simulator's virtual clock an
-//! fsync costs simulated time, and a store dropped during that time (a crash) loses the batch.
-//! Share the engine with an `Arc` to "restart" a store over the same committed data.
+//! Committed state lives in one [`Tree`] per partition: records kept sorted, packed end to end
+//! in blocks of about a kilobyte, the blocks in a `BTreeMap` by their first key (deterministic
+//! iteration). A simulated day keeps every message, inbox entry and dedupe record of 10,000
+//! devices, so the bytes per record are the simulator's memory per message: a record costs
+//! its key, its value and two bytes of lengths, where a `BTreeMap<Vec<u8>, Vec<u8>>` spent a
+//! tree slot and one or two heap chunks on each (an inbox entry, a 20-byte key and an 8-byte
+//! value: about 30 bytes against about 57 as one chunk in a `BTreeSet`, 100 as two `Vec`s). A
+//! commit takes `commit_latency` of tokio time before it applies, so under the simulator's
+//! virtual clock an fsync costs simulated time, and a store dropped during that time (a
+//! crash) loses the batch. Share the engine with an `Arc` to "restart" a store over the same
+//! committed data.
 
-use std::borrow::Borrow;
-use std::cmp::Ordering as KeyOrdering;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,82 +20,260 @@ use std::time::Duration;
 
 use super::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
 
-type Tree = BTreeSet<Record>;
+/// A block is split in two once it holds more than this many bytes (and two records).
+const BLOCK_BYTES_MAX: usize = 2_048;
 
-/// One key and its value in one allocation: the key's length (u32, big-endian), the key, the
-/// value. Ordered, compared and looked up by its key alone (`Borrow<[u8]>` returns the key),
-/// so the set behaves as a map from key to value. Against a `BTreeMap<Vec<u8>, Vec<u8>>` an
-/// inbox entry (a 20-byte key, an 8-byte value) takes 16 bytes in the tree and one 48-byte
-/// heap chunk instead of 48 bytes and two 32-byte chunks.
-#[derive(Debug)]
-struct Record(Box<[u8]>);
+/// One record's place in a block: `key_len` and `value_len` as LEB128 varints, then the key,
+/// then the value.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Where the record starts in its block.
+    start: usize,
+    /// Where its key starts.
+    key: usize,
+    /// Where its value starts.
+    value: usize,
+    /// Where the next record starts.
+    end: usize,
+}
 
-const KEY_LEN_BYTES: usize = 4;
-
-impl Record {
-    fn new(key: &[u8], value: &[u8]) -> Record {
-        let key_len = u32::try_from(key.len()).expect("a key is shorter than 4 GiB");
-        let mut bytes = Vec::with_capacity(KEY_LEN_BYTES + key.len() + value.len());
-        bytes.extend_from_slice(&key_len.to_be_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Record(bytes.into_boxed_slice())
-    }
-
-    fn key_len(&self) -> usize {
-        let len: [u8; KEY_LEN_BYTES] = self.0[..KEY_LEN_BYTES]
-            .try_into()
-            .expect("a record starts with its key's length");
-        u32::from_be_bytes(len) as usize
-    }
-
-    fn key(&self) -> &[u8] {
-        &self.0[KEY_LEN_BYTES..KEY_LEN_BYTES + self.key_len()]
-    }
-
-    fn value(&self) -> &[u8] {
-        &self.0[KEY_LEN_BYTES + self.key_len()..]
-    }
-
-    fn pair(&self) -> KeyValue {
-        (self.key().to_vec(), self.value().to_vec())
+fn read_varint(bytes: &[u8], at: &mut usize) -> usize {
+    let mut value = 0usize;
+    let mut shift = 0;
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return value;
+        }
+        shift += 7;
     }
 }
 
-impl Borrow<[u8]> for Record {
-    fn borrow(&self) -> &[u8] {
-        self.key()
+fn push_varint(out: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A record as it is laid out in a block.
+fn encode(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len() + value.len());
+    push_varint(&mut out, key.len());
+    push_varint(&mut out, value.len());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// Sorted records end to end (never empty while in a tree).
+#[derive(Debug, Default)]
+struct Block(Vec<u8>);
+
+impl Block {
+    fn slot(&self, start: usize) -> Slot {
+        let mut at = start;
+        let key_len = read_varint(&self.0, &mut at);
+        let value_len = read_varint(&self.0, &mut at);
+        Slot {
+            start,
+            key: at,
+            value: at + key_len,
+            end: at + key_len + value_len,
+        }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            (start < self.0.len()).then(|| {
+                let slot = self.slot(start);
+                start = slot.end;
+                slot
+            })
+        })
+    }
+
+    fn key(&self, slot: Slot) -> &[u8] {
+        &self.0[slot.key..slot.value]
+    }
+
+    fn value(&self, slot: Slot) -> &[u8] {
+        &self.0[slot.value..slot.end]
+    }
+
+    fn pair(&self, slot: Slot) -> KeyValue {
+        (self.key(slot).to_vec(), self.value(slot).to_vec())
+    }
+
+    fn first_key(&self) -> &[u8] {
+        self.key(self.slot(0))
+    }
+
+    /// The first record whose key is at least `key`, if any.
+    fn seek(&self, key: &[u8]) -> Option<Slot> {
+        self.slots().find(|slot| self.key(*slot) >= key)
+    }
+
+    /// Replaces the bytes of `range` with `with`, growing the allocation by no more than
+    /// needed (a block's spare capacity is memory the simulator keeps all run).
+    fn splice(&mut self, range: std::ops::Range<usize>, with: &[u8]) {
+        let grows = with.len().saturating_sub(range.len());
+        self.0.reserve_exact(grows);
+        self.0.splice(range, with.iter().copied());
     }
 }
 
-impl PartialEq for Record {
-    fn eq(&self, other: &Record) -> bool {
-        self.key() == other.key()
-    }
+/// One partition's records, sorted by key.
+#[derive(Debug, Default)]
+struct Tree {
+    /// Blocks by their first key; each block's keys are below the next block's first key.
+    blocks: BTreeMap<Box<[u8]>, Block>,
+    /// Records in all blocks.
+    len: usize,
+    /// Split a block past this many bytes.
+    block_bytes_max: usize,
 }
 
-impl Eq for Record {}
-
-impl PartialOrd for Record {
-    fn partial_cmp(&self, other: &Record) -> Option<KeyOrdering> {
-        Some(self.cmp(other))
+impl Tree {
+    fn new(block_bytes_max: usize) -> Tree {
+        Tree {
+            blocks: BTreeMap::new(),
+            len: 0,
+            block_bytes_max,
+        }
     }
-}
 
-impl Ord for Record {
-    fn cmp(&self, other: &Record) -> KeyOrdering {
-        self.key().cmp(other.key())
+    /// The first key of the block that holds `key` if anything does: the last block
+    /// starting at or before it.
+    fn block_key_of(&self, key: &[u8]) -> Option<&[u8]> {
+        self.blocks
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .map(|(first, _)| &**first)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let block = &self.blocks[self.block_key_of(key)?];
+        let slot = block.seek(key)?;
+        (block.key(slot) == key).then(|| block.value(slot).to_vec())
+    }
+
+    /// Records from the first at or after `start`, in order, while `keep` says so.
+    fn for_each_from(&self, start: &[u8], mut keep: impl FnMut(&Block, Slot) -> bool) {
+        let from = match self.block_key_of(start) {
+            Some(first) => Bound::Included(first),
+            None => Bound::Unbounded,
+        };
+        for (_, block) in self.blocks.range::<[u8], _>((from, Bound::Unbounded)) {
+            for slot in block.slots() {
+                if block.key(slot) >= start && !keep(block, slot) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The record with the greatest key below `end` (below nothing: the last).
+    fn last_below(&self, end: Option<&[u8]>) -> Option<KeyValue> {
+        let upper = match end {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let (_, block) = self
+            .blocks
+            .range::<[u8], _>((Bound::Unbounded, upper))
+            .next_back()?;
+        let slot = block
+            .slots()
+            .take_while(|slot| end.is_none_or(|end| block.key(*slot) < end))
+            .last()
+            .expect("a block's first key is below end");
+        Some(block.pair(slot))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        let record = encode(key, value);
+        let first: Box<[u8]> = match self.block_key_of(key) {
+            Some(first) => first.into(),
+            None => {
+                // Before every block: the first block (or a new one) takes it, under a new
+                // first key.
+                let block = self
+                    .blocks
+                    .pop_first()
+                    .map_or_else(Block::default, |(_, block)| block);
+                self.blocks.insert(key.into(), block);
+                key.into()
+            }
+        };
+        let block = self.blocks.get_mut(&first).expect("the block just found");
+        match block.seek(key) {
+            Some(slot) if block.key(slot) == key => block.splice(slot.start..slot.end, &record),
+            found => {
+                let at = found.map_or(block.0.len(), |slot| slot.start);
+                block.splice(at..at, &record);
+                self.len += 1;
+            }
+        }
+        if block.0.len() > self.block_bytes_max {
+            // Split at the first record boundary past the middle, if it leaves both halves
+            // a record.
+            let middle = block.0.len() / 2;
+            let split = block
+                .slots()
+                .map(|slot| slot.end)
+                .find(|end| *end >= middle)
+                .filter(|end| *end < block.0.len());
+            if let Some(split) = split {
+                let upper = Block(block.0.split_off(split));
+                block.0.shrink_to_fit();
+                self.insert_block(upper);
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        let Some(first) = self.block_key_of(key).map(Box::<[u8]>::from) else {
+            return;
+        };
+        let block = self.blocks.get_mut(&first).expect("the block just found");
+        let Some(slot) = block.seek(key).filter(|slot| block.key(*slot) == key) else {
+            return;
+        };
+        block.0.drain(slot.start..slot.end);
+        self.len -= 1;
+        if slot.start == 0 {
+            // Its first record is gone: under its new first key, or not at all.
+            let block = self.blocks.remove(&first).expect("the block just found");
+            if !block.0.is_empty() {
+                self.insert_block(block);
+            }
+        }
+    }
+
+    fn insert_block(&mut self, block: Block) {
+        self.blocks.insert(block.first_key().into(), block);
     }
 }
 
 /// The in-memory [`Engine`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemEngine {
     commit_latency: Duration,
     trees: Mutex<[Tree; Partition::ALL.len()]>,
     n_commits: AtomicU64,
     n_records_written: AtomicU64,
     fail_commits: AtomicBool,
+}
+
+impl Default for MemEngine {
+    fn default() -> MemEngine {
+        MemEngine::with_blocks(Duration::ZERO, BLOCK_BYTES_MAX)
+    }
 }
 
 impl MemEngine {
@@ -104,9 +284,17 @@ impl MemEngine {
 
     /// An empty engine whose commits each take `commit_latency` (a simulated fsync).
     pub fn with_commit_latency(commit_latency: Duration) -> MemEngine {
+        MemEngine::with_blocks(commit_latency, BLOCK_BYTES_MAX)
+    }
+
+    /// An engine that splits its blocks past `block_bytes_max` bytes (tests use tiny blocks).
+    fn with_blocks(commit_latency: Duration, block_bytes_max: usize) -> MemEngine {
         MemEngine {
             commit_latency,
-            ..MemEngine::default()
+            trees: Mutex::new(std::array::from_fn(|_| Tree::new(block_bytes_max))),
+            n_commits: AtomicU64::new(0),
+            n_records_written: AtomicU64::new(0),
+            fail_commits: AtomicBool::new(false),
         }
     }
 
@@ -128,12 +316,12 @@ impl MemEngine {
 
     /// Keys in `partition`, for inspection.
     pub fn len(&self, partition: Partition) -> usize {
-        self.lock()[partition.index()].len()
+        self.lock()[partition.index()].len
     }
 
     /// True when no partition holds a key.
     pub fn is_empty(&self) -> bool {
-        self.lock().iter().all(BTreeSet::is_empty)
+        self.lock().iter().all(|tree| tree.len == 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, [Tree; Partition::ALL.len()]> {
@@ -150,9 +338,7 @@ impl Engine for MemEngine {
     }
 
     fn get(&self, partition: Partition, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(self.lock()[partition.index()]
-            .get(key)
-            .map(|record| record.value().to_vec()))
+        Ok(self.lock()[partition.index()].get(key))
     }
 
     fn last_with_prefix(
@@ -161,16 +347,9 @@ impl Engine for MemEngine {
         prefix: &[u8],
     ) -> Result<Option<KeyValue>, EngineError> {
         let trees = self.lock();
-        let tree = &trees[partition.index()];
         let end = super::keys::prefix_end(prefix);
-        let end = match &end {
-            Some(end) => Bound::Excluded(end.as_slice()),
-            None => Bound::Unbounded,
-        };
-        let last = tree
-            .range::<[u8], _>((Bound::Included(prefix), end))
-            .next_back();
-        Ok(last.map(Record::pair))
+        let last = trees[partition.index()].last_below(end.as_deref());
+        Ok(last.filter(|(key, _)| key.as_slice() >= prefix))
     }
 
     fn scan(
@@ -180,18 +359,18 @@ impl Engine for MemEngine {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError> {
-        let trees = self.lock();
-        let tree = &trees[partition.index()];
-        let end = match end {
-            Some(end) if end <= start => return Ok(Vec::new()),
-            Some(end) => Bound::Excluded(end),
-            None => Bound::Unbounded,
-        };
-        Ok(tree
-            .range::<[u8], _>((Bound::Included(start), end))
-            .take(limit)
-            .map(Record::pair)
-            .collect())
+        if end.is_some_and(|end| end <= start) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        self.lock()[partition.index()].for_each_from(start, |block, slot| {
+            if end.is_some_and(|end| block.key(slot) >= end) {
+                return false;
+            }
+            found.push(block.pair(slot));
+            found.len() < limit
+        });
+        Ok(found)
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), EngineError> {
@@ -213,10 +392,10 @@ impl Engine for MemEngine {
                     key,
                     value,
                 } => {
-                    trees[partition.index()].replace(Record::new(&key, &value));
+                    trees[partition.index()].put(&key, &value);
                 }
                 WriteOp::Delete { partition, key } => {
-                    trees[partition.index()].remove(key.as_slice());
+                    trees[partition.index()].delete(&key);
                 }
             }
         }
@@ -263,7 +442,12 @@ mod tests {
             batches in prop::collection::vec(prop::collection::vec(op(), 0..6), 0..8),
             probes in prop::collection::vec((key(), key(), 0usize..5), 1..8),
         ) {
-            let engine = MemEngine::new();
+            // The default blocks, and tiny ones that split at every second or third record.
+            let engines = [
+                MemEngine::new(),
+                MemEngine::with_blocks(Duration::ZERO, 8),
+                MemEngine::with_blocks(Duration::ZERO, 24),
+            ];
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             for ops in batches {
@@ -280,38 +464,139 @@ mod tests {
                         }
                     }
                 }
-                runtime.block_on(engine.commit(batch)).unwrap();
+                for engine in &engines {
+                    runtime.block_on(engine.commit(batch.clone())).unwrap();
+                }
             }
-            prop_assert_eq!(engine.len(Partition::Inbox), model.len());
-            prop_assert_eq!(engine.len(Partition::Messages), 0);
-            for (start, end, limit) in probes {
-                prop_assert_eq!(
-                    engine.get(Partition::Inbox, &start).unwrap(),
-                    model.get(&start).cloned()
-                );
-                let all: Vec<KeyValue> = model
-                    .range(start.clone()..)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                prop_assert_eq!(
-                    engine.scan(Partition::Inbox, &start, None, limit).unwrap(),
-                    all.iter().take(limit).cloned().collect::<Vec<_>>()
-                );
-                let bounded: Vec<KeyValue> =
-                    all.iter().filter(|(k, _)| *k < end).take(limit).cloned().collect();
-                prop_assert_eq!(
-                    engine.scan(Partition::Inbox, &start, Some(&end), limit).unwrap(),
-                    bounded
-                );
-                let last = model
-                    .iter()
-                    .rfind(|(k, _)| k.starts_with(&start))
-                    .map(|(k, v)| (k.clone(), v.clone()));
-                prop_assert_eq!(
-                    engine.last_with_prefix(Partition::Inbox, &start).unwrap(),
-                    last
-                );
+            for engine in &engines {
+                prop_assert_eq!(engine.len(Partition::Inbox), model.len());
+                prop_assert_eq!(engine.len(Partition::Messages), 0);
+                prop_assert_eq!(engine.is_empty(), model.is_empty());
+                for (start, end, limit) in &probes {
+                    let (start, end, limit) = (start.clone(), end.clone(), *limit);
+                    prop_assert_eq!(
+                        engine.get(Partition::Inbox, &start).unwrap(),
+                        model.get(&start).cloned()
+                    );
+                    let all: Vec<KeyValue> = model
+                        .range(start.clone()..)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    prop_assert_eq!(
+                        engine.scan(Partition::Inbox, &start, None, limit).unwrap(),
+                        all.iter().take(limit).cloned().collect::<Vec<_>>()
+                    );
+                    let bounded: Vec<KeyValue> =
+                        all.iter().filter(|(k, _)| *k < end).take(limit).cloned().collect();
+                    prop_assert_eq!(
+                        engine.scan(Partition::Inbox, &start, Some(&end), limit).unwrap(),
+                        bounded
+                    );
+                    let last = model
+                        .iter()
+                        .rfind(|(k, _)| k.starts_with(&start))
+                        .map(|(k, v)| (k.clone(), v.clone()));
+                    prop_assert_eq!(
+                        engine.last_with_prefix(Partition::Inbox, &start).unwrap(),
+                        last
+                    );
+                }
             }
+        }
+    }
+
+    /// An inbox of `users` users with `per_user` entries each, in the order a day's traffic
+    /// makes them (round robin over users, each user's seqs rising), or in falling key order.
+    fn fill(engine: &MemEngine, users: u32, per_user: u64, falling: bool) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut keys: Vec<Vec<u8>> = (1..=per_user)
+            .flat_map(|seq| {
+                (0..users).map(move |user| super::super::keys::inbox_key(&format!("u{user}"), seq))
+            })
+            .collect();
+        if falling {
+            keys.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let mut raw = 0;
+        for chunk in keys.chunks(64) {
+            let mut batch = WriteBatch::new();
+            for key in chunk {
+                raw += key.len() + 8;
+                batch.put(Partition::Inbox, key.clone(), 42u64.to_be_bytes().to_vec());
+            }
+            runtime.block_on(engine.commit(batch)).unwrap();
+        }
+        raw
+    }
+
+    /// Bytes the partition's blocks hold, capacity and first keys included.
+    fn held(engine: &MemEngine, partition: Partition) -> (usize, usize, usize) {
+        let trees = engine.lock();
+        let tree = &trees[partition.index()];
+        let bytes = tree
+            .blocks
+            .iter()
+            .map(|(first, block)| first.len() + block.0.capacity())
+            .sum();
+        let largest = tree
+            .blocks
+            .values()
+            .map(|block| block.0.len())
+            .max()
+            .unwrap_or(0);
+        (bytes, tree.blocks.len(), largest)
+    }
+
+    #[test]
+    fn a_day_of_inbox_entries_costs_their_bytes_and_two_more_each() {
+        let engine = MemEngine::new();
+        let raw = fill(&engine, 500, 40, false);
+        let (bytes, blocks, largest) = held(&engine, Partition::Inbox);
+        assert_eq!(engine.len(Partition::Inbox), 20_000);
+        // Two bytes of lengths a record and the blocks' spare capacity: a quarter at most.
+        // A BTreeSet of one-chunk records took about twice the raw bytes.
+        assert!(bytes <= raw + raw / 4, "{bytes} bytes held for {raw} raw");
+        assert!(largest <= BLOCK_BYTES_MAX, "largest block {largest} bytes");
+        assert!(blocks >= raw / BLOCK_BYTES_MAX, "{blocks} blocks");
+        let probe = super::super::keys::inbox_key("u77", 13);
+        assert_eq!(
+            engine.get(Partition::Inbox, &probe).unwrap(),
+            Some(42u64.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn keys_written_in_falling_order_still_split_into_bounded_blocks() {
+        // Every key lands before every block: the first block takes it, and must split too.
+        let engine = MemEngine::new();
+        let raw = fill(&engine, 50, 40, true);
+        let (bytes, _, largest) = held(&engine, Partition::Inbox);
+        assert_eq!(engine.len(Partition::Inbox), 2_000);
+        assert!(largest <= BLOCK_BYTES_MAX, "largest block {largest} bytes");
+        assert!(bytes <= raw + raw / 4, "{bytes} bytes held for {raw} raw");
+        let all = engine
+            .scan(Partition::Inbox, &[], None, usize::MAX)
+            .unwrap();
+        assert_eq!(all.len(), 2_000);
+        assert!(
+            all.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "in key order"
+        );
+    }
+
+    #[test]
+    fn varints_round_trip_at_their_byte_boundaries() {
+        for value in [0, 1, 127, 128, 16_383, 16_384, 1 << 28, usize::MAX] {
+            let mut out = Vec::new();
+            push_varint(&mut out, value);
+            let mut at = 0;
+            assert_eq!(
+                (read_varint(&out, &mut at), at),
+                (value, out.len()),
+                "{value}"
+            );
         }
     }
 }
