@@ -146,7 +146,6 @@ struct RawFault {
     fraction: Option<f64>,
 }
 
-/// A durable commit's latency when the scenario names none: an SSD's fsync.
 /// The longest run a scenario asks for, its duration and quiet period together: 48 days. The
 /// ledger keeps simulated times as u32 milliseconds (`ledger::SIMULATED_MS_MAX`, about 49.7
 /// days), and the simulator lets a run go on an hour past its end.
@@ -174,6 +173,7 @@ pub fn run_too_long(duration: Duration, quiet: Duration) -> Option<String> {
     })
 }
 
+/// A durable commit's latency when the scenario names none: an SSD's fsync.
 pub const DEFAULT_COMMIT_LATENCY: Duration = Duration::from_millis(2);
 
 /// Which store the simulated server runs on.
