@@ -1,16 +1,16 @@
 //! An [`Engine`] in memory: the simulator's disk.
 //!
-//! Committed state lives in one [`Tree`] per partition: records kept sorted, packed end to end
-//! in blocks of about a kilobyte, the blocks in a `BTreeMap` by their first key (deterministic
+//! Committed state lives in one `Tree` per partition: records kept sorted, packed end to end
+//! in blocks of at most 2 KB, the blocks in a `BTreeMap` by their first key (deterministic
 //! iteration). A simulated day keeps every message, inbox entry and dedupe record of 10,000
 //! devices, so the bytes per record are the simulator's memory per message: a record costs
-//! its key, its value and two bytes of lengths, where a `BTreeMap<Vec<u8>, Vec<u8>>` spent a
-//! tree slot and one or two heap chunks on each (an inbox entry, a 20-byte key and an 8-byte
-//! value: about 30 bytes against about 57 as one chunk in a `BTreeSet`, 100 as two `Vec`s). A
-//! commit takes `commit_latency` of tokio time before it applies, so under the simulator's
-//! virtual clock an fsync costs simulated time, and a store dropped during that time (a
-//! crash) loses the batch. Share the engine with an `Arc` to "restart" a store over the same
-//! committed data.
+//! its key, its value and two bytes of lengths, where a `BTreeSet` of one-chunk records spent
+//! a 16-byte tree slot (in nodes about half full under rising keys) and a heap chunk rounded up
+//! to its size class on each (an inbox entry, a 20-byte key and an 8-byte value: about 30 bytes
+//! against about 57). A commit takes `commit_latency` of tokio time before it applies, so
+//! under the simulator's virtual clock an fsync costs simulated time, and a store dropped
+//! during that time (a crash) loses the batch. Share the engine with an `Arc` to "restart" a
+//! store over the same committed data.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -61,6 +61,7 @@ fn push_varint(out: &mut Vec<u8>, mut value: usize) {
 
 /// A record as it is laid out in a block.
 fn encode(key: &[u8], value: &[u8]) -> Vec<u8> {
+    // Two bytes a length below 16 KiB; a longer record grows its vector once more.
     let mut out = Vec::with_capacity(4 + key.len() + value.len());
     push_varint(&mut out, key.len());
     push_varint(&mut out, value.len());
