@@ -51,23 +51,21 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> usize {
     }
 }
 
-fn push_varint(out: &mut Vec<u8>, mut value: usize) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
+/// A record's key and value lengths as they lead it in a block: two varints of at most 10
+/// bytes each.
+fn header(key_len: usize, value_len: usize) -> ([u8; 20], usize) {
+    let mut bytes = [0; 20];
+    let mut len = 0;
+    for mut n in [key_len, value_len] {
+        while n >= 0x80 {
+            bytes[len] = (n as u8) | 0x80;
+            n >>= 7;
+            len += 1;
+        }
+        bytes[len] = n as u8;
+        len += 1;
     }
-    out.push(value as u8);
-}
-
-/// A record as it is laid out in a block.
-fn encode(key: &[u8], value: &[u8]) -> Vec<u8> {
-    // Two bytes a length below 16 KiB; a longer record grows its vector once more.
-    let mut out = Vec::with_capacity(4 + key.len() + value.len());
-    push_varint(&mut out, key.len());
-    push_varint(&mut out, value.len());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
+    (bytes, len)
 }
 
 /// Sorted records end to end (never empty while in a tree).
@@ -119,12 +117,33 @@ impl Block {
         self.slots().find(|slot| self.key(*slot) >= key)
     }
 
-    /// Replaces the bytes of `range` with `with`, growing the allocation by no more than
-    /// needed (a block's spare capacity is memory the simulator keeps all run).
-    fn splice(&mut self, range: std::ops::Range<usize>, with: &[u8]) {
-        let grows = with.len().saturating_sub(range.len());
+    /// Replaces the bytes of `range` with the record of `key` and `value`, growing the
+    /// allocation by no more than needed (a block's spare capacity is memory the simulator
+    /// keeps all run).
+    fn splice(&mut self, range: std::ops::Range<usize>, key: &[u8], value: &[u8]) {
+        let (header, header_len) = header(key.len(), value.len());
+        let header = &header[..header_len];
+        let grows = (header.len() + key.len() + value.len()).saturating_sub(range.len());
         self.0.reserve_exact(grows);
-        self.0.splice(range, with.iter().copied());
+        let record = header.iter().chain(key).chain(value).copied();
+        self.0.splice(range, record);
+    }
+
+    /// Splits off the upper half when the block holds more than `bytes_max` bytes: at the
+    /// first record boundary past the middle, if that leaves both halves a record.
+    fn split_if_over(&mut self, bytes_max: usize) -> Option<Block> {
+        if self.0.len() <= bytes_max {
+            return None;
+        }
+        let middle = self.0.len() / 2;
+        let split = self
+            .slots()
+            .map(|slot| slot.end)
+            .find(|end| *end >= middle)
+            .filter(|end| *end < self.0.len())?;
+        let upper = Block(self.0.split_off(split));
+        self.0.shrink_to_fit();
+        Some(upper)
     }
 }
 
@@ -158,7 +177,10 @@ impl Tree {
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let block = &self.blocks[self.block_key_of(key)?];
+        let (_, block) = self
+            .blocks
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()?;
         let slot = block.seek(key)?;
         (block.key(slot) == key).then(|| block.value(slot).to_vec())
     }
@@ -197,51 +219,43 @@ impl Tree {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) {
-        let record = encode(key, value);
-        let first: Box<[u8]> = match self.block_key_of(key) {
-            Some(first) => first.into(),
-            None => {
-                // Before every block: the first block (or a new one) takes it, under a new
-                // first key.
-                let block = self
-                    .blocks
-                    .pop_first()
-                    .map_or_else(Block::default, |(_, block)| block);
-                self.blocks.insert(key.into(), block);
-                key.into()
-            }
-        };
-        let block = self.blocks.get_mut(&first).expect("the block just found");
+        if self.block_key_of(key).is_none() {
+            // Before every block: the first block (or a new one) takes it, under a new first
+            // key.
+            let block = self
+                .blocks
+                .pop_first()
+                .map_or_else(Block::default, |(_, block)| block);
+            self.blocks.insert(key.into(), block);
+        }
+        let (_, block) = self
+            .blocks
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .expect("a block starts at or before the key");
         match block.seek(key) {
-            Some(slot) if block.key(slot) == key => block.splice(slot.start..slot.end, &record),
+            Some(slot) if block.key(slot) == key => {
+                block.splice(slot.start..slot.end, key, value);
+            }
             found => {
                 let at = found.map_or(block.0.len(), |slot| slot.start);
-                block.splice(at..at, &record);
+                block.splice(at..at, key, value);
                 self.len += 1;
             }
         }
-        if block.0.len() > self.block_bytes_max {
-            // Split at the first record boundary past the middle, if it leaves both halves
-            // a record.
-            let middle = block.0.len() / 2;
-            let split = block
-                .slots()
-                .map(|slot| slot.end)
-                .find(|end| *end >= middle)
-                .filter(|end| *end < block.0.len());
-            if let Some(split) = split {
-                let upper = Block(block.0.split_off(split));
-                block.0.shrink_to_fit();
-                self.insert_block(upper);
-            }
+        if let Some(upper) = block.split_if_over(self.block_bytes_max) {
+            self.insert_block(upper);
         }
     }
 
     fn delete(&mut self, key: &[u8]) {
-        let Some(first) = self.block_key_of(key).map(Box::<[u8]>::from) else {
+        let Some((first, block)) = self
+            .blocks
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+        else {
             return;
         };
-        let block = self.blocks.get_mut(&first).expect("the block just found");
         let Some(slot) = block.seek(key).filter(|slot| block.key(*slot) == key) else {
             return;
         };
@@ -249,6 +263,7 @@ impl Tree {
         self.len -= 1;
         if slot.start == 0 {
             // Its first record is gone: under its new first key, or not at all.
+            let first = first.clone();
             let block = self.blocks.remove(&first).expect("the block just found");
             if !block.0.is_empty() {
                 self.insert_block(block);
@@ -589,15 +604,24 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_their_byte_boundaries() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, 1 << 28, usize::MAX] {
-            let mut out = Vec::new();
-            push_varint(&mut out, value);
-            let mut at = 0;
+        for len in [0, 1, 127, 128, 16_383, 16_384, 1 << 21] {
+            let (key, value) = (vec![7; len], vec![9; 130]);
+            let mut block = Block::default();
+            block.splice(0..0, &key, &value);
+            let (header, header_len) = header(key.len(), value.len());
+            assert_eq!(block.0.len(), header_len + len + 130, "{len}");
+            assert_eq!(&block.0[..header_len], &header[..header_len]);
+            let slot = block.slot(0);
             assert_eq!(
-                (read_varint(&out, &mut at), at),
-                (value, out.len()),
-                "{value}"
+                (block.key(slot), block.value(slot)),
+                (&key[..], &value[..]),
+                "{len}"
             );
         }
+        let (header, header_len) = header(usize::MAX, 1 << 28);
+        let mut at = 0;
+        assert_eq!((read_varint(&header, &mut at), at), (usize::MAX, 10));
+        assert_eq!((read_varint(&header, &mut at), at), (1 << 28, header_len));
+        assert_eq!(header_len, 15);
     }
 }
