@@ -268,7 +268,9 @@ fn no_acked_loss(
                 format!(
                     "message {} acked at {} ms (store generation {}) is missing from device \
                      d{device}'s app log",
-                    send.client_msg_id, ack.at_ms, ack.epoch
+                    ledger.client_msg_id(index as u32),
+                    ack.at_ms,
+                    ack.epoch
                 )
             });
         });
@@ -292,7 +294,7 @@ fn no_duplicates(ledger: &Ledger) -> Verdict {
                 found.add(|| {
                     let what = entry.send().map_or_else(
                         || format!("msg_id {}", entry.msg_id),
-                        |send| format!("message {}", ledger.sends[send as usize].client_msg_id),
+                        |send| format!("message {}", ledger.client_msg_id(send)),
                     );
                     format!(
                         "device d{device} logged {what} twice (again at seq {}, {} ms)",
@@ -333,34 +335,28 @@ fn seq_monotonic(ledger: &Ledger, inboxes: &Inboxes) -> Verdict {
     found.verdict("seq_monotonic")
 }
 
-/// The client message number of `d<device>-<n>`.
-fn message_number(client_msg_id: &str) -> u64 {
-    client_msg_id
-        .rsplit_once('-')
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0)
-}
-
 fn sender_order(ledger: &Ledger) -> Verdict {
     let mut found = Found::new();
     for (device, record) in ledger.devices.iter().enumerate() {
-        let mut last: BTreeMap<(u32, Conversation), (u64, &str)> = BTreeMap::new();
+        let mut last: BTreeMap<(u32, Conversation), (u64, u32)> = BTreeMap::new();
         for entry in &record.log {
             let Some(index) = entry.send() else { continue };
             let send = &ledger.sends[index as usize];
-            let number = message_number(&send.client_msg_id);
+            let number = ledger.message_number(index);
             let key = (send.device, send.to());
-            if let Some((previous, previous_id)) = last.get(&key)
+            if let Some((previous, previous_index)) = last.get(&key)
                 && number < *previous
             {
                 found.add(|| {
                     format!(
-                        "device d{device} saw {} after {previous_id} (sent later by d{})",
-                        send.client_msg_id, send.device
+                        "device d{device} saw {} after {} (sent later by d{})",
+                        ledger.client_msg_id(index),
+                        ledger.client_msg_id(*previous_index),
+                        send.device
                     )
                 });
             }
-            last.insert(key, (number, &send.client_msg_id));
+            last.insert(key, (number, index));
         }
     }
     found.verdict("sender_order")
