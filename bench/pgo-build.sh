@@ -4,8 +4,9 @@
 #   bench/pgo-build.sh                 (about 15 minutes on 2 cores)
 #   IMLAB_BIN=target/pgo/release/imlab bench/sim-scale.sh     (then measure it like any build)
 #
-# Three steps: an instrumented release build (target/pgo-gen), a training run of it, and the
-# release build again with the merged profile. The training is what imlab spends its CPU on,
+# Three steps: an instrumented release build (target/pgo-gen, about 5 GB, kept so that the
+# next run of the script reuses it), a training run of it, and the release build again with
+# the merged profile. The training is what imlab spends its CPU on,
 # on inputs of its own, not the ones README measures: `sim run` of the scale scenario's shape
 # at 3,000 devices and of four small shipped scenarios, and `serve` with `load` at 4,000
 # messages a second for 8 seconds on loopback. The plain `cargo build --release` stays as it
