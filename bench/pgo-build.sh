@@ -43,7 +43,9 @@ trap cleanup EXIT
 echo "1/3 instrumented build (target/pgo-gen)" >&2
 # No directory in the flag, so the flags and so this build stay the same from one run of the
 # script to the next (cargo rebuilds nothing); LLVM_PROFILE_FILE says where profiles go.
-RUSTFLAGS="$base_flags -Cprofile-generate" \
+# The build scripts and proc macros are instrumented too and write profiles wherever they
+# run (the workspace, the registry's sources): into the scratch directory instead, unused.
+LLVM_PROFILE_FILE="$work/build/%p-%m.profraw" RUSTFLAGS="$base_flags -Cprofile-generate" \
     cargo build --release -p imlab --quiet --target-dir target/pgo-gen
 gen=target/pgo-gen/release/imlab
 export LLVM_PROFILE_FILE="$raw/imlab-%p-%m.profraw"
