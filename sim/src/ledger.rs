@@ -262,16 +262,14 @@ impl AppLog {
                 .reserve_exact((self.bytes.len() / 4).max(4 * ENTRY_BYTES_MAX));
         }
         let last = self.last;
-        write_varint(&mut self.bytes, zigzag(entry.seq.wrapping_sub(last.seq)));
-        write_varint(
-            &mut self.bytes,
+        for value in [
+            zigzag(entry.seq.wrapping_sub(last.seq)),
             zigzag(entry.msg_id.wrapping_sub(last.msg_id)),
-        );
-        write_varint(
-            &mut self.bytes,
             zigzag(i64::from(entry.at_ms.wrapping_sub(last.at_ms) as i32) as u64),
-        );
-        write_varint(&mut self.bytes, u64::from(entry.send));
+            u64::from(entry.send),
+        ] {
+            prost::encoding::encode_varint(value, &mut self.bytes);
+        }
         self.last = entry;
         self.len += 1;
     }
@@ -292,11 +290,6 @@ impl AppLog {
             bytes: &self.bytes,
             last: LogEntry::default(),
         }
-    }
-
-    /// Bytes the entries take (not counting the vector's spare capacity).
-    pub fn encoded_len(&self) -> usize {
-        self.bytes.len()
     }
 }
 
@@ -323,17 +316,15 @@ impl Iterator for AppLogIter<'_> {
         if self.bytes.is_empty() {
             return None;
         }
+        let mut next = || {
+            prost::encoding::decode_varint(&mut self.bytes)
+                .expect("an app log ends on a whole entry")
+        };
         let last = self.last;
-        let seq = last
-            .seq
-            .wrapping_add(unzigzag(read_varint(&mut self.bytes)));
-        let msg_id = last
-            .msg_id
-            .wrapping_add(unzigzag(read_varint(&mut self.bytes)));
-        let at_ms = last
-            .at_ms
-            .wrapping_add(unzigzag(read_varint(&mut self.bytes)) as u32);
-        let send = read_varint(&mut self.bytes) as u32;
+        let seq = last.seq.wrapping_add(unzigzag(next()));
+        let msg_id = last.msg_id.wrapping_add(unzigzag(next()));
+        let at_ms = last.at_ms.wrapping_add(unzigzag(next()) as u32);
+        let send = next() as u32;
         self.last = LogEntry {
             seq,
             msg_id,
@@ -352,31 +343,6 @@ fn zigzag(difference: u64) -> u64 {
 
 fn unzigzag(value: u64) -> u64 {
     (value >> 1) ^ (value & 1).wrapping_neg()
-}
-
-fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        bytes.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    bytes.push(value as u8);
-}
-
-/// Reads a varint [`write_varint`] wrote (the log's own bytes, so always whole).
-fn read_varint(bytes: &mut &[u8]) -> u64 {
-    let mut value = 0u64;
-    let mut shift = 0;
-    loop {
-        let (&byte, rest) = bytes
-            .split_first()
-            .expect("an app log ends on a whole entry");
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return value;
-        }
-        shift += 7;
-    }
 }
 
 /// Per-device records.
@@ -730,7 +696,7 @@ mod tests {
             proptest::prop_assert_eq!(log.is_empty(), entries.is_empty());
             proptest::prop_assert_eq!(log.iter().collect::<Vec<_>>(), entries.clone());
             proptest::prop_assert_eq!((&log).into_iter().count(), entries.len());
-            proptest::prop_assert!(log.encoded_len() <= entries.len() * ENTRY_BYTES_MAX);
+            proptest::prop_assert!(log.bytes.len() <= entries.len() * ENTRY_BYTES_MAX);
         }
     }
 
@@ -776,14 +742,14 @@ mod tests {
             ));
             // Grown a quarter at a time (at least four entries' worth): the spare capacity is
             // at most a quarter of what is written.
-            let (encoded, capacity) = (log.encoded_len(), log.bytes.capacity());
+            let (encoded, capacity) = (log.bytes.len(), log.bytes.capacity());
             assert!(
                 capacity <= encoded + (encoded / 4).max(4 * ENTRY_BYTES_MAX),
                 "capacity {capacity} for {encoded} bytes"
             );
         }
         let entry_bytes = std::mem::size_of::<LogEntry>();
-        let encoded = log.encoded_len();
+        let encoded = log.bytes.len();
         assert!(
             encoded <= entries as usize * entry_bytes / 2,
             "{encoded} bytes for {entries} entries of {entry_bytes}"

@@ -37,34 +37,23 @@ struct Slot {
     end: usize,
 }
 
+/// The LEB128 varint at `at` (protobuf's, through prost), moving `at` past it.
 fn read_varint(bytes: &[u8], at: &mut usize) -> usize {
-    let mut value = 0usize;
-    let mut shift = 0;
-    loop {
-        let byte = bytes[*at];
-        *at += 1;
-        value |= usize::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return value;
-        }
-        shift += 7;
-    }
+    let mut rest = &bytes[*at..];
+    let value = prost::encoding::decode_varint(&mut rest).expect("a block holds whole records");
+    *at = bytes.len() - rest.len();
+    usize::try_from(value).expect("a length written from a usize")
 }
 
 /// A record's key and value lengths as they lead it in a block: two varints of at most 10
 /// bytes each.
 fn header(key_len: usize, value_len: usize) -> ([u8; 20], usize) {
     let mut bytes = [0; 20];
-    let mut len = 0;
-    for mut n in [key_len, value_len] {
-        while n >= 0x80 {
-            bytes[len] = (n as u8) | 0x80;
-            n >>= 7;
-            len += 1;
-        }
-        bytes[len] = n as u8;
-        len += 1;
+    let mut rest = &mut bytes[..];
+    for n in [key_len, value_len] {
+        prost::encoding::encode_varint(n as u64, &mut rest);
     }
+    let len = 20 - rest.len();
     (bytes, len)
 }
 
