@@ -7,13 +7,20 @@
 //! its key, its value and two bytes of lengths, where a `BTreeSet` of one-chunk records spent
 //! a 16-byte tree slot (in nodes about half full under rising keys) and a heap chunk rounded up
 //! to its size class on each (an inbox entry, a 20-byte key and an 8-byte value: about 30 bytes
-//! against about 57). A commit takes `commit_latency` of tokio time before it applies, so
+//! against about 57).
+//!
+//! A block that a split leaves behind (the half the write did not land in) is packed with LZ4,
+//! as an LSM engine compresses its sealed blocks: the store's keys mostly rise (message ids, a
+//! user's inbox seqs), so that half is seldom written again, and a day's records take about a
+//! third of their bytes. A write into a packed block unpacks it for good (until it splits
+//! again); a read of one unpacks a copy. A commit takes `commit_latency` of tokio time before it applies, so
 //! under the simulator's virtual clock an fsync costs simulated time, and a store dropped
 //! during that time (a crash) loses the batch. Share the engine with an `Arc` to "restart" a
 //! store over the same committed data.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -58,7 +65,7 @@ fn header(key_len: usize, value_len: usize) -> ([u8; 20], usize) {
 }
 
 /// Sorted records end to end (never empty while in a tree).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Block(Vec<u8>);
 
 impl Block {
@@ -118,41 +125,128 @@ impl Block {
         self.0.splice(range, record);
     }
 
-    /// Splits off the upper half when the block holds more than `bytes_max` bytes: at the
-    /// first record boundary past the middle, if that leaves both halves a record.
-    fn split_if_over(&mut self, bytes_max: usize) -> Option<Block> {
-        if self.0.len() <= bytes_max {
+    /// Splits off an upper part when the block holds more than `bytes_max` bytes, if that
+    /// leaves both parts a record; `written` is the record just written. A record written
+    /// last goes alone into the upper part, and one written first keeps the lower part to
+    /// itself (keys written in rising or falling order leave full blocks behind them);
+    /// otherwise the split is at the first record boundary past the middle.
+    fn split_if_over(&mut self, bytes_max: usize, written: Range<usize>) -> Option<Block> {
+        let len = self.0.len();
+        if len <= bytes_max {
             return None;
         }
-        let middle = self.0.len() / 2;
-        let split = self
-            .slots()
-            .map(|slot| slot.end)
-            .find(|end| *end >= middle)
-            .filter(|end| *end < self.0.len())?;
+        let split = if written.end == len && written.start > 0 {
+            written.start
+        } else if written.start == 0 && written.end < len {
+            written.end
+        } else {
+            let middle = len / 2;
+            self.slots()
+                .map(|slot| slot.end)
+                .find(|end| *end >= middle)
+                .filter(|end| *end < len)?
+        };
         let upper = Block(self.0.split_off(split));
         self.0.shrink_to_fit();
         Some(upper)
     }
 }
 
+/// When a tree packs the blocks a split leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// When LZ4 makes them smaller.
+    WhenSmaller,
+    /// Always (tests: tiny blocks seldom shrink, and the packed paths must run too).
+    #[cfg(test)]
+    Always,
+}
+
+/// A block as a tree keeps it: raw while it takes writes, packed once a split leaves it behind.
+#[derive(Debug)]
+enum Kept {
+    Raw(Block),
+    /// The block's bytes in one LZ4 block, and their length.
+    Packed {
+        raw_len: u32,
+        lz4: Box<[u8]>,
+    },
+}
+
+impl Kept {
+    /// The records, unpacked into a copy when packed.
+    fn view(&self) -> Cow<'_, Block> {
+        match self {
+            Kept::Raw(block) => Cow::Borrowed(block),
+            Kept::Packed { raw_len, lz4 } => Cow::Owned(unpack(*raw_len, lz4)),
+        }
+    }
+
+    /// The records to write, unpacked in place when packed.
+    fn raw_mut(&mut self) -> &mut Block {
+        if let Kept::Packed { raw_len, lz4 } = self {
+            *self = Kept::Raw(unpack(*raw_len, lz4));
+        }
+        match self {
+            Kept::Raw(block) => block,
+            Kept::Packed { .. } => unreachable!("unpacked above"),
+        }
+    }
+
+    /// Packs a raw block (when `packing` says so).
+    fn pack(&mut self, packing: Packing) {
+        let Kept::Raw(block) = self else {
+            return;
+        };
+        let lz4 = lz4_flex::block::compress(&block.0);
+        if packing == Packing::WhenSmaller && lz4.len() >= block.0.len() {
+            return;
+        }
+        let raw_len = u32::try_from(block.0.len()).expect("a block is far below 4 GiB");
+        *self = Kept::Packed {
+            raw_len,
+            lz4: lz4.into_boxed_slice(),
+        };
+    }
+
+    /// Bytes of memory it holds (its allocation's capacity).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        match self {
+            Kept::Raw(block) => block.0.capacity(),
+            Kept::Packed { lz4, .. } => lz4.len(),
+        }
+    }
+}
+
+/// A packed block's records. Only this engine packs them, so bytes that do not unpack to
+/// their length are a bug here, not a fault on a disk.
+fn unpack(raw_len: u32, lz4: &[u8]) -> Block {
+    let bytes = lz4_flex::block::decompress(lz4, raw_len as usize)
+        .expect("a packed block unpacks (the engine packed it)");
+    assert_eq!(bytes.len(), raw_len as usize, "a packed block's length");
+    Block(bytes)
+}
+
 /// One partition's records, sorted by key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tree {
     /// Blocks by their first key; each block's keys are below the next block's first key.
-    blocks: BTreeMap<Box<[u8]>, Block>,
+    blocks: BTreeMap<Box<[u8]>, Kept>,
     /// Records in all blocks.
     len: usize,
     /// Split a block past this many bytes.
     block_bytes_max: usize,
+    packing: Packing,
 }
 
 impl Tree {
-    fn new(block_bytes_max: usize) -> Tree {
+    fn new(block_bytes_max: usize, packing: Packing) -> Tree {
         Tree {
             blocks: BTreeMap::new(),
             len: 0,
             block_bytes_max,
+            packing,
         }
     }
 
@@ -166,10 +260,11 @@ impl Tree {
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let (_, block) = self
+        let (_, kept) = self
             .blocks
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()?;
+        let block = kept.view();
         let slot = block.seek(key)?;
         (block.key(slot) == key).then(|| block.value(slot).to_vec())
     }
@@ -180,9 +275,10 @@ impl Tree {
             Some(first) => Bound::Included(first),
             None => Bound::Unbounded,
         };
-        for (_, block) in self.blocks.range::<[u8], _>((from, Bound::Unbounded)) {
+        for (_, kept) in self.blocks.range::<[u8], _>((from, Bound::Unbounded)) {
+            let block = kept.view();
             for slot in block.slots() {
-                if block.key(slot) >= start && !keep(block, slot) {
+                if block.key(slot) >= start && !keep(&block, slot) {
                     return;
                 }
             }
@@ -195,10 +291,11 @@ impl Tree {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
-        let (_, block) = self
+        let (_, kept) = self
             .blocks
             .range::<[u8], _>((Bound::Unbounded, upper))
             .next_back()?;
+        let block = kept.view();
         let slot = block
             .slots()
             .take_while(|slot| end.is_none_or(|end| block.key(*slot) < end))
@@ -214,54 +311,70 @@ impl Tree {
             let block = self
                 .blocks
                 .pop_first()
-                .map_or_else(Block::default, |(_, block)| block);
+                .map_or_else(|| Kept::Raw(Block::default()), |(_, block)| block);
             self.blocks.insert(key.into(), block);
         }
-        let (_, block) = self
+        let (_, kept) = self
             .blocks
             .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
             .expect("a block starts at or before the key");
-        match block.seek(key) {
-            Some(slot) if block.key(slot) == key => {
-                block.splice(slot.start..slot.end, key, value);
-            }
+        let block = kept.raw_mut();
+        let (at, replaced) = match block.seek(key) {
+            Some(slot) if block.key(slot) == key => (slot.start, slot.end - slot.start),
             found => {
-                let at = found.map_or(block.0.len(), |slot| slot.start);
-                block.splice(at..at, key, value);
                 self.len += 1;
+                (found.map_or(block.0.len(), |slot| slot.start), 0)
             }
-        }
-        if let Some(upper) = block.split_if_over(self.block_bytes_max) {
-            self.insert_block(upper);
+        };
+        let before = block.0.len();
+        block.splice(at..at + replaced, key, value);
+        let written = at..at + replaced + block.0.len() - before;
+        if let Some(upper) = block.split_if_over(self.block_bytes_max, written.clone()) {
+            // The part the write did not land in is left behind: packed.
+            let mut upper = Kept::Raw(upper);
+            if written.start < block.0.len() {
+                upper.pack(self.packing);
+            } else {
+                kept.pack(self.packing);
+            }
+            self.insert_kept(upper);
         }
     }
 
     fn delete(&mut self, key: &[u8]) {
-        let Some((first, block)) = self
+        let Some((first, kept)) = self
             .blocks
             .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
         else {
             return;
         };
-        let Some(slot) = block.seek(key).filter(|slot| block.key(*slot) == key) else {
+        // Looked up in a view first: deleting a key that is not there unpacks nothing.
+        let slot = {
+            let view = kept.view();
+            view.seek(key).filter(|slot| view.key(*slot) == key)
+        };
+        let Some(slot) = slot else {
             return;
         };
+        let block = kept.raw_mut();
         block.0.drain(slot.start..slot.end);
         self.len -= 1;
         if slot.start == 0 {
             // Its first record is gone: under its new first key, or not at all.
             let first = first.clone();
-            let block = self.blocks.remove(&first).expect("the block just found");
-            if !block.0.is_empty() {
-                self.insert_block(block);
+            let kept = self.blocks.remove(&first).expect("the block just found");
+            if !matches!(&kept, Kept::Raw(block) if block.0.is_empty()) {
+                self.insert_kept(kept);
             }
         }
     }
 
-    fn insert_block(&mut self, block: Block) {
-        self.blocks.insert(block.first_key().into(), block);
+    /// Puts a block in under its first key.
+    fn insert_kept(&mut self, kept: Kept) {
+        let first = kept.view().first_key().into();
+        self.blocks.insert(first, kept);
     }
 }
 
@@ -277,7 +390,7 @@ pub struct MemEngine {
 
 impl Default for MemEngine {
     fn default() -> MemEngine {
-        MemEngine::with_blocks(Duration::ZERO, BLOCK_BYTES_MAX)
+        MemEngine::with_blocks(Duration::ZERO, BLOCK_BYTES_MAX, Packing::WhenSmaller)
     }
 }
 
@@ -289,14 +402,19 @@ impl MemEngine {
 
     /// An empty engine whose commits each take `commit_latency` (a simulated fsync).
     pub fn with_commit_latency(commit_latency: Duration) -> MemEngine {
-        MemEngine::with_blocks(commit_latency, BLOCK_BYTES_MAX)
+        MemEngine::with_blocks(commit_latency, BLOCK_BYTES_MAX, Packing::WhenSmaller)
     }
 
-    /// An engine that splits its blocks past `block_bytes_max` bytes (tests use tiny blocks).
-    fn with_blocks(commit_latency: Duration, block_bytes_max: usize) -> MemEngine {
+    /// An engine that splits its blocks past `block_bytes_max` bytes (tests use tiny blocks)
+    /// and packs the blocks left behind as `packing` says.
+    fn with_blocks(
+        commit_latency: Duration,
+        block_bytes_max: usize,
+        packing: Packing,
+    ) -> MemEngine {
         MemEngine {
             commit_latency,
-            trees: Mutex::new(std::array::from_fn(|_| Tree::new(block_bytes_max))),
+            trees: Mutex::new(std::array::from_fn(|_| Tree::new(block_bytes_max, packing))),
             n_commits: AtomicU64::new(0),
             n_records_written: AtomicU64::new(0),
             fail_commits: AtomicBool::new(false),
@@ -450,8 +568,9 @@ mod tests {
             // The default blocks, and tiny ones that split at every second or third record.
             let engines = [
                 MemEngine::new(),
-                MemEngine::with_blocks(Duration::ZERO, 8),
-                MemEngine::with_blocks(Duration::ZERO, 24),
+                MemEngine::with_blocks(Duration::ZERO, 8, Packing::Always),
+                MemEngine::with_blocks(Duration::ZERO, 24, Packing::Always),
+                MemEngine::with_blocks(Duration::ZERO, 24, Packing::WhenSmaller),
             ];
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -543,12 +662,12 @@ mod tests {
         let bytes = tree
             .blocks
             .iter()
-            .map(|(first, block)| first.len() + block.0.capacity())
+            .map(|(first, kept)| first.len() + kept.held())
             .sum();
         let largest = tree
             .blocks
             .values()
-            .map(|block| block.0.len())
+            .map(|kept| kept.view().0.len())
             .max()
             .unwrap_or(0);
         (bytes, tree.blocks.len(), largest)
@@ -572,15 +691,93 @@ mod tests {
         );
     }
 
+    /// Raw blocks and packed blocks in the partition.
+    fn kinds(engine: &MemEngine, partition: Partition) -> (usize, usize) {
+        let trees = engine.lock();
+        let raw = trees[partition.index()]
+            .blocks
+            .values()
+            .filter(|kept| matches!(kept, Kept::Raw(_)))
+            .count();
+        (raw, trees[partition.index()].blocks.len() - raw)
+    }
+
+    #[test]
+    fn messages_left_behind_by_splits_are_packed_and_read_back() {
+        let engine = MemEngine::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // A message record as the store writes one: a few ids and a 100-byte body.
+        let record = |msg_id: u64| {
+            let mut value =
+                format!("u{}u{}d{}-{msg_id}", msg_id % 97, msg_id % 89, msg_id % 89).into_bytes();
+            value.extend_from_slice(&[b'm'; 100]);
+            value
+        };
+        let mut raw = 0;
+        for first in (1..=20_000u64).step_by(50) {
+            let mut batch = WriteBatch::new();
+            for msg_id in first..first + 50 {
+                let (key, value) = (super::super::keys::message_key(msg_id), record(msg_id));
+                raw += key.len() + value.len();
+                batch.put(Partition::Messages, key, value);
+            }
+            runtime.block_on(engine.commit(batch)).unwrap();
+        }
+        let (bytes, blocks, largest) = held(&engine, Partition::Messages);
+        assert!(bytes * 3 < raw, "{bytes} bytes held for {raw} raw");
+        assert!(largest <= BLOCK_BYTES_MAX, "largest block {largest} bytes");
+        // Rising keys: every block but the last one written is left behind, full.
+        assert_eq!(kinds(&engine, Partition::Messages), (1, blocks - 1));
+        assert!(
+            blocks <= raw / (BLOCK_BYTES_MAX * 9 / 10) + 1,
+            "{blocks} blocks"
+        );
+        for msg_id in [1, 2, 777, 19_999, 20_000] {
+            let key = super::super::keys::message_key(msg_id);
+            assert_eq!(
+                engine.get(Partition::Messages, &key).unwrap(),
+                Some(record(msg_id))
+            );
+        }
+        let all = engine
+            .scan(Partition::Messages, &[], None, usize::MAX)
+            .unwrap();
+        assert_eq!(all.len(), 20_000);
+        assert!(all.iter().zip(1u64..).all(|((key, value), msg_id)| {
+            *key == super::super::keys::message_key(msg_id) && *value == record(msg_id)
+        }));
+        // A write into a packed block unpacks it; deleting a key that is not there does not.
+        let (old, absent) = (
+            super::super::keys::message_key(500),
+            super::super::keys::message_key(20_001),
+        );
+        let mut batch = WriteBatch::new();
+        batch.delete(Partition::Messages, absent);
+        runtime.block_on(engine.commit(batch)).unwrap();
+        assert_eq!(kinds(&engine, Partition::Messages), (1, blocks - 1));
+        let mut batch = WriteBatch::new();
+        batch.put(Partition::Messages, old.clone(), b"again".to_vec());
+        runtime.block_on(engine.commit(batch)).unwrap();
+        assert_eq!(kinds(&engine, Partition::Messages), (2, blocks - 2));
+        assert_eq!(
+            engine.get(Partition::Messages, &old).unwrap(),
+            Some(b"again".to_vec())
+        );
+    }
+
     #[test]
     fn keys_written_in_falling_order_still_split_into_bounded_blocks() {
-        // Every key lands before every block: the first block takes it, and must split too.
+        // Every key lands before every block: the first block takes it, and must split too,
+        // leaving the blocks behind it packed.
         let engine = MemEngine::new();
         let raw = fill(&engine, 50, 40, true);
-        let (bytes, _, largest) = held(&engine, Partition::Inbox);
+        let (bytes, blocks, largest) = held(&engine, Partition::Inbox);
         assert_eq!(engine.len(Partition::Inbox), 2_000);
         assert!(largest <= BLOCK_BYTES_MAX, "largest block {largest} bytes");
-        assert!(bytes <= raw + raw / 4, "{bytes} bytes held for {raw} raw");
+        assert_eq!(kinds(&engine, Partition::Inbox), (1, blocks - 1));
+        assert!(bytes * 2 < raw, "{bytes} bytes held for {raw} raw");
         let all = engine
             .scan(Partition::Inbox, &[], None, usize::MAX)
             .unwrap();
