@@ -1054,3 +1054,48 @@ async fn a_deleted_commit_watermark_fails_the_open_naming_the_file() {
     let store = fjall_store(dir.path(), DurableStoreLimits::default()).await;
     store.close().await;
 }
+
+/// The inspection reads the simulator's checker makes: inboxes as msg_ids, and the messages
+/// they name read in pages, on both engines, past a page of 1,024.
+#[tokio::test]
+async fn inspection_reads_inboxes_as_msg_ids_and_named_messages_a_page_at_a_time() {
+    async fn check<E: Engine>(store: DurableStore<E>) {
+        for n in 1..=2_500 {
+            let to = if n % 2 == 0 { peer("b") } else { peer("c") };
+            store.append(send("a", &format!("m{n}"), to)).await.unwrap();
+        }
+        let inbox = store.inbox_msg_ids("b").unwrap();
+        assert_eq!(inbox.len(), 1_250);
+        assert!(
+            inbox
+                .iter()
+                .zip(1u64..)
+                .all(|(&(seq, msg_id), n)| seq == n && msg_id == 2 * n)
+        );
+        let whole = store.inbox("b").unwrap();
+        assert_eq!(
+            whole
+                .iter()
+                .map(|(seq, message)| (*seq, message.msg_id))
+                .collect::<Vec<_>>(),
+            inbox
+        );
+        assert_eq!(store.inbox_msg_ids("a").unwrap().len(), 2_500);
+        assert!(store.inbox_msg_ids("nobody").unwrap().is_empty());
+
+        let mut seen = Vec::new();
+        store
+            .messages_where(|msg_id| msg_id % 3 == 0, |message| seen.push(message))
+            .unwrap();
+        assert_eq!(seen.len(), 833);
+        assert!(seen.iter().zip(1u64..).all(|(message, n)| {
+            message.msg_id == 3 * n && message.client_msg_id == format!("m{}", 3 * n)
+        }));
+        let mut all = 0;
+        store.messages_where(|_| true, |_| all += 1).unwrap();
+        assert_eq!(all, 2_500);
+    }
+    check(mem_store(DurableStoreLimits::default()).await).await;
+    let dir = tempfile::tempdir().unwrap();
+    check(fjall_store(dir.path(), DurableStoreLimits::default()).await).await;
+}

@@ -140,21 +140,22 @@ impl Inboxes {
         // known send are kept by their identity with every msg_id, as all were once.
         let mut first_stored: Vec<Option<NonZeroU64>> = vec![None; ledger.sends.len()];
         let mut unknown: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
-        let mut inboxes = Inboxes {
-            lengths: BTreeMap::new(),
-            holes: Vec::new(),
-            stored_twice: BTreeMap::new(),
-        };
-        for user in store.users() {
-            let inbox = store.inbox(&user);
-            if let Some((position, (seq, _))) = inbox
-                .iter()
-                .enumerate()
-                .find(|(position, (seq, _))| *seq != *position as u64 + 1)
-            {
-                inboxes.holes.push((user.clone(), *seq, position + 1));
-            }
-            for (_, message) in &inbox {
+        let (mut lengths, mut holes) = (BTreeMap::new(), Vec::new());
+        let mut stored_twice: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+        store.read_inboxes(
+            |user, entries| {
+                if let Some((position, (seq, _))) = entries
+                    .iter()
+                    .enumerate()
+                    .find(|(position, (seq, _))| *seq != *position as u64 + 1)
+                {
+                    holes.push((user.clone(), *seq, position + 1));
+                }
+                lengths.insert(user, entries.len() as u64);
+            },
+            // A message named by several inboxes may come once or once for each: what is
+            // kept is, per send, the set of msg_ids it was stored under.
+            |message| {
                 let known = ledger
                     .send_index(&message.client_msg_id)
                     .filter(|send| {
@@ -167,23 +168,26 @@ impl Inboxes {
                         .entry((message.from_user.clone(), message.client_msg_id.clone()))
                         .or_default()
                         .insert(message.msg_id);
-                    continue;
+                    return;
                 };
                 match &mut first_stored[send as usize] {
                     slot @ None => *slot = Some(msg_id),
                     Some(first) if *first != msg_id => {
                         let first = first.get();
-                        inboxes
-                            .stored_twice
+                        stored_twice
                             .entry((message.from_user.clone(), message.client_msg_id.clone()))
                             .or_default()
                             .extend([first, msg_id.get()]);
                     }
                     Some(_) => {}
                 }
-            }
-            inboxes.lengths.insert(user, inbox.len() as u64);
-        }
+            },
+        );
+        let mut inboxes = Inboxes {
+            lengths,
+            holes,
+            stored_twice,
+        };
         inboxes
             .stored_twice
             .extend(unknown.into_iter().filter(|(_, msg_ids)| msg_ids.len() > 1));
@@ -411,7 +415,7 @@ mod tests {
     use crate::world::{DeviceSpec, UserSpec};
 
     /// Users u0 and u1, with one device each (d0, d1).
-    fn two_users() -> Layout {
+    pub(super) fn two_users() -> Layout {
         Layout {
             devices: (0..2)
                 .map(|user| DeviceSpec {
@@ -430,7 +434,7 @@ mod tests {
         }
     }
 
-    async fn send(store: &MemoryStore, client_msg_id: &str) {
+    pub(super) async fn send(store: &dyn Store, client_msg_id: &str) {
         store
             .append(AppendRequest {
                 from_user: "u0".into(),
@@ -496,5 +500,109 @@ mod tests {
         let (inboxes, verdict) = checked(16).await;
         assert!(verdict.ok(), "{verdict:?}");
         assert_eq!(inboxes.lengths.get("u1"), Some(&4));
+    }
+}
+
+/// The checker's read of the durable store (the simulated disk), which reads each named
+/// message once after the inboxes.
+#[cfg(test)]
+mod durable_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use imlab_core::store::{
+        DurableStore, DurableStoreLimits, Engine, MemEngine, Partition, WriteBatch,
+        durable_keys as keys,
+    };
+
+    use super::tests::{send, two_users};
+    use super::*;
+    use crate::disk::SimDisk;
+
+    /// d0-1, d0-2, d0-1 again, x-1, d0-3 on a durable store over `engine`, which stores each
+    /// once (its dedupe records outlive any window): msg_ids 1 to 4, each in u0's and u1's
+    /// inboxes.
+    async fn durable(engine: &Arc<MemEngine>) -> SimStore {
+        let disk = SimDisk::new(
+            engine.clone(),
+            Vec::new(),
+            Vec::new(),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let store = DurableStore::open(Arc::new(disk), DurableStoreLimits::default(), 1)
+            .await
+            .expect("opened");
+        for id in ["d0-1", "d0-2", "d0-1", "x-1", "d0-3"] {
+            send(&store, id).await;
+        }
+        SimStore::Durable(Arc::new(store))
+    }
+
+    /// Each user's (seq, msg_id) entries, and the (msg_id, client message id) of each
+    /// message as handed over.
+    type Read = (BTreeMap<String, Vec<(u64, u64)>>, Vec<(u64, String)>);
+
+    fn read(store: &SimStore) -> Read {
+        let (mut inboxes, mut messages) = (BTreeMap::new(), Vec::new());
+        store.read_inboxes(
+            |user, entries| {
+                inboxes.insert(user, entries.to_vec());
+            },
+            |message| messages.push((message.msg_id, message.client_msg_id.clone())),
+        );
+        (inboxes, messages)
+    }
+
+    async fn delete(engine: &MemEngine, partition: Partition, key: Vec<u8>) {
+        let mut batch = WriteBatch::new();
+        batch.delete(partition, key);
+        engine.commit(batch).await.expect("committed");
+    }
+
+    #[tokio::test]
+    async fn each_named_message_is_read_once_in_msg_id_order() {
+        let engine = Arc::new(MemEngine::new());
+        let store = durable(&engine).await;
+        let (inboxes, messages) = read(&store);
+        let entries: Vec<(u64, u64)> = (1..=4).map(|seq| (seq, seq)).collect();
+        assert_eq!(
+            inboxes,
+            BTreeMap::from([("u0".into(), entries.clone()), ("u1".into(), entries)])
+        );
+        // Named twice each (the sender's inbox and the peer's), handed over once.
+        let ids = ["d0-1", "d0-2", "x-1", "d0-3"].map(String::from);
+        assert_eq!(messages, (1..=4).zip(ids).collect::<Vec<_>>());
+        // And the checks read them as the memory store's entries would be.
+        let mut ledger = Ledger::new(2);
+        for id in ["d0-1", "d0-2", "d0-3"] {
+            ledger.queued(0, id.into(), Conversation::Peer(1), 0);
+        }
+        let checked = Inboxes::read(&two_users(), &ledger, &store);
+        assert!(idempotent_send(&checked).ok());
+        assert_eq!(
+            checked.lengths,
+            BTreeMap::from([("u0".into(), 4), ("u1".into(), 4)])
+        );
+        assert!(checked.holes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hole_in_an_inbox_is_found_not_a_panic() {
+        let engine = Arc::new(MemEngine::new());
+        let store = durable(&engine).await;
+        delete(&engine, Partition::Inbox, keys::inbox_key("u1", 2)).await;
+        let checked = Inboxes::read(&two_users(), &Ledger::new(2), &store);
+        assert_eq!(checked.holes, vec![("u1".to_string(), 3, 2)]);
+        assert_eq!(checked.lengths.get("u1"), Some(&3));
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "message 3 is named by an inbox but missing from the simulated disk")]
+    async fn a_named_message_missing_from_the_disk_is_named() {
+        let engine = Arc::new(MemEngine::new());
+        let store = durable(&engine).await;
+        delete(&engine, Partition::Messages, keys::message_key(3)).await;
+        read(&store);
     }
 }

@@ -260,6 +260,59 @@ impl<E: Engine> DurableStore<E> {
         Ok(self.read_page(user, 0, usize::MAX)?.entries)
     }
 
+    /// A user's durable inbox as (seq, msg_id), as stored (a hole is left for the caller to
+    /// find), for inspection: no message is read. The entries up to the user's newest
+    /// committed seq, like [`inbox`](Self::inbox).
+    pub fn inbox_msg_ids(&self, user: &str) -> Result<Vec<(u64, u64)>, StoreError> {
+        let max_seq = self.committed_max_seq(user)?;
+        let prefix = keys::id_prefix(user);
+        let end = match max_seq.checked_add(1) {
+            Some(end) => keys::inbox_key(user, end),
+            None => keys::prefix_end(&prefix).expect("an id prefix starts with its length"),
+        };
+        self.shared
+            .engine
+            .scan(Partition::Inbox, &prefix, Some(&end), usize::MAX)?
+            .iter()
+            .map(|(key, value)| {
+                let seq = keys::decode_inbox_seq(&prefix, key).map_err(corrupt)?;
+                let msg_id =
+                    record::decode_u64(Partition::Inbox, key, value, "msg_id").map_err(corrupt)?;
+                Ok((seq, msg_id))
+            })
+            .collect()
+    }
+
+    /// Hands `each` every stored message whose msg_id `wanted` takes, once, in msg_id order,
+    /// for inspection: the messages are scanned a page at a time (an engine reads each of its
+    /// blocks once), not looked up one by one.
+    pub fn messages_where(
+        &self,
+        mut wanted: impl FnMut(u64) -> bool,
+        mut each: impl FnMut(StoredMessage),
+    ) -> Result<(), StoreError> {
+        const PAGE: usize = 1_024;
+        let mut start = keys::message_key(0);
+        loop {
+            let rows = self
+                .shared
+                .engine
+                .scan(Partition::Messages, &start, None, PAGE)?;
+            let mut last = None;
+            for (key, value) in &rows {
+                let msg_id = keys::decode_message_key(key).map_err(corrupt)?;
+                if wanted(msg_id) {
+                    each(record::decode_message(key, value).map_err(corrupt)?);
+                }
+                last = Some(msg_id);
+            }
+            match last.and_then(|last| last.checked_add(1)) {
+                Some(next) if rows.len() == PAGE => start = keys::message_key(next),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     fn check_id(&self, what: &str, id: &str) -> Result<(), StoreError> {
         let max = self.shared.limits.id_bytes_max;
         if id.len() > max {

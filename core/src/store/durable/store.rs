@@ -145,7 +145,7 @@ impl<E: Engine> DurableStore<E> {
     }
 
     /// The committed newest seq of `user`.
-    fn committed_max_seq(&self, user: &str) -> Result<u64, StoreError> {
+    pub(super) fn committed_max_seq(&self, user: &str) -> Result<u64, StoreError> {
         if let Some(user) = self.shared.lock().users.get(user) {
             return Ok(user.committed_seq);
         }
