@@ -390,10 +390,10 @@ pub fn run_with(
         total,
         events: shared.trace_events(),
     });
-    // The hosts go before the checks: their tasks, sockets and flows are most of what a run
-    // holds (a `scale-10k` day's 430 MB at its end), and the checks' own tables would come on
-    // top of them. What the checks read (the ledger, the store and its disk, the devices'
-    // states) is the world's, not the hosts'.
+    // The hosts go before the checks: their tasks, sockets and flows (about 130 MB of a
+    // `scale-10k` day's 425 MB at its end) would hold the checks' own tables on top of them.
+    // What the checks read (the ledger, the store and its disk, the devices' states) is the
+    // world's, not the hosts'.
     drop(sim);
 
     for reachability in &shared.reachability {

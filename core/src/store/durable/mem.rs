@@ -13,9 +13,11 @@
 //! as an LSM engine compresses its sealed blocks: the store's keys mostly rise (message ids, a
 //! user's inbox seqs), so that half is seldom written again, and a day's records take about a
 //! third of their bytes. A write into a packed block unpacks it for good (until it splits
-//! again); a read of one unpacks a copy. A commit takes `commit_latency` of tokio time before it applies, so
-//! under the simulator's virtual clock an fsync costs simulated time, and a store dropped
-//! during that time (a crash) loses the batch. Share the engine with an `Arc` to "restart" a
+//! again); a read of one unpacks a copy.
+//!
+//! A commit takes `commit_latency` of tokio time before it applies, so under the simulator's
+//! virtual clock an fsync costs simulated time, and a store dropped during that time (a crash)
+//! loses the batch. Share the engine with an `Arc` to "restart" a
 //! store over the same committed data.
 
 use std::borrow::Cow;
@@ -331,14 +333,16 @@ impl Tree {
         block.splice(at..at + replaced, key, value);
         let written = at..at + replaced + block.0.len() - before;
         if let Some(upper) = block.split_if_over(self.block_bytes_max, written.clone()) {
-            // The part the write did not land in is left behind: packed.
+            // The part the write did not land in is left behind: packed. The upper part's
+            // first key is taken while it is raw.
+            let first = upper.first_key().into();
             let mut upper = Kept::Raw(upper);
             if written.start < block.0.len() {
                 upper.pack(self.packing);
             } else {
                 kept.pack(self.packing);
             }
-            self.insert_kept(upper);
+            self.blocks.insert(first, upper);
         }
     }
 
@@ -371,7 +375,7 @@ impl Tree {
         }
     }
 
-    /// Puts a block in under its first key.
+    /// Puts a block back in under its (new) first key.
     fn insert_kept(&mut self, kept: Kept) {
         let first = kept.view().first_key().into();
         self.blocks.insert(first, kept);
