@@ -455,14 +455,6 @@ impl SimStore {
         }
     }
 
-    /// A user's whole inbox as (seq, message).
-    pub fn inbox(&self, user: &str) -> Vec<(u64, Arc<StoredMessage>)> {
-        match self {
-            SimStore::Memory(store) => store.inbox(user),
-            SimStore::Durable(store) => store.inbox(user).expect("reading the simulated disk"),
-        }
-    }
-
     /// The checker's one read of the store: every user's inbox as (seq, msg_id), user by
     /// user in order (`inbox`), and the messages they name (`message`). The memory store
     /// hands over each entry's message as it goes; the durable store reads each message

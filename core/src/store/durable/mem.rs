@@ -368,17 +368,14 @@ impl Tree {
         if slot.start == 0 {
             // Its first record is gone: under its new first key, or not at all.
             let first = first.clone();
-            let kept = self.blocks.remove(&first).expect("the block just found");
-            if !matches!(&kept, Kept::Raw(block) if block.0.is_empty()) {
-                self.insert_kept(kept);
+            let Some(Kept::Raw(block)) = self.blocks.remove(&first) else {
+                unreachable!("the block just found, unpacked above");
+            };
+            if !block.0.is_empty() {
+                self.blocks
+                    .insert(block.first_key().into(), Kept::Raw(block));
             }
         }
-    }
-
-    /// Puts a block back in under its (new) first key.
-    fn insert_kept(&mut self, kept: Kept) {
-        let first = kept.view().first_key().into();
-        self.blocks.insert(first, kept);
     }
 }
 
