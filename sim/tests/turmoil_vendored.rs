@@ -7,8 +7,9 @@
 //! socket queues what arrived in a small queue of its own instead of a tokio channel: three
 //! tests pin what the channel did (a reader spends its task's cooperative budget, a reset
 //! stream gives what arrived before the reset, a socket whose reader is gone answers with a
-//! reset). The next segment in order skips the reorder buffer: the last test pins the order
-//! in which segments that arrive out of order are read.
+//! reset). The next segment in order skips the reorder buffer: a test pins the order in
+//! which segments that arrive out of order are read. Only links with messages on them are
+//! ticked: the last test pins the clock an idle link's next message is delayed from.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -298,4 +299,43 @@ fn out_of_order_run(seed: u64) {
     if let Err(error) = sim.run() {
         panic!("seed {seed}: {error}");
     }
+}
+
+#[test]
+fn a_link_idle_for_seconds_delays_its_next_message_from_the_networks_time() {
+    // Only links with messages on them are ticked; an idle link's clock is set when it is
+    // reached. A connect after two idle seconds waits for its SYN's 50 ms from the time it
+    // is sent (turmoil completes a connect when the SYN is delivered), as upstream's
+    // every-link tick gave: with a clock left at the link's last tick, the 50 ms would count
+    // from then and the SYN would arrive at the next step.
+    // Hosts added after the pair make links of their own that stay idle throughout.
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(1)
+        .min_message_latency(Duration::from_millis(50))
+        .max_message_latency(Duration::from_millis(50))
+        .simulation_duration(Duration::from_secs(10))
+        .build();
+    let took = Arc::new(Mutex::new(None));
+    let seen = took.clone();
+    sim.host("server", || async {
+        let _held = accept_one().await?;
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    for idle in ["idle-1", "idle-2", "idle-3"] {
+        sim.host(idle, || std::future::pending());
+    }
+    sim.client("phone", async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = tokio::time::Instant::now();
+        let _stream = connect().await?;
+        *seen.lock().unwrap() = Some(started.elapsed());
+        Ok(())
+    });
+    sim.run().unwrap();
+    let took = took.lock().unwrap().expect("connected");
+    assert!(
+        (Duration::from_millis(50)..Duration::from_millis(55)).contains(&took),
+        "connect took {took:?}, not the SYN's 50 ms"
+    );
 }

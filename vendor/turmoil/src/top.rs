@@ -6,7 +6,7 @@ use crate::{config, TRACING_TARGET};
 use crate::FxIndexMap as IndexMap;
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Exp};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{Error, ErrorKind, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,10 +19,16 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
 
-    /// For each host, the positions in `links` of the links it is an end of, in `links`'
-    /// order (links are never removed). A host's step visits these instead of every link:
-    /// every pair of hosts has a link, so that scan grew with the square of the hosts.
-    links_of: IndexMap<IpAddr, Vec<usize>>,
+    /// The positions of the links with messages sent and not yet deliverable (or held): the
+    /// only links whose tick moves anything. Every other link's tick only set its clock, which
+    /// is now set when the link is reached ([`Topology::link_at`]). A position may stay after
+    /// its link emptied until the next tick passes over it.
+    in_flight: BTreeSet<usize>,
+
+    /// For each host, the positions of its links with messages deliverable to it, in `links`'
+    /// order: what [`Topology::deliver_messages`] visits. A position may stay after its queue
+    /// emptied until the host's next step passes over it.
+    pending: IndexMap<IpAddr, BTreeSet<usize>>,
 
     /// We don't use a Rt for async. Right now, we just use it to tick time
     /// forward in the same way we do it elsewhere. We'd like to represent
@@ -157,7 +163,7 @@ struct Link {
     /// Messages that are ready to be delivered.
     deliverable: IndexMap<IpAddr, VecDeque<Envelope>>,
 
-    /// The current network time, moved forward with [`Link::tick`].
+    /// The network time, set when the link is reached ([`Topology::link_at`]).
     now: Instant,
 }
 
@@ -182,7 +188,8 @@ impl Topology {
         Topology {
             config,
             links: IndexMap::default(),
-            links_of: IndexMap::default(),
+            in_flight: BTreeSet::new(),
+            pending: IndexMap::default(),
             rt: Rt::no_software(),
         }
     }
@@ -190,10 +197,8 @@ impl Topology {
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        let (index, existing) = self.links.insert_full(pair, Link::new(self.rt.now()));
+        let (_, existing) = self.links.insert_full(pair, Link::new(self.rt.now()));
         assert!(existing.is_none());
-        self.links_of.entry(a).or_default().push(index);
-        self.links_of.entry(b).or_default().push(index);
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -247,8 +252,11 @@ impl Topology {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
-        if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.enqueue_message(&self.config, rand, src, dst, message)
+        if let Some(index) = self.links.get_index_of(&Pair::new(src.ip(), dst.ip())) {
+            let result = Self::link_in(&mut self.links, self.rt.now(), index)
+                .enqueue_message(&self.config, rand, src, dst, message);
+            self.note(index);
+            result
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -259,12 +267,46 @@ impl Topology {
 
     // Move messages from any network links to the `dst` host.
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        let Some(indices) = self.links_of.get(&dst.addr) else {
+        let Some(indices) = self.pending.get_mut(&dst.addr) else {
             return;
         };
-        for &index in indices {
-            let (_, link) = self.links.get_index_mut(index).expect("a host's link");
-            link.deliver_messages(&self.config, rand, dst);
+        if indices.is_empty() {
+            return;
+        }
+        // In `links`' order, as a scan of the host's links would visit those with something
+        // for it. What a link keeps for the host after delivering (a message it refused, sent
+        // again and deliverable at once) is noted again, for the host's next step.
+        for index in std::mem::take(indices) {
+            Self::link_in(&mut self.links, self.rt.now(), index)
+                .deliver_messages(&self.config, rand, dst);
+            self.note(index);
+        }
+    }
+
+    /// The link at `index`, its clock set to the network's. A link's clock moved on every
+    /// tick upstream; it is read only when the link is reached, so it is set here instead.
+    fn link_at(&mut self, index: usize) -> &mut Link {
+        Self::link_in(&mut self.links, self.rt.now(), index)
+    }
+
+    /// [`Topology::link_at`] for a caller that holds the topology's other fields.
+    fn link_in(links: &mut IndexMap<Pair, Link>, now: Instant, index: usize) -> &mut Link {
+        let (_, link) = links.get_index_mut(index).expect("a link's position");
+        link.now = now;
+        link
+    }
+
+    /// Records what the link at `index` holds: whether messages are on it, and for which of
+    /// its ends messages are deliverable.
+    fn note(&mut self, index: usize) {
+        let (_, link) = self.links.get_index(index).expect("a link's position");
+        if !link.sent.is_empty() {
+            self.in_flight.insert(index);
+        }
+        for (dst, queue) in &link.deliverable {
+            if !queue.is_empty() {
+                self.pending.entry(*dst).or_default().insert(index);
+            }
         }
     }
 
@@ -296,12 +338,20 @@ impl Topology {
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
         let _ = self.rt.tick(duration);
-        for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+        // Only links with messages on them: a tick moves a message that became deliverable
+        // to its host's queue, and does nothing else (turmoil makes a link between every pair
+        // of hosts, so ticking them all grew with the square of the hosts).
+        for index in std::mem::take(&mut self.in_flight) {
+            self.link_at(index).process_deliverables();
+            self.note(index);
         }
     }
 
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
+        let now = self.rt.now();
+        for link in self.links.values_mut() {
+            link.now = now;
+        }
         LinksIter {
             iter: self.links.iter_mut(),
         }
@@ -309,9 +359,11 @@ impl Topology {
 
     #[inline]
     fn get_link_mut(&mut self, pair: &Pair) -> &mut Link {
-        self.links
-            .get_mut(pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
+        let index = self
+            .links
+            .get_index_of(pair)
+            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"));
+        self.link_at(index)
     }
 }
 
@@ -416,11 +468,6 @@ impl Link {
 
         self.sent.push_back(sent);
         Ok(())
-    }
-
-    fn tick(&mut self, now: Instant) {
-        self.now = now;
-        self.process_deliverables();
     }
 
     fn process_deliverables(&mut self) {
