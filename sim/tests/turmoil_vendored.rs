@@ -323,7 +323,7 @@ fn a_link_idle_for_seconds_delays_its_next_message_from_the_networks_time() {
         Ok(())
     });
     for idle in ["idle-1", "idle-2", "idle-3"] {
-        sim.host(idle, || std::future::pending());
+        sim.host(idle, std::future::pending);
     }
     sim.client("phone", async move {
         tokio::time::sleep(Duration::from_secs(2)).await;
