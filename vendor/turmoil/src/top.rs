@@ -274,8 +274,8 @@ impl Topology {
             return;
         }
         // In `links`' order, as a scan of the host's links would visit those with something
-        // for it. What a link keeps for the host after delivering (a message it refused, sent
-        // again and deliverable at once) is noted again, for the host's next step.
+        // for it. What a delivery leaves on the link (the answer to a segment the host
+        // refused, sent back to the other end) is noted again.
         for index in std::mem::take(indices) {
             Self::link_in(&mut self.links, self.rt.now(), index)
                 .deliver_messages(&self.config, rand, dst);
