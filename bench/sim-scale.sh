@@ -8,8 +8,9 @@
 #   SIZES="1000 10000" REPEAT=3 SCENARIO=scenarios/scale-10k.toml bench/sim-scale.sh
 #   IMLAB_BIN=/path/to/older/imlab bench/sim-scale.sh     (compare a build against another)
 #
-# Cost must grow linearly with size or better: device-hours per second should not fall, and
-# bytes per device should not rise, from one row to the next. REPEAT runs per size (default
+# Cost must grow linearly with size or better: device-hours per second should not fall (the
+# growth column, the time per device-hour against the row above, at most 1.00x), and bytes per
+# device should not rise, from one row to the next. REPEAT runs per size (default
 # 1; the table shows the median wall and RSS). Uses target/release (built first). Runs in
 # one process each, one at a time; nothing leaves the machine.
 set -euo pipefail
@@ -24,7 +25,9 @@ trap 'rm -rf "$tmp"' EXIT
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-printf '%9s %9s %8s %15s %10s %14s %6s %s\n' devices sim_h wall_s device_h_per_s rss_mb bytes_per_dev runs hashes
+# growth: the time per device-hour against the row above (1.00 is linear, above it worse).
+printf '%9s %9s %8s %15s %7s %10s %14s %6s %s\n' devices sim_h wall_s device_h_per_s growth rss_mb bytes_per_dev runs hashes
+previous_rate=""
 for n in "${sizes[@]}"; do
     : >"$tmp/walls"
     : >"$tmp/rss"
@@ -47,7 +50,10 @@ for n in "${sizes[@]}"; do
     rss_kb=$(median <"$tmp/rss")
     distinct=$(sort -u "$tmp/hashes" | wc -l)
     hashes=$([ "$distinct" -eq 1 ] && echo "same ($(head -1 "$tmp/hashes"))" || echo "DIFFERENT: $(sort -u "$tmp/hashes" | tr '\n' ' ')")
-    awk -v n="$n" -v s="$sim_s" -v w="$wall" -v r="$rss_kb" -v k="$repeat" -v h="$hashes" 'BEGIN {
-        printf "%9d %9.2f %8.1f %15.0f %10.0f %14.0f %6d %s\n", n, s / 3600, w, n * s / 3600 / w, r / 1024, r * 1024 / n, k, h
+    rate=$(awk -v n="$n" -v s="$sim_s" -v w="$wall" 'BEGIN { printf "%.3f", n * s / 3600 / w }')
+    growth=$(awk -v p="$previous_rate" -v r="$rate" 'BEGIN { if (p == "") print "-"; else printf "%.2fx", p / r }')
+    previous_rate=$rate
+    awk -v n="$n" -v s="$sim_s" -v w="$wall" -v q="$rate" -v g="$growth" -v r="$rss_kb" -v k="$repeat" -v h="$hashes" 'BEGIN {
+        printf "%9d %9.2f %8.1f %15.0f %7s %10.0f %14.0f %6d %s\n", n, s / 3600, w, q, g, r / 1024, r * 1024 / n, k, h
     }'
 done
