@@ -51,9 +51,9 @@ for n in "${sizes[@]}"; do
     distinct=$(sort -u "$tmp/hashes" | wc -l)
     hashes=$([ "$distinct" -eq 1 ] && echo "same ($(head -1 "$tmp/hashes"))" || echo "DIFFERENT: $(sort -u "$tmp/hashes" | tr '\n' ' ')")
     rate=$(awk -v n="$n" -v s="$sim_s" -v w="$wall" 'BEGIN { printf "%.3f", n * s / 3600 / w }')
-    growth=$(awk -v p="$previous_rate" -v r="$rate" 'BEGIN { if (p == "") print "-"; else printf "%.2fx", p / r }')
-    previous_rate=$rate
-    awk -v n="$n" -v s="$sim_s" -v w="$wall" -v q="$rate" -v g="$growth" -v r="$rss_kb" -v k="$repeat" -v h="$hashes" 'BEGIN {
+    awk -v n="$n" -v s="$sim_s" -v w="$wall" -v q="$rate" -v p="$previous_rate" -v r="$rss_kb" -v k="$repeat" -v h="$hashes" 'BEGIN {
+        g = (p == "") ? "-" : sprintf("%.2fx", p / q)
         printf "%9d %9.2f %8.1f %15.0f %7s %10.0f %14.0f %6d %s\n", n, s / 3600, w, q, g, r / 1024, r * 1024 / n, k, h
     }'
+    previous_rate=$rate
 done

@@ -308,7 +308,7 @@ fn a_link_idle_for_seconds_delays_its_next_message_from_the_networks_time() {
     // is sent (turmoil completes a connect when the SYN is delivered), as upstream's
     // every-link tick gave: with a clock left at the link's last tick, the 50 ms would count
     // from then and the SYN would arrive at the next step.
-    // Hosts added after the pair make links of their own that stay idle throughout.
+    // Three idle hosts add links that stay idle throughout.
     let mut sim = turmoil::Builder::new()
         .rng_seed(1)
         .min_message_latency(Duration::from_millis(50))

@@ -270,9 +270,6 @@ impl Topology {
         let Some(indices) = self.pending.get_mut(&dst.addr) else {
             return;
         };
-        if indices.is_empty() {
-            return;
-        }
         // In `links`' order, as a scan of the host's links would visit those with something
         // for it. What a delivery leaves on the link (the answer to a segment the host
         // refused, sent back to the other end) is noted again.
