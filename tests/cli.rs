@@ -61,6 +61,7 @@ fn serve_accepts_a_signed_login_and_shuts_down_on_ctrl_c() {
             device: "phone".into(),
             token,
             heartbeat_interval_max_s: 60,
+            send_ack_is_copy: false,
         };
         writer.send(&Frame::new(Body::Login(login))).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), reader.next())

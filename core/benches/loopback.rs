@@ -35,6 +35,7 @@ async fn login(addr: std::net::SocketAddr, user: &str) -> Conn {
         device: "d".into(),
         token: String::new(),
         heartbeat_interval_max_s: 300,
+        send_ack_is_copy: false,
     };
     writer.send(&Frame::new(Body::Login(login))).await.unwrap();
     reader.next().await.unwrap().unwrap();

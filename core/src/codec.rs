@@ -216,6 +216,7 @@ mod tests {
                 device: "phone".into(),
                 token: "v1.alice.9.ab".into(),
                 heartbeat_interval_max_s: 285,
+                send_ack_is_copy: true,
             }),
             Body::LoginReply(LoginReply {
                 max_seq: 12,

@@ -472,6 +472,7 @@ impl LoginInput {
                     device: ANY_DEVICES[usize::from((choice >> 2) & 3)].into(),
                     token: String::from_utf8_lossy(token).into_owned(),
                     heartbeat_interval_max_s: HEARTBEAT_INTERVALS_S[usize::from(choice >> 5)],
+                    send_ack_is_copy: choice & 0b1_0000 != 0,
                 };
                 [
                     codec::encode_to_vec(&Frame::new(Body::Login(login))),
@@ -487,6 +488,7 @@ impl LoginInput {
                     device: GOOD_DEVICES[usize::from((choice >> 2) & 3)].into(),
                     token: good_token(&auth, user),
                     heartbeat_interval_max_s: HEARTBEAT_INTERVALS_S[usize::from(choice >> 5)],
+                    send_ack_is_copy: choice & 0b1_0000 != 0,
                 };
                 [
                     codec::encode_to_vec(&Frame::new(Body::Login(login))),
@@ -707,6 +709,7 @@ async fn fresh_login_works(connector: &MemoryConnector, auth: &Authenticator) {
         device: "check".into(),
         token: good_token(auth, "survivor"),
         heartbeat_interval_max_s: 60,
+        send_ack_is_copy: false,
     };
     let sent = writer.send(&Frame::new(Body::Login(login))).await;
     sent.expect("a fresh connection takes a login");

@@ -13,7 +13,7 @@ use imlab_core::server::ServerConfig;
 use imlab_core::store::Store;
 
 #[tokio::test]
-async fn one_to_one_delivery_online_with_ack_and_sender_echo() {
+async fn one_to_one_delivery_online_with_ack_and_the_senders_own_copy() {
     let server = TestServer::start().await;
     let alice = server.client("alice", "phone");
     let bob = server.client("bob", "phone");
@@ -101,6 +101,177 @@ async fn the_senders_second_device_receives_the_sent_message() {
         body: "from my phone".into()
     }));
     server.stop().await;
+}
+
+/// A client core asks (in its Login) to take each SendAck as its copy of what it sent: the
+/// server pushes the message to the sender's other devices and the recipient, not back to the
+/// sending device, which processes it once at the seq its ack names. A client that does not
+/// ask (a raw connection here, as any client written from the .proto before the option) still
+/// gets its own send pushed back.
+#[tokio::test]
+async fn the_sending_device_takes_its_ack_as_its_copy_and_is_not_pushed_its_own_send() {
+    let server = TestServer::start().await;
+    let phone = server.client("alice", "phone");
+    phone.wait_connected().await;
+    let (mut laptop, _) = RawConn::login(server.addr, "alice", "laptop").await;
+    let (mut bob, _) = RawConn::login(server.addr, "bob", "phone").await;
+    let pushed = || {
+        server
+            .server
+            .counters()
+            .notify_data_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    let id = phone
+        .handle
+        .send(Target::Peer("bob".into()), Bytes::from("from my phone"))
+        .unwrap();
+    phone
+        .wait_for("the ack", |seen| {
+            seen.contains(&Seen::Acked {
+                client_msg_id: id.clone(),
+                seq: 1,
+            })
+        })
+        .await;
+    // Counted before the ack is written: the laptop and bob, not the phone.
+    assert_eq!(pushed(), 2);
+    let own = Seen::Message {
+        seq: 1,
+        from: "alice".into(),
+        body: "from my phone".into(),
+    };
+    assert_eq!(phone.wait_bodies(1).await, vec!["from my phone"]);
+    assert!(phone.seen().contains(&own), "{:?}", phone.seen());
+    for conn in [&mut laptop, &mut bob] {
+        match conn.recv().await {
+            Some(Body::NotifyData(notify)) => {
+                assert_eq!(notify.message.unwrap().body, "from my phone".as_bytes());
+            }
+            other => panic!("expected the push, got {other:?}"),
+        }
+    }
+
+    // Bob did not ask: his own send comes back to him, after its ack.
+    bob.send(send_to_peer("b1", "alice", "from bob")).await;
+    let mut pushes = Vec::new();
+    assert!(matches!(
+        bob.recv_reply(&mut pushes).await,
+        Some(Body::SendAck(proto::SendAck { seq: 2, .. }))
+    ));
+    while pushes.is_empty() {
+        match bob.recv().await {
+            Some(body @ Body::NotifyData(_)) => pushes.push(body),
+            other => panic!("expected bob's own send pushed back, got {other:?}"),
+        }
+    }
+    // Alice's two devices, then bob's own: each counted.
+    assert_eq!(phone.wait_bodies(2).await, vec!["from my phone", "from bob"]);
+    assert_eq!(pushed(), 5);
+    assert_eq!(phone.state.lock().unwrap().last_seq, 2);
+    assert!(
+        !phone.seen().iter().any(|s| matches!(s, Seen::Duplicate(_))),
+        "{:?}",
+        phone.seen()
+    );
+    server.stop().await;
+}
+
+/// The SendAck of a device's own message can name a seq past one it has not had yet (another
+/// sender's message to it stored just before, its push still on the way). The client does
+/// not process its copy out of order: it syncs, as for a push past a gap, and processes both
+/// in seq order, each once. The server here is scripted to answer that way.
+#[tokio::test]
+async fn an_own_copy_past_a_gap_waits_for_a_sync_that_brings_both_in_order() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let phone = TestClient::start(
+        listener.local_addr().unwrap(),
+        ClientState::new("alice", "phone").shared(),
+        ClientConfig::default(),
+    );
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("the client connects")
+        .unwrap();
+    let (read, write) = stream.into_split();
+    let mut server = RawConn {
+        reader: imlab_core::framed::FrameReader::new(read, 65_536),
+        writer: imlab_core::framed::FrameWriter::new(write, 65_536),
+    };
+    match server.recv().await {
+        Some(Body::Login(login)) => assert!(login.send_ack_is_copy, "{login:?}"),
+        other => panic!("expected a login, got {other:?}"),
+    }
+    server
+        .send(Body::LoginReply(proto::LoginReply {
+            inbox_epoch: 1,
+            idle_timeout_s: 90,
+            ..Default::default()
+        }))
+        .await;
+    let sync = |messages: Vec<proto::Message>| {
+        let max_seq = messages.last().map_or(0, |m| m.seq);
+        Body::SyncResponse(proto::SyncResponse {
+            messages,
+            has_more: false,
+            max_seq,
+        })
+    };
+    match server.recv().await {
+        Some(Body::SyncRequest(request)) => assert_eq!(request.after_seq, 0),
+        other => panic!("expected the login sync, got {other:?}"),
+    }
+    server.send(sync(Vec::new())).await;
+    phone.wait_connected().await;
+
+    let id = phone
+        .handle
+        .send(Target::Peer("bob".into()), Bytes::from("mine"))
+        .unwrap();
+    let Some(Body::Send(send)) = server.recv().await else {
+        panic!("expected the send");
+    };
+    server
+        .send(Body::SendAck(proto::SendAck {
+            client_msg_id: send.client_msg_id.clone(),
+            seq: 2,
+            server_time_ms: 5,
+            msg_id: 20,
+        }))
+        .await;
+    match server.recv().await {
+        Some(Body::SyncRequest(request)) => assert_eq!(request.after_seq, 0),
+        other => panic!("expected a sync for seq 1, got {other:?}"),
+    }
+    let message = |seq, msg_id, from: &str, body: &str, client_msg_id: &str| proto::Message {
+        seq,
+        msg_id,
+        from_user: from.into(),
+        from_device: "phone".into(),
+        client_msg_id: client_msg_id.into(),
+        to: Some(proto::message::To::PeerUser("bob".into())),
+        body: body.as_bytes().to_vec().into(),
+        server_time_ms: 5,
+    };
+    server
+        .send(sync(vec![
+            message(1, 10, "carol", "before mine", "c1"),
+            message(2, 20, "alice", "mine", &send.client_msg_id),
+        ]))
+        .await;
+    assert_eq!(phone.wait_bodies(2).await, vec!["before mine", "mine"]);
+    assert!(phone.seen().contains(&Seen::Acked {
+        client_msg_id: id,
+        seq: 2
+    }));
+    assert!(
+        !phone.seen().iter().any(|s| matches!(s, Seen::Duplicate(_))),
+        "{:?}",
+        phone.seen()
+    );
+    assert_eq!(phone.state.lock().unwrap().last_seq, 2);
+    phone.stop().await;
 }
 
 #[tokio::test]

@@ -50,6 +50,7 @@ async fn login(writer: &mut Writer, reader: &mut Reader, heartbeat_interval_max_
         device: "phone".into(),
         token: String::new(),
         heartbeat_interval_max_s,
+        send_ack_is_copy: false,
     };
     writer.send(&Frame::new(Body::Login(login))).await.unwrap();
     let reply = reader.next().await.unwrap().unwrap();
@@ -144,6 +145,7 @@ async fn the_declared_interval_is_clamped_by_the_server_limits() {
         device: "phone".into(),
         token: String::new(),
         heartbeat_interval_max_s: 1,
+        send_ack_is_copy: false,
     };
     writer.send(&Frame::new(Body::Login(login))).await.unwrap();
     let Some(Body::LoginReply(reply)) = reader.next().await.unwrap().unwrap().body else {

@@ -252,6 +252,7 @@ async fn serve_push_connection(
         device: device_id.to_string(),
         token: String::new(),
         heartbeat_interval_max_s: 0,
+        send_ack_is_copy: false,
     }));
     if out.send(&login).await.is_err() {
         return;

@@ -255,7 +255,10 @@ fn weak_link_blindness_livelocks_the_gprs_scenario() {
 /// each once on the same seeds, and what the crashes lost is reported as volatile loss.
 #[test]
 fn repeats_shown_again_break_the_volatile_crash_storm() {
-    let seeds = 1..=1;
+    // A seed whose crashes land between a recipient's delivery and the sender's ack (seeds 1-3
+    // stopped doing so when the sending device began taking its SendAck as its copy: its own
+    // copies no longer repeat; 4-7 do).
+    let seeds = 4..=4;
     let repeats = Planted {
         repeats_shown_again: true,
         ..Planted::default()

@@ -41,7 +41,7 @@ fn the_message_that_broke_no_acked_loss_is_highlighted() {
         "planted",
     );
     let names: Vec<&str> = timeline.lanes.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["server", "d1", "d2"]);
+    assert_eq!(names, ["server", "d2", "d3"]);
     let highlighted: Vec<&str> = timeline
         .lanes
         .iter()
@@ -49,7 +49,7 @@ fn the_message_that_broke_no_acked_loss_is_highlighted() {
         .filter(|m| m.highlight)
         .map(|m| m.label.as_str())
         .collect();
-    assert_eq!(highlighted, ["send d2-6", "ack d2-6 seq 11"]);
+    assert_eq!(highlighted, ["send d3-4", "ack d3-4 seq 7"]);
     // The recipient missing it is the highlighted lane; the server lane shows the crash.
     assert!(timeline.lanes[1].highlight && !timeline.lanes[2].highlight);
     assert!(
@@ -58,7 +58,7 @@ fn the_message_that_broke_no_acked_loss_is_highlighted() {
             .iter()
             .any(|s| s.label == "server_crash")
     );
-    assert!(html.contains("Highlighted: message d2-6"), "{html}");
+    assert!(html.contains("Highlighted: message d3-4"), "{html}");
 }
 
 #[test]

@@ -155,6 +155,8 @@ async fn log_in<C: Connector>(
         device,
         token,
         heartbeat_interval_max_s: client.heartbeat.interval_max().as_secs().max(1) as u32,
+        // This client makes its own copy from each SendAck (see `take_own_copy`).
+        send_ack_is_copy: true,
     }));
     io.feed(&login).expect("a login frame fits");
     let reply = tokio::time::timeout_at(connect_deadline, async {
@@ -450,6 +452,30 @@ enum Applied {
     Next,
     Duplicate,
     Gap,
+}
+
+/// The device's own message as its SendAck makes it (the server does not push it back, see
+/// `send_ack_is_copy` in the Login): processed now when it is the next seq; when it is
+/// ahead, a sync fetches it with the seqs before it, as for a push past a gap; nothing when
+/// the device has it already (a sync brought it first). Not acked: the next ack covers it.
+fn take_own_copy<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
+    client: &Client<C>,
+    live: &mut Live,
+    out: &mut FrameIo<S>,
+    copy: &proto::Message,
+) {
+    // Seq 0: a server that answered before storing; the message comes by push.
+    if copy.seq == 0 {
+        return;
+    }
+    live.seen_seq_max = live.seen_seq_max.max(copy.seq);
+    let last_seq = lock(&client.state).last_seq;
+    if copy.seq <= last_seq {
+        return;
+    }
+    if apply(client, copy) == Applied::Gap && !live.syncing {
+        start_sync(client, live, out, last_seq);
+    }
 }
 
 /// Processes one message against the persistent seq.
@@ -754,7 +780,13 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
             }
             match apply(client, &message) {
                 Applied::Next => live.ack_due = Some(message.seq),
-                Applied::Duplicate => {}
+                // Acked again (cumulatively, at the last seq): a server that pushes a
+                // device's own sends back anyway (one that ignores `send_ack_is_copy`) sees
+                // its push taken instead of falling back to a Notify.
+                Applied::Duplicate => {
+                    let last_seq = lock(&client.state).last_seq;
+                    live.ack_due = Some(live.ack_due.map_or(last_seq, |due| due.max(last_seq)));
+                }
                 Applied::Gap if live.syncing => {}
                 Applied::Gap => {
                     let last_seq = lock(&client.state).last_seq;
@@ -805,7 +837,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 .iter()
                 .position(|m| m.client_msg_id == ack.client_msg_id)
             {
-                state.outgoing.remove(position);
+                let sent = state.outgoing.remove(position).expect("found above");
                 client.observer.on_event(
                     &state,
                     &ClientEvent::SendAcked {
@@ -814,6 +846,18 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                         msg_id: ack.msg_id,
                     },
                 );
+                let copy = proto::Message {
+                    seq: ack.seq,
+                    msg_id: ack.msg_id,
+                    from_user: state.user.to_string(),
+                    from_device: state.device.to_string(),
+                    client_msg_id: ack.client_msg_id,
+                    to: Some(sent.to.to_message_to()),
+                    body: sent.body,
+                    server_time_ms: ack.server_time_ms,
+                };
+                drop(state);
+                take_own_copy(client, live, out, &copy);
             }
         }
         Body::Pong(pong) => {

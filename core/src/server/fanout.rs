@@ -18,6 +18,8 @@ use crate::store::StoredMessage;
 pub(crate) struct FanoutJob {
     pub message: Arc<StoredMessage>,
     pub deliveries: Vec<(String, u64)>,
+    /// The sending connection, when its device takes its SendAck as its copy.
+    pub skip: Option<u64>,
 }
 
 /// The producer side of the shard queues.
@@ -65,7 +67,7 @@ impl Fanout {
 /// Drains one shard until every producer is gone.
 pub(crate) async fn worker(shared: Arc<Shared>, mut jobs: mpsc::Receiver<FanoutJob>) {
     while let Some(job) = jobs.recv().await {
-        shared.deliver(&job.message, &job.deliveries);
+        shared.deliver(&job.message, &job.deliveries, job.skip);
     }
 }
 

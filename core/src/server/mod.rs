@@ -155,15 +155,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Offers a stored message to every recipient's live devices; pushes to users with none.
-    pub fn deliver(&self, message: &Arc<StoredMessage>, deliveries: &[(String, u64)]) {
+    /// Offers a stored message to every recipient's live devices but connection `skip` (the
+    /// sender's, when its device takes its SendAck as its copy); pushes to users with none.
+    pub fn deliver(
+        &self,
+        message: &Arc<StoredMessage>,
+        deliveries: &[(String, u64)],
+        skip: Option<u64>,
+    ) {
         // Encoded once, shared by every delivery: each differs only in its seq.
         let encoded = crate::codec::encode_message_without_seq(message);
         for (user, seq) in deliveries {
-            if self.registry.deliver(user, *seq, &encoded) {
+            if let Some(queued) = self.registry.deliver(user, *seq, &encoded, skip) {
                 self.counters
                     .notify_data_sent
-                    .fetch_add(1, Ordering::Relaxed);
+                    .fetch_add(queued as u64, Ordering::Relaxed);
             } else {
                 self.counters.pushes.fetch_add(1, Ordering::Relaxed);
                 self.push.push(PushNotice {

@@ -23,6 +23,15 @@ pub(crate) struct Outbound {
     pub message: Bytes,
 }
 
+/// What a connection asked for or was given at login, for [`Registry::register`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionOptions {
+    /// The outbox holds this many pushes (plus one) before the connection is a slow consumer.
+    pub outbox_len_max: usize,
+    /// `Login.send_ack_is_copy`: the connection's own sends are not pushed back to it.
+    pub send_ack_is_copy: bool,
+}
+
 /// A logged-in connection as the whole server sees it: who it is (user, device, connection
 /// id, the user's send budget), its outbox, its kill switch and its task's waker, in one
 /// allocation shared by the registry, the connection and its frame handlers.
@@ -53,6 +62,9 @@ struct Mailbox {
     /// before or with the flag: the first reason wins.
     state: AtomicU32,
     outbox_len_max: u32,
+    /// The device takes its SendAcks as its copies of its own messages (`Login`'s
+    /// `send_ack_is_copy`): they are not pushed back to this connection.
+    send_ack_is_copy: bool,
     /// Pushes waiting for the connection, oldest first.
     outbox: Mutex<Vec<Outbound>>,
     /// The connection's task, woken by a kill or a push.
@@ -73,7 +85,7 @@ impl SessionControl {
         device: &str,
         connection_id: u64,
         budget: Arc<SendBudget>,
-        outbox_len_max: usize,
+        options: SessionOptions,
     ) -> SessionControl {
         let names: Arc<str> = [user, device].concat().into();
         SessionControl(Arc::new(Mailbox {
@@ -82,7 +94,8 @@ impl SessionControl {
             connection_id,
             budget,
             state: AtomicU32::new(0),
-            outbox_len_max: u32::try_from(outbox_len_max).unwrap_or(u32::MAX),
+            outbox_len_max: u32::try_from(options.outbox_len_max).unwrap_or(u32::MAX),
+            send_ack_is_copy: options.send_ack_is_copy,
             outbox: Mutex::new(Vec::new()),
             waker: AtomicWaker::new(),
         }))
@@ -101,6 +114,12 @@ impl SessionControl {
     /// The connection's id, in accept order: its claim on (user, device) in the registry.
     pub fn connection_id(&self) -> u64 {
         self.0.connection_id
+    }
+
+    /// The connection whose sends are not pushed back to it (its device takes each SendAck as
+    /// its copy), if this is one.
+    pub fn echo_skipped(&self) -> Option<u64> {
+        self.0.send_ack_is_copy.then_some(self.0.connection_id)
     }
 
     /// Asks the connection to close with `reason`; the first reason wins.
@@ -340,15 +359,15 @@ impl Registry {
     }
 
     /// Registers connection `connection_id` for (user, device) and returns its handle, whose
-    /// outbox holds `outbox_len_max` (plus one) pushes; an older connection of the same device
-    /// is kicked as replaced. The user's send budget (`send_rate` per second, 0 = no limit) is
-    /// shared with the user's other connections.
+    /// outbox holds `options.outbox_len_max` (plus one) pushes; an older connection of the same
+    /// device is kicked as replaced. The user's send budget (`send_rate` per second, 0 = no
+    /// limit) is shared with the user's other connections.
     pub fn register(
         &self,
         user: &str,
         device: &str,
         connection_id: u64,
-        outbox_len_max: usize,
+        options: SessionOptions,
         send_rate: u32,
     ) -> SessionControl {
         self.epoch.get_or_init(tokio::time::Instant::now);
@@ -356,7 +375,7 @@ impl Registry {
         if let Some(closed) = guard.closed {
             drop(guard);
             let budget = Arc::new(SendBudget::new(send_rate));
-            let control = SessionControl::new(user, device, connection_id, budget, outbox_len_max);
+            let control = SessionControl::new(user, device, connection_id, budget, options);
             close(&control, closed);
             return control;
         }
@@ -366,7 +385,7 @@ impl Registry {
             Some(online) => {
                 let budget = online.devices()[0].0.budget.clone();
                 let control =
-                    SessionControl::new(user, device, connection_id, budget, outbox_len_max);
+                    SessionControl::new(user, device, connection_id, budget, options);
                 let old = match online
                     .devices()
                     .binary_search_by(|other| other.device().cmp(control.device()))
@@ -385,7 +404,7 @@ impl Registry {
             None => {
                 let budget = Arc::new(SendBudget::new(send_rate));
                 let control =
-                    SessionControl::new(user, device, connection_id, budget, outbox_len_max);
+                    SessionControl::new(user, device, connection_id, budget, options);
                 users.insert_unique(hash, OnlineUser::One(control.clone()), |online| {
                     user_hash(online.user())
                 });
@@ -426,18 +445,26 @@ impl Registry {
         }
     }
 
-    /// Offers a message at `seq` to every live device of `user`; `message` is its encoding
-    /// without the seq. Returns false when the user has no live device (the caller then
-    /// pushes).
-    pub fn deliver(&self, user: &str, seq: u64, message: &Bytes) -> bool {
+    /// Offers a message at `seq` to every live device of `user` but connection `skip` (the
+    /// sending connection, when its device takes its SendAck as its copy); `message` is its
+    /// encoding without the seq. Returns how many devices it was queued for, `None` when the
+    /// user has no live device (the caller then pushes).
+    pub fn deliver(
+        &self,
+        user: &str,
+        seq: u64,
+        message: &Bytes,
+        skip: Option<u64>,
+    ) -> Option<usize> {
         let guard = self.lock();
-        let Some(online) = guard
+        let online = guard
             .users
-            .find(user_hash(user), |online| online.user() == user)
-        else {
-            return false;
-        };
+            .find(user_hash(user), |online| online.user() == user)?;
+        let mut queued = 0;
         for control in online.devices() {
+            if skip == Some(control.connection_id()) {
+                continue;
+            }
             let outbound = Outbound {
                 seq,
                 message: message.clone(),
@@ -447,9 +474,11 @@ impl Registry {
                     .slow_consumer_kicks
                     .fetch_add(1, Ordering::Relaxed);
                 control.kick(KickReason::SlowConsumer);
+            } else {
+                queued += 1;
             }
         }
-        true
+        Some(queued)
     }
 
     /// Live (user, device) pairs.
@@ -497,7 +526,14 @@ mod tests {
 
     /// Registers (user, "phone") as connection `connection_id`, its outbox bounded at 4.
     fn register(registry: &Registry, user: &str, connection_id: u64) -> SessionControl {
-        registry.register(user, "phone", connection_id, 4, 0)
+        registry.register(user, "phone", connection_id, options(4, false), 0)
+    }
+
+    fn options(outbox_len_max: usize, send_ack_is_copy: bool) -> SessionOptions {
+        SessionOptions {
+            outbox_len_max,
+            send_ack_is_copy,
+        }
     }
 
     fn killed(control: &SessionControl) -> bool {
@@ -532,10 +568,14 @@ mod tests {
         let bob = register(&registry, "bob", 1);
         let message = Bytes::from_static(b"hi");
         for seq in 1..=5 {
-            assert!(registry.deliver("bob", seq, &message));
+            assert_eq!(registry.deliver("bob", seq, &message, None), Some(1));
         }
         assert!(!killed(&bob), "4 + 1 pushes fit");
-        assert!(registry.deliver("bob", 6, &message));
+        assert_eq!(
+            registry.deliver("bob", 6, &message, None),
+            Some(0),
+            "refused, not queued"
+        );
         assert!(killed(&bob), "the sixth kicks");
         assert_eq!(bob.kick_reason(), Some(KickReason::SlowConsumer));
         assert_eq!(
@@ -577,8 +617,9 @@ mod tests {
     fn a_users_devices_come_and_go_in_any_order() {
         let registry = Registry::default();
         let message = Bytes::from_static(b"hi");
-        let login =
-            |device: &str, connection_id| registry.register("alice", device, connection_id, 8, 10);
+        let login = |device: &str, connection_id| {
+            registry.register("alice", device, connection_id, options(8, false), 10)
+        };
         let phone = login("phone", 1);
         let tablet = login("tablet", 2);
         let laptop = login("laptop", 3);
@@ -586,7 +627,7 @@ mod tests {
         assert_eq!(registry.n_sessions(), 4);
         assert!(Arc::ptr_eq(&phone.0.budget, &laptop.0.budget));
         assert!(!Arc::ptr_eq(&phone.0.budget, &bob.0.budget));
-        assert!(registry.deliver("alice", 1, &message));
+        assert_eq!(registry.deliver("alice", 1, &message, None), Some(3));
         for device in [&phone, &tablet, &laptop] {
             assert_eq!(device.take_pushes().len(), 1, "{}", device.device());
         }
@@ -603,19 +644,52 @@ mod tests {
         registry.unregister("alice", "tablet", 2);
         registry.unregister("alice", "phone", 5);
         assert_eq!(registry.n_sessions(), 2);
-        assert!(registry.deliver("alice", 2, &message));
+        assert_eq!(registry.deliver("alice", 2, &message, None), Some(1));
         assert_eq!(laptop.take_pushes().len(), 1);
         assert!(phone_again.take_pushes().is_empty());
         registry.unregister("alice", "laptop", 3);
-        assert!(!registry.deliver("alice", 3, &message), "alice left");
+        assert_eq!(registry.deliver("alice", 3, &message, None), None, "alice left");
         assert_eq!(registry.n_sessions(), 1);
         let phone_later = login("phone", 6);
         assert!(
             !Arc::ptr_eq(&phone_later.0.budget, &phone.0.budget),
             "a new user entry"
         );
-        assert!(registry.deliver("alice", 4, &message));
+        assert_eq!(registry.deliver("alice", 4, &message, None), Some(1));
         assert_eq!(phone_later.take_pushes().len(), 1);
+    }
+
+    /// A device that takes its SendAcks as its copies is skipped when its own send is
+    /// delivered, and only for its own sends: the user's other devices get it, and so does the
+    /// same device when someone else's message reaches the user. Alone online, the user still
+    /// counts as online (no offline push for the sender).
+    #[test]
+    fn a_send_is_not_pushed_back_to_a_device_that_takes_its_ack_as_its_copy() {
+        let registry = Registry::default();
+        let message = Bytes::from_static(b"hi");
+        let phone = registry.register("alice", "phone", 1, options(8, true), 0);
+        let laptop = registry.register("alice", "laptop", 2, options(8, false), 0);
+        assert_eq!(phone.echo_skipped(), Some(1));
+        assert_eq!(laptop.echo_skipped(), None);
+
+        assert_eq!(
+            registry.deliver("alice", 1, &message, phone.echo_skipped()),
+            Some(1)
+        );
+        assert!(phone.take_pushes().is_empty(), "its own send");
+        assert_eq!(laptop.take_pushes().len(), 1);
+
+        assert_eq!(registry.deliver("alice", 2, &message, None), Some(2));
+        assert_eq!(phone.take_pushes().len(), 1, "someone else's message");
+        assert_eq!(laptop.take_pushes().len(), 1);
+
+        registry.unregister("alice", "laptop", 2);
+        assert_eq!(
+            registry.deliver("alice", 3, &message, phone.echo_skipped()),
+            Some(0),
+            "the sender is online: no offline push"
+        );
+        assert!(phone.take_pushes().is_empty());
     }
 
     /// A budget of 4 a second holds a burst of 4, gains one send every 250 ms, and never holds

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::live::{Live, LoggedIn};
-use super::registry::SessionControl;
+use super::registry::{SessionControl, SessionOptions};
 use super::{Shared, error_frame};
 use crate::auth::{AuthError, validate_id};
 use crate::codec::{CodecError, FrameIoError};
@@ -200,12 +200,17 @@ async fn log_in<S: Stream>(
     stop: CancellationToken,
     connection_id: u64,
 ) -> Option<Login> {
-    let (user, device, idle_timeout) = read_login(shared, io, login_deadline, &stop).await?;
+    let (user, device, idle_timeout, send_ack_is_copy) =
+        read_login(shared, io, login_deadline, &stop).await?;
+    let options = SessionOptions {
+        outbox_len_max: shared.config.outbox_len_max,
+        send_ack_is_copy,
+    };
     let session = shared.registry.register(
         &user,
         &device,
         connection_id,
-        shared.config.outbox_len_max,
+        options,
         shared.config.send_rate_per_user,
     );
     // Read after registering: a message stored from now on is pushed to this
@@ -242,14 +247,14 @@ async fn log_in<S: Stream>(
 }
 
 /// The Login frame: the first frame must be a valid Login before `login_deadline`; anything
-/// else is answered with an Error and `None`. Returns the user, the device and the idle
-/// timeout.
+/// else is answered with an Error and `None`. Returns the user, the device, the idle timeout
+/// and whether the device takes its SendAcks as its copies.
 async fn read_login<S: Stream>(
     shared: &Shared,
     io: &mut FrameIo<S>,
     login_deadline: Instant,
     stop: &CancellationToken,
-) -> Option<(String, String, Duration)> {
+) -> Option<(String, String, Duration, bool)> {
     let first = tokio::select! {
         biased;
         () = stop.cancelled() => return None,
@@ -289,7 +294,7 @@ async fn read_login<S: Stream>(
         }
     };
     // The token and the rest of the frame are dropped here, not kept for the session.
-    Some((login.user, login.device, idle_timeout))
+    Some((login.user, login.device, idle_timeout, login.send_ack_is_copy))
 }
 
 /// Validates a Login; returns the idle timeout for the connection.
@@ -630,7 +635,8 @@ async fn handle_send(
     // which may be killed (replaced by the sender's reconnect, say) while the append waits
     // for its commit: a retry of the same id is a duplicate and delivers nothing, so a
     // delivery dropped here would be lost until each recipient's next sync.
-    let stored = FinishOnDrop::new(store_and_deliver(shared.clone(), request, permit));
+    let skip = session.echo_skipped();
+    let stored = FinishOnDrop::new(store_and_deliver(shared.clone(), request, permit, skip));
     let (message, sender_seq) = match stored.await {
         Ok(stored) => stored,
         Err(store_error) => {
@@ -703,11 +709,13 @@ where
 }
 
 /// Stores a send and hands a new message to delivery (a group's to its reserved fan-out
-/// slot); returns the message and its seq in the sender's inbox.
+/// slot), to every live device of its recipients but connection `skip`; returns the message
+/// and its seq in the sender's inbox.
 async fn store_and_deliver(
     shared: Arc<Shared>,
     request: AppendRequest,
     permit: Option<tokio::sync::mpsc::OwnedPermit<super::FanoutJob>>,
+    skip: Option<u64>,
 ) -> Result<(Arc<StoredMessage>, u64), StoreError> {
     let outcome = shared.store.append(request).await?;
     if outcome.duplicate {
@@ -725,9 +733,10 @@ async fn store_and_deliver(
                 permit.send(super::FanoutJob {
                     message: outcome.message.clone(),
                     deliveries: outcome.deliveries,
+                    skip,
                 });
             }
-            None => shared.deliver(&outcome.message, &outcome.deliveries),
+            None => shared.deliver(&outcome.message, &outcome.deliveries, skip),
         }
     }
     Ok((outcome.message, outcome.sender_seq))
@@ -747,7 +756,8 @@ fn planted_ack_before_store(
         if let Ok(outcome) = behind.store.append(request).await
             && !outcome.duplicate
         {
-            behind.deliver(&outcome.message, &outcome.deliveries);
+            // The ack said seq 0: every device, the sender's included, learns the seq by push.
+            behind.deliver(&outcome.message, &outcome.deliveries, None);
         }
     });
     Body::SendAck(proto::SendAck {

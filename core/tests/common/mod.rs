@@ -183,6 +183,7 @@ pub fn login(user: &str, device: &str, token: &str) -> Body {
         device: device.into(),
         token: token.into(),
         heartbeat_interval_max_s: 60,
+        send_ack_is_copy: false,
     })
 }
 
