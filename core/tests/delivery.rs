@@ -181,7 +181,8 @@ async fn the_sending_device_takes_its_ack_as_its_copy_and_is_not_pushed_its_own_
 /// The SendAck of a device's own message can name a seq past one it has not had yet (another
 /// sender's message to it stored just before, its push still on the way). The client does
 /// not process its copy out of order: it syncs, as for a push past a gap, and processes both
-/// in seq order, each once. The server here is scripted to answer that way.
+/// in seq order, each once. The server here is scripted to answer that way, and then to push
+/// the device's own send back as a server without the option would.
 #[tokio::test]
 async fn an_own_copy_past_a_gap_waits_for_a_sync_that_brings_both_in_order() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -271,6 +272,27 @@ async fn an_own_copy_past_a_gap_waits_for_a_sync_that_brings_both_in_order() {
         phone.seen()
     );
     assert_eq!(phone.state.lock().unwrap().last_seq, 2);
+    // The login sync's ack (of seq 0), then the second sync's.
+    loop {
+        match server.recv().await {
+            Some(Body::DeviceAck(ack)) if ack.seq == 2 => break,
+            Some(Body::DeviceAck(ack)) if ack.seq == 0 => {}
+            other => panic!("expected the sync's ack, got {other:?}"),
+        }
+    }
+
+    // A server that pushes the device's own send back anyway (one that ignores the option)
+    // gets its push acked, not left to fall back to a Notify.
+    server
+        .send(Body::NotifyData(proto::NotifyData {
+            message: Some(message(2, 20, "alice", "mine", &send.client_msg_id)),
+        }))
+        .await;
+    match server.recv().await {
+        Some(Body::DeviceAck(ack)) => assert_eq!(ack.seq, 2),
+        other => panic!("expected the duplicate acked, got {other:?}"),
+    }
+    assert_eq!(phone.bodies(), vec!["before mine", "mine"]);
     phone.stop().await;
 }
 
