@@ -167,7 +167,10 @@ async fn the_sending_device_takes_its_ack_as_its_copy_and_is_not_pushed_its_own_
         }
     }
     // Alice's two devices, then bob's own: each counted.
-    assert_eq!(phone.wait_bodies(2).await, vec!["from my phone", "from bob"]);
+    assert_eq!(
+        phone.wait_bodies(2).await,
+        vec!["from my phone", "from bob"]
+    );
     assert_eq!(pushed(), 5);
     assert_eq!(phone.state.lock().unwrap().last_seq, 2);
     assert!(

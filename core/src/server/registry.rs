@@ -384,8 +384,7 @@ impl Registry {
         let (control, old) = match users.find_mut(hash, |online| online.user() == user) {
             Some(online) => {
                 let budget = online.devices()[0].0.budget.clone();
-                let control =
-                    SessionControl::new(user, device, connection_id, budget, options);
+                let control = SessionControl::new(user, device, connection_id, budget, options);
                 let old = match online
                     .devices()
                     .binary_search_by(|other| other.device().cmp(control.device()))
@@ -403,8 +402,7 @@ impl Registry {
             }
             None => {
                 let budget = Arc::new(SendBudget::new(send_rate));
-                let control =
-                    SessionControl::new(user, device, connection_id, budget, options);
+                let control = SessionControl::new(user, device, connection_id, budget, options);
                 users.insert_unique(hash, OnlineUser::One(control.clone()), |online| {
                     user_hash(online.user())
                 });
@@ -648,7 +646,11 @@ mod tests {
         assert_eq!(laptop.take_pushes().len(), 1);
         assert!(phone_again.take_pushes().is_empty());
         registry.unregister("alice", "laptop", 3);
-        assert_eq!(registry.deliver("alice", 3, &message, None), None, "alice left");
+        assert_eq!(
+            registry.deliver("alice", 3, &message, None),
+            None,
+            "alice left"
+        );
         assert_eq!(registry.n_sessions(), 1);
         let phone_later = login("phone", 6);
         assert!(

@@ -294,7 +294,12 @@ async fn read_login<S: Stream>(
         }
     };
     // The token and the rest of the frame are dropped here, not kept for the session.
-    Some((login.user, login.device, idle_timeout, login.send_ack_is_copy))
+    Some((
+        login.user,
+        login.device,
+        idle_timeout,
+        login.send_ack_is_copy,
+    ))
 }
 
 /// Validates a Login; returns the idle timeout for the connection.
