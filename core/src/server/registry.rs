@@ -694,6 +694,17 @@ mod tests {
         assert!(phone.take_pushes().is_empty());
     }
 
+    /// A connection's handle stays one 128-byte allocation (jemalloc's class; the `Arc`'s two
+    /// counts included), the send_ack_is_copy flag in what was padding.
+    #[test]
+    fn a_connections_handle_fits_in_128_bytes() {
+        assert!(
+            16 + std::mem::size_of::<Mailbox>() <= 128,
+            "{} bytes",
+            16 + std::mem::size_of::<Mailbox>()
+        );
+    }
+
     /// A budget of 4 a second holds a burst of 4, gains one send every 250 ms, and never holds
     /// more than 4 however long it rests.
     #[test]
