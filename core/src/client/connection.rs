@@ -783,10 +783,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 // Acked again (cumulatively, at the last seq): a server that pushes a
                 // device's own sends back anyway (one that ignores `send_ack_is_copy`) sees
                 // its push taken instead of falling back to a Notify.
-                Applied::Duplicate => {
-                    let last_seq = lock(&client.state).last_seq;
-                    live.ack_due = Some(live.ack_due.map_or(last_seq, |due| due.max(last_seq)));
-                }
+                Applied::Duplicate => live.ack_due = Some(lock(&client.state).last_seq),
                 Applied::Gap if live.syncing => {}
                 Applied::Gap => {
                     let last_seq = lock(&client.state).last_seq;
