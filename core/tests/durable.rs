@@ -477,6 +477,104 @@ async fn cursors_are_coalesced_committed_without_a_wait_and_advisory_across_a_cr
     assert_eq!(store.cursor("b", "phone").await.unwrap(), 3);
 }
 
+/// Records an append of a 1:1 message writes: the message, two inbox entries, the dedupe
+/// record.
+const RECORDS_PER_APPEND: u64 = 4;
+
+#[tokio::test(start_paused = true)]
+async fn held_cursors_skip_the_rounds_appends_start_until_they_are_due() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
+    let store = DurableStore::open(engine.clone(), DurableStoreLimits::default(), EPOCH)
+        .await
+        .unwrap();
+    store.append(send("a", "m0", peer("b"))).await.unwrap();
+    let (commits, records) = (engine.commits(), engine.records_written());
+    let held_at = tokio::time::Instant::now();
+    assert_eq!(store.ack_cursor("b", "phone", 1).await.unwrap(), 1);
+    // Appends keep rounds running back to back; the cursor stays out of them...
+    let mut appends = 0;
+    while tokio::time::Instant::now() + Duration::from_millis(20) < held_at + CURSOR_COMMIT_DELAY {
+        appends += 1;
+        store
+            .append(send("a", &format!("m{appends}"), peer("b")))
+            .await
+            .unwrap();
+        if appends == 3 {
+            // ...and a second ack of the device replaces it.
+            assert_eq!(store.ack_cursor("b", "phone", 2).await.unwrap(), 2);
+        }
+    }
+    assert!(
+        appends >= 5,
+        "only {appends} appends before the cursor was due"
+    );
+    assert_eq!(engine.commits() - commits, appends);
+    assert_eq!(
+        engine.records_written() - records,
+        appends * RECORDS_PER_APPEND,
+        "a cursor record rode a round before CURSOR_COMMIT_DELAY"
+    );
+    // Once due, the held cursor is written once, with its newest value, in the next round.
+    tokio::time::sleep_until(held_at + CURSOR_COMMIT_DELAY).await;
+    store.append(send("a", "last", peer("b"))).await.unwrap();
+    assert_eq!(
+        engine.records_written() - records,
+        (appends + 1) * RECORDS_PER_APPEND + 1
+    );
+    drop(store); // A crash after that commit keeps the newest cursor.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let store = DurableStore::open(engine, DurableStoreLimits::default(), EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quarter_of_the_pending_bound_in_held_cursors_commits_them_at_once() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
+    let limits = DurableStoreLimits {
+        pending_ops_max: 12,
+        ..DurableStoreLimits::default()
+    };
+    assert_eq!(limits.cursors_held_max(), 3);
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    store.append(send("a", "m0", peer("b"))).await.unwrap();
+    let (commits, records) = (engine.commits(), engine.records_written());
+    for device in ["phone", "laptop"] {
+        store.ack_cursor("b", device, 1).await.unwrap();
+    }
+    // Two held of three: they wait for CURSOR_COMMIT_DELAY.
+    tokio::time::sleep(CURSOR_COMMIT_DELAY - Duration::from_millis(20)).await;
+    assert_eq!(engine.commits(), commits);
+    // The third device fills the bound: a round takes all three at once.
+    store.ack_cursor("b", "pad", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(11)).await;
+    assert_eq!(engine.commits(), commits + 1);
+    assert_eq!(engine.records_written(), records + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_commits_the_held_cursors() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));
+    let store = DurableStore::open(engine.clone(), DurableStoreLimits::default(), EPOCH)
+        .await
+        .unwrap();
+    store.append(send("a", "m0", peer("b"))).await.unwrap();
+    let asked = tokio::time::Instant::now();
+    store.ack_cursor("b", "phone", 1).await.unwrap();
+    store.close().await;
+    assert!(
+        tokio::time::Instant::now() < asked + CURSOR_COMMIT_DELAY,
+        "close waited for the cursor's delay"
+    );
+    let store = DurableStore::open(engine, DurableStoreLimits::default(), EPOCH)
+        .await
+        .unwrap();
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_crash_loses_only_unacknowledged_appends() {
     let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(10)));

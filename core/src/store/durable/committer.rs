@@ -6,19 +6,24 @@
 //! commit poisons the store: the allocated seqs it held would be holes, so every waiter of
 //! it and of the writes queued behind it hears the error, and later writes are refused.
 //!
-//! Cursor acks queue their record without a waiter and without waking a round of their own:
-//! they ride in the next round that anything else starts, or in one started
-//! `CURSOR_COMMIT_DELAY` after the first of them, so a stream of acks costs at most one
-//! commit (one fsync) a `CURSOR_COMMIT_DELAY` instead of one each.
+//! Cursor acks hold their record without a waiter, apart from the pending batch: the held
+//! records join a round once the oldest of them is `CURSOR_COMMIT_DELAY` old (a round of their
+//! own when nothing else is pending), or at once when a quarter of `pending_ops_max` is held,
+//! or when the store closes. A device that acks again meanwhile replaces its record, so under
+//! load, when rounds run back to back, a device writes one cursor record a
+//! `CURSOR_COMMIT_DELAY` instead of one an ack (a record a message it is pushed), and a stream
+//! of acks alone costs at most one commit (one fsync) a `CURSOR_COMMIT_DELAY`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Shared;
 use super::engine::{Engine, Partition};
+use super::state::State;
 
 /// Runs until the store is dropped or closed. Holds the store only while a round runs, so dropping
 /// the last [`DurableStore`](super::DurableStore) handle frees the engine even while this
@@ -29,13 +34,16 @@ pub(super) async fn run<E: Engine>(
     wake_lazily: Arc<Notify>,
 ) {
     loop {
+        let due = match shared.upgrade() {
+            Some(shared) => cursors_due(&shared.lock()),
+            None => return,
+        };
         tokio::select! {
             biased;
             () = wake.notified() => {}
-            () = async {
-                wake_lazily.notified().await;
-                tokio::time::sleep(CURSOR_COMMIT_DELAY).await;
-            } => {}
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+            // A cursor was held while none was: its deadline is read at the loop's top.
+            () = wake_lazily.notified(), if due.is_none() => continue,
         }
         let Some(shared) = shared.upgrade() else {
             return;
@@ -47,17 +55,35 @@ pub(super) async fn run<E: Engine>(
     }
 }
 
-/// A cursor queued alone is committed at the latest this long after it was acked.
+/// When the held cursor records are due for a round (`None`: none is held).
+fn cursors_due(state: &State) -> Option<Instant> {
+    state
+        .held_cursors
+        .since
+        .map(|since| since + CURSOR_COMMIT_DELAY)
+}
+
+/// A cursor ack's record is committed at the latest this long after the oldest held one was
+/// acked (and a commit round later than that under load).
 pub const CURSOR_COMMIT_DELAY: Duration = Duration::from_millis(200);
 
 /// Commits what is pending; false when nothing was.
 async fn commit_round<E: Engine>(shared: &Shared<E>) -> bool {
     let mut batch = {
         let mut state = shared.lock();
-        if state.pending.n_ops == 0 {
+        let held = state.held_cursors.records.len();
+        let take_cursors = held > 0
+            && (held >= shared.limits.cursors_held_max()
+                || shared.closing.load(Ordering::Relaxed)
+                || cursors_due(&state).is_some_and(|due| due <= Instant::now()));
+        if state.pending.n_ops == 0 && !take_cursors {
             return false;
         }
-        std::mem::take(&mut state.pending)
+        let mut batch = std::mem::take(&mut state.pending);
+        if take_cursors {
+            state.take_cursors(&mut batch);
+        }
+        batch
     };
     let mut writes = std::mem::take(&mut batch.writes);
     for (key, value) in std::mem::take(&mut batch.cursors) {
@@ -83,7 +109,8 @@ async fn commit_round<E: Engine>(shared: &Shared<E>) -> bool {
             tracing::error!(engine = shared.engine.name(), "{reason}");
             state.settle(&batch);
             state.poisoned = Some(reason.clone());
-            let queued = std::mem::take(&mut state.pending);
+            let mut queued = std::mem::take(&mut state.pending);
+            state.take_cursors(&mut queued);
             state.settle(&queued);
             for waiter in queued.waiters {
                 let _ = waiter.send(Err(reason.clone()));

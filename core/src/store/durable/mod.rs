@@ -74,6 +74,14 @@ pub struct DurableStoreLimits {
     pub planted_skip_dedupe: bool,
 }
 
+impl DurableStoreLimits {
+    /// Cursor records held for a later commit round before a round takes them at once: a
+    /// quarter of `pending_ops_max` (at least one), so held cursors never crowd out appends.
+    pub fn cursors_held_max(&self) -> usize {
+        (self.pending_ops_max / 4).max(1)
+    }
+}
+
 impl Default for DurableStoreLimits {
     /// [`MemoryStoreLimits`]' defaults, but a short dedupe window: the engine holds every
     /// dedupe record, so the window is only a cache and need not cost 4,096 ids per user.
@@ -118,8 +126,8 @@ struct Shared<E: Engine> {
     epoch: u64,
     state: Mutex<State>,
     wake_committer: Arc<Notify>,
-    /// Told of a cursor queued without a commit of its own: the committer commits it with
-    /// the next round, at the latest `CURSOR_COMMIT_DELAY` later.
+    /// Told of a cursor held without a commit of its own: the committer commits it
+    /// `CURSOR_COMMIT_DELAY` after the oldest held one (see `committer`).
     wake_committer_lazily: Arc<Notify>,
     /// Set by [`DurableStore::close`]: the committer drains what is queued and stops.
     closing: AtomicBool,

@@ -141,8 +141,7 @@ impl DedupeWindow {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub writes: WriteBatch,
-    /// Cursor records queued without a waiter, by key: a device acked twice before the
-    /// commit is written once, with its newest cursor.
+    /// The held cursor records this batch took (see [`HeldCursors`]).
     pub cursors: BTreeMap<Vec<u8>, Vec<u8>>,
     pub waiters: Vec<Waiter>,
     /// user -> newest seq written by this batch.
@@ -152,6 +151,18 @@ pub struct Batch {
     /// Store operations in the batch (each counts against `pending_ops_max`).
     pub n_ops: usize,
     /// Bytes of keys and values in `writes` (each counts against `pending_bytes_max`).
+    pub n_bytes: usize,
+}
+
+/// Cursor records held back from the commit rounds, by key: a device that acks again before
+/// they are taken is written once, with its newest cursor. They count against
+/// `pending_ops_max` and `pending_bytes_max` like any accepted write.
+#[derive(Debug, Default)]
+pub struct HeldCursors {
+    pub records: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// When the oldest of them was acked (`None` when none is held).
+    pub since: Option<tokio::time::Instant>,
+    /// Bytes of their keys and values.
     pub n_bytes: usize,
 }
 
@@ -170,6 +181,8 @@ pub struct State {
     pub groups: BTreeMap<String, BTreeSet<String>>,
     /// The batch the committer takes next.
     pub pending: Batch,
+    /// Cursor records waiting to join a batch (see [`committer`](super::committer)).
+    pub held_cursors: HeldCursors,
     /// Operations and bytes accepted but not yet durable (pending and in flight).
     pub unsettled_ops: usize,
     pub unsettled_bytes: usize,
@@ -229,17 +242,31 @@ impl State {
         receiver
     }
 
-    /// Queues a cursor record for the next commit round, with no one waiting for it; it
-    /// replaces one for the same key still queued.
-    pub fn submit_cursor(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    /// Holds a cursor record for a later commit round, with no one waiting for it; it
+    /// replaces one for the same key still held. Returns how many are held.
+    pub fn submit_cursor(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        now: tokio::time::Instant,
+    ) -> usize {
         let n_bytes = key.len() + value.len();
-        let pending = &mut self.pending;
-        if pending.cursors.insert(key, value).is_none() {
+        let held = &mut self.held_cursors;
+        if held.records.insert(key, value).is_none() {
             self.unsettled_ops += 1;
             self.unsettled_bytes += n_bytes;
-            pending.n_ops += 1;
-            pending.n_bytes += n_bytes;
+            held.n_bytes += n_bytes;
         }
+        held.since.get_or_insert(now);
+        held.records.len()
+    }
+
+    /// Moves every held cursor record into `batch`.
+    pub fn take_cursors(&mut self, batch: &mut Batch) {
+        let held = std::mem::take(&mut self.held_cursors);
+        batch.n_ops += held.records.len();
+        batch.n_bytes += held.n_bytes;
+        batch.cursors = held.records;
     }
 
     /// Makes a committed batch visible to readers.

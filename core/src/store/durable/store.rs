@@ -303,12 +303,17 @@ impl<E: Engine> Store for DurableStore<E> {
         }
         let (key, value) = (keys::cursor_key(user, device), record::encode_u64(cursor));
         self.check_room(&state, key.len() + value.len())?;
-        // Advisory: made durable with the next commit, not waited for (see `Store::ack_cursor`).
-        state.submit_cursor(key, value);
+        // Advisory: held for a later commit, not waited for (see `Store::ack_cursor` and the
+        // committer).
+        let held = state.submit_cursor(key, value, tokio::time::Instant::now());
         let user_state = state.users.get_mut(user).expect("user was loaded");
         user_state.cursors.insert(device.to_string(), cursor);
         drop(state);
-        self.shared.wake_committer_lazily.notify_one();
+        if held >= self.shared.limits.cursors_held_max() {
+            self.shared.wake_committer.notify_one();
+        } else {
+            self.shared.wake_committer_lazily.notify_one();
+        }
         Ok(cursor)
     }
 
