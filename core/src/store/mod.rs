@@ -153,8 +153,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves a device's cursor forward to `seq` (never backward) and returns the cursor.
     /// Cursors are advisory (a device re-syncs from its own newest seq, and dedupes by seq),
-    /// so a store may make them durable later than it returns, with the next commit; one
-    /// lost in a crash only makes a device receive again what it had.
+    /// so a store may make them durable later than it returns (the durable store holds them
+    /// up to `CURSOR_COMMIT_DELAY`); one lost in a crash only makes a device receive again
+    /// what it had.
     async fn ack_cursor(&self, user: &str, device: &str, seq: u64) -> Result<u64, StoreError>;
 
     /// A device's cursor (0 when the device never acked).
