@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::engine::{Engine, Partition};
+use super::engine::Engine;
 use super::state::State;
 
 /// Runs until the store is dropped or closed. Holds the store only while a round runs, so dropping
@@ -85,10 +85,7 @@ async fn commit_round<E: Engine>(shared: &Shared<E>) -> bool {
         }
         batch
     };
-    let mut writes = std::mem::take(&mut batch.writes);
-    for (key, value) in std::mem::take(&mut batch.cursors) {
-        writes.put(Partition::Cursors, key, value);
-    }
+    let writes = std::mem::take(&mut batch.writes);
     let result = if writes.is_empty() {
         // Only duplicates waiting for earlier batches: nothing to write.
         Ok(())

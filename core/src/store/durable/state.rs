@@ -140,9 +140,8 @@ impl DedupeWindow {
 /// Writes waiting for one engine commit, and what committing them makes visible.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Every record of the batch, the held cursor records it took included.
     pub writes: WriteBatch,
-    /// The held cursor records this batch took (see [`HeldCursors`]).
-    pub cursors: BTreeMap<Vec<u8>, Vec<u8>>,
     pub waiters: Vec<Waiter>,
     /// user -> newest seq written by this batch.
     pub seq_marks: BTreeMap<String, u64>,
@@ -261,12 +260,14 @@ impl State {
         held.records.len()
     }
 
-    /// Moves every held cursor record into `batch`.
+    /// Moves every held cursor record into `batch`'s writes.
     pub fn take_cursors(&mut self, batch: &mut Batch) {
         let held = std::mem::take(&mut self.held_cursors);
         batch.n_ops += held.records.len();
         batch.n_bytes += held.n_bytes;
-        batch.cursors = held.records;
+        for (key, value) in held.records {
+            batch.writes.put(Partition::Cursors, key, value);
+        }
     }
 
     /// Makes a committed batch visible to readers.
