@@ -11,7 +11,7 @@ use bytes::Bytes;
 use imlab_core::proto::Target;
 use imlab_core::store::{
     AppendOutcome, AppendRequest, CURSOR_COMMIT_DELAY, DurableStore, DurableStoreLimits, Engine,
-    FjallEngine, MemEngine, MemoryStore, MemoryStoreLimits, Store, StoreError,
+    FjallEngine, MemEngine, MemoryStore, MemoryStoreLimits, Partition, Store, StoreError,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -371,6 +371,184 @@ async fn dedupe_outlives_the_memory_window() {
         (1, &first.message),
         "found in the engine, not the window"
     );
+}
+
+/// A [`MemEngine`] whose next dedupe lookup, once armed, reads its answer, says so and stops
+/// until released: the store as it is while an append waits on a read of the disk.
+#[derive(Default)]
+struct GatedEngine {
+    inner: MemEngine,
+    gate: std::sync::Mutex<Option<Gate>>,
+}
+
+struct Gate {
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl GatedEngine {
+    /// Arms the gate: the receiver hears when a lookup stopped at it, the sender releases it.
+    fn arm(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (entered, entered_rx) = std::sync::mpsc::channel();
+        let (release_tx, release) = std::sync::mpsc::channel();
+        *self.gate.lock().unwrap() = Some(Gate { entered, release });
+        (entered_rx, release_tx)
+    }
+}
+
+impl Engine for GatedEngine {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn get(
+        &self,
+        partition: Partition,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, imlab_core::store::EngineError> {
+        // The answer is read before the gate, so what happens while it waits is news to it.
+        let answer = self.inner.get(partition, key);
+        let gate = match partition {
+            Partition::Dedupe => self.gate.lock().unwrap().take(),
+            _ => None,
+        };
+        if let Some(gate) = gate {
+            gate.entered.send(()).unwrap();
+            // A test that fails while the lookup waits drops its sender and so releases it.
+            let _ = gate.release.recv_timeout(Duration::from_secs(60));
+        }
+        answer
+    }
+
+    fn last_with_prefix(
+        &self,
+        partition: Partition,
+        prefix: &[u8],
+    ) -> Result<Option<imlab_core::store::KeyValue>, imlab_core::store::EngineError> {
+        self.inner.last_with_prefix(partition, prefix)
+    }
+
+    fn scan(
+        &self,
+        partition: Partition,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<imlab_core::store::KeyValue>, imlab_core::store::EngineError> {
+        self.inner.scan(partition, start, end, limit)
+    }
+
+    fn commit(
+        &self,
+        batch: imlab_core::store::WriteBatch,
+    ) -> impl Future<Output = Result<(), imlab_core::store::EngineError>> + Send {
+        self.inner.commit(batch)
+    }
+}
+
+/// A durable store on a [`GatedEngine`], in a runtime of two workers that other threads'
+/// appends run in too, so one append can stop inside the store while others go on.
+struct GatedStore {
+    runtime: tokio::runtime::Runtime,
+    engine: Arc<GatedEngine>,
+    store: Arc<DurableStore<GatedEngine>>,
+}
+
+impl GatedStore {
+    fn open(limits: DurableStoreLimits) -> GatedStore {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = Arc::new(GatedEngine::default());
+        let store = runtime
+            .block_on(DurableStore::open(engine.clone(), limits, EPOCH))
+            .unwrap();
+        GatedStore {
+            runtime,
+            engine,
+            store: Arc::new(store),
+        }
+    }
+
+    fn append(&self, request: AppendRequest) -> AppendOutcome {
+        self.runtime.block_on(self.store.append(request)).unwrap()
+    }
+
+    /// Starts `request` on a thread of its own, and returns once its dedupe lookup has stopped
+    /// at the gate, with the thread and the gate's release.
+    fn append_stopped_at_the_lookup(
+        &self,
+        request: AppendRequest,
+    ) -> (
+        std::thread::JoinHandle<AppendOutcome>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (entered, release) = self.engine.arm();
+        let (handle, store) = (self.runtime.handle().clone(), self.store.clone());
+        let thread = std::thread::spawn(move || handle.block_on(store.append(request)).unwrap());
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the append looks its new id up in the engine");
+        (thread, release)
+    }
+}
+
+#[test]
+fn a_dedupe_lookup_in_the_engine_leaves_the_store_to_other_writes() {
+    let gated = GatedStore::open(DurableStoreLimits::default());
+    let (stopped, release) = gated.append_stopped_at_the_lookup(send("a", "m1", peer("b")));
+    let (done, other) = std::sync::mpsc::channel();
+    let (handle, store) = (gated.runtime.handle().clone(), gated.store.clone());
+    std::thread::spawn(move || {
+        let _ = done.send(handle.block_on(store.append(send("c", "n1", peer("d")))));
+    });
+    let other = other.recv_timeout(Duration::from_secs(10));
+    release.send(()).unwrap();
+    let other = other
+        .expect("another user's append waited for a dedupe lookup: it holds the store's mutex")
+        .unwrap();
+    let stopped = stopped.join().unwrap();
+    assert!(!other.duplicate && !stopped.duplicate);
+    assert_eq!((other.message.msg_id, stopped.message.msg_id), (1, 2));
+}
+
+#[test]
+fn a_send_accepted_while_its_retry_reads_the_engine_is_the_retrys_original() {
+    let gated = GatedStore::open(DurableStoreLimits::default());
+    let (retry, release) = gated.append_stopped_at_the_lookup(send("a", "m1", peer("b")));
+    let original = gated.append(send("a", "m1", peer("b")));
+    release.send(()).unwrap();
+    let retry = retry.join().unwrap();
+    assert!(!original.duplicate);
+    assert!(
+        retry.duplicate,
+        "stored twice: the engine was asked before the original was accepted"
+    );
+    assert_eq!(retry.message, original.message);
+    assert_eq!(gated.runtime.block_on(gated.store.max_seq("b")).unwrap(), 1);
+}
+
+#[test]
+fn a_send_evicted_while_its_retry_reads_the_engine_is_looked_up_again() {
+    let gated = GatedStore::open(DurableStoreLimits {
+        dedupe_window_len: 1,
+        ..DurableStoreLimits::default()
+    });
+    let (retry, release) = gated.append_stopped_at_the_lookup(send("a", "m1", peer("b")));
+    let original = gated.append(send("a", "m1", peer("b")));
+    // Each is durable when its append returns, so the window of one forgets m1.
+    gated.append(send("a", "m2", peer("b")));
+    gated.append(send("a", "m3", peer("b")));
+    release.send(()).unwrap();
+    let retry = retry.join().unwrap();
+    assert!(
+        retry.duplicate,
+        "stored twice: the window forgot the original while the engine was asked"
+    );
+    assert_eq!(retry.message, original.message);
+    assert_eq!(gated.runtime.block_on(gated.store.max_seq("b")).unwrap(), 3);
 }
 
 // Group commit.

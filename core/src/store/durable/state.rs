@@ -91,6 +91,12 @@ impl DedupeWindow {
             })
     }
 
+    /// Sends taken off the front since the window was made: it changes whenever the window
+    /// forgets a send.
+    pub fn evicted(&self) -> u64 {
+        self.popped
+    }
+
     /// Sends remembered.
     fn len(&self) -> usize {
         self.sends.len()

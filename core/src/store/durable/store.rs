@@ -34,24 +34,38 @@ impl<E: Engine> DurableStore<E> {
         let shared = &*self.shared;
         let engine = &*shared.engine;
         let limits = &shared.limits;
-        let mut state = shared.lock();
-        state.check_writable()?;
-
-        let dedupe_key = keys::dedupe_key(&request.from_user, &request.client_msg_id);
-        let sender = state.load_user(engine, &request.from_user)?;
-        let committed_seq = sender.committed_seq;
         #[cfg(feature = "planted-bugs")]
         let skip_dedupe = limits.planted_skip_dedupe;
         #[cfg(not(feature = "planted-bugs"))]
         let skip_dedupe = false;
-        let original = match sender.dedupe.get(&request.client_msg_id) {
-            _ if skip_dedupe => None,
-            Some((msg_id, sender_seq)) => Some((msg_id, sender_seq)),
-            None => match engine.get(Partition::Dedupe, &dedupe_key)? {
-                Some(value) => Some(record::decode_dedupe(&dedupe_key, &value).map_err(corrupt)?),
-                None => None,
-            },
+
+        let dedupe_key = keys::dedupe_key(&request.from_user, &request.client_msg_id);
+        // An id the sender's window lacks is looked up in the engine with the mutex released
+        // (a read of the disk's tables), then the window is checked again: a send of the same
+        // id accepted meanwhile is in it, unless the window evicted sends meanwhile, which
+        // only committed sends leave and so a second lookup finds. That one is made under the
+        // mutex, so an append takes the lock at most twice.
+        let mut engine_answer: Option<(u64, Option<(u64, u64)>)> = None;
+        let (mut state, original) = loop {
+            let mut state = shared.lock();
+            state.check_writable()?;
+            let sender = state.load_user(engine, &request.from_user)?;
+            let in_window = sender.dedupe.get(&request.client_msg_id);
+            let evicted = sender.dedupe.evicted();
+            let original = match (in_window, engine_answer) {
+                _ if skip_dedupe => None,
+                (Some(found), _) => Some(found),
+                (None, Some((asked_at, found))) if asked_at == evicted => found,
+                (None, Some(_)) => self.lookup_dedupe(&dedupe_key)?,
+                (None, None) => {
+                    drop(state);
+                    engine_answer = Some((evicted, self.lookup_dedupe(&dedupe_key)?));
+                    continue;
+                }
+            };
+            break (state, original);
         };
+        let committed_seq = state.users[&request.from_user].committed_seq;
         if let Some((msg_id, sender_seq)) = original {
             let wait = if sender_seq > committed_seq {
                 self.check_room(&state, 0)?;
@@ -142,6 +156,16 @@ impl<E: Engine> DurableStore<E> {
             deliveries,
             wait,
         })
+    }
+
+    /// The (msg_id, sender seq) the engine holds for a dedupe key.
+    fn lookup_dedupe(&self, dedupe_key: &[u8]) -> Result<Option<(u64, u64)>, StoreError> {
+        match self.shared.engine.get(Partition::Dedupe, dedupe_key)? {
+            Some(value) => Ok(Some(
+                record::decode_dedupe(dedupe_key, &value).map_err(corrupt)?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// The committed newest seq of `user`.
