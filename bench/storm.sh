@@ -13,6 +13,8 @@
 #   CLIENTS=19000 CONNECT_RATE=10000 REPEAT=3 SOMAXCONN=65535 BACKOFF=1s,30s,0s \
 #     TARGETS="imlab-mem mosquitto-q1" IMLAB_BIN=... bench/storm.sh
 #
+# TARGETS may also name imlab-disk: `imlab serve --data-dir`, restarted on the same directory.
+#
 # BACKOFF is the clients' --reconnect-backoff (default 1s,30s,0s: all retry together, the
 # harshest storm; 1s,30s,19s is the default policy's spread). SOMAXCONN=N sets net.core.somaxconn for the runs (restored at exit; needs root): the kernel
 # caps every listen queue at it. Without it the machine's value is used and printed. mosquitto
@@ -69,6 +71,14 @@ start_target() {
         server_pid=$!
         load_flags=""
         ;;
+    imlab-disk)
+        # The same directory before and after the restart: the clients come back to a server
+        # that reads every user's state from disk on its first touch.
+        $bin serve --listen "127.0.0.1:$port" --max-connections $((clients + 1000)) \
+            --data-dir "$tmp/data" --stats-every 0s >"$tmp/serve.out" 2>"$tmp/serve.err" &
+        server_pid=$!
+        load_flags=""
+        ;;
     mosquitto-q1)
         printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n' "$port" \
             >"$tmp/mosquitto.conf"
@@ -76,7 +86,7 @@ start_target() {
         server_pid=$!
         load_flags="--protocol mqtt --qos 1"
         ;;
-    *) echo "unknown target $1 (imlab-mem, mosquitto-q1)" >&2; exit 2 ;;
+    *) echo "unknown target $1 (imlab-mem, imlab-disk, mosquitto-q1)" >&2; exit 2 ;;
     esac
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return
@@ -96,6 +106,7 @@ stop_target() {
 # back_p50 back_p99 back_max back_n ramp_s".
 storm() {
     port=$(free_port)
+    rm -rf "$tmp/data"
     start_target "$1"
     rm -rf "$tmp/run"
     overflows >/dev/null
