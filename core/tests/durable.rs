@@ -373,9 +373,8 @@ async fn dedupe_outlives_the_memory_window() {
     );
 }
 
-/// A [`MemEngine`] whose next read of one partition (`get` or `last_with_prefix`), once armed,
-/// reads its answer, says so and stops until released: the store as it is while an operation
-/// waits on a read of the disk.
+/// A [`MemEngine`] whose next dedupe lookup, once armed, reads its answer, says so and stops
+/// until released: the store as it is while an append waits on a read of the disk.
 #[derive(Default)]
 struct GatedEngine {
     inner: MemEngine,
@@ -383,44 +382,17 @@ struct GatedEngine {
 }
 
 struct Gate {
-    partition: Partition,
     entered: std::sync::mpsc::Sender<()>,
     release: std::sync::mpsc::Receiver<()>,
 }
 
 impl GatedEngine {
-    /// Arms the gate for the next read of `partition`: the receiver hears when a read stopped
-    /// at it, the sender releases it.
-    fn arm(
-        &self,
-        partition: Partition,
-    ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    /// Arms the gate: the receiver hears when a lookup stopped at it, the sender releases it.
+    fn arm(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
         let (entered, entered_rx) = std::sync::mpsc::channel();
         let (release_tx, release) = std::sync::mpsc::channel();
-        *self.gate.lock().unwrap() = Some(Gate {
-            partition,
-            entered,
-            release,
-        });
+        *self.gate.lock().unwrap() = Some(Gate { entered, release });
         (entered_rx, release_tx)
-    }
-
-    /// Stops at the gate if it is armed for `partition`. The answer is read before, so what
-    /// happens while it waits is news to it.
-    fn pass<T>(&self, partition: Partition, answer: T) -> T {
-        let gate = {
-            let mut armed = self.gate.lock().unwrap();
-            match &*armed {
-                Some(gate) if gate.partition == partition => armed.take(),
-                _ => None,
-            }
-        };
-        if let Some(gate) = gate {
-            gate.entered.send(()).unwrap();
-            // A test that fails while the read waits drops its sender and so releases it.
-            let _ = gate.release.recv_timeout(Duration::from_secs(60));
-        }
-        answer
     }
 }
 
@@ -434,7 +406,18 @@ impl Engine for GatedEngine {
         partition: Partition,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, imlab_core::store::EngineError> {
-        self.pass(partition, self.inner.get(partition, key))
+        // The answer is read before the gate, so what happens while it waits is news to it.
+        let answer = self.inner.get(partition, key);
+        let gate = match partition {
+            Partition::Dedupe => self.gate.lock().unwrap().take(),
+            _ => None,
+        };
+        if let Some(gate) = gate {
+            gate.entered.send(()).unwrap();
+            // A test that fails while the lookup waits drops its sender and so releases it.
+            let _ = gate.release.recv_timeout(Duration::from_secs(60));
+        }
+        answer
     }
 
     fn last_with_prefix(
@@ -442,7 +425,7 @@ impl Engine for GatedEngine {
         partition: Partition,
         prefix: &[u8],
     ) -> Result<Option<imlab_core::store::KeyValue>, imlab_core::store::EngineError> {
-        self.pass(partition, self.inner.last_with_prefix(partition, prefix))
+        self.inner.last_with_prefix(partition, prefix)
     }
 
     fn scan(
@@ -464,7 +447,7 @@ impl Engine for GatedEngine {
 }
 
 /// A durable store on a [`GatedEngine`], in a runtime of two workers that other threads'
-/// operations run in too, so one operation can stop inside the store while others go on.
+/// appends run in too, so one append can stop inside the store while others go on.
 struct GatedStore {
     runtime: tokio::runtime::Runtime,
     engine: Arc<GatedEngine>,
@@ -489,53 +472,12 @@ impl GatedStore {
         }
     }
 
-    /// The store closed and opened again over the same engine, as after a restart: no user
-    /// loaded.
-    fn reopen(self) -> GatedStore {
-        let GatedStore {
-            runtime,
-            engine,
-            store,
-        } = self;
-        let reopened = runtime.block_on(async {
-            Arc::into_inner(store).unwrap().close().await;
-            DurableStore::open(engine.clone(), DurableStoreLimits::default(), EPOCH)
-                .await
-                .unwrap()
-        });
-        GatedStore {
-            runtime,
-            engine,
-            store: Arc::new(reopened),
-        }
-    }
-
     fn append(&self, request: AppendRequest) -> AppendOutcome {
         self.runtime.block_on(self.store.append(request)).unwrap()
     }
 
-    fn ack(&self, user: &str, device: &str, seq: u64) -> u64 {
-        self.runtime
-            .block_on(self.store.ack_cursor(user, device, seq))
-            .unwrap()
-    }
-
-    /// Starts `operation` on a thread of its own, and returns once it has stopped at the gate
-    /// (armed for `partition`), with the thread and the gate's release.
-    fn stopped_at_a_read_of<T: Send + 'static>(
-        &self,
-        partition: Partition,
-        operation: impl FnOnce(Arc<DurableStore<GatedEngine>>) -> BoxFuture<T> + Send + 'static,
-    ) -> (std::thread::JoinHandle<T>, std::sync::mpsc::Sender<()>) {
-        let (entered, release) = self.engine.arm(partition);
-        let (handle, store) = (self.runtime.handle().clone(), self.store.clone());
-        let thread = std::thread::spawn(move || handle.block_on(operation(store)));
-        entered
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the operation reads {partition:?} from the engine"));
-        (thread, release)
-    }
-
+    /// Starts `request` on a thread of its own, and returns once its dedupe lookup has stopped
+    /// at the gate, with the thread and the gate's release.
     fn append_stopped_at_the_lookup(
         &self,
         request: AppendRequest,
@@ -543,34 +485,26 @@ impl GatedStore {
         std::thread::JoinHandle<AppendOutcome>,
         std::sync::mpsc::Sender<()>,
     ) {
-        self.stopped_at_a_read_of(Partition::Dedupe, move |store| {
-            Box::pin(async move { store.append(request).await.unwrap() })
-        })
-    }
-
-    /// Runs `operation` on another thread while the gate holds one, and returns its result,
-    /// or None when it did not finish within 10 s (it waited for the stopped one).
-    fn meanwhile<T: Send + 'static>(
-        &self,
-        operation: impl FnOnce(Arc<DurableStore<GatedEngine>>) -> BoxFuture<T> + Send + 'static,
-    ) -> Option<T> {
-        let (done, result) = std::sync::mpsc::channel();
+        let (entered, release) = self.engine.arm();
         let (handle, store) = (self.runtime.handle().clone(), self.store.clone());
-        std::thread::spawn(move || {
-            let _ = done.send(handle.block_on(operation(store)));
-        });
-        result.recv_timeout(Duration::from_secs(10)).ok()
+        let thread = std::thread::spawn(move || handle.block_on(store.append(request)).unwrap());
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the append looks its new id up in the engine");
+        (thread, release)
     }
 }
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 #[test]
 fn a_dedupe_lookup_in_the_engine_leaves_the_store_to_other_writes() {
     let gated = GatedStore::open(DurableStoreLimits::default());
     let (stopped, release) = gated.append_stopped_at_the_lookup(send("a", "m1", peer("b")));
-    let other = gated
-        .meanwhile(|store| Box::pin(async move { store.append(send("c", "n1", peer("d"))).await }));
+    let (done, other) = std::sync::mpsc::channel();
+    let (handle, store) = (gated.runtime.handle().clone(), gated.store.clone());
+    std::thread::spawn(move || {
+        let _ = done.send(handle.block_on(store.append(send("c", "n1", peer("d")))));
+    });
+    let other = other.recv_timeout(Duration::from_secs(10));
     release.send(()).unwrap();
     let other = other
         .expect("another user's append waited for a dedupe lookup: it holds the store's mutex")
@@ -578,92 +512,6 @@ fn a_dedupe_lookup_in_the_engine_leaves_the_store_to_other_writes() {
     let stopped = stopped.join().unwrap();
     assert!(!other.duplicate && !stopped.duplicate);
     assert_eq!((other.message.msg_id, stopped.message.msg_id), (1, 2));
-}
-
-/// After a restart every user's first write reads its newest seq (and a device's first ack
-/// its cursor) from the engine: none of those reads may hold the store's mutex.
-#[test]
-fn a_users_first_reads_after_a_restart_leave_the_store_to_other_writes() {
-    for partition in [Partition::Inbox, Partition::Cursors] {
-        let gated = GatedStore::open(DurableStoreLimits::default());
-        gated.append(send("a", "m1", peer("b")));
-        gated.ack("a", "d1", 1);
-        let gated = gated.reopen();
-        let (stopped, release) = gated.stopped_at_a_read_of(partition, move |store| {
-            Box::pin(async move {
-                match partition {
-                    Partition::Inbox => store.append(send("a", "m2", peer("b"))).await.map(|_| 0),
-                    _ => store.ack_cursor("a", "d1", 1).await,
-                }
-            })
-        });
-        let other = gated.meanwhile(|store| {
-            Box::pin(async move { store.append(send("c", "n1", peer("d"))).await })
-        });
-        release.send(()).unwrap();
-        assert!(
-            other.is_some(),
-            "another user's append waited for a first read of {partition:?}: it holds the mutex"
-        );
-        stopped.join().unwrap().unwrap();
-    }
-}
-
-#[test]
-fn a_user_loaded_while_its_first_append_reads_the_engine_keeps_its_newer_seqs() {
-    let gated = GatedStore::open(DurableStoreLimits::default());
-    let first = gated.append(send("a", "m1", peer("b")));
-    let gated = gated.reopen();
-    // Stops holding a's newest seq as the engine had it (1).
-    let (late, release) = gated.stopped_at_a_read_of(Partition::Inbox, |store| {
-        Box::pin(async move { store.append(send("a", "m2", peer("b"))).await.unwrap() })
-    });
-    let meanwhile = gated.append(send("a", "m3", peer("b")));
-    release.send(()).unwrap();
-    let late = late.join().unwrap();
-    assert_eq!((meanwhile.sender_seq, late.sender_seq), (2, 3));
-    let page = gated
-        .runtime
-        .block_on(gated.store.sync("a", 0, 10))
-        .unwrap();
-    let ids: Vec<u64> = page.entries.iter().map(|(_, m)| m.msg_id).collect();
-    assert_eq!(
-        ids,
-        [
-            first.message.msg_id,
-            meanwhile.message.msg_id,
-            late.message.msg_id
-        ],
-        "a seq handed out twice: the seq read before the lock replaced the loaded one"
-    );
-}
-
-#[test]
-fn a_cursor_moved_while_a_first_ack_reads_the_engine_does_not_go_back() {
-    let gated = GatedStore::open(DurableStoreLimits::default());
-    for n in 0..5 {
-        gated.append(send("b", &format!("m{n}"), peer("a")));
-    }
-    gated.ack("a", "d1", 1);
-    let gated = gated.reopen();
-    // Stops holding d1's cursor as the engine had it (1).
-    let (late, release) = gated.stopped_at_a_read_of(Partition::Cursors, |store| {
-        Box::pin(async move { store.ack_cursor("a", "d1", 3).await.unwrap() })
-    });
-    assert_eq!(gated.ack("a", "d1", 5), 5);
-    release.send(()).unwrap();
-    assert_eq!(
-        late.join().unwrap(),
-        5,
-        "the cursor went back: the cursor read before the lock replaced the newer one"
-    );
-    assert_eq!(
-        gated
-            .runtime
-            .block_on(gated.store.cursor("a", "d1"))
-            .unwrap(),
-        5
-    );
 }
 
 #[test]

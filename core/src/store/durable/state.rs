@@ -208,24 +208,16 @@ impl State {
         engine: &E,
         user: &str,
     ) -> Result<&mut UserState, StoreError> {
-        if !self.users.contains_key(user) {
-            let seq = committed_seq_in_engine(engine, user)?;
-            self.adopt_user(user, seq);
-        }
-        Ok(self.users.get_mut(user).expect("the user was just loaded"))
-    }
-
-    /// Loads `user` with `committed_seq`, read from the engine with the mutex released, unless
-    /// the user was loaded meanwhile. Sound because a user not loaded was touched by no write
-    /// since the store opened (every write loads the users it touches, and none is unloaded),
-    /// so what the engine said is still its newest seq.
-    pub fn adopt_user(&mut self, user: &str, committed_seq: u64) {
-        if let EntryRef::Vacant(absent) = self.users.entry_ref(user) {
-            absent.insert(UserState {
-                allocated_seq: committed_seq,
-                committed_seq,
-                ..UserState::default()
-            });
+        match self.users.entry_ref(user) {
+            EntryRef::Occupied(loaded) => Ok(loaded.into_mut()),
+            EntryRef::Vacant(absent) => {
+                let seq = committed_seq_in_engine(engine, user)?;
+                Ok(absent.insert(UserState {
+                    allocated_seq: seq,
+                    committed_seq: seq,
+                    ..UserState::default()
+                }))
+            }
         }
     }
 

@@ -1,7 +1,6 @@
 //! [`Store`] for [`DurableStore`]: each write checks and allocates under the mutex exactly
 //! as [`MemoryStore`](crate::store::MemoryStore) does, queues its records, and answers once
-//! they are durable; each read answers from committed data. No engine read is made under the
-//! mutex but the rare second one, when what was read meanwhile may be stale.
+//! they are durable; each read answers from committed data.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,33 +29,6 @@ enum Decision {
     },
 }
 
-/// What an append read from the engine with the store's mutex released.
-struct EngineReads {
-    /// The newest committed seq of each user it touches that was not loaded.
-    seqs: Vec<(u64, String)>,
-    /// The sender's window's evictions when the engine was asked, and the dedupe record it
-    /// holds for the append's id; None when the window had the id.
-    dedupe: Option<(u64, Option<(u64, u64)>)>,
-}
-
-/// The users an append would touch (its sender and recipients) that are not loaded. Nothing
-/// is allocated when all are, as on every append but a user's first since open.
-fn unloaded_users(state: &State, request: &AppendRequest) -> Vec<String> {
-    let mut missing: Vec<String> = Vec::new();
-    let mut note = |user: &String| {
-        if !state.users.contains_key(user.as_str()) && !missing.contains(user) {
-            missing.push(user.clone());
-        }
-    };
-    note(&request.from_user);
-    match &request.to {
-        Target::Peer(peer) => note(peer),
-        // An unknown group or a sender not in it is refused under the mutex, after dedupe.
-        Target::Group(group) => state.groups.get(group).into_iter().flatten().for_each(note),
-    }
-    missing
-}
-
 impl<E: Engine> DurableStore<E> {
     fn decide_append(&self, request: AppendRequest) -> Result<Decision, StoreError> {
         let shared = &*self.shared;
@@ -68,54 +40,28 @@ impl<E: Engine> DurableStore<E> {
         let skip_dedupe = false;
 
         let dedupe_key = keys::dedupe_key(&request.from_user, &request.client_msg_id);
-        // The engine reads an append may need are made with the mutex released (reads of the
-        // disk's tables): the newest seqs of the users it touches that are not loaded yet, and
-        // the dedupe record of an id the sender's window lacks. Then the second look, under
-        // the mutex: a user still not loaded was touched by no write since open, so its seq
-        // read is current (`State::adopt_user`; one the recipients gained meanwhile is read
-        // under the mutex); a send of the same id accepted meanwhile is in the window, unless
-        // the window evicted sends meanwhile, which only committed sends leave and so a second
-        // lookup finds. That one is made under the mutex, so an append takes the lock at most
-        // twice.
-        let mut read: Option<EngineReads> = None;
+        // An id the sender's window lacks is looked up in the engine with the mutex released
+        // (a read of the disk's tables), then the window is checked again: a send of the same
+        // id accepted meanwhile is in it, unless the window evicted sends meanwhile, which
+        // only committed sends leave and so a second lookup finds. That one is made under the
+        // mutex, so an append takes the lock at most twice.
+        let mut engine_answer: Option<(u64, Option<(u64, u64)>)> = None;
         let (mut state, original) = loop {
             let mut state = shared.lock();
             state.check_writable()?;
-            if read.is_none() {
-                let missing = unloaded_users(&state, &request);
-                let window = state.users.get(&request.from_user).map(|sender| {
-                    (
-                        sender.dedupe.get(&request.client_msg_id),
-                        sender.dedupe.evicted(),
-                    )
-                });
-                let lookup = !skip_dedupe && !matches!(window, Some((Some(_), _)));
-                if !missing.is_empty() || lookup {
-                    drop(state);
-                    let seqs = missing
-                        .into_iter()
-                        .map(|user| Ok((state::committed_seq_in_engine(engine, &user)?, user)))
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    let evicted = window.map_or(0, |(_, evicted)| evicted);
-                    let dedupe = match lookup {
-                        true => Some((evicted, self.lookup_dedupe(&dedupe_key)?)),
-                        false => None,
-                    };
-                    read = Some(EngineReads { seqs, dedupe });
-                    continue;
-                }
-            }
-            for (seq, user) in read.iter().flat_map(|read| &read.seqs) {
-                state.adopt_user(user, *seq);
-            }
             let sender = state.load_user(engine, &request.from_user)?;
             let in_window = sender.dedupe.get(&request.client_msg_id);
             let evicted = sender.dedupe.evicted();
-            let original = match (in_window, read.as_ref().and_then(|read| read.dedupe)) {
+            let original = match (in_window, engine_answer) {
                 _ if skip_dedupe => None,
                 (Some(found), _) => Some(found),
                 (None, Some((asked_at, found))) if asked_at == evicted => found,
-                (None, _) => self.lookup_dedupe(&dedupe_key)?,
+                (None, Some(_)) => self.lookup_dedupe(&dedupe_key)?,
+                (None, None) => {
+                    drop(state);
+                    engine_answer = Some((evicted, self.lookup_dedupe(&dedupe_key)?));
+                    continue;
+                }
             };
             break (state, original);
         };
@@ -365,41 +311,14 @@ impl<E: Engine> Store for DurableStore<E> {
         self.check_id("user id", user)?;
         self.check_id("device id", device)?;
         let engine = &*self.shared.engine;
-        // A first touch since open reads the user's newest seq and the device's cursor with
-        // the mutex released, as an append does; a cursor the device still has none of in
-        // the loaded user was written by no ack since open, so what the engine said is current.
-        let mut read: Option<(Option<u64>, Option<u64>)> = None;
-        let mut state = loop {
-            let state = self.shared.lock();
-            state.check_writable()?;
-            let loaded = state.users.get(user);
-            let need_seq = loaded.is_none();
-            let need_cursor = loaded.is_none_or(|loaded| !loaded.cursors.contains_key(device));
-            if read.is_none() && (need_seq || need_cursor) {
-                drop(state);
-                let seq = match need_seq {
-                    true => Some(state::committed_seq_in_engine(engine, user)?),
-                    false => None,
-                };
-                let cursor = match need_cursor {
-                    true => Some(state::cursor_in_engine(engine, user, device)?),
-                    false => None,
-                };
-                read = Some((seq, cursor));
-                continue;
-            }
-            break state;
-        };
-        if let Some((Some(committed_seq), _)) = read {
-            state.adopt_user(user, committed_seq);
-        }
+        let mut state = self.shared.lock();
+        state.check_writable()?;
         let user_state = state.load_user(engine, user)?;
         // A device cannot have processed entries it could not read yet.
         let seq = seq.min(user_state.committed_seq);
-        let old = match (user_state.cursors.get(device), read) {
-            (Some(cursor), _) => *cursor,
-            (None, Some((_, Some(cursor)))) => cursor,
-            (None, _) => state::cursor_in_engine(engine, user, device)?,
+        let old = match user_state.cursors.get(device) {
+            Some(cursor) => *cursor,
+            None => state::cursor_in_engine(engine, user, device)?,
         };
         let cursor = old.max(seq);
         if cursor == old {
