@@ -46,12 +46,13 @@ impl<E: Engine> DurableStore<E> {
         // only committed sends leave and so a second lookup finds. That one is made under the
         // mutex, so an append takes the lock at most twice.
         let mut engine_answer: Option<(u64, Option<(u64, u64)>)> = None;
-        let (mut state, original) = loop {
+        let (mut state, original, committed_seq) = loop {
             let mut state = shared.lock();
             state.check_writable()?;
             let sender = state.load_user(engine, &request.from_user)?;
             let in_window = sender.dedupe.get(&request.client_msg_id);
             let evicted = sender.dedupe.evicted();
+            let committed_seq = sender.committed_seq;
             let original = match (in_window, engine_answer) {
                 _ if skip_dedupe => None,
                 (Some(found), _) => Some(found),
@@ -63,9 +64,8 @@ impl<E: Engine> DurableStore<E> {
                     continue;
                 }
             };
-            break (state, original);
+            break (state, original, committed_seq);
         };
-        let committed_seq = state.users[&request.from_user].committed_seq;
         if let Some((msg_id, sender_seq)) = original {
             let wait = if sender_seq > committed_seq {
                 self.check_room(&state, 0)?;
