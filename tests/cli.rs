@@ -1,21 +1,24 @@
 //! End-to-end tests of the `imlab` binary.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
+use common::ChildGuard;
 
-/// Starts `imlab serve` on an ephemeral port and returns the child and its address.
-fn serve(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+/// Starts `imlab serve` on an ephemeral port, guarded, and returns it and its address.
+fn serve(extra: &[&str]) -> (ChildGuard, String) {
+    let mut child = ChildGuard::spawn(
+        Command::new(cargo_bin("imlab"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let addr = line
@@ -26,10 +29,10 @@ fn serve(extra: &[&str]) -> (Child, String) {
     (child, addr)
 }
 
-fn stop(child: Child) -> String {
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let output = child.wait_with_output().unwrap();
+/// Ctrl-C, then what the server said on stderr; it must exit cleanly.
+fn stop(child: ChildGuard) -> String {
+    child.interrupt();
+    let output = child.wait_with_output();
     assert!(
         output.status.success(),
         "serve exited with {:?}",

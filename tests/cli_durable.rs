@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
-use common::{imlab, results, serve_on, temp_dir};
+use common::{ChildGuard, imlab, results, serve_on, temp_dir};
 
 #[test]
 fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
@@ -18,38 +18,36 @@ fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
     let data_arg = data.to_str().unwrap();
     let (mut server, addr) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
     let clients = 100;
-    let load = Command::new(cargo_bin("imlab"))
-        .args([
-            "load",
-            "--target",
-            &addr,
-            "--clients",
-            &clients.to_string(),
-            "--duration",
-            "12s",
-            "--msg-rate",
-            "200",
-            // Reconnects wait 1 s plus up to 19 s of jitter (Mars' rule): the last kill's
-            // stragglers need that long to come back and sync.
-            "--drain",
-            "22s",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let load = ChildGuard::spawn(
+        Command::new(cargo_bin("imlab"))
+            .args([
+                "load",
+                "--target",
+                &addr,
+                "--clients",
+                &clients.to_string(),
+                "--duration",
+                "12s",
+                "--msg-rate",
+                "200",
+                // Reconnects wait 1 s plus up to 19 s of jitter (Mars' rule): the last kill's
+                // stragglers need that long to come back and sync.
+                "--drain",
+                "22s",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped()),
+    );
     // Three SIGKILLs mid-run, each restarted on the same directory and port.
     for _ in 0..3 {
         std::thread::sleep(Duration::from_secs(3));
-        server.kill().unwrap(); // SIGKILL: whatever was not durable is gone
-        server.wait().unwrap();
+        server.kill(); // SIGKILL: whatever was not durable is gone
         std::thread::sleep(Duration::from_millis(300));
         server = serve_on(&addr, &["--data-dir", data_arg]).0;
     }
-    let output = load.wait_with_output().unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    let output = load.wait_with_output();
+    drop(server);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let results = results(out);
     let messages = &results["messages"];
@@ -96,9 +94,9 @@ fn damaged_data_files_stop_the_server_naming_them() {
         out.to_str().unwrap(),
     ]);
     assert!(load.status.success(), "{load:?}");
-    let pid = server.id().to_string();
+    let pid = server.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    server.wait().unwrap();
+    server.0.wait().unwrap();
 
     // The marker says a store lives here; its files are gone.
     let keyspace = data.join("fjall");
@@ -123,6 +121,5 @@ fn damaged_data_files_stop_the_server_naming_them() {
 
     // Repaired, it opens again.
     let (mut server, _) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }

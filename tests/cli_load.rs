@@ -2,13 +2,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
-use common::serve_on;
+use common::{ChildGuard, serve_on};
 
-/// Starts `imlab serve` on an ephemeral port; returns it and the address it listens on.
-fn serve() -> (Child, String) {
+/// Starts `imlab serve` on an ephemeral port, guarded; returns it and the address it listens
+/// on.
+fn serve() -> (ChildGuard, String) {
     serve_on("127.0.0.1:0", &[])
 }
 
@@ -59,7 +60,7 @@ fn a_short_load_loses_and_duplicates_nothing() {
         out.to_str().unwrap(),
     ]);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    server.kill().unwrap();
+    server.kill();
     assert!(
         output.status.success(),
         "{text}{}",
@@ -171,8 +172,7 @@ fn groups_fan_out_to_every_member() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{text}");
     let results: serde_json::Value =
@@ -270,33 +270,30 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     let (mut server, addr) = serve();
     let (_out_guard, out) = out_dir("kill");
     let clients = 100;
-    let load = Command::new(cargo_bin("imlab"))
-        .args([
-            "load",
-            "--target",
-            &addr,
-            "--clients",
-            &clients.to_string(),
-            "--duration",
-            "30s",
-            "--msg-rate",
-            "100",
-            "--drain",
-            "5s",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let load = ChildGuard::spawn(
+        Command::new(cargo_bin("imlab"))
+            .args([
+                "load",
+                "--target",
+                &addr,
+                "--clients",
+                &clients.to_string(),
+                "--duration",
+                "30s",
+                "--msg-rate",
+                "100",
+                "--drain",
+                "5s",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped()),
+    );
     std::thread::sleep(std::time::Duration::from_secs(4));
-    server.kill().unwrap(); // SIGKILL: no goodbye to anyone
-    server.wait().unwrap();
+    server.kill(); // SIGKILL: no goodbye to anyone
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let (mut restarted, _) = serve_on(&addr, &[]);
-    let output = load.wait_with_output().unwrap();
-    restarted.kill().unwrap();
-    restarted.wait().unwrap();
+    let (_restarted, _) = serve_on(&addr, &[]);
+    let output = load.wait_with_output();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
@@ -319,16 +316,13 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
         "a reconnect storm: {reconnects_per_second:?}"
     );
     assert!(seconds_with_reconnects >= 5, "{reconnects_per_second:?}");
-    // The in-memory store died with the process: what it held for recipients is reported
-    // lost, and only that: deliveries owed minus deliveries made.
+    // The in-memory store died with the process: a message it held undelivered then is lost
+    // for good (in most runs there is none: each is delivered within milliseconds). Every
+    // recipient was back and synced by the end of the drain, so no missing delivery is left
+    // pending, and imlab's protocol allows no loss: every missing one is counted lost.
     let messages = &results["messages"];
-    let expected = messages["expected_deliveries"].as_u64().unwrap();
-    let delivered = messages["delivered"].as_u64().unwrap();
-    assert_eq!(
-        messages["lost"].as_u64().unwrap(),
-        expected - delivered,
-        "{results}"
-    );
+    assert_eq!(messages["pending"], 0, "{results}");
+    assert_eq!(messages["lost_allowed"], 0, "{results}");
     assert_eq!(messages["duplicated"], 0, "{results}");
     assert!(
         messages["acked"].as_u64().unwrap() >= 2_900,
@@ -368,8 +362,7 @@ fn results_of_two_generators_merge_with_lossless_histograms() {
             String::from_utf8_lossy(&output.stdout)
         );
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let output = load(&[
         "merge",
         a.to_str().unwrap(),
@@ -427,8 +420,7 @@ fn workers_and_source_addresses_split_the_load_and_merge_it() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -561,8 +553,7 @@ fn messages_cross_between_workers_and_the_merge_judges_each_by_identity() {
 
 #[test]
 fn connections_only_at_msg_rate_zero_are_held_for_the_duration() {
-    let (server, addr) = serve();
-    let _server = common::ChildGuard(server);
+    let (_server, addr) = serve();
     let (_out_guard, out) = out_dir("no-sends");
     let output = load(&[
         "--target",
@@ -594,45 +585,41 @@ fn connections_only_at_msg_rate_zero_are_held_for_the_duration() {
 
 #[test]
 fn without_jitter_a_restart_brings_every_client_back_in_one_burst() {
-    let (server, addr) = serve();
-    let mut server = common::ChildGuard(server);
+    let (mut server, addr) = serve();
     let (_out_guard, out) = out_dir("no-jitter");
     let clients = 100u64;
-    let mut load = Command::new(cargo_bin("imlab"))
-        .args([
-            "load",
-            "--target",
-            &addr,
-            "--clients",
-            &clients.to_string(),
-            "--duration",
-            "6s",
-            "--msg-rate",
-            "0",
-            "--drain",
-            "0s",
-            "--reconnect-backoff",
-            "200ms,200ms,0s",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut load = ChildGuard::spawn(
+        Command::new(cargo_bin("imlab"))
+            .args([
+                "load",
+                "--target",
+                &addr,
+                "--clients",
+                &clients.to_string(),
+                "--duration",
+                "6s",
+                "--msg-rate",
+                "0",
+                "--drain",
+                "0s",
+                "--reconnect-backoff",
+                "200ms,200ms,0s",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     // Every client is in once the send phase starts (the live line says so on stderr).
-    let stderr = std::io::BufReader::new(load.stderr.take().unwrap());
-    let mut load = common::ChildGuard(load);
+    let stderr = std::io::BufReader::new(load.0.stderr.take().unwrap());
     let mut lines = std::io::BufRead::lines(stderr);
     let seen: Vec<String> = lines
         .by_ref()
         .map_while(Result::ok)
         .take_while(|line| !line.contains(": send at"))
         .collect();
-    server.0.kill().unwrap(); // SIGKILL: every connection drops at once
-    server.0.wait().unwrap();
-    let (restarted, _) = serve_on(&addr, &[]);
-    let _restarted = common::ChildGuard(restarted);
+    server.kill(); // SIGKILL: every connection drops at once
+    let (_restarted, _) = serve_on(&addr, &[]);
     // The rest of its output, to its end.
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = load.0.wait().unwrap();

@@ -39,25 +39,14 @@ fn spawn_load(target: &str, out: &Path, extra: &[&str]) -> ChildGuard {
 }
 
 /// Waits for a guarded run to end; its exit code and what it said.
-fn finish(mut guard: ChildGuard) -> (Option<i32>, String) {
-    let mut said = String::new();
-    use std::io::Read;
-    guard
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    guard
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    let status = guard.0.wait().unwrap();
-    (status.code(), said)
+fn finish(guard: ChildGuard) -> (Option<i32>, String) {
+    let output = guard.wait_with_output();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), said)
 }
 
 fn text(output: &std::process::Output) -> String {

@@ -4,20 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
-
-/// A spawned process, killed when the test ends however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::ChildGuard;
 
 fn ctl_flows(control: &str) -> serde_json::Value {
     let output = common::imlab(&["proxy", "ctl", "--control", control, "flows"]);
@@ -27,8 +18,7 @@ fn ctl_flows(control: &str) -> serde_json::Value {
 
 #[test]
 fn a_profile_file_a_control_api_and_an_rst_expiry() {
-    let (server, server_addr) = common::serve_on("127.0.0.1:0", &[]);
-    let _server = Killed(server);
+    let (_server, server_addr) = common::serve_on("127.0.0.1:0", &[]);
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("nat2s.toml");
     std::fs::write(
@@ -62,7 +52,7 @@ fn a_profile_file_a_control_api_and_an_rst_expiry() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
-    let _proxy = Killed(proxy);
+    let _proxy = ChildGuard(proxy);
     let control_line = lines.next().unwrap().unwrap();
     let control = control_line
         .strip_prefix("control API on ")
@@ -236,7 +226,7 @@ fn a_scenario_replays_its_carrier_faults_and_ctl_schedules_one() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
-    let _proxy = Killed(proxy);
+    let _proxy = ChildGuard(proxy);
     let control = lines
         .next()
         .unwrap()

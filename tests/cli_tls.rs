@@ -4,20 +4,19 @@
 mod common;
 
 use std::path::Path;
-use std::process::Child;
 
-use common::{imlab, results, serve_on, write_identity};
+use common::{ChildGuard, imlab, results, serve_on, write_identity};
 
 /// A temporary directory for one test.
 fn temp_dir(name: &str) -> common::KeptOnPanic {
     common::temp_dir("cli-tls", name)
 }
 
-fn serve(extra: &[&str]) -> (Child, String) {
+fn serve(extra: &[&str]) -> (ChildGuard, String) {
     serve_on("127.0.0.1:0", extra)
 }
 
-fn serve_tls(cert: &Path, key: &Path) -> (Child, String) {
+fn serve_tls(cert: &Path, key: &Path) -> (ChildGuard, String) {
     serve(&[
         "--tls-cert",
         cert.to_str().unwrap(),
@@ -51,8 +50,7 @@ fn a_tls_load_loses_and_duplicates_nothing() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -98,8 +96,7 @@ fn tls_runs_over_connections_from_chosen_source_addresses() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     assert!(
         output.status.success(),
         "{}{}",
@@ -203,8 +200,7 @@ fn a_protocol_mismatch_fails_fast_and_says_why() {
     let untrusted = imlab(&args);
 
     for server in [&mut tls_server, &mut plain_server] {
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill();
     }
     for (output, expected) in [
         (plain_to_tls, "this server requires TLS".to_string()),

@@ -2,24 +2,27 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
 
 /// Starts `imlab serve --listen ADDR` with `extra` arguments (port 0 picks one; a fixed
-/// address restarts a server on the same port); returns it and the address it listens on.
-pub fn serve_on(addr: &str, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(cargo_bin("imlab"))
-        .args(["serve", "--listen", addr])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// address restarts a server on the same port), guarded; returns it and the address it
+/// listens on.
+pub fn serve_on(addr: &str, extra: &[&str]) -> (ChildGuard, String) {
+    let mut child = ChildGuard(
+        Command::new(cargo_bin("imlab"))
+            .args(["serve", "--listen", addr])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let listening = line
@@ -79,6 +82,42 @@ pub fn results(dir: &Path) -> serde_json::Value {
 pub struct ChildGuard(pub Child);
 
 impl ChildGuard {
+    /// Spawns `command`, guarded.
+    pub fn spawn(command: &mut Command) -> ChildGuard {
+        ChildGuard(command.spawn().unwrap())
+    }
+
+    /// SIGKILL, and the child reaped: a crash, nothing said to anyone.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// Waits for the child to exit and collects what it wrote to its piped stdout and stderr,
+    /// as `Child::wait_with_output` does, with the child still in its guard meanwhile.
+    pub fn wait_with_output(mut self) -> Output {
+        let stderr = self.0.stderr.take().map(|mut stderr| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                stderr.read_to_end(&mut bytes).unwrap();
+                bytes
+            })
+        });
+        let mut stdout = Vec::new();
+        if let Some(mut pipe) = self.0.stdout.take() {
+            pipe.read_to_end(&mut stdout).unwrap();
+        }
+        let status = self.0.wait().unwrap();
+        let stderr = stderr
+            .map(|reader| reader.join().unwrap())
+            .unwrap_or_default();
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
     /// Sends SIGINT (what Ctrl-C sends) to the child.
     pub fn interrupt(&self) {
         let status = Command::new("kill")
@@ -98,8 +137,7 @@ impl Drop for ChildGuard {
 
 /// Starts `imlab serve` on an ephemeral loopback port, guarded; returns it and its address.
 pub fn serve_guarded(extra: &[&str]) -> (ChildGuard, String) {
-    let (child, addr) = serve_on("127.0.0.1:0", extra);
-    (ChildGuard(child), addr)
+    serve_on("127.0.0.1:0", extra)
 }
 
 /// A loopback port with nothing listening on it (bound, then released).
