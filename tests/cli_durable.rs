@@ -18,7 +18,7 @@ fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
     let data_arg = data.to_str().unwrap();
     let (mut server, addr) = serve_on("127.0.0.1:0", &["--data-dir", data_arg]);
     let clients = 100;
-    let load = ChildGuard::spawn(
+    let mut load = ChildGuard::spawn(
         Command::new(cargo_bin("imlab"))
             .args([
                 "load",
@@ -37,11 +37,17 @@ fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
                 "--out",
                 out.to_str().unwrap(),
             ])
-            .stdout(Stdio::piped()),
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
     );
-    // Three SIGKILLs mid-run, each restarted on the same directory and port.
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_secs(3));
+    // Three SIGKILLs mid-run, each restarted on the same directory and port: the first once
+    // the send phase starts (the live line says so on stderr), every client in; the next
+    // two 3 s apart.
+    let _said = load.wait_for_stderr_line(": send at", Duration::from_secs(60));
+    for kill in 0..3 {
+        if kill > 0 {
+            std::thread::sleep(Duration::from_secs(3));
+        }
         server.kill(); // SIGKILL: whatever was not durable is gone
         std::thread::sleep(Duration::from_millis(300));
         server = serve_on(&addr, &["--data-dir", data_arg]).0;

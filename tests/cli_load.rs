@@ -270,7 +270,7 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     let (mut server, addr) = serve();
     let (_out_guard, out) = out_dir("kill");
     let clients = 100;
-    let load = ChildGuard::spawn(
+    let mut load = ChildGuard::spawn(
         Command::new(cargo_bin("imlab"))
             .args([
                 "load",
@@ -287,9 +287,11 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
                 "--out",
                 out.to_str().unwrap(),
             ])
-            .stdout(Stdio::piped()),
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
     );
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Every client is in once the send phase starts (the live line says so on stderr).
+    let _said = load.wait_for_stderr_line(": send at", std::time::Duration::from_secs(60));
     server.kill(); // SIGKILL: no goodbye to anyone
     std::thread::sleep(std::time::Duration::from_secs(1));
     let (_restarted, _) = serve_on(&addr, &[]);

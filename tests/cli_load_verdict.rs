@@ -157,6 +157,15 @@ fn sends_the_server_refuses_are_counted_and_shown() {
         sent,
         "every send is accounted for: {results}"
     );
+    // No more acked than the budget let through: per user a burst of one second's worth,
+    // then 5 a second over the run (and a second's slack for the two clocks), where 400
+    // sends were asked for. A refusal counted as an ack would break this.
+    let elapsed_s = results["elapsed_s"].as_f64().unwrap();
+    let budget = 2.0 * 5.0 * (1.0 + elapsed_s + 1.0);
+    assert!(
+        (acked as f64) <= budget && sent >= 300,
+        "{acked} acked of {sent}, budget {budget}: {results}"
+    );
     assert_eq!(messages["lost"], 0, "{results}");
     assert!(
         stdout.contains("sends refused by the server (each retry counts): rate limited"),

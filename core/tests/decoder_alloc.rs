@@ -72,6 +72,21 @@ fn expansion_max() -> usize {
         .max(std::mem::size_of::<proto::Frame>())
 }
 
+/// The meter itself: it sees a frame's decode allocate, so the zero and bound checks in this
+/// file cannot pass on a meter that counts nothing.
+#[test]
+fn the_meter_sees_a_decode_allocate() {
+    let login = proto::Login {
+        user: "a".repeat(1_000),
+        ..proto::Login::default()
+    };
+    let frame = proto::Frame::new(proto::Body::Login(login));
+    let input = imlab_core::codec::encode_to_vec(&frame);
+    let (peak, is_frame) = peak_during_decode(&input, 65_536);
+    assert!(is_frame);
+    assert!(peak >= 1_000, "measured {peak} bytes");
+}
+
 #[test]
 fn a_huge_declared_length_allocates_nothing() {
     let input = [0x7f, 0xff, 0xff, 0xff, 1, 2, 3];

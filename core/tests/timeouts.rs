@@ -57,7 +57,9 @@ async fn login(writer: &mut Writer, reader: &mut Reader, heartbeat_interval_max_
     let Some(Body::LoginReply(reply)) = reply.body else {
         panic!("no login reply: {reply:?}")
     };
-    assert_eq!(reply.idle_timeout_s, heartbeat_interval_max_s * 3 / 2);
+    // One and a half intervals: both callers log in with 60 s.
+    assert_eq!(heartbeat_interval_max_s, 60);
+    assert_eq!(reply.idle_timeout_s, 90);
 }
 
 #[tokio::test(start_paused = true)]

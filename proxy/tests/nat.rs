@@ -95,6 +95,7 @@ async fn drop_expiry_silences_a_slow_heartbeat_and_a_fast_one_keeps_its_mapping(
     // device logged in again (flow 3) and the server replaced the session.
     let lines = wait_trace(trace_file.path(), "flow 1's story is complete", |lines| {
         position(lines, 1, "phone_closed", Some("unseen")).is_some()
+            && position(lines, 1, "server_closed", None).is_some()
     })
     .await;
     let expired = position(&lines, 1, "nat_expired", None).unwrap();
@@ -107,10 +108,9 @@ async fn drop_expiry_silences_a_slow_heartbeat_and_a_fast_one_keeps_its_mapping(
             .any(|line| line["flow"] == 1 && line["decision"] == "deliver"),
         "flow 1 delivered after its mapping expired: {lines:#?}"
     );
-    if let Some(server_closed) = position(&lines, 1, "server_closed", None) {
-        let reconnect = position(&lines, 3, "opened", None).unwrap();
-        assert!(server_closed > reconnect, "{lines:#?}");
-    }
+    let server_closed = position(&lines, 1, "server_closed", None).unwrap();
+    let reconnect = position(&lines, 3, "opened", None).unwrap();
+    assert!(server_closed > reconnect, "{lines:#?}");
 
     // The fast client never lost its connection, and a message reaches it at once.
     let id = sender
@@ -174,14 +174,18 @@ async fn rst_expiry_resets_the_phone_at_its_next_send() {
     );
     // The trace: flow 1's Ping got the reset; the server's side was not closed by it, only
     // when the device logged in again (flow 2) and the server replaced the session.
-    let lines = wait_trace(trace_file.path(), "flow 1 was reset", |lines| {
-        position(lines, 1, "phone_sent", Some("reset")).is_some()
-    })
+    let lines = wait_trace(
+        trace_file.path(),
+        "flow 1 was reset and its server side closed",
+        |lines| {
+            position(lines, 1, "phone_sent", Some("reset")).is_some()
+                && position(lines, 1, "server_closed", None).is_some()
+        },
+    )
     .await;
     let reset = position(&lines, 1, "phone_sent", Some("reset")).unwrap();
     assert!(position(&lines, 1, "nat_expired", None).unwrap() < reset);
-    if let Some(server_closed) = position(&lines, 1, "server_closed", None) {
-        let reconnect = position(&lines, 2, "opened", None).unwrap();
-        assert!(server_closed > reconnect, "{lines:#?}");
-    }
+    let server_closed = position(&lines, 1, "server_closed", None).unwrap();
+    let reconnect = position(&lines, 2, "opened", None).unwrap();
+    assert!(server_closed > reconnect, "{lines:#?}");
 }

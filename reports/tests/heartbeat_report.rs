@@ -21,32 +21,32 @@ const CHARTS: [&str; 5] = [
     "intervals",
 ];
 
-/// A fresh, empty directory under the system temp dir, unique to this process and test.
-/// Removed when the test passes; kept for inspection when it fails, or always when
-/// IMLAB_KEEP_TEST_OUTPUT is set.
-struct TempDir(PathBuf);
+/// A fresh, empty directory made by `tempfile`, removed when the test passes; kept for
+/// inspection when it fails, or always when IMLAB_KEEP_TEST_OUTPUT is set.
+struct TempDir(Option<tempfile::TempDir>);
 
 impl TempDir {
     fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("imlab-reports-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("imlab-reports-{test}-"))
+            .tempdir()
+            .unwrap();
+        TempDir(Some(dir))
     }
 }
 
 impl std::ops::Deref for TempDir {
     type Target = Path;
     fn deref(&self) -> &Path {
-        &self.0
+        self.0.as_ref().expect("held until dropped").path()
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test output kept in {}", self.0.display());
-        } else if std::env::var_os("IMLAB_KEEP_TEST_OUTPUT").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
+        let keep = std::thread::panicking() || std::env::var_os("IMLAB_KEEP_TEST_OUTPUT").is_some();
+        if let (true, Some(dir)) = (keep, self.0.take()) {
+            eprintln!("test output kept in {}", dir.keep().display());
         }
     }
 }
@@ -235,8 +235,14 @@ fn pareto_front_hand_made_case() {
         (10.0, 6.0), // 6: dominated by 0 (same delay, more battery)
     ];
     assert_eq!(pareto_front(&points), vec![0, 1, 3, 4]);
-    // A planted wrong answer would be caught: a dominated point is not on the front.
-    assert!(!pareto_front(&points).contains(&2));
+    // Without point 1, point 2 is dominated by nothing left and joins the front.
+    let without_1: Vec<_> = points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(pareto_front(&without_1), vec![0, 1, 2, 3]);
 }
 
 #[test]

@@ -1,38 +1,39 @@
 //! End-to-end tests of the load report: write it to a temporary directory, then check the
 //! files, the page's content, and the `timeseries.csv` reader.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imlab_reports::ReportError;
 use imlab_reports::load::{
     LatencySpectrum, LoadReport, LoadSecond, read_timeseries_csv, write_load_report,
 };
 
-/// A fresh, empty directory under the system temp dir, unique to this process and test;
-/// removed unless the test failed or IMLAB_KEEP_TEST_OUTPUT is set.
-struct TempDir(PathBuf);
+/// A fresh, empty directory made by `tempfile`, removed when the test passes; kept for
+/// inspection when it fails, or always when IMLAB_KEEP_TEST_OUTPUT is set.
+struct TempDir(Option<tempfile::TempDir>);
 
 impl TempDir {
     fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("imlab-load-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("imlab-load-{test}-"))
+            .tempdir()
+            .unwrap();
+        TempDir(Some(dir))
     }
 }
 
 impl std::ops::Deref for TempDir {
     type Target = Path;
     fn deref(&self) -> &Path {
-        &self.0
+        self.0.as_ref().expect("held until dropped").path()
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test output kept in {}", self.0.display());
-        } else if std::env::var_os("IMLAB_KEEP_TEST_OUTPUT").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
+        let keep = std::thread::panicking() || std::env::var_os("IMLAB_KEEP_TEST_OUTPUT").is_some();
+        if let (true, Some(dir)) = (keep, self.0.take()) {
+            eprintln!("test output kept in {}", dir.keep().display());
         }
     }
 }

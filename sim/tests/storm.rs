@@ -40,12 +40,11 @@ fn the_storm_after_a_crash_is_measured() {
     // Long NATs and no app kills: every phone was logged in at the crash, and every one
     // came back.
     assert_eq!((storm.devices_connected, storm.devices_back), (40, 40));
-    let (b50, b90, b99) = (
-        storm.back_50_s.unwrap(),
-        storm.back_90_s.unwrap(),
-        storm.back_99_s.unwrap(),
-    );
-    assert!(b50 <= b90 && b90 <= b99, "{storm:?}");
+    assert!(storm.back_90_s.is_some(), "{storm:?}");
+    let (b50, b99) = (storm.back_50_s.unwrap(), storm.back_99_s.unwrap());
+    // Counted from the restart: no phone is back before the server is (a login takes its
+    // round trips).
+    assert!(b50 > 0.0, "{storm:?}");
     // Backoff doubles from 1 s during the 30 s outage, then waits at most 30 s + 19 s.
     assert!(b99 <= 49.0 + 1.0, "{storm:?}");
     // Jitter: the 40 do not all return in one second.

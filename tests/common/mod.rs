@@ -118,6 +118,32 @@ impl ChildGuard {
         }
     }
 
+    /// Reads the child's piped stderr on a thread until its end, and returns once a line
+    /// contains `marker` (panics after `deadline` without one); the thread's result is every
+    /// line read. The pipe is drained to the end, so the child never blocks on it.
+    pub fn wait_for_stderr_line(
+        &mut self,
+        marker: &'static str,
+        deadline: std::time::Duration,
+    ) -> std::thread::JoinHandle<Vec<String>> {
+        let stderr = self.0.stderr.take().expect("stderr piped");
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(marker) {
+                    let _ = seen_tx.send(());
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        if seen.recv_timeout(deadline).is_err() {
+            panic!("no stderr line with {marker:?} within {deadline:?}");
+        }
+        reader
+    }
+
     /// Sends SIGINT (what Ctrl-C sends) to the child.
     pub fn interrupt(&self) {
         let status = Command::new("kill")

@@ -975,16 +975,15 @@ mod tests {
         // A full 16 KiB page took 20 s (a 2G link): ask for what 4 s carry, 3,276 bytes.
         assert_eq!(budget(16 * 1024, 16 * KIB, true, 20_000), 3_276);
         // Slower still: never below the floor.
-        assert_eq!(budget(3_276, 3 * KIB, true, 60_000), SYNC_PAGE_BYTES_MIN);
+        assert_eq!(budget(3_276, 3 * KIB, true, 60_000), 2_048);
         // A full page in 50 ms (LTE): the frame limit.
         assert_eq!(budget(16 * 1024, 16 * KIB, true, 50), 0);
         // A short last page says nothing about the link when it was quick...
         assert_eq!(budget(3_276, 500, false, 2_500), 3_276);
-        // ...but a slow one shrinks the budget.
-        assert_eq!(
-            budget(16 * 1024, 4 * KIB, false, 16_000),
-            1_024.max(SYNC_PAGE_BYTES_MIN)
-        );
+        // ...but a slow one shrinks the budget: 12 KiB took 16 s, so ask for what 4 s carry...
+        assert_eq!(budget(16 * 1024, 12 * KIB, false, 16_000), 3_072);
+        // ...down to the floor: 4 KiB in 16 s would be 1 KiB.
+        assert_eq!(budget(16 * 1024, 4 * KIB, false, 16_000), 2_048);
         // No target: pages fill the frame.
         let none = next_sync_page_bytes(
             3_276,
