@@ -331,11 +331,17 @@ async fn a_group_of_50_gets_each_message_exactly_once_per_device_in_order() {
     for client in &clients {
         assert_eq!(client.wait_bodies(5).await, sent);
     }
-    // Give stragglers a moment, then check nothing arrived twice into any app log.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A last message behind them on every connection, in order: a repeat of any of the five
+    // pushed before it would be in an app log before it.
+    clients[7]
+        .handle
+        .send(Target::Group("team".into()), Bytes::from("last"))
+        .unwrap();
+    let mut with_last = sent.clone();
+    with_last.push("last".into());
     for client in &clients {
-        assert_eq!(client.bodies(), sent);
-        assert_eq!(client.state.lock().unwrap().last_seq, 5);
+        assert_eq!(client.wait_bodies(6).await, with_last);
+        assert_eq!(client.state.lock().unwrap().last_seq, 6);
     }
     server.stop().await;
 }
