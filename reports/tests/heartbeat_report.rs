@@ -1,8 +1,11 @@
 //! End-to-end tests of the heartbeat report: write it to a temporary directory, then check
 //! the files, the CSV round trip, the page's content and escaping, and empty input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::TempDir;
 use imlab_reports::ReportError;
 use imlab_reports::heartbeat::{
     HeartbeatReport, HeartbeatRow, IntervalSeries, pareto_front, read_heartbeat_csv,
@@ -20,36 +23,6 @@ const CHARTS: [&str; 5] = [
     "pareto",
     "intervals",
 ];
-
-/// A fresh, empty directory made by `tempfile`, removed when the test passes; kept for
-/// inspection when it fails, or always when IMLAB_KEEP_TEST_OUTPUT is set.
-struct TempDir(Option<tempfile::TempDir>);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("imlab-reports-{test}-"))
-            .tempdir()
-            .unwrap();
-        TempDir(Some(dir))
-    }
-}
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.as_ref().expect("held until dropped").path()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let keep = std::thread::panicking() || std::env::var_os("IMLAB_KEEP_TEST_OUTPUT").is_some();
-        if let (true, Some(dir)) = (keep, self.0.take()) {
-            eprintln!("test output kept in {}", dir.keep().display());
-        }
-    }
-}
 
 fn row(
     strategy: &str,

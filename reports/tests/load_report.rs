@@ -1,42 +1,13 @@
 //! End-to-end tests of the load report: write it to a temporary directory, then check the
 //! files, the page's content, and the `timeseries.csv` reader.
 
-use std::path::Path;
+mod common;
 
+use common::TempDir;
 use imlab_reports::ReportError;
 use imlab_reports::load::{
     LatencySpectrum, LoadReport, LoadSecond, read_timeseries_csv, write_load_report,
 };
-
-/// A fresh, empty directory made by `tempfile`, removed when the test passes; kept for
-/// inspection when it fails, or always when IMLAB_KEEP_TEST_OUTPUT is set.
-struct TempDir(Option<tempfile::TempDir>);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("imlab-load-{test}-"))
-            .tempdir()
-            .unwrap();
-        TempDir(Some(dir))
-    }
-}
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.as_ref().expect("held until dropped").path()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let keep = std::thread::panicking() || std::env::var_os("IMLAB_KEEP_TEST_OUTPUT").is_some();
-        if let (true, Some(dir)) = (keep, self.0.take()) {
-            eprintln!("test output kept in {}", dir.keep().display());
-        }
-    }
-}
 
 /// Percentiles 0, 50, 90, 99, 99.9, 99.99 with latencies growing into the tail.
 fn spectrum(name: &str, base_ms: f64) -> LatencySpectrum {
