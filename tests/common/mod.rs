@@ -119,8 +119,9 @@ impl ChildGuard {
     }
 
     /// Reads the child's piped stderr on a thread until its end, and returns once a line
-    /// contains `marker` (panics after `deadline` without one); the thread's result is every
-    /// line read. The pipe is drained to the end, so the child never blocks on it.
+    /// contains `marker` (panics after `deadline` without one, or with every line read if the
+    /// pipe ends first); the thread's result is every line read. The pipe is drained to the
+    /// end, so the child never blocks on it.
     pub fn wait_for_stderr_line(
         &mut self,
         marker: &'static str,
@@ -138,10 +139,16 @@ impl ChildGuard {
             }
             lines
         });
-        if seen.recv_timeout(deadline).is_err() {
-            panic!("no stderr line with {marker:?} within {deadline:?}");
+        match seen.recv_timeout(deadline) {
+            Ok(()) => reader,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "stderr ended without a line with {marker:?}: {:#?}",
+                reader.join().unwrap()
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no stderr line with {marker:?} within {deadline:?}")
+            }
         }
-        reader
     }
 
     /// Sends SIGINT (what Ctrl-C sends) to the child.
