@@ -9,6 +9,28 @@ use std::time::Duration;
 use assert_cmd::cargo::cargo_bin;
 use common::{ChildGuard, imlab, results, serve_on, temp_dir};
 
+/// Sends acked so far by a running load, from its results.json (0 before the first write, or
+/// while one is half written).
+fn acked_so_far(out: &std::path::Path) -> u64 {
+    std::fs::read_to_string(out.join("results.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|results| results["messages"]["acked"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `deadline`.
+fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + deadline;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "no {what} within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
     let data_guard = temp_dir("durable", "sigkill-data");
@@ -41,15 +63,19 @@ fn sigkills_mid_load_lose_and_duplicate_nothing_on_a_data_dir() {
             .stderr(Stdio::piped()),
     );
     // Three SIGKILLs mid-run, each restarted on the same directory and port: the first once
-    // the send phase starts (the live line says so on stderr), every client in; the next
-    // two 3 s apart.
+    // the send phase starts (the live line says so on stderr), every client in; each next one
+    // once the restarted server has acked sends (results.json, rewritten every second).
     let _said = load.wait_for_stderr_line(": send at", Duration::from_secs(60));
     for kill in 0..3 {
         if kill > 0 {
-            std::thread::sleep(Duration::from_secs(3));
+            let restarted_at = acked_so_far(out);
+            wait_until(
+                Duration::from_secs(30),
+                "sends acked after a restart",
+                || acked_so_far(out) > restarted_at,
+            );
         }
         server.kill(); // SIGKILL: whatever was not durable is gone
-        std::thread::sleep(Duration::from_millis(300));
         server = serve_on(&addr, &["--data-dir", data_arg]).0;
     }
     let output = load.wait_with_output();
