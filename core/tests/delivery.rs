@@ -555,11 +555,12 @@ async fn sync_all(conn: &mut RawConn, limit: u32, max_bytes: u32) -> (u32, usize
             panic!("no page")
         };
         pages += 1;
-        let page_bytes: usize = page
-            .messages
-            .iter()
-            .map(|m| prost::Message::encoded_len(m) + 8)
-            .sum();
+        // The page's messages as the wire carries them (each with its field tag and length),
+        // measured on the response itself rather than by the server's own accounting.
+        let page_bytes = prost::Message::encoded_len(&proto::SyncResponse {
+            messages: page.messages.clone(),
+            ..Default::default()
+        });
         page_bytes_max = page_bytes_max.max(page_bytes);
         for message in &page.messages {
             assert_eq!(message.seq, after_seq + 1);
