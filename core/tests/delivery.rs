@@ -401,60 +401,6 @@ async fn a_send_retried_after_a_lost_ack_is_stored_once() {
 }
 
 #[tokio::test]
-async fn an_unacked_notify_data_falls_back_to_notify_and_sync_catches_up() {
-    let config = ServerConfig {
-        notify_ack_timeout: Duration::from_millis(300),
-        ..ServerConfig::default()
-    };
-    let server = TestServer::start_with(config, imlab_core::auth::Authenticator::Dev).await;
-    let (mut bob, _) = RawConn::login(server.addr, "bob", "phone").await;
-    let (mut alice, _) = RawConn::login(server.addr, "alice", "phone").await;
-    alice
-        .send(send_to_peer("phone-1", "bob", "are you there"))
-        .await;
-
-    let Some(Body::NotifyData(data)) = bob.recv().await else {
-        panic!("no notify_data")
-    };
-    assert_eq!(data.message.as_ref().unwrap().seq, 1);
-    // Bob never acks: the server falls back to Notify with the newest seq.
-    let Some(Body::Notify(notify)) = bob.recv().await else {
-        panic!("no notify fallback")
-    };
-    assert_eq!(notify.max_seq, 1);
-    bob.send(Body::SyncRequest(proto::SyncRequest {
-        after_seq: 0,
-        limit: 10,
-        max_bytes: 0,
-    }))
-    .await;
-    let Some(Body::SyncResponse(page)) = bob.recv().await else {
-        panic!("no sync response")
-    };
-    assert_eq!(page.messages.len(), 1);
-    assert_eq!(page.messages[0].body, Bytes::from("are you there"));
-    assert!(!page.has_more);
-    bob.send(Body::DeviceAck(proto::DeviceAck { seq: 1 })).await;
-    // Acked: no more Notify; the next frame is the Pong.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    bob.send(Body::Ping(proto::Ping { id: 9 })).await;
-    assert!(matches!(
-        bob.recv().await,
-        Some(Body::Pong(proto::Pong { id: 9, .. }))
-    ));
-    assert_eq!(server.store.cursor("bob", "phone").await.unwrap(), 1);
-    assert!(
-        server
-            .server
-            .counters()
-            .notify_fallbacks
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
-    server.stop().await;
-}
-
-#[tokio::test]
 async fn the_same_device_logging_in_twice_kicks_the_first_connection() {
     let server = TestServer::start().await;
     let (mut first, _) = RawConn::login(server.addr, "bob", "phone").await;

@@ -1,5 +1,5 @@
-//! Login timeout and idle reaping, under paused tokio time over in-memory pipes (real sockets
-//! and auto-advancing time do not mix). No real sleeps: time jumps.
+//! Login timeout, idle reaping and the push-ack fallback, under paused tokio time over in-memory
+//! pipes (real sockets and auto-advancing time do not mix). No real sleeps: time jumps.
 
 mod common;
 
@@ -11,6 +11,7 @@ use common::{MemReader as Reader, MemWriter as Writer, mem_open as open};
 use imlab_core::net::memory::MemoryConnector;
 use imlab_core::proto::{self, Body, ErrorCode, Frame};
 use imlab_core::server::{Server, ServerConfig};
+use imlab_core::store::Store;
 use tokio::time::Instant;
 
 fn start_server() -> (MemoryConnector, Arc<Server>) {
@@ -204,4 +205,90 @@ async fn a_shutting_down_server_refuses_new_connections_before_it_says_goodbye()
     let refused = connector.connect().await.map(|_| ()).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     run.await.unwrap();
+}
+
+/// The next frame's body.
+async fn next_body(reader: &mut Reader) -> Body {
+    reader.next().await.unwrap().unwrap().body.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unacked_notify_data_falls_back_to_notify_once_and_sync_catches_up() {
+    let notify_ack_timeout = Duration::from_millis(300);
+    let config = ServerConfig {
+        notify_ack_timeout,
+        ..ServerConfig::default()
+    };
+    let (connector, server, store) = common::memory_server(config);
+    let (mut bob_reader, mut bob) = common::mem_login(&connector, "bob", "phone").await;
+    // Alice takes her SendAck as her copy: nothing is pushed to her, so every fallback the
+    // server counts is bob's.
+    let (mut alice_reader, mut alice) = open(&connector).await;
+    let login = proto::Login {
+        user: "alice".into(),
+        device: "phone".into(),
+        token: String::new(),
+        heartbeat_interval_max_s: 60,
+        send_ack_is_copy: true,
+    };
+    alice.send(&Frame::new(Body::Login(login))).await.unwrap();
+    assert!(matches!(
+        next_body(&mut alice_reader).await,
+        Body::LoginReply(_)
+    ));
+    alice
+        .send(&Frame::new(common::send_to_peer(
+            "phone-1",
+            "bob",
+            "are you there",
+        )))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_body(&mut alice_reader).await,
+        Body::SendAck(proto::SendAck { seq: 1, .. })
+    ));
+
+    let Body::NotifyData(data) = next_body(&mut bob_reader).await else {
+        panic!("no notify_data")
+    };
+    let pushed_at = Instant::now();
+    assert_eq!(data.message.as_ref().unwrap().seq, 1);
+    // Bob does not ack: the Notify with the newest seq comes one timeout after the push.
+    let Body::Notify(notify) = next_body(&mut bob_reader).await else {
+        panic!("no notify fallback")
+    };
+    assert_eq!(Instant::now() - pushed_at, notify_ack_timeout);
+    assert_eq!(notify.max_seq, 1);
+    bob.send(&Frame::new(Body::SyncRequest(proto::SyncRequest {
+        after_seq: 0,
+        limit: 10,
+        max_bytes: 0,
+    })))
+    .await
+    .unwrap();
+    let Body::SyncResponse(page) = next_body(&mut bob_reader).await else {
+        panic!("no sync response")
+    };
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].body, bytes::Bytes::from("are you there"));
+    assert!(!page.has_more);
+    bob.send(&Frame::new(Body::DeviceAck(proto::DeviceAck { seq: 1 })))
+        .await
+        .unwrap();
+    // Acked: the check re-armed by the fallback finds seq 1 acked, so the next frame, two
+    // timeouts and more later, is the Pong.
+    tokio::time::sleep(notify_ack_timeout * 3).await;
+    bob.send(&Frame::new(Body::Ping(proto::Ping { id: 9 })))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_body(&mut bob_reader).await,
+        Body::Pong(proto::Pong { id: 9, .. })
+    ));
+    assert_eq!(store.cursor("bob", "phone").await.unwrap(), 1);
+    assert_eq!(
+        server.counters().notify_fallbacks.load(Ordering::Relaxed),
+        1
+    );
 }
