@@ -22,7 +22,10 @@
 # over the whole load run, ramp and drain included, divided by messages sent); RSS per
 # connection of the server (RSS with every client connected less RSS before, / CLIENTS) and
 # of the generator (its RSS / CLIENTS), both sampled during the send phase; fsyncs a second
-# of `imlab serve --data-dir` over its life, as it reports at exit.
+# of `imlab serve --data-dir` over its life, as it reports at exit. With an imlab-disk target,
+# the disk's own fsync latency (200 appends of 3 KB in the directory the data lives in) is
+# measured before and after the runs and printed under the table: the anchor of the durable
+# rows.
 #
 # KEEP_AWAKE=1 runs one busy loop per core under SCHED_IDLE for the whole script, so no vCPU
 # halts while the machine is half idle. On this VM an idle vCPU's wake-up cost tens of ms at
@@ -169,6 +172,31 @@ PY
     echo "$fsyncs"
 }
 
+# The durable store's anchor: how long this disk takes to make an append durable, measured
+# where --data-dir lives (the same file system), before and after the runs. A slow disk hour
+# (fsync p99 in the tens of ms) fails every imlab-disk step on latency whatever the server does.
+disk_probe() {
+    python3 - "$tmp" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+times = []
+with open(path, "wb") as f:
+    for _ in range(200):
+        f.write(b"x" * 3000)
+        f.flush()
+        t = time.perf_counter()
+        os.fsync(f.fileno())
+        times.append(time.perf_counter() - t)
+os.remove(path)
+times.sort()
+us = lambda q: times[min(len(times) - 1, int(q * len(times)))] * 1e6
+print(f"p50 {us(0.5):.0f} us, p99 {us(0.99):.0f} us, max {times[-1] * 1e6:.0f} us")
+PY
+}
+disk_targets=false
+for target in "${targets[@]}"; do case $target in imlab-disk*) disk_targets=true ;; esac; done
+if $disk_targets; then disk_before=$(disk_probe); fi
+
 declare -A cell
 echo "runs ($clients clients, $duration each, 200-byte bodies, 1:1, open loop, repeat $repeat):" >&2
 for rate in "${rates[@]}"; do
@@ -180,6 +208,8 @@ for rate in "${rates[@]}"; do
         done
     done
 done
+
+if $disk_targets; then disk_after=$(disk_probe); fi
 
 # The median run of each cell by p99 (the upper median for an even count).
 median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k2 | awk '{a[NR]=$0} END {print a[int(NR/2)+1]}'; }
@@ -201,6 +231,10 @@ for target in "${targets[@]}"; do
         fi
     done
 done
+
+if $disk_targets; then
+    echo "disk (fsync of a 3 KB append, 200 of them): before the runs $disk_before; after $disk_after"
+fi
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else '-')"; }
 base=${targets[0]}
