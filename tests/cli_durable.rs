@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use assert_cmd::cargo::cargo_bin;
-use common::{ChildGuard, imlab, results, serve_on, temp_dir};
+use common::{imlab, imlab_spawned, results, serve_on, temp_dir, wait_until};
 
 /// Sends acked so far by a running load, from its results.json (0 before the first write, or
 /// while one is half written).
@@ -18,18 +17,6 @@ fn acked_so_far(out: &std::path::Path) -> u64 {
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .and_then(|results| results["messages"]["acked"].as_u64())
         .unwrap_or(0)
-}
-
-/// Polls `done` every 50 ms until it holds; panics naming `what` after `deadline`.
-fn wait_until(deadline: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + deadline;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < until,
-            "no {what} within {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// 100 clients at 200 msg/s for 12 s against `imlab serve` with `serve_args`, SIGKILLed three
@@ -42,28 +29,23 @@ fn three_sigkills_mid_load(serve_args: &[&str]) -> (serde_json::Value, std::proc
     let out = out_guard.path();
     let (mut server, addr) = serve_on("127.0.0.1:0", serve_args);
     let clients = 100;
-    let mut load = ChildGuard::spawn(
-        Command::new(cargo_bin("imlab"))
-            .args([
-                "load",
-                "--target",
-                &addr,
-                "--clients",
-                &clients.to_string(),
-                "--duration",
-                "12s",
-                "--msg-rate",
-                "200",
-                // Reconnects wait 1 s plus up to 19 s of jitter (Mars' rule): the last kill's
-                // stragglers need that long to come back and sync.
-                "--drain",
-                "22s",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
+    let mut load = imlab_spawned(&[
+        "load",
+        "--target",
+        &addr,
+        "--clients",
+        &clients.to_string(),
+        "--duration",
+        "12s",
+        "--msg-rate",
+        "200",
+        // Reconnects wait 1 s plus up to 19 s of jitter (Mars' rule): the last kill's
+        // stragglers need that long to come back and sync.
+        "--drain",
+        "22s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let _said = load.wait_for_stderr_line(": send at", Duration::from_secs(60));
     for kill in 0..3 {
         if kill > 0 {

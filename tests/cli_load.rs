@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 
 use assert_cmd::cargo::cargo_bin;
-use common::{ChildGuard, serve_on};
+use common::{ChildGuard, imlab_spawned, serve_on};
 
 /// Starts `imlab serve` on an ephemeral port, guarded; returns it and the address it listens
 /// on.
@@ -270,26 +270,21 @@ fn a_server_killed_mid_run_shows_the_drop_the_jittered_return_and_the_real_loss(
     let (mut server, addr) = serve();
     let (_out_guard, out) = out_dir("kill");
     let clients = 100;
-    let mut load = ChildGuard::spawn(
-        Command::new(cargo_bin("imlab"))
-            .args([
-                "load",
-                "--target",
-                &addr,
-                "--clients",
-                &clients.to_string(),
-                "--duration",
-                "30s",
-                "--msg-rate",
-                "100",
-                "--drain",
-                "5s",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
+    let mut load = imlab_spawned(&[
+        "load",
+        "--target",
+        &addr,
+        "--clients",
+        &clients.to_string(),
+        "--duration",
+        "30s",
+        "--msg-rate",
+        "100",
+        "--drain",
+        "5s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     // Every client is in once the send phase starts (the live line says so on stderr).
     let _said = load.wait_for_stderr_line(": send at", std::time::Duration::from_secs(60));
     server.kill(); // SIGKILL: no goodbye to anyone

@@ -86,14 +86,11 @@ fn a_profile_file_a_control_api_and_an_rst_expiry() {
     let mut buffer = [0u8; 16];
     let error = phone.read(&mut buffer).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !std::fs::read_to_string(&trace)
-        .unwrap()
-        .contains("\"decision\":\"reset\"")
-    {
-        assert!(Instant::now() < deadline, "no reset in the trace");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until(Duration::from_secs(15), "reset in the trace", || {
+        std::fs::read_to_string(&trace)
+            .unwrap()
+            .contains("\"decision\":\"reset\"")
+    });
 }
 
 #[test]

@@ -41,6 +41,29 @@ pub fn imlab(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Starts `imlab ARGS`, guarded, its stdout and stderr piped (read them through the guard:
+/// `wait_for_stderr_line`, `wait_with_output`).
+pub fn imlab_spawned(args: &[&str]) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(cargo_bin("imlab"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `deadline`.
+pub fn wait_until(deadline: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + deadline;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "no {what} within {deadline:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A fresh temporary directory for one test of one binary, removed when dropped (kept,
 /// with its path printed, when the test panics, so a failure can be looked at).
 pub fn temp_dir(binary: &str, name: &str) -> KeptOnPanic {
