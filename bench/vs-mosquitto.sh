@@ -9,8 +9,11 @@
 #   RATES="2000 20000 30000 40000" DURATION=5s CLIENTS=1000 REPEAT=1 \
 #     TARGETS="mosquitto-q1 imlab-mem imlab-mem1 imlab-disk" IMLAB_BIN=... bench/vs-mosquitto.sh
 #
-# TARGETS may also name mosquitto-q0 and imlab-disk1; imlab-mem1 and imlab-disk1 run `imlab
-# serve --threads 1` (every connection on one thread, as mosquitto runs). Each run: a fresh
+# TARGETS may also name mosquitto-q0, imlab-disk1, imlab-shm and imlab-shm1; imlab-mem1,
+# imlab-disk1 and imlab-shm1 run `imlab serve --threads 1` (every connection on one thread, as
+# mosquitto runs). imlab-shm is `--data-dir` on tmpfs (/dev/shm), where an fsync costs nothing:
+# the durable store's own cost (records, memtables, commit rounds) without the disk's, so a
+# slow disk hour still shows what the code costs against imlab-mem. Each run: a fresh
 # broker or server on a free loopback port, CLIENTS clients, 200-byte bodies, one-to-one, open
 # loop, DURATION of sends after the ramp, 2 s drain. With REPEAT=N each cell is run N times,
 # interleaved target by target, and the median (by p99) is shown. Installs mosquitto from
@@ -57,7 +60,10 @@ bin=${IMLAB_BIN:-target/release/imlab}
 tmp=$(mktemp -d)
 server_pid=""
 spinners=()
-trap 'if [ -n "$server_pid" ]; then kill $server_pid 2>/dev/null || true; fi; for p in "${spinners[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
+# imlab-shm's data lives on tmpfs, made once here (the runs are in subshells).
+shm=""
+case " ${targets[*]} " in *" imlab-shm"*) shm=$(mktemp -d -p /dev/shm) ;; esac
+trap 'if [ -n "$server_pid" ]; then kill $server_pid 2>/dev/null || true; fi; for p in "${spinners[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; if [ -n "$shm" ]; then rm -rf "$shm"; fi' EXIT
 if [ "${KEEP_AWAKE:-0}" = 1 ]; then
     for _ in $(seq "$(nproc)"); do
         # Bounded like every run here: gone after two hours even if the trap never fires.
@@ -77,9 +83,12 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 start_target() {
     load_flags=""
     case $1 in
-    imlab-mem | imlab-disk | imlab-mem1 | imlab-disk1)
+    imlab-mem | imlab-disk | imlab-shm | imlab-mem1 | imlab-disk1 | imlab-shm1)
         local extra=""
-        case $1 in imlab-disk*) rm -rf "$tmp/data"; extra="--data-dir $tmp/data" ;; esac
+        case $1 in
+        imlab-disk*) rm -rf "$tmp/data"; extra="--data-dir $tmp/data" ;;
+        imlab-shm*) rm -rf "$shm/data"; extra="--data-dir $shm/data" ;;
+        esac
         # The ...1 targets run the server on one thread (`--threads 1`), as mosquitto runs.
         case $1 in *1) extra="$extra --threads 1" ;; esac
         rm -f "$tmp/serve.out"
@@ -103,7 +112,7 @@ start_target() {
         done
         load_flags="--protocol mqtt --qos ${1#mosquitto-q}"
         ;;
-    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, imlab-mem, imlab-disk, imlab-mem1, imlab-disk1)" >&2; exit 2 ;;
+    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, imlab-mem, imlab-disk, imlab-shm, imlab-mem1, imlab-disk1, imlab-shm1)" >&2; exit 2 ;;
     esac
 }
 
@@ -146,7 +155,7 @@ run_at() {
     # imlab serve --data-dir says at exit how many fsyncs a second it made.
     local fsyncs
     fsyncs=$(grep -so 'fsyncs_per_s="[0-9.]*"' "$tmp/serve.err" | tr -dc '0-9.' || true)
-    case $1 in imlab-disk*) ;; *) fsyncs=- ;; esac
+    case $1 in imlab-disk* | imlab-shm*) ;; *) fsyncs=- ;; esac
     if [ -z "$fsyncs" ]; then fsyncs=-; fi
     if [ ! -f "$tmp/run/results.json" ]; then
         echo "  $1 at $2: no results; the generator said:" >&2
