@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use assert_cmd::cargo::cargo_bin;
 use common::{ChildGuard, imlab_spawned, serve_on};
@@ -585,43 +585,29 @@ fn without_jitter_a_restart_brings_every_client_back_in_one_burst() {
     let (mut server, addr) = serve();
     let (_out_guard, out) = out_dir("no-jitter");
     let clients = 100u64;
-    let mut load = ChildGuard::spawn(
-        Command::new(cargo_bin("imlab"))
-            .args([
-                "load",
-                "--target",
-                &addr,
-                "--clients",
-                &clients.to_string(),
-                "--duration",
-                "6s",
-                "--msg-rate",
-                "0",
-                "--drain",
-                "0s",
-                "--reconnect-backoff",
-                "200ms,200ms,0s",
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
+    let mut load = imlab_spawned(&[
+        "load",
+        "--target",
+        &addr,
+        "--clients",
+        &clients.to_string(),
+        "--duration",
+        "6s",
+        "--msg-rate",
+        "0",
+        "--drain",
+        "0s",
+        "--reconnect-backoff",
+        "200ms,200ms,0s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     // Every client is in once the send phase starts (the live line says so on stderr).
-    let stderr = std::io::BufReader::new(load.0.stderr.take().unwrap());
-    let mut lines = std::io::BufRead::lines(stderr);
-    let seen: Vec<String> = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .take_while(|line| !line.contains(": send at"))
-        .collect();
+    let said = load.wait_for_stderr_line(": send at", std::time::Duration::from_secs(60));
     server.kill(); // SIGKILL: every connection drops at once
     let (_restarted, _) = serve_on(&addr, &[]);
-    // The rest of its output, to its end.
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = load.0.wait().unwrap();
-    let said = format!("{seen:#?}{rest:#?}");
-    assert!(status.success(), "{said}");
+    let output = load.wait_with_output();
+    assert!(output.status.success(), "{:#?}", said.join().unwrap());
     let results = common::results(&out);
     assert!(
         results["connections"]["reconnects"].as_u64().unwrap() >= clients,
