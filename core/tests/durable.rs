@@ -946,6 +946,61 @@ async fn fjall_directory_reopens_with_every_seq_cursor_group_and_the_epoch() {
     assert_eq!(next.message.msg_id, 31);
 }
 
+/// fjall's commit blocks, so the store commits from a thread of its own: it sleeps when
+/// nothing is queued, wakes for a held cursor to commit it when due, and a dropped store (a
+/// crash) stops it and lets go of the directory before the drop returns.
+#[tokio::test]
+async fn the_commit_thread_commits_a_held_cursor_when_due_and_a_crash_frees_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = DurableStoreLimits::default();
+    let engine = Arc::new(FjallEngine::open(dir.path()).unwrap());
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    for id in ["m0", "m1"] {
+        store.append(send("a", id, peer("b"))).await.unwrap();
+    }
+    let commits = engine.commits();
+    // Once the thread sleeps with no deadline, the held cursor has to wake it.
+    let asked = std::time::Instant::now();
+    while !store.committer_idle() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "the commit thread did not go to sleep in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let acked = std::time::Instant::now();
+    assert_eq!(store.ack_cursor("b", "phone", 1).await.unwrap(), 1);
+    let deadline = acked + Duration::from_secs(10);
+    while engine.commits() == commits {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a held cursor was not committed 10 s after its ack"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        acked.elapsed() >= CURSOR_COMMIT_DELAY,
+        "the cursor was committed before CURSOR_COMMIT_DELAY"
+    );
+    assert_eq!(engine.commits(), commits + 1);
+    // A newer ack is held when the store crashes: lost, as cursors are advisory.
+    assert_eq!(store.ack_cursor("b", "phone", 2).await.unwrap(), 2);
+    drop(store);
+    drop(engine);
+    let store = DurableStore::open(
+        Arc::new(FjallEngine::open(dir.path()).expect("the crashed store let go of its directory")),
+        limits,
+        EPOCH,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.cursor("b", "phone").await.unwrap(), 1);
+    assert_eq!(store.inbox("b").unwrap().len(), 2);
+    store.close().await;
+}
+
 /// What a reader can see of a store, as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {

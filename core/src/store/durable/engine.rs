@@ -196,4 +196,21 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies `batch` atomically across partitions; returns once it is durable. An error
     /// means the batch may or may not be durable: the caller must stop writing.
     fn commit(&self, batch: WriteBatch) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// The engine's blocking commit, if its commit is blocking work (a disk's write and
+    /// fsync): the store then commits from a thread of its own, round after round, instead
+    /// of handing each round to the runtime's blocking pool and back (two thread wake-ups a
+    /// commit). `None` (the default) keeps the committer a task awaiting
+    /// [`commit`](Engine::commit), as an engine whose commit waits on the runtime's (in the
+    /// simulator, simulated) time needs.
+    fn blocking(&self) -> Option<&dyn BlockingCommit> {
+        None
+    }
+}
+
+/// A commit that blocks the calling thread until the batch is durable; what
+/// [`Engine::blocking`] returns.
+pub trait BlockingCommit {
+    /// [`Engine::commit`]'s work, done on the calling thread.
+    fn commit_blocking(&self, batch: WriteBatch) -> Result<(), EngineError>;
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
+use super::engine::{
+    BlockingCommit, Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp,
+};
 use super::fjall_check;
 use super::marker::{self, MARKER_FILE, open_error};
 
@@ -37,13 +39,13 @@ const WATERMARK_EVERY_COMMITS: u64 = 1_000;
 /// The fjall [`Engine`].
 pub struct FjallEngine {
     dir: PathBuf,
-    db: Database,
     keyspaces: Arc<[Keyspace]>,
-    engine_keyspace: Keyspace,
     /// Commits durable in this store since it was created; its lock orders commits.
     commits_total: Arc<Mutex<u64>>,
     /// Commits by this handle.
     n_commits: Arc<AtomicU64>,
+    /// The same handles, for a commit.
+    committer: Arc<Committer>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -192,13 +194,22 @@ impl FjallEngine {
                 ),
             ));
         }
+        let commits_total = Arc::new(Mutex::new(commits_total));
+        let n_commits = Arc::new(AtomicU64::new(0));
+        let committer = Arc::new(Committer {
+            db,
+            keyspaces: keyspaces.clone(),
+            engine_keyspace,
+            commits_total: commits_total.clone(),
+            n_commits: n_commits.clone(),
+            dir: dir.clone(),
+        });
         Ok(FjallEngine {
             dir,
-            db,
             keyspaces,
-            engine_keyspace,
-            commits_total: Arc::new(Mutex::new(commits_total)),
-            n_commits: Arc::new(AtomicU64::new(0)),
+            commits_total,
+            n_commits,
+            committer,
         })
     }
 
@@ -371,49 +382,74 @@ impl Engine for FjallEngine {
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        let db = self.db.clone();
-        let keyspaces = self.keyspaces.clone();
-        let engine_keyspace = self.engine_keyspace.clone();
-        let commits_total = self.commits_total.clone();
-        let n_commits = self.n_commits.clone();
-        let dir = self.dir.clone();
+        let committer = self.committer.clone();
         // fjall's commit writes and fsyncs its journal: blocking I/O, kept off the runtime.
-        tokio::task::spawn_blocking(move || {
-            let operation = format!("commit to {}", dir.display());
-            let mut fjall_batch = db.batch().durability(Some(PersistMode::SyncAll));
-            for op in batch.into_ops() {
-                match op {
-                    WriteOp::Put {
-                        partition,
-                        key,
-                        value,
-                    } => fjall_batch.insert(&keyspaces[partition.index()], key, value),
-                    WriteOp::Delete { partition, key } => {
-                        fjall_batch.remove(&keyspaces[partition.index()], key)
-                    }
+        tokio::task::spawn_blocking(move || committer.commit_blocking(batch))
+            .await
+            .map_err(|error| failed("commit", format!("the commit thread died: {error}")))?
+    }
+
+    fn blocking(&self) -> Option<&dyn BlockingCommit> {
+        Some(self)
+    }
+}
+
+impl BlockingCommit for FjallEngine {
+    fn commit_blocking(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        self.committer.commit_blocking(batch)
+    }
+}
+
+/// What a commit needs of the engine, shared with the blocking-pool thread that runs an
+/// async [`Engine::commit`].
+struct Committer {
+    db: Database,
+    keyspaces: Arc<[Keyspace]>,
+    engine_keyspace: Keyspace,
+    commits_total: Arc<Mutex<u64>>,
+    n_commits: Arc<AtomicU64>,
+    dir: PathBuf,
+}
+
+impl Committer {
+    /// One fjall batch of `batch`'s writes and the commit count, fsynced.
+    fn commit_blocking(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        let mut fjall_batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for op in batch.into_ops() {
+            match op {
+                WriteOp::Put {
+                    partition,
+                    key,
+                    value,
+                } => fjall_batch.insert(&self.keyspaces[partition.index()], key, value),
+                WriteOp::Delete { partition, key } => {
+                    fjall_batch.remove(&self.keyspaces[partition.index()], key)
                 }
             }
-            let mut total = commits_total
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let next = *total + 1;
-            fjall_batch.insert(&engine_keyspace, COMMITS_KEY, next.to_be_bytes().to_vec());
-            fjall_batch
-                .commit()
-                .map_err(|error| failed(&operation, error))?;
-            *total = next;
-            drop(total);
-            n_commits.fetch_add(1, Ordering::Relaxed);
-            if next.is_multiple_of(WATERMARK_EVERY_COMMITS)
-                && let Err(error) = marker::write_watermark(&dir, next)
-            {
-                // The watermark only guards against damage; a failure to write it loses
-                // no data, and the disk's trouble will show in the next commit.
-                tracing::warn!(dir = %dir.display(), "cannot write the commit watermark: {error}");
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|error| failed("commit", format!("the commit thread died: {error}")))?
+        }
+        let mut total = self
+            .commits_total
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = *total + 1;
+        fjall_batch.insert(
+            &self.engine_keyspace,
+            COMMITS_KEY,
+            next.to_be_bytes().to_vec(),
+        );
+        fjall_batch
+            .commit()
+            .map_err(|error| failed(&format!("commit to {}", self.dir.display()), error))?;
+        *total = next;
+        drop(total);
+        self.n_commits.fetch_add(1, Ordering::Relaxed);
+        if next.is_multiple_of(WATERMARK_EVERY_COMMITS)
+            && let Err(error) = marker::write_watermark(&self.dir, next)
+        {
+            // The watermark only guards against damage; a failure to write it loses
+            // no data, and the disk's trouble will show in the next commit.
+            tracing::warn!(dir = %self.dir.display(), "cannot write the commit watermark: {error}");
+        }
+        Ok(())
     }
 }

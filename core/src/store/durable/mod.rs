@@ -28,13 +28,15 @@ mod state;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, oneshot};
 
 pub use self::committer::CURSOR_COMMIT_DELAY;
-pub use self::engine::{Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp};
+pub use self::engine::{
+    BlockingCommit, Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp,
+};
 pub use self::fjall::FjallEngine;
 pub use self::mem::MemEngine;
 pub use self::record::RecordError;
@@ -115,8 +117,18 @@ impl From<MemoryStoreLimits> for DurableStoreLimits {
 /// The durable [`Store`](super::Store) over engine `E`.
 pub struct DurableStore<E: Engine> {
     shared: Arc<Shared<E>>,
-    /// The committer task; `None` once [`DurableStore::close`] took it.
-    committer: Option<tokio::task::JoinHandle<()>>,
+    /// The committer; `None` once [`DurableStore::close`] took it.
+    committer: Option<Committer>,
+}
+
+/// The committer (see [`committer`]): a task, or a thread for an engine whose commit blocks.
+enum Committer {
+    Task(tokio::task::JoinHandle<()>),
+    Thread {
+        thread: std::thread::JoinHandle<()>,
+        /// Closed when the thread ends.
+        done: oneshot::Receiver<()>,
+    },
 }
 
 /// What the store and its committer share.
@@ -125,12 +137,21 @@ struct Shared<E: Engine> {
     limits: DurableStoreLimits,
     epoch: u64,
     state: Mutex<State>,
+    /// Whether the committer is a thread ([`Engine::blocking`]) rather than a task.
+    on_thread: bool,
+    /// The committer task's wake-up.
     wake_committer: Arc<Notify>,
     /// Told of a cursor held without a commit of its own: the committer commits it
     /// `CURSOR_COMMIT_DELAY` after the oldest held one (see `committer`).
     wake_committer_lazily: Arc<Notify>,
+    /// The committer thread's wake-up, on `state`'s mutex, and how it sleeps
+    /// (`committer::AWAKE`...): a write wakes it only when it sleeps.
+    wake_thread: Condvar,
+    thread_sleep: AtomicU8,
     /// Set by [`DurableStore::close`]: the committer drains what is queued and stops.
     closing: AtomicBool,
+    /// Set when the store is dropped: the committer thread stops without committing more.
+    stopping: AtomicBool,
 }
 
 impl<E: Engine> Shared<E> {
@@ -141,13 +162,41 @@ impl<E: Engine> Shared<E> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Tells the committer that writes are queued (or that the store is closing).
+    fn wake_committer(&self) {
+        if !self.on_thread {
+            self.wake_committer.notify_one();
+        } else if self.thread_sleep.load(Ordering::Relaxed) != committer::AWAKE {
+            self.wake_thread.notify_one();
+        }
+    }
+
+    /// Tells the committer that a cursor is held: it needs to know only if it sleeps
+    /// without a deadline.
+    fn wake_committer_lazily(&self) {
+        if !self.on_thread {
+            self.wake_committer_lazily.notify_one();
+        } else if self.thread_sleep.load(Ordering::Relaxed) == committer::ASLEEP {
+            self.wake_thread.notify_one();
+        }
+    }
 }
 
 impl<E: Engine> Drop for DurableStore<E> {
     fn drop(&mut self) {
         // Like a crash: writes not yet durable are lost, and no waiter is answered.
-        if let Some(committer) = &self.committer {
-            committer.abort();
+        match self.committer.take() {
+            Some(Committer::Task(task)) => task.abort(),
+            Some(Committer::Thread { thread, .. }) => {
+                self.shared.stopping.store(true, Ordering::Relaxed);
+                // Under the lock, so the thread is either past its check or asleep.
+                drop(self.shared.lock());
+                self.shared.wake_thread.notify_one();
+                // At most the commit it is in: then the engine is let go of, as by a task.
+                let _ = thread.join();
+            }
+            None => {}
         }
     }
 }
@@ -210,19 +259,38 @@ impl<E: Engine> DurableStore<E> {
         let wake_committer = Arc::new(Notify::new());
         let wake_committer_lazily = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
+            on_thread: engine.blocking().is_some(),
             engine,
             limits,
             epoch,
             state: Mutex::new(state),
             wake_committer: wake_committer.clone(),
             wake_committer_lazily: wake_committer_lazily.clone(),
+            wake_thread: Condvar::new(),
+            thread_sleep: AtomicU8::new(committer::AWAKE),
             closing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
-        let committer = tokio::spawn(committer::run(
-            Arc::downgrade(&shared),
-            wake_committer,
-            wake_committer_lazily,
-        ));
+        let committer = if shared.on_thread {
+            let (done_sender, done) = oneshot::channel::<()>();
+            let thread_shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name("imlab-commit".into())
+                .spawn(move || {
+                    committer::run_on_thread(thread_shared);
+                    drop(done_sender);
+                })
+                .map_err(|error| {
+                    StoreError::Unavailable(format!("cannot start the commit thread: {error}"))
+                })?;
+            Committer::Thread { thread, done }
+        } else {
+            Committer::Task(tokio::spawn(committer::run(
+                Arc::downgrade(&shared),
+                wake_committer,
+                wake_committer_lazily,
+            )))
+        };
         Ok(DurableStore {
             shared,
             committer: Some(committer),
@@ -234,11 +302,29 @@ impl<E: Engine> DurableStore<E> {
     /// instead is a crash: queued writes are lost.
     pub async fn close(mut self) {
         self.shared.closing.store(true, Ordering::Relaxed);
-        self.shared.wake_committer.notify_one();
-        if let Some(committer) = self.committer.take() {
+        match self.committer.take() {
             // The task only ends by returning or by being aborted; both are fine here.
-            let _ = committer.await;
+            Some(Committer::Task(task)) => {
+                self.shared.wake_committer();
+                let _ = task.await;
+            }
+            Some(Committer::Thread { thread, done }) => {
+                drop(self.shared.lock());
+                self.shared.wake_thread.notify_one();
+                // Closed when the thread has returned; joining it then does not block.
+                let _ = done.await;
+                let _ = thread.join();
+            }
+            None => {}
         }
+    }
+
+    /// Whether the committer thread sleeps with nothing queued and no held cursor to wait
+    /// for (always false for a committer task), so a test can act while it does.
+    #[doc(hidden)]
+    pub fn committer_idle(&self) -> bool {
+        self.shared.on_thread
+            && self.shared.thread_sleep.load(Ordering::Relaxed) == committer::ASLEEP
     }
 
     /// The engine, for its counters.

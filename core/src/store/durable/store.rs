@@ -70,7 +70,7 @@ impl<E: Engine> DurableStore<E> {
             let wait = if sender_seq > committed_seq {
                 self.check_room(&state, 0)?;
                 let wait = state.submit(WriteBatch::new(), [], 0);
-                shared.wake_committer.notify_one();
+                shared.wake_committer();
                 Some(wait)
             } else {
                 None
@@ -149,7 +149,7 @@ impl<E: Engine> DurableStore<E> {
             );
         let wait = state.submit(writes, deliveries.iter().cloned(), msg_id);
         drop(state);
-        shared.wake_committer.notify_one();
+        shared.wake_committer();
         Ok(Decision::New {
             message,
             sender_seq,
@@ -246,7 +246,7 @@ impl<E: Engine> DurableStore<E> {
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, StoreError> {
         self.check_room(state, writes.n_bytes())?;
         let wait = state.submit(writes, [], 0);
-        self.shared.wake_committer.notify_one();
+        self.shared.wake_committer();
         Ok(wait)
     }
 }
@@ -334,9 +334,9 @@ impl<E: Engine> Store for DurableStore<E> {
         user_state.cursors.insert(device.to_string(), cursor);
         drop(state);
         if held >= self.shared.limits.cursors_held_max() {
-            self.shared.wake_committer.notify_one();
+            self.shared.wake_committer();
         } else {
-            self.shared.wake_committer_lazily.notify_one();
+            self.shared.wake_committer_lazily();
         }
         Ok(cursor)
     }
