@@ -40,11 +40,7 @@ const WATERMARK_EVERY_COMMITS: u64 = 1_000;
 pub struct FjallEngine {
     dir: PathBuf,
     keyspaces: Arc<[Keyspace]>,
-    /// Commits durable in this store since it was created; its lock orders commits.
-    commits_total: Arc<Mutex<u64>>,
-    /// Commits by this handle.
-    n_commits: Arc<AtomicU64>,
-    /// The same handles, for a commit.
+    /// What a commit needs, shared with the blocking-pool thread of an async commit.
     committer: Arc<Committer>,
 }
 
@@ -194,21 +190,17 @@ impl FjallEngine {
                 ),
             ));
         }
-        let commits_total = Arc::new(Mutex::new(commits_total));
-        let n_commits = Arc::new(AtomicU64::new(0));
         let committer = Arc::new(Committer {
             db,
             keyspaces: keyspaces.clone(),
             engine_keyspace,
-            commits_total: commits_total.clone(),
-            n_commits: n_commits.clone(),
+            commits_total: Mutex::new(commits_total),
+            n_commits: AtomicU64::new(0),
             dir: dir.clone(),
         });
         Ok(FjallEngine {
             dir,
             keyspaces,
-            commits_total,
-            n_commits,
             committer,
         })
     }
@@ -220,7 +212,7 @@ impl FjallEngine {
 
     /// Commits (one fsync each) by this handle.
     pub fn commits(&self) -> u64 {
-        self.n_commits.load(Ordering::Relaxed)
+        self.committer.n_commits.load(Ordering::Relaxed)
     }
 
     /// Writes every partition's in-memory table to table files and waits. The journal
@@ -265,6 +257,7 @@ impl Drop for FjallEngine {
     fn drop(&mut self) {
         // A clean close: every counted commit is durable, so the watermark can catch up.
         let commits = *self
+            .committer
             .commits_total
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -400,14 +393,15 @@ impl BlockingCommit for FjallEngine {
     }
 }
 
-/// What a commit needs of the engine, shared with the blocking-pool thread that runs an
-/// async [`Engine::commit`].
+/// What a commit needs of the engine.
 struct Committer {
     db: Database,
     keyspaces: Arc<[Keyspace]>,
     engine_keyspace: Keyspace,
-    commits_total: Arc<Mutex<u64>>,
-    n_commits: Arc<AtomicU64>,
+    /// Commits durable in this store since it was created; its lock orders commits.
+    commits_total: Mutex<u64>,
+    /// Commits by this handle.
+    n_commits: AtomicU64,
     dir: PathBuf,
 }
 
