@@ -379,6 +379,8 @@ async fn dedupe_outlives_the_memory_window() {
 struct GatedEngine {
     inner: MemEngine,
     gate: std::sync::Mutex<Option<Gate>>,
+    /// Dedupe lookups made.
+    dedupe_gets: std::sync::atomic::AtomicUsize,
 }
 
 struct Gate {
@@ -409,7 +411,11 @@ impl Engine for GatedEngine {
         // The answer is read before the gate, so what happens while it waits is news to it.
         let answer = self.inner.get(partition, key);
         let gate = match partition {
-            Partition::Dedupe => self.gate.lock().unwrap().take(),
+            Partition::Dedupe => {
+                self.dedupe_gets
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.gate.lock().unwrap().take()
+            }
             _ => None,
         };
         if let Some(gate) = gate {
@@ -447,7 +453,9 @@ impl Engine for GatedEngine {
 }
 
 /// A durable store on a [`GatedEngine`], in a runtime of two workers that other threads'
-/// appends run in too, so one append can stop inside the store while others go on.
+/// appends run in too, so one append can stop inside the store while others go on. It has
+/// no dedupe filter, so every id not in its sender's window is read from the engine, as
+/// when the filter is not filled yet or reached its bound (or says "maybe", 1 in 200).
 struct GatedStore {
     runtime: tokio::runtime::Runtime,
     engine: Arc<GatedEngine>,
@@ -462,6 +470,10 @@ impl GatedStore {
             .build()
             .unwrap();
         let engine = Arc::new(GatedEngine::default());
+        let limits = DurableStoreLimits {
+            dedupe_filter_bytes_max: 0,
+            ..limits
+        };
         let store = runtime
             .block_on(DurableStore::open(engine.clone(), limits, EPOCH))
             .unwrap();
@@ -549,6 +561,121 @@ fn a_send_evicted_while_its_retry_reads_the_engine_is_looked_up_again() {
     );
     assert_eq!(retry.message, original.message);
     assert_eq!(gated.runtime.block_on(gated.store.max_seq("b")).unwrap(), 3);
+}
+
+/// The dedupe filter: a new id is not read from the engine once the filter is filled (at open,
+/// from what the engine holds), an old one is, and a retry of a send older than the window is
+/// a duplicate across a restart; without the filter every new id is read (so the count is
+/// real).
+#[tokio::test]
+async fn the_dedupe_filter_spares_new_ids_the_engine_and_keeps_old_ones_duplicates() {
+    let limits = DurableStoreLimits {
+        dedupe_window_len: 2,
+        ..DurableStoreLimits::default()
+    };
+    let gets = |engine: &GatedEngine| {
+        engine
+            .dedupe_gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let engine = Arc::new(GatedEngine::default());
+    let unfiltered = DurableStoreLimits {
+        dedupe_filter_bytes_max: 0,
+        ..limits
+    };
+    let store = DurableStore::open(engine.clone(), unfiltered, EPOCH)
+        .await
+        .unwrap();
+    assert!(!store.dedupe_filter_active());
+    for i in 0..50 {
+        store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(gets(&engine), 50, "without a filter each new id is read");
+    store.close().await;
+
+    // Reopened with a filter over the same engine: filled at open from its 50 keys.
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    assert!(store.dedupe_filter_active());
+    for i in 50..100 {
+        let sent = store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+        assert!(!sent.duplicate);
+    }
+    let read = gets(&engine) - 50;
+    assert!(read <= 3, "{read} of 50 new ids were read from the engine");
+    for old in ["m0", "m49", "m60"] {
+        let retry = store.append(send("a", old, peer("b"))).await.unwrap();
+        assert!(retry.duplicate, "{old} stored again");
+    }
+    assert!(
+        gets(&engine) - 50 - read >= 3,
+        "old ids are read from the engine"
+    );
+    assert_eq!(store.max_seq("b").await.unwrap(), 100);
+}
+
+/// On disk the filter is filled by a thread while the store already takes writes: a retry
+/// of a send from before the restart is a duplicate before, while and after it fills, over
+/// several of its pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_retries_from_before_a_restart_stay_duplicates_while_the_filter_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = DurableStoreLimits {
+        dedupe_window_len: 2,
+        ..DurableStoreLimits::default()
+    };
+    let store = Arc::new(fjall_store(dir.path(), limits).await);
+    let n = 2_500; // the filter's scan reads 1,024 keys a page
+    let sends = (0..n).map(|i| {
+        let store = store.clone();
+        async move { store.append(send("a", &format!("m{i}"), peer("b"))).await }
+    });
+    for sent in futures::future::join_all(sends).await {
+        assert!(!sent.unwrap().duplicate);
+    }
+    Arc::try_unwrap(store).ok().unwrap().close().await;
+
+    let store = fjall_store(dir.path(), limits).await;
+    let mut retried = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let active = store.dedupe_filter_active();
+        let old = format!("m{}", (retried * 397) % n);
+        let retry = store.append(send("a", &old, peer("b"))).await.unwrap();
+        assert!(
+            retry.duplicate,
+            "{old} stored again (filter active: {active})"
+        );
+        retried += 1;
+        if active {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filter was never filled"
+        );
+    }
+    for i in 0..n {
+        let old = format!("m{i}");
+        assert!(
+            store
+                .append(send("a", &old, peer("b")))
+                .await
+                .unwrap()
+                .duplicate,
+            "{old}"
+        );
+    }
+    let new = store.append(send("a", "new", peer("b"))).await.unwrap();
+    assert!(!new.duplicate);
+    assert_eq!(new.sender_seq, n as u64 + 1);
 }
 
 // Group commit.

@@ -65,6 +65,9 @@ pub struct Planted {
     pub ack_before_store: bool,
     /// The store stores a retried send again.
     pub skip_dedupe: bool,
+    /// The durable store trusts its dedupe filter without the ids on its disk at open, so a
+    /// retry of a send made before a crash is stored again.
+    pub dedupe_filter_unfilled: bool,
     /// The client processes pushes without checking their seq.
     pub push_skips_seq_check: bool,
     /// The durable store's disk is lost on a server crash (the in-memory store is lost
@@ -89,6 +92,7 @@ impl Planted {
     pub fn assert_supported(&self) {
         let needs_feature = self.ack_before_store
             || self.skip_dedupe
+            || self.dedupe_filter_unfilled
             || self.push_skips_seq_check
             || self.ack_before_commit
             || self.weak_link_blind

@@ -543,6 +543,7 @@ async fn open_store(shared: &Shared, n_starts: usize) -> SimStore {
             #[cfg(feature = "planted-bugs")]
             {
                 limits.planted_ack_before_commit = planted.ack_before_commit;
+                limits.planted_dedupe_filter_unfilled = planted.dedupe_filter_unfilled;
             }
             let scenario = &shared.scenario;
             let disk = Arc::new(crate::disk::SimDisk::new(

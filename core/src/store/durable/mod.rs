@@ -16,6 +16,7 @@
 
 mod committer;
 mod engine;
+mod filter;
 mod fjall;
 mod fjall_check;
 #[doc(hidden)]
@@ -37,6 +38,7 @@ pub use self::committer::CURSOR_COMMIT_DELAY;
 pub use self::engine::{
     BlockingCommit, Engine, EngineError, KeyValue, Partition, WriteBatch, WriteOp,
 };
+use self::filter::{DedupeFilter, KeyHash};
 pub use self::fjall::FjallEngine;
 pub use self::mem::MemEngine;
 pub use self::record::RecordError;
@@ -54,6 +56,11 @@ pub struct DurableStoreLimits {
     /// (a retry is a duplicate however old, where [`MemoryStore`](super::MemoryStore) stores
     /// a retry older than its window again).
     pub dedupe_window_len: usize,
+    /// Bytes of the dedupe filter ([`filter`]), which tells an append that its client
+    /// message id is new without reading the engine: about 1.5 bytes a message stored. Past
+    /// it the filter is dropped and every id not in its sender's window is read from the
+    /// engine; below 24 KiB there is no filter.
+    pub dedupe_filter_bytes_max: usize,
     /// Members of one group.
     pub group_members_max: usize,
     /// Groups in all.
@@ -74,6 +81,10 @@ pub struct DurableStoreLimits {
     /// only).
     #[cfg(feature = "planted-bugs")]
     pub planted_skip_dedupe: bool,
+    /// Planted bug: trust the dedupe filter without the ids the engine held at open, so a
+    /// retry of a send made before a restart is stored again (tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_dedupe_filter_unfilled: bool,
 }
 
 impl DurableStoreLimits {
@@ -101,6 +112,7 @@ impl From<MemoryStoreLimits> for DurableStoreLimits {
         DurableStoreLimits {
             messages_max: memory.messages_max,
             dedupe_window_len: memory.dedupe_window_len,
+            dedupe_filter_bytes_max: 32 << 20,
             group_members_max: memory.group_members_max,
             groups_max: memory.groups_max,
             pending_ops_max: 10_000,
@@ -110,6 +122,8 @@ impl From<MemoryStoreLimits> for DurableStoreLimits {
             planted_ack_before_commit: false,
             #[cfg(feature = "planted-bugs")]
             planted_skip_dedupe: memory.planted_skip_dedupe,
+            #[cfg(feature = "planted-bugs")]
+            planted_dedupe_filter_unfilled: false,
         }
     }
 }
@@ -119,6 +133,8 @@ pub struct DurableStore<E: Engine> {
     shared: Arc<Shared<E>>,
     /// The committer; `None` once [`DurableStore::close`] took it.
     committer: Option<Committer>,
+    /// The thread filling the dedupe filter from an on-disk engine, while it runs.
+    filter_scan: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The committer (see [`committer`]): a task, or a thread for an engine whose commit blocks.
@@ -186,10 +202,14 @@ impl<E: Engine> Shared<E> {
 impl<E: Engine> Drop for DurableStore<E> {
     fn drop(&mut self) {
         // Like a crash: writes not yet durable are lost, and no waiter is answered.
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        // At most the page it reads: then the engine is let go of.
+        if let Some(scan) = self.filter_scan.take() {
+            let _ = scan.join();
+        }
         match self.committer.take() {
             Some(Committer::Task(task)) => task.abort(),
             Some(Committer::Thread { thread, .. }) => {
-                self.shared.stopping.store(true, Ordering::Relaxed);
                 // Under the lock, so the thread is either past its check or asleep.
                 drop(self.shared.lock());
                 self.shared.wake_thread.notify_one();
@@ -199,6 +219,101 @@ impl<E: Engine> Drop for DurableStore<E> {
             None => {}
         }
     }
+}
+
+/// Dedupe keys read per page when the filter is filled at open; the store's mutex is held
+/// only while a page's keys are inserted.
+const FILTER_SCAN_PAGE: usize = 1_024;
+
+/// Fills the dedupe filter with the key of every dedupe record in the engine, then lets it
+/// answer. An in-memory engine (the simulator's) is read here, before the store takes
+/// writes; an on-disk one on a thread of its own, returned, so that opening a large store
+/// does not wait for it (until it is done, every id not in a window is read from the
+/// engine, as without a filter). Keys written meanwhile are inserted by their appends, so
+/// the scan needs no snapshot: a key present at open is found by some page.
+fn fill_dedupe_filter<E: Engine>(
+    shared: &Arc<Shared<E>>,
+) -> Result<Option<std::thread::JoinHandle<()>>, StoreError> {
+    #[cfg(feature = "planted-bugs")]
+    if shared.limits.planted_dedupe_filter_unfilled {
+        shared.lock().dedupe_filter.mark_complete();
+        return Ok(None);
+    }
+    if shared.lock().dedupe_filter.is_off() {
+        return Ok(None);
+    }
+    if !shared.on_thread {
+        let mut start = Vec::new();
+        while fill_filter_page(shared, &mut start)? {}
+        shared.lock().dedupe_filter.mark_complete();
+        return Ok(None);
+    }
+    let weak = Arc::downgrade(shared);
+    let thread = std::thread::Builder::new()
+        .name("imlab-dedupe-scan".into())
+        .spawn(move || {
+            let began = std::time::Instant::now();
+            let mut start = Vec::new();
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.stopping.load(Ordering::Relaxed) || shared.closing.load(Ordering::Relaxed)
+                {
+                    return;
+                }
+                match fill_filter_page(&shared, &mut start) {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        let mut state = shared.lock();
+                        state.dedupe_filter.mark_complete();
+                        tracing::info!(
+                            keys = state.dedupe_filter.keys(),
+                            bytes = state.dedupe_filter.bytes(),
+                            ms = began.elapsed().as_millis() as u64,
+                            "dedupe filter filled: new client message ids no longer read \
+                             the engine"
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            engine = shared.engine.name(),
+                            "cannot fill the dedupe filter, so every client message id not \
+                             in its sender's window is read from the engine: {error}"
+                        );
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|error| {
+            StoreError::Unavailable(format!("cannot start the dedupe filter's scan: {error}"))
+        })?;
+    Ok(Some(thread))
+}
+
+/// Inserts the next page of dedupe keys from `start` on, and moves `start` past it; false
+/// when it was the last.
+fn fill_filter_page<E: Engine>(
+    shared: &Shared<E>,
+    start: &mut Vec<u8>,
+) -> Result<bool, StoreError> {
+    let page = shared
+        .engine
+        .scan(Partition::Dedupe, start, None, FILTER_SCAN_PAGE)?;
+    let hashes: Vec<KeyHash> = page.iter().map(|(key, _)| KeyHash::of(key)).collect();
+    {
+        let mut state = shared.lock();
+        for hash in hashes {
+            state.dedupe_filter.insert(hash);
+        }
+    }
+    let Some((last, _)) = page.last() else {
+        return Ok(false);
+    };
+    // The first key after `last`.
+    start.clone_from(last);
+    start.push(0);
+    Ok(page.len() == FILTER_SCAN_PAGE)
 }
 
 fn corrupt(error: RecordError) -> StoreError {
@@ -254,6 +369,7 @@ impl<E: Engine> DurableStore<E> {
             allocated_msg_id: last_msg_id,
             committed_msg_id: last_msg_id,
             groups: load_groups(&*engine)?,
+            dedupe_filter: DedupeFilter::new(limits.dedupe_filter_bytes_max),
             ..State::default()
         };
         let wake_committer = Arc::new(Notify::new());
@@ -271,6 +387,7 @@ impl<E: Engine> DurableStore<E> {
             closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         });
+        let filter_scan = fill_dedupe_filter(&shared)?;
         let committer = if shared.on_thread {
             let (done_sender, done) = oneshot::channel::<()>();
             let thread_shared = shared.clone();
@@ -294,6 +411,7 @@ impl<E: Engine> DurableStore<E> {
         Ok(DurableStore {
             shared,
             committer: Some(committer),
+            filter_scan,
         })
     }
 
@@ -302,6 +420,10 @@ impl<E: Engine> DurableStore<E> {
     /// instead is a crash: queued writes are lost.
     pub async fn close(mut self) {
         self.shared.closing.store(true, Ordering::Relaxed);
+        // It stops after the page it reads (milliseconds), so the join blocks no longer.
+        if let Some(scan) = self.filter_scan.take() {
+            let _ = scan.join();
+        }
         match self.committer.take() {
             // The task only ends by returning or by being aborted; both are fine here.
             Some(Committer::Task(task)) => {
@@ -317,6 +439,13 @@ impl<E: Engine> DurableStore<E> {
             }
             None => {}
         }
+    }
+
+    /// Whether the dedupe filter answers "absent" (it is filled and below its bound), so a
+    /// test can wait for it.
+    #[doc(hidden)]
+    pub fn dedupe_filter_active(&self) -> bool {
+        self.shared.lock().dedupe_filter.is_active()
     }
 
     /// Whether the committer thread sleeps with nothing queued and no held cursor to wait

@@ -15,6 +15,7 @@ use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 
 use super::engine::{Engine, Partition, WriteBatch};
+use super::filter::DedupeFilter;
 use super::{keys, record};
 use crate::store::StoreError;
 
@@ -188,6 +189,8 @@ pub struct State {
     pub pending: Batch,
     /// Cursor records waiting to join a batch (see [`committer`](super::committer)).
     pub held_cursors: HeldCursors,
+    /// Every dedupe key held or queued, once complete (see [`filter`](super::filter)).
+    pub dedupe_filter: DedupeFilter,
     /// Operations and bytes accepted but not yet durable (pending and in flight).
     pub unsettled_ops: usize,
     pub unsettled_bytes: usize,

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::engine::{Engine, Partition, WriteBatch};
+use super::filter::KeyHash;
 use super::state::{self, State};
 use super::{DurableStore, corrupt, keys, record};
 use crate::proto::Target;
@@ -40,11 +41,12 @@ impl<E: Engine> DurableStore<E> {
         let skip_dedupe = false;
 
         let dedupe_key = keys::dedupe_key(&request.from_user, &request.client_msg_id);
-        // An id the sender's window lacks is looked up in the engine with the mutex released
-        // (a read of the disk's tables), then the window is checked again: a send of the same
-        // id accepted meanwhile is in it, unless the window evicted sends meanwhile, which
-        // only committed sends leave and so a second lookup finds. That one is made under the
-        // mutex, so an append takes the lock at most twice.
+        let dedupe_hash = KeyHash::of(&dedupe_key);
+        // An id the sender's window lacks and the dedupe filter may hold is looked up in the
+        // engine with the mutex released (a read of the disk's tables), then the window is
+        // checked again: a send of the same id accepted meanwhile is in it, unless the window
+        // evicted sends meanwhile, which only committed sends leave and so a second lookup
+        // finds. That one is made under the mutex, so an append takes the lock at most twice.
         let mut engine_answer: Option<(u64, Option<(u64, u64)>)> = None;
         let (mut state, original, committed_seq) = loop {
             let mut state = shared.lock();
@@ -56,6 +58,8 @@ impl<E: Engine> DurableStore<E> {
             let original = match (in_window, engine_answer) {
                 _ if skip_dedupe => None,
                 (Some(found), _) => Some(found),
+                // New: the filter holds every key that is stored or queued.
+                (None, _) if !state.dedupe_filter.may_hold(dedupe_hash) => None,
                 (None, Some((asked_at, found))) if asked_at == evicted => found,
                 (None, Some(_)) => self.lookup_dedupe(&dedupe_key)?,
                 (None, None) => {
@@ -131,6 +135,7 @@ impl<E: Engine> DurableStore<E> {
         );
         self.check_room(&state, writes.n_bytes())?;
 
+        state.dedupe_filter.insert(dedupe_hash);
         state.allocated_msg_id = msg_id;
         for (user, seq) in &deliveries {
             let user = state.users.get_mut(user).expect("recipient was loaded");
