@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// memory and a restart loses everything.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Memory for --data-dir's dedupe filter, which tells a send that its client message id
+    /// is new without reading the disk's tables (about 1.5 bytes a message stored; filled
+    /// from the disk on a thread after a restart). Past it, or at 0, every id is read from
+    /// the tables, as a retry always is.
+    #[arg(long, default_value_t = DurableStoreLimits::default().dedupe_filter_bytes_max >> 20, value_name = "MIB", requires = "data_dir")]
+    dedupe_filter_mib: usize,
     /// Serve TLS with this PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -193,7 +199,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
     };
-    let (store, durable, store_name) = open_store(args.data_dir.as_deref()).await?;
+    let (store, durable, store_name) =
+        open_store(args.data_dir.as_deref(), args.dedupe_filter_mib).await?;
     let server = Arc::new(Server::new(
         config,
         ServerDeps {
@@ -299,9 +306,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The store `--data-dir` asks for: on disk (also returned as such, to close it), or in
-/// memory. Returns a name for logs.
+/// memory, with `dedupe_filter_mib` for the dedupe filter. Returns a name for logs.
 async fn open_store(
     data_dir: Option<&std::path::Path>,
+    dedupe_filter_mib: usize,
 ) -> anyhow::Result<(
     Arc<dyn Store>,
     Option<Arc<DurableStore<FjallEngine>>>,
@@ -317,7 +325,10 @@ async fn open_store(
         .with_context(|| format!("opening the store in --data-dir {}", dir.display()))?;
     let store = DurableStore::open(
         Arc::new(engine),
-        DurableStoreLimits::default(),
+        DurableStoreLimits {
+            dedupe_filter_bytes_max: dedupe_filter_mib << 20,
+            ..DurableStoreLimits::default()
+        },
         // The epoch of a new store; an existing one keeps its own, so clients' seqs stay
         // valid across restarts.
         SystemClock.unix_ms(),
