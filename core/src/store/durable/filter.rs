@@ -2,7 +2,9 @@
 //! will hold, so that an append whose client message id is new (nearly every append) learns
 //! it without reading the engine. Reading the engine for a key it lacks was a search of
 //! fjall's in-memory table (a skiplist of up to 64 MiB: dozens of cache misses) and of every
-//! table file's own filter, about a twentieth of `imlab serve --data-dir`'s CPU.
+//! table file's own filter: about a twentieth of `imlab serve --data-dir`'s CPU in a
+//! profile, though the filter saved only 1-4% (the lookup had warmed the path its record's
+//! insert walks next; `BENCHMARKS.md`).
 //!
 //! The filter answers "absent" only once it is [complete](DedupeFilter::mark_complete): every
 //! key the engine held at open was inserted (by a scan of the dedupe partition, which the

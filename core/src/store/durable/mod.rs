@@ -2,15 +2,15 @@
 //! [`Engine`], with group commit.
 //!
 //! Memory holds only what assigns ids (next msg_id, each touched user's allocated and
-//! committed seq, a bounded recent dedupe window, touched devices' cursors) and group
-//! membership, loaded whole at open. A write allocates its ids under one mutex, queues its
+//! committed seq, a bounded recent dedupe window, touched devices' cursors), group
+//! membership, loaded whole at open, and the bounded dedupe [`filter`], filled at open. A write allocates its ids under one mutex, queues its
 //! records for the [`committer`], and returns once the engine commit holding them is durable;
 //! the committer writes everything queued meanwhile in one commit. Reads see committed data
 //! only. A loaded user stays loaded (about 100 bytes plus its window and devices), so memory
 //! grows with the users touched since open, far slower than MemoryStore's.
 //!
 //! Modules: [`engine`] (the trait), [`keys`] and [`record`] (the layout), [`state`] (the
-//! in-memory part), [`store`] (the `Store` methods), [`mem`] and [`fjall`] (the engines),
+//! in-memory part), [`filter`] (the dedupe filter), [`store`] (the `Store` methods), [`mem`] and [`fjall`] (the engines),
 //! [`marker`] (an on-disk engine's marker and commit watermark files), [`fjall_check`] (names
 //! the damaged file when fjall reports damage by folder only).
 
@@ -56,7 +56,7 @@ pub struct DurableStoreLimits {
     /// (a retry is a duplicate however old, where [`MemoryStore`](super::MemoryStore) stores
     /// a retry older than its window again).
     pub dedupe_window_len: usize,
-    /// Bytes of the dedupe filter ([`filter`]), which tells an append that its client
+    /// Bytes of the dedupe filter (`durable/filter.rs`), which tells an append that its client
     /// message id is new without reading the engine: about 1.5 bytes a message stored. Past
     /// it the filter is dropped and every id not in its sender's window is read from the
     /// engine; below 24 KiB there is no filter.
