@@ -381,6 +381,8 @@ struct GatedEngine {
     gate: std::sync::Mutex<Option<Gate>>,
     /// Dedupe lookups made.
     dedupe_gets: std::sync::atomic::AtomicUsize,
+    /// Scans of the dedupe partition made.
+    dedupe_scans: std::sync::atomic::AtomicUsize,
 }
 
 struct Gate {
@@ -441,6 +443,10 @@ impl Engine for GatedEngine {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<imlab_core::store::KeyValue>, imlab_core::store::EngineError> {
+        if partition == Partition::Dedupe {
+            self.dedupe_scans
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.inner.scan(partition, start, end, limit)
     }
 
@@ -619,6 +625,55 @@ async fn the_dedupe_filter_spares_new_ids_the_engine_and_keeps_old_ones_duplicat
         "old ids are read from the engine"
     );
     assert_eq!(store.max_seq("b").await.unwrap(), 100);
+}
+
+/// A store with more dedupe records than the filter's bound holds: the scan at open stops at
+/// the bound instead of reading the rest, the filter answers "maybe", and a retry of the
+/// oldest send is still a duplicate.
+#[tokio::test]
+async fn a_store_past_the_filters_bound_stops_its_scan_and_reads_the_engine() {
+    let engine = Arc::new(GatedEngine::default());
+    let limits = DurableStoreLimits {
+        dedupe_window_len: 2,
+        dedupe_filter_bytes_max: 0,
+        ..DurableStoreLimits::default()
+    };
+    let store = DurableStore::open(engine.clone(), limits, EPOCH)
+        .await
+        .unwrap();
+    let first = store.append(send("a", "m0", peer("b"))).await.unwrap();
+    store.close().await;
+    // 20,000 more dedupe records, as a long-lived store holds: the first layer (24 KiB)
+    // takes 16,384 keys, the next (48 KiB) would pass a 24 KiB bound.
+    let mut batch = imlab_core::store::WriteBatch::new();
+    for i in 0..20_000u32 {
+        let mut key = vec![0, 1, b'z'];
+        key.extend_from_slice(format!("old-{i:05}").as_bytes());
+        batch.put(Partition::Dedupe, key, vec![0; 16]);
+    }
+    engine.commit(batch).await.unwrap();
+    let scans = |engine: &GatedEngine| {
+        engine
+            .dedupe_scans
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = scans(&engine);
+    let bounded = DurableStoreLimits {
+        dedupe_filter_bytes_max: 24 << 10,
+        ..limits
+    };
+    let store = DurableStore::open(engine.clone(), bounded, EPOCH)
+        .await
+        .unwrap();
+    let pages = scans(&engine) - before;
+    assert!(
+        (16..=17).contains(&pages),
+        "{pages} pages of 1,024 keys read for a filter of 16,384 (20 hold them all)"
+    );
+    assert!(!store.dedupe_filter_active());
+    let retry = store.append(send("a", "m0", peer("b"))).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, first.message);
 }
 
 /// On disk the filter is filled by a thread while the store already takes writes: a retry

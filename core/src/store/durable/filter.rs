@@ -201,6 +201,12 @@ impl DedupeFilter {
         self.complete && !self.saturated
     }
 
+    /// Whether it reached its bound (or was off from the start): it answers "maybe" for good,
+    /// so inserting more is pointless.
+    pub fn is_saturated(&self) -> bool {
+        self.saturated
+    }
+
     /// Whether it was saturated before any insert: no filter at all.
     pub fn is_off(&self) -> bool {
         self.saturated && self.keys == 0

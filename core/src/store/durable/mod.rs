@@ -265,6 +265,10 @@ fn fill_dedupe_filter<E: Engine>(
                     Ok(false) => {
                         let mut state = shared.lock();
                         state.dedupe_filter.mark_complete();
+                        if state.dedupe_filter.is_saturated() {
+                            // It said so when it reached the bound.
+                            return;
+                        }
                         tracing::info!(
                             keys = state.dedupe_filter.keys(),
                             bytes = state.dedupe_filter.bytes(),
@@ -292,7 +296,8 @@ fn fill_dedupe_filter<E: Engine>(
 }
 
 /// Inserts the next page of dedupe keys from `start` on, and moves `start` past it; false
-/// when it was the last.
+/// when it was the last, or when the filter reached its bound (reading the rest of a store
+/// too large for it would be for nothing).
 fn fill_filter_page<E: Engine>(
     shared: &Shared<E>,
     start: &mut Vec<u8>,
@@ -305,6 +310,9 @@ fn fill_filter_page<E: Engine>(
         let mut state = shared.lock();
         for hash in hashes {
             state.dedupe_filter.insert(hash);
+        }
+        if state.dedupe_filter.is_saturated() {
+            return Ok(false);
         }
     }
     let Some((last, _)) = page.last() else {
