@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Memory for --data-dir's dedupe filter, which tells a send that its client message id
-    /// is new without reading the disk's tables (about 1.5 bytes a message stored; filled
+    /// is new without reading the disk's tables (1.5-3 bytes a message stored; filled
     /// from the disk on a thread after a restart). Past it, or at 0, every id is read from
     /// the tables, as a retry always is.
     #[arg(long, default_value_t = DurableStoreLimits::default().dedupe_filter_bytes_max >> 20, value_name = "MIB", requires = "data_dir")]

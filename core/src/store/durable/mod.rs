@@ -57,9 +57,10 @@ pub struct DurableStoreLimits {
     /// a retry older than its window again).
     pub dedupe_window_len: usize,
     /// Bytes of the dedupe filter (`durable/filter.rs`), which tells an append that its client
-    /// message id is new without reading the engine: about 1.5 bytes a message stored. Past
-    /// it the filter is dropped and every id not in its sender's window is read from the
-    /// engine; below 24 KiB there is no filter.
+    /// message id is new without reading the engine: 1.5-3 bytes a message stored (its
+    /// layers double), so 32 MiB holds 16.8 million. Past it the filter is dropped and every
+    /// id not in its sender's window is read from the engine; below 24 KiB there is no
+    /// filter.
     pub dedupe_filter_bytes_max: usize,
     /// Members of one group.
     pub group_members_max: usize,
