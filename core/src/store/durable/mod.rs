@@ -3,16 +3,17 @@
 //!
 //! Memory holds only what assigns ids (next msg_id, each touched user's allocated and
 //! committed seq, a bounded recent dedupe window, touched devices' cursors), group
-//! membership, loaded whole at open, and the bounded dedupe [`filter`], filled at open. A write allocates its ids under one mutex, queues its
-//! records for the [`committer`], and returns once the engine commit holding them is durable;
-//! the committer writes everything queued meanwhile in one commit. Reads see committed data
-//! only. A loaded user stays loaded (about 100 bytes plus its window and devices), so memory
-//! grows with the users touched since open, far slower than MemoryStore's.
+//! membership, loaded whole at open, and the bounded dedupe [`filter`], filled at open. A
+//! write allocates its ids under one mutex, queues its records for the [`committer`], and
+//! returns once the engine commit holding them is durable; the committer writes everything
+//! queued meanwhile in one commit. Reads see committed data only. A loaded user stays loaded
+//! (about 100 bytes plus its window and devices), so memory grows with the users touched
+//! since open, far slower than MemoryStore's.
 //!
 //! Modules: [`engine`] (the trait), [`keys`] and [`record`] (the layout), [`state`] (the
-//! in-memory part), [`filter`] (the dedupe filter), [`store`] (the `Store` methods), [`mem`] and [`fjall`] (the engines),
-//! [`marker`] (an on-disk engine's marker and commit watermark files), [`fjall_check`] (names
-//! the damaged file when fjall reports damage by folder only).
+//! in-memory part), [`filter`] (the dedupe filter), [`store`] (the `Store` methods), [`mem`]
+//! and [`fjall`] (the engines), [`marker`] (an on-disk engine's marker and commit watermark
+//! files), [`fjall_check`] (names the damaged file when fjall reports damage by folder only).
 
 mod committer;
 mod engine;
