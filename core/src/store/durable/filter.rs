@@ -207,11 +207,6 @@ impl DedupeFilter {
         self.saturated
     }
 
-    /// Whether it was saturated before any insert: no filter at all.
-    pub fn is_off(&self) -> bool {
-        self.saturated && self.keys == 0
-    }
-
     /// Keys inserted (counted until it saturated).
     pub fn keys(&self) -> u64 {
         self.keys

@@ -241,7 +241,8 @@ fn fill_dedupe_filter<E: Engine>(
         shared.lock().dedupe_filter.mark_complete();
         return Ok(None);
     }
-    if shared.lock().dedupe_filter.is_off() {
+    // Saturated before any insert: the bound is below the first layer, so there is no filter.
+    if shared.lock().dedupe_filter.is_saturated() {
         return Ok(None);
     }
     if !shared.on_thread {
