@@ -17,7 +17,7 @@ use crate::carrier::{CarrierResults, Carriers};
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::crossings::Crossings;
 use crate::ledger::LoadLedger;
-use crate::pacer::Pacer;
+use crate::pacer::{Pacer, Timer};
 use crate::population::{Conversation, Population, app_state_at};
 use crate::protocol::imlab::{self, Imlab};
 use crate::protocol::mqtt::Mqtt;
@@ -212,6 +212,10 @@ pub async fn run(
         None => format!("r{}w{}", started_unix_us / 1_000, config.worker),
     };
     check_open_files(&config)?;
+    // The send loop's timer, made before the clients take their files.
+    let timer = Timer::new().map_err(|error| {
+        LoadError::Invalid(format!("making the send pacer's timer: {error}"))
+    })?;
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut ledger = LoadLedger::for_clients(first_client, config.clients);
     let carriers = if config.carriers.is_empty() {
@@ -287,12 +291,13 @@ pub async fn run(
     match shared.config.population.clone() {
         Some(population) => {
             let cycles = AppCycles::start(&shared, &population, &devices, started);
-            send_population(&shared, &devices, &population, &cycles.inactive, started).await;
+            send_population(&shared, &devices, &population, &cycles.inactive, timer, started)
+                .await;
             // As the simulator heals before judging: every app back in the foreground, so
             // the drain sees every device online and synced.
             cycles.heal(&devices);
         }
-        None => send(&shared, &devices, &groups, started).await,
+        None => send(&shared, &devices, &groups, timer, started).await,
     }
     if !shared.stop.is_cancelled() {
         shared.enter("drain");
@@ -474,14 +479,20 @@ async fn hold(shared: &Shared) {
 /// Open loop: message k is planned at send_start + k / msg_rate, whatever happened before.
 /// Senders are this process's clients; a one-to-one peer is any other client of the run,
 /// this worker's or another's.
-async fn send(shared: &Shared, devices: &[Box<dyn Device>], groups: &Groups, started: Instant) {
+async fn send(
+    shared: &Shared,
+    devices: &[Box<dyn Device>],
+    groups: &Groups,
+    timer: Timer,
+    started: Instant,
+) {
     let config = &shared.config;
     if config.msg_rate <= 0.0 {
         hold(shared).await;
         return;
     }
     let send_start = Instant::now();
-    let pacer = Pacer::start(send_start.into_std(), config.msg_rate);
+    let mut pacer = Pacer::new(timer, send_start.into_std(), config.msg_rate);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let n_messages = (config.msg_rate * config.duration.as_secs_f64()).round() as u64;
     lock(&shared.ledger).reserve(n_messages as usize);
@@ -565,6 +576,7 @@ async fn send_population(
     devices: &[Box<dyn Device>],
     population: &Population,
     inactive: &[AtomicBool],
+    timer: Timer,
     started: Instant,
 ) {
     let config = &shared.config;
@@ -575,7 +587,7 @@ async fn send_population(
     let send_start = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let rate = chooser.rate();
-    let pacer = Pacer::start(send_start.into_std(), rate);
+    let mut pacer = Pacer::new(timer, send_start.into_std(), rate);
     let n_messages = (rate * config.duration.as_secs_f64()).round() as u64;
     lock(&shared.ledger).reserve(n_messages as usize);
     let mut next_number = vec![0u64; devices.len()];
