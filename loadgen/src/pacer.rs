@@ -101,7 +101,7 @@ impl Timer {
 
     /// Returns at `at` or later (at once if it has passed).
     pub async fn sleep_until(&mut self, at: Instant) {
-        use rustix::time::{Itimerspec, Timespec, TimerfdTimerFlags, timerfd_settime};
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
         let now = Instant::now();
         if at <= now {
             return;
@@ -127,7 +127,9 @@ impl Timer {
         while let Ok(mut ready) = self.fd.readable_mut().await {
             let mut expirations = [0u8; 8];
             // A read that would block clears readiness left from a wait given up before.
-            if let Ok(Ok(_)) = ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut expirations)?)) {
+            if let Ok(Ok(_)) =
+                ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut expirations)?))
+            {
                 return;
             }
             if Instant::now() >= at {

@@ -213,9 +213,8 @@ pub async fn run(
     };
     check_open_files(&config)?;
     // The send loop's timer, made before the clients take their files.
-    let timer = Timer::new().map_err(|error| {
-        LoadError::Invalid(format!("making the send pacer's timer: {error}"))
-    })?;
+    let timer = Timer::new()
+        .map_err(|error| LoadError::Invalid(format!("making the send pacer's timer: {error}")))?;
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut ledger = LoadLedger::for_clients(first_client, config.clients);
     let carriers = if config.carriers.is_empty() {
@@ -291,8 +290,15 @@ pub async fn run(
     match shared.config.population.clone() {
         Some(population) => {
             let cycles = AppCycles::start(&shared, &population, &devices, started);
-            send_population(&shared, &devices, &population, &cycles.inactive, timer, started)
-                .await;
+            send_population(
+                &shared,
+                &devices,
+                &population,
+                &cycles.inactive,
+                timer,
+                started,
+            )
+            .await;
             // As the simulator heals before judging: every app back in the foreground, so
             // the drain sees every device online and synced.
             cycles.heal(&devices);
