@@ -1129,6 +1129,67 @@ async fn fjall_directory_reopens_with_every_seq_cursor_group_and_the_epoch() {
     assert_eq!(next.message.msg_id, 31);
 }
 
+/// fjall's journal (vendored, vendor/README.md) is a sparse 64 MiB file, written with zeros
+/// ahead of its data so that a commit's sync seldom allocates blocks (and so writes the inode
+/// besides the data). The zeros read back as the holes did: a reopen finds every message.
+#[tokio::test]
+async fn the_journal_is_written_with_zeros_ahead_of_its_data_and_reads_back_the_same() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let limits = DurableStoreLimits::default();
+    let store = fjall_store(dir.path(), limits).await;
+    for i in 0..200 {
+        store
+            .append(send("a", &format!("m{i}"), peer("b")))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+
+    let journals: Vec<PathBuf> = walk(dir.path())
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jnl"))
+        .collect();
+    let [journal] = journals.as_slice() else {
+        panic!("one journal expected: {journals:?}");
+    };
+    let meta = std::fs::metadata(journal).unwrap();
+    assert_eq!(
+        meta.len(),
+        64 << 20,
+        "the journal keeps its preallocated length"
+    );
+    let bytes = std::fs::read(journal).unwrap();
+    let data_end = bytes.iter().rposition(|byte| *byte != 0).unwrap() as u64 + 1;
+    assert!(data_end > 10_000, "200 commits wrote {data_end} bytes");
+    // Sparse, only the data's blocks would be allocated (data_end rounded up to 4 KiB).
+    let allocated = meta.blocks() * 512;
+    assert!(
+        allocated >= data_end + 192 * 1024,
+        "{allocated} bytes allocated for {data_end} bytes of data"
+    );
+
+    let store = fjall_store(dir.path(), limits).await;
+    let page = store.sync("b", 0, 1_000).await.unwrap();
+    assert_eq!((page.entries.len(), page.max_seq), (200, 200));
+    let next = store.append(send("a", "m200", peer("b"))).await.unwrap();
+    assert_eq!(next.sender_seq, 201);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// fjall's commit blocks, so the store commits from a thread of its own: it sleeps when
 /// nothing is queued, wakes for a held cursor to commit it when due, and a dropped store (a
 /// crash) stops it and lets go of the directory before the drop returns.

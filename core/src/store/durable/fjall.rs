@@ -1,5 +1,7 @@
 //! An [`Engine`] on disk, on the `fjall` LSM-tree: one fjall keyspace per [`Partition`], one
 //! fjall write batch per commit, fsynced (`PersistMode::SyncAll`) on a blocking thread.
+//! fjall's journal is preallocated sparse; the vendored fjall writes it with zeros ahead of its
+//! data (vendor/README.md), so a commit's fsync seldom allocates blocks.
 //!
 //! The directory holds the [`marker`](super::marker) files and fjall's own files under
 //! `fjall/`. Every commit also counts itself in an `engine` keyspace; on open, a count below
