@@ -262,9 +262,16 @@ impl Writer {
         }
     }
 
+    /// Elsewhere than Unix the journal stays sparse, as upstream has it.
+    #[cfg(not(unix))]
+    fn zero_ahead(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Keeps [`ZERO_AHEAD_BYTES`] past the data written with zeros (imlab's edit), within the
     /// preallocated length; called with the buffer flushed, so every byte of data is before
     /// the file's position and only bytes after it are zeroed.
+    #[cfg(unix)]
     fn zero_ahead(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
 
