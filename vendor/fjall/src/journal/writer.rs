@@ -42,8 +42,10 @@ pub struct Writer {
     compression: CompressionType,
     compression_threshold: usize,
 
-    /// The end of the zeros written ahead of the data (`None`: a journal opened to append to,
-    /// which is not written ahead: `pwrite` on an `O_APPEND` file appends on Linux).
+    /// The end of the zeros written ahead of the data (`None`: a journal reopened to append to,
+    /// which is never written ahead: recovery cut it to its data, every write of an `O_APPEND`
+    /// file goes to its end, so zeros past the end would put the next data after them, where
+    /// recovery, stopping at the zeros, would not read it).
     zeroed_until: Option<u64>,
 }
 
