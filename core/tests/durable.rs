@@ -1147,7 +1147,7 @@ async fn the_journal_is_written_with_zeros_ahead_of_its_data_and_reads_back_the_
     }
     store.close().await;
 
-    let journals: Vec<PathBuf> = walk(dir.path())
+    let journals: Vec<PathBuf> = files_under(dir.path())
         .into_iter()
         .filter(|path| path.extension().is_some_and(|ext| ext == "jnl"))
         .collect();
@@ -1175,19 +1175,6 @@ async fn the_journal_is_written_with_zeros_ahead_of_its_data_and_reads_back_the_
     assert_eq!((page.entries.len(), page.max_seq), (200, 200));
     let next = store.append(send("a", "m200", peer("b"))).await.unwrap();
     assert_eq!(next.sender_seq, 201);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// fjall's commit blocks, so the store commits from a thread of its own: it sleeps when
