@@ -313,6 +313,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         },
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: crate::COMMIT.to_string(),
         msg_rate: match &scenario {
             Some(scenario) => scenario.msg_rate,
             None => args.msg_rate,

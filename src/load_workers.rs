@@ -203,6 +203,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
     merged.provenance = imlab_loadgen::results::Provenance {
         command_line: std::env::args().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: crate::COMMIT.to_string(),
         seed: args.seed,
         duration_s: args.duration.as_secs_f64(),
         // Per worker process, as each recorded it.

@@ -46,11 +46,25 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: &[u8; 68] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000\0";
 
+/// The git commit this binary was built from (`-dirty` when tracked files differed from
+/// it), empty outside a git checkout: see build.rs. Results and sweeps carry it, since a
+/// trace hash holds only for the build that produced it.
+pub(crate) const COMMIT: &str = env!("IMLAB_COMMIT");
+
+/// `imlab --version`: the version and the commit.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    if COMMIT.is_empty() {
+        env!("CARGO_PKG_VERSION").to_string()
+    } else {
+        format!("{} ({COMMIT})", env!("CARGO_PKG_VERSION"))
+    }
+});
+
 /// imlab: build, break and measure instant-messaging backends for mobile users.
 #[derive(Parser)]
 #[command(
     name = "imlab",
-    version,
+    version = VERSION.as_str(),
     about,
     after_help = help::examples(&[
         "imlab serve --listen 127.0.0.1:7400",

@@ -193,6 +193,11 @@ struct MergeArgs {
     /// Write the merged sweep.csv and sweep.json here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Merge shards run by different builds (their `sweep.json` names different commits).
+    /// A seed's trace hash, and so its replay, holds only for the build that ran it; the
+    /// merged `sweep.json` names every build.
+    #[arg(long)]
+    allow_mixed_builds: bool,
 }
 
 fn parse_seed_range(text: &str) -> Result<(u64, u64), String> {
@@ -381,7 +386,7 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         report.trace_events
     );
     if let Some(dir) = &args.out {
-        results::write(dir, &scenario, &report)
+        results::write(dir, &scenario, &report, crate::COMMIT)
             .with_context(|| format!("writing results to --out {}", dir.display()))?;
         println!("results: {}", dir.join("results.json").display());
         // The page is drawn from the files just written, as `imlab report DIR` redraws it.
@@ -524,6 +529,7 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
             last_seed: last,
             shard,
             flags,
+            commit: crate::COMMIT.to_string(),
         };
         write_csv(dir, &outcomes)
             .and_then(|()| imlab_sim::shard::write_meta(dir, &meta))
@@ -574,7 +580,7 @@ fn run_merge(args: MergeArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(dir) = &args.out {
         crate::out_dir::check(dir)?;
     }
-    let (meta, outcomes) = imlab_sim::shard::merge(&args.dirs)?;
+    let (meta, outcomes) = imlab_sim::shard::merge(&args.dirs, args.allow_mixed_builds)?;
     println!(
         "merged: {} directories, seeds {}..{} of {}",
         args.dirs.len(),
@@ -582,6 +588,13 @@ fn run_merge(args: MergeArgs) -> anyhow::Result<std::process::ExitCode> {
         meta.last_seed,
         meta.scenario_file
     );
+    if meta.commit.contains(',') {
+        println!(
+            "note: the shards were run by different builds ({}): a seed replays its trace \
+             hash only on the build that ran it",
+            meta.commit
+        );
+    }
     let replay = |seed: u64| {
         format!(
             "imlab sim run {} --seed {seed}{}",

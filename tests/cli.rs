@@ -41,6 +41,38 @@ fn stop(child: ChildGuard) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `imlab --version` names the git commit the binary was built from (the results files carry
+/// the same, see `common::build_commit`), or none when it was not built from a checkout.
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8(output.stdout).unwrap().trim().to_string())
+    };
+    // imlab's own checkout only (sources unpacked inside another repository name none).
+    let own_checkout = git(&["rev-parse", "--show-toplevel"]).is_some_and(|top| {
+        std::fs::canonicalize(top).ok() == std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).ok()
+    });
+    let head = own_checkout
+        .then(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .flatten();
+    let commit = common::build_commit();
+    match head {
+        Some(head) => {
+            assert!(
+                commit == head || commit == format!("{head}-dirty"),
+                "--version names {commit:?}, the checkout is at {head}"
+            );
+        }
+        None => assert_eq!(commit, "", "not built from a git checkout"),
+    }
+}
+
 #[test]
 fn serve_accepts_a_signed_login_and_shuts_down_on_ctrl_c() {
     let (child, addr) = serve(&["--auth-secret", "s3cret"]);

@@ -275,6 +275,7 @@ fn results_record_how_to_reproduce_the_run() {
         env!("CARGO_PKG_VERSION"),
         "{results}"
     );
+    assert_eq!(provenance["commit"], common::build_commit(), "{results}");
     let command: Vec<&str> = provenance["command_line"]
         .as_array()
         .unwrap()

@@ -120,6 +120,7 @@ fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["seed"], 5);
+    assert_eq!(results["commit"], common::build_commit(), "{results}");
     assert_eq!(
         format!("trace_hash: {}", results["trace_hash"].as_str().unwrap()),
         hash_line
@@ -489,6 +490,43 @@ fn sharded_sweeps_merge_into_the_unsharded_sweep() {
     assert!(
         mixed.contains("different sweep") && mixed.contains("scenario_hash"),
         "{mixed}"
+    );
+    // A shard run by another build: refused, unless mixed builds are allowed; the merged
+    // sweep.json then names both builds.
+    let meta_file = Path::new(&s1).join("sweep.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_file).unwrap()).unwrap();
+    assert_eq!(meta["commit"], common::build_commit(), "{meta}");
+    meta["commit"] = "0123456789ab".into();
+    std::fs::write(&meta_file, meta.to_string()).unwrap();
+    let other_build = error(&["sim", "sweep", "merge", &s0, &s1, &s2]);
+    assert!(
+        other_build.contains("commit") && other_build.contains("0123456789ab"),
+        "{other_build}"
+    );
+    let mixed_out = dir.join("mixed");
+    let output = imlab(&[
+        "sim",
+        "sweep",
+        "merge",
+        &s0,
+        &s1,
+        &s2,
+        "--allow-mixed-builds",
+        "--out",
+        mixed_out.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("different builds"), "{text}");
+    assert_eq!(summary(&text), summary(&merged_text));
+    let mixed_meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mixed_out.join("sweep.json")).unwrap())
+            .unwrap();
+    let commits = mixed_meta["commit"].as_str().unwrap();
+    assert!(
+        commits.contains("0123456789ab") && commits.contains(&common::build_commit()),
+        "{mixed_meta}"
     );
     let bad = imlab(&[
         "sim",

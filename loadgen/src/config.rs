@@ -122,6 +122,8 @@ pub struct LoadConfig {
     pub command_line: Vec<String>,
     /// The imlab version that ran it.
     pub version: String,
+    /// The git commit of the build that ran it (empty when unknown).
+    pub commit: String,
     /// With `--scenario`: the scenario's devices, users, chat groups, traffic and carrier
     /// faults (then `clients` is its device count and `msg_rate` its total rate, `pattern`
     /// and `heartbeat` unused, and the carriers are the scenario's).

@@ -149,6 +149,10 @@ pub struct Provenance {
     pub command_line: Vec<String>,
     /// The imlab version.
     pub version: String,
+    /// The git commit of the build that ran it (`-dirty` when tracked files differed; empty
+    /// when unknown, and in results written before builds were named).
+    #[serde(default)]
+    pub commit: String,
     /// Seed of the send schedule.
     pub seed: u64,
     /// Planned send duration, seconds (after the ramp).
@@ -251,6 +255,7 @@ impl LoadResults {
             provenance: Provenance {
                 command_line: config.command_line.clone(),
                 version: config.version.clone(),
+                commit: config.commit.clone(),
                 seed: config.seed,
                 duration_s: config.duration.as_secs_f64(),
                 // What ran, not what was asked: read from the runtime the results are built on.

@@ -17,6 +17,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Serialize)]
 struct Results<'a> {
     schema_version: u32,
+    /// The git commit of the build that ran it (empty when unknown): the trace hash and the
+    /// replay command hold for that build.
+    commit: &'a str,
     scenario: &'a str,
     scenario_file: String,
     seed: u64,
@@ -44,11 +47,18 @@ pub fn replay_command(scenario: &Scenario, seed: u64) -> String {
     format!("imlab sim run {file} --seed {seed}")
 }
 
-/// Writes `results.json`, `metrics.csv` and `storms.csv` into `dir` (created if missing).
-pub fn write(dir: &Path, scenario: &Scenario, report: &RunReport) -> std::io::Result<()> {
+/// Writes `results.json`, `metrics.csv` and `storms.csv` into `dir` (created if missing);
+/// `commit` names the build that ran it.
+pub fn write(
+    dir: &Path,
+    scenario: &Scenario,
+    report: &RunReport,
+    commit: &str,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let results = Results {
         schema_version: SCHEMA_VERSION,
+        commit,
         scenario: &scenario.name,
         scenario_file: scenario.file.display().to_string(),
         seed: report.seed,

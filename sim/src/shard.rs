@@ -2,8 +2,9 @@
 //! seeds of a range whose offset from its first seed is I modulo N (shards numbered 0..N, like
 //! a Kubernetes indexed job's `JOB_COMPLETION_INDEX`), and writes `sweep.json` beside
 //! `sweep.csv`: what was swept (the scenario's file and a hash of its text, the range, the
-//! shard, the overrides), so `imlab sim sweep merge DIR...` can refuse to mix different
-//! sweeps and name the shards or seeds that are missing.
+//! shard, the overrides, the build), so `imlab sim sweep merge DIR...` can refuse to mix
+//! different sweeps, or builds (a seed's trace hash holds only for the build that ran it),
+//! and name the shards or seeds that are missing.
 
 use std::path::{Path, PathBuf};
 
@@ -80,6 +81,11 @@ pub struct SweepMeta {
     pub shard: Shard,
     /// The run's overrides and planted bug, as command-line flags (must match to merge).
     pub flags: String,
+    /// The git commit of the build that ran it (`-dirty` when tracked files differed; empty
+    /// when unknown, and in files written before builds were named). Must match to merge,
+    /// unless mixed builds are allowed; a merge of several names them all, comma-separated.
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// The version of `sweep.json`.
@@ -169,14 +175,29 @@ pub fn read_dir(dir: &Path) -> Result<(SweepMeta, Vec<SeedOutcome>), MergeError>
     Ok((meta, outcomes))
 }
 
-/// Merges sweep directories: checks they hold shards of one sweep, that no seed is twice and
-/// none is missing; returns the sweep's description (shard: all) and outcomes by seed.
-pub fn merge(dirs: &[PathBuf]) -> Result<(SweepMeta, Vec<SeedOutcome>), MergeError> {
+/// Merges sweep directories: checks they hold shards of one sweep, run by one build unless
+/// `mixed_builds`, that no seed is twice and none is missing; returns the sweep's
+/// description (shard: all; every build that ran a shard) and outcomes by seed.
+pub fn merge(
+    dirs: &[PathBuf],
+    mixed_builds: bool,
+) -> Result<(SweepMeta, Vec<SeedOutcome>), MergeError> {
     let mut merged: std::collections::BTreeMap<u64, (SeedOutcome, PathBuf)> = Default::default();
     let mut first: Option<(PathBuf, SweepMeta)> = None;
+    let mut commits = std::collections::BTreeSet::new();
     for dir in dirs {
         let (meta, outcomes) = read_dir(dir)?;
+        commits.insert(meta.commit.clone());
         if let Some((first_dir, first_meta)) = &first {
+            let build = if mixed_builds {
+                None
+            } else {
+                Some((
+                    "commit (the build that ran it; --allow-mixed-builds merges anyway)",
+                    first_meta.commit.clone(),
+                    meta.commit.clone(),
+                ))
+            };
             let fields: [(&'static str, String, String); 5] = [
                 (
                     "scenario_hash",
@@ -200,7 +221,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(SweepMeta, Vec<SeedOutcome>), MergeErr
                 ),
                 ("flags", first_meta.flags.clone(), meta.flags.clone()),
             ];
-            if let Some((what, a, b)) = fields.into_iter().find(|(_, a, b)| a != b) {
+            if let Some((what, a, b)) = fields.into_iter().chain(build).find(|(_, a, b)| a != b) {
                 return Err(MergeError::Mismatch {
                     first: first_dir.clone(),
                     dir: dir.clone(),
@@ -251,5 +272,6 @@ pub fn merge(dirs: &[PathBuf]) -> Result<(SweepMeta, Vec<SeedOutcome>), MergeErr
         });
     }
     meta.shard = Shard::ALL;
+    meta.commit = commits.into_iter().collect::<Vec<_>>().join(",");
     Ok((meta, merged.into_values().map(|(o, _)| o).collect()))
 }

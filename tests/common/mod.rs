@@ -95,6 +95,18 @@ impl Drop for KeptOnPanic {
     }
 }
 
+/// The commit `imlab --version` names (what results files must carry): the text in its
+/// parentheses, empty when it names none.
+pub fn build_commit() -> String {
+    let output = imlab(&["--version"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    match text.trim().split_once(" (") {
+        Some((_, commit)) => commit.strip_suffix(')').unwrap().to_string(),
+        None => String::new(),
+    }
+}
+
 /// A load run's results.json.
 pub fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
