@@ -8,7 +8,8 @@
 # For each scenario: `imlab sim sweep FILE --seeds SEEDS --jobs $JOBS`, then one row with the
 # seeds run, the seeds failed and the wall time. Failing seeds and their replay commands are
 # kept in the sweep's own output under $OUT (default: a temporary folder, printed at the end).
-# scale-10k and scale-100k take minutes per seed: name them explicitly to include them.
+# scale-10k and scale-100k take minutes per seed: name them explicitly to include them, or run
+# them with bench/sweep-resumable.sh, which keeps finished shards across interruptions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1..200}
