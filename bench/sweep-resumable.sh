@@ -60,7 +60,8 @@ if (( done_shards < shards )); then
     exit 0
 fi
 rm -rf "$out/merged"
+dirs=()
+for i in $(seq 0 $((shards - 1))); do dirs+=("$out/s$i"); done
 status=0
-"$bin" sim sweep merge $(for i in $(seq 0 $((shards - 1))); do echo "$out/s$i"; done) \
-    --out "$out/merged" || status=$?
+"$bin" sim sweep merge "${dirs[@]}" --out "$out/merged" || status=$?
 exit "$status"
