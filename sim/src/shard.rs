@@ -189,15 +189,17 @@ pub fn merge(
         let (meta, outcomes) = read_dir(dir)?;
         commits.insert(meta.commit.clone());
         if let Some((first_dir, first_meta)) = &first {
-            let build = if mixed_builds {
-                None
-            } else {
-                Some((
-                    "commit (the build that ran it; --allow-mixed-builds merges anyway)",
-                    first_meta.commit.clone(),
-                    meta.commit.clone(),
-                ))
+            let named = |commit: &str| match commit {
+                "" => "an unnamed build".to_string(),
+                commit => commit.to_string(),
             };
+            let build = (!mixed_builds).then(|| {
+                (
+                    "commit (the build that ran it; --allow-mixed-builds merges anyway)",
+                    named(&first_meta.commit),
+                    named(&meta.commit),
+                )
+            });
             let fields: [(&'static str, String, String); 5] = [
                 (
                     "scenario_hash",
