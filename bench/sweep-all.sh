@@ -4,6 +4,7 @@
 #   bench/sweep-all.sh [SEEDS] [SCENARIO...]     (default: 1..200, every scenarios/*.toml
 #                                                 but the heartbeat-compare template)
 #   JOBS=2 OUT=sweeps bench/sweep-all.sh 1..20 scenarios/server-crash.toml
+#   IMLAB_BIN=sweeps/scale-10k/imlab bench/sweep-all.sh     (every scenario on that build)
 #
 # For each scenario: `imlab sim sweep FILE --seeds SEEDS --jobs $JOBS`, then one row with the
 # seeds run, the seeds failed and the wall time. Failing seeds and their replay commands are
@@ -26,10 +27,11 @@ if (( ${#scenarios[@]} == 0 )); then
     done
 fi
 jobs=${JOBS:-$(nproc)}
-# A copy of the binary, so a rebuild during a long table does not change it half-way.
-cargo build --release --quiet
+# A copy of the binary, so a rebuild during a long table does not change it half-way
+# (IMLAB_BIN: that binary instead of a release build, e.g. the one a resumable sweep keeps).
+if [ -z "${IMLAB_BIN:-}" ]; then cargo build --release --quiet; fi
 bin=$(mktemp)
-cp target/release/imlab "$bin"
+cp "${IMLAB_BIN:-target/release/imlab}" "$bin"
 chmod +x "$bin"
 trap 'rm -f "$bin"' EXIT
 out=${OUT:-$(mktemp -d)}
