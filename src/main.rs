@@ -51,6 +51,11 @@ static MALLOC_CONF: &[u8; 68] =
 /// trace hash holds only for the build that produced it.
 pub(crate) const COMMIT: &str = env!("IMLAB_COMMIT");
 
+/// The build as `sim run` and `sim sweep` print it beside a seed: the commit, or "unnamed".
+pub(crate) fn build_name() -> &'static str {
+    if COMMIT.is_empty() { "unnamed" } else { COMMIT }
+}
+
 /// `imlab --version`: the version and the commit.
 static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     if COMMIT.is_empty() {

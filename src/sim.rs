@@ -310,6 +310,8 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         scenario.quiet
     );
     println!("seed: {seed}");
+    // The trace hash below, and so the replay command, holds only for this build.
+    println!("build: {}", crate::build_name());
     let trace_file = match (&args.trace, &args.out) {
         (Some(file), _) => Some(file.clone()),
         (None, Some(dir)) if args.timeline => {
@@ -498,11 +500,13 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         format!(" (shard {shard})")
     };
     println!(
-        "sweep: {} seeds {first}..{last}{of_shard} of {} ({} devices, {}), {jobs} at a time",
+        "sweep: {} seeds {first}..{last}{of_shard} of {} ({} devices, {}), {jobs} at a time, \
+         build {}",
         seeds.len(),
         scenario.file.display(),
         scenario.n_devices(),
-        humantime::format_duration(scenario.duration)
+        humantime::format_duration(scenario.duration),
+        crate::build_name()
     );
     let planted = args.plant.planted();
     let outcomes = sweep_seeds(&scenario, &seeds, jobs, planted, &|outcome| {

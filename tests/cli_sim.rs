@@ -101,7 +101,15 @@ fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
         "{text}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(text.contains("\nseed: 5\n"), "{text}");
+    // The build beside the seed, as `--version` names it.
+    let build = match common::build_commit() {
+        commit if commit.is_empty() => "unnamed".to_string(),
+        commit => commit,
+    };
+    assert!(
+        text.contains(&format!("\nseed: 5\nbuild: {build}\n")),
+        "{text}"
+    );
     let hash_line = text
         .lines()
         .find(|l| l.starts_with("trace_hash: "))
