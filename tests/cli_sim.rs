@@ -102,12 +102,8 @@ fn run_prints_seed_hash_verdicts_metrics_and_writes_results() {
         String::from_utf8_lossy(&output.stderr)
     );
     // The build beside the seed, as `--version` names it.
-    let build = match common::build_commit() {
-        commit if commit.is_empty() => "unnamed".to_string(),
-        commit => commit,
-    };
     assert!(
-        text.contains(&format!("\nseed: 5\nbuild: {build}\n")),
+        text.contains(&format!("\nseed: 5\nbuild: {}\n", common::build_name())),
         "{text}"
     );
     let hash_line = text
@@ -284,6 +280,11 @@ fn sweep_reports_failing_seeds_and_a_summary() {
     ]);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
+    // The header names the build the seeds' hashes hold for.
+    assert!(
+        text.contains(&format!("2 at a time, build {}\n", common::build_name())),
+        "{text}"
+    );
     assert!(text.contains("seed 1: FAILED (no_acked_loss"), "{text}");
     assert!(text.contains("seeds: 3, failed: 3"), "{text}");
 

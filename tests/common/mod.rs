@@ -107,6 +107,14 @@ pub fn build_commit() -> String {
     }
 }
 
+/// The build as `sim run` and `sim sweep` print it: `build_commit()`, or "unnamed".
+pub fn build_name() -> String {
+    match build_commit() {
+        commit if commit.is_empty() => "unnamed".to_string(),
+        commit => commit,
+    }
+}
+
 /// A load run's results.json.
 pub fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
