@@ -149,22 +149,26 @@ impl Flow {
         decide(&mut self.model, &link)
     }
 
-    /// Records a trace event now, on the host's clock.
-    fn trace(&self, event: Event) {
-        self.shared.trace_at(self.clock.now(), event);
+    /// Records a trace event at `at`: the host's time now, as last read off its clock (each
+    /// read of the paused clock takes a lock; the flow reads it once per wake-up).
+    fn trace(&self, at: Duration, event: Event) {
+        self.shared.trace_at(at, event);
     }
 
-    fn trace_end(&self, side: Side, why: &'static str) {
+    fn trace_end(&self, at: Duration, side: Side, why: &'static str) {
         let side = match side {
             Side::Phone => "phone",
             Side::Server => "server",
         };
-        self.trace(Event::FlowEnded {
-            carrier: self.carrier,
-            flow: self.id,
-            side,
-            why,
-        });
+        self.trace(
+            at,
+            Event::FlowEnded {
+                carrier: self.carrier,
+                flow: self.id,
+                side,
+                why,
+            },
+        );
     }
 
     // A plain fn returning an async block, not an `async fn`: an async fn keeps `self` (about
@@ -189,23 +193,23 @@ impl Flow {
                 &[u64::from(self.carrier), self.device as u64, n],
             );
             self.model = FlowModel::new(seed, nat_timeout, self.to_im);
-            self.trace(Event::FlowOpened {
-                carrier: self.carrier,
-                flow: self.id,
-                device: self.device as u32,
-                target: if self.to_im { "im" } else { "push" },
-            });
+            let at = self.clock.now();
+            self.trace(
+                at,
+                Event::FlowOpened {
+                    carrier: self.carrier,
+                    flow: self.id,
+                    device: self.device as u32,
+                    target: if self.to_im { "im" } else { "push" },
+                },
+            );
             // The phone's SYN crosses the radio like any packet: an outage delays it. The time
             // in a block of its own, not kept across the relay.
-            let syn_at = {
-                let at = self.clock.now();
-                self.with_link(|model, link| model.connect(link, at))
-            };
-            let Some(syn_at) = syn_at else {
-                self.trace_end(Side::Phone, "connect_lost");
+            let Some(syn_at) = self.with_link(|model, link| model.connect(link, at)) else {
+                self.trace_end(at, Side::Phone, "connect_lost");
                 return;
             };
-            self.clock.sleep_until(Some(syn_at)).await;
+            self.clock.sleep_until_from(at, Some(syn_at)).await;
             // Matched as it comes, not bound to a name first: a named result is partly moved
             // from by the match and so kept beside the relay (88 bytes in every flow's task).
             let Ok(upstream) = (if self.to_im {
@@ -214,7 +218,7 @@ impl Flow {
                 TcpStream::connect(("push", PUSH_DEVICE_PORT)).await
             }) else {
                 // Connection refused: the phone sees a reset.
-                self.trace_end(Side::Server, "refused");
+                self.trace_end(self.clock.now(), Side::Server, "refused");
                 return;
             };
             self.model.opened(self.clock.now());
@@ -285,11 +289,11 @@ impl Flow {
                 let cut = self.with_link(|model, link| model.cut(link, at));
                 if !rebound && self.model.rebound() {
                     rebound = true;
-                    self.trace_fault("nat_rebind");
+                    self.trace_fault(at, "nat_rebind");
                 }
                 if !swallowed && self.model.swallowed() {
                     swallowed = true;
-                    self.trace_fault("blackhole");
+                    self.trace_fault(at, "blackhole");
                 }
                 if let Some(cut) = cut {
                     // The carrier ends the flow on both sides; what was in flight is gone.
@@ -301,8 +305,8 @@ impl Flow {
                         Cut::Reset => "carrier_reset",
                         Cut::Close => "carrier_closed",
                     };
-                    self.trace_end(Side::Phone, why);
-                    self.trace_end(Side::Server, why);
+                    self.trace_end(at, Side::Phone, why);
+                    self.trace_end(at, Side::Server, why);
                     continue;
                 }
                 let wake = self.next_wake();
@@ -317,31 +321,33 @@ impl Flow {
                                 // The phone closed (or reset) its connection.
                                 phone = None;
                                 match self.with_link(|model, link| model.phone_closed(link, at)) {
-                                    Closed::Forward { at } => {
-                                        self.trace_end(Side::Phone, "closed");
-                                        self.up.push_back((at, Bytes::new()));
+                                    Closed::Forward { at: due } => {
+                                        self.trace_end(at, Side::Phone, "closed");
+                                        self.up.push_back((due, Bytes::new()));
                                     }
-                                    Closed::Lost => self.trace_end(Side::Phone, "closed"),
-                                    Closed::Unseen => self.trace_end(Side::Phone, "closed_unseen"),
+                                    Closed::Lost => self.trace_end(at, Side::Phone, "closed"),
+                                    Closed::Unseen => {
+                                        self.trace_end(at, Side::Phone, "closed_unseen");
+                                    }
                                 }
                                 continue;
                             }
                         };
                         let len = bytes.len();
                         match self.with_link(|model, link| model.phone_sent(link, at, len)) {
-                            PhoneSend::Deliver { at, .. } => {
-                                self.trace_frame(true, len);
-                                self.up.push_back((at, bytes));
+                            PhoneSend::Deliver { at: due, .. } => {
+                                self.trace_frame(at, true, len);
+                                self.up.push_back((due, bytes));
                             }
                             PhoneSend::Dropped => {}
                             PhoneSend::Reset => {
                                 phone = None;
-                                self.trace_end(Side::Phone, "nat_rst");
+                                self.trace_end(at, Side::Phone, "nat_rst");
                             }
                             PhoneSend::Broken => {
-                                self.trace_frame(true, len);
+                                self.trace_frame(at, true, len);
                                 phone = None;
-                                self.trace_end(Side::Phone, "retries_exhausted");
+                                self.trace_end(at, Side::Phone, "retries_exhausted");
                             }
                         }
                     }
@@ -352,36 +358,36 @@ impl Flow {
                             Ok(n) if n > 0 => take_chunk(&mut server_buf),
                             _ => {
                                 server = None;
-                                self.trace_end(Side::Server, "closed");
-                                if let Closed::Forward { at } =
+                                self.trace_end(at, Side::Server, "closed");
+                                if let Closed::Forward { at: due } =
                                     self.with_link(|model, link| model.server_closed(link, at))
                                 {
-                                    self.down.push_back((at, Bytes::new()));
+                                    self.down.push_back((due, Bytes::new()));
                                 }
                                 continue;
                             }
                         };
                         let len = bytes.len();
                         match self.with_link(|model, link| model.server_sent(link, at, len)) {
-                            ServerSend::Deliver { at, .. } => {
-                                self.trace_frame(false, len);
-                                self.down.push_back((at, bytes));
+                            ServerSend::Deliver { at: due, .. } => {
+                                self.trace_frame(at, false, len);
+                                self.down.push_back((due, bytes));
                             }
                             ServerSend::Lost => {}
                             ServerSend::Broken => {
                                 // The server's kernel gives up; the phone hears nothing.
-                                self.trace_frame(false, len);
+                                self.trace_frame(at, false, len);
                                 server = None;
-                                self.trace_end(Side::Server, "retries_exhausted");
+                                self.trace_end(at, Side::Server, "retries_exhausted");
                             }
                         }
                     }
-                    () = self.clock.sleep_until(wake) => {
+                    () = self.clock.sleep_until_from(at, wake) => {
                         let at = self.clock.now();
                         self.check_nat(at);
                         if server.is_some() && self.model.server_gives_up(at) {
                             server = None;
-                            self.trace_end(Side::Server, "kernel_gave_up");
+                            self.trace_end(at, Side::Server, "kernel_gave_up");
                         }
                         while self.up.front().is_some_and(|(due, _)| *due <= at) {
                             let (_, bytes) = self.up.pop_front().expect("front exists");
@@ -405,17 +411,19 @@ impl Flow {
         }
     }
 
-    fn trace_fault(&self, fault: &'static str) {
-        self.trace(Event::FlowFault {
-            carrier: self.carrier,
-            flow: self.id,
-            device: self.device as u32,
-            fault,
-        });
+    fn trace_fault(&self, at: Duration, fault: &'static str) {
+        self.trace(
+            at,
+            Event::FlowFault {
+                carrier: self.carrier,
+                flow: self.id,
+                device: self.device as u32,
+                fault,
+            },
+        );
     }
 
-    fn trace_frame(&self, up: bool, bytes: usize) {
-        let at = self.clock.now();
+    fn trace_frame(&self, at: Duration, up: bool, bytes: usize) {
         // Every byte to or from the phone keeps (or wakes) its radio.
         self.shared.radios[self.device]
             .lock()

@@ -417,6 +417,20 @@ impl HostClock {
             None => std::future::pending().await,
         }
     }
+
+    /// [`sleep_until`](Self::sleep_until) for a caller that has just read the clock: `now` is
+    /// [`now`](Self::now) read in the same poll as this future's first (no await between), so
+    /// the clock is not read again. The sleep is the same timer, set to the same instant.
+    pub async fn sleep_until_from(&self, now: Duration, at: Option<Duration>) {
+        match at {
+            Some(at) => {
+                debug_assert_eq!(now, self.now(), "a stale time given as now");
+                let deadline = self.instant_at + at.max(now).saturating_sub(self.sim_at);
+                tokio::time::sleep_until(deadline).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// The store a simulated server runs on, with the inspection the invariant checker needs.
