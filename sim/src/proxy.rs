@@ -193,23 +193,27 @@ impl Flow {
                 &[u64::from(self.carrier), self.device as u64, n],
             );
             self.model = FlowModel::new(seed, nat_timeout, self.to_im);
-            let at = self.clock.now();
-            self.trace(
-                at,
-                Event::FlowOpened {
-                    carrier: self.carrier,
-                    flow: self.id,
-                    device: self.device as u32,
-                    target: if self.to_im { "im" } else { "push" },
-                },
-            );
-            // The phone's SYN crosses the radio like any packet: an outage delays it. The time
-            // in a block of its own, not kept across the relay.
-            let Some(syn_at) = self.with_link(|model, link| model.connect(link, at)) else {
-                self.trace_end(at, Side::Phone, "connect_lost");
-                return;
+            // The time in a block of its own, not kept across the relay: the closure borrows
+            // it, and a borrowed local stays in the task's future to the end of its scope.
+            let syn = {
+                let at = self.clock.now();
+                self.trace(
+                    at,
+                    Event::FlowOpened {
+                        carrier: self.carrier,
+                        flow: self.id,
+                        device: self.device as u32,
+                        target: if self.to_im { "im" } else { "push" },
+                    },
+                );
+                // The phone's SYN crosses the radio like any packet: an outage delays it.
+                let Some(syn_at) = self.with_link(|model, link| model.connect(link, at)) else {
+                    self.trace_end(at, Side::Phone, "connect_lost");
+                    return;
+                };
+                self.clock.sleep_until_from(at, Some(syn_at))
             };
-            self.clock.sleep_until_from(at, Some(syn_at)).await;
+            syn.await;
             // Matched as it comes, not bound to a name first: a named result is partly moved
             // from by the match and so kept beside the relay (88 bytes in every flow's task).
             let Ok(upstream) = (if self.to_im {

@@ -420,15 +420,21 @@ impl HostClock {
 
     /// [`sleep_until`](Self::sleep_until) for a caller that has just read the clock: `now` is
     /// [`now`](Self::now) read in the same poll as this future's first (no await between), so
-    /// the clock is not read again. The sleep is the same timer, set to the same instant.
-    pub async fn sleep_until_from(&self, now: Duration, at: Option<Duration>) {
-        match at {
-            Some(at) => {
-                debug_assert_eq!(now, self.now(), "a stale time given as now");
-                let deadline = self.instant_at + at.max(now).saturating_sub(self.sim_at);
-                tokio::time::sleep_until(deadline).await;
+    /// the clock is not read again. The sleep is the same timer, set to the same instant. The
+    /// deadline is worked out before the future is made, which keeps only it (not the clock
+    /// and both times): a carrier flow's task holds one of these while it waits.
+    pub fn sleep_until_from(
+        &self,
+        now: Duration,
+        at: Option<Duration>,
+    ) -> impl Future<Output = ()> + use<> {
+        debug_assert_eq!(now, self.now(), "a stale time given as now");
+        let deadline = at.map(|at| self.instant_at + at.max(now).saturating_sub(self.sim_at));
+        async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
         }
     }
 }
