@@ -419,10 +419,11 @@ impl HostClock {
     }
 
     /// [`sleep_until`](Self::sleep_until) for a caller that has just read the clock: `now` is
-    /// [`now`](Self::now) read in the same poll as this future's first (no await between), so
-    /// the clock is not read again. The sleep is the same timer, set to the same instant. The
-    /// deadline is worked out before the future is made, which keeps only it (not the clock
-    /// and both times): a carrier flow's task holds one of these while it waits.
+    /// [`now`](Self::now) as read in this poll (no await since; debug builds check it), so the
+    /// clock is not read again. Polled first in the same poll (as `select!` does), the sleep is
+    /// the timer `sleep_until` would set, to the same instant. The deadline is worked out here,
+    /// so the future keeps only it (not the clock and both times): a carrier flow's task holds
+    /// one of these while it waits.
     pub fn sleep_until_from(
         &self,
         now: Duration,
