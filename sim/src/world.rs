@@ -406,30 +406,23 @@ impl HostClock {
         at
     }
 
-    /// Sleeps until simulated time `at` (at once if it has passed; forever when None).
-    pub async fn sleep_until(&self, at: Option<Duration>) {
-        match at {
-            Some(at) => {
-                // As `sleep(at - now)` would: a past time is now, not earlier.
-                let deadline = self.instant_at + at.saturating_sub(self.sim_at);
-                tokio::time::sleep_until(deadline.max(tokio::time::Instant::now())).await;
-            }
-            None => std::future::pending().await,
-        }
+    /// Sleeps until simulated time `at` (at once if it has passed; forever when None). Reads
+    /// the clock when made: poll it in the same poll (as `select!` does).
+    pub fn sleep_until(&self, at: Option<Duration>) -> impl Future<Output = ()> + use<> {
+        self.sleep_until_from(self.now(), at)
     }
 
     /// [`sleep_until`](Self::sleep_until) for a caller that has just read the clock: `now` is
     /// [`now`](Self::now) as read in this poll (no await since; debug builds check it), so the
-    /// clock is not read again. Polled first in the same poll (as `select!` does), the sleep is
-    /// the timer `sleep_until` would set, to the same instant. The deadline is worked out here,
-    /// so the future keeps only it (not the clock and both times): a carrier flow's task holds
-    /// one of these while it waits.
+    /// clock is not read again. The deadline is worked out here, so the future keeps only it
+    /// (not the clock and both times): a carrier flow's task holds one of these while it waits.
     pub fn sleep_until_from(
         &self,
         now: Duration,
         at: Option<Duration>,
     ) -> impl Future<Output = ()> + use<> {
         debug_assert_eq!(now, self.now(), "a stale time given as now");
+        // As `sleep(at - now)` would: a past time is now, not earlier.
         let deadline = at.map(|at| self.instant_at + at.max(now).saturating_sub(self.sim_at));
         async move {
             match deadline {
