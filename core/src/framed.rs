@@ -41,16 +41,17 @@ thread_local! {
 #[derive(Debug, Default)]
 struct ReadBuffer {
     buffer: BytesMut,
-    bytes_read: u64,
 }
 
 impl ReadBuffer {
     /// A frame when one is whole, reading from `inner` as much as it takes; `Pending` (with
     /// the task's waker registered) when the stream has nothing more yet.
+    /// Every byte read is counted in `bytes_read`.
     fn poll_next<R: AsyncRead + Unpin>(
         &mut self,
         inner: &mut R,
         max_frame_bytes: usize,
+        bytes_read: &mut u64,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Frame>, FrameIoError>> {
         loop {
@@ -71,7 +72,7 @@ impl ReadBuffer {
             if n_read == 0 {
                 return Poll::Ready(self.ended());
             }
-            self.bytes_read += n_read as u64;
+            *bytes_read += n_read as u64;
         }
     }
 
@@ -193,6 +194,7 @@ impl WriteBuffer {
 pub struct FrameReader<R> {
     inner: R,
     read: ReadBuffer,
+    bytes_read: u64,
     max_frame_bytes: usize,
 }
 
@@ -202,6 +204,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             read: ReadBuffer::default(),
+            bytes_read: 0,
             max_frame_bytes,
         }
     }
@@ -209,7 +212,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Bytes read from the stream so far, whole frames or not: proof that the peer and the
     /// path are alive even while a large frame is still arriving on a slow link.
     pub fn bytes_read(&self) -> u64 {
-        self.read.bytes_read
+        self.bytes_read
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
@@ -223,8 +226,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// as much as it takes; `Pending` (with the task's waker registered) when the stream has
     /// nothing more yet. Bytes read stay in the buffer across calls.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameIoError>> {
-        self.read
-            .poll_next(&mut self.inner, self.max_frame_bytes, cx)
+        self.read.poll_next(
+            &mut self.inner,
+            self.max_frame_bytes,
+            &mut self.bytes_read,
+            cx,
+        )
     }
 
     /// The next frame if it is already whole in the buffer; never reads. For handling every
@@ -308,13 +315,25 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// allocation of its own (64 bytes for a `TcpStream`, `-Zprint-type-sizes`) and each half
 /// holds a pointer to it; here the stream sits inline and the limit is kept once.
 /// Reading and writing behave exactly as [`FrameReader`]'s and [`FrameWriter`]'s: the same
-/// buffers, released when empty, and the same scratch-buffer reads.
+/// buffers, released when empty, and the same scratch-buffer reads. The two buffers are one
+/// allocation that exists only while either holds bytes: a connection between frames keeps
+/// one pointer where two empty buffers took 64 bytes, in every task that holds one (a load
+/// generator's client cores, tens of thousands).
 #[derive(Debug)]
 pub struct FrameIo<S> {
     stream: S,
+    /// The bytes of frames not yet whole and of frames not yet written; `None` while both
+    /// are empty.
+    buffers: Option<Box<Buffers>>,
+    bytes_read: u64,
+    max_frame_bytes: usize,
+}
+
+/// A [`FrameIo`]'s buffers, while it has bytes in either.
+#[derive(Debug, Default)]
+struct Buffers {
     read: ReadBuffer,
     write: WriteBuffer,
-    max_frame_bytes: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
@@ -322,15 +341,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
     pub fn new(stream: S, max_frame_bytes: usize) -> FrameIo<S> {
         FrameIo {
             stream,
-            read: ReadBuffer::default(),
-            write: WriteBuffer::default(),
+            buffers: None,
+            bytes_read: 0,
             max_frame_bytes,
+        }
+    }
+
+    /// Frees the buffers once neither holds a byte.
+    fn release_if_empty(&mut self) {
+        if self.buffers.as_ref().is_some_and(|buffers| {
+            buffers.read.buffer.is_empty() && buffers.write.buffer.is_empty()
+        }) {
+            self.buffers = None;
         }
     }
 
     /// As [`FrameReader::bytes_read`].
     pub fn bytes_read(&self) -> u64 {
-        self.read.bytes_read
+        self.bytes_read
     }
 
     /// As [`FrameReader::next`]; cancel-safe.
@@ -338,20 +366,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    /// As [`FrameReader::poll_next`].
+    /// As [`FrameReader::poll_next`]. With nothing buffered, the first read goes into the
+    /// thread's scratch buffer and the buffers are made only if it brings bytes, so a
+    /// connection waiting for its peer allocates nothing.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameIoError>> {
-        self.read
-            .poll_next(&mut self.stream, self.max_frame_bytes, cx)
+        let buffers = match &mut self.buffers {
+            Some(buffers) => buffers,
+            None => {
+                let mut read = ReadBuffer::default();
+                let n_read = ready!(read.poll_read_into_scratch(&mut self.stream, cx))?;
+                if n_read == 0 {
+                    return Poll::Ready(Ok(None));
+                }
+                self.bytes_read += n_read as u64;
+                self.buffers.insert(Box::new(Buffers {
+                    read,
+                    write: WriteBuffer::default(),
+                }))
+            }
+        };
+        let next = buffers.read.poll_next(
+            &mut self.stream,
+            self.max_frame_bytes,
+            &mut self.bytes_read,
+            cx,
+        );
+        self.release_if_empty();
+        next
     }
 
     /// As [`FrameReader::next_buffered`].
     pub fn next_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
-        Ok(self.read.decode_buffered(self.max_frame_bytes)?.ok())
+        let Some(buffers) = &mut self.buffers else {
+            return Ok(None);
+        };
+        let frame = buffers.read.decode_buffered(self.max_frame_bytes)?.ok();
+        self.release_if_empty();
+        Ok(frame)
     }
 
     /// As [`FrameWriter::feed`].
     pub fn feed(&mut self, frame: &Frame) -> Result<(), CodecError> {
-        self.write.feed(frame, self.max_frame_bytes)
+        let fed = self
+            .buffers
+            .get_or_insert_default()
+            .write
+            .feed(frame, self.max_frame_bytes);
+        self.release_if_empty();
+        fed
     }
 
     /// As [`FrameWriter::feed_notify_data`].
@@ -360,13 +422,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         seq: u64,
         message_without_seq: &[u8],
     ) -> Result<(), CodecError> {
-        self.write
-            .feed_notify_data(seq, message_without_seq, self.max_frame_bytes)
+        let fed = self.buffers.get_or_insert_default().write.feed_notify_data(
+            seq,
+            message_without_seq,
+            self.max_frame_bytes,
+        );
+        self.release_if_empty();
+        fed
     }
 
     /// As [`FrameWriter::buffered_bytes`].
     pub fn buffered_bytes(&self) -> usize {
-        self.write.buffer.len()
+        self.buffers
+            .as_ref()
+            .map_or(0, |buffers| buffers.write.buffer.len())
     }
 
     /// As [`FrameWriter::flush`].
@@ -376,7 +445,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
 
     /// As [`FrameWriter::poll_flush`].
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.write.poll_flush(&mut self.stream, cx)
+        let Some(buffers) = &mut self.buffers else {
+            return Pin::new(&mut self.stream).poll_flush(cx);
+        };
+        let flushed = ready!(buffers.write.poll_flush(&mut self.stream, cx));
+        self.release_if_empty();
+        Poll::Ready(flushed)
     }
 
     /// As [`FrameWriter::send`].

@@ -31,6 +31,8 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -84,7 +86,61 @@ impl At {
 /// The Ping awaiting its Pong (its id is `Live::next_ping_id - 1`).
 struct PingInFlight {
     sent_at: At,
-    interval: Duration,
+    /// The heartbeat interval it was sent at, in nanoseconds (exact: 8 bytes where a
+    /// `Duration` takes 16, in every client's task).
+    interval_nanos: u64,
+}
+
+impl PingInFlight {
+    fn new(sent_at: At, interval: Duration) -> PingInFlight {
+        let interval_nanos =
+            u64::try_from(interval.as_nanos()).expect("a heartbeat interval under 584 years");
+        PingInFlight {
+            sent_at,
+            interval_nanos,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_nanos)
+    }
+}
+
+/// Sends written on a connection and not yet acked, in write order, with their write time.
+/// The queue is allocated at the connection's first send and kept for its life: a queue
+/// inline took 24 bytes more in every client's task, sending or not.
+#[derive(Default)]
+struct InFlight(Option<Box<VecDeque<(String, At)>>>);
+
+impl InFlight {
+    fn queue(&self) -> &VecDeque<(String, At)> {
+        static EMPTY: VecDeque<(String, At)> = VecDeque::new();
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+
+    fn push_back(&mut self, client_msg_id: String, written_at: At) {
+        self.0
+            .get_or_insert_default()
+            .push_back((client_msg_id, written_at));
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&(String, At)) -> bool) {
+        if let Some(queue) = self.0.as_deref_mut() {
+            queue.retain(keep);
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if let Some(queue) = self.0.as_deref_mut() {
+            queue.truncate(len);
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        if let Some(queue) = self.0.as_deref_mut() {
+            queue.remove(index);
+        }
+    }
 }
 
 /// State of one live connection. The persistent state lives in the client.
@@ -99,7 +155,7 @@ struct Live {
     /// Highest seq seen in any push, notify or sync response.
     seen_seq_max: u64,
     /// Sends written on this connection and not yet acked, in write order, with write time.
-    in_flight: VecDeque<(String, At)>,
+    in_flight: InFlight,
     /// No sends are written before this (after a retryable refusal).
     retry_at: Option<At>,
     ping: Option<PingInFlight>,
@@ -108,9 +164,11 @@ struct Live {
     next_ping_id: u64,
     /// The only frame buffered for the next flush is a Ping (not traffic for the strategy).
     ping_just_fed: bool,
-    /// Pushed messages processed up to this seq and not acked yet: one DeviceAck covers every
-    /// push handled since the last write.
-    ack_due: Option<u64>,
+    /// Pushed messages processed up to `ack_seq` and not acked yet: one DeviceAck covers
+    /// every push handled since the last write. A flag and a seq, not an `Option<u64>`: 8
+    /// bytes fewer in every client's task.
+    ack_due: bool,
+    ack_seq: u64,
 }
 
 /// The token the login carries, and whether it was issued for this login.
@@ -272,10 +330,11 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
             bytes_seen: io.bytes_read(),
             progress_at: client.at(now),
             sync_sent_at: None,
-            ack_due: None,
+            ack_due: false,
+            ack_seq: 0,
             syncing: false,
             seen_seq_max: login_reply.max_seq,
-            in_flight: VecDeque::new(),
+            in_flight: InFlight::default(),
             retry_at: None,
             ping: None,
             next_ping_at: client.at(now + first_interval),
@@ -308,7 +367,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         // every client's task).
         let (outcome, goodbye) = {
             let cause = serve(client, &mut live, &mut io).await;
-            match live.ping.as_ref().map(|ping| ping.interval) {
+            match live.ping.as_ref().map(PingInFlight::interval) {
                 // Mars: a connection that dies while a heartbeat waits for its reply failed it.
                 Some(interval)
                     if !matches!(
@@ -402,6 +461,17 @@ fn start_sync<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Live {
+    /// A DeviceAck of `seq` is due (it replaces any due before it).
+    fn set_ack_due(&mut self, seq: u64) {
+        self.ack_due = true;
+        self.ack_seq = seq;
+    }
+
+    /// The seq to ack, if an ack is due; none is due after.
+    fn take_ack_due(&mut self) -> Option<u64> {
+        std::mem::take(&mut self.ack_due).then_some(self.ack_seq)
+    }
+
     /// Notes bytes that arrived since the last look (whole frames or not).
     fn note_progress(&mut self, started: Instant, bytes_read: u64) {
         if bytes_read != self.bytes_seen {
@@ -531,7 +601,7 @@ where
         loop {
             note_progress(client, live, io);
             write_sends(client, live, io);
-            if let Some(seq) = live.ack_due.take() {
+            if let Some(seq) = live.take_ack_due() {
                 feed(io, Body::DeviceAck(proto::DeviceAck { seq }));
             }
             if io.buffered_bytes() > 0 {
@@ -553,12 +623,40 @@ where
                 }
             }
             let deadline = next_deadline(client, live);
-            tokio::select! {
-                biased;
-                next = io.next() => {
+            // What `tokio::select!` (biased) over the frame, the command, the sends and the
+            // timer did, as one poll: its state is the timer and three pointers, where the
+            // select's futures, mask and closure took 40 bytes more in every client's task.
+            // The wait for sends and the timer are dropped before anything is handled.
+            let woke = {
+                let mut sends = client.commands.0.sends();
+                let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+                let frames = &mut *io;
+                std::future::poll_fn(move |cx| {
+                    if let Poll::Ready(next) = frames.poll_next(cx) {
+                        return Poll::Ready(Woke::Frame(next));
+                    }
+                    if let Poll::Ready(command) = sends.poll_command(cx) {
+                        return Poll::Ready(Woke::Command(command));
+                    }
+                    if Pin::new(&mut sends).poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Sends);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Timer);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            match woke {
+                Woke::Frame(next) => {
                     let frame = match next {
                         Ok(Some(frame)) => frame,
-                        Ok(None) => return Ok(DisconnectCause::ConnectionLost("server closed the connection".into())),
+                        Ok(None) => {
+                            return Ok(DisconnectCause::ConnectionLost(
+                                "server closed the connection".into(),
+                            ));
+                        }
                         Err(error) => return Ok(lost(&error)),
                     };
                     if frame.kind() != "pong" {
@@ -583,35 +681,33 @@ where
                         }
                     }
                 }
-                command = client.commands.0.next_command() => {
-                    match command {
-                        None | Some(Command::Shutdown) => return Err(ClientExit::Shutdown),
-                        Some(Command::GoOffline) => {
-                            client.online = false;
-                            return Ok(DisconnectCause::Requested);
-                        }
-                        Some(Command::GoOnline) => client.online = true,
-                        Some(Command::NetworkChanged { network }) => {
-                            client.network = network.clone();
-                            client.sync_page_bytes = super::SYNC_PAGE_BYTES_INITIAL;
-                            client.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
-                            return Ok(DisconnectCause::NetworkChanged);
-                        }
-                        Some(Command::AppState(app_state)) => {
-                            client.app_state = app_state;
-                            client.heartbeat_event(HeartbeatEvent::AppState(app_state));
-                            if live.ping.is_none() {
-                                let now = client.now();
-                                let interval = client.heartbeat.interval(now);
-                                let due = client.at(Instant::now() + interval);
-                                live.next_ping_at = live.next_ping_at.min(due);
-                            }
-                        }
-                        Some(request) => feed(io, group_request(request)),
+                Woke::Command(command) => match command {
+                    None | Some(Command::Shutdown) => return Err(ClientExit::Shutdown),
+                    Some(Command::GoOffline) => {
+                        client.online = false;
+                        return Ok(DisconnectCause::Requested);
                     }
-                }
-                () = client.commands.0.sends() => {}
-                () = tokio::time::sleep_until(deadline) => {
+                    Some(Command::GoOnline) => client.online = true,
+                    Some(Command::NetworkChanged { network }) => {
+                        client.network = network.clone();
+                        client.sync_page_bytes = super::SYNC_PAGE_BYTES_INITIAL;
+                        client.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
+                        return Ok(DisconnectCause::NetworkChanged);
+                    }
+                    Some(Command::AppState(app_state)) => {
+                        client.app_state = app_state;
+                        client.heartbeat_event(HeartbeatEvent::AppState(app_state));
+                        if live.ping.is_none() {
+                            let now = client.now();
+                            let interval = client.heartbeat.interval(now);
+                            let due = client.at(Instant::now() + interval);
+                            live.next_ping_at = live.next_ping_at.min(due);
+                        }
+                    }
+                    Some(request) => feed(io, group_request(request)),
+                },
+                Woke::Sends => {}
+                Woke::Timer => {
                     note_progress(client, live, io);
                     if let Some(end) = on_timer(client, live, io) {
                         return Ok(end);
@@ -620,6 +716,14 @@ where
             }
         }
     }
+}
+
+/// What ended a logged-in connection's wait.
+enum Woke {
+    Frame(Result<Option<Frame>, FrameIoError>),
+    Command(Option<Command>),
+    Sends,
+    Timer,
 }
 
 fn note_progress<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
@@ -642,7 +746,7 @@ fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
         Some(ping) => live.overdue_at(started, ping.sent_at, client.config.heartbeat_timeout),
         None => live.next_ping_at.instant(started),
     };
-    if let Some((_, written_at)) = live.in_flight.front() {
+    if let Some((_, written_at)) = live.in_flight.queue().front() {
         let overdue_at = live.overdue_at(started, *written_at, client.config.send_timeout);
         deadline = deadline.min(overdue_at);
     }
@@ -662,7 +766,7 @@ fn on_timer<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     if live.retry_at.is_some_and(|at| at.instant(started) <= now) {
         live.retry_at = None;
     }
-    if let Some((_, written_at)) = live.in_flight.front()
+    if let Some((_, written_at)) = live.in_flight.queue().front()
         && live.overdue_at(started, *written_at, client.config.send_timeout) <= now
     {
         return Some(DisconnectCause::SendTimeout);
@@ -678,10 +782,7 @@ fn on_timer<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
             let interval = client.heartbeat.interval(since);
             let id = live.next_ping_id;
             live.next_ping_id += 1;
-            live.ping = Some(PingInFlight {
-                sent_at: client.at(now),
-                interval,
-            });
+            live.ping = Some(PingInFlight::new(client.at(now), interval));
             feed(out, Body::Ping(proto::Ping { id }));
             live.ping_just_fed = true;
             client.emit(ClientEvent::HeartbeatSent { interval });
@@ -697,16 +798,17 @@ fn write_sends<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     live: &mut Live,
     out: &mut FrameIo<S>,
 ) {
-    if live.retry_at.is_some() || live.in_flight.len() >= client.config.sends_in_flight_max {
+    if live.retry_at.is_some() || live.in_flight.queue().len() >= client.config.sends_in_flight_max
+    {
         return;
     }
     let mut state = lock(&client.state);
     let window = client.config.sends_in_flight_max;
-    let start = live.in_flight.len();
+    let start = live.in_flight.queue().len();
     let now = client.at(Instant::now());
     let state = &mut *state;
     for message in state.outgoing.iter_mut().skip(start) {
-        if live.in_flight.len() >= window {
+        if live.in_flight.queue().len() >= window {
             break;
         }
         message.n_attempts += 1;
@@ -718,10 +820,9 @@ fn write_sends<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 body: message.body.clone(),
             }),
         );
-        live.in_flight
-            .push_back((message.client_msg_id.clone(), now));
+        live.in_flight.push_back(message.client_msg_id.clone(), now);
     }
-    for (client_msg_id, _) in live.in_flight.iter().skip(start) {
+    for (client_msg_id, _) in live.in_flight.queue().iter().skip(start) {
         let attempt = state
             .outgoing
             .iter()
@@ -775,15 +876,15 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 client
                     .observer
                     .on_event(&state, &ClientEvent::Message(&message));
-                live.ack_due = Some(message.seq);
+                live.set_ack_due(message.seq);
                 return Ok(None);
             }
             match apply(client, &message) {
-                Applied::Next => live.ack_due = Some(message.seq),
+                Applied::Next => live.set_ack_due(message.seq),
                 // Acked again (cumulatively, at the last seq): a server that pushes a
                 // device's own sends back anyway (one that ignores `send_ack_is_copy`) sees
                 // its push taken instead of falling back to a Notify.
-                Applied::Duplicate => live.ack_due = Some(lock(&client.state).last_seq),
+                Applied::Duplicate => live.set_ack_due(lock(&client.state).last_seq),
                 Applied::Gap if live.syncing => {}
                 Applied::Gap => {
                     let last_seq = lock(&client.state).last_seq;
@@ -819,7 +920,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             let last_seq = lock(&client.state).last_seq;
-            live.ack_due = Some(last_seq);
+            live.set_ack_due(last_seq);
             if gap || response.has_more || live.seen_seq_max > last_seq {
                 start_sync(client, live, out, last_seq);
             } else {
@@ -862,7 +963,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
             if let Some(ping) = live.ping.take_if(|_| pong.id == in_flight_id) {
                 let rtt = ping.sent_at.instant(client.started).elapsed();
                 client.heartbeat_event(HeartbeatEvent::Succeeded {
-                    interval: ping.interval,
+                    interval: ping.interval(),
                 });
                 client.emit(ClientEvent::HeartbeatAcked { rtt });
                 let now = client.now();
@@ -898,6 +999,7 @@ fn on_error<C: Connector>(client: &Client<C>, live: &mut Live, error: proto::Err
     );
     let Some(position) = live
         .in_flight
+        .queue()
         .iter()
         .position(|(id, _)| *id == error.client_msg_id)
     else {

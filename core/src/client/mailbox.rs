@@ -191,6 +191,14 @@ impl Future for Sends<'_> {
     }
 }
 
+impl Sends<'_> {
+    /// The next command, as [`Mailbox::poll_command`]: one wait covers both (the core's
+    /// wait for anything, in one pointer).
+    pub(super) fn poll_command(&self, cx: &mut Context<'_>) -> Poll<Option<Command>> {
+        self.mailbox.poll_command(cx)
+    }
+}
+
 impl Drop for Sends<'_> {
     fn drop(&mut self) {
         self.mailbox.lock().sends_waker = None;
