@@ -5,63 +5,20 @@
 //! decoding may legitimately expand bytes into structs (a 2-byte empty repeated Message becomes
 //! one `Message` struct), so the bound is the limit times the largest such expansion.
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
 
 use imlab_core::codec::{Decoded, LENGTH_PREFIX_BYTES, decode};
 use imlab_core::proto;
 use proptest::prelude::*;
 
-struct Counting;
-
-thread_local! {
-    /// Counting is on for this thread (the one decoding); other test threads' allocations
-    /// are not counted.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Bytes allocated minus bytes freed by this thread while counting, and the peak.
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-// SAFETY: delegates every call to the system allocator and only adds counters, kept in
-// const-initialised thread-locals (which never allocate).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            let live = LIVE_BYTES.with(|live| {
-                live.set(live.get() + layout.size() as isize);
-                live.get()
-            });
-            PEAK_BYTES.with(|peak| peak.set(peak.get().max(live)));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.with(Cell::get) {
-            LIVE_BYTES.with(|live| live.set(live.get() - layout.size() as isize));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Heap growth on this thread during one decode.
 fn peak_during_decode(input: &[u8], max_frame_bytes: usize) -> (usize, bool) {
-    LIVE_BYTES.with(|live| live.set(0));
-    PEAK_BYTES.with(|peak| peak.set(0));
-    COUNTING.with(|on| on.set(true));
-    let decoded = decode(input, max_frame_bytes);
-    COUNTING.with(|on| on.set(false));
+    let (decoded, _, peak) = counting_alloc::count(|| decode(input, max_frame_bytes));
     let is_frame = matches!(decoded, Ok(Decoded::Frame { .. }));
-    drop(decoded);
-    (PEAK_BYTES.with(Cell::get).max(0) as usize, is_frame)
+    (peak.max(0) as usize, is_frame)
 }
 
 /// Largest heap bytes protobuf can produce per encoded byte: an empty embedded message costs

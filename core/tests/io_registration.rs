@@ -6,42 +6,10 @@
 //! sockets are std's, bound before counting and handed to tokio, so what is counted is tokio's
 //! registration alone.
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-struct Counting;
-
-thread_local! {
-    /// Counting is on for this thread (the runtime's, a current-thread one).
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Bytes allocated minus bytes freed by this thread while counting.
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-// SAFETY: delegates every call to the system allocator and only adds counters, kept in
-// const-initialised thread-locals (which never allocate).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            LIVE_BYTES.with(|live| live.set(live.get() + layout.size() as isize));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.with(Cell::get) {
-            LIVE_BYTES.with(|live| live.set(live.get() - layout.size() as isize));
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Sockets registered per measurement.
 const SOCKETS: usize = 64;
@@ -68,13 +36,12 @@ fn a_registered_socket_costs_at_most_128_heap_bytes() {
             .expect("register the first socket");
         let sockets = bound_std_sockets(SOCKETS);
         let mut registered = Vec::with_capacity(SOCKETS);
-        LIVE_BYTES.with(|live| live.set(0));
-        COUNTING.with(|on| on.set(true));
-        for socket in sockets {
-            registered.push(tokio::net::UdpSocket::from_std(socket).expect("register a socket"));
-        }
-        COUNTING.with(|on| on.set(false));
-        let live = LIVE_BYTES.with(Cell::get);
+        let ((), live, _) = counting_alloc::count(|| {
+            for socket in sockets {
+                registered
+                    .push(tokio::net::UdpSocket::from_std(socket).expect("register a socket"));
+            }
+        });
         drop((warm_up, registered));
         live as usize / SOCKETS
     });
