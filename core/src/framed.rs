@@ -465,3 +465,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         self.stream.shutdown().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Body, Ping};
+    use tokio::io::AsyncWriteExt;
+
+    fn ping(id: u64) -> Frame {
+        Frame::new(Body::Ping(Ping { id }))
+    }
+
+    /// `FrameIo`'s buffers exist only while bytes wait in either, and a frame split across
+    /// reads survives a write in between.
+    #[tokio::test]
+    async fn frame_io_holds_buffers_only_while_bytes_wait() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut io = FrameIo::new(near, 4096);
+        assert!(io.buffers.is_none(), "a new connection holds no buffers");
+
+        let bytes = codec::encode_to_vec(&ping(7));
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        far.write_all(head).await.unwrap();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(io.poll_next(&mut cx).is_pending());
+        assert!(io.buffers.is_some(), "half a frame is kept");
+
+        // A write while half a frame waits: the write goes out, the half stays.
+        io.feed(&ping(8)).unwrap();
+        assert!(io.buffered_bytes() > 0);
+        io.flush().await.unwrap();
+        assert_eq!(io.buffered_bytes(), 0);
+        assert!(io.buffers.is_some(), "the half frame is still kept");
+
+        far.write_all(tail).await.unwrap();
+        let frame = io.next().await.unwrap().expect("the frame, whole");
+        assert_eq!(frame, ping(7));
+        assert!(io.buffers.is_none(), "nothing waits: the buffers are gone");
+        assert_eq!(io.bytes_read(), bytes.len() as u64);
+
+        // Two frames in one read: the second stays buffered until taken.
+        let mut two = codec::encode_to_vec(&ping(9));
+        two.extend(codec::encode_to_vec(&ping(10)));
+        far.write_all(&two).await.unwrap();
+        assert_eq!(io.next().await.unwrap(), Some(ping(9)));
+        assert!(io.buffers.is_some());
+        assert_eq!(io.next_buffered().unwrap(), Some(ping(10)));
+        assert!(io.buffers.is_none());
+        assert_eq!(io.next_buffered().unwrap(), None);
+
+        // What the far end read: the ping written in between, whole.
+        let mut reader = FrameReader::new(far, 4096);
+        assert_eq!(reader.next().await.unwrap(), Some(ping(8)));
+        drop(io);
+        assert_eq!(
+            reader.next().await.unwrap(),
+            None,
+            "a clean end between frames"
+        );
+    }
+}
