@@ -35,6 +35,24 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_READ_BYTES].into_boxed_slice());
 }
 
+/// One read from `stream` into the thread's scratch buffer ([`SCRATCH_READ_BYTES`]), the
+/// bytes read appended to `buffer`: a connection waiting for its peer needs no buffer of its
+/// own while it waits (the frame readers here, and the load generator's MQTT sessions). Nothing
+/// is read unless the poll completes; `Ok(0)` is the end of the stream.
+pub fn poll_read_appending<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buffer: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut read = ReadBuf::new(&mut scratch[..]);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+        buffer.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+}
+
 /// What a frame reader keeps between reads: the bytes of frames not yet whole, and a count.
 /// Driven by [`FrameReader`] (a stream of its own) and [`FrameIo`] (a stream shared with the
 /// writer), which lend it the stream.
@@ -83,14 +101,7 @@ impl ReadBuffer {
         inner: &mut R,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<usize>> {
-        let buffer = &mut self.buffer;
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut read = ReadBuf::new(&mut scratch[..]);
-            ready!(Pin::new(&mut *inner).poll_read(cx, &mut read))?;
-            buffer.extend_from_slice(read.filled());
-            Poll::Ready(Ok(read.filled().len()))
-        })
+        poll_read_appending(inner, &mut self.buffer, cx)
     }
 
     /// A whole buffered frame, or how many bytes to read for the next one.

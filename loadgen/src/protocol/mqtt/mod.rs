@@ -16,10 +16,12 @@ mod header;
 pub mod packet;
 mod session;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -200,8 +202,8 @@ impl Protocol for Arc<Mqtt> {
         connector: DynConnector,
         events: DeviceEvents,
     ) -> (Box<dyn Device>, JoinHandle<()>) {
-        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_LEN_MAX);
         let shared = Arc::new(DeviceShared {
+            outbox: Mutex::default(),
             topics: Mutex::new(Topics {
                 all: vec![self.inbox_topic(client)],
                 groups_joined: 0,
@@ -210,9 +212,8 @@ impl Protocol for Arc<Mqtt> {
             stop: CancellationToken::new(),
         });
         let session = session::Session::new(self.clone(), client, events, shared.clone());
-        let task = tokio::spawn(session.run(connector, outgoing_rx));
+        let task = tokio::spawn(session.run(connector));
         let device = MqttDevice {
-            outgoing,
             shared,
             protocol: self.clone(),
         };
@@ -228,23 +229,100 @@ struct Topics {
     groups_joined: usize,
 }
 
+/// Messages the run gave a device to send, oldest first (at most [`OUTGOING_LEN_MAX`]), and
+/// the session's waker: a queue in the device's shared allocation that holds a buffer only
+/// while a message waits (tokio's bounded channel made a 512-byte state and a 1 KiB block of
+/// slots per device up front, `-Zprint-type-sizes`).
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Outgoing>,
+    waker: Option<Waker>,
+    /// The device's handle is gone: nothing more will come.
+    closed: bool,
+}
+
 /// What the device handle and its session share.
 struct DeviceShared {
+    outbox: Mutex<Outbox>,
     topics: Mutex<Topics>,
     /// A group was joined: the session subscribes now if it is connected.
     topics_changed: Notify,
     stop: CancellationToken,
 }
 
+impl DeviceShared {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a message for the session; refused while [`OUTGOING_LEN_MAX`] wait.
+    fn push(&self, message: Outgoing) -> Result<(), Full> {
+        let mut outbox = self.outbox();
+        if outbox.queue.len() >= OUTGOING_LEN_MAX {
+            return Err(Full);
+        }
+        outbox.queue.push_back(message);
+        let waker = outbox.waker.take();
+        drop(outbox);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The oldest message waiting, if any.
+    fn try_outgoing(&self) -> Option<Outgoing> {
+        self.outbox().pop()
+    }
+
+    /// The oldest message waiting; `None` once the handle is gone and none waits.
+    fn poll_outgoing(&self, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+        let mut outbox = self.outbox();
+        if let Some(message) = outbox.pop() {
+            return Poll::Ready(Some(message));
+        }
+        if outbox.closed {
+            return Poll::Ready(None);
+        }
+        match &mut outbox.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Outbox {
+    /// The oldest message; the queue's buffer is given back once it is empty.
+    fn pop(&mut self) -> Option<Outgoing> {
+        let message = self.queue.pop_front();
+        if message.is_some() && self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+        message
+    }
+}
+
 struct MqttDevice {
-    outgoing: mpsc::Sender<Outgoing>,
     shared: Arc<DeviceShared>,
     protocol: Arc<Mqtt>,
 }
 
+impl Drop for MqttDevice {
+    fn drop(&mut self) {
+        let mut outbox = self.shared.outbox();
+        outbox.closed = true;
+        let waker = outbox.waker.take();
+        drop(outbox);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
 impl Device for MqttDevice {
     fn send(&self, message: Outgoing) -> Result<(), Full> {
-        self.outgoing.try_send(message).map_err(|_| Full)
+        self.shared.push(message)
     }
 
     fn join_group(&self, group: u32, _members: &[u32]) -> bool {
@@ -294,6 +372,85 @@ mod tests {
             })
             .contains("needs --session-expiry")
         );
+    }
+
+    fn outgoing(number: u64) -> Outgoing {
+        Outgoing {
+            id: crate::protocol::MsgId { sender: 1, number },
+            to: crate::protocol::To::Peer(2),
+            planned_us: number,
+        }
+    }
+
+    /// The device's queue: in order, bounded (the send past the bound is refused and the
+    /// queue keeps what it had), a waiting session woken by a push and told when the handle
+    /// is gone, and no buffer kept once empty.
+    #[test]
+    fn the_outbox_keeps_order_and_its_bound_and_ends_with_the_handle() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        let shared = Arc::new(DeviceShared {
+            outbox: Mutex::default(),
+            topics: Mutex::new(Topics {
+                all: Vec::new(),
+                groups_joined: 0,
+            }),
+            topics_changed: Notify::new(),
+            stop: CancellationToken::new(),
+        });
+        let device = MqttDevice {
+            shared: shared.clone(),
+            protocol: Arc::new(Mqtt {
+                options: MqttOptions::default(),
+                tag: "t".into(),
+                heartbeat: "fixed:30s".into(),
+                body_bytes: 200,
+                seed: 1,
+                backoff: imlab_core::client::BackoffConfig::default(),
+                transport: "tcp",
+            }),
+        };
+        assert!(shared.poll_outgoing(&mut cx).is_pending());
+        device.send(outgoing(0)).unwrap();
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "a push wakes the waiting session"
+        );
+        for number in 1..OUTGOING_LEN_MAX as u64 {
+            device.send(outgoing(number)).unwrap();
+        }
+        assert_eq!(device.send(outgoing(9_999)), Err(Full));
+        for number in 0..OUTGOING_LEN_MAX as u64 {
+            match shared.poll_outgoing(&mut cx) {
+                Poll::Ready(Some(message)) => assert_eq!(message.id.number, number),
+                other => panic!("message {number}: {:?}", other.map(|m| m.map(|m| m.id))),
+            }
+        }
+        assert_eq!(
+            shared.outbox().queue.capacity(),
+            0,
+            "an empty queue holds no buffer"
+        );
+        assert!(shared.poll_outgoing(&mut cx).is_pending());
+        device.send(outgoing(5_000)).unwrap();
+        drop(device);
+        // What was queued before the handle went still goes; then the end.
+        assert!(matches!(
+            shared.poll_outgoing(&mut cx),
+            Poll::Ready(Some(message)) if message.id.number == 5_000
+        ));
+        assert!(matches!(shared.poll_outgoing(&mut cx), Poll::Ready(None)));
     }
 
     #[test]

@@ -19,8 +19,7 @@ use imlab_core::heartbeat::{HeartbeatEvent, HeartbeatStrategy, parse_strategy};
 use imlab_core::net::Connector;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::header::{Header, run_hash};
@@ -28,9 +27,6 @@ use super::packet::{Connect, Inbound, Outbound, Qos, Version};
 use super::{DeviceShared, Mqtt};
 use crate::protocol::{DeviceEvents, MsgId, Outgoing, Repeat, To};
 use crate::transport::{BoxStream, DynConnector};
-
-/// Bytes a read asks for at least.
-const READ_BYTES: usize = 2048;
 
 /// Smallest bound on a packet from the broker; larger bodies raise it.
 const MAX_PACKET_BYTES_MIN: usize = 64 * 1024;
@@ -148,11 +144,7 @@ impl Session {
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
     )]
-    pub(super) fn run(
-        mut self,
-        connector: DynConnector,
-        mut outgoing: mpsc::Receiver<Outgoing>,
-    ) -> impl Future<Output = ()> {
+    pub(super) fn run(mut self, connector: DynConnector) -> impl Future<Output = ()> {
         async move {
             let mut backoff = Backoff::new();
             // Parked between draws: the generator's buffer would be 320 bytes in every
@@ -168,7 +160,7 @@ impl Session {
                 }
                 self.events.connecting();
                 let end = self
-                    .connection(&connector, &mut outgoing, &mut confirmed, &mut backoff)
+                    .connection(&connector, &mut confirmed, &mut backoff)
                     .await;
                 let waiting_ping = matches!(end, End::Lost("heartbeat_timeout"));
                 match end {
@@ -198,7 +190,6 @@ impl Session {
     async fn connection(
         &mut self,
         connector: &DynConnector,
-        outgoing: &mut mpsc::Receiver<Outgoing>,
         confirmed: &mut usize,
         backoff: &mut Backoff,
     ) -> End {
@@ -250,7 +241,7 @@ impl Session {
         };
         self.version()
             .write(Outbound::Connect(&connect), &mut live.write);
-        let end = self.drive(&mut live, outgoing, confirmed, backoff).await;
+        let end = self.drive(&mut live, confirmed, backoff).await;
         if let End::Shutdown = end
             && live.acknowledged
         {
@@ -266,7 +257,6 @@ impl Session {
     async fn drive(
         &mut self,
         live: &mut Live,
-        outgoing: &mut mpsc::Receiver<Outgoing>,
         confirmed: &mut usize,
         backoff: &mut Backoff,
     ) -> End {
@@ -279,20 +269,20 @@ impl Session {
                     Err(_) => return self.lost(live, "write_timeout", "write stalled".into()),
                 }
             }
-            // Room for the next read; a buffer a large packet grew is given back once empty,
-            // so an idle device holds about READ_BYTES.
-            if live.read.is_empty() && live.read.capacity() > 8 * READ_BYTES {
+            // Reads go into the thread's scratch buffer and only the bytes read are kept
+            // (`poll_read_appending`): the read buffer exists only while part of a packet
+            // waits, so an idle device holds none (it held a 2 KiB one for good).
+            if live.read.is_empty() {
                 live.read = BytesMut::new();
-            }
-            if live.read.capacity() - live.read.len() < READ_BYTES / 4 {
-                live.read.reserve(READ_BYTES);
             }
             let may_send = live.logged_in && self.inflight.len() < live.window;
             let deadline = self.deadline(live);
             tokio::select! {
                 biased;
                 () = self.shared.stop.cancelled() => return End::Shutdown,
-                read = live.stream.read_buf(&mut live.read) => match read {
+                read = std::future::poll_fn(|cx| {
+                    imlab_core::framed::poll_read_appending(&mut live.stream, &mut live.read, cx)
+                }) => match read {
                     Ok(0) => return self.lost(live, "connection_lost", "closed by the broker".into()),
                     Err(error) => return self.lost(live, "connection_lost", error.to_string()),
                     Ok(_) => {
@@ -301,12 +291,12 @@ impl Session {
                         }
                     }
                 },
-                message = outgoing.recv(), if may_send => {
+                message = std::future::poll_fn(|cx| self.shared.poll_outgoing(cx)), if may_send => {
                     let Some(message) = message else { return End::Shutdown };
                     self.publish(live, message);
                     // Take what else is due at once, up to the window, into one write.
                     while self.inflight.len() < live.window {
-                        let Ok(message) = outgoing.try_recv() else { break };
+                        let Some(message) = self.shared.try_outgoing() else { break };
                         self.publish(live, message);
                     }
                 }
@@ -761,7 +751,8 @@ impl Session {
 async fn flush(live: &mut Live) -> std::io::Result<()> {
     live.stream.write_all(&live.write).await?;
     live.stream.flush().await?;
-    live.write.clear();
+    // Given back, not cleared: an idle device holds no write buffer.
+    live.write = BytesMut::new();
     Ok(())
 }
 
