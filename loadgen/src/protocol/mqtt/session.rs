@@ -139,7 +139,7 @@ impl Session {
     /// Connects, reconnects with backoff, until the run shuts the device down.
     ///
     /// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
-    /// twice in its future (`self`, the connector, the queue), in every client's task.
+    /// twice in its future (`self` and the connector), in every client's task.
     #[allow(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
