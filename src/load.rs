@@ -62,6 +62,11 @@ pub struct LoadArgs {
     /// noticed only so): the client reconnects.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
     heartbeat_timeout: Duration,
+    /// How long a client's DeviceAck of a pushed message may wait for another frame to ride
+    /// along with (its next send, a Ping), as TCP's delayed ACK; 0s acks every push at once.
+    /// imlab's protocol only (an MQTT QoS 1 PUBACK goes at once).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    ack_delay: Duration,
     /// Sign tokens with this secret (the server's --auth-secret).
     #[arg(long, env = "IMLAB_AUTH_SECRET", hide_env_values = true, value_parser = non_empty_secret)]
     auth_secret: Option<String>,
@@ -291,6 +296,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         pattern: args.pattern,
         heartbeat: args.heartbeat.clone(),
         heartbeat_timeout: args.heartbeat_timeout,
+        ack_delay: args.ack_delay,
         auth_secret: args.auth_secret.clone(),
         body_bytes: args.body_bytes,
         drain: args.drain,
@@ -471,6 +477,7 @@ impl LoadArgs {
             pattern: self.pattern,
             heartbeat: self.heartbeat.clone(),
             heartbeat_timeout: self.heartbeat_timeout,
+            ack_delay: self.ack_delay,
             auth_secret: self.auth_secret.clone(),
             body_bytes: self.body_bytes,
             drain: self.drain,

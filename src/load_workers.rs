@@ -18,6 +18,7 @@ pub struct WorkerArgs {
     pub pattern: Pattern,
     pub heartbeat: String,
     pub heartbeat_timeout: Duration,
+    pub ack_delay: Duration,
     pub auth_secret: Option<String>,
     pub body_bytes: usize,
     pub drain: Duration,
@@ -100,6 +101,10 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args([
                 "--heartbeat-timeout",
                 &humantime::format_duration(args.heartbeat_timeout).to_string(),
+            ])
+            .args([
+                "--ack-delay",
+                &humantime::format_duration(args.ack_delay).to_string(),
             ])
             .args(["--body-bytes", &args.body_bytes.to_string()])
             .args([

@@ -95,6 +95,9 @@ pub struct LoadConfig {
     pub heartbeat: String,
     /// A Ping unanswered this long ends the connection.
     pub heartbeat_timeout: Duration,
+    /// How long a device's DeviceAck may wait for another frame to ride along with (imlab's
+    /// protocol; `ClientConfig::ack_delay`).
+    pub ack_delay: Duration,
     /// Secret to sign tokens with (None: dev-mode server).
     pub auth_secret: Option<String>,
     /// Message body size.

@@ -405,6 +405,7 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
             client: imlab::client_config(
                 config.auth_secret.as_deref(),
                 config.heartbeat_timeout,
+                config.ack_delay,
                 config.backoff,
             ),
             heartbeat: config.heartbeat.clone(),

@@ -70,6 +70,9 @@ fn closed(cause: DisconnectCause, logged_in: bool) -> Outcome {
 pub(super) struct At(NonZeroU64);
 
 impl At {
+    /// The core's start: no `At` is earlier.
+    const EARLIEST: At = At(NonZeroU64::MIN);
+
     /// `instant` (not before `started`) as an `At`.
     pub(super) fn new(started: Instant, instant: Instant) -> At {
         let nanos = instant.saturating_duration_since(started).as_nanos();
@@ -168,10 +171,10 @@ struct Live {
     next_ping_id: u64,
     /// The only frame buffered for the next flush is a Ping (not traffic for the strategy).
     ping_just_fed: bool,
-    /// Pushed messages processed up to `ack_seq` and not acked yet: one DeviceAck covers
-    /// every push handled since the last write. A flag and a seq, not an `Option<u64>`: 8
-    /// bytes fewer in every client's task.
-    ack_due: bool,
+    /// Pushed messages processed up to `ack_seq` and not acked yet, and the latest time their
+    /// DeviceAck is written (`ClientConfig::ack_delay` after the first of them): one DeviceAck
+    /// covers every push handled until then, and it goes out sooner with any other frame.
+    ack_by: Option<At>,
     ack_seq: u64,
 }
 
@@ -334,7 +337,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
             bytes_seen: io.bytes_read(),
             progress_at: client.at(now),
             sync_sent_at: None,
-            ack_due: false,
+            ack_by: None,
             ack_seq: 0,
             syncing: false,
             seen_seq_max: login_reply.max_seq,
@@ -465,15 +468,24 @@ fn start_sync<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Live {
-    /// A DeviceAck of `seq` is due (it replaces any due before it).
-    fn set_ack_due(&mut self, seq: u64) {
-        self.ack_due = true;
+    /// A DeviceAck of `seq` is due (it replaces any due before it), by `by` at the latest
+    /// unless one was already due, which keeps its time.
+    fn set_ack_due(&mut self, seq: u64, by: impl FnOnce() -> At) {
         self.ack_seq = seq;
+        if self.ack_by.is_none() {
+            self.ack_by = Some(by());
+        }
     }
 
-    /// The seq to ack, if an ack is due; none is due after.
-    fn take_ack_due(&mut self) -> Option<u64> {
-        std::mem::take(&mut self.ack_due).then_some(self.ack_seq)
+    /// The seq to ack now, if an ack is due and either other frames are being written
+    /// (`writing`: it rides along in the same write) or its time has come; none is due after.
+    fn take_ack_due(&mut self, writing: bool, now: impl FnOnce() -> At) -> Option<u64> {
+        let by = self.ack_by?;
+        if !writing && by > now() {
+            return None;
+        }
+        self.ack_by = None;
+        Some(self.ack_seq)
     }
 
     /// Notes bytes that arrived since the last look (whole frames or not).
@@ -605,7 +617,8 @@ where
         loop {
             note_progress(client, live, io);
             write_sends(client, live, io);
-            if let Some(seq) = live.take_ack_due() {
+            let writing = io.buffered_bytes() > 0;
+            if let Some(seq) = live.take_ack_due(writing, || client.at(Instant::now())) {
                 feed(io, Body::DeviceAck(proto::DeviceAck { seq }));
             }
             if io.buffered_bytes() > 0 {
@@ -743,6 +756,16 @@ fn note_progress<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
     live.note_progress(client.started, io.bytes_read());
 }
 
+/// When a DeviceAck due from now is written at the latest: `ack_delay` from now (at once
+/// when it is zero, without reading the clock).
+fn ack_by<C: Connector>(client: &Client<C>) -> At {
+    let delay = client.config.ack_delay;
+    if delay.is_zero() {
+        return At::EARLIEST;
+    }
+    client.at(Instant::now() + delay)
+}
+
 /// The earliest timer: Pong overdue, heartbeat due, send overdue, retry allowed.
 fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
     let started = client.started;
@@ -756,6 +779,9 @@ fn next_deadline<C: Connector>(client: &Client<C>, live: &Live) -> Instant {
     }
     if let Some(retry_at) = live.retry_at {
         deadline = deadline.min(retry_at.instant(started));
+    }
+    if let Some(ack_by) = live.ack_by {
+        deadline = deadline.min(ack_by.instant(started));
     }
     deadline
 }
@@ -880,15 +906,18 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 client
                     .observer
                     .on_event(&state, &ClientEvent::Message(&message));
-                live.set_ack_due(message.seq);
+                live.set_ack_due(message.seq, || ack_by(client));
                 return Ok(None);
             }
             match apply(client, &message) {
-                Applied::Next => live.set_ack_due(message.seq),
+                Applied::Next => live.set_ack_due(message.seq, || ack_by(client)),
                 // Acked again (cumulatively, at the last seq): a server that pushes a
                 // device's own sends back anyway (one that ignores `send_ack_is_copy`) sees
                 // its push taken instead of falling back to a Notify.
-                Applied::Duplicate => live.set_ack_due(lock(&client.state).last_seq),
+                Applied::Duplicate => {
+                    let last_seq = lock(&client.state).last_seq;
+                    live.set_ack_due(last_seq, || ack_by(client));
+                }
                 Applied::Gap if live.syncing => {}
                 Applied::Gap => {
                     let last_seq = lock(&client.state).last_seq;
@@ -924,7 +953,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             let last_seq = lock(&client.state).last_seq;
-            live.set_ack_due(last_seq);
+            live.set_ack_due(last_seq, || ack_by(client));
             if gap || response.has_more || live.seen_seq_max > last_seq {
                 start_sync(client, live, out, last_seq);
             } else {

@@ -59,6 +59,12 @@ pub struct ClientConfig {
     pub send_timeout: Duration,
     /// Wait before resending a send refused as overloaded or rate limited.
     pub retry_delay: Duration,
+    /// How long a pushed message's DeviceAck may wait for another frame to ride along with
+    /// (a send, a Ping, a sync request): one write and one server read fewer whenever one
+    /// comes in time, and one ack for every push in the meantime. As TCP's delayed ACK
+    /// (BSD's 200 ms, within RFC 1122's 500) and MTProto's deferred `msgs_ack`. Zero acks at
+    /// once. The server's fallback to a Notify waits far longer (`notify_ack_timeout`).
+    pub ack_delay: Duration,
     /// Sends written but not yet acked, at most.
     pub sends_in_flight_max: usize,
     /// Unacked sends the app may queue; more are refused by [`ClientHandle::send`].
@@ -84,6 +90,7 @@ impl Default for ClientConfig {
             heartbeat_timeout: Duration::from_secs(20),
             send_timeout: Duration::from_secs(30),
             retry_delay: Duration::from_secs(2),
+            ack_delay: Duration::from_millis(200),
             sends_in_flight_max: 16,
             outgoing_len_max: 1_024,
             backoff: BackoffConfig::default(),

@@ -85,12 +85,13 @@ impl Imlab {
     }
 }
 
-/// The client settings of a run's devices: `heartbeat_timeout` and `backoff`, and with
+/// The client settings of a run's devices: `heartbeat_timeout`, `ack_delay` and `backoff`, and with
 /// `auth_secret` (a server that checks tokens) expiring tokens signed with it, 24 hours each,
 /// minted at a device's first login and renewed an hour before they expire.
 pub fn client_config(
     auth_secret: Option<&str>,
     heartbeat_timeout: std::time::Duration,
+    ack_delay: std::time::Duration,
     backoff: BackoffConfig,
 ) -> Arc<ClientConfig> {
     Arc::new(ClientConfig {
@@ -102,6 +103,7 @@ pub fn client_config(
             renew_before: std::time::Duration::from_secs(3_600),
         }),
         heartbeat_timeout,
+        ack_delay,
         backoff,
         ..ClientConfig::default()
     })
