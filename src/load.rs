@@ -64,7 +64,8 @@ pub struct LoadArgs {
     heartbeat_timeout: Duration,
     /// How long a client's DeviceAck of a pushed message may wait for another frame to ride
     /// along with (its next send, a Ping), as TCP's delayed ACK; 0s acks every push at once.
-    /// imlab's protocol only (an MQTT QoS 1 PUBACK goes at once).
+    /// Keep it well under the server's fallback for unacked pushes (imlab serve: a Notify
+    /// after 10 s). imlab's protocol only (an MQTT QoS 1 PUBACK goes at once).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     ack_delay: Duration,
     /// Sign tokens with this secret (the server's --auth-secret).
