@@ -11,7 +11,9 @@
 //!   recipient's app log, is volatile loss: counted in [`VolatileLoss`] and reported beside the
 //!   verdicts, never silently. Everything acked by the surviving generation must arrive.
 //! - `no_duplicates`: no exemption. A message shown once is never shown again, whatever
-//!   generation returns it (the client dedupes by identity, `ClientEvent::Repeat`).
+//!   generation returns it (the client dedupes by identity what an earlier generation showed,
+//!   `ClientEvent::Repeat`; within one generation a send stored twice breaks `idempotent_send`
+//!   and is shown twice).
 //! - `seq_monotonic`: per generation; a new one starts again at seq 1 (`inbox_resets`).
 //! - `sender_order`, `idempotent_send`, `convergence`: no exemption.
 //!

@@ -312,6 +312,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
             if state.inbox_epoch != login_reply.inbox_epoch {
                 // A new store generation: the seqs we remember name nothing there any more.
                 let old_epoch = std::mem::replace(&mut state.inbox_epoch, login_reply.inbox_epoch);
+                state.shown.new_generation();
                 if old_epoch != 0 {
                     state.last_seq = 0;
                     let event = ClientEvent::InboxReset {

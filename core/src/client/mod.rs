@@ -148,8 +148,10 @@ pub enum ClientEvent<'a> {
     /// A message was processed (seq is exactly the previous seq plus one). The app log.
     Message(&'a proto::Message),
     /// The next seq holds a message whose identity (sender, client message id) the app was
-    /// already shown: a volatile store's new generation stored it again after its sender
-    /// retried. The seq is processed (acked, never asked for again); the app shows nothing.
+    /// already shown under an earlier generation of the server's store: a volatile store's
+    /// new generation stored it again after its sender retried. The seq is processed (acked,
+    /// never asked for again); the app shows nothing. Within one generation the server's
+    /// idempotence is trusted: a send stored twice there is shown twice.
     Repeat(&'a proto::Message),
     /// The server's store is a new generation (see `LoginReply.inbox_epoch`): the processed
     /// seq went back to 0 and the next message is seq 1 of the new store.

@@ -59,10 +59,19 @@ pub struct ClientState {
 /// generation stores it under a new seq. Seqs cannot tell those apart, identities can: a
 /// message whose identity was shown is consumed (its seq counts) but not shown again. The
 /// window only has to cover the messages a sender can still be retrying, which are recent.
+///
+/// Only identities shown under an earlier generation are looked up: within one generation
+/// the server stores a retried send once (its idempotence, which the simulator's
+/// `idempotent_send` checks), so a message there is never a repeat of another. Until the
+/// first new generation a lookup is free; after one it scans the identities shown before it
+/// that the window still holds (a linear scan of up to 1,024 was 5% of a load generator's
+/// CPU at 32,000 msg/s).
 #[derive(Debug, Clone, Default)]
 pub struct ShownIds {
     fingerprints: VecDeque<u64>,
-    len_max: usize,
+    len_max: u32,
+    /// How many of the oldest `fingerprints` were shown under an earlier generation.
+    earlier: u32,
 }
 
 impl ShownIds {
@@ -70,7 +79,8 @@ impl ShownIds {
     pub fn new(len_max: usize) -> ShownIds {
         ShownIds {
             fingerprints: VecDeque::new(),
-            len_max,
+            len_max: u32::try_from(len_max).unwrap_or(u32::MAX),
+            earlier: 0,
         }
     }
 
@@ -85,9 +95,16 @@ impl ShownIds {
         hash
     }
 
-    /// True when the identity was shown within the window.
+    /// True when the identity was shown under an earlier generation, within the window.
     pub fn contains(&self, fingerprint: u64) -> bool {
-        self.fingerprints.contains(&fingerprint)
+        let earlier = self.earlier as usize;
+        let (front, back) = self.fingerprints.as_slices();
+        let (front, back) = if earlier <= front.len() {
+            (&front[..earlier], &back[..0])
+        } else {
+            (front, &back[..earlier - front.len()])
+        };
+        front.contains(&fingerprint) || back.contains(&fingerprint)
     }
 
     /// Remembers a shown identity, forgetting the oldest past the bound.
@@ -95,10 +112,17 @@ impl ShownIds {
         if self.len_max == 0 {
             return;
         }
-        if self.fingerprints.len() >= self.len_max {
+        if self.fingerprints.len() >= self.len_max as usize {
             self.fingerprints.pop_front();
+            self.earlier = self.earlier.saturating_sub(1);
         }
         self.fingerprints.push_back(fingerprint);
+    }
+
+    /// The server's store is a new generation: every identity shown so far was shown under an
+    /// earlier one.
+    pub fn new_generation(&mut self) {
+        self.earlier = u32::try_from(self.fingerprints.len()).unwrap_or(u32::MAX);
     }
 
     /// Identities remembered now.
@@ -184,12 +208,51 @@ mod tests {
         );
         shown.insert(a);
         shown.insert(b);
+        assert!(
+            !shown.contains(a),
+            "within one generation the server's idempotence dedupes"
+        );
+        shown.new_generation();
         assert!(shown.contains(a) && shown.contains(b) && !shown.contains(c));
         shown.insert(c);
         assert!(!shown.contains(a), "the oldest is forgotten at the bound");
+        assert!(
+            shown.contains(b),
+            "still shown under the earlier generation"
+        );
+        assert!(!shown.contains(c), "shown under this one");
         assert_eq!(shown.len(), 2);
+        shown.new_generation();
+        assert!(shown.contains(b) && shown.contains(c));
         let mut off = ShownIds::new(0);
         off.insert(a);
+        off.new_generation();
         assert!(!off.contains(a) && off.is_empty());
+    }
+
+    #[test]
+    fn shown_ids_look_up_the_earlier_generation_across_the_rings_wrap() {
+        // The deque's storage wraps once the oldest are popped: the earlier identities then
+        // lie in both of its slices.
+        let mut shown = ShownIds::new(4);
+        let ids: Vec<u64> = (0..6)
+            .map(|n| ShownIds::fingerprint("alice", &format!("d1-{n}")))
+            .collect();
+        for id in &ids {
+            shown.insert(*id);
+        }
+        shown.new_generation();
+        for id in &ids[..2] {
+            assert!(!shown.contains(*id), "forgotten at the bound");
+        }
+        for id in &ids[2..] {
+            assert!(shown.contains(*id));
+        }
+        let later = ShownIds::fingerprint("alice", "d1-6");
+        shown.insert(later);
+        assert!(!shown.contains(ids[2]) && !shown.contains(later));
+        for id in &ids[3..] {
+            assert!(shown.contains(*id));
+        }
     }
 }
