@@ -97,14 +97,9 @@ impl ShownIds {
 
     /// True when the identity was shown under an earlier generation, within the window.
     pub fn contains(&self, fingerprint: u64) -> bool {
-        let earlier = self.earlier as usize;
-        let (front, back) = self.fingerprints.as_slices();
-        let (front, back) = if earlier <= front.len() {
-            (&front[..earlier], &back[..0])
-        } else {
-            (front, &back[..earlier - front.len()])
-        };
-        front.contains(&fingerprint) || back.contains(&fingerprint)
+        self.fingerprints
+            .range(..self.earlier as usize)
+            .any(|shown| *shown == fingerprint)
     }
 
     /// Remembers a shown identity, forgetting the oldest past the bound.
