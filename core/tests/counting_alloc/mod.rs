@@ -7,8 +7,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct Counting;
+
+/// Bytes freed by every thread since the binary started, counted or not.
+static FREED_BY_ALL: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// Counting is on for this thread; other threads' allocations are not counted.
@@ -19,7 +23,7 @@ thread_local! {
 }
 
 // SAFETY: delegates every call to the system allocator and only adds counters, kept in
-// const-initialised thread-locals (which never allocate).
+// const-initialised thread-locals and an atomic (which never allocate).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.with(Cell::get) {
@@ -34,6 +38,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        FREED_BY_ALL.fetch_add(layout.size(), Ordering::Relaxed);
         if COUNTING.with(Cell::get) {
             LIVE_BYTES.with(|live| live.set(live.get() - layout.size() as isize));
         }
@@ -55,4 +60,10 @@ pub fn count<T>(f: impl FnOnce() -> T) -> (T, isize, isize) {
         LIVE_BYTES.with(Cell::get),
         PEAK_BYTES.with(Cell::get),
     )
+}
+
+/// Bytes freed by every thread of the process so far (sizes as asked).
+#[allow(dead_code)]
+pub fn freed_by_all() -> usize {
+    FREED_BY_ALL.load(Ordering::Relaxed)
 }
