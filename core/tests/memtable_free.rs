@@ -47,14 +47,11 @@ fn a_large_memtable_is_freed_on_another_thread() {
 
     // The values are freed elsewhere, soon.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while counting_alloc::freed_by_all() - before < values_bytes {
-        assert!(
-            Instant::now() < deadline,
-            "20 s after the drop only {} of the memtable's {values_bytes} value bytes were freed",
-            counting_alloc::freed_by_all() - before
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        counting_alloc::wait_until_freed_by_all(before + values_bytes, deadline),
+        "20 s after the drop only {} of the memtable's {values_bytes} value bytes were freed",
+        counting_alloc::freed_by_all() - before
+    );
 }
 
 #[test]

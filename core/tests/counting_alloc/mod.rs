@@ -7,12 +7,20 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::Instant;
 
 pub struct Counting;
 
 /// Bytes freed by every thread since the binary started, counted or not.
 static FREED_BY_ALL: AtomicUsize = AtomicUsize::new(0);
+
+/// [`wait_until_freed_by_all`]'s target (`usize::MAX`: none) and its thread, woken by the free
+/// that reaches the target.
+static FREED_TARGET: AtomicUsize = AtomicUsize::new(usize::MAX);
+static FREED_WAITER: OnceLock<Thread> = OnceLock::new();
 
 thread_local! {
     /// Counting is on for this thread; other threads' allocations are not counted.
@@ -38,7 +46,13 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        FREED_BY_ALL.fetch_add(layout.size(), Ordering::Relaxed);
+        let freed = FREED_BY_ALL.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        if freed >= FREED_TARGET.load(Ordering::SeqCst)
+            && let Some(waiter) = FREED_WAITER.get()
+        {
+            // Unparking allocates nothing.
+            waiter.unpark();
+        }
         if COUNTING.with(Cell::get) {
             LIVE_BYTES.with(|live| live.set(live.get() - layout.size() as isize));
         }
@@ -65,5 +79,33 @@ pub fn count<T>(f: impl FnOnce() -> T) -> (T, isize, isize) {
 /// Bytes freed by every thread of the process so far (sizes as asked).
 #[allow(dead_code)]
 pub fn freed_by_all() -> usize {
-    FREED_BY_ALL.load(Ordering::Relaxed)
+    FREED_BY_ALL.load(Ordering::SeqCst)
+}
+
+/// Waits until every thread together has freed `target` bytes in all (as [`freed_by_all`]
+/// counts them), woken by the free that reaches it; false if `deadline` passes first. One
+/// thread of the process may wait (the first to call this).
+#[allow(dead_code)]
+pub fn wait_until_freed_by_all(target: usize, deadline: Instant) -> bool {
+    let me = FREED_WAITER.get_or_init(std::thread::current);
+    assert_eq!(
+        me.id(),
+        std::thread::current().id(),
+        "one thread of a test binary may wait for frees"
+    );
+    // The target is set before the count is read, so a free that reaches it after the read
+    // sees it and unparks this thread (an unpark before the park makes the park return).
+    FREED_TARGET.store(target, Ordering::SeqCst);
+    let reached = loop {
+        if FREED_BY_ALL.load(Ordering::SeqCst) >= target {
+            break true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break false;
+        }
+        std::thread::park_timeout(deadline - now);
+    };
+    FREED_TARGET.store(usize::MAX, Ordering::SeqCst);
+    reached
 }
