@@ -21,6 +21,11 @@ cfg_not_test_util! {
             Clock {}
         }
 
+        /// imlab: a clock without `test-util` never freezes.
+        pub(crate) fn is_frozen(&self) -> bool {
+            false
+        }
+
         pub(crate) fn now(&self) -> Instant {
             now()
         }
@@ -30,17 +35,20 @@ cfg_not_test_util! {
 cfg_test_util! {
     use crate::time::{Duration, Instant};
     use crate::loom::sync::Mutex;
-    use crate::loom::sync::atomic::Ordering;
+    use crate::loom::sync::atomic::{AtomicU64, Ordering};
     use std::sync::atomic::AtomicBool as StdAtomicBool;
 
     cfg_rt! {
         #[track_caller]
         fn with_clock<R>(f: impl FnOnce(Option<&Clock>) -> Result<R, &'static str>) -> R {
-            use crate::runtime::Handle;
-
-            let res = match Handle::try_current() {
-                Ok(handle) => f(Some(handle.inner.driver().clock())),
-                Err(ref e) if e.is_missing_context() => f(None),
+            // imlab: borrows the current handle instead of cloning it (`Handle::try_current`
+            // took and dropped a reference to the runtime on every read of the clock).
+            let mut f = Some(f);
+            let res = match crate::runtime::context::with_current(|handle| {
+                (f.take().expect("called once"))(Some(handle.driver().clock()))
+            }) {
+                Ok(res) => res,
+                Err(ref e) if e.is_missing_context() => (f.take().expect("not called"))(None),
                 Err(_) => panic!("{}", crate::util::error::THREAD_LOCAL_DESTROYED_ERROR),
             };
 
@@ -65,7 +73,19 @@ cfg_test_util! {
     #[derive(Debug)]
     pub(crate) struct Clock {
         inner: Mutex<Inner>,
+
+        /// imlab: the frozen time as nanoseconds past `origin`, or `NOT_FROZEN` while the
+        /// clock runs (or its frozen time does not fit), stored under `inner`'s lock after
+        /// every change to `base` or `unfrozen` so that `now` reads a frozen clock without
+        /// taking the lock.
+        frozen_nanos: AtomicU64,
+
+        /// imlab: the clock's base when it was made; `base` never goes below it.
+        origin: std::time::Instant,
     }
+
+    /// imlab: `frozen_nanos` while the clock runs.
+    const NOT_FROZEN: u64 = u64::MAX;
 
     // Used to track if the clock was ever paused. This is an optimization to
     // avoid touching the mutex if `test-util` was accidentally enabled in
@@ -191,6 +211,7 @@ cfg_test_util! {
             }
 
             inner.unfrozen = Some(std::time::Instant::now());
+            clock.publish(&inner);
             Ok(())
         });
     }
@@ -308,6 +329,8 @@ cfg_test_util! {
                     unfrozen: Some(now),
                     auto_advance_inhibit_count: 0,
                 }),
+                frozen_nanos: AtomicU64::new(NOT_FROZEN),
+                origin: now,
             };
 
             if start_paused {
@@ -336,8 +359,21 @@ cfg_test_util! {
             };
             inner.base += elapsed;
             inner.unfrozen = None;
+            self.publish(&inner);
 
             Ok(())
+        }
+
+        /// imlab: stores what `now` returns for a frozen clock (or that it runs); called under
+        /// the lock after every change to `base` or `unfrozen`.
+        fn publish(&self, inner: &Inner) {
+            let frozen = match inner.unfrozen {
+                Some(_) => NOT_FROZEN,
+                // Past 584 years of advances the frozen time does not fit: read under the lock.
+                None => u64::try_from(inner.base.saturating_duration_since(self.origin).as_nanos())
+                    .unwrap_or(NOT_FROZEN),
+            };
+            self.frozen_nanos.store(frozen, Ordering::Release);
         }
 
         /// Temporarily stop auto-advancing the clock (see `tokio::time::pause`).
@@ -364,10 +400,23 @@ cfg_test_util! {
             }
 
             inner.base += duration;
+            self.publish(&inner);
             Ok(())
         }
 
+        /// imlab: whether the clock is frozen (paused).
+        pub(crate) fn is_frozen(&self) -> bool {
+            self.frozen_nanos.load(Ordering::Acquire) != NOT_FROZEN
+                || self.inner.lock().unfrozen.is_none()
+        }
+
         pub(crate) fn now(&self) -> Instant {
+            // imlab: a frozen clock (the simulator's, paused tests) is read without the lock.
+            let frozen = self.frozen_nanos.load(Ordering::Acquire);
+            if frozen != NOT_FROZEN {
+                return Instant::from_std(self.origin + Duration::from_nanos(frozen));
+            }
+
             let inner = self.inner.lock();
 
             let mut ret = inner.base;

@@ -820,7 +820,12 @@ impl CoreGuard<'_> {
             let waker = Handle::waker_ref(&context.handle);
             let mut cx = std::task::Context::from_waker(&waker);
 
-            core.metrics.start_processing_scheduled_tasks();
+            // imlab: a runtime with a frozen clock does not measure its busy time (see
+            // `driver::Handle::clock_is_frozen`); decided once per `block_on`.
+            let measure_busy = !context.handle.driver.clock_is_frozen();
+            if measure_busy {
+                core.metrics.start_processing_scheduled_tasks();
+            }
 
             'outer: loop {
                 let handle = &context.handle;
@@ -850,7 +855,9 @@ impl CoreGuard<'_> {
                     let task = match entry {
                         Some(entry) => entry,
                         None => {
-                            core.metrics.end_processing_scheduled_tasks();
+                            if measure_busy {
+                                core.metrics.end_processing_scheduled_tasks();
+                            }
 
                             core = if context.has_pending_work(&core) {
                                 context.park_yield(core, handle)
@@ -858,7 +865,9 @@ impl CoreGuard<'_> {
                                 context.park(core, handle)
                             };
 
-                            core.metrics.start_processing_scheduled_tasks();
+                            if measure_busy {
+                                core.metrics.start_processing_scheduled_tasks();
+                            }
 
                             // Try polling the `block_on` future next
                             continue 'outer;
@@ -872,13 +881,17 @@ impl CoreGuard<'_> {
                     core = c;
                 }
 
-                core.metrics.end_processing_scheduled_tasks();
+                if measure_busy {
+                    core.metrics.end_processing_scheduled_tasks();
+                }
 
                 // Yield to the driver, this drives the timer and pulls any
                 // pending I/O events.
                 core = context.park_yield(core, handle);
 
-                core.metrics.start_processing_scheduled_tasks();
+                if measure_busy {
+                    core.metrics.start_processing_scheduled_tasks();
+                }
             }
         });
 
