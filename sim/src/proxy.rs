@@ -149,8 +149,8 @@ impl Flow {
         decide(&mut self.model, &link)
     }
 
-    /// Records a trace event at `at`: the host's time now, as last read off its clock (each
-    /// read of the paused clock takes a lock; the flow reads it once per wake-up).
+    /// Records a trace event at `at`: the host's time now, as last read off its clock (the
+    /// flow reads it once per wake-up, not once per event).
     fn trace(&self, at: Duration, event: Event) {
         self.shared.trace_at(at, event);
     }
