@@ -351,7 +351,9 @@ struct ServerSocket {
 }
 
 struct StreamSocket {
-    buf: IndexMap<u64, SequencedSegment>,
+    /// Edit (vendor/README.md): the reorder buffer, boxed and made only while segments are
+    /// parked in it (8 bytes of every socket instead of the map's 56).
+    buf: Option<Box<IndexMap<u64, SequencedSegment>>>,
     next_send_seq: u64,
     recv_seq: u64,
     sender: SegmentSender,
@@ -383,7 +385,7 @@ impl StreamSocket {
         let (tx, rx) = queue(capacity);
         let flow_control = BidiFlowControl::new(capacity);
         let sock = Self {
-            buf: IndexMap::default(),
+            buf: None,
             next_send_seq: 1,
             recv_seq: 0,
             sender: tx,
@@ -407,12 +409,15 @@ impl StreamSocket {
         // straight to the queue; the reorder buffer (which keeps its allocation once used)
         // is made only for segments that arrive early or find the queue full. The state
         // left behind is the one the general path below leaves.
-        if seq == self.recv_seq + 1 && self.buf.is_empty() {
+        if seq == self.recv_seq + 1 && self.buf.is_none() {
             let mut segment = Some(segment);
             let sent = self
                 .sender
                 .try_send_with(|| segment.take().expect("taken once"));
-            let parked = segment.map(|segment| self.buf.insert(seq, segment));
+            let parked = segment.map(|segment| {
+                let buf = self.buf.get_or_insert_with(Box::default);
+                buf.insert(seq, segment)
+            });
             return match sent {
                 Ok(()) => {
                     self.recv_seq = seq;
@@ -427,14 +432,15 @@ impl StreamSocket {
             };
         }
 
-        let exists = self.buf.insert(seq, segment);
+        let buf = self.buf.get_or_insert_with(Box::default);
+        let exists = buf.insert(seq, segment);
 
         assert!(exists.is_none(), "duplicate segment {seq}");
 
-        while self.buf.contains_key(&(self.recv_seq + 1)) {
+        while buf.contains_key(&(self.recv_seq + 1)) {
             self.recv_seq += 1;
 
-            let (buf, recv_seq) = (&mut self.buf, self.recv_seq);
+            let recv_seq = self.recv_seq;
             match self
                 .sender
                 .try_send_with(|| buf.swap_remove(&recv_seq).unwrap())
@@ -446,6 +452,10 @@ impl StreamSocket {
                     break;
                 }
             }
+        }
+        // Edit: an emptied buffer is let go (nothing reads an empty one differently from none).
+        if buf.is_empty() {
+            self.buf = None;
         }
 
         Ok(())
@@ -578,9 +588,10 @@ impl Tcp {
         self.sockets
             .get(&pair)
             .map(|s| {
-                s.buf
-                    .values()
-                    .any(|seg| matches!(seg, SequencedSegment::Data(_)))
+                s.buf.as_ref().is_some_and(|buf| {
+                    buf.values()
+                        .any(|seg| matches!(seg, SequencedSegment::Data(_)))
+                })
             })
             .unwrap_or(false)
     }
