@@ -406,9 +406,9 @@ impl StreamSocket {
     // them out of order.
     fn buffer(&mut self, seq: u64, segment: SequencedSegment) -> Result<(), Protocol> {
         // Edit (vendor/README.md): the next segment in order, with nothing parked, goes
-        // straight to the queue; the reorder buffer (which keeps its allocation once used)
-        // is made only for segments that arrive early or find the queue full. The state
-        // left behind is the one the general path below leaves.
+        // straight to the queue; the reorder buffer is made only for segments that arrive
+        // early or find the queue full (and let go once emptied, below). The state left
+        // behind is the one the general path below leaves.
         if seq == self.recv_seq + 1 && self.buf.is_none() {
             let mut segment = Some(segment);
             let sent = self
