@@ -1292,6 +1292,20 @@ fn fjall_refuses_a_directory_that_is_not_a_store_or_lost_its_keyspace() {
         error.contains("IMLAB-STORE") && error.contains("format 9"),
         "{error}"
     );
+
+    // A store of the layout before ids' keys were led by their hash.
+    std::fs::write(
+        dir.path().join("IMLAB-STORE"),
+        "imlab-store format 1\nengine fjall\n",
+    )
+    .unwrap();
+    let error = FjallEngine::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("IMLAB-STORE")
+            && error.contains("store format 1, this build reads format 2 only")
+            && error.contains("open it with the build that wrote it"),
+        "{error}"
+    );
 }
 
 /// Every regular file under `dir`, sorted.

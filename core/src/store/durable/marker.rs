@@ -17,8 +17,10 @@ use super::engine::EngineError;
 /// The marker file's name.
 pub const MARKER_FILE: &str = "IMLAB-STORE";
 
-/// The marker's format version written by this build.
-pub const MARKER_FORMAT: u32 = 1;
+/// The marker's format version written by this build. Format 2 (2026-12-05) leads every
+/// key of a user or group with four bytes of the id's hash (`keys.rs`); format 1's keys
+/// started with the id's length, so a build of either reads neither the other's keys.
+pub const MARKER_FORMAT: u32 = 2;
 
 /// The watermark file's name.
 pub const WATERMARK_FILE: &str = "IMLAB-STORE.commits";
@@ -60,7 +62,10 @@ pub fn check_marker(dir: &Path, engine_name: &str) -> Result<(), EngineError> {
     if format != MARKER_FORMAT {
         return Err(open_error(
             &marker,
-            format!("store format {format}, this build reads format {MARKER_FORMAT}"),
+            format!(
+                "store format {format}, this build reads format {MARKER_FORMAT} only (no \
+                 conversion: open it with the build that wrote it)"
+            ),
         ));
     }
     match lines.next().and_then(|line| line.strip_prefix("engine ")) {

@@ -502,7 +502,8 @@ impl<E: Engine> DurableStore<E> {
         let prefix = keys::id_prefix(user);
         let end = match max_seq.checked_add(1) {
             Some(end) => keys::inbox_key(user, end),
-            None => keys::prefix_end(&prefix).expect("an id prefix starts with its length"),
+            None => keys::prefix_end(&prefix)
+                .expect("an id prefix ends in its length or a UTF-8 byte, never 0xFF"),
         };
         self.shared
             .engine

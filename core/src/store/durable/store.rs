@@ -214,7 +214,8 @@ impl<E: Engine> DurableStore<E> {
         let start = keys::inbox_key(user, after_seq + 1);
         let end = match max_seq.checked_add(1) {
             Some(end) => keys::inbox_key(user, end),
-            None => keys::prefix_end(&prefix).expect("an id prefix starts with its length"),
+            None => keys::prefix_end(&prefix)
+                .expect("an id prefix ends in its length or a UTF-8 byte, never 0xFF"),
         };
         let rows = self
             .shared
