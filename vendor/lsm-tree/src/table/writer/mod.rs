@@ -101,8 +101,8 @@ pub struct Writer {
 
     linked_blob_files: Vec<LinkedFile>,
 
-    /// Edit (vendor/README.md): the table file's descriptor, and where the range whose
-    /// writeback was last started begins.
+    /// Edit (vendor/README.md): the table file's descriptor, and the start and end of the
+    /// range whose writeback was started last.
     #[cfg(target_os = "linux")]
     writeback: (std::os::fd::RawFd, u64, u64),
 
