@@ -1282,24 +1282,19 @@ fn fjall_refuses_a_directory_that_is_not_a_store_or_lost_its_keyspace() {
 
     let dir = tempfile::tempdir().unwrap();
     drop(FjallEngine::open(dir.path()).unwrap());
-    std::fs::write(
-        dir.path().join("IMLAB-STORE"),
-        "imlab-store format 9\nengine fjall\n",
-    )
-    .unwrap();
-    let error = FjallEngine::open(dir.path()).unwrap_err().to_string();
+    // The open's error with the marker saying `marker`.
+    let refused_with = |marker: &str| {
+        std::fs::write(dir.path().join("IMLAB-STORE"), marker).unwrap();
+        FjallEngine::open(dir.path()).unwrap_err().to_string()
+    };
+    let error = refused_with("imlab-store format 9\nengine fjall\n");
     assert!(
         error.contains("IMLAB-STORE") && error.contains("format 9"),
         "{error}"
     );
 
     // A store of the layout before ids' keys were led by their hash.
-    std::fs::write(
-        dir.path().join("IMLAB-STORE"),
-        "imlab-store format 1\nengine fjall\n",
-    )
-    .unwrap();
-    let error = FjallEngine::open(dir.path()).unwrap_err().to_string();
+    let error = refused_with("imlab-store format 1\nengine fjall\n");
     assert!(
         error.contains("IMLAB-STORE")
             && error.contains("store format 1, this build reads format 2 only")
