@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// the tables, as a retry always is.
     #[arg(long, default_value_t = DurableStoreLimits::default().dedupe_filter_bytes_max >> 20, value_name = "MIB", requires = "data_dir")]
     dedupe_filter_mib: usize,
+    /// How long a flush of --data-dir's store (a full 64 MiB memtable written out as a table,
+    /// about a third of a core-second) runs in the kernel's idle CPU class, taking only CPU
+    /// time the server leaves, before it competes for the CPU as the server does; 0s: never.
+    /// Linux, with the privilege to raise a thread's priority back (root or CAP_SYS_NICE);
+    /// otherwise flushes compete from the start.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION", requires = "data_dir")]
+    flush_idle_for: std::time::Duration,
     /// Serve TLS with this PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -199,8 +206,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,
     };
-    let (store, durable, store_name) =
-        open_store(args.data_dir.as_deref(), args.dedupe_filter_mib).await?;
+    let (store, durable, store_name) = open_store(
+        args.data_dir.as_deref(),
+        args.dedupe_filter_mib,
+        args.flush_idle_for,
+    )
+    .await?;
     let server = Arc::new(Server::new(
         config,
         ServerDeps {
@@ -306,10 +317,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The store `--data-dir` asks for: on disk (also returned as such, to close it), or in
-/// memory, with `dedupe_filter_mib` for the dedupe filter. Returns a name for logs.
+/// memory, with `dedupe_filter_mib` for the dedupe filter and flushes in the idle CPU class
+/// for up to `flush_idle_for`. Returns a name for logs.
 async fn open_store(
     data_dir: Option<&std::path::Path>,
     dedupe_filter_mib: usize,
+    flush_idle_for: std::time::Duration,
 ) -> anyhow::Result<(
     Arc<dyn Store>,
     Option<Arc<DurableStore<FjallEngine>>>,
@@ -321,7 +334,7 @@ async fn open_store(
         return Ok((store, None, "memory".to_string()));
     };
     let started = std::time::Instant::now();
-    let engine = FjallEngine::open(dir)
+    let engine = FjallEngine::open_with(dir, flush_idle_for)
         .with_context(|| format!("opening the store in --data-dir {}", dir.display()))?;
     let store = DurableStore::open(
         Arc::new(engine),

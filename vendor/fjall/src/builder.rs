@@ -57,6 +57,18 @@ impl<O: Openable> Builder<O> {
         self
     }
 
+    /// Edit (vendor/README.md): a flush that is not behind (no other sealed memtable of its
+    /// keyspace waits) runs on a thread of its own in the kernel's idle CPU class for up to
+    /// `idle_for`, then in the normal class (Linux, and only in a process that may move a
+    /// thread back: see [`crate::yielding`]).
+    ///
+    /// Default = zero: flushes run on the worker, in the normal class.
+    #[must_use]
+    pub fn flush_idle_for(mut self, idle_for: std::time::Duration) -> Self {
+        self.inner.flush_idle_for = idle_for;
+        self
+    }
+
     /// If `false`, write batches or transactions automatically flush data to the operating system.
     ///
     /// Default = false

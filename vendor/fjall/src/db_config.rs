@@ -48,6 +48,10 @@ pub struct Config {
     // pub(crate) journal_recovery_mode: RecoveryMode,
     //
     pub(crate) compaction_filter_factory_assigner: Option<CompactionFilterAssigner>,
+
+    /// Edit (vendor/README.md): how long a flush that is not behind runs in the idle CPU class
+    /// before it is moved back to the normal one; zero (upstream's behaviour): never idle.
+    pub(crate) flush_idle_for: std::time::Duration,
 }
 
 const DEFAULT_CPU_CORES: usize = 4;
@@ -90,6 +94,8 @@ impl Config {
             cache: Arc::new(Cache::with_capacity_bytes(/* 32 MiB */ 32 * 1_024 * 1_024)),
 
             compaction_filter_factory_assigner: None,
+
+            flush_idle_for: std::time::Duration::ZERO,
         }
     }
 }

@@ -128,6 +128,9 @@ mod stats;
 mod supervisor;
 mod tx;
 mod version;
+#[doc(hidden)]
+pub mod yielding;
+
 mod worker_pool;
 mod write_buffer_manager;
 

@@ -6,7 +6,7 @@ use crate::{
     compaction::worker::run as run_compaction, flush::worker::run as run_flush, poison::PoisonDart,
     stats::Stats, supervisor::Supervisor, Keyspace,
 };
-use lsm_tree::MemtableId;
+use lsm_tree::{AbstractTree, MemtableId};
 use std::{
     borrow::Cow,
     sync::{
@@ -228,12 +228,17 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                 }
             }
 
-            run_flush(
-                &task,
-                &ctx.supervisor.write_buffer_size,
-                &ctx.supervisor.snapshot_tracker,
-                &ctx.stats,
-            )?;
+            // Edit (vendor/README.md): a flush that is not behind yields the CPU.
+            let idle_for = ctx.supervisor.db_config.flush_idle_for;
+            let behind = task.keyspace.tree.sealed_memtable_count() > 1;
+            crate::yielding::run(!idle_for.is_zero() && !behind, idle_for, || {
+                run_flush(
+                    &task,
+                    &ctx.supervisor.write_buffer_size,
+                    &ctx.supervisor.snapshot_tracker,
+                    &ctx.stats,
+                )
+            })?;
 
             for _ in 0..ctx.pool_size {
                 ctx.sender

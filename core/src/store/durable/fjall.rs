@@ -55,14 +55,31 @@ impl std::fmt::Debug for FjallEngine {
     }
 }
 
+/// How long a flush (a full 64 MiB memtable written out as a table, about a third of a
+/// core-second) runs in the kernel's idle CPU class, taking only CPU time the server's threads
+/// leave, before it competes as they do: the vendored fjall's second edit (vendor/README.md).
+/// On a server near its capacity the flush's second was the one that failed a 10 ms p99;
+/// past capacity, where no CPU is left, this delays the flush by up to this long.
+pub const FLUSH_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl FjallEngine {
-    /// Opens the store in `dir`, creating it (and `dir`) when `dir` is missing or empty.
+    /// Opens the store in `dir`, creating it (and `dir`) when `dir` is missing or empty, with
+    /// flushes at the idle CPU class for up to [`FLUSH_IDLE_FOR`].
     ///
     /// Fails, naming the file or directory at fault, when `dir` is not empty and holds no
     /// marker, when the marker is unreadable or from another format or engine, when fjall's
     /// files are missing or damaged, or when fjall recovers fewer commits than the watermark
     /// says were durable.
     pub fn open(dir: impl AsRef<Path>) -> Result<FjallEngine, EngineError> {
+        FjallEngine::open_with(dir, FLUSH_IDLE_FOR)
+    }
+
+    /// [`FjallEngine::open`] with flushes at the idle CPU class for up to `flush_idle_for`
+    /// (zero: never, fjall's own behaviour).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        flush_idle_for: std::time::Duration,
+    ) -> Result<FjallEngine, EngineError> {
         let dir = dir.as_ref().to_path_buf();
         let keyspace_dir = dir.join(KEYSPACE_DIR);
         fs::create_dir_all(&dir).map_err(|error| open_error(&dir, format!("create: {error}")))?;
@@ -106,24 +123,28 @@ impl FjallEngine {
                     None => open_error(&keyspace_dir, format!("{what}: {error}")),
                 },
             };
-        let db = Database::builder(&keyspace_dir).open().map_err(|error| {
-            // A journal that fails recovery is named by file, not only by folder.
-            if let ::fjall::Error::JournalRecovery(recovery) = &error {
-                let journals = journal_files(&keyspace_dir);
-                if let [journal] = journals.as_slice() {
-                    return open_error(journal, format!("fjall journal recovery: {recovery}"));
+        let db = Database::builder(&keyspace_dir)
+            .flush_idle_for(flush_idle_for)
+            .open()
+            .map_err(|error| {
+                // A journal that fails recovery is named by file, not only by folder.
+                if let ::fjall::Error::JournalRecovery(recovery) = &error {
+                    let journals = journal_files(&keyspace_dir);
+                    if let [journal] = journals.as_slice() {
+                        return open_error(journal, format!("fjall journal recovery: {recovery}"));
+                    }
+                    let names: Vec<String> =
+                        journals.iter().map(|j| j.display().to_string()).collect();
+                    return open_error(
+                        &keyspace_dir,
+                        format!(
+                            "fjall journal recovery: {recovery}, in one of the journals {}",
+                            names.join(", ")
+                        ),
+                    );
                 }
-                let names: Vec<String> = journals.iter().map(|j| j.display().to_string()).collect();
-                return open_error(
-                    &keyspace_dir,
-                    format!(
-                        "fjall journal recovery: {recovery}, in one of the journals {}",
-                        names.join(", ")
-                    ),
-                );
-            }
-            fjall_error("open", error)
-        })?;
+                fjall_error("open", error)
+            })?;
         let open_keyspace = |name: &str| {
             if exists && !db.keyspace_exists(name) {
                 return Err(open_error(
