@@ -13,10 +13,10 @@
 //! Off unless asked for (`Builder::flush_idle_for`). The idle class would let a host that is
 //! busy with other work starve the flush (and fjall then stalls writes until it ends), so it
 //! is bounded: after the time asked for, the waiting worker moves the flush back to the normal
-//! class. Moving a thread back needs the privilege to
-//! raise a thread's priority (root, `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more); a
-//! process without it flushes as upstream does, on the worker at the normal class. The same
-//! when the flush is behind (another memtable of its keyspace is already waiting).
+//! class. Moving a thread back needs the privilege to raise a thread's priority (root,
+//! `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more); a process without it flushes as upstream
+//! does, on the worker in the normal class. So does a flush that is behind (another memtable
+//! of its keyspace already waiting: `worker_pool.rs` decides).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
