@@ -10,17 +10,18 @@ use fjall::AbstractTree;
 use fjall::yielding::{self, IDLE, MOVED_BACK, NORMAL, RUN_AT_IDLE};
 
 /// These tests run as root (CI and the development machines), which may move a thread back
-/// from the idle class; a process that may not flushes on the worker, as upstream does.
-fn may_move_back() -> bool {
-    yielding::may_move_back()
+/// from the idle class; a process that may not flushes on the worker, as upstream does, and
+/// would test nothing here.
+fn assert_privileged() {
+    assert!(
+        yielding::may_move_back(),
+        "run these tests as root (or with CAP_SYS_NICE)"
+    );
 }
 
 #[test]
 fn a_flush_runs_in_the_idle_class_and_its_table_reads_back() {
-    assert!(
-        may_move_back(),
-        "run these tests as root (or with CAP_SYS_NICE)"
-    );
+    assert_privileged();
     let dir = tempfile::tempdir().unwrap();
     let before = RUN_AT_IDLE.load(Ordering::Relaxed);
     {
@@ -53,11 +54,8 @@ fn a_flush_runs_in_the_idle_class_and_its_table_reads_back() {
 }
 
 #[test]
-fn work_runs_in_the_idle_class_on_a_thread_of_its_own_and_not_when_behind() {
-    assert!(
-        may_move_back(),
-        "run these tests as root (or with CAP_SYS_NICE)"
-    );
+fn work_runs_in_the_idle_class_on_a_thread_of_its_own_and_work_not_asked_runs_here() {
+    assert_privileged();
     let here = std::thread::current().id();
     let (class, thread) = yielding::run(true, Duration::from_secs(60), || {
         (yielding::class(), std::thread::current().id())
@@ -74,10 +72,7 @@ fn work_runs_in_the_idle_class_on_a_thread_of_its_own_and_not_when_behind() {
 
 #[test]
 fn work_past_its_time_is_moved_back_to_the_normal_class() {
-    assert!(
-        may_move_back(),
-        "run these tests as root (or with CAP_SYS_NICE)"
-    );
+    assert_privileged();
     let before = MOVED_BACK.load(Ordering::Relaxed);
     let moved_back_within = yielding::run(true, Duration::ZERO, || {
         let started = Instant::now();
@@ -97,10 +92,7 @@ fn work_past_its_time_is_moved_back_to_the_normal_class() {
 
 #[test]
 fn a_panic_in_the_work_reaches_the_caller() {
-    assert!(
-        may_move_back(),
-        "run these tests as root (or with CAP_SYS_NICE)"
-    );
+    assert_privileged();
     let caught = std::panic::catch_unwind(|| {
         yielding::run(true, Duration::from_secs(60), || -> u32 {
             panic!("flush failed")
