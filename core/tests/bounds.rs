@@ -359,7 +359,6 @@ fn alice_phone() -> (
     imlab_core::client::ClientHandle,
     impl Sized,
 ) {
-    use rand::SeedableRng;
 
     let (connector, server, store) = memory_server(ServerConfig::default());
     let (core, handle) = imlab_core::client::Client::new(
@@ -370,7 +369,7 @@ fn alice_phone() -> (
             interval: Duration::from_secs(60),
         }),
         std::sync::Arc::new(Recorder::default()),
-        rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        7,
     );
     (core, handle, (server, store))
 }

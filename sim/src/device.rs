@@ -407,14 +407,19 @@ fn start_app(
         clock,
         device: device as u32,
     });
-    let rng = ChaCha8Rng::seed_from_u64(
-        shared.seed ^ ((device as u64) << 24) ^ (incarnation << 56) ^ 0xc11e,
-    );
+    let rng_seed = shared.seed ^ ((device as u64) << 24) ^ (incarnation << 56) ^ 0xc11e;
     let connector = SimConnector {
         shared: shared.clone(),
         device,
     };
-    let (client, handle) = Client::new(connector, config, state.clone(), strategy, observer, rng);
+    let (client, handle) = Client::new(
+        connector,
+        config,
+        state.clone(),
+        strategy,
+        observer,
+        rng_seed,
+    );
     App {
         handle,
         task: tokio::spawn(client.run()),

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 pub use backoff::{Backoff, BackoffConfig, ParkedRng, jitter};
@@ -450,14 +449,15 @@ const SYNC_PAGE_BYTES_INITIAL: u32 = 16 * 1024;
 impl<C: Connector> Client<C> {
     /// Builds a client core on `state` and the handle to drive it.
     ///
-    /// `config` may be an `Arc` shared by many clients: a client only reads it.
+    /// `config` may be an `Arc` shared by many clients: a client only reads it. The backoff's
+    /// jitter is drawn from `ChaCha8Rng::seed_from_u64(rng_seed)`.
     pub fn new(
         connector: C,
         config: impl Into<Arc<ClientConfig>>,
         state: SharedClientState,
         heartbeat: Box<dyn HeartbeatStrategy>,
         observer: Arc<dyn ClientObserver>,
-        rng: ChaCha8Rng,
+        rng_seed: u64,
     ) -> (Client<C>, ClientHandle) {
         let config = config.into();
         let mailbox = Mailbox::new(COMMANDS_LEN_MAX);
@@ -473,7 +473,7 @@ impl<C: Connector> Client<C> {
             state,
             heartbeat,
             observer,
-            rng: ParkedRng::park(&rng),
+            rng: ParkedRng::new(rng_seed),
             commands: CoreEnd(mailbox),
             started: Instant::now(),
             app_state: AppState::Foreground,

@@ -20,7 +20,6 @@ use imlab_core::net::{Connector, TcpConnector};
 use imlab_core::proto::{self, Body, Frame};
 use imlab_core::server::{PushNotice, PushProvider, Server, ServerConfig, ServerDeps};
 use imlab_core::store::{MemoryStore, Store};
-use rand::SeedableRng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -287,7 +286,7 @@ impl TestClient {
                 interval: Duration::from_secs(60),
             }),
             recorder.clone(),
-            rand_chacha::ChaCha8Rng::seed_from_u64(7),
+            7,
         );
         let task = tokio::spawn(client.run());
         TestClient {

@@ -13,8 +13,6 @@ use imlab_core::client::{
 use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::heartbeat::{AppState, parse_strategy};
 use imlab_core::proto::Target;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinHandle;
 
 use super::{Describe, Device, DeviceEvents, Full, MsgId, Outgoing, Protocol, To};
@@ -180,7 +178,7 @@ impl Protocol for Arc<Imlab> {
             parse_strategy(self.heartbeat_of(client))
                 .expect("the heartbeat was validated before the run"),
             observer,
-            ChaCha8Rng::seed_from_u64(self.seed ^ u64::from(client)),
+            self.seed ^ u64::from(client),
         );
         // The core's future itself, not an async block awaiting it: a block would hold the
         // core (about 700 bytes) beside the future that owns it, in every client's task.
@@ -334,7 +332,7 @@ mod tests {
             ClientState::new("u1", "d1").shared(),
             parse_strategy("fixed:60s").unwrap(),
             Arc::new(imlab_core::client::NoObserver),
-            ChaCha8Rng::seed_from_u64(1),
+            1,
         );
         let task = futures::FutureExt::map(core.run(), drop);
         let size = std::mem::size_of_val(&task);

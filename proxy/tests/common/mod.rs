@@ -19,7 +19,6 @@ use imlab_core::net::TcpConnector;
 use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
 use imlab_core::store::{MemoryStore, Store};
 use imlab_proxy::{Proxy, ProxyConfig};
-use rand::SeedableRng;
 use tokio::sync::oneshot;
 
 /// Generous bound for anything that should happen soon on loopback.
@@ -177,7 +176,7 @@ pub fn client(
             interval: heartbeat,
         }),
         recorder.clone(),
-        rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        7,
     );
     let task = tokio::spawn(client.run());
     TestClient {

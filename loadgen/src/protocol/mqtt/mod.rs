@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub use packet::{Qos, Version};
 
@@ -208,11 +206,10 @@ impl Protocol for Arc<Mqtt> {
                 all: vec![self.inbox_topic(client)],
                 groups_joined: 0,
             }),
-            topics_changed: Notify::new(),
-            stop: CancellationToken::new(),
         });
-        let session = session::Session::new(self.clone(), client, events, shared.clone());
-        let task = tokio::spawn(session.run(connector));
+        let session =
+            session::Session::new(self.clone(), client, events, shared.clone(), connector);
+        let task = tokio::spawn(session.run());
         let device = MqttDevice {
             shared,
             protocol: self.clone(),
@@ -229,25 +226,42 @@ struct Topics {
     groups_joined: usize,
 }
 
-/// Messages the run gave a device to send, oldest first (at most [`OUTGOING_LEN_MAX`]), and
-/// the session's waker: a queue in the device's shared allocation that holds a buffer only
-/// while a message waits (tokio's bounded channel made a 512-byte state and a 1 KiB block of
-/// slots per device up front, `-Zprint-type-sizes`).
+/// Messages the run gave a device to send, oldest first (at most [`OUTGOING_LEN_MAX`]), what
+/// else the run tells the session (shut down, a group joined), and the session's waker: one
+/// allocation per device with its topics, holding a buffer only while a message waits (tokio's
+/// bounded channel made a 512-byte state and a 1 KiB block of slots per device up front; a
+/// cancellation token and a `Notify` were another allocation and 48 bytes, `-Zprint-type-sizes`).
 #[derive(Default)]
 struct Outbox {
     queue: VecDeque<Outgoing>,
+    /// The waiting session's, taken by whatever wakes it.
     waker: Option<Waker>,
+    /// The session waits for sends (its window has room): a push wakes it. A session with a
+    /// full window is not woken by every push.
+    wants_sends: bool,
     /// The device's handle is gone: nothing more will come.
     closed: bool,
+    /// The run shut the device down.
+    stopped: bool,
+    /// A group was joined since the session last looked.
+    topics_changed: bool,
+}
+
+/// What woke a session waiting on its device's shared state.
+#[derive(Debug)]
+enum Signal {
+    /// The run shut the device down, or its handle is gone and no send waits.
+    Stop,
+    /// The oldest send waiting.
+    Send(Outgoing),
+    /// A group was joined: subscribe to its topic.
+    TopicsChanged,
 }
 
 /// What the device handle and its session share.
 struct DeviceShared {
     outbox: Mutex<Outbox>,
     topics: Mutex<Topics>,
-    /// A group was joined: the session subscribes now if it is connected.
-    topics_changed: Notify,
-    stop: CancellationToken,
 }
 
 impl DeviceShared {
@@ -262,7 +276,12 @@ impl DeviceShared {
             return Err(Full);
         }
         outbox.queue.push_back(message);
-        let waker = outbox.waker.take();
+        let waker = if outbox.wants_sends {
+            outbox.wants_sends = false;
+            outbox.waker.take()
+        } else {
+            None
+        };
         drop(outbox);
         if let Some(waker) = waker {
             waker.wake();
@@ -270,20 +289,53 @@ impl DeviceShared {
         Ok(())
     }
 
+    /// Changes the shared state with `change` and wakes the session.
+    fn signal(&self, change: impl FnOnce(&mut Outbox)) {
+        let mut outbox = self.outbox();
+        change(&mut outbox);
+        let waker = outbox.waker.take();
+        drop(outbox);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// True once the run shut the device down.
+    fn stopped(&self) -> bool {
+        self.outbox().stopped
+    }
+
     /// The oldest message waiting, if any.
     fn try_outgoing(&self) -> Option<Outgoing> {
         self.outbox().pop()
     }
 
-    /// The oldest message waiting; `None` once the handle is gone and none waits.
-    fn poll_outgoing(&self, cx: &mut Context<'_>) -> Poll<Option<Outgoing>> {
+    /// What the session has to act on, in this order: a shutdown; with `take_sends`, the
+    /// oldest send waiting (or the end, once the handle is gone and none waits); with
+    /// `take_topics`, a group joined. Pending with the session's waker kept otherwise.
+    fn poll_signal(
+        &self,
+        cx: &mut Context<'_>,
+        take_sends: bool,
+        take_topics: bool,
+    ) -> Poll<Signal> {
         let mut outbox = self.outbox();
-        if let Some(message) = outbox.pop() {
-            return Poll::Ready(Some(message));
+        if outbox.stopped {
+            return Poll::Ready(Signal::Stop);
         }
-        if outbox.closed {
-            return Poll::Ready(None);
+        if take_sends {
+            if let Some(message) = outbox.pop() {
+                return Poll::Ready(Signal::Send(message));
+            }
+            if outbox.closed {
+                return Poll::Ready(Signal::Stop);
+            }
         }
+        if take_topics && outbox.topics_changed {
+            outbox.topics_changed = false;
+            return Poll::Ready(Signal::TopicsChanged);
+        }
+        outbox.wants_sends = take_sends;
         match &mut outbox.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
@@ -310,13 +362,7 @@ struct MqttDevice {
 
 impl Drop for MqttDevice {
     fn drop(&mut self) {
-        let mut outbox = self.shared.outbox();
-        outbox.closed = true;
-        let waker = outbox.waker.take();
-        drop(outbox);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.shared.signal(|outbox| outbox.closed = true);
     }
 }
 
@@ -335,12 +381,12 @@ impl Device for MqttDevice {
         topics.all.push(self.protocol.group_topic(group));
         topics.groups_joined += 1;
         drop(topics);
-        self.shared.topics_changed.notify_one();
+        self.shared.signal(|outbox| outbox.topics_changed = true);
         true
     }
 
     fn shutdown(&self) {
-        self.shared.stop.cancel();
+        self.shared.signal(|outbox| outbox.stopped = true);
     }
 }
 
@@ -383,8 +429,9 @@ mod tests {
     }
 
     /// The device's queue: in order, bounded (the send past the bound is refused and the
-    /// queue keeps what it had), a waiting session woken by a push and told when the handle
-    /// is gone, and no buffer kept once empty.
+    /// queue keeps what it had), a session waiting for sends woken by a push (one not
+    /// waiting for sends is not) and told when the handle is gone, and no buffer kept once
+    /// empty.
     #[test]
     fn the_outbox_keeps_order_and_its_bound_and_ends_with_the_handle() {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -405,8 +452,6 @@ mod tests {
                 all: Vec::new(),
                 groups_joined: 0,
             }),
-            topics_changed: Notify::new(),
-            stop: CancellationToken::new(),
         });
         let device = MqttDevice {
             shared: shared.clone(),
@@ -420,21 +465,29 @@ mod tests {
                 transport: "tcp",
             }),
         };
-        assert!(shared.poll_outgoing(&mut cx).is_pending());
+        // A session whose window is full is not woken by a push.
+        assert!(shared.poll_signal(&mut cx, false, true).is_pending());
+        device.send(outgoing(0)).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "not waiting for sends");
+        assert!(matches!(
+            shared.poll_signal(&mut cx, true, true),
+            Poll::Ready(Signal::Send(message)) if message.id.number == 0
+        ));
+        assert!(shared.poll_signal(&mut cx, true, true).is_pending());
         device.send(outgoing(0)).unwrap();
         assert_eq!(
             wakes.0.load(Ordering::SeqCst),
             1,
-            "a push wakes the waiting session"
+            "a push wakes the session waiting for sends"
         );
         for number in 1..OUTGOING_LEN_MAX as u64 {
             device.send(outgoing(number)).unwrap();
         }
         assert_eq!(device.send(outgoing(9_999)), Err(Full));
         for number in 0..OUTGOING_LEN_MAX as u64 {
-            match shared.poll_outgoing(&mut cx) {
-                Poll::Ready(Some(message)) => assert_eq!(message.id.number, number),
-                other => panic!("message {number}: {:?}", other.map(|m| m.map(|m| m.id))),
+            match shared.poll_signal(&mut cx, true, true) {
+                Poll::Ready(Signal::Send(message)) => assert_eq!(message.id.number, number),
+                other => panic!("message {number}: {other:?}"),
             }
         }
         assert_eq!(
@@ -442,15 +495,86 @@ mod tests {
             0,
             "an empty queue holds no buffer"
         );
-        assert!(shared.poll_outgoing(&mut cx).is_pending());
+        assert!(shared.poll_signal(&mut cx, true, true).is_pending());
         device.send(outgoing(5_000)).unwrap();
         drop(device);
-        // What was queued before the handle went still goes; then the end.
+        // What was queued before the handle went still goes; then the end (to a session
+        // taking sends: one with a full window still has its sends in flight to hear about).
         assert!(matches!(
-            shared.poll_outgoing(&mut cx),
-            Poll::Ready(Some(message)) if message.id.number == 5_000
+            shared.poll_signal(&mut cx, true, true),
+            Poll::Ready(Signal::Send(message)) if message.id.number == 5_000
         ));
-        assert!(matches!(shared.poll_outgoing(&mut cx), Poll::Ready(None)));
+        assert!(shared.poll_signal(&mut cx, false, true).is_pending());
+        assert!(matches!(
+            shared.poll_signal(&mut cx, true, true),
+            Poll::Ready(Signal::Stop)
+        ));
+    }
+
+    /// The run's other signals: a group joined wakes the waiting session and is taken once,
+    /// only by a logged-in session (one logging in subscribes to every topic anyway); a
+    /// shutdown wakes it and comes before the sends still queued.
+    #[test]
+    fn a_joined_group_and_a_shutdown_wake_the_session() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let shared = Arc::new(DeviceShared {
+            outbox: Mutex::default(),
+            topics: Mutex::new(Topics {
+                all: vec!["inbox".into()],
+                groups_joined: 0,
+            }),
+        });
+        let device = MqttDevice {
+            shared: shared.clone(),
+            protocol: Arc::new(Mqtt {
+                options: MqttOptions::default(),
+                tag: "t".into(),
+                heartbeat: "fixed:30s".into(),
+                body_bytes: 200,
+                seed: 1,
+                backoff: imlab_core::client::BackoffConfig::default(),
+                transport: "tcp",
+            }),
+        };
+        assert!(shared.poll_signal(&mut cx, false, true).is_pending());
+        assert!(device.join_group(3, &[1, 2]));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "a join wakes the session"
+        );
+        assert_eq!(shared.topics.lock().unwrap().all, ["inbox", "imlab/t/g/3"]);
+        // Not logged in: the change waits for the login.
+        assert!(shared.poll_signal(&mut cx, false, false).is_pending());
+        assert!(matches!(
+            shared.poll_signal(&mut cx, false, true),
+            Poll::Ready(Signal::TopicsChanged)
+        ));
+        assert!(shared.poll_signal(&mut cx, false, true).is_pending());
+
+        device.send(outgoing(1)).unwrap();
+        assert!(!shared.stopped());
+        device.shutdown();
+        assert!(shared.stopped());
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            2,
+            "a shutdown wakes the session"
+        );
+        assert!(matches!(
+            shared.poll_signal(&mut cx, true, true),
+            Poll::Ready(Signal::Stop)
+        ));
     }
 
     #[test]

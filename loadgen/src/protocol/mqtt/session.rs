@@ -11,20 +11,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use imlab_core::client::{Backoff, ParkedRng};
 use imlab_core::heartbeat::{HeartbeatEvent, HeartbeatStrategy, parse_strategy};
 use imlab_core::net::Connector;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::header::{Header, run_hash};
 use super::packet::{Connect, Inbound, Outbound, Qos, Version};
-use super::{DeviceShared, Mqtt};
+use super::{DeviceShared, Mqtt, Signal};
 use crate::protocol::{DeviceEvents, MsgId, Outgoing, Repeat, To};
 use crate::transport::{BoxStream, DynConnector};
 
@@ -54,12 +53,12 @@ enum End {
     Lost(&'static str),
 }
 
-/// A device's state across its connections.
+/// A device's state across its connections: everything its task keeps but the connection
+/// (`-Zprint-type-sizes`: the task's future is this, a [`Live`] and the wait of
+/// [`Session::drive`]).
 pub(super) struct Session {
     mqtt: Arc<Mqtt>,
-    client: u32,
-    client_id: String,
-    run: u64,
+    connector: DynConnector,
     events: DeviceEvents,
     shared: Arc<DeviceShared>,
     heartbeat: Box<dyn HeartbeatStrategy>,
@@ -68,12 +67,17 @@ pub(super) struct Session {
     /// QoS 2 publishes received whose PUBREL has not come, by packet id, with the message each
     /// carried (`None`: not one of this run's): a resend of one is no new message.
     awaiting_release: BTreeMap<u16, Option<MsgId>>,
-    next_pkid: u16,
-    max_packet_bytes: usize,
+    /// Draws the backoff's jitter.
+    rng: ParkedRng,
+    client: u32,
     /// CONNACKs so far. From the second on, a QoS 1 repeat may be the broker's redelivery
     /// after the reconnect, which starts at CONNACK, before the SUBACK that tells the
     /// ledger the device is back.
-    connacks: u64,
+    connacks: u32,
+    /// Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
+    confirmed: u32,
+    backoff: Backoff,
+    next_pkid: u16,
 }
 
 /// One connection's state.
@@ -81,21 +85,28 @@ struct Live {
     stream: BoxStream,
     read: BytesMut,
     write: BytesMut,
-    opened_at: Instant,
+    /// Until logged in, when the login times out; then when the next PINGREQ is due.
+    due_at: Instant,
+    /// A PINGREQ awaiting its PINGRESP: when it was sent, and the silence before it in
+    /// nanoseconds (exact, 8 bytes where a `Duration` takes 16).
+    ping: Option<(Instant, u64)>,
+    /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's.
+    subscribing: BTreeMap<u16, (u32, bool)>,
+    /// Topics subscribed (or being subscribed) on this connection, from the device's list.
+    topics_sent: u32,
+    /// Most publishes in flight on this connection.
+    window: u16,
     /// CONNACK received.
     acknowledged: bool,
     /// The login's SUBACK received: logged in.
     logged_in: bool,
-    /// Most publishes in flight on this connection.
-    window: usize,
-    /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's.
-    subscribing: BTreeMap<u16, (usize, bool)>,
-    /// Topics subscribed (or being subscribed) on this connection, from the device's list.
-    topics_sent: usize,
-    /// When the next PINGREQ is due.
-    next_ping_at: Instant,
-    /// A PINGREQ awaiting its PINGRESP: when it was sent and after what silence.
-    ping: Option<(Instant, Duration)>,
+}
+
+/// What ended a connection's wait.
+enum Woke {
+    Read(std::io::Result<usize>),
+    Signal(Signal),
+    Timer,
 }
 
 impl Session {
@@ -104,14 +115,14 @@ impl Session {
         client: u32,
         events: DeviceEvents,
         shared: Arc<DeviceShared>,
+        connector: DynConnector,
     ) -> Session {
         let heartbeat =
             parse_strategy(&mqtt.heartbeat).expect("the heartbeat was validated before the run");
         Session {
-            client_id: format!("{}{}-{client}", mqtt.options.client_id_prefix, mqtt.tag),
-            run: run_hash(&mqtt.tag),
-            max_packet_bytes: MAX_PACKET_BYTES_MIN.max(mqtt.body_bytes + 1024),
+            rng: ParkedRng::new(mqtt.seed ^ u64::from(client)),
             mqtt,
+            connector,
             client,
             events,
             shared,
@@ -119,8 +130,10 @@ impl Session {
             started: Instant::now(),
             inflight: BTreeMap::new(),
             awaiting_release: BTreeMap::new(),
-            next_pkid: 1,
             connacks: 0,
+            confirmed: 0,
+            backoff: Backoff::new(),
+            next_pkid: 1,
         }
     }
 
@@ -136,176 +149,225 @@ impl Session {
         self.started.elapsed()
     }
 
+    /// The largest packet taken from the broker: its length is checked before its bytes are
+    /// read.
+    fn max_packet_bytes(&self) -> usize {
+        MAX_PACKET_BYTES_MIN.max(self.mqtt.body_bytes + 1024)
+    }
+
     /// Connects, reconnects with backoff, until the run shuts the device down.
     ///
-    /// A plain fn returning an async block, not an `async fn`: an async fn keeps its arguments
-    /// twice in its future (`self` and the connector), in every client's task.
+    /// A plain fn returning an async block, not an `async fn`: an async fn keeps its argument
+    /// twice in its future, in every client's task.
     #[allow(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice"
     )]
-    pub(super) fn run(mut self, connector: DynConnector) -> impl Future<Output = ()> {
+    pub(super) fn run(mut self) -> impl Future<Output = ()> {
         async move {
-            let mut backoff = Backoff::new();
-            // Parked between draws: the generator's buffer would be 320 bytes in every
-            // client's task.
-            let mut rng = ParkedRng::park(&ChaCha8Rng::seed_from_u64(
-                self.mqtt.seed ^ u64::from(self.client),
-            ));
-            // Groups already confirmed to the run: each is confirmed once, at its first SUBACK.
-            let mut confirmed = 0usize;
             loop {
-                if self.shared.stop.is_cancelled() {
+                if self.shared.stopped() {
                     return;
                 }
                 self.events.connecting();
-                let end = self
-                    .connection(&connector, &mut confirmed, &mut backoff)
-                    .await;
-                let waiting_ping = matches!(end, End::Lost("heartbeat_timeout"));
-                match end {
+                // Matched as it comes, not named: a named end would be kept beside the
+                // backoff's timer.
+                let waiting_ping = match self.connection().await {
                     End::Shutdown => return,
                     End::Refused { cause, detail } => {
                         self.events.stopped(cause, detail);
                         return;
                     }
-                    End::LoginFailed { cause, detail } => self.events.login_failed(cause, detail),
-                    End::Lost(cause) => self.events.disconnected(cause),
-                }
+                    End::LoginFailed { cause, detail } => {
+                        self.events.login_failed(cause, detail);
+                        false
+                    }
+                    End::Lost(cause) => {
+                        self.events.disconnected(cause);
+                        cause == "heartbeat_timeout"
+                    }
+                };
                 let now = self.since_start();
                 if !waiting_ping {
                     self.heartbeat.on_event(&HeartbeatEvent::Disconnected, now);
                 }
-                let delay = rng.with(|rng| backoff.next_delay(&self.mqtt.backoff, rng));
-                tokio::select! {
-                    biased;
-                    () = self.shared.stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
+                let config = &self.mqtt.backoff;
+                let backoff = &mut self.backoff;
+                let delay = self.rng.with(|rng| backoff.next_delay(config, rng));
+                let stopped = {
+                    let shared = &self.shared;
+                    let mut sleep = std::pin::pin!(tokio::time::sleep(delay));
+                    std::future::poll_fn(move |cx| {
+                        if shared.poll_signal(cx, false, false).is_ready() {
+                            return Poll::Ready(true);
+                        }
+                        sleep.as_mut().poll(cx).map(|()| false)
+                    })
+                    .await
+                };
+                if stopped {
+                    return;
                 }
             }
         }
     }
 
     /// One connection, from TCP connect to its end.
-    async fn connection(
-        &mut self,
-        connector: &DynConnector,
-        confirmed: &mut usize,
-        backoff: &mut Backoff,
-    ) -> End {
-        let timeout = self.mqtt.options.ack_timeout;
-        let stream = tokio::select! {
-            biased;
-            () = self.shared.stop.cancelled() => return End::Shutdown,
-            result = tokio::time::timeout(timeout, connector.connect()) => match result {
-                Err(_) => return login_failed("connect_timeout", "TCP/TLS connect timed out".into()),
-                Ok(Err(error)) => {
-                    let cause = if error.kind() == std::io::ErrorKind::ConnectionRefused {
-                        "connection_refused"
-                    } else {
-                        "connect_failed"
-                    };
-                    return login_failed(cause, error.to_string());
-                }
-                Ok(Ok(stream)) => stream,
-            },
-        };
-        let mut live = Live {
-            stream,
-            read: BytesMut::new(),
-            write: BytesMut::new(),
-            opened_at: Instant::now(),
-            acknowledged: false,
-            logged_in: false,
-            window: usize::from(self.mqtt.options.inflight),
-            subscribing: BTreeMap::new(),
-            topics_sent: 0,
-            next_ping_at: Instant::now(),
-            ping: None,
-        };
+    ///
+    /// A plain fn returning an async block, as [`Session::run`].
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn connection(&mut self) -> impl Future<Output = End> + Send + '_ {
+        async move {
+            // Boxed: the connect's timer is needed only until the stream is there, not beside
+            // the connection's state for its whole life.
+            let timeout = self.mqtt.options.ack_timeout;
+            let stream = match Box::pin(connect(&self.shared, &self.connector, timeout)).await {
+                Ok(stream) => stream,
+                Err(end) => return end,
+            };
+            let now = Instant::now();
+            let mut live = Live {
+                stream,
+                read: BytesMut::new(),
+                write: BytesMut::new(),
+                due_at: now + self.mqtt.options.ack_timeout,
+                ping: None,
+                subscribing: BTreeMap::new(),
+                topics_sent: 0,
+                window: self.mqtt.options.inflight,
+                acknowledged: false,
+                logged_in: false,
+            };
+            self.write_connect(&mut live);
+            // Matched as it comes: an end kept in a name would take a slot beside the goodbye's
+            // await.
+            match self.drive(&mut live).await {
+                End::Shutdown if live.acknowledged => {}
+                end => return end,
+            }
+            // Polite close, bounded (and boxed: its timer is not laid out in the task for the
+            // connection's life): the run is ending.
+            live.write.clear();
+            self.version().write(Outbound::Disconnect, &mut live.write);
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(1),
+                flush(&mut live),
+            ))
+            .await;
+            End::Shutdown
+        }
+    }
+
+    /// Writes the CONNECT into the connection's buffer.
+    fn write_connect(&self, live: &mut Live) {
+        let options = &self.mqtt.options;
         let connect = Connect {
-            client_id: self.client_id.clone(),
+            client_id: format!(
+                "{}{}-{}",
+                options.client_id_prefix, self.mqtt.tag, self.client
+            ),
             keep_alive_s: self
                 .heartbeat
                 .interval_max()
                 .as_secs()
                 .clamp(1, u64::from(u16::MAX)) as u16,
-            clean_start: self.mqtt.options.clean_start,
-            session_expiry_s: self.mqtt.options.session_expiry.map(|e| e.as_secs() as u32),
-            login: self
-                .mqtt
-                .options
+            clean_start: options.clean_start,
+            session_expiry_s: options.session_expiry.map(|e| e.as_secs() as u32),
+            login: options
                 .username
                 .clone()
-                .map(|user| (user, self.mqtt.options.password.clone().unwrap_or_default())),
+                .map(|user| (user, options.password.clone().unwrap_or_default())),
         };
         self.version()
             .write(Outbound::Connect(&connect), &mut live.write);
-        let end = self.drive(&mut live, confirmed, backoff).await;
-        if let End::Shutdown = end
-            && live.acknowledged
-        {
-            // Polite close, bounded: the run is ending.
-            live.write.clear();
-            self.version().write(Outbound::Disconnect, &mut live.write);
-            let _ = tokio::time::timeout(Duration::from_secs(1), flush(&mut live)).await;
-        }
-        end
     }
 
     /// The connection's loop: read, send within the window, subscribe, keep alive.
-    async fn drive(
-        &mut self,
-        live: &mut Live,
-        confirmed: &mut usize,
-        backoff: &mut Backoff,
-    ) -> End {
-        let timeout = self.mqtt.options.ack_timeout;
-        loop {
-            if !live.write.is_empty() {
-                match tokio::time::timeout(timeout, flush(live)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => return self.lost(live, "connection_lost", error.to_string()),
-                    Err(_) => return self.lost(live, "write_timeout", "write stalled".into()),
+    ///
+    /// A plain fn returning an async block, as [`Session::run`].
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn drive<'a>(&'a mut self, live: &'a mut Live) -> impl Future<Output = End> + Send + 'a {
+        async move {
+            loop {
+                if !live.write.is_empty() {
+                    let timeout = self.mqtt.options.ack_timeout;
+                    match tokio::time::timeout(timeout, flush(live)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            return self.lost(live, "connection_lost", error.to_string());
+                        }
+                        Err(_) => return self.lost(live, "write_timeout", "write stalled".into()),
+                    }
                 }
-            }
-            // Reads go into the thread's scratch buffer and only the bytes read are kept
-            // (`poll_read_appending`): the read buffer exists only while part of a packet
-            // waits, so an idle device holds none (it held a 2 KiB one for good).
-            if live.read.is_empty() {
-                live.read = BytesMut::new();
-            }
-            let may_send = live.logged_in && self.inflight.len() < live.window;
-            let deadline = self.deadline(live);
-            tokio::select! {
-                biased;
-                () = self.shared.stop.cancelled() => return End::Shutdown,
-                read = std::future::poll_fn(|cx| {
-                    imlab_core::framed::poll_read_appending(&mut live.stream, &mut live.read, cx)
-                }) => match read {
-                    Ok(0) => return self.lost(live, "connection_lost", "closed by the broker".into()),
-                    Err(error) => return self.lost(live, "connection_lost", error.to_string()),
-                    Ok(_) => {
-                        if let Some(end) = self.on_bytes(live, confirmed, backoff) {
+                // Reads go into the thread's scratch buffer and only the bytes read are kept
+                // (`poll_read_appending`): the read buffer exists only while part of a packet
+                // waits, so an idle device holds none (it held a 2 KiB one for good).
+                if live.read.is_empty() {
+                    live.read = BytesMut::new();
+                }
+                let may_send = live.logged_in && self.inflight.len() < usize::from(live.window);
+                let deadline = self.deadline(live);
+                // What a biased `tokio::select!` over the shutdown, the read, the sends, a group
+                // joined and the timer did, as one poll: its state is the timer and three
+                // pointers. The run's signals share one waker in the device's allocation.
+                let woke = {
+                    let shared = &self.shared;
+                    let logged_in = live.logged_in;
+                    let (stream, read) = (&mut live.stream, &mut live.read);
+                    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+                    std::future::poll_fn(move |cx| {
+                        if shared.stopped() {
+                            return Poll::Ready(Woke::Signal(Signal::Stop));
+                        }
+                        if let Poll::Ready(read) =
+                            imlab_core::framed::poll_read_appending(stream, read, cx)
+                        {
+                            return Poll::Ready(Woke::Read(read));
+                        }
+                        if let Poll::Ready(signal) = shared.poll_signal(cx, may_send, logged_in) {
+                            return Poll::Ready(Woke::Signal(signal));
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Timer);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                };
+                match woke {
+                    Woke::Signal(Signal::Stop) => return End::Shutdown,
+                    Woke::Read(Ok(0)) => {
+                        return self.lost(live, "connection_lost", "closed by the broker".into());
+                    }
+                    Woke::Read(Err(error)) => {
+                        return self.lost(live, "connection_lost", error.to_string());
+                    }
+                    Woke::Read(Ok(_)) => {
+                        if let Some(end) = self.on_bytes(live) {
                             return end;
                         }
                     }
-                },
-                message = std::future::poll_fn(|cx| self.shared.poll_outgoing(cx)), if may_send => {
-                    let Some(message) = message else { return End::Shutdown };
-                    self.publish(live, message);
-                    // Take what else is due at once, up to the window, into one write.
-                    while self.inflight.len() < live.window {
-                        let Some(message) = self.shared.try_outgoing() else { break };
+                    Woke::Signal(Signal::Send(message)) => {
                         self.publish(live, message);
+                        // Take what else is due at once, up to the window, into one write.
+                        while self.inflight.len() < usize::from(live.window) {
+                            let Some(message) = self.shared.try_outgoing() else {
+                                break;
+                            };
+                            self.publish(live, message);
+                        }
                     }
-                }
-                () = self.shared.topics_changed.notified(), if live.logged_in => {
-                    self.subscribe_new(live, false);
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    if let Some(end) = self.on_timer(live) {
-                        return end;
+                    Woke::Signal(Signal::TopicsChanged) => self.subscribe_new(live, false),
+                    Woke::Timer => {
+                        if let Some(end) = self.on_timer(live) {
+                            return end;
+                        }
                     }
                 }
             }
@@ -316,11 +378,11 @@ impl Session {
     fn deadline(&self, live: &Live) -> Instant {
         let timeout = self.mqtt.options.ack_timeout;
         if !live.logged_in {
-            return live.opened_at + timeout;
+            return live.due_at;
         }
         let mut at = match live.ping {
             Some((sent_at, _)) => sent_at + timeout,
-            None => live.next_ping_at,
+            None => live.due_at,
         };
         if let Some(oldest) = self.inflight.values().map(|f| f.sent_at).min() {
             at = at.min(oldest + timeout);
@@ -332,7 +394,7 @@ impl Session {
         let now = Instant::now();
         let timeout = self.mqtt.options.ack_timeout;
         if !live.logged_in {
-            if now < live.opened_at + timeout {
+            if now < live.due_at {
                 return None;
             }
             let (cause, what) = if live.acknowledged {
@@ -364,15 +426,16 @@ impl Session {
         match live.ping {
             Some((sent_at, interval)) if sent_at + timeout <= now => {
                 let since = self.since_start();
+                let interval = Duration::from_nanos(interval);
                 self.heartbeat
                     .on_event(&HeartbeatEvent::Failed { interval }, since);
                 return Some(self.lost(live, "heartbeat_timeout", String::new()));
             }
-            None if live.next_ping_at <= now => {
+            None if live.due_at <= now => {
                 let since = self.since_start();
                 let interval = self.heartbeat.interval(since);
                 self.version().write(Outbound::PingReq, &mut live.write);
-                live.ping = Some((now, interval));
+                live.ping = Some((now, nanos(interval)));
             }
             _ => {}
         }
@@ -394,14 +457,10 @@ impl Session {
     }
 
     /// Handles every whole packet read so far.
-    fn on_bytes(
-        &mut self,
-        live: &mut Live,
-        confirmed: &mut usize,
-        backoff: &mut Backoff,
-    ) -> Option<End> {
+    fn on_bytes(&mut self, live: &mut Live) -> Option<End> {
+        let max_packet_bytes = self.max_packet_bytes();
         loop {
-            let packet = match self.version().read(&mut live.read, self.max_packet_bytes) {
+            let packet = match self.version().read(&mut live.read, max_packet_bytes) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return None,
                 Err(error) if !live.acknowledged => {
@@ -426,19 +485,13 @@ impl Session {
                 self.heartbeat
                     .on_event(&HeartbeatEvent::Traffic { outbound: false }, since);
             }
-            if let Some(end) = self.on_packet(live, packet, confirmed, backoff) {
+            if let Some(end) = self.on_packet(live, packet) {
                 return Some(end);
             }
         }
     }
 
-    fn on_packet(
-        &mut self,
-        live: &mut Live,
-        packet: Inbound,
-        confirmed: &mut usize,
-        backoff: &mut Backoff,
-    ) -> Option<End> {
+    fn on_packet(&mut self, live: &mut Live, packet: Inbound) -> Option<End> {
         match packet {
             Inbound::ConnAck {
                 accepted,
@@ -460,7 +513,7 @@ impl Session {
                     self.awaiting_release.clear();
                 }
                 if let Some(most) = receive_maximum {
-                    live.window = live.window.min(usize::from(most.max(1)));
+                    live.window = live.window.min(most.max(1));
                 }
                 self.resend(live);
                 self.subscribe_new(live, true);
@@ -475,7 +528,7 @@ impl Session {
                 }
                 if login {
                     live.logged_in = true;
-                    backoff.reset();
+                    self.backoff.reset();
                     let since = self.since_start();
                     self.heartbeat.on_event(
                         &HeartbeatEvent::Connected {
@@ -483,7 +536,7 @@ impl Session {
                         },
                         since,
                     );
-                    live.next_ping_at = Instant::now() + self.heartbeat.interval(since);
+                    live.due_at = Instant::now() + self.heartbeat.interval(since);
                     if self.mqtt.options.clean_start {
                         // A clean start kept nothing for the device while it was away.
                         self.events.session_reset();
@@ -492,8 +545,8 @@ impl Session {
                 }
                 // Topics past the inbox are groups, in join order: confirm the new ones.
                 let groups_subscribed = live.topics_sent.saturating_sub(1);
-                while *confirmed < groups_subscribed && live.subscribing.is_empty() {
-                    *confirmed += 1;
+                while self.confirmed < groups_subscribed && live.subscribing.is_empty() {
+                    self.confirmed += 1;
                     self.events.group_ready();
                 }
             }
@@ -536,9 +589,10 @@ impl Session {
             Inbound::PingResp => {
                 if let Some((_, interval)) = live.ping.take() {
                     let since = self.since_start();
+                    let interval = Duration::from_nanos(interval);
                     self.heartbeat
                         .on_event(&HeartbeatEvent::Succeeded { interval }, since);
-                    live.next_ping_at = Instant::now() + self.heartbeat.interval(since);
+                    live.due_at = Instant::now() + self.heartbeat.interval(since);
                 }
             }
             Inbound::Disconnect(reason) => {
@@ -576,7 +630,7 @@ impl Session {
                 self.version()
                     .write(Outbound::PubRec(pkid), &mut live.write);
                 let ours = Header::parse(payload)
-                    .filter(|header| header.run == self.run)
+                    .filter(|header| header.run == run_hash(&self.mqtt.tag))
                     .map(|header| header.id);
                 if !self.received_once(pkid, ours) {
                     return;
@@ -587,7 +641,7 @@ impl Session {
         let Some(header) = Header::parse(payload) else {
             return;
         };
-        if header.run != self.run {
+        if header.run != run_hash(&self.mqtt.tag) {
             return;
         }
         self.events
@@ -638,7 +692,7 @@ impl Session {
             To::Group(group) => self.mqtt.group_topic(group),
         };
         let payload = Header {
-            run: self.run,
+            run: run_hash(&self.mqtt.tag),
             id: message.id,
             planned_us: message.planned_us,
         }
@@ -663,7 +717,7 @@ impl Session {
         self.heartbeat
             .on_event(&HeartbeatEvent::Traffic { outbound: true }, since);
         if live.ping.is_none() && self.heartbeat.restart_on_traffic() {
-            live.next_ping_at = Instant::now() + self.heartbeat.interval(since);
+            live.due_at = Instant::now() + self.heartbeat.interval(since);
         }
         if qos == Qos::AtMostOnce {
             self.events.loss_allowed(message.id);
@@ -717,7 +771,7 @@ impl Session {
     fn subscribe_new(&mut self, live: &mut Live, login: bool) {
         let topics: Vec<String> = {
             let topics = self.shared.topics.lock().unwrap_or_else(|p| p.into_inner());
-            topics.all[live.topics_sent..].to_vec()
+            topics.all[live.topics_sent as usize..].to_vec()
         };
         if topics.is_empty() {
             return;
@@ -731,8 +785,9 @@ impl Session {
             },
             &mut live.write,
         );
-        live.topics_sent += topics.len();
-        live.subscribing.insert(pkid, (topics.len(), login));
+        let n_topics = u32::try_from(topics.len()).expect("a device has few topics");
+        live.topics_sent += n_topics;
+        live.subscribing.insert(pkid, (n_topics, login));
     }
 
     /// A packet id no publish or subscription in flight holds.
@@ -748,12 +803,50 @@ impl Session {
     }
 }
 
+/// The TCP (or TLS) connect, within `timeout` (`--ack-timeout`), unless the run shuts the
+/// device down first.
+async fn connect(
+    shared: &DeviceShared,
+    connector: &DynConnector,
+    timeout: Duration,
+) -> Result<BoxStream, End> {
+    let mut connecting = std::pin::pin!(tokio::time::timeout(timeout, connector.connect()));
+    let result = std::future::poll_fn(move |cx| {
+        if shared.poll_signal(cx, false, false).is_ready() {
+            return Poll::Ready(None);
+        }
+        connecting.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match result {
+        None => Err(End::Shutdown),
+        Some(Err(_)) => Err(login_failed(
+            "connect_timeout",
+            "TCP/TLS connect timed out".into(),
+        )),
+        Some(Ok(Err(error))) => {
+            let cause = if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                "connection_refused"
+            } else {
+                "connect_failed"
+            };
+            Err(login_failed(cause, error.to_string()))
+        }
+        Some(Ok(Ok(stream))) => Ok(stream),
+    }
+}
+
 async fn flush(live: &mut Live) -> std::io::Result<()> {
     live.stream.write_all(&live.write).await?;
     live.stream.flush().await?;
     // Given back, not cleared: an idle device holds no write buffer.
     live.write = BytesMut::new();
     Ok(())
+}
+
+/// `duration` in nanoseconds (a heartbeat interval: far below 584 years).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn login_failed(cause: &'static str, detail: String) -> End {
@@ -787,5 +880,48 @@ fn connack_refused(code: &str) -> End {
             cause: "connack_refused",
             detail,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::ledger::LoadLedger;
+    use crate::protocol::mqtt::{MqttOptions, Topics};
+
+    /// A tokio task is one cell aligned to 128 bytes: its header (32), scheduler, id and spawn
+    /// location (24), the future's stage (the future and 8) and trailer (48). A device's
+    /// session future fits a 640-byte cell at 528 bytes or less; 8 more take 768 bytes in every
+    /// client of a run. It was 1,072 (a 1,280-byte cell) while the session kept a
+    /// cancellation token's and a `Notify`'s futures in its waits, the CONNECT beside the
+    /// connection, its client id, and its arguments twice.
+    #[tokio::test]
+    async fn a_session_fits_the_640_byte_task_cell() {
+        let mqtt = Arc::new(Mqtt {
+            options: MqttOptions::default(),
+            tag: "t".into(),
+            heartbeat: "fixed:30s".into(),
+            body_bytes: 200,
+            seed: 1,
+            backoff: imlab_core::client::BackoffConfig::default(),
+            transport: "tcp",
+        });
+        let shared = Arc::new(DeviceShared {
+            outbox: Mutex::default(),
+            topics: Mutex::new(Topics {
+                all: vec!["inbox".into()],
+                groups_joined: 0,
+            }),
+        });
+        let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(1))), 0);
+        let connector = DynConnector::new(imlab_core::net::TcpConnector {
+            target: "127.0.0.1:9".parse().unwrap(),
+        });
+        let session = Session::new(mqtt, 0, events, shared, connector);
+        let task = session.run();
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 528, "a session's task future is {size} bytes");
     }
 }
