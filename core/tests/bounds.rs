@@ -359,7 +359,6 @@ fn alice_phone() -> (
     imlab_core::client::ClientHandle,
     impl Sized,
 ) {
-
     let (connector, server, store) = memory_server(ServerConfig::default());
     let (core, handle) = imlab_core::client::Client::new(
         connector,

@@ -327,7 +327,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
             connection_id: login_reply.connection_id,
             max_seq: login_reply.max_seq,
         });
-        let network = client.network.clone();
+        let network = client.network().to_owned();
         client.heartbeat_event(HeartbeatEvent::Connected { network });
         let now = client.now();
         let first_interval = client.heartbeat.interval(now);
@@ -707,7 +707,7 @@ where
                     }
                     Some(Command::GoOnline) => client.online = true,
                     Some(Command::NetworkChanged { network }) => {
-                        client.network = network.clone();
+                        client.network = Some(Box::new(network.clone()));
                         client.sync_page_bytes = super::SYNC_PAGE_BYTES_INITIAL;
                         client.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
                         return Ok(DisconnectCause::NetworkChanged);
