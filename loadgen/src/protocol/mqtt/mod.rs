@@ -390,9 +390,49 @@ impl Device for MqttDevice {
     }
 }
 
+/// A run's protocol for unit tests: MQTT's defaults, tag `t`.
+#[cfg(test)]
+fn test_protocol() -> Arc<Mqtt> {
+    Arc::new(Mqtt {
+        options: MqttOptions::default(),
+        tag: "t".into(),
+        heartbeat: "fixed:30s".into(),
+        body_bytes: 200,
+        seed: 1,
+        backoff: imlab_core::client::BackoffConfig::default(),
+        transport: "tcp",
+    })
+}
+
+/// A device's shared state for unit tests, with its topics `all`.
+#[cfg(test)]
+fn test_shared(all: Vec<String>) -> Arc<DeviceShared> {
+    Arc::new(DeviceShared {
+        outbox: Mutex::default(),
+        topics: Mutex::new(Topics {
+            all,
+            groups_joined: 0,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+
+    /// A waker that counts its wakes.
+    fn counting_waker() -> (Arc<AtomicUsize>, Waker) {
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(AtomicUsize::new(0));
+        (wakes.clone(), Waker::from(Arc::new(Count(wakes))))
+    }
 
     #[test]
     fn options_that_cannot_work_are_errors_naming_the_flag() {
@@ -434,41 +474,22 @@ mod tests {
     /// empty.
     #[test]
     fn the_outbox_keeps_order_and_its_bound_and_ends_with_the_handle() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::Wake;
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let wakes = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
 
-        let shared = Arc::new(DeviceShared {
-            outbox: Mutex::default(),
-            topics: Mutex::new(Topics {
-                all: Vec::new(),
-                groups_joined: 0,
-            }),
-        });
+        let shared = test_shared(Vec::new());
         let device = MqttDevice {
             shared: shared.clone(),
-            protocol: Arc::new(Mqtt {
-                options: MqttOptions::default(),
-                tag: "t".into(),
-                heartbeat: "fixed:30s".into(),
-                body_bytes: 200,
-                seed: 1,
-                backoff: imlab_core::client::BackoffConfig::default(),
-                transport: "tcp",
-            }),
+            protocol: test_protocol(),
         };
         // A session whose window is full is not woken by a push.
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
         device.send(outgoing(0)).unwrap();
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "not waiting for sends");
+        assert_eq!(
+            wakes.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "not waiting for sends"
+        );
         assert!(matches!(
             shared.poll_signal(&mut cx, true, true),
             Poll::Ready(Signal::Send(message)) if message.id.number == 0
@@ -476,7 +497,7 @@ mod tests {
         assert!(shared.poll_signal(&mut cx, true, true).is_pending());
         device.send(outgoing(0)).unwrap();
         assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
+            wakes.load(std::sync::atomic::Ordering::SeqCst),
             1,
             "a push wakes the session waiting for sends"
         );
@@ -516,40 +537,17 @@ mod tests {
     /// shutdown wakes it and comes before the sends still queued.
     #[test]
     fn a_joined_group_and_a_shutdown_wake_the_session() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::Wake;
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let wakes = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        let shared = Arc::new(DeviceShared {
-            outbox: Mutex::default(),
-            topics: Mutex::new(Topics {
-                all: vec!["inbox".into()],
-                groups_joined: 0,
-            }),
-        });
+        let shared = test_shared(vec!["inbox".into()]);
         let device = MqttDevice {
             shared: shared.clone(),
-            protocol: Arc::new(Mqtt {
-                options: MqttOptions::default(),
-                tag: "t".into(),
-                heartbeat: "fixed:30s".into(),
-                body_bytes: 200,
-                seed: 1,
-                backoff: imlab_core::client::BackoffConfig::default(),
-                transport: "tcp",
-            }),
+            protocol: test_protocol(),
         };
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
         assert!(device.join_group(3, &[1, 2]));
         assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
+            wakes.load(std::sync::atomic::Ordering::SeqCst),
             1,
             "a join wakes the session"
         );
@@ -567,7 +565,7 @@ mod tests {
         device.shutdown();
         assert!(shared.stopped());
         assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
+            wakes.load(std::sync::atomic::Ordering::SeqCst),
             2,
             "a shutdown wakes the session"
         );

@@ -889,7 +889,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::LoadLedger;
-    use crate::protocol::mqtt::{MqttOptions, Topics};
+    use crate::protocol::mqtt::{test_protocol, test_shared};
 
     /// A tokio task is one cell aligned to 128 bytes: its header (32), scheduler, id and spawn
     /// location (24), the future's stage (the future and 8) and trailer (48). A device's
@@ -899,22 +899,7 @@ mod tests {
     /// connection, its client id, and its arguments twice.
     #[tokio::test]
     async fn a_session_fits_the_640_byte_task_cell() {
-        let mqtt = Arc::new(Mqtt {
-            options: MqttOptions::default(),
-            tag: "t".into(),
-            heartbeat: "fixed:30s".into(),
-            body_bytes: 200,
-            seed: 1,
-            backoff: imlab_core::client::BackoffConfig::default(),
-            transport: "tcp",
-        });
-        let shared = Arc::new(DeviceShared {
-            outbox: Mutex::default(),
-            topics: Mutex::new(Topics {
-                all: vec!["inbox".into()],
-                groups_joined: 0,
-            }),
-        });
+        let (mqtt, shared) = (test_protocol(), test_shared(vec!["inbox".into()]));
         let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(1))), 0);
         let connector = DynConnector::new(imlab_core::net::TcpConnector {
             target: "127.0.0.1:9".parse().unwrap(),
