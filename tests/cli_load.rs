@@ -466,6 +466,49 @@ fn more_clients_than_one_process_may_open_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a loopback address"));
 }
 
+/// A run that plans more messages than the ledger could keep in this machine's memory is
+/// refused before anything connects, naming the flags, instead of being killed partway.
+#[test]
+fn a_run_whose_ledger_outgrows_the_memory_is_refused_before_it_starts() {
+    let output = load(&[
+        "--target",
+        "127.0.0.1:9",
+        "--clients",
+        "2",
+        "--duration",
+        "100000h",
+        "--msg-rate",
+        "1000000",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--msg-rate 1000000")
+            && stderr.contains("MemAvailable")
+            && stderr.contains("imlab load merge"),
+        "{stderr}"
+    );
+    // Workers share the machine: the whole run's rate is judged before any starts.
+    let output = load(&[
+        "--target",
+        "127.0.0.1:9",
+        "--clients",
+        "4",
+        "--workers",
+        "2",
+        "--duration",
+        "100000h",
+        "--msg-rate",
+        "1000000",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--msg-rate 1000000") && stderr.contains("MemAvailable"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn messages_cross_between_workers_and_the_merge_judges_each_by_identity() {
     let (_server, addr) = common::serve_guarded(&[]);

@@ -151,7 +151,73 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     if let Some(population) = &config.population {
         validate_population(config, population)?;
     }
-    Ok(())
+    // The least a message costs: a `--scenario` run's conversations are judged at one
+    // recipient.
+    let pattern = match config.population {
+        Some(_) => Pattern::OneToOne,
+        None => config.pattern,
+    };
+    check_ledger_memory(config.msg_rate, config.duration, pattern)
+}
+
+/// Refuses a run of `msg_rate` for `duration` whose ledger would outgrow the memory this
+/// machine has available (see `check_ledger_fits`). `--workers` checks the whole run's rate
+/// before it starts its workers, which share the machine.
+pub fn check_ledger_memory(
+    msg_rate: f64,
+    duration: Duration,
+    pattern: Pattern,
+) -> Result<(), LoadError> {
+    let recipients = match pattern {
+        Pattern::Group(size) => size.saturating_sub(1).max(1),
+        Pattern::OneToOne => 1,
+    };
+    check_ledger_fits(msg_rate, duration, recipients, mem_available_bytes())
+}
+
+/// The memory this machine has for new allocations (`MemAvailable` in `/proc/meminfo`), or
+/// `None` where that cannot be read.
+fn mem_available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices, whose
+/// ledger would outgrow `available` bytes: every planned message is kept to the run's end
+/// ([`crate::ledger::bytes_per_message`]), so a long run at a high rate would otherwise be
+/// killed for memory partway. Judged on the least a message costs, so a run that fits is
+/// never refused; `None` (not Linux): not checked.
+fn check_ledger_fits(
+    msg_rate: f64,
+    duration: Duration,
+    recipients: usize,
+    available: Option<u64>,
+) -> Result<(), LoadError> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let messages = msg_rate * duration.as_secs_f64();
+    let bytes = messages * crate::ledger::bytes_per_message(recipients) as f64;
+    if bytes <= available as f64 {
+        return Ok(());
+    }
+    let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
+    Err(LoadError::Invalid(format!(
+        "--msg-rate {} for --duration {:?} plans about {messages:.0} messages, and the ledger \
+         keeps every one to the end (at least {} bytes each: {:.1} GiB), more than the {:.1} \
+         GiB of memory this machine has available (MemAvailable in /proc/meminfo): lower the \
+         rate, shorten the run, or split it across machines, each with its part of the \
+         clients and rate, and merge their results (imlab load merge)",
+        msg_rate,
+        duration,
+        crate::ledger::bytes_per_message(recipients),
+        gib(bytes),
+        gib(available as f64),
+    )))
 }
 
 /// A `--scenario` run: imlab's protocol in one process, the scenario's carriers.
@@ -845,5 +911,44 @@ async fn report_every_second(shared: Arc<Shared>, stop: CancellationToken) {
         if let Ok(results) = results {
             (shared.progress)(&results);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run whose ledger outgrows the memory available is refused before it starts, naming
+    /// the flags and the sizes; one that fits, or a machine whose memory cannot be read, is
+    /// not.
+    #[test]
+    fn a_run_whose_ledger_outgrows_the_memory_is_refused_naming_the_flags() {
+        let gib = 1u64 << 30;
+        let hour = Duration::from_secs(3_600);
+        // 30,000 msg/s for an hour: 108 million messages, at least 10 GiB.
+        let error = check_ledger_fits(30_000.0, hour, 1, Some(8 * gib)).unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "--msg-rate 30000",
+            "--duration 3600s",
+            "108000000 messages",
+            "8.0",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in {text}");
+        }
+        assert!(check_ledger_fits(30_000.0, hour, 1, Some(64 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, None).is_ok());
+        // Group messages cost more: the same run to groups of 50 no longer fits 32 GiB.
+        assert!(check_ledger_fits(30_000.0, hour, 1, Some(32 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 49, Some(32 * gib)).is_err());
+    }
+
+    /// The estimate is the least a message costs: at most the 140 bytes a message at one
+    /// recipient was measured to cost (`bytes_per_message`), and growing with recipients.
+    #[test]
+    fn the_ledger_estimate_is_at_most_what_a_message_was_measured_to_cost() {
+        let one = crate::ledger::bytes_per_message(1);
+        assert!((64..=140).contains(&one), "{one} bytes");
+        assert!(crate::ledger::bytes_per_message(49) > one + 2 * 4 * 48);
     }
 }
