@@ -202,10 +202,7 @@ impl Protocol for Arc<Mqtt> {
     ) -> (Box<dyn Device>, JoinHandle<()>) {
         let shared = Arc::new(DeviceShared {
             outbox: Mutex::default(),
-            topics: Mutex::new(Topics {
-                all: vec![self.inbox_topic(client)],
-                groups_joined: 0,
-            }),
+            groups: Mutex::default(),
         });
         let session =
             session::Session::new(self.clone(), client, events, shared.clone(), connector);
@@ -216,14 +213,6 @@ impl Protocol for Arc<Mqtt> {
         };
         (Box::new(device), task)
     }
-}
-
-/// A device's topics: its inbox first, then its groups', in the order joined.
-#[derive(Debug)]
-struct Topics {
-    all: Vec<String>,
-    /// Groups joined so far (each is confirmed once subscribed).
-    groups_joined: usize,
 }
 
 /// Messages the run gave a device to send, oldest first (at most [`OUTGOING_LEN_MAX`]), what
@@ -261,7 +250,10 @@ enum Signal {
 /// What the device handle and its session share.
 struct DeviceShared {
     outbox: Mutex<Outbox>,
-    topics: Mutex<Topics>,
+    /// The topics of the groups joined, in the order joined (each is confirmed once
+    /// subscribed). The inbox's topic is made from the template at each login: a device
+    /// without groups holds no topic.
+    groups: Mutex<Vec<String>>,
 }
 
 impl DeviceShared {
@@ -374,13 +366,12 @@ impl Device for MqttDevice {
     fn join_group(&self, group: u32, _members: &[u32]) -> bool {
         // MQTT has no groups: every member subscribes to the group's topic and confirms once
         // the broker granted the subscription.
-        let mut topics = self.shared.topics.lock().unwrap_or_else(|p| p.into_inner());
-        if topics.groups_joined >= GROUPS_PER_DEVICE_MAX {
+        let mut groups = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if groups.len() >= GROUPS_PER_DEVICE_MAX {
             return false;
         }
-        topics.all.push(self.protocol.group_topic(group));
-        topics.groups_joined += 1;
-        drop(topics);
+        groups.push(self.protocol.group_topic(group));
+        drop(groups);
         self.shared.signal(|outbox| outbox.topics_changed = true);
         true
     }
@@ -404,15 +395,12 @@ fn test_protocol() -> Arc<Mqtt> {
     })
 }
 
-/// A device's shared state for unit tests, with its topics `all`.
+/// A device's shared state for unit tests, in no group.
 #[cfg(test)]
-fn test_shared(all: Vec<String>) -> Arc<DeviceShared> {
+fn test_shared() -> Arc<DeviceShared> {
     Arc::new(DeviceShared {
         outbox: Mutex::default(),
-        topics: Mutex::new(Topics {
-            all,
-            groups_joined: 0,
-        }),
+        groups: Mutex::default(),
     })
 }
 
@@ -477,7 +465,7 @@ mod tests {
         let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
 
-        let shared = test_shared(Vec::new());
+        let shared = test_shared();
         let device = MqttDevice {
             shared: shared.clone(),
             protocol: test_protocol(),
@@ -539,7 +527,7 @@ mod tests {
     fn a_joined_group_and_a_shutdown_wake_the_session() {
         let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        let shared = test_shared(vec!["inbox".into()]);
+        let shared = test_shared();
         let device = MqttDevice {
             shared: shared.clone(),
             protocol: test_protocol(),
@@ -551,7 +539,7 @@ mod tests {
             1,
             "a join wakes the session"
         );
-        assert_eq!(shared.topics.lock().unwrap().all, ["inbox", "imlab/t/g/3"]);
+        assert_eq!(*shared.groups.lock().unwrap(), ["imlab/t/g/3"]);
         // Not logged in: the change waits for the login.
         assert!(shared.poll_signal(&mut cx, false, false).is_pending());
         assert!(matches!(

@@ -92,7 +92,8 @@ struct Live {
     ping: Option<(Instant, u64)>,
     /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's.
     subscribing: BTreeMap<u16, (u32, bool)>,
-    /// Topics subscribed (or being subscribed) on this connection, from the device's list.
+    /// Topics subscribed (or being subscribed) on this connection: the inbox's, then the
+    /// groups' in the order joined.
     topics_sent: u32,
     /// Most publishes in flight on this connection.
     window: u16,
@@ -767,11 +768,16 @@ impl Session {
     }
 
     /// Subscribes to the device's topics this connection has not subscribed yet (all of
-    /// them at login).
+    /// them at login: its inbox's first, then its groups' in the order joined).
     fn subscribe_new(&mut self, live: &mut Live, login: bool) {
         let topics: Vec<String> = {
-            let topics = self.shared.topics.lock().unwrap_or_else(|p| p.into_inner());
-            topics.all[live.topics_sent as usize..].to_vec()
+            let groups = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let inbox = (live.topics_sent == 0).then(|| self.mqtt.inbox_topic(self.client));
+            let groups_sent = (live.topics_sent as usize).saturating_sub(1);
+            inbox
+                .into_iter()
+                .chain(groups[groups_sent..].iter().cloned())
+                .collect()
         };
         if topics.is_empty() {
             return;
@@ -899,7 +905,7 @@ mod tests {
     /// connection, its client id, and its arguments twice.
     #[tokio::test]
     async fn a_session_fits_the_640_byte_task_cell() {
-        let (mqtt, shared) = (test_protocol(), test_shared(vec!["inbox".into()]));
+        let (mqtt, shared) = (test_protocol(), test_shared());
         let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(1))), 0);
         let connector = DynConnector::new(imlab_core::net::TcpConnector {
             target: "127.0.0.1:9".parse().unwrap(),
