@@ -925,7 +925,7 @@ mod tests {
     fn a_run_whose_ledger_outgrows_the_memory_is_refused_naming_the_flags() {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
-        // 30,000 msg/s for an hour: 108 million messages, at least 10 GiB.
+        // 30,000 msg/s for an hour: 108 million messages, at least 12.5 GiB.
         let error = check_ledger_fits(30_000.0, hour, 1, Some(8 * gib)).unwrap_err();
         let text = error.to_string();
         for expected in [
