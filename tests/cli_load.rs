@@ -470,43 +470,31 @@ fn more_clients_than_one_process_may_open_is_a_clear_error() {
 /// refused before anything connects, naming the flags, instead of being killed partway.
 #[test]
 fn a_run_whose_ledger_outgrows_the_memory_is_refused_before_it_starts() {
-    let output = load(&[
+    let run = [
         "--target",
         "127.0.0.1:9",
-        "--clients",
-        "2",
         "--duration",
         "100000h",
         "--msg-rate",
         "1000000",
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--msg-rate 1000000")
-            && stderr.contains("MemAvailable")
-            && stderr.contains("imlab load merge"),
-        "{stderr}"
-    );
-    // Workers share the machine: the whole run's rate is judged before any starts.
-    let output = load(&[
-        "--target",
-        "127.0.0.1:9",
-        "--clients",
-        "4",
-        "--workers",
-        "2",
-        "--duration",
-        "100000h",
-        "--msg-rate",
-        "1000000",
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--msg-rate 1000000") && stderr.contains("MemAvailable"),
-        "{stderr}"
-    );
+    ];
+    // One process, then workers: they share the machine, so the whole run's rate is judged
+    // before any starts (a worker's own check, of its share, would come after `--workers`
+    // asked for `--out`).
+    for extra in [
+        &["--clients", "2"][..],
+        &["--clients", "4", "--workers", "2"],
+    ] {
+        let output = load(&[&run[..], extra].concat());
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--msg-rate 1000000")
+                && stderr.contains("MemAvailable")
+                && stderr.contains("imlab load merge"),
+            "{extra:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -410,6 +410,16 @@ mod tests {
 
     use super::*;
 
+    /// A device's handle and the state it shares with its (absent) session.
+    fn test_device() -> (Arc<DeviceShared>, MqttDevice) {
+        let shared = test_shared();
+        let device = MqttDevice {
+            shared: shared.clone(),
+            protocol: test_protocol(),
+        };
+        (shared, device)
+    }
+
     /// A waker that counts its wakes.
     fn counting_waker() -> (Arc<AtomicUsize>, Waker) {
         struct Count(Arc<AtomicUsize>);
@@ -464,12 +474,7 @@ mod tests {
     fn the_outbox_keeps_order_and_its_bound_and_ends_with_the_handle() {
         let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-
-        let shared = test_shared();
-        let device = MqttDevice {
-            shared: shared.clone(),
-            protocol: test_protocol(),
-        };
+        let (shared, device) = test_device();
         // A session whose window is full is not woken by a push.
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
         device.send(outgoing(0)).unwrap();
@@ -527,11 +532,7 @@ mod tests {
     fn a_joined_group_and_a_shutdown_wake_the_session() {
         let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        let shared = test_shared();
-        let device = MqttDevice {
-            shared: shared.clone(),
-            protocol: test_protocol(),
-        };
+        let (shared, device) = test_device();
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
         assert!(device.join_group(3, &[1, 2]));
         assert_eq!(
