@@ -77,10 +77,10 @@ impl Crossings {
         let clients = ledger.clients();
         let mut owed = Vec::new();
         for (id, message) in ledger.planned_messages() {
-            let Some(acked_us) = message.acked_us else {
+            let Some(acked_us) = message.acked_us() else {
                 continue;
             };
-            for recipient in message.recipients.iter().filter(|r| !clients.contains(r)) {
+            for recipient in message.recipients().iter().filter(|r| !clients.contains(r)) {
                 owed.push(Owed {
                     id: (id.sender, id.number),
                     recipient: *recipient,

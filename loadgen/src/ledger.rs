@@ -35,14 +35,18 @@ pub struct Received {
 }
 
 /// The least memory the ledger keeps for a planned message to `recipients` devices, for the
-/// whole run: its record, its index entry, and its recipients' and deliveries' lists (each a
-/// heap chunk of at least 8 bytes, and 16 once a delivery is recorded). Every message is kept
-/// to the end so that a late or repeated delivery is judged against it: 140 bytes a message at
-/// one recipient were measured (RSS from 20 to 87 MB over 480,000 messages, 2026-12-05),
-/// this estimate 124 for them.
+/// whole run: its record and its index entry, and for more than one recipient their list (a
+/// heap chunk of at least 8 bytes) and, past 64, the list of devices it reached. Every message
+/// is kept to the end so that a late or repeated delivery is judged against it.
 pub fn bytes_per_message(recipients: usize) -> usize {
     let list = |len: usize| (4 * len).next_power_of_two().max(8);
-    std::mem::size_of::<Planned>() + 4 + list(recipients) + list(recipients.max(4))
+    let recipients_list = if recipients > 1 { list(recipients) } else { 0 };
+    let delivered_list = if recipients > MASK_BITS {
+        std::mem::size_of::<Vec<u32>>() + list(recipients)
+    } else {
+        0
+    };
+    std::mem::size_of::<Planned>() + 4 + recipients_list + delivered_list
 }
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
@@ -50,21 +54,17 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// One planned message.
+/// One planned message: 64 bytes, and no heap allocation for a message to one device.
 #[derive(Debug, Clone)]
 pub struct Planned {
     /// Planned send time, µs since the run started.
     pub planned_us: u64,
+    /// When the server acked it, µs since start; [`NOT_ACKED`] until then.
+    acked_us: u64,
     /// Sending client.
     pub sender: u32,
     /// The sender's count of planned sends before this one.
-    pub number: u64,
-    /// Devices that must receive it (the sender's own echo excluded).
-    pub recipients: Vec<u32>,
-    /// When the server acked it, µs since start.
-    pub acked_us: Option<u64>,
-    /// Devices it reached.
-    pub delivered: Vec<u32>,
+    number: u32,
     /// Times the server refused it for now (rate limited, overloaded); the core retries.
     pub refusals: u32,
     /// The server refused it for good (unknown group...).
@@ -74,6 +74,107 @@ pub struct Planned {
     /// The protocol sent it again itself (MQTT QoS 1 after a reconnect): a repeated delivery
     /// of it is a redelivery the protocol allows.
     pub resent: bool,
+    /// Devices that must receive it (the sender's own echo excluded).
+    recipients: Recipients,
+    /// Devices it reached.
+    delivered: Delivered,
+}
+
+/// [`Planned::acked_us`] of a message not acked.
+const NOT_ACKED: u64 = u64::MAX;
+
+/// Recipients a delivery mask covers: past them, the devices reached are listed.
+const MASK_BITS: usize = 64;
+
+/// A message's recipients: one inline (every one-to-one message), more on the heap.
+#[derive(Debug, Clone)]
+enum Recipients {
+    One(u32),
+    Many(Box<[u32]>),
+}
+
+impl Recipients {
+    fn new(recipients: Vec<u32>) -> Recipients {
+        match recipients.as_slice() {
+            [one] => Recipients::One(*one),
+            _ => Recipients::Many(recipients.into_boxed_slice()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Recipients::One(one) => std::slice::from_ref(one),
+            Recipients::Many(many) => many,
+        }
+    }
+}
+
+/// The devices a message reached.
+#[derive(Debug, Clone)]
+enum Delivered {
+    /// Bit i: the message reached its recipient i. While it has at most [`MASK_BITS`]
+    /// recipients and reached no other device.
+    Mask(u64),
+    /// Every device it reached, in order: past [`MASK_BITS`] recipients, or once it reached a
+    /// device that is not a recipient. Boxed: 8 bytes here instead of a `Vec`'s 24, for a
+    /// variant few messages take.
+    #[allow(clippy::box_collection)]
+    List(Box<Vec<u32>>),
+}
+
+impl Planned {
+    /// When the server acked it, µs since the run started.
+    pub fn acked_us(&self) -> Option<u64> {
+        (self.acked_us != NOT_ACKED).then_some(self.acked_us)
+    }
+
+    /// The sender's count of planned sends before this one.
+    pub fn number(&self) -> u64 {
+        u64::from(self.number)
+    }
+
+    /// Devices that must receive it (the sender's own echo excluded).
+    pub fn recipients(&self) -> &[u32] {
+        self.recipients.as_slice()
+    }
+
+    /// Whether it reached `device`.
+    pub fn reached(&self, device: u32) -> bool {
+        match &self.delivered {
+            Delivered::Mask(mask) => self
+                .recipients()
+                .iter()
+                .position(|r| *r == device)
+                .is_some_and(|i| i < MASK_BITS && mask & (1 << i) != 0),
+            Delivered::List(list) => list.contains(&device),
+        }
+    }
+
+    /// Records that it reached `device` (not reached before).
+    fn reach(&mut self, device: u32) {
+        if let Delivered::Mask(mask) = &mut self.delivered {
+            match self.recipients.as_slice().iter().position(|r| *r == device) {
+                Some(i) if i < MASK_BITS => {
+                    *mask |= 1 << i;
+                    return;
+                }
+                _ => {
+                    let reached = self
+                        .recipients
+                        .as_slice()
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i < MASK_BITS && *mask & (1 << i) != 0)
+                        .map(|(_, r)| *r)
+                        .collect();
+                    self.delivered = Delivered::List(Box::new(reached));
+                }
+            }
+        }
+        if let Delivered::List(list) = &mut self.delivered {
+            list.push(device);
+        }
+    }
 }
 
 /// Counters of one second, for timeseries.csv.
@@ -325,14 +426,21 @@ impl LoadLedger {
             "sender {} numbers its sends in order",
             id.sender
         );
-        numbers.push(self.messages.len() as u32);
+        let index = u32::try_from(self.messages.len()).expect("at most 2^32 planned messages");
+        numbers.push(index);
+        let delivered = if recipients.len() > MASK_BITS {
+            Delivered::List(Box::default())
+        } else {
+            Delivered::Mask(0)
+        };
         self.messages.push(Planned {
             planned_us,
+            acked_us: NOT_ACKED,
             sender: id.sender,
-            number: id.number,
-            recipients,
-            acked_us: None,
-            delivered: Vec::new(),
+            // Below the message count, itself below 2^32 (the index above).
+            number: id.number as u32,
+            recipients: Recipients::new(recipients),
+            delivered,
             refusals: 0,
             failed: false,
             loss_allowed: false,
@@ -372,8 +480,8 @@ impl LoadLedger {
             return;
         };
         let message = &mut self.messages[index as usize];
-        if message.acked_us.is_none() {
-            message.acked_us = Some(now);
+        if message.acked_us == NOT_ACKED {
+            message.acked_us = now;
             let _ = self
                 .ack
                 .record(now.saturating_sub(message.planned_us).max(1));
@@ -528,7 +636,7 @@ impl LoadLedger {
         if message.sender == device {
             return;
         }
-        if message.delivered.contains(&device) {
+        if message.reached(device) {
             let allowed = match repeat {
                 Repeat::Redelivery => true,
                 Repeat::RedeliveryAfterReconnect => message.resent || reconnected,
@@ -541,7 +649,7 @@ impl LoadLedger {
             }
             return;
         }
-        message.delivered.push(device);
+        message.reach(device);
         let sender = message.sender;
         let latency = now.saturating_sub(message.planned_us).max(1);
         let _ = self.deliver.record(latency);
@@ -650,7 +758,7 @@ impl LoadLedger {
     pub fn verdict(&self, drained: bool) -> Verdict {
         let (settled, mut verdict) = self.settled();
         for message in &self.messages[settled..] {
-            if message.acked_us.is_none() {
+            if message.acked_us().is_none() {
                 if message.failed {
                     // Counted in `failed`.
                 } else if message.refusals > 0
@@ -664,7 +772,7 @@ impl LoadLedger {
                 }
                 continue;
             }
-            for recipient in &message.recipients {
+            for recipient in message.recipients() {
                 if self.local(*recipient).is_none() {
                     // Owed at another worker: judged when the workers' results merge.
                     verdict.elsewhere += 1;
@@ -702,12 +810,12 @@ impl LoadLedger {
 
     /// A settled message's share of the verdict; `None` while it is not settled.
     fn settled_share(&self, message: &Planned) -> Option<Verdict> {
-        message.acked_us?;
+        message.acked_us()?;
         let mut share = Verdict::default();
-        for recipient in &message.recipients {
+        for recipient in message.recipients() {
             if self.local(*recipient).is_none() {
                 share.elsewhere += 1;
-            } else if message.delivered.contains(recipient) {
+            } else if message.reached(*recipient) {
                 share.expected += 1;
                 share.delivered += 1;
             } else {
@@ -719,7 +827,7 @@ impl LoadLedger {
 
     /// Where the delivery of acked `message` to `recipient` stands.
     fn owed(&self, message: &Planned, recipient: u32, drained: bool) -> Owed {
-        if message.delivered.contains(&recipient) {
+        if message.reached(recipient) {
             Owed::Delivered
         } else if !(drained && self.synced(recipient)) {
             Owed::Pending
@@ -737,16 +845,16 @@ impl LoadLedger {
         let (settled, _) = self.settled();
         for message in self.messages[settled..]
             .iter()
-            .filter(|m| m.acked_us.is_some())
+            .filter(|m| m.acked_us().is_some())
         {
-            for recipient in &message.recipients {
+            for recipient in message.recipients() {
                 if lost.len() == max {
                     return lost;
                 }
                 if self.owed(message, *recipient, drained) == Owed::Lost {
                     lost.push(LostDelivery {
                         sender: message.sender,
-                        number: message.number,
+                        number: message.number(),
                         recipient: *recipient,
                         planned_ms: message.planned_us as f64 / 1_000.0,
                     });
@@ -762,7 +870,7 @@ impl LoadLedger {
         settled
             + self.messages[settled..]
                 .iter()
-                .filter(|m| m.acked_us.is_some())
+                .filter(|m| m.acked_us().is_some())
                 .count()
     }
 
@@ -775,7 +883,7 @@ impl LoadLedger {
             .iter()
             .filter(|m| {
                 let sender = self.slot(m.sender);
-                m.acked_us.is_none()
+                m.acked_us().is_none()
                     && !m.failed
                     && m.refusals == 0
                     && self.refusals_by_sender[sender] == 0
@@ -788,15 +896,12 @@ impl LoadLedger {
     /// the end of the drain waits for.
     pub fn recipients_pending(&self) -> usize {
         let mut waiting = vec![false; self.online.len()];
-        for message in self.messages.iter().filter(|m| m.acked_us.is_some()) {
-            for recipient in &message.recipients {
+        for message in self.messages.iter().filter(|m| m.acked_us().is_some()) {
+            for recipient in message.recipients() {
                 let Some(slot) = self.local(*recipient) else {
                     continue;
                 };
-                if !message.delivered.contains(recipient)
-                    && !self.synced(*recipient)
-                    && !self.stopped[slot]
-                {
+                if !message.reached(*recipient) && !self.synced(*recipient) && !self.stopped[slot] {
                     waiting[slot] = true;
                 }
             }
@@ -866,4 +971,19 @@ pub enum Repeat {
     /// Allowed if the recipient has reconnected during the run or the sender sent the message
     /// again (at-least-once delivery across a lost ack); a duplicate otherwise.
     RedeliveryAfterReconnect,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every planned message is kept to the run's end, so its record is what a long run's
+    /// memory is made of: 64 bytes, with nothing on the heap for a message to one device.
+    #[test]
+    fn a_planned_message_takes_64_bytes_and_no_heap_at_one_recipient() {
+        assert_eq!(std::mem::size_of::<Planned>(), 64);
+        assert_eq!(bytes_per_message(1), 64 + 4);
+        assert_eq!(bytes_per_message(3), 64 + 4 + 16);
+        assert_eq!(bytes_per_message(100), 64 + 4 + 512 + 24 + 512);
+    }
 }

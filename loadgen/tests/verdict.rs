@@ -265,3 +265,60 @@ fn a_verdict_asked_after_every_event_equals_one_asked_at_the_end() {
     assert_eq!(asked_often.acked_count(), asked_once.acked_count());
     assert!(asked_once.verdict(true).delivered > 0 && asked_once.verdict(true).unacked > 0);
 }
+
+/// A message to several devices is owed to each: the devices it reached are told apart from
+/// those it did not, a repeat at a device it reached is a duplicate, and a device it was not
+/// for is followed too (its repeat a duplicate) without forgetting the recipients reached
+/// before it. Past 64 recipients as well as below.
+#[test]
+fn a_message_to_many_devices_is_owed_to_each_and_its_repeats_are_told_apart() {
+    for n_recipients in [3u32, 64, 100] {
+        let n_clients = n_recipients as usize + 2;
+        let mut ledger = LoadLedger::new(n_clients);
+        for client in 0..n_clients as u32 {
+            ledger.connected(client, 0);
+        }
+        // Client 0 to clients 1..=n; the last client is not a recipient.
+        let outsider = n_recipients + 1;
+        let id = MsgId {
+            sender: 0,
+            number: 0,
+        };
+        ledger.planned(id, 1, (1..=n_recipients).collect());
+        ledger.acked(id);
+        // Every recipient but the second and the last (the 100th: past the 64th).
+        let missed = [2, n_recipients];
+        for device in (1..=n_recipients).filter(|d| !missed.contains(d)) {
+            ledger.delivered(device, id);
+        }
+        ledger.delivered(outsider, id);
+        for client in 0..n_clients as u32 {
+            ledger.processed(client, 1);
+        }
+        let expected = Verdict {
+            expected: u64::from(n_recipients),
+            delivered: u64::from(n_recipients) - 2,
+            lost: 2,
+            ..Verdict::default()
+        };
+        assert_eq!(ledger.verdict(true), expected, "{n_recipients} recipients");
+        assert_eq!(ledger.lost_deliveries(true, 10).len(), 2);
+        // Repeats at a recipient reached before the outsider, and at the outsider.
+        ledger.delivered(1, id);
+        ledger.delivered(outsider, id);
+        assert_eq!(ledger.duplicated, 2, "{n_recipients} recipients");
+        // The missed ones arrive late: first deliveries, not repeats.
+        for device in missed {
+            ledger.delivered(device, id);
+        }
+        assert_eq!(ledger.duplicated, 2, "{n_recipients} recipients");
+        assert_eq!(
+            ledger.verdict(true),
+            Verdict {
+                delivered: u64::from(n_recipients),
+                lost: 0,
+                ..expected
+            }
+        );
+    }
+}
