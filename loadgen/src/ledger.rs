@@ -215,8 +215,10 @@ pub struct LoadLedger {
     /// 0, 1, 2...).
     by_sender: Vec<Vec<u32>>,
     /// (recipient, sender) -> the newest message number delivered, for reorder counting. Fx
-    /// hashing: it is on every delivery's path, and nothing iterates it.
-    last_number: FxHashMap<(u32, u32), u64>,
+    /// hashing: it is on every delivery's path, and nothing iterates it. It grows with the
+    /// pairs that exchanged a message (to the clients squared), so its numbers are 32-bit, as
+    /// `Planned`'s are: 12 bytes an entry instead of 16.
+    last_number: FxHashMap<(u32, u32), u32>,
     /// Deliveries of a message a device already had, beyond what the protocol allows.
     pub duplicated: u64,
     /// Deliveries of a message a device already had that the protocol allows (MQTT QoS 1:
@@ -655,13 +657,7 @@ impl LoadLedger {
         let _ = self.deliver.record(latency);
         let _ = self.current_deliver.record(latency);
         self.current.delivered += 1;
-        let number = id.number;
-        let last = self.last_number.entry((device, sender)).or_insert(0);
-        if number < *last {
-            self.reordered += 1;
-        } else {
-            *last = number;
-        }
+        self.check_order(device, sender, id.number);
         if let Some(slot) = self.local(device)
             && let Some(carrier) = self.carrier(slot)
         {
@@ -687,11 +683,20 @@ impl LoadLedger {
             at_us: now,
         });
         self.current.delivered += 1;
-        let last = self.last_number.entry((device, id.sender)).or_insert(0);
-        if id.number < *last {
+        self.check_order(device, id.sender, id.number);
+    }
+
+    /// Counts a first delivery to `device` of `sender`'s message `number` as reordered if a
+    /// later one of the sender's reached it before.
+    fn check_order(&mut self, device: u32, sender: u32, number: u64) {
+        // Another worker's sender past 2^32 sends saturates (this ledger's own senders stop
+        // before, at its index's bound); no run's memory gets that far.
+        let number = u32::try_from(number).unwrap_or(u32::MAX);
+        let last = self.last_number.entry((device, sender)).or_insert(0);
+        if number < *last {
             self.reordered += 1;
         } else {
-            *last = id.number;
+            *last = number;
         }
     }
 

@@ -322,3 +322,41 @@ fn a_message_to_many_devices_is_owed_to_each_and_its_repeats_are_told_apart() {
         );
     }
 }
+
+/// A delivery older than one already delivered from the same sender to the same device is
+/// reordered, whether the sender is this ledger's or another worker's; senders and devices
+/// are judged apart, and a repeat is a duplicate, not a reorder.
+#[test]
+fn a_delivery_older_than_one_its_device_had_from_the_same_sender_is_reordered() {
+    let mut ledger = ledger();
+    let first = send(&mut ledger, 1, 1);
+    let second = send(&mut ledger, 2, 1);
+    let third = send(&mut ledger, 3, 2);
+    for id in [first, second, third] {
+        ledger.acked(id);
+    }
+    ledger.delivered(1, second);
+    ledger.delivered(2, third);
+    assert_eq!(ledger.reordered, 0);
+    ledger.delivered(1, first);
+    assert_eq!(ledger.reordered, 1);
+    ledger.delivered(1, second);
+    assert_eq!((ledger.reordered, ledger.duplicated), (1, 1));
+    // Client 2's own order is its own: client 1's newest says nothing of it.
+    let to_two = MsgId {
+        sender: 1,
+        number: 0,
+    };
+    ledger.planned(to_two, 4, vec![2]);
+    ledger.delivered(2, to_two);
+    assert_eq!(ledger.reordered, 1);
+
+    // Another worker's client 7: its messages are judged by identity alone.
+    let elsewhere = |number| MsgId { sender: 7, number };
+    ledger.delivered(1, elsewhere(5));
+    ledger.delivered(1, elsewhere(6));
+    ledger.delivered(2, elsewhere(3));
+    assert_eq!(ledger.reordered, 1);
+    ledger.delivered(1, elsewhere(4));
+    assert_eq!(ledger.reordered, 2);
+}
