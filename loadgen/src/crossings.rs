@@ -75,20 +75,15 @@ impl Crossings {
     /// Takes a worker's record from its `ledger` as it stops its clients.
     pub fn of(ledger: &LoadLedger, run_tag: &str, started_unix_us: u64) -> Crossings {
         let clients = ledger.clients();
-        let mut owed = Vec::new();
-        for (id, message) in ledger.planned_messages() {
-            let Some(acked_us) = message.acked_us() else {
-                continue;
-            };
-            for recipient in message.recipients().iter().filter(|r| !clients.contains(r)) {
-                owed.push(Owed {
-                    id: (id.sender, id.number),
-                    recipient: *recipient,
-                    planned_us: message.planned_us,
-                    acked_us,
-                });
-            }
-        }
+        let owed = ledger
+            .dues_elsewhere()
+            .map(|due| Owed {
+                id: (due.id().sender, due.id().number),
+                recipient: due.recipient,
+                planned_us: due.planned_us,
+                acked_us: due.acked_us,
+            })
+            .collect();
         Crossings {
             run_tag: run_tag.to_string(),
             first_client: clients.start,
@@ -212,6 +207,46 @@ mod tests {
             received: Vec::new(),
             received_dropped: 0,
         }
+    }
+
+    /// A worker owes every acked message's deliveries to other workers' clients, whether
+    /// the message settled here (acked, every local recipient reached) or is still open;
+    /// an unacked one owes nothing yet.
+    #[test]
+    fn a_worker_owes_the_remote_deliveries_of_settled_and_open_messages() {
+        let mut ledger = LoadLedger::for_clients(0, 2);
+        let id = |number| MsgId { sender: 0, number };
+        // To a remote client alone: settles at its ack.
+        ledger.planned(id(0), 10, vec![5]);
+        ledger.acked(id(0));
+        // To a local and a remote one: settles once the local one has it.
+        ledger.planned(id(1), 20, vec![1, 6]);
+        ledger.acked(id(1));
+        ledger.delivered(1, id(1));
+        // Acked, its local recipient not reached: open.
+        ledger.planned(id(2), 30, vec![1, 7]);
+        ledger.acked(id(2));
+        // Not acked: owes nothing yet.
+        ledger.planned(id(3), 40, vec![8]);
+        assert_eq!(ledger.open_places(), 2);
+        let crossings = Crossings::of(&ledger, "r1", 0);
+        let mut owed: Vec<((u32, u64), u32, u64)> = crossings
+            .owed
+            .iter()
+            .map(|o| {
+                assert_ne!(
+                    o.acked_us,
+                    u64::MAX,
+                    "an ack time, not the ledger's mark: {o:?}"
+                );
+                (o.id, o.recipient, o.planned_us)
+            })
+            .collect();
+        owed.sort();
+        assert_eq!(
+            owed,
+            vec![((0, 0), 5, 10), ((0, 1), 6, 20), ((0, 2), 7, 30)]
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! and deliveries of another worker's messages are recorded by identity here: `crossings.rs`
 //! exports both and the merge of the workers' results judges them.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -35,18 +34,19 @@ pub struct Received {
 }
 
 /// The least memory the ledger keeps for a planned message to `recipients` devices, for the
-/// whole run: its record and its index entry, and for more than one recipient their list (a
-/// heap chunk of at least 8 bytes) and, past 64, the list of devices it reached. Every message
-/// is kept to the end so that a late or repeated delivery is judged against it.
+/// whole run, once it is settled (acked and delivered to every recipient): its slot and its
+/// index entry, and for more than one recipient their list (a heap chunk of at least 8
+/// bytes). Every message is kept to the end so that a late or repeated delivery is judged
+/// against it; a message still open holds a [`Planned`] record besides, for as long as it is
+/// open.
 pub fn bytes_per_message(recipients: usize) -> usize {
-    let list = |len: usize| (4 * len).next_power_of_two().max(8);
-    let recipients_list = if recipients > 1 { list(recipients) } else { 0 };
-    let delivered_list = if recipients > MASK_BITS {
-        std::mem::size_of::<Vec<u32>>() + list(recipients)
+    let list = (4 * recipients).next_power_of_two().max(8);
+    let recipients_list = if recipients > 1 {
+        std::mem::size_of::<Box<[u32]>>() + list
     } else {
         0
     };
-    std::mem::size_of::<Planned>() + 4 + recipients_list + delivered_list
+    std::mem::size_of::<Slot>() + 4 + recipients_list
 }
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
@@ -54,36 +54,69 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// One planned message: 64 bytes, and no heap allocation for a message to one device.
+/// A planned message's place in the ledger, by planning order: 8 bytes.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Not settled yet: its record, `LoadLedger::open[i]`.
+    Open(u32),
+    /// Settled: acked and delivered to every recipient of this ledger, its share of the
+    /// verdict counted and its dues at other workers set aside. What is left is what judging
+    /// a later repeat takes.
+    Settled(Settled),
+}
+
+impl Due {
+    /// The message.
+    pub fn id(&self) -> MsgId {
+        MsgId {
+            sender: self.sender,
+            number: u64::from(self.number),
+        }
+    }
+}
+
+/// What a settled message keeps.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    /// Its one recipient, or (`many`) the index of its recipients in
+    /// `LoadLedger::settled_lists`.
+    recipients: u32,
+    many: bool,
+    /// The protocol sent it again itself: a repeat is a redelivery it allows.
+    resent: bool,
+}
+
+/// One planned message not settled yet: 64 bytes, and no heap allocation for a message to
+/// one device.
 #[derive(Debug, Clone)]
-pub struct Planned {
+struct Planned {
     /// Planned send time, µs since the run started.
-    pub planned_us: u64,
+    planned_us: u64,
     /// When the server acked it, µs since start; [`NOT_ACKED`] until then.
     acked_us: u64,
     /// Sending client.
-    pub sender: u32,
+    sender: u32,
     /// The sender's count of planned sends before this one.
     number: u32,
     /// Times the server refused it for now (rate limited, overloaded); the core retries.
-    pub refusals: u32,
+    refusals: u32,
     /// The server refused it for good (unknown group...).
-    pub failed: bool,
+    failed: bool,
     /// The protocol allows its deliveries to be lost (MQTT QoS 0: at most once).
-    pub loss_allowed: bool,
+    loss_allowed: bool,
     /// The protocol sent it again itself (MQTT QoS 1 after a reconnect): a repeated delivery
     /// of it is a redelivery the protocol allows.
-    pub resent: bool,
+    resent: bool,
     /// Devices that must receive it (the sender's own echo excluded).
     recipients: Recipients,
-    /// Devices it reached.
+    /// Recipients it reached.
     delivered: Delivered,
 }
 
 /// [`Planned::acked_us`] of a message not acked.
 const NOT_ACKED: u64 = u64::MAX;
 
-/// Recipients a delivery mask covers: past them, the devices reached are listed.
+/// Recipients a delivery mask covers: past them, the recipients reached are listed.
 const MASK_BITS: usize = 64;
 
 /// A message's recipients: one inline (every one-to-one message), more on the heap.
@@ -109,37 +142,29 @@ impl Recipients {
     }
 }
 
-/// The devices a message reached.
+/// The recipients a message reached.
 #[derive(Debug, Clone)]
 enum Delivered {
-    /// Bit i: the message reached its recipient i. While it has at most [`MASK_BITS`]
-    /// recipients and reached no other device.
+    /// Bit i: the message reached its recipient i (at most [`MASK_BITS`] recipients).
     Mask(u64),
-    /// Every device it reached, in order: past [`MASK_BITS`] recipients, or once it reached a
-    /// device that is not a recipient. Boxed: 8 bytes here instead of a `Vec`'s 24, for a
-    /// variant few messages take.
+    /// Every recipient it reached, in order (more than [`MASK_BITS`] recipients). Boxed: 8
+    /// bytes here instead of a `Vec`'s 24, for a variant few messages take.
     #[allow(clippy::box_collection)]
     List(Box<Vec<u32>>),
 }
 
 impl Planned {
-    /// When the server acked it, µs since the run started.
-    pub fn acked_us(&self) -> Option<u64> {
-        (self.acked_us != NOT_ACKED).then_some(self.acked_us)
-    }
-
-    /// The sender's count of planned sends before this one.
-    pub fn number(&self) -> u64 {
-        u64::from(self.number)
+    fn acked(&self) -> bool {
+        self.acked_us != NOT_ACKED
     }
 
     /// Devices that must receive it (the sender's own echo excluded).
-    pub fn recipients(&self) -> &[u32] {
+    fn recipients(&self) -> &[u32] {
         self.recipients.as_slice()
     }
 
     /// Whether it reached `device`.
-    pub fn reached(&self, device: u32) -> bool {
+    fn reached(&self, device: u32) -> bool {
         match &self.delivered {
             Delivered::Mask(mask) => self
                 .recipients()
@@ -150,31 +175,31 @@ impl Planned {
         }
     }
 
-    /// Records that it reached `device` (not reached before).
+    /// Records that it reached `device`, one of its recipients not reached before.
     fn reach(&mut self, device: u32) {
-        if let Delivered::Mask(mask) = &mut self.delivered {
-            match self.recipients.as_slice().iter().position(|r| *r == device) {
-                Some(i) if i < MASK_BITS => {
-                    *mask |= 1 << i;
-                    return;
-                }
-                _ => {
-                    let reached = self
-                        .recipients
-                        .as_slice()
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| *i < MASK_BITS && *mask & (1 << i) != 0)
-                        .map(|(_, r)| *r)
-                        .collect();
-                    self.delivered = Delivered::List(Box::new(reached));
-                }
+        match &mut self.delivered {
+            Delivered::Mask(mask) => {
+                let i = self.recipients.as_slice().iter().position(|r| *r == device);
+                *mask |= 1 << i.expect("a recipient");
             }
-        }
-        if let Delivered::List(list) = &mut self.delivered {
-            list.push(device);
+            Delivered::List(list) => list.push(device),
         }
     }
+}
+
+/// A delivery a settled message owes to a client of another worker: set aside for the
+/// workers' merge (`crossings.rs`) when the message settled here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The message's sender and the sender's count before it (32 bits, as in `Planned`).
+    sender: u32,
+    number: u32,
+    /// The other worker's client.
+    pub recipient: u32,
+    /// Planned send time, µs since this ledger started.
+    pub planned_us: u64,
+    /// Ack time, µs since this ledger started.
+    pub acked_us: u64,
 }
 
 /// Counters of one second, for timeseries.csv.
@@ -209,8 +234,19 @@ pub struct LoadLedger {
     received_ids: rustc_hash::FxHashSet<(u32, MsgId)>,
     /// Deliveries of other workers' messages not recorded: `received` was full.
     pub received_dropped: u64,
-    /// Planned messages.
-    pub messages: Vec<Planned>,
+    /// Every planned message, in planning order.
+    messages: Vec<Slot>,
+    /// The records of messages not settled yet (`Slot::Open`), and their free places (`None`
+    /// there): as many as were ever open at once.
+    open: Vec<Option<Planned>>,
+    free: Vec<u32>,
+    /// The recipients of settled messages to more than one device.
+    settled_lists: Vec<Box<[u32]>>,
+    /// Settled messages: how many, their share of the verdict (it can no longer change),
+    /// and their deliveries owed at other workers.
+    settled: u64,
+    settled_verdict: Verdict,
+    settled_dues: Vec<Due>,
     /// Per sender, by message number: the index in `messages` (senders number their sends
     /// 0, 1, 2...).
     by_sender: Vec<Vec<u32>>,
@@ -219,7 +255,8 @@ pub struct LoadLedger {
     /// pairs that exchanged a message (to the clients squared), so its numbers are 32-bit, as
     /// `Planned`'s are: 12 bytes an entry instead of 16.
     last_number: FxHashMap<(u32, u32), u32>,
-    /// Deliveries of a message a device already had, beyond what the protocol allows.
+    /// Deliveries of a message a device already had, beyond what the protocol allows, or to
+    /// a device it was not for.
     pub duplicated: u64,
     /// Deliveries of a message a device already had that the protocol allows (MQTT QoS 1:
     /// a publish marked DUP, one after a reconnect, or of a message its sender sent again).
@@ -289,11 +326,6 @@ pub struct LoadLedger {
     pub seconds: Vec<Second>,
     current: Second,
     current_deliver: Histogram<u64>,
-    /// The settled front of `messages` (acked and delivered to every local recipient: its
-    /// share of the verdict can no longer change) and that share, so the results written
-    /// every second judge only the messages still in flight instead of the whole run while
-    /// the devices wait for the lock.
-    settled: Cell<(usize, Verdict)>,
 }
 
 impl LoadLedger {
@@ -311,6 +343,12 @@ impl LoadLedger {
             received_ids: rustc_hash::FxHashSet::default(),
             received_dropped: 0,
             messages: Vec::new(),
+            open: Vec::new(),
+            free: Vec::new(),
+            settled_lists: Vec::new(),
+            settled: 0,
+            settled_verdict: Verdict::default(),
+            settled_dues: Vec::new(),
             by_sender: vec![Vec::new(); n_clients],
             last_number: FxHashMap::default(),
             duplicated: 0,
@@ -349,7 +387,6 @@ impl LoadLedger {
             seconds: Vec::new(),
             current: Second::default(),
             current_deliver: histogram(),
-            settled: Cell::new((0, Verdict::default())),
         }
     }
 
@@ -435,7 +472,7 @@ impl LoadLedger {
         } else {
             Delivered::Mask(0)
         };
-        self.messages.push(Planned {
+        let record = Planned {
             planned_us,
             acked_us: NOT_ACKED,
             sender: id.sender,
@@ -447,23 +484,54 @@ impl LoadLedger {
             failed: false,
             loss_allowed: false,
             resent: false,
-        });
+        };
+        let place = match self.free.pop() {
+            Some(place) => {
+                self.open[place as usize] = Some(record);
+                place
+            }
+            None => {
+                self.open.push(Some(record));
+                (self.open.len() - 1) as u32
+            }
+        };
+        self.messages.push(Slot::Open(place));
         self.current.sent += 1;
     }
 
-    /// Every planned message with its identity, sender by sender.
-    pub fn planned_messages(&self) -> impl Iterator<Item = (MsgId, &Planned)> {
-        self.by_sender
+    /// The places for open messages' records: as many as were ever open at once, a settled
+    /// message's place taken by the next one planned.
+    pub fn open_places(&self) -> usize {
+        self.open.len()
+    }
+
+    /// How many messages were planned (and not refused locally).
+    pub fn planned_count(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Deliveries acked messages owe to other workers' clients (the workers' merge judges
+    /// them): those of settled messages, then those of messages still open.
+    pub fn dues_elsewhere(&self) -> impl Iterator<Item = Due> + '_ {
+        let open_dues = self
+            .open_records()
+            .filter(|message| message.acked())
+            .flat_map(move |message| self.dues_of(message));
+        self.settled_dues.iter().copied().chain(open_dues)
+    }
+
+    /// The deliveries `message` (acked) owes to other workers' clients.
+    fn dues_of<'a>(&'a self, message: &'a Planned) -> impl Iterator<Item = Due> + 'a {
+        message
+            .recipients()
             .iter()
-            .enumerate()
-            .flat_map(move |(slot, numbers)| {
-                numbers.iter().enumerate().map(move |(number, index)| {
-                    let id = MsgId {
-                        sender: self.first_client + slot as u32,
-                        number: number as u64,
-                    };
-                    (id, &self.messages[*index as usize])
-                })
+            .filter(|recipient| self.local(**recipient).is_none())
+            .map(|recipient| Due {
+                sender: message.sender,
+                number: message.number,
+                recipient: *recipient,
+                planned_us: message.planned_us,
+                acked_us: message.acked_us,
             })
     }
 
@@ -475,19 +543,96 @@ impl LoadLedger {
             .copied()
     }
 
+    /// The record of message `id`, if it was planned and is not settled.
+    fn open_mut(&mut self, id: MsgId) -> Option<&mut Planned> {
+        match self.messages[self.index(id)? as usize] {
+            Slot::Open(place) => Some(self.record_mut(place)),
+            Slot::Settled(_) => None,
+        }
+    }
+
+    /// The open record at `place`.
+    fn record(&self, place: u32) -> &Planned {
+        self.open[place as usize]
+            .as_ref()
+            .expect("an open message's record")
+    }
+
+    fn record_mut(&mut self, place: u32) -> &mut Planned {
+        self.open[place as usize]
+            .as_mut()
+            .expect("an open message's record")
+    }
+
+    /// The records of the messages not settled yet, in no particular order.
+    fn open_records(&self) -> impl Iterator<Item = &Planned> {
+        self.open.iter().flatten()
+    }
+
+    /// Settles message `index` if it is acked and reached every recipient of this ledger:
+    /// counts its share of the verdict, sets its dues at other workers aside, and frees its
+    /// record.
+    fn settle_if_done(&mut self, index: u32) {
+        let Slot::Open(place) = self.messages[index as usize] else {
+            return;
+        };
+        let message = self.record(place);
+        if !message.acked() {
+            return;
+        }
+        let mut share = Verdict::default();
+        for recipient in message.recipients() {
+            if self.local(*recipient).is_none() {
+                share.elsewhere += 1;
+            } else if message.reached(*recipient) {
+                share.expected += 1;
+                share.delivered += 1;
+            } else {
+                return;
+            }
+        }
+        let dues: Vec<Due> = self.dues_of(message).collect();
+        self.settled_dues.extend(dues);
+        let v = &mut self.settled_verdict;
+        v.expected += share.expected;
+        v.delivered += share.delivered;
+        v.elsewhere += share.elsewhere;
+        self.settled += 1;
+        let message = self.open[place as usize]
+            .take()
+            .expect("an open message's record");
+        let settled = match message.recipients {
+            Recipients::One(recipient) => Settled {
+                recipients: recipient,
+                many: false,
+                resent: message.resent,
+            },
+            Recipients::Many(list) => {
+                self.settled_lists.push(list);
+                Settled {
+                    recipients: (self.settled_lists.len() - 1) as u32,
+                    many: true,
+                    resent: message.resent,
+                }
+            }
+        };
+        self.free.push(place);
+        self.messages[index as usize] = Slot::Settled(settled);
+    }
+
     /// The server acked a send.
     pub fn acked(&mut self, id: MsgId) {
         let now = self.now_us();
-        let Some(index) = self.index(id) else {
+        let Some(message) = self.open_mut(id) else {
             return;
         };
-        let message = &mut self.messages[index as usize];
         if message.acked_us == NOT_ACKED {
             message.acked_us = now;
-            let _ = self
-                .ack
-                .record(now.saturating_sub(message.planned_us).max(1));
+            let latency = now.saturating_sub(message.planned_us).max(1);
+            let _ = self.ack.record(latency);
             self.current.acked += 1;
+            let index = self.index(id).expect("an open message was planned");
+            self.settle_if_done(index);
         }
     }
 
@@ -506,11 +651,11 @@ impl LoadLedger {
             self.messages.len() - 1,
             "only the last planned send is refused"
         );
-        self.messages.pop();
-        assert!(
-            self.settled.get().0 <= self.messages.len(),
-            "a settled message is never refused"
-        );
+        let Some(Slot::Open(place)) = self.messages.pop() else {
+            panic!("a settled message is never refused");
+        };
+        self.open[place as usize] = None;
+        self.free.push(place);
         self.refused_locally += 1;
         self.current.sent -= 1;
     }
@@ -518,8 +663,8 @@ impl LoadLedger {
     /// The server refused a send for good.
     pub fn send_failed(&mut self, id: MsgId) {
         self.failed += 1;
-        if let Some(index) = self.index(id) {
-            self.messages[index as usize].failed = true;
+        if let Some(message) = self.open_mut(id) {
+            message.failed = true;
         }
     }
 
@@ -527,9 +672,9 @@ impl LoadLedger {
     /// client core sends it again.
     pub fn send_refused(&mut self, id: MsgId, cause: &str) {
         *self.send_refusals.entry(cause.to_string()).or_default() += 1;
-        if let Some(index) = self.index(id) {
-            let sender = self.slot(self.messages[index as usize].sender);
-            self.messages[index as usize].refusals += 1;
+        if let Some(message) = self.open_mut(id) {
+            message.refusals += 1;
+            let sender = self.slot(id.sender);
             self.refusals_by_sender[sender] += 1;
         }
     }
@@ -587,15 +732,23 @@ impl LoadLedger {
 
     /// The protocol allows message `id`'s deliveries to be lost (at most once delivery).
     pub fn loss_allowed(&mut self, id: MsgId) {
-        if let Some(index) = self.index(id) {
-            self.messages[index as usize].loss_allowed = true;
+        // A settled message lost nothing.
+        if let Some(message) = self.open_mut(id) {
+            message.loss_allowed = true;
         }
     }
 
     /// The protocol sent message `id` again by itself: its repeats are allowed redeliveries.
     pub fn resent(&mut self, id: MsgId) {
-        if let Some(index) = self.index(id) {
-            self.messages[index as usize].resent = true;
+        let Some(index) = self.index(id) else {
+            return;
+        };
+        match &mut self.messages[index as usize] {
+            Slot::Open(place) => {
+                let place = *place;
+                self.record_mut(place).resent = true;
+            }
+            Slot::Settled(settled) => settled.resent = true,
         }
     }
 
@@ -631,33 +784,60 @@ impl LoadLedger {
         let Some(index) = self.index(id) else {
             return;
         };
+        if id.sender == device {
+            // Its own echo.
+            return;
+        }
+        let (recipient, resent) = match self.messages[index as usize] {
+            Slot::Open(place) => {
+                let message = self.record(place);
+                let recipient = message.recipients().contains(&device);
+                if recipient && !message.reached(device) {
+                    self.first_delivery(device, id, place, now);
+                    self.settle_if_done(index);
+                    return;
+                }
+                (recipient, message.resent)
+            }
+            Slot::Settled(settled) => {
+                let recipient = if settled.many {
+                    self.settled_lists[settled.recipients as usize].contains(&device)
+                } else {
+                    settled.recipients == device
+                };
+                (recipient, settled.resent)
+            }
+        };
+        if !recipient {
+            // A device it was not for: the server misrouted it.
+            self.duplicated += 1;
+            return;
+        }
         let reconnected = self
             .local(device)
             .is_some_and(|slot| self.reconnected[slot]);
-        let message = &mut self.messages[index as usize];
-        if message.sender == device {
-            return;
+        let allowed = match repeat {
+            Repeat::Redelivery => true,
+            Repeat::RedeliveryAfterReconnect => resent || reconnected,
+            Repeat::Duplicate => false,
+        };
+        if allowed {
+            self.redelivered += 1;
+        } else {
+            self.duplicated += 1;
         }
-        if message.reached(device) {
-            let allowed = match repeat {
-                Repeat::Redelivery => true,
-                Repeat::RedeliveryAfterReconnect => message.resent || reconnected,
-                Repeat::Duplicate => false,
-            };
-            if allowed {
-                self.redelivered += 1;
-            } else {
-                self.duplicated += 1;
-            }
-            return;
-        }
+    }
+
+    /// Open message `id` (at `place`) reached `device`, one of its recipients, for the first
+    /// time.
+    fn first_delivery(&mut self, device: u32, id: MsgId, place: u32, now: u64) {
+        let message = self.record_mut(place);
         message.reach(device);
-        let sender = message.sender;
         let latency = now.saturating_sub(message.planned_us).max(1);
         let _ = self.deliver.record(latency);
         let _ = self.current_deliver.record(latency);
         self.current.delivered += 1;
-        self.check_order(device, sender, id.number);
+        self.check_order(device, id.sender, id.number);
         if let Some(slot) = self.local(device)
             && let Some(carrier) = self.carrier(slot)
         {
@@ -761,9 +941,9 @@ impl LoadLedger {
     /// finished (`drained` false: mid-run, or cut short by Ctrl-C) nothing is lost yet: a
     /// missing delivery is pending.
     pub fn verdict(&self, drained: bool) -> Verdict {
-        let (settled, mut verdict) = self.settled();
-        for message in &self.messages[settled..] {
-            if message.acked_us().is_none() {
+        let mut verdict = self.settled_verdict;
+        for message in self.open_records() {
+            if !message.acked() {
                 if message.failed {
                     // Counted in `failed`.
                 } else if message.refusals > 0
@@ -795,41 +975,6 @@ impl LoadLedger {
         verdict
     }
 
-    /// How many messages at the front of `messages` are settled, and their share of the
-    /// verdict; advances the cached front first.
-    fn settled(&self) -> (usize, Verdict) {
-        let (mut settled, mut verdict) = self.settled.get();
-        while let Some(share) = self
-            .messages
-            .get(settled)
-            .and_then(|message| self.settled_share(message))
-        {
-            verdict.expected += share.expected;
-            verdict.delivered += share.delivered;
-            verdict.elsewhere += share.elsewhere;
-            settled += 1;
-        }
-        self.settled.set((settled, verdict));
-        (settled, verdict)
-    }
-
-    /// A settled message's share of the verdict; `None` while it is not settled.
-    fn settled_share(&self, message: &Planned) -> Option<Verdict> {
-        message.acked_us()?;
-        let mut share = Verdict::default();
-        for recipient in message.recipients() {
-            if self.local(*recipient).is_none() {
-                share.elsewhere += 1;
-            } else if message.reached(*recipient) {
-                share.expected += 1;
-                share.delivered += 1;
-            } else {
-                return None;
-            }
-        }
-        Some(share)
-    }
-
     /// Where the delivery of acked `message` to `recipient` stands.
     fn owed(&self, message: &Planned, recipient: u32, drained: bool) -> Owed {
         if message.reached(recipient) {
@@ -846,49 +991,46 @@ impl LoadLedger {
     /// The lost deliveries, message by message, the first `max` in planned order (none
     /// before the drain has finished).
     pub fn lost_deliveries(&self, drained: bool, max: usize) -> Vec<LostDelivery> {
+        if !drained {
+            return Vec::new();
+        }
         let mut lost = Vec::new();
-        let (settled, _) = self.settled();
-        for message in self.messages[settled..]
-            .iter()
-            .filter(|m| m.acked_us().is_some())
-        {
+        for message in self.open_records().filter(|m| m.acked()) {
             for recipient in message.recipients() {
-                if lost.len() == max {
-                    return lost;
-                }
                 if self.owed(message, *recipient, drained) == Owed::Lost {
                     lost.push(LostDelivery {
                         sender: message.sender,
-                        number: message.number(),
+                        number: u64::from(message.number),
                         recipient: *recipient,
                         planned_ms: message.planned_us as f64 / 1_000.0,
                     });
                 }
             }
         }
+        // Planned order: by planned time, then sender and number (open records are kept in
+        // no order).
+        lost.sort_by(|a, b| {
+            a.planned_ms
+                .total_cmp(&b.planned_ms)
+                .then(a.sender.cmp(&b.sender))
+                .then(a.number.cmp(&b.number))
+        });
+        lost.truncate(max);
         lost
     }
 
     /// Planned messages the server acked.
     pub fn acked_count(&self) -> usize {
-        let (settled, _) = self.settled();
-        settled
-            + self.messages[settled..]
-                .iter()
-                .filter(|m| m.acked_us().is_some())
-                .count()
+        self.settled as usize + self.open_records().filter(|m| m.acked()).count()
     }
 
     /// Sends on their way: neither acked, failed nor refused, from a client that has not
     /// stopped for good (its core resends them once it is connected again).
     pub fn sends_in_flight(&self) -> usize {
-        // Settled messages are acked.
-        let (settled, _) = self.settled();
-        self.messages[settled..]
-            .iter()
+        self.open_records()
             .filter(|m| {
                 let sender = self.slot(m.sender);
-                m.acked_us().is_none()
+                !m.acked()
                     && !m.failed
                     && m.refusals == 0
                     && self.refusals_by_sender[sender] == 0
@@ -901,7 +1043,7 @@ impl LoadLedger {
     /// the end of the drain waits for.
     pub fn recipients_pending(&self) -> usize {
         let mut waiting = vec![false; self.online.len()];
-        for message in self.messages.iter().filter(|m| m.acked_us().is_some()) {
+        for message in self.open_records().filter(|m| m.acked()) {
             for recipient in message.recipients() {
                 let Some(slot) = self.local(*recipient) else {
                     continue;
@@ -982,13 +1124,15 @@ pub enum Repeat {
 mod tests {
     use super::*;
 
-    /// Every planned message is kept to the run's end, so its record is what a long run's
-    /// memory is made of: 64 bytes, with nothing on the heap for a message to one device.
+    /// Every planned message is kept to the run's end, so its slot is what a long run's
+    /// memory is made of: 8 bytes, with nothing on the heap for a message to one device; a
+    /// message's full record (64 bytes) only while it is open.
     #[test]
-    fn a_planned_message_takes_64_bytes_and_no_heap_at_one_recipient() {
-        assert_eq!(std::mem::size_of::<Planned>(), 64);
-        assert_eq!(bytes_per_message(1), 64 + 4);
-        assert_eq!(bytes_per_message(3), 64 + 4 + 16);
-        assert_eq!(bytes_per_message(100), 64 + 4 + 512 + 24 + 512);
+    fn a_settled_message_takes_12_bytes_and_an_open_one_64_more() {
+        assert_eq!(std::mem::size_of::<Slot>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Planned>>(), 64);
+        assert_eq!(bytes_per_message(1), 8 + 4);
+        assert_eq!(bytes_per_message(3), 8 + 4 + 16 + 16);
+        assert_eq!(bytes_per_message(100), 8 + 4 + 16 + 512);
     }
 }

@@ -267,9 +267,9 @@ fn a_verdict_asked_after_every_event_equals_one_asked_at_the_end() {
 }
 
 /// A message to several devices is owed to each: the devices it reached are told apart from
-/// those it did not, a repeat at a device it reached is a duplicate, and a device it was not
-/// for is followed too (its repeat a duplicate) without forgetting the recipients reached
-/// before it. Past 64 recipients as well as below.
+/// those it did not, a repeat at a device it reached is a duplicate, and so is a delivery to a
+/// device it was not for (the server misrouted it), before and after the message settled.
+/// Past 64 recipients as well as below.
 #[test]
 fn a_message_to_many_devices_is_owed_to_each_and_its_repeats_are_told_apart() {
     for n_recipients in [3u32, 64, 100] {
@@ -292,6 +292,7 @@ fn a_message_to_many_devices_is_owed_to_each_and_its_repeats_are_told_apart() {
             ledger.delivered(device, id);
         }
         ledger.delivered(outsider, id);
+        assert_eq!(ledger.duplicated, 1, "{n_recipients} recipients");
         for client in 0..n_clients as u32 {
             ledger.processed(client, 1);
         }
@@ -306,12 +307,22 @@ fn a_message_to_many_devices_is_owed_to_each_and_its_repeats_are_told_apart() {
         // Repeats at a recipient reached before the outsider, and at the outsider.
         ledger.delivered(1, id);
         ledger.delivered(outsider, id);
-        assert_eq!(ledger.duplicated, 2, "{n_recipients} recipients");
-        // The missed ones arrive late: first deliveries, not repeats.
+        assert_eq!(ledger.duplicated, 3, "{n_recipients} recipients");
+        // The missed ones arrive late: first deliveries, not repeats; the message settles.
         for device in missed {
             ledger.delivered(device, id);
         }
-        assert_eq!(ledger.duplicated, 2, "{n_recipients} recipients");
+        assert_eq!(ledger.duplicated, 3, "{n_recipients} recipients");
+        // Settled: a repeat at a recipient, a repeat the protocol allows, and the outsider.
+        ledger.delivered(n_recipients, id);
+        ledger.delivered_as(2, id, Repeat::Redelivery);
+        ledger.delivered(outsider, id);
+        ledger.delivered(0, id);
+        assert_eq!(
+            (ledger.duplicated, ledger.redelivered),
+            (5, 1),
+            "{n_recipients} recipients"
+        );
         assert_eq!(
             ledger.verdict(true),
             Verdict {
@@ -359,4 +370,48 @@ fn a_delivery_older_than_one_its_device_had_from_the_same_sender_is_reordered() 
     assert_eq!(ledger.reordered, 1);
     ledger.delivered(1, elsewhere(4));
     assert_eq!(ledger.reordered, 2);
+}
+
+/// A settled message gives its record's place to the next one: a ledger holds as many
+/// records as messages were ever open at once, however long the run, and a message that
+/// cannot settle yet (its recipient is away) keeps its own without holding back the others.
+#[test]
+fn a_settled_message_gives_its_record_to_the_next_one() {
+    let mut ledger = ledger();
+    let away = send(&mut ledger, 1, 2);
+    ledger.acked(away);
+    ledger.disconnected(2, "ConnectionLost", true);
+    for n in 2..=1_000 {
+        let id = send(&mut ledger, n, 1);
+        ledger.acked(id);
+        ledger.delivered(1, id);
+    }
+    assert_eq!(ledger.open_places(), 2);
+    assert_eq!(ledger.acked_count(), 1_000);
+    assert_eq!(
+        ledger.verdict(false),
+        Verdict {
+            expected: 1_000,
+            delivered: 999,
+            pending: 1,
+            ..Verdict::default()
+        }
+    );
+    // Client 2 comes back and gets it: every message settled, still two places.
+    ledger.connected(2, 1);
+    ledger.delivered(2, away);
+    ledger.processed(2, 1);
+    let id = send(&mut ledger, 1_001, 1);
+    assert_eq!(ledger.open_places(), 2);
+    assert_eq!(ledger.sends_in_flight(), 1);
+    ledger.acked(id);
+    ledger.delivered(1, id);
+    assert_eq!(
+        ledger.verdict(true),
+        Verdict {
+            expected: 1_001,
+            delivered: 1_001,
+            ..Verdict::default()
+        }
+    );
 }
