@@ -65,16 +65,6 @@ enum Slot {
     Settled(Settled),
 }
 
-impl Due {
-    /// The message.
-    pub fn id(&self) -> MsgId {
-        MsgId {
-            sender: self.sender,
-            number: u64::from(self.number),
-        }
-    }
-}
-
 /// What a settled message keeps.
 #[derive(Debug, Clone, Copy)]
 struct Settled {
@@ -200,6 +190,16 @@ pub struct Due {
     pub planned_us: u64,
     /// Ack time, µs since this ledger started.
     pub acked_us: u64,
+}
+
+impl Due {
+    /// The message.
+    pub fn id(&self) -> MsgId {
+        MsgId {
+            sender: self.sender,
+            number: u64::from(self.number),
+        }
+    }
 }
 
 /// Counters of one second, for timeseries.csv.
@@ -994,29 +994,32 @@ impl LoadLedger {
         if !drained {
             return Vec::new();
         }
-        let mut lost = Vec::new();
+        // The first `max` in planned order (planned time, then sender and number: open
+        // records are kept in no order), in a heap whose top is the latest kept.
+        let mut first = std::collections::BinaryHeap::with_capacity(max + 1);
         for message in self.open_records().filter(|m| m.acked()) {
             for recipient in message.recipients() {
                 if self.owed(message, *recipient, drained) == Owed::Lost {
-                    lost.push(LostDelivery {
-                        sender: message.sender,
-                        number: u64::from(message.number),
-                        recipient: *recipient,
-                        planned_ms: message.planned_us as f64 / 1_000.0,
-                    });
+                    first.push((
+                        message.planned_us,
+                        message.sender,
+                        message.number,
+                        *recipient,
+                    ));
+                    if first.len() > max {
+                        first.pop();
+                    }
                 }
             }
         }
-        // Planned order: by planned time, then sender and number (open records are kept in
-        // no order).
-        lost.sort_by(|a, b| {
-            a.planned_ms
-                .total_cmp(&b.planned_ms)
-                .then(a.sender.cmp(&b.sender))
-                .then(a.number.cmp(&b.number))
+        let lost = first.into_sorted_vec().into_iter();
+        let lost = lost.map(|(planned_us, sender, number, recipient)| LostDelivery {
+            sender,
+            number: u64::from(number),
+            recipient,
+            planned_ms: planned_us as f64 / 1_000.0,
         });
-        lost.truncate(max);
-        lost
+        lost.collect()
     }
 
     /// Planned messages the server acked.

@@ -415,3 +415,35 @@ fn a_settled_message_gives_its_record_to_the_next_one() {
         }
     );
 }
+
+/// The lost deliveries listed are the first ones in planned order, at most as many as asked,
+/// whatever order their messages settled or stayed open in.
+#[test]
+fn the_lost_deliveries_listed_are_the_first_planned() {
+    let mut ledger = ledger();
+    // Client 0's sends 1-6 to clients 1 and 2 alternately; only sends 2 and 4 arrive.
+    let ids: Vec<MsgId> = (1..=6)
+        .map(|n| send(&mut ledger, n, 1 + n as u32 % 2))
+        .collect();
+    for id in &ids {
+        ledger.acked(*id);
+    }
+    ledger.delivered(1, ids[1]);
+    ledger.delivered(1, ids[3]);
+    ledger.processed(1, 6);
+    ledger.processed(2, 6);
+    let listed = |ledger: &LoadLedger, max| -> Vec<(u64, u32)> {
+        ledger
+            .lost_deliveries(true, max)
+            .iter()
+            .map(|lost| (lost.number, lost.recipient))
+            .collect()
+    };
+    assert_eq!(listed(&ledger, 3), vec![(0, 2), (2, 2), (4, 2)]);
+    assert_eq!(listed(&ledger, 2), vec![(0, 2), (2, 2)]);
+    assert_eq!(listed(&ledger, 10), vec![(0, 2), (2, 2), (4, 2), (5, 1)]);
+    assert!(
+        ledger.lost_deliveries(false, 10).is_empty(),
+        "nothing lost mid-run"
+    );
+}
