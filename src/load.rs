@@ -91,7 +91,8 @@ pub struct LoadArgs {
     /// Seed of the send schedule.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write results.json and timeseries.csv here (rewritten every second).
+    /// Write results.json and timeseries.csv here (every second: results.json rewritten,
+    /// timeseries.csv appended).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Local loopback addresses to spread connections over: A-B, A/PREFIX or one address.

@@ -440,21 +440,68 @@ pub fn write_json(dir: &Path, results: &LoadResults) -> std::io::Result<()> {
     std::fs::rename(&temp, dir.join("results.json"))
 }
 
+/// Appends the seconds of `files` that `file` lacks (it holds `seconds_written`); a failed
+/// append is cut off again, so the file never holds half a row or a row twice.
+fn append_timeseries(
+    file: &Path,
+    files: &LedgerFiles,
+    seconds_written: &mut usize,
+) -> std::io::Result<()> {
+    let Some(skip) = seconds_written.checked_sub(files.seconds_from) else {
+        return Err(std::io::Error::other(format!(
+            "{}: {} seconds written, but the copy to append starts at {}",
+            file.display(),
+            seconds_written,
+            files.seconds_from
+        )));
+    };
+    // A copy taken before the last append may hold nothing new.
+    let new = &files.seconds[skip.min(files.seconds.len())..];
+    if *seconds_written > 0 && new.is_empty() {
+        return Ok(());
+    }
+    let fresh = *seconds_written == 0;
+    let out = if fresh {
+        std::fs::File::create(file)?
+    } else {
+        std::fs::OpenOptions::new().append(true).open(file)?
+    };
+    let length = out.metadata()?.len();
+    let mut csv = csv::WriterBuilder::new()
+        .has_headers(fresh)
+        .from_writer(&out);
+    let written = new
+        .iter()
+        .try_for_each(|second| csv.serialize(second).map_err(std::io::Error::other))
+        .and_then(|()| csv.flush());
+    drop(csv);
+    if let Err(error) = written {
+        let _ = out.set_len(length);
+        return Err(error);
+    }
+    *seconds_written += new.len();
+    Ok(())
+}
+
 /// What results files need of the ledger besides [`LoadResults`]: taken under the ledger's
 /// lock (a copy of the histograms and per-second counters), written without it, so devices
 /// never wait for the disk or the histograms' compression.
 #[derive(Clone)]
 pub struct LedgerFiles {
+    /// The closed seconds from `seconds_from` on (those before are in timeseries.csv).
+    seconds_from: usize,
     seconds: Vec<crate::ledger::Second>,
     histograms: [(&'static str, hdrhistogram::Histogram<u64>); 4],
     elapsed: std::time::Duration,
 }
 
 impl LedgerFiles {
-    /// Copies what the files need from `ledger`.
-    pub fn of(ledger: &LoadLedger) -> LedgerFiles {
+    /// Copies what the files need from `ledger`, its seconds from `seconds_written` on.
+    pub fn of(ledger: &LoadLedger, seconds_written: usize) -> LedgerFiles {
+        let seconds_from = seconds_written.min(ledger.seconds.len());
         LedgerFiles {
-            seconds: ledger.seconds.clone(),
+            seconds_from,
+            seconds: ledger.seconds[seconds_from..].to_vec(),
             histograms: [
                 ("connect", ledger.connect.clone()),
                 ("ack", ledger.ack.clone()),
@@ -466,18 +513,57 @@ impl LedgerFiles {
     }
 }
 
-/// Writes results.json, timeseries.csv and histograms.hlog into `dir`.
+/// Writes results.json and histograms.hlog into `dir`, and appends to timeseries.csv the
+/// seconds it lacks: `seconds_written` of them are in it (none: it is written anew, header
+/// first), and it counts those appended. Appending keeps a second's cost the same however
+/// long the run (a day's file is about 5 MB; rewriting it every second wrote hundreds of GB).
 pub fn write_results(
     dir: &Path,
     results: &LoadResults,
     files: &LedgerFiles,
+    seconds_written: &mut usize,
 ) -> std::io::Result<()> {
     write_json(dir, results)?;
-    let mut csv = csv::Writer::from_path(dir.join("timeseries.csv"))?;
-    for second in &files.seconds {
-        csv.serialize(second).map_err(std::io::Error::other)?;
-    }
-    csv.flush()?;
+    append_timeseries(&dir.join("timeseries.csv"), files, seconds_written)?;
     let histograms = files.histograms.each_ref().map(|(tag, h)| (*tag, h));
     crate::histograms::write(dir, &histograms, files.elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// timeseries.csv gets each closed second once, in order, header first, however the
+    /// writes fall: seconds closed between writes or none, a copy taken before the last
+    /// write, and a file left by an earlier run in the same directory.
+    #[test]
+    fn timeseries_csv_gets_each_second_once_however_the_writes_fall() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("timeseries.csv");
+        std::fs::write(&file, "left by an earlier run\n").unwrap();
+        let mut ledger = LoadLedger::new(2);
+        let mut written = 0;
+        let mut stale = None;
+        for (i, ticks) in [0, 2, 0, 3, 1].into_iter().enumerate() {
+            for _ in 0..ticks {
+                ledger.tick();
+            }
+            let files = LedgerFiles::of(&ledger, written);
+            if i == 1 {
+                // Seconds 0 and 1, appended again below after later writes.
+                stale = Some(files.clone());
+            }
+            append_timeseries(&file, &files, &mut written).unwrap();
+        }
+        append_timeseries(&file, &stale.unwrap(), &mut written).unwrap();
+        assert_eq!(written, 6);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("second,connected,sent,"), "{text}");
+        let seconds: Vec<&str> = lines[1..]
+            .iter()
+            .map(|line| line.split(',').next().unwrap())
+            .collect();
+        assert_eq!(seconds, ["0", "1", "2", "3", "4", "5"], "{text}");
+    }
 }

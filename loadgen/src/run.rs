@@ -64,6 +64,8 @@ struct Shared {
     /// Cancelled on the first Ctrl-C: stop sending, skip the drain, finish the results.
     stop: CancellationToken,
     phase: Arc<Mutex<&'static str>>,
+    /// Seconds in timeseries.csv; held while the files are written.
+    seconds_written: Mutex<usize>,
 }
 
 impl Shared {
@@ -75,7 +77,11 @@ impl Shared {
     fn results_and_files(&self) -> (LoadResults, LedgerFiles) {
         let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
         let ledger = lock(&self.ledger);
-        let files = LedgerFiles::of(&ledger);
+        let written = *self
+            .seconds_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let files = LedgerFiles::of(&ledger, written);
         let mut results =
             LoadResults::from_ledger(&self.config, &self.protocol.describe(), &ledger, phase);
         if let (Some(carriers), Some((_, figures))) = (&self.carriers, &ledger.carriers) {
@@ -103,7 +109,11 @@ impl Shared {
         let Some(dir) = &self.config.out else {
             return Ok(());
         };
-        write_results(dir, results, files).map_err(|source| LoadError::Write {
+        let mut written = self
+            .seconds_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        write_results(dir, results, files, &mut written).map_err(|source| LoadError::Write {
             path: dir.display().to_string(),
             source,
         })
@@ -319,6 +329,7 @@ pub async fn run(
         progress,
         stop,
         phase: Arc::new(Mutex::new("ramp")),
+        seconds_written: Mutex::new(0),
     });
     let started = Instant::now();
     let reporter_stop = CancellationToken::new();
