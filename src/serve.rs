@@ -13,7 +13,9 @@ use imlab_core::auth::Authenticator;
 use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::net::EitherListener;
 use imlab_core::server::{LoggingPushProvider, Server, ServerConfig, ServerDeps};
-use imlab_core::store::{DurableStore, DurableStoreLimits, FjallEngine, MemoryStore, Store};
+use imlab_core::store::{
+    DurableStore, DurableStoreLimits, FjallEngine, MemoryStore, MemoryStoreLimits, Store,
+};
 use imlab_core::tls::TlsListener;
 use imlab_core::ws::WsListener;
 
@@ -64,6 +66,12 @@ pub struct ServeArgs {
     /// the tables, as a retry always is.
     #[arg(long, default_value_t = DurableStoreLimits::default().dedupe_filter_bytes_max >> 20, value_name = "MIB", requires = "data_dir")]
     dedupe_filter_mib: usize,
+    /// Messages the store holds at most, over its life; past it every send is refused
+    /// (STORE_UNAVAILABLE, retried by clients) and the server warns once. Default: 20,000,000
+    /// in memory (about 6 GB of 200-byte messages; a longer run belongs on --data-dir); no
+    /// limit on --data-dir, whose messages live on the disk.
+    #[arg(long, value_name = "N")]
+    max_messages: Option<u64>,
     /// How long a flush of --data-dir's store (a full 64 MiB memtable written out as a table,
     /// about a third of a core-second) runs in the kernel's idle CPU class, taking only CPU
     /// time the server leaves, before it competes for the CPU as the server does; 0s: never.
@@ -210,6 +218,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.data_dir.as_deref(),
         args.dedupe_filter_mib,
         args.flush_idle_for,
+        args.max_messages,
     )
     .await?;
     let server = Arc::new(Server::new(
@@ -317,21 +326,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The store `--data-dir` asks for: on disk (also returned as such, to close it), or in
-/// memory, with `dedupe_filter_mib` for the dedupe filter and flushes in the idle CPU class
-/// for up to `flush_idle_for`. Returns a name for logs.
+/// memory, with `dedupe_filter_mib` for the dedupe filter, flushes in the idle CPU class
+/// for up to `flush_idle_for`, and at most `max_messages` (the store's own default when
+/// `None`). Returns a name for logs, with the bound.
 async fn open_store(
     data_dir: Option<&std::path::Path>,
     dedupe_filter_mib: usize,
     flush_idle_for: std::time::Duration,
+    max_messages: Option<u64>,
 ) -> anyhow::Result<(
     Arc<dyn Store>,
     Option<Arc<DurableStore<FjallEngine>>>,
     String,
 )> {
+    let bound = |max: u64| match max {
+        u64::MAX => "no message limit".to_string(),
+        max => format!("at most {max} messages"),
+    };
     let Some(dir) = data_dir else {
+        let limits = MemoryStoreLimits {
+            messages_max: max_messages.unwrap_or(MemoryStoreLimits::default().messages_max),
+            ..MemoryStoreLimits::default()
+        };
         // A restarted process has an empty store: a new epoch tells clients so.
-        let store = Arc::new(MemoryStore::new().with_epoch(SystemClock.unix_ms()));
-        return Ok((store, None, "memory".to_string()));
+        let store = Arc::new(MemoryStore::with_limits(limits).with_epoch(SystemClock.unix_ms()));
+        let name = format!("memory, {}", bound(limits.messages_max));
+        return Ok((store, None, name));
     };
     let started = std::time::Instant::now();
     let engine = FjallEngine::open_with(dir, flush_idle_for)
@@ -340,6 +360,7 @@ async fn open_store(
         Arc::new(engine),
         DurableStoreLimits {
             dedupe_filter_bytes_max: dedupe_filter_mib << 20,
+            messages_max: max_messages.unwrap_or(DurableStoreLimits::default().messages_max),
             ..DurableStoreLimits::default()
         },
         // The epoch of a new store; an existing one keeps its own, so clients' seqs stay
@@ -354,8 +375,12 @@ async fn open_store(
         elapsed = ?started.elapsed(),
         "opened the on-disk store"
     );
+    let name = format!(
+        "fjall ({}), {}",
+        dir.display(),
+        bound(store.limits().messages_max)
+    );
     let store = Arc::new(store);
-    let name = format!("fjall ({})", dir.display());
     Ok((store.clone(), Some(store), name))
 }
 

@@ -129,3 +129,78 @@ fn threads_sets_how_many_threads_run_connections() {
         assert!(line.contains(said), "--threads {threads}: {line}");
     }
 }
+
+#[test]
+fn the_start_up_line_names_the_stores_message_bound() {
+    let data = tempfile::tempdir().unwrap();
+    let data = data.path().join("store");
+    for (args, said) in [
+        (vec![], "store=memory, at most 20000000 messages"),
+        (
+            vec!["--max-messages", "5"],
+            "store=memory, at most 5 messages",
+        ),
+        (
+            vec!["--data-dir", data.to_str().unwrap()],
+            "no message limit",
+        ),
+    ] {
+        let seen = serve_log_until(
+            &[&["--listen", "127.0.0.1:0"][..], &args].concat(),
+            "imlab serve listening",
+        );
+        let line = seen.last().unwrap();
+        assert!(line.contains(said), "{args:?}: {line}");
+    }
+}
+
+/// At its message bound the store refuses every send (clients see STORE_UNAVAILABLE and
+/// retry), and the server says why once, not once a send.
+#[test]
+fn a_store_at_its_message_bound_refuses_sends_and_says_so_once() {
+    let mut server = ChildGuard::spawn(
+        Command::new(cargo_bin("imlab"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--stats-every", "0s"])
+            .args(["--max-messages", "30"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening: ").unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let load = common::imlab(&[
+        "load",
+        "--target",
+        &addr,
+        "--clients",
+        "2",
+        "--msg-rate",
+        "40",
+        "--duration",
+        "2s",
+        "--drain",
+        "1s",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let results = common::results(out.path());
+    let messages = &results["messages"];
+    assert_eq!(messages["acked"], 30, "{results} {load:?}");
+    assert!(
+        messages["refusals_by_cause"]["store_unavailable"].as_u64() > Some(0),
+        "{results}"
+    );
+    server.interrupt();
+    let output = server.wait_with_output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let full: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("the store is full"))
+        .collect();
+    assert_eq!(full.len(), 1, "{stderr}");
+    assert!(full[0].contains("30 messages stored"), "{}", full[0]);
+}

@@ -68,6 +68,8 @@ struct UserState {
 #[derive(Default)]
 struct State {
     n_messages: u64,
+    /// The message bound's first refusal was logged.
+    full_warned: bool,
     users: KeyedMap<UserState>,
     groups: BTreeMap<String, BTreeSet<String>>,
 }
@@ -157,10 +159,8 @@ impl MemoryStore {
         }
         let recipients = super::recipients(&state.groups, &request)?;
         if state.n_messages >= self.limits.messages_max {
-            return Err(StoreError::Full(format!(
-                "{} messages stored, the limit (messages_max)",
-                state.n_messages
-            )));
+            let stored = state.n_messages;
+            return Err(super::messages_max_reached(stored, &mut state.full_warned));
         }
         state.n_messages += 1;
         let message = Arc::new(StoredMessage {

@@ -202,3 +202,19 @@ fn recipients(
         }
     }
 }
+
+/// The refusal of an append past the store's message bound (`messages_max`, `imlab serve
+/// --max-messages`); the first one is logged (`warned` remembers it), as every later send
+/// is refused too.
+pub(crate) fn messages_max_reached(stored: u64, warned: &mut bool) -> StoreError {
+    if !std::mem::replace(warned, true) {
+        tracing::warn!(
+            stored,
+            "the store is full: {stored} messages stored, its limit (--max-messages); every \
+             send is refused from now on"
+        );
+    }
+    StoreError::Full(format!(
+        "{stored} messages stored, the limit (messages_max)"
+    ))
+}

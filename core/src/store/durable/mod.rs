@@ -98,10 +98,14 @@ impl DurableStoreLimits {
 }
 
 impl Default for DurableStoreLimits {
-    /// [`MemoryStoreLimits`]' defaults, but a short dedupe window: the engine holds every
-    /// dedupe record, so the window is only a cache and need not cost 4,096 ids per user.
+    /// [`MemoryStoreLimits`]' defaults, but a short dedupe window (the engine holds every
+    /// dedupe record, so the window is only a cache and need not cost 4,096 ids per user) and
+    /// no bound on messages: they live in the engine, and what memory holds per message (the
+    /// dedupe filter) has its own bound. A store that refused every send after the memory
+    /// store's 20 million would stop for good (ids are never reused).
     fn default() -> Self {
         DurableStoreLimits {
+            messages_max: u64::MAX,
             dedupe_window_len: 64,
             ..DurableStoreLimits::from(MemoryStoreLimits::default())
         }

@@ -194,6 +194,8 @@ pub struct State {
     /// Operations and bytes accepted but not yet durable (pending and in flight).
     pub unsettled_ops: usize,
     pub unsettled_bytes: usize,
+    /// The message bound's first refusal was logged.
+    pub full_warned: bool,
 }
 
 impl State {

@@ -88,10 +88,11 @@ impl<E: Engine> DurableStore<E> {
 
         let recipients = crate::store::recipients(&state.groups, &request)?;
         if state.allocated_msg_id >= limits.messages_max {
-            return Err(StoreError::Full(format!(
-                "{} messages stored, the limit (messages_max)",
-                state.allocated_msg_id
-            )));
+            let stored = state.allocated_msg_id;
+            return Err(crate::store::messages_max_reached(
+                stored,
+                &mut state.full_warned,
+            ));
         }
         // Every engine read happens before anything is allocated, so a failed read leaves
         // no trace.
