@@ -282,7 +282,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     if args.workers > 1 && args.worker_index.is_none() {
         // The workers share this machine's memory: their ledgers are judged together.
-        imlab_loadgen::run::check_ledger_memory(args.msg_rate, duration, args.pattern)?;
+        imlab_loadgen::run::check_ledger_memory(args.msg_rate, duration, args.pattern, clients)?;
         return crate::load_workers::run_workers(&args.worker_view(), clients);
     }
     let config = LoadConfig {

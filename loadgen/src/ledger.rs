@@ -49,6 +49,20 @@ pub fn bytes_per_message(recipients: usize) -> usize {
     std::mem::size_of::<Slot>() + 4 + recipients_list
 }
 
+/// The least bytes a pair of clients that exchanged a message costs the ledger for the rest
+/// of the run: its entry in the map of the newest number delivered (reorder counting), 12
+/// bytes and the hash table's control byte.
+pub const BYTES_PER_PAIR: usize = 13;
+
+/// The least memory the ledger of a run of `messages` to `recipients` devices each among
+/// `clients` clients keeps at its end: every message ([`bytes_per_message`]) and every pair
+/// that exchanged one, at most one a delivery and at most every ordered pair of clients.
+pub fn bytes_for_run(messages: f64, recipients: usize, clients: usize) -> f64 {
+    let clients = clients as f64;
+    let pairs = (messages * recipients as f64).min(clients * (clients - 1.0));
+    messages * bytes_per_message(recipients) as f64 + pairs * BYTES_PER_PAIR as f64
+}
+
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")

@@ -167,7 +167,7 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
         Some(_) => Pattern::OneToOne,
         None => config.pattern,
     };
-    check_ledger_memory(config.msg_rate, config.duration, pattern)
+    check_ledger_memory(config.msg_rate, config.duration, pattern, config.clients)
 }
 
 /// Refuses a run of `msg_rate` for `duration` whose ledger would outgrow the memory this
@@ -177,12 +177,19 @@ pub fn check_ledger_memory(
     msg_rate: f64,
     duration: Duration,
     pattern: Pattern,
+    clients: usize,
 ) -> Result<(), LoadError> {
     let recipients = match pattern {
         Pattern::Group(size) => size.saturating_sub(1).max(1),
         Pattern::OneToOne => 1,
     };
-    check_ledger_fits(msg_rate, duration, recipients, mem_available_bytes())
+    check_ledger_fits(
+        msg_rate,
+        duration,
+        recipients,
+        clients,
+        mem_available_bytes(),
+    )
 }
 
 /// The memory this machine has for new allocations (`MemAvailable` in `/proc/meminfo`), or
@@ -196,35 +203,40 @@ fn mem_available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices, whose
-/// ledger would outgrow `available` bytes: every planned message is kept to the run's end
-/// ([`crate::ledger::bytes_per_message`]), so a long run at a high rate would otherwise be
-/// killed for memory partway. Judged on the least a message costs, so a run that fits is
-/// never refused; `None` (not Linux): not checked.
+/// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices among
+/// `clients`, whose ledger would outgrow `available` bytes: every planned message is kept to
+/// the run's end, and every pair of clients that exchanged one
+/// ([`crate::ledger::bytes_for_run`]), so a long run at a high rate would otherwise be killed
+/// for memory partway. Judged on the least they cost, so a run that fits is never refused;
+/// `None` (not Linux): not checked.
 fn check_ledger_fits(
     msg_rate: f64,
     duration: Duration,
     recipients: usize,
+    clients: usize,
     available: Option<u64>,
 ) -> Result<(), LoadError> {
     let Some(available) = available else {
         return Ok(());
     };
     let messages = msg_rate * duration.as_secs_f64();
-    let bytes = messages * crate::ledger::bytes_per_message(recipients) as f64;
+    let bytes = crate::ledger::bytes_for_run(messages, recipients, clients);
     if bytes <= available as f64 {
         return Ok(());
     }
     let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
     Err(LoadError::Invalid(format!(
         "--msg-rate {} for --duration {:?} plans about {messages:.0} messages, and the ledger \
-         keeps every one to the end (at least {} bytes each: {:.1} GiB), more than the {:.1} \
+         keeps every one to the end (at least {} bytes each, and {} for each pair of the {} \
+         clients that exchanged one: {:.1} GiB), more than the {:.1} \
          GiB of memory this machine has available (MemAvailable in /proc/meminfo): lower the \
          rate, shorten the run, or split it across machines, each with its part of the \
          clients and rate, and merge their results (imlab load merge)",
         msg_rate,
         duration,
         crate::ledger::bytes_per_message(recipients),
+        crate::ledger::BYTES_PER_PAIR,
+        clients,
         gib(bytes),
         gib(available as f64),
     )))
@@ -936,23 +948,28 @@ mod tests {
     fn a_run_whose_ledger_outgrows_the_memory_is_refused_naming_the_flags() {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
-        // 30,000 msg/s for an hour: 108 million messages, at least 1.2 GiB.
-        let error = check_ledger_fits(30_000.0, hour, 1, Some(gib)).unwrap_err();
+        // 30,000 msg/s for an hour among 1,000 clients: 108 million messages, at least 1.2
+        // GiB (their pairs 13 MB more).
+        let error = check_ledger_fits(30_000.0, hour, 1, 1_000, Some(gib)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
             "--duration 3600s",
             "108000000 messages",
+            "1000 clients",
             "1.2 GiB",
             "1.0 GiB",
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_ledger_fits(30_000.0, hour, 1, Some(2 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, 1, None).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, Some(2 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, None).is_ok());
+        // Among 19,000 clients nearly every message meets a new pair: 1.3 GiB more.
+        let error = check_ledger_fits(30_000.0, hour, 1, 19_000, Some(2 * gib)).unwrap_err();
+        assert!(error.to_string().contains("2.5 GiB"), "{error}");
         // Group messages cost more: the same run to groups of 50 (28.6 GiB) does not fit 16.
-        assert!(check_ledger_fits(30_000.0, hour, 1, Some(16 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, 49, Some(16 * gib)).is_err());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, Some(16 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 49, 1_000, Some(16 * gib)).is_err());
     }
 
     /// The estimate is the least a message costs: at most the 41 bytes a message at one
