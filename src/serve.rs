@@ -70,7 +70,7 @@ pub struct ServeArgs {
     /// (STORE_UNAVAILABLE, retried by clients) and the server warns once. Default: 20,000,000
     /// in memory (about 6 GB of 200-byte messages; a longer run belongs on --data-dir); no
     /// limit on --data-dir, whose messages live on the disk.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_messages: Option<u64>,
     /// How long a flush of --data-dir's store (a full 64 MiB memtable written out as a table,
     /// about a third of a core-second) runs in the kernel's idle CPU class, taking only CPU

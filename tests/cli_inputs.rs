@@ -262,6 +262,14 @@ fn serve_refuses_an_empty_secret() {
 }
 
 #[test]
+fn serve_refuses_a_store_bound_of_no_messages() {
+    let output = imlab(&["serve", "--listen", "127.0.0.1:0", "--max-messages", "0"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'0' for '--max-messages <N>'"), "{stderr}");
+}
+
+#[test]
 fn help_examples_are_never_wrapped_inside_a_command() {
     for args in [
         vec!["--help"],
