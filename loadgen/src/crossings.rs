@@ -228,7 +228,7 @@ mod tests {
         ledger.acked(id(2));
         // Not acked: owes nothing yet.
         ledger.planned(id(3), 40, vec![8]);
-        assert_eq!(ledger.open_places(), 2);
+        assert_eq!(ledger.open_peak(), 2);
         let crossings = Crossings::of(&ledger, "r1", 0);
         let mut owed: Vec<((u32, u64), u32, u64)> = crossings
             .owed

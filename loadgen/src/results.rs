@@ -284,7 +284,7 @@ impl LoadResults {
             elapsed_s: ledger.started().elapsed().as_secs_f64(),
             connected_now: ledger.connected,
             messages: Messages {
-                sent: ledger.planned_count() as u64,
+                sent: ledger.planned_count(),
                 acked: ledger.acked_count() as u64,
                 delivered: verdict.delivered,
                 expected_deliveries: verdict.expected,

@@ -167,10 +167,21 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
         Some(_) => Pattern::OneToOne,
         None => config.pattern,
     };
-    check_ledger_memory(config.msg_rate, config.duration, pattern, config.clients)
+    // A worker's one-to-one messages go to another worker's client but for its own share.
+    let crossing = config.share.as_ref().map_or(0.0, |share| {
+        1.0 - config.clients as f64 / share.clients_total.max(1) as f64
+    });
+    check_ledger_memory(
+        config.msg_rate,
+        config.duration,
+        pattern,
+        config.clients,
+        crossing,
+    )
 }
 
-/// Refuses a run of `msg_rate` for `duration` whose ledger would outgrow the memory this
+/// Refuses a run of `msg_rate` for `duration` among `clients`, with the share `crossing` of
+/// its one-to-one messages owed at other workers, whose ledger would outgrow the memory this
 /// machine has available (see `check_ledger_fits`). `--workers` checks the whole run's rate
 /// before it starts its workers, which share the machine.
 pub fn check_ledger_memory(
@@ -178,6 +189,7 @@ pub fn check_ledger_memory(
     duration: Duration,
     pattern: Pattern,
     clients: usize,
+    crossing: f64,
 ) -> Result<(), LoadError> {
     let recipients = match pattern {
         Pattern::Group(size) => size.saturating_sub(1).max(1),
@@ -186,8 +198,7 @@ pub fn check_ledger_memory(
     check_ledger_fits(
         msg_rate,
         duration,
-        recipients,
-        clients,
+        (recipients, clients, crossing),
         mem_available_bytes(),
     )
 }
@@ -204,39 +215,37 @@ fn mem_available_bytes() -> Option<u64> {
 }
 
 /// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices among
-/// `clients`, whose ledger would outgrow `available` bytes: every planned message is kept to
-/// the run's end, and every pair of clients that exchanged one
-/// ([`crate::ledger::bytes_for_run`]), so a long run at a high rate would otherwise be killed
-/// for memory partway. Judged on the least they cost, so a run that fits is never refused;
-/// `None` (not Linux): not checked.
+/// `clients`, the share `crossing` of them owed at other workers, whose ledger would outgrow
+/// `available` bytes: it keeps every pair of clients that exchanged a message and every
+/// delivery owed elsewhere to the run's end ([`crate::ledger::bytes_for_run`]), so a long
+/// run would otherwise be killed for memory partway. Judged on the least they cost, so a run
+/// that fits is never refused; `None` (not Linux): not checked.
 fn check_ledger_fits(
     msg_rate: f64,
     duration: Duration,
-    recipients: usize,
-    clients: usize,
+    (recipients, clients, crossing): (usize, usize, f64),
     available: Option<u64>,
 ) -> Result<(), LoadError> {
     let Some(available) = available else {
         return Ok(());
     };
     let messages = msg_rate * duration.as_secs_f64();
-    let bytes = crate::ledger::bytes_for_run(messages, recipients, clients);
+    let bytes = crate::ledger::bytes_for_run(messages, recipients, clients, crossing);
     if bytes <= available as f64 {
         return Ok(());
     }
     let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
     Err(LoadError::Invalid(format!(
-        "--msg-rate {} for --duration {:?} plans about {messages:.0} messages, and the ledger \
-         keeps every one to the end (at least {} bytes each, and {} for each pair of the {} \
-         clients that exchanged one: {:.1} GiB), more than the {:.1} \
-         GiB of memory this machine has available (MemAvailable in /proc/meminfo): lower the \
-         rate, shorten the run, or split it across machines, each with its part of the \
-         clients and rate, and merge their results (imlab load merge)",
+        "--msg-rate {} for --duration {:?} plans about {messages:.0} messages among {clients} \
+         clients, and the ledger keeps to the end each pair of clients that exchanged one (at \
+         least {} bytes each) and each delivery owed at another worker ({} bytes): {:.1} GiB, \
+         more than the {:.1} GiB of memory this machine has available (MemAvailable in \
+         /proc/meminfo): lower the rate, shorten the run, or split it across machines, each \
+         with its part of the clients and rate, and merge their results (imlab load merge)",
         msg_rate,
         duration,
-        crate::ledger::bytes_per_message(recipients),
         crate::ledger::BYTES_PER_PAIR,
-        clients,
+        std::mem::size_of::<crate::ledger::Due>(),
         gib(bytes),
         gib(available as f64),
     )))
@@ -591,7 +600,6 @@ async fn send(
     let mut pacer = Pacer::new(timer, send_start.into_std(), config.msg_rate);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let n_messages = (config.msg_rate * config.duration.as_secs_f64()).round() as u64;
-    lock(&shared.ledger).reserve(n_messages as usize);
     // Fewer clients than asked when the ramp stopped early: send among those started.
     let n_clients = devices.len();
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
@@ -685,7 +693,6 @@ async fn send_population(
     let rate = chooser.rate();
     let mut pacer = Pacer::new(timer, send_start.into_std(), rate);
     let n_messages = (rate * config.duration.as_secs_f64()).round() as u64;
-    lock(&shared.ledger).reserve(n_messages as usize);
     let mut next_number = vec![0u64; devices.len()];
     for k in 0..n_messages {
         if shared.stop.is_cancelled() {
@@ -943,41 +950,32 @@ mod tests {
 
     /// A run whose ledger outgrows the memory available is refused before it starts, naming
     /// the flags and the sizes; one that fits, or a machine whose memory cannot be read, is
-    /// not.
+    /// not. A settled message keeps nothing, so what grows is the pairs of clients that met
+    /// and, with workers, the deliveries owed at other workers.
     #[test]
     fn a_run_whose_ledger_outgrows_the_memory_is_refused_naming_the_flags() {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
-        // 30,000 msg/s for an hour among 1,000 clients: 108 million messages, at least 1.2
-        // GiB (their pairs 13 MB more).
-        let error = check_ledger_fits(30_000.0, hour, 1, 1_000, Some(gib)).unwrap_err();
+        // Among 1,000 clients a run of any length: at most their 999,000 pairs, 13 MB.
+        assert!(check_ledger_fits(30_000.0, 100 * hour, (1, 1_000, 0.0), Some(gib)).is_ok());
+        // Among 19,000, an hour at 30,000 msg/s: nearly every message a new pair, 1.3 GiB.
+        let error = check_ledger_fits(30_000.0, hour, (1, 19_000, 0.0), Some(gib)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
             "--duration 3600s",
-            "108000000 messages",
-            "1000 clients",
-            "1.2 GiB",
+            "108000000 messages among 19000 clients",
+            "1.3 GiB",
             "1.0 GiB",
+            "imlab load merge",
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, Some(2 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, None).is_ok());
-        // Among 19,000 clients nearly every message meets a new pair: 1.3 GiB more.
-        let error = check_ledger_fits(30_000.0, hour, 1, 19_000, Some(2 * gib)).unwrap_err();
-        assert!(error.to_string().contains("2.5 GiB"), "{error}");
-        // Group messages cost more: the same run to groups of 50 (28.6 GiB) does not fit 16.
-        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, Some(16 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, 49, 1_000, Some(16 * gib)).is_err());
-    }
-
-    /// The estimate is the least a message costs: at most the 41 bytes a message at one
-    /// recipient was measured to cost (`bytes_per_message`), and growing with recipients.
-    #[test]
-    fn the_ledger_estimate_is_at_most_what_a_message_was_measured_to_cost() {
-        let one = crate::ledger::bytes_per_message(1);
-        assert!((8..=41).contains(&one), "{one} bytes");
-        assert!(crate::ledger::bytes_per_message(49) > one + 4 * 48);
+        assert!(check_ledger_fits(30_000.0, hour, (1, 19_000, 0.0), Some(2 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, (1, 19_000, 0.0), None).is_ok());
+        // Two workers among 1,000 clients: half the messages owed at the other, 32 bytes each.
+        let error = check_ledger_fits(30_000.0, hour, (1, 1_000, 0.5), Some(gib)).unwrap_err();
+        assert!(error.to_string().contains("1.6 GiB"), "{error}");
+        assert!(check_ledger_fits(30_000.0, hour, (1, 1_000, 0.5), Some(2 * gib)).is_ok());
     }
 }
