@@ -160,8 +160,8 @@ impl Planned {
     }
 }
 
-/// A delivery a settled message owes to a client of another worker: set aside for the
-/// workers' merge (`crossings.rs`) when the message settled here.
+/// A delivery an acked message owes to a client of another worker, for the workers' merge
+/// (`crossings.rs`): set aside when the message settles here, as its record is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Due {
     /// The message's sender and the sender's count before it (32 bits, as in `Planned`).
