@@ -198,7 +198,9 @@ pub fn check_ledger_memory(
     check_ledger_fits(
         msg_rate,
         duration,
-        (recipients, clients, crossing),
+        recipients,
+        clients,
+        crossing,
         mem_available_bytes(),
     )
 }
@@ -223,7 +225,9 @@ fn mem_available_bytes() -> Option<u64> {
 fn check_ledger_fits(
     msg_rate: f64,
     duration: Duration,
-    (recipients, clients, crossing): (usize, usize, f64),
+    recipients: usize,
+    clients: usize,
+    crossing: f64,
     available: Option<u64>,
 ) -> Result<(), LoadError> {
     let Some(available) = available else {
@@ -957,9 +961,9 @@ mod tests {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
         // Among 1,000 clients a run of any length: at most their 999,000 pairs, 13 MB.
-        assert!(check_ledger_fits(30_000.0, 100 * hour, (1, 1_000, 0.0), Some(gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, 100 * hour, 1, 1_000, 0.0, Some(gib)).is_ok());
         // Among 19,000, an hour at 30,000 msg/s: nearly every message a new pair, 1.3 GiB.
-        let error = check_ledger_fits(30_000.0, hour, (1, 19_000, 0.0), Some(gib)).unwrap_err();
+        let error = check_ledger_fits(30_000.0, hour, 1, 19_000, 0.0, Some(gib)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
@@ -971,11 +975,11 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_ledger_fits(30_000.0, hour, (1, 19_000, 0.0), Some(2 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, (1, 19_000, 0.0), None).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 19_000, 0.0, Some(2 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 19_000, 0.0, None).is_ok());
         // Two workers among 1,000 clients: half the messages owed at the other, 32 bytes each.
-        let error = check_ledger_fits(30_000.0, hour, (1, 1_000, 0.5), Some(gib)).unwrap_err();
+        let error = check_ledger_fits(30_000.0, hour, 1, 1_000, 0.5, Some(gib)).unwrap_err();
         assert!(error.to_string().contains("1.6 GiB"), "{error}");
-        assert!(check_ledger_fits(30_000.0, hour, (1, 1_000, 0.5), Some(2 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, 0.5, Some(2 * gib)).is_ok());
     }
 }
