@@ -469,8 +469,8 @@ fn more_clients_than_one_process_may_open_is_a_clear_error() {
 /// A run whose ledger could not fit this machine's memory is refused before anything
 /// connects, naming the flags, instead of being killed partway: with workers, each delivery
 /// owed at another worker is kept to the end. In one process a settled message keeps
-/// nothing, so among a few clients a run of any length goes ahead (here to find nothing
-/// listening).
+/// nothing (and the reorder map only the pairs in flight), so a run of any length goes ahead
+/// (here to find nothing listening).
 #[test]
 fn a_run_whose_ledger_outgrows_the_memory_is_refused_before_it_starts() {
     let run = [

@@ -33,25 +33,22 @@ pub struct Received {
     pub at_us: u64,
 }
 
-/// The least bytes a pair of clients that exchanged a message costs the ledger for the rest
-/// of the run: its entry in the map of the newest number delivered (reorder counting), 12
-/// bytes and the hash table's control byte.
-pub const BYTES_PER_PAIR: usize = 13;
+/// The reorder map's length below which its entries are not swept (see
+/// `LoadLedger::forget_pairs`): at most 65,536 pairs, under a megabyte.
+const PAIRS_SWEEP_MIN: usize = 1 << 16;
 
-/// The least memory the ledger of a run of `messages` to `recipients` devices each among
-/// `clients` clients keeps at its end: a settled message keeps nothing, but every pair of
-/// clients that exchanged one does (at most one a delivery, at most every ordered pair of
-/// clients), and so does every delivery owed at another worker ([`Due`]): with `--workers`,
-/// the share `crossing` of the one-to-one messages (groups stay within a worker).
-pub fn bytes_for_run(messages: f64, recipients: usize, clients: usize, crossing: f64) -> f64 {
-    let clients = clients as f64;
-    let pairs = (messages * recipients as f64).min(clients * (clients - 1.0));
+/// The least memory the ledger of a run of `messages` to `recipients` devices each keeps at
+/// its end. A settled message keeps nothing and the reorder map holds about the pairs with
+/// messages in flight, so what grows with the run is each delivery owed at another worker
+/// ([`Due`]): with `--workers`, the share `crossing` of the one-to-one messages (groups stay
+/// within a worker).
+pub fn bytes_for_run(messages: f64, recipients: usize, crossing: f64) -> f64 {
     let dues = if recipients == 1 {
         messages * crossing
     } else {
         0.0
     };
-    pairs * BYTES_PER_PAIR as f64 + dues * std::mem::size_of::<Due>() as f64
+    dues * std::mem::size_of::<Due>() as f64
 }
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
@@ -255,10 +252,13 @@ pub struct LoadLedger {
     settled_verdict: Verdict,
     settled_dues: Vec<Due>,
     /// (recipient, sender) -> the newest message number delivered, for reorder counting. Fx
-    /// hashing: it is on every delivery's path, and nothing iterates it. It grows with the
-    /// pairs that exchanged a message (to the clients squared), so its numbers are 32-bit, as
-    /// `Planned`'s are: 12 bytes an entry instead of 16.
+    /// hashing: it is on every delivery's path. An entry of this ledger's sender is kept only
+    /// while a delivery could still be checked against it (see [`Self::forget_pairs`]), so it
+    /// holds about the pairs with messages in flight; another worker's senders' stay (as many
+    /// as `received`). 12 bytes an entry: its numbers 32-bit, as `Planned`'s are.
     last_number: FxHashMap<(u32, u32), u32>,
+    /// `last_number`'s length at which [`Self::forget_pairs`] runs next.
+    pairs_sweep_at: usize,
     /// Deliveries of a message a device already had, beyond what the protocol allows, or to
     /// a device it was not for.
     pub duplicated: u64,
@@ -356,6 +356,7 @@ impl LoadLedger {
             settled_verdict: Verdict::default(),
             settled_dues: Vec::new(),
             last_number: FxHashMap::default(),
+            pairs_sweep_at: PAIRS_SWEEP_MIN,
             duplicated: 0,
             redelivered: 0,
             reordered: 0,
@@ -809,6 +810,40 @@ impl LoadLedger {
         } else {
             *last = number;
         }
+        if self.last_number.len() >= self.pairs_sweep_at {
+            self.forget_pairs();
+        }
+    }
+
+    /// Drops the reorder entries no delivery can be checked against any more: a pair
+    /// (device, sender) of this ledger's sender whose newest number delivered is below every
+    /// message of that sender still owed to that device. A first delivery comes only for an
+    /// open message (a settled one's is a repeat), so a delivery older than the entry could
+    /// only be such a message: with none, the entry says nothing more, and a later delivery
+    /// from that sender starts it again. Runs when the map has doubled since the last time
+    /// (amortized over the deliveries that grew it), so it holds about twice the pairs with
+    /// messages in flight, however long the run and however many clients met.
+    fn forget_pairs(&mut self) {
+        // (device, sender) -> the least number of the sender's open messages not at the device.
+        let mut owed: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+        for message in self.open.values() {
+            for device in message.recipients() {
+                if !message.reached(*device) {
+                    let least = owed.entry((*device, message.sender)).or_insert(u32::MAX);
+                    *least = (*least).min(message.number);
+                }
+            }
+        }
+        let clients = self.clients();
+        self.last_number.retain(|(device, sender), last| {
+            !clients.contains(sender) || owed.get(&(*device, *sender)).is_some_and(|n| n < last)
+        });
+        self.pairs_sweep_at = (2 * self.last_number.len()).max(PAIRS_SWEEP_MIN);
+    }
+
+    /// Reorder entries held (see `last_number`).
+    pub fn pairs_held(&self) -> usize {
+        self.last_number.len()
     }
 
     /// A client starts connecting.

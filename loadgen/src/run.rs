@@ -171,24 +171,17 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     let crossing = config.share.as_ref().map_or(0.0, |share| {
         1.0 - config.clients as f64 / share.clients_total.max(1) as f64
     });
-    check_ledger_memory(
-        config.msg_rate,
-        config.duration,
-        pattern,
-        config.clients,
-        crossing,
-    )
+    check_ledger_memory(config.msg_rate, config.duration, pattern, crossing)
 }
 
-/// Refuses a run of `msg_rate` for `duration` among `clients`, with the share `crossing` of
-/// its one-to-one messages owed at other workers, whose ledger would outgrow the memory this
-/// machine has available (see `check_ledger_fits`). `--workers` checks the whole run's rate
-/// before it starts its workers, which share the machine.
+/// Refuses a run of `msg_rate` for `duration`, with the share `crossing` of its one-to-one
+/// messages owed at other workers, whose ledger would outgrow the memory this machine has
+/// available (see `check_ledger_fits`). `--workers` checks the whole run's rate before it
+/// starts its workers, which share the machine.
 pub fn check_ledger_memory(
     msg_rate: f64,
     duration: Duration,
     pattern: Pattern,
-    clients: usize,
     crossing: f64,
 ) -> Result<(), LoadError> {
     let recipients = match pattern {
@@ -199,7 +192,6 @@ pub fn check_ledger_memory(
         msg_rate,
         duration,
         recipients,
-        clients,
         crossing,
         mem_available_bytes(),
     )
@@ -216,17 +208,16 @@ fn mem_available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices among
-/// `clients`, the share `crossing` of them owed at other workers, whose ledger would outgrow
-/// `available` bytes: it keeps every pair of clients that exchanged a message and every
-/// delivery owed elsewhere to the run's end ([`crate::ledger::bytes_for_run`]), so a long
-/// run would otherwise be killed for memory partway. Judged on the least they cost, so a run
-/// that fits is never refused; `None` (not Linux): not checked.
+/// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices, the
+/// share `crossing` of them owed at other workers, whose ledger would outgrow `available`
+/// bytes: it keeps every delivery owed elsewhere to the run's end
+/// ([`crate::ledger::bytes_for_run`]), so a long run would otherwise be killed for memory
+/// partway. Judged on the least they cost, so a run that fits is never refused; `None` (not
+/// Linux): not checked.
 fn check_ledger_fits(
     msg_rate: f64,
     duration: Duration,
     recipients: usize,
-    clients: usize,
     crossing: f64,
     available: Option<u64>,
 ) -> Result<(), LoadError> {
@@ -234,21 +225,20 @@ fn check_ledger_fits(
         return Ok(());
     };
     let messages = msg_rate * duration.as_secs_f64();
-    let bytes = crate::ledger::bytes_for_run(messages, recipients, clients, crossing);
+    let bytes = crate::ledger::bytes_for_run(messages, recipients, crossing);
     if bytes <= available as f64 {
         return Ok(());
     }
     let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
     Err(LoadError::Invalid(format!(
-        "--msg-rate {} for --duration {:?} plans about {messages:.0} messages among {clients} \
-         clients, and the ledger keeps to the end each pair of clients that exchanged one (at \
-         least {} bytes each) and each delivery owed at another worker ({} bytes): {:.1} GiB, \
-         more than the {:.1} GiB of memory this machine has available (MemAvailable in \
-         /proc/meminfo): lower the rate, shorten the run, or split it across machines, each \
-         with its part of the clients and rate, and merge their results (imlab load merge)",
+        "--msg-rate {} for --duration {:?} plans about {messages:.0} messages, and with \
+         --workers the ledger keeps to the end each delivery owed at another worker ({} bytes \
+         each): {:.1} GiB, more than the {:.1} GiB of memory this machine has available \
+         (MemAvailable in /proc/meminfo): lower the rate, shorten the run, or split it across \
+         machines, each with its part of the clients and rate, and merge their results (imlab \
+         load merge)",
         msg_rate,
         duration,
-        crate::ledger::BYTES_PER_PAIR,
         std::mem::size_of::<crate::ledger::Due>(),
         gib(bytes),
         gib(available as f64),
@@ -954,32 +944,32 @@ mod tests {
 
     /// A run whose ledger outgrows the memory available is refused before it starts, naming
     /// the flags and the sizes; one that fits, or a machine whose memory cannot be read, is
-    /// not. A settled message keeps nothing, so what grows is the pairs of clients that met
-    /// and, with workers, the deliveries owed at other workers.
+    /// not. A settled message keeps nothing and the reorder map only about the pairs in
+    /// flight, so what grows is the deliveries owed at other workers.
     #[test]
     fn a_run_whose_ledger_outgrows_the_memory_is_refused_naming_the_flags() {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
-        // Among 1,000 clients a run of any length: at most their 999,000 pairs, 13 MB.
-        assert!(check_ledger_fits(30_000.0, 100 * hour, 1, 1_000, 0.0, Some(gib)).is_ok());
-        // Among 19,000, an hour at 30,000 msg/s: nearly every message a new pair, 1.3 GiB.
-        let error = check_ledger_fits(30_000.0, hour, 1, 19_000, 0.0, Some(gib)).unwrap_err();
+        // One process: a run of any length, one-to-one or in groups.
+        assert!(check_ledger_fits(30_000.0, 100 * hour, 1, 0.0, Some(gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, 100 * hour, 5, 0.0, Some(gib)).is_ok());
+        // Two workers: half the messages owed at the other, 32 bytes each, 1.6 GiB.
+        let error = check_ledger_fits(30_000.0, hour, 1, 0.5, Some(gib)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
             "--duration 3600s",
-            "108000000 messages among 19000 clients",
-            "1.3 GiB",
+            "108000000 messages",
+            "32 bytes",
+            "1.6 GiB",
             "1.0 GiB",
             "imlab load merge",
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_ledger_fits(30_000.0, hour, 1, 19_000, 0.0, Some(2 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, 1, 19_000, 0.0, None).is_ok());
-        // Two workers among 1,000 clients: half the messages owed at the other, 32 bytes each.
-        let error = check_ledger_fits(30_000.0, hour, 1, 1_000, 0.5, Some(gib)).unwrap_err();
-        assert!(error.to_string().contains("1.6 GiB"), "{error}");
-        assert!(check_ledger_fits(30_000.0, hour, 1, 1_000, 0.5, Some(2 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 0.5, Some(2 * gib)).is_ok());
+        assert!(check_ledger_fits(30_000.0, hour, 1, 0.5, None).is_ok());
+        // Groups stay within a worker.
+        assert!(check_ledger_fits(30_000.0, hour, 5, 0.5, Some(gib)).is_ok());
     }
 }

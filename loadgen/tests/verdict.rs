@@ -379,6 +379,68 @@ fn a_delivery_older_than_one_its_device_had_from_the_same_sender_is_reordered() 
     assert_eq!(ledger.reordered, 2);
 }
 
+/// The reorder map forgets a pair once no delivery in flight could be checked against it,
+/// so it holds about the pairs with messages in flight however many pairs of clients met; a
+/// pair with an older message still owed keeps its entry, and that reorder is still caught.
+#[test]
+fn the_reorder_map_keeps_only_pairs_a_delivery_in_flight_could_reorder() {
+    let n = 400u32;
+    let mut ledger = LoadLedger::new(n as usize);
+    for client in 0..n {
+        ledger.connected(client, 0);
+    }
+    let mut numbers = vec![0u64; n as usize];
+    let mut send = |ledger: &mut LoadLedger, sender: u32, to: u32| {
+        let number = &mut numbers[sender as usize];
+        let id = MsgId {
+            sender,
+            number: *number,
+        };
+        *number += 1;
+        ledger.planned(id, 1, vec![to]);
+        ledger.acked(id);
+        id
+    };
+    // Client 0's first message to client 1 is still on its way when its second gets there.
+    let late = send(&mut ledger, 0, 1);
+    let early = send(&mut ledger, 0, 1);
+    ledger.delivered(1, early);
+    // Another worker's client: its messages in flight are not known here, so its pairs stay.
+    let elsewhere = |number| MsgId {
+        sender: 1_000,
+        number,
+    };
+    ledger.delivered(2, elsewhere(5));
+    // Every other ordered pair of clients exchanges a message, delivered at once: 159,600
+    // pairs met, more than twice the map's 65,536 below which it is not swept.
+    let mut pairs_peak = 0;
+    for sender in 0..n {
+        for to in (0..n).filter(|to| *to != sender && (sender, *to) != (0, 1)) {
+            let id = send(&mut ledger, sender, to);
+            ledger.delivered(to, id);
+            pairs_peak = pairs_peak.max(ledger.pairs_held());
+        }
+    }
+    assert!(
+        pairs_peak <= 1 << 16,
+        "{pairs_peak} pairs held for 159,600 that met"
+    );
+    assert_eq!(ledger.reordered, 0);
+    ledger.delivered(1, late);
+    assert_eq!(
+        ledger.reordered, 1,
+        "the pair with a message in flight kept"
+    );
+    ledger.delivered(2, elsewhere(4));
+    assert_eq!(ledger.reordered, 2, "another worker's sender's pair kept");
+    // A pair forgotten starts again at its next delivery: a reorder after it is caught.
+    let (a, b) = (send(&mut ledger, 5, 6), send(&mut ledger, 5, 6));
+    ledger.delivered(6, b);
+    ledger.delivered(6, a);
+    assert_eq!(ledger.reordered, 3);
+    assert_eq!(ledger.duplicated, 0);
+}
+
 /// A settled message drops its record: a ledger holds at most as many records as messages
 /// were ever open at once, however long the run, and a message that cannot settle yet (its
 /// recipient is away) keeps its own without holding back the others.
