@@ -545,28 +545,33 @@ fn messages_cross_between_workers_and_the_merge_judges_each_by_identity() {
         (a["first_client"].clone(), b["first_client"].clone()),
         (0.into(), 20.into())
     );
-    let n = |v: &serde_json::Value, key: &str| v[key].as_array().unwrap().len();
-    assert!(n(&a, "owed") > 50 && n(&b, "owed") > 50, "{a} {b}");
-    assert_eq!(n(&a, "owed"), n(&b, "received"));
-    assert_eq!(n(&b, "owed"), n(&a, "received"));
+    // Records in the binary files beside it: 32 bytes an owed delivery, 25 a received one.
+    let n = |worker: usize, file: &str, bytes: u64| {
+        let path = out
+            .path()
+            .join(format!("worker-{worker}/crossings-{file}.bin"));
+        let len = std::fs::metadata(path).unwrap().len();
+        assert_eq!(len % bytes, 0, "{file}");
+        len / bytes
+    };
+    let (a_owed, b_owed) = (n(0, "owed", 32), n(1, "owed", 32));
+    assert!(a_owed > 50 && b_owed > 50, "{a_owed} {b_owed}");
+    assert_eq!(a_owed, n(1, "received", 25));
+    assert_eq!(b_owed, n(0, "received", 25));
     let worker_0 = common::results(&out.path().join("worker-0"));
     assert_eq!(
         worker_0["messages"]["expected_deliveries"]
             .as_u64()
             .unwrap()
-            + n(&a, "owed") as u64,
+            + a_owed,
         worker_0["messages"]["sent"].as_u64().unwrap(),
         "{worker_0}"
     );
 
     // A delivery the receiving worker never saw is lost, named by the merge.
-    let mut tampered = b.clone();
-    tampered["received"].as_array_mut().unwrap().pop();
-    std::fs::write(
-        out.path().join("worker-1/crossings.json"),
-        tampered.to_string(),
-    )
-    .unwrap();
+    let received = out.path().join("worker-1/crossings-received.bin");
+    let bytes = std::fs::read(&received).unwrap();
+    std::fs::write(&received, &bytes[..bytes.len() - 25]).unwrap();
     let remerged = out.path().join("remerged");
     let output = Command::new(cargo_bin("imlab"))
         .args(["load", "merge"])

@@ -1,30 +1,47 @@
 //! Messages between the workers of one run (`--workers N`): each worker writes
-//! `crossings.json` beside its results, and the merge judges what crossed.
+//! `crossings.json` and two binary record files beside its results, and the merge judges
+//! what crossed.
 //!
 //! A worker's ledger knows its own clients' sends and its own clients' deliveries. A message
-//! from worker A's client to worker B's is owed at B; B's ledger records its delivery by
-//! identity (`MsgId`, recipient, time) without knowing the send. So each worker exports the
-//! deliveries it owes elsewhere ([`Owed`], with planned and ack times) and those it received
-//! from elsewhere ([`Received`]), plus which of its clients were synced when it stopped. The
-//! merge matches them by identity: received is delivered (its latency from the sender's
-//! planned time, both on the wall clock the workers share); not received by a recipient that
-//! was synced when its worker stopped, after the message was acked, is lost; otherwise it is
-//! pending. Repeats and reorders were counted by the receiving worker already.
+//! from worker A's client to worker B's is owed at B; B's ledger records each delivery of it
+//! by identity (`MsgId`, recipient, time, and whether the protocol allows it as a repeat)
+//! without knowing the send. So each worker exports the deliveries it owes elsewhere
+//! ([`Owed`], with planned and ack times), every delivery it received from elsewhere
+//! ([`Received`], repeats included, in arrival order), the messages its protocol sent again
+//! itself, and which of its clients were synced when it stopped. The merge matches them by
+//! identity: a first delivery received is delivered (its latency from the sender's planned
+//! time, both on the wall clock the workers share), a later one a redelivery or a duplicate
+//! and an older one than its sender's newest at that device a reorder; not received by a
+//! recipient that was synced when its worker stopped, after the message was acked, is lost;
+//! otherwise it is pending. The receiving worker keeps no set of what it received (24 bytes a
+//! delivery, where a record and a set entry took about 60): the merge tells repeats apart.
 
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::LoadLedger;
+use crate::ledger::{LoadLedger, RemoteRepeat};
 use crate::protocol::MsgId;
 
-/// The file each worker writes beside results.json.
+/// The file each worker writes beside results.json: who it is, when it ran, who was synced.
 pub const CROSSINGS_FILE: &str = "crossings.json";
+/// The deliveries it owes other workers' clients, [`OWED_BYTES`] each (little-endian:
+/// sender u32, number u64, recipient u32, planned_us u64, acked_us u64).
+pub const OWED_FILE: &str = "crossings-owed.bin";
+/// The deliveries of other workers' messages it received, [`RECEIVED_BYTES`] each
+/// (little-endian: sender u32, number u64, recipient u32, at_us u64, repeat u8: 0 never
+/// allowed again, 1 allowed, 2 allowed if its sender's protocol sent it again).
+pub const RECEIVED_FILE: &str = "crossings-received.bin";
+/// Bytes of one record in [`OWED_FILE`].
+pub const OWED_BYTES: usize = 32;
+/// Bytes of one record in [`RECEIVED_FILE`].
+pub const RECEIVED_BYTES: usize = 25;
 
 /// A delivery an acked message owes to a client of another worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owed {
     /// Sender and the sender's count.
     pub id: (u32, u64),
@@ -36,8 +53,8 @@ pub struct Owed {
     pub acked_us: u64,
 }
 
-/// A first delivery of another worker's message here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A delivery of another worker's message here, the first or a repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
     /// Sender and the sender's count.
     pub id: (u32, u64),
@@ -45,6 +62,8 @@ pub struct Received {
     pub recipient: u32,
     /// µs since this worker started.
     pub at_us: u64,
+    /// What the protocol said of it, should it be a repeat.
+    pub repeat: RemoteRepeat,
 }
 
 /// One worker's side of the messages that crossed.
@@ -63,9 +82,16 @@ pub struct Crossings {
     pub stopped_us: u64,
     /// Its clients logged in and synced when it stopped.
     pub synced: Vec<u32>,
-    /// Deliveries its acked messages owe to other workers' clients.
+    /// Its messages that its protocol sent again by itself (MQTT QoS 1 after a reconnect):
+    /// a repeat of one at another worker's client is a redelivery the protocol allows.
+    #[serde(default)]
+    pub resent: Vec<(u32, u64)>,
+    /// Deliveries its acked messages owe to other workers' clients ([`OWED_FILE`]).
+    #[serde(skip)]
     pub owed: Vec<Owed>,
-    /// First deliveries of other workers' messages to its clients.
+    /// Deliveries of other workers' messages to its clients, in arrival order
+    /// ([`RECEIVED_FILE`]).
+    #[serde(skip)]
     pub received: Vec<Received>,
     /// Deliveries of other workers' messages it could not record (its bound was reached).
     pub received_dropped: u64,
@@ -84,6 +110,11 @@ impl Crossings {
                 acked_us: due.acked_us,
             })
             .collect();
+        let mut resent: Vec<(u32, u64)> = ledger
+            .resent_ids()
+            .map(|id| (id.sender, id.number))
+            .collect();
+        resent.sort_unstable();
         Crossings {
             run_tag: run_tag.to_string(),
             first_client: clients.start,
@@ -91,24 +122,43 @@ impl Crossings {
             started_unix_us,
             stopped_us: ledger.now_us(),
             synced: clients.clone().filter(|c| ledger.synced(*c)).collect(),
+            resent,
             owed,
             received: ledger
                 .received
                 .iter()
                 .map(|r| Received {
-                    id: (r.id.sender, r.id.number),
+                    id: (r.sender, u64::from(r.number)),
                     recipient: r.recipient,
                     at_us: r.at_us,
+                    repeat: r.repeat,
                 })
                 .collect(),
             received_dropped: ledger.received_dropped,
         }
     }
 
-    /// Writes it to `dir`.
+    /// Writes it to `dir`: [`OWED_FILE`], [`RECEIVED_FILE`], then [`CROSSINGS_FILE`]. An
+    /// error names the file.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        write_records(&dir.join(OWED_FILE), &self.owed, |o, out| {
+            out.write_all(&o.id.0.to_le_bytes())?;
+            out.write_all(&o.id.1.to_le_bytes())?;
+            out.write_all(&o.recipient.to_le_bytes())?;
+            out.write_all(&o.planned_us.to_le_bytes())?;
+            out.write_all(&o.acked_us.to_le_bytes())
+        })?;
+        write_records(&dir.join(RECEIVED_FILE), &self.received, |r, out| {
+            out.write_all(&r.id.0.to_le_bytes())?;
+            out.write_all(&r.id.1.to_le_bytes())?;
+            out.write_all(&r.recipient.to_le_bytes())?;
+            out.write_all(&r.at_us.to_le_bytes())?;
+            out.write_all(&[r.repeat as u8])
+        })?;
+        // Last: its presence says the record files beside it are whole.
+        let file = dir.join(CROSSINGS_FILE);
         let json = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        std::fs::write(dir.join(CROSSINGS_FILE), json)
+        std::fs::write(&file, json).map_err(|error| named_error(&file, error))
     }
 
     /// Reads `dir`'s, if it has one.
@@ -119,10 +169,85 @@ impl Crossings {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(format!("{}: {error}", file.display())),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|error| format!("{}: {error}", file.display()))
+        let mut crossings: Crossings =
+            serde_json::from_str(&text).map_err(|error| format!("{}: {error}", file.display()))?;
+        crossings.owed = read_records(&dir.join(OWED_FILE), |b: &[u8; OWED_BYTES]| {
+            Ok(Owed {
+                id: (u32_at(b, 0), u64_at(b, 4)),
+                recipient: u32_at(b, 12),
+                planned_us: u64_at(b, 16),
+                acked_us: u64_at(b, 24),
+            })
+        })?;
+        crossings.received = read_records(&dir.join(RECEIVED_FILE), |b: &[u8; RECEIVED_BYTES]| {
+            Ok(Received {
+                id: (u32_at(b, 0), u64_at(b, 4)),
+                recipient: u32_at(b, 12),
+                at_us: u64_at(b, 16),
+                repeat: RemoteRepeat::from_byte(b[24])
+                    .ok_or_else(|| format!("repeat {} is not 0, 1 or 2", b[24]))?,
+            })
+        })?;
+        Ok(Some(crossings))
     }
+}
+
+/// `error`, naming `file`.
+fn named_error(file: &Path, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("{}: {error}", file.display()))
+}
+
+/// Writes `records` to `file`, each by `write`, and syncs it; an error names the file.
+fn write_records<T>(
+    file: &Path,
+    records: &[T],
+    write: impl Fn(&T, &mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let written = (|| {
+        let mut out = BufWriter::new(std::fs::File::create(file)?);
+        for record in records {
+            write(record, &mut out)?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })();
+    written.map_err(|error| named_error(file, error))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Reads `file`'s records of `N` bytes each, in order; an error names the file and the
+/// record (a file cut short, a field out of range).
+fn read_records<T, const N: usize>(
+    file: &Path,
+    parse: impl Fn(&[u8; N]) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let named = |what: String| format!("{}: {what}", file.display());
+    let handle = std::fs::File::open(file).map_err(|error| named(error.to_string()))?;
+    let len = handle
+        .metadata()
+        .map_err(|error| named(error.to_string()))?
+        .len();
+    if len % N as u64 != 0 {
+        return Err(named(format!(
+            "{len} bytes is not a whole number of {N}-byte records (cut short?)"
+        )));
+    }
+    let mut reader = BufReader::new(handle);
+    let mut records = Vec::with_capacity((len / N as u64) as usize);
+    let mut bytes = [0u8; N];
+    for index in 0..len / N as u64 {
+        reader
+            .read_exact(&mut bytes)
+            .map_err(|error| named(format!("record {index}: {error}")))?;
+        records.push(parse(&bytes).map_err(|what| named(format!("record {index}: {what}")))?);
+    }
+    Ok(records)
 }
 
 /// What the merge found for the deliveries that crossed between workers.
@@ -139,21 +264,60 @@ pub struct Judged {
     /// Deliveries the receiving workers could not record (bound reached): when not 0, no
     /// missing delivery is judged lost (it may be among them), only pending.
     pub unrecorded: u64,
+    /// Repeats of a delivery the protocol does not allow.
+    pub duplicated: u64,
+    /// Repeats the protocol allows (MQTT's DUP, after a reconnect, or of a message resent).
+    pub redelivered: u64,
+    /// First deliveries older than one the device had from the same sender.
+    pub reordered: u64,
 }
 
 /// Matches every worker's owed deliveries against every worker's received ones; records the
-/// latency of each match (µs) in `deliver`.
+/// latency of each match (µs) in `deliver`. Each worker's received deliveries are replayed in
+/// arrival order, as its ledger would have judged them: a repeat of a (message, recipient) is
+/// a redelivery if the protocol allowed it (or its sender's worker resent the message) and a
+/// duplicate otherwise; a first delivery older than its sender's newest at that device is a
+/// reorder.
 pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Judged {
     let mut judged = Judged::default();
+    let resent: FxHashSet<(u32, u64)> = workers
+        .iter()
+        .flat_map(|w| w.resent.iter().copied())
+        .collect();
+    // (message, recipient) -> the first delivery's time on the shared clock.
     let mut received: FxHashMap<(MsgId, u32), u64> = FxHashMap::default();
     for worker in workers {
         judged.unrecorded += worker.received_dropped;
+        // (recipient, sender) -> the newest number delivered: recipients are this worker's.
+        let mut newest: FxHashMap<(u32, u32), u64> = FxHashMap::default();
         for r in &worker.received {
             let id = MsgId {
                 sender: r.id.0,
                 number: r.id.1,
             };
-            received.insert((id, r.recipient), worker.started_unix_us + r.at_us);
+            match received.entry((id, r.recipient)) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    let allowed = match r.repeat {
+                        RemoteRepeat::Duplicate => false,
+                        RemoteRepeat::Redelivery => true,
+                        RemoteRepeat::RedeliveryIfResent => resent.contains(&r.id),
+                    };
+                    if allowed {
+                        judged.redelivered += 1;
+                    } else {
+                        judged.duplicated += 1;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(first) => {
+                    first.insert(worker.started_unix_us + r.at_us);
+                    let last = newest.entry((r.recipient, r.id.0)).or_insert(0);
+                    if r.id.1 < *last {
+                        judged.reordered += 1;
+                    } else {
+                        *last = r.id.1;
+                    }
+                }
+            }
         }
     }
     let home = |client: u32| {
@@ -203,6 +367,7 @@ mod tests {
             started_unix_us,
             stopped_us: 10_000_000,
             synced: vec![first_client, first_client + 1],
+            resent: Vec::new(),
             owed: Vec::new(),
             received: Vec::new(),
             received_dropped: 0,
@@ -270,6 +435,7 @@ mod tests {
             id: (0, 0),
             recipient: 2,
             at_us: 503_000, // 1_000_000 + 1_000_000 planned; 1_500_000 + 503_000 received
+            repeat: RemoteRepeat::Duplicate,
         }];
         // Pending: client 0 was not synced when worker 0 stopped.
         b.owed = vec![owed(2, 0, 0, 1_000_000, 1_001_000)];
@@ -283,10 +449,112 @@ mod tests {
                 delivered: 1,
                 lost: 1,
                 pending: 2,
-                unrecorded: 0,
+                ..Judged::default()
             }
         );
         assert_eq!(deliver.len(), 1);
         assert_eq!(deliver.max(), deliver.highest_equivalent(3_000));
+    }
+
+    fn received(
+        sender: u32,
+        number: u64,
+        recipient: u32,
+        at_us: u64,
+        repeat: RemoteRepeat,
+    ) -> Received {
+        Received {
+            id: (sender, number),
+            recipient,
+            at_us,
+            repeat,
+        }
+    }
+
+    /// The merge replays each worker's deliveries in arrival order: a repeat is a duplicate
+    /// unless the protocol allowed it (or the sender's worker resent the message), a first
+    /// delivery older than its sender's newest at that device is a reorder, and the first
+    /// delivery alone is matched (its time, not a repeat's).
+    #[test]
+    fn repeats_and_reorders_of_messages_that_crossed_are_judged_at_the_merge() {
+        use RemoteRepeat::{Duplicate, Redelivery, RedeliveryIfResent};
+        let mut a = worker(0, 0);
+        let mut b = worker(2, 0);
+        let owed = |number, recipient| Owed {
+            id: (0, number),
+            recipient,
+            planned_us: 1_000,
+            acked_us: 2_000,
+        };
+        a.owed = vec![owed(0, 2), owed(1, 2), owed(2, 3), owed(3, 3), owed(4, 3)];
+        a.resent = vec![(0, 3)];
+        b.received = vec![
+            received(0, 1, 2, 5_000, Duplicate),
+            received(0, 0, 2, 6_000, Duplicate), // older than 1 at client 2: reordered
+            received(0, 0, 2, 7_000, Duplicate), // a repeat: duplicated
+            received(0, 2, 3, 8_000, Duplicate), // client 3's order is its own
+            received(0, 2, 3, 9_000, Redelivery), // allowed
+            received(0, 3, 3, 9_500, Duplicate),
+            received(0, 3, 3, 10_000, RedeliveryIfResent), // resent by worker 0: allowed
+            received(0, 4, 3, 10_500, Duplicate),
+            received(0, 4, 3, 11_000, RedeliveryIfResent), // not resent: duplicated
+        ];
+        let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let judged = judge(&[a, b], &mut deliver);
+        assert_eq!(
+            judged,
+            Judged {
+                expected: 5,
+                delivered: 5,
+                duplicated: 2,
+                redelivered: 2,
+                reordered: 1,
+                ..Judged::default()
+            }
+        );
+        // Message 0 at client 2: its first delivery, 6 ms after it was planned at 1 ms.
+        assert_eq!(deliver.min(), deliver.lowest_equivalent(4_000));
+        assert_eq!(deliver.max(), deliver.highest_equivalent(9_500));
+    }
+
+    /// Written and read back whole; a record file cut short is refused, naming it.
+    #[test]
+    fn the_record_files_round_trip_and_a_cut_one_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = worker(0, 1_000);
+        a.resent = vec![(1, 7)];
+        a.owed = vec![Owed {
+            id: (1, u64::from(u32::MAX)),
+            recipient: 3,
+            planned_us: 10,
+            acked_us: u64::MAX - 1,
+        }];
+        a.received = vec![
+            received(2, 5, 0, 20, RemoteRepeat::RedeliveryIfResent),
+            received(3, 0, 1, 30, RemoteRepeat::Redelivery),
+        ];
+        a.received_dropped = 4;
+        a.write(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join(RECEIVED_FILE))
+                .unwrap()
+                .len(),
+            2 * RECEIVED_BYTES as u64
+        );
+        assert_eq!(Crossings::read(dir.path()).unwrap(), Some(a));
+        let file = dir.path().join(RECEIVED_FILE);
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
+        let error = Crossings::read(dir.path()).unwrap_err();
+        assert!(
+            error.contains(RECEIVED_FILE) && error.contains("cut short"),
+            "{error}"
+        );
+        let mut bad = bytes.clone();
+        bad[RECEIVED_BYTES - 1] = 9;
+        std::fs::write(&file, &bad).unwrap();
+        let error = Crossings::read(dir.path()).unwrap_err();
+        assert!(error.contains("record 0: repeat 9"), "{error}");
+        assert_eq!(Crossings::read(&dir.path().join("none")).unwrap(), None);
     }
 }

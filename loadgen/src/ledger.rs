@@ -22,15 +22,44 @@ use crate::protocol::MsgId;
 /// [`LoadLedger::received_dropped`] and the merge reports the run as not fully judged.
 pub const RECEIVED_LEN_MAX: usize = 20_000_000;
 
-/// A first delivery of a message sent by another worker's client.
+/// A delivery of a message sent by another worker's client, the first or a repeat: 24 bytes
+/// (the merge tells repeats apart, `crossings.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
-    /// The message.
-    pub id: MsgId,
+    /// The message: its sender and the sender's count (32 bits, as every sender's).
+    pub sender: u32,
+    pub number: u32,
     /// The device here that got it.
     pub recipient: u32,
+    /// What the protocol said of it, should it be a repeat.
+    pub repeat: RemoteRepeat,
     /// When, µs since this ledger started.
     pub at_us: u64,
+}
+
+/// What a delivery of another worker's message is if the device had it already: judged at
+/// the merge, which alone knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RemoteRepeat {
+    /// A duplicate.
+    Duplicate = 0,
+    /// A redelivery the protocol allows (MQTT's DUP, or after the device reconnected).
+    Redelivery = 1,
+    /// A redelivery if the sender's protocol sent the message again, a duplicate otherwise.
+    RedeliveryIfResent = 2,
+}
+
+impl RemoteRepeat {
+    /// The kind a byte of `crossings-received.bin` names, if any.
+    pub fn from_byte(byte: u8) -> Option<RemoteRepeat> {
+        match byte {
+            0 => Some(RemoteRepeat::Duplicate),
+            1 => Some(RemoteRepeat::Redelivery),
+            2 => Some(RemoteRepeat::RedeliveryIfResent),
+            _ => None,
+        }
+    }
 }
 
 /// The reorder map's length below which its entries are not swept (see
@@ -223,10 +252,8 @@ pub struct LoadLedger {
     started: Instant,
     /// The first client number this ledger follows; it follows `first_client..+n_clients`.
     first_client: u32,
-    /// First deliveries of other workers' messages, in arrival order.
+    /// Deliveries of other workers' messages, repeats included, in arrival order.
     pub received: Vec<Received>,
-    /// Identities in `received` (with the recipient), to count repeats as duplicates.
-    received_ids: rustc_hash::FxHashSet<(u32, MsgId)>,
     /// Deliveries of other workers' messages not recorded: `received` was full.
     pub received_dropped: u64,
     /// Messages not settled yet, by sender and the sender's count before it: their records.
@@ -251,11 +278,11 @@ pub struct LoadLedger {
     settled: u64,
     settled_verdict: Verdict,
     settled_dues: Vec<Due>,
-    /// (recipient, sender) -> the newest message number delivered, for reorder counting. Fx
-    /// hashing: it is on every delivery's path. An entry of this ledger's sender is kept only
-    /// while a delivery could still be checked against it (see [`Self::forget_pairs`]), so it
-    /// holds about the pairs with messages in flight; another worker's senders' stay (as many
-    /// as `received`). 12 bytes an entry: its numbers 32-bit, as `Planned`'s are.
+    /// (recipient, sender) -> the newest message number delivered, for reorder counting of
+    /// this ledger's senders (another worker's are judged at the merge). Fx hashing: it is on
+    /// every delivery's path. An entry is kept only while a delivery could still be checked
+    /// against it (see [`Self::forget_pairs`]), so it holds about the pairs with messages in
+    /// flight. 12 bytes an entry: its numbers 32-bit, as `Planned`'s are.
     last_number: FxHashMap<(u32, u32), u32>,
     /// `last_number`'s length at which [`Self::forget_pairs`] runs next.
     pairs_sweep_at: usize,
@@ -344,7 +371,6 @@ impl LoadLedger {
             started: Instant::now(),
             first_client,
             received: Vec::new(),
-            received_ids: rustc_hash::FxHashSet::default(),
             received_dropped: 0,
             open: FxHashMap::default(),
             open_peak: 0,
@@ -718,7 +744,7 @@ impl LoadLedger {
     pub fn delivered_as(&mut self, device: u32, id: MsgId, repeat: Repeat) {
         let now = self.now_us();
         if self.local(id.sender).is_none() {
-            self.received_from_elsewhere(device, id, now);
+            self.received_from_elsewhere(device, id, repeat, now);
             return;
         }
         let Some(key) = self.key(id) else {
@@ -778,31 +804,59 @@ impl LoadLedger {
     }
 
     /// A device got a message of another worker's client: recorded by identity (its planned
-    /// time is known there), repeats counted as duplicates, order checked per sender.
-    fn received_from_elsewhere(&mut self, device: u32, id: MsgId, now: u64) {
-        if self.received_ids.contains(&(device, id)) {
-            self.duplicated += 1;
+    /// time is known there) with what the protocol said of it should it be a repeat; repeats
+    /// and reorders are told apart at the merge, which sees every worker's records.
+    fn received_from_elsewhere(&mut self, device: u32, id: MsgId, repeat: Repeat, now: u64) {
+        // No sender plans more than 2^32 messages: not a message of this run.
+        let Ok(number) = u32::try_from(id.number) else {
             return;
-        }
+        };
         if self.received.len() >= RECEIVED_LEN_MAX {
             self.received_dropped += 1;
             return;
         }
-        self.received_ids.insert((device, id));
+        let reconnected = self
+            .local(device)
+            .is_some_and(|slot| self.reconnected[slot]);
+        let repeat = match repeat {
+            Repeat::Duplicate => RemoteRepeat::Duplicate,
+            Repeat::Redelivery => RemoteRepeat::Redelivery,
+            Repeat::RedeliveryAfterReconnect if reconnected => RemoteRepeat::Redelivery,
+            Repeat::RedeliveryAfterReconnect => RemoteRepeat::RedeliveryIfResent,
+        };
         self.received.push(Received {
-            id,
+            sender: id.sender,
+            number,
             recipient: device,
+            repeat,
             at_us: now,
         });
+        // Repeats included: rare, and only the merge can tell.
         self.current.delivered += 1;
-        self.check_order(device, id.sender, id.number);
+    }
+
+    /// Messages of this ledger's senders that the protocol sent again by itself, settled or
+    /// open (for the merge: a repeat of one at another worker is allowed).
+    pub fn resent_ids(&self) -> impl Iterator<Item = MsgId> + '_ {
+        let open = self
+            .open
+            .values()
+            .filter(|message| message.resent)
+            .map(|message| (message.sender, message.number));
+        self.resent_settled
+            .iter()
+            .copied()
+            .chain(open)
+            .map(|(sender, number)| MsgId {
+                sender,
+                number: u64::from(number),
+            })
     }
 
     /// Counts a first delivery to `device` of `sender`'s message `number` as reordered if a
     /// later one of the sender's reached it before.
     fn check_order(&mut self, device: u32, sender: u32, number: u64) {
-        // Another worker's sender past 2^32 sends saturates (this ledger's own senders stop
-        // before, at its index's bound); no run's memory gets that far.
+        // This ledger's senders stop before 2^32 sends, at their index's bound.
         let number = u32::try_from(number).unwrap_or(u32::MAX);
         let last = self.last_number.entry((device, sender)).or_insert(0);
         if number < *last {
@@ -816,7 +870,7 @@ impl LoadLedger {
     }
 
     /// Drops the reorder entries no delivery can be checked against any more: a pair
-    /// (device, sender) of this ledger's sender whose newest number delivered is below every
+    /// (device, sender) whose newest number delivered is below every
     /// message of that sender still owed to that device. A first delivery comes only for an
     /// open message (a settled one's is a repeat), so a delivery older than the entry could
     /// only be such a message: with none, the entry says nothing more, and a later delivery
@@ -834,10 +888,8 @@ impl LoadLedger {
                 }
             }
         }
-        let clients = self.clients();
-        self.last_number.retain(|(device, sender), last| {
-            !clients.contains(sender) || owed.get(&(*device, *sender)).is_some_and(|n| n < last)
-        });
+        self.last_number
+            .retain(|pair, last| owed.get(pair).is_some_and(|n| n < last));
         self.pairs_sweep_at = (2 * self.last_number.len()).max(PAIRS_SWEEP_MIN);
     }
 
@@ -1094,12 +1146,13 @@ pub enum Repeat {
 mod tests {
     use super::*;
 
-    /// An open message's record and a delivery owed at another worker, the sizes
-    /// `bytes_for_run` and README's figures count on (the run's memory check is tested in
+    /// An open message's record, a delivery owed at another worker and one received from
+    /// another, the sizes `bytes_for_run` and README's figures count on (the run's memory check is tested in
     /// `run.rs`).
     #[test]
-    fn an_open_record_takes_64_bytes_and_a_due_32() {
+    fn an_open_record_takes_64_bytes_a_due_32_and_a_delivery_from_elsewhere_24() {
         assert_eq!(std::mem::size_of::<Planned>(), 64);
         assert_eq!(std::mem::size_of::<Due>(), 32);
+        assert_eq!(std::mem::size_of::<Received>(), 24);
     }
 }

@@ -96,7 +96,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
 }
 
 /// Judges the messages that crossed between the workers of a run (see `crate::crossings`):
-/// the directories' `crossings.json` files, run by run, added to the merged counts and the
+/// the directories' `crossings.json` files and their record files, run by run, added to the
+/// merged counts (deliveries, and repeats and reorders of the messages that crossed) and the
 /// deliver histogram.
 fn judge_crossings(
     dirs: &[PathBuf],
@@ -122,6 +123,9 @@ fn judge_crossings(
         m.delivered += judged.delivered;
         m.lost += judged.lost;
         m.pending += judged.pending;
+        m.duplicated += judged.duplicated;
+        m.redelivered += judged.redelivered;
+        m.reordered += judged.reordered;
     }
     Ok(())
 }

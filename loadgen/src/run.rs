@@ -429,10 +429,7 @@ pub async fn run(
     shared.write(&results, &files)?;
     if let (Some(crossings), Some(dir)) = (crossings, &shared.config.out) {
         crossings.write(dir).map_err(|source| LoadError::Write {
-            path: dir
-                .join(crate::crossings::CROSSINGS_FILE)
-                .display()
-                .to_string(),
+            path: dir.display().to_string(),
             source,
         })?;
     }
