@@ -281,9 +281,13 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         crate::out_dir::check(dir)?;
     }
     if args.workers > 1 && args.worker_index.is_none() {
-        // The workers share this machine's memory: their ledgers are judged together.
-        let crossing = 1.0 - 1.0 / args.workers as f64;
-        imlab_loadgen::run::check_ledger_memory(args.msg_rate, duration, args.pattern, crossing)?;
+        // The merge of the workers' results holds what crossed between them.
+        imlab_loadgen::run::check_merge_memory(
+            args.msg_rate,
+            duration,
+            args.pattern,
+            args.workers,
+        )?;
         return crate::load_workers::run_workers(&args.worker_view(), clients);
     }
     let config = LoadConfig {

@@ -466,13 +466,14 @@ fn more_clients_than_one_process_may_open_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a loopback address"));
 }
 
-/// A run whose ledger could not fit this machine's memory is refused before anything
-/// connects, naming the flags, instead of being killed partway: with workers, each delivery
-/// owed at another worker is kept to the end. In one process a settled message keeps
-/// nothing (and the reorder map only the pairs in flight), so a run of any length goes ahead
-/// (here to find nothing listening).
+/// A `--workers` run whose merge could not fit this machine's memory is refused before
+/// anything connects, naming the flags, instead of being killed at its end: the merge holds
+/// each first delivery that crossed between workers (at most 20,000,000 a worker, so here a
+/// thousand workers). In one process a settled message keeps nothing (and the reorder map
+/// only the pairs in flight), so a run of any length goes ahead (here to find nothing
+/// listening).
 #[test]
-fn a_run_whose_ledger_outgrows_the_memory_is_refused_before_it_starts() {
+fn a_run_whose_merge_outgrows_the_memory_is_refused_before_it_starts() {
     let run = [
         "--target",
         "127.0.0.1:9",
@@ -481,13 +482,13 @@ fn a_run_whose_ledger_outgrows_the_memory_is_refused_before_it_starts() {
         "--msg-rate",
         "1000000",
     ];
-    // The workers share the machine, so the whole run's rate is judged before any starts
-    // (a worker's own check, of its share, would come after `--workers` asked for `--out`).
-    let output = load(&[&run[..], &["--clients", "4", "--workers", "2"]].concat());
+    // Judged before any worker starts (before `--workers` asks for `--out`).
+    let output = load(&[&run[..], &["--clients", "2000", "--workers", "1000"]].concat());
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--msg-rate 1000000")
+            && stderr.contains("--workers 1000")
             && stderr.contains("MemAvailable")
             && stderr.contains("imlab load merge"),
         "{stderr}"

@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{LoadLedger, RemoteRepeat};
+use crate::ledger::{Due, LoadLedger, RECEIVED_LEN_MAX, RemoteRepeat};
 use crate::protocol::MsgId;
 
 /// The file each worker writes beside results.json: who it is, when it ran, who was synced.
@@ -40,6 +40,24 @@ pub const OWED_BYTES: usize = 32;
 /// Bytes of one record in [`RECEIVED_FILE`].
 pub const RECEIVED_BYTES: usize = 25;
 
+/// The least bytes the merge holds for a first delivery that crossed between workers: its
+/// entry in the table of first deliveries, (message, recipient) -> time, 32 bytes and the hash
+/// table's control byte.
+pub const BYTES_PER_FIRST_DELIVERY: usize = 33;
+
+/// The least memory the merge of a `--workers` run of `messages` to `recipients` devices each
+/// over `workers` workers holds: each first delivery that crossed between workers (the
+/// one-to-one messages to another worker's client, the share `1 - 1/workers`; groups stay
+/// within a worker), at most [`RECEIVED_LEN_MAX`] a worker.
+pub fn merge_bytes_for_run(messages: f64, recipients: usize, workers: usize) -> f64 {
+    if recipients != 1 || workers < 2 {
+        return 0.0;
+    }
+    let crossing = messages * (1.0 - 1.0 / workers as f64);
+    let first = crossing.min((RECEIVED_LEN_MAX * workers) as f64);
+    first * BYTES_PER_FIRST_DELIVERY as f64
+}
+
 /// A delivery an acked message owes to a client of another worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owed {
@@ -53,6 +71,18 @@ pub struct Owed {
     pub acked_us: u64,
 }
 
+impl Owed {
+    /// The record of a ledger's due.
+    pub fn of(due: &Due) -> Owed {
+        Owed {
+            id: (due.id().sender, due.id().number),
+            recipient: due.recipient,
+            planned_us: due.planned_us,
+            acked_us: due.acked_us,
+        }
+    }
+}
+
 /// A delivery of another worker's message here, the first or a repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
@@ -64,6 +94,18 @@ pub struct Received {
     pub at_us: u64,
     /// What the protocol said of it, should it be a repeat.
     pub repeat: RemoteRepeat,
+}
+
+impl Received {
+    /// The record of a ledger's delivery from elsewhere.
+    pub fn of(r: &crate::ledger::Received) -> Received {
+        Received {
+            id: (r.sender, u64::from(r.number)),
+            recipient: r.recipient,
+            at_us: r.at_us,
+            repeat: r.repeat,
+        }
+    }
 }
 
 /// One worker's side of the messages that crossed.
@@ -95,21 +137,17 @@ pub struct Crossings {
     pub received: Vec<Received>,
     /// Deliveries of other workers' messages it could not record (its bound was reached).
     pub received_dropped: u64,
+    /// Where it was read from: its records stay in their files there, streamed by
+    /// [`Self::for_each_owed`] and [`Self::for_each_received`] after those in memory.
+    #[serde(skip)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl Crossings {
     /// Takes a worker's record from its `ledger` as it stops its clients.
     pub fn of(ledger: &LoadLedger, run_tag: &str, started_unix_us: u64) -> Crossings {
         let clients = ledger.clients();
-        let owed = ledger
-            .dues_elsewhere()
-            .map(|due| Owed {
-                id: (due.id().sender, due.id().number),
-                recipient: due.recipient,
-                planned_us: due.planned_us,
-                acked_us: due.acked_us,
-            })
-            .collect();
+        let owed = ledger.dues_elsewhere().map(|due| Owed::of(&due)).collect();
         let mut resent: Vec<(u32, u64)> = ledger
             .resent_ids()
             .map(|id| (id.sender, id.number))
@@ -124,38 +162,59 @@ impl Crossings {
             synced: clients.clone().filter(|c| ledger.synced(*c)).collect(),
             resent,
             owed,
-            received: ledger
-                .received
-                .iter()
-                .map(|r| Received {
-                    id: (r.sender, u64::from(r.number)),
-                    recipient: r.recipient,
-                    at_us: r.at_us,
-                    repeat: r.repeat,
-                })
-                .collect(),
+            received: ledger.received.iter().map(Received::of).collect(),
             received_dropped: ledger.received_dropped,
+            dir: None,
         }
+    }
+
+    /// Calls `each` on every owed delivery: those in memory, then those in its files.
+    pub fn for_each_owed(&self, mut each: impl FnMut(Owed)) -> Result<(), String> {
+        self.owed.iter().copied().for_each(&mut each);
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        stream_records(&dir.join(OWED_FILE), |b: &[u8; OWED_BYTES]| {
+            each(Owed {
+                id: (u32_at(b, 0), u64_at(b, 4)),
+                recipient: u32_at(b, 12),
+                planned_us: u64_at(b, 16),
+                acked_us: u64_at(b, 24),
+            });
+            Ok(())
+        })
+    }
+
+    /// Calls `each` on every delivery received, in arrival order: those in memory, then
+    /// those in its files.
+    pub fn for_each_received(&self, mut each: impl FnMut(Received)) -> Result<(), String> {
+        self.received.iter().copied().for_each(&mut each);
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        stream_records(&dir.join(RECEIVED_FILE), |b: &[u8; RECEIVED_BYTES]| {
+            each(Received {
+                id: (u32_at(b, 0), u64_at(b, 4)),
+                recipient: u32_at(b, 12),
+                at_us: u64_at(b, 16),
+                repeat: RemoteRepeat::from_byte(b[24])
+                    .ok_or_else(|| format!("repeat {} is not 0, 1 or 2", b[24]))?,
+            });
+            Ok(())
+        })
     }
 
     /// Writes it to `dir`: [`OWED_FILE`], [`RECEIVED_FILE`], then [`CROSSINGS_FILE`]. An
     /// error names the file.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        write_records(&dir.join(OWED_FILE), &self.owed, |o, out| {
-            out.write_all(&o.id.0.to_le_bytes())?;
-            out.write_all(&o.id.1.to_le_bytes())?;
-            out.write_all(&o.recipient.to_le_bytes())?;
-            out.write_all(&o.planned_us.to_le_bytes())?;
-            out.write_all(&o.acked_us.to_le_bytes())
-        })?;
-        write_records(&dir.join(RECEIVED_FILE), &self.received, |r, out| {
-            out.write_all(&r.id.0.to_le_bytes())?;
-            out.write_all(&r.id.1.to_le_bytes())?;
-            out.write_all(&r.recipient.to_le_bytes())?;
-            out.write_all(&r.at_us.to_le_bytes())?;
-            out.write_all(&[r.repeat as u8])
-        })?;
-        // Last: its presence says the record files beside it are whole.
+        let mut files = RecordFiles::create(dir)?;
+        files.append(&self.owed, &self.received)?;
+        self.finish(dir)
+    }
+
+    /// Writes [`CROSSINGS_FILE`] into `dir`, where [`RecordFiles`] hold its records: last,
+    /// as its presence says the record files beside it are whole.
+    pub fn finish(&self, dir: &Path) -> std::io::Result<()> {
         let file = dir.join(CROSSINGS_FILE);
         let json = serde_json::to_string(self).map_err(std::io::Error::other)?;
         std::fs::write(&file, json).map_err(|error| named_error(&file, error))
@@ -171,23 +230,10 @@ impl Crossings {
         };
         let mut crossings: Crossings =
             serde_json::from_str(&text).map_err(|error| format!("{}: {error}", file.display()))?;
-        crossings.owed = read_records(&dir.join(OWED_FILE), |b: &[u8; OWED_BYTES]| {
-            Ok(Owed {
-                id: (u32_at(b, 0), u64_at(b, 4)),
-                recipient: u32_at(b, 12),
-                planned_us: u64_at(b, 16),
-                acked_us: u64_at(b, 24),
-            })
-        })?;
-        crossings.received = read_records(&dir.join(RECEIVED_FILE), |b: &[u8; RECEIVED_BYTES]| {
-            Ok(Received {
-                id: (u32_at(b, 0), u64_at(b, 4)),
-                recipient: u32_at(b, 12),
-                at_us: u64_at(b, 16),
-                repeat: RemoteRepeat::from_byte(b[24])
-                    .ok_or_else(|| format!("repeat {} is not 0, 1 or 2", b[24]))?,
-            })
-        })?;
+        // Whole files, or an error now rather than halfway through the merge.
+        records_in(&dir.join(OWED_FILE), OWED_BYTES)?;
+        records_in(&dir.join(RECEIVED_FILE), RECEIVED_BYTES)?;
+        crossings.dir = Some(dir.to_path_buf());
         Ok(Some(crossings))
     }
 }
@@ -197,20 +243,100 @@ fn named_error(file: &Path, error: std::io::Error) -> std::io::Error {
     std::io::Error::new(error.kind(), format!("{}: {error}", file.display()))
 }
 
-/// Writes `records` to `file`, each by `write`, and syncs it; an error names the file.
-fn write_records<T>(
-    file: &Path,
+/// A worker's record files while it runs: its records are appended as they are final (every
+/// second, by the reporter), so its memory holds only those of the last second, however long
+/// the run. Made at the run's start, which removes what an earlier run left in the folder.
+pub struct RecordFiles {
+    owed: (std::path::PathBuf, std::fs::File),
+    received: (std::path::PathBuf, std::fs::File),
+}
+
+impl RecordFiles {
+    /// Creates (empties) `dir`'s record files and removes its [`CROSSINGS_FILE`], so that no
+    /// earlier run's record is read with this one's.
+    pub fn create(dir: &Path) -> std::io::Result<RecordFiles> {
+        let file = dir.join(CROSSINGS_FILE);
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(named_error(&file, error));
+            }
+            _ => {}
+        }
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::create(&path)
+                .map(|file| (path.clone(), file))
+                .map_err(|error| named_error(&path, error))
+        };
+        Ok(RecordFiles {
+            owed: open(OWED_FILE)?,
+            received: open(RECEIVED_FILE)?,
+        })
+    }
+
+    /// Appends `owed` and `received` to the files and syncs them. A failed append is cut off
+    /// again (the files never hold half a record or a record twice) and leaves the caller's
+    /// records to append again later; an error names the file.
+    pub fn append(&mut self, owed: &[Owed], received: &[Received]) -> std::io::Result<()> {
+        let owed_len = self
+            .owed
+            .1
+            .metadata()
+            .map_err(|e| named_error(&self.owed.0, e))?
+            .len();
+        append_records(&mut self.owed, owed, |o, out| {
+            out.write_all(&o.id.0.to_le_bytes())?;
+            out.write_all(&o.id.1.to_le_bytes())?;
+            out.write_all(&o.recipient.to_le_bytes())?;
+            out.write_all(&o.planned_us.to_le_bytes())?;
+            out.write_all(&o.acked_us.to_le_bytes())
+        })?;
+        let appended = append_records(&mut self.received, received, |r, out| {
+            out.write_all(&r.id.0.to_le_bytes())?;
+            out.write_all(&r.id.1.to_le_bytes())?;
+            out.write_all(&r.recipient.to_le_bytes())?;
+            out.write_all(&r.at_us.to_le_bytes())?;
+            out.write_all(&[r.repeat as u8])
+        });
+        if appended.is_err() {
+            // Both or neither: the owed records go again with the received ones.
+            let _ = self.owed.1.set_len(owed_len);
+        }
+        appended
+    }
+}
+
+/// Appends `records` to `file` (its path and handle), each by `write`, and syncs it; a failed
+/// append is cut off again; an error names the file.
+fn append_records<T>(
+    (path, file): &mut (std::path::PathBuf, std::fs::File),
     records: &[T],
-    write: impl Fn(&T, &mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+    write: impl Fn(&T, &mut BufWriter<&std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let length = file
+        .metadata()
+        .map_err(|error| named_error(path, error))?
+        .len();
     let written = (|| {
-        let mut out = BufWriter::new(std::fs::File::create(file)?);
+        use std::io::Seek;
+        let mut handle: &std::fs::File = file;
+        handle.seek(std::io::SeekFrom::Start(length))?;
+        let mut out = BufWriter::new(handle);
         for record in records {
             write(record, &mut out)?;
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        out.flush()?;
+        drop(out);
+        file.sync_data()
     })();
-    written.map_err(|error| named_error(file, error))
+    if let Err(error) = written {
+        let _ = file.set_len(length);
+        return Err(named_error(path, error));
+    }
+    Ok(())
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -221,33 +347,39 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads `file`'s records of `N` bytes each, in order; an error names the file and the
-/// record (a file cut short, a field out of range).
-fn read_records<T, const N: usize>(
-    file: &Path,
-    parse: impl Fn(&[u8; N]) -> Result<T, String>,
-) -> Result<Vec<T>, String> {
-    let named = |what: String| format!("{}: {what}", file.display());
-    let handle = std::fs::File::open(file).map_err(|error| named(error.to_string()))?;
-    let len = handle
-        .metadata()
-        .map_err(|error| named(error.to_string()))?
+/// How many records of `size` bytes `file` holds; an error names it if it is missing or not a
+/// whole number of them (cut short).
+fn records_in(file: &Path, size: usize) -> Result<u64, String> {
+    let len = std::fs::metadata(file)
+        .map_err(|error| format!("{}: {error}", file.display()))?
         .len();
-    if len % N as u64 != 0 {
-        return Err(named(format!(
-            "{len} bytes is not a whole number of {N}-byte records (cut short?)"
-        )));
+    if len % size as u64 != 0 {
+        return Err(format!(
+            "{}: {len} bytes is not a whole number of {size}-byte records (cut short?)",
+            file.display()
+        ));
     }
-    let mut reader = BufReader::new(handle);
-    let mut records = Vec::with_capacity((len / N as u64) as usize);
+    Ok(len / size as u64)
+}
+
+/// Calls `each` on `file`'s records of `N` bytes each, in order, reading them a buffer at a
+/// time (a merge holds no file whole); an error names the file and the record.
+fn stream_records<const N: usize>(
+    file: &Path,
+    mut each: impl FnMut(&[u8; N]) -> Result<(), String>,
+) -> Result<(), String> {
+    let named = |what: String| format!("{}: {what}", file.display());
+    let count = records_in(file, N)?;
+    let handle = std::fs::File::open(file).map_err(|error| named(error.to_string()))?;
+    let mut reader = BufReader::with_capacity(1 << 16, handle);
     let mut bytes = [0u8; N];
-    for index in 0..len / N as u64 {
+    for index in 0..count {
         reader
             .read_exact(&mut bytes)
             .map_err(|error| named(format!("record {index}: {error}")))?;
-        records.push(parse(&bytes).map_err(|what| named(format!("record {index}: {what}")))?);
+        each(&bytes).map_err(|what| named(format!("record {index}: {what}")))?;
     }
-    Ok(records)
+    Ok(())
 }
 
 /// What the merge found for the deliveries that crossed between workers.
@@ -278,19 +410,20 @@ pub struct Judged {
 /// a redelivery if the protocol allowed it (or its sender's worker resent the message) and a
 /// duplicate otherwise; a first delivery older than its sender's newest at that device is a
 /// reorder.
-pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Judged {
+pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judged, String> {
     let mut judged = Judged::default();
     let resent: FxHashSet<(u32, u64)> = workers
         .iter()
         .flat_map(|w| w.resent.iter().copied())
         .collect();
-    // (message, recipient) -> the first delivery's time on the shared clock.
+    // (message, recipient) -> the first delivery's time on the shared clock: the merge's one
+    // table that grows with the run (at most `RECEIVED_LEN_MAX` entries a worker).
     let mut received: FxHashMap<(MsgId, u32), u64> = FxHashMap::default();
     for worker in workers {
         judged.unrecorded += worker.received_dropped;
         // (recipient, sender) -> the newest number delivered: recipients are this worker's.
         let mut newest: FxHashMap<(u32, u32), u64> = FxHashMap::default();
-        for r in &worker.received {
+        worker.for_each_received(|r| {
             let id = MsgId {
                 sender: r.id.0,
                 number: r.id.1,
@@ -318,7 +451,7 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Judged {
                     }
                 }
             }
-        }
+        })?;
     }
     let home = |client: u32| {
         workers
@@ -326,7 +459,7 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Judged {
             .find(|w| (w.first_client..w.first_client + w.n_clients).contains(&client))
     };
     for worker in workers {
-        for owed in &worker.owed {
+        worker.for_each_owed(|owed| {
             judged.expected += 1;
             let id = MsgId {
                 sender: owed.id.0,
@@ -336,7 +469,7 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Judged {
             if let Some(at) = received.get(&(id, owed.recipient)) {
                 judged.delivered += 1;
                 let _ = deliver.record(at.saturating_sub(planned).max(1));
-                continue;
+                return;
             }
             let acked = worker.started_unix_us + owed.acked_us;
             // A receiving worker that ran out of room may have had it: never judge it lost.
@@ -350,9 +483,9 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Judged {
             } else {
                 judged.pending += 1;
             }
-        }
+        })?;
     }
-    judged
+    Ok(judged)
 }
 
 #[cfg(test)]
@@ -371,7 +504,17 @@ mod tests {
             owed: Vec::new(),
             received: Vec::new(),
             received_dropped: 0,
+            dir: None,
         }
+    }
+
+    /// The entry `BYTES_PER_FIRST_DELIVERY` counts: key and value.
+    #[test]
+    fn a_first_delivery_in_the_merge_takes_32_bytes_and_a_control_byte() {
+        assert_eq!(
+            std::mem::size_of::<((MsgId, u32), u64)>() + 1,
+            BYTES_PER_FIRST_DELIVERY
+        );
     }
 
     /// A worker owes every acked message's deliveries to other workers' clients, whether
@@ -441,7 +584,7 @@ mod tests {
         b.owed = vec![owed(2, 0, 0, 1_000_000, 1_001_000)];
         a.synced = vec![1];
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        let judged = judge(&[a, b], &mut deliver);
+        let judged = judge(&[a, b], &mut deliver).unwrap();
         assert_eq!(
             judged,
             Judged {
@@ -500,7 +643,7 @@ mod tests {
             received(0, 4, 3, 11_000, RedeliveryIfResent), // not resent: duplicated
         ];
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        let judged = judge(&[a, b], &mut deliver);
+        let judged = judge(&[a, b], &mut deliver).unwrap();
         assert_eq!(
             judged,
             Judged {
@@ -541,7 +684,13 @@ mod tests {
                 .len(),
             2 * RECEIVED_BYTES as u64
         );
-        assert_eq!(Crossings::read(dir.path()).unwrap(), Some(a));
+        let mut read = Crossings::read(dir.path()).unwrap().unwrap();
+        assert_eq!(read.dir.as_deref(), Some(dir.path()));
+        let (owed, received) = records(&read);
+        assert_eq!((&owed, &received), (&a.owed, &a.received));
+        // The records stay in their files: the header alone was read.
+        (read.owed, read.received, read.dir) = (owed, received, None);
+        assert_eq!(read, a);
         let file = dir.path().join(RECEIVED_FILE);
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
@@ -553,8 +702,69 @@ mod tests {
         let mut bad = bytes.clone();
         bad[RECEIVED_BYTES - 1] = 9;
         std::fs::write(&file, &bad).unwrap();
-        let error = Crossings::read(dir.path()).unwrap_err();
-        assert!(error.contains("record 0: repeat 9"), "{error}");
+        let read = Crossings::read(dir.path()).unwrap().unwrap();
+        let error = read.for_each_received(|_| {}).unwrap_err();
+        assert!(
+            error.contains(RECEIVED_FILE) && error.contains("record 0: repeat 9"),
+            "{error}"
+        );
+        let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        assert_eq!(judge(&[read], &mut deliver).unwrap_err(), error);
         assert_eq!(Crossings::read(&dir.path().join("none")).unwrap(), None);
+    }
+
+    /// Every record of `crossings`, in memory or in its files.
+    fn records(crossings: &Crossings) -> (Vec<Owed>, Vec<Received>) {
+        let (mut owed, mut received) = (Vec::new(), Vec::new());
+        crossings.for_each_owed(|o| owed.push(o)).unwrap();
+        crossings.for_each_received(|r| received.push(r)).unwrap();
+        (owed, received)
+    }
+
+    fn owed_record(number: u64) -> Owed {
+        Owed {
+            id: (1, number),
+            recipient: 3,
+            planned_us: 10 * number,
+            acked_us: 10 * number + 1,
+        }
+    }
+
+    /// A worker appends its records as the run goes: what each append brought is read back
+    /// in order, a new run's files start empty and without the earlier run's crossings.json,
+    /// and an append that fails leaves both files as they were, naming the file.
+    #[test]
+    fn records_are_appended_as_the_run_goes_and_a_failed_append_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = worker(0, 0);
+        header.write(dir.path()).unwrap();
+        let mut files = RecordFiles::create(dir.path()).unwrap();
+        assert_eq!(
+            Crossings::read(dir.path()).unwrap(),
+            None,
+            "stale header gone"
+        );
+        let first = received(2, 0, 0, 5, RemoteRepeat::Duplicate);
+        files.append(&[owed_record(0)], &[first]).unwrap();
+        files
+            .append(&[owed_record(1), owed_record(2)], &[])
+            .unwrap();
+        header.finish(dir.path()).unwrap();
+        let (owed, received) = records(&Crossings::read(dir.path()).unwrap().unwrap());
+        assert_eq!(owed, vec![owed_record(0), owed_record(1), owed_record(2)]);
+        assert_eq!(received, vec![first]);
+
+        // The received file can no longer be written: the owed records of that append are
+        // cut off again, so the caller can append both later without a record twice.
+        let path = dir.path().join(RECEIVED_FILE);
+        files.received.1 = std::fs::File::open(&path).unwrap();
+        let error = files
+            .append(&[owed_record(3)], &[first])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(RECEIVED_FILE), "{error}");
+        let (owed, received) = records(&Crossings::read(dir.path()).unwrap().unwrap());
+        assert_eq!(owed.len(), 3, "the failed append's owed record cut off");
+        assert_eq!(received, vec![first]);
     }
 }

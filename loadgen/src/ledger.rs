@@ -18,8 +18,9 @@ use rustc_hash::FxHashMap;
 use crate::carrier::CarrierFigures;
 use crate::protocol::MsgId;
 
-/// Deliveries of other workers' messages recorded at most; beyond, they are counted in
-/// [`LoadLedger::received_dropped`] and the merge reports the run as not fully judged.
+/// Deliveries of other workers' messages recorded at most (the merge holds each first one in
+/// memory); beyond, they are counted in [`LoadLedger::received_dropped`] and the merge reports
+/// the run as not fully judged.
 pub const RECEIVED_LEN_MAX: usize = 20_000_000;
 
 /// A delivery of a message sent by another worker's client, the first or a repeat: 24 bytes
@@ -65,20 +66,6 @@ impl RemoteRepeat {
 /// The reorder map's length below which its entries are not swept (see
 /// `LoadLedger::forget_pairs`): at most 65,536 pairs, under a megabyte.
 const PAIRS_SWEEP_MIN: usize = 1 << 16;
-
-/// The least memory the ledger of a run of `messages` to `recipients` devices each keeps at
-/// its end. A settled message keeps nothing and the reorder map holds about the pairs with
-/// messages in flight, so what grows with the run is each delivery owed at another worker
-/// ([`Due`]): with `--workers`, the share `crossing` of the one-to-one messages (groups stay
-/// within a worker).
-pub fn bytes_for_run(messages: f64, recipients: usize, crossing: f64) -> f64 {
-    let dues = if recipients == 1 {
-        messages * crossing
-    } else {
-        0.0
-    };
-    dues * std::mem::size_of::<Due>() as f64
-}
 
 /// Microseconds, the histograms' unit; up to one hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
@@ -254,7 +241,10 @@ pub struct LoadLedger {
     first_client: u32,
     /// Deliveries of other workers' messages, repeats included, in arrival order.
     pub received: Vec<Received>,
-    /// Deliveries of other workers' messages not recorded: `received` was full.
+    /// Deliveries of other workers' messages recorded in all (`received` holds those not
+    /// taken yet, see [`Self::take_crossing_records`]).
+    received_recorded: u64,
+    /// Deliveries of other workers' messages not recorded: [`RECEIVED_LEN_MAX`] were.
     pub received_dropped: u64,
     /// Messages not settled yet, by sender and the sender's count before it: their records.
     /// A message settles once acked and delivered to every recipient of this ledger: its
@@ -371,6 +361,7 @@ impl LoadLedger {
             started: Instant::now(),
             first_client,
             received: Vec::new(),
+            received_recorded: 0,
             received_dropped: 0,
             open: FxHashMap::default(),
             open_peak: 0,
@@ -811,10 +802,11 @@ impl LoadLedger {
         let Ok(number) = u32::try_from(id.number) else {
             return;
         };
-        if self.received.len() >= RECEIVED_LEN_MAX {
+        if self.received_recorded >= RECEIVED_LEN_MAX as u64 {
             self.received_dropped += 1;
             return;
         }
+        self.received_recorded += 1;
         let reconnected = self
             .local(device)
             .is_some_and(|slot| self.reconnected[slot]);
@@ -833,6 +825,16 @@ impl LoadLedger {
         });
         // Repeats included: rare, and only the merge can tell.
         self.current.delivered += 1;
+    }
+
+    /// Takes the records for other workers that are final: the deliveries settled messages
+    /// owe elsewhere and the deliveries received from elsewhere, so far (a worker appends
+    /// them to its record files every second and keeps none).
+    pub fn take_crossing_records(&mut self) -> (Vec<Due>, Vec<Received>) {
+        (
+            std::mem::take(&mut self.settled_dues),
+            std::mem::take(&mut self.received),
+        )
     }
 
     /// Messages of this ledger's senders that the protocol sent again by itself, settled or
@@ -1147,8 +1149,7 @@ mod tests {
     use super::*;
 
     /// An open message's record, a delivery owed at another worker and one received from
-    /// another, the sizes `bytes_for_run` and README's figures count on (the run's memory check is tested in
-    /// `run.rs`).
+    /// another, the sizes README's figures count on.
     #[test]
     fn an_open_record_takes_64_bytes_a_due_32_and_a_delivery_from_elsewhere_24() {
         assert_eq!(std::mem::size_of::<Planned>(), 64);

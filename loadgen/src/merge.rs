@@ -117,7 +117,7 @@ fn judge_crossings(
             hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds")
         });
-        let judged = crate::crossings::judge(workers, deliver);
+        let judged = crate::crossings::judge(workers, deliver)?;
         let m = &mut merged.messages;
         m.expected_deliveries += judged.expected;
         m.delivered += judged.delivered;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::carrier::{CarrierResults, Carriers};
 use crate::config::{LoadConfig, Pattern, ProtocolChoice};
-use crate::crossings::Crossings;
+use crate::crossings::{Crossings, Owed, Received, RecordFiles};
 use crate::ledger::LoadLedger;
 use crate::pacer::{Pacer, Timer};
 use crate::population::{Conversation, Population, app_state_at};
@@ -66,6 +66,27 @@ struct Shared {
     phase: Arc<Mutex<&'static str>>,
     /// Seconds in timeseries.csv; held while the files are written.
     seconds_written: Mutex<usize>,
+    /// A worker's record files for the merge, with what was taken from the ledger and not
+    /// appended yet; `None` without `--out`, outside `--workers`, and once the run's end took
+    /// its record (nothing is appended after it).
+    crossings_out: Mutex<Option<CrossingsOut>>,
+}
+
+/// A worker's crossing records on their way to its files.
+struct CrossingsOut {
+    files: RecordFiles,
+    owed: Vec<Owed>,
+    received: Vec<Received>,
+}
+
+impl CrossingsOut {
+    /// Appends what waits; kept to append again if that fails.
+    fn append(&mut self) -> std::io::Result<()> {
+        self.files.append(&self.owed, &self.received)?;
+        self.owed.clear();
+        self.received.clear();
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -96,6 +117,20 @@ impl Shared {
                 .collect();
         }
         (results, files)
+    }
+
+    /// Appends the ledger's final crossing records to the worker's files (every second), so
+    /// that it holds only the last second's. The files' lock is taken before the ledger's, as
+    /// the run's end takes it, so no record taken here misses the files.
+    fn append_crossings(&self) -> std::io::Result<()> {
+        let mut out = self.crossings_out.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(out) = out.as_mut() else {
+            return Ok(());
+        };
+        let (dues, received) = lock(&self.ledger).take_crossing_records();
+        out.owed.extend(dues.iter().map(Owed::of));
+        out.received.extend(received.iter().map(Received::of));
+        out.append()
     }
 
     /// Enters a phase and tells the progress callback at once.
@@ -161,38 +196,26 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     if let Some(population) = &config.population {
         validate_population(config, population)?;
     }
-    // The least a message costs: a `--scenario` run's conversations are judged at one
-    // recipient.
-    let pattern = match config.population {
-        Some(_) => Pattern::OneToOne,
-        None => config.pattern,
-    };
-    // A worker's one-to-one messages go to another worker's client but for its own share.
-    let crossing = config.share.as_ref().map_or(0.0, |share| {
-        1.0 - config.clients as f64 / share.clients_total.max(1) as f64
-    });
-    check_ledger_memory(config.msg_rate, config.duration, pattern, crossing)
+    Ok(())
 }
 
-/// Refuses a run of `msg_rate` for `duration`, with the share `crossing` of its one-to-one
-/// messages owed at other workers, whose ledger would outgrow the memory this machine has
-/// available (see `check_ledger_fits`). `--workers` checks the whole run's rate before it
-/// starts its workers, which share the machine.
-pub fn check_ledger_memory(
+/// Refuses a `--workers` run of `msg_rate` for `duration` whose merge would outgrow the
+/// memory this machine has available (see `check_merge_fits`), before any worker starts.
+pub fn check_merge_memory(
     msg_rate: f64,
     duration: Duration,
     pattern: Pattern,
-    crossing: f64,
+    workers: usize,
 ) -> Result<(), LoadError> {
     let recipients = match pattern {
         Pattern::Group(size) => size.saturating_sub(1).max(1),
         Pattern::OneToOne => 1,
     };
-    check_ledger_fits(
+    check_merge_fits(
         msg_rate,
         duration,
         recipients,
-        crossing,
+        workers,
         mem_available_bytes(),
     )
 }
@@ -208,38 +231,40 @@ fn mem_available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Refuses a run of `msg_rate` for `duration`, each message to `recipients` devices, the
-/// share `crossing` of them owed at other workers, whose ledger would outgrow `available`
-/// bytes: it keeps every delivery owed elsewhere to the run's end
-/// ([`crate::ledger::bytes_for_run`]), so a long run would otherwise be killed for memory
-/// partway. Judged on the least they cost, so a run that fits is never refused; `None` (not
+/// Refuses a run of `msg_rate` for `duration` over `workers` workers, each message to
+/// `recipients` devices, whose merge would outgrow `available` bytes: a worker's memory does
+/// not grow with the run (its records for the merge go to its files every second), but the
+/// merge holds each first delivery that crossed between workers
+/// ([`crate::crossings::merge_bytes_for_run`]), so a long run would be killed for memory at
+/// its end. Judged on the least that costs, so a run that fits is never refused; `None` (not
 /// Linux): not checked.
-fn check_ledger_fits(
+fn check_merge_fits(
     msg_rate: f64,
     duration: Duration,
     recipients: usize,
-    crossing: f64,
+    workers: usize,
     available: Option<u64>,
 ) -> Result<(), LoadError> {
     let Some(available) = available else {
         return Ok(());
     };
     let messages = msg_rate * duration.as_secs_f64();
-    let bytes = crate::ledger::bytes_for_run(messages, recipients, crossing);
+    let bytes = crate::crossings::merge_bytes_for_run(messages, recipients, workers);
     if bytes <= available as f64 {
         return Ok(());
     }
     let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
     Err(LoadError::Invalid(format!(
-        "--msg-rate {} for --duration {:?} plans about {messages:.0} messages, and with \
-         --workers the ledger keeps to the end each delivery owed at another worker ({} bytes \
-         each): {:.1} GiB, more than the {:.1} GiB of memory this machine has available \
-         (MemAvailable in /proc/meminfo): lower the rate, shorten the run, or split it across \
-         machines, each with its part of the clients and rate, and merge their results (imlab \
-         load merge)",
+        "--msg-rate {} for --duration {:?} over --workers {workers} plans about \
+         {messages:.0} messages, and the merge of the workers' results holds each first \
+         delivery that crossed between them ({} bytes each, at most {} a worker): {:.1} GiB, \
+         more than the {:.1} GiB of memory this machine has available (MemAvailable in \
+         /proc/meminfo): lower the rate, shorten the run, or split it across machines, each \
+         with its part of the clients and rate, and merge their results (imlab load merge)",
         msg_rate,
         duration,
-        std::mem::size_of::<crate::ledger::Due>(),
+        crate::crossings::BYTES_PER_FIRST_DELIVERY,
+        crate::ledger::RECEIVED_LEN_MAX,
         gib(bytes),
         gib(available as f64),
     )))
@@ -336,6 +361,23 @@ pub async fn run(
         ledger.split_by_carrier(carriers.of_client().to_vec(), config.carriers.len());
         Some(carriers)
     };
+    // A worker's record files, emptied of any earlier run's before this one records.
+    let crossings_out = match (&config.share, &config.out) {
+        (Some(_), Some(dir)) => {
+            let files = std::fs::create_dir_all(dir)
+                .and_then(|()| RecordFiles::create(dir))
+                .map_err(|source| LoadError::Write {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            Some(CrossingsOut {
+                files,
+                owed: Vec::new(),
+                received: Vec::new(),
+            })
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         ledger: Arc::new(Mutex::new(ledger)),
         protocol: protocol(&config, tag.clone()),
@@ -345,6 +387,7 @@ pub async fn run(
         stop,
         phase: Arc::new(Mutex::new("ramp")),
         seconds_written: Mutex::new(0),
+        crossings_out: Mutex::new(crossings_out),
     });
     let started = Instant::now();
     let reporter_stop = CancellationToken::new();
@@ -401,12 +444,19 @@ pub async fn run(
         shared.enter("drain");
         drain(&shared).await;
     }
-    // What crossed to and from other workers, taken before the clients go offline.
-    let crossings = shared
-        .config
-        .share
-        .as_ref()
-        .map(|_| Crossings::of(&lock(&shared.ledger), &tag, started_unix_us));
+    // What crossed to and from other workers, taken before the clients go offline: what the
+    // files lack (nothing is appended after this), with what waits to be appended.
+    let crossings = shared.config.share.as_ref().map(|_| {
+        let out = shared
+            .crossings_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        (
+            out,
+            Crossings::of(&lock(&shared.ledger), &tag, started_unix_us),
+        )
+    });
     for device in devices.iter() {
         device.shutdown();
     }
@@ -427,8 +477,16 @@ pub async fn run(
     }
     let (results, files) = shared.results_and_files();
     shared.write(&results, &files)?;
-    if let (Some(crossings), Some(dir)) = (crossings, &shared.config.out) {
-        crossings.write(dir).map_err(|source| LoadError::Write {
+    if let (Some((out, crossings)), Some(dir)) = (crossings, &shared.config.out) {
+        let written = match out {
+            Some(mut out) => {
+                out.owed.extend_from_slice(&crossings.owed);
+                out.received.extend_from_slice(&crossings.received);
+                out.append().and_then(|()| crossings.finish(dir))
+            }
+            None => crossings.write(dir),
+        };
+        written.map_err(|source| LoadError::Write {
             path: dir.display().to_string(),
             source,
         })?;
@@ -926,6 +984,8 @@ async fn report_every_second(shared: Arc<Shared>, stop: CancellationToken) {
         let writer = shared.clone();
         let results = tokio::task::spawn_blocking(move || {
             let _ = writer.write(&results, &files);
+            // A failed append is tried again next second (its records are kept).
+            let _ = writer.append_crossings();
             results
         })
         .await;
@@ -939,34 +999,35 @@ async fn report_every_second(shared: Arc<Shared>, stop: CancellationToken) {
 mod tests {
     use super::*;
 
-    /// A run whose ledger outgrows the memory available is refused before it starts, naming
-    /// the flags and the sizes; one that fits, or a machine whose memory cannot be read, is
-    /// not. A settled message keeps nothing and the reorder map only about the pairs in
-    /// flight, so what grows is the deliveries owed at other workers.
+    /// A `--workers` run whose merge would outgrow the memory available is refused before
+    /// it starts, naming the flags and the sizes; one that fits, or a machine whose memory
+    /// cannot be read, is not. The merge holds each first delivery that crossed, at most
+    /// `RECEIVED_LEN_MAX` a worker.
     #[test]
-    fn a_run_whose_ledger_outgrows_the_memory_is_refused_naming_the_flags() {
+    fn a_run_whose_merge_outgrows_the_memory_is_refused_naming_the_flags() {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
-        // One process: a run of any length, one-to-one or in groups.
-        assert!(check_ledger_fits(30_000.0, 100 * hour, 1, 0.0, Some(gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, 100 * hour, 5, 0.0, Some(gib)).is_ok());
-        // Two workers: half the messages owed at the other, 32 bytes each, 1.6 GiB.
-        let error = check_ledger_fits(30_000.0, hour, 1, 0.5, Some(gib)).unwrap_err();
+        // Two workers, an hour at 30,000 msg/s: half the messages cross, 54 million first
+        // deliveries, at most 20 million a worker: 40 million, 33 bytes each, 1.2 GiB.
+        let error = check_merge_fits(30_000.0, hour, 1, 2, Some(gib)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
             "--duration 3600s",
+            "--workers 2",
             "108000000 messages",
-            "32 bytes",
-            "1.6 GiB",
+            "33 bytes each, at most 20000000 a worker",
+            "1.2 GiB",
             "1.0 GiB",
             "imlab load merge",
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_ledger_fits(30_000.0, hour, 1, 0.5, Some(2 * gib)).is_ok());
-        assert!(check_ledger_fits(30_000.0, hour, 1, 0.5, None).is_ok());
-        // Groups stay within a worker.
-        assert!(check_ledger_fits(30_000.0, hour, 5, 0.5, Some(gib)).is_ok());
+        assert!(check_merge_fits(30_000.0, hour, 1, 2, Some(2 * gib)).is_ok());
+        assert!(check_merge_fits(30_000.0, hour, 1, 2, None).is_ok());
+        // Ten minutes: 9 million cross, 0.3 GiB.
+        assert!(check_merge_fits(30_000.0, hour / 6, 1, 2, Some(gib)).is_ok());
+        // Groups stay within a worker: nothing crosses, however long.
+        assert!(check_merge_fits(30_000.0, 100 * hour, 5, 2, Some(gib)).is_ok());
     }
 }
