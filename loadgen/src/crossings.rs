@@ -274,7 +274,8 @@ impl RecordFiles {
         })
     }
 
-    /// Appends `owed` and `received` to the files and syncs them. A failed append is cut off
+    /// Appends `owed` and `received` to the files (not synced: a worker that dies leaves no
+    /// `crossings.json`, and then its files are not read at all). A failed append is cut off
     /// again (the files never hold half a record or a record twice) and leaves the caller's
     /// records to append again later; an error names the file.
     pub fn append(&mut self, owed: &[Owed], received: &[Received]) -> std::io::Result<()> {
@@ -306,7 +307,7 @@ impl RecordFiles {
     }
 }
 
-/// Appends `records` to `file` (its path and handle), each by `write`, and syncs it; a failed
+/// Appends `records` to `file` (its path and handle), each by `write`; a failed
 /// append is cut off again; an error names the file.
 fn append_records<T>(
     (path, file): &mut (std::path::PathBuf, std::fs::File),
@@ -328,9 +329,7 @@ fn append_records<T>(
         for record in records {
             write(record, &mut out)?;
         }
-        out.flush()?;
-        drop(out);
-        file.sync_data()
+        out.flush()
     })();
     if let Err(error) = written {
         let _ = file.set_len(length);
