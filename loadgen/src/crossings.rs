@@ -230,6 +230,13 @@ impl Crossings {
         };
         let mut crossings: Crossings =
             serde_json::from_str(&text).map_err(|error| format!("{}: {error}", file.display()))?;
+        if text.contains("\"owed\":") {
+            return Err(format!(
+                "{}: its records are inside it, as imlab wrote them before 2026-12-05 (now \
+                 {OWED_FILE} and {RECEIVED_FILE} beside it): merge it with the build that ran it",
+                file.display()
+            ));
+        }
         // Whole files, or an error now rather than halfway through the merge.
         records_in(&dir.join(OWED_FILE), OWED_BYTES)?;
         records_in(&dir.join(RECEIVED_FILE), RECEIVED_BYTES)?;
@@ -710,6 +717,12 @@ mod tests {
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
         assert_eq!(judge(&[read], &mut deliver).unwrap_err(), error);
         assert_eq!(Crossings::read(&dir.path().join("none")).unwrap(), None);
+        // A folder an earlier build wrote: its records inside crossings.json, named as such.
+        let legacy = r#"{"run_tag":"r1","first_client":0,"n_clients":2,"started_unix_us":0,
+            "stopped_us":1,"synced":[],"owed":[],"received":[],"received_dropped":0}"#;
+        std::fs::write(dir.path().join(CROSSINGS_FILE), legacy).unwrap();
+        let error = Crossings::read(dir.path()).unwrap_err();
+        assert!(error.contains("before 2026-12-05"), "{error}");
     }
 
     /// Every record of `crossings`, in memory or in its files.
