@@ -13,8 +13,9 @@
 //! time, both on the wall clock the workers share), a later one a redelivery or a duplicate
 //! and an older one than its sender's newest at that device a reorder; not received by a
 //! recipient that was synced when its worker stopped, after the message was acked, is lost;
-//! otherwise it is pending. The receiving worker keeps no set of what it received (24 bytes a
-//! delivery, where a record and a set entry took about 60): the merge tells repeats apart.
+//! otherwise it is pending. A worker appends its records to the files every second
+//! ([`RecordFiles`]) and keeps none, and no set of what it received (the merge tells repeats
+//! apart); the merge streams the files and holds only the first deliveries that crossed.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
