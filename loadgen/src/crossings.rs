@@ -25,7 +25,6 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{Due, LoadLedger, RECEIVED_LEN_MAX, RemoteRepeat};
-use crate::protocol::MsgId;
 
 /// The file each worker writes beside results.json: who it is, when it ran, who was synced.
 pub const CROSSINGS_FILE: &str = "crossings.json";
@@ -42,9 +41,9 @@ pub const OWED_BYTES: usize = 32;
 pub const RECEIVED_BYTES: usize = 25;
 
 /// The least bytes the merge holds for a first delivery that crossed between workers: its
-/// entry in the table of first deliveries, (message, recipient) -> time, 32 bytes and the hash
-/// table's control byte.
-pub const BYTES_PER_FIRST_DELIVERY: usize = 33;
+/// entry in the table of first deliveries, (sender, number, recipient) -> time, 24 bytes and
+/// the hash table's control byte.
+pub const BYTES_PER_FIRST_DELIVERY: usize = 25;
 
 /// The least memory the merge of a `--workers` run of `messages` to `recipients` devices each
 /// over `workers` workers holds: each first delivery that crossed between workers (the
@@ -423,19 +422,19 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
         .iter()
         .flat_map(|w| w.resent.iter().copied())
         .collect();
-    // (message, recipient) -> the first delivery's time on the shared clock: the merge's one
-    // table that grows with the run (at most `RECEIVED_LEN_MAX` entries a worker).
-    let mut received: FxHashMap<(MsgId, u32), u64> = FxHashMap::default();
+    // (sender, number, recipient) -> the first delivery's time on the shared clock: the
+    // merge's table that grows with the run (at most `RECEIVED_LEN_MAX` entries a worker).
+    // Numbers are 32-bit, as every ledger's: a larger one is no message of this run.
+    let mut received: FxHashMap<(u32, u32, u32), u64> = FxHashMap::default();
     for worker in workers {
         judged.unrecorded += worker.received_dropped;
         // (recipient, sender) -> the newest number delivered: recipients are this worker's.
-        let mut newest: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+        let mut newest: FxHashMap<(u32, u32), u32> = FxHashMap::default();
         worker.for_each_received(|r| {
-            let id = MsgId {
-                sender: r.id.0,
-                number: r.id.1,
+            let Ok(number) = u32::try_from(r.id.1) else {
+                return;
             };
-            match received.entry((id, r.recipient)) {
+            match received.entry((r.id.0, number, r.recipient)) {
                 std::collections::hash_map::Entry::Occupied(_) => {
                     let allowed = match r.repeat {
                         RemoteRepeat::Duplicate => false,
@@ -451,10 +450,10 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
                 std::collections::hash_map::Entry::Vacant(first) => {
                     first.insert(worker.started_unix_us + r.at_us);
                     let last = newest.entry((r.recipient, r.id.0)).or_insert(0);
-                    if r.id.1 < *last {
+                    if number < *last {
                         judged.reordered += 1;
                     } else {
-                        *last = r.id.1;
+                        *last = number;
                     }
                 }
             }
@@ -468,12 +467,9 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
     for worker in workers {
         worker.for_each_owed(|owed| {
             judged.expected += 1;
-            let id = MsgId {
-                sender: owed.id.0,
-                number: owed.id.1,
-            };
             let planned = worker.started_unix_us + owed.planned_us;
-            if let Some(at) = received.get(&(id, owed.recipient)) {
+            let key = u32::try_from(owed.id.1).map(|number| (owed.id.0, number, owed.recipient));
+            if let Some(at) = key.ok().and_then(|key| received.get(&key)) {
                 judged.delivered += 1;
                 let _ = deliver.record(at.saturating_sub(planned).max(1));
                 return;
@@ -498,6 +494,7 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MsgId;
 
     fn worker(first_client: u32, started_unix_us: u64) -> Crossings {
         Crossings {
@@ -517,9 +514,9 @@ mod tests {
 
     /// The entry `BYTES_PER_FIRST_DELIVERY` counts: key and value.
     #[test]
-    fn a_first_delivery_in_the_merge_takes_32_bytes_and_a_control_byte() {
+    fn a_first_delivery_in_the_merge_takes_24_bytes_and_a_control_byte() {
         assert_eq!(
-            std::mem::size_of::<((MsgId, u32), u64)>() + 1,
+            std::mem::size_of::<((u32, u32, u32), u64)>() + 1,
             BYTES_PER_FIRST_DELIVERY
         );
     }

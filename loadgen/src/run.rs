@@ -1008,26 +1008,26 @@ mod tests {
         let gib = 1u64 << 30;
         let hour = Duration::from_secs(3_600);
         // Two workers, an hour at 30,000 msg/s: half the messages cross, 54 million first
-        // deliveries, at most 20 million a worker: 40 million, 33 bytes each, 1.2 GiB.
-        let error = check_merge_fits(30_000.0, hour, 1, 2, Some(gib)).unwrap_err();
+        // deliveries, at most 20 million a worker: 40 million, 25 bytes each, 0.9 GiB.
+        let error = check_merge_fits(30_000.0, hour, 1, 2, Some(gib / 2)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
             "--duration 3600s",
             "--workers 2",
             "108000000 messages",
-            "33 bytes each, at most 20000000 a worker",
-            "1.2 GiB",
-            "1.0 GiB",
+            "25 bytes each, at most 20000000 a worker",
+            "0.9 GiB",
+            "0.5 GiB",
             "imlab load merge",
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_merge_fits(30_000.0, hour, 1, 2, Some(2 * gib)).is_ok());
+        assert!(check_merge_fits(30_000.0, hour, 1, 2, Some(gib)).is_ok());
         assert!(check_merge_fits(30_000.0, hour, 1, 2, None).is_ok());
-        // Ten minutes: 9 million cross, 0.3 GiB.
-        assert!(check_merge_fits(30_000.0, hour / 6, 1, 2, Some(gib)).is_ok());
+        // Ten minutes: 9 million cross, 0.2 GiB.
+        assert!(check_merge_fits(30_000.0, hour / 6, 1, 2, Some(gib / 2)).is_ok());
         // Groups stay within a worker: nothing crosses, however long.
-        assert!(check_merge_fits(30_000.0, 100 * hour, 5, 2, Some(gib)).is_ok());
+        assert!(check_merge_fits(30_000.0, 100 * hour, 5, 2, Some(gib / 2)).is_ok());
     }
 }
