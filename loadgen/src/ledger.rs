@@ -871,12 +871,11 @@ impl LoadLedger {
         }
     }
 
-    /// Drops the reorder entries no delivery can be checked against any more: a pair
-    /// (device, sender) whose newest number delivered is below every
-    /// message of that sender still owed to that device. A first delivery comes only for an
-    /// open message (a settled one's is a repeat), so a delivery older than the entry could
-    /// only be such a message: with none, the entry says nothing more, and a later delivery
-    /// from that sender starts it again. Runs when the map has doubled since the last time
+    /// Drops the reorder entries no delivery can be checked against any more: a pair (device,
+    /// sender) whose newest number delivered is below every message of that sender still owed
+    /// to that device. A first delivery comes only for an open message (a settled one's is a
+    /// repeat), so a delivery older than the entry could only be such a message: with none,
+    /// the entry says nothing more, and a later delivery from that sender starts it again. Runs when the map has doubled since the last time
     /// (amortized over the deliveries that grew it), so it holds about twice the pairs with
     /// messages in flight, however long the run and however many clients met.
     fn forget_pairs(&mut self) {
