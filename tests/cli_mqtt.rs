@@ -210,6 +210,56 @@ fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_
     assert!(said.contains("lost, sender#number to recipient"), "{said}");
 }
 
+/// With `--workers`, a message between two workers' clients that is delivered again after a
+/// reconnect (its PUBACK never reached the sender, which sent it again on its kept session)
+/// is a redelivery the protocol allows, judged at the merge as in one process, not a
+/// duplicate.
+#[test]
+fn qos1_redeliveries_between_workers_are_allowed_not_duplicates() {
+    let (broker, _) = start_broker();
+    let relay = Relay::new(broker);
+    let out_guard = temp_dir("cli-mqtt", "qos1-workers-redelivered");
+    let out = out_guard.path();
+    let run = spawn_load(
+        &relay.addr.to_string(),
+        out,
+        &[
+            "--qos",
+            "1",
+            "--clean-start",
+            "false",
+            "--workers",
+            "2",
+            "--clients",
+            "100",
+            "--connect-rate",
+            "2000",
+            "--duration",
+            "4s",
+            "--msg-rate",
+            "200",
+            "--drain",
+            "1s",
+            "--reconnect-backoff",
+            "200ms,1s,2s",
+        ],
+    );
+    relay.wait_published(150);
+    // Some sends' acks are lost, then every connection is cut: the senders send those again.
+    relay.swallow_pubacks();
+    relay.wait_swallowed(40);
+    relay.pass_pubacks();
+    relay.restart_to(broker);
+    let (code, said) = finish(run);
+    assert_eq!(code, Some(0), "{said}");
+    let results = results(out);
+    let expected = count(&results, "/messages/expected_deliveries");
+    assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
+    assert_eq!(count(&results, "/messages/lost"), 0, "{said}");
+    assert_eq!(count(&results, "/messages/duplicated"), 0, "{said}");
+    assert!(count(&results, "/messages/redelivered") > 0, "{said}");
+}
+
 #[test]
 fn a_broker_that_never_acks_fails_the_sends_reconnects_and_ends_on_time() {
     let (broker, _) = start_broker();

@@ -232,6 +232,23 @@ impl Relay {
         self.swallow_pubacks.store(true, Ordering::Relaxed);
     }
 
+    /// From now on, the broker's PUBACKs reach the clients again.
+    pub fn pass_pubacks(&self) {
+        self.swallow_pubacks.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits (bounded) until `n` PUBACKs have been swallowed.
+    pub fn wait_swallowed(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.swallowed.load(Ordering::Relaxed) < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} PUBACKs swallowed in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits (bounded) until `n` PUBLISH packets have reached clients.
     pub fn wait_published(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
