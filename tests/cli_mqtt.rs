@@ -117,12 +117,14 @@ fn two_hundred_qos1_clients_lose_nothing_in_both_versions_one_to_one_and_in_grou
     }
 }
 
-/// A run across a broker restart, cut once `cut_after` publishes reached the clients; `fresh`
-/// sends the clients back to a new broker (every session lost), else to the same one (every
-/// session kept, as a broker with persistence does).
+/// A run across a broker restart, cut once 150 publishes reached the clients and then
+/// `acks_lost` of the broker's PUBACKs were kept from their senders (which send those again
+/// on a kept session); `fresh` sends the clients back to a new broker (every session lost),
+/// else to the same one (every session kept, as a broker with persistence does).
 fn across_a_restart(
     name: &str,
     fresh: bool,
+    acks_lost: u64,
     flags: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
     let (broker, _) = start_broker();
@@ -148,6 +150,11 @@ fn across_a_restart(
     args.extend_from_slice(flags);
     let run = spawn_load(&relay.addr.to_string(), out, &args);
     relay.wait_published(150);
+    if acks_lost > 0 {
+        relay.swallow_pubacks();
+        relay.wait_swallowed(acks_lost);
+        relay.pass_pubacks();
+    }
     let upstream = if fresh { start_broker().0 } else { broker };
     relay.restart_to(upstream);
     let (code, said) = finish(run);
@@ -156,7 +163,7 @@ fn across_a_restart(
 
 #[test]
 fn qos0_loss_across_a_broker_restart_is_reported_as_allowed() {
-    let (code, results, said) = across_a_restart("qos0-restart", true, &["--qos", "0"]);
+    let (code, results, said) = across_a_restart("qos0-restart", true, 0, &["--qos", "0"]);
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(results["qos"], 0);
     // The restart cut every connection (a device owed nothing need not be back by the end).
@@ -172,7 +179,7 @@ fn qos0_loss_across_a_broker_restart_is_reported_as_allowed() {
 fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_is_real_loss() {
     let persistent = ["--qos", "1", "--clean-start", "false"];
     // Sessions kept: messages to devices that were away arrive once they are back.
-    let (code, results, said) = across_a_restart("qos1-kept", false, &persistent);
+    let (code, results, said) = across_a_restart("qos1-kept", false, 0, &persistent);
     assert_eq!(code, Some(0), "{said}");
     // The restart cut every connection (a device owed nothing need not be back by the end).
     assert!(count(&results, "/connections/disconnects") >= 100, "{said}");
@@ -184,7 +191,7 @@ fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_
 
     // Sessions lost (a broker without persistence restarted): the ledger counts what the
     // broker owed and never delivered as lost, not as allowed.
-    let (code, results, said) = across_a_restart("qos1-lost", true, &persistent);
+    let (code, results, said) = across_a_restart("qos1-lost", true, 0, &persistent);
     assert_eq!(code, Some(1), "{said}");
     let lost = count(&results, "/messages/lost");
     assert!(lost > 0, "{said}");
@@ -216,43 +223,9 @@ fn qos1_persistent_sessions_deliver_what_was_sent_while_away_and_a_lost_session_
 /// duplicate.
 #[test]
 fn qos1_redeliveries_between_workers_are_allowed_not_duplicates() {
-    let (broker, _) = start_broker();
-    let relay = Relay::new(broker);
-    let out_guard = temp_dir("cli-mqtt", "qos1-workers-redelivered");
-    let out = out_guard.path();
-    let run = spawn_load(
-        &relay.addr.to_string(),
-        out,
-        &[
-            "--qos",
-            "1",
-            "--clean-start",
-            "false",
-            "--workers",
-            "2",
-            "--clients",
-            "100",
-            "--connect-rate",
-            "2000",
-            "--duration",
-            "4s",
-            "--msg-rate",
-            "200",
-            "--drain",
-            "1s",
-            "--reconnect-backoff",
-            "200ms,1s,2s",
-        ],
-    );
-    relay.wait_published(150);
-    // Some sends' acks are lost, then every connection is cut: the senders send those again.
-    relay.swallow_pubacks();
-    relay.wait_swallowed(40);
-    relay.pass_pubacks();
-    relay.restart_to(broker);
-    let (code, said) = finish(run);
+    let flags = ["--qos", "1", "--clean-start", "false", "--workers", "2"];
+    let (code, results, said) = across_a_restart("qos1-workers-redelivered", false, 40, &flags);
     assert_eq!(code, Some(0), "{said}");
-    let results = results(out);
     let expected = count(&results, "/messages/expected_deliveries");
     assert_eq!(count(&results, "/messages/delivered"), expected, "{said}");
     assert_eq!(count(&results, "/messages/lost"), 0, "{said}");
@@ -391,6 +364,7 @@ fn qos2_across_a_restart_that_keeps_sessions_delivers_each_message_exactly_once(
     let (code, results, said) = across_a_restart(
         "qos2-kept",
         false,
+        0,
         &["--qos", "2", "--clean-start", "false"],
     );
     assert_eq!(results["qos"], 2);

@@ -477,15 +477,11 @@ pub async fn run(
     }
     let (results, files) = shared.results_and_files();
     shared.write(&results, &files)?;
-    if let (Some((out, crossings)), Some(dir)) = (crossings, &shared.config.out) {
-        let written = match out {
-            Some(mut out) => {
-                out.owed.extend_from_slice(&crossings.owed);
-                out.received.extend_from_slice(&crossings.received);
-                out.append().and_then(|()| crossings.finish(dir))
-            }
-            None => crossings.write(dir),
-        };
+    // The record files exist exactly when the worker has an --out folder.
+    if let (Some((Some(mut out), crossings)), Some(dir)) = (crossings, &shared.config.out) {
+        out.owed.extend_from_slice(&crossings.owed);
+        out.received.extend_from_slice(&crossings.received);
+        let written = out.append().and_then(|()| crossings.finish(dir));
         written.map_err(|source| LoadError::Write {
             path: dir.display().to_string(),
             source,

@@ -239,26 +239,12 @@ impl Relay {
 
     /// Waits (bounded) until `n` PUBACKs have been swallowed.
     pub fn wait_swallowed(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.swallowed.load(Ordering::Relaxed) < n {
-            assert!(
-                Instant::now() < deadline,
-                "fewer than {n} PUBACKs swallowed in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_count(&self.swallowed, n, "PUBACKs swallowed");
     }
 
     /// Waits (bounded) until `n` PUBLISH packets have reached clients.
     pub fn wait_published(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.published.load(Ordering::Relaxed) < n {
-            assert!(
-                Instant::now() < deadline,
-                "fewer than {n} publishes in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_count(&self.published, n, "publishes");
     }
 
     /// Cuts every open connection (a restart, as the clients see it); new connections go
@@ -266,6 +252,15 @@ impl Relay {
     pub fn restart_to(&self, upstream: SocketAddr) {
         *self.upstream.lock().unwrap() = upstream;
         self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// Waits until `counter` reaches `n`, failing the test after 30 s.
+fn wait_for_count(counter: &AtomicU64, n: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "fewer than {n} {what} in 30 s");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
