@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Frames queued per connection; a full queue disconnects the slow consumer.
     #[arg(long, default_value_t = ServerConfig::default().outbox_len_max)]
     outbox_len: usize,
+    /// Bytes buffered for one connection and not yet written; past it the peer is
+    /// disconnected as a slow consumer, as for a full queue (at least --max-frame-bytes).
+    #[arg(long, default_value_t = ServerConfig::default().write_buffer_bytes_max)]
+    write_buffer_bytes: usize,
     /// Sends per second one user may make over all of its devices (bursts of one second's
     /// worth); more are refused with RATE_LIMITED, and the client retries. 0 = no limit.
     #[arg(long, default_value_t = ServerConfig::default().send_rate_per_user)]
@@ -180,11 +184,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--max-frame-bytes must be at least 4096"
     );
     anyhow::ensure!(args.outbox_len > 0, "--outbox-len must be positive");
+    anyhow::ensure!(
+        args.write_buffer_bytes >= args.max_frame_bytes,
+        "--write-buffer-bytes ({}) must be at least --max-frame-bytes ({}): a reply of one \
+         frame would disconnect its peer",
+        args.write_buffer_bytes,
+        args.max_frame_bytes
+    );
     let config = ServerConfig {
         connections_max: args.max_connections,
         max_frame_bytes: args.max_frame_bytes,
         login_timeout: args.login_timeout,
         outbox_len_max: args.outbox_len,
+        write_buffer_bytes_max: args.write_buffer_bytes,
         send_rate_per_user: args.max_sends_per_user,
         ..ServerConfig::default()
     };

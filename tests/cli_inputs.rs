@@ -270,6 +270,23 @@ fn serve_refuses_a_store_bound_of_no_messages() {
 }
 
 #[test]
+fn serve_refuses_a_write_buffer_smaller_than_a_frame() {
+    let output = imlab(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--write-buffer-bytes",
+        "1000",
+    ]);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--write-buffer-bytes (1000) must be at least --max-frame-bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn help_examples_are_never_wrapped_inside_a_command() {
     for args in [
         vec!["--help"],

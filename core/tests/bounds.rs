@@ -187,6 +187,53 @@ async fn a_full_outbox_disconnects_the_slow_consumer_and_sync_recovers_everythin
     assert_eq!(bob.state.lock().unwrap().last_seq, 40);
 }
 
+/// The bytes waiting to be written are bounded as well as the frames: a peer that reads
+/// nothing is kicked once its buffer holds `write_buffer_bytes_max`, long before its frames
+/// reach `outbox_len_max` (each push here is a 30,000-byte body), and sync brings it everything.
+#[tokio::test(start_paused = true)]
+async fn a_slow_consumer_is_kicked_at_the_byte_bound_before_the_frame_bound() {
+    let config = ServerConfig {
+        outbox_len_max: 1_024,
+        write_buffer_bytes_max: 256 * 1024,
+        send_rate_per_user: 0,
+        ..ServerConfig::default()
+    };
+    let (connector, server, store) = memory_server(config);
+    // Bob logs in and then never reads.
+    let (bob_reader, _bob_writer) = mem_login(&connector, "bob", "phone").await;
+    let (mut alice_reader, mut alice_writer) = mem_login(&connector, "alice", "phone").await;
+    let body = "x".repeat(30_000);
+    let mut kicked_after = None;
+    for n in 0..40 {
+        let send = Frame::new(send_to_peer(&format!("phone-{n}"), "bob", &body));
+        alice_writer.send(&send).await.unwrap();
+        loop {
+            let frame = alice_reader.next().await.unwrap().unwrap();
+            if frame.kind() == "send_ack" {
+                break;
+            }
+        }
+        if kicked_after.is_none() && server.n_slow_consumer_kicks() == 1 {
+            kicked_after = Some(n + 1);
+        }
+    }
+    // What the in-memory pipe takes (256 KiB, `net::memory`) and then the bound's 256 KiB:
+    // 17 pushes, 19 with a frame over the bound and the one whose buffering tripped it; the
+    // frame bound alone would have waited for 1,024.
+    let kicked_after = kicked_after.expect("bob was never kicked: the byte bound did not hold");
+    assert!(kicked_after <= 19, "kicked after {kicked_after} pushes");
+    assert_eq!(server.n_slow_consumer_kicks(), 1);
+    assert_eq!(store.max_seq("bob").await.unwrap(), 40);
+    drop(bob_reader);
+
+    let bob = TestClient::start_on(
+        connector.clone(),
+        ClientState::new("bob", "phone").shared(),
+        ClientConfig::default(),
+    );
+    assert_eq!(bob.wait_bodies(40).await.len(), 40);
+}
+
 /// A burst of requests written at once gets its replies (and the sender's own echoes) though
 /// the outbox and the bound on unwritten frames are far smaller than the burst: the connection
 /// writes as it goes, so a client that reads is never taken for a slow consumer.

@@ -16,9 +16,10 @@
 //! buffered before its reply, as they were queued first.
 //!
 //! Bounds: the outbox holds `outbox_len_max` pushes; what is buffered and not yet written is
-//! bounded the same way, in frames: a peer that does not read while frames keep coming is
-//! kicked as a slow consumer (its messages stay in its inbox). A peer's frames are read even
-//! while writes to it wait, so a slow downlink does not make a live peer look silent.
+//! bounded the same way in frames, and by `write_buffer_bytes_max` in bytes: a peer that does
+//! not read while frames keep coming is kicked as a slow consumer (its messages stay in its
+//! inbox). A peer's frames are read even while writes to it wait, so a slow downlink does not
+//! make a live peer look silent.
 //!
 //! Fallback rule: when a NotifyData at seq S is pushed and no check is pending, a check is
 //! armed for S at now + `notify_ack_timeout`. When it fires and the device's acked seq is
@@ -393,9 +394,13 @@ impl<S: Stream> Conn<S> {
         Ok(())
     }
 
-    /// One more frame buffered; past `outbox_len_max` unwritten, the peer is kicked.
+    /// One more frame buffered; past `outbox_len_max` frames or `write_buffer_bytes_max`
+    /// bytes unwritten, the peer is kicked.
     fn count_unflushed(&mut self) -> Result<(), Closed> {
-        if self.unflushed_frames >= self.shared().config.outbox_len_max {
+        let config = &self.shared().config;
+        if self.unflushed_frames >= config.outbox_len_max
+            || self.io.buffered_bytes() >= config.write_buffer_bytes_max
+        {
             self.shared()
                 .registry
                 .counters

@@ -47,7 +47,14 @@ pub struct ServerConfig {
     /// See `heartbeat_interval_min`.
     pub heartbeat_interval_max: Duration,
     /// Frames queued for one connection; a full outbox kicks the connection as a slow consumer.
+    /// Frames buffered for it and not yet written are bounded by the same number.
     pub outbox_len_max: usize,
+    /// Bytes buffered for one connection and not yet written: past it the peer is kicked as a
+    /// slow consumer, as for a full outbox, whatever its frames' sizes (the frame bound alone
+    /// let 1,024 sync pages of up to `max_frame_bytes` wait for a peer that sends requests and
+    /// reads nothing: 64 MiB a connection). The buffer exceeds it by one frame at most. At
+    /// least `max_frame_bytes`.
+    pub write_buffer_bytes_max: usize,
     /// A NotifyData not acked within this time falls back to a Notify.
     pub notify_ack_timeout: Duration,
     /// Messages in one sync page at most (the frame size bounds it too).
@@ -76,6 +83,7 @@ impl Default for ServerConfig {
             heartbeat_interval_min: Duration::from_secs(5),
             heartbeat_interval_max: Duration::from_secs(3_600),
             outbox_len_max: 1_024,
+            write_buffer_bytes_max: 4 << 20,
             notify_ack_timeout: Duration::from_secs(10),
             sync_page_len_max: 200,
             fanout_queue_len_max: 4_096,
