@@ -94,7 +94,8 @@ pub enum RunError {
         message: String,
     },
     /// The scenario's duration and quiet period are longer than a run can record
-    /// (`scenario::RUN_LENGTH_MAX`).
+    /// (`scenario::RUN_LENGTH_MAX`), or its faults start more often than a run can schedule
+    /// (`scenario::FAULT_OCCURRENCES_MAX`).
     #[error("scenario {name}: {why}")]
     TooLong {
         /// The scenario's name.
@@ -158,6 +159,15 @@ pub fn run_with(
         return Err(RunError::TooLong {
             name: scenario.name.clone(),
             why,
+        });
+    }
+    // A longer `--duration` than the file's can make the faults too many.
+    if let Some((i, why)) =
+        crate::scenario::too_many_fault_occurrences(&scenario.faults, scenario.duration)
+    {
+        return Err(RunError::TooLong {
+            name: scenario.name.clone(),
+            why: format!("faults[{i}]: {why}"),
         });
     }
     let started = Instant::now();

@@ -173,6 +173,52 @@ pub fn run_too_long(duration: Duration, quiet: Duration) -> Option<String> {
     })
 }
 
+/// Fault occurrences a run may hold at most, over all its faults (a day with a fault every
+/// minute has 1,440): the simulator lists every window before it starts, so `every = "1ms"`
+/// over a day (86 million) is refused rather than filling memory. The same bound as
+/// `imlab proxy` and `imlab load` put on their schedules.
+pub const FAULT_OCCURRENCES_MAX: u64 = 100_000;
+
+/// How many times a fault starts before `until`: at `at`, then every `every`.
+pub fn fault_occurrences(at: Duration, every: Option<Duration>, until: Duration) -> u64 {
+    if at >= until {
+        return 0;
+    }
+    match every {
+        Some(every) if !every.is_zero() => {
+            let span = (until - at).as_nanos();
+            u64::try_from(span.div_ceil(every.as_nanos())).unwrap_or(u64::MAX)
+        }
+        _ => 1,
+    }
+}
+
+/// When `faults` start more than [`FAULT_OCCURRENCES_MAX`] times before `until`: the index of
+/// the fault that takes the count past it, and why.
+pub fn too_many_fault_occurrences(faults: &[Fault], until: Duration) -> Option<(usize, String)> {
+    let mut total: u64 = 0;
+    for (i, fault) in faults.iter().enumerate() {
+        let n = fault_occurrences(fault.at, fault.every, until);
+        total = total.saturating_add(n);
+        if total > FAULT_OCCURRENCES_MAX {
+            return Some((
+                i,
+                format!(
+                    "{} fault starts {n} times in {} (every {}), and the faults up to it {total}: \
+                     more than the {FAULT_OCCURRENCES_MAX} a run can schedule",
+                    fault.name,
+                    humantime::format_duration(until),
+                    fault.every.map_or_else(
+                        || "once".into(),
+                        |e| humantime::format_duration(e).to_string()
+                    ),
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// A durable commit's latency when the scenario names none: an SSD's fsync.
 pub const DEFAULT_COMMIT_LATENCY: Duration = Duration::from_millis(2);
 
@@ -467,6 +513,9 @@ impl Validator<'_> {
                 Ok(fault)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((i, why)) = too_many_fault_occurrences(&faults, duration) {
+            return Err(self.invalid(format!("faults[{i}].every"), why));
+        }
         Ok(Scenario {
             name: raw.name.unwrap_or_else(|| {
                 self.file

@@ -273,3 +273,69 @@ fn a_scenario_built_in_code_past_the_longest_run_is_refused_before_it_runs() {
     );
     assert!(!progressed, "refused before the first step");
 }
+
+/// Every fault window is listed before a run starts: a fault every millisecond over a day (86
+/// million of them) is refused by name instead of filling memory, and 100,000 still load.
+#[test]
+fn faults_that_start_too_often_are_named_with_their_count() {
+    fn fault(every: &'static str) -> impl Fn(&str) -> String {
+        move |s: &str| {
+            s.replace("duration = \"1h\"", "duration = \"24h\"")
+                + &format!(
+                    "\n[[faults]]\nkind = \"nat_rebind\"\ntarget = \"cmcc\"\nat = \"0s\"\nevery = \"{every}\"\n"
+                )
+        }
+    }
+    check(
+        fault("1ms"),
+        &[
+            "faults[0].every",
+            "nat_rebind fault starts 86400000 times in 1day (every 1ms)",
+            "more than the 100000",
+        ],
+    );
+    // 86,400 s / 864 ms = 100,000 exactly: the bound itself is allowed.
+    let text = fault("864ms")(GOOD);
+    let scenario = Scenario::parse(&text, Path::new("often.toml")).unwrap();
+    assert_eq!(
+        imlab_sim::world::occurrences(
+            scenario.faults[0].at,
+            scenario.faults[0].every,
+            scenario.duration
+        )
+        .len(),
+        100_000
+    );
+    // Two faults share the bound: the second is the one named.
+    check(
+        |s| {
+            fault("1s")(s)
+                + "\n[[faults]]\nkind = \"reset\"\ntarget = \"cmcc\"\nat = \"0s\"\nevery = \"500ms\"\n"
+        },
+        &["faults[1].every", "and the faults up to it 259200"],
+    );
+}
+
+/// A `--duration` longer than the file's can make the faults too many: the run is refused
+/// before its first step.
+#[test]
+fn a_longer_run_whose_faults_start_too_often_is_refused_before_it_runs() {
+    let text = GOOD.to_string()
+        + "\n[[faults]]\nkind = \"nat_rebind\"\ntarget = \"cmcc\"\nevery = \"50ms\"\n";
+    let mut scenario = Scenario::parse(&text, Path::new("often.toml")).unwrap();
+    scenario.duration *= 2;
+    let mut progressed = false;
+    let error = imlab_sim::run::run(
+        &scenario,
+        &imlab_sim::run::RunOptions::default(),
+        &mut |_| progressed = true,
+    )
+    .expect_err("143,999 occurrences are too many");
+    assert!(
+        error
+            .to_string()
+            .starts_with("scenario often: faults[0]: nat_rebind fault starts 143999 times"),
+        "{error}"
+    );
+    assert!(!progressed, "refused before the first step");
+}
