@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// limit on --data-dir, whose messages live on the disk.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_messages: Option<u64>,
+    /// Bytes the in-memory store holds at most: every message's body and names, and 8 bytes
+    /// an inbox entry; a send that would pass it is refused as past --max-messages. Reached
+    /// first only by large bodies or groups (20,000,000 messages of 200 bytes count about
+    /// 4.9 GB).
+    #[arg(long, value_name = "BYTES", default_value_t = MemoryStoreLimits::default().bytes_max, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "data_dir")]
+    max_stored_bytes: u64,
     /// How long a flush of --data-dir's store (a full 64 MiB memtable written out as a table,
     /// about a third of a core-second) runs in the kernel's idle CPU class, taking only CPU
     /// time the server leaves, before it competes for the CPU as the server does; 0s: never.
@@ -231,6 +237,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.dedupe_filter_mib,
         args.flush_idle_for,
         args.max_messages,
+        args.max_stored_bytes,
     )
     .await?;
     let server = Arc::new(Server::new(
@@ -346,6 +353,7 @@ async fn open_store(
     dedupe_filter_mib: usize,
     flush_idle_for: std::time::Duration,
     max_messages: Option<u64>,
+    max_stored_bytes: u64,
 ) -> anyhow::Result<(
     Arc<dyn Store>,
     Option<Arc<DurableStore<FjallEngine>>>,
@@ -358,11 +366,16 @@ async fn open_store(
     let Some(dir) = data_dir else {
         let limits = MemoryStoreLimits {
             messages_max: max_messages.unwrap_or(MemoryStoreLimits::default().messages_max),
+            bytes_max: max_stored_bytes,
             ..MemoryStoreLimits::default()
         };
         // A restarted process has an empty store: a new epoch tells clients so.
         let store = Arc::new(MemoryStore::with_limits(limits).with_epoch(SystemClock.unix_ms()));
-        let name = format!("memory, {}", bound(limits.messages_max));
+        let name = format!(
+            "memory, {} and {} bytes",
+            bound(limits.messages_max),
+            limits.bytes_max
+        );
         return Ok((store, None, name));
     };
     let started = std::time::Instant::now();

@@ -131,14 +131,17 @@ fn threads_sets_how_many_threads_run_connections() {
 }
 
 #[test]
-fn the_start_up_line_names_the_stores_message_bound() {
+fn the_start_up_line_names_the_stores_bounds() {
     let data = tempfile::tempdir().unwrap();
     let data = data.path().join("store");
     for (args, said) in [
-        (vec![], "store=memory, at most 20000000 messages"),
         (
-            vec!["--max-messages", "5"],
-            "store=memory, at most 5 messages",
+            vec![],
+            "store=memory, at most 20000000 messages and 8589934592 bytes",
+        ),
+        (
+            vec!["--max-messages", "5", "--max-stored-bytes", "1000"],
+            "store=memory, at most 5 messages and 1000 bytes",
         ),
         (
             vec!["--data-dir", data.to_str().unwrap()],

@@ -17,6 +17,12 @@ use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, Sync
 pub struct MemoryStoreLimits {
     /// Messages stored in all, across all conversations.
     pub messages_max: u64,
+    /// Bytes stored in all: every message's body and names (sender, device, client message
+    /// id) and 8 bytes for each inbox entry that points at it. `messages_max` alone let
+    /// bodies of up to 64 KiB, or groups of 10,000 members, hold terabytes. 8 GiB by
+    /// default, reached before `messages_max` only by such messages (20 million one-to-one
+    /// messages of 200 bytes, with names of 30, count about 4.9 GB).
+    pub bytes_max: u64,
     /// Client message ids remembered per sender for dedupe. A retry older than this many
     /// later sends of the same user would be stored again; clients keep far fewer in flight.
     pub dedupe_window_len: usize,
@@ -33,6 +39,7 @@ impl Default for MemoryStoreLimits {
     fn default() -> Self {
         MemoryStoreLimits {
             messages_max: 20_000_000,
+            bytes_max: 8 << 30,
             dedupe_window_len: 4_096,
             group_members_max: 10_000,
             groups_max: 1_000_000,
@@ -68,7 +75,9 @@ struct UserState {
 #[derive(Default)]
 struct State {
     n_messages: u64,
-    /// The message bound's first refusal was logged.
+    /// Bytes stored, as `MemoryStoreLimits::bytes_max` counts them.
+    n_bytes: u64,
+    /// The message bound's (or the byte bound's) first refusal was logged.
     full_warned: bool,
     users: KeyedMap<UserState>,
     groups: BTreeMap<String, BTreeSet<String>>,
@@ -162,6 +171,19 @@ impl MemoryStore {
             let stored = state.n_messages;
             return Err(super::messages_max_reached(stored, &mut state.full_warned));
         }
+        let bytes = (request.body.len()
+            + request.from_user.len()
+            + request.from_device.len()
+            + request.client_msg_id.len()
+            + 8 * recipients.len()) as u64;
+        if state.n_bytes.saturating_add(bytes) > self.limits.bytes_max {
+            return Err(bytes_max_reached(
+                state.n_bytes,
+                self.limits.bytes_max,
+                &mut state.full_warned,
+            ));
+        }
+        state.n_bytes += bytes;
         state.n_messages += 1;
         let message = Arc::new(StoredMessage {
             msg_id: state.n_messages,
@@ -208,6 +230,22 @@ impl MemoryStore {
             duplicate: false,
         })
     }
+}
+
+/// The refusal of a message the byte bound has no room for, warned about once.
+fn bytes_max_reached(stored: u64, max: u64, warned: &mut bool) -> StoreError {
+    if !std::mem::replace(warned, true) {
+        tracing::warn!(
+            stored,
+            max,
+            "the store is full: {stored} bytes of messages stored, its limit is {max} \
+             (--max-stored-bytes); sends that do not fit are refused from now on"
+        );
+    }
+    StoreError::Full(format!(
+        "{stored} bytes of messages stored, a message more would pass the limit of {max} \
+         (bytes_max)"
+    ))
 }
 
 fn sorted_members(members: &BTreeSet<String>) -> Vec<String> {
@@ -415,6 +453,35 @@ mod tests {
         assert_eq!(page.entries[0].0, 2);
         assert!(!page.has_more());
         assert_eq!(store.sync("b", 9, 10).await.unwrap().entries.len(), 0);
+        assert_eq!(store.n_messages(), 2);
+    }
+
+    #[tokio::test]
+    #[allow(
+        clippy::needless_update,
+        reason = "the limits have one more field, the planted-bug switch, with planted-bugs on"
+    )]
+    async fn the_byte_bound_refuses_a_message_that_does_not_fit_and_keeps_the_rest() {
+        // "a" + "d1" + "m1" + 100 bytes of body + two inbox entries (a and b): 121 bytes.
+        let store = MemoryStore::with_limits(MemoryStoreLimits {
+            bytes_max: 250,
+            ..MemoryStoreLimits::default()
+        });
+        let sized = |id: &str, len: usize| AppendRequest {
+            body: Bytes::from(vec![b'x'; len]),
+            ..send("a", id, Target::Peer("b".into()))
+        };
+        store.append(sized("m1", 100)).await.unwrap();
+        store.append(sized("m2", 100)).await.unwrap();
+        // 242 stored: 22 more bytes do not fit, a retry of a stored message is still answered.
+        let full = store.append(sized("m3", 1)).await;
+        assert!(
+            matches!(&full, Err(StoreError::Full(why)) if why.contains("242 bytes") && why.contains("250")),
+            "{full:?}"
+        );
+        let retry = store.append(sized("m2", 100)).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(store.max_seq("b").await.unwrap(), 2);
         assert_eq!(store.n_messages(), 2);
     }
 
