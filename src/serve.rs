@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// 4.9 GB).
     #[arg(long, value_name = "BYTES", default_value_t = MemoryStoreLimits::default().bytes_max, value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "data_dir")]
     max_stored_bytes: u64,
+    /// Users --data-dir's store keeps loaded in memory (seqs, its last 64 sends for dedupe,
+    /// touched devices' cursors: up to about 4 KB each); past it, a write first lets go of
+    /// those with nothing on their way to the disk, loaded again from it when next written.
+    #[arg(long, value_name = "N", default_value_t = DurableStoreLimits::default().users_loaded_max as u64, value_parser = clap::value_parser!(u64).range(1..), requires = "data_dir")]
+    max_loaded_users: u64,
     /// How long a flush of --data-dir's store (a full 64 MiB memtable written out as a table,
     /// about a third of a core-second) runs in the kernel's idle CPU class, taking only CPU
     /// time the server leaves, before it competes for the CPU as the server does; 0s: never.
@@ -238,6 +243,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.flush_idle_for,
         args.max_messages,
         args.max_stored_bytes,
+        usize::try_from(args.max_loaded_users).unwrap_or(usize::MAX),
     )
     .await?;
     let server = Arc::new(Server::new(
@@ -354,6 +360,7 @@ async fn open_store(
     flush_idle_for: std::time::Duration,
     max_messages: Option<u64>,
     max_stored_bytes: u64,
+    max_loaded_users: usize,
 ) -> anyhow::Result<(
     Arc<dyn Store>,
     Option<Arc<DurableStore<FjallEngine>>>,
@@ -386,6 +393,7 @@ async fn open_store(
         DurableStoreLimits {
             dedupe_filter_bytes_max: dedupe_filter_mib << 20,
             messages_max: max_messages.unwrap_or(DurableStoreLimits::default().messages_max),
+            users_loaded_max: max_loaded_users,
             ..DurableStoreLimits::default()
         },
         // The epoch of a new store; an existing one keeps its own, so clients' seqs stay

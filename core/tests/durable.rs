@@ -338,6 +338,24 @@ async fn mem_engine_answers_like_memory_store_across_restarts() {
     }
 }
 
+/// The same with at most 3 users loaded: users let go and loaded again answer as if they had
+/// stayed (seqs, cursors, dedupe, groups).
+#[tokio::test]
+async fn a_store_that_lets_users_go_answers_like_memory_store() {
+    for seed in 0..4 {
+        let engine = Arc::new(MemEngine::new());
+        let limits = DurableStoreLimits {
+            users_loaded_max: 3,
+            ..DurableStoreLimits::from(differential_limits())
+        };
+        check_same_as_memory_store(seed, || {
+            let engine = engine.clone();
+            Box::pin(async move { DurableStore::open(engine, limits, EPOCH).await.unwrap() })
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn fjall_engine_answers_like_memory_store_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -569,6 +587,30 @@ fn a_send_evicted_while_its_retry_reads_the_engine_is_looked_up_again() {
     assert_eq!(gated.runtime.block_on(gated.store.max_seq("b")).unwrap(), 3);
 }
 
+/// As above, with the whole sender let go (past `users_loaded_max`) and loaded again while the
+/// retry reads the engine: its new window's eviction count starts again from 0, the same as
+/// when the retry asked, so only the count of users let go tells the answer is stale.
+#[test]
+fn a_sender_let_go_while_its_retry_reads_the_engine_is_looked_up_again() {
+    let gated = GatedStore::open(DurableStoreLimits {
+        users_loaded_max: 2,
+        ..DurableStoreLimits::default()
+    });
+    let (retry, release) = gated.append_stopped_at_the_lookup(send("a", "m1", peer("b")));
+    let original = gated.append(send("a", "m1", peer("b")));
+    // a and b are loaded and have nothing on the way: this append lets them go first.
+    gated.append(send("c", "n1", peer("d")));
+    assert_eq!(gated.store.loaded_users(), 2, "c and d");
+    release.send(()).unwrap();
+    let retry = retry.join().unwrap();
+    assert!(
+        retry.duplicate,
+        "stored twice: the sender was let go while the engine was asked"
+    );
+    assert_eq!(retry.message, original.message);
+    assert_eq!(gated.runtime.block_on(gated.store.max_seq("b")).unwrap(), 1);
+}
+
 /// The dedupe filter: a new id is not read from the engine once the filter is filled (at open,
 /// from what the engine holds), an old one is, and a retry of a send older than the window is
 /// a duplicate across a restart; without the filter every new id is read (so the count is
@@ -781,6 +823,140 @@ async fn concurrent_appends_share_commits_and_each_returns_only_once_durable() {
     );
     assert_eq!(store.max_seq("hub").await.unwrap(), n_appends);
     assert_eq!(store.n_messages(), n_appends);
+}
+
+/// Past `users_loaded_max` a write lets go of the users with nothing on the way to the disk;
+/// each comes back whole from the engine when next written: its seqs go on from the last, a
+/// retry of a send from before is still that send, and every inbox is intact.
+#[tokio::test]
+async fn users_past_the_loaded_bound_are_let_go_and_come_back_whole() {
+    let store = mem_store(DurableStoreLimits {
+        users_loaded_max: 8,
+        dedupe_window_len: 4,
+        ..DurableStoreLimits::default()
+    })
+    .await;
+    let user = |u: u32| format!("u{}", u % 40);
+    let mut high_water = 0;
+    for round in 0..3 {
+        for u in 0..40 {
+            store
+                .append(send(&user(u), &format!("m{round}"), peer(&user(u + 1))))
+                .await
+                .unwrap();
+            high_water = high_water.max(store.loaded_users());
+        }
+    }
+    // At the bound a sweep leaves none (each append is durable when it returns), then an
+    // append loads its sender and recipient: 8 + 2 at most.
+    assert!(high_water <= 10, "{high_water} users loaded at once");
+    for u in 0..40 {
+        let page = store.sync(&user(u), 0, 100).await.unwrap();
+        let seqs: Vec<u64> = page.entries.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "{}", user(u));
+    }
+    // u0's m0 was its first send (msg_id 1), long let go from memory and from its window.
+    let retry = store.append(send("u0", "m0", peer("u1"))).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message.msg_id, 1);
+    let next = store.append(send("u0", "m9", peer("u1"))).await.unwrap();
+    assert_eq!((next.sender_seq, next.message.msg_id), (7, 121));
+}
+
+/// A user with a write on its way to the disk stays loaded through a sweep: appends of many
+/// users interleave with commits that take 2 ms, the bound is 4, and every inbox comes out
+/// gapless with each message once (a user let go with a seq allocated past its committed one
+/// would be loaded again at the committed one, and its next seq handed out twice).
+#[tokio::test(start_paused = true)]
+async fn users_with_writes_on_their_way_stay_loaded() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(2)));
+    let store = Arc::new(
+        DurableStore::open(
+            engine,
+            DurableStoreLimits {
+                users_loaded_max: 4,
+                ..DurableStoreLimits::default()
+            },
+            EPOCH,
+        )
+        .await
+        .unwrap(),
+    );
+    let n_appends = 300u32;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut tasks = Vec::new();
+    for i in 0..n_appends {
+        let store = store.clone();
+        let delay = Duration::from_micros(rng.random_range(0..30_000));
+        let (from, to) = (format!("u{}", i % 25), format!("u{}", (i * 7 + 3) % 25));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            store
+                .append(send(&from, &format!("m{i}"), peer(&to)))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        // Simulated time: a commit that never comes fails here at once, not at the harness's
+        // ten minutes.
+        let outcome = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .unwrap_or_else(|_| panic!("append {i} never returned"))
+            .unwrap();
+        assert!(!outcome.duplicate, "append {i}");
+        for (user, _) in &outcome.deliveries {
+            *expected.entry(user.clone()).or_default() += 1;
+        }
+    }
+    let mut msg_ids = std::collections::BTreeSet::new();
+    for (user, n) in &expected {
+        let page = store.sync(user, 0, 1_000).await.unwrap();
+        let seqs: Vec<u64> = page.entries.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=*n).collect::<Vec<_>>(), "{user}");
+        for (_, message) in &page.entries {
+            msg_ids.insert(message.msg_id);
+        }
+    }
+    assert_eq!(msg_ids.len(), n_appends as usize);
+    assert_eq!(store.n_messages(), u64::from(n_appends));
+}
+
+/// A device's cursor acked and not yet durable keeps its user loaded through a sweep (the
+/// engine would answer the older cursor); once the cursor is durable the user can go, and the
+/// engine answers the newest.
+#[tokio::test(start_paused = true)]
+async fn a_user_whose_cursor_is_not_durable_stays_loaded() {
+    let store = mem_store(DurableStoreLimits {
+        users_loaded_max: 2,
+        ..DurableStoreLimits::default()
+    })
+    .await;
+    store.append(send("a", "m1", peer("x"))).await.unwrap();
+    assert_eq!(store.ack_cursor("x", "phone", 1).await.unwrap(), 1);
+    // Held for CURSOR_COMMIT_DELAY; these appends' rounds leave it held and sweep the others.
+    for n in 0..6 {
+        store
+            .append(send(&format!("s{n}"), "m", peer(&format!("r{n}"))))
+            .await
+            .unwrap();
+    }
+    assert!(store.loaded_users() <= 3, "{}", store.loaded_users());
+    assert_eq!(store.cursor("x", "phone").await.unwrap(), 1);
+    tokio::time::sleep(CURSOR_COMMIT_DELAY * 2).await;
+    for n in 0..6 {
+        store
+            .append(send(&format!("t{n}"), "m", peer(&format!("q{n}"))))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.loaded_users(),
+        2,
+        "x was let go once its cursor was durable"
+    );
+    assert_eq!(store.cursor("x", "phone").await.unwrap(), 1);
 }
 
 // Crashes.

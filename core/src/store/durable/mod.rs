@@ -7,8 +7,8 @@
 //! write allocates its ids under one mutex, queues its records for the [`committer`], and
 //! returns once the engine commit holding them is durable; the committer writes everything
 //! queued meanwhile in one commit. Reads see committed data only. A loaded user stays loaded
-//! (about 100 bytes plus its window and devices), so memory grows with the users touched
-//! since open, far slower than MemoryStore's.
+//! (about 100 bytes plus its window and devices) until `users_loaded_max` are, when a write
+//! first lets go of those with nothing on its way to the disk.
 //!
 //! Modules: [`engine`] (the trait), [`keys`] and [`record`] (the layout), [`state`] (the
 //! in-memory part), [`filter`] (the dedupe filter), [`store`] (the `Store` methods), [`mem`]
@@ -75,6 +75,12 @@ pub struct DurableStoreLimits {
     /// Bytes of a user, device, group or client message id (they are parts of keys).
     /// Capped at 65,535.
     pub id_bytes_max: usize,
+    /// Users kept loaded in memory (their seqs, dedupe window and touched devices' cursors):
+    /// past it, a write first lets go of every loaded user with nothing on its way to the
+    /// disk (no seq allocated past the committed one, no cursor record not yet durable),
+    /// which the next write to that user loads again from the engine. Users with writes on
+    /// their way stay, so the map holds at most twice this or twice those, whichever is more.
+    pub users_loaded_max: usize,
     /// Planted bug: answer an append as soon as its ids are allocated, before its commit is
     /// durable; a crash in between loses an acked message (tests only).
     #[cfg(feature = "planted-bugs")]
@@ -124,6 +130,7 @@ impl From<MemoryStoreLimits> for DurableStoreLimits {
             pending_ops_max: 10_000,
             pending_bytes_max: 64 << 20,
             id_bytes_max: 1_024,
+            users_loaded_max: 1_000_000,
             #[cfg(feature = "planted-bugs")]
             planted_ack_before_commit: false,
             #[cfg(feature = "planted-bugs")]
@@ -479,6 +486,11 @@ impl<E: Engine> DurableStore<E> {
     /// The store's limits.
     pub fn limits(&self) -> DurableStoreLimits {
         self.shared.limits
+    }
+
+    /// Users loaded in memory now (see `DurableStoreLimits::users_loaded_max`).
+    pub fn loaded_users(&self) -> usize {
+        self.shared.lock().users.len()
     }
 
     /// Messages stored (durable) so far.

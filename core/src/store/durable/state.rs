@@ -31,8 +31,11 @@ pub struct UserState {
     pub committed_seq: u64,
     /// Recent sends by client message id.
     pub dedupe: DedupeWindow,
-    /// Device -> newest cursor written (durable or not), for devices touched since open.
+    /// Device -> newest cursor written (durable or not), for devices touched since loaded.
     pub cursors: BTreeMap<String, u64>,
+    /// [`State::cursor_writes`] at this user's newest cursor write: durable once
+    /// [`State::cursor_writes_durable`] reaches it.
+    pub last_cursor_write: u64,
 }
 
 impl UserState {
@@ -158,6 +161,9 @@ pub struct Batch {
     pub n_ops: usize,
     /// Bytes of keys and values in `writes` (each counts against `pending_bytes_max`).
     pub n_bytes: usize,
+    /// [`State::cursor_writes`] when the held cursor records joined this batch (0: none
+    /// did): every cursor write up to it is durable once the batch is.
+    pub cursor_writes_upto: u64,
 }
 
 /// Cursor records held back from the commit rounds, by key: a device that acks again before
@@ -181,9 +187,21 @@ pub struct State {
     pub allocated_msg_id: u64,
     /// Newest msg_id whose batch is durable: the number of messages stored.
     pub committed_msg_id: u64,
-    /// Looked up by name, never iterated: a hash table (at 100,000 users a tree's search was
-    /// seventeen string comparisons, each a cache miss, on every store operation).
+    /// Looked up by name: a hash table (at 100,000 users a tree's search was seventeen
+    /// string comparisons, each a cache miss, on every store operation). Iterated only to let
+    /// users go ([`State::let_users_go`]), where the order changes nothing.
     pub users: HashMap<String, UserState, FxBuildHasher>,
+    /// Loaded users at which a write lets go of those with nothing on the way (see
+    /// `DurableStoreLimits::users_loaded_max`; 0 until the first sweep: the bound itself).
+    pub users_sweep_at: usize,
+    /// Sweeps that let a user go: a dedupe lookup made in the engine with the mutex released
+    /// is trusted only if none happened meanwhile (a user let go and loaded again has a new
+    /// window, whose eviction count starts again).
+    pub users_let_go: u64,
+    /// Cursor writes accepted since open, each numbered by this count.
+    pub cursor_writes: u64,
+    /// Cursor writes up to this number are durable.
+    pub cursor_writes_durable: u64,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     /// The batch the committer takes next.
     pub pending: Batch,
@@ -205,6 +223,27 @@ impl State {
             Some(reason) => Err(StoreError::Unavailable(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// When `users_loaded_max` users or more are loaded (or twice those left by the last
+    /// sweep), lets go of every one with nothing on its way to the disk: no seq allocated past
+    /// its committed one (so its dedupe window holds only durable sends, which the engine
+    /// answers for, and no batch in flight names it) and no cursor record not yet durable (so
+    /// the engine has its newest cursors). Call it before an operation loads its users, never
+    /// between their loads.
+    pub fn let_users_go(&mut self, users_loaded_max: usize) {
+        if self.users.len() < self.users_sweep_at.max(users_loaded_max) {
+            return;
+        }
+        let before = self.users.len();
+        let durable = self.cursor_writes_durable;
+        self.users.retain(|_, user| {
+            user.allocated_seq != user.committed_seq || user.last_cursor_write > durable
+        });
+        if self.users.len() < before {
+            self.users_let_go += 1;
+        }
+        self.users_sweep_at = users_loaded_max.max(2 * self.users.len());
     }
 
     /// Loads `user`'s newest seq from the engine the first time the user is touched.
@@ -261,6 +300,7 @@ impl State {
         now: tokio::time::Instant,
     ) -> usize {
         let n_bytes = key.len() + value.len();
+        self.cursor_writes += 1;
         let held = &mut self.held_cursors;
         if held.records.insert(key, value).is_none() {
             self.unsettled_ops += 1;
@@ -274,6 +314,9 @@ impl State {
     /// Moves every held cursor record into `batch`'s writes.
     pub fn take_cursors(&mut self, batch: &mut Batch) {
         let held = std::mem::take(&mut self.held_cursors);
+        if !held.records.is_empty() {
+            batch.cursor_writes_upto = self.cursor_writes;
+        }
         batch.n_ops += held.records.len();
         batch.n_bytes += held.n_bytes;
         for (key, value) in held.records {
@@ -296,6 +339,7 @@ impl State {
             user.committed_seq = user.committed_seq.max(*seq);
         }
         self.committed_msg_id = self.committed_msg_id.max(batch.msg_id_max);
+        self.cursor_writes_durable = self.cursor_writes_durable.max(batch.cursor_writes_upto);
         self.settle(batch);
     }
 

@@ -47,13 +47,17 @@ impl<E: Engine> DurableStore<E> {
         // checked again: a send of the same id accepted meanwhile is in it, unless the window
         // evicted sends meanwhile, which only committed sends leave and so a second lookup
         // finds. That one is made under the mutex, so an append takes the lock at most twice.
-        let mut engine_answer: Option<(u64, Option<(u64, u64)>)> = None;
+        let mut engine_answer: Option<((u64, u64), Option<(u64, u64)>)> = None;
         let (mut state, original, committed_seq) = loop {
             let mut state = shared.lock();
             state.check_writable()?;
+            state.let_users_go(limits.users_loaded_max);
+            let let_go = state.users_let_go;
             let sender = state.load_user(engine, &request.from_user)?;
             let in_window = sender.dedupe.get(&request.client_msg_id);
-            let evicted = sender.dedupe.evicted();
+            // The window's evictions, and the users let go: a sender let go and loaded again
+            // has a new window whose count starts again.
+            let evicted = (let_go, sender.dedupe.evicted());
             let committed_seq = sender.committed_seq;
             let original = match (in_window, engine_answer) {
                 _ if skip_dedupe => None,
@@ -179,7 +183,8 @@ impl<E: Engine> DurableStore<E> {
         if let Some(user) = self.shared.lock().users.get(user) {
             return Ok(user.committed_seq);
         }
-        // Not loaded means no write touched the user since open, so the engine is current.
+        // Not loaded means no write touched the user since open, or it was let go with
+        // nothing on its way to the disk: the engine is current either way.
         state::committed_seq_in_engine(&*self.shared.engine, user)
     }
 
@@ -320,6 +325,7 @@ impl<E: Engine> Store for DurableStore<E> {
         let engine = &*self.shared.engine;
         let mut state = self.shared.lock();
         state.check_writable()?;
+        state.let_users_go(self.shared.limits.users_loaded_max);
         let user_state = state.load_user(engine, user)?;
         // A device cannot have processed entries it could not read yet.
         let seq = seq.min(user_state.committed_seq);
@@ -337,8 +343,10 @@ impl<E: Engine> Store for DurableStore<E> {
         // Advisory: held for a later commit, not waited for (see `Store::ack_cursor` and the
         // committer).
         let held = state.submit_cursor(key, value, tokio::time::Instant::now());
+        let cursor_write = state.cursor_writes;
         let user_state = state.users.get_mut(user).expect("user was loaded");
         user_state.cursors.insert(device.to_string(), cursor);
+        user_state.last_cursor_write = cursor_write;
         drop(state);
         if held >= self.shared.limits.cursors_held_max() {
             self.shared.wake_committer();
