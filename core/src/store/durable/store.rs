@@ -47,7 +47,10 @@ impl<E: Engine> DurableStore<E> {
         // checked again: a send of the same id accepted meanwhile is in it, unless the window
         // evicted sends meanwhile, which only committed sends leave and so a second lookup
         // finds. That one is made under the mutex, so an append takes the lock at most twice.
-        let mut engine_answer: Option<((u64, u64), Option<(u64, u64)>)> = None;
+        // Where the sender's window stood when the engine was asked (users let go, sends the
+        // window evicted), and the engine's answer: the original's (msg_id, sender seq).
+        type WindowMark = (u64, u64);
+        let mut engine_answer: Option<(WindowMark, Option<(u64, u64)>)> = None;
         let (mut state, original, committed_seq) = loop {
             let mut state = shared.lock();
             state.check_writable()?;
