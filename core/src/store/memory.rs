@@ -30,6 +30,14 @@ pub struct MemoryStoreLimits {
     pub group_members_max: usize,
     /// Groups in all.
     pub groups_max: usize,
+    /// Devices of one user whose cursors are kept. A token names a user, not a device, so a
+    /// client could make up device ids without end, each ack of a new one an insert into a
+    /// sorted list under the store's mutex. Past the bound a new device's acks are answered
+    /// but not kept: its cursor reads 0, as a device never seen, which costs it only an
+    /// earlier NotifyData fallback (cursors are advisory), and the store warns once. (The
+    /// durable store keeps every device's cursor on its disk and only touched devices'
+    /// cursors, of users it has loaded, in memory.)
+    pub devices_per_user_max: usize,
     /// Planted bug: ignore client message ids (tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_skip_dedupe: bool,
@@ -43,6 +51,7 @@ impl Default for MemoryStoreLimits {
             dedupe_window_len: 4_096,
             group_members_max: 10_000,
             groups_max: 1_000_000,
+            devices_per_user_max: 1_024,
             #[cfg(feature = "planted-bugs")]
             planted_skip_dedupe: false,
         }
@@ -79,6 +88,8 @@ struct State {
     n_bytes: u64,
     /// The message bound's (or the byte bound's) first refusal was logged.
     full_warned: bool,
+    /// A user's device bound was first reached and logged.
+    devices_warned: bool,
     users: KeyedMap<UserState>,
     groups: BTreeMap<String, BTreeSet<String>>,
 }
@@ -289,20 +300,36 @@ impl Store for MemoryStore {
         // at 0 is what `cursor` answers for a user or device it has never seen, so such an
         // ack keeps no state: it cost about 300 bytes for every idle user
         // (`bench/conn-memory.sh`).
-        let Some(user) = state.users.get_mut(user) else {
+        let state = &mut *state;
+        let Some(user_state) = state.users.get_mut(user) else {
             return Ok(0);
         };
         // A device cannot have processed entries that do not exist.
-        let seq = seq.min(user.inbox.len() as u64);
-        let i = match user.cursors.binary_search_by(|(d, _)| (**d).cmp(device)) {
+        let seq = seq.min(user_state.inbox.len() as u64);
+        let i = match user_state
+            .cursors
+            .binary_search_by(|(d, _)| (**d).cmp(device))
+        {
             Ok(i) => i,
             Err(_) if seq == 0 => return Ok(0),
+            Err(_) if user_state.cursors.len() >= self.limits.devices_per_user_max => {
+                if !std::mem::replace(&mut state.devices_warned, true) {
+                    tracing::warn!(
+                        user,
+                        device,
+                        "{user} has {} devices with cursors, the limit (devices_per_user_max): \
+                         acks of further devices are answered and not kept",
+                        user_state.cursors.len()
+                    );
+                }
+                return Ok(seq);
+            }
             Err(i) => {
-                user.cursors.insert(i, (device.into(), 0));
+                user_state.cursors.insert(i, (device.into(), 0));
                 i
             }
         };
-        let cursor = &mut user.cursors[i].1;
+        let cursor = &mut user_state.cursors[i].1;
         *cursor = (*cursor).max(seq);
         Ok(*cursor)
     }
@@ -483,6 +510,29 @@ mod tests {
         assert!(retry.duplicate);
         assert_eq!(store.max_seq("b").await.unwrap(), 2);
         assert_eq!(store.n_messages(), 2);
+    }
+
+    /// Past `devices_per_user_max` a new device's ack is answered and not kept; the devices
+    /// kept go on moving.
+    #[tokio::test]
+    async fn cursors_of_devices_past_the_bound_are_answered_and_not_kept() {
+        let store = MemoryStore::with_limits(MemoryStoreLimits {
+            devices_per_user_max: 2,
+            ..MemoryStoreLimits::default()
+        });
+        for id in ["m1", "m2", "m3"] {
+            store
+                .append(send("b", id, Target::Peer("a".into())))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.ack_cursor("a", "d1", 1).await.unwrap(), 1);
+        assert_eq!(store.ack_cursor("a", "d2", 2).await.unwrap(), 2);
+        assert_eq!(store.ack_cursor("a", "d3", 3).await.unwrap(), 3);
+        assert_eq!(store.cursor("a", "d3").await.unwrap(), 0);
+        assert_eq!(store.ack_cursor("a", "d1", 3).await.unwrap(), 3);
+        assert_eq!(store.cursor("a", "d1").await.unwrap(), 3);
+        assert_eq!(store.cursor("a", "d2").await.unwrap(), 2);
     }
 
     #[tokio::test]
