@@ -268,6 +268,10 @@ pub struct LoadLedger {
     settled: u64,
     settled_verdict: Verdict,
     settled_dues: Vec<Due>,
+    /// Open messages acked (their acks counted as they come: the count was a scan of every
+    /// open record each second, under the ledger's lock, and the records of deliveries lost
+    /// stay open to the run's end).
+    acked_open: u64,
     /// (recipient, sender) -> the newest message number delivered, for reorder counting of
     /// this ledger's senders (another worker's are judged at the merge). Fx hashing: it is on
     /// every delivery's path. An entry is kept only while a delivery could still be checked
@@ -370,6 +374,7 @@ impl LoadLedger {
             last_planned: None,
             resent_settled: rustc_hash::FxHashSet::default(),
             settled: 0,
+            acked_open: 0,
             settled_verdict: Verdict::default(),
             settled_dues: Vec::new(),
             last_number: FxHashMap::default(),
@@ -573,6 +578,7 @@ impl LoadLedger {
             }
         }
         let message = self.open.remove(&key).expect("an open message's record");
+        self.acked_open -= 1;
         if share.elsewhere > 0 {
             let clients = self.clients();
             self.settled_dues.extend(dues_of(&message, clients));
@@ -598,6 +604,7 @@ impl LoadLedger {
         };
         if message.acked_us == NOT_ACKED {
             message.acked_us = now;
+            self.acked_open += 1;
             let latency = now.saturating_sub(message.planned_us).max(1);
             let _ = self.ack.record(latency);
             self.current.acked += 1;
@@ -1043,7 +1050,13 @@ impl LoadLedger {
 
     /// Planned messages the server acked.
     pub fn acked_count(&self) -> usize {
-        self.settled as usize + self.open.values().filter(|m| m.acked()).count()
+        // Every test's results, each second, check the count against the records.
+        debug_assert_eq!(
+            self.acked_open,
+            self.open.values().filter(|m| m.acked()).count() as u64,
+            "open messages acked"
+        );
+        (self.settled + self.acked_open) as usize
     }
 
     /// Sends on their way: neither acked, failed nor refused, from a client that has not
