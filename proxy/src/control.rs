@@ -40,6 +40,9 @@ const BODY_BYTES_MAX: usize = 64 * 1024;
 const CONNECTIONS_MAX: usize = 16;
 /// A request must arrive within this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of an answer [`request`] reads at most: `GET /flows` at 10,000 flows (the most a
+/// process's files allow) is about 3 MB.
+pub const ANSWER_BYTES_MAX: usize = 16 << 20;
 
 /// Serves the control API on `listener`.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
@@ -326,15 +329,38 @@ pub async fn request(
         addr: addr.to_string(),
         source,
     };
-    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.map_err(io)?;
-    stream.write_all(body).await.map_err(io)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.map_err(io)?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        let mut answer = Vec::new();
+        stream
+            .take(ANSWER_BYTES_MAX as u64 + 1)
+            .read_to_end(&mut answer)
+            .await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    // A wrong address that takes the connection and never answers, or answers without end,
+    // fails the request rather than hanging it or filling memory.
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no whole answer within {REQUEST_TIMEOUT:?}"),
+            ))
+        })?
+        .map_err(io)?;
+    if answer.len() > ANSWER_BYTES_MAX {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("an answer of more than {ANSWER_BYTES_MAX} bytes"),
+        )));
+    }
     let answer = String::from_utf8_lossy(&answer);
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let status: u16 = head

@@ -207,3 +207,56 @@ async fn carrier_faults_of_the_vocabulary_through_the_control_api() {
         std::io::ErrorKind::ConnectionReset
     );
 }
+
+/// A control address that takes the connection and never answers fails the request after
+/// its timeout, naming the address (simulated time: at once).
+#[tokio::test(start_paused = true)]
+async fn a_control_address_that_never_answers_fails_the_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (_held, _) = listener.accept().await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    // Simulated time: without the request's own timeout this one fails at once too.
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        request(&addr, "GET", "/flows", b""),
+    )
+    .await
+    .expect("the request gave up on its own")
+    .unwrap_err();
+    assert!(
+        error.to_string() == format!("control API at {addr}: no whole answer within 10s"),
+        "{error}"
+    );
+}
+
+/// An answer past `ANSWER_BYTES_MAX` is refused, not read into memory without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_end_is_cut_off_at_the_bound() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 256];
+        let _ = stream.read(&mut head).await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+        // A megabyte past the bound, then the end: a reader without the bound would read it
+        // all and fail on the JSON instead.
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..=imlab_proxy::control::ANSWER_BYTES_MAX >> 20 {
+            if stream.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let error = request(&addr, "GET", "/flows", b"").await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "control API at {addr}: an answer of more than {} bytes",
+            imlab_proxy::control::ANSWER_BYTES_MAX
+        )
+    );
+}
