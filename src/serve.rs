@@ -52,7 +52,7 @@ pub struct ServeArgs {
     outbox_len: usize,
     /// Bytes buffered for one connection and not yet written; past it the peer is
     /// disconnected as a slow consumer, as for a full queue (at least --max-frame-bytes).
-    #[arg(long, default_value_t = ServerConfig::default().write_buffer_bytes_max)]
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().write_buffer_bytes_max)]
     write_buffer_bytes: usize,
     /// Sends per second one user may make over all of its devices (bursts of one second's
     /// worth); more are refused with RATE_LIMITED, and the client retries. 0 = no limit.
