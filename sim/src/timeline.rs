@@ -17,7 +17,8 @@ use crate::scenario::Scenario;
 
 /// Device lanes at most.
 pub const DEVICE_LANES_MAX: usize = 12;
-/// Marks per lane at most; later ones are left out and counted in the page's notes.
+/// Marks per lane at most, and spans (connections, NAT mappings, fault windows) per lane at
+/// most; later ones are left out and counted in the page's notes.
 pub const LANE_MARKS_MAX: usize = 20_000;
 /// Device lanes shown when no violation names any device.
 const DEFAULT_DEVICE_LANES: usize = 6;
@@ -203,6 +204,10 @@ impl<'a> Lanes<'a> {
                 None => return,
             },
         };
+        if lane.spans.len() >= LANE_MARKS_MAX {
+            *self.left_out.entry(lane.name.clone()).or_default() += 1;
+            return;
+        }
         lane.spans.push(Span {
             start_ms,
             end_ms,
@@ -368,7 +373,7 @@ impl<'a> Lanes<'a> {
         let notes = self
             .left_out
             .iter()
-            .map(|(lane, n)| format!("{lane}: {n} marks beyond {LANE_MARKS_MAX} left out"))
+            .map(|(lane, n)| format!("{lane}: {n} marks or spans beyond {LANE_MARKS_MAX} left out"))
             .collect();
         let mut lanes = vec![self.server];
         lanes.extend(self.devices.into_values());
@@ -388,4 +393,39 @@ pub fn write(
     let file = dir.join("timeline.html");
     imlab_reports::timeline::write_timeline(&file, &timeline).map_err(|error| error.to_string())?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lane's spans are bounded as its marks are: a device that logs in and out more than
+    /// `LANE_MARKS_MAX` times keeps that many connection spans, and the rest are counted in
+    /// the notes.
+    #[test]
+    fn a_lanes_spans_past_the_bound_are_left_out_and_counted() {
+        let scenario = Scenario::parse(
+            "duration = \"1h\"\n[carriers.c]\npreset = \"cmcc-3g\"\n[[devices]]\nname = \"p\"\ncount = 1\ncarrier = \"c\"\n",
+            Path::new("spans.toml"),
+        )
+        .unwrap();
+        let messages = BTreeSet::new();
+        let mut lanes = Lanes::new(&scenario, &[0], &BTreeSet::new(), &messages);
+        for n in 0..(LANE_MARKS_MAX as u64 + 5) {
+            let at = 2 * n;
+            lanes.add(&serde_json::json!({"at_ms": at, "event": "connected", "device": 0}));
+            lanes.add(&serde_json::json!({
+                "at_ms": at + 1, "event": "disconnected", "device": 0, "cause": "reset"
+            }));
+        }
+        let (lanes, notes) = lanes.finish();
+        let device = lanes.iter().find(|lane| lane.name == "d0").unwrap();
+        assert_eq!(device.spans.len(), LANE_MARKS_MAX);
+        assert!(
+            notes
+                .iter()
+                .any(|note| note.starts_with("d0: ") && note.contains("beyond 20000")),
+            "{notes:?}"
+        );
+    }
 }
