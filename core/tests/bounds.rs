@@ -153,53 +153,11 @@ async fn the_client_core_retries_overloaded_sends_in_order() {
     assert!(alice.state.lock().unwrap().outgoing.is_empty());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_full_outbox_disconnects_the_slow_consumer_and_sync_recovers_everything() {
-    let config = ServerConfig {
-        outbox_len_max: 4,
-        ..ServerConfig::default()
-    };
+/// Bob logs in and never reads; Alice sends him 40 messages of 30,000 bytes, each acked. Bob
+/// is kicked as a slow consumer once, the store has all 40, and Bob back with a client that
+/// reads gets all 40. Returns after how many of Alice's sends the kick had come.
+async fn a_peer_that_never_reads_is_kicked_and_syncs_everything(config: ServerConfig) -> u32 {
     let (connector, server, store) = memory_server(config);
-    // Bob logs in and then never reads.
-    let (bob_reader, _bob_writer) = mem_login(&connector, "bob", "phone").await;
-    let (mut alice_reader, mut alice_writer) = mem_login(&connector, "alice", "phone").await;
-    let body = "x".repeat(30_000);
-    for n in 0..40 {
-        let send = Frame::new(send_to_peer(&format!("phone-{n}"), "bob", &body));
-        alice_writer.send(&send).await.unwrap();
-        loop {
-            let frame = alice_reader.next().await.unwrap().unwrap();
-            if frame.kind() == "send_ack" {
-                break;
-            }
-        }
-    }
-    assert_eq!(server.n_slow_consumer_kicks(), 1);
-    assert_eq!(store.max_seq("bob").await.unwrap(), 40);
-    drop(bob_reader);
-
-    let bob = TestClient::start_on(
-        connector.clone(),
-        ClientState::new("bob", "phone").shared(),
-        ClientConfig::default(),
-    );
-    assert_eq!(bob.wait_bodies(40).await.len(), 40);
-    assert_eq!(bob.state.lock().unwrap().last_seq, 40);
-}
-
-/// The bytes waiting to be written are bounded as well as the frames: a peer that reads
-/// nothing is kicked once its buffer holds `write_buffer_bytes_max`, long before its frames
-/// reach `outbox_len_max` (each push here is a 30,000-byte body), and sync brings it everything.
-#[tokio::test(start_paused = true)]
-async fn a_slow_consumer_is_kicked_at_the_byte_bound_before_the_frame_bound() {
-    let config = ServerConfig {
-        outbox_len_max: 1_024,
-        write_buffer_bytes_max: 256 * 1024,
-        send_rate_per_user: 0,
-        ..ServerConfig::default()
-    };
-    let (connector, server, store) = memory_server(config);
-    // Bob logs in and then never reads.
     let (bob_reader, _bob_writer) = mem_login(&connector, "bob", "phone").await;
     let (mut alice_reader, mut alice_writer) = mem_login(&connector, "alice", "phone").await;
     let body = "x".repeat(30_000);
@@ -217,11 +175,6 @@ async fn a_slow_consumer_is_kicked_at_the_byte_bound_before_the_frame_bound() {
             kicked_after = Some(n + 1);
         }
     }
-    // What the in-memory pipe takes (256 KiB, `net::memory`) and then the bound's 256 KiB:
-    // 17 pushes, 19 with a frame over the bound and the one whose buffering tripped it; the
-    // frame bound alone would have waited for 1,024.
-    let kicked_after = kicked_after.expect("bob was never kicked: the byte bound did not hold");
-    assert!(kicked_after <= 19, "kicked after {kicked_after} pushes");
     assert_eq!(server.n_slow_consumer_kicks(), 1);
     assert_eq!(store.max_seq("bob").await.unwrap(), 40);
     drop(bob_reader);
@@ -232,6 +185,35 @@ async fn a_slow_consumer_is_kicked_at_the_byte_bound_before_the_frame_bound() {
         ClientConfig::default(),
     );
     assert_eq!(bob.wait_bodies(40).await.len(), 40);
+    assert_eq!(bob.state.lock().unwrap().last_seq, 40);
+    kicked_after.expect("counted above")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_outbox_disconnects_the_slow_consumer_and_sync_recovers_everything() {
+    let config = ServerConfig {
+        outbox_len_max: 4,
+        ..ServerConfig::default()
+    };
+    a_peer_that_never_reads_is_kicked_and_syncs_everything(config).await;
+}
+
+/// The bytes waiting to be written are bounded as well as the frames: a peer that reads
+/// nothing is kicked once its buffer holds `write_buffer_bytes_max`, long before its frames
+/// reach `outbox_len_max` (each push here is a 30,000-byte body).
+#[tokio::test(start_paused = true)]
+async fn a_slow_consumer_is_kicked_at_the_byte_bound_before_the_frame_bound() {
+    let config = ServerConfig {
+        outbox_len_max: 1_024,
+        write_buffer_bytes_max: 256 * 1024,
+        send_rate_per_user: 0,
+        ..ServerConfig::default()
+    };
+    let kicked_after = a_peer_that_never_reads_is_kicked_and_syncs_everything(config).await;
+    // What the in-memory pipe takes (256 KiB, `net::memory`) and then the bound's 256 KiB:
+    // 17 pushes, 19 with a frame over the bound and the one whose buffering tripped it; the
+    // frame bound alone would have waited for 1,024, past the 40 sent (never kicked).
+    assert!(kicked_after <= 19, "kicked after {kicked_after} pushes");
 }
 
 /// A burst of requests written at once gets its replies (and the sender's own echoes) though

@@ -483,11 +483,9 @@ mod tests {
         assert_eq!(store.n_messages(), 2);
     }
 
+    /// A message the byte bound has no room for is refused, nothing stored is touched, and a
+    /// retry of a stored message is still answered as one.
     #[tokio::test]
-    #[allow(
-        clippy::needless_update,
-        reason = "the limits have one more field, the planted-bug switch, with planted-bugs on"
-    )]
     async fn the_byte_bound_refuses_a_message_that_does_not_fit_and_keeps_the_rest() {
         // "a" + "d1" + "m1" + 100 bytes of body + two inbox entries (a and b): 121 bytes.
         let store = MemoryStore::with_limits(MemoryStoreLimits {
