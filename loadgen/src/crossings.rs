@@ -169,37 +169,51 @@ impl Crossings {
     }
 
     /// Calls `each` on every owed delivery: those in memory, then those in its files.
-    pub fn for_each_owed(&self, mut each: impl FnMut(Owed)) -> Result<(), String> {
-        self.owed.iter().copied().for_each(&mut each);
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        stream_records(&dir.join(OWED_FILE), |b: &[u8; OWED_BYTES]| {
-            each(Owed {
+    pub fn for_each_owed(&self, each: impl FnMut(Owed)) -> Result<(), String> {
+        self.for_each_record(&self.owed, OWED_FILE, each, |b: &[u8; OWED_BYTES]| {
+            Ok(Owed {
                 id: (u32_at(b, 0), u64_at(b, 4)),
                 recipient: u32_at(b, 12),
                 planned_us: u64_at(b, 16),
                 acked_us: u64_at(b, 24),
-            });
-            Ok(())
+            })
         })
     }
 
     /// Calls `each` on every delivery received, in arrival order: those in memory, then
     /// those in its files.
-    pub fn for_each_received(&self, mut each: impl FnMut(Received)) -> Result<(), String> {
-        self.received.iter().copied().for_each(&mut each);
+    pub fn for_each_received(&self, each: impl FnMut(Received)) -> Result<(), String> {
+        self.for_each_record(
+            &self.received,
+            RECEIVED_FILE,
+            each,
+            |b: &[u8; RECEIVED_BYTES]| {
+                Ok(Received {
+                    id: (u32_at(b, 0), u64_at(b, 4)),
+                    recipient: u32_at(b, 12),
+                    at_us: u64_at(b, 16),
+                    repeat: RemoteRepeat::from_byte(b[24])
+                        .ok_or_else(|| format!("repeat {} is not 0, 1 or 2", b[24]))?,
+                })
+            },
+        )
+    }
+
+    /// Calls `each` on the records in memory, then on those `decode` reads from `file` in
+    /// the worker's directory (if it has one).
+    fn for_each_record<T: Copy, const N: usize>(
+        &self,
+        in_memory: &[T],
+        file: &str,
+        mut each: impl FnMut(T),
+        decode: impl Fn(&[u8; N]) -> Result<T, String>,
+    ) -> Result<(), String> {
+        in_memory.iter().copied().for_each(&mut each);
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        stream_records(&dir.join(RECEIVED_FILE), |b: &[u8; RECEIVED_BYTES]| {
-            each(Received {
-                id: (u32_at(b, 0), u64_at(b, 4)),
-                recipient: u32_at(b, 12),
-                at_us: u64_at(b, 16),
-                repeat: RemoteRepeat::from_byte(b[24])
-                    .ok_or_else(|| format!("repeat {} is not 0, 1 or 2", b[24]))?,
-            });
+        stream_records(&dir.join(file), |b: &[u8; N]| {
+            each(decode(b)?);
             Ok(())
         })
     }

@@ -258,20 +258,24 @@ fn a_clock_jump_is_signed_needs_expiring_tokens_and_names_its_key() {
 fn a_scenario_built_in_code_past_the_longest_run_is_refused_before_it_runs() {
     let mut scenario = Scenario::parse(GOOD, Path::new("good.toml")).unwrap();
     scenario.duration = imlab_sim::scenario::RUN_LENGTH_MAX;
+    let error = refused_before_the_first_step(&scenario);
+    assert!(
+        error.starts_with("scenario good: a duration of 48.000 days"),
+        "{error}"
+    );
+}
+
+/// Runs `scenario`, which must be refused before its first step; the refusal's text.
+fn refused_before_the_first_step(scenario: &Scenario) -> String {
     let mut progressed = false;
     let error = imlab_sim::run::run(
-        &scenario,
+        scenario,
         &imlab_sim::run::RunOptions::default(),
         &mut |_| progressed = true,
     )
-    .expect_err("48 days and 5 minutes of quiet are too long");
-    assert!(
-        error
-            .to_string()
-            .starts_with("scenario good: a duration of 48.000 days"),
-        "{error}"
-    );
-    assert!(!progressed, "refused before the first step");
+    .expect_err("the run should be refused");
+    assert!(!progressed, "refused before the first step: {error}");
+    error.to_string()
 }
 
 /// Every fault window is listed before a run starts: a fault every millisecond over a day (86
@@ -324,18 +328,9 @@ fn a_longer_run_whose_faults_start_too_often_is_refused_before_it_runs() {
         + "\n[[faults]]\nkind = \"nat_rebind\"\ntarget = \"cmcc\"\nevery = \"50ms\"\n";
     let mut scenario = Scenario::parse(&text, Path::new("often.toml")).unwrap();
     scenario.duration *= 2;
-    let mut progressed = false;
-    let error = imlab_sim::run::run(
-        &scenario,
-        &imlab_sim::run::RunOptions::default(),
-        &mut |_| progressed = true,
-    )
-    .expect_err("143,999 occurrences are too many");
+    let error = refused_before_the_first_step(&scenario);
     assert!(
-        error
-            .to_string()
-            .starts_with("scenario often: faults[0]: nat_rebind fault starts 143999 times"),
+        error.starts_with("scenario often: faults[0]: nat_rebind fault starts 143999 times"),
         "{error}"
     );
-    assert!(!progressed, "refused before the first step");
 }

@@ -8,7 +8,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -182,11 +182,11 @@ pub struct Relay {
     /// Bumped to cut every connection open now.
     cut: watch::Sender<u64>,
     /// PUBACKs swallowed so far.
-    pub swallowed: Arc<AtomicU64>,
+    pub swallowed: Arc<Count>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicU64>,
     /// PUBLISH packets carried to clients so far.
-    pub published: Arc<AtomicU64>,
+    pub published: Arc<Count>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -201,9 +201,9 @@ impl Relay {
             upstream: Arc::new(Mutex::new(upstream)),
             swallow_pubacks: Arc::new(AtomicBool::new(false)),
             cut,
-            swallowed: Arc::new(AtomicU64::new(0)),
+            swallowed: Arc::default(),
             accepted: Arc::new(AtomicU64::new(0)),
-            published: Arc::new(AtomicU64::new(0)),
+            published: Arc::default(),
             _runtime: runtime,
         };
         let (upstream, accepted, cut) = (
@@ -239,12 +239,12 @@ impl Relay {
 
     /// Waits (bounded) until `n` PUBACKs have been swallowed.
     pub fn wait_swallowed(&self, n: u64) {
-        wait_for_count(&self.swallowed, n, "PUBACKs swallowed");
+        self.swallowed.wait_for(n, "PUBACKs swallowed");
     }
 
     /// Waits (bounded) until `n` PUBLISH packets have reached clients.
     pub fn wait_published(&self, n: u64) {
-        wait_for_count(&self.published, n, "publishes");
+        self.published.wait_for(n, "publishes");
     }
 
     /// Cuts every open connection (a restart, as the clients see it); new connections go
@@ -255,12 +255,34 @@ impl Relay {
     }
 }
 
-/// Waits until `counter` reaches `n`, failing the test after 30 s.
-fn wait_for_count(counter: &AtomicU64, n: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while counter.load(Ordering::Relaxed) < n {
-        assert!(Instant::now() < deadline, "fewer than {n} {what} in 30 s");
-        std::thread::sleep(Duration::from_millis(5));
+/// A count the relay's connections add to, which a test reads or waits on (woken at each
+/// addition, not polling).
+#[derive(Default)]
+pub struct Count {
+    n: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Count {
+    fn add(&self) {
+        *self.n.lock().unwrap() += 1;
+        self.changed.notify_all();
+    }
+
+    /// The count now.
+    pub fn get(&self) -> u64 {
+        *self.n.lock().unwrap()
+    }
+
+    /// Waits until the count reaches `n`, failing the test after 30 s.
+    fn wait_for(&self, n: u64, what: &str) {
+        let (count, waited) = self
+            .changed
+            .wait_timeout_while(self.n.lock().unwrap(), Duration::from_secs(30), |count| {
+                *count < n
+            })
+            .unwrap();
+        assert!(!waited.timed_out(), "{} of {n} {what} in 30 s", *count);
     }
 }
 
@@ -268,8 +290,8 @@ fn wait_for_count(counter: &AtomicU64, n: u64, what: &str) {
 #[derive(Clone)]
 struct Counters {
     swallow: Arc<AtomicBool>,
-    swallowed: Arc<AtomicU64>,
-    published: Arc<AtomicU64>,
+    swallowed: Arc<Count>,
+    published: Arc<Count>,
 }
 
 /// One connection: client to broker unchanged; broker to client packet by packet.
@@ -299,10 +321,10 @@ async fn carry(
                 let packet: Vec<u8> = buf.drain(..len).collect();
                 // PUBLISH is packet type 3, PUBACK 4.
                 if packet[0] >> 4 == 3 {
-                    counters.published.fetch_add(1, Ordering::Relaxed);
+                    counters.published.add();
                 }
                 if packet[0] >> 4 == 4 && counters.swallow.load(Ordering::Relaxed) {
-                    counters.swallowed.fetch_add(1, Ordering::Relaxed);
+                    counters.swallowed.add();
                     continue;
                 }
                 forward.extend_from_slice(&packet);
