@@ -40,8 +40,8 @@ const BODY_BYTES_MAX: usize = 64 * 1024;
 const CONNECTIONS_MAX: usize = 16;
 /// A request must arrive within this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes of an answer [`request`] reads at most: `GET /flows` at 10,000 flows (the most a
-/// process's files allow) is about 3 MB.
+/// Bytes of an answer [`request`] reads at most: `GET /flows` took 64,902 bytes for 200 flows
+/// (measured), about 3.2 MB at 10,000 (the most a process's files allow).
 pub const ANSWER_BYTES_MAX: usize = 16 << 20;
 
 /// Serves the control API on `listener`.
