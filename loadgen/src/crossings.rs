@@ -135,8 +135,13 @@ pub struct Crossings {
     /// ([`RECEIVED_FILE`]).
     #[serde(skip)]
     pub received: Vec<Received>,
-    /// Deliveries of other workers' messages it could not record (its bound was reached).
+    /// Deliveries of other workers' messages it could not record (its bound was reached, or
+    /// its files refused them for too long).
     pub received_dropped: u64,
+    /// Deliveries its acked messages owed other workers that it could not record (its files
+    /// refused them for too long): judged pending, never lost.
+    #[serde(default)]
+    pub owed_dropped: u64,
     /// Where it was read from: its records stay in their files there, streamed by
     /// [`Self::for_each_owed`] and [`Self::for_each_received`] after those in memory.
     #[serde(skip)]
@@ -164,6 +169,7 @@ impl Crossings {
             owed,
             received: ledger.received.iter().map(Received::of).collect(),
             received_dropped: ledger.received_dropped,
+            owed_dropped: 0,
             dir: None,
         }
     }
@@ -295,6 +301,22 @@ impl RecordFiles {
         })
     }
 
+    /// Files at `owed` and `received` as they are, opened for writing (a test's
+    /// `/dev/full`, a disk that refuses every append).
+    #[cfg(test)]
+    pub(crate) fn at(owed: &Path, received: &Path) -> std::io::Result<RecordFiles> {
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(|file| (path.to_path_buf(), file))
+        };
+        Ok(RecordFiles {
+            owed: open(owed)?,
+            received: open(received)?,
+        })
+    }
+
     /// Appends `owed` and `received` to the files (not synced: a worker that dies leaves no
     /// `crossings.json`, and then its files are not read at all). A failed append is cut off
     /// again (the files never hold half a record or a record twice) and leaves the caller's
@@ -416,6 +438,9 @@ pub struct Judged {
     /// Deliveries the receiving workers could not record (bound reached): when not 0, no
     /// missing delivery is judged lost (it may be among them), only pending.
     pub unrecorded: u64,
+    /// Owed deliveries the sending workers could not record (their files refused them for
+    /// too long): in `expected` and `pending`.
+    pub owed_unrecorded: u64,
     /// Repeats of a delivery the protocol does not allow.
     pub duplicated: u64,
     /// Repeats the protocol allows (MQTT's DUP, after a reconnect, or of a message resent).
@@ -479,6 +504,9 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
             .find(|w| (w.first_client..w.first_client + w.n_clients).contains(&client))
     };
     for worker in workers {
+        judged.owed_unrecorded += worker.owed_dropped;
+        judged.expected += worker.owed_dropped;
+        judged.pending += worker.owed_dropped;
         worker.for_each_owed(|owed| {
             judged.expected += 1;
             let planned = worker.started_unix_us + owed.planned_us;
@@ -522,6 +550,7 @@ mod tests {
             owed: Vec::new(),
             received: Vec::new(),
             received_dropped: 0,
+            owed_dropped: 0,
             dir: None,
         }
     }
@@ -676,6 +705,40 @@ mod tests {
         // Message 0 at client 2: its first delivery, 6 ms after it was planned at 1 ms.
         assert_eq!(deliver.min(), deliver.lowest_equivalent(4_000));
         assert_eq!(deliver.max(), deliver.highest_equivalent(9_500));
+    }
+
+    /// Owed deliveries a worker could not record are expected and pending, never lost or
+    /// delivered, and counted; the rest are judged as ever (a missing one to a synced
+    /// recipient still lost).
+    #[test]
+    fn owed_deliveries_a_worker_could_not_record_are_pending() {
+        let mut a = worker(0, 0);
+        let b = {
+            let mut b = worker(2, 0);
+            b.received = vec![received(0, 0, 2, 5_000, RemoteRepeat::Duplicate)];
+            b
+        };
+        let owed = |number| Owed {
+            id: (0, number),
+            recipient: 2,
+            planned_us: 1_000,
+            acked_us: 2_000,
+        };
+        a.owed = vec![owed(0), owed(1)];
+        a.owed_dropped = 3;
+        let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let judged = judge(&[a, b], &mut deliver).unwrap();
+        assert_eq!(
+            judged,
+            Judged {
+                expected: 5,
+                delivered: 1,
+                lost: 1,
+                pending: 3,
+                owed_unrecorded: 3,
+                ..Judged::default()
+            }
+        );
     }
 
     /// Written and read back whole; a record file cut short is refused, naming it.

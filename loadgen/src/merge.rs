@@ -126,6 +126,7 @@ fn judge_crossings(
         m.duplicated += judged.duplicated;
         m.redelivered += judged.redelivered;
         m.reordered += judged.reordered;
+        m.unrecorded += judged.unrecorded + judged.owed_unrecorded;
     }
     Ok(())
 }
@@ -188,6 +189,7 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     m.duplicated += o.duplicated;
     m.redelivered += o.redelivered;
     m.reordered += o.reordered;
+    m.unrecorded += o.unrecorded;
     m.failed += o.failed;
     m.refused_locally += o.refused_locally;
     for (what, n) in &o.protocol_violations {

@@ -103,6 +103,16 @@ pub struct Messages {
     /// (`packet_id_reused_before_pubrel`, `qos2_resent_under_new_packet_id`).
     #[serde(default)]
     pub protocol_violations: BTreeMap<String, u64>,
+    /// Records of deliveries that crossed between `--workers` that a worker could not keep
+    /// (its bound reached, or its files refusing them): set by the merge. A delivery it
+    /// cannot tell is pending, never lost (with a receiving worker's records missing, no
+    /// crossing delivery is judged lost).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrecorded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Connection counts.
@@ -300,6 +310,7 @@ impl LoadResults {
                 failed: ledger.failed,
                 refused_locally: ledger.refused_locally,
                 protocol_violations: ledger.protocol_violations.clone(),
+                unrecorded: 0,
             },
             connections: Connections {
                 opened: ledger.connects,
@@ -368,6 +379,13 @@ impl LoadResults {
             out += &format!(
                 "allowed by the protocol: lost {}, redelivered {}\n",
                 m.lost_allowed, m.redelivered
+            );
+        }
+        if m.unrecorded > 0 {
+            out += &format!(
+                "crossing records the workers could not keep: {} (the deliveries they concern \
+                 are pending, not lost)\n",
+                m.unrecorded
             );
         }
         if !m.protocol_violations.is_empty() {

@@ -72,20 +72,87 @@ struct Shared {
     crossings_out: Mutex<Option<CrossingsOut>>,
 }
 
+/// Crossing records a worker keeps while its files refuse them (a full disk): about 32 MB.
+/// Past it, what is taken from the ledger is counted, not kept (see [`CrossingsOut::keep`]).
+const CROSSING_RECORDS_KEPT_MAX: usize = 1_000_000;
+
 /// A worker's crossing records on their way to its files.
 struct CrossingsOut {
     files: RecordFiles,
     owed: Vec<Owed>,
     received: Vec<Received>,
+    /// Records not kept because [`CROSSING_RECORDS_KEPT_MAX`] waited: the merge counts
+    /// their deliveries unrecorded (pending, never lost or delivered).
+    owed_dropped: u64,
+    received_dropped: u64,
+    /// The last append's error, told once when the appends start failing and once when
+    /// they work again.
+    failing: Option<String>,
+    /// [`CROSSING_RECORDS_KEPT_MAX`], or a test's.
+    kept_max: usize,
 }
 
 impl CrossingsOut {
-    /// Appends what waits; kept to append again if that fails.
+    fn new(files: RecordFiles) -> CrossingsOut {
+        CrossingsOut {
+            files,
+            owed: Vec::new(),
+            received: Vec::new(),
+            owed_dropped: 0,
+            received_dropped: 0,
+            failing: None,
+            kept_max: CROSSING_RECORDS_KEPT_MAX,
+        }
+    }
+
+    /// Keeps records taken from the ledger until they are appended, at most `kept_max` of
+    /// them: the rest are counted and dropped.
+    fn keep(&mut self, owed: impl Iterator<Item = Owed>, received: impl Iterator<Item = Received>) {
+        let room = |out: &CrossingsOut| {
+            out.kept_max
+                .saturating_sub(out.owed.len() + out.received.len())
+        };
+        for record in owed {
+            if room(self) == 0 {
+                self.owed_dropped += 1;
+            } else {
+                self.owed.push(record);
+            }
+        }
+        for record in received {
+            if room(self) == 0 {
+                self.received_dropped += 1;
+            } else {
+                self.received.push(record);
+            }
+        }
+    }
+
+    /// Appends what waits; kept to append again if that fails. The first failure of a run
+    /// of them is told on stderr (naming the file), as is the return to working.
     fn append(&mut self) -> std::io::Result<()> {
-        self.files.append(&self.owed, &self.received)?;
-        self.owed.clear();
-        self.received.clear();
-        Ok(())
+        match self.files.append(&self.owed, &self.received) {
+            Ok(()) => {
+                self.owed.clear();
+                self.received.clear();
+                if self.failing.take().is_some() {
+                    eprintln!("imlab load: the crossing records are appended again");
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if self.failing.is_none() {
+                    eprintln!(
+                        "imlab load: appending the crossing records failed ({error}): kept to \
+                         append again each second, at most {} (past them counted as \
+                         unrecorded, their deliveries pending at the merge)",
+                        self.kept_max
+                    );
+                }
+                self.failing = Some(error.to_string());
+                Err(error)
+            }
+        }
     }
 }
 
@@ -128,8 +195,7 @@ impl Shared {
             return Ok(());
         };
         let (dues, received) = lock(&self.ledger).take_crossing_records();
-        out.owed.extend(dues.iter().map(Owed::of));
-        out.received.extend(received.iter().map(Received::of));
+        out.keep(dues.iter().map(Owed::of), received.iter().map(Received::of));
         out.append()
     }
 
@@ -370,11 +436,7 @@ pub async fn run(
                     path: dir.display().to_string(),
                     source,
                 })?;
-            Some(CrossingsOut {
-                files,
-                owed: Vec::new(),
-                received: Vec::new(),
-            })
+            Some(CrossingsOut::new(files))
         }
         _ => None,
     };
@@ -478,9 +540,13 @@ pub async fn run(
     let (results, files) = shared.results_and_files();
     shared.write(&results, &files)?;
     // The record files exist exactly when the worker has an --out folder.
-    if let (Some((Some(mut out), crossings)), Some(dir)) = (crossings, &shared.config.out) {
+    if let (Some((Some(mut out), mut crossings)), Some(dir)) = (crossings, &shared.config.out) {
+        // The last records are kept whatever the bound: this append is the last chance, and
+        // its failure fails the run.
         out.owed.extend_from_slice(&crossings.owed);
         out.received.extend_from_slice(&crossings.received);
+        crossings.owed_dropped += out.owed_dropped;
+        crossings.received_dropped += out.received_dropped;
         let written = out.append().and_then(|()| crossings.finish(dir));
         written.map_err(|source| LoadError::Write {
             path: dir.display().to_string(),
@@ -994,6 +1060,47 @@ async fn report_every_second(shared: Arc<Shared>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While a worker's record files refuse every append (a full disk: `/dev/full`), it
+    /// keeps what waits up to its bound and counts the rest; says so once; and appends what
+    /// it kept once the files work again.
+    #[test]
+    fn crossing_records_kept_while_the_files_fail_are_bounded_and_counted() {
+        use crate::crossings::{OWED_BYTES, OWED_FILE, RECEIVED_BYTES, RECEIVED_FILE};
+        use crate::ledger::RemoteRepeat;
+        let full = std::path::Path::new("/dev/full");
+        let mut out = CrossingsOut::new(RecordFiles::at(full, full).unwrap());
+        out.kept_max = 10;
+        let owed = |n: u64| Owed {
+            id: (0, n),
+            recipient: 7,
+            planned_us: n,
+            acked_us: n + 1,
+        };
+        let received = |n: u64| Received {
+            id: (9, n),
+            recipient: 1,
+            at_us: n,
+            repeat: RemoteRepeat::Duplicate,
+        };
+        out.keep((0..6).map(owed), (0..6).map(received));
+        let error = out.append().unwrap_err().to_string();
+        assert!(error.contains("/dev/full"), "{error}");
+        assert!(out.failing.is_some());
+        out.keep((6..9).map(owed), std::iter::empty());
+        assert_eq!((out.owed.len(), out.received.len()), (6, 4));
+        assert_eq!((out.owed_dropped, out.received_dropped), (3, 2));
+        assert!(out.append().is_err());
+        // The disk has room again: what was kept goes to the files, and nothing waits.
+        let dir = tempfile::tempdir().unwrap();
+        out.files = RecordFiles::create(dir.path()).unwrap();
+        out.append().unwrap();
+        assert!(out.failing.is_none());
+        assert!(out.owed.is_empty() && out.received.is_empty());
+        let len = |file: &str| std::fs::metadata(dir.path().join(file)).unwrap().len();
+        assert_eq!(len(OWED_FILE), 6 * OWED_BYTES as u64);
+        assert_eq!(len(RECEIVED_FILE), 4 * RECEIVED_BYTES as u64);
+    }
 
     /// A `--workers` run whose merge would outgrow the memory available is refused before
     /// it starts, naming the flags and the sizes; one that fits, or a machine whose memory

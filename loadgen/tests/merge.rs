@@ -91,3 +91,44 @@ fn runs_of_different_protocols_are_never_merged() {
     }
     assert!(!out.join("results.json").exists(), "nothing merged");
 }
+
+/// Crossing records a worker could not keep reach the merged results and their summary:
+/// the deliveries they concern are pending, counted as unrecorded.
+#[test]
+fn crossing_records_a_worker_could_not_keep_are_reported_by_the_merge() {
+    use imlab_loadgen::crossings::Crossings;
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, out) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("out"),
+    );
+    run(&a, "127.0.0.1:7400", 0);
+    run(&b, "127.0.0.1:7400", 0);
+    let worker = |first_client: u32, owed_dropped: u64| Crossings {
+        run_tag: "r1".into(),
+        first_client,
+        n_clients: 10,
+        started_unix_us: 0,
+        stopped_us: 5_000_000,
+        synced: Vec::new(),
+        resent: Vec::new(),
+        owed: Vec::new(),
+        received: Vec::new(),
+        received_dropped: 1,
+        owed_dropped,
+        dir: None,
+    };
+    worker(0, 2).write(&a).unwrap();
+    worker(10, 0).write(&b).unwrap();
+    let merged = merge(&[a, b], &out, Targets::MustMatch).unwrap();
+    let m = &merged.messages;
+    assert_eq!((m.unrecorded, m.expected_deliveries, m.pending), (4, 2, 2));
+    assert!(
+        merged
+            .summary()
+            .contains("crossing records the workers could not keep: 4"),
+        "{}",
+        merged.summary()
+    );
+}
