@@ -81,6 +81,12 @@ pub struct LoadArgs {
     /// restart) to log in again and sync; what they still lack then is pending, not lost.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     reconnect_wait: Duration,
+    /// The most messages in flight the ledger follows (each process's, with --workers):
+    /// planned and not yet acked and delivered to every recipient. At it the run stops
+    /// sending, drains, and exits INCOMPLETE: only a target that acks what it does not
+    /// deliver, or recipients that stay away, reach it. 80 to 150 bytes a message.
+    #[arg(long, default_value_t = imlab_loadgen::ledger::OPEN_MESSAGES_MAX)]
+    max_open_messages: usize,
     /// How a device waits before it reconnects: INITIAL after a first failure, doubling up to
     /// CAP, plus a uniform random JITTER up to the given most, added after the cap (Mars's
     /// policy; the jitter spreads a restart's reconnection storm). 0s jitter brings every
@@ -310,6 +316,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         body_bytes: args.body_bytes,
         drain: args.drain,
         reconnect_wait: args.reconnect_wait,
+        open_messages_max: args.max_open_messages,
         backoff: args.reconnect_backoff,
         out: args.out.clone(),
         seed: args.seed,
@@ -491,6 +498,7 @@ impl LoadArgs {
             body_bytes: self.body_bytes,
             drain: self.drain,
             reconnect_wait: self.reconnect_wait,
+            max_open_messages: self.max_open_messages,
             backoff: self.reconnect_backoff,
             seed: self.seed,
             out: self.out.clone(),
@@ -550,6 +558,12 @@ pub fn verdict(results: &imlab_loadgen::results::LoadResults) -> std::process::E
             "{} clients never logged in ({})",
             results.connections.clients_refused,
             imlab_loadgen::causes::list(&results.connections.login_failures_by_cause)
+        ));
+    }
+    if let Some(stopped) = &m.sending_stopped {
+        missing.push(format!(
+            "sending stopped at {:.1} s with {} messages in flight (--max-open-messages)",
+            stopped.at_s, stopped.open_messages_max
         ));
     }
     if results.phase == "interrupted" {

@@ -23,6 +23,7 @@ pub struct WorkerArgs {
     pub body_bytes: usize,
     pub drain: Duration,
     pub reconnect_wait: Duration,
+    pub max_open_messages: usize,
     pub backoff: imlab_core::client::BackoffConfig,
     pub seed: u64,
     pub out: Option<PathBuf>,
@@ -115,6 +116,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
                 "--reconnect-wait",
                 &humantime::format_duration(args.reconnect_wait).to_string(),
             ])
+            .args(["--max-open-messages", &args.max_open_messages.to_string()])
             .args([
                 "--reconnect-backoff",
                 &[

@@ -620,6 +620,53 @@ fn connections_only_at_msg_rate_zero_are_held_for_the_duration() {
     assert!(results["elapsed_s"].as_f64().unwrap() >= 2.0, "{results}");
 }
 
+/// At `--max-open-messages` the run stops sending, drains what it sent (nothing of it
+/// lost), and exits INCOMPLETE saying why. With a bound of one message in flight, the first
+/// send planned before its predecessor reached its recipient (at 5,000 a second: 0.2 ms
+/// apart, under a loopback delivery's round trips) stops it.
+#[test]
+fn at_its_bound_of_messages_in_flight_the_run_stops_sending_and_says_so() {
+    let (_server, addr) = serve();
+    let (_out_guard, out) = out_dir("ledger-full");
+    let output = load(&[
+        "--target",
+        &addr,
+        "--clients",
+        "20",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "5000",
+        "--drain",
+        "1s",
+        "--max-open-messages",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("INCOMPLETE") && said.contains("1 messages in flight (--max-open-messages)"),
+        "{said}"
+    );
+    let results = common::results(&out);
+    let messages = &results["messages"];
+    assert_eq!(
+        messages["sending_stopped"]["open_messages_max"], 1,
+        "{results}"
+    );
+    let sent = messages["sent"].as_u64().unwrap();
+    assert!((1..10_000).contains(&sent), "{results}");
+    assert_eq!(messages["acked"], sent, "{results}");
+    assert_eq!(messages["delivered"], sent, "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+}
+
 #[test]
 fn without_jitter_a_restart_brings_every_client_back_in_one_burst() {
     let (mut server, addr) = serve();

@@ -107,6 +107,9 @@ pub struct LoadConfig {
     /// After the drain, how long to wait at most for disconnected recipients to log in
     /// again and sync (their missing deliveries are pending until then, not lost).
     pub reconnect_wait: Duration,
+    /// Messages the ledger follows in flight at most (`--max-open-messages`): at the bound
+    /// the run stops sending and drains.
+    pub open_messages_max: usize,
     /// How a device waits before it reconnects (`--reconnect-backoff`).
     pub backoff: imlab_core::client::BackoffConfig,
     /// Where results go.

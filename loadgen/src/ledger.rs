@@ -23,6 +23,13 @@ use crate::protocol::MsgId;
 /// the run as not fully judged.
 pub const RECEIVED_LEN_MAX: usize = 20_000_000;
 
+/// Messages a ledger follows in flight at most, by default (`--max-open-messages`): planned
+/// and not settled (not acked yet, or acked and not yet at every recipient), with the
+/// settled ones its protocol sent again. 64 bytes a record and the map's share, 80 to 150
+/// bytes in all as the map grows, so at most about 0.75 GB. At the bound the run stops sending and drains (see [`LoadLedger::full`]):
+/// only a target that acks what it does not deliver, or recipients that stay away, fill it.
+pub const OPEN_MESSAGES_MAX: usize = 5_000_000;
+
 /// A delivery of a message sent by another worker's client, the first or a repeat: 24 bytes
 /// (the merge tells repeats apart, `crossings.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +262,10 @@ pub struct LoadLedger {
     open: FxHashMap<(u32, u32), Planned>,
     /// Most messages open at once.
     open_peak: usize,
+    /// Records of open and resent settled messages at most ([`OPEN_MESSAGES_MAX`]).
+    open_max: usize,
+    /// When the run stopped sending because the ledger was full (µs since start).
+    full_at_us: Option<u64>,
     /// Per sender of this ledger: how many sends it planned (its next send's number).
     planned_by_sender: Vec<u32>,
     /// Messages planned in all, and the last one (the only one that may be refused locally).
@@ -369,6 +380,8 @@ impl LoadLedger {
             received_dropped: 0,
             open: FxHashMap::default(),
             open_peak: 0,
+            open_max: OPEN_MESSAGES_MAX,
+            full_at_us: None,
             planned_by_sender: vec![0; n_clients],
             planned_total: 0,
             last_planned: None,
@@ -519,6 +532,30 @@ impl LoadLedger {
         self.planned_total += 1;
         self.last_planned = Some(id);
         self.current.sent += 1;
+    }
+
+    /// Sets the most messages the ledger follows ([`OPEN_MESSAGES_MAX`] unless set).
+    pub fn set_open_max(&mut self, max: usize) {
+        self.open_max = max;
+    }
+
+    /// Whether the ledger follows as many messages as it may: open ones and the settled ones
+    /// its protocol sent again. Then nothing more may be planned; the run stops sending
+    /// (see [`Self::stop_sending_full`]).
+    pub fn full(&self) -> bool {
+        self.open.len() + self.resent_settled.len() >= self.open_max
+    }
+
+    /// The run stops sending now because the ledger is [full](Self::full).
+    pub fn stop_sending_full(&mut self) {
+        let now = self.now_us();
+        self.full_at_us.get_or_insert(now);
+    }
+
+    /// When the run stopped sending because the ledger was full (µs since start), and its
+    /// bound.
+    pub fn full_at_us(&self) -> Option<(u64, usize)> {
+        self.full_at_us.map(|at| (at, self.open_max))
     }
 
     /// Most messages open (planned, not settled) at once: the records the ledger held.

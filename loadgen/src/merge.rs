@@ -190,6 +190,12 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     m.redelivered += o.redelivered;
     m.reordered += o.reordered;
     m.unrecorded += o.unrecorded;
+    // The first worker to stop sending.
+    if let Some(stopped) = o.sending_stopped
+        && m.sending_stopped.is_none_or(|s| stopped.at_s < s.at_s)
+    {
+        m.sending_stopped = Some(stopped);
+    }
     m.failed += o.failed;
     m.refused_locally += o.refused_locally;
     for (what, n) in &o.protocol_violations {

@@ -109,6 +109,20 @@ pub struct Messages {
     /// crossing delivery is judged lost).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unrecorded: u64,
+    /// Sending stopped early: the ledger followed as many messages in flight as it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_stopped: Option<SendingStopped>,
+}
+
+/// Why and when a run stopped sending before its planned end.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SendingStopped {
+    /// Seconds into the run.
+    pub at_s: f64,
+    /// The ledger's bound it reached (`--max-open-messages`): messages planned and not
+    /// settled (not acked, or acked and not at every recipient), with the settled ones the
+    /// protocol sent again.
+    pub open_messages_max: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -311,6 +325,10 @@ impl LoadResults {
                 refused_locally: ledger.refused_locally,
                 protocol_violations: ledger.protocol_violations.clone(),
                 unrecorded: 0,
+                sending_stopped: ledger.full_at_us().map(|(at_us, max)| SendingStopped {
+                    at_s: at_us as f64 / 1e6,
+                    open_messages_max: max as u64,
+                }),
             },
             connections: Connections {
                 opened: ledger.connects,
@@ -379,6 +397,14 @@ impl LoadResults {
             out += &format!(
                 "allowed by the protocol: lost {}, redelivered {}\n",
                 m.lost_allowed, m.redelivered
+            );
+        }
+        if let Some(stopped) = &m.sending_stopped {
+            out += &format!(
+                "sending stopped at {:.1} s: {} messages in flight, the most the ledger follows \
+                 (--max-open-messages): the target acked messages it did not deliver, or their \
+                 recipients stayed away\n",
+                stopped.at_s, stopped.open_messages_max
             );
         }
         if m.unrecorded > 0 {

@@ -243,6 +243,11 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
             config.msg_rate
         ));
     }
+    if config.open_messages_max == 0 {
+        return invalid(
+            "--max-open-messages 0: the ledger must follow at least one message in flight".into(),
+        );
+    }
     if let Pattern::Group(size) = config.pattern
         && size > config.clients
     {
@@ -399,6 +404,7 @@ pub async fn run(
         .map_err(|error| LoadError::Invalid(format!("making the send pacer's timer: {error}")))?;
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut ledger = LoadLedger::for_clients(first_client, config.clients);
+    ledger.set_open_max(config.open_messages_max);
     let carriers = if config.carriers.is_empty() {
         None
     } else {
@@ -758,15 +764,26 @@ async fn send(
             sender,
             number: next_number[slot],
         };
-        if plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
-            next_number[slot] += 1;
+        match plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
+            Plan::Sent => next_number[slot] += 1,
+            Plan::QueueFull => {}
+            Plan::LedgerFull => return,
         }
     }
 }
 
+/// What became of a planned send.
+enum Plan {
+    /// Recorded and handed to its device.
+    Sent,
+    /// The device's queue was full: refused locally, its record taken back.
+    QueueFull,
+    /// The ledger follows as many messages as it may: not planned, and the run sends no more.
+    LedgerFull,
+}
+
 /// Records message `id` in the ledger, then hands it to its sender's device (recorded first:
-/// the ack can arrive before `send` returns). False, and the record taken back, when the
-/// device's queue is full.
+/// the ack can arrive before `send` returns).
 fn plan_and_send(
     shared: &Shared,
     device: &dyn Device,
@@ -774,13 +791,20 @@ fn plan_and_send(
     to: To,
     planned_us: u64,
     recipients: Vec<u32>,
-) -> bool {
-    lock(&shared.ledger).planned(id, planned_us, recipients);
+) -> Plan {
+    {
+        let mut ledger = lock(&shared.ledger);
+        if ledger.full() {
+            ledger.stop_sending_full();
+            return Plan::LedgerFull;
+        }
+        ledger.planned(id, planned_us, recipients);
+    }
     if device.send(Outgoing { id, to, planned_us }).is_ok() {
-        return true;
+        return Plan::Sent;
     }
     lock(&shared.ledger).refused_locally(id);
-    false
+    Plan::QueueFull
 }
 
 /// `--scenario`'s open loop: messages are planned at the scenario's total rate, each given
@@ -829,8 +853,10 @@ async fn send_population(
             number: next_number[slot],
         };
         let recipients = population.recipients(sender, conversation);
-        if plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
-            next_number[slot] += 1;
+        match plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
+            Plan::Sent => next_number[slot] += 1,
+            Plan::QueueFull => {}
+            Plan::LedgerFull => return,
         }
     }
 }

@@ -132,3 +132,34 @@ fn crossing_records_a_worker_could_not_keep_are_reported_by_the_merge() {
         merged.summary()
     );
 }
+
+/// A worker that stopped sending at its ledger's bound makes the merged run stopped too, at
+/// the first worker's stop.
+#[test]
+fn the_first_worker_to_stop_sending_stops_the_merged_run() {
+    use imlab_loadgen::results::SendingStopped;
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|d| root.path().join(d))
+        .collect();
+    for (dir, at_s) in dirs.iter().zip([None, Some(3.0), Some(2.0)]) {
+        run(dir, "127.0.0.1:7400", 0);
+        let mut results: LoadResults =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap())
+                .unwrap();
+        results.messages.sending_stopped = at_s.map(|at_s| SendingStopped {
+            at_s,
+            open_messages_max: 7,
+        });
+        write_json(dir, &results).unwrap();
+    }
+    let merged = merge(&dirs, &root.path().join("out"), Targets::MustMatch).unwrap();
+    assert_eq!(
+        merged.messages.sending_stopped,
+        Some(SendingStopped {
+            at_s: 2.0,
+            open_messages_max: 7
+        })
+    );
+}

@@ -529,3 +529,27 @@ fn the_lost_deliveries_listed_are_the_first_planned() {
         "nothing lost mid-run"
     );
 }
+
+/// The ledger is full at its bound of records: messages open (unacked, or acked and not at
+/// every recipient) and settled ones the protocol sent again (kept to judge their repeats);
+/// a message settling makes room.
+#[test]
+fn the_ledger_is_full_at_its_bound_of_open_and_resent_messages() {
+    let mut ledger = ledger();
+    ledger.set_open_max(2);
+    let resent = send(&mut ledger, 1, 1);
+    ledger.acked(resent);
+    ledger.delivered(1, resent);
+    // Settled, then sent again by its protocol: its record is kept.
+    ledger.resent(resent);
+    assert!(!ledger.full());
+    let open = send(&mut ledger, 2, 2);
+    ledger.acked(open);
+    assert!(ledger.full(), "one open and one resent: two records");
+    assert_eq!(ledger.full_at_us(), None, "full, but nothing stopped yet");
+    ledger.stop_sending_full();
+    let (_, max) = ledger.full_at_us().expect("stopped");
+    assert_eq!(max, 2);
+    ledger.delivered(2, open);
+    assert!(!ledger.full(), "the open one settled");
+}
