@@ -279,10 +279,12 @@ pub struct LoadLedger {
     settled: u64,
     settled_verdict: Verdict,
     settled_dues: Vec<Due>,
-    /// Open messages acked (their acks counted as they come: the count was a scan of every
-    /// open record each second, under the ledger's lock, and the records of deliveries lost
-    /// stay open to the run's end).
-    acked_open: u64,
+    /// The open messages counted as they change (see [`OpenCounts`]).
+    counts: OpenCounts,
+    /// Per sender: open messages neither acked nor failed.
+    unacked_by_sender: Vec<u32>,
+    /// Per recipient: deliveries acked open messages owe it, not made yet.
+    owed_to: Vec<u32>,
     /// (recipient, sender) -> the newest message number delivered, for reorder counting of
     /// this ledger's senders (another worker's are judged at the merge). Fx hashing: it is on
     /// every delivery's path. An entry is kept only while a delivery could still be checked
@@ -387,7 +389,9 @@ impl LoadLedger {
             last_planned: None,
             resent_settled: rustc_hash::FxHashSet::default(),
             settled: 0,
-            acked_open: 0,
+            counts: OpenCounts::default(),
+            unacked_by_sender: vec![0; n_clients],
+            owed_to: vec![0; n_clients],
             settled_verdict: Verdict::default(),
             settled_dues: Vec::new(),
             last_number: FxHashMap::default(),
@@ -435,6 +439,24 @@ impl LoadLedger {
     fn local(&self, client: u32) -> Option<usize> {
         let slot = client.checked_sub(self.first_client)? as usize;
         (slot < self.online.len()).then_some(slot)
+    }
+
+    /// Counts `change` (1 or -1) open messages of sender `slot` that are neither acked nor
+    /// failed.
+    fn count_unacked(&mut self, slot: usize, change: i32) {
+        let by_sender = &mut self.unacked_by_sender[slot];
+        *by_sender = by_sender.checked_add_signed(change).expect("unacked sends");
+        let c = &mut self.counts;
+        c.unacked = c
+            .unacked
+            .checked_add_signed(change.into())
+            .expect("unacked");
+        if self.refusals_by_sender[slot] > 0 {
+            c.unacked_refused = c
+                .unacked_refused
+                .checked_add_signed(change.into())
+                .expect("unacked refused");
+        }
     }
 
     /// The slot of a client of this ledger's own (its devices report only about themselves).
@@ -528,6 +550,7 @@ impl LoadLedger {
             resent: false,
         };
         self.open.insert((id.sender, number), record);
+        self.count_unacked(sender, 1);
         self.open_peak = self.open_peak.max(self.open.len());
         self.planned_total += 1;
         self.last_planned = Some(id);
@@ -615,7 +638,11 @@ impl LoadLedger {
             }
         }
         let message = self.open.remove(&key).expect("an open message's record");
-        self.acked_open -= 1;
+        let c = &mut self.counts;
+        c.acked -= 1;
+        c.expected -= share.expected;
+        c.reached -= share.delivered;
+        c.elsewhere -= share.elsewhere;
         if share.elsewhere > 0 {
             let clients = self.clients();
             self.settled_dues.extend(dues_of(&message, clients));
@@ -641,10 +668,29 @@ impl LoadLedger {
         };
         if message.acked_us == NOT_ACKED {
             message.acked_us = now;
-            self.acked_open += 1;
             let latency = now.saturating_sub(message.planned_us).max(1);
+            let failed = message.failed;
             let _ = self.ack.record(latency);
             self.current.acked += 1;
+            if !failed {
+                self.count_unacked(self.slot(id.sender), -1);
+            }
+            // Its deliveries, owed from now on (some may have come before the ack).
+            self.counts.acked += 1;
+            let message = &self.open[&key];
+            for recipient in message.recipients() {
+                match self.local(*recipient) {
+                    None => self.counts.elsewhere += 1,
+                    Some(slot) => {
+                        self.counts.expected += 1;
+                        if message.reached(*recipient) {
+                            self.counts.reached += 1;
+                        } else {
+                            self.owed_to[slot] += 1;
+                        }
+                    }
+                }
+            }
             self.settle_if_done(key);
         }
     }
@@ -662,6 +708,7 @@ impl LoadLedger {
         self.open
             .remove(&(id.sender, number))
             .expect("a settled message is never refused");
+        self.count_unacked(sender, -1);
         self.planned_total -= 1;
         self.last_planned = None;
         self.refused_locally += 1;
@@ -672,7 +719,11 @@ impl LoadLedger {
     pub fn send_failed(&mut self, id: MsgId) {
         self.failed += 1;
         if let Some(message) = self.open_mut(id) {
+            let was_unacked = !message.acked() && !message.failed;
             message.failed = true;
+            if was_unacked {
+                self.count_unacked(self.slot(id.sender), -1);
+            }
         }
     }
 
@@ -684,6 +735,10 @@ impl LoadLedger {
             message.refusals += 1;
             let sender = self.slot(id.sender);
             self.refusals_by_sender[sender] += 1;
+            if self.refusals_by_sender[sender] == 1 {
+                // Its sends not acked are held back by the server from now on.
+                self.counts.unacked_refused += u64::from(self.unacked_by_sender[sender]);
+            }
         }
     }
 
@@ -824,8 +879,13 @@ impl LoadLedger {
 
     /// Open message `id` (`key`) reached `device`, one of its recipients, for the first time.
     fn first_delivery(&mut self, device: u32, id: MsgId, key: (u32, u32), now: u64) {
+        let slot = self.slot(device);
         let message = self.open.get_mut(&key).expect("an open message's record");
         message.reach(device);
+        if message.acked() {
+            self.counts.reached += 1;
+            self.owed_to[slot] -= 1;
+        }
         let latency = now.saturating_sub(message.planned_us).max(1);
         let _ = self.deliver.record(latency);
         let _ = self.current_deliver.record(latency);
@@ -1004,6 +1064,26 @@ impl LoadLedger {
     /// finished (`drained` false: mid-run, or cut short by Ctrl-C) nothing is lost yet: a
     /// missing delivery is pending.
     pub fn verdict(&self, drained: bool) -> Verdict {
+        if drained {
+            return self.verdict_of_records(true);
+        }
+        // Mid-run, from the counts: a scan of every open record each second, under the
+        // ledger's lock, grew with the messages in flight (up to `--max-open-messages`).
+        let c = &self.counts;
+        let mut verdict = self.settled_verdict;
+        verdict.refused += c.unacked_refused;
+        verdict.unacked += c.unacked - c.unacked_refused;
+        verdict.expected += c.expected;
+        verdict.delivered += c.reached;
+        verdict.pending += c.expected - c.reached;
+        verdict.elsewhere += c.elsewhere;
+        // Every test's per-second results check the counts against the records.
+        debug_assert_eq!(verdict, self.verdict_of_records(false), "counted verdict");
+        verdict
+    }
+
+    /// [`Self::verdict`] from the open records, one by one.
+    fn verdict_of_records(&self, drained: bool) -> Verdict {
         let mut verdict = self.settled_verdict;
         for message in self.open.values() {
             if !message.acked() {
@@ -1089,16 +1169,30 @@ impl LoadLedger {
     pub fn acked_count(&self) -> usize {
         // Every test's results, each second, check the count against the records.
         debug_assert_eq!(
-            self.acked_open,
+            self.counts.acked,
             self.open.values().filter(|m| m.acked()).count() as u64,
             "open messages acked"
         );
-        (self.settled + self.acked_open) as usize
+        (self.settled + self.counts.acked) as usize
     }
 
     /// Sends on their way: neither acked, failed nor refused, from a client that has not
     /// stopped for good (its core resends them once it is connected again).
     pub fn sends_in_flight(&self) -> usize {
+        let counted = (0..self.unacked_by_sender.len())
+            .filter(|slot| self.refusals_by_sender[*slot] == 0 && !self.stopped[*slot])
+            .map(|slot| self.unacked_by_sender[slot] as usize)
+            .sum();
+        debug_assert_eq!(
+            counted,
+            self.sends_in_flight_of_records(),
+            "sends in flight"
+        );
+        counted
+    }
+
+    /// [`Self::sends_in_flight`] from the open records, one by one.
+    fn sends_in_flight_of_records(&self) -> usize {
         self.open
             .values()
             .filter(|m| {
@@ -1115,6 +1209,23 @@ impl LoadLedger {
     /// Clients owed a delivery that are not back and synced (and may still come back): what
     /// the end of the drain waits for.
     pub fn recipients_pending(&self) -> usize {
+        let counted = self
+            .clients()
+            .filter(|client| {
+                let slot = self.slot(*client);
+                self.owed_to[slot] > 0 && !self.synced(*client) && !self.stopped[slot]
+            })
+            .count();
+        debug_assert_eq!(
+            counted,
+            self.recipients_pending_of_records(),
+            "recipients pending"
+        );
+        counted
+    }
+
+    /// [`Self::recipients_pending`] from the open records, one by one.
+    fn recipients_pending_of_records(&self) -> usize {
         let mut waiting = vec![false; self.online.len()];
         for message in self.open.values().filter(|m| m.acked()) {
             for recipient in message.recipients() {
@@ -1128,6 +1239,24 @@ impl LoadLedger {
         }
         waiting.iter().filter(|w| **w).count()
     }
+}
+
+/// Counts over a ledger's open messages, kept as they change, so that the per-second verdict
+/// and the drain's checks need not scan every open record (debug builds compare them with a
+/// scan at every read).
+#[derive(Debug, Clone, Default)]
+struct OpenCounts {
+    /// Acked.
+    acked: u64,
+    /// Over the acked ones: deliveries owed to this ledger's clients, those made, and those
+    /// owed to other workers' clients.
+    expected: u64,
+    reached: u64,
+    elsewhere: u64,
+    /// Neither acked nor failed, and of those, the sends of senders the server refused at
+    /// least once (held back, [`Verdict::refused`]).
+    unacked: u64,
+    unacked_refused: u64,
 }
 
 /// Where the planned messages stand. Every planned message is acked, refused, failed or

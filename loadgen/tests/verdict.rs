@@ -553,3 +553,70 @@ fn the_ledger_is_full_at_its_bound_of_open_and_resent_messages() {
     ledger.delivered(2, open);
     assert!(!ledger.full(), "the open one settled");
 }
+
+/// The verdict mid-run and the drain's checks come from counts kept as the events come
+/// (debug builds also compare them with a scan of the records at every read): each event
+/// moves them as a scan would see it. Every expected value is by hand.
+#[test]
+fn the_counts_behind_the_verdict_follow_every_event() {
+    let mut ledger = ledger();
+    let id = |sender, number| MsgId { sender, number };
+    let mid_run = |ledger: &LoadLedger, refused, unacked, expected, delivered| {
+        let verdict = ledger.verdict(false);
+        let counts = (
+            verdict.refused,
+            verdict.unacked,
+            verdict.expected,
+            verdict.delivered,
+            verdict.pending,
+        );
+        let want = (refused, unacked, expected, delivered, expected - delivered);
+        assert_eq!(
+            counts, want,
+            "(refused, unacked, expected, delivered, pending)"
+        );
+    };
+    // Client 0: three sends, none acked.
+    for (number, to) in [(0, 1), (1, 2), (2, 1)] {
+        ledger.planned(id(0, number), 1 + number, vec![to]);
+    }
+    mid_run(&ledger, 0, 3, 0, 0);
+    assert_eq!(ledger.sends_in_flight(), 3);
+    // One refused: every send of its sender not acked is held back.
+    ledger.send_refused(id(0, 1), "rate_limited");
+    mid_run(&ledger, 3, 0, 0, 0);
+    assert_eq!(ledger.sends_in_flight(), 0);
+    // Another sender's send is still unacked, and in flight.
+    ledger.planned(id(1, 0), 5, vec![2]);
+    mid_run(&ledger, 3, 1, 0, 0);
+    assert_eq!(ledger.sends_in_flight(), 1);
+    // A failed send is neither.
+    ledger.send_failed(id(0, 2));
+    mid_run(&ledger, 2, 1, 0, 0);
+    // Acked: its delivery is owed, pending until it comes; then it settles.
+    ledger.acked(id(0, 0));
+    mid_run(&ledger, 1, 1, 1, 0);
+    ledger.delivered(1, id(0, 0));
+    mid_run(&ledger, 1, 1, 1, 1);
+    // Client 2 is away, then back and syncing (not synced): owed a delivery, it is waited for.
+    ledger.disconnected(2, "ConnectionLost", true);
+    ledger.acked(id(1, 0));
+    mid_run(&ledger, 1, 0, 2, 1);
+    assert_eq!(ledger.recipients_pending(), 1);
+    ledger.connected(2, 5);
+    assert_eq!(ledger.recipients_pending(), 1);
+    ledger.delivered(2, id(1, 0));
+    mid_run(&ledger, 1, 0, 2, 2);
+    assert_eq!(ledger.recipients_pending(), 0, "it has what it was owed");
+    // Delivered before its ack: counted once the ack comes.
+    ledger.planned(id(1, 1), 6, vec![0]);
+    ledger.delivered(0, id(1, 1));
+    mid_run(&ledger, 1, 1, 2, 2);
+    ledger.acked(id(1, 1));
+    mid_run(&ledger, 1, 0, 3, 3);
+    // A send the client core refused never counts.
+    ledger.planned(id(1, 2), 7, vec![0]);
+    ledger.refused_locally(id(1, 2));
+    mid_run(&ledger, 1, 0, 3, 3);
+    assert_eq!(ledger.sends_in_flight(), 0);
+}
