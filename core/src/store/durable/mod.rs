@@ -7,8 +7,8 @@
 //! write allocates its ids under one mutex, queues its records for the [`committer`], and
 //! returns once the engine commit holding them is durable; the committer writes everything
 //! queued meanwhile in one commit. Reads see committed data only. A loaded user stays loaded
-//! (about 100 bytes plus its window and devices) until `users_loaded_max` are, when a write
-//! first lets go of those with nothing on its way to the disk.
+//! (about 100 bytes plus its window and devices) until `users_loaded_max` are, when each write
+//! first lets go of a few with nothing on their way to the disk.
 //!
 //! Modules: [`engine`] (the trait), [`keys`] and [`record`] (the layout), [`state`] (the
 //! in-memory part), [`filter`] (the dedupe filter), [`store`] (the `Store` methods), [`mem`]
@@ -76,10 +76,12 @@ pub struct DurableStoreLimits {
     /// Capped at 65,535.
     pub id_bytes_max: usize,
     /// Users kept loaded in memory (their seqs, dedupe window and touched devices' cursors):
-    /// past it, a write first lets go of every loaded user with nothing on its way to the
-    /// disk (no seq allocated past the committed one, no cursor record not yet durable),
-    /// which the next write to that user loads again from the engine. Users with writes on
-    /// their way stay, so the map holds at most twice this or twice those, whichever is more.
+    /// at it, a write first lets go of users with nothing on their way to the disk (no seq
+    /// allocated past the committed one, no cursor record not yet durable) until fewer are
+    /// loaded, looking at a few a write (`state::LET_GO_STEP` and twice the users over the
+    /// bound); the next write to such a user loads it again from the engine. So the store
+    /// holds this many, and the users one operation loads, and users with writes on their
+    /// way for as long as those take.
     pub users_loaded_max: usize,
     /// Planted bug: answer an append as soon as its ids are allocated, before its commit is
     /// durable; a crash in between loses an acked message (tests only).
@@ -491,6 +493,11 @@ impl<E: Engine> DurableStore<E> {
     /// Users loaded in memory now (see `DurableStoreLimits::users_loaded_max`).
     pub fn loaded_users(&self) -> usize {
         self.shared.lock().users.len()
+    }
+
+    /// Whether `user` is loaded in memory now.
+    pub fn is_loaded(&self, user: &str) -> bool {
+        self.shared.lock().users.contains_key(user)
     }
 
     /// Messages stored (durable) so far.

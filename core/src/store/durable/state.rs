@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::BuildHasher;
 
-use hashbrown::hash_map::EntryRef;
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashTable;
+use indexmap::IndexMap;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 
@@ -178,6 +178,16 @@ pub struct HeldCursors {
     pub n_bytes: usize,
 }
 
+/// Users [`State::let_users_go`] looks at in a call at least, once the bound is reached.
+pub const LET_GO_STEP: usize = 16;
+
+/// Loaded users at which the store makes room for `users_loaded_max` of them (at most
+/// [`USERS_RESERVED_MAX`]) at once, instead of growing its table by doubling under the mutex.
+pub const USERS_RESERVE_AT: usize = 1 << 16;
+
+/// Loaded users the store makes room for at most: past it, the table grows by doubling.
+pub const USERS_RESERVED_MAX: usize = 1 << 20;
+
 /// Everything under the store's mutex.
 #[derive(Debug, Default)]
 pub struct State {
@@ -188,13 +198,14 @@ pub struct State {
     /// Newest msg_id whose batch is durable: the number of messages stored.
     pub committed_msg_id: u64,
     /// Looked up by name: a hash table (at 100,000 users a tree's search was seventeen
-    /// string comparisons, each a cache miss, on every store operation). Iterated only to let
-    /// users go ([`State::let_users_go`]), where the order changes nothing.
-    pub users: HashMap<String, UserState, FxBuildHasher>,
-    /// Loaded users at which a write lets go of those with nothing on the way (see
-    /// `DurableStoreLimits::users_loaded_max`; 0 until the first sweep: the bound itself).
-    pub users_sweep_at: usize,
-    /// Sweeps that let a user go: a dedupe lookup made in the engine with the mutex released
+    /// string comparisons, each a cache miss, on every store operation), its entries kept
+    /// dense in load order so that [`State::let_users_go`] can walk them a few at a time.
+    pub users: IndexMap<String, UserState, FxBuildHasher>,
+    /// Where [`State::let_users_go`] looks next (an index into `users`).
+    pub users_hand: usize,
+    /// `users` has room for the bound's users (see [`USERS_RESERVE_AT`]).
+    pub users_reserved: bool,
+    /// Writes that let a user go: a dedupe lookup made in the engine with the mutex released
     /// is trusted only if none happened meanwhile (a user let go and loaded again has a new
     /// window, whose eviction count starts again).
     pub users_let_go: u64,
@@ -225,25 +236,52 @@ impl State {
         }
     }
 
-    /// When `users_loaded_max` users or more are loaded (or twice those left by the last
-    /// sweep), lets go of every one with nothing on its way to the disk: no seq allocated past
-    /// its committed one (so its dedupe window holds only durable sends, which the engine
-    /// answers for, and no batch in flight names it) and no cursor record not yet durable (so
-    /// the engine has its newest cursors). Call it before an operation loads its users, never
-    /// between their loads.
+    /// When `users_loaded_max` users or more are loaded, lets go of users with nothing on
+    /// their way to the disk until fewer are: no seq allocated past its committed one (so its
+    /// dedupe window holds only durable sends, which the engine answers for, and no batch in
+    /// flight names it) and no cursor record not yet durable (so the engine has its newest
+    /// cursors). It looks at a few users a call, walking them round from where it stopped
+    /// ([`LET_GO_STEP`] and twice the users over the bound): a sweep of every loaded user at
+    /// once held the store's mutex 1.25 s at a million. Users with writes on their way are
+    /// passed over, so more may stay loaded for a while. Call it before an operation loads
+    /// its users, never between their loads.
     pub fn let_users_go(&mut self, users_loaded_max: usize) {
-        if self.users.len() < self.users_sweep_at.max(users_loaded_max) {
+        if self.users.len() >= USERS_RESERVE_AT && !self.users_reserved {
+            // Room for the bound's users from now on: growing the table at 917,504 users
+            // moved every loaded user's entry under the mutex, 49 ms. Made only once this
+            // many are loaded: its index (8 bytes a slot, in pages touched at random) would
+            // be 16 MB resident for a few thousand users.
+            let room = users_loaded_max.min(USERS_RESERVED_MAX);
+            self.users.reserve(room.saturating_sub(self.users.len()));
+            self.users_reserved = true;
+        }
+        let over = (self.users.len() + 1).saturating_sub(users_loaded_max);
+        if over == 0 {
             return;
         }
-        let before = self.users.len();
         let durable = self.cursor_writes_durable;
-        self.users.retain(|_, user| {
-            user.allocated_seq != user.committed_seq || user.last_cursor_write > durable
-        });
-        if self.users.len() < before {
+        let mut let_go = false;
+        for _ in 0..LET_GO_STEP + 2 * over {
+            if self.users.len() < users_loaded_max {
+                break;
+            }
+            if self.users_hand >= self.users.len() {
+                self.users_hand = 0;
+            }
+            let (_, user) = self
+                .users
+                .get_index(self.users_hand)
+                .expect("the hand is in range");
+            if user.allocated_seq == user.committed_seq && user.last_cursor_write <= durable {
+                // The last loaded takes its place, passed over until the next round.
+                self.users.swap_remove_index(self.users_hand);
+                let_go = true;
+            }
+            self.users_hand += 1;
+        }
+        if let_go {
             self.users_let_go += 1;
         }
-        self.users_sweep_at = users_loaded_max.max(2 * self.users.len());
     }
 
     /// Loads `user`'s newest seq from the engine the first time the user is touched.
@@ -252,17 +290,19 @@ impl State {
         engine: &E,
         user: &str,
     ) -> Result<&mut UserState, StoreError> {
-        match self.users.entry_ref(user) {
-            EntryRef::Occupied(loaded) => Ok(loaded.into_mut()),
-            EntryRef::Vacant(absent) => {
+        let index = match self.users.get_index_of(user) {
+            Some(loaded) => loaded,
+            None => {
                 let seq = committed_seq_in_engine(engine, user)?;
-                Ok(absent.insert(UserState {
+                let state = UserState {
                     allocated_seq: seq,
                     committed_seq: seq,
                     ..UserState::default()
-                }))
+                };
+                self.users.insert_full(user.to_owned(), state).0
             }
-        }
+        };
+        Ok(&mut self.users[index])
     }
 
     /// Queues one store operation's writes for the committer: `seq_marks` are the (user, seq)
