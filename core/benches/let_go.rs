@@ -17,7 +17,9 @@ use imlab_core::store::{AppendRequest, DurableStore, DurableStoreLimits, MemEngi
 fn main() {
     let bound: usize = std::env::var("LET_GO_BOUND")
         .ok()
-        .map_or(1_000_000, |text| text.parse().expect("LET_GO_BOUND: a number"));
+        .map_or(1_000_000, |text| {
+            text.parse().expect("LET_GO_BOUND: a number")
+        });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
