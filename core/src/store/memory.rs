@@ -83,10 +83,9 @@ struct UserState {
     dedupe_order: VecDeque<Arc<StoredMessage>>,
 }
 
-/// Shards of the users' table. A hash table grows by doubling, moving every entry under the
-/// store's lock: one table of every user held it 1.58 s at 1.8 million users (`cargo bench -p
-/// imlab-core --bench store_pauses`), and every connection's sends and syncs waited. Each
-/// shard grows alone, so a doubling moves a 1,024th of the users.
+/// Shards of the users' table (see `crate::shards`): one table of every user held the store's
+/// lock 2 s as it doubled at 1.8 million users, and every connection's sends and syncs
+/// waited. Each shard grows alone, so a doubling moves a 1,024th of the users.
 const USER_SHARDS: usize = 1_024;
 
 /// Every user with an inbox or a cursor, by name, in [`USER_SHARDS`] hash tables.
@@ -103,10 +102,9 @@ impl Default for Users {
 }
 
 impl Users {
-    /// The shard of `user`: bits of its Fx hash that its shard's table does not use (its
-    /// slot takes the low bits, its tag the top seven), so a shard's users do not share them.
+    /// The shard of `user`.
     fn shard(user: &str) -> usize {
-        (FxBuildHasher.hash_one(user) >> 32) as usize % USER_SHARDS
+        crate::shards::shard_of(FxBuildHasher.hash_one(user), USER_SHARDS)
     }
 
     fn get(&self, user: &str) -> Option<&UserState> {
