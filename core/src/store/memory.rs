@@ -6,9 +6,8 @@
 //! already stored is touched.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-
 use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxBuildHasher;
 
