@@ -21,6 +21,15 @@ fn load(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// What a run printed, stdout then stderr.
+fn said(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Reconnects in each second of a run, from its `timeseries.csv` (the seventh column).
 fn reconnects_per_second(out: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(out.join("timeseries.csv"))
@@ -606,11 +615,7 @@ fn connections_only_at_msg_rate_zero_are_held_for_the_duration() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let said = said(&output);
     assert!(output.status.success(), "{said}");
     let results = common::results(&out);
     assert_eq!(results["messages"]["sent"], 0, "{results}");
@@ -644,11 +649,7 @@ fn at_its_bound_of_messages_in_flight_the_run_stops_sending_and_says_so() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let said = said(&output);
     assert_eq!(output.status.code(), Some(3), "{said}");
     assert!(
         said.contains("INCOMPLETE") && said.contains("1 messages in flight (--max-open-messages)"),
