@@ -182,8 +182,9 @@ pub struct HeldCursors {
 pub const LET_GO_STEP: usize = 16;
 
 /// Loaded users at which the store makes room for `users_loaded_max` of them (at most
-/// [`USERS_RESERVED_MAX`]) at once, instead of growing its table by doubling under the mutex.
-pub const USERS_RESERVE_AT: usize = 1 << 16;
+/// [`USERS_RESERVED_MAX`]) at once, instead of growing its table by doubling under the mutex
+/// (the doublings before it take up to about 15 ms).
+pub const USERS_RESERVE_AT: usize = 1 << 18;
 
 /// Loaded users the store makes room for at most: past it, the table grows by doubling.
 pub const USERS_RESERVED_MAX: usize = 1 << 20;
@@ -249,8 +250,9 @@ impl State {
         if self.users.len() >= USERS_RESERVE_AT && !self.users_reserved {
             // Room for the bound's users from now on: growing the table at 917,504 users
             // moved every loaded user's entry under the mutex, 49 ms. Made only once this
-            // many are loaded: its index (8 bytes a slot, in pages touched at random) would
-            // be 16 MB resident for a few thousand users.
+            // many are loaded: its index (8 bytes a slot, 2^21 slots for a million, in pages
+            // touched at random) is 16 MB resident at once, against about 100 MB of these
+            // users' own state then (a sixth more) and 26 MB at 65,536 (three fifths more).
             let room = users_loaded_max.min(USERS_RESERVED_MAX);
             self.users.reserve(room.saturating_sub(self.users.len()));
             self.users_reserved = true;
