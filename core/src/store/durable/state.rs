@@ -243,7 +243,7 @@ impl State {
     /// flight names it) and no cursor record not yet durable (so the engine has its newest
     /// cursors). It looks at a few users a call, walking them round from where it stopped
     /// ([`LET_GO_STEP`] and twice the users over the bound): a sweep of every loaded user at
-    /// once held the store's mutex 1.25 s at a million. Users with writes on their way are
+    /// once held the store's mutex 1.1-1.3 s at a million. Users with writes on their way are
     /// passed over, so more may stay loaded for a while. Call it before an operation loads
     /// its users, never between their loads.
     pub fn let_users_go(&mut self, users_loaded_max: usize) {
