@@ -31,7 +31,7 @@ pub mod net;
 pub mod planted;
 pub mod proto;
 pub mod server;
-mod shards;
+pub mod shards;
 pub mod store;
 pub mod tls;
 pub mod ws;
