@@ -3,10 +3,257 @@
 //! its owner's lock is held. The in-memory store's users, the server's online users and the
 //! load generator's open message records are split so (`cargo bench -p imlab-core --bench
 //! store_pauses`).
+//!
+//! [`ShardedTable`] holds entries that carry their own key (the server's online users, whose
+//! name is read from their handles); [`ShardedMap`] is a map from a key to a value over it.
+//! Both hash a key once (Fx: fixed and unkeyed, so nothing the simulator runs depends on a
+//! random seed) and pick the shard and the slot from that one hash.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 /// The shard of `shards` for a key whose Fx hash is `hash`: bits of the hash its shard's
 /// table does not use (hashbrown's slot takes the low bits, its tag the top seven), so the
 /// keys of one shard do not share the bits their table reads.
 pub fn shard_of(hash: u64, shards: usize) -> usize {
     (hash >> 32) as usize % shards
+}
+
+/// The hash every sharded table here takes of a key.
+pub fn hash_of<Q: Hash + ?Sized>(key: &Q) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+/// Entries in a fixed number of hash tables, each growing alone; the caller hashes an entry's
+/// key (with [`hash_of`]) and says which entry is the one it means.
+pub struct ShardedTable<T> {
+    shards: Box<[HashTable<T>]>,
+    len: usize,
+}
+
+impl<T> ShardedTable<T> {
+    /// `shards` empty tables.
+    pub fn new(shards: usize) -> ShardedTable<T> {
+        assert!(shards > 0, "a sharded table of no shards");
+        ShardedTable {
+            shards: (0..shards).map(|_| HashTable::new()).collect(),
+            len: 0,
+        }
+    }
+
+    fn shard(&self, hash: u64) -> usize {
+        shard_of(hash, self.shards.len())
+    }
+
+    /// The entry of hash `hash` for which `eq` holds.
+    pub fn find(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
+        self.shards[self.shard(hash)].find(hash, eq)
+    }
+
+    /// The entry of hash `hash` for which `eq` holds.
+    pub fn find_mut(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
+        let shard = self.shard(hash);
+        self.shards[shard].find_mut(hash, eq)
+    }
+
+    /// Adds `entry`, of hash `hash`, which no entry of the table equals; `hasher` gives the
+    /// hash of the entries its shard moves if it grows.
+    pub fn insert_unique(&mut self, hash: u64, entry: T, hasher: impl Fn(&T) -> u64) -> &mut T {
+        let shard = self.shard(hash);
+        self.len += 1;
+        self.shards[shard]
+            .insert_unique(hash, entry, hasher)
+            .into_mut()
+    }
+
+    /// Removes and returns the entry of hash `hash` for which `eq` holds.
+    pub fn remove(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<T> {
+        let shard = self.shard(hash);
+        let (removed, _) = self.shards[shard].find_entry(hash, eq).ok()?.remove();
+        self.len -= 1;
+        Some(removed)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every entry, in no order that means anything.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.shards.iter().flat_map(|shard| shard.iter())
+    }
+
+    /// How many entries each shard holds (how evenly the keys spread).
+    pub fn shard_lens(&self) -> Vec<usize> {
+        self.shards.iter().map(HashTable::len).collect()
+    }
+}
+
+/// A map from `K` to `V` in a [`ShardedTable`].
+pub struct ShardedMap<K, V> {
+    table: ShardedTable<(K, V)>,
+}
+
+impl<K: Hash + Eq, V> ShardedMap<K, V> {
+    /// An empty map of `shards` tables.
+    pub fn new(shards: usize) -> ShardedMap<K, V> {
+        ShardedMap {
+            table: ShardedTable::new(shards),
+        }
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let found = self.table.find(hash_of(key), |(k, _)| k.borrow() == key);
+        found.map(|(_, v)| v)
+    }
+
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let found = self
+            .table
+            .find_mut(hash_of(key), |(k, _)| k.borrow() == key);
+        found.map(|(_, v)| v)
+    }
+
+    /// `key`'s value, made by `make` (with `key` made owned by `own`) if it had none.
+    pub fn get_or_insert_with<Q>(
+        &mut self,
+        key: &Q,
+        own: impl FnOnce(&Q) -> K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = hash_of(key);
+        let shard = self.table.shard(hash);
+        let table = &mut self.table.shards[shard];
+        let entry = match table.entry(hash, |(k, _)| k.borrow() == key, |(k, _)| hash_of(k)) {
+            hashbrown::hash_table::Entry::Occupied(entry) => entry.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                self.table.len += 1;
+                entry.insert((own(key), make())).into_mut()
+            }
+        };
+        &mut entry.1
+    }
+
+    /// Sets `key`'s value; returns the value it had.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let hash = hash_of(&key);
+        if let Some((_, old)) = self.table.find_mut(hash, |(k, _)| *k == key) {
+            return Some(std::mem::replace(old, value));
+        }
+        self.table
+            .insert_unique(hash, (key, value), |(k, _)| hash_of(k));
+        None
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let removed = self.table.remove(hash_of(key), |(k, _)| k.borrow() == key);
+        removed.map(|(_, v)| v)
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Every key, in no order that means anything.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.table.iter().map(|(k, _)| k)
+    }
+
+    /// Every value, in no order that means anything.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.table.iter().map(|(_, v)| v)
+    }
+
+    /// How many keys each shard holds.
+    pub fn shard_lens(&self) -> Vec<usize> {
+        self.table.shard_lens()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys spread evenly over the shards, so no shard's doubling moves many more than its
+    /// share; a shard picked by the hash's top bits, which its table's tag also reads, leaves
+    /// most shards empty (planted, it fails here).
+    #[test]
+    fn keys_spread_evenly_over_the_shards() {
+        let mut names = ShardedMap::new(1_024);
+        let mut pairs = ShardedMap::new(1_024);
+        let n = 20_480u32;
+        for i in 0..n {
+            names.insert(format!("r1733u{i}"), i);
+            pairs.insert((i % 1_000, i / 1_000), i);
+        }
+        for sizes in [names.shard_lens(), pairs.shard_lens()] {
+            assert_eq!(sizes.iter().sum::<usize>(), n as usize);
+            // 20 a shard on average; a fair split leaves none empty and none past 40.
+            let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(
+                *least > 0 && *most <= 40,
+                "shards of {least} to {most} keys"
+            );
+        }
+        assert_eq!(names.get("r1733u77"), Some(&77));
+        assert_eq!(pairs.get(&(7, 3)), Some(&3_007));
+    }
+
+    /// The map keeps its count through every way a key comes and goes, and a key is found
+    /// where it was put whether it came by `insert` or `get_or_insert_with`.
+    #[test]
+    fn a_map_counts_its_keys_and_finds_each_where_it_was_put() {
+        let mut map: ShardedMap<String, u32> = ShardedMap::new(4);
+        assert!(map.is_empty());
+        assert_eq!(map.insert("a".into(), 1), None);
+        assert_eq!(map.insert("a".into(), 2), Some(1));
+        *map.get_or_insert_with("b", str::to_owned, || 10) += 1;
+        *map.get_or_insert_with("b", str::to_owned, || 100) += 1;
+        assert_eq!(
+            (map.len(), map.get("a"), map.get("b")),
+            (2, Some(&2), Some(&12))
+        );
+        for i in 0..1_000 {
+            map.insert(format!("k{i}"), i);
+        }
+        assert_eq!(map.len(), 1_002);
+        assert_eq!(map.remove("a"), Some(2));
+        assert_eq!(map.remove("a"), None);
+        for i in 0..1_000 {
+            assert_eq!(map.remove(&format!("k{i}")), Some(i), "k{i}");
+        }
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(map.shard_lens().iter().sum::<usize>(), 1);
+    }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use imlab_core::shards::ShardedMap;
 use rustc_hash::FxHashMap;
 
 use crate::carrier::CarrierFigures;
@@ -1247,54 +1248,39 @@ const OPEN_SHARDS: usize = 1_024;
 /// The open messages' records by (sender, number), in [`OPEN_SHARDS`] hash tables that each
 /// grow alone (see `imlab_core::shards`): one table doubling at 3,670,016 records held the
 /// ledger's lock, and every device's event report behind it, 0.7-1.4 s.
-struct OpenRecords {
-    shards: Box<[FxHashMap<(u32, u32), Planned>]>,
-    len: usize,
-}
+struct OpenRecords(ShardedMap<(u32, u32), Planned>);
 
 impl Default for OpenRecords {
     fn default() -> OpenRecords {
-        OpenRecords {
-            shards: (0..OPEN_SHARDS).map(|_| FxHashMap::default()).collect(),
-            len: 0,
-        }
+        OpenRecords(ShardedMap::new(OPEN_SHARDS))
     }
 }
 
 impl OpenRecords {
-    fn shard(key: &(u32, u32)) -> usize {
-        use std::hash::BuildHasher;
-        let hash = rustc_hash::FxBuildHasher.hash_one(key);
-        imlab_core::shards::shard_of(hash, OPEN_SHARDS)
-    }
-
     fn get(&self, key: &(u32, u32)) -> Option<&Planned> {
-        self.shards[OpenRecords::shard(key)].get(key)
+        self.0.get(key)
     }
 
     fn get_mut(&mut self, key: &(u32, u32)) -> Option<&mut Planned> {
-        self.shards[OpenRecords::shard(key)].get_mut(key)
+        self.0.get_mut(key)
     }
 
     fn insert(&mut self, key: (u32, u32), record: Planned) {
-        let old = self.shards[OpenRecords::shard(&key)].insert(key, record);
+        let old = self.0.insert(key, record);
         assert!(old.is_none(), "message {key:?} planned twice");
-        self.len += 1;
     }
 
     fn remove(&mut self, key: &(u32, u32)) -> Option<Planned> {
-        let removed = self.shards[OpenRecords::shard(key)].remove(key);
-        self.len -= usize::from(removed.is_some());
-        removed
+        self.0.remove(key)
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
 
     /// Every record, in no order that means anything.
     fn values(&self) -> impl Iterator<Item = &Planned> {
-        self.shards.iter().flat_map(|shard| shard.values())
+        self.0.values()
     }
 }
 
@@ -1407,7 +1393,7 @@ mod tests {
             };
             ledger.planned(id, k, vec![(sender + 1) % n_clients as u32]);
         }
-        let sizes: Vec<usize> = ledger.open.shards.iter().map(|s| s.len()).collect();
+        let sizes = ledger.open.0.shard_lens();
         assert_eq!(sizes.iter().sum::<usize>(), n as usize);
         assert_eq!(ledger.open.len(), n as usize);
         let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());

@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::shards::ShardedTable;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
-use rustc_hash::FxBuildHasher;
 
 use crate::proto::KickReason;
 
@@ -320,7 +320,7 @@ impl OnlineUser {
 /// In [`USER_SHARDS`] tables under the one lock, each growing alone (see `crate::shards`):
 /// one table of 1.8 million users held every login and delivery 230-445 ms as it doubled.
 struct Users {
-    shards: Box<[hashbrown::HashTable<OnlineUser>]>,
+    table: ShardedTable<OnlineUser>,
     /// Live (user, device) sessions, counted as they come and go (`n_sessions`, read by every
     /// scrape of `/metrics`, was a walk of every user under the lock: 12.6 ms at 2 million).
     sessions: usize,
@@ -329,35 +329,24 @@ struct Users {
 /// Tables of [`Users`].
 const USER_SHARDS: usize = 1_024;
 
-/// The table of a user whose name hashes to `hash`.
-fn shard_of(hash: u64) -> usize {
-    crate::shards::shard_of(hash, USER_SHARDS)
-}
-
 impl Default for Users {
     fn default() -> Users {
         Users {
-            shards: (0..USER_SHARDS).map(|_| Default::default()).collect(),
+            table: ShardedTable::new(USER_SHARDS),
             sessions: 0,
         }
     }
 }
 
 impl Users {
-    /// The table of the user whose name hashes to `hash`.
-    fn shard(&mut self, hash: u64) -> &mut hashbrown::HashTable<OnlineUser> {
-        &mut self.shards[shard_of(hash)]
-    }
-
     fn all(&self) -> impl Iterator<Item = &OnlineUser> {
-        self.shards.iter().flat_map(|shard| shard.iter())
+        self.table.iter()
     }
 }
 
 /// The users table's hash of a user's name.
 fn user_hash(user: &str) -> u64 {
-    use std::hash::BuildHasher;
-    FxBuildHasher.hash_one(user)
+    crate::shards::hash_of(user)
 }
 
 #[derive(Default)]
@@ -418,7 +407,7 @@ impl Registry {
         let hash = user_hash(user);
         let users = &mut guard.users;
         let sessions = &mut users.sessions;
-        let table = &mut users.shards[shard_of(hash)];
+        let table = &mut users.table;
         let (control, old) = match table.find_mut(hash, |online| online.user() == user) {
             Some(online) => {
                 let budget = online.devices()[0].0.budget.clone();
@@ -461,14 +450,10 @@ impl Registry {
     pub fn unregister(&self, user: &str, device: &str, connection_id: u64) {
         let mut guard = self.lock();
         let hash = user_hash(user);
-        let Ok(mut entry) = guard
-            .users
-            .shard(hash)
-            .find_entry(hash, |online| online.user() == user)
-        else {
+        let users = &mut guard.users;
+        let Some(online) = users.table.find_mut(hash, |online| online.user() == user) else {
             return;
         };
-        let online = entry.get_mut();
         let Ok(i) = online
             .devices()
             .binary_search_by(|other| other.device().cmp(device))
@@ -479,11 +464,11 @@ impl Registry {
             return;
         }
         if online.devices().len() == 1 {
-            entry.remove();
+            users.table.remove(hash, |online| online.user() == user);
         } else {
             online.remove(i);
         }
-        guard.users.sessions -= 1;
+        users.sessions -= 1;
     }
 
     /// Offers a message at `seq` to every live device of `user` but connection `skip` (the
@@ -499,8 +484,10 @@ impl Registry {
     ) -> Option<usize> {
         let guard = self.lock();
         let hash = user_hash(user);
-        let online =
-            guard.users.shards[shard_of(hash)].find(hash, |online| online.user() == user)?;
+        let online = guard
+            .users
+            .table
+            .find(hash, |online| online.user() == user)?;
         let mut queued = 0;
         for control in online.devices() {
             if skip == Some(control.connection_id()) {

@@ -6,10 +6,11 @@
 //! already stored is touched.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxBuildHasher;
+
+use crate::shards::ShardedMap;
 
 use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, SyncPage};
 
@@ -88,40 +89,32 @@ struct UserState {
 const USER_SHARDS: usize = 1_024;
 
 /// Every user with an inbox or a cursor, by name, in [`USER_SHARDS`] hash tables.
-struct Users {
-    shards: Box<[hashbrown::HashMap<String, UserState, FxBuildHasher>]>,
-}
+struct Users(ShardedMap<String, UserState>);
 
 impl Default for Users {
     fn default() -> Users {
-        Users {
-            shards: (0..USER_SHARDS).map(|_| Default::default()).collect(),
-        }
+        Users(ShardedMap::new(USER_SHARDS))
     }
 }
 
 impl Users {
-    /// The shard of `user`.
-    fn shard(user: &str) -> usize {
-        crate::shards::shard_of(FxBuildHasher.hash_one(user), USER_SHARDS)
-    }
-
     fn get(&self, user: &str) -> Option<&UserState> {
-        self.shards[Users::shard(user)].get(user)
+        self.0.get(user)
     }
 
     fn get_mut(&mut self, user: &str) -> Option<&mut UserState> {
-        self.shards[Users::shard(user)].get_mut(user)
+        self.0.get_mut(user)
     }
 
     /// `user`'s state, made empty if it had none.
     fn get_or_default(&mut self, user: &str) -> &mut UserState {
-        self.shards[Users::shard(user)].entry_ref(user).or_default()
+        self.0
+            .get_or_insert_with(user, str::to_owned, UserState::default)
     }
 
     /// Every user's name, in no order that means anything.
     fn names(&self) -> impl Iterator<Item = &String> {
-        self.shards.iter().flat_map(|shard| shard.keys())
+        self.0.keys()
     }
 }
 
@@ -485,7 +478,7 @@ mod tests {
                 .unwrap();
         }
         let state = store.lock();
-        let sizes: Vec<usize> = state.users.shards.iter().map(|s| s.len()).collect();
+        let sizes = state.users.0.shard_lens();
         assert_eq!(sizes.iter().sum::<usize>(), n + 1);
         // 20 a shard on average; a fair split leaves none empty and none past 40.
         let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
