@@ -95,6 +95,30 @@ impl<T> ShardedTable<T> {
     pub fn shard_lens(&self) -> Vec<usize> {
         self.shards.iter().map(HashTable::len).collect()
     }
+
+    /// Shards: a walk of the table a shard at a time (a sweep spread over many calls, each
+    /// under its owner's lock for a shard's worth) goes from 0 to this.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The entries shard `shard` holds.
+    pub fn shard_len(&self, shard: usize) -> usize {
+        self.shards[shard].len()
+    }
+
+    /// The entries of shard `shard`.
+    pub fn shard_iter(&self, shard: usize) -> impl Iterator<Item = &T> {
+        self.shards[shard].iter()
+    }
+
+    /// Keeps the entries of shard `shard` for which `keep` holds.
+    pub fn retain_shard(&mut self, shard: usize, mut keep: impl FnMut(&mut T) -> bool) {
+        let table = &mut self.shards[shard];
+        let before = table.len();
+        table.retain(|entry| keep(entry));
+        self.len -= before - table.len();
+    }
 }
 
 /// A map from `K` to `V` in a [`ShardedTable`].
@@ -198,6 +222,26 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     pub fn shard_lens(&self) -> Vec<usize> {
         self.table.shard_lens()
     }
+
+    /// Shards (see [`ShardedTable::shards`]).
+    pub fn shards(&self) -> usize {
+        self.table.shards()
+    }
+
+    /// The keys shard `shard` holds.
+    pub fn shard_len(&self, shard: usize) -> usize {
+        self.table.shard_len(shard)
+    }
+
+    /// The keys and values of shard `shard`.
+    pub fn shard_iter(&self, shard: usize) -> impl Iterator<Item = (&K, &V)> {
+        self.table.shard_iter(shard).map(|(k, v)| (k, v))
+    }
+
+    /// Keeps the keys of shard `shard` for which `keep` holds.
+    pub fn retain_shard(&mut self, shard: usize, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        self.table.retain_shard(shard, |(k, v)| keep(k, v));
+    }
 }
 
 #[cfg(test)]
@@ -255,5 +299,22 @@ mod tests {
         assert_eq!(map.len(), 1);
         assert_eq!(map.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(map.shard_lens().iter().sum::<usize>(), 1);
+        // A walk a shard at a time sees every key once, and a shard's retain counts what it
+        // let go.
+        for i in 0..100 {
+            map.insert(format!("k{i}"), i);
+        }
+        let mut seen: Vec<u32> = (0..map.shards())
+            .flat_map(|shard| map.shard_iter(shard).map(|(_, v)| *v).collect::<Vec<_>>())
+            .collect();
+        seen.sort_unstable();
+        let mut expected: Vec<u32> = (0..100).chain([12]).collect();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+        for shard in 0..map.shards() {
+            map.retain_shard(shard, |_, v| *v % 2 == 0);
+        }
+        assert_eq!(map.len(), 51);
+        assert_eq!((map.get("k3"), map.get("k4")), (None, Some(&4)));
     }
 }
