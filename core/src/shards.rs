@@ -15,11 +15,23 @@ use std::hash::{BuildHasher, Hash};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
-/// The shard of `shards` for a key whose Fx hash is `hash`: bits of the hash its shard's
-/// table does not use (hashbrown's slot takes the low bits, its tag the top seven), so the
-/// keys of one shard do not share the bits their table reads.
+/// The shard of `shards` for a key whose Fx hash is `hash`.
+///
+/// From bits of the hash its shard's table does not use (hashbrown's slot takes the low bits,
+/// its tag the top seven), so the keys of one shard do not share the bits their table reads:
+/// bits 25 to 56, as a fraction `u` of one.
+///
+/// The shards' shares are unequal on purpose, rising from the first to the last as 1 to 2 (the
+/// shard is `shards * x` for `x` in [0, 1) whose density rises as `1 + x`): shards that fill
+/// alike double at about the same total, so equal shares bunch a thousand doublings into a
+/// short stretch of growth (`cargo bench -p imlab-core --bench store_pauses`: the slowest
+/// 30,000 appends in a row 5 times the median), where these spread them over each doubling of
+/// the total.
 pub fn shard_of(hash: u64, shards: usize) -> usize {
-    (hash >> 32) as usize % shards
+    let u = f64::from((hash >> 25) as u32) / 4_294_967_296.0;
+    // The inverse of the share's distribution: (x + x^2 / 2) / 1.5 = u.
+    let x = (1.0 + 3.0 * u).sqrt() - 1.0;
+    ((x * shards as f64) as usize).min(shards - 1)
 }
 
 /// The hash every sharded table here takes of a key.
@@ -248,29 +260,68 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 mod tests {
     use super::*;
 
-    /// Keys spread evenly over the shards, so no shard's doubling moves many more than its
-    /// share; a shard picked by the hash's top bits, which its table's tag also reads, leaves
-    /// most shards empty (planted, it fails here).
+    /// A shard's share of `x` in [0, 1): `(x + x^2 / 2) / 1.5`, the distribution `shard_of`
+    /// draws from, written out again here.
+    fn share_below(x: f64) -> f64 {
+        (x + x * x / 2.0) / 1.5
+    }
+
+    /// Keys spread over the shards as their shares say (rising from the first shard to the
+    /// last as 1 to 2), every shard within six standard deviations of its share, so no shard's
+    /// doubling moves many more keys than its share; a shard picked by the hash's top bits,
+    /// which its table's tag also reads, leaves most shards empty (planted, it fails here).
     #[test]
-    fn keys_spread_evenly_over_the_shards() {
+    fn keys_spread_over_the_shards_as_their_shares_say() {
         let mut names = ShardedMap::new(1_024);
         let mut pairs = ShardedMap::new(1_024);
-        let n = 20_480u32;
+        let n = 204_800u32;
         for i in 0..n {
             names.insert(format!("r1733u{i}"), i);
             pairs.insert((i % 1_000, i / 1_000), i);
         }
         for sizes in [names.shard_lens(), pairs.shard_lens()] {
             assert_eq!(sizes.iter().sum::<usize>(), n as usize);
-            // 20 a shard on average; a fair split leaves none empty and none past 40.
-            let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
-            assert!(
-                *least > 0 && *most <= 40,
-                "shards of {least} to {most} keys"
-            );
+            for (i, size) in sizes.iter().enumerate() {
+                let share = share_below((i + 1) as f64 / 1_024.0) - share_below(i as f64 / 1_024.0);
+                let expected = f64::from(n) * share;
+                assert!(
+                    (*size as f64 - expected).abs() <= 6.0 * expected.sqrt(),
+                    "shard {i} holds {size} keys where its share is {expected:.0}"
+                );
+            }
         }
         assert_eq!(names.get("r1733u77"), Some(&77));
         assert_eq!(pairs.get(&(7, 3)), Some(&3_007));
+    }
+
+    /// The shards' tables double at totals spread over a doubling of the whole, not together:
+    /// the middle half of the totals at which each table first holds 448 keys (512 slots) spans
+    /// a fifth of their median or more (a third, by the shares: 1/1.32 to 1/1.80 of the
+    /// median's 1/1.58). With equal shares they bunch within a tenth (planted, it fails here).
+    #[test]
+    fn the_shards_tables_double_at_totals_spread_apart() {
+        let mut map: ShardedMap<u32, ()> = ShardedMap::new(1_024);
+        let mut doubled_at = vec![0u32; 1_024];
+        // 448 keys in each of 1,024 tables take about 460,000 at equal shares (up to 690,000
+        // for the smallest share here): 1,048,576 bound the test's time.
+        let mut k = 0u32;
+        while doubled_at.contains(&0) && k < 1 << 20 {
+            let shard = shard_of(hash_of(&k), 1_024);
+            map.insert(k, ());
+            k += 1;
+            if doubled_at[shard] == 0 && map.table.shards[shard].capacity() >= 448 {
+                doubled_at[shard] = k;
+            }
+        }
+        let never = doubled_at.iter().filter(|at| **at == 0).count();
+        assert_eq!(never, 0, "{never} tables never held 448 keys of {k}");
+        doubled_at.sort_unstable();
+        let (q1, median, q3) = (doubled_at[256], doubled_at[512], doubled_at[768]);
+        let spread = f64::from(q3 - q1) / f64::from(median);
+        assert!(
+            spread >= 0.2,
+            "tables reach 448 keys at totals {q1} to {q3} in their middle half (median {median})"
+        );
     }
 
     /// The map keeps its count through every way a key comes and goes, and a key is found
