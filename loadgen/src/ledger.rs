@@ -290,7 +290,8 @@ pub struct LoadLedger {
     /// this ledger's senders (another worker's are judged at the merge). Fx hashing: it is on
     /// every delivery's path. An entry is kept only while a delivery could still be checked
     /// against it (see [`Self::forget_pairs`]), so it holds about the pairs with messages in
-    /// flight. 12 bytes an entry: its numbers 32-bit, as `Planned`'s are.
+    /// flight. 16 bytes an entry: the pair and the number 32-bit, as `Planned`'s are, and the
+    /// sweep it was made in.
     ///
     /// In [`OPEN_SHARDS`] tables, each growing alone, as the open records are: it holds
     /// millions of pairs when many recipients owe deliveries.
