@@ -193,12 +193,18 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     /// Sets `key`'s value; returns the value it had.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let hash = hash_of(&key);
-        if let Some((_, old)) = self.table.find_mut(hash, |(k, _)| *k == key) {
-            return Some(std::mem::replace(old, value));
+        let shard = self.table.shard(hash);
+        let table = &mut self.table.shards[shard];
+        match table.entry(hash, |(k, _)| *k == key, |(k, _)| hash_of(k)) {
+            hashbrown::hash_table::Entry::Occupied(mut entry) => {
+                Some(std::mem::replace(&mut entry.get_mut().1, value))
+            }
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                self.table.len += 1;
+                entry.insert((key, value));
+                None
+            }
         }
-        self.table
-            .insert_unique(hash, (key, value), |(k, _)| hash_of(k));
-        None
     }
 
     /// Removes `key`; returns its value.
