@@ -1,8 +1,8 @@
 //! Hash tables split in shards under one lock, so that no table's doubling moves every entry
 //! at once: a table grows by doubling, moving every entry (and hashing its key again) while
 //! its owner's lock is held. The in-memory store's users, the server's online users and the
-//! load generator's open message records are split so (`cargo bench -p imlab-core --bench
-//! store_pauses`).
+//! load generator's open message records and reorder map are split so (`cargo bench -p
+//! imlab-core --bench store_pauses`, `cargo bench -p imlab-loadgen --bench ledger_pauses`).
 //!
 //! [`ShardedTable`] holds entries that carry their own key (the server's online users, whose
 //! name is read from their handles); [`ShardedMap`] is a map from a key to a value over it.
