@@ -7,11 +7,11 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::shards::ShardedTable;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 
 use crate::proto::KickReason;
+use crate::shards::ShardedTable;
 
 /// What other connections queue in a connection's outbox: a message for this device, written
 /// as NotifyData and tracked for the device's ack: its seq in the device's inbox and the
