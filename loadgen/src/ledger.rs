@@ -293,7 +293,7 @@ pub struct LoadLedger {
     /// flight. 16 bytes an entry: the pair and the number 32-bit, as `Planned`'s are, and the
     /// sweep it was made in.
     ///
-    /// In [`OPEN_SHARDS`] tables, each growing alone, as the open records are: it holds
+    /// In sharded tables, each growing alone, as the open records are: it holds
     /// millions of pairs when many recipients owe deliveries.
     last_number: ShardedMap<(u32, u32), LastDelivered>,
     /// `last_number`'s length at which a sweep of it starts next.
@@ -403,7 +403,7 @@ impl LoadLedger {
             owed_to: vec![0; n_clients],
             settled_verdict: Verdict::default(),
             settled_dues: Vec::new(),
-            last_number: ShardedMap::new(OPEN_SHARDS),
+            last_number: ShardedMap::default(),
             pairs_sweep_at: PAIRS_SWEEP_MIN,
             pairs_sweep: PairsSweep::default(),
             pairs_sweep_step: PAIRS_SWEEP_STEP,
@@ -1313,19 +1313,11 @@ impl LoadLedger {
     }
 }
 
-/// Tables of [`OpenRecords`].
-const OPEN_SHARDS: usize = 1_024;
-
-/// The open messages' records by (sender, number), in [`OPEN_SHARDS`] hash tables that each
+/// The open messages' records by (sender, number), in sharded hash tables that each
 /// grow alone (see `imlab_core::shards`): one table doubling at 3,670,016 records held the
 /// ledger's lock, and every device's event report behind it, 0.7-1.4 s.
+#[derive(Default)]
 struct OpenRecords(ShardedMap<(u32, u32), Planned>);
-
-impl Default for OpenRecords {
-    fn default() -> OpenRecords {
-        OpenRecords(ShardedMap::new(OPEN_SHARDS))
-    }
-}
 
 impl OpenRecords {
     fn get(&self, key: &(u32, u32)) -> Option<&Planned> {
@@ -1562,9 +1554,9 @@ mod tests {
         assert_eq!(ledger.duplicated, 0);
     }
 
-    /// Open records spread evenly over their tables, so no table's doubling moves many more
-    /// than a 1,024th of them (a table picked by the hash's top bits, which its own table also
-    /// reads, would leave most empty); each is found again in its own.
+    /// Open records spread over every table, none past its share by far (a table picked by
+    /// the hash's top bits, which its own table also reads, would leave most empty); each is
+    /// found again in its own.
     #[test]
     fn open_records_spread_evenly_over_their_tables() {
         let n_clients = 1_000;

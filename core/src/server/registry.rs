@@ -317,25 +317,14 @@ impl OnlineUser {
 /// budget took 48 per slot (`bench/conn-memory.sh`). Never iterated in an order that
 /// matters: closed all (in connection order) at shutdown or a crash.
 ///
-/// In [`USER_SHARDS`] tables under the one lock, each growing alone (see `crate::shards`):
+/// In sharded tables under the one lock, each growing alone (see `crate::shards`):
 /// one table of 1.8 million users held every login and delivery 230-445 ms as it doubled.
+#[derive(Default)]
 struct Users {
     table: ShardedTable<OnlineUser>,
     /// Live (user, device) sessions, counted as they come and go (`n_sessions`, read by every
     /// scrape of `/metrics`, was a walk of every user under the lock: 12.6 ms at 2 million).
     sessions: usize,
-}
-
-/// Tables of [`Users`].
-const USER_SHARDS: usize = 1_024;
-
-impl Default for Users {
-    fn default() -> Users {
-        Users {
-            table: ShardedTable::new(USER_SHARDS),
-            sessions: 0,
-        }
-    }
 }
 
 impl Users {

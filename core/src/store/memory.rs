@@ -83,41 +83,6 @@ struct UserState {
     dedupe_order: VecDeque<Arc<StoredMessage>>,
 }
 
-/// Shards of the users' table (see `crate::shards`): one table of every user held the store's
-/// lock 2 s as it doubled at 1.8 million users, and every connection's sends and syncs
-/// waited. Each shard grows alone, so a doubling moves a 1,024th of the users.
-const USER_SHARDS: usize = 1_024;
-
-/// Every user with an inbox or a cursor, by name, in [`USER_SHARDS`] hash tables.
-struct Users(ShardedMap<String, UserState>);
-
-impl Default for Users {
-    fn default() -> Users {
-        Users(ShardedMap::new(USER_SHARDS))
-    }
-}
-
-impl Users {
-    fn get(&self, user: &str) -> Option<&UserState> {
-        self.0.get(user)
-    }
-
-    fn get_mut(&mut self, user: &str) -> Option<&mut UserState> {
-        self.0.get_mut(user)
-    }
-
-    /// `user`'s state, made empty if it had none.
-    fn get_or_default(&mut self, user: &str) -> &mut UserState {
-        self.0
-            .get_or_insert_with(user, str::to_owned, UserState::default)
-    }
-
-    /// Every user's name, in no order that means anything.
-    fn names(&self) -> impl Iterator<Item = &String> {
-        self.0.keys()
-    }
-}
-
 #[derive(Default)]
 struct State {
     n_messages: u64,
@@ -127,7 +92,10 @@ struct State {
     full_warned: bool,
     /// A user's device bound was first reached and logged.
     devices_warned: bool,
-    users: Users,
+    /// Every user with an inbox or a cursor, by name, in sharded tables (see `crate::shards`):
+    /// one table of every user held the store's lock 2 s as it doubled at 1.8 million users,
+    /// and every connection's sends and syncs waited. Each shard grows alone.
+    users: ShardedMap<String, UserState>,
     groups: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -178,7 +146,7 @@ impl MemoryStore {
     /// Every user with an inbox or a cursor, sorted. For inspection (tests, the simulator's
     /// checker); copies the names.
     pub fn users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.lock().users.names().cloned().collect();
+        let mut users: Vec<String> = self.lock().users.keys().cloned().collect();
         users.sort_unstable();
         users
     }
@@ -244,7 +212,9 @@ impl MemoryStore {
         });
         let mut deliveries = Vec::with_capacity(recipients.len());
         for user in recipients {
-            let inbox = &mut state.users.get_or_default(&user).inbox;
+            let inbox = &mut (state.users)
+                .get_or_insert_with(user.as_str(), str::to_owned, UserState::default)
+                .inbox;
             inbox.push(message.clone());
             deliveries.push((user, inbox.len() as u64));
         }
@@ -463,9 +433,9 @@ mod tests {
         }
     }
 
-    /// Users spread evenly over the shards, so no shard's doubling moves many more than a
-    /// 1,024th of them (a shard taken from the hash's top bits, which a shard's table also
-    /// uses, would leave 896 shards empty); each user is found in its own.
+    /// The store's users spread over every shard, none past its share by far (a shard taken
+    /// from the hash's top bits, which a shard's table also uses, would leave most shards
+    /// empty); each user is found in its own.
     #[tokio::test]
     async fn users_spread_evenly_over_the_shards() {
         let store = MemoryStore::new();
@@ -478,7 +448,7 @@ mod tests {
                 .unwrap();
         }
         let state = store.lock();
-        let sizes = state.users.0.shard_lens();
+        let sizes = state.users.shard_lens();
         assert_eq!(sizes.iter().sum::<usize>(), n + 1);
         // 20 a shard on average, 13 to 27 by the shards' shares (see `shards::shard_of`):
         // none empty, none past 60.
