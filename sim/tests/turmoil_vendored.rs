@@ -7,9 +7,11 @@
 //! socket queues what arrived in a small queue of its own instead of a tokio channel: three
 //! tests pin what the channel did (a reader spends its task's cooperative budget, a reset
 //! stream gives what arrived before the reset, a socket whose reader is gone answers with a
-//! reset). The next segment in order skips the reorder buffer: a test pins the order in
-//! which segments that arrive out of order are read. Only links with messages on them are
-//! ticked: the last test pins the clock an idle link's next message is delayed from.
+//! reset). A writer takes its seq from its stream's flow control instead of looking its socket
+//! up: two tests pin when a write is refused (its own socket reset away) and when it is not
+//! (the peer's socket gone). The next segment in order skips the reorder buffer: a test pins
+//! the order in which segments that arrive out of order are read. Only links with messages on
+//! them are ticked: the last test pins the clock an idle link's next message is delayed from.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -260,6 +262,66 @@ fn data_for_a_socket_whose_reader_is_gone_is_answered_with_a_reset() {
         write.write_all(b"go").await?;
         tokio::time::sleep(Duration::from_secs(5)).await;
         drop(write);
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn a_stream_reset_by_its_peer_refuses_writes() {
+    // A writer takes its seq from its stream, not from a lookup of its socket: once a reset
+    // has taken the socket away, a write is refused (broken pipe), as the lookup that found
+    // no socket refused it.
+    let mut sim = fixed_latency_sim(64);
+    sim.host("server", || async {
+        let stream = accept_one().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The phone's byte is unread: closing resets the connection.
+        drop(stream);
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    sim.client("phone", async {
+        let mut stream = connect().await?;
+        stream.write_all(b"x").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let late = stream.write(b"y").await;
+        assert_eq!(
+            late.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::BrokenPipe)
+        );
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
+fn a_peer_whose_socket_is_gone_leaves_this_sides_writes_open() {
+    // The accepting side's socket goes when the server drops its stream (a FIN, nothing
+    // unread); its closing closes only its own sending direction. The phone's socket stays,
+    // so the phone's write still goes out, and the server's answer to it, a reset, is what
+    // takes the phone's socket.
+    let mut sim = fixed_latency_sim(64);
+    sim.host("server", || async {
+        drop(accept_one().await?);
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    sim.client("phone", async {
+        let mut stream = connect().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            stream.write(b"late").await?,
+            4,
+            "the phone's socket is still there"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = stream.write(b"again").await;
+        assert_eq!(
+            again.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::BrokenPipe),
+            "the server's reset took the phone's socket"
+        );
         Ok(())
     });
     sim.run().unwrap();

@@ -354,9 +354,10 @@ struct StreamSocket {
     /// Edit (vendor/README.md): the reorder buffer, boxed and made only while segments are
     /// parked in it (8 bytes of every socket instead of the map's 56).
     buf: Option<Box<IndexMap<u64, SequencedSegment>>>,
-    next_send_seq: u64,
     recv_seq: u64,
     sender: SegmentSender,
+    /// Edit 7 (vendor/README.md): the socket's own directions (`write` is what it sends), on
+    /// the accepting side too; the sending direction keeps the next send seq.
     flow_control: BidiFlowControl,
     /// A simple reference counter for tracking read/write half drops. Once 0, the
     /// socket may be removed from the host.
@@ -381,25 +382,17 @@ impl Display for SequencedSegment {
 }
 
 impl StreamSocket {
-    fn new(capacity: usize) -> (Self, SegmentReceiver, BidiFlowControl) {
+    fn new(flow_control: BidiFlowControl, capacity: usize) -> (Self, SegmentReceiver) {
         let (tx, rx) = queue(capacity);
-        let flow_control = BidiFlowControl::new(capacity);
         let sock = Self {
             buf: None,
-            next_send_seq: 1,
             recv_seq: 0,
             sender: tx,
-            flow_control: flow_control.clone(),
+            flow_control,
             ref_ct: 2,
         };
 
-        (sock, rx, flow_control)
-    }
-
-    fn assign_seq(&mut self) -> u64 {
-        let seq = self.next_send_seq;
-        self.next_send_seq += 1;
-        seq
+        (sock, rx)
     }
 
     // Buffer and re-order received segments by `seq` as the network may deliver
@@ -479,8 +472,11 @@ impl Tcp {
 
     fn remove_socket(&mut self, pair: &SocketPair) -> Option<StreamSocket> {
         let removed = self.sockets.swap_remove(pair);
-        if removed.is_some() {
+        if let Some(sock) = &removed {
             self.local_ports[usize::from(pair.local.port())] -= 1;
+            // Edit 7: the socket's writer finds no seq to send with from now on, as it found no
+            // socket under its pair before.
+            sock.flow_control.write.close_sends();
         }
         removed
     }
@@ -505,18 +501,31 @@ impl Tcp {
         Ok(TcpListener::new(addr, notify))
     }
 
+    /// A connecting socket: its flow control is made here.
     pub(crate) fn new_stream(
         &mut self,
         pair: SocketPair,
     ) -> (SegmentReceiver, BidiFlowControl) {
-        let (sock, rx, bidi) = StreamSocket::new(self.socket_capacity);
+        let bidi = BidiFlowControl::new(self.socket_capacity);
+        let rx = self.new_stream_with(pair, bidi.clone());
+        (rx, bidi)
+    }
+
+    /// Edit 7: a socket whose flow control is given: the accepting side's, which is the
+    /// connecting side's turned around (upstream made one here that nothing used).
+    pub(crate) fn new_stream_with(
+        &mut self,
+        pair: SocketPair,
+        bidi: BidiFlowControl,
+    ) -> SegmentReceiver {
+        let (sock, rx) = StreamSocket::new(bidi, self.socket_capacity);
 
         let exists = self.sockets.insert(pair, sock);
 
         assert!(exists.is_none(), "{pair:?} is already connected");
         self.local_ports[usize::from(pair.local.port())] += 1;
 
-        (rx, bidi)
+        rx
     }
 
     pub(crate) fn flow_control(&self, pair: SocketPair) -> BidiFlowControl {
@@ -533,13 +542,6 @@ impl Tcp {
 
     pub(crate) fn accept(&mut self, addr: SocketAddr) -> Option<(Syn, SocketAddr)> {
         self.binds[&addr.port()].deque.pop_front()
-    }
-
-    // Ideally, we could "write through" the tcp software, but this is necessary
-    // due to borrowing the world to access the mut host and for sending.
-    pub(crate) fn assign_send_seq(&mut self, pair: SocketPair) -> Option<u64> {
-        let sock = self.sockets.get_mut(&pair)?;
-        Some(sock.assign_seq())
     }
 
     fn receive_from_network(

@@ -86,7 +86,7 @@ impl TcpListener {
         };
 
         let stream = World::current(|world| {
-            let (pair, rx) = {
+            let pair = {
                 let host = world.current_host_mut();
 
                 let mut my_addr = self.local_addr;
@@ -97,9 +97,7 @@ impl TcpListener {
                     my_addr.set_ip(host.addr);
                 }
 
-                let pair = SocketPair::new(my_addr, origin);
-                let (rx, _) = host.tcp.new_stream(pair);
-                (pair, rx)
+                SocketPair::new(my_addr, origin)
             };
 
             let client_ip = if origin.ip().is_loopback() {
@@ -113,8 +111,14 @@ impl TcpListener {
                 .get(&client_ip)
                 .expect("client host missing")
                 .tcp
-                .flow_control(client_pair);
-            TcpStream::new(pair, rx, bidi.invert())
+                .flow_control(client_pair)
+                .invert();
+            // Edit 7 (vendor/README.md): the socket keeps the flow control its stream uses.
+            let rx = world
+                .current_host_mut()
+                .tcp
+                .new_stream_with(pair, bidi.clone());
+            TcpStream::new(pair, rx, bidi)
         });
 
         tracing::trace!(target: TRACING_TARGET, src = ?self.local_addr, dst = ?origin, "Accepted");

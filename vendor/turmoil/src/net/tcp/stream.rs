@@ -1,6 +1,6 @@
 use bytes::{Buf, Bytes};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 use std::{
@@ -349,7 +349,7 @@ impl WriteHalf {
         World::current(|world| {
             let bytes = Bytes::copy_from_slice(buf);
             let len = bytes.len();
-            let seq = self.seq(world)?;
+            let seq = self.seq()?;
             self.send(world, Segment::Data(seq, bytes))?;
             Ok(len)
         })
@@ -394,7 +394,7 @@ impl WriteHalf {
         }
 
         let res = World::current(|world| {
-            let seq = self.seq(world)?;
+            let seq = self.seq()?;
             self.send(world, Segment::Fin(seq))?;
 
             self.is_shutdown = true;
@@ -407,11 +407,12 @@ impl WriteHalf {
 
     // If a seq is not assignable the connection has been reset by the
     // peer.
-    fn seq(&self, world: &mut World) -> Result<u64> {
-        world
-            .current_host_mut()
-            .tcp
-            .assign_send_seq(*self.pair)
+    // Edit 7 (vendor/README.md): the seq from the stream's flow control, not from a lookup of
+    // the socket in the host's map on every write; an error once the socket is gone, as the
+    // lookup gave.
+    fn seq(&self) -> Result<u64> {
+        self.flow_control
+            .next_send_seq()
             .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe"))
     }
 
@@ -464,7 +465,7 @@ fn send_loopback(src: SocketAddr, dst: SocketAddr, message: Protocol) {
 /// managed as a single unit and inverted for the accepting side.
 #[derive(Clone, Debug)]
 pub(crate) struct BidiFlowControl {
-    write: Arc<FlowControl>,
+    pub(crate) write: Arc<FlowControl>,
     read: Arc<FlowControl>,
 }
 
@@ -492,6 +493,9 @@ impl BidiFlowControl {
 pub(crate) struct FlowControl {
     credits: AtomicUsize,
     waker: Mutex<Option<Waker>>,
+    /// Edit 7 (vendor/README.md): the sending socket's next send seq (it was the socket's, in
+    /// the host's map), 0 once that socket is gone from its host.
+    next_send_seq: AtomicU64,
 }
 
 impl FlowControl {
@@ -499,7 +503,22 @@ impl FlowControl {
         Self {
             credits: AtomicUsize::new(capacity),
             waker: Mutex::new(None),
+            next_send_seq: AtomicU64::new(1),
         }
+    }
+
+    /// The next seq to send with, or None once the sending socket is gone.
+    fn next_send_seq(&self) -> Option<u64> {
+        self.next_send_seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seq| {
+                (seq != 0).then_some(seq + 1)
+            })
+            .ok()
+    }
+
+    /// The sending socket is gone from its host: no seq is given from now on.
+    pub(crate) fn close_sends(&self) {
+        self.next_send_seq.store(0, Ordering::Relaxed);
     }
 
     fn try_acquire(&self) -> bool {
@@ -633,7 +652,7 @@ impl Drop for WriteHalf {
         World::current_if_set(|world| {
             // skip sending Fin if the write half is already shutdown
             if !self.is_shutdown {
-                if let Ok(seq) = self.seq(world) {
+                if let Ok(seq) = self.seq() {
                     let _ = self.send(world, Segment::Fin(seq));
                 }
             }
