@@ -48,6 +48,13 @@ struct Slot {
 
 /// The LEB128 varint at `at` (protobuf's, through prost), moving `at` past it.
 fn read_varint(bytes: &[u8], at: &mut usize) -> usize {
+    // Lengths under 128, one byte, are nearly every key's and value's here: read in place.
+    if let Some(&byte) = bytes.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return usize::from(byte);
+    }
     let mut rest = &bytes[*at..];
     let value = prost::encoding::decode_varint(&mut rest).expect("a block holds whole records");
     *at = bytes.len() - rest.len();
@@ -307,7 +314,13 @@ impl Tree {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) {
-        if self.block_key_of(key).is_none() {
+        // Before every block when the first block starts above it: the tree's first entry, not
+        // a second descent for the key (the one below finds its block).
+        if self
+            .blocks
+            .first_key_value()
+            .is_none_or(|(first, _)| **first > *key)
+        {
             // Before every block: the first block (or a new one) takes it, under a new first
             // key.
             let block = self
