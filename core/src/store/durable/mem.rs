@@ -48,13 +48,6 @@ struct Slot {
 
 /// The LEB128 varint at `at` (protobuf's, through prost), moving `at` past it.
 fn read_varint(bytes: &[u8], at: &mut usize) -> usize {
-    // Lengths under 128, one byte, are nearly every key's and value's here: read in place.
-    if let Some(&byte) = bytes.get(*at)
-        && byte < 0x80
-    {
-        *at += 1;
-        return usize::from(byte);
-    }
     let mut rest = &bytes[*at..];
     let value = prost::encoding::decode_varint(&mut rest).expect("a block holds whole records");
     *at = bytes.len() - rest.len();
