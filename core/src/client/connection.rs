@@ -212,7 +212,7 @@ async fn log_in<C: Connector>(
 
     let (user, device) = {
         let state = lock(&client.state);
-        (String::from(&*state.user), String::from(&*state.device))
+        (String::from(state.user()), String::from(state.device()))
     };
     let (token, renewed) = login_token(client, &user);
     let login = Frame::new(Body::Login(proto::Login {
@@ -981,8 +981,8 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 let copy = proto::Message {
                     seq: ack.seq,
                     msg_id: ack.msg_id,
-                    from_user: state.user.to_string(),
-                    from_device: state.device.to_string(),
+                    from_user: state.user().to_string(),
+                    from_device: state.device().to_string(),
                     client_msg_id: ack.client_msg_id,
                     to: Some(sent.to.to_message_to()),
                     body: sent.body,
