@@ -30,7 +30,8 @@ pub struct OutgoingMessage {
 /// Kept small: a load generator holds one per client, tens of thousands. The two names share
 /// one exact-size string, the token is boxed (absent unless tokens expire) and the window of
 /// shown identities is made at the first one, so the shared state takes a 128-byte
-/// allocation (224 with a string per name, the token inline and the window's ring inline).
+/// allocation (160 with a boxed string per name and the window's ring inline; 224 with
+/// `String` names and the token inline too).
 #[derive(Debug, Clone)]
 pub struct ClientState {
     /// This device's user, then the device: [`ClientState::user`] and
