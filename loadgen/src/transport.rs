@@ -7,6 +7,7 @@
 //! carrier share their connector (one per source address): a connector of their own cost 96
 //! bytes per device (`bench/conn-memory.sh`).
 
+use std::any::Any;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -17,12 +18,34 @@ use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
 use imlab_core::net::{Connector, Stream};
 use imlab_core::tls::{TlsClient, TlsConnector};
 use imlab_core::ws::{WsClient, WsConnector};
+use tokio_util::either::Either;
 
 use crate::carrier::Carriers;
 use crate::source::SourceConnector;
 
-/// Any opened stream.
-pub type BoxStream = Box<dyn Stream>;
+/// Any opened stream: a plain TCP stream kept inline (`Left`), anything else (TLS,
+/// WebSocket, a carrier's shaped stream) boxed (`Right`). A box per connection cost an idle
+/// client of `imlab load` 32 bytes (`bench/conn-memory.sh`); the inline stream costs its client
+/// core's task 24 bytes of the room it has in its 640-byte cell (the size test in
+/// `protocol/imlab.rs`).
+pub type BoxStream = Either<tokio::net::TcpStream, Box<dyn Stream>>;
+
+/// `stream` as a [`BoxStream`]: inline when it is a [`tokio::net::TcpStream`].
+pub fn box_stream<S: Stream>(stream: S) -> BoxStream {
+    let mut slot = Some(stream);
+    if let Some(tcp) = (&mut slot as &mut dyn Any).downcast_mut::<Option<tokio::net::TcpStream>>() {
+        return Either::Left(tcp.take().expect("the slot was just filled"));
+    }
+    Either::Right(Box::new(slot.expect("the slot was not taken")))
+}
+
+/// The stream behind one pointer, for a holder that keeps it in a few bytes.
+pub fn into_boxed(stream: BoxStream) -> Box<dyn Stream> {
+    match stream {
+        Either::Left(tcp) => Box::new(tcp),
+        Either::Right(other) => other,
+    }
+}
 
 type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxStream>> + Send + 'a>>;
 
@@ -35,7 +58,7 @@ impl<C: Connector> ErasedConnector for C {
     fn connect_boxed(&self) -> ConnectFuture<'_> {
         Box::pin(async move {
             let stream = self.connect().await?;
-            Ok(Box::new(stream) as BoxStream)
+            Ok(box_stream(stream))
         })
     }
 }
@@ -177,5 +200,39 @@ mod tests {
             let expected = transport.source_ips[client as usize % 3];
             assert_eq!(peer.ip(), expected, "client {client}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tcp_stream_is_kept_inline_and_any_other_boxed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (connected, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let mut client = box_stream(connected.unwrap());
+        assert!(matches!(client, Either::Left(_)), "no box for TCP");
+        let (mut server, _) = accepted.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        client.flush().await.unwrap();
+        let mut bytes = [0; 4];
+        server.read_exact(&mut bytes).await.unwrap();
+        assert_eq!(&bytes, b"ping");
+        server.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut bytes).await.unwrap();
+        assert_eq!(&bytes, b"pong");
+        client.shutdown().await.unwrap();
+        assert_eq!(
+            server.read(&mut bytes).await.unwrap(),
+            0,
+            "the shutdown reached the peer"
+        );
+
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut other = box_stream(near);
+        assert!(matches!(other, Either::Right(_)));
+        other.write_all(b"x").await.unwrap();
+        far.read_exact(&mut bytes[..1]).await.unwrap();
+        assert_eq!(bytes[0], b'x');
     }
 }

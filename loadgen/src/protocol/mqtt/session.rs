@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use imlab_core::client::{Backoff, ParkedRng};
 use imlab_core::heartbeat::{HeartbeatEvent, HeartbeatStrategy, parse_strategy};
-use imlab_core::net::Connector;
+use imlab_core::net::{Connector, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -82,7 +82,7 @@ pub(super) struct Session {
 
 /// One connection's state.
 struct Live {
-    stream: BoxStream,
+    stream: Box<dyn Stream>,
     read: BytesMut,
     write: BytesMut,
     /// Until logged in, when the login times out; then when the next PINGREQ is due.
@@ -231,7 +231,8 @@ impl Session {
             };
             let now = Instant::now();
             let mut live = Live {
-                stream,
+                // Behind one pointer: this task's cell has no room for a TCP stream inline.
+                stream: crate::transport::into_boxed(stream),
                 read: BytesMut::new(),
                 write: BytesMut::new(),
                 due_at: now + self.mqtt.options.ack_timeout,
