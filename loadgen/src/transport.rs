@@ -28,10 +28,10 @@ use crate::source::SourceConnector;
 /// client of `imlab load` 32 bytes (`bench/conn-memory.sh`); the inline stream costs its client
 /// core's task 24 bytes of the room it has in its 640-byte cell (the size test in
 /// `protocol/imlab.rs`).
-pub type BoxStream = Either<tokio::net::TcpStream, Box<dyn Stream>>;
+pub type AnyStream = Either<tokio::net::TcpStream, Box<dyn Stream>>;
 
-/// `stream` as a [`BoxStream`]: inline when it is a [`tokio::net::TcpStream`].
-pub fn box_stream<S: Stream>(stream: S) -> BoxStream {
+/// `stream` as a [`AnyStream`]: inline when it is a [`tokio::net::TcpStream`].
+pub fn any_stream<S: Stream>(stream: S) -> AnyStream {
     let mut slot = Some(stream);
     if let Some(tcp) = (&mut slot as &mut dyn Any).downcast_mut::<Option<tokio::net::TcpStream>>() {
         return Either::Left(tcp.take().expect("the slot was just filled"));
@@ -40,14 +40,14 @@ pub fn box_stream<S: Stream>(stream: S) -> BoxStream {
 }
 
 /// The stream behind one pointer, for a holder that keeps it in a few bytes.
-pub fn into_boxed(stream: BoxStream) -> Box<dyn Stream> {
+pub fn into_boxed(stream: AnyStream) -> Box<dyn Stream> {
     match stream {
         Either::Left(tcp) => Box::new(tcp),
         Either::Right(other) => other,
     }
 }
 
-type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxStream>> + Send + 'a>>;
+type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<AnyStream>> + Send + 'a>>;
 
 /// A connector whose stream type is erased.
 trait ErasedConnector: Send + Sync {
@@ -58,7 +58,7 @@ impl<C: Connector> ErasedConnector for C {
     fn connect_boxed(&self) -> ConnectFuture<'_> {
         Box::pin(async move {
             let stream = self.connect().await?;
-            Ok(box_stream(stream))
+            Ok(any_stream(stream))
         })
     }
 }
@@ -85,9 +85,9 @@ impl DynConnector {
 }
 
 impl Connector for DynConnector {
-    type Stream = BoxStream;
+    type Stream = AnyStream;
 
-    fn connect(&self) -> impl Future<Output = io::Result<BoxStream>> + Send {
+    fn connect(&self) -> impl Future<Output = io::Result<AnyStream>> + Send {
         self.connector.connect_boxed()
     }
 }
@@ -210,7 +210,7 @@ mod tests {
             tokio::net::TcpStream::connect(listener.local_addr().unwrap()),
             listener.accept()
         );
-        let mut client = box_stream(connected.unwrap());
+        let mut client = any_stream(connected.unwrap());
         assert!(matches!(client, Either::Left(_)), "no box for TCP");
         let (mut server, _) = accepted.unwrap();
         client.write_all(b"ping").await.unwrap();
@@ -229,7 +229,7 @@ mod tests {
         );
 
         let (near, mut far) = tokio::io::duplex(64);
-        let mut other = box_stream(near);
+        let mut other = any_stream(near);
         assert!(matches!(other, Either::Right(_)));
         other.write_all(b"x").await.unwrap();
         far.read_exact(&mut bytes[..1]).await.unwrap();

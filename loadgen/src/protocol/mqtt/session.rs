@@ -25,7 +25,7 @@ use super::header::{Header, run_hash};
 use super::packet::{Connect, Inbound, Outbound, Qos, Version};
 use super::{DeviceShared, Mqtt, Signal};
 use crate::protocol::{DeviceEvents, MsgId, Outgoing, Repeat, To};
-use crate::transport::{BoxStream, DynConnector};
+use crate::transport::{AnyStream, DynConnector};
 
 /// Smallest bound on a packet from the broker; larger bodies raise it.
 const MAX_PACKET_BYTES_MIN: usize = 64 * 1024;
@@ -816,7 +816,7 @@ async fn connect(
     shared: &DeviceShared,
     connector: &DynConnector,
     timeout: Duration,
-) -> Result<BoxStream, End> {
+) -> Result<AnyStream, End> {
     let mut connecting = std::pin::pin!(tokio::time::timeout(timeout, connector.connect()));
     let result = std::future::poll_fn(move |cx| {
         if shared.poll_signal(cx, false, false).is_ready() {
