@@ -9,9 +9,10 @@
 //! stream gives what arrived before the reset, a socket whose reader is gone answers with a
 //! reset). A writer takes its seq from its stream's flow control instead of looking its socket
 //! up: the reset test and one more pin when a write is refused (its own socket reset away) and
-//! when it is not (the peer's socket gone). The next segment in order skips the reorder buffer: a test pins
-//! the order in which segments that arrive out of order are read. Only links with messages on
-//! them are ticked: the last test pins the clock an idle link's next message is delayed from.
+//! when it is not (the peer's socket gone). The next segment in order skips the reorder
+//! buffer: a test pins the order in which segments that arrive out of order are read. Only
+//! links with messages on them are ticked: the last test pins the clock an idle link's next
+//! message is delayed from.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -319,9 +319,10 @@ mod tests {
     /// a client's task runs (the core's, its exit dropped) fits a 640-byte cell at 528 bytes
     /// or less; 8 more take 768 bytes in every client of a run (`-Zprint-type-sizes` shows the
     /// cell). It is 496 with the connection's TCP stream inline (`transport::AnyStream`: 24
-    /// bytes here for a 32-byte box fewer), 472 before that. It was 736 before the connection kept its moments in 8 bytes each, 648 before
-    /// the connection's wait became one poll, its sends in flight a queue made at the first
-    /// send, and its frame buffers one allocation made only while either holds bytes.
+    /// bytes here for a 32-byte box fewer), 472 before that. It was 736 before the connection
+    /// kept its moments in 8 bytes each, 648 before the connection's wait became one poll, its
+    /// sends in flight a queue made at the first send, and its frame buffers one allocation
+    /// made only while either holds bytes.
     #[tokio::test]
     async fn a_client_core_fits_the_640_byte_task_cell() {
         let connector = DynConnector::new(imlab_core::net::TcpConnector {
