@@ -12,7 +12,8 @@
 //! resolved), [`protocol`] (the seam every protocol implements, and each protocol's adapter),
 //! [`transport`] (TCP, TLS under any protocol), [`carrier`] (`--carrier`: the carrier model on
 //! every connection, in process), [`population`] (`--scenario`: a scenario's devices, users,
-//! chats and traffic), [`causes`] (refusal cause words).
+//! chats and traffic), [`pool`] (the clients' futures polled in groups, a task a group),
+//! [`causes`] (refusal cause words).
 
 pub mod carrier;
 pub mod causes;
@@ -22,6 +23,7 @@ pub mod histograms;
 pub mod ledger;
 pub mod merge;
 pub mod pacer;
+pub mod pool;
 pub mod population;
 pub mod protocol;
 pub mod results;

@@ -18,6 +18,7 @@ use crate::config::{LoadConfig, Pattern, ProtocolChoice};
 use crate::crossings::{Crossings, Owed, Received, RecordFiles};
 use crate::ledger::LoadLedger;
 use crate::pacer::{Pacer, Timer};
+use crate::pool::ClientPool;
 use crate::population::{Conversation, Population, app_state_at};
 use crate::protocol::imlab::{self, Imlab};
 use crate::protocol::mqtt::Mqtt;
@@ -57,6 +58,8 @@ pub type Progress = Arc<dyn Fn(&LoadResults) + Send + Sync>;
 struct Shared {
     config: LoadConfig,
     protocol: Box<dyn Protocol>,
+    /// The clients' futures, polled in groups.
+    clients: ClientPool,
     /// With `--carrier`: the carrier model on every connection.
     carriers: Option<Carriers>,
     ledger: Arc<Mutex<LoadLedger>>,
@@ -449,6 +452,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         ledger: Arc::new(Mutex::new(ledger)),
         protocol: protocol(&config, tag.clone()),
+        clients: ClientPool::new(),
         carriers,
         config,
         progress,
@@ -460,7 +464,7 @@ pub async fn run(
     let started = Instant::now();
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report_every_second(shared.clone(), reporter_stop.clone()));
-    let (devices, tasks) = ramp(&shared, started).await;
+    let devices = ramp(&shared, started).await;
     let devices: Arc<Vec<Box<dyn Device>>> = Arc::new(devices);
     // Let the ramp finish logging in (bounded). If nobody got in and every client has been
     // refused, the target refuses us: stop now and say why.
@@ -528,9 +532,7 @@ pub async fn run(
     for device in devices.iter() {
         device.shutdown();
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    shared.clients.join().await;
     // Stopped, not aborted: a write in progress finishes before the final one starts.
     reporter_stop.cancel();
     let _ = reporter.await;
@@ -640,16 +642,13 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
     }
 }
 
-/// A run's devices, by number, and their tasks.
-type Devices = (Vec<Box<dyn Device>>, Vec<JoinHandle<()>>);
-
-/// Starts client i at i / connect_rate; stops early on Ctrl-C or once every client started
-/// so far has been refused and nobody got in.
-async fn ramp(shared: &Shared, started: Instant) -> Devices {
+/// Starts client i at i / connect_rate, its future in `shared.clients`; stops early on
+/// Ctrl-C or once every client started so far has been refused and nobody got in. Returns
+/// the devices, by number.
+async fn ramp(shared: &Shared, started: Instant) -> Vec<Box<dyn Device>> {
     let config = &shared.config;
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut devices: Vec<Box<dyn Device>> = Vec::with_capacity(config.clients);
-    let mut tasks = Vec::with_capacity(config.clients);
     let connectors = config.transport.connectors();
     for client in 0..config.clients {
         let at = started + Duration::from_secs_f64(client as f64 / config.connect_rate);
@@ -669,13 +668,12 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
         }
         let local = client;
         let client = first_client + client as u32;
-        let (device, task) = shared.protocol.start(
+        devices.push(shared.protocol.start(
             client,
             connectors.connector(client, shared.carriers.as_ref().map(|c| (c, local))),
             DeviceEvents::new(shared.ledger.clone(), client),
-        );
-        tasks.push(task);
-        devices.push(device);
+            &shared.clients,
+        ));
     }
     // An early stop leaves the clients never started out of the waits below.
     let never_started = config.clients - devices.len();
@@ -685,7 +683,7 @@ async fn ramp(shared: &Shared, started: Instant) -> Devices {
             ledger.client_stopped(first_client + client as u32);
         }
     }
-    (devices, tasks)
+    devices
 }
 
 /// A run without sends (`--msg-rate 0`: connections only) still holds its connections for

@@ -13,10 +13,10 @@ use imlab_core::client::{
 use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::heartbeat::{AppState, parse_strategy};
 use imlab_core::proto::Target;
-use tokio::task::JoinHandle;
 
 use super::{Describe, Device, DeviceEvents, Full, MsgId, Outgoing, Protocol, To};
 use crate::causes;
+use crate::pool::ClientPool;
 use crate::population::Population;
 use crate::transport::DynConnector;
 
@@ -161,7 +161,8 @@ impl Protocol for Arc<Imlab> {
         client: u32,
         connector: DynConnector,
         events: DeviceEvents,
-    ) -> (Box<dyn Device>, JoinHandle<()>) {
+        clients: &ClientPool,
+    ) -> Box<dyn Device> {
         let observer = Arc::new(Observer {
             events,
             protocol: self.clone(),
@@ -181,14 +182,13 @@ impl Protocol for Arc<Imlab> {
             self.seed ^ u64::from(client),
         );
         // The core's future itself, not an async block awaiting it: a block would hold the
-        // core (about 700 bytes) beside the future that owns it, in every client's task.
-        let task = tokio::spawn(futures::FutureExt::map(core.run(), drop));
-        let device = ImlabDevice {
+        // core (about 700 bytes) beside the future that owns it, in every client's slot.
+        clients.spawn(futures::FutureExt::map(core.run(), drop));
+        Box::new(ImlabDevice {
             handle,
             client,
             protocol: self.clone(),
-        };
-        (Box::new(device), task)
+        })
     }
 }
 
@@ -314,17 +314,18 @@ impl ClientObserver for Observer {
 mod tests {
     use super::*;
 
-    /// A tokio task is one cell aligned to 128 bytes: its header (32), scheduler, id and
-    /// spawn location (24), the future's stage (the future and 8) and trailer (48). The future
-    /// a client's task runs (the core's, its exit dropped) fits a 640-byte cell at 528 bytes
-    /// or less; 8 more take 768 bytes in every client of a run (`-Zprint-type-sizes` shows the
-    /// cell). It is 496 with the connection's TCP stream inline (`transport::AnyStream`: 24
-    /// bytes here for a 32-byte box fewer), 472 before that. It was 736 before the connection
-    /// kept its moments in 8 bytes each, 648 before the connection's wait became one poll, its
-    /// sends in flight a queue made at the first send, and its frame buffers one allocation
-    /// made only while either holds bytes.
+    /// The future a client runs (the core's, its exit dropped) lives in a box of its own in
+    /// the run's client pool (`crate::pool`), in the allocator's 512-byte class at 512 bytes
+    /// or less; 8 more take 640 bytes in every client of a run. In a tokio task of its own
+    /// it took a 640-byte cell (header 32, scheduler, id and spawn location 24, the future's
+    /// stage 8 more than the future, trailer 48, aligned to 128). It is 496 with the
+    /// connection's TCP stream inline (`transport::AnyStream`: 24 bytes here for a 32-byte
+    /// box fewer), 472 before that. It was 736 before the connection kept its moments in 8
+    /// bytes each, 648 before the connection's wait became one poll, its sends in flight a
+    /// queue made at the first send, and its frame buffers one allocation made only while
+    /// either holds bytes.
     #[tokio::test]
-    async fn a_client_core_fits_the_640_byte_task_cell() {
+    async fn a_client_core_fits_a_512_byte_box() {
         let connector = DynConnector::new(imlab_core::net::TcpConnector {
             target: "127.0.0.1:9".parse().unwrap(),
         });
@@ -338,7 +339,7 @@ mod tests {
         );
         let task = futures::FutureExt::map(core.run(), drop);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 528, "the client core's task future is {size} bytes");
+        assert!(size <= 512, "the client core's future is {size} bytes");
     }
 
     #[test]

@@ -14,10 +14,10 @@ pub mod mqtt;
 use std::sync::{Arc, Mutex};
 
 use imlab_core::heartbeat::AppState;
-use tokio::task::JoinHandle;
 
 use crate::ledger::LoadLedger;
 pub use crate::ledger::Repeat;
+use crate::pool::ClientPool;
 use crate::transport::DynConnector;
 
 /// A message's identity in the ledger: its sender and the sender's count, from 0.
@@ -94,14 +94,16 @@ pub trait Protocol: Send + Sync {
     /// Its name, transport and options, for the results.
     fn describe(&self) -> Describe;
 
-    /// Starts device `client` on `connector`: from now until [`Device::shutdown`] it keeps
-    /// itself connected and logged in, and tells `events` what happens.
+    /// Starts device `client` on `connector`, its future run in `clients`: from now until
+    /// [`Device::shutdown`] it keeps itself connected and logged in, and tells `events` what
+    /// happens. Its future ends after the shutdown.
     fn start(
         &self,
         client: u32,
         connector: DynConnector,
         events: DeviceEvents,
-    ) -> (Box<dyn Device>, JoinHandle<()>);
+        clients: &ClientPool,
+    ) -> Box<dyn Device>;
 }
 
 /// What a device tells the ledger. Every method takes the ledger's lock once.

@@ -13,6 +13,7 @@ use super::header::{Header, run_hash};
 use super::packet::Qos;
 use super::{Mqtt, MqttOptions};
 use crate::ledger::LoadLedger;
+use crate::pool::ClientPool;
 use crate::protocol::{DeviceEvents, MsgId, Protocol};
 use crate::transport::Transport;
 
@@ -137,10 +138,12 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         tls: None,
         ws: None,
     };
-    let (device, task) = Arc::new(mqtt).start(
+    let clients = ClientPool::new();
+    let device = Arc::new(mqtt).start(
         0,
         transport.connector(0, None),
         DeviceEvents::new(ledger.clone(), 0),
+        &clients,
     );
 
     // The first connection: message `first` as packet 2, PUBREC sent, and the connection
@@ -167,10 +170,9 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         assert_eq!(expect(&mut stream, 7).await[..2], pkid.to_be_bytes());
     }
     device.shutdown();
-    tokio::time::timeout(Duration::from_secs(60), task)
+    tokio::time::timeout(Duration::from_secs(60), clients.join())
         .await
-        .expect("the device ends after its shutdown")
-        .unwrap();
+        .expect("the device ends after its shutdown");
 
     let ledger = ledger.lock().unwrap();
     let verdict = ledger.verdict(true);

@@ -21,11 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 pub use packet::{Qos, Version};
 
 use super::{Describe, Device, DeviceEvents, Full, Outgoing, Protocol};
+use crate::pool::ClientPool;
 use crate::transport::DynConnector;
 
 /// Sends a device holds before it refuses more (waiting for the inflight window or a
@@ -199,19 +198,19 @@ impl Protocol for Arc<Mqtt> {
         client: u32,
         connector: DynConnector,
         events: DeviceEvents,
-    ) -> (Box<dyn Device>, JoinHandle<()>) {
+        clients: &ClientPool,
+    ) -> Box<dyn Device> {
         let shared = Arc::new(DeviceShared {
             outbox: Mutex::default(),
             groups: Mutex::default(),
         });
         let session =
             session::Session::new(self.clone(), client, events, shared.clone(), connector);
-        let task = tokio::spawn(session.run());
-        let device = MqttDevice {
+        clients.spawn(session.run());
+        Box::new(MqttDevice {
             shared,
             protocol: self.clone(),
-        };
-        (Box::new(device), task)
+        })
     }
 }
 
