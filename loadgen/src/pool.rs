@@ -1,5 +1,6 @@
 //! The run's clients polled in groups: one tokio task polls up to [`GROUP_LEN`] client
-//! futures instead of one tokio task per client.
+//! futures instead of one tokio task per client (fewer in a run too small to give every
+//! runtime thread [`GROUPS_A_THREAD`] full groups: a group's clients run one at a time).
 //!
 //! A tokio task is a cell aligned to 128 bytes (header, scheduler, id, the future's stage and
 //! trailer): the client core's 496-byte future took a 640-byte cell. In a group a client is
@@ -31,8 +32,11 @@ use std::task::{Context, Poll};
 use futures::task::{ArcWake, AtomicWaker, waker_ref};
 use tokio::sync::Notify;
 
-/// Clients a group's task polls.
+/// Clients a group's task polls, at most.
 pub const GROUP_LEN: usize = 256;
+
+/// Groups a runtime thread gets in a run too small to fill them ([`ClientPool::for_clients`]).
+pub const GROUPS_A_THREAD: usize = 8;
 
 /// Client futures of one run, of whatever one type the run's protocol makes (the first
 /// [`ClientPool::spawn`] picks it).
@@ -51,6 +55,20 @@ impl ClientPool {
     /// A pool of groups of [`GROUP_LEN`] clients.
     pub fn new() -> ClientPool {
         ClientPool::with_group_len(GROUP_LEN)
+    }
+
+    /// A pool for a run of `clients` on the current runtime: groups of at most
+    /// [`GROUP_LEN`], and at least [`GROUPS_A_THREAD`] a runtime thread where there are
+    /// clients enough, so that a small run still spreads over every thread (a group's
+    /// clients run one at a time).
+    pub fn for_clients(clients: usize) -> ClientPool {
+        let threads = tokio::runtime::Handle::try_current()
+            .map_or(1, |runtime| runtime.metrics().num_workers());
+        ClientPool::with_group_len(
+            clients
+                .div_ceil(threads.max(1) * GROUPS_A_THREAD)
+                .clamp(1, GROUP_LEN),
+        )
     }
 
     /// A pool whose groups hold `group_len` clients (at least 1).
@@ -448,6 +466,24 @@ mod tests {
             .await
             .expect("every client ended");
         assert_eq!(ended.load(Ordering::SeqCst), 10);
+    }
+
+    /// A run's groups are sized to give every runtime thread eight of them, up to 256
+    /// clients a group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_run_spreads_over_every_thread() {
+        let sizes = |clients: usize| {
+            let pool = ClientPool::for_clients(clients);
+            for _ in 0..clients {
+                pool.spawn(async {});
+            }
+            pool.groups()
+        };
+        // 100 clients over 16 groups: 7 a group, 15 groups.
+        assert_eq!(sizes(100), 15);
+        assert_eq!(sizes(3), 3);
+        // 10,000 over 16 would be 625 a group: 256 instead, 40 groups.
+        assert_eq!(sizes(10_000), 40);
     }
 
     /// Clients woken from threads outside the runtime, on a runtime of two threads.

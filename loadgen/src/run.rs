@@ -452,7 +452,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         ledger: Arc::new(Mutex::new(ledger)),
         protocol: protocol(&config, tag.clone()),
-        clients: ClientPool::new(),
+        clients: ClientPool::for_clients(config.clients),
         carriers,
         config,
         progress,

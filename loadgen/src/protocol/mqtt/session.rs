@@ -67,6 +67,10 @@ pub(super) struct Session {
     /// QoS 2 publishes received whose PUBREL has not come, by packet id, with the message each
     /// carried (`None`: not one of this run's): a resend of one is no new message. Made at
     /// the first QoS 2 publish: a session of QoS 0 or 1 holds 8 bytes for it, not 24.
+    #[allow(
+        clippy::box_collection,
+        reason = "the box keeps the session's future in a 512-byte box; the map is made rarely"
+    )]
     awaiting_release: Option<Box<BTreeMap<u16, Option<MsgId>>>>,
     /// Draws the backoff's jitter.
     rng: ParkedRng,
