@@ -79,8 +79,9 @@ impl ClientPool {
         }
     }
 
-    /// Runs `future` in the pool from now on; it is polled on the runtime the first spawn was
-    /// made on. Panics if the pool was joined, or if an earlier spawn had another type.
+    /// Runs `future` in the pool from now on, in the group being filled; a new group's task is
+    /// spawned on the caller's runtime. Panics outside a runtime, if the pool was joined, or
+    /// if an earlier spawn had another type.
     pub fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -331,7 +332,8 @@ impl<F: Future<Output = ()> + Send + 'static> GroupTask<F> {
         debug_assert!(self.batch.is_empty());
         let mut guard = lock(&self.group.inbox);
         let inbox = &mut *guard;
-        for future in inbox.new.drain(..) {
+        // Taken whole, so the list's buffer goes once the ramp is over.
+        for future in std::mem::take(&mut inbox.new) {
             let index = self.slots.len() as u32;
             self.slots.push(Slot {
                 future: Some(future),
