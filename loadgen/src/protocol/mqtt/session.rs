@@ -236,7 +236,8 @@ impl Session {
             };
             let now = Instant::now();
             let mut live = Live {
-                // Behind one pointer: this task's cell has no room for a TCP stream inline.
+                // Behind one pointer: the session's future, 512 bytes, has no room for a TCP stream
+                // inline.
                 stream: crate::transport::into_boxed(stream),
                 read: BytesMut::new(),
                 write: BytesMut::new(),
