@@ -271,8 +271,7 @@ pub struct CarrierFigures {
 impl CarrierFigures {
     /// Nothing yet, for `clients` clients.
     pub fn new(clients: u64) -> CarrierFigures {
-        let histogram =
-            || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let histogram = crate::ledger::histogram;
         CarrierFigures {
             clients,
             connects: 0,
