@@ -285,7 +285,6 @@ pub struct ClientHandle {
     /// A queue of its own rather than a channel: it holds no buffer while empty, and the
     /// handle's whole side is one allocation (see the module).
     mailbox: Arc<Mailbox>,
-    outgoing_len_max: usize,
 }
 
 impl Clone for ClientHandle {
@@ -294,7 +293,6 @@ impl Clone for ClientHandle {
         ClientHandle {
             state: self.state.clone(),
             mailbox: self.mailbox.clone(),
-            outgoing_len_max: self.outgoing_len_max,
         }
     }
 }
@@ -328,7 +326,7 @@ impl ClientHandle {
         body: Bytes,
     ) -> Result<(), ClientError> {
         let mut state = lock(&self.state);
-        if state.outgoing.len() >= self.outgoing_len_max {
+        if state.outgoing.len() >= state.outgoing_len_max() {
             return Err(ClientError::OutgoingFull(state.outgoing.len()));
         }
         state.outgoing.push_back(OutgoingMessage {
@@ -467,11 +465,11 @@ impl<C: Connector> Client<C> {
         rng_seed: u64,
     ) -> (Client<C>, ClientHandle) {
         let config = config.into();
+        lock(&state).set_outgoing_len_max(config.outgoing_len_max);
         let mailbox = Mailbox::new(COMMANDS_LEN_MAX);
         let handle = ClientHandle {
             state: state.clone(),
             mailbox: mailbox.clone(),
-            outgoing_len_max: config.outgoing_len_max,
         };
         let client = Client {
             connector,
@@ -615,5 +613,45 @@ impl<C: Connector> Client<C> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::TcpConnector;
+
+    /// The handle refuses a send once `outgoing_len_max` wait unacked, keeps those it took,
+    /// and takes sends again once one leaves the queue (acked).
+    #[test]
+    fn a_handle_refuses_sends_past_outgoing_len_max() {
+        let config = ClientConfig {
+            outgoing_len_max: 2,
+            ..ClientConfig::default()
+        };
+        let state = ClientState::new("u1", "d1").shared();
+        let (_core, handle) = Client::new(
+            TcpConnector {
+                target: "127.0.0.1:9".parse().unwrap(),
+            },
+            config,
+            state.clone(),
+            crate::heartbeat::parse_strategy("fixed:60s").unwrap(),
+            Arc::new(NoObserver),
+            1,
+        );
+        let send =
+            |id: &str| handle.send_as(id.to_string(), Target::Peer("u2".into()), Bytes::new());
+        assert_eq!(send("a"), Ok(()));
+        assert_eq!(send("b"), Ok(()));
+        assert_eq!(send("c"), Err(ClientError::OutgoingFull(2)));
+        let queued: Vec<String> = lock(&state)
+            .outgoing
+            .iter()
+            .map(|message| message.client_msg_id.clone())
+            .collect();
+        assert_eq!(queued, ["a", "b"], "the refused send took no place");
+        lock(&state).outgoing.pop_front();
+        assert_eq!(send("c"), Ok(()), "room again once one is acked");
     }
 }

@@ -43,6 +43,10 @@ pub struct ClientState {
     pub last_seq: u64,
     /// Unacked sends, oldest first; resent in this order after every reconnect.
     pub outgoing: VecDeque<OutgoingMessage>,
+    /// Sends `outgoing` takes at most: the client's `outgoing_len_max` (at most `u32::MAX`),
+    /// set when a client core takes the state. Kept beside the queue rather than in every
+    /// handle, a handle is two pointers.
+    outgoing_len_max: u32,
     /// Counter behind client message ids (`<device>-<n>`).
     pub next_message_n: u64,
     /// The server store's generation `last_seq` refers to (0: none seen yet).
@@ -166,6 +170,7 @@ impl ClientState {
             user_len,
             last_seq: 0,
             outgoing: VecDeque::new(),
+            outgoing_len_max: u32::MAX,
             next_message_n: 1,
             inbox_epoch: 0,
             shown: ShownIds::new(SHOWN_IDS_LEN_MAX),
@@ -181,6 +186,16 @@ impl ClientState {
     /// This device.
     pub fn device(&self) -> &str {
         &self.names[self.user_len as usize..]
+    }
+
+    /// Sends the outgoing queue takes at most.
+    pub fn outgoing_len_max(&self) -> usize {
+        self.outgoing_len_max as usize
+    }
+
+    /// Bounds the outgoing queue (a client core does, from its config).
+    pub(super) fn set_outgoing_len_max(&mut self, len_max: usize) {
+        self.outgoing_len_max = u32::try_from(len_max).unwrap_or(u32::MAX);
     }
 
     /// Wraps the state for sharing.

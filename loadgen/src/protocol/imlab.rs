@@ -343,6 +343,15 @@ mod tests {
     }
 
     #[test]
+    fn a_device_fits_a_32_byte_box() {
+        // The core's handle (two pointers), the client's number and the run's settings, in
+        // every client's box: jemalloc's 32-byte class. With the handle keeping its own
+        // bound on queued sends it took 40, so 48.
+        let size = std::mem::size_of::<ImlabDevice>();
+        assert!(size <= 32, "a device takes {size} bytes");
+    }
+
+    #[test]
     fn a_client_message_id_carries_the_identity_back() {
         let id = MsgId {
             sender: 17,
