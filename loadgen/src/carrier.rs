@@ -271,7 +271,7 @@ pub struct CarrierFigures {
 impl CarrierFigures {
     /// Nothing yet, for `clients` clients.
     pub fn new(clients: u64) -> CarrierFigures {
-        let histogram = crate::ledger::histogram;
+        let histogram = crate::histograms::latency;
         CarrierFigures {
             clients,
             connects: 0,

@@ -513,7 +513,7 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
             let key = u32::try_from(owed.id.1).map(|number| (owed.id.0, number, owed.recipient));
             if let Some(at) = key.ok().and_then(|key| received.get(&key)) {
                 judged.delivered += 1;
-                let _ = deliver.record(at.saturating_sub(planned).max(1));
+                crate::histograms::record(deliver, at.saturating_sub(planned).max(1));
                 return;
             }
             let acked = worker.started_unix_us + owed.acked_us;

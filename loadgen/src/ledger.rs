@@ -18,6 +18,7 @@ use imlab_core::shards::ShardedMap;
 use rustc_hash::FxHashMap;
 
 use crate::carrier::CarrierFigures;
+use crate::histograms::{latency as histogram, record};
 use crate::protocol::MsgId;
 
 /// Deliveries of other workers' messages recorded at most (the merge holds each first one in
@@ -75,26 +76,6 @@ impl RemoteRepeat {
 /// The reorder map's length below which its entries are not swept (see
 /// `LoadLedger::forget_pairs`): at most 65,536 pairs, under a megabyte.
 const PAIRS_SWEEP_MIN: usize = 1 << 16;
-
-/// The histograms' largest value, µs: one hour. A longer latency counts as an hour.
-pub(crate) const HISTOGRAM_HIGHEST_US: u64 = 3_600_000_000;
-
-/// A latency histogram: microseconds, 3 significant digits, counts made for the largest
-/// value recorded so far. One made for the whole hour at once is 188 KB of counts, zeroed and
-/// so resident, in each of the run's nine (the ledger's five, the results' copies); most runs
-/// never see a latency of a second, and a histogram up to 33 ms holds 49 KB. The buckets do
-/// not depend on the largest value, so its percentiles are the same either way.
-pub(crate) fn histogram() -> Histogram<u64> {
-    let mut histogram = Histogram::new_with_bounds(1, 2, 3).expect("valid histogram bounds");
-    histogram.auto(true);
-    histogram
-}
-
-/// Records `us` in `histogram`, an hour at most (see [`HISTOGRAM_HIGHEST_US`]).
-pub(crate) fn record(histogram: &mut Histogram<u64>, us: u64) {
-    // It grows to take the value; only an allocation that fails refuses it.
-    let _ = histogram.record(us.min(HISTOGRAM_HIGHEST_US));
-}
 
 /// One planned message not settled yet: 64 bytes, and no heap allocation for a message to
 /// one device. A settled message keeps nothing (see `LoadLedger::open`).
@@ -1523,49 +1504,6 @@ pub enum Repeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The run's histograms hold counts for the values they saw, not for the whole hour,
-    /// with the same percentiles as one made for the hour; a latency over an hour counts as
-    /// an hour rather than going missing.
-    #[test]
-    fn a_histogram_holds_counts_for_what_it_saw_and_counts_the_hour_and_over() {
-        let mut grown = histogram();
-        let mut whole = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_HIGHEST_US, 3).unwrap();
-        // Latencies of a loaded run: 200 µs to 30 ms, spread by a fixed LCG.
-        let mut x: u64 = 7;
-        for _ in 0..100_000 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let us = 200 + (x >> 33) % 30_000;
-            record(&mut grown, us);
-            whole.record(us).unwrap();
-        }
-        for quantile in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
-            assert_eq!(
-                grown.value_at_quantile(quantile),
-                whole.value_at_quantile(quantile),
-                "p{quantile}"
-            );
-        }
-        let bytes = |h: &Histogram<u64>| h.distinct_values() * size_of::<u64>();
-        assert!(bytes(&whole) > 180_000, "{}", bytes(&whole));
-        assert!(
-            bytes(&grown) <= 50_000,
-            "counts for 30 ms take {} bytes",
-            bytes(&grown)
-        );
-
-        let two_hours = 2 * HISTOGRAM_HIGHEST_US;
-        record(&mut grown, two_hours);
-        assert_eq!(grown.len(), 100_001, "counted, not dropped");
-        assert!(
-            grown.equivalent(grown.max(), HISTOGRAM_HIGHEST_US),
-            "counted as the hour: max {}",
-            grown.max()
-        );
-        assert!(bytes(&grown) <= bytes(&whole));
-    }
 
     #[test]
     fn a_since_keeps_a_moment_of_zero_and_the_first_of_two() {

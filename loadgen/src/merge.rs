@@ -113,10 +113,9 @@ fn judge_crossings(
         }
     }
     for workers in runs.values() {
-        let deliver = histograms.entry("deliver".to_string()).or_insert_with(|| {
-            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .expect("valid histogram bounds")
-        });
+        let deliver = histograms
+            .entry("deliver".to_string())
+            .or_insert_with(crate::histograms::latency);
         let judged = crate::crossings::judge(workers, deliver)?;
         let m = &mut merged.messages;
         m.expected_deliveries += judged.expected;

@@ -163,3 +163,42 @@ fn the_first_worker_to_stop_sending_stops_the_merged_run() {
         })
     );
 }
+
+/// The runs' histograms each grew only to their own largest latency: merged, the one with
+/// the larger latencies still adds into the one with the smaller, and every count is kept.
+#[test]
+fn histograms_of_different_ranges_merge_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, out) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("out"),
+    );
+    let histogram_of = |latencies_us: &[u64]| {
+        let mut histogram = imlab_loadgen::histograms::latency();
+        for us in latencies_us {
+            imlab_loadgen::histograms::record(&mut histogram, *us);
+        }
+        histogram
+    };
+    for (dir, latencies) in [(&a, vec![800, 1_200, 5_000]), (&b, vec![900, 2_500_000])] {
+        run(dir, "127.0.0.1:7400", 0);
+        let deliver = histogram_of(&latencies);
+        imlab_loadgen::histograms::write(
+            dir,
+            &[("deliver", &deliver)],
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+    }
+    merge(&[a, b], &out, Targets::MustMatch).unwrap();
+    let merged = imlab_loadgen::histograms::read(&out.join("histograms.hlog")).unwrap();
+    let deliver = &merged["deliver"];
+    assert_eq!(deliver.len(), 5);
+    assert!(
+        deliver.equivalent(deliver.max(), 2_500_000),
+        "{}",
+        deliver.max()
+    );
+    assert!(deliver.equivalent(deliver.min(), 800), "{}", deliver.min());
+}
