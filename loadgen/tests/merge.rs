@@ -1,10 +1,15 @@
 //! `imlab load merge` refuses runs against different targets unless told they are one
 //! service, and adds the refusal counts of the runs it merges.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use imlab_loadgen::merge::{Targets, merge};
 use imlab_loadgen::results::{LoadResults, Provenance, write_json};
+
+/// Two runs' directories and the merge's, under `root`.
+fn two_runs_and_out(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (root.join("a"), root.join("b"), root.join("out"))
+}
 
 fn run(dir: &Path, target: &str, refused: u64) {
     run_as(dir, target, refused, "imlab");
@@ -44,11 +49,7 @@ fn run_as(dir: &Path, target: &str, refused: u64, protocol: &str) {
 #[test]
 fn runs_against_different_targets_need_force() {
     let root = tempfile::tempdir().unwrap();
-    let (a, b, out) = (
-        root.path().join("a"),
-        root.path().join("b"),
-        root.path().join("out"),
-    );
+    let (a, b, out) = two_runs_and_out(root.path());
     run(&a, "127.0.0.1:7400", 1);
     run(&b, "127.0.0.2:7400", 2);
     let dirs = [a.clone(), b.clone()];
@@ -75,11 +76,7 @@ fn runs_against_different_targets_need_force() {
 #[test]
 fn runs_of_different_protocols_are_never_merged() {
     let root = tempfile::tempdir().unwrap();
-    let (a, b, out) = (
-        root.path().join("a"),
-        root.path().join("b"),
-        root.path().join("out"),
-    );
+    let (a, b, out) = two_runs_and_out(root.path());
     run_as(&a, "127.0.0.1:7400", 0, "imlab");
     run_as(&b, "127.0.0.1:7400", 0, "mqtt");
     for targets in [Targets::MustMatch, Targets::MayDiffer] {
@@ -98,11 +95,7 @@ fn runs_of_different_protocols_are_never_merged() {
 fn crossing_records_a_worker_could_not_keep_are_reported_by_the_merge() {
     use imlab_loadgen::crossings::Crossings;
     let root = tempfile::tempdir().unwrap();
-    let (a, b, out) = (
-        root.path().join("a"),
-        root.path().join("b"),
-        root.path().join("out"),
-    );
+    let (a, b, out) = two_runs_and_out(root.path());
     run(&a, "127.0.0.1:7400", 0);
     run(&b, "127.0.0.1:7400", 0);
     let worker = |first_client: u32, owed_dropped: u64| Crossings {
@@ -169,11 +162,7 @@ fn the_first_worker_to_stop_sending_stops_the_merged_run() {
 #[test]
 fn histograms_of_different_ranges_merge_whole() {
     let root = tempfile::tempdir().unwrap();
-    let (a, b, out) = (
-        root.path().join("a"),
-        root.path().join("b"),
-        root.path().join("out"),
-    );
+    let (a, b, out) = two_runs_and_out(root.path());
     let histogram_of = |latencies_us: &[u64]| {
         let mut histogram = imlab_loadgen::histograms::latency();
         for us in latencies_us {
