@@ -18,7 +18,7 @@ use imlab_core::shards::ShardedMap;
 use rustc_hash::FxHashMap;
 
 use crate::carrier::CarrierFigures;
-use crate::histograms::{latency as histogram, record};
+use crate::histograms::{latency, record};
 use crate::protocol::MsgId;
 
 /// Deliveries of other workers' messages recorded at most (the merge holds each first one in
@@ -437,10 +437,10 @@ impl LoadLedger {
             clients_stopped: 0,
             groups_ready: 0,
             last_failure: None,
-            connect: histogram(),
-            ack: histogram(),
-            deliver: histogram(),
-            reconnect: histogram(),
+            connect: latency(),
+            ack: latency(),
+            deliver: latency(),
+            reconnect: latency(),
             connects_failed: 0,
             connects: 0,
             disconnects: BTreeMap::new(),
@@ -461,7 +461,7 @@ impl LoadLedger {
             carriers: None,
             seconds: Vec::new(),
             current: Second::default(),
-            current_deliver: histogram(),
+            current_deliver: latency(),
         }
     }
 
