@@ -171,6 +171,26 @@ impl<'a> Families<'a> {
         Ok(())
     }
 
+    /// A histogram: `buckets` holds each bucket's upper bound and its own count (not
+    /// cumulative), the last bound `f64::INFINITY`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        sum: f64,
+        count: u64,
+        buckets: &[(f64, u64)],
+    ) -> fmt::Result {
+        let mut metric = self.encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        metric
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, buckets, None)
+    }
+
     /// A gauge per set of labels.
     pub fn gauges(
         &mut self,

@@ -282,6 +282,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("metrics: http://{metrics_local}/metrics");
             let collector = crate::serve_stats::ServerMetrics {
                 server: server.clone(),
+                store: durable.clone(),
             };
             Some(tokio::spawn(crate::metrics::serve(listener, collector)))
         }
@@ -311,7 +312,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tokio::select! {
             () = serving => {}
-            () = crate::serve_stats::log_every(&server, args.stats_every) => {}
+            () = crate::serve_stats::log_every(&server, durable.as_deref(), args.stats_every) => {}
         }
     }
     if let Some(metrics) = metrics {
@@ -331,9 +332,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(durable) = &durable {
         let commits = durable.engine().commits();
         let secs = serving_since.elapsed().as_secs_f64();
+        let stats = durable.commit_stats();
         tracing::info!(
             commits,
             fsyncs_per_s = format!("{:.1}", commits as f64 / secs.max(0.001)),
+            records_per_commit =
+                format!("{:.1}", stats.records as f64 / stats.commits.max(1) as f64),
+            commit_p50_us_at_most = crate::serve_stats::bound(&stats, 0.5),
+            commit_p99_us_at_most = crate::serve_stats::bound(&stats, 0.99),
             messages = durable.n_messages(),
             "on-disk store: one fsync per commit"
         );

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use imlab_core::server::{Server, ServerCounters};
+use imlab_core::store::{COMMIT_BUCKETS_US, CommitStatsSnapshot, DurableStore, FjallEngine};
 
 /// The counters at one moment, to difference the next against.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -29,10 +30,17 @@ impl Snapshot {
     }
 }
 
-/// Logs a stats line every `every` until dropped (it never returns).
-pub async fn log_every(server: &Server, every: Duration) {
+/// Logs a stats line every `every` until dropped (it never returns), and with an on-disk
+/// `store` a second line on what its commits cost over the interval: commits (fsyncs) a
+/// second, records a commit, and the bucket bounds of the commit time's median and p99.
+pub async fn log_every(
+    server: &Server,
+    store: Option<&DurableStore<FjallEngine>>,
+    every: Duration,
+) {
     let counters = server.counters();
     let mut last = Snapshot::of(&counters);
+    let mut last_commits = store.map(DurableStore::commit_stats);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -59,12 +67,39 @@ pub async fn log_every(server: &Server, every: Duration) {
             "stats"
         );
         last = now;
+        if let (Some(store), Some(last_commits)) = (store, last_commits.as_mut()) {
+            let now = store.commit_stats();
+            let interval = now.since(last_commits);
+            tracing::info!(
+                commits_per_s = per_s(now.commits, last_commits.commits),
+                records_per_commit = format!(
+                    "{:.1}",
+                    interval.records as f64 / interval.commits.max(1) as f64
+                ),
+                commit_p50_us_at_most = bound(&interval, 0.5),
+                commit_p99_us_at_most = bound(&interval, 0.99),
+                "store"
+            );
+            *last_commits = now;
+        }
     }
 }
 
-/// `imlab serve --metrics-listen`: the server's counters and gauges, read at each scrape.
+/// The `q` quantile's bucket bound for the stats lines: "-" with no commit, "over" past the
+/// last bound.
+pub fn bound(interval: &CommitStatsSnapshot, q: f64) -> String {
+    match interval.quantile_bound_us(q) {
+        Some(us) => us.to_string(),
+        None if interval.commits == 0 => "-".to_string(),
+        None => format!("over {}", COMMIT_BUCKETS_US[COMMIT_BUCKETS_US.len() - 1]),
+    }
+}
+
+/// `imlab serve --metrics-listen`: the server's counters and gauges, and with `--data-dir`
+/// its store's commits, read at each scrape.
 pub struct ServerMetrics {
     pub server: std::sync::Arc<Server>,
+    pub store: Option<std::sync::Arc<DurableStore<FjallEngine>>>,
 }
 
 impl std::fmt::Debug for ServerMetrics {
@@ -171,6 +206,33 @@ impl prometheus_client::collector::Collector for ServerMetrics {
             "imlab_server_slow_consumer_kicks",
             "Connections closed because their outbox was full.",
             self.server.n_slow_consumer_kicks(),
-        )
+        )?;
+        if let Some(store) = &self.store {
+            let commits = store.commit_stats();
+            out.counter(
+                "imlab_store_commits",
+                "Commits of the on-disk store (group commits, one fsync each).",
+                commits.commits,
+            )?;
+            out.counter(
+                "imlab_store_records_committed",
+                "Records written by the on-disk store's commits.",
+                commits.records,
+            )?;
+            let buckets: Vec<(f64, u64)> = COMMIT_BUCKETS_US
+                .iter()
+                .map(|&us| us as f64 / 1e6)
+                .chain([f64::INFINITY])
+                .zip(commits.buckets)
+                .collect();
+            out.histogram(
+                "imlab_store_commit_seconds",
+                "Time of each commit of the on-disk store: its records written and its fsync.",
+                commits.total_us as f64 / 1e6,
+                commits.commits,
+                &buckets,
+            )?;
+        }
+        Ok(())
     }
 }

@@ -102,8 +102,78 @@ fn serve_exposes_its_counters_and_gauges() {
         "{body}"
     );
     assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(
+        !body.contains("imlab_store_"),
+        "a memory store has no commits: {body}"
+    );
     let (status, _) = get(metrics, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
+#[test]
+fn serve_on_disk_exposes_its_commits_and_their_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, lines) = serve_announcing(
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        2,
+    );
+    let (target, url) = (&lines[0], &lines[1]);
+    let metrics = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{url}"));
+    let output = imlab(&[
+        "load",
+        "--target",
+        target,
+        "--clients",
+        "10",
+        "--duration",
+        "1s",
+        "--msg-rate",
+        "50",
+        "--drain",
+        "1s",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let body = scrape_until(metrics, Duration::from_secs(10), |body| {
+        sample(body, "imlab_server_connections_open") == Some(0.0)
+    });
+    assert_eq!(
+        sample(&body, "imlab_server_messages_stored_total"),
+        Some(50.0),
+        "{body}"
+    );
+    let commits = sample(&body, "imlab_store_commits_total").unwrap_or_else(|| panic!("{body}"));
+    // Every acked send was committed: at least one commit.
+    assert!(commits >= 1.0, "{body}");
+    // Each of the 50 1:1 messages wrote four records (message, two inbox entries, dedupe).
+    let records = sample(&body, "imlab_store_records_committed_total").unwrap();
+    assert!(records >= 200.0, "{body}");
+    assert_eq!(
+        sample(&body, "imlab_store_commit_seconds_count"),
+        Some(commits),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "imlab_store_commit_seconds_bucket{le=\"+Inf\"}"),
+        Some(commits),
+        "{body}"
+    );
+    assert!(
+        sample(&body, "imlab_store_commit_seconds_sum").is_some_and(|sum| sum > 0.0),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE imlab_store_commit_seconds histogram"),
+        "{body}"
+    );
 }
 
 #[test]

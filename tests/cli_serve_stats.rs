@@ -73,6 +73,45 @@ fn serve_logs_stats_lines_without_colour_codes() {
 }
 
 #[test]
+fn serve_on_disk_logs_what_its_commits_cost() {
+    // With --data-dir a second line follows each stats line: the store's commits (fsyncs) a
+    // second over the interval, records a commit and the commit time's bucket bounds; "-"
+    // while nothing was committed. (The counts under load: cli_metrics.rs.)
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let seen = serve_log_until(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--stats-every",
+            "200ms",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        ": store commits_per_s=",
+    );
+    let store = seen.last().unwrap();
+    assert!(store.contains("INFO"), "{store}");
+    for field in [
+        "commits_per_s=0",
+        "records_per_commit=\"0.0\"",
+        "commit_p50_us_at_most=\"-\"",
+        "commit_p99_us_at_most=\"-\"",
+    ] {
+        assert!(store.contains(field), "{field} in {store}");
+    }
+    // In memory there is no such line: the stats line comes, the store's never.
+    let memory = serve_log_until(
+        &["--listen", "127.0.0.1:0", "--stats-every", "100ms"],
+        "messages_in_per_s=",
+    );
+    assert!(
+        !memory.iter().any(|line| line.contains(": store ")),
+        "{memory:#?}"
+    );
+}
+
+#[test]
 fn a_listen_backlog_beyond_the_kernels_cap_is_named_at_start() {
     // Linux caps every listen queue at net.core.somaxconn; elsewhere there is nothing to say.
     let Some(cap) = std::fs::read_to_string("/proc/sys/net/core/somaxconn")

@@ -1879,3 +1879,69 @@ async fn inspection_reads_inboxes_as_msg_ids_and_named_messages_a_page_at_a_time
     let dir = tempfile::tempdir().unwrap();
     check(fjall_store(dir.path(), DurableStoreLimits::default()).await).await;
 }
+
+/// The commit counts an operator reads (`DurableStore::commit_stats`) on the committer's task
+/// (the simulator's engine, its clock paused): every engine commit once, the records it wrote,
+/// and its time, here the engine's 2 ms, in the bucket bounded by 2 ms.
+#[tokio::test(start_paused = true)]
+async fn commit_stats_count_each_commit_its_records_and_its_time() {
+    let engine = Arc::new(MemEngine::with_commit_latency(Duration::from_millis(2)));
+    let store = Arc::new(
+        DurableStore::open(engine.clone(), DurableStoreLimits::default(), EPOCH)
+            .await
+            .unwrap(),
+    );
+    let (commits_at_open, stats_at_open) = (engine.commits(), store.commit_stats());
+    let n_appends = 60;
+    let tasks: Vec<_> = (0..n_appends)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(i * 150)).await;
+                store
+                    .append(send(&format!("u{}", i % 6), &format!("m{i}"), peer("hub")))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = store.commit_stats().since(&stats_at_open);
+    let commits = engine.commits() - commits_at_open;
+    assert!(commits > 1 && commits < n_appends, "{commits} commits");
+    assert_eq!(stats.commits, commits);
+    // A 1:1 message is four records: the message, both inbox entries and its dedupe record.
+    assert_eq!(stats.records, 4 * n_appends);
+    let two_ms = imlab_core::store::COMMIT_BUCKETS_US
+        .iter()
+        .position(|&us| us == 2_000)
+        .unwrap();
+    let mut expected = [0; imlab_core::store::COMMIT_BUCKETS_US.len() + 1];
+    expected[two_ms] = commits;
+    assert_eq!(stats.buckets, expected);
+    assert_eq!(stats.total_us, 2_000 * commits);
+    assert_eq!(stats.quantile_bound_us(0.99), Some(2_000));
+}
+
+/// The same counts on the disk's committer thread: each fsynced commit counted once, with its
+/// records, in some bucket.
+#[tokio::test]
+async fn commit_stats_on_the_disk_count_each_fsynced_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fjall_store(dir.path(), DurableStoreLimits::default()).await;
+    let (commits_at_open, stats_at_open) = (store.engine().commits(), store.commit_stats());
+    for i in 0..5 {
+        store
+            .append(send("alice", &format!("m{i}"), peer("bob")))
+            .await
+            .unwrap();
+    }
+    let stats = store.commit_stats().since(&stats_at_open);
+    assert_eq!(stats.commits, store.engine().commits() - commits_at_open);
+    assert!(stats.commits >= 1, "{stats:?}");
+    assert_eq!(stats.records, 4 * 5);
+    assert_eq!(stats.buckets.iter().sum::<u64>(), stats.commits);
+    assert!(stats.total_us > 0, "an fsync takes time: {stats:?}");
+}

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use durable::{
-    BlockingCommit, CURSOR_COMMIT_DELAY, DurableStore, DurableStoreLimits, Engine, EngineError,
-    FjallEngine, KeyValue, MemEngine, Partition, RecordError, WriteBatch, WriteOp,
+    BlockingCommit, COMMIT_BUCKETS_US, CURSOR_COMMIT_DELAY, CommitStatsSnapshot, DurableStore,
+    DurableStoreLimits, Engine, EngineError, FjallEngine, KeyValue, MemEngine, Partition,
+    RecordError, WriteBatch, WriteOp,
 };
 /// The durable store's on-disk layout, public (hidden) so the store bench writes records
 /// exactly as the store does.

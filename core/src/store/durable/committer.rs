@@ -84,7 +84,10 @@ async fn commit_round<E: Engine>(shared: &Shared<E>) -> bool {
         // Only duplicates waiting for earlier batches: nothing to write.
         Ok(())
     } else {
-        shared.engine.commit(writes).await
+        let (records, started) = (writes.len(), Instant::now());
+        let result = shared.engine.commit(writes).await;
+        shared.commit_stats.record(records, started.elapsed());
+        result
     };
     finish_round(shared, batch, result);
     true
@@ -117,7 +120,10 @@ pub(super) fn run_on_thread<E: Engine>(shared: Arc<Shared<E>>) {
             let result = if writes.is_empty() {
                 Ok(())
             } else {
-                blocking.commit_blocking(writes)
+                let (records, started) = (writes.len(), Instant::now());
+                let result = blocking.commit_blocking(writes);
+                shared.commit_stats.record(records, started.elapsed());
+                result
             };
             finish_round(&shared, batch, result);
             state = shared.lock();

@@ -27,6 +27,7 @@ mod mem;
 #[doc(hidden)]
 pub mod record;
 mod state;
+mod stats;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +45,8 @@ pub use self::fjall::FjallEngine;
 pub use self::mem::MemEngine;
 pub use self::record::RecordError;
 use self::state::State;
+use self::stats::CommitStats;
+pub use self::stats::{COMMIT_BUCKETS_US, CommitStatsSnapshot};
 use super::{MemoryStoreLimits, StoreError, StoredMessage};
 
 /// Bounds of the durable store. The first four mean what they mean for
@@ -183,6 +186,8 @@ struct Shared<E: Engine> {
     closing: AtomicBool,
     /// Set when the store is dropped: the committer thread stops without committing more.
     stopping: AtomicBool,
+    /// What the engine's commits cost (`stats.rs`), counted by the committer.
+    commit_stats: CommitStats,
 }
 
 impl<E: Engine> Shared<E> {
@@ -410,6 +415,7 @@ impl<E: Engine> DurableStore<E> {
             thread_sleep: AtomicU8::new(committer::AWAKE),
             closing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            commit_stats: CommitStats::default(),
         });
         let filter_scan = fill_dedupe_filter(&shared)?;
         let committer = if shared.on_thread {
@@ -483,6 +489,12 @@ impl<E: Engine> DurableStore<E> {
     /// The engine, for its counters.
     pub fn engine(&self) -> &Arc<E> {
         &self.shared.engine
+    }
+
+    /// The engine commits so far, their records and how long they took (on the disk, each
+    /// with its fsync), read without the store's lock.
+    pub fn commit_stats(&self) -> CommitStatsSnapshot {
+        self.shared.commit_stats.snapshot()
     }
 
     /// The store's limits.
