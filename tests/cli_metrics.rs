@@ -43,20 +43,16 @@ fn scrape_until(addr: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> St
     }
 }
 
-#[test]
-fn serve_exposes_its_counters_and_gauges() {
-    let (_server, lines) = serve_announcing(&["--metrics-listen", "127.0.0.1:0"], 2);
-    let (target, url) = (&lines[0], &lines[1]);
-    let metrics = url
-        .strip_prefix("http://")
+/// `HOST:PORT` of the `metrics: http://HOST:PORT/metrics` line `imlab serve` announces.
+fn metrics_addr(url: &str) -> &str {
+    url.strip_prefix("http://")
         .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{url}"));
-    let before = scrape_until(metrics, Duration::ZERO, |_| true);
-    assert_eq!(
-        sample(&before, "imlab_server_logins_total"),
-        Some(0.0),
-        "{before}"
-    );
+        .unwrap_or_else(|| panic!("{url}"))
+}
+
+/// Ten clients of `imlab load` send 50 messages to `target` in a second; then the metrics at
+/// `metrics`, scraped once every connection has closed.
+fn fifty_messages_then_scrape(target: &str, metrics: &str) -> String {
     let output = imlab(&[
         "load",
         "--target",
@@ -71,10 +67,23 @@ fn serve_exposes_its_counters_and_gauges() {
         "1s",
     ]);
     assert!(output.status.success(), "{output:?}");
-    // Counted once the load's clients have gone: every login and every stored message.
-    let body = scrape_until(metrics, Duration::from_secs(10), |body| {
+    scrape_until(metrics, Duration::from_secs(10), |body| {
         sample(body, "imlab_server_connections_open") == Some(0.0)
-    });
+    })
+}
+
+#[test]
+fn serve_exposes_its_counters_and_gauges() {
+    let (_server, lines) = serve_announcing(&["--metrics-listen", "127.0.0.1:0"], 2);
+    let (target, metrics) = (&lines[0], metrics_addr(&lines[1]));
+    let before = scrape_until(metrics, Duration::ZERO, |_| true);
+    assert_eq!(
+        sample(&before, "imlab_server_logins_total"),
+        Some(0.0),
+        "{before}"
+    );
+    // Counted once the load's clients have gone: every login and every stored message.
+    let body = fifty_messages_then_scrape(target, metrics);
     assert_eq!(
         sample(&body, "imlab_server_logins_total"),
         Some(10.0),
@@ -123,28 +132,7 @@ fn serve_on_disk_exposes_its_commits_and_their_times() {
         ],
         2,
     );
-    let (target, url) = (&lines[0], &lines[1]);
-    let metrics = url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{url}"));
-    let output = imlab(&[
-        "load",
-        "--target",
-        target,
-        "--clients",
-        "10",
-        "--duration",
-        "1s",
-        "--msg-rate",
-        "50",
-        "--drain",
-        "1s",
-    ]);
-    assert!(output.status.success(), "{output:?}");
-    let body = scrape_until(metrics, Duration::from_secs(10), |body| {
-        sample(body, "imlab_server_connections_open") == Some(0.0)
-    });
+    let body = fifty_messages_then_scrape(&lines[0], metrics_addr(&lines[1]));
     assert_eq!(
         sample(&body, "imlab_server_messages_stored_total"),
         Some(50.0),
