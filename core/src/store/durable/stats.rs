@@ -3,7 +3,7 @@
 //! buckets. An operator whose sends slow down asks first whether the disk is why; `imlab
 //! serve` shows these as Prometheus metrics and in its stats line.
 //!
-//! Fixed buckets in atomics: a commit costs three relaxed additions, and a reader takes a
+//! Fixed buckets in atomics: a commit costs four relaxed additions, and a reader takes a
 //! [`CommitStatsSnapshot`] whenever it likes, with no lock shared with the committer. The
 //! durations come from the runtime's clock (tokio's `Instant`), as the rest of the committer's
 //! timing does, so the simulator's paused clock times its commits too and nothing here reads
