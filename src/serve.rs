@@ -340,6 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 format!("{:.1}", stats.records as f64 / stats.commits.max(1) as f64),
             commit_p50_us_at_most = crate::serve_stats::bound(&stats, 0.5),
             commit_p99_us_at_most = crate::serve_stats::bound(&stats, 0.99),
+            commit_max_us_at_most = crate::serve_stats::bound(&stats, 1.0),
             messages = durable.n_messages(),
             "on-disk store: one fsync per commit"
         );

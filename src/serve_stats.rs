@@ -32,7 +32,8 @@ impl Snapshot {
 
 /// Logs a stats line every `every` until dropped (it never returns), and with an on-disk
 /// `store` a second line on what its commits cost over the interval: commits (fsyncs) a
-/// second, records a commit, and the bucket bounds of the commit time's median and p99.
+/// second, records a commit, and the bucket bounds of the commit time's median, p99 and
+/// slowest (where a stall shows first: a flush's table fighting the fsyncs for the disk).
 pub async fn log_every(
     server: &Server,
     store: Option<&DurableStore<FjallEngine>>,
@@ -78,6 +79,7 @@ pub async fn log_every(
                 ),
                 commit_p50_us_at_most = bound(&interval, 0.5),
                 commit_p99_us_at_most = bound(&interval, 0.99),
+                commit_max_us_at_most = bound(&interval, 1.0),
                 "store"
             );
             *last_commits = now;
