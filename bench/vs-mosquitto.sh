@@ -25,9 +25,10 @@
 # over the whole load run, ramp and drain included, divided by messages sent); RSS per
 # connection of the server (RSS with every client connected less RSS before, / CLIENTS) and
 # of the generator (its RSS / CLIENTS), both sampled during the send phase; fsyncs a second
-# of `imlab serve --data-dir` over its life, as it reports at exit, and the upper bound of the
-# bucket holding its commits' p99 (a commit's records written and its fsync; the server's
-# `commit_p99_us_at_most`), so a failed durable step shows whether the disk was slow. With an imlab-disk target,
+# of `imlab serve --data-dir` over its life, as it reports at exit, and the upper bounds of the
+# buckets holding its commits' p99 and its slowest commit (a commit's records written and its
+# fsync; the server's `commit_p99_us_at_most` and `commit_max_us_at_most`), so a failed durable
+# step shows whether its commits were slow. With an imlab-disk target,
 # the disk's own fsync latency (200 appends of 3 KB in the directory the data lives in) is
 # measured before and after the runs and printed under the table: the anchor of the durable
 # rows.
@@ -178,17 +179,19 @@ run_at() {
     # imlab serve --data-dir says at exit how many fsyncs a second it made.
     local fsyncs
     fsyncs=$(grep -so 'fsyncs_per_s="[0-9.]*"' "$tmp/serve.err" | tr -dc '0-9.' || true)
-    # And the bucket bound of its commits' p99 (records written and fsync), "over 1000000"
-    # past the last bound.
-    local commit_p99
+    # And the bucket bounds of its commits' p99 and slowest (records written and fsync),
+    # "over1000000" past the last bound.
+    local commit_p99 commit_max
     commit_p99=$(grep -so 'commit_p99_us_at_most="[^"]*"' "$tmp/serve.err" | cut -d'"' -f2 | tr -d ' ' || true)
-    case $1 in imlab-disk* | imlab-shm*) ;; *) fsyncs=-; commit_p99=- ;; esac
+    commit_max=$(grep -so 'commit_max_us_at_most="[^"]*"' "$tmp/serve.err" | cut -d'"' -f2 | tr -d ' ' || true)
+    case $1 in imlab-disk* | imlab-shm*) ;; *) fsyncs=-; commit_p99=-; commit_max=- ;; esac
     if [ -z "$fsyncs" ]; then fsyncs=-; fi
     if [ -z "$commit_p99" ]; then commit_p99=-; fi
+    if [ -z "$commit_max" ]; then commit_max=-; fi
     if [ ! -f "$tmp/run/results.json" ]; then
         echo "  $1 at $2: no results; the generator said:" >&2
         tail -3 "$tmp/load.out" >&2
-        echo "- - 1 - - - - $fsyncs $commit_p99"
+        echo "- - 1 - - - - $fsyncs $commit_p99 $commit_max"
         return
     fi
     python3 - "$tmp/run/results.json" "$server_cpu" "$load_cpu" "$hz" "$server_rss0" \
@@ -206,7 +209,7 @@ print(f'{d["p50"]:.2f} {d["p99"]:.2f} {bad} {us(server_ticks):.1f} {us(load_tick
       f'{(rss - rss0) * 1024 // clients if rss else -1} {load_rss * 1024 // clients if load_rss else -1}',
       end=' ')
 PY
-    echo "$fsyncs $commit_p99"
+    echo "$fsyncs $commit_p99 $commit_max"
 }
 
 # The durable store's anchor: how long this disk takes to make an append durable, measured
@@ -253,17 +256,17 @@ median() { tr ';' '\n' <<<"$1" | grep . | sort -n -k2 | awk '{a[NR]=$0} END {pri
 
 echo
 echo "imlab load vs mosquitto ($clients clients, 200-byte bodies, 1:1, open loop, $duration per run, median of $repeat by p99, KEEP_AWAKE=${KEEP_AWAKE:-0}, LOAD_THREADS=${LOAD_THREADS:-0})"
-printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s %13s\n' target rate p50_ms p99_ms bad \
-    srv_us/msg gen_us/msg srv_B/conn gen_B/cli fsync/s commit_p99_us
+printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s %13s %13s\n' target rate p50_ms p99_ms bad \
+    srv_us/msg gen_us/msg srv_B/conn gen_B/cli fsync/s commit_p99_us commit_max_us
 # A target's rate is the highest step below its first failing one: a pass above a failure
 # (p99 hovering about the bound) does not count.
 declare -A best best_p99 p50_at failed
 for target in "${targets[@]}"; do
     best[$target]=0; best_p99[$target]=-; failed[$target]=false
     for rate in "${rates[@]}"; do
-        read -r p50 p99 bad s_us l_us s_b l_b fsyncs commit_p99 <<<"$(median "${cell[$target/$rate]}")"
-        printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s %13s\n' "$target" "$rate" "$p50" "$p99" \
-            "$bad" "$s_us" "$l_us" "$s_b" "$l_b" "$fsyncs" "$commit_p99"
+        read -r p50 p99 bad s_us l_us s_b l_b fsyncs commit_p99 commit_max <<<"$(median "${cell[$target/$rate]}")"
+        printf '%-13s %7s %8s %8s %5s %10s %9s %10s %9s %8s %13s %13s\n' "$target" "$rate" "$p50" "$p99" \
+            "$bad" "$s_us" "$l_us" "$s_b" "$l_b" "$fsyncs" "$commit_p99" "$commit_max"
         [ -z "${p50_at[$target]:-}" ] && p50_at[$target]=$p50
         if [ "$p99" != - ] && python3 -c "import sys; sys.exit(0 if $p99 < $p99_ms and $bad == 0 else 1)"; then
             if ! ${failed[$target]}; then best[$target]=$rate; best_p99[$target]=$p99; fi
