@@ -1,8 +1,9 @@
 //! `imlab serve`'s periodic stats line: what an operator watching the log of a loaded server
 //! wants every few seconds (connections, logins and refusals by cause, messages in and out
 //! per second, the fan-out queue's and the outboxes' high-water marks and slow consumers kicked
-//! for a full outbox), at info level; and the same numbers as Prometheus metrics
-//! ([`ServerMetrics`], `--metrics-listen`).
+//! for a full outbox), at info level, and with `--data-dir` a second line on what the store's
+//! commits cost; and the same numbers as Prometheus metrics ([`ServerMetrics`],
+//! `--metrics-listen`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
