@@ -176,14 +176,14 @@ run_at() {
     wait $load_pid || true
     local server_cpu=$(( $(cpu_ticks $server_pid) - server_cpu0 ))
     stop_target
-    # imlab serve --data-dir says at exit how many fsyncs a second it made.
-    local fsyncs
-    fsyncs=$(grep -so 'fsyncs_per_s="[0-9.]*"' "$tmp/serve.err" | tr -dc '0-9.' || true)
-    # And the bucket bounds of its commits' p99 and slowest (records written and fsync),
-    # "over1000000" past the last bound.
-    local commit_p99 commit_max
-    commit_p99=$(grep -so 'commit_p99_us_at_most="[^"]*"' "$tmp/serve.err" | cut -d'"' -f2 | tr -d ' ' || true)
-    commit_max=$(grep -so 'commit_max_us_at_most="[^"]*"' "$tmp/serve.err" | cut -d'"' -f2 | tr -d ' ' || true)
+    # imlab serve --data-dir says at exit how many fsyncs a second it made, and the bucket
+    # bounds of its commits' p99 and slowest (records written and fsync), "over1000000" past
+    # the last bound.
+    exit_field() { grep -so "$1=\"[^\"]*\"" "$tmp/serve.err" | cut -d'"' -f2 | tr -d ' ' || true; }
+    local fsyncs commit_p99 commit_max
+    fsyncs=$(exit_field fsyncs_per_s)
+    commit_p99=$(exit_field commit_p99_us_at_most)
+    commit_max=$(exit_field commit_max_us_at_most)
     case $1 in imlab-disk* | imlab-shm*) ;; *) fsyncs=-; commit_p99=-; commit_max=- ;; esac
     if [ -z "$fsyncs" ]; then fsyncs=-; fi
     if [ -z "$commit_p99" ]; then commit_p99=-; fi

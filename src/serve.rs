@@ -336,8 +336,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             commits,
             fsyncs_per_s = format!("{:.1}", commits as f64 / secs.max(0.001)),
-            records_per_commit =
-                format!("{:.1}", stats.records as f64 / stats.commits.max(1) as f64),
+            records_per_commit = crate::serve_stats::records_per_commit(&stats),
             commit_p50_us_at_most = crate::serve_stats::bound(&stats, 0.5),
             commit_p99_us_at_most = crate::serve_stats::bound(&stats, 0.99),
             commit_max_us_at_most = crate::serve_stats::bound(&stats, 1.0),

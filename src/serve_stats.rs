@@ -74,10 +74,7 @@ pub async fn log_every(
             let interval = now.since(last_commits);
             tracing::info!(
                 commits_per_s = per_s(now.commits, last_commits.commits),
-                records_per_commit = format!(
-                    "{:.1}",
-                    interval.records as f64 / interval.commits.max(1) as f64
-                ),
+                records_per_commit = records_per_commit(&interval),
                 commit_p50_us_at_most = bound(&interval, 0.5),
                 commit_p99_us_at_most = bound(&interval, 0.99),
                 commit_max_us_at_most = bound(&interval, 1.0),
@@ -86,6 +83,14 @@ pub async fn log_every(
             *last_commits = now;
         }
     }
+}
+
+/// Records a commit over `commits`, for the stats lines.
+pub fn records_per_commit(commits: &CommitStatsSnapshot) -> String {
+    format!(
+        "{:.1}",
+        commits.records as f64 / commits.commits.max(1) as f64
+    )
 }
 
 /// The `q` quantile's bucket bound for the stats lines: "-" with no commit, "over" past the
