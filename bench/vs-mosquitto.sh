@@ -178,8 +178,12 @@ run_at() {
     stop_target
     # imlab serve --data-dir says at exit how many fsyncs a second it made, and the bucket
     # bounds of its commits' p99 and slowest (records written and fsync), "over1000000" past
-    # the last bound.
-    exit_field() { grep -so "$1=\"[^\"]*\"" "$tmp/serve.err" | cut -d'"' -f2 | tr -d ' ' || true; }
+    # the last bound: read off its exit line only, as each `store` stats line before it has the
+    # same fields for its own interval.
+    exit_field() {
+        grep -s "one fsync per commit" "$tmp/serve.err" | tail -1 | grep -o "$1=\"[^\"]*\"" |
+            cut -d'"' -f2 | tr -d ' ' || true
+    }
     local fsyncs commit_p99 commit_max
     fsyncs=$(exit_field fsyncs_per_s)
     commit_p99=$(exit_field commit_p99_us_at_most)
