@@ -7,6 +7,11 @@
 //! Re-run when the checkout's commit moves or a source directory changes (that is when the
 //! dirty mark can change for code); only paths that exist are named, because cargo re-runs a
 //! build script every time for a path that does not.
+//!
+//! A release build of `imlab` for x86_64 Linux (whose linker is rustc's lld) also lays out its
+//! code in the order of `link/symbol-order.txt`: the functions `imlab load` runs first, together
+//! (written by `bench/symbol-order.sh`, which says why). A name the linker does not find is
+//! skipped, so a stale file orders less and fails nothing.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,7 +29,11 @@ const SOURCES: &[&str] = &[
     "reports",
     "loadgen",
     "vendor",
+    "link",
 ];
+
+/// The functions `imlab load` runs, for the linker to put first.
+const SYMBOL_ORDER: &str = "link/symbol-order.txt";
 
 /// Where git records the commit a checkout is at.
 const GIT_REFS: &[&str] = &[".git/HEAD", ".git/refs/heads", ".git/packed-refs"];
@@ -39,6 +48,21 @@ fn main() {
         "cargo:rustc-env=IMLAB_COMMIT={}",
         commit().unwrap_or_default()
     );
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let profile = std::env::var("PROFILE").unwrap_or_default();
+    let order = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|dir| Path::new(&dir).join(SYMBOL_ORDER))
+        .filter(|order| order.exists());
+    if let Some(order) = order
+        && target == "x86_64-unknown-linux-gnu"
+        && profile == "release"
+    {
+        println!(
+            "cargo:rustc-link-arg-bin=imlab=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bin=imlab=-Wl,--no-warn-symbol-ordering");
+    }
 }
 
 fn commit() -> Option<String> {

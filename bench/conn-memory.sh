@@ -12,7 +12,9 @@
 # processes' RSS once every client is connected, and prints a table. Uses target/release.
 # The generator's bytes per client are its whole RSS over the clients, as the goal counts
 # them; its baseline (the same load with 2 clients: code pages, runtime, histograms) is
-# printed too, and the bytes per client above it.
+# printed too, and the bytes per client above it. So is how many of link/symbol-order.txt's
+# functions the binary has: the linker puts those first (build.rs), and a binary that has few
+# of them maps several MB more of its code (bench/symbol-order.sh writes the file again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-10000}
@@ -93,4 +95,10 @@ printf '%-34s %12s\n' "load generator RSS (KiB)" "$load_kb"
 printf '%-34s %12s\n' "load generator bytes per client" "$per_load"
 printf '%-34s %12s\n' "load generator baseline (KiB)" "$base_kb"
 printf '%-34s %12s\n' "  per client above the baseline" "$per_load_above"
+if [ -f link/symbol-order.txt ] && command -v nm >/dev/null; then
+    ordered=$(nm --defined-only "$bin" 2>/dev/null | awk 'NF == 3 { print $3 }' | sort -u |
+        grep -cxFf <(grep -v '^#' link/symbol-order.txt) || true)
+    printf '%-34s %12s\n' "link/symbol-order.txt functions" \
+        "${ordered:-0}/$(grep -vc '^#' link/symbol-order.txt)"
+fi
 grep -E "lost|connections" "$out/load.out" | head -5 || true
