@@ -39,7 +39,8 @@ pub const GROUP_LEN: usize = 256;
 pub const GROUPS_A_THREAD: usize = 8;
 
 /// Client futures of one run, of whatever one type the run's protocol makes (the first
-/// [`ClientPool::spawn`] picks it).
+/// [`ClientPool::spawn`] picks it). What a future returns is dropped: taking any output spares
+/// each client's box the adapter (8 bytes) that would turn it into `()`.
 pub struct ClientPool {
     group_len: usize,
     pool: OnceLock<Box<dyn AnyPool>>,
@@ -84,7 +85,7 @@ impl ClientPool {
     /// if an earlier spawn had another type.
     pub fn spawn<F>(&self, future: F)
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
     {
         let pool = self
             .pool
@@ -151,7 +152,7 @@ struct Filling<F> {
     closed: bool,
 }
 
-impl<F: Future<Output = ()> + Send + 'static> Pool<F> {
+impl<F: Future + Send + 'static> Pool<F> {
     fn new(group_len: usize) -> Pool<F> {
         Pool {
             group_len,
@@ -188,7 +189,7 @@ impl<F: Future<Output = ()> + Send + 'static> Pool<F> {
     }
 }
 
-impl<F: Future<Output = ()> + Send + 'static> AnyPool for Pool<F> {
+impl<F: Future + Send + 'static> AnyPool for Pool<F> {
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -237,7 +238,7 @@ struct Inbox<F> {
     gone: bool,
 }
 
-impl<F: Future<Output = ()> + Send + 'static> Group<F> {
+impl<F: Future + Send + 'static> Group<F> {
     fn new() -> Arc<Group<F>> {
         Arc::new(Group {
             inbox: Mutex::new(Inbox {
@@ -315,7 +316,7 @@ struct GroupTask<F> {
     batch: Vec<u32>,
 }
 
-impl<F: Future<Output = ()> + Send + 'static> GroupTask<F> {
+impl<F: Future + Send + 'static> GroupTask<F> {
     fn new(group: Arc<Group<F>>, len: usize, tasks: Arc<Tasks>) -> GroupTask<F> {
         GroupTask {
             group,
@@ -363,7 +364,7 @@ impl<F: Future<Output = ()> + Send + 'static> GroupTask<F> {
         let ended =
             match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
                 Ok(Poll::Pending) => false,
-                Ok(Poll::Ready(())) | Err(_) => true,
+                Ok(Poll::Ready(_)) | Err(_) => true,
             };
         if ended {
             slot.future = None;
@@ -372,7 +373,7 @@ impl<F: Future<Output = ()> + Send + 'static> GroupTask<F> {
     }
 }
 
-impl<F: Future<Output = ()> + Send + 'static> Future for GroupTask<F> {
+impl<F: Future + Send + 'static> Future for GroupTask<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -30,14 +30,16 @@
 //! so a conversation's messages are stored in send order.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::num::NonZeroU64;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::mailbox::Sends;
 use super::{Client, ClientEvent, ClientExit, Command, DisconnectCause, ShownIds, lock};
 use crate::codec::FrameIoError;
 use crate::framed::FrameIo;
@@ -167,8 +169,9 @@ struct Live {
     retry_at: Option<At>,
     ping: Option<PingInFlight>,
     next_ping_at: At,
-    /// The id of the next Ping written.
-    next_ping_id: u64,
+    /// The id of the next Ping written. 32 bits (a Ping a second for 136 years), so that it
+    /// and the two flags share one word of every client's task.
+    next_ping_id: u32,
     /// The only frame buffered for the next flush is a Ping (not traffic for the strategy).
     ping_just_fed: bool,
     /// Pushed messages processed up to `ack_seq` and not acked yet, and the latest time their
@@ -362,12 +365,7 @@ pub(super) fn run<C: Connector>(client: &mut Client<C>) -> impl Future<Output = 
         if sync_on_connect {
             start_sync(client, &mut live, &mut io, last_seq);
         }
-        for request in client
-            .pending_requests
-            .take()
-            .into_iter()
-            .flat_map(|queue| *queue)
-        {
+        for request in client.take_pending_requests() {
             feed(&mut io, group_request(request));
         }
         // Decided before the goodbye's await, in a block of its own: the cause and the failed
@@ -632,7 +630,10 @@ where
                     }
                 }
                 live.ping_just_fed = false;
-                match tokio::time::timeout(client.config.send_timeout, io.flush()).await {
+                // The flush as one poll: `FrameIo::flush`'s own future took 16 bytes more
+                // beside the timer.
+                let flush = std::future::poll_fn(|cx| io.poll_flush(cx));
+                match tokio::time::timeout(client.config.send_timeout, flush).await {
                     Err(_) => return Ok(DisconnectCause::ConnectionLost("write stalled".into())),
                     Ok(Err(error)) => {
                         return Ok(DisconnectCause::ConnectionLost(error.to_string()));
@@ -641,31 +642,13 @@ where
                 }
             }
             let deadline = next_deadline(client, live);
-            // What `tokio::select!` (biased) over the frame, the command, the sends and the
-            // timer did, as one poll: its state is the timer and three pointers, where the
-            // select's futures, mask and closure took 40 bytes more in every client's task.
             // The wait for sends and the timer are dropped before anything is handled.
-            let woke = {
-                let mut sends = client.commands.0.sends();
-                let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
-                let frames = &mut *io;
-                std::future::poll_fn(move |cx| {
-                    if let Poll::Ready(next) = frames.poll_next(cx) {
-                        return Poll::Ready(Woke::Frame(next));
-                    }
-                    if let Poll::Ready(command) = sends.poll_command(cx) {
-                        return Poll::Ready(Woke::Command(command));
-                    }
-                    if Pin::new(&mut sends).poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Sends);
-                    }
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woke::Timer);
-                    }
-                    Poll::Pending
-                })
-                .await
-            };
+            let woke = Wait {
+                frames: &mut *io,
+                sends: client.commands.0.sends(),
+                timer: tokio::time::sleep_until(deadline),
+            }
+            .await;
             match woke {
                 Woke::Frame(next) => {
                     let frame = match next {
@@ -707,7 +690,7 @@ where
                     }
                     Some(Command::GoOnline) => client.online = true,
                     Some(Command::NetworkChanged { network }) => {
-                        client.network = Some(Box::new(network.clone()));
+                        client.set_network(network.clone());
                         client.sync_page_bytes = super::SYNC_PAGE_BYTES_INITIAL;
                         client.heartbeat_event(HeartbeatEvent::NetworkChanged { network });
                         return Ok(DisconnectCause::NetworkChanged);
@@ -733,6 +716,40 @@ where
                 }
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A logged-in connection's wait: what `tokio::select!` (biased) over the frame, the
+    /// command, the sends and the timer did, as one poll. It holds the timer itself and two
+    /// pointers, where a `poll_fn` took a third pointer to the timer beside it, and the
+    /// select's futures, mask and closure 40 bytes more, in every client's task.
+    struct Wait<'a, S> {
+        frames: &'a mut FrameIo<S>,
+        sends: Sends<'a>,
+        #[pin]
+        timer: tokio::time::Sleep,
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Wait<'_, S> {
+    type Output = Woke;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woke> {
+        let this = self.project();
+        if let Poll::Ready(next) = this.frames.poll_next(cx) {
+            return Poll::Ready(Woke::Frame(next));
+        }
+        if let Poll::Ready(command) = this.sends.poll_command(cx) {
+            return Poll::Ready(Woke::Command(command));
+        }
+        if Pin::new(&mut *this.sends).poll(cx).is_ready() {
+            return Poll::Ready(Woke::Sends);
+        }
+        if this.timer.poll(cx).is_ready() {
+            return Poll::Ready(Woke::Timer);
+        }
+        Poll::Pending
     }
 }
 
@@ -812,9 +829,9 @@ fn on_timer<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
             let since = client.now();
             let interval = client.heartbeat.interval(since);
             let id = live.next_ping_id;
-            live.next_ping_id += 1;
+            live.next_ping_id = id.wrapping_add(1);
             live.ping = Some(PingInFlight::new(client.at(now), interval));
-            feed(out, Body::Ping(proto::Ping { id }));
+            feed(out, Body::Ping(proto::Ping { id: id.into() }));
             live.ping_just_fed = true;
             client.emit(ClientEvent::HeartbeatSent { interval });
         }
@@ -993,7 +1010,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         Body::Pong(pong) => {
-            let in_flight_id = live.next_ping_id - 1;
+            let in_flight_id = u64::from(live.next_ping_id.wrapping_sub(1));
             if let Some(ping) = live.ping.take_if(|_| pong.id == in_flight_id) {
                 let rtt = ping.sent_at.instant(client.started).elapsed();
                 client.heartbeat_event(HeartbeatEvent::Succeeded {

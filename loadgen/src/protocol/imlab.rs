@@ -182,8 +182,9 @@ impl Protocol for Arc<Imlab> {
             self.seed ^ u64::from(client),
         );
         // The core's future itself, not an async block awaiting it: a block would hold the
-        // core (about 700 bytes) beside the future that owns it, in every client's slot.
-        clients.spawn(futures::FutureExt::map(core.run(), drop));
+        // core (about 700 bytes) beside the future that owns it, in every client's slot. The
+        // pool drops its exit (the observer has seen it).
+        clients.spawn(core.run());
         Box::new(ImlabDevice {
             handle,
             client,
@@ -314,9 +315,13 @@ impl ClientObserver for Observer {
 mod tests {
     use super::*;
 
-    /// The future a client runs (the core's, its exit dropped) lives in a box of its own in
-    /// the run's client pool (`crate::pool`), in the allocator's 512-byte class at 512 bytes
-    /// or less; 8 more take 640 bytes in every client of a run. In a tokio task of its own
+    /// The future a client runs (the core's; the pool drops its exit) lives in a box of its
+    /// own in the run's client pool (`crate::pool`), in the allocator's 448-byte class at 448
+    /// bytes or less; 8 more take 512 bytes in every client of a run. The release build lays
+    /// it out in 448; the dev build's (this test's in CI) takes 8 more, its MIR optimized
+    /// less. It was 480 before the client kept its rare fields in one box, its connector in
+    /// one pointer, its next Ping's id in 32 bits and its wait's timer in the wait itself,
+    /// and 488 in the `Map` that turned its exit into `()`. In a tokio task of its own
     /// it took a 640-byte cell (header 32, scheduler, id and spawn location 24, the future's
     /// stage 8 more than the future, trailer 48, aligned to 128). It is 496 with the
     /// connection's TCP stream inline (`transport::AnyStream`: 24 bytes here for a 32-byte
@@ -325,7 +330,7 @@ mod tests {
     /// queue made at the first send, and its frame buffers one allocation made only while
     /// either holds bytes.
     #[tokio::test]
-    async fn a_client_core_fits_a_512_byte_box() {
+    async fn a_client_core_fits_a_448_byte_box() {
         let connector = DynConnector::new(imlab_core::net::TcpConnector {
             target: "127.0.0.1:9".parse().unwrap(),
         });
@@ -337,9 +342,10 @@ mod tests {
             Arc::new(imlab_core::client::NoObserver),
             1,
         );
-        let task = futures::FutureExt::map(core.run(), drop);
+        let task = core.run();
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 512, "the client core's future is {size} bytes");
+        let bound = if cfg!(debug_assertions) { 456 } else { 448 };
+        assert!(size <= bound, "the client core's future is {size} bytes");
     }
 
     #[test]
