@@ -4,9 +4,10 @@
 //!
 //! A tokio task is a cell aligned to 128 bytes (header, scheduler, id, the future's stage and
 //! trailer): the client core's 496-byte future took a 640-byte cell. In a group a client is
-//! its future in a box of its own (512 bytes in the allocator's class), its waker (32: the
-//! group, the client's index in it, whether it is queued) and its slot in the group's task
-//! (16), and its share of the group's two index lists (8): about 570 bytes.
+//! its future in a box of its own (448 bytes in the allocator's class, for the core's future
+//! of 448), its waker (32: the group, the client's index in it, whether it is queued) and its
+//! slot in the group's task (16), and its share of the group's two index lists (8): about 500
+//! bytes.
 //!
 //! Waking a client queues its index once on the group's ready list and wakes the group's
 //! task, which polls the queued clients in the order they were woken. The task gives its

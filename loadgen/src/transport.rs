@@ -26,7 +26,7 @@ use crate::source::SourceConnector;
 /// Any opened stream: a plain TCP stream kept inline (`Left`), anything else (TLS,
 /// WebSocket, a carrier's shaped stream) boxed (`Right`). A box per connection cost an idle
 /// client of `imlab load` 32 bytes (`bench/conn-memory.sh`); the inline stream costs the
-/// client core's future 24 bytes, inside its 512-byte box (the size test in
+/// client core's future 24 bytes, inside its 448-byte box (the size test in
 /// `protocol/imlab.rs`). MQTT's session boxes it again ([`into_boxed`]): its future has no
 /// room left.
 pub type AnyStream = Either<tokio::net::TcpStream, Box<dyn Stream>>;
