@@ -659,6 +659,50 @@ mod tests {
         drop(pool);
     }
 
+    /// A client's output is dropped as it ends, whatever its type: the pool needs no
+    /// adapter turning it into `()`.
+    #[tokio::test]
+    async fn a_clients_output_is_dropped_as_it_ends() {
+        struct Output(Arc<AtomicUsize>);
+        impl Drop for Output {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        type Client = Pin<Box<dyn Future<Output = Output> + Send>>;
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let pool = ClientPool::with_group_len(4);
+        let (send, receive) = oneshot::channel::<()>();
+        let last = dropped.clone();
+        pool.spawn::<Client>(Box::pin(async move {
+            let _ = receive.await;
+            Output(last)
+        }));
+        for _ in 0..5 {
+            let dropped = dropped.clone();
+            pool.spawn::<Client>(Box::pin(async move {
+                tokio::task::yield_now().await;
+                Output(dropped)
+            }));
+        }
+        for _ in 0..1_000 {
+            if dropped.load(Ordering::SeqCst) == 5 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            5,
+            "each ended client's output"
+        );
+        send.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), pool.join())
+            .await
+            .expect("every client ended");
+        assert_eq!(dropped.load(Ordering::SeqCst), 6);
+    }
+
     /// A waker kept after its client ended may still be woken: nothing is polled.
     #[tokio::test]
     async fn a_waker_outliving_its_client_is_harmless() {

@@ -673,4 +673,57 @@ mod tests {
         lock(&state).outgoing.pop_front();
         assert_eq!(send("c"), Ok(()), "room again once one is acked");
     }
+
+    /// The network the app moved to and the group requests waiting for a connection share
+    /// one box, made when either is set and let go once neither is: taking the requests keeps
+    /// the network, and the network stays the device's.
+    #[test]
+    fn rare_fields_share_one_box_made_and_let_go_as_needed() {
+        let (mut core, _handle) = Client::new(
+            TcpConnector {
+                target: "127.0.0.1:9".parse().unwrap(),
+            },
+            ClientConfig::default(),
+            ClientState::new("u1", "d1").shared(),
+            crate::heartbeat::parse_strategy("fixed:60s").unwrap(),
+            Arc::new(NoObserver),
+            1,
+        );
+        let request = |n: u64| Command::JoinGroup {
+            request_id: n,
+            group: format!("g{n}"),
+        };
+        let mut connect_now = false;
+        assert!(core.rare.is_none(), "a new client holds no box");
+        assert_eq!(core.network(), "default");
+        core.apply_command(Some(request(1)), &mut connect_now);
+        core.apply_command(Some(request(2)), &mut connect_now);
+        assert_eq!(core.network(), "default", "requests change no network");
+        let taken: Vec<u64> = core
+            .take_pending_requests()
+            .into_iter()
+            .map(|command| match command {
+                Command::JoinGroup { request_id, .. } => request_id,
+                other => panic!("not a waiting request: {other:?}"),
+            })
+            .collect();
+        assert_eq!(taken, [1, 2], "the requests in arrival order");
+        assert!(core.rare.is_none(), "the box goes with the last request");
+
+        core.apply_command(
+            Some(Command::NetworkChanged {
+                network: "wifi".into(),
+            }),
+            &mut connect_now,
+        );
+        core.apply_command(Some(request(3)), &mut connect_now);
+        assert_eq!(core.take_pending_requests().len(), 1);
+        assert_eq!(
+            core.network(),
+            "wifi",
+            "taking the requests keeps the network"
+        );
+        assert!(core.rare.is_some());
+        assert!(core.take_pending_requests().is_empty());
+    }
 }
