@@ -318,8 +318,9 @@ mod tests {
     /// The future a client runs (the core's; the pool drops its exit) lives in a box of its
     /// own in the run's client pool (`crate::pool`), in the allocator's 448-byte class at 448
     /// bytes or less; 8 more take 512 bytes in every client of a run. The release build lays
-    /// it out in 448; the dev build's (this test's in CI) takes 8 more, its MIR optimized
-    /// less. It was 480 before the client kept its rare fields in one box, its connector in
+    /// it out in 448; the dev build's (this test's in CI) takes 8 more, because mio keeps a
+    /// selector id in each socket under debug assertions (tokio's `TcpStream` 40 bytes, not
+    /// 32). It was 480 before the client kept its rare fields in one box, its connector in
     /// one pointer, its next Ping's id in 32 bits and its wait's timer in the wait itself,
     /// and 488 in the `Map` that turned its exit into `()`. In a tokio task of its own
     /// it took a 640-byte cell (header 32, scheduler, id and spawn location 24, the future's
