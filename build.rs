@@ -12,6 +12,10 @@
 //! code in the order of `link/symbol-order.txt`: the functions `imlab load` runs first, together
 //! (written by `bench/symbol-order.sh`, which says why). A name the linker does not find is
 //! skipped, so a stale file orders less and fails nothing.
+//!
+//! That build links glibc statically too (a static PIE, its relocations packed: see
+//! [`static_glibc`]), unless `IMLAB_LINK=dynamic` is set or the C toolchain has no static
+//! glibc, in which case it links glibc as a shared library as before.
 
 use std::path::Path;
 use std::process::Command;
@@ -63,6 +67,97 @@ fn main() {
         );
         println!("cargo:rustc-link-arg-bin=imlab=-Wl,--no-warn-symbol-ordering");
     }
+    println!("cargo:rerun-if-env-changed=IMLAB_LINK");
+    if target == "x86_64-unknown-linux-gnu"
+        && profile == "release"
+        && std::env::var("IMLAB_LINK").as_deref() != Ok("dynamic")
+        && let Some(out_dir) = std::env::var_os("OUT_DIR")
+    {
+        static_glibc(Path::new(&out_dir));
+    }
+}
+
+/// The C libraries rustc links `imlab` against, each with the static archives that replace it.
+/// rustc asks for shared libraries (`-Bdynamic -lgcc_s ... -lc`) and a build script cannot
+/// change that for one binary (`-C target-feature=+crt-static` is for every crate, and no
+/// proc macro builds with it), so OUT_DIR gets a `libNAME.so` for each: a linker script naming
+/// the archives (glibc's own `libc.so` is such a script), found before the system's because
+/// `-L` directories are searched before the C compiler's own.
+const STATIC_LIBS: &[(&str, &[&str])] = &[
+    ("c", &["libc.a", "libgcc.a", "libgcc_eh.a"]),
+    ("gcc_s", &["libgcc_eh.a", "libgcc.a"]),
+    ("m", &["libm.a", "libc.a"]),
+    ("util", &["libutil.a"]),
+    ("rt", &["librt.a"]),
+    ("pthread", &["libpthread.a"]),
+    ("dl", &["libdl.a"]),
+];
+
+/// Links the release `imlab` as a static PIE on glibc's archives, if the C compiler has them.
+///
+/// Why (issue 15's memory per load-generator client, RSS over clients): a process on glibc's
+/// shared libraries maps about 2.2 MB of them however little it calls (libc 1.4 MB, of which
+/// even `sleep` maps 1.2 MB; libm 0.5 MB, its IFUNC resolvers run at load), and a PIE's
+/// relocation table (250 KB) is read whole at start. Linked statically, only the members
+/// `imlab` calls are in it, laid out with its own code by `link/symbol-order.txt`, and the
+/// relocations are packed (RELR, `-z pack-relative-relocs`): the generator's 2-client
+/// baseline fell from 7.0-7.4 MB to 5.4-5.6 MB (BENCHMARKS.md). Names still resolve through
+/// /etc/hosts and DNS, which glibc 2.34 and later build into libc; NSS modules beyond those
+/// (mDNS, LDAP) load only with the same glibc installed, and `IMLAB_LINK=dynamic` builds
+/// the shared-library binary for hosts that need them.
+fn static_glibc(out_dir: &Path) {
+    // A static PIE starts from glibc's rcrt1.o.
+    if c_library("rcrt1.o").is_none() {
+        println!(
+            "cargo:warning=no rcrt1.o in the C toolchain: imlab links glibc as a shared library"
+        );
+        return;
+    }
+    let dir = out_dir.join("static-glibc");
+    let mut scripts = Vec::new();
+    for (name, archives) in STATIC_LIBS {
+        let mut paths = Vec::new();
+        for archive in *archives {
+            let Some(path) = c_library(archive) else {
+                println!(
+                    "cargo:warning=no static {archive} in the C toolchain: imlab links glibc as a shared library"
+                );
+                return;
+            };
+            paths.push(path.display().to_string());
+        }
+        scripts.push((
+            format!("lib{name}.so"),
+            format!("GROUP ( {} )\n", paths.join(" ")),
+        ));
+    }
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        scripts
+            .iter()
+            .try_for_each(|(file, script)| std::fs::write(dir.join(file), script))
+    });
+    if let Err(error) = written {
+        println!(
+            "cargo:warning=writing {}: {error}: imlab links glibc as a shared library",
+            dir.display()
+        );
+        return;
+    }
+    println!("cargo:rustc-link-arg-bin=imlab=-L{}", dir.display());
+    println!("cargo:rustc-link-arg-bin=imlab=-static-pie");
+    println!("cargo:rustc-link-arg-bin=imlab=-Wl,-z,pack-relative-relocs");
+}
+
+/// Where the C compiler finds `file`, if it does (`cc -print-file-name` prints the bare name
+/// when it does not).
+fn c_library(file: &str) -> Option<std::path::PathBuf> {
+    let output = Command::new("cc")
+        .arg(format!("-print-file-name={file}"))
+        .output()
+        .ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    (output.status.success() && path.is_absolute() && path.exists())
+        .then(|| std::fs::canonicalize(&path).unwrap_or(path))
 }
 
 fn commit() -> Option<String> {

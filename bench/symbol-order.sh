@@ -90,7 +90,7 @@ binary, profiles = sys.argv[1], sys.argv[2:]
 # The binary's function symbols: only names it has are written.
 nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
 functions = {line.split()[2] for line in nm.stdout.splitlines()
-             if len(line.split()) == 3 and line.split()[1] in "tT"}
+             if len(line.split()) == 3 and line.split()[1] in "tTiWw"}
 
 compressed = re.compile(r"\((\d+)\)(?: (.*))?$")
 
