@@ -22,7 +22,7 @@ use crate::pool::ClientPool;
 use crate::population::{Conversation, Population, app_state_at};
 use crate::protocol::imlab::{self, Imlab};
 use crate::protocol::mqtt::Mqtt;
-use crate::protocol::{Device, DeviceEvents, MsgId, Outgoing, Protocol, To};
+use crate::protocol::{Device, DeviceEvents, Devices, MsgId, Outgoing, Protocol, To};
 use crate::results::{LedgerFiles, LoadResults, write_results};
 
 /// Why a run could not start.
@@ -465,7 +465,7 @@ pub async fn run(
     let reporter_stop = CancellationToken::new();
     let reporter = tokio::spawn(report_every_second(shared.clone(), reporter_stop.clone()));
     let devices = ramp(&shared, started).await;
-    let devices: Arc<Vec<Box<dyn Device>>> = Arc::new(devices);
+    let devices: Arc<dyn Devices> = Arc::from(devices);
     // Let the ramp finish logging in (bounded). If nobody got in and every client has been
     // refused, the target refuses us: stop now and say why.
     let n = shared.config.clients;
@@ -487,7 +487,7 @@ pub async fn run(
             cause: refusal_cause(&lock(&shared.ledger)),
         });
     }
-    let groups = join_groups(&shared.config, &devices);
+    let groups = join_groups(&shared.config, &*devices);
     let promised = groups.promised;
     wait_until(&shared, Duration::from_secs(30), |l| {
         l.groups_ready >= promised
@@ -499,7 +499,7 @@ pub async fn run(
             let cycles = AppCycles::start(&shared, &population, &devices, started);
             send_population(
                 &shared,
-                &devices,
+                &*devices,
                 &population,
                 &cycles.inactive,
                 timer,
@@ -508,9 +508,9 @@ pub async fn run(
             .await;
             // As the simulator heals before judging: every app back in the foreground, so
             // the drain sees every device online and synced.
-            cycles.heal(&devices);
+            cycles.heal(&*devices);
         }
-        None => send(&shared, &devices, &groups, timer, started).await,
+        None => send(&shared, &*devices, &groups, timer, started).await,
     }
     if !shared.stop.is_cancelled() {
         shared.enter("drain");
@@ -645,10 +645,10 @@ fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
 /// Starts client i at i / connect_rate, its future in `shared.clients`; stops early on
 /// Ctrl-C or once every client started so far has been refused and nobody got in. Returns
 /// the devices, by number.
-async fn ramp(shared: &Shared, started: Instant) -> Vec<Box<dyn Device>> {
+async fn ramp(shared: &Shared, started: Instant) -> Box<dyn Devices> {
     let config = &shared.config;
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
-    let mut devices: Vec<Box<dyn Device>> = Vec::with_capacity(config.clients);
+    let mut devices = shared.protocol.devices(config.clients);
     let connectors = config.transport.connectors();
     for client in 0..config.clients {
         let at = started + Duration::from_secs_f64(client as f64 / config.connect_rate);
@@ -668,12 +668,12 @@ async fn ramp(shared: &Shared, started: Instant) -> Vec<Box<dyn Device>> {
         }
         let local = client;
         let client = first_client + client as u32;
-        devices.push(shared.protocol.start(
+        devices.start(
             client,
             connectors.connector(client, shared.carriers.as_ref().map(|c| (c, local))),
             DeviceEvents::new(shared.ledger.clone(), client),
             &shared.clients,
-        ));
+        );
     }
     // An early stop leaves the clients never started out of the waits below.
     let never_started = config.clients - devices.len();
@@ -701,7 +701,7 @@ async fn hold(shared: &Shared) {
 /// this worker's or another's.
 async fn send(
     shared: &Shared,
-    devices: &[Box<dyn Device>],
+    devices: &dyn Devices,
     groups: &Groups,
     timer: Timer,
     started: Instant,
@@ -762,7 +762,7 @@ async fn send(
             sender,
             number: next_number[slot],
         };
-        match plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
+        match plan_and_send(shared, &devices.at(slot), id, to, planned_us, recipients) {
             Plan::Sent => next_number[slot] += 1,
             Plan::QueueFull => {}
             Plan::LedgerFull => return,
@@ -810,7 +810,7 @@ fn plan_and_send(
 /// sends nothing, as in the simulator: its draws are skipped, not planned.
 async fn send_population(
     shared: &Shared,
-    devices: &[Box<dyn Device>],
+    devices: &dyn Devices,
     population: &Population,
     inactive: &[AtomicBool],
     timer: Timer,
@@ -851,7 +851,7 @@ async fn send_population(
             number: next_number[slot],
         };
         let recipients = population.recipients(sender, conversation);
-        match plan_and_send(shared, &*devices[slot], id, to, planned_us, recipients) {
+        match plan_and_send(shared, &devices.at(slot), id, to, planned_us, recipients) {
             Plan::Sent => next_number[slot] += 1,
             Plan::QueueFull => {}
             Plan::LedgerFull => return,
@@ -870,7 +870,7 @@ impl AppCycles {
     fn start(
         shared: &Shared,
         population: &Arc<Population>,
-        devices: &Arc<Vec<Box<dyn Device>>>,
+        devices: &Arc<dyn Devices>,
         started: Instant,
     ) -> AppCycles {
         let inactive: Arc<Vec<AtomicBool>> =
@@ -902,7 +902,7 @@ impl AppCycles {
     }
 
     /// Stops the cycles and brings every app with a cycle to the foreground.
-    fn heal(self, devices: &[Box<dyn Device>]) {
+    fn heal(self, devices: &dyn Devices) {
         self.task.abort();
         for (device, inactive) in devices.iter().zip(self.inactive.iter()) {
             if inactive.swap(false, Ordering::Relaxed) {
@@ -914,7 +914,7 @@ impl AppCycles {
 
 async fn run_app_cycles(
     population: Arc<Population>,
-    devices: Arc<Vec<Box<dyn Device>>>,
+    devices: Arc<dyn Devices>,
     inactive: Arc<Vec<AtomicBool>>,
     phases: Vec<Duration>,
     started: Instant,
@@ -940,7 +940,7 @@ async fn run_app_cycles(
         // Every switch is told, except staying inactive (foreground and background both
         // heartbeat; only the strategy tells them apart).
         if !(was_inactive && state == AppState::Inactive) {
-            devices[client].set_app_state(state);
+            devices.at(client).set_app_state(state);
         }
         switches.push(Reverse((when + left, client)));
     }
@@ -1003,7 +1003,7 @@ struct Groups {
 /// Groups of `size` consecutive clients of this process (a group never spans workers, so
 /// its creation needs no coordination between them); every member joins its group the
 /// protocol's way.
-fn join_groups(config: &LoadConfig, devices: &[Box<dyn Device>]) -> Groups {
+fn join_groups(config: &LoadConfig, devices: &dyn Devices) -> Groups {
     let mut groups = Groups {
         members: Vec::new(),
         ids: Vec::new(),
@@ -1014,7 +1014,10 @@ fn join_groups(config: &LoadConfig, devices: &[Box<dyn Device>]) -> Groups {
         for (chat, members) in population.chats.iter().enumerate() {
             for user in members {
                 for client in &population.users[*user as usize] {
-                    if devices[*client as usize].join_group(chat as u32, members) {
+                    if devices
+                        .at(*client as usize)
+                        .join_group(chat as u32, members)
+                    {
                         groups.promised += 1;
                     }
                 }
@@ -1031,8 +1034,8 @@ fn join_groups(config: &LoadConfig, devices: &[Box<dyn Device>]) -> Groups {
         .collect();
     for (group, members) in clients.chunks(size).enumerate() {
         let id = members[0];
-        for device in &devices[group * size..group * size + members.len()] {
-            if device.join_group(id, members) {
+        for index in group * size..group * size + members.len() {
+            if devices.at(index).join_group(id, members) {
                 groups.promised += 1;
             }
         }

@@ -14,7 +14,7 @@ use imlab_core::clock::{Clock, SystemClock};
 use imlab_core::heartbeat::{AppState, parse_strategy};
 use imlab_core::proto::Target;
 
-use super::{Describe, Device, DeviceEvents, Full, MsgId, Outgoing, Protocol, To};
+use super::{Describe, DeviceEvents, Devices, Full, MsgId, Outgoing, Protocol, To};
 use crate::causes;
 use crate::pool::ClientPool;
 use crate::population::Population;
@@ -156,93 +156,119 @@ impl Protocol for Arc<Imlab> {
         }
     }
 
+    fn devices(&self, capacity: usize) -> Box<dyn Devices> {
+        Box::new(ImlabDevices {
+            protocol: self.clone(),
+            first_client: 0,
+            handles: Vec::with_capacity(capacity),
+        })
+    }
+}
+
+/// A run's imlab devices: what the run holds per device besides its future is its core's
+/// handle (two pointers); the body is sliced at each send, not kept.
+struct ImlabDevices {
+    protocol: Arc<Imlab>,
+    /// The first device's client number; device `index` is client `first_client + index`.
+    first_client: u32,
+    handles: Vec<ClientHandle>,
+}
+
+impl ImlabDevices {
+    fn client(&self, index: usize) -> u32 {
+        self.first_client + index as u32
+    }
+}
+
+impl Devices for ImlabDevices {
     fn start(
-        &self,
+        &mut self,
         client: u32,
         connector: DynConnector,
         events: DeviceEvents,
         clients: &ClientPool,
-    ) -> Box<dyn Device> {
+    ) {
+        if self.handles.is_empty() {
+            self.first_client = client;
+        }
+        assert_eq!(
+            client,
+            self.client(self.handles.len()),
+            "a run's devices start in the order of their numbers"
+        );
         let observer = Arc::new(Observer {
             events,
-            protocol: self.clone(),
+            protocol: self.protocol.clone(),
             connected: AtomicBool::new(false),
         });
+        let protocol = &self.protocol;
         let (core, handle) = Client::new(
             connector,
-            self.client.clone(),
+            protocol.client.clone(),
             ClientState::new(
-                self.user(self.user_of(client)),
-                format!("{}d{client}", self.tag),
+                protocol.user(protocol.user_of(client)),
+                format!("{}d{client}", protocol.tag),
             )
             .shared(),
-            parse_strategy(self.heartbeat_of(client))
+            parse_strategy(protocol.heartbeat_of(client))
                 .expect("the heartbeat was validated before the run"),
             observer,
-            self.seed ^ u64::from(client),
+            protocol.seed ^ u64::from(client),
         );
         // The core's future itself, not an async block awaiting it: a block would hold the
         // core (about 700 bytes) beside the future that owns it, in every client's slot. The
         // pool drops its exit (the observer has seen it).
         clients.spawn(core.run());
-        Box::new(ImlabDevice {
-            handle,
-            client,
-            protocol: self.clone(),
-        })
+        self.handles.push(handle);
     }
-}
 
-/// What a run holds per device besides its task: the body is sliced at each send, not kept.
-struct ImlabDevice {
-    handle: ClientHandle,
-    client: u32,
-    protocol: Arc<Imlab>,
-}
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
 
-impl Device for ImlabDevice {
-    fn send(&self, message: Outgoing) -> Result<(), Full> {
+    fn send(&self, index: usize, message: Outgoing) -> Result<(), Full> {
+        let protocol = &self.protocol;
         let to = match message.to {
-            To::Peer(peer) => Target::Peer(self.protocol.user(peer)),
-            To::Group(group) => Target::Group(self.protocol.group(group)),
+            To::Peer(peer) => Target::Peer(protocol.user(peer)),
+            To::Group(group) => Target::Group(protocol.group(group)),
         };
-        self.handle
+        self.handles[index]
             .send_as(
-                client_msg_id(&self.protocol.tag, message.id),
+                client_msg_id(&protocol.tag, message.id),
                 to,
-                self.protocol
+                protocol
                     .xs
-                    .slice(..self.protocol.body_bytes_of(self.client)),
+                    .slice(..protocol.body_bytes_of(self.client(index))),
             )
             .map_err(|_| Full)
     }
 
-    fn join_group(&self, group: u32, members: &[u32]) -> bool {
+    fn join_group(&self, index: usize, group: u32, members: &[u32]) -> bool {
         // The first member (its first device) creates the group with the others in it; its
         // reply confirms.
-        if members.first() != Some(&self.protocol.user_of(self.client))
-            || !self.protocol.first_device_of_user(self.client)
+        let protocol = &self.protocol;
+        let client = self.client(index);
+        if members.first() != Some(&protocol.user_of(client))
+            || !protocol.first_device_of_user(client)
         {
             return false;
         }
-        let others = members[1..]
-            .iter()
-            .map(|m| self.protocol.user(*m))
-            .collect();
-        self.handle
-            .create_group(&self.protocol.group(group), others)
+        let others = members[1..].iter().map(|m| protocol.user(*m)).collect();
+        self.handles[index]
+            .create_group(&protocol.group(group), others)
             .is_ok()
     }
 
-    fn shutdown(&self) {
-        let _ = self.handle.shutdown();
+    fn shutdown(&self, index: usize) {
+        let _ = self.handles[index].shutdown();
     }
 
-    fn set_app_state(&self, state: AppState) -> bool {
-        let _ = self.handle.set_app_state(state);
+    fn set_app_state(&self, index: usize, state: AppState) -> bool {
+        let handle = &self.handles[index];
+        let _ = handle.set_app_state(state);
         let _ = match state {
-            AppState::Inactive => self.handle.go_offline(),
-            AppState::Foreground | AppState::Background => self.handle.go_online(),
+            AppState::Inactive => handle.go_offline(),
+            AppState::Foreground | AppState::Background => handle.go_online(),
         };
         true
     }
@@ -350,12 +376,99 @@ mod tests {
     }
 
     #[test]
-    fn a_device_fits_a_32_byte_box() {
-        // The core's handle (two pointers), the client's number and the run's settings, in
-        // every client's box: jemalloc's 32-byte class. With the handle keeping its own
-        // bound on queued sends it took 40, so 48.
-        let size = std::mem::size_of::<ImlabDevice>();
-        assert!(size <= 32, "a device takes {size} bytes");
+    fn a_device_in_the_run_is_its_cores_handle_16_bytes() {
+        // Two pointers in the run's list, every client. As a `Box<dyn Device>` with the
+        // client's number and the run's settings it took a 32-byte box and the 16-byte
+        // pointer to it.
+        let size = std::mem::size_of::<ClientHandle>();
+        assert!(size <= 16, "a core's handle takes {size} bytes");
+    }
+
+    /// A run of three clients numbered from 5, on a listener that never answers a login
+    /// (the clients connect and wait), its devices started in order.
+    async fn three_devices_from_5() -> (
+        Box<dyn Devices>,
+        ClientPool,
+        tokio::net::TcpListener,
+        Arc<std::sync::Mutex<crate::ledger::LoadLedger>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let protocol = Arc::new(Imlab {
+            tag: "t".into(),
+            heartbeat: "fixed:30s".into(),
+            client: client_config(
+                None,
+                std::time::Duration::from_secs(20),
+                std::time::Duration::from_millis(200),
+                BackoffConfig::default(),
+            ),
+            body_bytes: 8,
+            xs: xs(8),
+            seed: 1,
+            transport: "tcp",
+            population: None,
+        });
+        let transport = crate::transport::Transport {
+            target: listener.local_addr().unwrap(),
+            source_ips: Vec::new(),
+            tls: None,
+            ws: None,
+        };
+        let ledger = Arc::new(std::sync::Mutex::new(
+            crate::ledger::LoadLedger::for_clients(5, 3),
+        ));
+        let clients = ClientPool::new();
+        let mut devices = protocol.devices(3);
+        for client in 5..8 {
+            devices.start(
+                client,
+                transport.connector(client, None),
+                DeviceEvents::new(ledger.clone(), client),
+                &clients,
+            );
+        }
+        (devices, clients, listener, ledger)
+    }
+
+    /// Device `index` of the run's list is client `first + index`: of a group whose first
+    /// member is user 6, the device at index 1 (client 6) creates it, and no other. (Paused
+    /// time: a client shut down while its login waits ends when the wait does.)
+    #[tokio::test(start_paused = true)]
+    async fn a_device_of_the_list_is_its_client() {
+        use crate::protocol::Device;
+        let (devices, clients, _listener, _ledger) = three_devices_from_5().await;
+        assert_eq!(devices.len(), 3);
+        let created: Vec<bool> = devices
+            .iter()
+            .map(|device| device.join_group(6, &[6, 7]))
+            .collect();
+        assert_eq!(created, [false, true, false]);
+        for device in devices.iter() {
+            device.shutdown();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(60), clients.join())
+            .await
+            .expect("every device ends after its shutdown");
+    }
+
+    /// The list numbers devices by their order, so a client started out of order is refused
+    /// rather than given another's number.
+    #[tokio::test]
+    #[should_panic(expected = "a run's devices start in the order of their numbers")]
+    async fn a_device_started_out_of_order_is_refused() {
+        let (mut devices, clients, listener, ledger) = three_devices_from_5().await;
+        let transport = crate::transport::Transport {
+            target: listener.local_addr().unwrap(),
+            source_ips: Vec::new(),
+            tls: None,
+            ws: None,
+        };
+        devices.start(
+            9,
+            transport.connector(9, None),
+            DeviceEvents::new(ledger, 9),
+            &clients,
+        );
     }
 
     #[test]

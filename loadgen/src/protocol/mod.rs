@@ -1,6 +1,7 @@
 //! The protocol seam: what a virtual device must do for the load run, whatever it speaks.
 //!
-//! A [`Protocol`] starts devices; a [`Device`] connects and logs in, subscribes to its inbox,
+//! A [`Protocol`] makes the run's list of [`Devices`] and the list starts them; a [`Device`]
+//! (one of the list, [`DeviceAt`]) connects and logs in, subscribes to its inbox,
 //! keeps its connection alive, reconnects, sends what the schedule hands it and reports what
 //! happens through its [`DeviceEvents`]. The ledger, the schedule, the results and the worker
 //! code see only these types: a message is a [`MsgId`] (sender and the sender's count), a
@@ -94,16 +95,100 @@ pub trait Protocol: Send + Sync {
     /// Its name, transport and options, for the results.
     fn describe(&self) -> Describe;
 
-    /// Starts device `client` on `connector`, its future run in `clients`: from now until
-    /// [`Device::shutdown`] it keeps itself connected and logged in, and tells `events` what
-    /// happens. Its future ends after the shutdown.
+    /// An empty list of this protocol's devices, with room for `capacity`.
+    fn devices(&self, capacity: usize) -> Box<dyn Devices>;
+}
+
+/// A process's running devices, in the order started, kept as their protocol keeps them: the
+/// run addresses device `index` (client `first + index`) through [`Devices::at`]. One list
+/// per run, not a box per device: the list holds what each device needs beside its future
+/// (imlab: its core's handle, 16 bytes) and the protocol's settings once, where a
+/// `Box<dyn Device>` per device took a 32-byte box (the handle, the client's number, the
+/// settings) and a 16-byte pointer in the run's list, in every client.
+pub trait Devices: Send + Sync {
+    /// Starts device `client`, the next in the list, on `connector`, its future run in
+    /// `clients`: from now until it is shut down it keeps itself connected and logged in,
+    /// and tells `events` what happens. Its future ends after the shutdown. A list's clients
+    /// are consecutive numbers.
     fn start(
-        &self,
+        &mut self,
         client: u32,
         connector: DynConnector,
         events: DeviceEvents,
         clients: &ClientPool,
-    ) -> Box<dyn Device>;
+    );
+
+    /// Devices started.
+    fn len(&self) -> usize;
+
+    /// True before the first start.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// [`Device::send`] of device `index`.
+    fn send(&self, index: usize, message: Outgoing) -> Result<(), Full>;
+
+    /// [`Device::join_group`] of device `index`.
+    fn join_group(&self, index: usize, group: u32, members: &[u32]) -> bool;
+
+    /// [`Device::shutdown`] of device `index`.
+    fn shutdown(&self, index: usize);
+
+    /// [`Device::set_app_state`] of device `index`; false where the protocol has no app
+    /// states.
+    fn set_app_state(&self, index: usize, state: AppState) -> bool {
+        let _ = (index, state);
+        false
+    }
+}
+
+impl dyn Devices + '_ {
+    /// Device `index` (below [`Devices::len`]).
+    pub fn at(&self, index: usize) -> DeviceAt<'_> {
+        assert!(
+            index < self.len(),
+            "device {index} of {} started",
+            self.len()
+        );
+        DeviceAt {
+            devices: self,
+            index,
+        }
+    }
+
+    /// Every device, in the order started.
+    pub fn iter(&self) -> impl Iterator<Item = DeviceAt<'_>> {
+        (0..self.len()).map(|index| DeviceAt {
+            devices: self,
+            index,
+        })
+    }
+}
+
+/// One device of a [`Devices`] list.
+#[derive(Clone, Copy)]
+pub struct DeviceAt<'a> {
+    devices: &'a dyn Devices,
+    index: usize,
+}
+
+impl Device for DeviceAt<'_> {
+    fn send(&self, message: Outgoing) -> Result<(), Full> {
+        self.devices.send(self.index, message)
+    }
+
+    fn join_group(&self, group: u32, members: &[u32]) -> bool {
+        self.devices.join_group(self.index, group, members)
+    }
+
+    fn shutdown(&self) {
+        self.devices.shutdown(self.index);
+    }
+
+    fn set_app_state(&self, state: AppState) -> bool {
+        self.devices.set_app_state(self.index, state)
+    }
 }
 
 /// What a device tells the ledger. Every method takes the ledger's lock once.

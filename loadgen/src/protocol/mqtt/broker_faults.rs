@@ -139,7 +139,8 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         ws: None,
     };
     let clients = ClientPool::new();
-    let device = Arc::new(mqtt).start(
+    let mut device = Arc::new(mqtt).devices(1);
+    device.start(
         0,
         transport.connector(0, None),
         DeviceEvents::new(ledger.clone(), 0),
@@ -169,7 +170,7 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         stream.write_all(&[0x62, 2, hi, lo]).await.unwrap();
         assert_eq!(expect(&mut stream, 7).await[..2], pkid.to_be_bytes());
     }
-    device.shutdown();
+    device.shutdown(0);
     tokio::time::timeout(Duration::from_secs(60), clients.join())
         .await
         .expect("the device ends after its shutdown");

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use packet::{Qos, Version};
 
-use super::{Describe, Device, DeviceEvents, Full, Outgoing, Protocol};
+use super::{Describe, DeviceEvents, Devices, Full, Outgoing, Protocol};
 use crate::pool::ClientPool;
 use crate::transport::DynConnector;
 
@@ -193,23 +193,10 @@ impl Protocol for Arc<Mqtt> {
         }
     }
 
-    fn start(
-        &self,
-        client: u32,
-        connector: DynConnector,
-        events: DeviceEvents,
-        clients: &ClientPool,
-    ) -> Box<dyn Device> {
-        let shared = Arc::new(DeviceShared {
-            outbox: Mutex::default(),
-            groups: Mutex::default(),
-        });
-        let session =
-            session::Session::new(self.clone(), client, events, shared.clone(), connector);
-        clients.spawn(session.run());
-        Box::new(MqttDevice {
-            shared,
+    fn devices(&self, capacity: usize) -> Box<dyn Devices> {
+        Box::new(MqttDevices {
             protocol: self.clone(),
+            shared: Vec::with_capacity(capacity),
         })
     }
 }
@@ -346,37 +333,70 @@ impl Outbox {
     }
 }
 
-struct MqttDevice {
-    shared: Arc<DeviceShared>,
+/// A run's MQTT devices: each device's state shared with its session (one pointer in the
+/// list), and the run's settings once.
+struct MqttDevices {
     protocol: Arc<Mqtt>,
+    shared: Vec<Arc<DeviceShared>>,
 }
 
-impl Drop for MqttDevice {
+/// The list is the devices' handle: once it is gone nothing more comes, and each session ends
+/// after the sends still queued.
+impl Drop for MqttDevices {
     fn drop(&mut self) {
-        self.shared.signal(|outbox| outbox.closed = true);
+        for shared in &self.shared {
+            shared.signal(|outbox| outbox.closed = true);
+        }
     }
 }
 
-impl Device for MqttDevice {
-    fn send(&self, message: Outgoing) -> Result<(), Full> {
-        self.shared.push(message)
+impl Devices for MqttDevices {
+    fn start(
+        &mut self,
+        client: u32,
+        connector: DynConnector,
+        events: DeviceEvents,
+        clients: &ClientPool,
+    ) {
+        let shared = Arc::new(DeviceShared {
+            outbox: Mutex::default(),
+            groups: Mutex::default(),
+        });
+        let session = session::Session::new(
+            self.protocol.clone(),
+            client,
+            events,
+            shared.clone(),
+            connector,
+        );
+        clients.spawn(session.run());
+        self.shared.push(shared);
     }
 
-    fn join_group(&self, group: u32, _members: &[u32]) -> bool {
+    fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    fn send(&self, index: usize, message: Outgoing) -> Result<(), Full> {
+        self.shared[index].push(message)
+    }
+
+    fn join_group(&self, index: usize, group: u32, _members: &[u32]) -> bool {
         // MQTT has no groups: every member subscribes to the group's topic and confirms once
         // the broker granted the subscription.
-        let mut groups = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = &self.shared[index];
+        let mut groups = shared.groups.lock().unwrap_or_else(|p| p.into_inner());
         if groups.len() >= GROUPS_PER_DEVICE_MAX {
             return false;
         }
         groups.push(self.protocol.group_topic(group));
         drop(groups);
-        self.shared.signal(|outbox| outbox.topics_changed = true);
+        shared.signal(|outbox| outbox.topics_changed = true);
         true
     }
 
-    fn shutdown(&self) {
-        self.shared.signal(|outbox| outbox.stopped = true);
+    fn shutdown(&self, index: usize) {
+        self.shared[index].signal(|outbox| outbox.stopped = true);
     }
 }
 
@@ -409,14 +429,14 @@ mod tests {
 
     use super::*;
 
-    /// A device's handle and the state it shares with its (absent) session.
-    fn test_device() -> (Arc<DeviceShared>, MqttDevice) {
+    /// A list of one device and the state it shares with its (absent) session.
+    fn test_device() -> (Arc<DeviceShared>, MqttDevices) {
         let shared = test_shared();
-        let device = MqttDevice {
-            shared: shared.clone(),
+        let devices = MqttDevices {
             protocol: test_protocol(),
+            shared: vec![shared.clone()],
         };
-        (shared, device)
+        (shared, devices)
     }
 
     /// A waker that counts its wakes.
@@ -476,7 +496,7 @@ mod tests {
         let (shared, device) = test_device();
         // A session whose window is full is not woken by a push.
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
-        device.send(outgoing(0)).unwrap();
+        device.send(0, outgoing(0)).unwrap();
         assert_eq!(
             wakes.load(std::sync::atomic::Ordering::SeqCst),
             0,
@@ -487,16 +507,16 @@ mod tests {
             Poll::Ready(Signal::Send(message)) if message.id.number == 0
         ));
         assert!(shared.poll_signal(&mut cx, true, true).is_pending());
-        device.send(outgoing(0)).unwrap();
+        device.send(0, outgoing(0)).unwrap();
         assert_eq!(
             wakes.load(std::sync::atomic::Ordering::SeqCst),
             1,
             "a push wakes the session waiting for sends"
         );
         for number in 1..OUTGOING_LEN_MAX as u64 {
-            device.send(outgoing(number)).unwrap();
+            device.send(0, outgoing(number)).unwrap();
         }
-        assert_eq!(device.send(outgoing(9_999)), Err(Full));
+        assert_eq!(device.send(0, outgoing(9_999)), Err(Full));
         for number in 0..OUTGOING_LEN_MAX as u64 {
             match shared.poll_signal(&mut cx, true, true) {
                 Poll::Ready(Signal::Send(message)) => assert_eq!(message.id.number, number),
@@ -509,7 +529,7 @@ mod tests {
             "an empty queue holds no buffer"
         );
         assert!(shared.poll_signal(&mut cx, true, true).is_pending());
-        device.send(outgoing(5_000)).unwrap();
+        device.send(0, outgoing(5_000)).unwrap();
         drop(device);
         // What was queued before the handle went still goes; then the end (to a session
         // taking sends: one with a full window still has its sends in flight to hear about).
@@ -533,7 +553,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let (shared, device) = test_device();
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
-        assert!(device.join_group(3, &[1, 2]));
+        assert!(device.join_group(0, 3, &[1, 2]));
         assert_eq!(
             wakes.load(std::sync::atomic::Ordering::SeqCst),
             1,
@@ -548,9 +568,9 @@ mod tests {
         ));
         assert!(shared.poll_signal(&mut cx, false, true).is_pending());
 
-        device.send(outgoing(1)).unwrap();
+        device.send(0, outgoing(1)).unwrap();
         assert!(!shared.stopped());
-        device.shutdown();
+        device.shutdown(0);
         assert!(shared.stopped());
         assert_eq!(
             wakes.load(std::sync::atomic::Ordering::SeqCst),
