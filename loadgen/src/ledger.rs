@@ -1133,6 +1133,12 @@ impl LoadLedger {
         self.peak_connected = self.peak_connected.max(self.connected);
     }
 
+    /// Whether `client` is logged in now: [`LoadLedger::connected`] since its last
+    /// disconnection.
+    pub fn online(&self, client: u32) -> bool {
+        self.online[self.slot(client)]
+    }
+
     /// A connection ended or an attempt failed.
     pub fn disconnected(&mut self, client: u32, cause: &str, was_connected: bool) {
         let now = self.now_us();

@@ -3,7 +3,6 @@
 //! `<tag>d<sender>-<number>`, which the server returns on every ack and delivery.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use imlab_core::client::{
@@ -161,6 +160,7 @@ impl Protocol for Arc<Imlab> {
             protocol: self.clone(),
             first_client: 0,
             handles: Vec::with_capacity(capacity),
+            observer: None,
         })
     }
 }
@@ -172,6 +172,8 @@ struct ImlabDevices {
     /// The first device's client number; device `index` is client `first_client + index`.
     first_client: u32,
     handles: Vec<ClientHandle>,
+    /// The devices' observer, made at the first start.
+    observer: Option<Arc<Observer>>,
 }
 
 impl ImlabDevices {
@@ -191,16 +193,20 @@ impl Devices for ImlabDevices {
         if self.handles.is_empty() {
             self.first_client = client;
         }
+        let observer = self
+            .observer
+            .get_or_insert_with(|| {
+                Arc::new(Observer {
+                    ledger: events.ledger.clone(),
+                    protocol: self.protocol.clone(),
+                })
+            })
+            .clone();
         assert_eq!(
             client,
             self.client(self.handles.len()),
             "a run's devices start in the order of their numbers"
         );
-        let observer = Arc::new(Observer {
-            events,
-            protocol: self.protocol.clone(),
-            connected: AtomicBool::new(false),
-        });
         let protocol = &self.protocol;
         let (core, handle) = Client::new(
             connector,
@@ -274,32 +280,40 @@ impl Devices for ImlabDevices {
     }
 }
 
-/// The client core's events, into the ledger.
+/// The client cores' events, into the ledger: one observer for the run's devices, which
+/// knows an event's device by the device's name (`<tag>d<client>`) and leaves to the ledger
+/// whether that device is logged in. One per device (its ledger, number and connected flag,
+/// and the run's settings) took an `Arc` of 48 bytes in every client.
 struct Observer {
-    events: DeviceEvents,
-    /// The run's settings (their tag reads message ids), shared rather than copied.
+    ledger: Arc<std::sync::Mutex<crate::ledger::LoadLedger>>,
+    /// The run's settings (their tag reads device names and message ids), shared rather than
+    /// copied.
     protocol: Arc<Imlab>,
-    /// Whether the connection is logged in now.
-    connected: AtomicBool,
+}
+
+/// The number of this run's device named `device` (`<tag>d<client>`), or None for a name not
+/// of this run.
+fn device_number(tag: &str, device: &str) -> Option<u32> {
+    device.strip_prefix(tag)?.strip_prefix('d')?.parse().ok()
 }
 
 impl ClientObserver for Observer {
     fn on_event(&self, state: &ClientState, event: &ClientEvent<'_>) {
-        let events = &self.events;
+        let Some(client) = device_number(&self.protocol.tag, state.device()) else {
+            debug_assert!(false, "a device of another run: {:?}", state.device());
+            return;
+        };
+        let events = &DeviceEvents::new(self.ledger.clone(), client);
         let id = |text: &str| parse_client_msg_id(&self.protocol.tag, text);
         match event {
             ClientEvent::Connecting => events.connecting(),
             ClientEvent::Connected { max_seq, .. } => {
-                self.connected.store(true, Ordering::Relaxed);
                 events.connected(*max_seq, state.last_seq);
             }
             ClientEvent::Disconnected(cause) => {
-                if self.connected.swap(false, Ordering::Relaxed) {
-                    let text = format!("{cause:?}");
-                    events.disconnected(text.split(['(', ' ']).next().unwrap_or(""));
-                } else {
-                    events.login_failed(causes::login_failure(cause), format!("{cause:?}"));
-                }
+                let detail = format!("{cause:?}");
+                let word = detail.split(['(', ' ']).next().unwrap_or("").to_owned();
+                events.connection_ended(&word, causes::login_failure(cause), detail);
             }
             ClientEvent::Message(message) => {
                 if let Some(id) = id(&message.client_msg_id) {
@@ -469,6 +483,62 @@ mod tests {
             DeviceEvents::new(ledger, 9),
             &clients,
         );
+    }
+
+    /// The run's one observer knows each event's device by its name and asks the ledger
+    /// whether it was logged in: an attempt that ends before the login is a login failure,
+    /// a logged-in connection's end a disconnection, each of the device it names.
+    #[test]
+    fn the_observer_tells_each_devices_ends_apart_by_the_ledger() {
+        use imlab_core::client::DisconnectCause;
+        let ledger = Arc::new(std::sync::Mutex::new(
+            crate::ledger::LoadLedger::for_clients(5, 3),
+        ));
+        let observer = Observer {
+            ledger: ledger.clone(),
+            protocol: Arc::new(Imlab {
+                tag: "t".into(),
+                heartbeat: "fixed:30s".into(),
+                client: Arc::default(),
+                body_bytes: 8,
+                xs: xs(8),
+                seed: 1,
+                transport: "tcp",
+                population: None,
+            }),
+        };
+        let six = ClientState::new("tu6", "td6");
+        let seven = ClientState::new("tu7", "td7");
+        let cause = DisconnectCause::ConnectionLost("reset".into());
+        let lost = ClientEvent::Disconnected(&cause);
+        observer.on_event(&six, &ClientEvent::Connecting);
+        observer.on_event(&six, &lost);
+        observer.on_event(
+            &seven,
+            &ClientEvent::Connected {
+                connection_id: 1,
+                max_seq: 0,
+            },
+        );
+        {
+            let ledger = ledger.lock().unwrap();
+            assert_eq!(ledger.login_failures.get("connection_lost"), Some(&1));
+            assert!(ledger.disconnects.is_empty(), "{:?}", ledger.disconnects);
+            assert!(!ledger.online(6) && ledger.online(7) && !ledger.online(5));
+        }
+        observer.on_event(&seven, &lost);
+        let ledger = ledger.lock().unwrap();
+        assert_eq!(ledger.disconnects.get("ConnectionLost"), Some(&1));
+        assert_eq!(ledger.login_failures.get("connection_lost"), Some(&1));
+        assert!(!ledger.online(7));
+    }
+
+    #[test]
+    fn a_device_name_of_the_run_gives_its_number() {
+        assert_eq!(device_number("r5w0", "r5w0d17"), Some(17));
+        assert_eq!(device_number("r5w0", "r5w0u17"), None);
+        assert_eq!(device_number("r5w0", "r6w0d17"), None);
+        assert_eq!(device_number("r5w0", "r5w0dx"), None);
     }
 
     #[test]

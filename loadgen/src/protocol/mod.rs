@@ -238,6 +238,21 @@ impl DeviceEvents {
         self.ledger().disconnected(self.client, cause, true);
     }
 
+    /// A connection ended, whether or not it had logged in: [`DeviceEvents::disconnected`]
+    /// with `cause` if the device was connected (its last [`DeviceEvents::connected`] not yet
+    /// ended), else [`DeviceEvents::login_failed`] with `failure` and `detail`. For a device
+    /// that does not keep that itself.
+    pub fn connection_ended(&self, cause: &str, failure: &str, detail: String) {
+        let mut ledger = self.ledger();
+        if ledger.online(self.client) {
+            ledger.disconnected(self.client, cause, true);
+        } else {
+            ledger.last_failure = Some(detail);
+            ledger.login_failed(self.client, failure);
+            ledger.disconnected(self.client, failure, false);
+        }
+    }
+
     /// A connection or login attempt failed (`cause` as in `crate::causes`); `detail` is kept
     /// as the last failure for the error when nobody gets in.
     pub fn login_failed(&self, cause: &str, detail: String) {
