@@ -97,11 +97,11 @@ const STATIC_LIBS: &[(&str, &[&str])] = &[
 ///
 /// Why (issue 15's memory per load-generator client, RSS over clients): a process on glibc's
 /// shared libraries maps about 2.2 MB of them however little it calls (libc 1.4 MB, of which
-/// even `sleep` maps 1.2 MB; libm 0.5 MB, its IFUNC resolvers run at load), and a PIE's
+/// even `sleep` maps 1.3 MB; libm 0.5 MB, its IFUNC resolvers run at load), and a PIE's
 /// relocation table (250 KB) is read whole at start. Linked statically, only the members
 /// `imlab` calls are in it, laid out with its own code by `link/symbol-order.txt`, and the
 /// relocations are packed (RELR, `-z pack-relative-relocs`): the generator's 2-client
-/// baseline fell from 7.0-7.4 MB to 5.4-5.6 MB (BENCHMARKS.md). Names still resolve through
+/// baseline fell from 7.0-7.4 MB to 5.1-5.7 MB (BENCHMARKS.md). Names still resolve through
 /// /etc/hosts and DNS, which glibc 2.34 and later build into libc; NSS modules beyond those
 /// (mDNS, LDAP) load only with the same glibc installed, and `IMLAB_LINK=dynamic` builds
 /// the shared-library binary for hosts that need them.
