@@ -400,12 +400,16 @@ mod tests {
 
     /// A run of three clients numbered from 5, on a listener that never answers a login
     /// (the clients connect and wait), its devices started in order.
-    async fn three_devices_from_5() -> (
-        Box<dyn Devices>,
-        ClientPool,
-        tokio::net::TcpListener,
-        Arc<std::sync::Mutex<crate::ledger::LoadLedger>>,
-    ) {
+    struct ThreeDevices {
+        devices: Box<dyn Devices>,
+        clients: ClientPool,
+        transport: crate::transport::Transport,
+        ledger: Arc<std::sync::Mutex<crate::ledger::LoadLedger>>,
+        /// Held open for the clients' connections.
+        _listener: tokio::net::TcpListener,
+    }
+
+    async fn three_devices_from_5() -> ThreeDevices {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let protocol = Arc::new(Imlab {
             tag: "t".into(),
@@ -441,7 +445,13 @@ mod tests {
                 &clients,
             );
         }
-        (devices, clients, listener, ledger)
+        ThreeDevices {
+            devices,
+            clients,
+            transport,
+            ledger,
+            _listener: listener,
+        }
     }
 
     /// Device `index` of the run's list is client `first + index`: of a group whose first
@@ -450,7 +460,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_device_of_the_list_is_its_client() {
         use crate::protocol::Device;
-        let (devices, clients, _listener, _ledger) = three_devices_from_5().await;
+        let ThreeDevices {
+            devices,
+            clients,
+            _listener,
+            ..
+        } = three_devices_from_5().await;
         assert_eq!(devices.len(), 3);
         let created: Vec<bool> = devices
             .iter()
@@ -470,13 +485,13 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "a run's devices start in the order of their numbers")]
     async fn a_device_started_out_of_order_is_refused() {
-        let (mut devices, clients, listener, ledger) = three_devices_from_5().await;
-        let transport = crate::transport::Transport {
-            target: listener.local_addr().unwrap(),
-            source_ips: Vec::new(),
-            tls: None,
-            ws: None,
-        };
+        let ThreeDevices {
+            mut devices,
+            clients,
+            transport,
+            ledger,
+            _listener,
+        } = three_devices_from_5().await;
         devices.start(
             9,
             transport.connector(9, None),

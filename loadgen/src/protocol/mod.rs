@@ -247,19 +247,14 @@ impl DeviceEvents {
         if ledger.online(self.client) {
             ledger.disconnected(self.client, cause, true);
         } else {
-            ledger.last_failure = Some(detail);
-            ledger.login_failed(self.client, failure);
-            ledger.disconnected(self.client, failure, false);
+            attempt_failed(&mut ledger, self.client, failure, detail);
         }
     }
 
     /// A connection or login attempt failed (`cause` as in `crate::causes`); `detail` is kept
     /// as the last failure for the error when nobody gets in.
     pub fn login_failed(&self, cause: &str, detail: String) {
-        let mut ledger = self.ledger();
-        ledger.last_failure = Some(detail);
-        ledger.login_failed(self.client, cause);
-        ledger.disconnected(self.client, cause, false);
+        attempt_failed(&mut self.ledger(), self.client, cause, detail);
     }
 
     /// The device stopped for good: the server refused its credentials (`cause`).
@@ -327,4 +322,11 @@ impl DeviceEvents {
     pub fn group_ready(&self) {
         self.ledger().groups_ready += 1;
     }
+}
+
+/// A connection or login attempt of `client` failed (see [`DeviceEvents::login_failed`]).
+fn attempt_failed(ledger: &mut LoadLedger, client: u32, cause: &str, detail: String) {
+    ledger.last_failure = Some(detail);
+    ledger.login_failed(client, cause);
+    ledger.disconnected(client, cause, false);
 }
