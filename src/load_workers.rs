@@ -74,11 +74,11 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
         Pattern::Group(size) => format!("group:{size}"),
     };
     let workers = args.workers as f64;
-    let run_tag = format!(
-        "r{}",
+    let run_tag = imlab_loadgen::config::run_tag(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        0,
     );
     let mut children = Vec::new();
     let mut dirs = Vec::new();

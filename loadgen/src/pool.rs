@@ -5,9 +5,10 @@
 //! A tokio task is a cell aligned to 128 bytes (header, scheduler, id, the future's stage and
 //! trailer): the client core's 496-byte future took a 640-byte cell. In a group a client is
 //! its future in a box of its own (448 bytes in the allocator's class, for the core's future
-//! of 448), its waker (32: the group, the client's index in it, whether it is queued) and its
-//! slot in the group's task (16), and its share of the group's two index lists (8): about 500
-//! bytes.
+//! of 448), its slot in the group's task (8: the box), its flag in the group (1: queued) and
+//! its share of the group's two index lists (8): about 465 bytes. Its waker allocates
+//! nothing: it is one pointer, the group's address with the client's index in its low bits
+//! (the group is aligned to [`GROUP_LEN`] bytes), and counts as a reference to the group.
 //!
 //! Waking a client queues its index once on the group's ready list and wakes the group's
 //! task, which polls the queued clients in the order they were woken. The task gives its
@@ -24,13 +25,14 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use futures::task::{ArcWake, AtomicWaker, waker_ref};
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Clients a group's task polls, at most.
@@ -73,10 +75,10 @@ impl ClientPool {
         )
     }
 
-    /// A pool whose groups hold `group_len` clients (at least 1).
+    /// A pool whose groups hold `group_len` clients (at least 1, at most [`GROUP_LEN`]).
     pub fn with_group_len(group_len: usize) -> ClientPool {
         ClientPool {
-            group_len: group_len.max(1),
+            group_len: group_len.clamp(1, GROUP_LEN),
             pool: OnceLock::new(),
         }
     }
@@ -219,14 +221,22 @@ impl<F> Drop for Pool<F> {
     }
 }
 
-/// What a group's task shares with the spawner and the slots' wakers.
+/// What a group's task shares with the spawner and the slots' wakers. Aligned to
+/// [`GROUP_LEN`] bytes, so that a slot's waker is the group's address with the slot's index in
+/// its low bits ([`Group::waker`]).
+#[repr(align(256))]
 struct Group<F> {
     inbox: Mutex<Inbox<F>>,
     /// No client will be given any more.
     closed: AtomicBool,
     /// The group's task.
     task: AtomicWaker,
+    /// Each slot's flag: woken and queued on the ready list, not polled since.
+    queued: [AtomicBool; GROUP_LEN],
 }
+
+// A slot's index fits below the group's alignment.
+const _: () = assert!(std::mem::align_of::<Group<()>>() == GROUP_LEN);
 
 struct Inbox<F> {
     /// Clients given and not taken by the task yet; each is queued as it is taken.
@@ -250,6 +260,7 @@ impl<F: Future + Send + 'static> Group<F> {
             }),
             closed: AtomicBool::new(false),
             task: AtomicWaker::new(),
+            queued: [const { AtomicBool::new(false) }; GROUP_LEN],
         })
     }
 
@@ -282,28 +293,86 @@ impl<F> Group<F> {
     }
 }
 
-/// A slot's waker: queues the slot's index once on its group's ready list.
-struct SlotWaker<F> {
-    group: Arc<Group<F>>,
-    index: u32,
-    queued: AtomicBool,
-}
-
-impl<F: Send + 'static> ArcWake for SlotWaker<F> {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        if arc_self.queued.swap(true, Ordering::AcqRel) {
+// The one unsafe code of the generator: a waker of a slot's own would be an `Arc` a client
+// (32 bytes each, tens of thousands of clients), so the group makes its slots' wakers by hand.
+#[allow(
+    unsafe_code,
+    reason = "a slot's waker is the group's pointer tagged with its index"
+)]
+impl<F: Send + 'static> Group<F> {
+    /// Queues slot `index` once on the ready list and wakes the group's task.
+    fn wake_slot(&self, index: usize) {
+        if self.queued[index].swap(true, Ordering::AcqRel) {
             return;
         }
-        lock(&arc_self.group.inbox).ready.push(arc_self.index);
-        arc_self.group.task.wake();
+        lock(&self.inbox).ready.push(index as u32);
+        self.task.wake();
+    }
+
+    /// Slot `index`'s waker, borrowed from `group` (which the caller keeps alive); a clone of
+    /// it holds a reference to the group of its own.
+    fn waker(group: &Arc<Group<F>>, index: usize) -> ManuallyDrop<Waker> {
+        debug_assert!(index < GROUP_LEN);
+        let data = Arc::as_ptr(group).cast::<()>().map_addr(|at| at | index);
+        // SAFETY: `data` is the group's `Arc` pointer with `index` in bits the alignment
+        // leaves zero, which the vtable's functions take apart again; the waker is not
+        // dropped (`ManuallyDrop`), so it gives back no reference it did not take.
+        ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, Self::vtable())) })
+    }
+
+    fn vtable() -> &'static RawWakerVTable {
+        &RawWakerVTable::new(
+            Self::clone_raw,
+            Self::wake_raw,
+            Self::wake_by_ref_raw,
+            Self::drop_raw,
+        )
+    }
+
+    /// The group's `Arc` pointer and the slot's index in a waker's data.
+    fn parts(data: *const ()) -> (*const Group<F>, usize) {
+        (
+            data.map_addr(|at| at & !(GROUP_LEN - 1)).cast::<Group<F>>(),
+            data.addr() & (GROUP_LEN - 1),
+        )
+    }
+
+    /// # Safety
+    /// `data` is a slot waker's: a live group's pointer and a slot's index.
+    unsafe fn clone_raw(data: *const ()) -> RawWaker {
+        // SAFETY: the waker being cloned holds (or borrows) a reference to the group.
+        unsafe { Arc::increment_strong_count(Self::parts(data).0) };
+        RawWaker::new(data, Self::vtable())
+    }
+
+    /// # Safety
+    /// As [`Group::clone_raw`]; the waker's reference is given up.
+    unsafe fn wake_raw(data: *const ()) {
+        // SAFETY: the caller's waker is live until the drop below.
+        unsafe {
+            Self::wake_by_ref_raw(data);
+            Self::drop_raw(data);
+        }
+    }
+
+    /// # Safety
+    /// As [`Group::clone_raw`].
+    unsafe fn wake_by_ref_raw(data: *const ()) {
+        let (group, index) = Self::parts(data);
+        // SAFETY: the waker holds (or borrows) a reference, so the group is live.
+        unsafe { &*group }.wake_slot(index);
+    }
+
+    /// # Safety
+    /// As [`Group::clone_raw`], for a waker that owns its reference (a clone).
+    unsafe fn drop_raw(data: *const ()) {
+        // SAFETY: the reference taken by `clone_raw`.
+        unsafe { Arc::decrement_strong_count(Self::parts(data).0) };
     }
 }
 
-/// A client: its future until it ends, and its waker.
-struct Slot<F> {
-    future: Option<Pin<Box<F>>>,
-    waker: Arc<SlotWaker<F>>,
-}
+/// A client: its future until it ends.
+type Slot<F> = Option<Pin<Box<F>>>;
 
 /// A group's task: owns the group's futures and polls the woken ones until the group is
 /// closed and every future in it has ended.
@@ -336,17 +405,11 @@ impl<F: Future + Send + 'static> GroupTask<F> {
         let inbox = &mut *guard;
         // Taken whole, so the list's buffer goes once the ramp is over.
         for future in std::mem::take(&mut inbox.new) {
-            let index = self.slots.len() as u32;
-            self.slots.push(Slot {
-                future: Some(future),
-                waker: Arc::new(SlotWaker {
-                    group: self.group.clone(),
-                    index,
-                    queued: AtomicBool::new(true),
-                }),
-            });
+            let index = self.slots.len();
+            self.slots.push(Some(future));
+            self.group.queued[index].store(true, Ordering::Release);
             self.live += 1;
-            inbox.ready.push(index);
+            inbox.ready.push(index as u32);
         }
         std::mem::swap(&mut inbox.ready, &mut self.batch);
     }
@@ -354,13 +417,12 @@ impl<F: Future + Send + 'static> GroupTask<F> {
     /// Polls slot `index` once, if its future has not ended; drops the future when it ends
     /// or panics.
     fn poll_slot(&mut self, index: usize) {
-        let slot = &mut self.slots[index];
         // Cleared before the poll: a wake during it queues the slot again.
-        slot.waker.queued.store(false, Ordering::Release);
-        let Some(future) = slot.future.as_mut() else {
+        self.group.queued[index].store(false, Ordering::Release);
+        let Some(future) = self.slots[index].as_mut() else {
             return;
         };
-        let waker = waker_ref(&slot.waker);
+        let waker = Group::waker(&self.group, index);
         let mut cx = Context::from_waker(&waker);
         let ended =
             match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
@@ -368,7 +430,7 @@ impl<F: Future + Send + 'static> GroupTask<F> {
                 Ok(Poll::Ready(_)) | Err(_) => true,
             };
         if ended {
-            slot.future = None;
+            self.slots[index] = None;
             self.live -= 1;
         }
     }
@@ -701,6 +763,75 @@ mod tests {
             .await
             .expect("every client ended");
         assert_eq!(dropped.load(Ordering::SeqCst), 6);
+    }
+
+    /// A slot's waker is the group's pointer: each clone holds the group, so a waker kept
+    /// past its client, its group's task and the pool still wakes a live group, and the
+    /// group goes with the last clone. It wakes its own slot, not a neighbour's.
+    #[tokio::test]
+    async fn a_slots_waker_holds_its_group_and_wakes_its_own_slot() {
+        type Client = Pin<Box<dyn Future<Output = ()> + Send>>;
+        let pool = ClientPool::with_group_len(4);
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let polls: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        for client in 0..3 {
+            let (keep, polls) = (kept.clone(), polls.clone());
+            let mut parked = false;
+            pool.spawn::<Client>(Box::pin(std::future::poll_fn(move |cx| {
+                polls[client].fetch_add(1, Ordering::SeqCst);
+                if std::mem::replace(&mut parked, true) {
+                    return Poll::Ready(());
+                }
+                keep.lock().unwrap().push((client, cx.waker().clone()));
+                Poll::Pending
+            })));
+        }
+        tokio::task::yield_now().await;
+        let mut wakers = std::mem::take(&mut *kept.lock().unwrap());
+        assert_eq!(wakers.len(), 3, "every client ran once");
+        let (_, first) = &wakers[0];
+        let group = {
+            let (pointer, index) = Group::<Client>::parts(first.data());
+            assert_eq!(index, 0);
+            // SAFETY (test): the waker holds a reference; a weak one of our own is counted.
+            #[allow(unsafe_code, reason = "reads the group the waker points to")]
+            let group = unsafe {
+                Arc::increment_strong_count(pointer);
+                Arc::from_raw(pointer)
+            };
+            Arc::downgrade(&group)
+        };
+        // Client 1's waker wakes client 1 only.
+        let (client, waker) = wakers.remove(1);
+        assert_eq!(client, 1);
+        waker.wake();
+        for _ in 0..1_000 {
+            if polls[1].load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let counts = polls.each_ref().map(|n| n.load(Ordering::SeqCst));
+        assert_eq!(
+            counts,
+            [1, 2, 1],
+            "polls of each client after waking client 1"
+        );
+        let extra = wakers[0].1.clone();
+        for (_, waker) in wakers.drain(..) {
+            waker.wake();
+        }
+        tokio::time::timeout(Duration::from_secs(60), pool.join())
+            .await
+            .expect("the group ended");
+        drop(pool);
+        assert!(group.upgrade().is_some(), "a kept waker holds its group");
+        extra.wake_by_ref();
+        drop(extra);
+        assert!(
+            group.upgrade().is_none(),
+            "the group outlived its last waker"
+        );
     }
 
     /// A waker kept after its client ended may still be woken: nothing is polled.

@@ -399,7 +399,7 @@ pub async fn run(
     let started_unix_us = unix_us();
     let tag = match &config.share {
         Some(share) => share.run_tag.clone(),
-        None => format!("r{}w{}", started_unix_us / 1_000, config.worker),
+        None => crate::config::run_tag(started_unix_us / 1_000, config.worker),
     };
     check_open_files(&config)?;
     // The send loop's timer, made before the clients take their files.

@@ -49,6 +49,11 @@ impl Imlab {
         format!("{}u{user}", self.tag)
     }
 
+    /// The device name of client number `client`.
+    fn device(&self, client: u32) -> String {
+        format!("{}d{client}", self.tag)
+    }
+
     /// The user number of `client`.
     fn user_of(&self, client: u32) -> u32 {
         self.population
@@ -213,7 +218,7 @@ impl Devices for ImlabDevices {
             protocol.client.clone(),
             ClientState::new(
                 protocol.user(protocol.user_of(client)),
-                format!("{}d{client}", protocol.tag),
+                protocol.device(client),
             )
             .shared(),
             parse_strategy(protocol.heartbeat_of(client))
@@ -498,6 +503,28 @@ mod tests {
             DeviceEvents::new(ledger, 9),
             &clients,
         );
+    }
+
+    /// A client keeps its user's and device's names in one allocation: with a run's tag
+    /// they take at most 32 bytes together (the allocator's 32-byte class) up to client
+    /// 99,999, 16 fewer than with the tag before (decimal milliseconds and `w0`).
+    #[test]
+    fn a_clients_names_take_32_bytes() {
+        let protocol = Imlab {
+            tag: crate::config::run_tag(1_796_515_200_000, 0),
+            heartbeat: "fixed:30s".into(),
+            client: Arc::default(),
+            body_bytes: 8,
+            xs: xs(8),
+            seed: 1,
+            transport: "tcp",
+            population: None,
+        };
+        for client in [0, 9_999, 99_999] {
+            let names = ClientState::new(protocol.user(client), protocol.device(client));
+            let bytes = names.user().len() + names.device().len();
+            assert!(bytes <= 32, "client {client}'s names take {bytes} bytes");
+        }
     }
 
     /// The run's one observer knows each event's device by its name and asks the ledger
