@@ -505,13 +505,10 @@ mod tests {
         );
     }
 
-    /// A client keeps its user's and device's names in one allocation: with a run's tag
-    /// they take at most 32 bytes together (the allocator's 32-byte class) up to client
-    /// 99,999, 16 fewer than with the tag before (decimal milliseconds and `w0`).
-    #[test]
-    fn a_clients_names_take_32_bytes() {
-        let protocol = Imlab {
-            tag: crate::config::run_tag(1_796_515_200_000, 0),
+    /// A run's settings with tag `tag`, 8-byte bodies and fixed 30-second heartbeats.
+    fn settings(tag: String) -> Imlab {
+        Imlab {
+            tag,
             heartbeat: "fixed:30s".into(),
             client: Arc::default(),
             body_bytes: 8,
@@ -519,7 +516,15 @@ mod tests {
             seed: 1,
             transport: "tcp",
             population: None,
-        };
+        }
+    }
+
+    /// A client keeps its user's and device's names in one allocation: with a run's tag
+    /// they take at most 32 bytes together (the allocator's 32-byte class) up to client
+    /// 99,999, 16 fewer than with the tag before (decimal milliseconds and `w0`).
+    #[test]
+    fn a_clients_names_take_32_bytes() {
+        let protocol = settings(crate::config::run_tag(1_796_515_200_000, 0));
         for client in [0, 9_999, 99_999] {
             let names = ClientState::new(protocol.user(client), protocol.device(client));
             let bytes = names.user().len() + names.device().len();
@@ -538,16 +543,7 @@ mod tests {
         ));
         let observer = Observer {
             ledger: ledger.clone(),
-            protocol: Arc::new(Imlab {
-                tag: "t".into(),
-                heartbeat: "fixed:30s".into(),
-                client: Arc::default(),
-                body_bytes: 8,
-                xs: xs(8),
-                seed: 1,
-                transport: "tcp",
-                population: None,
-            }),
+            protocol: Arc::new(settings("t".into())),
         };
         let six = ClientState::new("tu6", "td6");
         let seven = ClientState::new("tu7", "td7");
