@@ -95,8 +95,10 @@ struct Live {
     /// A PINGREQ awaiting its PINGRESP: when it was sent, and the silence before it in
     /// nanoseconds (exact, 8 bytes where a `Duration` takes 16).
     ping: Option<(Instant, u64)>,
-    /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's.
-    subscribing: BTreeMap<u16, (u32, bool)>,
+    /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's. A
+    /// list (one or two wait at most) given back once the last is answered: an emptied
+    /// `BTreeMap` kept its 128-byte node in every logged-in device.
+    subscribing: Vec<(u16, u32, bool)>,
     /// Topics subscribed (or being subscribed) on this connection: the inbox's, then the
     /// groups' in the order joined.
     topics_sent: u32,
@@ -106,6 +108,19 @@ struct Live {
     acknowledged: bool,
     /// The login's SUBACK received: logged in.
     logged_in: bool,
+}
+
+impl Live {
+    /// The pending SUBSCRIBE `pkid` answered: its topics and whether it was the login's (None
+    /// for an id not pending). The list's allocation goes with its last entry.
+    fn subscribed(&mut self, pkid: u16) -> Option<(u32, bool)> {
+        let at = self.subscribing.iter().position(|&(id, ..)| id == pkid)?;
+        let (_, n_topics, login) = self.subscribing.swap_remove(at);
+        if self.subscribing.is_empty() {
+            self.subscribing = Vec::new();
+        }
+        Some((n_topics, login))
+    }
 }
 
 /// What ended a connection's wait.
@@ -243,7 +258,7 @@ impl Session {
                 write: BytesMut::new(),
                 due_at: now + self.mqtt.options.ack_timeout,
                 ping: None,
-                subscribing: BTreeMap::new(),
+                subscribing: Vec::new(),
                 topics_sent: 0,
                 window: self.mqtt.options.inflight,
                 acknowledged: false,
@@ -527,7 +542,7 @@ impl Session {
                 self.subscribe_new(live, true);
             }
             Inbound::SubAck { pkid, granted } => {
-                let (n_topics, login) = live.subscribing.remove(&pkid)?;
+                let (n_topics, login) = live.subscribed(pkid)?;
                 if !granted {
                     return Some(End::Refused {
                         cause: "subscribe_refused",
@@ -802,7 +817,7 @@ impl Session {
         );
         let n_topics = u32::try_from(topics.len()).expect("a device has few topics");
         live.topics_sent += n_topics;
-        live.subscribing.insert(pkid, (n_topics, login));
+        live.subscribing.push((pkid, n_topics, login));
     }
 
     /// A packet id no publish or subscription in flight holds.
@@ -811,7 +826,9 @@ impl Session {
         loop {
             let pkid = self.next_pkid;
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&pkid) && !live.subscribing.contains_key(&pkid) {
+            if !self.inflight.contains_key(&pkid)
+                && !live.subscribing.iter().any(|&(id, ..)| id == pkid)
+            {
                 return pkid;
             }
         }
@@ -913,6 +930,49 @@ mod tests {
     /// It was 1,072 (a 1,280-byte cell) while the session kept a cancellation token's and a
     /// `Notify`'s futures in its waits, the CONNECT beside the connection, its client id, and
     /// its arguments twice.
+    /// A logged-in connection keeps nothing for its answered SUBSCRIBEs: the login's SUBACK
+    /// gives the pending list's allocation back (an emptied map kept 128 bytes a device).
+    #[tokio::test]
+    async fn an_answered_subscribe_leaves_no_allocation() {
+        let (mqtt, shared) = (test_protocol(), test_shared());
+        let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(1))), 0);
+        let connector = DynConnector::new(imlab_core::net::TcpConnector {
+            target: "127.0.0.1:9".parse().unwrap(),
+        });
+        let mut session = Session::new(mqtt, 0, events, shared, connector);
+        let (stream, _peer) = tokio::io::duplex(64);
+        let mut live = Live {
+            stream: Box::new(stream),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            due_at: Instant::now(),
+            ping: None,
+            subscribing: Vec::new(),
+            topics_sent: 0,
+            window: 10,
+            acknowledged: true,
+            logged_in: false,
+        };
+        session.subscribe_new(&mut live, true);
+        let &[(pkid, 1, true)] = live.subscribing.as_slice() else {
+            panic!("the login's SUBSCRIBE pending: {:?}", live.subscribing);
+        };
+        assert!(live.subscribing.capacity() > 0);
+        // An answer to no pending SUBSCRIBE changes nothing.
+        assert!(live.subscribed(pkid.wrapping_add(1)).is_none());
+        assert_eq!(live.subscribing.len(), 1);
+        let end = session.on_packet(
+            &mut live,
+            Inbound::SubAck {
+                pkid,
+                granted: true,
+            },
+        );
+        assert!(end.is_none(), "the SUBACK ended the connection");
+        assert!(live.logged_in);
+        assert_eq!(live.subscribing.capacity(), 0);
+    }
+
     #[tokio::test]
     async fn a_session_fits_a_512_byte_box() {
         let (mqtt, shared) = (test_protocol(), test_shared());
