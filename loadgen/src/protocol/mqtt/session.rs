@@ -41,6 +41,58 @@ struct InFlight {
     released: bool,
 }
 
+/// Publishes in flight, by packet id: a map made at a device's first publish and dropped with
+/// its last entry. An emptied `BTreeMap` keeps its node (about 1 KB with these entries) in
+/// every device that ever sent.
+#[derive(Default)]
+struct Flights(Option<BTreeMap<u16, InFlight>>);
+
+impl Flights {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, BTreeMap::len)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u16, &InFlight)> {
+        self.0.iter().flat_map(BTreeMap::iter)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &InFlight> {
+        self.0.iter().flat_map(BTreeMap::values)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&u16, &mut InFlight)> {
+        self.0.iter_mut().flat_map(BTreeMap::iter_mut)
+    }
+
+    fn contains_key(&self, pkid: &u16) -> bool {
+        self.0.as_ref().is_some_and(|map| map.contains_key(pkid))
+    }
+
+    fn get_mut(&mut self, pkid: &u16) -> Option<&mut InFlight> {
+        self.0.as_mut()?.get_mut(pkid)
+    }
+
+    fn insert(&mut self, pkid: u16, flight: InFlight) {
+        self.0.get_or_insert_default().insert(pkid, flight);
+    }
+
+    /// Takes publish `pkid` off the map; the map goes with its last entry.
+    fn remove(&mut self, pkid: &u16) -> Option<InFlight> {
+        let map = self.0.as_mut()?;
+        let flight = map.remove(pkid);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        flight
+    }
+
+    /// True while the map is allocated.
+    #[cfg(test)]
+    fn is_made(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// How one connection ended.
 enum End {
     /// Shut down by the run.
@@ -63,7 +115,7 @@ pub(super) struct Session {
     shared: Arc<DeviceShared>,
     heartbeat: Box<dyn HeartbeatStrategy>,
     started: Instant,
-    inflight: BTreeMap<u16, InFlight>,
+    inflight: Flights,
     /// QoS 2 publishes received whose PUBREL has not come, by packet id, with the message each
     /// carried (`None`: not one of this run's): a resend of one is no new message. Made at
     /// the first QoS 2 publish: a session of QoS 0 or 1 holds 8 bytes for it, not 24.
@@ -149,7 +201,7 @@ impl Session {
             shared,
             heartbeat,
             started: Instant::now(),
-            inflight: BTreeMap::new(),
+            inflight: Flights::default(),
             awaiting_release: None,
             connacks: 0,
             confirmed: 0,
@@ -766,7 +818,7 @@ impl Session {
     fn resend(&mut self, live: &mut Live) {
         let qos = self.qos();
         let now = Instant::now();
-        for (pkid, flight) in &mut self.inflight {
+        for (pkid, flight) in self.inflight.iter_mut() {
             flight.sent_at = now;
             if flight.released {
                 self.mqtt
@@ -930,18 +982,10 @@ mod tests {
     /// It was 1,072 (a 1,280-byte cell) while the session kept a cancellation token's and a
     /// `Notify`'s futures in its waits, the CONNECT beside the connection, its client id, and
     /// its arguments twice.
-    /// A logged-in connection keeps nothing for its answered SUBSCRIBEs: the login's SUBACK
-    /// gives the pending list's allocation back (an emptied map kept 128 bytes a device).
-    #[tokio::test]
-    async fn an_answered_subscribe_leaves_no_allocation() {
-        let (mqtt, shared) = (test_protocol(), test_shared());
-        let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(1))), 0);
-        let connector = DynConnector::new(imlab_core::net::TcpConnector {
-            target: "127.0.0.1:9".parse().unwrap(),
-        });
-        let mut session = Session::new(mqtt, 0, events, shared, connector);
+    /// A connection over an in-memory stream, its CONNACK received, not logged in.
+    fn test_live() -> Live {
         let (stream, _peer) = tokio::io::duplex(64);
-        let mut live = Live {
+        Live {
             stream: Box::new(stream),
             read: BytesMut::new(),
             write: BytesMut::new(),
@@ -952,7 +996,68 @@ mod tests {
             window: 10,
             acknowledged: true,
             logged_in: false,
-        };
+        }
+    }
+
+    /// A session of client 0 for unit tests (its connector never used).
+    fn test_session() -> Session {
+        let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(2))), 0);
+        let connector = DynConnector::new(imlab_core::net::TcpConnector {
+            target: "127.0.0.1:9".parse().unwrap(),
+        });
+        Session::new(test_protocol(), 0, events, test_shared(), connector)
+    }
+
+    /// A device keeps no map of publishes in flight once the last is acknowledged: the map is
+    /// made at a publish and goes with its last entry (an emptied map kept about 1 KB in
+    /// every device that ever sent).
+    #[tokio::test]
+    async fn an_acknowledged_publish_leaves_no_map() {
+        let mut session = test_session();
+        let mut live = test_live();
+        live.logged_in = true;
+        assert!(!session.inflight.is_made());
+        for number in 0..2 {
+            let message = Outgoing {
+                id: MsgId { sender: 0, number },
+                to: To::Peer(1),
+                planned_us: 0,
+            };
+            session.publish(&mut live, message);
+        }
+        let pkids: Vec<u16> = session.inflight.iter().map(|(pkid, _)| *pkid).collect();
+        assert_eq!(pkids.len(), 2, "two publishes in flight");
+        // An ack for no publish in flight changes nothing.
+        let stray = pkids[1].wrapping_add(1);
+        for pkid in [stray, pkids[0]] {
+            let end = session.on_packet(
+                &mut live,
+                Inbound::PubAck {
+                    pkid,
+                    accepted: true,
+                },
+            );
+            assert!(end.is_none(), "the PUBACK ended the connection");
+        }
+        assert_eq!(session.inflight.len(), 1);
+        assert!(session.inflight.is_made());
+        session.on_packet(
+            &mut live,
+            Inbound::PubAck {
+                pkid: pkids[1],
+                accepted: true,
+            },
+        );
+        assert_eq!(session.inflight.len(), 0);
+        assert!(!session.inflight.is_made(), "the emptied map was kept");
+    }
+
+    /// A logged-in connection keeps nothing for its answered SUBSCRIBEs: the login's SUBACK
+    /// gives the pending list's allocation back (an emptied map kept 128 bytes a device).
+    #[tokio::test]
+    async fn an_answered_subscribe_leaves_no_allocation() {
+        let mut session = test_session();
+        let mut live = test_live();
         session.subscribe_new(&mut live, true);
         let &[(pkid, 1, true)] = live.subscribing.as_slice() else {
             panic!("the login's SUBSCRIBE pending: {:?}", live.subscribing);
@@ -975,13 +1080,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_fits_a_512_byte_box() {
-        let (mqtt, shared) = (test_protocol(), test_shared());
-        let events = DeviceEvents::new(Arc::new(Mutex::new(LoadLedger::new(1))), 0);
-        let connector = DynConnector::new(imlab_core::net::TcpConnector {
-            target: "127.0.0.1:9".parse().unwrap(),
-        });
-        let session = Session::new(mqtt, 0, events, shared, connector);
-        let task = session.run();
+        let task = test_session().run();
         let size = std::mem::size_of_val(&task);
         assert!(size <= 512, "a session's future is {size} bytes");
     }
