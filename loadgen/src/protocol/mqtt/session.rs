@@ -148,8 +148,9 @@ struct Live {
     /// nanoseconds (exact, 8 bytes where a `Duration` takes 16).
     ping: Option<(Instant, u64)>,
     /// Pending SUBSCRIBEs: packet id, topics subscribed and whether it is the login's. A
-    /// list (one or two wait at most) given back once the last is answered: an emptied
-    /// `BTreeMap` kept its 128-byte node in every logged-in device.
+    /// list (a few wait at most: the login's and those of groups joined since) given back once
+    /// the last is answered: an emptied `BTreeMap` kept its 128-byte node in every logged-in
+    /// device.
     subscribing: Vec<(u16, u32, bool)>,
     /// Topics subscribed (or being subscribed) on this connection: the inbox's, then the
     /// groups' in the order joined.
