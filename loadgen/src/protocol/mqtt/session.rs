@@ -1042,13 +1042,14 @@ mod tests {
         }
         assert_eq!(session.inflight.len(), 1);
         assert!(session.inflight.is_made());
-        session.on_packet(
+        let end = session.on_packet(
             &mut live,
             Inbound::PubAck {
                 pkid: pkids[1],
                 accepted: true,
             },
         );
+        assert!(end.is_none(), "the last PUBACK ended the connection");
         assert_eq!(session.inflight.len(), 0);
         assert!(!session.inflight.is_made(), "the emptied map was kept");
     }
