@@ -5,12 +5,12 @@
 //! [`MemoryStoreLimits`]; at a limit the write is refused with [`StoreError::Full`] and nothing
 //! already stored is touched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use rustc_hash::FxBuildHasher;
+use hashbrown::HashTable;
 
-use crate::shards::ShardedMap;
+use crate::shards::{ShardedMap, hash_of};
 
 use super::{AppendOutcome, AppendRequest, Store, StoreError, StoredMessage, SyncPage};
 
@@ -60,15 +60,6 @@ impl Default for MemoryStoreLimits {
     }
 }
 
-/// A map looked up by user or client message id, never iterated in an order that matters
-/// (`MemoryStore::users` sorts): hashed, because an append looks up several users and a
-/// sender's window of 4,096 ids, where a `BTreeMap<String, _>` paid a string comparison per
-/// level (`cargo bench -p imlab-core --bench store -- memory_append`). The hasher is Fx, fixed
-/// and unkeyed (so even an iteration would be the same in every run), and cheaper than std's
-/// SipHash. Client message ids are the client's choice, so a client can make its own ids
-/// collide: that costs at most its own window (4,096 ids, at its send budget), nobody else's.
-type KeyedMap<V> = HashMap<String, V, FxBuildHasher>;
-
 #[derive(Default)]
 struct UserState {
     /// Inbox: entry `i` has seq `i + 1`.
@@ -77,10 +68,54 @@ struct UserState {
     /// user has a few devices, and a map's first node (room for 11) cost about 370 bytes a
     /// user. Lookups are binary searches either way.
     cursors: Vec<(Box<str>, u64)>,
-    /// client_msg_id -> (message, sender seq), for the newest `dedupe_window_len` sends.
-    dedupe: KeyedMap<(Arc<StoredMessage>, u64)>,
-    /// The window's messages, oldest first: their client message ids are the keys to evict.
-    dedupe_order: VecDeque<Arc<StoredMessage>>,
+    /// The client message ids of the newest `dedupe_window_len` sends.
+    dedupe: DedupeWindow,
+}
+
+/// A sender's newest client message ids, each as its hash and the sender seq its message got.
+/// The message is the sender's inbox entry at that seq (this store never trims an inbox), so
+/// the id itself is read only where the hashes are equal, and the window evicts its oldest
+/// entry by hash and seq without reading the message. The hash is Fx, fixed and unkeyed: a
+/// client can make its own ids collide, which costs at most its own window (4,096 ids, at its
+/// send budget), nobody else's. 16 bytes an entry in the table and 16 in the order, where
+/// the id as a `String` key beside the message and its seq took 40 and 8, and evicting read
+/// the oldest message and its id from the heap (`cargo bench -p imlab-core --bench store --
+/// memory_append`).
+#[derive(Default)]
+struct DedupeWindow {
+    /// (hash, sender seq) of every id in the window.
+    table: HashTable<(u64, u64)>,
+    /// The same entries, oldest first: the next one out is at the front.
+    order: VecDeque<(u64, u64)>,
+}
+
+impl DedupeWindow {
+    /// The sender seq of the message `id` (whose hash is `hash`) was stored as, if it is in
+    /// the window; `inbox` is the sender's.
+    fn get(&self, inbox: &[Arc<StoredMessage>], hash: u64, id: &str) -> Option<u64> {
+        let found = self.table.find(hash, |&(h, seq)| {
+            h == hash && inbox[(seq - 1) as usize].client_msg_id == id
+        });
+        found.map(|&(_, seq)| seq)
+    }
+
+    /// Remembers the id hashed `hash`, stored at sender seq `seq`, and evicts the oldest id
+    /// past `len_max`.
+    fn insert(&mut self, hash: u64, seq: u64, len_max: usize) {
+        self.table.insert_unique(hash, (hash, seq), |&(h, _)| h);
+        self.order.push_back((hash, seq));
+        if self.order.len() > len_max {
+            let (hash, seq) = self.order.pop_front().expect("the window is not empty");
+            if let Ok(entry) = self.table.find_entry(hash, |&entry| entry == (hash, seq)) {
+                entry.remove();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.len()
+    }
 }
 
 #[derive(Default)]
@@ -171,13 +206,16 @@ impl MemoryStore {
         let skip_dedupe = self.limits.planted_skip_dedupe;
         #[cfg(not(feature = "planted-bugs"))]
         let skip_dedupe = false;
+        let id_hash = hash_of(request.client_msg_id.as_str());
         if !skip_dedupe
             && let Some(user) = state.users.get(&request.from_user)
-            && let Some((message, sender_seq)) = user.dedupe.get(&request.client_msg_id)
+            && let Some(sender_seq) = user
+                .dedupe
+                .get(&user.inbox, id_hash, &request.client_msg_id)
         {
             return Ok(AppendOutcome {
-                message: message.clone(),
-                sender_seq: *sender_seq,
+                message: user.inbox[(sender_seq - 1) as usize].clone(),
+                sender_seq,
                 deliveries: Vec::new(),
                 duplicate: true,
             });
@@ -203,41 +241,28 @@ impl MemoryStore {
         state.n_messages += 1;
         let message = Arc::new(StoredMessage {
             msg_id: state.n_messages,
-            from_user: request.from_user.clone(),
+            from_user: request.from_user,
             from_device: request.from_device,
-            client_msg_id: request.client_msg_id.clone(),
+            client_msg_id: request.client_msg_id,
             to: request.to,
             body: request.body,
             server_time_ms: request.server_time_ms,
         });
         let mut deliveries = Vec::with_capacity(recipients.len());
+        let mut sender_seq = None;
         for user in recipients {
-            let inbox = &mut (state.users)
-                .get_or_insert_with(user.as_str(), str::to_owned, UserState::default)
-                .inbox;
-            inbox.push(message.clone());
-            deliveries.push((user, inbox.len() as u64));
+            let user_state =
+                (state.users).get_or_insert_with(user.as_str(), str::to_owned, UserState::default);
+            user_state.inbox.push(message.clone());
+            let seq = user_state.inbox.len() as u64;
+            if user == message.from_user {
+                // The sender's window, written while its entry is at hand.
+                (user_state.dedupe).insert(id_hash, seq, self.limits.dedupe_window_len);
+                sender_seq = Some(seq);
+            }
+            deliveries.push((user, seq));
         }
-        let sender_seq = deliveries
-            .iter()
-            .find(|(user, _)| *user == request.from_user)
-            .map(|(_, seq)| *seq)
-            .expect("the sender is always a recipient");
-        let sender = state
-            .users
-            .get_mut(&request.from_user)
-            .expect("sender inbox was just written");
-        sender
-            .dedupe
-            .insert(request.client_msg_id, (message.clone(), sender_seq));
-        sender.dedupe_order.push_back(message.clone());
-        if sender.dedupe_order.len() > self.limits.dedupe_window_len {
-            let oldest = sender
-                .dedupe_order
-                .pop_front()
-                .expect("window is not empty");
-            sender.dedupe.remove(&oldest.client_msg_id);
-        }
+        let sender_seq = sender_seq.expect("the sender is always a recipient");
         Ok(AppendOutcome {
             message,
             sender_seq,
@@ -512,6 +537,108 @@ mod tests {
         assert!(!page.has_more());
         assert_eq!(store.sync("b", 9, 10).await.unwrap().entries.len(), 0);
         assert_eq!(store.n_messages(), 2);
+    }
+
+    /// A sender's window keeps its newest `dedupe_window_len` ids, with received messages
+    /// between its sends in its inbox: a retry inside it is answered with the message and seq
+    /// it got, one just past it is stored again, the window never holds more, and another
+    /// sender's id of the same text is its own.
+    #[tokio::test]
+    async fn the_dedupe_window_answers_its_newest_ids_and_forgets_the_oldest() {
+        let store = MemoryStore::with_limits(MemoryStoreLimits {
+            dedupe_window_len: 3,
+            ..MemoryStoreLimits::default()
+        });
+        let mut stored = Vec::new();
+        for i in 1..=5 {
+            let id = format!("m{i}");
+            let sent = store
+                .append(send("a", &id, Target::Peer("b".into())))
+                .await
+                .unwrap();
+            // b's message lands in a's inbox between a's sends: a's seqs are 1, 3, 5, 7, 9.
+            store
+                .append(send("b", &id, Target::Peer("a".into())))
+                .await
+                .unwrap();
+            stored.push((id, sent.sender_seq, sent.message.msg_id));
+        }
+        assert_eq!(
+            stored.iter().map(|(_, seq, _)| *seq).collect::<Vec<_>>(),
+            [1, 3, 5, 7, 9]
+        );
+        for (id, seq, msg_id) in &stored[2..] {
+            let retry = store
+                .append(send("a", id, Target::Peer("b".into())))
+                .await
+                .unwrap();
+            assert!(retry.duplicate, "{id} is in the window");
+            assert_eq!((retry.sender_seq, retry.message.msg_id), (*seq, *msg_id));
+            assert_eq!(&retry.message.client_msg_id, id);
+        }
+        let window_len = |user: &str| store.lock().users.get(user).unwrap().dedupe.len();
+        assert_eq!(window_len("a"), 3);
+        // m2 left the window when m5 came: its retry is a new message at a's next seq.
+        let again = store
+            .append(send("a", "m2", Target::Peer("b".into())))
+            .await
+            .unwrap();
+        assert!(!again.duplicate);
+        assert_eq!(again.sender_seq, 11);
+        assert_eq!(window_len("a"), 3);
+        // The window now holds m4, m5 and the new m2: m3 is out, m2 is answered as the new one.
+        let retry = store
+            .append(send("a", "m2", Target::Peer("b".into())))
+            .await
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.message.msg_id, again.message.msg_id);
+        assert!(
+            !store
+                .append(send("a", "m3", Target::Peer("b".into())))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        // b sent the same texts: b's own window answers b's retry with b's message.
+        let b_retry = store
+            .append(send("b", "m5", Target::Peer("a".into())))
+            .await
+            .unwrap();
+        assert!(b_retry.duplicate);
+        assert_eq!(b_retry.message.from_user, "b");
+        assert_eq!(b_retry.sender_seq, 10);
+    }
+
+    /// The window compares the id itself where two ids' entries share a hash: an entry whose
+    /// hash matches but whose message has another id is not a duplicate.
+    #[test]
+    fn the_dedupe_window_reads_the_id_where_hashes_match() {
+        let message = |id: &str| {
+            Arc::new(StoredMessage {
+                msg_id: 1,
+                from_user: "a".into(),
+                from_device: "d1".into(),
+                client_msg_id: id.into(),
+                to: Target::Peer("b".into()),
+                body: Bytes::new(),
+                server_time_ms: 0,
+            })
+        };
+        let inbox = vec![message("x"), message("y")];
+        let mut window = DedupeWindow::default();
+        // Both ids filed under one hash, as a collision would file them.
+        window.insert(42, 1, 10);
+        window.insert(42, 2, 10);
+        assert_eq!(window.get(&inbox, 42, "x"), Some(1));
+        assert_eq!(window.get(&inbox, 42, "y"), Some(2));
+        assert_eq!(window.get(&inbox, 42, "z"), None);
+        assert_eq!(window.get(&inbox, 7, "x"), None);
+        // Evicting the oldest removes that entry, not its hash's other one.
+        window.insert(43, 2, 2);
+        assert_eq!(window.get(&inbox, 42, "x"), None);
+        assert_eq!(window.get(&inbox, 42, "y"), Some(2));
+        assert_eq!(window.len(), 2);
     }
 
     /// A message the byte bound has no room for is refused, nothing stored is touched, and a
