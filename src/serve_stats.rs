@@ -192,8 +192,18 @@ impl prometheus_client::collector::Collector for ServerMetrics {
         )?;
         out.counter(
             "imlab_server_notify_data_sent",
-            "Messages pushed to live devices (NotifyData).",
+            "Messages pushed to live devices' connections (NotifyData, less the two counters below).",
             load(&counters.notify_data_sent),
+        )?;
+        out.counter(
+            "imlab_server_pushes_as_notify",
+            "Pushes sent as a Notify, without the message, to a device still syncing a backlog.",
+            load(&counters.pushes_as_notify),
+        )?;
+        out.counter(
+            "imlab_server_pushes_in_a_page",
+            "Pushes not sent: the device's sync page already held the message.",
+            load(&counters.pushes_in_a_page),
         )?;
         out.counter(
             "imlab_server_notify_fallbacks",

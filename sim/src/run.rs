@@ -701,6 +701,7 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
         notify_ack_timeout: setup.notify_ack_timeout,
         outbox_len_max: setup.outbox_len_max,
         fanout_queue_len_max: setup.fanout_queue_len_max,
+        push_when_behind: setup.push_when_behind,
         #[cfg(feature = "planted-bugs")]
         planted: imlab_core::planted::PlantedBugs {
             ack_before_store: shared.planted.ack_before_store,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use imlab_core::heartbeat::{AppState, parse_strategy};
+use imlab_core::server::PushWhenBehind;
 use serde::Deserialize;
 
 use crate::carrier::{self, CarrierProfile};
@@ -80,6 +81,7 @@ struct RawServer {
     fanout_queue_len_max: Option<usize>,
     #[serde(with = "humantime_serde", default)]
     token_lifetime: Option<Duration>,
+    push_when_behind: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +249,10 @@ pub struct ServerSetup {
     pub outbox_len_max: usize,
     /// See `ServerConfig::fanout_queue_len_max`.
     pub fanout_queue_len_max: usize,
+    /// See `ServerConfig::push_when_behind`: `"notify"` (the default) or `"message"`, a
+    /// server that pushes every message whole, which tries the clients' handling of gaps and
+    /// repeats.
+    pub push_when_behind: PushWhenBehind,
     /// When set, the server checks signed tokens and devices log in with tokens their app
     /// backend issues for this long, renewed by the device's wall clock; otherwise the
     /// server runs in dev mode (any token).
@@ -575,7 +581,18 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let push_when_behind = match raw.push_when_behind.as_deref() {
+            None | Some("notify") => PushWhenBehind::Notify,
+            Some("message") => PushWhenBehind::Message,
+            Some(other) => {
+                return Err(self.invalid(
+                    "server.push_when_behind",
+                    format!("unknown policy {other:?}; known: \"notify\", \"message\""),
+                ));
+            }
+        };
         Ok(ServerSetup {
+            push_when_behind,
             token_lifetime,
             store,
             commit_latency,

@@ -36,9 +36,9 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::Shared;
 use super::registry::{Outbound, SessionControl};
 use super::session::{Closed, Handled, Handling, Open, SendBarrier, Session, codec_error_code};
+use super::{PushWhenBehind, Shared};
 use crate::codec::FrameIoError;
 use crate::framed::FrameIo;
 use crate::net::Stream;
@@ -84,6 +84,12 @@ pub(super) struct Conn<S> {
     check: Option<AckCheck>,
     pushed_seq_max: u64,
     acked_seq: u64,
+    /// The seq up to which the device holds every message of its inbox, or will once it reads
+    /// what is buffered: its acks, its sync pages, its own sends' acks and the pushes that
+    /// followed on. A push past it (a device still syncing a backlog) goes as a `Notify`,
+    /// without the message's bytes: the device would drop the message as a gap and fetch it
+    /// again in a page. A push at or below it is in a page already and is not sent twice.
+    sent_through: u64,
     /// Frames buffered since the buffer was last written out whole.
     unflushed_frames: usize,
     /// Lent to the handler in progress, if any (left empty meanwhile; an empty barrier
@@ -123,6 +129,7 @@ impl<S: Stream> Live<S> {
             check: None,
             pushed_seq_max: 0,
             acked_seq,
+            sent_through: acked_seq,
             unflushed_frames: 0,
             barrier: SendBarrier::default(),
             handling: None,
@@ -277,11 +284,35 @@ impl<S: Stream> Conn<S> {
 
     fn apply(&mut self, handled: Handled) -> Result<(), Closed> {
         match handled {
-            Handled::Reply(frame) => self.feed_frame(&frame),
+            Handled::Reply(frame) => {
+                self.note_sent(&frame);
+                self.feed_frame(&frame)
+            }
             Handled::Acked(cursor) => {
                 self.acked_seq = self.acked_seq.max(cursor);
+                self.sent_through = self.sent_through.max(cursor);
                 Ok(())
             }
+        }
+    }
+
+    /// Moves [`Conn::sent_through`] past what a reply hands the device: a sync page's
+    /// messages (the page starts after the seq the device said it holds; an empty one means it
+    /// holds them all), or, for a device that takes each SendAck as its copy
+    /// (`send_ack_is_copy`), the seq of its own send when that is the next one. (A device
+    /// without it is pushed its own send, which then follows on.)
+    fn note_sent(&mut self, frame: &Frame) {
+        match &frame.body {
+            Some(Body::SyncResponse(page)) => {
+                let through = page.messages.last().map_or(page.max_seq, |m| m.seq);
+                self.sent_through = self.sent_through.max(through);
+            }
+            Some(Body::SendAck(ack))
+                if ack.seq == self.sent_through + 1 && self.session.echo_skipped().is_some() =>
+            {
+                self.sent_through = ack.seq;
+            }
+            _ => {}
         }
     }
 
@@ -377,8 +408,33 @@ impl<S: Stream> Conn<S> {
     /// Buffers a push from the outbox; over the bound of unwritten frames, the peer is a slow
     /// consumer.
     fn feed(&mut self, item: Outbound) -> Result<(), Closed> {
+        let seq = item.seq;
+        let whole = self.shared().config.push_when_behind == PushWhenBehind::Message;
+        if !whole && seq <= self.sent_through {
+            // Already in a page the device was sent.
+            self.shared()
+                .counters
+                .pushes_in_a_page
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.count_unflushed()?;
-        let seq = feed(&mut self.io, item);
+        if whole || seq == self.sent_through + 1 {
+            feed(&mut self.io, item);
+            if seq == self.sent_through + 1 {
+                self.sent_through = seq;
+            }
+        } else {
+            // The device is behind (syncing): it learns there is more, and fetches it in order.
+            self.shared()
+                .counters
+                .pushes_as_notify
+                .fetch_add(1, Ordering::Relaxed);
+            feed_frame(
+                &mut self.io,
+                &Frame::new(Body::Notify(Notify { max_seq: seq })),
+            );
+        }
         self.pushed_seq_max = self.pushed_seq_max.max(seq);
         self.check.get_or_insert(AckCheck {
             deadline: Instant::now() + self.shared().config.notify_ack_timeout,
