@@ -89,6 +89,14 @@ fn impossible_values_are_named_with_the_value() {
         ],
     );
     check(
+        |s| format!("{s}[server]\npush_when_behind = \"data\"\n"),
+        &[
+            "server.push_when_behind",
+            "\"data\"",
+            "\"notify\", \"message\"",
+        ],
+    );
+    check(
         |s| s.replace("\"cmcc-3g\"", "\"cmcc-9g\""),
         &["carriers.cmcc.preset", "cmcc-9g", "cmcc-3g"],
     );
