@@ -124,6 +124,11 @@ pub fn candidates(spec: &Spec) -> Vec<Spec> {
         default_bounds.fanout_queue_len_max = None;
         push(default_bounds);
     }
+    if spec.push_whole {
+        let mut default_pushes = spec.clone();
+        default_pushes.push_whole = false;
+        push(default_pushes);
+    }
     if spec.token_lifetime_s.is_some() {
         let mut dev_mode = spec.clone();
         dev_mode.token_lifetime_s = None;

@@ -116,6 +116,9 @@ pub struct Spec {
     pub outbox_len_max: Option<usize>,
     /// The server's fan-out queue bound override, if any.
     pub fanout_queue_len_max: Option<usize>,
+    /// The server pushes every message whole, past a device's gap too (`push_when_behind =
+    /// "message"`), so the clients' handling of gaps and repeats is tried.
+    pub push_whole: bool,
     /// Heal-and-quiet seconds before the invariants are checked.
     pub quiet_s: u64,
     /// Carriers.
@@ -191,6 +194,9 @@ impl Spec {
         }
         if let Some(len) = self.fanout_queue_len_max {
             let _ = writeln!(w, "fanout_queue_len_max = {len}");
+        }
+        if self.push_whole {
+            let _ = writeln!(w, "push_when_behind = \"message\"");
         }
         for c in self.carriers_used() {
             let carrier = &self.carriers[c];
@@ -370,6 +376,7 @@ fn draw_anywhere(rng: &mut ChaCha8Rng) -> Spec {
             .then(|| [600, 1_800, 3_600][rng.random_range(0..3)]),
         outbox_len_max: small_bounds.then(|| rng.random_range(2..=64)),
         fanout_queue_len_max: small_bounds.then(|| rng.random_range(4..=64)),
+        push_whole: false,
         quiet_s: QUIET_S,
         carriers,
         groups,
@@ -547,8 +554,14 @@ fn fault(rng: &mut ChaCha8Rng, spec: &Spec) -> Option<FaultSpec> {
 /// The case `index` of a fuzz run seeded `seed`: its spec and run seed.
 pub fn case(seed: u64, index: u64) -> (Spec, u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(imlab_carrier::flow_seed(seed, &[0xf022, index]));
-    let spec = generate(&mut rng);
-    (spec, rng.random_range(1..=1_000_000))
+    let mut spec = generate(&mut rng);
+    let run_seed = rng.random_range(1..=1_000_000);
+    // Drawn after everything else, so a case keeps the scenario and run seed it had before
+    // the policy was drawn. Not on a 2G-grade link: a server that pushes every message whole
+    // sends a syncing device each one twice, and a backlog there may not drain in the quiet
+    // period (`sim/tests/weak_link.rs`), which is that policy's cost, not a bug.
+    spec.push_whole = spec.quiet_s != WEAK_QUIET_S && rng.random_bool(0.25);
+    (spec, run_seed)
 }
 
 #[cfg(test)]
@@ -564,6 +577,7 @@ mod tests {
         let mut storm = 0;
         let mut durable = 0;
         let mut tokens = 0;
+        let mut push_whole = 0;
         let mut kinds_seen = std::collections::BTreeSet::new();
         for index in 0..400 {
             let (spec, seed) = case(1, index);
@@ -599,12 +613,24 @@ mod tests {
             }
             durable += usize::from(spec.durable);
             tokens += usize::from(spec.token_lifetime_s.is_some());
+            if spec.push_whole {
+                push_whole += 1;
+                assert_ne!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+                assert!(
+                    text.contains("push_when_behind = \"message\""),
+                    "case {index}"
+                );
+            }
             kinds_seen.extend(spec.faults.iter().map(|f| f.kind));
         }
         assert!((60..=100).contains(&weak), "weak-link cases: {weak}");
         assert!((60..=100).contains(&storm), "volatile-storm cases: {storm}");
         assert!((150..=300).contains(&durable), "durable: {durable}");
         assert!((100..=250).contains(&tokens), "expiring tokens: {tokens}");
+        assert!(
+            (40..=120).contains(&push_whole),
+            "whole pushes: {push_whole}"
+        );
         assert_eq!(
             kinds_seen.into_iter().collect::<Vec<_>>().len(),
             kinds().len()
