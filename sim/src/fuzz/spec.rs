@@ -305,14 +305,60 @@ pub fn generate(rng: &mut ChaCha8Rng) -> Spec {
             spec.faults.push(fault);
         }
     }
-    if spec
-        .carriers_used()
-        .iter()
-        .any(|c| spec.carriers[*c].is_weak())
-    {
-        spec.quiet_s = WEAK_QUIET_S;
+    if spec.has_weak_carrier() {
+        spec.quiet_s = WEAK_QUIET_S.max(spec.weak_drain_s());
     }
     spec
+}
+
+impl Spec {
+    /// True when a group or a fault uses a 2G-grade carrier.
+    pub fn has_weak_carrier(&self) -> bool {
+        self.carriers_used()
+            .iter()
+            .any(|c| self.carriers[*c].is_weak())
+    }
+
+    /// Twice the seconds the slowest, lossiest 2G-grade carrier used would take to carry the
+    /// bodies of every message the run sends to one device (an upper bound: a device receives
+    /// at most every message). A weak-link case that sends more than its link carries would
+    /// otherwise fail `convergence` and `no_acked_loss` for want of time, not for a bug
+    /// (`imlab sim fuzz --seed 7304`, case 933: nine devices on `cu-2g` at 8 kbit/s with 27%
+    /// loss and 8 KB bodies, still 8 messages behind after 1,500 s of quiet).
+    pub fn weak_drain_s(&self) -> u64 {
+        let weak: Vec<&CarrierSpec> = self
+            .carriers_used()
+            .into_iter()
+            .map(|c| &self.carriers[c])
+            .filter(|c| c.is_weak())
+            .collect();
+        let Some(bytes_per_s) = weak
+            .iter()
+            .map(|c| {
+                let kbps = c.bandwidth_kbps.unwrap_or_else(|| {
+                    imlab_carrier::profile::preset(c.preset)
+                        .expect("the generator draws preset names")
+                        .bandwidth_kbps
+                });
+                f64::from(kbps) * 125.0 * (1.0 - c.loss.unwrap_or(0.0))
+            })
+            .reduce(f64::min)
+        else {
+            return 0;
+        };
+        let hours = self.duration_s as f64 / 3_600.0;
+        let bytes: f64 = self
+            .groups
+            .iter()
+            .map(|g| {
+                g.count as f64
+                    * (f64::from(g.one_to_one_per_hour) + f64::from(g.group_per_hour))
+                    * hours
+                    * g.body_bytes as f64
+            })
+            .sum();
+        (2.0 * bytes / bytes_per_s).ceil() as u64
+    }
 }
 
 impl CarrierSpec {
@@ -560,7 +606,7 @@ pub fn case(seed: u64, index: u64) -> (Spec, u64) {
     // the policy was drawn. Not on a 2G-grade link: a server that pushes every message whole
     // sends a syncing device each one twice, and a backlog there may not drain in the quiet
     // period (`sim/tests/weak_link.rs`), which is that policy's cost, not a bug.
-    spec.push_whole = spec.quiet_s != WEAK_QUIET_S && rng.random_bool(0.25);
+    spec.push_whole = !spec.has_weak_carrier() && rng.random_bool(0.25);
     (spec, run_seed)
 }
 
@@ -589,12 +635,13 @@ mod tests {
                     .bandwidth_kbps
                     .is_some_and(|k| k <= WEAK_LINK_KBPS_MAX)
             };
-            if spec
-                .carriers_used()
-                .iter()
-                .any(|c| spec.carriers[*c].is_weak())
-            {
-                assert_eq!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+            if spec.has_weak_carrier() {
+                assert_eq!(
+                    spec.quiet_s,
+                    WEAK_QUIET_S.max(spec.weak_drain_s()),
+                    "case {index}"
+                );
+                assert!(spec.quiet_s >= WEAK_QUIET_S, "case {index}");
             }
             if spec
                 .groups
@@ -602,7 +649,7 @@ mod tests {
                 .any(|g| weak_carrier(g.carrier) && g.body_bytes >= 1_500)
             {
                 weak += 1;
-                assert_eq!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+                assert!(spec.quiet_s >= WEAK_QUIET_S, "case {index}");
             }
             let crashes_repeat = spec
                 .faults
@@ -615,7 +662,7 @@ mod tests {
             tokens += usize::from(spec.token_lifetime_s.is_some());
             if spec.push_whole {
                 push_whole += 1;
-                assert_ne!(spec.quiet_s, WEAK_QUIET_S, "case {index}");
+                assert!(!spec.has_weak_carrier(), "case {index}");
                 assert!(
                     text.contains("push_when_behind = \"message\""),
                     "case {index}"
