@@ -326,22 +326,12 @@ impl Spec {
     /// (`imlab sim fuzz --seed 7304`, case 933: nine devices on `cu-2g` at 8 kbit/s with 27%
     /// loss and 8 KB bodies, still 8 messages behind after 1,500 s of quiet).
     pub fn weak_drain_s(&self) -> u64 {
-        let weak: Vec<&CarrierSpec> = self
+        let Some(bytes_per_s) = self
             .carriers_used()
             .into_iter()
             .map(|c| &self.carriers[c])
             .filter(|c| c.is_weak())
-            .collect();
-        let Some(bytes_per_s) = weak
-            .iter()
-            .map(|c| {
-                let kbps = c.bandwidth_kbps.unwrap_or_else(|| {
-                    imlab_carrier::profile::preset(c.preset)
-                        .expect("the generator draws preset names")
-                        .bandwidth_kbps
-                });
-                f64::from(kbps) * 125.0 * (1.0 - c.loss.unwrap_or(0.0))
-            })
+            .map(|c| f64::from(c.kbps()) * 125.0 * (1.0 - c.loss.unwrap_or(0.0)))
             .reduce(f64::min)
         else {
             return 0;
@@ -364,12 +354,16 @@ impl Spec {
 impl CarrierSpec {
     /// True for a 2G-grade link (an override or the preset at most [`WEAK_LINK_KBPS_MAX`]).
     pub fn is_weak(&self) -> bool {
-        let kbps = self.bandwidth_kbps.unwrap_or_else(|| {
+        self.kbps() <= WEAK_LINK_KBPS_MAX
+    }
+
+    /// The link's bandwidth: the override, or the preset's.
+    fn kbps(&self) -> u32 {
+        self.bandwidth_kbps.unwrap_or_else(|| {
             imlab_carrier::profile::preset(self.preset)
                 .expect("the generator draws preset names")
                 .bandwidth_kbps
-        });
-        kbps <= WEAK_LINK_KBPS_MAX
+        })
     }
 }
 
@@ -614,6 +608,47 @@ pub fn case(seed: u64, index: u64) -> (Spec, u64) {
 mod tests {
     use super::*;
 
+    /// Seed 7304's case 933, as shrunk: nine devices sending 102 one-to-one and 36 group
+    /// messages an hour for 1,200 s with 8,000-byte bodies, on `cu-2g` cut to 8 kbit/s with
+    /// 27.1% loss. Worked by hand: 9 x 138 x 1/3 h x 8,000 B = 3,312,000 B, over
+    /// 8 x 125 x 0.729 = 729 B/s, twice: 9,086.4 s, so 9,087. A fast link adds nothing.
+    #[test]
+    fn a_weak_links_quiet_covers_twice_the_time_its_bodies_take() {
+        let mut spec = Spec {
+            duration_s: 1_200,
+            durable: true,
+            commit_latency_ms: 2,
+            token_lifetime_s: None,
+            outbox_len_max: None,
+            fanout_queue_len_max: None,
+            push_whole: false,
+            quiet_s: QUIET_S,
+            carriers: vec![CarrierSpec {
+                preset: "cu-2g",
+                loss: Some(0.271),
+                nat_timeout_s: None,
+                bandwidth_kbps: Some(8),
+            }],
+            groups: vec![GroupSpec {
+                count: 9,
+                carrier: 0,
+                heartbeat: "fixed:10m",
+                devices_per_user: 3,
+                one_to_one_per_hour: 102,
+                group_per_hour: 36,
+                group_size: 7,
+                body_bytes: 8_000,
+                app_cycle_s: 0,
+            }],
+            faults: Vec::new(),
+        };
+        assert!(spec.has_weak_carrier());
+        assert_eq!(spec.weak_drain_s(), 9_087);
+        spec.carriers[0].bandwidth_kbps = Some(10_000);
+        assert!(!spec.has_weak_carrier());
+        assert_eq!(spec.weak_drain_s(), 0);
+    }
+
     /// 400 cases of seed 1: each loads; the two special regions get their share; the rest of
     /// the space is still covered (every fault kind, both stores, dev-mode and expiring
     /// tokens, default bounds).
@@ -624,6 +659,7 @@ mod tests {
         let mut durable = 0;
         let mut tokens = 0;
         let mut push_whole = 0;
+        let mut drained_longer = 0;
         let mut kinds_seen = std::collections::BTreeSet::new();
         for index in 0..400 {
             let (spec, seed) = case(1, index);
@@ -636,12 +672,9 @@ mod tests {
                     .is_some_and(|k| k <= WEAK_LINK_KBPS_MAX)
             };
             if spec.has_weak_carrier() {
-                assert_eq!(
-                    spec.quiet_s,
-                    WEAK_QUIET_S.max(spec.weak_drain_s()),
-                    "case {index}"
-                );
                 assert!(spec.quiet_s >= WEAK_QUIET_S, "case {index}");
+                assert!(spec.quiet_s >= spec.weak_drain_s(), "case {index}");
+                drained_longer += usize::from(spec.quiet_s > WEAK_QUIET_S);
             }
             if spec
                 .groups
@@ -677,6 +710,10 @@ mod tests {
         assert!(
             (40..=120).contains(&push_whole),
             "whole pushes: {push_whole}"
+        );
+        assert!(
+            drained_longer > 0,
+            "no weak case needed more than the least quiet"
         );
         assert_eq!(
             kinds_seen.into_iter().collect::<Vec<_>>().len(),
