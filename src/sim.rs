@@ -374,6 +374,18 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         m.storms.outbox_high_water,
         m.storms.fanout_queue_high_water
     );
+    let server = &m.server;
+    println!(
+        "server counts: logins {}, stored {}, duplicate sends {}, refused sends {}; pushes queued {} (as notify {}, in a page {}), fallbacks {}",
+        server.logins,
+        server.messages_stored,
+        server.duplicate_sends,
+        server.overloaded_sends + server.rate_limited_sends,
+        server.pushes_queued,
+        server.pushes_as_notify,
+        server.pushes_in_a_page,
+        server.notify_fallbacks
+    );
     for storm in &m.storms.crashes {
         println!("{}", storm_line(storm));
     }

@@ -276,8 +276,8 @@ async fn an_unacked_notify_data_falls_back_to_notify_once_and_sync_catches_up() 
     bob.send(&Frame::new(Body::DeviceAck(proto::DeviceAck { seq: 1 })))
         .await
         .unwrap();
-    // Acked: the check re-armed by the fallback finds seq 1 acked, so the next frame, two
-    // timeouts and more later, is the Pong.
+    // Acked, and a Notify is never repeated anyway: the next frame, two timeouts and more
+    // later, is the Pong.
     tokio::time::sleep(notify_ack_timeout * 3).await;
     bob.send(&Frame::new(Body::Ping(proto::Ping { id: 9 })))
         .await
@@ -290,5 +290,65 @@ async fn an_unacked_notify_data_falls_back_to_notify_once_and_sync_catches_up() 
     assert_eq!(
         server.counters().notify_fallbacks.load(Ordering::Relaxed),
         1
+    );
+}
+
+/// A device that never acks is told once per push that it has something new, not once per
+/// `notify_ack_timeout`: TCP delivers the Notify or ends the connection. (Repeated, a
+/// connection behind an expired NAT mapping drew a Notify every 10 s until it was reaped.)
+#[tokio::test(start_paused = true)]
+async fn an_unacked_push_draws_one_notify_not_one_per_timeout() {
+    let notify_ack_timeout = Duration::from_millis(300);
+    let config = ServerConfig {
+        notify_ack_timeout,
+        ..ServerConfig::default()
+    };
+    let (connector, server, _store) = common::memory_server(config);
+    let (mut bob_reader, mut bob) = common::mem_login(&connector, "bob", "phone").await;
+    // Alice takes her SendAck as her copy, so every fallback counted is bob's.
+    let (mut alice_reader, mut alice) = open(&connector).await;
+    let login = proto::Login {
+        user: "alice".into(),
+        device: "phone".into(),
+        token: String::new(),
+        heartbeat_interval_max_s: 60,
+        send_ack_is_copy: true,
+    };
+    alice.send(&Frame::new(Body::Login(login))).await.unwrap();
+    assert!(matches!(
+        next_body(&mut alice_reader).await,
+        Body::LoginReply(_)
+    ));
+    for (n, text) in ["one", "two"].into_iter().enumerate() {
+        let send = Frame::new(common::send_to_peer(&format!("m-{n}"), "bob", text));
+        alice.send(&send).await.unwrap();
+        while alice_reader.next().await.unwrap().unwrap().kind() != "send_ack" {}
+        let Body::NotifyData(data) = next_body(&mut bob_reader).await else {
+            panic!("no notify_data")
+        };
+        let seq = data.message.unwrap().seq;
+        // Bob never acks. Five timeouts later he pings: between the push and the Pong there
+        // is one Notify, for the push.
+        tokio::time::sleep(notify_ack_timeout * 5).await;
+        let id = n as u64;
+        bob.send(&Frame::new(Body::Ping(proto::Ping { id })))
+            .await
+            .unwrap();
+        let mut notifies = Vec::new();
+        loop {
+            match next_body(&mut bob_reader).await {
+                Body::Notify(notify) => notifies.push(notify.max_seq),
+                Body::Pong(pong) => {
+                    assert_eq!(pong.id, id);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(notifies, vec![seq], "push {n}");
+    }
+    assert_eq!(
+        server.counters().notify_fallbacks.load(Ordering::Relaxed),
+        2
     );
 }

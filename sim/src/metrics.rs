@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use imlab_core::server::ServerCounters;
+
 use crate::ledger::{Ledger, quantile};
 use crate::storm::StormMetrics;
 use crate::world::Shared;
@@ -71,10 +73,94 @@ pub struct Metrics {
     pub disconnects_by_cause: BTreeMap<String, u64>,
     /// Logins per second and the reconnection storm after each server crash.
     pub storms: StormMetrics,
+    /// The server's own counters, summed over every incarnation.
+    pub server: ServerTotals,
+}
+
+/// The server's counters (`imlab_core::server::ServerCounters`, the same that `imlab serve`
+/// exports to Prometheus), summed over every incarnation of a run's server: each restart
+/// counts from zero. What the server did, beside what the devices saw.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ServerTotals {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused at the server's connection bound.
+    pub connections_refused: u64,
+    /// Successful logins.
+    pub logins: u64,
+    /// Connections closed for not logging in in time.
+    pub login_timeouts: u64,
+    /// Connections closed for silence.
+    pub reaped: u64,
+    /// Messages stored (a retried send answered from the dedupe window not counted).
+    pub messages_stored: u64,
+    /// Sends answered from the dedupe window.
+    pub duplicate_sends: u64,
+    /// Sends refused because the fan-out queue was full.
+    pub overloaded_sends: u64,
+    /// Sends refused because the user's send rate was spent.
+    pub rate_limited_sends: u64,
+    /// Pushes queued to live devices' connections.
+    pub pushes_queued: u64,
+    /// Of those, sent as a `Notify` without the message, to a device still syncing.
+    pub pushes_as_notify: u64,
+    /// Of those, not sent because the device's sync page already held the message.
+    pub pushes_in_a_page: u64,
+    /// `Notify` frames sent because a `NotifyData` was not acked in time.
+    pub notify_fallbacks: u64,
+    /// Offline pushes handed to the push provider.
+    pub offline_pushes: u64,
+}
+
+impl ServerTotals {
+    /// One incarnation's counters as they read now.
+    pub fn read(counters: &ServerCounters) -> ServerTotals {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        ServerTotals {
+            connections_accepted: load(&counters.connections_accepted),
+            connections_refused: load(&counters.connections_refused),
+            logins: load(&counters.logins),
+            login_timeouts: load(&counters.login_timeouts),
+            reaped: load(&counters.reaped),
+            messages_stored: load(&counters.messages_stored),
+            duplicate_sends: load(&counters.duplicate_sends),
+            overloaded_sends: load(&counters.overloaded_sends),
+            rate_limited_sends: load(&counters.rate_limited_sends),
+            pushes_queued: load(&counters.notify_data_sent),
+            pushes_as_notify: load(&counters.pushes_as_notify),
+            pushes_in_a_page: load(&counters.pushes_in_a_page),
+            notify_fallbacks: load(&counters.notify_fallbacks),
+            offline_pushes: load(&counters.pushes),
+        }
+    }
+
+    /// Adds another incarnation's totals.
+    pub fn add(&mut self, other: &ServerTotals) {
+        self.connections_accepted += other.connections_accepted;
+        self.connections_refused += other.connections_refused;
+        self.logins += other.logins;
+        self.login_timeouts += other.login_timeouts;
+        self.reaped += other.reaped;
+        self.messages_stored += other.messages_stored;
+        self.duplicate_sends += other.duplicate_sends;
+        self.overloaded_sends += other.overloaded_sends;
+        self.rate_limited_sends += other.rate_limited_sends;
+        self.pushes_queued += other.pushes_queued;
+        self.pushes_as_notify += other.pushes_as_notify;
+        self.pushes_in_a_page += other.pushes_in_a_page;
+        self.notify_fallbacks += other.notify_fallbacks;
+        self.offline_pushes += other.offline_pushes;
+    }
 }
 
 /// Computes the metrics of a finished run.
-pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Duration) -> Metrics {
+pub fn collect(
+    shared: &Shared,
+    ledger: &Ledger,
+    server: ServerTotals,
+    simulated: Duration,
+    wall: Duration,
+) -> Metrics {
     let scenario = &shared.scenario;
     let layout = &shared.layout;
     let mut groups: Vec<GroupMetrics> = scenario
@@ -154,6 +240,7 @@ pub fn collect(shared: &Shared, ledger: &Ledger, simulated: Duration, wall: Dura
             simulated.as_millis() as u64,
             scenario.duration.as_millis() as u64,
         ),
+        server,
     }
 }
 

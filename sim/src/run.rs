@@ -26,7 +26,7 @@ use crate::Planted;
 use crate::device::{DEVICE_COMMANDS_LEN_MAX, run_device};
 use crate::invariants::{self, Verdict, VolatileLoss};
 use crate::ledger::Ledger;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, ServerTotals};
 use crate::push::{SimPushProvider, push_host};
 use crate::scenario::{FaultKind, Scenario, StoreKind};
 use crate::trace::{Event, Trace};
@@ -430,7 +430,13 @@ pub fn run_with(
         &shared.device_states,
         volatile_epoch,
     );
-    let metrics = metrics::collect(&shared, &ledger, simulated, started.elapsed());
+    let metrics = metrics::collect(
+        &shared,
+        &ledger,
+        sampler.totals(),
+        simulated,
+        started.elapsed(),
+    );
     drop(ledger);
     inspect(&shared);
     let mut trace = shared.trace.lock().unwrap_or_else(|p| p.into_inner());
@@ -449,7 +455,7 @@ pub fn run_with(
 /// Reads the server's counters from the driver, between simulation steps and never from
 /// inside the simulation, so reading moves no simulated event: connections accepted per
 /// simulated second and the queues' high-water marks, across every incarnation of the server
-/// (each restart starts its counters at zero).
+/// (each restart starts its counters at zero), and every counter summed over them.
 #[derive(Default)]
 struct ServerSampler {
     /// The simulated second being counted.
@@ -457,6 +463,9 @@ struct ServerSampler {
     /// The incarnation read last, and its accepted count then.
     counters: Option<Arc<imlab_core::server::ServerCounters>>,
     accepted: u64,
+    /// The counters of the incarnations before it, summed (each read when the next one was
+    /// first seen: a crashed server counts nothing more).
+    earlier: ServerTotals,
 }
 
 impl ServerSampler {
@@ -486,7 +495,9 @@ impl ServerSampler {
             {
                 // A new incarnation counts from zero.
                 self.accepted = 0;
-                self.counters = Some(counters.clone());
+                if let Some(earlier) = self.counters.replace(counters.clone()) {
+                    self.earlier.add(&ServerTotals::read(&earlier));
+                }
             }
             let accepted = counters.connections_accepted.load(Ordering::Relaxed);
             let new = accepted.saturating_sub(self.accepted);
@@ -500,6 +511,15 @@ impl ServerSampler {
             });
         }
         self.second = now.as_secs();
+    }
+
+    /// Every incarnation's counters summed, the current one's as they read now.
+    fn totals(&self) -> ServerTotals {
+        let mut totals = self.earlier;
+        if let Some(counters) = &self.counters {
+            totals.add(&ServerTotals::read(counters));
+        }
+        totals
     }
 }
 

@@ -70,6 +70,12 @@ fn the_storm_after_a_crash_is_measured() {
         .map(|s| s.accepts)
         .sum();
     assert!(in_storm >= 40, "{in_storm} accepts after the restart");
+    // The server's counters in results.json are summed over both incarnations: its logins
+    // are the devices' (this carrier loses no LoginOk), and it stored every acked message
+    // once, in one incarnation or the other.
+    let server = &report.metrics.server;
+    assert_eq!(server.logins, u64::from(logins), "{server:?}");
+    assert_eq!(server.messages_stored, report.metrics.all.messages_acked);
     assert!(storm.accepts_per_s_peak >= 1, "{storm:?}");
     // Messages flowed, so the outboxes held at least a frame; no groups, no fan-out.
     assert!(storms.outbox_high_water >= 1, "{storms:?}");

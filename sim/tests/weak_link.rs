@@ -34,8 +34,9 @@ devices_per_user = 2
 traffic = { one_to_one_per_hour = 111.0, group_per_hour = 54.0, group_size = 5, body_bytes = 8000 }
 "#;
 
-/// The invariants the run broke under `policy` (the scenario's `server.push_when_behind`).
-fn broken(policy: &str) -> Vec<&'static str> {
+/// The invariants the run broke under `policy` (the scenario's `server.push_when_behind`),
+/// and the pushes the server sent as a `Notify` (summed over its incarnations).
+fn broken(policy: &str) -> (Vec<&'static str>, u64) {
     let text = SUBWAY_AT_8_KBPS.replace(
         "[server]\n",
         &format!("[server]\npush_when_behind = \"{policy}\"\n"),
@@ -46,22 +47,28 @@ fn broken(policy: &str) -> Vec<&'static str> {
         ..RunOptions::default()
     };
     let report = run(&scenario, &options, &mut |_| {}).unwrap();
-    report
+    let names = report
         .verdicts
         .iter()
         .filter(|v| !v.ok())
         .map(|v| v.name)
-        .collect()
+        .collect();
+    (names, report.metrics.server.pushes_as_notify)
 }
 
 #[test]
 fn a_backlog_on_a_2g_link_drains_when_pushes_past_a_gap_are_notifies() {
-    assert_eq!(broken("notify"), Vec::<&str>::new());
+    let (names, as_notify) = broken("notify");
+    assert_eq!(names, Vec::<&str>::new());
+    // The policy took effect: results.json's server counts show the pushes it turned into
+    // notifies.
+    assert!(as_notify > 0, "no push went as a Notify");
 }
 
 #[test]
 fn pushing_every_message_whole_leaves_the_same_link_behind() {
-    let names = broken("message");
+    let (names, as_notify) = broken("message");
+    assert_eq!(as_notify, 0, "the old policy pushes whole");
     assert!(
         names.contains(&"convergence"),
         "the old policy no longer fails this run: {names:?}"

@@ -366,8 +366,14 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// The ack check for `want_seq` fired: a Notify when the device has not acked it, and the
-    /// next check while anything pushed is unacked.
+    /// The ack check for `want_seq` fired: one Notify, for everything pushed so far, when the
+    /// device has not acked it; otherwise the next check while anything pushed is unacked.
+    ///
+    /// A Notify is not repeated: TCP delivers it or ends the connection, and a device that
+    /// reads it syncs through its `max_seq`, now or after the sync it is in. Repeated every
+    /// `notify_ack_timeout` until an ack, it went on for as long as a connection behind an
+    /// expired NAT mapping stayed unreaped (1.5 heartbeats): `cmcc-3g-nat` at seed 1 sent
+    /// 2,414 of them for 167 pushes. The next push sets the next check.
     fn check_acks(&mut self, want_seq: u64, now: Instant) -> Result<(), Closed> {
         let acked = self.acked_seq;
         if acked < want_seq {
@@ -379,8 +385,7 @@ impl<S: Stream> Conn<S> {
                 max_seq: self.pushed_seq_max,
             }));
             self.feed_frame(&notify)?;
-        }
-        if acked < self.pushed_seq_max {
+        } else if acked < self.pushed_seq_max {
             self.check = Some(AckCheck {
                 deadline: now + self.shared().config.notify_ack_timeout,
                 seq: self.pushed_seq_max,
