@@ -62,14 +62,76 @@ impl Default for MemoryStoreLimits {
 
 #[derive(Default)]
 struct UserState {
-    /// Inbox: entry `i` has seq `i + 1`.
-    inbox: Vec<Arc<StoredMessage>>,
+    inbox: Inbox,
     /// Device id and its processed-up-to seq, sorted by device. A sorted list, not a map: a
     /// user has a few devices, and a map's first node (room for 11) cost about 370 bytes a
     /// user. Lookups are binary searches either way.
     cursors: Vec<(Box<str>, u64)>,
     /// The client message ids of the newest `dedupe_window_len` sends.
     dedupe: DedupeWindow,
+}
+
+/// Entries in one full chunk of an [`Inbox`]: 32 KiB of pointers.
+const INBOX_CHUNK_LEN: usize = 4_096;
+
+/// A user's inbox, entry `i` at seq `i + 1`, in chunks of [`INBOX_CHUNK_LEN`] entries so
+/// that it never moves as it grows. As one `Vec` it doubled under the store's lock, which
+/// every send and sync of every user waits on: at 8,388,608 entries the append that doubled
+/// two such inboxes took 284 ms (`examples/inbox_pause.rs`; the store holds 20 million
+/// messages by default, and a member of a busy group gets one entry per message). A
+/// user's first chunk grows as a `Vec` does, so a user with a few messages holds no more
+/// than before.
+#[derive(Default)]
+struct Inbox {
+    /// Full chunks, oldest first, each exactly `INBOX_CHUNK_LEN` entries.
+    full: Vec<Box<[Arc<StoredMessage>]>>,
+    /// The entries after them, fewer than `INBOX_CHUNK_LEN`.
+    tail: Vec<Arc<StoredMessage>>,
+}
+
+impl Inbox {
+    fn len(&self) -> usize {
+        self.full.len() * INBOX_CHUNK_LEN + self.tail.len()
+    }
+
+    /// The entry at seq `seq` (from 1), which must exist.
+    fn at(&self, seq: u64) -> &Arc<StoredMessage> {
+        let i = (seq - 1) as usize;
+        match self.full.get(i / INBOX_CHUNK_LEN) {
+            Some(chunk) => &chunk[i % INBOX_CHUNK_LEN],
+            None => &self.tail[i - self.full.len() * INBOX_CHUNK_LEN],
+        }
+    }
+
+    /// Appends an entry; its seq is the new length.
+    fn push(&mut self, message: Arc<StoredMessage>) {
+        self.tail.push(message);
+        if self.tail.len() == INBOX_CHUNK_LEN {
+            let next = Vec::with_capacity(INBOX_CHUNK_LEN);
+            let chunk = std::mem::replace(&mut self.tail, next);
+            self.full.push(chunk.into_boxed_slice());
+        }
+    }
+
+    /// The entries after seq `after`, oldest first.
+    fn after(&self, after: usize) -> impl Iterator<Item = &Arc<StoredMessage>> {
+        let chunk = after / INBOX_CHUNK_LEN;
+        // The rest of the chunk `after` falls in, the full chunks after it, and the tail.
+        let (first, middle, tail): (&[_], &[_], &[_]) = match self.full.get(chunk) {
+            Some(entries) => (
+                &entries[after % INBOX_CHUNK_LEN..],
+                &self.full[chunk + 1..],
+                &self.tail,
+            ),
+            None => {
+                let start = after - self.full.len() * INBOX_CHUNK_LEN;
+                (&[], &[], self.tail.get(start..).unwrap_or_default())
+            }
+        };
+        (first.iter())
+            .chain(middle.iter().flat_map(|chunk| chunk.iter()))
+            .chain(tail.iter())
+    }
 }
 
 /// A sender's newest client message ids, each as its hash and the sender seq its message got.
@@ -92,9 +154,9 @@ struct DedupeWindow {
 impl DedupeWindow {
     /// The sender seq of the message `id` (whose hash is `hash`) was stored as, if it is in
     /// the window; `inbox` is the sender's.
-    fn get(&self, inbox: &[Arc<StoredMessage>], hash: u64, id: &str) -> Option<u64> {
+    fn get(&self, inbox: &Inbox, hash: u64, id: &str) -> Option<u64> {
         let found = self.table.find(hash, |&(h, seq)| {
-            h == hash && inbox[(seq - 1) as usize].client_msg_id == id
+            h == hash && inbox.at(seq).client_msg_id == id
         });
         found.map(|&(_, seq)| seq)
     }
@@ -190,7 +252,7 @@ impl MemoryStore {
     pub fn inbox(&self, user: &str) -> Vec<(u64, Arc<StoredMessage>)> {
         self.lock().users.get(user).map_or_else(Vec::new, |user| {
             user.inbox
-                .iter()
+                .after(0)
                 .enumerate()
                 .map(|(i, message)| (i as u64 + 1, message.clone()))
                 .collect()
@@ -214,7 +276,7 @@ impl MemoryStore {
                 .get(&user.inbox, id_hash, &request.client_msg_id)
         {
             return Ok(AppendOutcome {
-                message: user.inbox[(sender_seq - 1) as usize].clone(),
+                message: user.inbox.at(sender_seq).clone(),
                 sender_seq,
                 deliveries: Vec::new(),
                 duplicate: true,
@@ -306,8 +368,9 @@ impl Store for MemoryStore {
         };
         let max_seq = user.inbox.len() as u64;
         let start = after_seq.min(max_seq) as usize;
-        let entries = user.inbox[start..]
-            .iter()
+        let entries = user
+            .inbox
+            .after(start)
             .take(limit)
             .enumerate()
             .map(|(i, message)| ((start + i + 1) as u64, message.clone()))
@@ -610,22 +673,63 @@ mod tests {
         assert_eq!(b_retry.sender_seq, 10);
     }
 
+    fn message(id: &str) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            msg_id: 1,
+            from_user: "a".into(),
+            from_device: "d1".into(),
+            client_msg_id: id.into(),
+            to: Target::Peer("b".into()),
+            body: Bytes::new(),
+            server_time_ms: 0,
+        })
+    }
+
+    /// An inbox in chunks reads as one sequence: every seq at its place, and every suffix,
+    /// from inside a chunk, at a chunk's edges, in the tail and past the end.
+    #[test]
+    fn an_inbox_in_chunks_reads_every_seq_and_every_suffix_in_order() {
+        let n = 3 * INBOX_CHUNK_LEN + 5;
+        let mut inbox = Inbox::default();
+        for seq in 1..=n {
+            inbox.push(message(&seq.to_string()));
+            assert_eq!(inbox.len(), seq);
+        }
+        assert_eq!(inbox.full.len(), 3, "three full chunks and a tail of 5");
+        assert_eq!(inbox.tail.len(), 5);
+        for seq in 1..=n {
+            assert_eq!(inbox.at(seq as u64).client_msg_id, seq.to_string());
+        }
+        let c = INBOX_CHUNK_LEN;
+        for after in [
+            0,
+            1,
+            c - 1,
+            c,
+            c + 1,
+            2 * c + 7,
+            3 * c - 1,
+            3 * c,
+            3 * c + 4,
+            n,
+        ] {
+            let ids: Vec<String> = (inbox.after(after))
+                .map(|m| m.client_msg_id.clone())
+                .collect();
+            let expected: Vec<String> = (after + 1..=n).map(|seq| seq.to_string()).collect();
+            assert_eq!(ids, expected, "after {after}");
+        }
+        assert_eq!(inbox.after(n + 1).count(), 0);
+        assert_eq!(inbox.after(10 * c).count(), 0);
+    }
+
     /// The window compares the id itself where two ids' entries share a hash: an entry whose
     /// hash matches but whose message has another id is not a duplicate.
     #[test]
     fn the_dedupe_window_reads_the_id_where_hashes_match() {
-        let message = |id: &str| {
-            Arc::new(StoredMessage {
-                msg_id: 1,
-                from_user: "a".into(),
-                from_device: "d1".into(),
-                client_msg_id: id.into(),
-                to: Target::Peer("b".into()),
-                body: Bytes::new(),
-                server_time_ms: 0,
-            })
-        };
-        let inbox = vec![message("x"), message("y")];
+        let mut inbox = Inbox::default();
+        inbox.push(message("x"));
+        inbox.push(message("y"));
         let mut window = DedupeWindow::default();
         // Both ids filed under one hash, as a collision would file them.
         window.insert(42, 1, 10);
