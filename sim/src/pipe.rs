@@ -112,6 +112,12 @@ impl PipeEnd {
         Poll::Ready(Some(chunk))
     }
 
+    /// The other end was dropped: it reads nothing more (what is queued toward it is gone,
+    /// what it wrote before can still be read here).
+    pub fn peer_dropped(&self) -> bool {
+        self.lock()[self.writes()].reader_closed
+    }
+
     fn poll_write_bytes(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
         let writes = self.writes();
         let mut queues = self.lock();

@@ -214,6 +214,15 @@ impl Flow {
                 self.clock.sleep_until_from(at, Some(syn_at))
             };
             syn.await;
+            if end.peer_dropped() {
+                // The phone gave up (its connect timed out) before its SYN got through: its
+                // kernel sends no more SYNs, so the server never sees the connection, nor the
+                // Login the phone wrote into it. Connected anyway, the flow delivered that
+                // Login seconds after the phone had moved on: a login the server counted
+                // for nobody, and one that replaced the phone's newer connection.
+                self.trace_end(self.clock.now(), Side::Phone, "connect_abandoned");
+                return;
+            }
             // Matched as it comes, not bound to a name first: a named result is partly moved
             // from by the match and so kept beside the relay (88 bytes in every flow's task).
             let Ok(upstream) = (if self.to_im {
