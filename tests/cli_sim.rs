@@ -701,6 +701,16 @@ fn the_run_page_shows_every_crash_and_its_storm() {
         );
         assert!(page.contains(&row), "{row} in\n{page}");
     }
+    // The server's counters, summed over its three incarnations, in the summary.
+    let server = &results["metrics"]["server"];
+    let logins = &server["logins"];
+    let stored = &server["messages_stored"];
+    assert!(
+        page.contains(&format!(
+            "<td>server</td><td>logins {logins}, stored {stored}, "
+        )),
+        "{page}"
+    );
     let peak = &results["metrics"]["storms"]["accepts_per_s_peak"];
     assert!(
         page.contains(&format!(

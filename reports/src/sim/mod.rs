@@ -2,7 +2,7 @@
 //! DIR`): the verdict and the invariants, how to replay it, and the reconnection storms the
 //! run went through (logins and accepts per simulated second over the run, one zoomed chart
 //! per server crash with the times until 50/90/99% of its devices were back, and the server's
-//! peak accept rate and queue high-water marks).
+//! peak accept rate and queue high-water marks), and the server's own counters in the summary.
 //!
 //! Everything on the page is read back from the run's own files, `results.json` and
 //! `storms.csv` (`read_sim_report`), so the page a run writes and the one `imlab report`
@@ -111,6 +111,26 @@ struct MetricsFile {
     wall_s: f64,
     all: GroupFile,
     storms: Storms,
+    /// The server's counters over every incarnation (absent in results written before them).
+    #[serde(default)]
+    server: Option<ServerFile>,
+}
+
+/// results.json `metrics.server`.
+#[derive(Deserialize)]
+struct ServerFile {
+    logins: u64,
+    messages_stored: u64,
+    duplicate_sends: u64,
+    overloaded_sends: u64,
+    rate_limited_sends: u64,
+    login_timeouts: u64,
+    reaped: u64,
+    pushes_queued: u64,
+    pushes_as_notify: u64,
+    pushes_in_a_page: u64,
+    notify_fallbacks: u64,
+    offline_pushes: u64,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +207,37 @@ pub fn read_sim_report(dir: &Path) -> Result<SimReport, ReportError> {
         ),
     ]
     .into_iter()
+    .chain(m.server.as_ref().into_iter().flat_map(|server| {
+        [
+            (
+                "server",
+                format!(
+                    "logins {}, stored {}, duplicate sends {}, refused sends {} (overloaded {}, \
+                     rate limited {}), login timeouts {}, reaped {}",
+                    server.logins,
+                    server.messages_stored,
+                    server.duplicate_sends,
+                    server.overloaded_sends + server.rate_limited_sends,
+                    server.overloaded_sends,
+                    server.rate_limited_sends,
+                    server.login_timeouts,
+                    server.reaped
+                ),
+            ),
+            (
+                "server pushes",
+                format!(
+                    "queued to live devices {} (as a Notify {}, in a page {}), Notify \
+                     fallbacks {}, offline pushes {}",
+                    server.pushes_queued,
+                    server.pushes_as_notify,
+                    server.pushes_in_a_page,
+                    server.notify_fallbacks,
+                    server.offline_pushes
+                ),
+            ),
+        ]
+    }))
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     Ok(SimReport {
