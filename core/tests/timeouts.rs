@@ -212,6 +212,22 @@ async fn next_body(reader: &mut Reader) -> Body {
     reader.next().await.unwrap().unwrap().body.unwrap()
 }
 
+/// `user`'s phone logged in with `send_ack_is_copy`: the server pushes it nothing of its own
+/// sends.
+async fn login_taking_copies(connector: &MemoryConnector, user: &str) -> (Reader, Writer) {
+    let (mut reader, mut writer) = open(connector).await;
+    let login = proto::Login {
+        user: user.into(),
+        device: "phone".into(),
+        token: String::new(),
+        heartbeat_interval_max_s: 60,
+        send_ack_is_copy: true,
+    };
+    writer.send(&Frame::new(Body::Login(login))).await.unwrap();
+    assert!(matches!(next_body(&mut reader).await, Body::LoginReply(_)));
+    (reader, writer)
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unacked_notify_data_falls_back_to_notify_once_and_sync_catches_up() {
     let notify_ack_timeout = Duration::from_millis(300);
@@ -223,19 +239,7 @@ async fn an_unacked_notify_data_falls_back_to_notify_once_and_sync_catches_up() 
     let (mut bob_reader, mut bob) = common::mem_login(&connector, "bob", "phone").await;
     // Alice takes her SendAck as her copy: nothing is pushed to her, so every fallback the
     // server counts is bob's.
-    let (mut alice_reader, mut alice) = open(&connector).await;
-    let login = proto::Login {
-        user: "alice".into(),
-        device: "phone".into(),
-        token: String::new(),
-        heartbeat_interval_max_s: 60,
-        send_ack_is_copy: true,
-    };
-    alice.send(&Frame::new(Body::Login(login))).await.unwrap();
-    assert!(matches!(
-        next_body(&mut alice_reader).await,
-        Body::LoginReply(_)
-    ));
+    let (mut alice_reader, mut alice) = login_taking_copies(&connector, "alice").await;
     alice
         .send(&Frame::new(common::send_to_peer(
             "phone-1",
@@ -306,19 +310,7 @@ async fn an_unacked_push_draws_one_notify_not_one_per_timeout() {
     let (connector, server, _store) = common::memory_server(config);
     let (mut bob_reader, mut bob) = common::mem_login(&connector, "bob", "phone").await;
     // Alice takes her SendAck as her copy, so every fallback counted is bob's.
-    let (mut alice_reader, mut alice) = open(&connector).await;
-    let login = proto::Login {
-        user: "alice".into(),
-        device: "phone".into(),
-        token: String::new(),
-        heartbeat_interval_max_s: 60,
-        send_ack_is_copy: true,
-    };
-    alice.send(&Frame::new(Body::Login(login))).await.unwrap();
-    assert!(matches!(
-        next_body(&mut alice_reader).await,
-        Body::LoginReply(_)
-    ));
+    let (mut alice_reader, mut alice) = login_taking_copies(&connector, "alice").await;
     for (n, text) in ["one", "two"].into_iter().enumerate() {
         let send = Frame::new(common::send_to_peer(&format!("m-{n}"), "bob", text));
         alice.send(&send).await.unwrap();

@@ -133,7 +133,7 @@ pub(crate) async fn run(shared: Arc<Shared>, id: u64, phone: TcpStream, poke: Ar
     };
     match opened {
         Ok((model, upstream)) => {
-            relay_from(shared, id, model, phone, upstream, poke, early.freeze()).await;
+            relay(shared, id, model, phone, upstream, poke, early.freeze()).await;
         }
         Err(_) => {
             // The phone sees what it would from a refused or unreachable server: a reset.
@@ -211,21 +211,10 @@ pub(crate) async fn open(
     Ok((model, upstream))
 }
 
-/// Relays an opened flow until both sides are gone.
-pub(crate) async fn relay<P: Endpoint>(
-    shared: Arc<Shared>,
-    id: u64,
-    model: FlowModel,
-    phone: P,
-    upstream: TcpStream,
-    poke: Arc<Notify>,
-) {
-    relay_from(shared, id, model, phone, upstream, poke, Bytes::new()).await;
-}
-
 /// Relays an opened flow until both sides are gone, `early` first: bytes the phone wrote
-/// before the flow opened, sent up now, as its kernel would have sent them once connected.
-async fn relay_from<P: Endpoint>(
+/// before the flow opened (see [`run`]), sent up now, as its kernel would have sent them once
+/// connected.
+pub(crate) async fn relay<P: Endpoint>(
     shared: Arc<Shared>,
     id: u64,
     model: FlowModel,

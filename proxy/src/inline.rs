@@ -158,7 +158,15 @@ impl Proxy {
             pipe: relay_end,
             reset: reset.clone(),
         };
-        tokio::spawn(flow::relay(shared, id, model, phone, upstream, poke));
+        tokio::spawn(flow::relay(
+            shared,
+            id,
+            model,
+            phone,
+            upstream,
+            poke,
+            bytes::Bytes::new(),
+        ));
         Ok(InlineStream {
             pipe: client,
             reset,
