@@ -80,6 +80,14 @@ impl RunReport {
     pub fn ok(&self) -> bool {
         self.verdicts.iter().all(Verdict::ok)
     }
+
+    /// The names of the invariants the run broke, in the checker's order.
+    pub fn broken(&self) -> Vec<&'static str> {
+        (self.verdicts.iter())
+            .filter(|v| !v.ok())
+            .map(|v| v.name)
+            .collect()
+    }
 }
 
 /// Why a run could not complete.

@@ -84,13 +84,7 @@ fn broken_in(
                 ..RunOptions::default()
             };
             let report = run(scenario, &options, &mut |_| {}).unwrap();
-            let names = report
-                .verdicts
-                .iter()
-                .filter(|v| !v.ok())
-                .map(|v| v.name)
-                .collect();
-            (seed, names)
+            (seed, report.broken())
         })
         .collect()
 }

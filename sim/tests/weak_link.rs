@@ -47,13 +47,7 @@ fn broken(policy: &str) -> (Vec<&'static str>, u64) {
         ..RunOptions::default()
     };
     let report = run(&scenario, &options, &mut |_| {}).unwrap();
-    let names = report
-        .verdicts
-        .iter()
-        .filter(|v| !v.ok())
-        .map(|v| v.name)
-        .collect();
-    (names, report.metrics.server.pushes_as_notify)
+    (report.broken(), report.metrics.server.pushes_as_notify)
 }
 
 #[test]
