@@ -426,12 +426,17 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-/// One line per server crash: how fast the devices logged in at the crash came back.
+/// One line per server crash: how fast the devices logged in at the crash came back, the
+/// percentiles over those still trying (not killed or gone inactive before they were back).
 fn storm_line(storm: &imlab_sim::storm::StormSummary) -> String {
     let after = |back: Option<f64>| back.map_or("never".to_string(), |s| format!("{s:.1} s"));
+    let left = match storm.devices_left {
+        0 => String::new(),
+        n => format!(" ({n} stopped trying: app killed or inactive)"),
+    };
     format!(
-        "storm: crash at {:.0} s, {} of {} devices back; 50% in {}, 90% in {}, 99% in {} after \
-         the restart; peak {} logins/s, {} accepts/s",
+        "storm: crash at {:.0} s, {} of {} devices back{left}; 50% in {}, 90% in {}, 99% in {} \
+         after the restart; peak {} logins/s, {} accepts/s",
         storm.crashed_at_s,
         storm.devices_back,
         storm.devices_connected,

@@ -258,7 +258,7 @@ pub async fn run_device(
     let mut next_state_at = cycle
         .get(cycle_index)
         .map(|(_, d)| clock.now() + *d - Duration::from_millis(phase_ms));
-    apply_app_state(&app, app_state, &mut offline_at);
+    apply_app_state(&shared, device, &app, app_state, &mut offline_at);
 
     let traffic = group.traffic.clone();
     let mut next_direct_at = next_poisson(&mut rng, clock.now(), traffic.one_to_one_per_hour);
@@ -288,7 +288,10 @@ pub async fn run_device(
                         if let Some(running) = app.take() {
                             running.task.abort();
                             shared.trace(Event::App { device: device as u32, what: "killed".into() });
-                            shared.ledger(|l| l.devices[device].connected = false);
+                            shared.ledger(|l| {
+                                l.devices[device].connected = false;
+                                l.storms.left(device);
+                            });
                         }
                         restart_at = Some(clock.now() + duration);
                     }
@@ -311,7 +314,7 @@ pub async fn run_device(
                             restart_at = None;
                         }
                         app_state = AppState::Foreground;
-                        apply_app_state(&app, app_state, &mut offline_at);
+                        apply_app_state(&shared, device, &app, app_state, &mut offline_at);
                         if let Some(running) = &app {
                             let carrier = shared.device_carrier[device].load(Ordering::Relaxed);
                             let _ = running.handle.network_changed(&shared.network_label(carrier));
@@ -337,14 +340,14 @@ pub async fn run_device(
                     incarnation += 1;
                     app = Some(start_app(&shared, clock, device, &state, &group.heartbeat, incarnation));
                     shared.trace(Event::App { device: device as u32, what: "restarted".into() });
-                    apply_app_state(&app, app_state, &mut offline_at);
+                    apply_app_state(&shared, device, &app, app_state, &mut offline_at);
                 }
                 if offline_at.is_some_and(|t| t <= at) {
                     offline_at = None;
                     if app_state == AppState::Inactive
                         && let Some(running) = &app
                     {
-                        let _ = running.handle.go_offline();
+                        go_offline(&shared, device, running);
                     }
                 }
                 if next_state_at.is_some_and(|t| t <= at) && !healing {
@@ -352,7 +355,7 @@ pub async fn run_device(
                     let (state_now, duration) = cycle[cycle_index];
                     app_state = state_now;
                     next_state_at = Some(at + duration);
-                    apply_app_state(&app, app_state, &mut offline_at);
+                    apply_app_state(&shared, device, &app, app_state, &mut offline_at);
                     shared.trace(Event::App { device: device as u32, what: format!("{app_state:?}") });
                 }
                 if next_direct_at.is_some_and(|t| t <= at) {
@@ -426,18 +429,28 @@ fn start_app(
     }
 }
 
-fn apply_app_state(app: &Option<App>, app_state: AppState, offline_at: &mut Option<Duration>) {
+fn apply_app_state(
+    shared: &Shared,
+    device: usize,
+    app: &Option<App>,
+    app_state: AppState,
+    offline_at: &mut Option<Duration>,
+) {
     let Some(running) = app else { return };
     let _ = running.handle.set_app_state(app_state);
     match app_state {
-        AppState::Inactive => {
-            let _ = running.handle.go_offline();
-        }
+        AppState::Inactive => go_offline(shared, device, running),
         AppState::Foreground | AppState::Background => {
             *offline_at = None;
             let _ = running.handle.go_online();
         }
     }
+}
+
+/// The app drops its connection until it is woken: a storm after a crash stops waiting for it.
+fn go_offline(shared: &Shared, device: usize, running: &App) {
+    let _ = running.handle.go_offline();
+    shared.ledger(|l| l.storms.left(device));
 }
 
 fn send(

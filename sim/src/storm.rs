@@ -1,6 +1,7 @@
 //! Reconnection storms: after each server crash, how fast the devices that were logged in at
 //! the crash log in again, and how many connections and logins the server takes per second
-//! meanwhile.
+//! meanwhile. A device whose app is killed or goes inactive before it is back stops being
+//! waited for: it is not trying to come back, so its absence says nothing of the server.
 //!
 //! Fed by the device observer (every login), the fault driver (crash and restart times) and
 //! the driver's readings of the server's counters between simulation steps (connections
@@ -32,6 +33,8 @@ struct Storm {
     /// Devices logged in at the crash and not back yet.
     awaiting: Vec<bool>,
     n_connected: u32,
+    /// Of those, devices that stopped trying before they were back (app killed or inactive).
+    n_left: u32,
     /// When each returning device logged in again, in order.
     back_ms: Vec<u64>,
 }
@@ -47,7 +50,12 @@ pub struct StormSummary {
     pub devices_connected: u32,
     /// Of those, logged in again before the next crash or the end.
     pub devices_back: u32,
-    /// Seconds from the restart until 50%, 90% and 99% of them were back (None: never).
+    /// Of those, devices whose app was killed or went inactive before they were back: they
+    /// were not trying to log in, so they are not waited for. `devices_connected -
+    /// devices_left` is what the storm's percentiles and its end are taken over.
+    pub devices_left: u32,
+    /// Seconds from the restart until 50%, 90% and 99% of the devices still trying
+    /// (`devices_connected - devices_left`) were back (None: never).
     pub back_50_s: Option<f64>,
     /// See `back_50_s`.
     pub back_90_s: Option<f64>,
@@ -106,6 +114,7 @@ impl StormLog {
             restarted_ms: None,
             awaiting,
             n_connected,
+            n_left: 0,
             back_ms: Vec::new(),
         });
     }
@@ -141,6 +150,17 @@ impl StormLog {
         }
     }
 
+    /// `device` stopped trying to be connected (its app was killed, or it went inactive and
+    /// dropped its connection): if the last crash still waits for it, it stops waiting.
+    pub fn left(&mut self, device: usize) {
+        if let Some(storm) = self.storms.last_mut()
+            && storm.awaiting.get(device).copied().unwrap_or(false)
+        {
+            storm.awaiting[device] = false;
+            storm.n_left += 1;
+        }
+    }
+
     /// The metrics, with `end_ms` closing the last storm's window. `heal_ms` is when the
     /// network healed: the heal makes every device reconnect in the same second (the
     /// simulator's convergence check, not the scenario), so the run-wide peaks are taken over
@@ -157,7 +177,8 @@ impl StormLog {
                 // The storm lasts from the restart until the last awaited device is back (or
                 // until the next crash or the end, when some never are).
                 let next_ms = self.storms.get(i + 1).map_or(end_ms, |s| s.crashed_ms);
-                let all_back = storm.back_ms.len() as u32 == storm.n_connected;
+                let n_trying = storm.n_connected - storm.n_left;
+                let all_back = storm.back_ms.len() as u32 == n_trying;
                 let window_end_s = match storm.back_ms.last() {
                     Some(last_ms) if all_back => *last_ms,
                     _ => next_ms,
@@ -172,7 +193,7 @@ impl StormLog {
                 };
                 let back_after = |fraction: f64| {
                     let restarted_ms = storm.restarted_ms?;
-                    let needed = (fraction * f64::from(storm.n_connected)).ceil() as usize;
+                    let needed = (fraction * f64::from(n_trying)).ceil() as usize;
                     let at_ms = storm.back_ms.get(needed.max(1) - 1)?;
                     Some(at_ms.saturating_sub(restarted_ms) as f64 / 1_000.0)
                 };
@@ -181,6 +202,7 @@ impl StormLog {
                     restarted_at_s: storm.restarted_ms.map(|ms| ms as f64 / 1_000.0),
                     devices_connected: storm.n_connected,
                     devices_back: storm.back_ms.len() as u32,
+                    devices_left: storm.n_left,
                     back_50_s: back_after(0.50),
                     back_90_s: back_after(0.90),
                     back_99_s: back_after(0.99),
@@ -271,6 +293,35 @@ mod tests {
         assert_eq!((storm.back_90_s, storm.back_99_s), (Some(60.0), Some(60.0)));
         // During the storm (seconds 90 to 150) the busiest second was 90: devices 3, 1, 1.
         assert_eq!(storm.logins_per_s_peak, 3);
+    }
+
+    #[test]
+    fn a_device_that_stops_trying_is_not_waited_for() {
+        let mut log = StormLog::default();
+        log.crash(10_000, vec![true, true, true, true, true]);
+        log.left(4); // killed while the server is down
+        log.restart(20_000);
+        log.login(0, 21_000);
+        log.login(1, 22_000);
+        log.left(1); // killed after it was back: still back, not left
+        log.left(3); // went inactive before it was back
+        log.login(2, 25_000);
+        log.login(4, 300_000); // restarted much later: neither back nor in the storm
+        log.login(3, 300_500);
+        let storm = &log.summary(400_000, 400_000).crashes[0];
+        assert_eq!(
+            (
+                storm.devices_connected,
+                storm.devices_back,
+                storm.devices_left
+            ),
+            (5, 3, 2)
+        );
+        // Over the three still trying: 50% is the second back, 99% the third.
+        assert_eq!(storm.back_50_s, Some(2.0));
+        assert_eq!((storm.back_90_s, storm.back_99_s), (Some(5.0), Some(5.0)));
+        // The storm ended with the third (second 25), before the late restarts' logins.
+        assert_eq!(storm.logins_per_s_peak, 1);
     }
 
     #[test]

@@ -81,3 +81,72 @@ fn the_storm_after_a_crash_is_measured() {
     assert!(storms.outbox_high_water >= 1, "{storms:?}");
     assert_eq!(storms.fanout_queue_high_water, 0);
 }
+
+/// Of 50 phones, 20 have their app killed while the server is down (restarted minutes later)
+/// and 10 cycle between a minute in the foreground and a minute inactive, from a random phase, so some go
+/// inactive before they are back (they drop their connection until the state ends). The
+/// storm stops waiting for both kinds, which are not trying to come back, so its percentiles
+/// say how fast the server took back the phones that were.
+const CRASH_AND_KILL: &str = r#"
+duration = "20m"
+quiet = "2m"
+[[devices]]
+name = "kept"
+count = 20
+carrier = "us-lte"
+heartbeat = "whatsapp"
+[[devices]]
+name = "killed"
+count = 20
+carrier = "us-lte"
+heartbeat = "whatsapp"
+[[devices]]
+name = "asleep"
+count = 10
+carrier = "us-lte"
+heartbeat = "whatsapp"
+app_states = [
+  { state = "foreground", for = "1m" },
+  { state = "inactive", for = "1m" },
+]
+[[faults]]
+kind = "server_crash"
+at = "10m"
+duration = "30s"
+[[faults]]
+kind = "app_kill"
+target = "killed"
+at = "10m10s"
+duration = "6m"
+fraction = 1.0
+"#;
+
+#[test]
+fn a_storm_does_not_wait_for_phones_whose_app_was_killed() {
+    let scenario = Scenario::parse(CRASH_AND_KILL, Path::new("storm_kill.toml")).unwrap();
+    let options = RunOptions {
+        seed: 3,
+        ..RunOptions::default()
+    };
+    let report = run(&scenario, &options, &mut |_| {}).unwrap();
+    assert!(report.ok(), "{:?}", report.verdicts);
+    let [storm] = &report.metrics.storms.crashes[..] else {
+        panic!("one crash expected: {:?}", report.metrics.storms)
+    };
+    // The 20 killed, and some of the 10 cycling: not all of those were logged in at the crash,
+    // or went inactive before they were back.
+    assert!(storm.devices_left > 20, "{storm:?}");
+    assert!(storm.devices_left < 30, "{storm:?}");
+    assert!(storm.devices_connected > 40, "{storm:?}");
+    // Every phone logged in at the crash either came back or stopped trying.
+    assert_eq!(
+        storm.devices_back + storm.devices_left,
+        storm.devices_connected,
+        "{storm:?}"
+    );
+    // Those still trying are back within the backoff's bound; counting the killed ones, back
+    // after their restart at 16m10s, or the inactive ones, back as that state ends, would put
+    // 90% and 99% minutes after the restart.
+    let b99 = storm.back_99_s.expect("every phone still trying came back");
+    assert!(b99 <= 49.0 + 1.0, "{storm:?}");
+}

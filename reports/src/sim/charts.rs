@@ -31,10 +31,14 @@ const BARS_SECONDS_MAX: u64 = 240;
 
 pub(crate) fn window_caption(crash: &CrashStorm) -> String {
     let after = |back: Option<f64>| back.map_or("never".to_string(), |s| format!("{s:.1} s"));
+    let left = match crash.devices_left {
+        0 => String::new(),
+        n => format!(" ({n} stopped trying: their app was killed or went inactive first)"),
+    };
     format!(
         "Around the crash at {:.0} s: logins and accepts in each simulated second, from 10 s \
-         before the crash. {} of the {} devices logged in at the crash came back; 50% in {}, \
-         90% in {}, 99% in {} after the restart (vertical lines). Peak {} logins/s, {} \
+         before the crash. {} of the {} devices logged in at the crash came back{left}; 50% \
+         in {}, 90% in {}, 99% in {} after the restart (vertical lines). Peak {} logins/s, {} \
          accepts/s.",
         crash.crashed_at_s,
         crash.devices_back,
@@ -368,6 +372,7 @@ mod tests {
             restarted_at_s: Some(1030.0),
             devices_connected: 10,
             devices_back: 10,
+            devices_left: 0,
             back_50_s: Some(2.0),
             back_90_s: Some(5.0),
             back_99_s: Some(8.0),

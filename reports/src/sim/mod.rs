@@ -44,7 +44,12 @@ pub struct CrashStorm {
     pub restarted_at_s: Option<f64>,
     pub devices_connected: u64,
     pub devices_back: u64,
-    /// Seconds after the restart until 50/90/99% of `devices_connected` were back.
+    /// Of `devices_connected`, those whose app was killed or went inactive before they were
+    /// back (0 in results written before it was recorded).
+    #[serde(default)]
+    pub devices_left: u64,
+    /// Seconds after the restart until 50/90/99% of the devices still trying
+    /// (`devices_connected - devices_left`) were back.
     pub back_50_s: Option<f64>,
     pub back_90_s: Option<f64>,
     pub back_99_s: Option<f64>,

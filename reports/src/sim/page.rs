@@ -128,7 +128,13 @@ pub(crate) fn render(report: &SimReport, figures: &[Figure]) -> String {
                     format!("{:.0}", c.crashed_at_s),
                     c.restarted_at_s
                         .map_or("never".to_string(), |at| format!("{at:.0}")),
-                    format!("{} of {}", c.devices_back, c.devices_connected),
+                    match c.devices_left {
+                        0 => format!("{} of {}", c.devices_back, c.devices_connected),
+                        left => format!(
+                            "{} of {} ({left} stopped trying)",
+                            c.devices_back, c.devices_connected
+                        ),
+                    },
                     seconds(c.back_50_s),
                     seconds(c.back_90_s),
                     seconds(c.back_99_s),
