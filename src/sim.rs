@@ -390,8 +390,13 @@ fn run_one(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("{}", storm_line(storm));
     }
     println!(
-        "pushes: sent {}, wake-ups delivered {}, lost {} (push channel silent disconnects {})",
-        m.pushes_sent, m.wakeups_delivered, m.wakeups_lost, m.push_channel_silent_disconnects
+        "pushes: sent {}, lost at the push service {}, written to channels {}, wake-ups \
+         delivered {} (push channel silent disconnects {})",
+        m.pushes_sent,
+        m.wakeups_lost,
+        m.all.wakeups_written,
+        m.wakeups_delivered,
+        m.push_channel_silent_disconnects
     );
     println!(
         "wall: {:.1} s for {:.0} simulated s ({} trace events)",

@@ -365,7 +365,10 @@ pub struct DeviceLedger {
     /// Old seqs dropped by the client's dedupe.
     pub duplicates_dropped: u64,
     /// Wake-ups received over the push channel.
-    pub wakeups: u64,
+    pub wakeups: u32,
+    /// Wake-ups the push host wrote to this device's channel (one behind an expired NAT
+    /// mapping swallows them: written, never received).
+    pub wakeups_written: u32,
     /// Positions in `log` where the server's store became a new generation (the next entry
     /// starts again at seq 1).
     pub inbox_resets: Vec<usize>,

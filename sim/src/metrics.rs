@@ -44,6 +44,10 @@ pub struct GroupMetrics {
     pub heartbeats: u64,
     /// Wake-ups received over push channels.
     pub wakeups: u64,
+    /// Wake-ups the push host wrote to these devices' channels; those not received were
+    /// swallowed by a dead channel (an expired NAT mapping the push host cannot see) or
+    /// merged with one the device had not yet taken.
+    pub wakeups_written: u64,
 }
 
 /// Everything measured in a run.
@@ -65,7 +69,8 @@ pub struct Metrics {
     pub pushes_sent: u64,
     /// Wake-ups delivered to devices.
     pub wakeups_delivered: u64,
-    /// Notices that reached no device.
+    /// Notices the push service could not hand to any device's channel (none registered, an
+    /// outage, its queue full). The rest were written to channels: `all.wakeups_written`.
     pub wakeups_lost: u64,
     /// NAT expiries under live push channels.
     pub push_channel_silent_disconnects: u64,
@@ -182,7 +187,8 @@ pub fn collect(
         metrics.deliveries += record.log.iter().filter(|entry| !entry.repeat()).count() as u64;
         metrics.reconnects += u64::from(record.connects.saturating_sub(1));
         metrics.heartbeats += record.heartbeats_sent;
-        metrics.wakeups += record.wakeups;
+        metrics.wakeups += u64::from(record.wakeups);
+        metrics.wakeups_written += u64::from(record.wakeups_written);
         metrics.silent_disconnects += shared.silent_by_device[device].load(Ordering::Relaxed);
         for entry in &record.log {
             if let Some(send) = entry.send() {
@@ -219,6 +225,7 @@ pub fn collect(
         all.reconnects += g.reconnects;
         all.heartbeats += g.heartbeats;
         all.wakeups += g.wakeups;
+        all.wakeups_written += g.wakeups_written;
     }
     set_delays(&mut all, &all_delays);
     let counters = &shared.counters;

@@ -124,7 +124,12 @@ pub async fn push_host(shared: Arc<Shared>) -> turmoil::Result {
     loop {
         let (stream, _) = devices.accept().await?;
         next_channel += 1;
-        tokio::spawn(serve_channel(channels.clone(), stream, next_channel));
+        tokio::spawn(serve_channel(
+            shared.clone(),
+            channels.clone(),
+            stream,
+            next_channel,
+        ));
     }
 }
 
@@ -151,7 +156,12 @@ async fn read_notices(shared: Arc<Shared>, channels: Channels, stream: TcpStream
     }
 }
 
-async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
+async fn serve_channel(
+    shared: Arc<Shared>,
+    channels: Channels,
+    stream: TcpStream,
+    channel_id: u64,
+) {
     let (read, write) = stream.into_split();
     let mut input = FrameReader::new(read, DEFAULT_MAX_FRAME_BYTES);
     let mut out = FrameWriter::new(write, DEFAULT_MAX_FRAME_BYTES);
@@ -161,6 +171,11 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
     else {
         return;
     };
+    let device = login
+        .device
+        .strip_prefix('d')
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n < shared.layout.devices.len());
     let (wake_tx, mut wakes) = crate::queue::bounded(WAKE_QUEUE_LEN_MAX);
     channels
         .lock()
@@ -188,6 +203,9 @@ async fn serve_channel(channels: Channels, stream: TcpStream, channel_id: u64) {
                 let wake = Frame::new(Body::Notify(proto::Notify { max_seq: 0 }));
                 if out.send(&wake).await.is_err() {
                     break;
+                }
+                if let Some(device) = device {
+                    shared.ledger(|l| l.devices[device].wakeups_written += 1);
                 }
             }
         }
