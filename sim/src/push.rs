@@ -171,11 +171,8 @@ async fn serve_channel(
     else {
         return;
     };
-    let device = login
-        .device
-        .strip_prefix('d')
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n < shared.layout.devices.len());
+    let device = crate::world::device_index(&login.device)
+        .filter(|device| *device < shared.layout.devices.len());
     let (wake_tx, mut wakes) = crate::queue::bounded(WAKE_QUEUE_LEN_MAX);
     channels
         .lock()

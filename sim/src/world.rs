@@ -73,6 +73,11 @@ pub fn device_id(device: u32) -> String {
     format!("d{device}")
 }
 
+/// The device a wire id names ([`device_id`]'s inverse), if it is one.
+pub fn device_index(id: &str) -> Option<usize> {
+    id.strip_prefix('d')?.parse().ok()
+}
+
 /// Group id on the wire.
 pub fn group_id(group: u32) -> String {
     format!("g{group}")
