@@ -82,6 +82,13 @@ pub struct Metrics {
     pub server: ServerTotals,
 }
 
+impl Metrics {
+    /// The metrics of the device group named `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupMetrics> {
+        self.groups.iter().find(|g| g.group == name)
+    }
+}
+
 /// The server's counters (`imlab_core::server::ServerCounters`, the same that `imlab serve`
 /// exports to Prometheus), summed over every incarnation of a run's server: each restart
 /// counts from zero. What the server did, beside what the devices saw.

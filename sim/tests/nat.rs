@@ -19,15 +19,7 @@ fn a_28_minute_heartbeat_dies_silently_on_a_5_minute_nat_and_4m45s_does_not() {
     .unwrap();
     // Late, never lost: every invariant holds.
     assert!(report.ok(), "{:?}", report.verdicts);
-    let group = |name: &str| {
-        report
-            .metrics
-            .groups
-            .iter()
-            .find(|g| g.group == name)
-            .unwrap()
-            .clone()
-    };
+    let group = |name| report.metrics.group(name).expect(name);
     let slow = group("gcm_like");
     let fast = group("whatsapp_like");
     // Nearly every idle 28-minute cycle outlives the NAT: 20 devices over 2 hours.

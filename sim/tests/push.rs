@@ -28,14 +28,7 @@ fn wake_ups_written_into_a_channel_behind_an_expired_nat_never_arrive() {
     .unwrap();
     assert!(report.ok(), "{:?}", report.verdicts);
     let metrics = &report.metrics;
-    let group = |name: &str| {
-        metrics
-            .groups
-            .iter()
-            .find(|g| g.group == name)
-            .unwrap()
-            .clone()
-    };
+    let group = |name| metrics.group(name).expect(name);
     let (cmcc, wifi) = (group("cmcc_sleepers"), group("wifi_sleepers"));
     // Every device has a channel registered, and no outage: nothing is lost at the service.
     assert_eq!(metrics.wakeups_lost, 0, "{metrics:?}");

@@ -83,10 +83,10 @@ fn the_storm_after_a_crash_is_measured() {
 }
 
 /// Of 50 phones, 20 have their app killed while the server is down (restarted minutes later)
-/// and 10 cycle between a minute in the foreground and a minute inactive, from a random phase, so some go
-/// inactive before they are back (they drop their connection until the state ends). The
-/// storm stops waiting for both kinds, which are not trying to come back, so its percentiles
-/// say how fast the server took back the phones that were.
+/// and 10 cycle between a minute in the foreground and a minute inactive, from a random
+/// phase, so some go inactive before they are back (they drop their connection until the
+/// state ends). The storm stops waiting for both kinds, which are not trying to come back, so
+/// its percentiles say how fast the server took back the phones that were.
 const CRASH_AND_KILL: &str = r#"
 duration = "20m"
 quiet = "2m"
