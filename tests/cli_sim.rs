@@ -640,7 +640,8 @@ fn progress_shows_on_a_terminal_only() {
     );
 }
 
-/// Two server crashes among twelve phones: the storms the run page must show.
+/// Two server crashes among twelve phones, half of whose apps are killed at the second: the
+/// storms the run page must show.
 const CRASHES: &str = r#"
 duration = "12m"
 quiet = "2m"
@@ -654,6 +655,12 @@ kind = "server_crash"
 at = "3m"
 every = "5m"
 duration = "20s"
+[[faults]]
+kind = "app_kill"
+target = "phones"
+at = "8m"
+duration = "3m"
+fraction = 0.5
 "#;
 
 #[test]
@@ -688,10 +695,20 @@ fn the_run_page_shows_every_crash_and_its_storm() {
         page.contains("Crash 2 at 480 s"),
         "the second chart's title"
     );
-    // Each crash's row of the table carries results.json's numbers.
+    // Each crash's row of the table carries results.json's numbers; the second names the
+    // devices whose app was killed before they were back.
+    assert_eq!(crashes[0]["devices_left"], 0, "{results}");
+    assert!(
+        crashes[1]["devices_left"].as_u64().unwrap() > 0,
+        "{results}"
+    );
     for (n, crash) in crashes.iter().enumerate() {
+        let left = match crash["devices_left"].as_u64().unwrap() {
+            0 => String::new(),
+            left => format!(" ({left} stopped trying)"),
+        };
         let row = format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{:.1}</td>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}{left}</td><td>{:.1}</td>",
             n + 1,
             crash["crashed_at_s"].as_f64().unwrap(),
             crash["restarted_at_s"].as_f64().unwrap(),

@@ -401,4 +401,32 @@ mod tests {
         assert_eq!(lines, ["restart", "50% back", "90% back", "99% back"]);
         assert_eq!(window.lines[3].0, 38.0);
     }
+
+    #[test]
+    fn a_caption_names_the_devices_that_stopped_trying() {
+        let mut crash = CrashStorm {
+            crashed_at_s: 1000.0,
+            restarted_at_s: Some(1030.0),
+            devices_connected: 40,
+            devices_back: 40,
+            devices_left: 0,
+            back_50_s: Some(2.0),
+            back_90_s: Some(5.0),
+            back_99_s: Some(8.0),
+            logins_per_s_peak: 6,
+            accepts_per_s_peak: 7,
+        };
+        let all_back = window_caption(&crash);
+        assert!(all_back.contains("40 of the 40 devices logged in at the crash came back;"));
+        assert!(!all_back.contains("stopped trying"));
+        (crash.devices_back, crash.devices_left) = (34, 6);
+        let caption = window_caption(&crash);
+        assert!(
+            caption.contains(
+                "34 of the 40 devices logged in at the crash came back (6 stopped trying: their \
+                 app was killed or went inactive first); 50% in 2.0 s"
+            ),
+            "{caption}"
+        );
+    }
 }
