@@ -69,6 +69,13 @@ fn five_minute_and_long_nats_tell_the_strategies_apart() {
         wechat.settled_interval_s, 580.0,
         "wechat climbs to MaxHeart - margin: {wechat:?}"
     );
+    // Ours goes past WeChat's cap on a long NAT: to its own 28-minute cap in the background,
+    // which is most of the time (its active minutes stay at 210 s).
+    let ours = row(&rows, "imlab-adaptive", "ct-3g");
+    assert_eq!(
+        ours.settled_interval_s, 1680.0,
+        "imlab-adaptive climbs to its cap: {ours:?}"
+    );
     let gcm = row(&rows, "gcm", "ct-3g");
     assert_eq!(gcm.silent_disconnects_per_day, 0.0, "{gcm:?}");
     for preset in presets().iter().filter(|p| **p != "gcm") {

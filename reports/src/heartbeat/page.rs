@@ -41,7 +41,10 @@ const GUIDE: [(&str, &str); 9] = [
     ),
     (
         "Settled interval",
-        "The heartbeat interval the strategy ended up using.",
+        "The heartbeat interval the strategy ended up using: over the run's last quarter, the \
+         one in force for most of the time (the median of its intervals weighted by their \
+         length; a plain median of its Pings would favour the short active-app intervals, \
+         which send more Pings).",
     ),
     (
         "Server heartbeats /s per million",
