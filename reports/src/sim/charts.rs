@@ -365,9 +365,9 @@ mod tests {
         assert_eq!(chart.points.len(), 1_200);
     }
 
-    #[test]
-    fn a_crash_window_places_every_second_relative_to_the_crash() {
-        let crash = CrashStorm {
+    /// A crash at 1,000 s, back 30 s later, with all 10 devices back within 8 s.
+    fn crash() -> CrashStorm {
+        CrashStorm {
             crashed_at_s: 1000.0,
             restarted_at_s: Some(1030.0),
             devices_connected: 10,
@@ -378,7 +378,12 @@ mod tests {
             back_99_s: Some(8.0),
             logins_per_s_peak: 6,
             accepts_per_s_peak: 7,
-        };
+        }
+    }
+
+    #[test]
+    fn a_crash_window_places_every_second_relative_to_the_crash() {
+        let crash = crash();
         let r = report(
             vec![
                 second(985, 1, 1),
@@ -405,16 +410,9 @@ mod tests {
     #[test]
     fn a_caption_names_the_devices_that_stopped_trying() {
         let mut crash = CrashStorm {
-            crashed_at_s: 1000.0,
-            restarted_at_s: Some(1030.0),
             devices_connected: 40,
             devices_back: 40,
-            devices_left: 0,
-            back_50_s: Some(2.0),
-            back_90_s: Some(5.0),
-            back_99_s: Some(8.0),
-            logins_per_s_peak: 6,
-            accepts_per_s_peak: 7,
+            ..crash()
         };
         let all_back = window_caption(&crash);
         assert!(all_back.contains("40 of the 40 devices logged in at the crash came back;"));
