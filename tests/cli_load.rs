@@ -63,8 +63,9 @@ fn a_short_load_loses_and_duplicates_nothing() {
         "500",
         "--connect-rate",
         "1000",
+        // No pause after the last send: the run ends with its last acks and deliveries.
         "--drain",
-        "2s",
+        "0s",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -87,8 +88,22 @@ fn a_short_load_loses_and_duplicates_nothing() {
     assert!(results["latency_ms"]["deliver"]["count"].as_u64().unwrap() >= 1_500);
     let timeseries = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
     assert!(
-        timeseries.starts_with("second,connected,sent,"),
+        timeseries.starts_with("second,connected,sent,acked,delivered,"),
         "{timeseries}"
+    );
+    // The seconds add up to the run: the part of a second after the last whole one, where
+    // the last acks and deliveries fell, is a row too.
+    let column_sum = |column: usize| -> u64 {
+        timeseries
+            .lines()
+            .skip(1)
+            .map(|line| line.split(',').nth(column).unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        [column_sum(2), column_sum(3), column_sum(4)],
+        [1_500; 3],
+        "sent, acked, delivered by second:\n{timeseries}"
     );
     assert!(text.contains("lost 0, duplicated 0"), "{text}");
     for chart in [

@@ -290,6 +290,9 @@ pub struct LoadLedger {
     /// Messages planned in all, and the last one (the only one that may be refused locally).
     planned_total: u64,
     last_planned: Option<MsgId>,
+    /// The second the last planned send was counted in (`seconds`' index; its length is the
+    /// current one): a refusal takes it back there, also once that second has closed.
+    last_planned_second: usize,
     /// Settled messages the protocol sent again itself: a repeat of one at a device that
     /// never reconnected is a redelivery the protocol allows.
     resent_settled: rustc_hash::FxHashSet<(u32, u32)>,
@@ -415,6 +418,7 @@ impl LoadLedger {
             planned_by_sender: vec![0; n_clients],
             planned_total: 0,
             last_planned: None,
+            last_planned_second: 0,
             resent_settled: rustc_hash::FxHashSet::default(),
             settled: 0,
             counts: OpenCounts::default(),
@@ -593,6 +597,7 @@ impl LoadLedger {
         self.open_peak = self.open_peak.max(self.open.len());
         self.planned_total += 1;
         self.last_planned = Some(id);
+        self.last_planned_second = self.seconds.len();
         self.current.sent += 1;
         self.forget_pairs();
     }
@@ -752,7 +757,12 @@ impl LoadLedger {
         self.planned_total -= 1;
         self.last_planned = None;
         self.refused_locally += 1;
-        self.current.sent -= 1;
+        // The plan and its refusal are two holds of the lock; the second may have closed
+        // between them.
+        match self.seconds.get_mut(self.last_planned_second) {
+            Some(closed) => closed.sent -= 1,
+            None => self.current.sent -= 1,
+        }
     }
 
     /// The server refused a send for good.
@@ -1527,6 +1537,35 @@ mod tests {
         since.set(9);
         assert_eq!(since.take(), Some(9));
         assert_eq!(std::mem::size_of::<Since>(), 8);
+    }
+
+    /// A send refused by its device is taken back from the second it was planned in, also
+    /// when that second closed between the plan and the refusal (two holds of the lock): the
+    /// seconds' sends add up to the run's.
+    #[test]
+    fn a_refusal_after_its_second_closed_is_taken_back_there() {
+        let mut ledger = LoadLedger::new(2);
+        ledger.connected(0, 0);
+        ledger.connected(1, 0);
+        let first = MsgId {
+            sender: 0,
+            number: 0,
+        };
+        ledger.planned(first, 1, vec![1]);
+        ledger.tick();
+        ledger.refused_locally(first);
+        // Planned again under the same number, sent this time, refused in its own second.
+        ledger.planned(first, 2, vec![1]);
+        let second = MsgId {
+            sender: 0,
+            number: 1,
+        };
+        ledger.planned(second, 3, vec![1]);
+        ledger.refused_locally(second);
+        ledger.tick();
+        let sent: Vec<u64> = ledger.seconds.iter().map(|s| s.sent).collect();
+        assert_eq!(sent, [0, 1]);
+        assert_eq!(ledger.refused_locally, 2);
     }
 
     /// The reorder map's sweep walks the open records and the map a step at a time, and what

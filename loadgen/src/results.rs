@@ -540,12 +540,20 @@ pub struct LedgerFiles {
 }
 
 impl LedgerFiles {
-    /// Copies what the files need from `ledger`, its seconds from `seconds_written` on.
-    pub fn of(ledger: &LoadLedger, seconds_written: usize) -> LedgerFiles {
-        let seconds_from = seconds_written.min(ledger.seconds.len());
+    /// Copies what the files need from `ledger`, its seconds from `seconds_written` on. The
+    /// last closed second waits for the next copy unless the run has `ended`: a send planned
+    /// in it and refused by its device just after it closed is taken back from it.
+    pub fn of(ledger: &LoadLedger, seconds_written: usize, ended: bool) -> LedgerFiles {
+        let closed = ledger.seconds.len();
+        let settled = if ended {
+            closed
+        } else {
+            closed.saturating_sub(1)
+        };
+        let seconds_from = seconds_written.min(settled);
         LedgerFiles {
             seconds_from,
-            seconds: ledger.seconds[seconds_from..].to_vec(),
+            seconds: ledger.seconds[seconds_from..settled].to_vec(),
             histograms: [
                 ("connect", ledger.connect.clone()),
                 ("ack", ledger.ack.clone()),
@@ -577,6 +585,41 @@ pub fn write_results(
 mod tests {
     use super::*;
 
+    /// While the run goes on, the last closed second waits for the next write (a refusal
+    /// may still take a send back from it); once it has ended every second is written.
+    #[test]
+    fn the_last_closed_second_waits_until_the_run_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("timeseries.csv");
+        let mut ledger = LoadLedger::new(2);
+        let mut written = 0;
+        ledger.tick();
+        append_timeseries(
+            &file,
+            &LedgerFiles::of(&ledger, written, false),
+            &mut written,
+        )
+        .unwrap();
+        ledger.tick();
+        ledger.tick();
+        append_timeseries(
+            &file,
+            &LedgerFiles::of(&ledger, written, false),
+            &mut written,
+        )
+        .unwrap();
+        assert_eq!(written, 2);
+        append_timeseries(
+            &file,
+            &LedgerFiles::of(&ledger, written, true),
+            &mut written,
+        )
+        .unwrap();
+        assert_eq!(written, 3);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
     /// timeseries.csv gets each closed second once, in order, header first, however the
     /// writes fall: seconds closed between writes or none, a copy taken before the last
     /// write, and a file left by an earlier run in the same directory.
@@ -592,7 +635,7 @@ mod tests {
             for _ in 0..ticks {
                 ledger.tick();
             }
-            let files = LedgerFiles::of(&ledger, written);
+            let files = LedgerFiles::of(&ledger, written, true);
             if i == 1 {
                 // Seconds 0 and 1, appended again below after later writes.
                 stale = Some(files.clone());

@@ -161,18 +161,19 @@ impl CrossingsOut {
 
 impl Shared {
     fn results(&self) -> LoadResults {
-        self.results_and_files().0
+        self.results_and_files(false).0
     }
 
-    /// The results and what the files need of the ledger, in one hold of its lock.
-    fn results_and_files(&self) -> (LoadResults, LedgerFiles) {
+    /// The results and what the files need of the ledger, in one hold of its lock; once the
+    /// run has `ended`, every closed second (see [`LedgerFiles::of`]).
+    fn results_and_files(&self, ended: bool) -> (LoadResults, LedgerFiles) {
         let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
         let ledger = lock(&self.ledger);
         let written = *self
             .seconds_written
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let files = LedgerFiles::of(&ledger, written);
+        let files = LedgerFiles::of(&ledger, written, ended);
         let mut results =
             LoadResults::from_ledger(&self.config, &self.protocol.describe(), &ledger, phase);
         if let (Some(carriers), Some((_, figures))) = (&self.carriers, &ledger.carriers) {
@@ -480,7 +481,8 @@ pub async fn run(
         }
         reporter_stop.cancel();
         let _ = reporter.await;
-        let (results, files) = shared.results_and_files();
+        lock(&shared.ledger).tick();
+        let (results, files) = shared.results_and_files(true);
         let _ = shared.write(&results, &files);
         return Err(LoadError::Unreachable {
             target: shared.config.target_name.clone(),
@@ -536,6 +538,8 @@ pub async fn run(
     // Stopped, not aborted: a write in progress finishes before the final one starts.
     reporter_stop.cancel();
     let _ = reporter.await;
+    // The part of a second since the reporter's last tick: its events are in the totals.
+    lock(&shared.ledger).tick();
     let phase = if shared.stop.is_cancelled() {
         "interrupted"
     } else {
@@ -545,7 +549,7 @@ pub async fn run(
     if let Some(carriers) = &shared.carriers {
         carriers.finish().await;
     }
-    let (results, files) = shared.results_and_files();
+    let (results, files) = shared.results_and_files(true);
     shared.write(&results, &files)?;
     // The record files exist exactly when the worker has an --out folder.
     if let (Some((Some(mut out), mut crossings)), Some(dir)) = (crossings, &shared.config.out) {
@@ -1069,7 +1073,7 @@ async fn report_every_second(shared: Arc<Shared>, stop: CancellationToken) {
         }
         next += Duration::from_secs(1);
         lock(&shared.ledger).tick();
-        let (results, files) = shared.results_and_files();
+        let (results, files) = shared.results_and_files(false);
         let writer = shared.clone();
         let results = tokio::task::spawn_blocking(move || {
             let _ = writer.write(&results, &files);
