@@ -329,6 +329,16 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
                     run_tag: run_tag.clone(),
                     first_client,
                     clients_total,
+                    // A worker writes DIR/worker-N: its siblings are beside it.
+                    others: match (&args.out, args.worker_index) {
+                        (Some(dir), Some(index)) => (0..args.workers)
+                            .filter(|k| *k != index)
+                            .map(|k| {
+                                crate::load_workers::worker_dir(dir.parent().unwrap_or(dir), k)
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    },
                 })
             }
             _ => None,

@@ -56,6 +56,11 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Where worker `worker` of a `--workers` run writes its results: inside the run's `--out`.
+pub fn worker_dir(out: &std::path::Path, worker: usize) -> PathBuf {
+    out.join(format!("worker-{worker}"))
+}
+
 /// Runs `--workers` copies of this command, each on its share of the clients and of the
 /// rates, then merges their results.
 pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::process::ExitCode> {
@@ -85,7 +90,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
     let mut first_client = 0;
     for worker in 0..args.workers {
         let share = clients / args.workers + usize::from(worker < clients % args.workers);
-        let dir = out.join(format!("worker-{worker}"));
+        let dir = worker_dir(&out, worker);
         let mut command = std::process::Command::new(&exe);
         command
             .arg("load")
@@ -130,6 +135,7 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .args(["--seed", &(args.seed + worker as u64).to_string()])
             .args(["--threads", &args.threads.to_string()])
             .args(["--out", &dir.display().to_string()])
+            .args(["--workers", &args.workers.to_string()])
             .args(["--worker-index", &worker.to_string()])
             .args(["--run-tag", &run_tag])
             .args(["--first-client", &first_client.to_string()])

@@ -417,6 +417,68 @@ fn results_of_two_generators_merge_with_lossless_histograms() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/dir"));
 }
 
+/// A worker whose own clients are done still takes what the other workers' clients send its
+/// clients, to the end: its drain lasts until every worker has drained. Here the two workers
+/// of one run are started by hand, worker 1 sending for 1 s and worker 0 for 3 s, so worker
+/// 0's last two seconds of messages to worker 1's clients come after worker 1's own drain
+/// (without the wait they were counted pending, every recipient online).
+#[test]
+fn a_worker_listens_until_every_other_worker_has_drained() {
+    let (mut server, addr) = serve();
+    let (_out_guard, out) = out_dir("drained");
+    let workers: Vec<_> = [(0, "3s"), (1, "1s")]
+        .into_iter()
+        .map(|(index, duration)| {
+            let dir = out.join(format!("worker-{index}"));
+            common::imlab_spawned(&[
+                "load",
+                "--target",
+                &addr,
+                "--clients",
+                "20",
+                "--duration",
+                duration,
+                "--msg-rate",
+                "100",
+                "--drain",
+                "0s",
+                "--workers",
+                "2",
+                "--worker-index",
+                &index.to_string(),
+                "--run-tag",
+                "drained1",
+                "--first-client",
+                &(20 * index).to_string(),
+                "--clients-total",
+                "40",
+                "--out",
+                dir.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    for worker in workers {
+        let output = worker.wait_with_output();
+        assert!(output.status.success(), "{}", said(&output));
+    }
+    server.kill();
+    let all = out.join("all");
+    let output = load(&[
+        "merge",
+        out.join("worker-0").to_str().unwrap(),
+        out.join("worker-1").to_str().unwrap(),
+        "--out",
+        all.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", said(&output));
+    let results = common::results(&all);
+    let messages = &results["messages"];
+    assert_eq!(messages["sent"], 400, "{results}");
+    assert_eq!(messages["pending"], 0, "{results}");
+    assert_eq!(messages["lost"], 0, "{results}");
+    assert_eq!(messages["delivered"], 400, "{results}");
+}
+
 #[test]
 fn workers_and_source_addresses_split_the_load_and_merge_it() {
     let (mut server, addr) = serve();

@@ -94,6 +94,9 @@ pub struct Share {
     pub first_client: u32,
     /// Clients over all workers.
     pub clients_total: usize,
+    /// The other workers' results directories: a worker's drain ends once each of them has
+    /// drained too (see [`crate::crossings::DRAINED_FILE`]).
+    pub others: Vec<std::path::PathBuf>,
 }
 
 /// A load run.

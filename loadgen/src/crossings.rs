@@ -35,6 +35,24 @@ pub const OWED_FILE: &str = "crossings-owed.bin";
 /// (little-endian: sender u32, number u64, recipient u32, at_us u64, repeat u8: 0 never
 /// allowed again, 1 allowed, 2 allowed if its sender's protocol sent it again).
 pub const RECEIVED_FILE: &str = "crossings-received.bin";
+/// Written by a worker once its own drain is over, holding the run's tag: its clients'
+/// messages are acked (or given up on), so what they owe other workers' clients is on its
+/// way. Each worker listens on until every other has written it (see `run::drain`).
+pub const DRAINED_FILE: &str = "drained";
+
+/// Says in `dir` that this worker of run `run_tag` has drained.
+pub fn write_drained(dir: &Path, run_tag: &str) -> std::io::Result<()> {
+    let temp = dir.join(format!("{DRAINED_FILE}.tmp"));
+    std::fs::write(&temp, run_tag)?;
+    std::fs::rename(&temp, dir.join(DRAINED_FILE))
+}
+
+/// Whether the worker writing `dir` has drained in run `run_tag` (a file an earlier run
+/// left there holds another tag).
+pub fn has_drained(dir: &Path, run_tag: &str) -> bool {
+    std::fs::read_to_string(dir.join(DRAINED_FILE)).is_ok_and(|tag| tag == run_tag)
+}
+
 /// Bytes of one record in [`OWED_FILE`].
 pub const OWED_BYTES: usize = 32;
 /// Bytes of one record in [`RECEIVED_FILE`].

@@ -981,6 +981,11 @@ impl LoadLedger {
         self.current.delivered += 1;
     }
 
+    /// Deliveries of other workers' messages so far, repeats included (recorded or not).
+    pub fn received_from_elsewhere_count(&self) -> u64 {
+        self.received_recorded + self.received_dropped
+    }
+
     /// Takes the records for other workers that are final: the deliveries settled messages
     /// owe elsewhere and the deliveries received from elsewhere, so far (a worker appends
     /// them to its record files every second and keeps none).

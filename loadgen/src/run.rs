@@ -517,6 +517,9 @@ pub async fn run(
     if !shared.stop.is_cancelled() {
         shared.enter("drain");
         drain(&shared).await;
+        if let Some(share) = &shared.config.share {
+            wait_for_other_workers(&shared, share).await;
+        }
     }
     // What crossed to and from other workers, taken before the clients go offline: what the
     // files lack (nothing is appended after this), with what waits to be appended.
@@ -988,6 +991,58 @@ async fn drain(shared: &Shared) {
         }
     }
 }
+
+/// With `--workers`, the deliveries other workers' clients owe this worker's are in no
+/// ledger here: a worker that stopped at the end of its own drain could leave while their
+/// last messages were still on their way, and the merge counted them pending although every
+/// recipient was online. So a drained worker says so in its directory and listens on until
+/// every other worker has said so and none of their deliveries has arrived for
+/// [`CROSSING_QUIET`]; it gives up on a worker that has not drained within the reconnect
+/// wait (and [`SEND_PROGRESS_WINDOW`]) from now, which covers another worker's drain.
+async fn wait_for_other_workers(shared: &Shared, share: &crate::config::Share) {
+    let Some(dir) = &shared.config.out else {
+        return;
+    };
+    if let Err(error) = crate::crossings::write_drained(dir, &share.run_tag) {
+        // The others then wait out their deadline; the results are whole either way.
+        eprintln!(
+            "imlab load: {}: cannot say this worker has drained: {error}",
+            dir.join(crate::crossings::DRAINED_FILE).display()
+        );
+    }
+    let deadline = Instant::now() + shared.config.reconnect_wait + SEND_PROGRESS_WINDOW;
+    let received = || {
+        let ledger = lock(&shared.ledger);
+        ledger.received_from_elsewhere_count()
+    };
+    let mut all_drained = false;
+    let mut seen = received();
+    let mut quiet_since = Instant::now();
+    loop {
+        if !all_drained {
+            all_drained = share
+                .others
+                .iter()
+                .all(|other| crate::crossings::has_drained(other, &share.run_tag));
+        }
+        let now_received = received();
+        if now_received != seen {
+            seen = now_received;
+            quiet_since = Instant::now();
+        }
+        if (all_drained && quiet_since.elapsed() >= CROSSING_QUIET) || Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+/// How long no delivery from another worker must have arrived, once every worker has
+/// drained, before a worker stops.
+const CROSSING_QUIET: Duration = Duration::from_secs(1);
 
 /// After the drain, sends still on their way are waited for only while an ack arrived within
 /// this long.
