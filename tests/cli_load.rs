@@ -521,6 +521,17 @@ fn workers_and_source_addresses_split_the_load_and_merge_it() {
     );
     // `--threads` reaches every worker: each ran its clients on three runtime threads.
     assert_eq!(results["provenance"]["threads"], 3, "{results}");
+    // The workers' seconds add up into the run's, and the charts over time are drawn.
+    let sent: Vec<u64> = std::fs::read_to_string(out.join("timeseries.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sent.iter().sum::<u64>(), 200, "sent by second: {sent:?}");
+    for chart in ["latency_over_time.png", "connections_over_time.png"] {
+        assert!(out.join(chart).exists(), "{chart}");
+    }
 }
 
 #[test]

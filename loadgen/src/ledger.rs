@@ -219,7 +219,7 @@ fn dues_of(message: &Planned, clients: std::ops::Range<u32>) -> impl Iterator<It
 }
 
 /// Counters of one second, for timeseries.csv.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Second {
     /// Seconds since the run started.
     pub second: u64,

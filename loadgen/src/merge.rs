@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::crossings::Crossings;
 use crate::histograms::{self, HISTOGRAMS_FILE, TAGS};
-use crate::results::{Latency, LoadResults};
+use crate::ledger::Second;
+use crate::results::{Latency, LoadResults, TIMESERIES_FILE};
 
 /// Whether runs against different targets may be merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +18,8 @@ pub enum Targets {
     MayDiffer,
 }
 
-/// Merges the results in `dirs` and writes `out/results.json` and `out/histograms.hlog`.
+/// Merges the results in `dirs` and writes `out/results.json`, `out/histograms.hlog` and
+/// `out/timeseries.csv`.
 pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResults, String> {
     let mut merged: Option<LoadResults> = None;
     let mut histograms = std::collections::BTreeMap::new();
@@ -92,7 +94,57 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
         std::time::Duration::from_secs_f64(merged.elapsed_s),
     )
     .map_err(|error| format!("{}: {error}", out.display()))?;
+    merge_timeseries(dirs, out)?;
     Ok(merged)
+}
+
+/// Adds the runs' `timeseries.csv` second by second from each run's start (the workers of a
+/// run start together) into `out/timeseries.csv`: counts add up, and `deliver_ms_p99` is the
+/// highest of the runs' (a second's percentile cannot be merged from percentiles; the worst
+/// run's bounds it from below). Runs without the file add nothing; none has one: none is
+/// written.
+fn merge_timeseries(dirs: &[PathBuf], out: &Path) -> Result<(), String> {
+    let mut merged: Vec<Second> = Vec::new();
+    let mut any = false;
+    for dir in dirs {
+        let file = dir.join(TIMESERIES_FILE);
+        if !file.exists() {
+            continue;
+        }
+        any = true;
+        let mut reader = csv::Reader::from_path(&file)
+            .map_err(|error| format!("{}: {error}", file.display()))?;
+        for (index, row) in reader.deserialize::<Second>().enumerate() {
+            let row = row.map_err(|error| format!("{}: {error}", file.display()))?;
+            if merged.len() <= index {
+                merged.push(Second {
+                    second: index as u64,
+                    ..Second::default()
+                });
+            }
+            let sum = &mut merged[index];
+            sum.connected += row.connected;
+            sum.sent += row.sent;
+            sum.acked += row.acked;
+            sum.delivered += row.delivered;
+            sum.disconnects += row.disconnects;
+            sum.reconnects += row.reconnects;
+            sum.deliver_ms_p99 = sum.deliver_ms_p99.max(row.deliver_ms_p99);
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    let file = out.join(TIMESERIES_FILE);
+    let written = (|| {
+        let mut writer = csv::Writer::from_path(&file)?;
+        for second in &merged {
+            writer.serialize(second)?;
+        }
+        writer.flush()?;
+        Ok::<_, csv::Error>(())
+    })();
+    written.map_err(|error| format!("{}: {error}", file.display()))
 }
 
 /// Judges the messages that crossed between the workers of a run (see `crate::crossings`):

@@ -484,6 +484,9 @@ pub fn write_json(dir: &Path, results: &LoadResults) -> std::io::Result<()> {
     std::fs::rename(&temp, dir.join("results.json"))
 }
 
+/// The per-second file beside results.json (see [`crate::ledger::Second`]).
+pub const TIMESERIES_FILE: &str = "timeseries.csv";
+
 /// Appends the seconds of `files` that `file` lacks (it holds `seconds_written`); a failed
 /// append is cut off again, so the file never holds half a row or a row twice.
 fn append_timeseries(
@@ -576,7 +579,7 @@ pub fn write_results(
     seconds_written: &mut usize,
 ) -> std::io::Result<()> {
     write_json(dir, results)?;
-    append_timeseries(&dir.join("timeseries.csv"), files, seconds_written)?;
+    append_timeseries(&dir.join(TIMESERIES_FILE), files, seconds_written)?;
     let histograms = files.histograms.each_ref().map(|(tag, h)| (*tag, h));
     crate::histograms::write(dir, &histograms, files.elapsed)
 }

@@ -191,3 +191,44 @@ fn histograms_of_different_ranges_merge_whole() {
     );
     assert!(deliver.equivalent(deliver.min(), 800), "{}", deliver.min());
 }
+
+/// The runs' seconds add up into the merge's `timeseries.csv`, from each run's start: counts
+/// summed, the p99 the highest of the runs', a longer run's last seconds kept; a run without
+/// the file adds nothing, and a broken one is named.
+#[test]
+fn the_runs_seconds_add_up_into_one_timeseries() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, out) = two_runs_and_out(root.path());
+    let c = root.path().join("c");
+    for dir in [&a, &b, &c] {
+        run(dir, "127.0.0.1:7400", 0);
+    }
+    let header = "second,connected,sent,acked,delivered,disconnects,reconnects,deliver_ms_p99\n";
+    std::fs::write(
+        a.join("timeseries.csv"),
+        format!("{header}0,10,5,4,3,0,0,2.5\n1,9,7,7,8,1,0,40.0\n2,10,0,1,2,0,1,3.0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("timeseries.csv"),
+        format!("{header}0,10,6,6,6,0,0,7.5\n1,10,6,6,5,0,0,1.0\n"),
+    )
+    .unwrap();
+    merge(&[a.clone(), b.clone(), c], &out, Targets::MustMatch).unwrap();
+    let text = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    assert_eq!(
+        text,
+        format!("{header}0,20,11,10,9,0,0,7.5\n1,19,13,13,13,1,0,40.0\n2,10,0,1,2,0,1,3.0\n")
+    );
+
+    std::fs::write(
+        b.join("timeseries.csv"),
+        format!("{header}0,10,six,6,6,0,0,7.5\n"),
+    )
+    .unwrap();
+    let error = merge(&[a, b.clone()], &out, Targets::MustMatch).unwrap_err();
+    assert!(
+        error.contains(&b.join("timeseries.csv").display().to_string()),
+        "{error}"
+    );
+}
