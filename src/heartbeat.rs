@@ -103,9 +103,10 @@ pub fn run_command(args: HeartbeatArgs) -> anyhow::Result<std::process::ExitCode
         for verdict in run.report.verdicts.iter().filter(|v| !v.ok()) {
             violated = true;
             notes.push(format!(
-                "Invariant {} VIOLATED on {}: {}",
+                "Invariant {} VIOLATED on {} with {}: {}",
                 verdict.name,
                 run.profile,
+                run.strategy,
                 verdict.violation.as_deref().unwrap_or("")
             ));
         }

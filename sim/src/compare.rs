@@ -1,10 +1,12 @@
 //! `imlab heartbeat compare`: the strategy x carrier matrix, measured in the simulator.
 //!
-//! Every carrier profile is one simulation; in it, every strategy is one device group built
-//! from the template scenario's first device group (same count, app-state cycle and traffic;
-//! messages go to random users of the whole simulation, so a strategy's message delay is
-//! measured on the messages its devices receive). Profiles run in parallel. The measurements
-//! here become `imlab-reports` rows; the reports crate only renders them.
+//! Every (strategy, carrier profile) cell is one simulation of its own, with the same seed:
+//! one device group built from the template scenario's first device group (same count,
+//! app-state cycle and traffic; messages go to random users of the cell, so a strategy's
+//! message delay is measured between phones that all run it). A cell's numbers therefore
+//! depend on its strategy, profile, seed and template alone, not on which other cells the
+//! matrix holds. Cells run in parallel. The measurements here become `imlab-reports` rows;
+//! the reports crate only renders them.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -48,11 +50,13 @@ pub struct CompareOptions {
     pub jobs: usize,
 }
 
-/// One profile's simulation.
+/// One cell's simulation.
 #[derive(Debug, Clone)]
-pub struct ProfileRun {
+pub struct CellRun {
     /// Carrier profile.
     pub profile: String,
+    /// Heartbeat strategy.
+    pub strategy: String,
     /// The run's report (invariants, trace hash, metrics).
     pub report: RunReport,
 }
@@ -64,8 +68,8 @@ pub struct Comparison {
     pub rows: Vec<HeartbeatRow>,
     /// Interval over time of the adaptive strategies on a short and a long NAT.
     pub series: Vec<IntervalSeries>,
-    /// Every simulation's report.
-    pub runs: Vec<ProfileRun>,
+    /// Every cell's simulation, in the rows' order.
+    pub runs: Vec<CellRun>,
 }
 
 /// Why a comparison could not run.
@@ -78,10 +82,12 @@ pub enum CompareError {
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
     /// A simulation failed.
-    #[error("profile {profile}: {source}")]
+    #[error("{strategy} on {profile}: {source}")]
     Run {
         /// The profile.
         profile: String,
+        /// The strategy.
+        strategy: String,
         /// What failed.
         source: RunError,
     },
@@ -125,8 +131,13 @@ fn group_name(strategy: &str) -> String {
         .collect()
 }
 
-/// The scenario of one profile: the template with one group per strategy.
-pub fn profile_scenario(options: &CompareOptions, profile: &str) -> Result<Scenario, CompareError> {
+/// The scenario of one cell: the template on `profile` with one group, heartbeating by
+/// `strategy`.
+pub fn cell_scenario(
+    options: &CompareOptions,
+    strategy: &str,
+    profile: &str,
+) -> Result<Scenario, CompareError> {
     let carrier: CarrierProfile = carrier::preset(profile).ok_or_else(|| {
         CompareError::Invalid(format!(
             "--profiles: unknown carrier preset {profile:?}; known: {}",
@@ -142,21 +153,15 @@ pub fn profile_scenario(options: &CompareOptions, profile: &str) -> Result<Scena
         scenario.duration = duration;
     }
     scenario.carriers = vec![carrier];
-    scenario.groups = options
-        .strategies
-        .iter()
-        .map(|strategy| {
-            imlab_core::heartbeat::parse_strategy(strategy)
-                .map_err(|error| CompareError::Invalid(format!("--strategies: {error}")))?;
-            Ok(DeviceGroup {
-                name: group_name(strategy),
-                count: options.devices.unwrap_or(template_group.count),
-                carrier: 0,
-                heartbeat: strategy.clone(),
-                ..template_group.clone()
-            })
-        })
-        .collect::<Result<_, CompareError>>()?;
+    imlab_core::heartbeat::parse_strategy(strategy)
+        .map_err(|error| CompareError::Invalid(format!("--strategies: {error}")))?;
+    scenario.groups = vec![DeviceGroup {
+        name: group_name(strategy),
+        count: options.devices.unwrap_or(template_group.count),
+        carrier: 0,
+        heartbeat: strategy.to_string(),
+        ..template_group.clone()
+    }];
     // Faults naming the template's carriers or groups have no meaning here (see
     // `dropped_faults`, which the CLI reports).
     scenario.faults.retain(carries_over);
@@ -187,7 +192,7 @@ pub fn dropped_faults(template: &Scenario) -> Vec<String> {
         .collect()
 }
 
-/// Runs the matrix; `on_done` is called as each profile finishes.
+/// Runs the matrix; `on_done` is called as the last cell of each profile finishes.
 pub fn compare(
     options: &CompareOptions,
     on_done: &(dyn Fn(&str) + Sync),
@@ -197,25 +202,43 @@ pub fn compare(
             "need at least one strategy and one profile".into(),
         ));
     }
-    let scenarios: Vec<(String, Scenario)> = options
+    // Profile then strategy, the rows' order.
+    let cells: Vec<(usize, &str, Scenario)> = options
         .profiles
         .iter()
-        .map(|profile| Ok((profile.clone(), profile_scenario(options, profile)?)))
+        .enumerate()
+        .flat_map(|(p, profile)| {
+            options.strategies.iter().map(move |strategy| {
+                Ok((
+                    p,
+                    strategy.as_str(),
+                    cell_scenario(options, strategy, profile)?,
+                ))
+            })
+        })
         .collect::<Result<_, CompareError>>()?;
+    let cells_left: Vec<AtomicUsize> = options
+        .profiles
+        .iter()
+        .map(|_| AtomicUsize::new(options.strategies.len()))
+        .collect();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<ProfileOutcome>>> =
-        Mutex::new((0..scenarios.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<CellOutcome>>> =
+        Mutex::new((0..cells.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             scope.spawn(|| {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((profile, scenario)) = scenarios.get(index) else {
+                    let Some((p, strategy, scenario)) = cells.get(index) else {
                         break;
                     };
-                    let outcome = measure_profile(options, profile, scenario);
-                    on_done(profile);
+                    let profile = &options.profiles[*p];
+                    let outcome = measure_cell(options, strategy, profile, scenario);
                     results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(outcome);
+                    if cells_left[*p].fetch_sub(1, Ordering::AcqRel) == 1 {
+                        on_done(profile);
+                    }
                 }
             });
         }
@@ -227,7 +250,7 @@ pub fn compare(
     };
     let mut all_series = Vec::new();
     for outcome in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        let (run, rows, series) = outcome.expect("every profile ran")?;
+        let (run, rows, series) = outcome.expect("every cell ran")?;
         comparison.runs.push(run);
         comparison.rows.extend(rows);
         all_series.extend(series);
@@ -236,8 +259,8 @@ pub fn compare(
     Ok(comparison)
 }
 
-/// What one profile's simulation yields.
-type ProfileOutcome = Result<(ProfileRun, Vec<HeartbeatRow>, Vec<Series>), CompareError>;
+/// What one cell's simulation yields.
+type CellOutcome = Result<(CellRun, Vec<HeartbeatRow>, Vec<Series>), CompareError>;
 
 /// One device's heartbeat intervals over time, before selection for the chart.
 struct Series {
@@ -272,7 +295,12 @@ fn chart_series(options: &CompareOptions, all: Vec<Series>) -> Vec<IntervalSerie
         .collect()
 }
 
-fn measure_profile(options: &CompareOptions, profile: &str, scenario: &Scenario) -> ProfileOutcome {
+fn measure_cell(
+    options: &CompareOptions,
+    strategy: &str,
+    profile: &str,
+    scenario: &Scenario,
+) -> CellOutcome {
     let run_options = RunOptions {
         seed: options.seed,
         heartbeat_series: true,
@@ -289,12 +317,14 @@ fn measure_profile(options: &CompareOptions, profile: &str, scenario: &Scenario)
     )
     .map_err(|source| CompareError::Run {
         profile: profile.to_string(),
+        strategy: strategy.to_string(),
         source,
     })?;
     let (rows, series) = measured.expect("the run measured");
     Ok((
-        ProfileRun {
+        CellRun {
             profile: profile.to_string(),
+            strategy: strategy.to_string(),
             report,
         },
         rows,
@@ -302,7 +332,7 @@ fn measure_profile(options: &CompareOptions, profile: &str, scenario: &Scenario)
     ))
 }
 
-/// The per-strategy measurements of one finished simulation.
+/// The per-strategy measurements of one finished simulation (a cell's: one strategy).
 fn measure(shared: &Shared, profile: &str) -> (Vec<HeartbeatRow>, Vec<Series>) {
     let scenario = &shared.scenario;
     let layout = &shared.layout;

@@ -17,7 +17,8 @@ fn matrix(strategies: &[&str], profiles: &[&str]) -> Vec<HeartbeatRow> {
     for run in &comparison.runs {
         assert!(
             run.report.ok(),
-            "{}: {:?}",
+            "{} on {}: {:?}",
+            run.strategy,
             run.profile,
             run.report.verdicts
         );
@@ -87,6 +88,33 @@ fn five_minute_and_long_nats_tell_the_strategies_apart() {
             other.energy_j_per_day
         );
     }
+}
+
+/// A cell's numbers are its own: the same strategy on the same profile measures the same
+/// alone and beside others (a shared world let other strategies' senders, stuck behind dead
+/// connections, lengthen its delays, and shifted every device's place in it).
+#[test]
+fn a_cell_measures_the_same_whatever_else_the_matrix_holds() {
+    let cells = |strategies: &[&str]| {
+        let options = CompareOptions {
+            strategies: strategies.iter().map(|s| s.to_string()).collect(),
+            profiles: vec!["cmcc-3g".into()],
+            devices: Some(4),
+            duration: Some(std::time::Duration::from_secs(6 * 3_600)),
+            jobs: 2,
+            ..CompareOptions::defaults()
+        };
+        compare(&options, &|_| {}).unwrap()
+    };
+    let alone = cells(&["imlab-adaptive"]);
+    let among = cells(&["gcm", "imlab-adaptive", "tcp-keepalive"]);
+    let ours = row(&among.rows, "imlab-adaptive", "cmcc-3g");
+    assert_eq!(format!("{:?}", alone.rows[0]), format!("{ours:?}"));
+    assert_eq!(
+        alone.runs[0].report.trace_hash, among.runs[1].report.trace_hash,
+        "the same simulation"
+    );
+    assert_eq!(among.runs[1].strategy, "imlab-adaptive");
 }
 
 #[test]

@@ -33,7 +33,9 @@ const GUIDE: [(&str, &str); 9] = [
     ),
     (
         "Delay p50 / p99 / max",
-        "Message delay from the sender's send to the recipient device's app log.",
+        "Message delay from the sender's send to the recipient device's app log. Each \
+         (strategy, profile) cell is a simulation of its own, so sender and recipient both \
+         run the row's strategy, and a cell measures the same whatever else the matrix holds.",
     ),
     (
         "Reachable",
