@@ -54,6 +54,9 @@ pub struct RunOptions {
     /// comparison's series and settled intervals). Off, a device only counts its Pings:
     /// `scale-10k`'s day sends 2.9 million of them, 46 MB that nothing else reads.
     pub heartbeat_series: bool,
+    /// Run every step of the simulation, also those in which nothing would happen (by
+    /// default they run as one: `turmoil::Sim::idle_steps`). For tests that compare the two.
+    pub every_step: bool,
 }
 
 /// What a run found.
@@ -392,6 +395,24 @@ pub fn run_with(
             });
         }
         sampler.tick(&shared, sim.elapsed());
+        // Steps in which nothing would happen run as one, up to the next scheduled action
+        // (processed at the first step at or past its time, as without the skip) and the end.
+        let until = actions.peek().map_or(total, |(when, _)| (*when).min(total));
+        let skippable = steps_until(sim.elapsed(), until, scenario.tick);
+        let idle = if options.every_step {
+            0
+        } else {
+            sim.idle_steps(skippable)
+        };
+        if idle > 0 {
+            if let Err(error) = sim.skip_idle(idle) {
+                return Err(RunError::Host {
+                    at: sim.elapsed(),
+                    message: error.to_string(),
+                });
+            }
+            sampler.tick(&shared, sim.elapsed());
+        }
         if last_progress.elapsed() > Duration::from_millis(200) {
             progress(&Progress {
                 simulated: sim.elapsed(),
@@ -474,6 +495,13 @@ struct ServerSampler {
     /// The counters of the incarnations before it, summed (each read when the next one was
     /// first seen: a crashed server counts nothing more).
     earlier: ServerTotals,
+}
+
+/// Steps of `tick` from `now` until the first step that starts at or after `until` (0 when
+/// `now` is already there).
+fn steps_until(now: Duration, until: Duration, tick: Duration) -> u64 {
+    let ahead = until.saturating_sub(now).as_nanos();
+    ahead.div_ceil(tick.as_nanos().max(1)) as u64
 }
 
 impl ServerSampler {

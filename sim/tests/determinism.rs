@@ -85,3 +85,43 @@ fn replays_exactly(file: &std::path::Path) {
         file.display()
     );
 }
+
+/// Steps in which nothing would happen run as one (`turmoil::Sim::idle_steps`), stopping
+/// before every host's next timer, every scheduled fault and the end. What a run measures is
+/// the same as when every step runs: the messages, deliveries, delays, reconnections, storms
+/// and the server's counters of `server-crash`'s first hour (two crashes, an app kill, a push
+/// outage) and of `offline-push`'s first 40 minutes (apps in the background, sleeping). (The
+/// trace may order events of one instant differently: the runtimes' fairness counters advance
+/// once for the steps run as one.)
+#[test]
+fn skipping_idle_steps_measures_what_running_every_step_does() {
+    for (name, minutes) in [("server-crash", 60), ("offline-push", 40)] {
+        let file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios"))
+            .join(format!("{name}.toml"));
+        let scenario = Scenario::load(&file).unwrap().shrunk(
+            Duration::from_secs(minutes * 60),
+            Duration::from_secs(120),
+            1,
+        );
+        let measure = |every_step: bool| {
+            let report = run(
+                &scenario,
+                &RunOptions {
+                    seed: 2,
+                    every_step,
+                    ..RunOptions::default()
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+            assert!(report.ok(), "{name}: {:?}", report.verdicts);
+            let mut metrics = report.metrics;
+            metrics.wall_s = 0.0;
+            (report.trace_events, format!("{metrics:?}"))
+        };
+        let (every_events, every) = measure(true);
+        let (skipping_events, skipping) = measure(false);
+        assert_eq!(skipping_events, every_events, "{name}: trace events");
+        assert_eq!(skipping, every, "{name}");
+    }
+}

@@ -11,8 +11,9 @@
 //! up: the reset test and one more pin when a write is refused (its own socket reset away) and
 //! when it is not (the peer's socket gone). The next segment in order skips the reorder
 //! buffer: a test pins the order in which segments that arrive out of order are read. Only
-//! links with messages on them are ticked: the last test pins the clock an idle link's next
-//! message is delayed from.
+//! links with messages on them are ticked: a test pins the clock an idle link's next
+//! message is delayed from. Steps in which nothing would happen can run as one: the last two
+//! tests pin where the skip stops (before a timer's step, at a queued task or a message).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -381,4 +382,106 @@ fn a_link_idle_for_seconds_delays_its_next_message_from_the_networks_time() {
         (Duration::from_millis(50)..Duration::from_millis(55)).contains(&took),
         "connect took {took:?}, not the SYN's 50 ms"
     );
+}
+
+/// Where the simulation skips steps in which nothing would happen (`Sim::idle_steps`,
+/// `Sim::skip_idle`): a host that sleeps for 10 s and then sends, a host that answers what
+/// arrives. Skipping stops before the step in which the sleep ends, so the message leaves and
+/// its answer arrives at the same moments as when every step runs; a task queued to run or a
+/// message on the network allows no skip at all.
+#[test]
+fn idle_steps_are_skipped_up_to_the_next_timer_and_no_further() {
+    /// The moments (ms of simulated time) the answer arrived, and the steps skipped.
+    fn run(skip: bool) -> (Vec<u128>, u64) {
+        let mut sim = turmoil::Builder::new()
+            .tick_duration(Duration::from_millis(100))
+            .simulation_duration(Duration::from_secs(60))
+            .build();
+        sim.host("server", || async {
+            let listener = TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
+            let (mut stream, _) = listener.accept().await?;
+            let mut byte = [0; 1];
+            while stream.read(&mut byte).await? == 1 {
+                stream.write_all(&byte).await?;
+            }
+            Ok(())
+        });
+        let arrived = Arc::new(Mutex::new(Vec::new()));
+        let seen = arrived.clone();
+        sim.client("phone", async move {
+            let mut stream = connect().await?;
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(10_050)).await;
+                stream.write_all(&[7]).await?;
+                let mut byte = [0; 1];
+                stream.read_exact(&mut byte).await?;
+                seen.lock()
+                    .unwrap()
+                    .push(turmoil::sim_elapsed().unwrap().as_millis());
+            }
+            Ok(())
+        });
+        let mut skipped = 0;
+        loop {
+            if sim.step().unwrap() {
+                break;
+            }
+            if skip {
+                let idle = sim.idle_steps(u64::MAX);
+                skipped += idle;
+                if sim.skip_idle(idle).unwrap() {
+                    break;
+                }
+            }
+        }
+        let arrived = arrived.lock().unwrap().clone();
+        (arrived, skipped)
+    }
+    let (every_step, none) = run(false);
+    let (skipping, skipped) = run(true);
+    assert_eq!(none, 0);
+    assert_eq!(every_step.len(), 3, "{every_step:?}");
+    assert_eq!(skipping, every_step);
+    // Three sleeps of 100 steps and a half: all but the few around each wake-up skipped.
+    assert!((280..=300).contains(&skipped), "{skipped} steps skipped");
+}
+
+/// No step is idle while a host has a task queued to run or a message is on the network.
+#[test]
+fn a_queued_task_or_a_message_in_flight_allows_no_skip() {
+    let mut sim = turmoil::Builder::new()
+        .tick_duration(Duration::from_millis(100))
+        .simulation_duration(Duration::from_secs(60))
+        .build();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let woken = go.clone();
+    let sent = Arc::new(AtomicBool::new(false));
+    let done = sent.clone();
+    sim.host("server", || async {
+        let listener = TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
+        let (mut stream, _) = listener.accept().await?;
+        let mut byte = [0; 1];
+        while stream.read(&mut byte).await? == 1 {}
+        Ok(())
+    });
+    sim.client("phone", async move {
+        let mut stream = connect().await?;
+        woken.notified().await;
+        stream.write_all(&[7]).await?;
+        done.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(())
+    });
+    // Connected and waiting: nothing is due on any host, however far ahead.
+    for _ in 0..5 {
+        sim.step().unwrap();
+    }
+    assert_eq!(sim.idle_steps(1_000), 1_000);
+    // Woken from outside the simulation: its task is queued, so no step is idle.
+    go.notify_one();
+    assert_eq!(sim.idle_steps(1_000), 0);
+    sim.step().unwrap();
+    assert!(sent.load(Ordering::SeqCst));
+    // Its byte is on the network now.
+    assert_eq!(sim.idle_steps(1_000), 0);
 }

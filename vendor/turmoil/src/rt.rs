@@ -133,6 +133,15 @@ impl<'a> Rt<'a> {
         self.handle.is_some()
     }
 
+    /// imlab: between steps, `None` while a task of this host is queued to run; otherwise
+    /// the earliest moment one of its timers may be due (`Some(None)`: none).
+    pub(crate) fn idle_until(&self) -> Option<Option<Instant>> {
+        if self.local.sim_has_ready_tasks() {
+            return None;
+        }
+        self.tokio.sim_idle_until()
+    }
+
     pub(crate) fn now(&self) -> Instant {
         let _guard = self.tokio.enter();
         Instant::now()

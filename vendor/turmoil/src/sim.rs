@@ -401,6 +401,74 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// imlab: how many steps, at most `max`, would pass with nothing happening on any host:
+    /// no message on the network, no task of a running host queued to run, and none of their
+    /// timers due before the end of the last of them. Something outside the simulation that
+    /// wakes a host's task (or crashes, bounces, holds or partitions) between steps is the
+    /// caller's to account for. 0 with `random_node_order`, whose every step draws from the
+    /// simulation's rng.
+    pub fn idle_steps(&self, max: u64) -> u64 {
+        if max == 0 || self.config.random_node_order || !self.world.borrow().topology.is_quiet() {
+            return 0;
+        }
+        let tick = self.config.tick.as_nanos().max(1);
+        let mut steps = max;
+        for rt in self.rts.values().filter(|rt| rt.is_software_running()) {
+            match rt.idle_until() {
+                None => return 0,
+                Some(None) => {}
+                Some(Some(due)) => {
+                    // A step runs the host from now to now + tick, and a timer due at its end
+                    // fires in it: skip only the steps that end before `due`.
+                    let ahead = due.saturating_duration_since(rt.now()).as_nanos();
+                    let before = (ahead.saturating_sub(1) / tick) as u64;
+                    steps = steps.min(before);
+                }
+            }
+            if steps == 0 {
+                return 0;
+            }
+        }
+        steps
+    }
+
+    /// imlab: runs `steps` steps as one, for steps [`Sim::idle_steps`] found idle: every
+    /// host's clock, the network's and the simulation's move on by `steps` ticks, with one
+    /// pass over the runtimes instead of `steps` (nothing runs in them, so the result is the
+    /// same). Returns as [`Sim::step`] does.
+    pub fn skip_idle(&mut self, steps: u64) -> Result<bool> {
+        if steps == 0 {
+            return Ok(false);
+        }
+        let span = self.config.tick * u32::try_from(steps).expect("steps fit in u32");
+        self.world.borrow_mut().topology.tick_by(span);
+        let mut is_finished = true;
+        for (&addr, rt) in self.rts.iter_mut() {
+            if rt.is_software_running() {
+                {
+                    let mut world = self.world.borrow_mut();
+                    world.current = Some(addr);
+                    world.current_host_mut().timer.now(rt.now());
+                }
+                let is_software_finished = World::enter(&self.world, || rt.tick(span))?;
+                if rt.is_client() {
+                    is_finished = is_finished && is_software_finished;
+                }
+                self.world.borrow_mut().current = None;
+            }
+            self.world.borrow_mut().tick(addr, span);
+        }
+        self.elapsed += span;
+        self.steps += steps as usize;
+        if self.elapsed > self.config.duration && !is_finished {
+            return Err(format!(
+                "Ran for duration: {:?} steps: {} without completing",
+                self.config.duration, self.steps,
+            ))?;
+        }
+        Ok(is_finished)
+    }
+
     /// Step the simulation.
     ///
     /// Runs each host in the simulation a fixed duration configured by

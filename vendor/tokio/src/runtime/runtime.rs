@@ -129,6 +129,25 @@ pub(super) enum Scheduler {
 }
 
 impl Runtime {
+    /// imlab, for the simulator: between two `block_on`s of a current-thread runtime, `None`
+    /// while a task is queued to run; otherwise the earliest moment its timer wheel has
+    /// something due (`Some(None)`: no timer). Until then nothing in the runtime can run
+    /// unless woken from outside it. A multi-thread runtime is never idle here.
+    #[doc(hidden)]
+    pub fn sim_idle_until(&self) -> Option<Option<crate::time::Instant>> {
+        match &self.scheduler {
+            Scheduler::CurrentThread(scheduler) => {
+                let handle = self.handle.inner.as_current_thread();
+                if scheduler.has_ready_tasks(handle) {
+                    return None;
+                }
+                Some(handle.driver.time().next_expiration())
+            }
+            #[cfg(feature = "rt-multi-thread")]
+            Scheduler::MultiThread(_) => None,
+        }
+    }
+
     pub(super) fn from_parts(
         scheduler: Scheduler,
         handle: Handle,

@@ -499,6 +499,26 @@ impl fmt::Debug for LocalEnterGuard {
 }
 
 impl LocalSet {
+    /// imlab, for the simulator: whether a task of the set is queued to run (woken and not
+    /// yet polled), between two runs of the set on its owner thread.
+    #[doc(hidden)]
+    pub fn sim_has_ready_tasks(&self) -> bool {
+        let shared = &self.context.shared;
+        // Safety: the simulator asks on the thread that runs the set, outside any run.
+        let local = unsafe {
+            shared
+                .local_state
+                .local_queue
+                .with(|queue| !(*queue).is_empty())
+        };
+        local
+            || shared
+                .queue
+                .lock()
+                .as_ref()
+                .is_some_and(|queue| !queue.is_empty())
+    }
+
     /// Returns a new local task set.
     pub fn new() -> LocalSet {
         let owner = context::thread_id().expect("cannot create LocalSet during thread shutdown");

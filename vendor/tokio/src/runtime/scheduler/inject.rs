@@ -59,6 +59,11 @@ impl<T: 'static> Inject<T> {
         unsafe { self.shared.push(&mut synced, task) }
     }
 
+    /// imlab: whether no task waits in the queue.
+    pub(crate) fn sim_is_empty(&self) -> bool {
+        self.shared.is_empty()
+    }
+
     pub(crate) fn pop(&self) -> Option<task::Notified<T>> {
         if self.shared.is_empty() {
             return None;

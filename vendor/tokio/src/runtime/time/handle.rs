@@ -13,6 +13,15 @@ impl Handle {
         &self.time_source
     }
 
+    /// imlab: the earliest moment the wheel has something due (a timer's deadline, rounded up
+    /// to its millisecond, or the start of the slot a later timer waits in, which is earlier),
+    /// `None` with no timer. Timers fired and not yet processed are due at the wheel's elapsed
+    /// time. For the simulator, which skips steps in which no host has anything to do.
+    pub(crate) fn next_expiration(&self) -> Option<crate::time::Instant> {
+        let when = self.inner.lock().wheel.next_expiration_time()?;
+        Some(self.time_source.start_time_instant() + self.time_source.tick_to_duration(when))
+    }
+
     /// Checks whether the driver has been shutdown.
     pub(super) fn is_shutdown(&self) -> bool {
         self.inner.is_shutdown()

@@ -37,6 +37,11 @@ impl TimeSource {
         self.instant_to_tick(clock.now())
     }
 
+    /// imlab: the instant tick 0 stands for.
+    pub(crate) fn start_time_instant(&self) -> Instant {
+        self.start_time
+    }
+
     #[cfg(test)]
     #[allow(dead_code)]
     pub(super) fn start_time(&self) -> Instant {

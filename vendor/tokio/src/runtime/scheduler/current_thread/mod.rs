@@ -239,6 +239,18 @@ impl CurrentThread {
         })
     }
 
+    /// imlab: whether a task is queued to run (woken and not yet polled), between two
+    /// `block_on`s: in the core's queue or the remote one, or the blocked-on future woken.
+    /// True while another thread holds the core (it may be running anything).
+    pub(crate) fn has_ready_tasks(&self, handle: &Arc<Handle>) -> bool {
+        let Some(core) = self.core.take() else {
+            return true;
+        };
+        let ready = !core.tasks.is_empty();
+        self.core.set(core);
+        ready || !handle.shared.inject.sim_is_empty() || handle.shared.woken.load(Acquire)
+    }
+
     fn take_core(&self, handle: &Arc<Handle>) -> Option<CoreGuard<'_>> {
         let core = self.core.take()?;
 
