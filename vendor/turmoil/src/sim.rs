@@ -412,7 +412,8 @@ impl<'a> Sim<'a> {
             return 0;
         }
         let tick = self.config.tick.as_nanos().max(1);
-        let mut steps = max;
+        // `skip_idle` multiplies the tick by a u32.
+        let mut steps = max.min(u64::from(u32::MAX));
         for rt in self.rts.values().filter(|rt| rt.is_software_running()) {
             match rt.idle_until() {
                 None => return 0,
