@@ -596,30 +596,18 @@ mod tests {
         let file = dir.path().join("timeseries.csv");
         let mut ledger = LoadLedger::new(2);
         let mut written = 0;
+        let mut append = |ledger: &LoadLedger, ended: bool| {
+            let files = LedgerFiles::of(ledger, written, ended);
+            append_timeseries(&file, &files, &mut written).unwrap();
+            written
+        };
         ledger.tick();
-        append_timeseries(
-            &file,
-            &LedgerFiles::of(&ledger, written, false),
-            &mut written,
-        )
-        .unwrap();
+        assert_eq!(append(&ledger, false), 0);
         ledger.tick();
         ledger.tick();
-        append_timeseries(
-            &file,
-            &LedgerFiles::of(&ledger, written, false),
-            &mut written,
-        )
-        .unwrap();
-        assert_eq!(written, 2);
-        append_timeseries(
-            &file,
-            &LedgerFiles::of(&ledger, written, true),
-            &mut written,
-        )
-        .unwrap();
-        assert_eq!(written, 3);
-        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(append(&ledger, false), 2);
+        assert_eq!(append(&ledger, true), 3);
+        let text = std::fs::read_to_string(dir.path().join("timeseries.csv")).unwrap();
         assert_eq!(text.lines().count(), 4, "{text}");
     }
 
