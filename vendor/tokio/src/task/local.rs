@@ -504,7 +504,10 @@ impl LocalSet {
     #[doc(hidden)]
     pub fn sim_has_ready_tasks(&self) -> bool {
         let shared = &self.context.shared;
-        // Safety: the simulator asks on the thread that runs the set, outside any run.
+        shared.local_state.assert_called_from_owner_thread();
+        // Safety: on the owner thread (a `LocalSet` is neither `Send` nor `Sync`, and the
+        // assertion above checks it in debug builds), outside any run of the set: nothing
+        // else touches the queue meanwhile.
         let local = unsafe {
             shared
                 .local_state
