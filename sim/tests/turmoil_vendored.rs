@@ -392,8 +392,9 @@ fn a_link_idle_for_seconds_delays_its_next_message_from_the_networks_time() {
 #[test]
 fn idle_steps_are_skipped_up_to_the_next_timer_and_no_further() {
     /// The moments (ms of simulated time) the answer arrived, and the steps skipped.
-    fn run(skip: bool) -> (Vec<u128>, u64) {
+    fn run(skip: bool, seed: u64) -> (Vec<u128>, u64) {
         let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
             .tick_duration(Duration::from_millis(100))
             .simulation_duration(Duration::from_secs(60))
             .build();
@@ -437,19 +438,26 @@ fn idle_steps_are_skipped_up_to_the_next_timer_and_no_further() {
         let arrived = arrived.lock().unwrap().clone();
         (arrived, skipped)
     }
-    let (every_step, none) = run(false);
-    let (skipping, skipped) = run(true);
-    assert_eq!(none, 0);
-    assert_eq!(every_step.len(), 3, "{every_step:?}");
-    assert_eq!(skipping, every_step);
-    // Three sleeps of 100 steps and a half: all but the few around each wake-up skipped.
-    assert!((280..=300).contains(&skipped), "{skipped} steps skipped");
+    // The network's latencies are drawn from the seed: each seed moves the moments.
+    for seed in 1..=4 {
+        let (every_step, none) = run(false, seed);
+        let (skipping, skipped) = run(true, seed);
+        assert_eq!(none, 0);
+        assert_eq!(every_step.len(), 3, "seed {seed}: {every_step:?}");
+        assert_eq!(skipping, every_step, "seed {seed}");
+        // Three sleeps of 100 steps and a half: all but the few around each wake-up skipped.
+        assert!(
+            (280..=300).contains(&skipped),
+            "seed {seed}: {skipped} steps skipped"
+        );
+    }
 }
 
 /// No step is idle while a host has a task queued to run or a message is on the network.
 #[test]
 fn a_queued_task_or_a_message_in_flight_allows_no_skip() {
     let mut sim = turmoil::Builder::new()
+        .rng_seed(1)
         .tick_duration(Duration::from_millis(100))
         .simulation_duration(Duration::from_secs(60))
         .build();
