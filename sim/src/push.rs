@@ -10,8 +10,8 @@
 //!   heartbeat (15 min on Wi-Fi, 28 min on mobile data) and hands wake-ups to the app.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
@@ -43,32 +43,40 @@ struct NoticeLine {
 
 /// The server's push provider inside the simulation.
 pub struct SimPushProvider {
-    shared: Arc<Shared>,
+    /// Weak: the world holds the server (`Shared::server`), which holds this provider; a
+    /// strong reference back made a cycle that kept every finished run's world, store and
+    /// ledger alive (a fuzz or sweep process grew by each case's world).
+    shared: Weak<Shared>,
     queue: mpsc::Sender<PushNotice>,
 }
 
 impl SimPushProvider {
     /// A provider and the forwarding task to run on the server host.
-    pub fn new(shared: Arc<Shared>) -> (SimPushProvider, impl Future<Output = ()>) {
+    pub fn new(shared: &Arc<Shared>) -> (SimPushProvider, impl Future<Output = ()> + use<>) {
         let (queue, notices) = mpsc::channel(NOTICE_QUEUE_LEN_MAX);
+        let shared = Arc::downgrade(shared);
         (SimPushProvider { shared, queue }, forward(notices))
     }
 }
 
 impl PushProvider for SimPushProvider {
     fn push(&self, notice: PushNotice) {
+        // The world outlives its hosts, so it is there while the server runs.
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
         let user: u32 = notice
             .user
             .trim_start_matches('u')
             .parse()
             .unwrap_or(u32::MAX);
-        self.shared.trace(Event::Push {
+        shared.trace(Event::Push {
             user,
             seq: notice.seq,
         });
-        Shared::count(&self.shared.counters.pushes_sent);
+        Shared::count(&shared.counters.pushes_sent);
         if self.queue.try_send(notice).is_err() {
-            Shared::count(&self.shared.counters.wakeups_lost);
+            Shared::count(&shared.counters.wakeups_lost);
         }
     }
 }

@@ -765,7 +765,7 @@ async fn server_host(shared: Arc<Shared>) -> turmoil::Result {
         },
         ..ServerConfig::default()
     };
-    let (push, forward) = SimPushProvider::new(shared.clone());
+    let (push, forward) = SimPushProvider::new(&shared);
     tokio::spawn(forward);
     let epoch_ms = EPOCH_UNIX_S * 1_000 + world::now().as_millis() as u64;
     let server = Arc::new(Server::new(
