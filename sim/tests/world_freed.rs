@@ -27,8 +27,8 @@ fn run_and_watch(scenario: &Scenario) -> Weak<std::sync::atomic::AtomicU64> {
     watched.expect("the world was inspected")
 }
 
-/// Every shipped small scenario (push service, crashes, durable and memory stores, groups),
-/// cut to a few minutes and a few dozen devices.
+/// Four shipped scenarios that between them have the push service, server crashes, both
+/// stores and groups, cut to ten minutes and a few dozen devices.
 #[test]
 fn a_finished_run_frees_its_world() {
     for name in [
