@@ -6,6 +6,9 @@
 #   EXTRA_SERVE="--threads 1" bench/conn-memory.sh ...   (more flags for `imlab serve`)
 #   TARGET=mosquitto bench/conn-memory.sh ...    (mosquitto instead, the generator speaking MQTT
 #                                                 QoS 1; installed from Debian if missing)
+#   WS=1 bench/conn-memory.sh ...                (over WebSocket: `imlab serve --ws-listen` and
+#                                                 `load --ws /imlab`, or mosquitto's websockets
+#                                                 listener and `--ws /mqtt`)
 #
 # Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
 # `imlab load` (one message a second in all, so the connections are idle), samples both
@@ -39,17 +42,35 @@ if [ "${TARGET:-imlab}" = mosquitto ]; then
     # As bench/vs-mosquitto.sh runs it: no persistence, anonymous, TCP_NODELAY.
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
         "$port" >"$out/mosquitto.conf"
+    load_flags="--protocol mqtt --qos 1"
+    if [ "${WS:-0}" = 1 ]; then
+        # Debian's mosquitto 2.0.11 will not start with websockets listeners only: the plain
+        # one above stays, unused.
+        plain=$port
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        while [ "$port" = "$plain" ]; do
+            port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        done
+        printf 'listener %s 127.0.0.1\nprotocol websockets\n' "$port" >>"$out/mosquitto.conf"
+        load_flags="$load_flags --ws /mqtt"
+    fi
     "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$out/mosquitto.conf" >"$out/mosquitto.log" 2>&1 &
     server_pid=$!
     addr="127.0.0.1:$port"
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-    load_flags="--protocol mqtt --qos 1"
 else
+    ws_flags=""
+    if [ "${WS:-0}" = 1 ]; then ws_flags="--ws-listen 127.0.0.1:0"; fi
     # shellcheck disable=SC2086
-    $bin serve --listen 127.0.0.1:0 ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve.err" &
+    $bin serve --listen 127.0.0.1:0 $ws_flags ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve.err" &
     server_pid=$!
     for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
     addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
+    if [ "${WS:-0}" = 1 ]; then
+        for _ in $(seq 100); do grep -q "listening ws:" "$out/serve.out" && break; sleep 0.1; done
+        addr=$(awk '/listening ws:/ {print $3}' "$out/serve.out")
+        load_flags="--ws /imlab"
+    fi
 fi
 
 # The generator's baseline: 2 clients, sampled after the same settling time.
@@ -85,7 +106,7 @@ per_server=$(( (server_after - server_before) * 1024 / clients ))
 per_load=$(( load_kb * 1024 / clients ))
 per_load_above=$(( (load_kb - base_kb) * 1024 / clients ))
 printf '%-34s %12s\n' "measure" "value"
-printf '%-34s %12s\n' "server" "${TARGET:-imlab}"
+printf '%-34s %12s\n' "server" "${TARGET:-imlab}$([ "${WS:-0}" = 1 ] && echo " (ws)")"
 printf '%-34s %12s\n' "clients" "$clients"
 printf '%-34s %12s\n' "server fds open at sample" "$open"
 printf '%-34s %12s\n' "server RSS before (KiB)" "$server_before"

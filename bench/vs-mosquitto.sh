@@ -20,6 +20,13 @@
 # Debian's packages if it is missing and starts its own (no persistence, anonymous,
 # set_tcp_nodelay true, as imlab sets TCP_NODELAY), never the system's service.
 #
+# Behind WebSocket: mosquitto-ws is mosquitto QoS 1 on its websockets listener (the generator
+# sends MQTT packets in binary messages, subprotocol "mqtt", `--ws /mqtt`); imlab-ws and
+# imlab-ws1 are `imlab serve --ws-listen` in memory (two threads and one; `--ws /imlab`).
+# Ratios are to the first target, so compare like with like: TARGETS="mosquitto-ws imlab-ws1".
+# (Debian's mosquitto 2.0.11 refuses to start with websockets listeners only, "Unable to start
+# any listening sockets"; its configuration here has a plain listener beside it, unused.)
+#
 # Columns: p50/p99 deliver latency in ms from the planned send time; lost+dup; CPU per
 # message in µs of the server and of the generator (utime+stime deltas from /proc/PID/stat
 # over the whole load run, ramp and drain included, divided by messages sent); RSS per
@@ -107,11 +114,12 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 start_target() {
     load_flags=""
     case $1 in
-    imlab-mem | imlab-disk | imlab-shm | imlab-mem1 | imlab-disk1 | imlab-shm1)
+    imlab-mem | imlab-disk | imlab-shm | imlab-mem1 | imlab-disk1 | imlab-shm1 | imlab-ws | imlab-ws1)
         local extra=""
         case $1 in
         imlab-disk*) rm -rf "$tmp/data"; extra="--data-dir $tmp/data" ;;
         imlab-shm*) rm -rf "$shm/data"; extra="--data-dir $shm/data" ;;
+        imlab-ws*) extra="--ws-listen 127.0.0.1:0"; load_flags="--ws /imlab" ;;
         esac
         # The ...1 targets run the server on one thread (`--threads 1`), as mosquitto runs.
         case $1 in *1) extra="$extra --threads 1" ;; esac
@@ -121,12 +129,25 @@ start_target() {
         server_pid=$!
         for _ in $(seq 100); do grep -qs listening "$tmp/serve.out" && break; sleep 0.1; done
         addr=$(awk '/listening:/ {print $2}' "$tmp/serve.out")
+        case $1 in
+        imlab-ws*)
+            for _ in $(seq 100); do grep -qs "listening ws:" "$tmp/serve.out" && break; sleep 0.1; done
+            addr=$(awk '/listening ws:/ {print $3}' "$tmp/serve.out")
+            ;;
+        esac
         ;;
-    mosquitto-q0 | mosquitto-q1)
+    mosquitto-q0 | mosquitto-q1 | mosquitto-ws)
         local port
         port=$(free_port)
         printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
             "$port" >"$tmp/mosquitto.conf"
+        if [ "$1" = mosquitto-ws ]; then
+            # The plain listener above stays (unused): without one this mosquitto exits.
+            local plain=$port
+            port=$(free_port)
+            while [ "$port" = "$plain" ]; do port=$(free_port); done
+            printf 'listener %s 127.0.0.1\nprotocol websockets\n' "$port" >>"$tmp/mosquitto.conf"
+        fi
         "$mosquitto_bin" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
         server_pid=$!
         addr="127.0.0.1:$port"
@@ -134,9 +155,12 @@ start_target() {
             (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
             sleep 0.1
         done
-        load_flags="--protocol mqtt --qos ${1#mosquitto-q}"
+        case $1 in
+        mosquitto-ws) load_flags="--protocol mqtt --qos 1 --ws /mqtt" ;;
+        *) load_flags="--protocol mqtt --qos ${1#mosquitto-q}" ;;
+        esac
         ;;
-    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, imlab-mem, imlab-disk, imlab-shm, imlab-mem1, imlab-disk1, imlab-shm1)" >&2; exit 2 ;;
+    *) echo "unknown target $1 (mosquitto-q0, mosquitto-q1, mosquitto-ws, imlab-mem, imlab-disk, imlab-shm, imlab-mem1, imlab-disk1, imlab-shm1, imlab-ws, imlab-ws1)" >&2; exit 2 ;;
     esac
 }
 

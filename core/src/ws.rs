@@ -52,12 +52,22 @@ pub const NOT_WEBSOCKET_REFUSAL: &str = "this port speaks imlab over WebSocket: 
 
 const HEADER_PROTOCOL: &str = "sec-websocket-protocol";
 
+/// Bytes a WebSocket connection reads from its stream at most at a time, and the read buffer
+/// it holds while idle. tungstenite's default is 128 KiB, allocated for every connection and
+/// zeroed up to that on each read: 137 KB of RSS a connection at 10,000 connections, on the
+/// server and in the load generator alike (`WS=1 bench/conn-memory.sh`), where mosquitto's
+/// WebSocket listener holds about 6 KB. A message longer than this is still read whole: the
+/// buffer grows to the message's length (at most the frame limit) and is read into a chunk
+/// at a time.
+pub const WS_READ_CHUNK_BYTES: usize = 4 * 1024;
+
 /// The limits both ends of a WebSocket connection apply: no message (and no WebSocket frame)
-/// beyond the frame limit is buffered.
+/// beyond the frame limit is buffered, and reads go a [`WS_READ_CHUNK_BYTES`] chunk at a time.
 fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
+        .read_buffer_size(WS_READ_CHUNK_BYTES)
 }
 
 /// How the bytes of a byte stream travel in WebSocket messages.

@@ -1,0 +1,137 @@
+//! What a WebSocket connection holds on the heap once it is up and idle, at both ends
+//! (`WsListener` and `WsConnector` over TCP), and that a message longer than the read chunk
+//! still arrives whole.
+
+mod counting_alloc;
+
+#[global_allocator]
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
+
+use std::net::SocketAddr;
+
+use imlab_core::codec::DEFAULT_MAX_FRAME_BYTES;
+use imlab_core::net::{Connector, Listener, TcpConnector};
+use imlab_core::ws::{WS_READ_CHUNK_BYTES, WsClient, WsConnector, WsListener, WsStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Pair = (
+    WsStream<imlab_core::ws::Replayed<tokio::net::TcpStream>>,
+    <WsConnector<TcpConnector> as Connector>::Stream,
+);
+
+struct Ends {
+    listener: WsListener<TcpListener>,
+    connector: WsConnector<TcpConnector>,
+}
+
+async fn ends() -> Ends {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = tcp.local_addr().unwrap();
+    let client = WsClient::new("127.0.0.1", addr, "/imlab", Some("imlab")).unwrap();
+    Ends {
+        listener: WsListener::new(tcp, DEFAULT_MAX_FRAME_BYTES),
+        connector: WsConnector::new(
+            TcpConnector { target: addr },
+            addr,
+            &client,
+            DEFAULT_MAX_FRAME_BYTES,
+        ),
+    }
+}
+
+/// One connection, upgraded on both sides.
+async fn open(ends: &mut Ends) -> Pair {
+    let accept = async {
+        let (handshake, _peer) = ends.listener.accept().await.unwrap();
+        handshake.await.unwrap()
+    };
+    let (server, client) = tokio::join!(accept, ends.connector.connect());
+    (server, client.unwrap())
+}
+
+/// Writes one length-prefixed frame of `payload_len` bytes at `from` and reads it at `to`.
+async fn frame_across(
+    from: &mut (impl AsyncWrite + Unpin),
+    to: &mut (impl AsyncRead + Unpin),
+    payload_len: usize,
+) {
+    let mut frame = (payload_len as u32).to_be_bytes().to_vec();
+    frame.extend((0..payload_len).map(|i| (i % 251) as u8));
+    let write = async {
+        from.write_all(&frame).await.unwrap();
+        from.flush().await.unwrap();
+    };
+    let mut got = vec![0u8; frame.len()];
+    let read = async { to.read_exact(&mut got).await.unwrap() };
+    tokio::join!(write, read);
+    assert!(
+        got == frame,
+        "the frame of {payload_len} bytes arrived changed"
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
+    const PAIRS: usize = 16;
+    let runtime = runtime();
+    let mut ends = runtime.block_on(ends());
+    // The first connections fill what lasts (the I/O driver's slab pages, lazily made
+    // statics); they are closed before the count.
+    runtime.block_on(async {
+        let mut warm = Vec::new();
+        for _ in 0..PAIRS {
+            let (mut server, mut client) = open(&mut ends).await;
+            frame_across(&mut client, &mut server, 200).await;
+            frame_across(&mut server, &mut client, 200).await;
+            warm.push((server, client));
+        }
+    });
+    // Connections up and idle after a frame each way, as a logged-in device's: what they
+    // still hold is counted (both ends of each; the runtime's thread does all the work).
+    let (pairs, held, _peak) = counting_alloc::count(|| {
+        runtime.block_on(async {
+            let mut pairs = Vec::new();
+            for _ in 0..PAIRS {
+                let (mut server, mut client) = open(&mut ends).await;
+                frame_across(&mut client, &mut server, 200).await;
+                frame_across(&mut server, &mut client, 200).await;
+                pairs.push((server, client));
+            }
+            pairs
+        })
+    });
+    let per_pair = held as usize / PAIRS;
+    // Both read chunks and the rest of both ends (tungstenite's state, the streams, the
+    // socket registrations): about 10 KiB here. tungstenite's default read buffer alone is
+    // 128 KiB an end.
+    let bound = 2 * WS_READ_CHUNK_BYTES + 8 * 1024;
+    assert!(
+        per_pair <= bound,
+        "a connection holds {per_pair} bytes on the heap, both ends together (at most {bound})"
+    );
+    drop(pairs);
+}
+
+#[test]
+fn a_message_many_read_chunks_long_arrives_whole_both_ways() {
+    let runtime = runtime();
+    runtime.block_on(async {
+        let mut ends = ends().await;
+        let (mut server, mut client) = open(&mut ends).await;
+        // The frame limit's largest payload, then small frames again after it.
+        let largest = DEFAULT_MAX_FRAME_BYTES;
+        assert!(largest > 8 * WS_READ_CHUNK_BYTES);
+        for payload_len in [largest, 200, largest - 1, 1] {
+            frame_across(&mut client, &mut server, payload_len).await;
+            frame_across(&mut server, &mut client, payload_len).await;
+        }
+    });
+}
