@@ -9,6 +9,10 @@
 #   WS=1 bench/conn-memory.sh ...                (over WebSocket: `imlab serve --ws-listen` and
 #                                                 `load --ws /imlab`, or mosquitto's websockets
 #                                                 listener and `--ws /mqtt`)
+#   TLS_CERT=cert.pem TLS_KEY=key.pem bench/conn-memory.sh ...   (over TLS, either server; the
+#                                                 generator trusts TLS_CERT: a self-signed leaf
+#                                                 with basicConstraints CA:FALSE; mosquitto's
+#                                                 user must be able to read TLS_KEY)
 #
 # Starts `imlab serve` on a free loopback port, ramps CLIENTS heartbeating clients with
 # `imlab load` (one message a second in all, so the connections are idle), samples both
@@ -43,6 +47,9 @@ if [ "${TARGET:-imlab}" = mosquitto ]; then
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
         "$port" >"$out/mosquitto.conf"
     load_flags="--protocol mqtt --qos 1"
+    if [ -n "${TLS_CERT:-}" ]; then
+        printf 'certfile %s\nkeyfile %s\n' "$(realpath "$TLS_CERT")" "$(realpath "$TLS_KEY")" >>"$out/mosquitto.conf"
+    fi
     if [ "${WS:-0}" = 1 ]; then
         # Debian's mosquitto 2.0.11 will not start with websockets listeners only: the plain
         # one above stays, unused.
@@ -52,26 +59,38 @@ if [ "${TARGET:-imlab}" = mosquitto ]; then
             port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
         done
         printf 'listener %s 127.0.0.1\nprotocol websockets\n' "$port" >>"$out/mosquitto.conf"
+        if [ -n "${TLS_CERT:-}" ]; then
+            printf 'certfile %s\nkeyfile %s\n' "$(realpath "$TLS_CERT")" "$(realpath "$TLS_KEY")" >>"$out/mosquitto.conf"
+        fi
         load_flags="$load_flags --ws /mqtt"
     fi
     "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$out/mosquitto.conf" >"$out/mosquitto.log" 2>&1 &
     server_pid=$!
     addr="127.0.0.1:$port"
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    if ! kill -0 $server_pid 2>/dev/null; then
+        # mosquitto runs as its own user: a key only root may read stops it here.
+        echo "mosquitto exited at start:" >&2
+        cat "$out/mosquitto.log" >&2
+        exit 1
+    fi
 else
     ws_flags=""
     if [ "${WS:-0}" = 1 ]; then ws_flags="--ws-listen 127.0.0.1:0"; fi
+    if [ -n "${TLS_CERT:-}" ]; then ws_flags="$ws_flags --tls-cert $TLS_CERT --tls-key $TLS_KEY"; fi
     # shellcheck disable=SC2086
     $bin serve --listen 127.0.0.1:0 $ws_flags ${EXTRA_SERVE:-} >"$out/serve.out" 2>"$out/serve.err" &
     server_pid=$!
     for _ in $(seq 100); do grep -q listening "$out/serve.out" && break; sleep 0.1; done
     addr=$(awk '/listening:/ {print $2}' "$out/serve.out")
     if [ "${WS:-0}" = 1 ]; then
-        for _ in $(seq 100); do grep -q "listening ws:" "$out/serve.out" && break; sleep 0.1; done
-        addr=$(awk '/listening ws:/ {print $3}' "$out/serve.out")
+        for _ in $(seq 100); do grep -Eq "listening wss?:" "$out/serve.out" && break; sleep 0.1; done
+        addr=$(awk '/listening wss?:/ {print $3}' "$out/serve.out")
         load_flags="--ws /imlab"
     fi
 fi
+
+if [ -n "${TLS_CERT:-}" ]; then load_flags="$load_flags --tls --ca $TLS_CERT"; fi
 
 # The generator's baseline: 2 clients, sampled after the same settling time.
 # shellcheck disable=SC2086
@@ -106,7 +125,7 @@ per_server=$(( (server_after - server_before) * 1024 / clients ))
 per_load=$(( load_kb * 1024 / clients ))
 per_load_above=$(( (load_kb - base_kb) * 1024 / clients ))
 printf '%-34s %12s\n' "measure" "value"
-printf '%-34s %12s\n' "server" "${TARGET:-imlab}$([ "${WS:-0}" = 1 ] && echo " (ws)")"
+printf '%-34s %12s\n' "server" "${TARGET:-imlab}$([ "${WS:-0}" = 1 ] && echo " (ws)")$([ -n "${TLS_CERT:-}" ] && echo " (tls)")"
 printf '%-34s %12s\n' "clients" "$clients"
 printf '%-34s %12s\n' "server fds open at sample" "$open"
 printf '%-34s %12s\n' "server RSS before (KiB)" "$server_before"
