@@ -111,7 +111,19 @@ $bin load --target "$addr" $load_flags --clients "$clients" --workers "$workers"
     --connect-rate 2000 --duration "${hold_s}s" --msg-rate 1 --drain 1s \
     --out "$out/load" >"$out/load.out" 2>&1 &
 load_pid=$!
-sleep $(( ramp_s + 5 ))
+# Sampled 3 s into the send phase, once the ramp is over (the generator says "send at" and how
+# many clients are in): a server slow to accept (mosquitto's TLS WebSocket listener took 15 s to
+# take 10,000) is sampled after its ramp, not at a fixed time; the table says how many were in.
+for _ in $(seq 1200); do
+    grep -q "send at" "$out/load.out" 2>/dev/null && break
+    if ! kill -0 $load_pid 2>/dev/null; then
+        echo "the generator ended before every client was in; it said:" >&2
+        tail -5 "$out/load.out" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+sleep 3
 server_after=$(rss_kb $server_pid)
 # The load generator's RSS: the parent, plus its worker processes.
 load_kb=0
@@ -119,6 +131,10 @@ for pid in $load_pid $(pgrep -P $load_pid || true); do
     load_kb=$(( load_kb + $(rss_kb "$pid" 2>/dev/null || echo 0) ))
 done
 open=$(ls /proc/$server_pid/fd | wc -l)
+logged_in=$(grep -m1 -o "send at [0-9.]*s ([0-9]* clients logged in" "$out/load.out" | grep -o "([0-9]*" | tr -d '(' || true)
+if [ -n "$logged_in" ] && (( logged_in < clients )); then
+    echo "warning: only $logged_in of $clients clients were logged in when the sends began: the bytes per connection below are not the idle figure" >&2
+fi
 wait $load_pid || true
 
 per_server=$(( (server_after - server_before) * 1024 / clients ))
@@ -127,6 +143,7 @@ per_load_above=$(( (load_kb - base_kb) * 1024 / clients ))
 printf '%-34s %12s\n' "measure" "value"
 printf '%-34s %12s\n' "server" "${TARGET:-imlab}$([ "${WS:-0}" = 1 ] && echo " (ws)")$([ -n "${TLS_CERT:-}" ] && echo " (tls)")"
 printf '%-34s %12s\n' "clients" "$clients"
+printf '%-34s %12s\n' "clients logged in at the send phase" "${logged_in:-?}"
 printf '%-34s %12s\n' "server fds open at sample" "$open"
 printf '%-34s %12s\n' "server RSS before (KiB)" "$server_before"
 printf '%-34s %12s\n' "server RSS with clients (KiB)" "$server_after"
