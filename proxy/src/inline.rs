@@ -108,6 +108,9 @@ impl AsyncRead for PhoneRead {
     }
 }
 
+/// An in-memory pipe has no readiness of its own: the relay's buffer waits in the read.
+impl crate::flow::ReadSide for PhoneRead {}
+
 impl Endpoint for InlinePhone {
     type Read = PhoneRead;
     type Write = WriteHalf<DuplexStream>;

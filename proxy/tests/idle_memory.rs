@@ -1,0 +1,114 @@
+//! What an idle flow holds on the heap: once its bytes are relayed both ways, a flow keeps no
+//! read buffer for either side (a proxy in front of a real server carries thousands of
+//! mostly idle connections).
+
+#[path = "../../core/tests/counting_alloc/mod.rs"]
+mod counting_alloc;
+
+#[global_allocator]
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use imlab_carrier::SEGMENT_BYTES;
+use imlab_proxy::{Proxy, ProxyConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An upstream that echoes every byte back, each connection in a task with a small buffer.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A phone: connects through the proxy, sends 32 bytes and reads them back.
+async fn phone(proxy: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let sent = [7u8; 32];
+    stream.write_all(&sent).await.unwrap();
+    let mut echoed = [0u8; 32];
+    tokio::time::timeout(Duration::from_secs(15), stream.read_exact(&mut echoed))
+        .await
+        .expect("the echo within 15 s")
+        .unwrap();
+    assert_eq!(echoed, sent);
+    stream
+}
+
+#[test]
+fn an_idle_flow_holds_no_read_buffer() {
+    const FLOWS: usize = 16;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy_addr = runtime.block_on(async {
+        let upstream = echo_server().await;
+        // A short lossless link whose NAT outlives the test.
+        let mut profile = imlab_carrier::preset("us-lte").unwrap();
+        profile.loss = 0.0;
+        profile.rtt_median = Duration::from_millis(2);
+        profile.rtt_p99 = Duration::from_millis(4);
+        profile.nat_timeout_min = Duration::from_secs(3600);
+        profile.nat_timeout_max = Duration::from_secs(3600);
+        let proxy = Proxy::new(ProxyConfig {
+            upstream,
+            profile,
+            seed: 7,
+            time_scale: 1.0,
+            flows_max: 1_000,
+            trace: None,
+        })
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(proxy.run(listener, std::future::pending::<()>()));
+        addr
+    });
+    // The first flows fill what lasts (the I/O driver's slab pages, the flow table).
+    let warm: Vec<TcpStream> = runtime.block_on(async {
+        let mut warm = Vec::new();
+        for _ in 0..FLOWS {
+            warm.push(phone(proxy_addr).await);
+        }
+        warm
+    });
+    let (phones, held, _peak) = counting_alloc::count(|| {
+        runtime.block_on(async {
+            let mut phones = Vec::new();
+            for _ in 0..FLOWS {
+                phones.push(phone(proxy_addr).await);
+            }
+            // Every task that is ready runs before the count ends (the flows back in their
+            // reads after the last echo).
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            phones
+        })
+    });
+    let per_flow = held as usize / FLOWS;
+    // The flow's task, its model and both sockets, and this test's phone and echo task: 4,757
+    // bytes here. A read buffer kept by either side adds a segment's worth (1,460 bytes; both
+    // kept, 7,413 in all).
+    let bound = 4_757 + SEGMENT_BYTES / 2;
+    assert!(
+        per_flow <= bound,
+        "an idle flow, with its phone and echo, holds {per_flow} bytes (at most {bound})"
+    );
+    drop((phones, warm));
+}
