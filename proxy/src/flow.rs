@@ -605,9 +605,18 @@ async fn read_some(
     }
 }
 
-/// What `read_some` read, with the whole buffer: none is left behind for the next read.
+/// What `read_some` read. No buffer is left behind for the next read (an idle flow holds
+/// none); a read that filled at least half the buffer takes it whole, a shorter one is copied
+/// out at its own size. So the chunks a direction queues hold at most about twice the bytes
+/// its bound counts (`IN_FLIGHT_BYTES_MAX`), where taking every buffer whole would let
+/// one-byte reads hold a segment's allocation each.
 fn take_read(buffer: &mut BytesMut) -> Bytes {
-    std::mem::take(buffer).freeze()
+    let read = std::mem::take(buffer);
+    if read.len() * 2 >= read.capacity() {
+        read.freeze()
+    } else {
+        Bytes::copy_from_slice(&read)
+    }
 }
 
 /// Writes bytes, or shuts the write side for an empty (FIN) chunk.
@@ -623,5 +632,40 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allocation a queued chunk keeps alive (the chunk must be its only holder).
+    fn held(bytes: Bytes) -> usize {
+        bytes.try_into_mut().expect("the only holder").capacity()
+    }
+
+    #[test]
+    fn a_read_leaves_no_buffer_and_a_short_one_is_queued_at_its_own_size() {
+        let mut buffer = BytesMut::with_capacity(SEGMENT_BYTES);
+        buffer.extend_from_slice(b"ping");
+        let short = take_read(&mut buffer);
+        assert_eq!(buffer.capacity(), 0, "the buffer went with the read");
+        assert_eq!(&short[..], b"ping");
+        assert_eq!(
+            held(short),
+            4,
+            "a short read holds its own bytes, not a segment's"
+        );
+
+        let mut buffer = BytesMut::with_capacity(SEGMENT_BYTES);
+        buffer.extend_from_slice(&[7; SEGMENT_BYTES / 2]);
+        let half = take_read(&mut buffer);
+        assert_eq!(buffer.capacity(), 0);
+        assert_eq!(half.len(), SEGMENT_BYTES / 2);
+        assert_eq!(
+            held(half),
+            SEGMENT_BYTES,
+            "half a segment or more goes on uncopied"
+        );
     }
 }
