@@ -71,6 +71,18 @@ async fn frame_across(
     );
 }
 
+/// `n` connections, each up and idle after a frame each way, as a logged-in device's.
+async fn idle_pairs(ends: &mut Ends, n: usize) -> Vec<Pair> {
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        let (mut server, mut client) = open(ends).await;
+        frame_across(&mut client, &mut server, 200).await;
+        frame_across(&mut server, &mut client, 200).await;
+        pairs.push((server, client));
+    }
+    pairs
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,29 +97,11 @@ fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
     let mut ends = runtime.block_on(ends());
     // The first connections fill what lasts (the I/O driver's slab pages, lazily made
     // statics); they are closed before the count.
-    runtime.block_on(async {
-        let mut warm = Vec::new();
-        for _ in 0..PAIRS {
-            let (mut server, mut client) = open(&mut ends).await;
-            frame_across(&mut client, &mut server, 200).await;
-            frame_across(&mut server, &mut client, 200).await;
-            warm.push((server, client));
-        }
-    });
-    // Connections up and idle after a frame each way, as a logged-in device's: what they
-    // still hold is counted (both ends of each; the runtime's thread does all the work).
-    let (pairs, held, _peak) = counting_alloc::count(|| {
-        runtime.block_on(async {
-            let mut pairs = Vec::new();
-            for _ in 0..PAIRS {
-                let (mut server, mut client) = open(&mut ends).await;
-                frame_across(&mut client, &mut server, 200).await;
-                frame_across(&mut server, &mut client, 200).await;
-                pairs.push((server, client));
-            }
-            pairs
-        })
-    });
+    drop(runtime.block_on(idle_pairs(&mut ends, PAIRS)));
+    // What idle connections still hold is counted (both ends of each; the runtime's thread
+    // does all the work).
+    let (pairs, held, _peak) =
+        counting_alloc::count(|| runtime.block_on(idle_pairs(&mut ends, PAIRS)));
     let per_pair = held as usize / PAIRS;
     // Both read chunks and the rest of both ends (tungstenite's state, the streams, the
     // socket registrations): about 10 KiB here. tungstenite's default read buffer alone is

@@ -11,28 +11,9 @@ use imlab_proxy::{Proxy, ProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// An upstream that echoes every byte.
-async fn echo_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut buffer).await {
-                    if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_flow_relays_then_resets_at_the_first_send_after_its_nat_expired() {
-    let upstream = echo_server().await;
+    let upstream = common::echo_server().await;
     let proxy = Proxy::new(ProxyConfig {
         upstream,
         // A 1 s NAT, at ten times wall speed: expired after 100 ms of silence.
@@ -76,7 +57,7 @@ async fn an_inline_flow_relays_then_resets_at_the_first_send_after_its_nat_expir
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flow_bound_refuses_an_inline_connection_and_a_failed_upstream_is_an_error() {
-    let upstream = echo_server().await;
+    let upstream = common::echo_server().await;
     let proxy = Proxy::new(ProxyConfig {
         upstream,
         profile: common::nat_profile(Duration::from_secs(60), OnExpiry::Rst),
