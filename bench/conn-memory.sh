@@ -32,6 +32,7 @@ out=$(mktemp -d)
 trap 'kill $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ulimit -n 20000 2>/dev/null || true
 load_flags=""
@@ -42,7 +43,7 @@ if [ "${TARGET:-imlab}" = mosquitto ]; then
             apt-get update >/dev/null && apt-get install -y mosquitto >/dev/null
         }
     fi
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     # As bench/vs-mosquitto.sh runs it: no persistence, anonymous, TCP_NODELAY.
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
         "$port" >"$out/mosquitto.conf"
@@ -54,9 +55,9 @@ if [ "${TARGET:-imlab}" = mosquitto ]; then
         # Debian's mosquitto 2.0.11 will not start with websockets listeners only: the plain
         # one above stays, unused.
         plain=$port
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        port=$(free_port)
         while [ "$port" = "$plain" ]; do
-            port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+            port=$(free_port)
         done
         printf 'listener %s 127.0.0.1\nprotocol websockets\n' "$port" >>"$out/mosquitto.conf"
         if [ -n "${TLS_CERT:-}" ]; then
