@@ -31,8 +31,8 @@ bin=${IMLAB_BIN:-target/release/imlab}
 out=$(mktemp -d)
 trap 'kill $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib/load-phase.sh
+source bench/lib/load-phase.sh
 
 ulimit -n 20000 2>/dev/null || true
 load_flags=""
@@ -112,18 +112,8 @@ $bin load --target "$addr" $load_flags --clients "$clients" --workers "$workers"
     --connect-rate 2000 --duration "${hold_s}s" --msg-rate 1 --drain 1s \
     --out "$out/load" >"$out/load.out" 2>&1 &
 load_pid=$!
-# Sampled 3 s into the send phase, once the ramp is over (the generator says "send at" and how
-# many clients are in): a server slow to accept (mosquitto's TLS WebSocket listener took 15 s to
-# take 10,000) is sampled after its ramp, not at a fixed time; the table says how many were in.
-for _ in $(seq 1200); do
-    grep -q "send at" "$out/load.out" 2>/dev/null && break
-    if ! kill -0 $load_pid 2>/dev/null; then
-        echo "the generator ended before every client was in; it said:" >&2
-        tail -5 "$out/load.out" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+# Sampled 3 s into the send phase, once the ramp is over; the table says how many were in.
+wait_for_send_phase "$out/load.out" $load_pid
 sleep 3
 server_after=$(rss_kb $server_pid)
 # The load generator's RSS: the parent, plus its worker processes.
@@ -132,7 +122,7 @@ for pid in $load_pid $(pgrep -P $load_pid || true); do
     load_kb=$(( load_kb + $(rss_kb "$pid" 2>/dev/null || echo 0) ))
 done
 open=$(ls /proc/$server_pid/fd | wc -l)
-logged_in=$(grep -m1 -o "send at [0-9.]*s ([0-9]* clients logged in" "$out/load.out" | grep -o "([0-9]*" | tr -d '(' || true)
+logged_in=$(logged_in_at_send "$out/load.out")
 if [ -n "$logged_in" ] && (( logged_in < clients )); then
     echo "warning: only $logged_in of $clients clients were logged in when the sends began: the bytes per connection below are not the idle figure" >&2
 fi

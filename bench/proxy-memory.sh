@@ -18,8 +18,8 @@ server_pid=""
 proxy_pid=""
 trap 'kill $proxy_pid $server_pid 2>/dev/null || true; rm -rf "$out"' EXIT
 ulimit -n 20000 2>/dev/null || true
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib/load-phase.sh
+source bench/lib/load-phase.sh
 
 $bin serve --listen 127.0.0.1:0 >"$out/serve.out" 2>"$out/serve.err" &
 server_pid=$!
@@ -36,18 +36,10 @@ hold_s=$(( clients / 2000 + 10 ))
 $bin load --target "127.0.0.1:$port" --clients "$clients" --connect-rate 2000 \
     --duration "${hold_s}s" --msg-rate 1 --drain 1s --out "$out/load" >"$out/load.out" 2>&1 &
 load_pid=$!
-for _ in $(seq 1200); do
-    grep -q "send at" "$out/load.out" 2>/dev/null && break
-    if ! kill -0 $load_pid 2>/dev/null; then
-        echo "the generator ended before its send phase; it said:" >&2
-        tail -5 "$out/load.out" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+wait_for_send_phase "$out/load.out" $load_pid
 sleep 3
 after=$(rss_kb $proxy_pid)
-logged_in=$(grep -m1 -o "send at [0-9.]*s ([0-9]* clients logged in" "$out/load.out" | grep -o "([0-9]*" | tr -d '(' || true)
+logged_in=$(logged_in_at_send "$out/load.out")
 wait $load_pid || true
 
 printf '%-32s %10s\n' measure value
