@@ -4,6 +4,8 @@
 #   bench/conn-memory.sh [CLIENTS] [WORKERS]     (defaults: 10000 1)
 #   IMLAB_BIN=PATH bench/conn-memory.sh ...      (that binary instead of building target/release)
 #   EXTRA_SERVE="--threads 1" bench/conn-memory.sh ...   (more flags for `imlab serve`)
+#   EXTRA_LOAD="--carrier us-lte" bench/conn-memory.sh ...  (more flags for `imlab load`, its
+#                                                 baseline run too)
 #   TARGET=mosquitto bench/conn-memory.sh ...    (mosquitto instead, the generator speaking MQTT
 #                                                 QoS 1; installed from Debian if missing)
 #   WS=1 bench/conn-memory.sh ...                (over WebSocket: `imlab serve --ws-listen` and
@@ -92,6 +94,7 @@ else
 fi
 
 if [ -n "${TLS_CERT:-}" ]; then load_flags="$load_flags --tls --ca $TLS_CERT"; fi
+load_flags="$load_flags ${EXTRA_LOAD:-}"
 
 # The generator's baseline: 2 clients, sampled after the same settling time.
 # shellcheck disable=SC2086

@@ -5,131 +5,46 @@
 //! connection's. A reset reaches the client as `ConnectionReset`, as a RST would.
 
 use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 use imlab_carrier::flow_seed;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::flow::{self, Endpoint};
+use crate::pipe::{self, PipeRead, PipeWrite};
 use crate::proxy::Proxy;
+
+/// The client's end of an inline flow: reads what the flow delivers, writes what it relays;
+/// after the flow resets it, reads and writes fail with `ConnectionReset`.
+pub use crate::pipe::PipeEnd as InlineStream;
 
 /// Bytes the in-memory pipe buffers each way; past that its writer waits, as on a full
 /// socket buffer. The model's own in-flight bound applies beyond it.
 const PIPE_BYTES: usize = 64 * 1024;
 
-fn reset_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionReset, "reset by the carrier")
-}
-
-/// The client's end of an inline flow.
-#[derive(Debug)]
-pub struct InlineStream {
-    pipe: DuplexStream,
-    reset: Arc<AtomicBool>,
-}
-
-impl InlineStream {
-    fn check(&self) -> io::Result<()> {
-        if self.reset.load(Ordering::Acquire) {
-            return Err(reset_error());
-        }
-        Ok(())
-    }
-}
-
-impl AsyncRead for InlineStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.check()?;
-        let filled = buf.filled().len();
-        let polled = Pin::new(&mut self.pipe).poll_read(cx, buf);
-        // An end of stream after a reset is the reset.
-        if let Poll::Ready(Ok(())) = polled
-            && buf.filled().len() == filled
-        {
-            self.check()?;
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for InlineStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.check()?;
-        match Pin::new(&mut self.pipe).poll_write(cx, buf) {
-            Poll::Ready(Err(error)) => {
-                self.check()?;
-                Poll::Ready(Err(error))
-            }
-            polled => polled,
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.check()?;
-        Pin::new(&mut self.pipe).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.pipe).poll_shutdown(cx)
-    }
-}
-
 /// The relay's end of an inline flow: the phone side of the model.
 struct InlinePhone {
-    pipe: DuplexStream,
-    reset: Arc<AtomicBool>,
+    read: PipeRead,
+    write: PipeWrite,
 }
 
-/// The relay's read half; it carries the reset flag for [`Endpoint::reset`].
-struct PhoneRead {
-    half: ReadHalf<DuplexStream>,
-    reset: Arc<AtomicBool>,
-}
-
-impl AsyncRead for PhoneRead {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.half).poll_read(cx, buf)
+/// The pipe says when bytes wait: an idle flow holds no read buffer on the phone's side.
+impl crate::flow::ReadSide for PipeRead {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::poll_fn(|cx| self.poll_ready(cx))
     }
 }
 
-/// An in-memory pipe has no readiness of its own: the relay's buffer waits in the read.
-impl crate::flow::ReadSide for PhoneRead {}
-
 impl Endpoint for InlinePhone {
-    type Read = PhoneRead;
-    type Write = WriteHalf<DuplexStream>;
+    type Read = PipeRead;
+    type Write = PipeWrite;
 
-    fn split(self) -> (PhoneRead, WriteHalf<DuplexStream>) {
-        let (half, write) = tokio::io::split(self.pipe);
-        (
-            PhoneRead {
-                half,
-                reset: self.reset,
-            },
-            write,
-        )
+    fn split(self) -> (PipeRead, PipeWrite) {
+        (self.read, self.write)
     }
 
     /// The client's next read or write fails with `ConnectionReset`.
-    fn reset(read: PhoneRead, write: WriteHalf<DuplexStream>) {
-        read.reset.store(true, Ordering::Release);
-        drop((read, write));
+    fn reset(read: PipeRead, write: PipeWrite) {
+        read.reset(write);
     }
 }
 
@@ -155,12 +70,8 @@ impl Proxy {
         };
         let seed = flow_seed(shared.seed, identity);
         let (model, upstream) = flow::open(&shared, id, seed, connect).await?;
-        let (client, relay_end) = tokio::io::duplex(PIPE_BYTES);
-        let reset = Arc::new(AtomicBool::new(false));
-        let phone = InlinePhone {
-            pipe: relay_end,
-            reset: reset.clone(),
-        };
+        let (client, read, write) = pipe::pipe(PIPE_BYTES);
+        let phone = InlinePhone { read, write };
         tokio::spawn(flow::relay(
             shared,
             id,
@@ -170,9 +81,6 @@ impl Proxy {
             poke,
             bytes::Bytes::new(),
         ));
-        Ok(InlineStream {
-            pipe: client,
-            reset,
-        })
+        Ok(client)
     }
 }
