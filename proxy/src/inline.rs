@@ -5,6 +5,7 @@
 //! connection's. A reset reaches the client as `ConnectionReset`, as a RST would.
 
 use std::io;
+use std::task::{Context, Poll};
 
 use imlab_carrier::flow_seed;
 use tokio::net::TcpStream;
@@ -29,8 +30,8 @@ struct InlinePhone {
 
 /// The pipe says when bytes wait: an idle flow holds no read buffer on the phone's side.
 impl crate::flow::ReadSide for PipeRead {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        std::future::poll_fn(|cx| self.poll_ready(cx))
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(cx)
     }
 }
 
