@@ -11,41 +11,36 @@ use imlab_carrier::flow_seed;
 use tokio::net::TcpStream;
 
 use crate::flow::{self, Endpoint};
-use crate::pipe::{self, PipeRead, PipeWrite};
+use crate::pipe::{PipeEnd, pipe};
 use crate::proxy::Proxy;
 
 /// The client's end of an inline flow: reads what the flow delivers, writes what it relays;
 /// after the flow resets it, reads and writes fail with `ConnectionReset`.
-pub use crate::pipe::PipeEnd as InlineStream;
+pub type InlineStream = PipeEnd;
 
 /// Bytes the in-memory pipe buffers each way; past that its writer waits, as on a full
 /// socket buffer. The model's own in-flight bound applies beyond it.
 const PIPE_BYTES: usize = 64 * 1024;
 
-/// The relay's end of an inline flow: the phone side of the model.
-struct InlinePhone {
-    read: PipeRead,
-    write: PipeWrite,
-}
-
 /// The pipe says when bytes wait: an idle flow holds no read buffer on the phone's side.
-impl crate::flow::ReadSide for PipeRead {
+impl crate::flow::ReadSide for PipeEnd {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_ready(cx)
     }
 }
 
-impl Endpoint for InlinePhone {
-    type Read = PipeRead;
-    type Write = PipeWrite;
+/// The relay's end of an inline flow: the phone side of the model.
+impl Endpoint for PipeEnd {
+    type Read = PipeEnd;
+    type Write = PipeEnd;
 
-    fn split(self) -> (PipeRead, PipeWrite) {
-        (self.read, self.write)
+    fn split(self) -> (PipeEnd, PipeEnd) {
+        PipeEnd::split(self)
     }
 
     /// The client's next read or write fails with `ConnectionReset`.
-    fn reset(read: PipeRead, write: PipeWrite) {
-        read.reset(write);
+    fn reset(read: PipeEnd, write: PipeEnd) {
+        read.reset(Some(write));
     }
 }
 
@@ -71,8 +66,7 @@ impl Proxy {
         };
         let seed = flow_seed(shared.seed, identity);
         let (model, upstream) = flow::open(&shared, id, seed, connect).await?;
-        let (client, read, write) = pipe::pipe(PIPE_BYTES);
-        let phone = InlinePhone { read, write };
+        let (client, phone) = pipe(PIPE_BYTES);
         tokio::spawn(flow::relay(
             shared,
             id,

@@ -7,7 +7,8 @@
 //! - [`proxy`]: `Proxy::new(config)` and `Proxy::run(listener, shutdown)`, the shared state;
 //! - [`flow`]: one connection's relay, which only carries out the model's decisions;
 //! - [`inline`]: the same flows for an in-process client (`imlab load --carrier`): an
-//!   in-memory pipe ([`pipe`]) on the phone's side instead of an accepted socket;
+//!   in-memory pipe on the phone's side instead of an accepted socket;
+//! - [`pipe`]: that pipe, which the simulator's radio hop uses too;
 //! - [`control`]: the control API (a small HTTP/1.1 server) and its client;
 //! - [`schedule`]: the faults a proxy carries out, now or on a schedule (`--scenario`);
 //! - [`trace`]: the JSON Lines decision log, behind a bounded queue.
@@ -15,7 +16,7 @@
 pub mod control;
 pub mod flow;
 pub mod inline;
-mod pipe;
+pub mod pipe;
 pub mod proxy;
 pub mod schedule;
 pub mod trace;

@@ -1,220 +1,291 @@
-//! The in-memory pipe between an inline flow's client and its relay: two byte queues in one
-//! allocation, with what tokio's `DuplexStream` lacks for a flow that is mostly idle.
+//! An in-memory byte pipe with a socket's manners, for the hop between a phone and its
+//! carrier where the carrier model already decides when each chunk crosses:
 //!
-//! - **Readiness.** [`PipeRead::poll_ready`] waits for bytes (or the end) without a buffer,
-//!   so the relay makes its read buffer only once bytes wait, as it does for a TCP side.
-//! - **No memory while idle.** A queue that a read empties lets its allocation go; an idle
-//!   pipe is one allocation of about 130 bytes. `DuplexStream` kept each direction's
-//!   largest burst allocated, and the relay side split it into two more `Arc`s.
-//! - **A reset.** [`PipeRead::reset`] (the relay's) makes the client's next read or write
-//!   fail with `ConnectionReset`, as a RST would; the bytes still queued for it are dropped,
-//!   as the kernel drops a reset socket's receive queue.
+//! - the simulator's radio hop (imlab-sim), between a device and its carrier's host: a turmoil
+//!   connection there only cost a socket pair, segment channels and timer-wheel work per chunk;
+//! - `imlab load --carrier` ([`Proxy::connect_inline`](crate::Proxy::connect_inline)), between
+//!   a client and the flow that relays it.
 //!
-//! Each direction holds at most `max` bytes; past that its writer waits, as on a full socket
-//! buffer. Closing a write side (shutdown or drop) is an end of stream to its reader once the
-//! bytes before it are read; writing to a direction whose reader is gone fails with
-//! `BrokenPipe`.
+//! A [`pipe`] is two queues of chunks, one each way; each end reads one and writes the other,
+//! wakes the peer's reader when it writes, and closes on drop like a socket: the peer reads
+//! the end of the stream once what was written before is read, and its writes fail with
+//! `BrokenPipe`. Each direction holds at most the pipe's bound in bytes; past that its writer
+//! waits, as on a full socket buffer. What a flow needs of it besides:
+//!
+//! - **Chunks as written.** [`PipeEnd::poll_chunk`] takes the next written chunk without a
+//!   copy (the simulator's carrier reads so).
+//! - **Readiness.** [`PipeEnd::poll_ready`] waits for bytes or the end without a buffer, so a
+//!   relay makes its read buffer only once bytes wait, as it does for a TCP socket.
+//! - **Nothing held while idle.** A chunk is let go once read, and a queue that a burst grew
+//!   lets its slots go once emptied: an idle pipe is its one shared allocation and a few
+//!   slots. tokio's `DuplexStream` kept each direction's largest burst allocated.
+//! - **A reset.** [`PipeEnd::reset`] drops what is queued toward the peer, whose next read or
+//!   write fails with `ConnectionReset`, as after a RST.
+//! - **Halves.** [`PipeEnd::split`] gives a read half and a write half, each closing only its
+//!   own direction when dropped.
+//!
+//! The simulator polls both ends from turmoil hosts' runtimes on one thread; the wakers cross
+//! runtimes, which turmoil's fixed host order keeps deterministic.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Makes a pipe whose directions each buffer at most `max` bytes: the client's end and the
-/// relay's two halves.
-pub(crate) fn pipe(max: usize) -> (PipeEnd, PipeRead, PipeWrite) {
-    let shared = Arc::new(Shared {
-        max,
-        state: Mutex::new(State::default()),
-    });
-    let client = PipeEnd {
-        read: Half {
-            shared: shared.clone(),
-            way: TO_CLIENT,
-        },
-        write: Half {
-            shared: shared.clone(),
-            way: TO_RELAY,
-        },
-    };
-    let read = PipeRead(Half {
-        shared: shared.clone(),
-        way: TO_RELAY,
-    });
-    let write = PipeWrite(Half {
-        shared,
-        way: TO_CLIENT,
-    });
-    (client, read, write)
-}
+/// Which queue: toward the first end of [`pipe`]'s pair, or toward the second.
+const TO_FIRST: u8 = 0;
+const TO_SECOND: u8 = 1;
 
-const TO_CLIENT: usize = 0;
-const TO_RELAY: usize = 1;
-
-struct Shared {
-    max: usize,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    ways: [Way; 2],
-    reset: bool,
-}
+/// Slots a queue may keep once emptied (tokio's `VecDeque` allocates four at first); a
+/// burst that grew it past that gives them back.
+const IDLE_SLOTS_MAX: usize = 4;
 
 /// One direction.
 #[derive(Default)]
-struct Way {
-    bytes: BytesMut,
-    /// The writer shut it or is gone: an end of stream once `bytes` are read.
-    closed: bool,
-    /// The reader is gone: writes fail.
-    unread: bool,
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+    /// The writer shut down or dropped its end: the reader gets the end of the stream.
+    writer_closed: bool,
+    /// The reader dropped its end: writes fail.
+    reader_closed: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
 
-impl Way {
-    fn wake_reader(&mut self) {
+impl Queue {
+    fn close_writer(&mut self) {
+        self.writer_closed = true;
         if let Some(waker) = self.reader.take() {
             waker.wake();
         }
     }
 
-    fn wake_writer(&mut self) {
+    fn close_reader(&mut self) {
+        self.reader_closed = true;
+        self.chunks = VecDeque::new();
+        self.bytes = 0;
+        if let Some(waker) = self.writer.take() {
+            waker.wake();
+        }
+    }
+
+    /// After a read: the writer may go on, and an emptied queue lets a burst's slots go.
+    fn taken(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > IDLE_SLOTS_MAX {
+            self.chunks = VecDeque::new();
+        }
         if let Some(waker) = self.writer.take() {
             waker.wake();
         }
     }
 }
 
-fn reset_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionReset, "reset by the carrier")
+struct State {
+    queues: [Queue; 2],
+    /// Bytes a queue holds at most. Four bytes, which with `reset` fit one word: the shared
+    /// allocation then stays in jemalloc's 192-byte class (a word more took the simulator's
+    /// `scale-10k` 1.9 MB higher).
+    max: u32,
+    /// One end reset the pipe: the other's reads and writes fail with `ConnectionReset`.
+    reset: bool,
 }
 
-fn store(waker: &mut Option<Waker>, cx: &Context<'_>) {
-    match waker {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        _ => *waker = Some(cx.waker().clone()),
-    }
-}
+/// What an end may do: read its queue, write the other, or both.
+const READS: u8 = 1;
+const WRITES: u8 = 2;
 
-/// One end's access to one direction.
-struct Half {
-    shared: Arc<Shared>,
-    way: usize,
-}
-
-impl Half {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while the lock was held left the queues consistent (no method panics
-        // between its changes), so a poisoned lock is used as it is.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.lock();
-        let way = &mut state.ways[self.way];
-        if !way.bytes.is_empty() || way.closed {
-            return Poll::Ready(Ok(()));
-        }
-        store(&mut way.reader, cx);
-        Poll::Pending
-    }
-
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let mut state = self.lock();
-        let way = &mut state.ways[self.way];
-        if !way.bytes.is_empty() {
-            let n = way.bytes.len().min(buf.remaining());
-            buf.put_slice(&way.bytes[..n]);
-            way.bytes.advance(n);
-            if way.bytes.is_empty() {
-                // An idle direction holds no allocation.
-                way.bytes = BytesMut::new();
-            }
-            if n > 0 {
-                way.wake_writer();
-                coop.made_progress();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        if way.closed {
-            coop.made_progress();
-            return Poll::Ready(Ok(()));
-        }
-        store(&mut way.reader, cx);
-        Poll::Pending
-    }
-
-    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let max = self.shared.max;
-        let mut state = self.lock();
-        let way = &mut state.ways[self.way];
-        if way.unread || way.closed {
-            coop.made_progress();
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        let room = max - way.bytes.len().min(max);
-        if room == 0 && !buf.is_empty() {
-            store(&mut way.writer, cx);
-            return Poll::Pending;
-        }
-        let n = buf.len().min(room);
-        way.bytes.extend_from_slice(&buf[..n]);
-        way.wake_reader();
-        coop.made_progress();
-        Poll::Ready(Ok(n))
-    }
-
-    fn close_write(&self) {
-        let mut state = self.lock();
-        let way = &mut state.ways[self.way];
-        way.closed = true;
-        way.wake_reader();
-    }
-
-    fn close_read(&self) {
-        let mut state = self.lock();
-        let way = &mut state.ways[self.way];
-        way.unread = true;
-        way.bytes = BytesMut::new();
-        way.wake_writer();
-    }
-
-    fn is_reset(&self) -> bool {
-        self.lock().reset
-    }
-}
-
-/// The client's end: reads what the relay writes, writes what the relay reads.
+/// One end of a [`pipe`] (or a half of one, after [`split`](PipeEnd::split)): reads one
+/// queue, writes the other.
 pub struct PipeEnd {
-    read: Half,
-    write: Half,
+    state: Arc<Mutex<State>>,
+    /// The queue it reads ([`TO_FIRST`] or [`TO_SECOND`]); it writes the other. A byte, so
+    /// an end is two words: the simulator's flow task holds one, at the edge of its cell.
+    reads: u8,
+    can: u8,
 }
 
 impl std::fmt::Debug for PipeEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipeEnd")
-            .field("reset", &self.read.is_reset())
+            .field("reads", &self.reads)
+            .field("can", &self.can)
             .finish_non_exhaustive()
     }
 }
 
+/// A new pipe whose directions each hold at most `max` bytes (up to 4 GiB): (the first end,
+/// the second).
+pub fn pipe(max: usize) -> (PipeEnd, PipeEnd) {
+    let state = Arc::new(Mutex::new(State {
+        queues: Default::default(),
+        max: u32::try_from(max).unwrap_or(u32::MAX),
+        reset: false,
+    }));
+    (
+        PipeEnd {
+            state: state.clone(),
+            reads: TO_FIRST,
+            can: READS | WRITES,
+        },
+        PipeEnd {
+            state,
+            reads: TO_SECOND,
+            can: READS | WRITES,
+        },
+    )
+}
+
+fn reset_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "reset by the carrier")
+}
+
 impl PipeEnd {
-    fn check(&self) -> io::Result<()> {
-        if self.read.is_reset() {
-            return Err(reset_error());
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No method panics between its changes, so a poisoned lock's state is whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reads(&self) -> usize {
+        usize::from(self.reads)
+    }
+
+    fn writes(&self) -> usize {
+        1 - self.reads()
+    }
+
+    /// This end as two halves: one that only reads and one that only writes. Dropping the
+    /// read half closes the reading direction (the peer's writes fail), dropping the write
+    /// half the writing one (the peer reads the end of the stream).
+    pub fn split(mut self) -> (PipeEnd, PipeEnd) {
+        let read = PipeEnd {
+            state: self.state.clone(),
+            reads: self.reads,
+            can: self.can & READS,
+        };
+        let write = PipeEnd {
+            state: self.state.clone(),
+            reads: self.reads,
+            can: self.can & WRITES,
+        };
+        // This handle closes nothing when it goes.
+        self.can = 0;
+        (read, write)
+    }
+
+    /// Resets the pipe, as a RST: what is queued toward the peer is dropped, and the peer's
+    /// next read or write fails with `ConnectionReset`. `other` is this end's other half, if
+    /// it was split; both go.
+    pub fn reset(self, other: Option<PipeEnd>) {
+        {
+            let writes = self.writes();
+            let mut state = self.lock();
+            state.reset = true;
+            let toward_peer = &mut state.queues[writes];
+            toward_peer.chunks = VecDeque::new();
+            toward_peer.bytes = 0;
+            if let Some(waker) = toward_peer.reader.take() {
+                waker.wake();
+            }
+            if let Some(waker) = state.queues[self.reads()].writer.take() {
+                waker.wake();
+            }
         }
-        Ok(())
+        drop((self, other));
+    }
+
+    /// The next chunk of at most `max` bytes, as written (no copy when it fits); `None` at
+    /// the end of the stream.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Option<Bytes>> {
+        let reads = self.reads();
+        let mut state = self.lock();
+        let queue = &mut state.queues[reads];
+        let Some(front) = queue.chunks.front_mut() else {
+            if queue.writer_closed {
+                return Poll::Ready(None);
+            }
+            queue.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        let chunk = if front.len() <= max {
+            queue.chunks.pop_front().expect("a front chunk")
+        } else {
+            front.split_to(max)
+        };
+        queue.bytes -= chunk.len();
+        queue.taken();
+        Poll::Ready(Some(chunk))
+    }
+
+    /// Ready once a read would not wait: bytes, the end of the stream, or a reset.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = self.lock();
+        if state.reset {
+            return Poll::Ready(Err(reset_error()));
+        }
+        let queue = &mut state.queues[usize::from(self.reads)];
+        if !queue.chunks.is_empty() || queue.writer_closed {
+            return Poll::Ready(Ok(()));
+        }
+        queue.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The other end was dropped: it reads nothing more (what is queued toward it is gone,
+    /// what it wrote before can still be read here).
+    pub fn peer_dropped(&self) -> bool {
+        self.lock().queues[self.writes()].reader_closed
+    }
+
+    fn poll_write_bytes(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        let writes = self.writes();
+        let mut state = self.lock();
+        if state.reset {
+            return Poll::Ready(Err(reset_error()));
+        }
+        let max = state.max as usize;
+        let queue = &mut state.queues[writes];
+        if queue.reader_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if queue.writer_closed {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        }
+        if bytes.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let room = max.saturating_sub(queue.bytes);
+        if room == 0 {
+            queue.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = bytes.len().min(room);
+        queue.chunks.push_back(Bytes::copy_from_slice(&bytes[..n]));
+        queue.bytes += n;
+        if let Some(waker) = queue.reader.take() {
+            waker.wake();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        if self.can == 0 {
+            return;
+        }
+        let (reads, writes) = (self.reads(), self.writes());
+        let mut state = self.lock();
+        if self.can & READS != 0 {
+            state.queues[reads].close_reader();
+        }
+        if self.can & WRITES != 0 {
+            state.queues[writes].close_writer();
+        }
     }
 }
 
@@ -224,103 +295,46 @@ impl AsyncRead for PipeEnd {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.check()?;
-        let filled = buf.filled().len();
-        let polled = self.read.poll_read(cx, buf);
-        // An end of stream after a reset is the reset.
-        if let Poll::Ready(Ok(())) = polled
-            && buf.filled().len() == filled
-        {
-            self.check()?;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
         }
-        polled
+        let reads = self.reads();
+        let mut state = self.lock();
+        if state.reset {
+            return Poll::Ready(Err(reset_error()));
+        }
+        let queue = &mut state.queues[reads];
+        if queue.chunks.is_empty() {
+            if queue.writer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            queue.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        while buf.remaining() > 0 {
+            let Some(front) = queue.chunks.front_mut() else {
+                break;
+            };
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front[..n]);
+            front.advance(n);
+            queue.bytes -= n;
+            if front.is_empty() {
+                queue.chunks.pop_front();
+            }
+        }
+        queue.taken();
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for PipeEnd {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.check()?;
-        match self.write.poll_write(cx, buf) {
-            Poll::Ready(Err(error)) => {
-                self.check()?;
-                Poll::Ready(Err(error))
-            }
-            polled => polled,
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.check()?;
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.write.close_write();
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for PipeEnd {
-    fn drop(&mut self) {
-        self.write.close_write();
-        self.read.close_read();
-    }
-}
-
-/// The relay's read half: what the client writes.
-pub(crate) struct PipeRead(Half);
-
-impl PipeRead {
-    /// Ready once a read would not wait: bytes, or the client's end of stream.
-    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_ready(cx)
-    }
-
-    /// Resets the pipe: the client's next read or write fails with `ConnectionReset`.
-    pub(crate) fn reset(self, write: PipeWrite) {
-        {
-            let mut state = self.0.lock();
-            state.reset = true;
-            let to_client = &mut state.ways[TO_CLIENT];
-            to_client.bytes = BytesMut::new();
-            to_client.wake_reader();
-            to_client.wake_writer();
-            state.ways[TO_RELAY].wake_writer();
-        }
-        drop((self, write));
-    }
-}
-
-impl AsyncRead for PipeRead {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.0.poll_read(cx, buf)
-    }
-}
-
-impl Drop for PipeRead {
-    fn drop(&mut self) {
-        self.0.close_read();
-    }
-}
-
-/// The relay's write half: what the client reads.
-pub(crate) struct PipeWrite(Half);
-
-impl AsyncWrite for PipeWrite {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.poll_write(cx, buf)
+        self.poll_write_bytes(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -328,14 +342,9 @@ impl AsyncWrite for PipeWrite {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.close_write();
+        let writes = self.writes();
+        self.lock().queues[writes].close_writer();
         Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for PipeWrite {
-    fn drop(&mut self) {
-        self.0.close_write();
     }
 }
 
@@ -344,67 +353,121 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn capacity(half: &Half) -> usize {
-        half.lock().ways[half.way].bytes.capacity()
+    const MAX: usize = 256 * 1024;
+
+    fn poll_ready_now(end: &PipeEnd) -> Poll<io::Result<()>> {
+        end.poll_ready(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_pipes_shared_state_fits_192_bytes() {
+        // The `Arc`'s counts and the mutex around the state: jemalloc's class for up to 192
+        // bytes. Every device of a simulation holds at least one pipe.
+        let size = 16 + std::mem::size_of::<Mutex<State>>();
+        assert!(size <= 192, "a pipe's shared allocation is {size} bytes");
     }
 
     #[tokio::test]
-    async fn bytes_cross_both_ways_and_a_drained_direction_holds_no_allocation() {
-        let (mut client, mut read, mut write) = pipe(64);
-        client.write_all(b"login").await.unwrap();
-        assert!(capacity(&read.0) > 0);
-        let mut got = [0u8; 16];
-        let n = read.read(&mut got).await.unwrap();
-        assert_eq!(&got[..n], b"login");
-        assert_eq!(capacity(&read.0), 0, "a drained direction let its bytes go");
+    async fn bytes_cross_both_ways_and_a_dropped_end_closes_the_stream() {
+        let (mut phone, mut carrier) = pipe(MAX);
+        phone.write_all(b"hello").await.unwrap();
+        phone.write_all(b" world").await.unwrap();
+        let chunk = std::future::poll_fn(|cx| carrier.poll_chunk(cx, 3)).await;
+        assert_eq!(chunk.as_deref(), Some(&b"hel"[..]));
+        let chunk = std::future::poll_fn(|cx| carrier.poll_chunk(cx, 100)).await;
+        assert_eq!(
+            chunk.as_deref(),
+            Some(&b"lo"[..]),
+            "one written chunk at a time"
+        );
+        carrier.write_all(b"pong").await.unwrap();
+        let mut read = [0u8; 16];
+        let n = phone.read(&mut read).await.unwrap();
+        assert_eq!(&read[..n], b"pong");
 
-        write.write_all(b"welcome").await.unwrap();
-        let n = client.read(&mut got).await.unwrap();
-        assert_eq!(&got[..n], b"welcome");
-        assert_eq!(capacity(&write.0), 0);
+        phone.shutdown().await.unwrap();
+        let chunk = std::future::poll_fn(|cx| carrier.poll_chunk(cx, 100)).await;
+        assert_eq!(
+            chunk.as_deref(),
+            Some(&b" world"[..]),
+            "queued bytes before the end"
+        );
+        assert_eq!(
+            std::future::poll_fn(|cx| carrier.poll_chunk(cx, 100)).await,
+            None
+        );
+
+        let error = phone.write_all(b"late").await.unwrap_err();
+        assert_eq!(
+            error.kind(),
+            io::ErrorKind::NotConnected,
+            "written after shutdown"
+        );
+
+        drop(carrier);
+        assert_eq!(phone.read(&mut read).await.unwrap(), 0, "end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_writer_waits_at_the_bound_until_the_reader_takes_bytes() {
+        let (mut phone, mut carrier) = pipe(MAX);
+        let big = vec![7u8; MAX + 10];
+        let written = phone.write(&big).await.unwrap();
+        assert_eq!(written, MAX, "a write fills the pipe and no more");
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(Pin::new(&mut phone).poll_write(&mut cx, b"x").is_pending());
+        let chunk = std::future::poll_fn(|cx| carrier.poll_chunk(cx, 1_000)).await;
+        assert_eq!(chunk.map(|c| c.len()), Some(1_000));
+        assert_eq!(
+            phone.write(&big).await.unwrap(),
+            1_000,
+            "room again after a read"
+        );
+        drop(carrier);
+        let error = phone.write(b"x").await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[tokio::test]
     async fn readiness_waits_for_bytes_or_the_end() {
-        let (mut client, read, _write) = pipe(64);
-        let ready = |read: &PipeRead| {
-            let waker = futures_noop_waker();
-            let mut cx = Context::from_waker(&waker);
-            read.poll_ready(&mut cx).is_ready()
-        };
-        assert!(!ready(&read), "nothing written: not ready");
+        let (mut client, relay) = pipe(MAX);
+        assert!(poll_ready_now(&relay).is_pending(), "nothing written yet");
         client.write_all(b"x").await.unwrap();
-        assert!(ready(&read));
-        let (client2, read2, _write2) = pipe(64);
-        assert!(!ready(&read2));
-        drop(client2);
-        assert!(ready(&read2), "the client's end is an end of stream");
+        assert!(poll_ready_now(&relay).is_ready());
+        let (client, relay) = pipe(MAX);
+        assert!(poll_ready_now(&relay).is_pending());
         drop(client);
+        assert!(
+            poll_ready_now(&relay).is_ready(),
+            "the end of the stream is ready"
+        );
     }
 
     #[tokio::test]
-    async fn a_full_direction_makes_its_writer_wait_until_read() {
-        let (mut client, mut read, _write) = pipe(4);
-        let writing = tokio::spawn(async move {
-            client.write_all(b"abcdefgh").await.unwrap();
-            client
-        });
-        let mut got = Vec::new();
-        while got.len() < 8 {
-            let mut chunk = [0u8; 8];
-            let n = read.read(&mut chunk).await.unwrap();
-            assert!(n <= 4, "a direction holds at most its bound");
-            got.extend_from_slice(&chunk[..n]);
+    async fn an_emptied_queue_gives_a_bursts_slots_back() {
+        let (mut client, mut relay) = pipe(MAX);
+        let slots = |end: &PipeEnd| end.lock().queues[end.reads()].chunks.capacity();
+        for _ in 0..100 {
+            client.write_all(b"burst").await.unwrap();
         }
-        assert_eq!(got, b"abcdefgh");
-        writing.await.unwrap();
+        assert!(slots(&relay) >= 100);
+        let mut all = vec![0u8; 500];
+        relay.read_exact(&mut all).await.unwrap();
+        assert!(
+            slots(&relay) <= IDLE_SLOTS_MAX,
+            "an idle queue keeps {} slots",
+            slots(&relay)
+        );
     }
 
     #[tokio::test]
-    async fn a_reset_fails_the_clients_read_and_write_and_drops_what_was_queued() {
-        let (mut client, read, mut write) = pipe(64);
+    async fn a_reset_fails_the_peers_read_and_write_and_drops_what_was_queued_for_it() {
+        let (mut client, relay) = pipe(MAX);
+        let (read, mut write) = relay.split();
         write.write_all(b"unread").await.unwrap();
-        read.reset(write);
+        read.reset(Some(write));
+        assert!(matches!(poll_ready_now(&client), Poll::Ready(Err(_))));
         let mut got = [0u8; 8];
         let error = client.read(&mut got).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
@@ -413,28 +476,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_side_is_an_end_of_stream_after_its_bytes_and_a_gone_reader_a_broken_pipe() {
-        let (mut client, mut read, write) = pipe(64);
-        client.write_all(b"bye").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut all = Vec::new();
-        read.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b"bye");
+    async fn a_half_closes_only_its_own_direction() {
+        let (mut client, relay) = pipe(MAX);
+        let (mut read, write) = relay.split();
         drop(write);
         let mut got = [0u8; 4];
-        assert_eq!(
-            client.read(&mut got).await.unwrap(),
-            0,
-            "the relay's end closed"
-        );
-        drop(read);
-        let (mut client, read, _write) = pipe(64);
+        assert_eq!(client.read(&mut got).await.unwrap(), 0, "the end, that way");
+        client.write_all(b"ping").await.unwrap();
+        read.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping", "the other way still carries bytes");
         drop(read);
         let error = client.write_all(b"x").await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
-    }
-
-    fn futures_noop_waker() -> Waker {
-        Waker::noop().clone()
     }
 }

@@ -41,7 +41,8 @@ pub mod fuzz;
 pub mod invariants;
 pub mod ledger;
 pub mod metrics;
-pub mod pipe;
+/// The radio hop's in-memory pipe: imlab-proxy's, which `imlab load --carrier` uses too.
+pub use imlab_proxy::pipe;
 pub mod presets;
 pub mod proxy;
 pub mod push;

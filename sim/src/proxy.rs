@@ -503,6 +503,10 @@ async fn deliver(writer: &mut (impl AsyncWrite + Unpin), bytes: &Bytes) -> std::
     }
 }
 
+/// Bytes one direction of the radio hop's pipe queues at most; a writer then waits for the
+/// reader.
+pub const PIPE_BYTES_MAX: usize = 256 * 1024;
+
 /// Opens a connection from `device` to `target` ([`TARGET_IM`] or [`TARGET_PUSH`]) through
 /// its current carrier: a pipe whose other end waits on the carrier host's switchboard.
 /// Refused when the switchboard is full.
@@ -510,7 +514,7 @@ pub fn open_via_carrier(shared: &Shared, device: usize, target: u8) -> std::io::
     let carrier = shared.device_carrier[device].load(std::sync::atomic::Ordering::Relaxed);
     let shards = world::carrier_shards(shared.layout.devices.len());
     let shard = device % shards;
-    let (phone, end) = pipe();
+    let (phone, end) = pipe(PIPE_BYTES_MAX);
     shared.switchboards[carrier * shards + shard]
         .sender
         .try_send(Incoming {
