@@ -52,22 +52,28 @@ pub const NOT_WEBSOCKET_REFUSAL: &str = "this port speaks imlab over WebSocket: 
 
 const HEADER_PROTOCOL: &str = "sec-websocket-protocol";
 
-/// Bytes a WebSocket connection reads from its stream at most at a time, and the read buffer
-/// it holds while idle. tungstenite's default is 128 KiB, allocated for every connection and
-/// zeroed up to that on each read: 137 KB of RSS a connection at 10,000 connections, on the
-/// server and in the load generator alike (`WS=1 bench/conn-memory.sh`), where mosquitto's
-/// WebSocket listener holds about 6 KB. A message longer than this is still read whole: the
-/// buffer grows to the message's length (at most the frame limit) and is read into a chunk
-/// at a time.
-pub const WS_READ_CHUNK_BYTES: usize = 4 * 1024;
+/// Bytes a server's WebSocket connection reads from its stream at most at a time, and the read
+/// buffer it holds while idle. tungstenite's default is 128 KiB, allocated for every
+/// connection and zeroed up to that on each read: 137 KB of RSS a connection at 10,000
+/// connections, on the server and in the load generator alike (`WS=1 bench/conn-memory.sh`),
+/// where mosquitto's WebSocket listener holds about 6 KB. 4 KiB made it 5.9 KB; 1 KiB, 2.7 KB.
+/// A device's frames are a few hundred bytes, so a read rarely finds more; a message longer
+/// than this is still read whole: the buffer grows to the message's length (at most the frame
+/// limit) and is read into a chunk at a time.
+pub const WS_SERVER_READ_CHUNK_BYTES: usize = 1024;
+
+/// The same for a client's connection. Its read buffer is the one its handshake read the
+/// server's answer into (tungstenite hands that on, about 4 KiB, whatever this says), so a
+/// smaller chunk would only read less at a time, not hold less.
+pub const WS_CLIENT_READ_CHUNK_BYTES: usize = 4 * 1024;
 
 /// The limits both ends of a WebSocket connection apply: no message (and no WebSocket frame)
-/// beyond the frame limit is buffered, and reads go a [`WS_READ_CHUNK_BYTES`] chunk at a time.
-fn config(max_frame_bytes: usize) -> WebSocketConfig {
+/// beyond the frame limit is buffered, and reads go `read_chunk_bytes` at a time.
+fn config(max_frame_bytes: usize, read_chunk_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
-        .read_buffer_size(WS_READ_CHUNK_BYTES)
+        .read_buffer_size(read_chunk_bytes)
 }
 
 /// How the bytes of a byte stream travel in WebSocket messages.
@@ -359,7 +365,7 @@ async fn server_upgrade<S: Stream>(
     let ws = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         choose_subprotocol,
-        Some(config(max_frame_bytes)),
+        Some(config(max_frame_bytes, WS_SERVER_READ_CHUNK_BYTES)),
     )
     .await
     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, failed(&error)))?;
@@ -549,7 +555,7 @@ impl<C: Connector> Connector for WsConnector<C> {
         let (ws, _response) = tokio_tungstenite::client_async_with_config(
             request,
             stream,
-            Some(config(self.max_frame_bytes)),
+            Some(config(self.max_frame_bytes, WS_CLIENT_READ_CHUNK_BYTES)),
         )
         .await
         .map_err(|error| self.failed(&error))?;
