@@ -197,7 +197,9 @@ impl PipeEnd {
     }
 
     /// The next chunk of at most `max` bytes, as written (no copy when it fits); `None` at
-    /// the end of the stream.
+    /// the end of the stream. The carrier's side reads so, and it is the side that resets: a
+    /// reset is not looked for here (a peer that reset has dropped its end, which reads as the
+    /// end).
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Option<Bytes>> {
         let reads = self.reads();
         let mut state = self.lock();

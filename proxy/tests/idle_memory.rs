@@ -64,34 +64,28 @@ fn quiet_link(upstream: SocketAddr) -> ProxyConfig {
     }
 }
 
-#[test]
-fn an_idle_flow_holds_no_read_buffer() {
-    const FLOWS: usize = 16;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let proxy_addr = runtime.block_on(async {
-        let upstream = common::echo_server().await;
-        let proxy = Proxy::new(quiet_link(upstream)).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy.run(listener, std::future::pending::<()>()));
-        addr
-    });
-    // The first flows fill what lasts (the I/O driver's slab pages, the flow table).
-    let warm: Vec<TcpStream> = runtime.block_on(async {
+/// Phones a count opens: the first as many fill what lasts (the I/O driver's slab pages, the
+/// flow table), the next as many are counted.
+const FLOWS: u64 = 16;
+
+/// Opens `FLOWS` phones with `open(n)`, then `FLOWS` more under the count: the heap bytes
+/// each of those holds once idle, with everything it made.
+fn heap_per_idle_flow<T, Fut: Future<Output = T>>(
+    runtime: &tokio::runtime::Runtime,
+    mut open: impl FnMut(u64) -> Fut,
+) -> usize {
+    let warm: Vec<T> = runtime.block_on(async {
         let mut warm = Vec::new();
-        for _ in 0..FLOWS {
-            warm.push(phone(proxy_addr).await);
+        for n in 0..FLOWS {
+            warm.push(open(n).await);
         }
         warm
     });
     let (phones, held, _peak) = counting_alloc::count(|| {
         runtime.block_on(async {
             let mut phones = Vec::new();
-            for _ in 0..FLOWS {
-                phones.push(phone(proxy_addr).await);
+            for n in FLOWS..2 * FLOWS {
+                phones.push(open(n).await);
             }
             // Every task that is ready runs before the count ends (the flows back in their
             // reads after the last echo).
@@ -101,7 +95,29 @@ fn an_idle_flow_holds_no_read_buffer() {
             phones
         })
     });
-    let per_flow = held as usize / FLOWS;
+    drop((phones, warm));
+    held as usize / FLOWS as usize
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_idle_flow_holds_no_read_buffer() {
+    let runtime = runtime();
+    let proxy_addr = runtime.block_on(async {
+        let upstream = common::echo_server().await;
+        let proxy = Proxy::new(quiet_link(upstream)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(proxy.run(listener, std::future::pending::<()>()));
+        addr
+    });
+    let per_flow = heap_per_idle_flow(&runtime, |_| phone(proxy_addr));
     // The flow's task, its model and both sockets, and this test's phone and echo task (its
     // 1 KiB buffer included): 3,565 bytes here (5,653 while the flow's task kept its opening
     // and its arguments beside the relay, 3,693 in a cell of 1,152 bytes). A read buffer kept
@@ -111,43 +127,16 @@ fn an_idle_flow_holds_no_read_buffer() {
         per_flow <= bound,
         "an idle flow, with its phone and echo, holds {per_flow} bytes (at most {bound})"
     );
-    drop((phones, warm));
 }
 
 #[test]
 fn an_idle_inline_flow_holds_no_buffer() {
-    const FLOWS: u64 = 16;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let (proxy, upstream) = runtime.block_on(async {
         let upstream = common::echo_server().await;
         (Proxy::new(quiet_link(upstream)).unwrap(), upstream)
     });
-    // The first flows fill what lasts (the I/O driver's slab pages, the flow table).
-    let warm: Vec<InlineStream> = runtime.block_on(async {
-        let mut warm = Vec::new();
-        for n in 0..FLOWS {
-            warm.push(inline_phone(&proxy, upstream, n).await);
-        }
-        warm
-    });
-    let (phones, held, _peak) = counting_alloc::count(|| {
-        runtime.block_on(async {
-            let mut phones = Vec::new();
-            for n in FLOWS..2 * FLOWS {
-                phones.push(inline_phone(&proxy, upstream, n).await);
-            }
-            // Every task that is ready runs before the count ends (the flows back in their
-            // reads after the last echo).
-            for _ in 0..8 {
-                tokio::task::yield_now().await;
-            }
-            phones
-        })
-    });
-    let per_flow = held as usize / FLOWS as usize;
+    let per_flow = heap_per_idle_flow(&runtime, |n| inline_phone(&proxy, upstream, n));
     // The flow's task, its model, its pipe and upstream socket, and this test's echo task
     // (its 1 KiB buffer included): 3,483 bytes here. A read buffer kept on the phone's side
     // adds a segment's worth (1,460 bytes); the pipe's queues keeping their slots, 256.
@@ -156,5 +145,4 @@ fn an_idle_inline_flow_holds_no_buffer() {
         per_flow <= bound,
         "an idle inline flow, with its echo, holds {per_flow} bytes (at most {bound})"
     );
-    drop((phones, warm));
 }
