@@ -31,13 +31,17 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Sink, Stream as _};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::client::{
+    Response as ClientResponse, generate_request,
+};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::codec::LENGTH_PREFIX_BYTES;
@@ -52,20 +56,25 @@ pub const NOT_WEBSOCKET_REFUSAL: &str = "this port speaks imlab over WebSocket: 
 
 const HEADER_PROTOCOL: &str = "sec-websocket-protocol";
 
-/// Bytes a server's WebSocket connection reads from its stream at most at a time, and the read
-/// buffer it holds while idle. tungstenite's default is 128 KiB, allocated for every
-/// connection and zeroed up to that on each read: 137 KB of RSS a connection at 10,000
-/// connections, on the server and in the load generator alike (`WS=1 bench/conn-memory.sh`),
-/// where mosquitto's WebSocket listener holds about 6 KB. 4 KiB made it 5.9 KB; 1 KiB, 2.7 KB.
-/// A device's frames are a few hundred bytes, so a read rarely finds more; a message longer
-/// than this is still read whole: the buffer grows to the message's length (at most the frame
-/// limit) and is read into a chunk at a time.
-pub const WS_SERVER_READ_CHUNK_BYTES: usize = 1024;
+/// Bytes a WebSocket connection reads from its stream at most at a time, and the read buffer
+/// it holds while idle, on the server and on the client alike. tungstenite's default is
+/// 128 KiB, allocated for every connection and zeroed up to that on each read: 137 KB of RSS a
+/// connection at 10,000 connections, on the server and in the load generator alike (`WS=1
+/// bench/conn-memory.sh`), where mosquitto's WebSocket listener holds about 6 KB. 4 KiB made it
+/// 5.9 KB; 1 KiB, 2.7 KB. A device's frames are a few hundred bytes, so a read rarely finds
+/// more; a message longer than this is still read whole: the buffer grows to the message's
+/// length (at most the frame limit) and is read into a chunk at a time.
+pub const WS_READ_CHUNK_BYTES: usize = 1024;
 
-/// The same for a client's connection. Its read buffer is the one its handshake read the
-/// server's answer into (tungstenite hands that on, about 4 KiB, whatever this says), so a
-/// smaller chunk would only read less at a time, not hold less.
-pub const WS_CLIENT_READ_CHUNK_BYTES: usize = 4 * 1024;
+/// Bytes of a server's answer to a client's upgrade request read at most at a time.
+const UPGRADE_READ_BYTES: usize = 1024;
+
+/// The most a server's answer to an upgrade (its head, and the body of a refusal) may take:
+/// what tungstenite's own handshake accepts.
+const UPGRADE_ANSWER_BYTES_MAX: usize = 64 * 1024;
+
+/// The most of a refusal's body read to show it.
+const REFUSAL_BODY_BYTES_MAX: usize = 4 * 1024;
 
 /// The limits both ends of a WebSocket connection apply: no message (and no WebSocket frame)
 /// beyond the frame limit is buffered, and reads go `read_chunk_bytes` at a time.
@@ -365,7 +374,7 @@ async fn server_upgrade<S: Stream>(
     let ws = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         choose_subprotocol,
-        Some(config(max_frame_bytes, WS_SERVER_READ_CHUNK_BYTES)),
+        Some(config(max_frame_bytes, WS_READ_CHUNK_BYTES)),
     )
     .await
     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, failed(&error)))?;
@@ -493,36 +502,8 @@ impl<C: Connector> WsConnector<C> {
         }
     }
 
-    fn failed(&self, error: &WsError) -> io::Error {
-        let why = match error {
-            WsError::Http(response) => {
-                let body = response
-                    .body()
-                    .as_deref()
-                    .map(|body| format!(": {}", String::from_utf8_lossy(body).trim()))
-                    .unwrap_or_default();
-                format!(
-                    "the server refused the upgrade with HTTP {}{body}",
-                    response.status()
-                )
-            }
-            WsError::HttpFormat(_)
-            | WsError::Protocol(
-                ProtocolError::HttparseError(_) | ProtocolError::HandshakeIncomplete,
-            ) => format!(
-                "the server did not answer in HTTP ({error}): not a WebSocket port (a plain \
-                 imlab TCP port? then leave out --ws)"
-            ),
-            WsError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => format!(
-                "the server closed the connection during the upgrade ({error}): not a \
-                 WebSocket port (a plain imlab TCP port? then leave out --ws)"
-            ),
-            other => other.to_string(),
-        };
-        let kind = match error {
-            WsError::Io(io) => io.kind(),
-            _ => io::ErrorKind::InvalidData,
-        };
+    /// An upgrade failure, naming the server and the URL.
+    fn failed(&self, kind: io::ErrorKind, why: impl fmt::Display) -> io::Error {
         io::Error::new(
             kind,
             format!(
@@ -531,18 +512,166 @@ impl<C: Connector> WsConnector<C> {
             ),
         )
     }
+
+    /// Reads the server's answer to the upgrade request: its head, and what came after it
+    /// (the first WebSocket frames, or a refusal's body). Read a chunk at a time into a
+    /// buffer let go with the answer's head: a connection keeps only its read chunk (see
+    /// [`WS_READ_CHUNK_BYTES`]). tungstenite's own client handshake hands its 4 KiB read
+    /// buffer on as the connection's, whatever the configuration says: 3 KB more a client in
+    /// a load generator of tens of thousands.
+    async fn read_answer(&self, stream: &mut C::Stream) -> io::Result<(ClientResponse, Vec<u8>)> {
+        let mut read = Vec::with_capacity(UPGRADE_READ_BYTES);
+        loop {
+            match ClientResponse::try_parse(&read) {
+                Ok(Some((head, answer))) => return Ok((answer, read[head..].to_vec())),
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(self.failed(
+                        io::ErrorKind::InvalidData,
+                        format_args!(
+                            "the server did not answer in HTTP ({error}): not a WebSocket port \
+                             (a plain imlab TCP port? then leave out --ws)"
+                        ),
+                    ));
+                }
+            }
+            if read.len() >= UPGRADE_ANSWER_BYTES_MAX {
+                return Err(self.failed(
+                    io::ErrorKind::InvalidData,
+                    format_args!(
+                        "the server's answer did not end its HTTP head within \
+                         {UPGRADE_ANSWER_BYTES_MAX} bytes"
+                    ),
+                ));
+            }
+            let n = read_some(stream, &mut read, UPGRADE_READ_BYTES)
+                .await
+                .map_err(|error| self.failed(error.kind(), error))?;
+            if n == 0 {
+                return Err(self.failed(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during the upgrade: not a WebSocket port \
+                     (a plain imlab TCP port? then leave out --ws)",
+                ));
+            }
+        }
+    }
+
+    /// The error for a server that answered the upgrade other than with 101: its status, and
+    /// the body it sent (up to its `Content-Length`, at most [`REFUSAL_BODY_BYTES_MAX`]; a
+    /// server closing early shows what came).
+    async fn refused(
+        &self,
+        stream: &mut C::Stream,
+        answer: &ClientResponse,
+        mut body: Vec<u8>,
+    ) -> io::Error {
+        // Without a length, what came with the head is all there is to show.
+        let length = answer
+            .headers()
+            .get("content-length")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .unwrap_or(body.len())
+            .min(REFUSAL_BODY_BYTES_MAX);
+        while body.len() < length {
+            let missing = length - body.len();
+            match read_some(stream, &mut body, missing).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        body.truncate(length);
+        let body = String::from_utf8_lossy(&body);
+        let body = body.trim();
+        let body = if body.is_empty() {
+            String::new()
+        } else {
+            format!(": {body}")
+        };
+        self.failed(
+            io::ErrorKind::InvalidData,
+            format_args!(
+                "the server refused the upgrade with HTTP {}{body}",
+                answer.status()
+            ),
+        )
+    }
+
+    /// Checks a 101 answer as RFC 6455 (4.1) says a client must: the upgrade to websocket,
+    /// the key's accept value, and a subprotocol only if one was offered and then that one.
+    fn verify(&self, answer: &ClientResponse, key: &str) -> io::Result<()> {
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        };
+        let invalid = |why: String| Err(self.failed(io::ErrorKind::InvalidData, why));
+        let upgrade = header("upgrade");
+        if !upgrade
+            .as_deref()
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("websocket"))
+        {
+            return invalid(format!(
+                "the server's 101 answer upgrades to {upgrade:?}, not \"websocket\""
+            ));
+        }
+        let connection = header("connection");
+        if !connection.as_deref().is_some_and(|value| {
+            value
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        }) {
+            return invalid(format!(
+                "the server's 101 answer has Connection {connection:?}, without \"Upgrade\""
+            ));
+        }
+        let accept = header("sec-websocket-accept");
+        let expected = derive_accept_key(key.as_bytes());
+        if accept.as_deref() != Some(expected.as_str()) {
+            return invalid(format!(
+                "the server's Sec-WebSocket-Accept {accept:?} is not the one for the key sent \
+                 ({expected:?})"
+            ));
+        }
+        let chosen = header(HEADER_PROTOCOL);
+        match (&self.subprotocol, &chosen) {
+            (Some(offered), Some(chosen)) if chosen.trim() == offered => Ok(()),
+            (None, None) => Ok(()),
+            (Some(offered), None) => invalid(format!(
+                "the server chose no subprotocol; the client offered only {offered:?}"
+            )),
+            (offered, Some(chosen)) => invalid(format!(
+                "the server chose the subprotocol {chosen:?}; the client offered {}",
+                offered
+                    .as_deref()
+                    .map_or("none".to_string(), |offered| format!("{offered:?}"))
+            )),
+        }
+    }
+}
+
+/// Reads at most `limit` bytes onto the end of `buffer`.
+async fn read_some(
+    stream: &mut (impl AsyncRead + Unpin),
+    buffer: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<usize> {
+    buffer.reserve(limit);
+    (&mut *stream).take(limit as u64).read_buf(buffer).await
 }
 
 impl<C: Connector> Connector for WsConnector<C> {
     type Stream = WsStream<C::Stream>;
 
     async fn connect(&self) -> io::Result<Self::Stream> {
-        let stream = self.inner.connect().await?;
+        let mut stream = self.inner.connect().await?;
         let mut request = self
             .url
             .as_str()
             .into_client_request()
-            .map_err(|error| self.failed(&error))?;
+            .map_err(|error| self.failed(io::ErrorKind::InvalidInput, error))?;
         if let Some(subprotocol) = &self.subprotocol {
             let value = HeaderValue::from_str(subprotocol).map_err(|error| {
                 io::Error::new(
@@ -552,13 +681,29 @@ impl<C: Connector> Connector for WsConnector<C> {
             })?;
             request.headers_mut().insert(HEADER_PROTOCOL, value);
         }
-        let (ws, _response) = tokio_tungstenite::client_async_with_config(
-            request,
+        let (head, key) = generate_request(request)
+            .map_err(|error| self.failed(io::ErrorKind::InvalidInput, error))?;
+        stream
+            .write_all(&head)
+            .await
+            .map_err(|error| self.failed(error.kind(), error))?;
+        stream
+            .flush()
+            .await
+            .map_err(|error| self.failed(error.kind(), error))?;
+        let (answer, tail) = self.read_answer(&mut stream).await?;
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(self.refused(&mut stream, &answer, tail).await);
+        }
+        self.verify(&answer, &key)?;
+        // The bytes after the answer's head are the server's first frames.
+        let ws = WebSocketStream::from_partially_read(
             stream,
-            Some(config(self.max_frame_bytes, WS_CLIENT_READ_CHUNK_BYTES)),
+            tail,
+            Role::Client,
+            Some(config(self.max_frame_bytes, WS_READ_CHUNK_BYTES)),
         )
-        .await
-        .map_err(|error| self.failed(&error))?;
+        .await;
         Ok(WsStream::new(ws, self.max_frame_bytes, self.framing))
     }
 }

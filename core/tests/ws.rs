@@ -207,3 +207,171 @@ async fn a_plain_client_is_answered_in_its_framing_and_a_silent_one_at_the_login
     assert_eq!(counters.handshakes_failed.load(Ordering::Relaxed), 2);
     server.stop().await;
 }
+
+/// A WebSocket server written by hand on 127.0.0.1: it reads one upgrade request and answers
+/// with what `answer` makes of the request's `Sec-WebSocket-Key`, in one write per piece, and
+/// then closes its side. Returns its address and its task, which ends once the client has
+/// closed.
+async fn hand_written_server(
+    answer: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = tcp.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        let key = request
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("the request has a key");
+        for piece in answer(key) {
+            stream.write_all(&piece).await.unwrap();
+            stream.flush().await.unwrap();
+        }
+        // The answer is all the server sends; it reads on until the client goes.
+        stream.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    (addr, task)
+}
+
+fn hand_connector(addr: SocketAddr, subprotocol: Option<&str>) -> WsConnector<TcpConnector> {
+    let client = WsClient::new("127.0.0.1", addr, "/imlab", subprotocol).unwrap();
+    WsConnector::new(
+        TcpConnector { target: addr },
+        addr,
+        &client,
+        DEFAULT_MAX_FRAME_BYTES,
+    )
+}
+
+fn switching(key: &str, protocol: Option<&str>) -> String {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let protocol = protocol
+        .map(|name| format!("Sec-WebSocket-Protocol: {name}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn the_client_reads_frames_that_came_with_the_servers_answer_and_an_answer_in_pieces() {
+    // One binary message (unmasked, as a server sends) with a frame's 5 bytes.
+    let message = [&[0x82u8, 5][..], b"hello"].concat();
+    // The answer and the first message in one write: the bytes after the head are the
+    // connection's first.
+    let together = message.clone();
+    let (addr, task) = hand_written_server(move |key| {
+        vec![[switching(key, Some("imlab")).into_bytes(), together].concat()]
+    })
+    .await;
+    let mut stream = hand_connector(addr, Some("imlab")).connect().await.unwrap();
+    let mut got = [0u8; 9];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"\0\0\0\x05hello");
+    drop(stream);
+    task.await.unwrap();
+
+    // The answer a few bytes a write, the message split across writes.
+    let (addr, task) = hand_written_server(move |key| {
+        let mut all = switching(key, None).into_bytes();
+        all.extend_from_slice(&message);
+        all.chunks(7).map(<[u8]>::to_vec).collect()
+    })
+    .await;
+    let mut stream = hand_connector(addr, None).connect().await.unwrap();
+    tokio::time::timeout(WAIT, stream.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"\0\0\0\x05hello");
+    drop(stream);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_client_refuses_a_wrong_answer_and_shows_a_refusals_body() {
+    async fn fails(
+        subprotocol: Option<&str>,
+        answer: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
+    ) -> String {
+        let (addr, task) = hand_written_server(answer).await;
+        let error = hand_connector(addr, subprotocol)
+            .connect()
+            .await
+            .unwrap_err();
+        task.await.unwrap();
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("WebSocket upgrade with {addr} (ws://127.0.0.1:")),
+            "{text}"
+        );
+        text
+    }
+    let text = fails(None, |_| {
+        vec![switching("not the key sent", None).into_bytes()]
+    })
+    .await;
+    assert!(
+        text.contains("Sec-WebSocket-Accept") && text.contains("not the one for the key sent"),
+        "{text}"
+    );
+    let text = fails(Some("imlab"), |key| vec![switching(key, None).into_bytes()]).await;
+    assert!(
+        text.contains("the server chose no subprotocol; the client offered only \"imlab\""),
+        "{text}"
+    );
+    let text = fails(Some("imlab"), |key| {
+        vec![switching(key, Some("mqtt")).into_bytes()]
+    })
+    .await;
+    assert!(
+        text.contains("the server chose the subprotocol \"mqtt\"; the client offered \"imlab\""),
+        "{text}"
+    );
+    let text = fails(None, |key| {
+        vec![
+            switching(key, None)
+                .replace("Upgrade: websocket", "Upgrade: h2c")
+                .into_bytes(),
+        ]
+    })
+    .await;
+    assert!(text.contains("upgrades to Some(\"h2c\")"), "{text}");
+    // A refusal's body in a write of its own after the head is still shown.
+    let text = fails(None, |_| {
+        vec![
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 19\r\n\r\n".to_vec(),
+            b"no token, no socket".to_vec(),
+        ]
+    })
+    .await;
+    assert!(
+        text.ends_with("refused the upgrade with HTTP 403 Forbidden: no token, no socket"),
+        "{text}"
+    );
+    // Not HTTP at all, and a server that closes before answering.
+    let text = fails(None, |_| vec![b"\0\0\0\x07garbage\r\n\r\n".to_vec()]).await;
+    assert!(
+        text.contains("did not answer in HTTP") && text.contains("not a WebSocket port"),
+        "{text}"
+    );
+    let text = fails(None, |_| Vec::new()).await;
+    assert!(
+        text.contains("closed the connection during the upgrade"),
+        "{text}"
+    );
+}
