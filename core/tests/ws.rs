@@ -264,42 +264,42 @@ fn switching(key: &str, protocol: Option<&str>) -> String {
     )
 }
 
-#[tokio::test]
-async fn the_client_reads_frames_that_came_with_the_servers_answer_and_an_answer_in_pieces() {
-    // One binary message (unmasked, as a server sends) with a frame's 5 bytes.
-    let message = [&[0x82u8, 5][..], b"hello"].concat();
-    // The answer and the first message in one write: the bytes after the head are the
-    // connection's first.
-    let together = message.clone();
-    let (addr, task) = hand_written_server(move |key| {
-        vec![[switching(key, Some("imlab")).into_bytes(), together].concat()]
-    })
-    .await;
-    let mut stream = hand_connector(addr, Some("imlab")).connect().await.unwrap();
+/// Connects to a hand-written server answering with `answer` and reads the first frame: one
+/// binary message of 5 bytes, `hello`.
+async fn first_frame(
+    subprotocol: Option<&str>,
+    answer: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
+) -> [u8; 9] {
+    let (addr, task) = hand_written_server(answer).await;
+    let mut stream = hand_connector(addr, subprotocol).connect().await.unwrap();
     let mut got = [0u8; 9];
     tokio::time::timeout(WAIT, stream.read_exact(&mut got))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&got, b"\0\0\0\x05hello");
     drop(stream);
     task.await.unwrap();
+    got
+}
 
+#[tokio::test]
+async fn the_client_reads_frames_that_came_with_the_servers_answer_and_an_answer_in_pieces() {
+    // One binary message (unmasked, as a server sends) with a frame's 5 bytes.
+    const MESSAGE: &[u8] = b"\x82\x05hello";
+    // The answer and the first message in one write: the bytes after the head are the
+    // connection's first.
+    let got = first_frame(Some("imlab"), |key| {
+        vec![[switching(key, Some("imlab")).as_bytes(), MESSAGE].concat()]
+    })
+    .await;
+    assert_eq!(&got, b"\0\0\0\x05hello");
     // The answer a few bytes a write, the message split across writes.
-    let (addr, task) = hand_written_server(move |key| {
-        let mut all = switching(key, None).into_bytes();
-        all.extend_from_slice(&message);
+    let got = first_frame(None, |key| {
+        let all = [switching(key, None).as_bytes(), MESSAGE].concat();
         all.chunks(7).map(<[u8]>::to_vec).collect()
     })
     .await;
-    let mut stream = hand_connector(addr, None).connect().await.unwrap();
-    tokio::time::timeout(WAIT, stream.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(&got, b"\0\0\0\x05hello");
-    drop(stream);
-    task.await.unwrap();
 }
 
 #[tokio::test]
