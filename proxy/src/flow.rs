@@ -101,6 +101,10 @@ impl InFlight {
         if self.chunks.front().is_some_and(|(due, _)| *due <= at) {
             let (_, bytes) = self.chunks.pop_front().expect("front exists");
             self.bytes -= bytes.len();
+            if self.chunks.is_empty() {
+                // Its slots let go: an idle flow holds no queue (192 bytes a direction).
+                self.chunks = VecDeque::new();
+            }
             return Some(bytes);
         }
         None

@@ -310,8 +310,8 @@ impl Flow {
                 }
                 if let Some(cut) = cut {
                     // The carrier ends the flow on both sides; what was in flight is gone.
-                    self.up.clear();
-                    self.down.clear();
+                    self.up = InFlight::new();
+                    self.down = InFlight::new();
                     phone = None;
                     server = None;
                     let why = match cut {
@@ -416,6 +416,13 @@ impl Flow {
                                 && deliver(end, &bytes).await.is_err()
                             {
                                 phone = None;
+                            }
+                        }
+                        // Emptied queues let their slots go: an idle flow holds none (192
+                        // bytes a direction, in each of a city's flows).
+                        for queue in [&mut self.up, &mut self.down] {
+                            if queue.is_empty() {
+                                *queue = InFlight::new();
                             }
                         }
                     }
