@@ -143,7 +143,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 return Poll::Ready(Ok(()));
             }
             ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_error)?;
-            let payload = self.outgoing.split().freeze();
+            // Taken whole; its allocation goes with the message (an idle connection holds
+            // none).
+            let payload = std::mem::take(&mut self.outgoing).freeze();
             Pin::new(&mut self.ws)
                 .start_send(Message::Binary(payload))
                 .map_err(ws_error)?;
@@ -173,7 +175,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             }
             ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(ws_error)?;
             self.outgoing.advance(LENGTH_PREFIX_BYTES);
-            let payload = self.outgoing.split_to(declared).freeze();
+            let payload = if self.outgoing.len() == declared {
+                // The last whole frame: its allocation goes with the message.
+                std::mem::take(&mut self.outgoing).freeze()
+            } else {
+                self.outgoing.split_to(declared).freeze()
+            };
             Pin::new(&mut self.ws)
                 .start_send(Message::Binary(payload))
                 .map_err(ws_error)?;
@@ -228,6 +235,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         let n = buf.remaining().min(this.incoming.len());
         buf.put_slice(&this.incoming[..n]);
         this.incoming.advance(n);
+        if this.incoming.is_empty() {
+            // Read out: an idle connection holds no buffer of its own, whatever its largest
+            // message was.
+            this.incoming = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -1,6 +1,6 @@
 //! What a WebSocket connection holds on the heap once it is up and idle, at both ends
-//! (`WsListener` and `WsConnector` over TCP), and that a message longer than the read chunk
-//! still arrives whole.
+//! (`WsListener` and `WsConnector` over TCP), also after a message far longer than a read,
+//! and that such a message still arrives whole.
 
 mod counting_alloc;
 
@@ -104,12 +104,13 @@ fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
         counting_alloc::count(|| runtime.block_on(idle_pairs(&mut ends, PAIRS)));
     let per_pair = held as usize / PAIRS;
     // Both read buffers (a read chunk each) and the rest of both ends (tungstenite's state,
-    // the streams, the socket registrations): 4,512 bytes here. With tungstenite's client
-    // handshake, which hands its 4 KiB read buffer on to the connection, 7,584; with the
-    // server's read chunk at 4 KiB, 7,584 too; tungstenite's default read buffer alone is
-    // 128 KiB an end.
+    // the streams, the socket registrations): 3,220 bytes here. With tungstenite's write
+    // buffer or one of `WsStream`'s message buffers kept after use, 3,628-3,708 (all three,
+    // 4,512); with tungstenite's client handshake, which hands
+    // its 4 KiB read buffer on to the connection, 7,584; with a read chunk of 4 KiB, 10,656;
+    // tungstenite's default read buffer alone is 128 KiB an end.
     // A number, not one made of the constants: a larger chunk must fail it.
-    let bound = 4_512 + 512;
+    let bound = 3_220 + 128;
     assert!(
         per_pair <= bound,
         "a connection holds {per_pair} bytes on the heap, both ends together (at most {bound})"
@@ -131,4 +132,37 @@ fn a_message_many_read_chunks_long_arrives_whole_both_ways() {
             frame_across(&mut server, &mut client, payload_len).await;
         }
     });
+}
+
+#[test]
+fn an_idle_connection_keeps_nothing_of_its_largest_message() {
+    const PAIRS: usize = 16;
+    let runtime = runtime();
+    let mut ends = runtime.block_on(ends());
+    drop(runtime.block_on(idle_pairs(&mut ends, PAIRS)));
+    // Connections that carried a message of 60,000 bytes each way (a sync page near the frame
+    // limit), then small ones again, and went idle.
+    let (pairs, held, _peak) = counting_alloc::count(|| {
+        runtime.block_on(async {
+            let mut pairs = idle_pairs(&mut ends, PAIRS).await;
+            for (server, client) in &mut pairs {
+                frame_across(client, server, 60_000).await;
+                frame_across(server, client, 60_000).await;
+                frame_across(client, server, 200).await;
+                frame_across(server, client, 200).await;
+            }
+            pairs
+        })
+    });
+    let per_pair = held as usize / PAIRS;
+    // As after small messages only (3,220 bytes here). With any one buffer the large
+    // message grew kept (tungstenite's read or write buffer, either of `WsStream`'s),
+    // 123,220-123,716; with all four, 484,128.
+    let bound = 3_220 + 128;
+    assert!(
+        per_pair <= bound,
+        "an idle connection that carried 60,000-byte messages holds {per_pair} bytes on the \
+         heap, both ends together (at most {bound})"
+    );
+    drop(pairs);
 }
