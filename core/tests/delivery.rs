@@ -64,6 +64,9 @@ async fn offline_recipient_gets_a_push_then_the_message_by_sync_on_login() {
                 == 3
         })
         .await;
+    // Every send acked: the queue is empty and has let its slots go.
+    let outgoing = alice.state.lock().unwrap().outgoing.capacity();
+    assert_eq!(outgoing, 0, "an emptied outgoing queue keeps no slots");
     let pushes = server.push.notices.lock().unwrap().clone();
     assert_eq!(
         pushes

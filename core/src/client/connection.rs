@@ -986,7 +986,7 @@ fn handle_frame<C: Connector, S: AsyncRead + AsyncWrite + Unpin>(
                 .iter()
                 .position(|m| m.client_msg_id == ack.client_msg_id)
             {
-                let sent = state.outgoing.remove(position).expect("found above");
+                let sent = state.take_outgoing(position).expect("found above");
                 client.observer.on_event(
                     &state,
                     &ClientEvent::SendAcked {
@@ -1073,7 +1073,7 @@ fn on_error<C: Connector>(client: &Client<C>, live: &mut Live, error: proto::Err
         .iter()
         .position(|m| m.client_msg_id == error.client_msg_id)
     {
-        state.outgoing.remove(index);
+        state.take_outgoing(index);
     }
     client.observer.on_event(
         &state,

@@ -193,6 +193,17 @@ impl ClientState {
         self.outgoing_len_max as usize
     }
 
+    /// Takes the send at `index` off the outgoing queue. An emptied queue lets its slots go:
+    /// a client that had sent kept at least four (about 400 bytes) for good, and after a
+    /// burst queued offline, as many as the burst.
+    pub(super) fn take_outgoing(&mut self, index: usize) -> Option<OutgoingMessage> {
+        let taken = self.outgoing.remove(index);
+        if self.outgoing.is_empty() {
+            self.outgoing = VecDeque::new();
+        }
+        taken
+    }
+
     /// Bounds the outgoing queue (a client core does, from its config).
     pub(super) fn set_outgoing_len_max(&mut self, len_max: usize) {
         self.outgoing_len_max = u32::try_from(len_max).unwrap_or(u32::MAX);
