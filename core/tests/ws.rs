@@ -351,16 +351,19 @@ async fn the_client_refuses_a_wrong_answer_and_shows_a_refusals_body() {
     })
     .await;
     assert!(text.contains("upgrades to Some(\"h2c\")"), "{text}");
-    // A refusal's body in a write of its own after the head is still shown.
-    let text = fails(None, |_| {
-        vec![
-            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 19\r\n\r\n".to_vec(),
-            b"no token, no socket".to_vec(),
-        ]
-    })
-    .await;
+    // A refusal's body is shown whole, read on to its length: 3,000 bytes, longer than the
+    // reads the answer's head comes in (1 KiB), so most of it is still unread when the head
+    // is whole.
+    let body = format!("{}no token, no socket", "-".repeat(2_981));
+    let answer = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let text = fails(None, move |_| vec![answer.into_bytes()]).await;
     assert!(
-        text.ends_with("refused the upgrade with HTTP 403 Forbidden: no token, no socket"),
+        text.ends_with(&format!(
+            "refused the upgrade with HTTP 403 Forbidden: {body}"
+        )),
         "{text}"
     );
     // Not HTTP at all, and a server that closes before answering.
