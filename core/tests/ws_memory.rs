@@ -106,8 +106,8 @@ fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
     // Both read buffers (a read chunk each) and the rest of both ends (tungstenite's state,
     // the streams, the socket registrations): 3,220 bytes here. With tungstenite's write
     // buffer or one of `WsStream`'s message buffers kept after use, 3,628-3,708 (all three,
-    // 4,512); with tungstenite's client handshake, which hands
-    // its 4 KiB read buffer on to the connection, 7,584; with a read chunk of 4 KiB, 10,656;
+    // 4,512); with a read chunk of 4 KiB, 9,364; with those three kept and tungstenite's
+    // client handshake, which hands its 4 KiB read buffer on to the connection, 7,584.
     // tungstenite's default read buffer alone is 128 KiB an end.
     // A number, not one made of the constants: a larger chunk must fail it.
     let bound = 3_220 + 128;
