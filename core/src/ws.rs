@@ -56,14 +56,15 @@ pub const NOT_WEBSOCKET_REFUSAL: &str = "this port speaks imlab over WebSocket: 
 
 const HEADER_PROTOCOL: &str = "sec-websocket-protocol";
 
-/// Bytes a WebSocket connection reads from its stream at most at a time, and the read buffer
-/// it holds while idle, on the server and on the client alike. tungstenite's default is
-/// 128 KiB, allocated for every connection and zeroed up to that on each read: 137 KB of RSS a
+/// Bytes a WebSocket connection reads from its stream at most at a time, on the server and on
+/// the client alike: the read buffer made when bytes come (vendored tungstenite lets it go when
+/// a read finds nothing, so an idle connection holds none). tungstenite's default is 128 KiB,
+/// allocated for every connection and zeroed up to that on each read: 137 KB of RSS a
 /// connection at 10,000 connections, on the server and in the load generator alike (`WS=1
-/// bench/conn-memory.sh`), where mosquitto's WebSocket listener holds about 6 KB. 4 KiB made it
-/// 5.9 KB; 1 KiB, 2.7 KB. A device's frames are a few hundred bytes, so a read rarely finds
-/// more; a message longer than this is still read whole: the buffer grows to the message's
-/// length (at most the frame limit) and is read into a chunk at a time.
+/// bench/conn-memory.sh`), where mosquitto's WebSocket listener holds about 6 KB. A device's
+/// frames are a few hundred bytes, so a read rarely finds more; a message longer than this is
+/// still read whole: the buffer grows to the message's length (at most the frame limit) and is
+/// read into a chunk at a time.
 pub const WS_READ_CHUNK_BYTES: usize = 1024;
 
 /// Bytes of a server's answer to a client's upgrade request read at most at a time.

@@ -69,6 +69,13 @@ async fn frame_across(
         got == frame,
         "the frame of {payload_len} bytes arrived changed"
     );
+    // The reader reads on and finds nothing, as a connection's read loop does once it has
+    // taken a frame.
+    let mut more = [0u8; 1];
+    assert!(
+        futures::FutureExt::now_or_never(to.read(&mut more)).is_none(),
+        "nothing follows the frame"
+    );
 }
 
 /// `n` connections, each up and idle after a frame each way, as a logged-in device's.
@@ -103,14 +110,16 @@ fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
     let (pairs, held, _peak) =
         counting_alloc::count(|| runtime.block_on(idle_pairs(&mut ends, PAIRS)));
     let per_pair = held as usize / PAIRS;
-    // Both read buffers (a read chunk each) and the rest of both ends (tungstenite's state,
-    // the streams, the socket registrations): 3,220 bytes here. With tungstenite's write
-    // buffer or one of `WsStream`'s message buffers kept after use, 3,628-3,708 (all three,
-    // 4,512); with a read chunk of 4 KiB, 9,364; with those three kept and tungstenite's
-    // client handshake, which hands its 4 KiB read buffer on to the connection, 7,584.
+    // Both ends' state (tungstenite's, the streams', the socket registrations), and no
+    // buffer: each end's read buffer is let go when a read finds nothing. 1,092 bytes here.
+    // With the read buffers kept while idle (a read chunk each), 3,220; with tungstenite's
+    // write buffer or one of `WsStream`'s message buffers kept after use, 1,500-1,580 (with
+    // the read buffers kept too, up to 4,512); with tungstenite's client handshake, which
+    // hands its 4 KiB read buffer on to the connection, and the read buffers kept, 7,584.
     // tungstenite's default read buffer alone is 128 KiB an end.
-    // A number, not one made of the constants: a larger chunk must fail it.
-    let bound = 3_220 + 128;
+    // A number, not one made of the constants. The read chunk's size no longer shows here:
+    // an idle connection holds no read buffer of any size.
+    let bound = 1_092 + 128;
     assert!(
         per_pair <= bound,
         "a connection holds {per_pair} bytes on the heap, both ends together (at most {bound})"
@@ -155,10 +164,10 @@ fn an_idle_connection_keeps_nothing_of_its_largest_message() {
         })
     });
     let per_pair = held as usize / PAIRS;
-    // As after small messages only (3,220 bytes here). With any one buffer the large
-    // message grew kept (tungstenite's read or write buffer, either of `WsStream`'s),
-    // 123,220-123,716; with all four, 484,128.
-    let bound = 3_220 + 128;
+    // As after small messages only (1,092 bytes here). With any one buffer the large
+    // message grew kept (tungstenite's read or write buffer, either of `WsStream`'s), about
+    // 120 KB more; with all four, 484,128.
+    let bound = 1_092 + 128;
     assert!(
         per_pair <= bound,
         "an idle connection that carried 60,000-byte messages holds {per_pair} bytes on the \

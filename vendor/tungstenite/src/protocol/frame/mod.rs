@@ -117,8 +117,8 @@ pub(super) struct FrameCodec {
     out_buffer_write_len: usize,
     /// Header and remaining size of the incoming packet being processed.
     header: Option<(FrameHeader, u64)>,
-    /// Edit (vendor/README.md): `in_buffer` was grown for a frame longer than a read.
-    grown: bool,
+    /// Edit (vendor/README.md): `in_buffer` was let go while the connection waited.
+    released: bool,
 }
 
 impl FrameCodec {
@@ -131,7 +131,7 @@ impl FrameCodec {
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
             header: None,
-            grown: false,
+            released: false,
         }
     }
 
@@ -146,7 +146,7 @@ impl FrameCodec {
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
             header: None,
-            grown: false,
+            released: false,
         }
     }
 
@@ -172,6 +172,12 @@ impl FrameCodec {
         let max_size = max_size.unwrap_or_else(usize::max_value);
 
         let mut payload = loop {
+            // Edit (vendor/README.md): a buffer let go while idle is made again, a read's
+            // worth.
+            if self.released {
+                self.in_buffer.reserve(self.in_buf_max_read);
+                self.released = false;
+            }
             if self.header.is_none() {
                 let mut cursor = Cursor::new(&mut self.in_buffer);
                 self.header = FrameHeader::parse(&mut cursor)?;
@@ -193,7 +199,6 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
-                    self.grown |= len > self.in_buf_max_read;
                 } else {
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
@@ -202,16 +207,7 @@ impl FrameCodec {
             if let Some((_, len)) = &self.header {
                 let len = *len as usize;
                 if len <= self.in_buffer.len() {
-                    let payload = self.in_buffer.split_to(len);
-                    // Edit (vendor/README.md): once a frame longer than a read is taken and
-                    // nothing follows it, the buffer it grew is left to the payloads made from
-                    // it (freed with them), so an idle connection holds one read's buffer, not
-                    // its largest frame's.
-                    if self.grown && self.in_buffer.is_empty() {
-                        self.in_buffer = BytesMut::with_capacity(self.in_buf_max_read);
-                        self.grown = false;
-                    }
-                    break payload;
+                    break self.in_buffer.split_to(len);
                 }
             }
 
@@ -251,6 +247,15 @@ impl FrameCodec {
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
+        // Edit (vendor/README.md): nothing came, nothing is buffered and no frame is half
+        // read: the connection waits holding no buffer (`read_frame` makes it again).
+        if self.in_buffer.is_empty()
+            && self.header.is_none()
+            && matches!(&size, Err(error) if error.kind() == IoErrorKind::WouldBlock)
+        {
+            self.in_buffer = BytesMut::new();
+            self.released = true;
+        }
         size
     }
 
