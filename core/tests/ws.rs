@@ -64,13 +64,7 @@ impl WsServer {
     }
 
     fn connector(&self, subprotocol: Option<&str>) -> WsConnector<TcpConnector> {
-        let client = WsClient::new("127.0.0.1", self.addr, "/imlab", subprotocol).unwrap();
-        WsConnector::new(
-            TcpConnector { target: self.addr },
-            self.addr,
-            &client,
-            DEFAULT_MAX_FRAME_BYTES,
-        )
+        connector(self.addr, subprotocol)
     }
 
     async fn stop(mut self) {
@@ -243,7 +237,8 @@ async fn hand_written_server(
     (addr, task)
 }
 
-fn hand_connector(addr: SocketAddr, subprotocol: Option<&str>) -> WsConnector<TcpConnector> {
+/// A connector to `addr` on `/imlab`, offering `subprotocol`.
+fn connector(addr: SocketAddr, subprotocol: Option<&str>) -> WsConnector<TcpConnector> {
     let client = WsClient::new("127.0.0.1", addr, "/imlab", subprotocol).unwrap();
     WsConnector::new(
         TcpConnector { target: addr },
@@ -271,7 +266,7 @@ async fn first_frame(
     answer: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
 ) -> [u8; 9] {
     let (addr, task) = hand_written_server(answer).await;
-    let mut stream = hand_connector(addr, subprotocol).connect().await.unwrap();
+    let mut stream = connector(addr, subprotocol).connect().await.unwrap();
     let mut got = [0u8; 9];
     tokio::time::timeout(WAIT, stream.read_exact(&mut got))
         .await
@@ -309,10 +304,7 @@ async fn the_client_refuses_a_wrong_answer_and_shows_a_refusals_body() {
         answer: impl FnOnce(&str) -> Vec<Vec<u8>> + Send + 'static,
     ) -> String {
         let (addr, task) = hand_written_server(answer).await;
-        let error = hand_connector(addr, subprotocol)
-            .connect()
-            .await
-            .unwrap_err();
+        let error = connector(addr, subprotocol).connect().await.unwrap_err();
         task.await.unwrap();
         let text = error.to_string();
         assert!(

@@ -90,26 +90,36 @@ async fn idle_pairs(ends: &mut Ends, n: usize) -> Vec<Pair> {
     pairs
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+/// Connections a count opens: the first as many fill what lasts (the I/O driver's slab
+/// pages, lazily made statics) and are closed, the next as many are counted.
+const PAIRS: usize = 16;
+
+/// The heap bytes each idle pair of connections holds, both ends together, once each has
+/// carried a message of each of `payload_lens` each way and then a small one.
+fn heap_per_idle_pair(payload_lens: &[usize]) -> usize {
+    let runtime = counting_alloc::current_thread_runtime();
+    let mut ends = runtime.block_on(ends());
+    drop(runtime.block_on(idle_pairs(&mut ends, PAIRS)));
+    // The runtime's thread does all the work, so the count sees both ends of each pair.
+    let (pairs, held, _peak) = counting_alloc::count(|| {
+        runtime.block_on(async {
+            let mut pairs = idle_pairs(&mut ends, PAIRS).await;
+            for (server, client) in &mut pairs {
+                for &len in payload_lens.iter().chain(&[200]) {
+                    frame_across(client, server, len).await;
+                    frame_across(server, client, len).await;
+                }
+            }
+            pairs
+        })
+    });
+    drop(pairs);
+    held as usize / PAIRS
 }
 
 #[test]
 fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
-    const PAIRS: usize = 16;
-    let runtime = runtime();
-    let mut ends = runtime.block_on(ends());
-    // The first connections fill what lasts (the I/O driver's slab pages, lazily made
-    // statics); they are closed before the count.
-    drop(runtime.block_on(idle_pairs(&mut ends, PAIRS)));
-    // What idle connections still hold is counted (both ends of each; the runtime's thread
-    // does all the work).
-    let (pairs, held, _peak) =
-        counting_alloc::count(|| runtime.block_on(idle_pairs(&mut ends, PAIRS)));
-    let per_pair = held as usize / PAIRS;
+    let per_pair = heap_per_idle_pair(&[]);
     // Both ends' state (tungstenite's, the streams', the socket registrations), and no
     // buffer: each end's read buffer is let go when a read finds nothing. 1,092 bytes here.
     // With the read buffers kept while idle (a read chunk each), 3,220; with tungstenite's
@@ -124,12 +134,11 @@ fn an_idle_websocket_connection_holds_a_few_kilobytes_at_each_end() {
         per_pair <= bound,
         "a connection holds {per_pair} bytes on the heap, both ends together (at most {bound})"
     );
-    drop(pairs);
 }
 
 #[test]
 fn a_message_many_read_chunks_long_arrives_whole_both_ways() {
-    let runtime = runtime();
+    let runtime = counting_alloc::current_thread_runtime();
     runtime.block_on(async {
         let mut ends = ends().await;
         let (mut server, mut client) = open(&mut ends).await;
@@ -145,25 +154,9 @@ fn a_message_many_read_chunks_long_arrives_whole_both_ways() {
 
 #[test]
 fn an_idle_connection_keeps_nothing_of_its_largest_message() {
-    const PAIRS: usize = 16;
-    let runtime = runtime();
-    let mut ends = runtime.block_on(ends());
-    drop(runtime.block_on(idle_pairs(&mut ends, PAIRS)));
     // Connections that carried a message of 60,000 bytes each way (a sync page near the frame
     // limit), then small ones again, and went idle.
-    let (pairs, held, _peak) = counting_alloc::count(|| {
-        runtime.block_on(async {
-            let mut pairs = idle_pairs(&mut ends, PAIRS).await;
-            for (server, client) in &mut pairs {
-                frame_across(client, server, 60_000).await;
-                frame_across(server, client, 60_000).await;
-                frame_across(client, server, 200).await;
-                frame_across(server, client, 200).await;
-            }
-            pairs
-        })
-    });
-    let per_pair = held as usize / PAIRS;
+    let per_pair = heap_per_idle_pair(&[60_000]);
     // As after small messages only (1,092 bytes here). With any one buffer the large
     // message grew kept (tungstenite's read or write buffer, either of `WsStream`'s), about
     // 120 KB more; with all four, 484,128.
@@ -173,5 +166,4 @@ fn an_idle_connection_keeps_nothing_of_its_largest_message() {
         "an idle connection that carried 60,000-byte messages holds {per_pair} bytes on the \
          heap, both ends together (at most {bound})"
     );
-    drop(pairs);
 }

@@ -759,8 +759,9 @@ mod tests {
         // 808 bytes on the build of this test: the relay (288), its sides, its loop's state
         // and the futures it selects over. Before, 1,592 in a release build: the relay's
         // arguments kept beside it; then 920 while its loop held copies of its sides and three
-        // moments across its awaits. A task's future fits tokio's 1,024-byte task cell (with its header and
-        // trailer) up to 912 bytes; the next cell is 1,152 (jemalloc's class 1,280).
+        // moments across its awaits. A task's future fits tokio's 1,024-byte task cell (with
+        // its header and trailer) up to 912 bytes; the next cell is 1,152 (jemalloc's class
+        // 1,280).
         let size = std::mem::size_of_val(&relaying);
         assert!(size <= 912, "the relay's future is {size} bytes");
         drop(relaying);

@@ -98,16 +98,9 @@ fn heap_per_idle_flow<T, Fut: Future<Output = T>>(
     held as usize / FLOWS as usize
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn an_idle_flow_holds_no_read_buffer() {
-    let runtime = runtime();
+    let runtime = counting_alloc::current_thread_runtime();
     let proxy_addr = runtime.block_on(async {
         let upstream = common::echo_server().await;
         let proxy = Proxy::new(quiet_link(upstream)).unwrap();
@@ -131,7 +124,7 @@ fn an_idle_flow_holds_no_read_buffer() {
 
 #[test]
 fn an_idle_inline_flow_holds_no_buffer() {
-    let runtime = runtime();
+    let runtime = counting_alloc::current_thread_runtime();
     let (proxy, upstream) = runtime.block_on(async {
         let upstream = common::echo_server().await;
         (Proxy::new(quiet_link(upstream)).unwrap(), upstream)

@@ -76,6 +76,16 @@ pub fn count<T>(f: impl FnOnce() -> T) -> (T, isize, isize) {
     )
 }
 
+/// A runtime on this thread alone, for counting what tasks hold: [`count`] counts only the
+/// calling thread's allocations, so the tasks must run on it.
+#[allow(dead_code)]
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Bytes freed by every thread of the process so far (sizes as asked).
 #[allow(dead_code)]
 pub fn freed_by_all() -> usize {
