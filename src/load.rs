@@ -227,7 +227,18 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let (target, clients, duration) = match (&scenario, &args.target) {
         (Some(scenario), Some(target)) => (
             target.clone(),
-            scenario.population.clients(),
+            match args.worker_index {
+                // A worker runs its share of the scenario's devices.
+                Some(worker) => {
+                    crate::load_workers::share_of(
+                        scenario.population.clients(),
+                        args.workers,
+                        worker,
+                    )
+                    .1
+                }
+                None => scenario.population.clients(),
+            },
             args.duration.unwrap_or(scenario.duration),
         ),
         _ => {
@@ -258,11 +269,10 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     if let Some(scenario) = &scenario {
         carriers.clone_from(&scenario.carriers);
-        anyhow::ensure!(
-            args.workers == 1,
-            "--scenario runs in one process: --workers is not built for it"
-        );
-        eprintln!("{}", scenario.describe());
+        // Said once, by the command the user typed, not again by each of its workers.
+        if args.worker_index.is_none() {
+            eprintln!("{}", scenario.describe());
+        }
     }
     let protocol = args.mqtt.choice(args.auth_secret.is_some())?;
     let ws = match &args.ws {
@@ -288,13 +298,15 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     if args.workers > 1 && args.worker_index.is_none() {
         // The merge of the workers' results holds what crossed between them.
-        imlab_loadgen::run::check_merge_memory(
-            args.msg_rate,
-            duration,
-            args.pattern,
-            args.workers,
-        )?;
-        return crate::load_workers::run_workers(&args.worker_view(), clients);
+        let (msg_rate, to_anyone) = match &scenario {
+            Some(scenario) => (
+                scenario.msg_rate,
+                scenario.population.peer_devices_per_message(),
+            ),
+            None => (args.msg_rate, imlab_loadgen::run::to_anyone(args.pattern)),
+        };
+        imlab_loadgen::run::check_merge_memory(msg_rate, duration, to_anyone, args.workers)?;
+        return crate::load_workers::run_workers(&args.worker_view(duration), clients);
     }
     let config = LoadConfig {
         protocol,
@@ -494,10 +506,18 @@ fn tls_client(
 
 impl LoadArgs {
     /// What `--workers` passes on to each worker.
-    fn worker_view(&self) -> crate::load_workers::WorkerArgs {
+    fn worker_view(&self, duration: Duration) -> crate::load_workers::WorkerArgs {
         crate::load_workers::WorkerArgs {
             target: self.target.as_ref().expect("checked").to_string(),
-            duration: self.duration.expect("checked"),
+            duration,
+            scenario: self
+                .scenario
+                .clone()
+                .map(|file| crate::load_workers::ScenarioArgs {
+                    file,
+                    traffic_scale: self.traffic_scale,
+                    carrier_faults_only: self.carrier_faults_only,
+                }),
             connect_rate: self.connect_rate,
             msg_rate: self.msg_rate,
             pattern: self.pattern,

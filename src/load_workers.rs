@@ -13,6 +13,9 @@ use imlab_loadgen::config::Pattern;
 pub struct WorkerArgs {
     pub target: String,
     pub duration: Duration,
+    /// `--scenario` and its options: every worker reads the file with the same seed, runs its
+    /// share of the devices and sends their part of the one plan.
+    pub scenario: Option<ScenarioArgs>,
     pub connect_rate: f64,
     pub msg_rate: f64,
     pub pattern: Pattern,
@@ -41,6 +44,23 @@ pub struct WorkerArgs {
     pub protocol_args: Vec<String>,
     /// The MQTT password, passed by environment so no process listing shows it.
     pub mqtt_password: Option<String>,
+}
+
+/// `--scenario` as the workers get it.
+pub struct ScenarioArgs {
+    pub file: PathBuf,
+    pub traffic_scale: f64,
+    pub carrier_faults_only: bool,
+}
+
+/// Worker `worker`'s share of `clients` over `workers`: the number of its first client and how
+/// many it runs (the first `clients % workers` workers one more).
+pub fn share_of(clients: usize, workers: usize, worker: usize) -> (usize, usize) {
+    let (base, extra) = (clients / workers, clients % workers);
+    (
+        worker * base + worker.min(extra),
+        base + usize::from(worker < extra),
+    )
 }
 
 /// A worker process, killed if the parent gives up on it (an error before it was waited for),
@@ -87,23 +107,45 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
     );
     let mut children = Vec::new();
     let mut dirs = Vec::new();
-    let mut first_client = 0;
     for worker in 0..args.workers {
-        let share = clients / args.workers + usize::from(worker < clients % args.workers);
+        let (first_client, share) = share_of(clients, args.workers, worker);
         let dir = worker_dir(&out, worker);
         let mut command = std::process::Command::new(&exe);
         command
             .arg("load")
             .args(["--target", &args.target])
-            .args(["--clients", &share.to_string()])
             .args([
                 "--duration",
                 &humantime::format_duration(args.duration).to_string(),
             ])
-            .args(["--connect-rate", &(args.connect_rate / workers).to_string()])
-            .args(["--msg-rate", &(args.msg_rate / workers).to_string()])
-            .args(["--pattern", &pattern])
-            .args(["--heartbeat", &args.heartbeat])
+            .args(["--connect-rate", &(args.connect_rate / workers).to_string()]);
+        match &args.scenario {
+            // The file brings the devices, their traffic, heartbeats and carriers; one seed
+            // lays them out and plans the messages alike in every worker.
+            Some(scenario) => {
+                command
+                    .arg("--scenario")
+                    .arg(&scenario.file)
+                    .args(["--traffic-scale", &scenario.traffic_scale.to_string()])
+                    .args(["--seed", &args.seed.to_string()]);
+                if scenario.carrier_faults_only {
+                    command.arg("--carrier-faults-only");
+                }
+            }
+            None => {
+                command
+                    .args(["--clients", &share.to_string()])
+                    .args(["--msg-rate", &(args.msg_rate / workers).to_string()])
+                    .args(["--pattern", &pattern])
+                    .args(["--heartbeat", &args.heartbeat])
+                    .args(["--body-bytes", &args.body_bytes.to_string()])
+                    .args(["--seed", &(args.seed + worker as u64).to_string()]);
+                for carrier in &args.carrier {
+                    command.args(["--carrier", carrier]);
+                }
+            }
+        }
+        command
             .args([
                 "--heartbeat-timeout",
                 &humantime::format_duration(args.heartbeat_timeout).to_string(),
@@ -112,7 +154,6 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
                 "--ack-delay",
                 &humantime::format_duration(args.ack_delay).to_string(),
             ])
-            .args(["--body-bytes", &args.body_bytes.to_string()])
             .args([
                 "--drain",
                 &humantime::format_duration(args.drain).to_string(),
@@ -132,7 +173,6 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
                 .map(|d| humantime::format_duration(d).to_string())
                 .join(","),
             ])
-            .args(["--seed", &(args.seed + worker as u64).to_string()])
             .args(["--threads", &args.threads.to_string()])
             .args(["--out", &dir.display().to_string()])
             .args(["--workers", &args.workers.to_string()])
@@ -161,9 +201,6 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
                 command.args(["--tls-server-name", name]);
             }
         }
-        for carrier in &args.carrier {
-            command.args(["--carrier", carrier]);
-        }
         if args.trace.is_some() {
             // One trace per worker, beside its results.
             command.arg("--trace").arg(dir.join("carrier-trace.jsonl"));
@@ -186,7 +223,6 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
             .spawn()
             .with_context(|| format!("starting worker {worker}"))?;
         children.push((worker, ChildGuard(child)));
-        first_client += share;
         dirs.push(dir);
     }
     let mut failed = Vec::new();

@@ -239,3 +239,94 @@ fn a_scenario_runs_its_devices_users_app_cycles_and_carrier_faults_on_real_socke
         (&"outage".into(), &2_000.into(), &500.into())
     );
 }
+
+/// Three users of three phones each (phones 0-8), all in one chat. Over two workers (phones
+/// 0-4 and 5-8) the middle user's phones are split between them, and the chat, created by
+/// phone 0 once its worker's five phones are in, has members on both: at 0.75 connects a
+/// second a worker, the second worker's four are in 1.3 s before, and its phones write to the
+/// chat once a second each.
+const SPLIT: &str = r#"
+name = "split-lab"
+duration = "1h"
+[carriers.lab]
+preset = "home-wifi"
+loss = 0.0
+[[devices]]
+name = "phones"
+count = 9
+carrier = "lab"
+heartbeat = "fixed:30s"
+devices_per_user = 3
+traffic = { one_to_one_per_hour = 3600.0, group_per_hour = 3600.0, group_size = 3, body_bytes = 200 }
+"#;
+
+/// `--scenario` over `--workers`: each worker runs its share of the devices and sends their
+/// part of the one plan, so the merged run is the single-process run's: the same sends, the
+/// same deliveries owed, all delivered, though a user's phones and the chat span workers.
+#[test]
+fn a_scenario_over_two_workers_is_the_same_plan_as_in_one_process() {
+    let dir_guard = temp_dir("cli-load-carrier", "scenario-workers");
+    let dir = dir_guard.path();
+    let scenario = dir.join("split-lab.toml");
+    std::fs::write(&scenario, SPLIT).unwrap();
+    let (_server, addr) = serve_guarded(&[]);
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "load",
+            "--target",
+            &addr,
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--duration",
+            "4s",
+            "--drain",
+            "2s",
+            "--seed",
+            "7",
+            "--connect-rate",
+            "1.5",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = imlab(&args);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        (results(out), stderr)
+    };
+    let (one, _) = run(&dir.join("one"), &[]);
+    let (two, stderr) = run(&dir.join("two"), &["--workers", "2"]);
+    assert_eq!(
+        stderr.matches("scenario split-lab: 9 devices").count(),
+        1,
+        "described once, not by each worker: {stderr}"
+    );
+    // 9 phones at 2 messages a second each, for 4 s.
+    assert_eq!(one["messages"]["sent"], 72, "{one}");
+    for field in ["sent", "acked", "expected_deliveries", "delivered"] {
+        assert_eq!(
+            two["messages"][field], one["messages"][field],
+            "{field}: {two}\nagainst one process: {one}"
+        );
+    }
+    for results in [&one, &two] {
+        let m = &results["messages"];
+        assert_eq!(m["refused"], 0, "{results}");
+        assert_eq!(m["lost"], 0, "{results}");
+        assert_eq!(m["duplicated"], 0, "{results}");
+        assert_eq!(m["pending"], 0, "{results}");
+        assert_eq!(results["clients"], 9, "{results}");
+    }
+    // Each worker ran its share and owed the other worker deliveries.
+    let worker = |k: usize| results(&dir.join(format!("two/worker-{k}")));
+    assert_eq!(
+        (worker(0)["clients"].clone(), worker(1)["clients"].clone()),
+        (5.into(), 4.into())
+    );
+    for k in 0..2 {
+        let owed = std::fs::metadata(dir.join(format!("two/worker-{k}/crossings-owed.bin")))
+            .unwrap()
+            .len();
+        assert!(owed >= 32 * 10, "worker {k} owed {} deliveries", owed / 32);
+    }
+}

@@ -127,27 +127,35 @@ pub struct Carriers {
     names: Vec<String>,
     proxies: Vec<Arc<Proxy>>,
     of_client: Vec<u8>,
+    /// The run's number of this process's first client (`--workers`): a flow is named and
+    /// seeded by the client's number in the run.
+    first_client: u32,
     /// The tasks carrying out scheduled faults (`--scenario`).
     schedules: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Carriers {
-    /// One in-process proxy per carrier, for `clients` clients against `target`.
+    /// One in-process proxy per carrier, for `clients` clients, numbered from
+    /// `first_client` in the run, against `target`.
     pub fn start(
         shares: &[CarrierShare],
         clients: usize,
+        first_client: u32,
         seed: u64,
         target: std::net::SocketAddr,
         trace: Option<&Path>,
     ) -> Result<Carriers, String> {
         let weights: Vec<f64> = shares.iter().map(|s| s.weight).collect();
-        Carriers::start_assigned(shares, assign(&weights, clients), seed, target, trace)
+        let of_client = assign(&weights, clients);
+        Carriers::start_assigned(shares, of_client, first_client, seed, target, trace)
     }
 
-    /// One in-process proxy per carrier, client i on carrier `of_client[i]`.
+    /// One in-process proxy per carrier, this process's client i (the run's `first_client +
+    /// i`) on carrier `of_client[i]`.
     pub fn start_assigned(
         shares: &[CarrierShare],
         of_client: Vec<u8>,
+        first_client: u32,
         seed: u64,
         target: std::net::SocketAddr,
         trace: Option<&Path>,
@@ -173,6 +181,7 @@ impl Carriers {
             names: shares.iter().map(|s| s.name.clone()).collect(),
             proxies,
             of_client,
+            first_client,
             schedules: Vec::new(),
         })
     }
@@ -207,12 +216,12 @@ impl Carriers {
     }
 
     /// The connector of this process's `local`-th client: TCP from `source`, through its
-    /// carrier.
+    /// carrier, its flows named and seeded by its number in the run.
     pub fn connector(&self, local: usize, source: SourceConnector) -> CarrierConnector {
         CarrierConnector {
             proxy: self.proxies[self.of_client[local] as usize].clone(),
             source,
-            client: local as u32,
+            client: self.first_client + local as u32,
             connections: AtomicU64::new(0),
         }
     }

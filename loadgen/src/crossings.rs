@@ -40,17 +40,23 @@ pub const RECEIVED_FILE: &str = "crossings-received.bin";
 /// way. Each worker listens on until every other has written it (see `run::drain`).
 pub const DRAINED_FILE: &str = "drained";
 
-/// Says in `dir` that this worker of run `run_tag` has drained.
-pub fn write_drained(dir: &Path, run_tag: &str) -> std::io::Result<()> {
-    let temp = dir.join(format!("{DRAINED_FILE}.tmp"));
+/// Written by a worker of a `--scenario` run once the chats its devices create exist on the
+/// server, holding the run's tag. A chat may span workers and only its first member's first
+/// device creates it, so no worker sends before every other has written it (see `run::run`).
+pub const CHATS_READY_FILE: &str = "chats-ready";
+
+/// Marks in `dir` that this worker of run `run_tag` has reached `mark` ([`DRAINED_FILE`],
+/// [`CHATS_READY_FILE`]).
+pub fn write_mark(dir: &Path, mark: &str, run_tag: &str) -> std::io::Result<()> {
+    let temp = dir.join(format!("{mark}.tmp"));
     std::fs::write(&temp, run_tag)?;
-    std::fs::rename(&temp, dir.join(DRAINED_FILE))
+    std::fs::rename(&temp, dir.join(mark))
 }
 
-/// Whether the worker writing `dir` has drained in run `run_tag` (a file an earlier run
-/// left there holds another tag).
-pub fn has_drained(dir: &Path, run_tag: &str) -> bool {
-    std::fs::read_to_string(dir.join(DRAINED_FILE)).is_ok_and(|tag| tag == run_tag)
+/// Whether the worker writing `dir` has reached `mark` in run `run_tag` (a file an earlier
+/// run left there holds another tag).
+pub fn has_mark(dir: &Path, mark: &str, run_tag: &str) -> bool {
+    std::fs::read_to_string(dir.join(mark)).is_ok_and(|tag| tag == run_tag)
 }
 
 /// Bytes of one record in [`OWED_FILE`].
@@ -63,15 +69,17 @@ pub const RECEIVED_BYTES: usize = 25;
 /// the hash table's control byte.
 pub const BYTES_PER_FIRST_DELIVERY: usize = 25;
 
-/// The least memory the merge of a `--workers` run of `messages` to `recipients` devices each
-/// over `workers` workers holds: each first delivery that crossed between workers (the
-/// one-to-one messages to another worker's client, the share `1 - 1/workers`; groups stay
-/// within a worker), at most [`RECEIVED_LEN_MAX`] a worker.
-pub fn merge_bytes_for_run(messages: f64, recipients: usize, workers: usize) -> f64 {
-    if recipients != 1 || workers < 2 {
+/// The least memory the merge of a `--workers` run of `messages` over `workers` workers
+/// holds, each message owing `to_anyone` deliveries to clients that may be any worker's (a
+/// one-to-one peer: 1; a `--pattern group` run's groups stay within a worker: 0; a scenario's
+/// peers' devices: [`crate::population::Population::peer_devices_per_message`]): each first
+/// delivery that crossed between workers, the share `1 - 1/workers` of those, at most
+/// [`RECEIVED_LEN_MAX`] a worker.
+pub fn merge_bytes_for_run(messages: f64, to_anyone: f64, workers: usize) -> f64 {
+    if to_anyone <= 0.0 || workers < 2 {
         return 0.0;
     }
-    let crossing = messages * (1.0 - 1.0 / workers as f64);
+    let crossing = messages * to_anyone * (1.0 - 1.0 / workers as f64);
     let first = crossing.min((RECEIVED_LEN_MAX * workers) as f64);
     first * BYTES_PER_FIRST_DELIVERY as f64
 }

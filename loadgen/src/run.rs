@@ -276,23 +276,30 @@ pub fn validate(config: &LoadConfig) -> Result<(), LoadError> {
 
 /// Refuses a `--workers` run of `msg_rate` for `duration` whose merge would outgrow the
 /// memory this machine has available (see `check_merge_fits`), before any worker starts.
+/// `to_anyone`: deliveries a message owes clients that may be any worker's
+/// ([`crate::crossings::merge_bytes_for_run`]).
 pub fn check_merge_memory(
     msg_rate: f64,
     duration: Duration,
-    pattern: Pattern,
+    to_anyone: f64,
     workers: usize,
 ) -> Result<(), LoadError> {
-    let recipients = match pattern {
-        Pattern::Group(size) => size.saturating_sub(1).max(1),
-        Pattern::OneToOne => 1,
-    };
     check_merge_fits(
         msg_rate,
         duration,
-        recipients,
+        to_anyone,
         workers,
         mem_available_bytes(),
     )
+}
+
+/// What [`check_merge_memory`] counts for a run of `pattern`: a one-to-one peer may be any
+/// worker's client; a group stays within its worker.
+pub fn to_anyone(pattern: Pattern) -> f64 {
+    match pattern {
+        Pattern::OneToOne => 1.0,
+        Pattern::Group(_) => 0.0,
+    }
 }
 
 /// The memory this machine has for new allocations (`MemAvailable` in `/proc/meminfo`), or
@@ -306,8 +313,8 @@ fn mem_available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Refuses a run of `msg_rate` for `duration` over `workers` workers, each message to
-/// `recipients` devices, whose merge would outgrow `available` bytes: a worker's memory does
+/// Refuses a run of `msg_rate` for `duration` over `workers` workers, each message owing
+/// `to_anyone` deliveries to clients that may be any worker's, whose merge would outgrow `available` bytes: a worker's memory does
 /// not grow with the run (its records for the merge go to its files every second), but the
 /// merge holds each first delivery that crossed between workers
 /// ([`crate::crossings::merge_bytes_for_run`]), so a long run would be killed for memory at
@@ -316,7 +323,7 @@ fn mem_available_bytes() -> Option<u64> {
 fn check_merge_fits(
     msg_rate: f64,
     duration: Duration,
-    recipients: usize,
+    to_anyone: f64,
     workers: usize,
     available: Option<u64>,
 ) -> Result<(), LoadError> {
@@ -324,7 +331,7 @@ fn check_merge_fits(
         return Ok(());
     };
     let messages = msg_rate * duration.as_secs_f64();
-    let bytes = crate::crossings::merge_bytes_for_run(messages, recipients, workers);
+    let bytes = crate::crossings::merge_bytes_for_run(messages, to_anyone, workers);
     if bytes <= available as f64 {
         return Ok(());
     }
@@ -345,7 +352,8 @@ fn check_merge_fits(
     )))
 }
 
-/// A `--scenario` run: imlab's protocol in one process, the scenario's carriers.
+/// A `--scenario` run: imlab's protocol, the scenario's carriers, and (with `--workers`) a
+/// share of its devices.
 fn validate_population(config: &LoadConfig, population: &Population) -> Result<(), LoadError> {
     let invalid = |text: String| Err(LoadError::Invalid(text));
     if config.protocol != ProtocolChoice::Imlab {
@@ -355,17 +363,15 @@ fn validate_population(config: &LoadConfig, population: &Population) -> Result<(
             population.name
         ));
     }
-    if config.share.is_some() {
+    // With --workers, this worker's devices are its share of the scenario's.
+    let (first_client, total) = config.share.as_ref().map_or((0, config.clients), |share| {
+        (share.first_client as usize, share.clients_total)
+    });
+    if total != population.clients() || first_client + config.clients > total {
         return invalid(format!(
-            "--scenario {}: a scenario runs in one process (--workers is not built for it)",
-            population.name
-        ));
-    }
-    if config.clients != population.clients() {
-        return invalid(format!(
-            "--scenario {}: {} clients configured for {} devices",
+            "--scenario {}: clients {first_client}..{} of {total} configured for {} devices",
             population.name,
-            config.clients,
+            first_client + config.clients,
             population.clients()
         ));
     }
@@ -416,7 +422,8 @@ pub async fn run(
             // A scenario's devices are on their group's carrier, which has its faults.
             Some(population) => Carriers::start_assigned(
                 &config.carriers,
-                population.carriers(),
+                population.carriers()[first_client as usize..][..config.clients].to_vec(),
+                first_client,
                 config.seed,
                 config.transport.target,
                 config.carrier_trace.as_deref(),
@@ -428,6 +435,7 @@ pub async fn run(
             None => Carriers::start(
                 &config.carriers,
                 config.clients,
+                first_client,
                 config.seed,
                 config.transport.target,
                 config.carrier_trace.as_deref(),
@@ -495,6 +503,11 @@ pub async fn run(
         l.groups_ready >= promised
     })
     .await;
+    if let (Some(share), Some(population)) = (&shared.config.share, &shared.config.population)
+        && !population.chats.is_empty()
+    {
+        wait_for_chats_elsewhere(&shared, share).await;
+    }
     shared.enter("send");
     match shared.config.population.clone() {
         Some(population) => {
@@ -833,6 +846,7 @@ async fn send_population(
     let rate = chooser.rate();
     let mut pacer = Pacer::new(timer, send_start.into_std(), rate);
     let n_messages = (rate * config.duration.as_secs_f64()).round() as u64;
+    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let mut next_number = vec![0u64; devices.len()];
     for k in 0..n_messages {
         if shared.stop.is_cancelled() {
@@ -842,10 +856,19 @@ async fn send_population(
         if !pacer.wait_until(planned.into_std(), &shared.stop).await {
             return;
         }
+        // Every worker draws the whole run's messages and sends those of its own devices: the
+        // same plan however many workers share it.
         let (sender, conversation) = chooser.next(population, &mut rng);
-        // Devices the ramp never started (an early stop) and suspended apps send nothing.
-        let slot = sender as usize;
-        if slot >= devices.len() || inactive[slot].load(Ordering::Relaxed) {
+        // Other workers' devices, devices the ramp never started (an early stop) and
+        // suspended apps send nothing here.
+        let Some(slot) = sender
+            .checked_sub(first_client)
+            .map(|slot| slot as usize)
+            .filter(|slot| *slot < devices.len())
+        else {
+            continue;
+        };
+        if inactive[slot].load(Ordering::Relaxed) {
             continue;
         }
         let planned_us = planned.duration_since(started).as_micros() as u64;
@@ -883,8 +906,11 @@ impl AppCycles {
         let inactive: Arc<Vec<AtomicBool>> =
             Arc::new((0..devices.len()).map(|_| AtomicBool::new(false)).collect());
         let mut rng = ChaCha8Rng::seed_from_u64(shared.config.seed ^ 0xa99_c7c1e);
-        let mut phases = Vec::with_capacity(devices.len());
-        for client in 0..devices.len() {
+        // Drawn for every device of the run, each worker keeping its own devices' phases: a
+        // device's phase is the same however many workers share the run.
+        let first_client = shared.config.share.as_ref().map_or(0, |s| s.first_client);
+        let mut phases = Vec::with_capacity(population.clients());
+        for client in 0..population.clients() {
             let period: Duration = population
                 .group_of(client as u32)
                 .app_states
@@ -898,11 +924,16 @@ impl AppCycles {
                 rng.random_range(0..nanos)
             }));
         }
+        let mine = phases
+            .drain(..)
+            .skip(first_client as usize)
+            .take(devices.len())
+            .collect();
         let task = tokio::spawn(run_app_cycles(
             population.clone(),
             devices.clone(),
             inactive.clone(),
-            phases,
+            (first_client, mine),
             started,
         ));
         AppCycles { inactive, task }
@@ -923,7 +954,7 @@ async fn run_app_cycles(
     population: Arc<Population>,
     devices: Arc<dyn Devices>,
     inactive: Arc<Vec<AtomicBool>>,
-    phases: Vec<Duration>,
+    (first_client, phases): (u32, Vec<Duration>),
     started: Instant,
 ) {
     use std::cmp::Reverse;
@@ -939,7 +970,7 @@ async fn run_app_cycles(
             tokio::time::sleep_until(when).await;
             at = when;
         }
-        let cycle = &population.group_of(client as u32).app_states;
+        let cycle = &population.group_of(first_client + client as u32).app_states;
         let Some((state, left)) = app_state_at(cycle, phases[client], when - started) else {
             continue;
         };
@@ -1003,7 +1034,9 @@ async fn wait_for_other_workers(shared: &Shared, share: &crate::config::Share) {
     let Some(dir) = &shared.config.out else {
         return;
     };
-    if let Err(error) = crate::crossings::write_drained(dir, &share.run_tag) {
+    if let Err(error) =
+        crate::crossings::write_mark(dir, crate::crossings::DRAINED_FILE, &share.run_tag)
+    {
         // The others then wait out their deadline; the results are whole either way.
         eprintln!(
             "imlab load: {}: cannot say this worker has drained: {error}",
@@ -1020,10 +1053,9 @@ async fn wait_for_other_workers(shared: &Shared, share: &crate::config::Share) {
     let mut quiet_since = Instant::now();
     loop {
         if !all_drained {
-            all_drained = share
-                .others
-                .iter()
-                .all(|other| crate::crossings::has_drained(other, &share.run_tag));
+            all_drained = share.others.iter().all(|other| {
+                crate::crossings::has_mark(other, crate::crossings::DRAINED_FILE, &share.run_tag)
+            });
         }
         let now_received = received();
         if now_received != seen {
@@ -1035,6 +1067,40 @@ async fn wait_for_other_workers(shared: &Shared, share: &crate::config::Share) {
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+/// A scenario's chat may span workers, and only its first member's first device creates it:
+/// a worker says its creations are confirmed and waits (30 s at most, as for its own) until
+/// every other worker has said so, so that no device sends into a chat not there yet.
+async fn wait_for_chats_elsewhere(shared: &Shared, share: &crate::config::Share) {
+    let Some(dir) = &shared.config.out else {
+        return;
+    };
+    let mark = crate::crossings::CHATS_READY_FILE;
+    if let Err(error) = crate::crossings::write_mark(dir, mark, &share.run_tag) {
+        eprintln!(
+            "imlab load: {}: cannot say this worker's chats are ready: {error}",
+            dir.join(mark).display()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !share
+        .others
+        .iter()
+        .all(|other| crate::crossings::has_mark(other, mark, &share.run_tag))
+    {
+        if Instant::now() >= deadline {
+            eprintln!(
+                "imlab load: worker {}: other workers' chats not ready within 30 s; sending anyway",
+                shared.config.worker
+            );
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
             () = shared.stop.cancelled() => return,
         }
     }
@@ -1068,15 +1134,21 @@ fn join_groups(config: &LoadConfig, devices: &dyn Devices) -> Groups {
         ids: Vec::new(),
         promised: 0,
     };
+    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     if let Some(population) = &config.population {
-        // A scenario's chats: every device of every member user joins.
+        // A scenario's chats: every device of every member user joins, each worker's devices
+        // from that worker (a chat may span workers).
         for (chat, members) in population.chats.iter().enumerate() {
             for user in members {
                 for client in &population.users[*user as usize] {
-                    if devices
-                        .at(*client as usize)
-                        .join_group(chat as u32, members)
-                    {
+                    let Some(slot) = client
+                        .checked_sub(first_client)
+                        .map(|slot| slot as usize)
+                        .filter(|slot| *slot < devices.len())
+                    else {
+                        continue;
+                    };
+                    if devices.at(slot).join_group(chat as u32, members) {
                         groups.promised += 1;
                     }
                 }
@@ -1087,7 +1159,6 @@ fn join_groups(config: &LoadConfig, devices: &dyn Devices) -> Groups {
     let Pattern::Group(size) = config.pattern else {
         return groups;
     };
-    let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
     let clients: Vec<u32> = (0..devices.len() as u32)
         .map(|c| first_client + c)
         .collect();
@@ -1198,7 +1269,7 @@ mod tests {
         let hour = Duration::from_secs(3_600);
         // Two workers, an hour at 30,000 msg/s: half the messages cross, 54 million first
         // deliveries, at most 20 million a worker: 40 million, 25 bytes each, 0.9 GiB.
-        let error = check_merge_fits(30_000.0, hour, 1, 2, Some(gib / 2)).unwrap_err();
+        let error = check_merge_fits(30_000.0, hour, 1.0, 2, Some(gib / 2)).unwrap_err();
         let text = error.to_string();
         for expected in [
             "--msg-rate 30000",
@@ -1212,11 +1283,11 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} in {text}");
         }
-        assert!(check_merge_fits(30_000.0, hour, 1, 2, Some(gib)).is_ok());
-        assert!(check_merge_fits(30_000.0, hour, 1, 2, None).is_ok());
+        assert!(check_merge_fits(30_000.0, hour, 1.0, 2, Some(gib)).is_ok());
+        assert!(check_merge_fits(30_000.0, hour, 1.0, 2, None).is_ok());
         // Ten minutes: 9 million cross, 0.2 GiB.
-        assert!(check_merge_fits(30_000.0, hour / 6, 1, 2, Some(gib / 2)).is_ok());
+        assert!(check_merge_fits(30_000.0, hour / 6, 1.0, 2, Some(gib / 2)).is_ok());
         // Groups stay within a worker: nothing crosses, however long.
-        assert!(check_merge_fits(30_000.0, 100 * hour, 5, 2, Some(gib / 2)).is_ok());
+        assert!(check_merge_fits(30_000.0, 100 * hour, 0.0, 2, Some(gib / 2)).is_ok());
     }
 }
