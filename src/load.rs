@@ -107,6 +107,8 @@ pub struct LoadArgs {
     /// Split the clients (and the message rate) over this many worker processes, each
     /// writing DIR/worker-N, merged into DIR. Needed beyond one process's open-file limit.
     /// One-to-one messages go to any client, of any worker; groups stay within a worker.
+    /// With --scenario, each worker runs its share of the scenario's devices, and together
+    /// they send the one plan a single process would.
     #[arg(long, default_value_t = 1, value_parser = positive_count)]
     workers: usize,
     /// Threads that run each process's clients: 0 = one per core. 1 runs every client on

@@ -316,6 +316,12 @@ fn a_scenario_over_two_workers_is_the_same_plan_as_in_one_process() {
         assert_eq!(m["duplicated"], 0, "{results}");
         assert_eq!(m["pending"], 0, "{results}");
         assert_eq!(results["clients"], 9, "{results}");
+        // Every phone is on the one carrier: its percentiles are of every delivery, those
+        // that crossed between workers too.
+        assert_eq!(
+            results["carriers"][0]["deliver_ms"]["count"], m["delivered"],
+            "{results}"
+        );
     }
     // Each worker ran its share and owed the other worker deliveries.
     let worker = |k: usize| results(&dir.join(format!("two/worker-{k}")));

@@ -17,6 +17,7 @@
 //! ([`RecordFiles`]) and keeps none, and no set of what it received (the merge tells repeats
 //! apart); the merge streams the files and holds only the first deliveries that crossed.
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
@@ -150,6 +151,12 @@ pub struct Crossings {
     pub stopped_us: u64,
     /// Its clients logged in and synced when it stopped.
     pub synced: Vec<u32>,
+    /// With carriers: their names, in the run's order, and each of its clients' carrier
+    /// (by number), so the merge splits the deliveries that crossed to it by carrier.
+    #[serde(default)]
+    pub carriers: Vec<String>,
+    #[serde(default)]
+    pub carrier_of_client: Vec<u8>,
     /// Its messages that its protocol sent again by itself (MQTT QoS 1 after a reconnect):
     /// a repeat of one at another worker's client is a redelivery the protocol allows.
     #[serde(default)]
@@ -175,8 +182,14 @@ pub struct Crossings {
 }
 
 impl Crossings {
-    /// Takes a worker's record from its `ledger` as it stops its clients.
-    pub fn of(ledger: &LoadLedger, run_tag: &str, started_unix_us: u64) -> Crossings {
+    /// Takes a worker's record from its `ledger` as it stops its clients; `carriers` names
+    /// the run's carriers (none without).
+    pub fn of(
+        ledger: &LoadLedger,
+        run_tag: &str,
+        started_unix_us: u64,
+        carriers: &[String],
+    ) -> Crossings {
         let clients = ledger.clients();
         let owed = ledger.dues_elsewhere().map(|due| Owed::of(&due)).collect();
         let mut resent: Vec<(u32, u64)> = ledger
@@ -191,6 +204,12 @@ impl Crossings {
             started_unix_us,
             stopped_us: ledger.now_us(),
             synced: clients.clone().filter(|c| ledger.synced(*c)).collect(),
+            carriers: carriers.to_vec(),
+            carrier_of_client: ledger
+                .carriers
+                .as_ref()
+                .map(|(of_client, _)| of_client.clone())
+                .unwrap_or_default(),
             resent,
             owed,
             received: ledger.received.iter().map(Received::of).collect(),
@@ -476,12 +495,17 @@ pub struct Judged {
 }
 
 /// Matches every worker's owed deliveries against every worker's received ones; records the
-/// latency of each match (µs) in `deliver`. Each worker's received deliveries are replayed in
+/// latency of each match (µs) in `deliver`, and in `by_carrier` under its recipient's
+/// carrier when the recipient's worker ran carriers. Each worker's received deliveries are replayed in
 /// arrival order, as its ledger would have judged them: a repeat of a (message, recipient) is
 /// a redelivery if the protocol allowed it (or its sender's worker resent the message) and a
 /// duplicate otherwise; a first delivery older than its sender's newest at that device is a
 /// reorder.
-pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judged, String> {
+pub fn judge(
+    workers: &[Crossings],
+    deliver: &mut Histogram<u64>,
+    by_carrier: &mut BTreeMap<String, Histogram<u64>>,
+) -> Result<Judged, String> {
     let mut judged = Judged::default();
     let resent: FxHashSet<(u32, u64)> = workers
         .iter()
@@ -539,7 +563,20 @@ pub fn judge(workers: &[Crossings], deliver: &mut Histogram<u64>) -> Result<Judg
             let key = u32::try_from(owed.id.1).map(|number| (owed.id.0, number, owed.recipient));
             if let Some(at) = key.ok().and_then(|key| received.get(&key)) {
                 judged.delivered += 1;
-                crate::histograms::record(deliver, at.saturating_sub(planned).max(1));
+                let us = at.saturating_sub(planned).max(1);
+                crate::histograms::record(deliver, us);
+                let carrier = home(owed.recipient).and_then(|w| {
+                    let k = w
+                        .carrier_of_client
+                        .get((owed.recipient - w.first_client) as usize)?;
+                    w.carriers.get(*k as usize)
+                });
+                if let Some(name) = carrier {
+                    let histogram = by_carrier
+                        .entry(name.clone())
+                        .or_insert_with(crate::histograms::latency);
+                    crate::histograms::record(histogram, us);
+                }
                 return;
             }
             let acked = worker.started_unix_us + owed.acked_us;
@@ -572,6 +609,8 @@ mod tests {
             started_unix_us,
             stopped_us: 10_000_000,
             synced: vec![first_client, first_client + 1],
+            carriers: Vec::new(),
+            carrier_of_client: Vec::new(),
             resent: Vec::new(),
             owed: Vec::new(),
             received: Vec::new(),
@@ -610,7 +649,7 @@ mod tests {
         // Not acked: owes nothing yet.
         ledger.planned(id(3), 40, vec![8]);
         assert_eq!(ledger.open_peak(), 2);
-        let crossings = Crossings::of(&ledger, "r1", 0);
+        let crossings = Crossings::of(&ledger, "r1", 0, &[]);
         let mut owed: Vec<((u32, u64), u32, u64)> = crossings
             .owed
             .iter()
@@ -656,8 +695,12 @@ mod tests {
         // Pending: client 0 was not synced when worker 0 stopped.
         b.owed = vec![owed(2, 0, 0, 1_000_000, 1_001_000)];
         a.synced = vec![1];
+        // Worker 1's client 2 is on its second carrier.
+        b.carriers = vec!["lte".into(), "wifi".into()];
+        b.carrier_of_client = vec![1, 0];
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        let judged = judge(&[a, b], &mut deliver).unwrap();
+        let mut by_carrier = BTreeMap::new();
+        let judged = judge(&[a, b], &mut deliver, &mut by_carrier).unwrap();
         assert_eq!(
             judged,
             Judged {
@@ -670,6 +713,10 @@ mod tests {
         );
         assert_eq!(deliver.len(), 1);
         assert_eq!(deliver.max(), deliver.highest_equivalent(3_000));
+        // The delivery counts for its recipient's carrier, and for no other.
+        assert_eq!(by_carrier.keys().collect::<Vec<_>>(), ["wifi"]);
+        assert_eq!(by_carrier["wifi"].len(), 1);
+        assert_eq!(by_carrier["wifi"].max(), deliver.highest_equivalent(3_000));
     }
 
     fn received(
@@ -716,7 +763,7 @@ mod tests {
             received(0, 4, 3, 11_000, RedeliveryIfResent), // not resent: duplicated
         ];
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        let judged = judge(&[a, b], &mut deliver).unwrap();
+        let judged = judge(&[a, b], &mut deliver, &mut BTreeMap::new()).unwrap();
         assert_eq!(
             judged,
             Judged {
@@ -753,7 +800,7 @@ mod tests {
         a.owed = vec![owed(0), owed(1)];
         a.owed_dropped = 3;
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        let judged = judge(&[a, b], &mut deliver).unwrap();
+        let judged = judge(&[a, b], &mut deliver, &mut BTreeMap::new()).unwrap();
         assert_eq!(
             judged,
             Judged {
@@ -816,7 +863,10 @@ mod tests {
             "{error}"
         );
         let mut deliver = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        assert_eq!(judge(&[read], &mut deliver).unwrap_err(), error);
+        assert_eq!(
+            judge(&[read], &mut deliver, &mut BTreeMap::new()).unwrap_err(),
+            error
+        );
         assert_eq!(Crossings::read(&dir.path().join("none")).unwrap(), None);
         // A folder an earlier build wrote: its records inside crossings.json, named as such.
         let legacy = r#"{"run_tag":"r1","first_client":0,"n_clients":2,"started_unix_us":0,

@@ -1,6 +1,7 @@
 //! The latency histograms on disk: `histograms.hlog`, an HdrHistogram V2 interval log with one
-//! tagged histogram per latency (connect, ack, deliver, reconnect), in microseconds. Logs from
-//! several load-generator machines merge losslessly (`imlab load merge`).
+//! tagged histogram per latency (connect, ack, deliver, reconnect), and with carriers one per
+//! carrier for deliver and reconnect, in microseconds. Logs from several load-generator
+//! machines merge losslessly (`imlab load merge`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +19,19 @@ pub const HISTOGRAMS_FILE: &str = "histograms.hlog";
 
 /// The tags, in file order.
 pub const TAGS: &[&str] = &["connect", "ack", "deliver", "reconnect"];
+
+/// The tag of carrier `k`'s histogram of `kind` (`deliver`, `reconnect`), `k` its number in
+/// the run's carriers (as in results.json's `carriers`), so that workers' per-carrier
+/// percentiles merge as losslessly as the run's.
+pub fn carrier_tag(k: usize, kind: &str) -> String {
+    format!("carrier-{k}-{kind}")
+}
+
+/// The carrier number and kind of a tag [`carrier_tag`] made.
+pub fn parse_carrier_tag(tag: &str) -> Option<(usize, &str)> {
+    let (k, kind) = tag.strip_prefix("carrier-")?.split_once('-')?;
+    Some((k.parse().ok()?, kind))
+}
 
 /// The histograms' largest value, µs: one hour. A longer latency counts as an hour.
 pub const HIGHEST_US: u64 = 3_600_000_000;

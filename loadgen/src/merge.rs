@@ -2,6 +2,7 @@
 //! add up; latency percentiles come from the merged histograms (lossless), never from
 //! averaging percentiles.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::crossings::Crossings;
@@ -22,25 +23,47 @@ pub enum Targets {
 /// `out/timeseries.csv`.
 pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResults, String> {
     let mut merged: Option<LoadResults> = None;
-    let mut histograms = std::collections::BTreeMap::new();
+    let mut histograms = BTreeMap::new();
+    // Each carrier's, by name and kind; a carrier some run has no histograms of (written
+    // before they were) gets no percentiles rather than a part's.
+    let mut by_carrier = BTreeMap::new();
+    let mut carriers_partial = BTreeSet::new();
     for dir in dirs {
         let file = dir.join("results.json");
         let text = std::fs::read_to_string(&file)
             .map_err(|error| format!("{}: {error}", file.display()))?;
         let results: LoadResults =
             serde_json::from_str(&text).map_err(|error| format!("{}: {error}", file.display()))?;
+        let mut carriers_here = BTreeSet::new();
         for (tag, histogram) in histograms::read(&dir.join(HISTOGRAMS_FILE))? {
-            match histograms.get_mut(&tag) {
-                None => {
-                    histograms.insert(tag, histogram);
+            let key = match histograms::parse_carrier_tag(&tag) {
+                Some((k, kind)) => {
+                    let Some(carrier) = results.carriers.get(k) else {
+                        return Err(format!(
+                            "{}: histogram {tag} of carrier {k}, but results.json names {} \
+                             carriers",
+                            dir.display(),
+                            results.carriers.len()
+                        ));
+                    };
+                    carriers_here.insert(carrier.name.clone());
+                    Some((carrier.name.clone(), kind.to_string()))
                 }
-                Some(sum) => {
-                    let sum: &mut hdrhistogram::Histogram<u64> = sum;
-                    sum.add(&histogram)
-                        .map_err(|error| format!("{}: {tag}: {error:?}", dir.display()))?;
-                }
+                None => None,
+            };
+            match key {
+                Some(key) => add_histogram(by_carrier.entry(key), histogram),
+                None => add_histogram(histograms.entry(tag.clone()), histogram),
             }
+            .map_err(|error| format!("{}: {tag}: {error}", dir.display()))?;
         }
+        carriers_partial.extend(
+            results
+                .carriers
+                .iter()
+                .filter(|c| !carriers_here.contains(&c.name))
+                .map(|c| c.name.clone()),
+        );
         if let Some(sum) = &merged
             && (sum.protocol_line() != results.protocol_line())
         {
@@ -74,12 +97,33 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
         });
     }
     let mut merged = merged.ok_or("no result directories given")?;
-    judge_crossings(dirs, &mut merged, &mut histograms)?;
+    let mut crossed_by_carrier = BTreeMap::new();
+    judge_crossings(dirs, &mut merged, &mut histograms, &mut crossed_by_carrier)?;
+    for (name, histogram) in crossed_by_carrier {
+        add_histogram(by_carrier.entry((name, "deliver".into())), histogram)?;
+    }
     let latency = |tag: &str| histograms.get(tag).map(Latency::of).unwrap_or_default();
     merged.latency_ms.connect = latency("connect");
     merged.latency_ms.ack = latency("ack");
     merged.latency_ms.deliver = latency("deliver");
     merged.latency_ms.reconnect = latency("reconnect");
+    let mut carrier_tagged = Vec::new();
+    for (k, carrier) in merged.carriers.iter_mut().enumerate() {
+        if carriers_partial.contains(&carrier.name) {
+            continue;
+        }
+        for kind in ["deliver", "reconnect"] {
+            let histogram = by_carrier
+                .remove(&(carrier.name.clone(), kind.to_string()))
+                .unwrap_or_else(histograms::latency);
+            let latency = Latency::of(&histogram);
+            match kind {
+                "deliver" => carrier.deliver_ms = latency,
+                _ => carrier.reconnect_ms = latency,
+            }
+            carrier_tagged.push((histograms::carrier_tag(k, kind), histogram));
+        }
+    }
     std::fs::create_dir_all(out).map_err(|error| format!("{}: {error}", out.display()))?;
     let json = serde_json::to_string_pretty(&merged).map_err(|error| error.to_string())?;
     std::fs::write(out.join("results.json"), json + "\n")
@@ -87,6 +131,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
     let tagged: Vec<(&str, &hdrhistogram::Histogram<u64>)> = TAGS
         .iter()
         .filter_map(|tag| histograms.get(*tag).map(|h| (*tag, h)))
+        .chain(carrier_tagged.iter().map(|(tag, h)| (tag.as_str(), h)))
         .collect();
     histograms::write(
         out,
@@ -154,9 +199,10 @@ fn merge_timeseries(dirs: &[PathBuf], out: &Path) -> Result<(), String> {
 fn judge_crossings(
     dirs: &[PathBuf],
     merged: &mut LoadResults,
-    histograms: &mut std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>>,
+    histograms: &mut BTreeMap<String, hdrhistogram::Histogram<u64>>,
+    by_carrier: &mut BTreeMap<String, hdrhistogram::Histogram<u64>>,
 ) -> Result<(), String> {
-    let mut runs: std::collections::BTreeMap<String, Vec<Crossings>> = Default::default();
+    let mut runs: BTreeMap<String, Vec<Crossings>> = Default::default();
     for dir in dirs {
         if let Some(crossings) = Crossings::read(dir)? {
             runs.entry(crossings.run_tag.clone())
@@ -168,7 +214,7 @@ fn judge_crossings(
         let deliver = histograms
             .entry("deliver".to_string())
             .or_insert_with(crate::histograms::latency);
-        let judged = crate::crossings::judge(workers, deliver)?;
+        let judged = crate::crossings::judge(workers, deliver, by_carrier)?;
         let m = &mut merged.messages;
         m.expected_deliveries += judged.expected;
         m.delivered += judged.delivered;
@@ -178,6 +224,24 @@ fn judge_crossings(
         m.redelivered += judged.redelivered;
         m.reordered += judged.reordered;
         m.unrecorded += judged.unrecorded + judged.owed_unrecorded;
+    }
+    Ok(())
+}
+
+/// Adds `histogram` into the sum at `entry` (its first: taken as it is).
+fn add_histogram<K: Ord>(
+    entry: std::collections::btree_map::Entry<'_, K, hdrhistogram::Histogram<u64>>,
+    histogram: hdrhistogram::Histogram<u64>,
+) -> Result<(), String> {
+    use std::collections::btree_map::Entry;
+    match entry {
+        Entry::Vacant(slot) => {
+            slot.insert(histogram);
+        }
+        Entry::Occupied(mut sum) => sum
+            .get_mut()
+            .add(&histogram)
+            .map_err(|error| format!("{error:?}"))?,
     }
     Ok(())
 }
@@ -214,8 +278,8 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
                 model.lost += o.lost;
                 model.retransmissions += o.retransmissions;
                 model.broken += o.broken;
-                // Per-carrier percentiles have no histograms to merge: left out, not
-                // averaged.
+                // Percentiles are not averaged: `merge` recomputes them from the carrier's
+                // merged histograms, or leaves them out if a run has none.
                 c.deliver_ms = Default::default();
                 c.reconnect_ms = Default::default();
             }

@@ -538,7 +538,9 @@ pub struct LedgerFiles {
     /// The closed seconds from `seconds_from` on (those before are in timeseries.csv).
     seconds_from: usize,
     seconds: Vec<crate::ledger::Second>,
-    histograms: [(&'static str, hdrhistogram::Histogram<u64>); 4],
+    /// The run's four (in [`crate::histograms::TAGS`] order), then each carrier's deliver
+    /// and reconnect.
+    histograms: Vec<(String, hdrhistogram::Histogram<u64>)>,
     elapsed: std::time::Duration,
 }
 
@@ -554,15 +556,31 @@ impl LedgerFiles {
             closed.saturating_sub(1)
         };
         let seconds_from = seconds_written.min(settled);
+        let mut histograms: Vec<(String, hdrhistogram::Histogram<u64>)> = [
+            ("connect", &ledger.connect),
+            ("ack", &ledger.ack),
+            ("deliver", &ledger.deliver),
+            ("reconnect", &ledger.reconnect),
+        ]
+        .into_iter()
+        .map(|(tag, histogram)| (tag.to_string(), histogram.clone()))
+        .collect();
+        for (k, figures) in ledger
+            .carriers
+            .iter()
+            .flat_map(|(_, f)| f.iter().enumerate())
+        {
+            for (kind, histogram) in [
+                ("deliver", &figures.deliver),
+                ("reconnect", &figures.reconnect),
+            ] {
+                histograms.push((crate::histograms::carrier_tag(k, kind), histogram.clone()));
+            }
+        }
         LedgerFiles {
             seconds_from,
             seconds: ledger.seconds[seconds_from..settled].to_vec(),
-            histograms: [
-                ("connect", ledger.connect.clone()),
-                ("ack", ledger.ack.clone()),
-                ("deliver", ledger.deliver.clone()),
-                ("reconnect", ledger.reconnect.clone()),
-            ],
+            histograms,
             elapsed: ledger.started().elapsed(),
         }
     }
@@ -580,7 +598,11 @@ pub fn write_results(
 ) -> std::io::Result<()> {
     write_json(dir, results)?;
     append_timeseries(&dir.join(TIMESERIES_FILE), files, seconds_written)?;
-    let histograms = files.histograms.each_ref().map(|(tag, h)| (*tag, h));
+    let histograms: Vec<(&str, &hdrhistogram::Histogram<u64>)> = files
+        .histograms
+        .iter()
+        .map(|(tag, h)| (tag.as_str(), h))
+        .collect();
     crate::histograms::write(dir, &histograms, files.elapsed)
 }
 

@@ -544,7 +544,12 @@ pub async fn run(
             .take();
         (
             out,
-            Crossings::of(&lock(&shared.ledger), &tag, started_unix_us),
+            Crossings::of(
+                &lock(&shared.ledger),
+                &tag,
+                started_unix_us,
+                shared.carriers.as_ref().map_or(&[], |c| c.names()),
+            ),
         )
     });
     for device in devices.iter() {

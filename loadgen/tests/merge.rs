@@ -105,6 +105,8 @@ fn crossing_records_a_worker_could_not_keep_are_reported_by_the_merge() {
         started_unix_us: 0,
         stopped_us: 5_000_000,
         synced: Vec::new(),
+        carriers: Vec::new(),
+        carrier_of_client: Vec::new(),
         resent: Vec::new(),
         owed: Vec::new(),
         received: Vec::new(),
@@ -231,4 +233,89 @@ fn the_runs_seconds_add_up_into_one_timeseries() {
         error.contains(&b.join("timeseries.csv").display().to_string()),
         "{error}"
     );
+}
+
+/// A run with `carriers` (names, in its order), each with the deliver latencies (µs) given
+/// (none: no histograms of them, as a file written before they were saved).
+fn run_with_carriers(dir: &Path, carriers: &[(&str, Option<&[u64]>)]) {
+    use imlab_loadgen::carrier::CarrierResults;
+    use imlab_loadgen::histograms::{carrier_tag, latency, record};
+    run(dir, "127.0.0.1:7400", 0);
+    let file = dir.join("results.json");
+    let mut results: LoadResults =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut tagged = Vec::new();
+    for (k, (name, delivers)) in carriers.iter().enumerate() {
+        let mut carrier = CarrierResults {
+            name: name.to_string(),
+            clients: 5,
+            ..CarrierResults::default()
+        };
+        if let Some(delivers) = delivers {
+            let mut histogram = latency();
+            for us in *delivers {
+                record(&mut histogram, *us);
+            }
+            carrier.deliver_ms = imlab_loadgen::results::Latency::of(&histogram);
+            tagged.push((carrier_tag(k, "deliver"), histogram));
+            tagged.push((carrier_tag(k, "reconnect"), latency()));
+        }
+        results.carriers.push(carrier);
+    }
+    write_json(dir, &results).unwrap();
+    let tagged: Vec<(&str, &hdrhistogram::Histogram<u64>)> =
+        tagged.iter().map(|(tag, h)| (tag.as_str(), h)).collect();
+    imlab_loadgen::histograms::write(dir, &tagged, std::time::Duration::from_secs(5)).unwrap();
+}
+
+/// A carrier's percentiles in a merge come from its histograms added by name, whatever its
+/// place in each run; a carrier one run has no histograms of gets none, not that of a part.
+#[test]
+fn carriers_percentiles_merge_by_name_from_their_histograms() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, out) = two_runs_and_out(root.path());
+    let ms = |n: u64| n * 1_000;
+    // lte: 1, 2, 3 ms in run a and 100 ms in run b: the merged median (the least value at
+    // or above half the counts) is 2 ms, its max 100 ms; wifi: 50 ms in a, b has no
+    // histogram of it.
+    run_with_carriers(
+        &a,
+        &[
+            ("lte", Some(&[ms(1), ms(2), ms(3)])),
+            ("wifi", Some(&[ms(50)])),
+        ],
+    );
+    run_with_carriers(&b, &[("wifi", None), ("lte", Some(&[ms(100)]))]);
+    let merged = merge(&[a, b.clone()], &out, Targets::MustMatch).unwrap();
+    let carrier = |name: &str| {
+        merged
+            .carriers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .clone()
+    };
+    let lte = carrier("lte");
+    assert_eq!(lte.clients, 10);
+    assert_eq!(lte.deliver_ms.count, 4);
+    assert!(
+        (lte.deliver_ms.p50 - 2.0).abs() < 0.01,
+        "{:?}",
+        lte.deliver_ms
+    );
+    assert!(
+        (lte.deliver_ms.max - 100.0).abs() < 0.1,
+        "{:?}",
+        lte.deliver_ms
+    );
+    assert_eq!(
+        carrier("wifi").deliver_ms.count,
+        0,
+        "a part is not the carrier's"
+    );
+    // The merged file keeps lte's histogram: merged again with b, it counts b's twice.
+    let again = root.path().join("again");
+    let merged = merge(&[out, b], &again, Targets::MustMatch).unwrap();
+    let lte = merged.carriers.iter().find(|c| c.name == "lte").unwrap();
+    assert_eq!(lte.deliver_ms.count, 5);
 }
