@@ -154,36 +154,29 @@ impl Population {
 }
 
 impl Population {
-    /// The deliveries a planned message owes to other users' devices, on average over the
-    /// messages as the chooser draws them: the devices that may be any worker's with
-    /// `--workers` (a user's own devices are numbered together, so mostly the sender's
-    /// worker's). 0 when nobody sends.
+    /// The deliveries a planned message owes to the devices of a one-to-one peer, on average
+    /// over the messages as the chooser draws them (0 for a chat message): the deliveries
+    /// that may go to any worker's devices with `--workers`, the peer being any other user. A
+    /// chat's members are consecutive users and a user's devices consecutive clients, so a
+    /// chat and the sender's own devices are mostly within the sender's worker; they are left
+    /// out, and the merge's memory is not overestimated (see
+    /// [`crate::run::check_merge_memory`]). 0 when nobody sends.
     pub fn peer_devices_per_message(&self) -> f64 {
         let Some(chooser) = self.chooser() else {
             return 0.0;
         };
-        let devices_of = |user: u32| self.users[user as usize].len() as f64;
         let all_devices = self.devices.len() as f64;
         let mut before = 0.0;
         let mut sum = 0.0;
         for (end, client, is_group) in &chooser.cumulative {
             let weight = end - before;
             before = *end;
-            let user = self.user_of(*client);
-            let owed = if *is_group {
-                let chats = &chooser.chats_of_user[user as usize];
-                let others: f64 = chats
-                    .iter()
-                    .flat_map(|chat| &self.chats[*chat as usize])
-                    .filter(|member| **member != user)
-                    .map(|member| devices_of(*member))
-                    .sum();
-                others / chats.len() as f64
-            } else {
-                // The peer is any other user, each alike.
-                (all_devices - devices_of(user)) / (self.users.len() - 1) as f64
-            };
-            sum += weight * owed;
+            if *is_group {
+                continue;
+            }
+            // The peer is any other user, each alike.
+            let own = self.users[self.user_of(*client) as usize].len() as f64;
+            sum += weight * (all_devices - own) / (self.users.len() - 1) as f64;
         }
         sum / chooser.rate()
     }
@@ -322,13 +315,13 @@ mod tests {
     }
 
     /// Clients 0-3 (users 0 and 1, two devices each) write 10/h one-to-one, to user 2 or the
-    /// other two-device user, and 30/h in their chat (the other member's two devices);
-    /// client 4 (user 2, one device) 60/h to user 0 or 1 (two devices either way).
+    /// other two-device user, and 30/h in their chat (not counted); client 4 (user 2, one
+    /// device) 60/h to user 0 or 1 (two devices either way).
     #[test]
     fn peer_devices_a_message_owes_are_averaged_by_rate() {
         let p = population();
         // Users 0 and 1: a peer of 1 or 2 devices, 1.5 on average.
-        let by_rate = (4.0 * (10.0 * 1.5 + 30.0 * 2.0) + 60.0 * 2.0) / 220.0;
+        let by_rate = (4.0 * 10.0 * 1.5 + 60.0 * 2.0) / 220.0;
         assert!(
             (p.peer_devices_per_message() - by_rate).abs() < 1e-12,
             "{} against {by_rate}",

@@ -314,11 +314,11 @@ fn mem_available_bytes() -> Option<u64> {
 }
 
 /// Refuses a run of `msg_rate` for `duration` over `workers` workers, each message owing
-/// `to_anyone` deliveries to clients that may be any worker's, whose merge would outgrow `available` bytes: a worker's memory does
-/// not grow with the run (its records for the merge go to its files every second), but the
-/// merge holds each first delivery that crossed between workers
-/// ([`crate::crossings::merge_bytes_for_run`]), so a long run would be killed for memory at
-/// its end. Judged on the least that costs, so a run that fits is never refused; `None` (not
+/// `to_anyone` deliveries to clients that may be any worker's, whose merge would outgrow
+/// `available` bytes: a worker's memory does not grow with the run (its records for the
+/// merge go to its files every second), but the merge holds each first delivery that crossed
+/// between workers ([`crate::crossings::merge_bytes_for_run`]), so a long run would be killed
+/// for memory at its end. Judged on the least that costs, so a run that fits is never refused; `None` (not
 /// Linux): not checked.
 fn check_merge_fits(
     msg_rate: f64,
