@@ -149,13 +149,30 @@ at = "30m"
 duration = "5s"
 "#;
 
+/// A directory for a scenario test, with the scenario `text` written in it as `name` and a
+/// server to aim at: (the directory's guard, the file, the server's guard and address).
+fn scenario_and_server(
+    label: &str,
+    name: &str,
+    text: &str,
+) -> (
+    common::KeptOnPanic,
+    std::path::PathBuf,
+    common::ChildGuard,
+    String,
+) {
+    let dir_guard = temp_dir("cli-load-carrier", label);
+    let scenario = dir_guard.path().join(name);
+    std::fs::write(&scenario, text).unwrap();
+    let (server, addr) = serve_guarded(&[]);
+    (dir_guard, scenario, server, addr)
+}
+
 #[test]
 fn a_scenario_runs_its_devices_users_app_cycles_and_carrier_faults_on_real_sockets() {
-    let dir_guard = temp_dir("cli-load-carrier", "scenario");
+    let (dir_guard, scenario, _server, addr) =
+        scenario_and_server("scenario", "phones-lab.toml", PHONES);
     let dir = dir_guard.path();
-    let scenario = dir.join("phones-lab.toml");
-    std::fs::write(&scenario, PHONES).unwrap();
-    let (_server, addr) = serve_guarded(&[]);
     let out = dir.join("out");
     let trace = dir.join("trace.jsonl");
     let args = |extra: &[&str]| {
@@ -265,11 +282,9 @@ traffic = { one_to_one_per_hour = 3600.0, group_per_hour = 3600.0, group_size = 
 /// same deliveries owed, all delivered, though a user's phones and the chat span workers.
 #[test]
 fn a_scenario_over_two_workers_is_the_same_plan_as_in_one_process() {
-    let dir_guard = temp_dir("cli-load-carrier", "scenario-workers");
+    let (dir_guard, scenario, _server, addr) =
+        scenario_and_server("scenario-workers", "split-lab.toml", SPLIT);
     let dir = dir_guard.path();
-    let scenario = dir.join("split-lab.toml");
-    std::fs::write(&scenario, SPLIT).unwrap();
-    let (_server, addr) = serve_guarded(&[]);
     let run = |out: &std::path::Path, extra: &[&str]| {
         let mut args = vec![
             "load",

@@ -866,11 +866,7 @@ async fn send_population(
         let (sender, conversation) = chooser.next(population, &mut rng);
         // Other workers' devices, devices the ramp never started (an early stop) and
         // suspended apps send nothing here.
-        let Some(slot) = sender
-            .checked_sub(first_client)
-            .map(|slot| slot as usize)
-            .filter(|slot| *slot < devices.len())
-        else {
+        let Some(slot) = local_slot(sender, first_client, devices.len()) else {
             continue;
         };
         if inactive[slot].load(Ordering::Relaxed) {
@@ -892,6 +888,13 @@ async fn send_population(
             Plan::LedgerFull => return,
         }
     }
+}
+
+/// This process's device of the run's `client`, if it runs one: its clients are
+/// `first_client..first_client + len` (fewer than its share when the ramp stopped early).
+fn local_slot(client: u32, first_client: u32, len: usize) -> Option<usize> {
+    let slot = client.checked_sub(first_client)? as usize;
+    (slot < len).then_some(slot)
 }
 
 /// The devices' app-state cycles (`--scenario`), each from a phase drawn from the seed.
@@ -1146,11 +1149,7 @@ fn join_groups(config: &LoadConfig, devices: &dyn Devices) -> Groups {
         for (chat, members) in population.chats.iter().enumerate() {
             for user in members {
                 for client in &population.users[*user as usize] {
-                    let Some(slot) = client
-                        .checked_sub(first_client)
-                        .map(|slot| slot as usize)
-                        .filter(|slot| *slot < devices.len())
-                    else {
+                    let Some(slot) = local_slot(*client, first_client, devices.len()) else {
                         continue;
                     };
                     if devices.at(slot).join_group(chat as u32, members) {
