@@ -157,6 +157,10 @@ pub struct LoadArgs {
         conflicts_with_all = ["clients", "pattern", "heartbeat", "body_bytes", "carrier", "msg_rate"]
     )]
     scenario: Option<PathBuf>,
+    /// With --scenario: about N devices in all, each device group keeping its share of the
+    /// file's (at least one a group), as `imlab sim run --devices`.
+    #[arg(long, value_name = "N", requires = "scenario", value_parser = positive_count)]
+    devices: Option<usize>,
     /// With --scenario: multiply every device's message rates by K.
     #[arg(long, value_name = "K", default_value_t = 1.0, requires = "scenario", value_parser = positive_rate)]
     traffic_scale: f64,
@@ -218,12 +222,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         return Ok(verdict(&merged));
     }
     let scenario = match &args.scenario {
-        Some(file) => Some(scenario_population(
-            file,
-            args.traffic_scale,
-            args.seed,
-            args.carrier_faults_only,
-        )?),
+        Some(file) => Some(scenario_population(file, &args)?),
         None => None,
     };
     let (target, clients, duration) = match (&scenario, &args.target) {
@@ -517,6 +516,7 @@ impl LoadArgs {
                 .clone()
                 .map(|file| crate::load_workers::ScenarioArgs {
                     file,
+                    devices: self.devices,
                     traffic_scale: self.traffic_scale,
                     carrier_faults_only: self.carrier_faults_only,
                 }),
@@ -802,16 +802,17 @@ impl ScenarioRun {
 }
 
 /// Loads `--scenario FILE` with the simulator's own loader and layout.
-fn scenario_population(
-    file: &std::path::Path,
-    traffic_scale: f64,
-    seed: u64,
-    carrier_faults_only: bool,
-) -> anyhow::Result<ScenarioRun> {
+fn scenario_population(file: &std::path::Path, args: &LoadArgs) -> anyhow::Result<ScenarioRun> {
     use imlab_loadgen::population::{DeviceGroup, DeviceSlot, Population};
-    let scenario = imlab_sim::scenario::Scenario::load(file)?;
+    let (traffic_scale, seed) = (args.traffic_scale, args.seed);
+    let mut scenario = imlab_sim::scenario::Scenario::load(file)?;
+    if let Some(devices) = args.devices {
+        scenario
+            .scale_devices(devices)
+            .map_err(anyhow::Error::msg)?;
+    }
     let faults = crate::scenario_faults::socket_faults(&scenario, scenario.duration);
-    if !faults.machine.is_empty() && !carrier_faults_only {
+    if !faults.machine.is_empty() && !args.carrier_faults_only {
         anyhow::bail!(crate::scenario_faults::machine_faults_error(
             file,
             &faults.machine,

@@ -49,6 +49,7 @@ pub struct WorkerArgs {
 /// `--scenario` as the workers get it.
 pub struct ScenarioArgs {
     pub file: PathBuf,
+    pub devices: Option<usize>,
     pub traffic_scale: f64,
     pub carrier_faults_only: bool,
 }
@@ -130,6 +131,9 @@ pub fn run_workers(args: &WorkerArgs, clients: usize) -> anyhow::Result<std::pro
                     .args(["--seed", &args.seed.to_string()]);
                 if scenario.carrier_faults_only {
                     command.arg("--carrier-faults-only");
+                }
+                if let Some(devices) = scenario.devices {
+                    command.args(["--devices", &devices.to_string()]);
                 }
             }
             None => {

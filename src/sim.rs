@@ -262,16 +262,9 @@ fn replay_line(scenario: &Scenario, seed: u64, overrides: &Overrides, plant: &Pl
 /// Applies `--devices` and `--duration`, saying what they dropped.
 fn apply(overrides: &Overrides, scenario: &mut Scenario) -> anyhow::Result<()> {
     if let Some(devices) = overrides.devices {
-        let total = scenario.n_devices().max(1);
-        let n_groups = scenario.groups.len();
-        anyhow::ensure!(
-            devices >= n_groups,
-            "--devices {devices}: {} has {n_groups} device groups, so at least {n_groups}",
-            scenario.file.display()
-        );
-        for group in &mut scenario.groups {
-            group.count = (group.count * devices / total).max(1);
-        }
+        scenario
+            .scale_devices(devices)
+            .map_err(anyhow::Error::msg)?;
     }
     if let Some(duration) = overrides.duration {
         anyhow::ensure!(!duration.is_zero(), "--duration must be positive");

@@ -351,3 +351,41 @@ fn a_scenario_over_two_workers_is_the_same_plan_as_in_one_process() {
         assert!(owed >= 32 * 10, "worker {k} owed {} deliveries", owed / 32);
     }
 }
+
+/// `--devices` scales a scenario's device groups as `sim run --devices` does, each keeping
+/// its share (at least one device a group), through workers too.
+#[test]
+fn devices_scales_a_scenario_s_groups_in_their_shares() {
+    let (dir_guard, scenario, _server, addr) =
+        scenario_and_server("scenario-devices", "phones-lab.toml", PHONES);
+    let dir = dir_guard.path();
+    // PHONES has one group of four phones, two a user: 2 of them, then 6 over two workers.
+    for (devices, workers, users) in [("2", "1", "1 users"), ("6", "2", "3 users")] {
+        let out = dir.join(format!("out-{devices}"));
+        let output = imlab(&[
+            "load",
+            "--target",
+            &addr,
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--carrier-faults-only",
+            "--devices",
+            devices,
+            "--workers",
+            workers,
+            "--duration",
+            "1s",
+            "--drain",
+            "1s",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!("{devices} devices of {users}")),
+            "{stderr}"
+        );
+        assert_eq!(results(&out)["clients"].to_string(), devices);
+    }
+}

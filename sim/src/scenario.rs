@@ -410,6 +410,24 @@ impl Scenario {
         self.groups.iter().map(|g| g.count).sum()
     }
 
+    /// Scales the device groups to about `devices` in all (`--devices` of `sim run` and of
+    /// `load --scenario`), each keeping its share of the file's, at least one device a group;
+    /// refused below one device a group, naming the file.
+    pub fn scale_devices(&mut self, devices: usize) -> Result<(), String> {
+        let total = self.n_devices().max(1);
+        let n_groups = self.groups.len();
+        if devices < n_groups {
+            return Err(format!(
+                "--devices {devices}: {} has {n_groups} device groups, so at least {n_groups}",
+                self.file.display()
+            ));
+        }
+        for group in &mut self.groups {
+            group.count = (group.count * devices / total).max(1);
+        }
+        Ok(())
+    }
+
     /// Loads and validates a scenario file.
     pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Read {
