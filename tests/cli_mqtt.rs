@@ -521,3 +521,87 @@ fn mqtt_over_tls_trusts_the_given_ca_and_no_other() {
         "{said}"
     );
 }
+
+/// Three users of two phones each on one carrier, writing one-to-one.
+const MQTT_PHONES: &str = r#"
+name = "mqtt-phones"
+duration = "1h"
+[carriers.lab]
+preset = "home-wifi"
+loss = 0.0
+[[devices]]
+name = "phones"
+count = 6
+carrier = "lab"
+heartbeat = "fixed:20s"
+devices_per_user = 2
+traffic = { one_to_one_per_hour = 3600.0, body_bytes = 300 }
+"#;
+
+/// `--scenario` over MQTT: a user's phones each subscribe to the user's inbox topic, so a
+/// one-to-one publish reaches both of the peer's phones (and, unlike imlab's protocol, none
+/// of the sender's others), through the scenario's carrier and over two workers that split
+/// a user's phones. A scenario whose apps go inactive is refused: an MQTT device going
+/// offline with its app is not built.
+#[test]
+fn a_scenario_over_mqtt_owes_each_message_to_every_phone_of_the_peer() {
+    let (v4, _) = start_broker();
+    let dir_guard = temp_dir("cli-mqtt", "scenario");
+    let dir = dir_guard.path();
+    let scenario = dir.join("mqtt-phones.toml");
+    std::fs::write(&scenario, MQTT_PHONES).unwrap();
+    let out = dir.join("out");
+    let output = load(
+        &v4.to_string(),
+        &out,
+        &[
+            "--qos",
+            "1",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--duration",
+            "3s",
+            "--drain",
+            "2s",
+            "--workers",
+            "2",
+        ],
+    );
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    let results = results(&out);
+    assert_eq!(results["protocol"], "mqtt", "{results}");
+    assert_eq!(results["pattern"], "scenario:mqtt-phones", "{results}");
+    assert_eq!(results["heartbeat"], "phones=fixed:20s", "{results}");
+    // Six phones at one message a second each, for 3 s.
+    let acked = count(&results, "/messages/acked");
+    assert_eq!(acked, 18, "{results}");
+    assert_eq!(count(&results, "/messages/expected_deliveries"), 2 * acked);
+    assert_eq!(count(&results, "/messages/delivered"), 2 * acked);
+    assert_eq!(count(&results, "/messages/lost"), 0);
+    assert_eq!(count(&results, "/messages/duplicated"), 0);
+    assert_eq!(count(&results, "/carriers/0/deliver_ms/count"), 2 * acked);
+
+    let inactive = dir.join("inactive.toml");
+    std::fs::write(
+        &inactive,
+        MQTT_PHONES.replace(
+            "devices_per_user = 2",
+            "devices_per_user = 2\napp_states = [{ state = \"foreground\", for = \"2s\" }, \
+             { state = \"inactive\", for = \"1s\" }]",
+        ),
+    )
+    .unwrap();
+    let output = load(
+        &v4.to_string(),
+        &dir.join("refused"),
+        &["--scenario", inactive.to_str().unwrap(), "--duration", "1s"],
+    );
+    let said = text(&output);
+    assert!(
+        !output.status.success()
+            && said.contains("device group phones")
+            && said.contains("going offline with its app is not built"),
+        "{said}"
+    );
+}

@@ -138,11 +138,20 @@ impl Population {
     }
 
     /// The devices that must see a message of `sender` in `conversation`: every device of
-    /// every user in it, the sender's other devices included, the sender itself not.
-    pub fn recipients(&self, sender: u32, conversation: Conversation) -> Vec<u32> {
+    /// every user in it, the sender itself not. The sender's other devices see a one-to-one
+    /// message only if `sent_synced` (imlab's protocol syncs what a user sent to all their
+    /// devices; an MQTT publish to the peer's inbox topic reaches the peer's devices alone); a
+    /// chat's, always (they are members).
+    pub fn recipients(
+        &self,
+        sender: u32,
+        conversation: Conversation,
+        sent_synced: bool,
+    ) -> Vec<u32> {
         let sender_user = self.user_of(sender);
         let users: Vec<u32> = match conversation {
-            Conversation::Peer(peer) => vec![sender_user, peer],
+            Conversation::Peer(peer) if sent_synced => vec![sender_user, peer],
+            Conversation::Peer(peer) => vec![peer],
             Conversation::Chat(chat) => self.chats[chat as usize].clone(),
         };
         users
@@ -269,9 +278,13 @@ mod tests {
     #[test]
     fn recipients_are_every_device_of_the_conversation_but_the_sender() {
         let p = population();
-        assert_eq!(p.recipients(0, Conversation::Peer(2)), vec![1, 4]);
-        assert_eq!(p.recipients(2, Conversation::Chat(0)), vec![0, 1, 3]);
-        assert_eq!(p.recipients(4, Conversation::Peer(1)), vec![2, 3]);
+        assert_eq!(p.recipients(0, Conversation::Peer(2), true), vec![1, 4]);
+        assert_eq!(p.recipients(2, Conversation::Chat(0), true), vec![0, 1, 3]);
+        assert_eq!(p.recipients(4, Conversation::Peer(1), true), vec![2, 3]);
+        // Without the sender's devices synced: the peer's devices alone; a chat the same.
+        assert_eq!(p.recipients(0, Conversation::Peer(2), false), vec![4]);
+        assert_eq!(p.recipients(1, Conversation::Peer(1), false), vec![2, 3]);
+        assert_eq!(p.recipients(2, Conversation::Chat(0), false), vec![0, 1, 3]);
     }
 
     #[test]

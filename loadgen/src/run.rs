@@ -356,11 +356,18 @@ fn check_merge_fits(
 /// share of its devices.
 fn validate_population(config: &LoadConfig, population: &Population) -> Result<(), LoadError> {
     let invalid = |text: String| Err(LoadError::Invalid(text));
-    if config.protocol != ProtocolChoice::Imlab {
+    if config.protocol != ProtocolChoice::Imlab
+        && let Some(group) = population.groups.iter().find(|group| {
+            group
+                .app_states
+                .iter()
+                .any(|(state, _)| *state == AppState::Inactive)
+        })
+    {
         return invalid(format!(
-            "--scenario {}: scenario devices speak imlab's protocol; MQTT device groups are not \
-             built",
-            population.name
+            "--scenario {}: device group {}: its app cycle goes inactive, and an MQTT device \
+             going offline with its app is not built",
+            population.name, group.name
         ));
     }
     // With --workers, this worker's devices are its share of the scenario's.
@@ -634,6 +641,7 @@ fn check_open_files(config: &LoadConfig) -> Result<(), LoadError> {
 fn protocol(config: &LoadConfig, tag: String) -> Box<dyn Protocol> {
     match &config.protocol {
         ProtocolChoice::Mqtt(options) => Box::new(Arc::new(Mqtt {
+            population: config.population.clone(),
             options: options.clone(),
             tag,
             heartbeat: config.heartbeat.clone(),
@@ -881,7 +889,8 @@ async fn send_population(
             sender,
             number: next_number[slot],
         };
-        let recipients = population.recipients(sender, conversation);
+        let sent_synced = config.protocol == ProtocolChoice::Imlab;
+        let recipients = population.recipients(sender, conversation, sent_synced);
         match plan_and_send(shared, &devices.at(slot), id, to, planned_us, recipients) {
             Plan::Sent => next_number[slot] += 1,
             Plan::QueueFull => {}

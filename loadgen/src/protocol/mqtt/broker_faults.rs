@@ -94,6 +94,7 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();
     let mqtt = Mqtt {
+        population: None,
         options: MqttOptions {
             qos: Qos::ExactlyOnce,
             clean_start: false,

@@ -151,6 +151,9 @@ fn check_template(flag: &str, template: &str, needed: &str) -> Result<(), String
 /// The MQTT protocol's settings for one run.
 #[derive(Debug, Clone)]
 pub struct Mqtt {
+    /// With `--scenario`: users of several devices (each device subscribes to its user's
+    /// inbox topic), and each device group's heartbeat and body size.
+    pub population: Option<Arc<crate::population::Population>>,
     /// The options from the command line.
     pub options: MqttOptions,
     /// The run's tag (in client ids, topics with `{run}`, and every payload's header).
@@ -168,11 +171,49 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    fn inbox_topic(&self, client: u32) -> String {
+    /// The inbox topic of `user` (a client's number, or with `--scenario` its user's: every
+    /// device of a user subscribes to it).
+    fn inbox_topic(&self, user: u32) -> String {
         self.options
             .topic_template
             .replace("{run}", &self.tag)
-            .replace("{user}", &client.to_string())
+            .replace("{user}", &user.to_string())
+    }
+
+    /// The user whose inbox `client` subscribes to: itself, or its scenario user.
+    fn user_of(&self, client: u32) -> u32 {
+        self.population
+            .as_ref()
+            .map_or(client, |population| population.user_of(client))
+    }
+
+    /// The heartbeat strategy of `client`: the run's, or its scenario device group's.
+    fn heartbeat_of(&self, client: u32) -> &str {
+        match &self.population {
+            Some(population) => &population.group_of(client).heartbeat,
+            None => &self.heartbeat,
+        }
+    }
+
+    /// The message body size of `client`'s sends: the run's, or its device group's.
+    fn body_bytes_of(&self, client: u32) -> usize {
+        match &self.population {
+            Some(population) => population.group_of(client).body_bytes,
+            None => self.body_bytes,
+        }
+    }
+
+    /// The largest body any device of the run sends.
+    fn body_bytes_max(&self) -> usize {
+        match &self.population {
+            Some(population) => population
+                .groups
+                .iter()
+                .map(|group| group.body_bytes)
+                .max()
+                .unwrap_or(self.body_bytes),
+            None => self.body_bytes,
+        }
     }
 
     fn group_topic(&self, group: u32) -> String {
@@ -404,6 +445,7 @@ impl Devices for MqttDevices {
 #[cfg(test)]
 fn test_protocol() -> Arc<Mqtt> {
     Arc::new(Mqtt {
+        population: None,
         options: MqttOptions::default(),
         tag: "t".into(),
         heartbeat: "fixed:30s".into(),
@@ -586,6 +628,7 @@ mod tests {
     #[test]
     fn topics_follow_the_templates() {
         let mqtt = Mqtt {
+            population: None,
             options: MqttOptions {
                 topic_template: "chat/{run}/inbox/{user}".into(),
                 ..MqttOptions::default()

@@ -191,8 +191,8 @@ impl Session {
         shared: Arc<DeviceShared>,
         connector: DynConnector,
     ) -> Session {
-        let heartbeat =
-            parse_strategy(&mqtt.heartbeat).expect("the heartbeat was validated before the run");
+        let heartbeat = parse_strategy(mqtt.heartbeat_of(client))
+            .expect("the heartbeat was validated before the run");
         Session {
             rng: ParkedRng::new(mqtt.seed ^ u64::from(client)),
             mqtt,
@@ -226,7 +226,7 @@ impl Session {
     /// The largest packet taken from the broker: its length is checked before its bytes are
     /// read.
     fn max_packet_bytes(&self) -> usize {
-        MAX_PACKET_BYTES_MIN.max(self.mqtt.body_bytes + 1024)
+        MAX_PACKET_BYTES_MIN.max(self.mqtt.body_bytes_max() + 1024)
     }
 
     /// Connects, reconnects with backoff, until the run shuts the device down.
@@ -774,7 +774,7 @@ impl Session {
             id: message.id,
             planned_us: message.planned_us,
         }
-        .payload(self.mqtt.body_bytes);
+        .payload(self.mqtt.body_bytes_of(self.client));
         let qos = self.qos();
         let pkid = if qos == Qos::AtMostOnce {
             0
@@ -849,7 +849,8 @@ impl Session {
     fn subscribe_new(&mut self, live: &mut Live, login: bool) {
         let topics: Vec<String> = {
             let groups = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner());
-            let inbox = (live.topics_sent == 0).then(|| self.mqtt.inbox_topic(self.client));
+            let inbox = (live.topics_sent == 0)
+                .then(|| self.mqtt.inbox_topic(self.mqtt.user_of(self.client)));
             let groups_sent = (live.topics_sent as usize).saturating_sub(1);
             inbox
                 .into_iter()
