@@ -356,20 +356,6 @@ fn check_merge_fits(
 /// share of its devices.
 fn validate_population(config: &LoadConfig, population: &Population) -> Result<(), LoadError> {
     let invalid = |text: String| Err(LoadError::Invalid(text));
-    if config.protocol != ProtocolChoice::Imlab
-        && let Some(group) = population.groups.iter().find(|group| {
-            group
-                .app_states
-                .iter()
-                .any(|(state, _)| *state == AppState::Inactive)
-        })
-    {
-        return invalid(format!(
-            "--scenario {}: device group {}: its app cycle goes inactive, and an MQTT device \
-             going offline with its app is not built",
-            population.name, group.name
-        ));
-    }
     // With --workers, this worker's devices are its share of the scenario's.
     let (first_client, total) = config.share.as_ref().map_or((0, config.clients), |share| {
         (share.first_client as usize, share.clients_total)

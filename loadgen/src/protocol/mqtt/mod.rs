@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use imlab_core::heartbeat::AppState;
+
 pub use packet::{Qos, Version};
 
 use super::{Describe, DeviceEvents, Devices, Full, Outgoing, Protocol};
@@ -259,6 +261,9 @@ struct Outbox {
     closed: bool,
     /// The run shut the device down.
     stopped: bool,
+    /// Its app is inactive (`--scenario`'s app cycle): the session says goodbye and stays
+    /// offline until the app is back.
+    offline: bool,
     /// A group was joined since the session last looked.
     topics_changed: bool,
 }
@@ -268,6 +273,8 @@ struct Outbox {
 enum Signal {
     /// The run shut the device down, or its handle is gone and no send waits.
     Stop,
+    /// Its app went inactive: close the connection politely and wait offline.
+    Offline,
     /// The oldest send waiting.
     Send(Outgoing),
     /// A group was joined: subscribe to its topic.
@@ -324,6 +331,23 @@ impl DeviceShared {
         self.outbox().stopped
     }
 
+    /// Ready once the device may connect (its app is not inactive): true, or false once
+    /// the run shut it down or its handle is gone (nothing more will come while it is away).
+    fn poll_online(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut outbox = self.outbox();
+        if outbox.stopped || outbox.closed {
+            return Poll::Ready(false);
+        }
+        if !outbox.offline {
+            return Poll::Ready(true);
+        }
+        match &mut outbox.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     /// The oldest message waiting, if any.
     fn try_outgoing(&self) -> Option<Outgoing> {
         self.outbox().pop()
@@ -341,6 +365,9 @@ impl DeviceShared {
         let mut outbox = self.outbox();
         if outbox.stopped {
             return Poll::Ready(Signal::Stop);
+        }
+        if outbox.offline {
+            return Poll::Ready(Signal::Offline);
         }
         if take_sends {
             if let Some(message) = outbox.pop() {
@@ -438,6 +465,14 @@ impl Devices for MqttDevices {
 
     fn shutdown(&self, index: usize) {
         self.shared[index].signal(|outbox| outbox.stopped = true);
+    }
+
+    /// An inactive app takes its device offline (a polite DISCONNECT) until it is active
+    /// again; foreground and background both stay connected.
+    fn set_app_state(&self, index: usize, state: AppState) -> bool {
+        let offline = state == AppState::Inactive;
+        self.shared[index].signal(|outbox| outbox.offline = offline);
+        true
     }
 }
 

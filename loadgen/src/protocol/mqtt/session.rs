@@ -103,6 +103,8 @@ enum End {
     Refused { cause: &'static str, detail: String },
     /// A logged-in connection ended.
     Lost(&'static str),
+    /// Its app went inactive: the connection closed politely, the device waits offline.
+    Offline,
 }
 
 /// A device's state across its connections: everything its task keeps but the connection
@@ -243,6 +245,10 @@ impl Session {
                 if self.shared.stopped() {
                     return;
                 }
+                let shared = &self.shared;
+                if !std::future::poll_fn(|cx| shared.poll_online(cx)).await {
+                    return;
+                }
                 self.events.connecting();
                 // Matched as it comes, not named: a named end would be kept beside the
                 // backoff's timer.
@@ -260,6 +266,16 @@ impl Session {
                         self.events.disconnected(cause);
                         cause == "heartbeat_timeout"
                     }
+                    End::Offline => {
+                        // As imlab's client says of a connection its app closed.
+                        self.events.connection_ended(
+                            "Requested",
+                            "app_inactive",
+                            "the app went inactive before the login".into(),
+                        );
+                        // Back online at once when the app is: no backoff.
+                        continue;
+                    }
                 };
                 let now = self.since_start();
                 if !waiting_ping {
@@ -272,8 +288,11 @@ impl Session {
                     let shared = &self.shared;
                     let mut sleep = std::pin::pin!(tokio::time::sleep(delay));
                     std::future::poll_fn(move |cx| {
-                        if shared.poll_signal(cx, false, false).is_ready() {
-                            return Poll::Ready(true);
+                        match shared.poll_signal(cx, false, false) {
+                            Poll::Ready(Signal::Stop) => return Poll::Ready(true),
+                            // The app went inactive: the wait for it replaces the backoff.
+                            Poll::Ready(_) => return Poll::Ready(false),
+                            Poll::Pending => {}
                         }
                         sleep.as_mut().poll(cx).map(|()| false)
                     })
@@ -320,12 +339,13 @@ impl Session {
             self.write_connect(&mut live);
             // Matched as it comes: an end kept in a name would take a slot beside the goodbye's
             // await.
-            match self.drive(&mut live).await {
-                End::Shutdown if live.acknowledged => {}
+            let offline = match self.drive(&mut live).await {
+                End::Shutdown if live.acknowledged => false,
+                End::Offline if live.acknowledged => true,
                 end => return end,
-            }
+            };
             // Polite close, bounded (and boxed: its timer is not laid out in the task for the
-            // connection's life): the run is ending.
+            // connection's life): the run is ending, or the app went inactive.
             live.write.clear();
             self.version().write(Outbound::Disconnect, &mut live.write);
             let _ = Box::pin(tokio::time::timeout(
@@ -333,7 +353,7 @@ impl Session {
                 flush(&mut live),
             ))
             .await;
-            End::Shutdown
+            if offline { End::Offline } else { End::Shutdown }
         }
     }
 
@@ -418,6 +438,7 @@ impl Session {
                 };
                 match woke {
                     Woke::Signal(Signal::Stop) => return End::Shutdown,
+                    Woke::Signal(Signal::Offline) => return End::Offline,
                     Woke::Read(Ok(0)) => {
                         return self.lost(live, "connection_lost", "closed by the broker".into());
                     }
