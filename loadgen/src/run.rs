@@ -852,17 +852,18 @@ async fn send_population(
             return;
         }
         let planned = Instant::from_std(pacer.planned(k));
-        if !pacer.wait_until(planned.into_std(), &shared.stop).await {
-            return;
-        }
         // Every worker draws the whole run's messages and sends those of its own devices: the
-        // same plan however many workers share it.
+        // same plan however many workers share it. Another worker's message (or one of a
+        // device the ramp never started: an early stop) is drawn and passed over without
+        // waiting for its time.
         let (sender, conversation) = chooser.next(population, &mut rng);
-        // Other workers' devices, devices the ramp never started (an early stop) and
-        // suspended apps send nothing here.
         let Some(slot) = local_slot(sender, first_client, devices.len()) else {
             continue;
         };
+        if !pacer.wait_until(planned.into_std(), &shared.stop).await {
+            return;
+        }
+        // A suspended app sends nothing: judged at the message's time.
         if inactive[slot].load(Ordering::Relaxed) {
             continue;
         }
@@ -882,6 +883,10 @@ async fn send_population(
             Plan::QueueFull => {}
             Plan::LedgerFull => return,
         }
+    }
+    // The sends last the plan's length in every worker, wherever its own last message fell.
+    if let Some(last) = n_messages.checked_sub(1) {
+        pacer.wait_until(pacer.planned(last), &shared.stop).await;
     }
 }
 
