@@ -222,6 +222,39 @@ impl SendChooser {
     }
 }
 
+/// A run's device settings, each either the run's own or, with `--scenario`, the device's
+/// group's: what every protocol asks of its devices.
+pub trait PerDevice {
+    /// The scenario's population, if the run has one.
+    fn population(&self) -> Option<&Population>;
+
+    /// The user of `client`: itself, or its scenario user.
+    fn user_of(&self, client: u32) -> u32 {
+        self.population()
+            .map_or(client, |population| population.user_of(client))
+    }
+
+    /// The heartbeat strategy of `client`: its device group's, or `run`'s.
+    fn heartbeat_of<'a>(&'a self, client: u32, run: &'a str) -> &'a str {
+        match self.population() {
+            Some(population) => &population.group_of(client).heartbeat,
+            None => run,
+        }
+    }
+
+    /// The message body size of `client`'s sends: its device group's, or `run`'s.
+    fn body_bytes_of(&self, client: u32, run: usize) -> usize {
+        self.population()
+            .map_or(run, |population| population.group_of(client).body_bytes)
+    }
+}
+
+impl PerDevice for Option<std::sync::Arc<Population>> {
+    fn population(&self) -> Option<&Population> {
+        self.as_deref()
+    }
+}
+
 /// Where a device is in its app-state cycle at `elapsed` since the run started, from a
 /// phase drawn per device (so devices do not switch in lockstep): its state and how long
 /// until the next switch. `None` for an empty cycle.

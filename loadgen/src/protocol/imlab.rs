@@ -16,7 +16,7 @@ use imlab_core::proto::Target;
 use super::{Describe, DeviceEvents, Devices, Full, MsgId, Outgoing, Protocol, To};
 use crate::causes;
 use crate::pool::ClientPool;
-use crate::population::Population;
+use crate::population::{PerDevice, Population};
 use crate::transport::DynConnector;
 
 /// The imlab protocol's settings for one run.
@@ -56,9 +56,7 @@ impl Imlab {
 
     /// The user number of `client`.
     fn user_of(&self, client: u32) -> u32 {
-        self.population
-            .as_ref()
-            .map_or(client, |population| population.user_of(client))
+        self.population.user_of(client)
     }
 
     /// True for the device of its user that creates the user's groups.
@@ -69,17 +67,11 @@ impl Imlab {
     }
 
     fn heartbeat_of(&self, client: u32) -> &str {
-        match &self.population {
-            Some(population) => &population.group_of(client).heartbeat,
-            None => &self.heartbeat,
-        }
+        self.population.heartbeat_of(client, &self.heartbeat)
     }
 
     fn body_bytes_of(&self, client: u32) -> usize {
-        match &self.population {
-            Some(population) => population.group_of(client).body_bytes,
-            None => self.body_bytes,
-        }
+        self.population.body_bytes_of(client, self.body_bytes)
     }
 
     fn group(&self, group: u32) -> String {

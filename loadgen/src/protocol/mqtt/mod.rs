@@ -27,6 +27,7 @@ pub use packet::{Qos, Version};
 
 use super::{Describe, DeviceEvents, Devices, Full, Outgoing, Protocol};
 use crate::pool::ClientPool;
+use crate::population::PerDevice;
 use crate::transport::DynConnector;
 
 /// Sends a device holds before it refuses more (waiting for the inflight window or a
@@ -184,25 +185,17 @@ impl Mqtt {
 
     /// The user whose inbox `client` subscribes to: itself, or its scenario user.
     fn user_of(&self, client: u32) -> u32 {
-        self.population
-            .as_ref()
-            .map_or(client, |population| population.user_of(client))
+        self.population.user_of(client)
     }
 
     /// The heartbeat strategy of `client`: the run's, or its scenario device group's.
     fn heartbeat_of(&self, client: u32) -> &str {
-        match &self.population {
-            Some(population) => &population.group_of(client).heartbeat,
-            None => &self.heartbeat,
-        }
+        self.population.heartbeat_of(client, &self.heartbeat)
     }
 
     /// The message body size of `client`'s sends: the run's, or its device group's.
     fn body_bytes_of(&self, client: u32) -> usize {
-        match &self.population {
-            Some(population) => population.group_of(client).body_bytes,
-            None => self.body_bytes,
-        }
+        self.population.body_bytes_of(client, self.body_bytes)
     }
 
     /// The largest body any device of the run sends.
