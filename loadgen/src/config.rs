@@ -99,6 +99,16 @@ pub struct Share {
     pub others: Vec<std::path::PathBuf>,
 }
 
+impl Share {
+    /// Whether every other worker of this run has written `mark` in its directory
+    /// ([`crate::crossings::write_mark`]).
+    pub fn others_have(&self, mark: &str) -> bool {
+        self.others
+            .iter()
+            .all(|other| crate::crossings::has_mark(other, mark, &self.run_tag))
+    }
+}
+
 /// A load run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {

@@ -846,6 +846,8 @@ async fn send_population(
     let mut pacer = Pacer::new(timer, send_start.into_std(), rate);
     let n_messages = (rate * config.duration.as_secs_f64()).round() as u64;
     let first_client = config.share.as_ref().map_or(0, |s| s.first_client);
+    // imlab's protocol syncs what a user sent to the user's other devices; MQTT does not.
+    let sent_synced = config.protocol == ProtocolChoice::Imlab;
     let mut next_number = vec![0u64; devices.len()];
     for k in 0..n_messages {
         if shared.stop.is_cancelled() {
@@ -876,7 +878,6 @@ async fn send_population(
             sender,
             number: next_number[slot],
         };
-        let sent_synced = config.protocol == ProtocolChoice::Imlab;
         let recipients = population.recipients(sender, conversation, sent_synced);
         match plan_and_send(shared, &devices.at(slot), id, to, planned_us, recipients) {
             Plan::Sent => next_number[slot] += 1,
@@ -1061,9 +1062,7 @@ async fn wait_for_other_workers(shared: &Shared, share: &crate::config::Share) {
     let mut quiet_since = Instant::now();
     loop {
         if !all_drained {
-            all_drained = share.others.iter().all(|other| {
-                crate::crossings::has_mark(other, crate::crossings::DRAINED_FILE, &share.run_tag)
-            });
+            all_drained = share.others_have(crate::crossings::DRAINED_FILE);
         }
         let now_received = received();
         if now_received != seen {
@@ -1095,11 +1094,7 @@ async fn wait_for_chats_elsewhere(shared: &Shared, share: &crate::config::Share)
         );
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !share
-        .others
-        .iter()
-        .all(|other| crate::crossings::has_mark(other, mark, &share.run_tag))
-    {
+    while !share.others_have(mark) {
         if Instant::now() >= deadline {
             eprintln!(
                 "imlab load: worker {}: other workers' chats not ready within 30 s; sending anyway",

@@ -267,7 +267,8 @@ impl Session {
                         cause == "heartbeat_timeout"
                     }
                     End::Offline => {
-                        // As imlab's client says of a connection its app closed.
+                        // `Requested`, as imlab's client names a connection its app closed;
+                        // before the login, an attempt that did not log in.
                         self.events.connection_ended(
                             "Requested",
                             "app_inactive",
