@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use imlab_loadgen::config::{LoadConfig, Pattern, ProtocolChoice};
-use imlab_loadgen::target::Target;
+use imlab_loadgen::target::Targets;
 use imlab_loadgen::transport::Transport;
 use tokio_util::sync::CancellationToken;
 
@@ -36,9 +36,12 @@ use crate::values::{non_empty_secret, non_negative_rate, positive_count, positiv
 pub struct LoadArgs {
     #[command(subcommand)]
     command: Option<LoadCommand>,
-    /// The server as HOST:PORT (an address or a name, resolved at start). Required.
-    #[arg(long, value_name = "HOST:PORT")]
-    target: Option<Target>,
+    /// The server as HOST:PORT (an address or a name, resolved at start), or several
+    /// separated by commas, all one service. Clients are dealt round every address the
+    /// entries resolve to (client i tries address i mod N first) and move on to the next
+    /// address when a connect fails. Required.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
+    target: Option<Targets>,
     /// Virtual devices, one per user. Required.
     #[arg(long, value_parser = positive_count)]
     clients: Option<usize>,
@@ -258,7 +261,18 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         Some(text) => imlab_loadgen::source::parse_source_ips(text).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
-    let address = target.resolve().map_err(anyhow::Error::msg)?;
+    let addresses = target.resolve_all().map_err(anyhow::Error::msg)?;
+    // Said once, by the command the user typed, not again by each of its workers.
+    if addresses.len() > 1 && args.worker_index.is_none() {
+        let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "--target {target}: {} addresses ({}); client i tries address i mod {} first and \
+             the next ones when a connect fails",
+            addresses.len(),
+            listed.join(", "),
+            addresses.len()
+        );
+    }
     let tls = tls_client(&args, &target)?;
     let mut carriers = Vec::new();
     for text in &args.carrier {
@@ -279,8 +293,8 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let ws = match &args.ws {
         Some(path) => Some(
             imlab_core::ws::WsClient::new(
-                &target.host,
-                address,
+                &target.first().host,
+                addresses[0],
                 path,
                 Some(protocol.ws_subprotocol()),
             )
@@ -312,7 +326,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let config = LoadConfig {
         protocol,
         transport: Transport {
-            target: address,
+            targets: imlab_loadgen::source::TargetAddresses::new(addresses),
             source_ips,
             tls,
             ws,
@@ -485,10 +499,11 @@ fn progress() -> (imlab_loadgen::run::Progress, Option<indicatif::ProgressBar>) 
 }
 
 /// The TLS settings of `--tls`, with the `--ca` file read and checked now. The certificate
-/// must name `--tls-server-name`, else the target's host name (or its IP address).
+/// must name `--tls-server-name`, else the target's host name (or its IP address; each
+/// address its own when `--target` lists addresses).
 fn tls_client(
     args: &LoadArgs,
-    target: &Target,
+    target: &Targets,
 ) -> anyhow::Result<Option<imlab_core::tls::TlsClient>> {
     if !args.tls {
         return Ok(None);
@@ -497,10 +512,13 @@ fn tls_client(
         "--tls needs --ca FILE, the PEM certificate (the server's CA, or its self-signed \
          certificate) to trust: this build carries no public root certificates",
     )?;
-    let name = args
-        .tls_server_name
-        .clone()
-        .or_else(|| (!target.is_ip()).then(|| target.host.clone()));
+    let name = match &args.tls_server_name {
+        Some(name) => Some(name.clone()),
+        None => target
+            .tls_name()
+            .map_err(anyhow::Error::msg)?
+            .map(str::to_string),
+    };
     let tls = imlab_core::tls::TlsClient::from_ca_file(ca, name.as_deref()).context("--ca")?;
     Ok(Some(tls))
 }

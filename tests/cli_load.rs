@@ -800,3 +800,98 @@ fn without_jitter_a_restart_brings_every_client_back_in_one_burst() {
         .unwrap();
     assert!(burst >= clients, "reconnects per second: {per_second:?}");
 }
+
+/// Starts `imlab proxy` (the home-wifi carrier model) on a second loopback address in front
+/// of `upstream`, guarded: another address of the same service, as a gateway tier has.
+fn gateway_in_front_of(upstream: &str) -> (ChildGuard, String) {
+    use std::io::BufRead;
+    let mut proxy = ChildGuard(
+        Command::new(cargo_bin("imlab"))
+            .args(["proxy", "--listen", "127.0.0.2:0", "--upstream", upstream])
+            .args(["--profile", "home-wifi", "--seed", "3"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(proxy.0.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let addr = line
+        .strip_prefix("proxy on ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    (proxy, addr)
+}
+
+#[test]
+fn a_target_of_several_addresses_deals_the_clients_round_them_past_a_refusing_one() {
+    let (mut server, addr) = serve();
+    let (_gateway, gateway) = gateway_in_front_of(&addr);
+    let refusing = common::closed_port();
+    let (_out_guard, out) = out_dir("addresses");
+    let target = format!("{addr},{refusing},{gateway}");
+    let output = load(&[
+        "--target",
+        &target,
+        "--clients",
+        "6",
+        "--duration",
+        "2s",
+        "--msg-rate",
+        "12",
+        "--workers",
+        "2",
+        "--drain",
+        "2s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    server.kill();
+    let text = said(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "--target {target}: 3 addresses ({addr}, {refusing}, {gateway})"
+        )),
+        "{text}"
+    );
+    let results = common::results(&out);
+    assert_eq!(results["target"], target.as_str(), "{results}");
+    assert_eq!(results["messages"]["sent"], 24, "{results}");
+    assert_eq!(results["messages"]["lost"], 0, "{results}");
+    assert_eq!(
+        results["messages"]["delivered"], results["messages"]["expected_deliveries"],
+        "{results}"
+    );
+    // Client c (its number in the run, whichever worker holds it) tries address c mod 3
+    // first: 0 and 3 the server, 1 and 4 the refusing port and then the gateway after it,
+    // 2 and 5 the gateway. Summed over the two workers.
+    let by_address: Vec<(String, u64, u64)> = results["target_addresses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{results}"))
+        .iter()
+        .map(|a| {
+            (
+                a["address"].as_str().unwrap().to_string(),
+                a["connects"].as_u64().unwrap(),
+                a["connect_failures"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_address,
+        vec![
+            (addr.clone(), 2, 0),
+            (refusing.clone(), 0, 2),
+            (gateway.clone(), 4, 0)
+        ],
+        "{results}"
+    );
+    assert!(
+        text.contains(&format!(
+            "connects by address: {addr} 2 (0 failed), {refusing} 0 (2 failed), {gateway} 4 (0 failed)"
+        )),
+        "{text}"
+    );
+}

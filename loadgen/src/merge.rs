@@ -77,7 +77,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path, targets: Targets) -> Result<LoadResul
         }
         if let Some(sum) = &merged
             && targets == Targets::MustMatch
-            && !sum.target.split(',').any(|t| t == results.target)
+            && !same_service(&sum.target, &results.target)
         {
             return Err(format!(
                 "{} ran against {} but {} against {}: merging runs against different servers \
@@ -246,6 +246,29 @@ fn add_histogram<K: Ord>(
     Ok(())
 }
 
+/// Whether two runs' targets name the same servers: each is one `HOST:PORT` or a
+/// comma-separated list of them (a `--target` that lists a gateway tier's addresses, or a
+/// merge of runs against several), compared as sets.
+fn same_service(a: &str, b: &str) -> bool {
+    let set = |t: &str| {
+        t.split(',')
+            .map(str::to_string)
+            .collect::<BTreeSet<String>>()
+    };
+    set(a) == set(b)
+}
+
+/// `sum`'s targets with those of `other` it does not name yet, in order.
+fn union_of_targets(sum: &str, other: &str) -> String {
+    let mut all: Vec<&str> = sum.split(',').collect();
+    for t in other.split(',') {
+        if !all.contains(&t) {
+            all.push(t);
+        }
+    }
+    all.join(",")
+}
+
 /// Adds counts; the peak of concurrent connections adds up too (an upper bound: the
 /// machines' peaks need not coincide).
 fn add(sum: &mut LoadResults, other: &LoadResults) {
@@ -256,8 +279,19 @@ fn add(sum: &mut LoadResults, other: &LoadResults) {
     if other.phase == "interrupted" {
         sum.phase = other.phase.clone();
     }
-    if sum.target != other.target {
-        sum.target = format!("{},{}", sum.target, other.target);
+    sum.target = union_of_targets(&sum.target, &other.target);
+    for address in &other.target_addresses {
+        match sum
+            .target_addresses
+            .iter_mut()
+            .find(|a| a.address == address.address)
+        {
+            None => sum.target_addresses.push(address.clone()),
+            Some(a) => {
+                a.connects += address.connects;
+                a.connect_failures += address.connect_failures;
+            }
+        }
     }
     for carrier in &other.carriers {
         match sum.carriers.iter_mut().find(|c| c.name == carrier.name) {

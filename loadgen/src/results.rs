@@ -258,6 +258,21 @@ pub struct LoadResults {
     /// The lost deliveries, message by message (the first `LOST_LISTED_MAX`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_deliveries: Vec<LostDelivery>,
+    /// When `--target` resolved to more than one address: each address's TCP connects and
+    /// failed connects, in `--target`'s order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_addresses: Vec<TargetAddress>,
+}
+
+/// One of the target's addresses, and how clients fared connecting to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetAddress {
+    /// `IP:PORT`.
+    pub address: String,
+    /// TCP connects it accepted.
+    pub connects: u64,
+    /// TCP connects to it that failed, each then tried on the next address.
+    pub connect_failures: u64,
 }
 
 impl LoadResults {
@@ -348,6 +363,21 @@ impl LoadResults {
             },
             carriers: Vec::new(),
             lost_deliveries: ledger.lost_deliveries(phase == "done", LOST_LISTED_MAX),
+            target_addresses: {
+                let counts = config.transport.targets.counts();
+                if counts.len() > 1 {
+                    counts
+                        .iter()
+                        .map(|c| TargetAddress {
+                            address: c.address.to_string(),
+                            connects: c.connects,
+                            connect_failures: c.failures,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            },
         }
     }
 
@@ -436,6 +466,19 @@ impl LoadResults {
                 crate::causes::list(&c.login_failures_by_cause),
                 c.clients_refused
             );
+        }
+        if !self.target_addresses.is_empty() {
+            let each: Vec<String> = self
+                .target_addresses
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} {} ({} failed)",
+                        a.address, a.connects, a.connect_failures
+                    )
+                })
+                .collect();
+            out += &format!("connects by address: {}\n", each.join(", "));
         }
         for carrier in &self.carriers {
             out += &format!(

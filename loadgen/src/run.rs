@@ -418,7 +418,7 @@ pub async fn run(
                 population.carriers()[first_client as usize..][..config.clients].to_vec(),
                 first_client,
                 config.seed,
-                config.transport.target,
+                config.transport.first_target(),
                 config.carrier_trace.as_deref(),
             )
             .and_then(|mut carriers| {
@@ -430,7 +430,7 @@ pub async fn run(
                 config.clients,
                 first_client,
                 config.seed,
-                config.transport.target,
+                config.transport.first_target(),
                 config.carrier_trace.as_deref(),
             ),
         }

@@ -1,6 +1,9 @@
 //! Local source addresses and the open-file limit: what bounds how many connections one
 //! load-generator process can hold.
 //!
+//! The target's addresses are dealt round the clients ([`SourceConnector`]), each client
+//! moving on to the next address when a connect fails.
+//!
 //! One source address has about 28,000 ephemeral ports towards one target; spreading clients
 //! over several loopback addresses (`--source-ips 127.0.0.2-127.0.0.9`) lifts that. The
 //! open-file hard limit bounds one process whatever the addresses: beyond it, `--workers`
@@ -8,6 +11,8 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use imlab_core::net::Connector;
 use tokio::net::{TcpSocket, TcpStream};
@@ -55,29 +60,132 @@ pub fn parse_source_ips(text: &str) -> Result<Vec<IpAddr>, String> {
     Ok(ips)
 }
 
-/// Connects from a chosen local address, with TCP_NODELAY.
+/// The target's addresses (one, or a gateway tier's: every address `--target` resolved to),
+/// with each one's TCP connects and failed connects, counted as they happen.
+#[derive(Debug)]
+pub struct TargetAddresses {
+    addresses: Vec<SocketAddr>,
+    connects: Vec<AtomicU64>,
+    failures: Vec<AtomicU64>,
+}
+
+/// One address's counts so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressCounts {
+    /// The address.
+    pub address: SocketAddr,
+    /// TCP connects it accepted.
+    pub connects: u64,
+    /// TCP connects to it that failed (refused, unreachable, reset), each then tried on the
+    /// next address.
+    pub failures: u64,
+}
+
+impl TargetAddresses {
+    /// For `addresses`, at least one.
+    pub fn new(addresses: Vec<SocketAddr>) -> Arc<TargetAddresses> {
+        assert!(!addresses.is_empty(), "a target has an address");
+        let counters = || addresses.iter().map(|_| AtomicU64::new(0)).collect();
+        Arc::new(TargetAddresses {
+            connects: counters(),
+            failures: counters(),
+            addresses,
+        })
+    }
+
+    /// The addresses, in `--target`'s order.
+    pub fn addresses(&self) -> &[SocketAddr] {
+        &self.addresses
+    }
+
+    /// The address client `client` (its number in the run) tries first: clients are dealt
+    /// round the addresses, as round-robin DNS or a client's IP list spreads phones.
+    pub fn first_of(&self, client: u32) -> usize {
+        client as usize % self.addresses.len()
+    }
+
+    /// Every address's counts so far.
+    pub fn counts(&self) -> Vec<AddressCounts> {
+        (0..self.addresses.len())
+            .map(|i| AddressCounts {
+                address: self.addresses[i],
+                connects: self.connects[i].load(Ordering::Relaxed),
+                failures: self.failures[i].load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+/// Connects from a chosen local address, with TCP_NODELAY, to the client's first address of
+/// the target and, when a connect there fails, to the next ones in turn (as a phone with an
+/// IP list moves on to the next gateway); the error of a connect every address refused is
+/// the last one's, with the addresses named. A connect that hangs (a blackholed address)
+/// spends the caller's connect timeout on that address.
 #[derive(Debug, Clone)]
 pub struct SourceConnector {
-    /// The server.
-    pub target: SocketAddr,
+    /// The server's addresses.
+    pub targets: Arc<TargetAddresses>,
+    /// Which of them this connector tries first.
+    pub first: usize,
     /// The local address to bind; `None` lets the kernel choose.
     pub source: Option<IpAddr>,
 }
 
-impl Connector for SourceConnector {
-    type Stream = TcpStream;
+impl SourceConnector {
+    /// The address this connector tries first.
+    pub fn target(&self) -> SocketAddr {
+        self.targets.addresses[self.first]
+    }
 
-    async fn connect(&self) -> io::Result<TcpStream> {
-        let socket = match self.target {
+    async fn connect_to(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        let socket = match target {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
         if let Some(source) = self.source {
             socket.bind(SocketAddr::new(source, 0))?;
         }
-        let stream = socket.connect(self.target).await?;
+        let stream = socket.connect(target).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+}
+
+impl Connector for SourceConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let targets = &self.targets;
+        let n = targets.addresses.len();
+        let mut failed = None;
+        for k in 0..n {
+            let i = (self.first + k) % n;
+            match self.connect_to(targets.addresses[i]).await {
+                Ok(stream) => {
+                    targets.connects[i].fetch_add(1, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(error) => {
+                    targets.failures[i].fetch_add(1, Ordering::Relaxed);
+                    failed = Some(error);
+                }
+            }
+        }
+        let error = failed.expect("a target has an address");
+        if n == 1 {
+            return Err(error);
+        }
+        // The kind stays the last failure's: the client core counts a refused connect as one.
+        let tried: Vec<String> = (0..n)
+            .map(|k| targets.addresses[(self.first + k) % n].to_string())
+            .collect();
+        Err(io::Error::new(
+            error.kind(),
+            format!(
+                "every address failed ({}); the last: {error}",
+                tried.join(", ")
+            ),
+        ))
     }
 }
 

@@ -1,5 +1,8 @@
 //! The server to load: `HOST:PORT` as the user typed it (an IP address, `[v6]:port` or a host
-//! name), parsed purely and resolved once, at the start of a run.
+//! name), or several separated by commas, parsed purely and resolved once, at the start of a
+//! run. A name may resolve to several addresses (round-robin DNS in front of a gateway tier),
+//! and a list names them outright (an HTTPDNS answer's IP list): [`Targets::resolve_all`]
+//! keeps every address, and [`crate::source::SourceConnector`] spreads clients over them.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -58,16 +61,122 @@ impl Target {
     pub fn is_ip(&self) -> bool {
         self.host.parse::<std::net::IpAddr>().is_ok()
     }
+}
 
-    /// Resolves the host (the system resolver, once); the first address wins. The error names
-    /// the target.
-    pub fn resolve(&self) -> Result<SocketAddr, String> {
-        let mut addresses = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|error| format!("--target {self}: cannot resolve {:?}: {error}", self.host))?;
-        addresses
-            .next()
-            .ok_or_else(|| format!("--target {self}: {:?} has no address", self.host))
+/// Addresses a run spreads its clients over at most: a load generator's client takes one
+/// address of the list, so more addresses than that only shows a misconfigured name.
+pub const TARGET_ADDRESSES_MAX: usize = 256;
+
+/// `--target`: one `HOST:PORT`, or several separated by commas, all one service (a gateway
+/// tier behind one name, or its addresses listed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// As typed, in order; at least one.
+    pub entries: Vec<Target>,
+}
+
+impl Targets {
+    /// Parses a comma-separated list of `HOST:PORT`; an error names the entry.
+    pub fn parse(text: &str) -> Result<Targets, String> {
+        let entries = text
+            .split(',')
+            .map(|entry| {
+                let entry = entry.trim();
+                if entry.is_empty() {
+                    return Err(format!(
+                        "{text:?}: an empty entry in the list; separate HOST:PORT entries with \
+                         single commas, e.g. 10.0.0.1:7400,10.0.0.2:7400"
+                    ));
+                }
+                Target::parse(entry)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if entries.len() > TARGET_ADDRESSES_MAX {
+            return Err(format!(
+                "{} entries, more than the {TARGET_ADDRESSES_MAX} addresses a run spreads its \
+                 clients over",
+                entries.len()
+            ));
+        }
+        Ok(Targets { entries })
+    }
+
+    /// The first entry: the one a WebSocket request's `Host` names.
+    pub fn first(&self) -> &Target {
+        &self.entries[0]
+    }
+
+    /// The host name a TLS certificate must name when `--tls-server-name` does not say: the
+    /// entries' one host name; `None` when every entry is an IP address (each connection then
+    /// checks its own address). Entries naming different hosts are refused: they need
+    /// `--tls-server-name`.
+    pub fn tls_name(&self) -> Result<Option<&str>, String> {
+        let mut names = self
+            .entries
+            .iter()
+            .filter(|t| !t.is_ip())
+            .map(|t| t.host.as_str());
+        let Some(name) = names.next() else {
+            return Ok(None);
+        };
+        match names.find(|other| *other != name) {
+            None => Ok(Some(name)),
+            Some(other) => Err(format!(
+                "--target {self} names two hosts ({name} and {other}): say which name their \
+                 certificates carry with --tls-server-name"
+            )),
+        }
+    }
+
+    /// Every address of every entry (the system resolver, once), in the resolver's order and
+    /// the list's, each once. The error names the entry.
+    pub fn resolve_all(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut all: Vec<SocketAddr> = Vec::new();
+        for entry in &self.entries {
+            let resolved = (entry.host.as_str(), entry.port)
+                .to_socket_addrs()
+                .map_err(|error| {
+                    format!("--target {entry}: cannot resolve {:?}: {error}", entry.host)
+                })?;
+            let mut any = false;
+            for address in resolved {
+                any = true;
+                if all.contains(&address) {
+                    continue;
+                }
+                if all.len() == TARGET_ADDRESSES_MAX {
+                    return Err(format!(
+                        "--target {self}: more than {TARGET_ADDRESSES_MAX} addresses, the most a \
+                         run spreads its clients over"
+                    ));
+                }
+                all.push(address);
+            }
+            if !any {
+                return Err(format!("--target {entry}: {:?} has no address", entry.host));
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl std::fmt::Display for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, entry) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{entry}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Targets {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Targets, String> {
+        Targets::parse(text)
     }
 }
 
@@ -132,17 +241,74 @@ mod tests {
     #[test]
     fn names_resolve_at_start_and_unknown_names_are_named() {
         // localhost resolves from /etc/hosts; nothing is sent anywhere.
-        let address = Target::parse("localhost:7400").unwrap().resolve().unwrap();
-        assert!(address.ip().is_loopback(), "{address}");
-        assert_eq!(address.port(), 7400);
-        // `.invalid` never resolves (RFC 2606).
-        let error = Target::parse("im.nowhere.invalid:443")
+        let addresses = Targets::parse("localhost:7400")
             .unwrap()
-            .resolve()
+            .resolve_all()
+            .unwrap();
+        assert!(
+            addresses.iter().all(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
+        assert!(addresses.iter().all(|a| a.port() == 7400), "{addresses:?}");
+        // `.invalid` never resolves (RFC 2606).
+        let error = Targets::parse("im.nowhere.invalid:443")
+            .unwrap()
+            .resolve_all()
             .unwrap_err();
         assert!(
             error.starts_with("--target im.nowhere.invalid:443: cannot resolve"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_list_of_targets_parses_resolves_every_address_once_and_names_its_tls_host() {
+        let list = Targets::parse("127.0.0.1:7400, localhost:7400,127.0.0.2:7401").unwrap();
+        assert_eq!(list.entries.len(), 3);
+        assert_eq!(
+            list.to_string(),
+            "127.0.0.1:7400,localhost:7400,127.0.0.2:7401"
+        );
+        // localhost is 127.0.0.1 here (/etc/hosts): kept once, in the list's order.
+        let addresses = list.resolve_all().unwrap();
+        assert_eq!(addresses[0], "127.0.0.1:7400".parse().unwrap());
+        assert_eq!(addresses.last(), Some(&"127.0.0.2:7401".parse().unwrap()));
+        let unique: std::collections::BTreeSet<_> = addresses.iter().collect();
+        assert_eq!(unique.len(), addresses.len(), "{addresses:?}");
+        assert_eq!(list.tls_name(), Ok(Some("localhost")));
+        assert_eq!(list.first().host, "127.0.0.1");
+
+        let addresses_only = Targets::parse("10.0.0.1:443,10.0.0.2:443").unwrap();
+        assert_eq!(
+            addresses_only.tls_name(),
+            Ok(None),
+            "each address checks its own"
+        );
+        let two_names = Targets::parse("a.example.com:443,b.example.com:443").unwrap();
+        let error = two_names.tls_name().unwrap_err();
+        assert!(error.contains("--tls-server-name"), "{error}");
+
+        for (text, why) in [
+            ("127.0.0.1:7400,", "an empty entry"),
+            ("127.0.0.1:7400,,127.0.0.2:7400", "an empty entry"),
+            ("127.0.0.1:7400,127.0.0.2", "\"127.0.0.2\": no port"),
+        ] {
+            let error = Targets::parse(text).unwrap_err();
+            assert!(error.contains(why), "{text}: {error}");
+        }
+        let too_many = (0..=TARGET_ADDRESSES_MAX)
+            .map(|i| format!("127.0.{}.{}:7400", i / 250, i % 250 + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let error = Targets::parse(&too_many).unwrap_err();
+        assert!(error.contains("more than the 256"), "{error}");
+        let error = Targets::parse("127.0.0.1:7400,im.nowhere.invalid:443")
+            .unwrap()
+            .resolve_all()
+            .unwrap_err();
+        assert!(
+            error.starts_with("--target im.nowhere.invalid:443: cannot resolve"),
+            "names the entry: {error}"
         );
     }
 }

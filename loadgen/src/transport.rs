@@ -1,6 +1,7 @@
 //! Transports under every protocol, in layers: TCP from a chosen source address, then the
 //! carrier model (`--carrier`), then TLS, then WebSocket (with the protocol's subprotocol), each
-//! device's connector built the same way whatever the protocol speaks.
+//! device's connector built the same way whatever the protocol speaks. Under them all, the
+//! target's addresses are dealt round the devices ([`SourceConnector`]).
 //!
 //! [`DynConnector`] erases the connector's type so that a protocol adapter is written once,
 //! not once per stack of transports; it costs one allocation per connect. Devices without a
@@ -21,7 +22,7 @@ use imlab_core::ws::{WsClient, WsConnector};
 use tokio_util::either::Either;
 
 use crate::carrier::Carriers;
-use crate::source::SourceConnector;
+use crate::source::{SourceConnector, TargetAddresses};
 
 /// Any opened stream: a plain TCP stream kept inline (`Left`), anything else (TLS,
 /// WebSocket, a carrier's shaped stream) boxed (`Right`). A box per connection cost an idle
@@ -100,11 +101,15 @@ impl Connector for DynConnector {
     }
 }
 
+/// Connectors shared by devices without a carrier at most, one per (source address, target
+/// address) pair; past it each device builds its own (about 96 bytes a device).
+const SHARED_CONNECTORS_MAX: usize = 4_096;
+
 /// How devices reach the target.
 #[derive(Debug, Clone)]
 pub struct Transport {
-    /// The target's address.
-    pub target: SocketAddr,
+    /// The target's addresses, dealt round the devices, with their connect counts.
+    pub targets: Arc<TargetAddresses>,
     /// Local addresses to spread connections over (empty: the kernel's choice).
     pub source_ips: Vec<std::net::IpAddr>,
     /// TLS over every connection (`None`: plaintext).
@@ -124,38 +129,73 @@ impl Transport {
         }
     }
 
+    /// The target's first address (the one alone, for most targets).
+    pub fn first_target(&self) -> SocketAddr {
+        self.targets.addresses()[0]
+    }
+
     /// The connectors of a run's devices, built once: see [`Connectors::connector`].
     pub fn connectors(&self) -> Connectors<'_> {
         let sources = self.source_ips.len().max(1);
+        let addresses = self.targets.addresses().len();
+        let shared = (sources.saturating_mul(addresses) <= SHARED_CONNECTORS_MAX).then(|| {
+            (0..sources * addresses)
+                .map(|k| self.layered(self.source(k / addresses, k % addresses), None))
+                .collect()
+        });
         Connectors {
             transport: self,
-            shared: (0..sources)
-                .map(|source| self.connector(source as u32, None))
-                .collect(),
+            shared,
         }
     }
 
-    /// Device `client`'s connector, layer on layer: TCP from its source address (so
-    /// `--source-ips` applies under everything), then its carrier's model if the run has
-    /// carriers (`local` is the client's index among this process's clients), then TLS if
-    /// asked for, then WebSocket if asked for (`wss` is WebSocket over TLS).
+    /// TCP from source address `source` (an index of `source_ips`), to target address
+    /// `first` first.
+    fn source(&self, source: usize, first: usize) -> SourceConnector {
+        SourceConnector {
+            targets: self.targets.clone(),
+            first,
+            source: (!self.source_ips.is_empty()).then(|| self.source_ips[source]),
+        }
+    }
+
+    /// Device `client`'s TCP: from source address `client % source_ips.len()`, to target
+    /// address `client % addresses` first.
+    fn source_of(&self, client: u32) -> SourceConnector {
+        self.source(
+            client as usize % self.source_ips.len().max(1),
+            self.targets.first_of(client),
+        )
+    }
+
+    /// Device `client`'s connector, layer on layer: TCP from its source address to its
+    /// target address (so `--source-ips` and the spread apply under everything), then its
+    /// carrier's model if the run has carriers (`local` is the client's index among this
+    /// process's clients), then TLS if asked for, then WebSocket if asked for (`wss` is
+    /// WebSocket over TLS).
     pub fn connector(&self, client: u32, carrier: Option<(&Carriers, usize)>) -> DynConnector {
-        let source = SourceConnector {
-            target: self.target,
-            source: (!self.source_ips.is_empty())
-                .then(|| self.source_ips[client as usize % self.source_ips.len()]),
-        };
+        self.layered(self.source_of(client), carrier)
+    }
+
+    fn layered(
+        &self,
+        source: SourceConnector,
+        carrier: Option<(&Carriers, usize)>,
+    ) -> DynConnector {
+        // TLS and WebSocket name the address tried first (a certificate for an IP address,
+        // errors); TLS's name comes from `--tls-server-name` or the target's host name.
+        let target = source.target();
         let mut connector = match carrier {
             None => DynConnector::new(source),
             Some((carriers, local)) => DynConnector::new(carriers.connector(local, source)),
         };
         if let Some(tls) = &self.tls {
-            connector = DynConnector::new(TlsConnector::new(connector, self.target, tls));
+            connector = DynConnector::new(TlsConnector::new(connector, target, tls));
         }
         if let Some(ws) = &self.ws {
             connector = DynConnector::new(WsConnector::new(
                 connector,
-                self.target,
+                target,
                 ws,
                 DEFAULT_MAX_FRAME_BYTES,
             ));
@@ -164,21 +204,30 @@ impl Transport {
     }
 }
 
-/// The connectors of a run's devices: one per source address shared by the devices without
-/// a carrier, one of its own for each device with one (its carrier model is per device).
+/// The connectors of a run's devices: one per (source address, target address) shared by
+/// the devices without a carrier (unless there are more pairs than
+/// `SHARED_CONNECTORS_MAX`), one of its own for each device with one (its carrier model is
+/// per device).
 #[derive(Debug)]
 pub struct Connectors<'a> {
     transport: &'a Transport,
-    /// By source address, as [`Transport::connector`] picks it (`client % source_ips.len()`).
-    shared: Vec<DynConnector>,
+    /// By source address, then target address, as [`Transport::connector`] picks them.
+    shared: Option<Vec<DynConnector>>,
 }
 
 impl Connectors<'_> {
     /// Device `client`'s connector, the same as [`Transport::connector`] builds.
     pub fn connector(&self, client: u32, carrier: Option<(&Carriers, usize)>) -> DynConnector {
-        match carrier {
-            None => self.shared[client as usize % self.shared.len()].clone(),
-            Some(carrier) => self.transport.connector(client, Some(carrier)),
+        match (carrier, &self.shared) {
+            (None, Some(shared)) => {
+                let transport = self.transport;
+                let sources = transport.source_ips.len().max(1);
+                let addresses = transport.targets.addresses().len();
+                let k =
+                    (client as usize % sources) * addresses + transport.targets.first_of(client);
+                shared[k].clone()
+            }
+            (carrier, _) => self.transport.connector(client, carrier),
         }
     }
 }
@@ -191,7 +240,7 @@ mod tests {
     async fn shared_connectors_connect_each_device_from_its_own_source_address() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let transport = Transport {
-            target: listener.local_addr().unwrap(),
+            targets: TargetAddresses::new(vec![listener.local_addr().unwrap()]),
             source_ips: ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
                 .iter()
                 .map(|ip| ip.parse().unwrap())
@@ -208,6 +257,101 @@ mod tests {
             let expected = transport.source_ips[client as usize % 3];
             assert_eq!(peer.ip(), expected, "client {client}");
         }
+    }
+
+    /// A port on `ip` that nothing listens on: bound, then closed.
+    async fn closed_on(ip: &str) -> SocketAddr {
+        let socket = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        socket.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn devices_are_dealt_round_the_target_s_addresses_and_move_on_when_one_refuses() {
+        let listeners = [
+            tokio::net::TcpListener::bind("127.0.0.5:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.6:0").await.unwrap(),
+        ];
+        let refusing = closed_on("127.0.0.7").await;
+        let addresses = vec![
+            listeners[0].local_addr().unwrap(),
+            refusing,
+            listeners[1].local_addr().unwrap(),
+        ];
+        let transport = Transport {
+            targets: TargetAddresses::new(addresses.clone()),
+            source_ips: ["127.0.0.2", "127.0.0.3"]
+                .iter()
+                .map(|ip| ip.parse().unwrap())
+                .collect(),
+            tls: None,
+            ws: None,
+        };
+        let connectors = transport.connectors();
+        // Client c tries address c % 3 first, from source c % 2; the refusing address's
+        // clients (1, 4, 7) land on the address after it.
+        for client in 0_u32..9 {
+            let landed = match client % 3 {
+                0 => 0,
+                _ => 1,
+            };
+            let connector = connectors.connector(client, None);
+            let connecting = tokio::spawn(async move { connector.connect().await.map(drop) });
+            let (_stream, peer) = listeners[landed].accept().await.unwrap();
+            connecting.await.unwrap().unwrap();
+            assert_eq!(
+                peer.ip(),
+                transport.source_ips[client as usize % 2],
+                "client {client}"
+            );
+        }
+        let counts = transport.targets.counts();
+        let by_address: Vec<(SocketAddr, u64, u64)> = counts
+            .iter()
+            .map(|c| (c.address, c.connects, c.failures))
+            .collect();
+        assert_eq!(
+            by_address,
+            vec![
+                (addresses[0], 3, 0),
+                (addresses[1], 0, 3),
+                (addresses[2], 6, 0)
+            ]
+        );
+        // Per-device connectors (a carrier's devices build their own) deal the same way.
+        let own = transport.connector(5, None);
+        let connecting = tokio::spawn(async move { own.connect().await.map(drop) });
+        let (_stream, _) = listeners[1].accept().await.unwrap();
+        connecting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connect_every_address_refuses_keeps_the_refusal_and_names_them() {
+        let addresses = vec![closed_on("127.0.0.1").await, closed_on("127.0.0.8").await];
+        let transport = Transport {
+            targets: TargetAddresses::new(addresses.clone()),
+            source_ips: Vec::new(),
+            tls: None,
+            ws: None,
+        };
+        let error = transport
+            .connector(1, None)
+            .connect()
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("({}, {})", addresses[1], addresses[0])),
+            "tried from client 1's first address on: {text}"
+        );
+        let failures: Vec<u64> = transport
+            .targets
+            .counts()
+            .iter()
+            .map(|c| c.failures)
+            .collect();
+        assert_eq!(failures, vec![1, 1]);
     }
 
     #[tokio::test]

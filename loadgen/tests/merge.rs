@@ -36,6 +36,7 @@ fn run_as(dir: &Path, target: &str, refused: u64, protocol: &str) {
         latency_ms: Default::default(),
         carriers: Vec::new(),
         lost_deliveries: Vec::new(),
+        target_addresses: Vec::new(),
     };
     results.messages.refused = refused;
     results

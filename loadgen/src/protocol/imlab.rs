@@ -424,7 +424,7 @@ mod tests {
             population: None,
         });
         let transport = crate::transport::Transport {
-            target: listener.local_addr().unwrap(),
+            targets: crate::source::TargetAddresses::new(vec![listener.local_addr().unwrap()]),
             source_ips: Vec::new(),
             tls: None,
             ws: None,

@@ -134,7 +134,7 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         .payload(0)
     };
     let transport = Transport {
-        target,
+        targets: crate::source::TargetAddresses::new(vec![target]),
         source_ips: Vec::new(),
         tls: None,
         ws: None,
