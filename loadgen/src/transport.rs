@@ -235,6 +235,7 @@ impl Connectors<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn shared_connectors_connect_each_device_from_its_own_source_address() {
@@ -296,7 +297,11 @@ mod tests {
             };
             let connector = connectors.connector(client, None);
             let connecting = tokio::spawn(async move { connector.connect().await.map(drop) });
-            let (_stream, peer) = listeners[landed].accept().await.unwrap();
+            let (_stream, peer) =
+                tokio::time::timeout(Duration::from_secs(10), listeners[landed].accept())
+                    .await
+                    .unwrap_or_else(|_| panic!("client {client} did not reach address {landed}"))
+                    .unwrap();
             connecting.await.unwrap().unwrap();
             assert_eq!(
                 peer.ip(),
