@@ -22,6 +22,7 @@ use crate::values::{non_empty_secret, non_negative_rate, positive_count, positiv
         "imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load",
         "imlab load --target im.example.com:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat",
         "imlab load --target localhost:7400 --clients 1000 --duration 30s --tls --ca cert.pem",
+        "imlab load --target 10.0.0.1:7400,10.0.0.2:7400 --clients 2000 --duration 1m --out out/gateways",
         "imlab load --target 127.0.0.1:7400 --scenario scenarios/flaky-carrier.toml --duration 5m --out out/flaky",
         "imlab load merge out/load-a out/load-b --out out/load-all",
     ]),
@@ -29,6 +30,7 @@ use crate::values::{non_empty_secret, non_negative_rate, positive_count, positiv
         "imlab load --target 127.0.0.1:7400 --clients 1000 --duration 30s --msg-rate 5000 --out out/load",
         "imlab load --target im.example.com:7400 --clients 200 --duration 1m --pattern group:20 --heartbeat wechat",
         "imlab load --target localhost:7400 --clients 1000 --duration 30s --tls --ca cert.pem",
+        "imlab load --target 10.0.0.1:7400,10.0.0.2:7400 --clients 2000 --duration 1m --out out/gateways",
         "imlab load --target 127.0.0.1:7400 --scenario scenarios/flaky-carrier.toml --duration 5m --out out/flaky",
         "imlab load merge out/load-a out/load-b --out out/load-all",
     ], LOAD_EXIT_CODES),
@@ -290,6 +292,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     let protocol = args.mqtt.choice(args.auth_secret.is_some())?;
+    let connect_timeout = protocol.connect_timeout();
     let ws = match &args.ws {
         Some(path) => Some(
             imlab_core::ws::WsClient::new(
@@ -326,7 +329,7 @@ pub fn run_command(args: LoadArgs) -> anyhow::Result<std::process::ExitCode> {
     let config = LoadConfig {
         protocol,
         transport: Transport {
-            targets: imlab_loadgen::source::TargetAddresses::new(addresses),
+            targets: imlab_loadgen::source::TargetAddresses::new(addresses, connect_timeout),
             source_ips,
             tls,
             ws,

@@ -56,6 +56,15 @@ impl ProtocolChoice {
             ProtocolChoice::Mqtt(_) => "mqtt",
         }
     }
+
+    /// How long a device's connect may take, TCP and handshakes (and login) together: the
+    /// client core's connect timeout, or MQTT's `--ack-timeout` (which bounds its CONNACK).
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        match self {
+            ProtocolChoice::Imlab => imlab_core::client::ClientConfig::default().connect_timeout,
+            ProtocolChoice::Mqtt(options) => options.ack_timeout,
+        }
+    }
 }
 
 /// A run's tag: `r` and the run's start (Unix milliseconds) in base 36, eight digits until

@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use imlab_core::net::Connector;
 use tokio::net::{TcpSocket, TcpStream};
@@ -65,6 +66,10 @@ pub fn parse_source_ips(text: &str) -> Result<Vec<IpAddr>, String> {
 #[derive(Debug)]
 pub struct TargetAddresses {
     addresses: Vec<SocketAddr>,
+    /// How long a TCP connect to one address may take when there are several, so that a
+    /// blackholed address leaves the client time for the next ones within its connect
+    /// timeout.
+    attempt_timeout: Duration,
     connects: Vec<AtomicU64>,
     failures: Vec<AtomicU64>,
 }
@@ -82,11 +87,13 @@ pub struct AddressCounts {
 }
 
 impl TargetAddresses {
-    /// For `addresses`, at least one.
-    pub fn new(addresses: Vec<SocketAddr>) -> Arc<TargetAddresses> {
+    /// For `addresses`, at least one, with `connect_timeout` the devices' time for a whole
+    /// connect: a TCP connect to one of several addresses gets an equal share of it.
+    pub fn new(addresses: Vec<SocketAddr>, connect_timeout: Duration) -> Arc<TargetAddresses> {
         assert!(!addresses.is_empty(), "a target has an address");
         let counters = || addresses.iter().map(|_| AtomicU64::new(0)).collect();
         Arc::new(TargetAddresses {
+            attempt_timeout: connect_timeout / addresses.len() as u32,
             connects: counters(),
             failures: counters(),
             addresses,
@@ -119,8 +126,9 @@ impl TargetAddresses {
 /// Connects from a chosen local address, with TCP_NODELAY, to the client's first address of
 /// the target and, when a connect there fails, to the next ones in turn (as a phone with an
 /// IP list moves on to the next gateway); the error of a connect every address refused is
-/// the last one's, with the addresses named. A connect that hangs (a blackholed address)
-/// spends the caller's connect timeout on that address.
+/// the last one's, with the addresses named. With several addresses, a TCP connect to one
+/// that does not answer in its share of the connect timeout counts as failed there (a
+/// blackholed address), so the next ones are tried in time.
 #[derive(Debug, Clone)]
 pub struct SourceConnector {
     /// The server's addresses.
@@ -160,7 +168,23 @@ impl Connector for SourceConnector {
         let mut failed = None;
         for k in 0..n {
             let i = (self.first + k) % n;
-            match self.connect_to(targets.addresses[i]).await {
+            let connecting = self.connect_to(targets.addresses[i]);
+            let connected = if n == 1 {
+                connecting.await
+            } else {
+                tokio::time::timeout(targets.attempt_timeout, connecting)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "no answer from {} in {:?}",
+                                targets.addresses[i], targets.attempt_timeout
+                            ),
+                        ))
+                    })
+            };
+            match connected {
                 Ok(stream) => {
                     targets.connects[i].fetch_add(1, Ordering::Relaxed);
                     return Ok(stream);

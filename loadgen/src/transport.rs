@@ -241,7 +241,10 @@ mod tests {
     async fn shared_connectors_connect_each_device_from_its_own_source_address() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let transport = Transport {
-            targets: TargetAddresses::new(vec![listener.local_addr().unwrap()]),
+            targets: TargetAddresses::new(
+                vec![listener.local_addr().unwrap()],
+                Duration::from_secs(20),
+            ),
             source_ips: ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
                 .iter()
                 .map(|ip| ip.parse().unwrap())
@@ -279,7 +282,7 @@ mod tests {
             listeners[1].local_addr().unwrap(),
         ];
         let transport = Transport {
-            targets: TargetAddresses::new(addresses.clone()),
+            targets: TargetAddresses::new(addresses.clone(), Duration::from_secs(20)),
             source_ips: ["127.0.0.2", "127.0.0.3"]
                 .iter()
                 .map(|ip| ip.parse().unwrap())
@@ -333,7 +336,7 @@ mod tests {
     async fn a_connect_every_address_refuses_keeps_the_refusal_and_names_them() {
         let addresses = vec![closed_on("127.0.0.1").await, closed_on("127.0.0.8").await];
         let transport = Transport {
-            targets: TargetAddresses::new(addresses.clone()),
+            targets: TargetAddresses::new(addresses.clone(), Duration::from_secs(20)),
             source_ips: Vec::new(),
             tls: None,
             ws: None,
@@ -357,6 +360,47 @@ mod tests {
             .map(|c| c.failures)
             .collect();
         assert_eq!(failures, vec![1, 1]);
+    }
+
+    #[tokio::test]
+    async fn an_address_that_never_answers_gets_its_share_of_the_connect_timeout() {
+        // A listener that accepts nothing, its queue full: the kernel drops further SYNs, as
+        // a blackholed address does.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.9:0".parse().unwrap()).unwrap();
+        let silent = socket.listen(1).unwrap();
+        let silent_address = silent.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..2 {
+            queued.push(std::net::TcpStream::connect(silent_address).unwrap());
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addresses = vec![silent_address, listener.local_addr().unwrap()];
+        let transport = Transport {
+            targets: TargetAddresses::new(addresses.clone(), Duration::from_secs(4)),
+            source_ips: Vec::new(),
+            tls: None,
+            ws: None,
+        };
+        let connector = transport.connector(0, None);
+        let started = std::time::Instant::now();
+        let connecting = tokio::spawn(async move { connector.connect().await.map(drop) });
+        let accepted = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+        assert!(accepted.is_ok(), "never moved on from the silent address");
+        connecting.await.unwrap().unwrap();
+        let waited = started.elapsed();
+        // Its share is 2 s of the 4; the whole timeout would have left no time for the next.
+        assert!(
+            waited >= Duration::from_millis(1_900) && waited < Duration::from_millis(3_500),
+            "the silent address had about its two seconds: {waited:?}"
+        );
+        let counts: Vec<(u64, u64)> = transport
+            .targets
+            .counts()
+            .iter()
+            .map(|c| (c.connects, c.failures))
+            .collect();
+        assert_eq!(counts, vec![(0, 1), (1, 0)]);
     }
 
     #[tokio::test]

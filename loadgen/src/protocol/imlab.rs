@@ -424,7 +424,10 @@ mod tests {
             population: None,
         });
         let transport = crate::transport::Transport {
-            targets: crate::source::TargetAddresses::new(vec![listener.local_addr().unwrap()]),
+            targets: crate::source::TargetAddresses::new(
+                vec![listener.local_addr().unwrap()],
+                std::time::Duration::from_secs(20),
+            ),
             source_ips: Vec::new(),
             tls: None,
             ws: None,

@@ -134,7 +134,10 @@ async fn forgetful_broker(resend_first: bool) -> Vec<(String, u64)> {
         .payload(0)
     };
     let transport = Transport {
-        targets: crate::source::TargetAddresses::new(vec![target]),
+        targets: crate::source::TargetAddresses::new(
+            vec![target],
+            std::time::Duration::from_secs(20),
+        ),
         source_ips: Vec::new(),
         tls: None,
         ws: None,
