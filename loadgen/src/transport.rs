@@ -240,18 +240,11 @@ mod tests {
     #[tokio::test]
     async fn shared_connectors_connect_each_device_from_its_own_source_address() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let transport = Transport {
-            targets: TargetAddresses::new(
-                vec![listener.local_addr().unwrap()],
-                Duration::from_secs(20),
-            ),
-            source_ips: ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-                .iter()
-                .map(|ip| ip.parse().unwrap())
-                .collect(),
-            tls: None,
-            ws: None,
-        };
+        let transport = plain(
+            vec![listener.local_addr().unwrap()],
+            &["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+            Duration::from_secs(20),
+        );
         let connectors = transport.connectors();
         for client in [0_u32, 1, 2, 3, 4, 7, 11] {
             let connector = connectors.connector(client, None);
@@ -260,6 +253,16 @@ mod tests {
             connecting.await.unwrap().unwrap();
             let expected = transport.source_ips[client as usize % 3];
             assert_eq!(peer.ip(), expected, "client {client}");
+        }
+    }
+
+    /// Plain TCP to `addresses` from `sources` (none: the kernel's choice).
+    fn plain(addresses: Vec<SocketAddr>, sources: &[&str], connect_timeout: Duration) -> Transport {
+        Transport {
+            targets: TargetAddresses::new(addresses, connect_timeout),
+            source_ips: sources.iter().map(|ip| ip.parse().unwrap()).collect(),
+            tls: None,
+            ws: None,
         }
     }
 
@@ -281,15 +284,11 @@ mod tests {
             refusing,
             listeners[1].local_addr().unwrap(),
         ];
-        let transport = Transport {
-            targets: TargetAddresses::new(addresses.clone(), Duration::from_secs(20)),
-            source_ips: ["127.0.0.2", "127.0.0.3"]
-                .iter()
-                .map(|ip| ip.parse().unwrap())
-                .collect(),
-            tls: None,
-            ws: None,
-        };
+        let transport = plain(
+            addresses.clone(),
+            &["127.0.0.2", "127.0.0.3"],
+            Duration::from_secs(20),
+        );
         let connectors = transport.connectors();
         // Client c tries address c % 3 first, from source c % 2; the refusing address's
         // clients (1, 4, 7) land on the address after it.
@@ -335,12 +334,7 @@ mod tests {
     #[tokio::test]
     async fn a_connect_every_address_refuses_keeps_the_refusal_and_names_them() {
         let addresses = vec![closed_on("127.0.0.1").await, closed_on("127.0.0.8").await];
-        let transport = Transport {
-            targets: TargetAddresses::new(addresses.clone(), Duration::from_secs(20)),
-            source_ips: Vec::new(),
-            tls: None,
-            ws: None,
-        };
+        let transport = plain(addresses.clone(), &[], Duration::from_secs(20));
         let error = transport
             .connector(1, None)
             .connect()
@@ -376,12 +370,7 @@ mod tests {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addresses = vec![silent_address, listener.local_addr().unwrap()];
-        let transport = Transport {
-            targets: TargetAddresses::new(addresses.clone(), Duration::from_secs(4)),
-            source_ips: Vec::new(),
-            tls: None,
-            ws: None,
-        };
+        let transport = plain(addresses, &[], Duration::from_secs(4));
         let connector = transport.connector(0, None);
         let started = std::time::Instant::now();
         let connecting = tokio::spawn(async move { connector.connect().await.map(drop) });
