@@ -159,13 +159,19 @@ impl Transport {
         }
     }
 
-    /// Device `client`'s TCP: from source address `client % source_ips.len()`, to target
-    /// address `client % addresses` first.
-    fn source_of(&self, client: u32) -> SourceConnector {
-        self.source(
+    /// Device `client`'s source address (`client % source_ips.len()`) and the target address
+    /// it tries first (`client % addresses`), as indexes.
+    fn pair_of(&self, client: u32) -> (usize, usize) {
+        (
             client as usize % self.source_ips.len().max(1),
             self.targets.first_of(client),
         )
+    }
+
+    /// Device `client`'s TCP, from and to its [`Transport::pair_of`].
+    fn source_of(&self, client: u32) -> SourceConnector {
+        let (source, first) = self.pair_of(client);
+        self.source(source, first)
     }
 
     /// Device `client`'s connector, layer on layer: TCP from its source address to its
@@ -220,12 +226,9 @@ impl Connectors<'_> {
     pub fn connector(&self, client: u32, carrier: Option<(&Carriers, usize)>) -> DynConnector {
         match (carrier, &self.shared) {
             (None, Some(shared)) => {
-                let transport = self.transport;
-                let sources = transport.source_ips.len().max(1);
-                let addresses = transport.targets.addresses().len();
-                let k =
-                    (client as usize % sources) * addresses + transport.targets.first_of(client);
-                shared[k].clone()
+                // Laid out as `Transport::connectors` builds them: by source, then address.
+                let (source, first) = self.transport.pair_of(client);
+                shared[source * self.transport.targets.addresses().len() + first].clone()
             }
             (carrier, _) => self.transport.connector(client, carrier),
         }
